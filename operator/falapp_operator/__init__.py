@@ -1,0 +1,1 @@
+"""falapp-operator: machine-type placement with per-replica fallback for GPU apps."""

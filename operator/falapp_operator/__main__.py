@@ -1,0 +1,36 @@
+"""`falapp-operator run`: start the operator against the current kubeconfig or in-cluster."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="falapp-operator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument("-n", "--namespace", action="append", default=[],
+                     help="watch FalApps only in these namespaces (repeatable; default: all)")
+    run.add_argument("--log-format", choices=["text", "json"], default="text")
+    run.add_argument("--verbose", action="store_true")
+    run.add_argument("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    args = parser.parse_args(argv)
+
+    import kopf  # imported here: nothing happens at import time of the package
+
+    import falapp_operator.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=args.verbose,
+                   log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL)
+    logging.getLogger("falapp_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:  # kopf logs every handled watch event at INFO: thousands per minute here
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace,
+             liveness_endpoint=args.liveness)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Status conditions shaped as Kubernetes API conventions (metav1.Condition), with kstatus semantics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from falapp_operator.api.common import CONDITION_REASON, CONDITION_TYPE, StatusModel, Timestamp
+
+
+class ConditionType(StrEnum):
+    """Condition types the operator sets."""
+
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+    FALLBACK_ACTIVE = "FallbackActive"
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(StatusModel):
+    """One aspect of the object's current state (Kubernetes API conventions)."""
+
+    type: str = Field(
+        max_length=316,
+        pattern=CONDITION_TYPE,
+        description="Type of condition in CamelCase, e.g. Ready, Reconciling, Stalled, FallbackActive.",
+    )
+    status: ConditionStatus = Field(description="Status of the condition: True, False or Unknown.")
+    reason: str | None = Field(
+        None,
+        max_length=1024,
+        pattern=CONDITION_REASON,
+        description="Machine-readable CamelCase reason for the last transition, e.g. InsufficientCapacity.",
+    )
+    message: str | None = Field(
+        None, max_length=32768, description="Human-readable details about the last transition."
+    )
+    last_transition_time: Timestamp | None = Field(
+        None, description="When the condition last changed from one status to another."
+    )
+    observed_generation: int | None = Field(
+        None, ge=0, description="The metadata.generation the condition was computed from."
+    )
+
+    @property
+    def is_true(self) -> bool:
+        return self.status == "True"
+
+
+def get_condition(conditions: Iterable[Condition], type_: str) -> Condition | None:
+    """The condition of the given type, or None."""
+    for condition in conditions:
+        if condition.type == type_:
+            return condition
+    return None
+
+
+def set_condition(
+    conditions: Iterable[Condition],
+    type_: str,
+    status: ConditionStatus,
+    *,
+    reason: str,
+    message: str = "",
+    observed_generation: int | None = None,
+    now: datetime,
+) -> list[Condition]:
+    """Return a new list with the condition of `type_` set.
+
+    `lastTransitionTime` moves to `now` only when the status changes (or the condition is new), so an
+    unchanged condition produces an identical list and no write is needed. Order is kept; new
+    conditions are appended.
+    """
+    result: list[Condition] = []
+    found = False
+    for old in conditions:
+        if old.type != type_:
+            result.append(old)
+            continue
+        found = True
+        since = old.last_transition_time if old.status == status and old.last_transition_time else now
+        result.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=since,
+                observed_generation=observed_generation,
+            )
+        )
+    if not found:
+        result.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=observed_generation,
+            )
+        )
+    return result

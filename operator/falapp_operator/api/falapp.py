@@ -1,0 +1,287 @@
+"""FalApp: an app's image, its ordered machine types, GPU count, replicas and fallback behaviour."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from falapp_operator.api.common import (
+    API_VERSION,
+    DNS1123_SUBDOMAIN,
+    GROUP,
+    LABEL_VALUE,
+    MACHINE_TYPE_NAME,
+    MAX_MACHINE_TYPES,
+    VERSION,
+    ApiModel,
+    ObjectMeta,
+    Toleration,
+    cel,
+    duration_type,
+    list_map,
+    plain,
+    x_validations,
+)
+from falapp_operator.api.crd import PrinterColumn, ResourceInfo
+from falapp_operator.api.podspec import (
+    ContainerPort,
+    EnvFromSource,
+    EnvVar,
+    LocalObjectReference,
+    Probe,
+    ResourceOverrides,
+)
+from falapp_operator.api.status import FalAppStatus
+from falapp_operator.api.units import parse_duration
+from falapp_operator.api.volumes import Volume, VolumeMount
+
+RESERVED_LABEL_PREFIX = f"{GROUP}/"
+
+MachineTypeName = Annotated[str, Field(min_length=1, max_length=63, pattern=MACHINE_TYPE_NAME)]
+UnschedulableTimeout = duration_type("1s", "24h")
+ScaleUpTimeout = duration_type("0s", "24h")
+
+
+def _unique(items: Iterable[Any], key: Any, field: str) -> None:
+    seen: set[Any] = set()
+    for item in items:
+        k = key(item)
+        if k in seen:
+            raise ValueError(f"{field}: duplicate entry {k!r}")
+        seen.add(k)
+
+
+class Fallback(ApiModel):
+    """When a replica moves to the next machine type, and whether it comes back."""
+
+    unschedulable_timeout: UnschedulableTimeout = Field(
+        "60s",
+        description="How long a replica may stay unschedulable on a type before it is placed on the next "
+        "type (1s..24h, e.g. 60s, 2m30s).",
+    )
+    scale_up_timeout: ScaleUpTimeout = Field(
+        "15m",
+        description="Extra wait while a cluster autoscaler reports that a node is coming for the pending "
+        "replica (0s..24h).",
+    )
+    return_to_preferred: bool = Field(
+        True,
+        description="Move replicas back to a more preferred type when it has room again (make-before-break).",
+    )
+
+    @property
+    def unschedulable_timeout_seconds(self) -> float:
+        return parse_duration(self.unschedulable_timeout).total_seconds()
+
+    @property
+    def scale_up_timeout_seconds(self) -> float:
+        return parse_duration(self.scale_up_timeout).total_seconds()
+
+
+def _unique_machine_types(value: list[str]) -> list[str]:
+    if len({v.lower() for v in value}) != len(value):
+        raise ValueError("machineTypes must be unique (case-insensitive)")
+    return value
+
+
+def _no_reserved_labels(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if key.startswith(RESERVED_LABEL_PREFIX):
+            raise ValueError("podLabels may not use the reserved fal.ai/ prefix")
+    return value
+
+
+_SPEC_RULES = x_validations(
+    cel(
+        "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && "
+        "self.volumes.exists(v, v.name == m.name))",
+        "every volumeMounts[].name must name an entry of volumes",
+        field_path=".volumeMounts",
+    ),
+    cel(
+        "!has(self.livenessProbe) || !has(self.livenessProbe.successThreshold) || "
+        "self.livenessProbe.successThreshold == 1",
+        "livenessProbe.successThreshold must be 1",
+        field_path=".livenessProbe.successThreshold",
+    ),
+    cel(
+        "!has(self.startupProbe) || !has(self.startupProbe.successThreshold) || "
+        "self.startupProbe.successThreshold == 1",
+        "startupProbe.successThreshold must be 1",
+        field_path=".startupProbe.successThreshold",
+    ),
+    cel(
+        "!has(self.requiresNvenc) || !self.requiresNvenc || !has(self.numGpus) || self.numGpus > 0",
+        "requiresNvenc needs a GPU: numGpus may not be 0",
+        field_path=".numGpus",
+    ),
+)
+
+
+class FalAppSpec(ApiModel):
+    """Desired state of a FalApp."""
+
+    model_config = ConfigDict(json_schema_extra=_SPEC_RULES)
+
+    image: str = Field(min_length=1, max_length=1024, description="Container image of the app.")
+    machine_types: Annotated[list[MachineTypeName], AfterValidator(_unique_machine_types)] = Field(
+        min_length=1,
+        max_length=MAX_MACHINE_TYPES,
+        description="Machine types the app may run on, most preferred first (1..8, unique, "
+        "case-insensitive), e.g. [GPU-H100, GPU-A100]. Each names a MachineType by its name or displayName.",
+        json_schema_extra=x_validations(
+            cel(
+                "self.all(x, self.filter(y, y.lowerAscii() == x.lowerAscii()).size() == 1)",
+                "machineTypes must be unique (case-insensitive)",
+            )
+        ),
+    )
+    num_gpus: int | None = Field(
+        None,
+        ge=0,
+        le=16,
+        description="GPUs per replica. Absent means 1 on GPU types and 0 on CPU types; "
+        "0 means CPU types only.",
+    )
+    replicas: int = Field(1, ge=0, le=1000, description="Wanted number of replicas (scale subresource).")
+    requires_nvenc: bool = Field(
+        False, description="Only use machine types with hardware video encoders (NVENC)."
+    )
+    fallback: Fallback = Field(
+        default_factory=Fallback,
+        description="Fallback timing between machine types.",
+        json_schema_extra={"default": {}},
+    )
+    command: list[str] = Field(
+        default_factory=list, max_length=256, description="Entrypoint; replaces the image's ENTRYPOINT."
+    )
+    args: list[str] = Field(
+        default_factory=list, max_length=1024, description="Arguments; replace the image's CMD."
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Environment variables of the app container.",
+        json_schema_extra=list_map("name"),
+    )
+    env_from: list[EnvFromSource] = Field(
+        default_factory=list, max_length=64, description="ConfigMaps and Secrets to expose as variables."
+    )
+    ports: list[ContainerPort] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Ports the app listens on.",
+        json_schema_extra=list_map("containerPort", "protocol"),
+    )
+    readiness_probe: Probe | None = Field(None, description="When a replica is ready to serve.")
+    liveness_probe: Probe | None = Field(None, description="When a replica must be restarted.")
+    startup_probe: Probe | None = Field(None, description="Holds the other probes until the app has started.")
+    resources: ResourceOverrides | None = Field(
+        None, description="cpu/memory requests per replica, replacing the machine type's."
+    )
+    volumes: list[Volume] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Volumes: configMap, secret, persistentVolumeClaim or emptyDir.",
+        json_schema_extra=list_map("name"),
+    )
+    volume_mounts: list[VolumeMount] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Where volumes are mounted in the app container.",
+        json_schema_extra=list_map("mountPath"),
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Secrets used to pull the image.",
+        json_schema_extra=list_map("name"),
+    )
+    service_account_name: str | None = Field(
+        None, max_length=253, pattern=DNS1123_SUBDOMAIN, description="ServiceAccount the pods run as."
+    )
+    pod_labels: Annotated[
+        dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]],
+        AfterValidator(_no_reserved_labels),
+    ] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Extra labels on the pods (keys under fal.ai/ are reserved).",
+        json_schema_extra=x_validations(
+            cel("self.all(k, !k.startsWith('fal.ai/'))", "podLabels may not use the reserved fal.ai/ prefix")
+        ),
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, max_length=128, description="Extra annotations on the pods."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=64, description="Extra tolerations, added to the machine type's."
+    )
+    priority_class_name: str | None = Field(
+        None, max_length=253, pattern=DNS1123_SUBDOMAIN, description="PriorityClass of the pods."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> FalAppSpec:
+        _unique(self.env, lambda e: e.name, "env")
+        _unique(self.ports, lambda p: (p.container_port, p.protocol), "ports")
+        _unique(self.volumes, lambda v: v.name, "volumes")
+        _unique(self.volume_mounts, lambda m: m.mount_path, "volumeMounts")
+        _unique(self.image_pull_secrets, lambda s: s.name, "imagePullSecrets")
+        declared = {v.name for v in self.volumes}
+        for mount in self.volume_mounts:
+            if mount.name not in declared:
+                raise ValueError("every volumeMounts[].name must name an entry of volumes")
+        for name, probe in (("livenessProbe", self.liveness_probe), ("startupProbe", self.startup_probe)):
+            if probe is not None and probe.success_threshold not in (None, 1):
+                raise ValueError(f"{name}.successThreshold must be 1")
+        if self.requires_nvenc and self.num_gpus == 0:
+            raise ValueError("requiresNvenc needs a GPU: numGpus may not be 0")
+        return self
+
+
+class FalApp(BaseModel):
+    """A whole FalApp object as read from the API."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    api_version: Literal["fal.ai/v1alpha1"] = Field(API_VERSION, description="fal.ai/v1alpha1")
+    kind: Literal["FalApp"] = Field("FalApp", description="FalApp")
+    metadata: ObjectMeta = Field(description="Object metadata.")
+    spec: FalAppSpec = Field(description="Desired state.")
+    status: FalAppStatus = Field(default_factory=FalAppStatus, description="Observed state.")
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> FalApp:
+        """Validate an object body (a dict or a kopf Body)."""
+        return cls.model_validate(plain(body))
+
+
+FALAPP = ResourceInfo(
+    group=GROUP,
+    version=VERSION,
+    kind="FalApp",
+    plural="falapps",
+    singular="falapp",
+    scope="Namespaced",
+    description="FalApp runs replicas of an app image on machine types in order of preference, with "
+    "per-replica fallback to the next type when a type has no room.",
+    spec_model=FalAppSpec,
+    status_model=FalAppStatus,
+    short_names=("fa",),
+    categories=("fal",),
+    printer_columns=(
+        PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "Ready condition."),
+        PrinterColumn("Machines", "string", ".status.machines", "Replicas per machine type."),
+        PrinterColumn("Replicas", "integer", ".spec.replicas", "Wanted replicas."),
+        PrinterColumn("Available", "integer", ".status.readyReplicas", "Ready replicas."),
+        PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+        PrinterColumn(
+            "Reason", "string", '.status.conditions[?(@.type=="Ready")].reason', "Ready reason.", priority=1
+        ),
+    ),
+    scale=(".spec.replicas", ".status.replicas", ".status.selector"),
+)

@@ -1,0 +1,277 @@
+"""MachineType: one machine type users can name in a FalApp, and how to find and size its nodes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from falapp_operator.api.common import (
+    API_VERSION,
+    DNS1123_LABEL,
+    GROUP,
+    MACHINE_TYPE_NAME,
+    QUALIFIED_NAME,
+    VERSION,
+    ApiModel,
+    ObjectMeta,
+    Quantity,
+    StatusModel,
+    Timestamp,
+    Toleration,
+    cel,
+    plain,
+    x_validations,
+)
+from falapp_operator.api.crd import PrinterColumn, ResourceInfo
+from falapp_operator.api.nodes import LabelValue, NodeSelectorRequirement
+from falapp_operator.api.units import scale_quantity
+
+NVIDIA_GPU = "nvidia.com/gpu"
+
+
+class GpuSpec(ApiModel):
+    """The GPUs of a machine type."""
+
+    resource_name: str = Field(
+        NVIDIA_GPU,
+        max_length=253,
+        pattern=QUALIFIED_NAME,
+        description="Extended resource a replica requests, one per GPU.",
+    )
+    max_gpus_per_replica: int = Field(ge=1, le=16, description="Most GPUs one replica may use (numGpus).")
+    vram: Quantity | None = Field(None, description="Memory of one GPU, e.g. 80Gi.")
+    nvenc_engines: int = Field(0, ge=0, le=64, description="Hardware video encoders (NVENC) per GPU.")
+    nvdec_engines: int = Field(0, ge=0, le=64, description="Hardware video decoders (NVDEC) per GPU.")
+
+
+class MachineResources(ApiModel):
+    """cpu/memory requests: per GPU on GPU types, per replica on CPU types."""
+
+    cpu: Quantity = Field(description="CPU request, e.g. 12 or 500m.")
+    memory: Quantity = Field(description="Memory request, e.g. 112Gi.")
+
+
+_MT_RULES = x_validations(
+    cel(
+        "!has(self.nvencNodeSelector) || size(self.nvencNodeSelector) == 0 || "
+        "(has(self.gpu) && has(self.gpu.nvencEngines) && self.gpu.nvencEngines > 0)",
+        "nvencNodeSelector is only allowed when gpu.nvencEngines > 0",
+        field_path=".nvencNodeSelector",
+    ),
+)
+
+
+class MachineTypeSpec(ApiModel):
+    """A machine type: GPUs, requests, how to find its nodes."""
+
+    model_config = ConfigDict(json_schema_extra=_MT_RULES)
+
+    display_name: str | None = Field(
+        None,
+        max_length=63,
+        pattern=MACHINE_TYPE_NAME,
+        description="The name users write in spec.machineTypes, e.g. GPU-H100 (matched case-insensitively). "
+        "Defaults to metadata.name upper-cased.",
+    )
+    gpu: GpuSpec | None = Field(None, description="GPUs of the type; absent for CPU types.")
+    resources: MachineResources = Field(
+        description="cpu/memory requests: per GPU on GPU types, per replica on CPU types."
+    )
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict, max_length=32, description="Node labels the type's nodes carry (all must match)"
+    )
+    node_affinity: list[NodeSelectorRequirement] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Node label requirements, all of which must hold; use operator In with several values "
+        "to accept any of several labels.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Tolerations the type's pods get."
+    )
+    nvenc_node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Extra node labels required only for apps with requiresNvenc "
+        "(needs gpu.nvencEngines > 0).",
+    )
+
+    @model_validator(mode="after")
+    def _nvenc(self) -> MachineTypeSpec:
+        if self.nvenc_node_selector and (self.gpu is None or self.gpu.nvenc_engines == 0):
+            raise ValueError("nvencNodeSelector is only allowed when gpu.nvencEngines > 0")
+        return self
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.gpu is not None
+
+    @property
+    def nvenc_capable(self) -> bool:
+        return self.gpu is not None and self.gpu.nvenc_engines > 0
+
+    def gpus_per_replica(self, num_gpus: int | None) -> int | None:
+        """GPUs a replica asking for `num_gpus` gets on this type, or None if the type cannot host it.
+
+        GPU types: absent means 1; 0 or more than maxGpusPerReplica cannot be hosted.
+        CPU types: only absent or 0 (-> 0).
+        """
+        if self.gpu is None:
+            return 0 if not num_gpus else None
+        wanted = 1 if num_gpus is None else num_gpus
+        return wanted if 1 <= wanted <= self.gpu.max_gpus_per_replica else None
+
+    def can_host(self, num_gpus: int | None, requires_nvenc: bool = False) -> bool:
+        """Whether an app with this GPU count and NVENC need may run on the type."""
+        if requires_nvenc and not self.nvenc_capable:
+            return False
+        return self.gpus_per_replica(num_gpus) is not None
+
+    def replica_requests(self, gpus: int) -> dict[str, str]:
+        """Resource requests of one replica with `gpus` GPUs (0 on CPU types): cpu, memory and GPUs."""
+        if self.gpu is None:
+            if gpus:
+                raise ValueError("a CPU machine type has no GPUs")
+            return {"cpu": self.resources.cpu, "memory": self.resources.memory}
+        if gpus < 1:
+            raise ValueError("a GPU machine type needs at least one GPU per replica")
+        return {
+            "cpu": scale_quantity(self.resources.cpu, gpus),
+            "memory": scale_quantity(self.resources.memory, gpus),
+            self.gpu.resource_name: str(gpus),
+        }
+
+    def matches_node(self, labels: Mapping[str, str], nvenc: bool = False) -> bool:
+        """Whether a node with these labels belongs to the type (with nvencNodeSelector when `nvenc`)."""
+        selectors = [self.node_selector, self.nvenc_node_selector if nvenc else {}]
+        if any(labels.get(k) != v for selector in selectors for k, v in selector.items()):
+            return False
+        return all(req.matches(labels) for req in self.node_affinity)
+
+
+class MachineTypeStatus(StatusModel):
+    """The operator's view of the type's capacity."""
+
+    nodes: int | None = Field(None, ge=0, description="Ready nodes that match the type.")
+    allocatable_gpus: int | None = Field(None, ge=0, description="GPUs allocatable on those nodes.")
+    free_gpus: int | None = Field(None, ge=0, description="GPUs not requested by scheduled pods.")
+    placed_replicas: int | None = Field(None, ge=0, description="FalApp replicas bound to the type's nodes.")
+    pending_replicas: int | None = Field(None, ge=0, description="FalApp replicas waiting for the type.")
+    observed_at: Timestamp | None = Field(None, description="When these numbers were computed.")
+
+
+def display_name_for(name: str) -> str:
+    """Default displayName of a MachineType: its object name upper-cased (`gpu-h100` -> `GPU-H100`)."""
+    return name.upper()
+
+
+class MachineType(BaseModel):
+    """A whole MachineType object as read from the API."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    api_version: Literal["fal.ai/v1alpha1"] = Field(API_VERSION, description="fal.ai/v1alpha1")
+    kind: Literal["MachineType"] = Field("MachineType", description="MachineType")
+    metadata: ObjectMeta = Field(description="Object metadata.")
+    spec: MachineTypeSpec = Field(description="The machine type.")
+    status: MachineTypeStatus = Field(default_factory=MachineTypeStatus, description="Observed capacity.")
+
+    @model_validator(mode="after")
+    def _name(self) -> MachineType:
+        name = self.metadata.name
+        if len(name) > 63 or not re.fullmatch(DNS1123_LABEL, name):
+            raise ValueError(f"metadata.name {name!r} must be a DNS-1123 label, e.g. gpu-h100")
+        return self
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> MachineType:
+        """Validate an object body (a dict or a kopf Body)."""
+        return cls.model_validate(plain(body))
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def display_name(self) -> str:
+        return self.spec.display_name or display_name_for(self.metadata.name)
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.spec.is_gpu
+
+    @property
+    def nvenc_capable(self) -> bool:
+        return self.spec.nvenc_capable
+
+    def matches(self, name: str) -> bool:
+        """Whether `name` (as written in a FalApp) is this type's object name or displayName, any case."""
+        wanted = name.lower()
+        return wanted in (self.metadata.name.lower(), self.display_name.lower())
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as JSON-ready dict (no status, no empty collections)."""
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "metadata": {"name": self.metadata.name},
+            "spec": _drop_empty(self.spec.to_wire()),
+        }
+
+
+def _drop_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_empty(v) for k, v in value.items() if v not in ({}, [], None)}
+    if isinstance(value, list):
+        return [_drop_empty(v) for v in value]
+    return value
+
+
+def find_machine_type(catalog: Iterable[MachineType], name: str) -> MachineType | None:
+    """The first MachineType `name` refers to (case-insensitive), or None."""
+    for machine_type in catalog:
+        if machine_type.matches(name):
+            return machine_type
+    return None
+
+
+MACHINETYPE = ResourceInfo(
+    group=GROUP,
+    version=VERSION,
+    kind="MachineType",
+    plural="machinetypes",
+    singular="machinetype",
+    scope="Cluster",
+    description="MachineType is one machine type FalApps can name: its GPUs, cpu/memory requests and how "
+    "to find its nodes. The object name is DNS-1123 (gpu-h100); FalApps may write it in any case or use "
+    "spec.displayName (GPU-H100).",
+    spec_model=MachineTypeSpec,
+    status_model=MachineTypeStatus,
+    short_names=("mt",),
+    categories=("fal",),
+    printer_columns=(
+        PrinterColumn("Display", "string", ".spec.displayName", "Name users write."),
+        PrinterColumn("GPUs-Per-Replica", "integer", ".spec.gpu.maxGpusPerReplica", "Most GPUs per replica."),
+        PrinterColumn("Nodes", "integer", ".status.nodes", "Ready matching nodes."),
+        PrinterColumn("Free-GPUs", "integer", ".status.freeGpus", "Unrequested GPUs."),
+        PrinterColumn("Placed", "integer", ".status.placedReplicas", "Replicas on the type."),
+        PrinterColumn("Pending", "integer", ".status.pendingReplicas", "Replicas waiting for the type."),
+        PrinterColumn("VRAM", "string", ".spec.gpu.vram", "Memory per GPU.", priority=1),
+        PrinterColumn("NVENC", "integer", ".spec.gpu.nvencEngines", "Video encoders per GPU.", priority=1),
+        PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+    ),
+    metadata_schema={
+        "properties": {
+            "name": {
+                "type": "string",
+                "maxLength": 63,
+                "pattern": DNS1123_LABEL,
+                "description": "A DNS-1123 label, e.g. gpu-h100.",
+            }
+        }
+    },
+)

@@ -1,0 +1,126 @@
+"""FalApp status: placements per machine type, bounded attempt history, probe back-off, conditions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from falapp_operator.api.common import MAX_MACHINE_TYPES, StatusModel, Timestamp, list_map
+from falapp_operator.api.conditions import Condition
+
+MAX_ATTEMPTS = 20
+MAX_MESSAGE = 1024
+
+
+class AttemptOutcome(StrEnum):
+    """Outcomes the operator records in status.attempts."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    UNSCHEDULABLE = "Unschedulable"
+    FELL_BACK = "FellBack"
+    PROBE_FAILED = "ProbeFailed"
+    RETURNED = "Returned"
+    REMOVED = "Removed"
+
+
+def _truncate(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_MESSAGE:
+        return value[: MAX_MESSAGE - 3] + "..."
+    return value
+
+
+class Placement(StatusModel):
+    """Replicas of the app on one machine type."""
+
+    machine_type: str = Field(max_length=63, description="Machine type, as written in spec.machineTypes.")
+    replicas: int = Field(0, ge=0, description="Replicas placed on this type.")
+    ready_replicas: int = Field(0, ge=0, description="Of those, replicas that are Ready.")
+    since: Timestamp | None = Field(None, description="When replicas were first placed on this type.")
+    reason: str | None = Field(
+        None,
+        max_length=256,
+        description="Why replicas are here, e.g. Preferred, FellBack, ReturnedToPreferred.",
+    )
+
+
+class Attempt(StatusModel):
+    """One try to run replicas on a machine type (bounded history, newest last)."""
+
+    machine_type: str = Field(max_length=63, description="Machine type tried.")
+    start: Timestamp = Field(description="When the attempt started.")
+    end: Timestamp | None = Field(None, description="When it ended; absent while it lasts.")
+    outcome: str = Field(
+        max_length=64,
+        description="Outcome, e.g. Pending, Running, Unschedulable, FellBack, ProbeFailed, Returned.",
+    )
+    message: str | None = Field(
+        None,
+        max_length=MAX_MESSAGE,
+        description="The scheduler's last message or other detail (truncated to 1024 characters).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clip(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "message" in data:
+            data = {**data, "message": _truncate(data["message"])}
+        return data
+
+
+class ProbeBackoff(StatusModel):
+    """Back-off of failed return-to-preferred probes on one machine type."""
+
+    machine_type: str = Field(max_length=63, description="Machine type probed.")
+    failures: int = Field(0, ge=0, description="Consecutive failed probes.")
+    next_attempt: Timestamp | None = Field(None, description="Earliest time of the next probe.")
+
+
+class FalAppStatus(StatusModel):
+    """Observed state of a FalApp, written by the operator."""
+
+    observed_generation: int | None = Field(
+        None, ge=0, description="The metadata.generation last reconciled."
+    )
+    replicas: int | None = Field(None, ge=0, description="Replicas that exist (scale subresource).")
+    ready_replicas: int | None = Field(None, ge=0, description="Replicas that are Ready.")
+    selector: str | None = Field(
+        None, description="Label selector of the app's pods (scale subresource, HPA)."
+    )
+    machines: str | None = Field(None, description="Summary of placements, e.g. GPU-H100x1,GPU-A100x2.")
+    placements: list[Placement] = Field(
+        default_factory=list,
+        max_length=MAX_MACHINE_TYPES * 2,
+        description="Replicas per machine type.",
+        json_schema_extra=list_map("machineType"),
+    )
+    attempts: list[Attempt] = Field(
+        default_factory=list,
+        max_length=MAX_ATTEMPTS,
+        description="Recent placement attempts, newest last (at most 20).",
+    )
+    probes: list[ProbeBackoff] = Field(
+        default_factory=list,
+        max_length=MAX_MACHINE_TYPES * 2,
+        description="Back-off state of return-to-preferred probes per machine type.",
+        json_schema_extra=list_map("machineType"),
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Ready, Reconciling, Stalled and FallbackActive conditions.",
+        json_schema_extra=list_map("type"),
+    )
+
+
+def append_attempt(attempts: Iterable[Attempt], attempt: Attempt) -> list[Attempt]:
+    """History with `attempt` appended, keeping the newest MAX_ATTEMPTS."""
+    return [*attempts, attempt][-MAX_ATTEMPTS:]
+
+
+def summarize_placements(placements: Iterable[Placement]) -> str:
+    """`GPU-H100x1,GPU-A100x2` for the MACHINES column; types with no replicas are left out."""
+    return ",".join(f"{p.machine_type}x{p.replicas}" for p in placements if p.replicas > 0)

@@ -1,0 +1,192 @@
+"""In-memory projections of nodes and pods: free capacity per node, and the app behind each pod.
+
+Fed by watch events (kopf) and a startup LIST; holds a few numbers per object, never whole bodies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from falapp_operator.api.units import cpu_millis, memory_bytes
+from falapp_operator.placement import NodeFree
+
+APP_LABEL = "fal.ai/app"
+TYPE_LABEL = "fal.ai/machine-type"
+SCALE_UP_COMING = frozenset({"TriggeredScaleUp", "Nominated"})
+SCALE_UP_NOT_COMING = "NotTriggerScaleUp"
+SCALE_UP_REASONS = SCALE_UP_COMING | {SCALE_UP_NOT_COMING}
+
+
+@dataclass(frozen=True)
+class Requests:
+    gpus: int = 0
+    cpu_milli: int = 0
+    memory_bytes: int = 0
+
+    def __add__(self, other: Requests) -> Requests:
+        return Requests(self.gpus + other.gpus, self.cpu_milli + other.cpu_milli,
+                        self.memory_bytes + other.memory_bytes)
+
+    def __sub__(self, other: Requests) -> Requests:
+        return Requests(self.gpus - other.gpus, self.cpu_milli - other.cpu_milli,
+                        self.memory_bytes - other.memory_bytes)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    labels: Mapping[str, str]
+    taints: tuple[tuple[str, str, str], ...]  # (key, value, effect) of NoSchedule/NoExecute taints
+    allocatable: Requests
+    schedulable: bool  # Ready and not cordoned
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    uid: str
+    namespace: str
+    node: str | None
+    requests: Requests
+    app: str | None  # FalApp name for our pods
+    machine_type: str | None
+
+
+@dataclass
+class ClusterCache:
+    gpu_resource: str = "nvidia.com/gpu"
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    pods: dict[str, PodInfo] = field(default_factory=dict)
+    requested: dict[str, Requests] = field(default_factory=dict)  # per node, by live pods bound to it
+    # pod uid -> (reason, time) of the newest autoscaler event about it
+    scale_signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+
+    # --- updates (return whether capacity somewhere may have grown) ---------------------------
+    def upsert_node(self, body: Mapping) -> bool:
+        info = node_info(body, self.gpu_resource)
+        old = self.nodes.get(info.name)
+        self.nodes[info.name] = info
+        return old is None or old != info
+
+    def remove_node(self, name: str) -> bool:
+        return self.nodes.pop(name, None) is not None
+
+    def upsert_pod(self, body: Mapping) -> bool:
+        info = pod_info(body, self.gpu_resource)
+        if info is None:  # finished or terminating: no longer holds its node's resources
+            return self.remove_pod(body["metadata"]["uid"])
+        old = self.pods.get(info.uid)
+        self.pods[info.uid] = info
+        if old is not None and old.node:
+            self.requested[old.node] = self.requested[old.node] - old.requests
+        if info.node:
+            self.requested[info.node] = self.requested.get(info.node, Requests()) + info.requests
+        return old is not None and old.node is not None and info.node != old.node
+
+    def remove_pod(self, uid: str) -> bool:
+        old = self.pods.pop(uid, None)
+        self.scale_signals.pop(uid, None)
+        if old is None or not old.node:
+            return False
+        self.requested[old.node] = self.requested[old.node] - old.requests
+        return True
+
+    def record_scale_signal(self, pod_uid: str, reason: str, when: datetime) -> None:
+        previous = self.scale_signals.get(pod_uid)
+        if previous is None or previous[1] <= when:
+            self.scale_signals[pod_uid] = (reason, when)
+
+    def scale_up_coming(self, pod_uid: str) -> bool:
+        signal = self.scale_signals.get(pod_uid)
+        return signal is not None and signal[0] in SCALE_UP_COMING
+
+    # --- queries -------------------------------------------------------------------------------
+    def matching_nodes(self, selector: Mapping[str, str], requirements: Iterable[Mapping],
+                       tolerations: Iterable[Mapping]) -> list[NodeInfo]:
+        reqs = list(requirements)
+        tols = list(tolerations)
+        return [n for n in self.nodes.values()
+                if all(n.labels.get(k) == v for k, v in selector.items())
+                and all(requirement_matches(r, n.labels) for r in reqs)
+                and all(tolerated(t, tols) for t in n.taints)]
+
+    def free(self, nodes: Iterable[NodeInfo]) -> list[NodeFree]:
+        out = []
+        for node in nodes:
+            if not node.schedulable:
+                continue
+            left = node.allocatable - self.requested.get(node.name, Requests())
+            out.append(NodeFree(left.gpus, left.cpu_milli, left.memory_bytes))
+        return out
+
+    def app_pods(self, machine_type: str) -> list[PodInfo]:
+        return [p for p in self.pods.values() if p.machine_type == machine_type]
+
+
+def requirement_matches(requirement: Mapping, labels: Mapping[str, str]) -> bool:
+    key, op = requirement["key"], requirement["operator"]
+    values = requirement.get("values") or []
+    present = key in labels
+    if op == "In":
+        return present and labels[key] in values
+    if op == "NotIn":
+        return not present or labels[key] not in values
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if op in ("Gt", "Lt") and present and values:
+        try:
+            actual, bound = int(labels[key]), int(values[0])
+        except ValueError:
+            return False
+        return actual > bound if op == "Gt" else actual < bound
+    return False
+
+
+def tolerated(taint: tuple[str, str, str], tolerations: Iterable[Mapping]) -> bool:
+    key, value, effect = taint
+    for t in tolerations:
+        if t.get("effect") and t["effect"] != effect:
+            continue
+        if t.get("operator", "Equal") == "Exists":
+            if not t.get("key") or t["key"] == key:
+                return True
+        elif t.get("key") == key and t.get("value", "") == value:
+            return True
+    return False
+
+
+def _requests(resources: Mapping, gpu_resource: str) -> Requests:
+    return Requests(
+        gpus=int(resources.get(gpu_resource, 0) or 0),
+        cpu_milli=cpu_millis(resources["cpu"]) if "cpu" in resources else 0,
+        memory_bytes=memory_bytes(resources["memory"]) if "memory" in resources else 0,
+    )
+
+
+def node_info(body: Mapping, gpu_resource: str) -> NodeInfo:
+    meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    taints = tuple((t["key"], t.get("value", ""), t["effect"]) for t in spec.get("taints") or []
+                   if t.get("effect") in ("NoSchedule", "NoExecute"))
+    return NodeInfo(
+        name=meta["name"],
+        labels=dict(meta.get("labels") or {}),
+        taints=taints,
+        allocatable=_requests(status.get("allocatable") or {}, gpu_resource),
+        schedulable=ready and not spec.get("unschedulable", False),
+    )
+
+
+def pod_info(body: Mapping, gpu_resource: str) -> PodInfo | None:
+    meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed") or meta.get("deletionTimestamp"):
+        return None
+    total = Requests()
+    for container in spec.get("containers") or []:
+        total = total + _requests((container.get("resources") or {}).get("requests") or {}, gpu_resource)
+    labels = meta.get("labels") or {}
+    return PodInfo(uid=meta["uid"], namespace=meta.get("namespace", ""), node=spec.get("nodeName"),
+                   requests=total, app=labels.get(APP_LABEL), machine_type=labels.get(TYPE_LABEL))

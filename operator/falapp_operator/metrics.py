@@ -1,0 +1,23 @@
+"""Prometheus metrics `falapp_*`. Labels stay coarse: namespace and machine type, never object names."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+FALLBACKS = Counter("falapp_fallbacks_total", "Replicas moved to a less preferred machine type.",
+                    ["namespace", "from_type", "to_type"])
+RETURNS = Counter("falapp_returns_total", "Replicas returned to a more preferred machine type.",
+                  ["namespace", "from_type", "to_type"])
+PROBE_FAILURES = Counter("falapp_return_probe_failures_total",
+                         "Return-to-preferred replicas that could not be scheduled.", ["namespace", "machine_type"])
+REPLICAS = Gauge("falapp_replicas", "FalApp replicas by machine type and state (ready, not_ready).",
+                 ["namespace", "machine_type", "state"])
+PENDING_SECONDS = Histogram("falapp_unschedulable_seconds",
+                            "How long a replica was unschedulable on a type before it fell back.",
+                            ["machine_type"], buckets=(1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600))
+INSUFFICIENT = Gauge("falapp_insufficient_capacity_apps", "FalApps with replicas no listed type can take.",
+                     ["namespace"])
+RECONCILES = Counter("falapp_reconciles_total", "App reconciles by result (ok, error).", ["result"])
+RECONCILE_SECONDS = Histogram("falapp_reconcile_duration_seconds", "Time spent in one app reconcile.",
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+API_WRITES = Counter("falapp_api_writes_total", "Write requests the operator sent to the API server.")

@@ -1,0 +1,1 @@
+"""Desired state of a FalApp's children and status from a snapshot; no I/O."""

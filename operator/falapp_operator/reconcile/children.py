@@ -1,0 +1,165 @@
+"""Desired child objects of a FalApp: one Deployment per machine type in use, and a Service.
+
+Plain dicts, ready for server-side apply. Pods default to Pod Security "restricted" settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from falapp_operator.api import API_VERSION, FalAppSpec, MachineType
+from falapp_operator.placement.snapshot import TypeOption
+
+APP_LABEL = "fal.ai/app"
+TYPE_LABEL = "fal.ai/machine-type"
+SURGE_ANNOTATION = "fal.ai/surge"
+HASH_ANNOTATION = "fal.ai/applied-hash"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "falapp-operator"}
+CONTAINER_NAME = "app"
+VIDEO_CAPABILITIES = "compute,utility,video"
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+@dataclass(frozen=True)
+class AppRef:
+    name: str
+    namespace: str
+    uid: str
+
+    def owner_reference(self) -> dict:
+        return {"apiVersion": API_VERSION, "kind": "FalApp", "name": self.name, "uid": self.uid,
+                "controller": True, "blockOwnerDeletion": True}
+
+    @property
+    def selector(self) -> str:
+        return f"{APP_LABEL}={self.name}"
+
+
+def deployment_name(app: str, machine_type: str) -> str:
+    return f"{app}-{machine_type}"
+
+
+def _dump(items: list | None) -> list[dict]:
+    return [i.model_dump(by_alias=True, exclude_none=True, mode="json") for i in items or []]
+
+
+def _container(spec: FalAppSpec, option: TypeOption, machine_type: MachineType) -> dict:
+    requests: dict[str, Any] = {"cpu": f"{option.cpu_milli}m", "memory": str(option.memory_bytes)}
+    limits: dict[str, Any] = {"memory": str(option.memory_bytes)}
+    if option.gpus:
+        gpu_resource = machine_type.spec.gpu.resource_name
+        requests[gpu_resource] = limits[gpu_resource] = str(option.gpus)
+    env = _dump(spec.env)
+    if spec.requires_nvenc:
+        env = [e for e in env if e["name"] != "NVIDIA_DRIVER_CAPABILITIES"]
+        env.append({"name": "NVIDIA_DRIVER_CAPABILITIES", "value": VIDEO_CAPABILITIES})
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "resources": {"requests": requests, "limits": limits},
+        "securityContext": RESTRICTED_CONTAINER,
+    }
+    optional = {
+        "command": spec.command or None,
+        "args": spec.args or None,
+        "env": env or None,
+        "envFrom": _dump(spec.env_from) or None,
+        "ports": _dump(spec.ports) or None,
+        "volumeMounts": _dump(spec.volume_mounts) or None,
+    }
+    for probe in ("readiness_probe", "liveness_probe", "startup_probe"):
+        value = getattr(spec, probe)
+        if value is not None:
+            camel = probe.split("_")[0] + "Probe"
+            optional[camel] = value.model_dump(by_alias=True, exclude_none=True, mode="json")
+    container.update({k: v for k, v in optional.items() if v})
+    return container
+
+
+def _placement(spec: FalAppSpec, machine_type: MachineType) -> dict:
+    mt = machine_type.spec
+    node_selector = dict(mt.node_selector or {})
+    if spec.requires_nvenc:
+        node_selector.update(mt.nvenc_node_selector or {})
+    out: dict[str, Any] = {}
+    if node_selector:
+        out["nodeSelector"] = node_selector
+    if mt.node_affinity:
+        out["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": _dump(mt.node_affinity)}]}}}
+    tolerations = _dump(mt.tolerations) + [t for t in _dump(spec.tolerations) if t not in _dump(mt.tolerations)]
+    if tolerations:
+        out["tolerations"] = tolerations
+    return out
+
+
+def pod_labels(app: AppRef, machine_type: str) -> dict[str, str]:
+    return {APP_LABEL: app.name, TYPE_LABEL: machine_type, "app.kubernetes.io/name": app.name, **MANAGED_BY}
+
+
+def deployment(app: AppRef, spec: FalAppSpec, option: TypeOption, machine_type: MachineType,
+               replicas: int, surge: int) -> dict:
+    labels = pod_labels(app, option.name)
+    pod_spec: dict[str, Any] = {
+        "containers": [_container(spec, option, machine_type)],
+        "securityContext": RESTRICTED_POD,
+        **_placement(spec, machine_type),
+    }
+    optional = {
+        "volumes": _dump(spec.volumes) or None,
+        "imagePullSecrets": _dump(spec.image_pull_secrets) or None,
+        "serviceAccountName": spec.service_account_name,
+        "priorityClassName": spec.priority_class_name,
+    }
+    pod_spec.update({k: v for k, v in optional.items() if v})
+    template_meta: dict[str, Any] = {"labels": {**(spec.pod_labels or {}), **labels}}
+    if spec.pod_annotations:
+        template_meta["annotations"] = dict(spec.pod_annotations)
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(app.name, option.name),
+            "namespace": app.namespace,
+            "labels": labels,
+            "annotations": {SURGE_ANNOTATION: str(surge)},
+            "ownerReferences": [app.owner_reference()],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {APP_LABEL: app.name, TYPE_LABEL: option.name}},
+            "template": {"metadata": template_meta, "spec": pod_spec},
+        },
+    }
+    return with_hash(body)
+
+
+def service(app: AppRef, spec: FalAppSpec) -> dict | None:
+    if not spec.ports:
+        return None
+    ports = [{"name": p.name or f"port-{p.container_port}", "port": p.container_port,
+              "targetPort": p.container_port, "protocol": p.protocol or "TCP"} for p in spec.ports]
+    return with_hash({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": app.name, "namespace": app.namespace,
+                     "labels": {APP_LABEL: app.name, **MANAGED_BY}, "ownerReferences": [app.owner_reference()]},
+        "spec": {"selector": {APP_LABEL: app.name}, "ports": ports},
+    })
+
+
+def with_hash(body: dict) -> dict:
+    """Stamp a hash of the desired object, so an unchanged child needs no API write."""
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    body["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
+    return body

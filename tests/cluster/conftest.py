@@ -1,0 +1,100 @@
+"""Fixtures for tests on the local cluster: CRDs + catalogue installed once, one operator process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.kube import Kubectl, wait_until
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OperatorProcess:
+    """`falapp-operator run` as a user starts it, against the test cluster's kubeconfig."""
+
+    def __init__(self, kubeconfig: Path, log_dir: Path):
+        self.kubeconfig = kubeconfig
+        self.log_path = log_dir / "operator.log"
+        self.metrics_port = _free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "FALAPP_METRICS_PORT": str(self.metrics_port),
+               "FALAPP_MACHINE_TYPE_STATUS_DELAY": "0.2"}
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "falapp_operator", "run"], env=env, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(self._serving_metrics, timeout=60, message="operator metrics endpoint")
+
+    def _serving_metrics(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, f"operator exited; see {self.log_path}"
+        try:
+            with socket.create_connection(("127.0.0.1", self.metrics_port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a node dies or the OOM killer strikes."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def metrics(self) -> str:
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: Kubectl) -> None:
+    """The generated CRDs and the default MachineType catalogue, as the chart installs them."""
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    for crd in ("falapps.fal.ai", "machinetypes.fal.ai"):
+        kubectl.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "catalog" / "default.yaml"))
+
+
+@pytest.fixture(scope="session")
+def operator(kubectl: Kubectl, crds, tmp_path_factory) -> OperatorProcess:
+    proc = OperatorProcess(kubectl.kubeconfig, tmp_path_factory.mktemp("operator"))
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def running_operator(operator: OperatorProcess) -> OperatorProcess:
+    """The session operator, restarted if an earlier test killed it."""
+    if operator.proc is None or operator.proc.poll() is not None:
+        operator.start()
+    return operator
+
+
+def settle(seconds: float) -> None:
+    """Give the operator a chance to (wrongly) act; used only before asserting that nothing changed."""
+    time.sleep(seconds)

@@ -1,0 +1,105 @@
+"""Bad FalApps and MachineTypes, applied for real: each is refused naming the field, or reported
+as Stalled/InvalidSpec when only the catalogue can judge it. Nothing half-created is left behind."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tests.cluster.helpers import events_for, wait_condition
+from tests.kube import Kubectl, condition
+
+GOOD_APP = {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp", "metadata": {"name": "bad"},
+            "spec": {"image": "registry.example.com/app:1", "machineTypes": ["GPU-H100"], "numGpus": 1}}
+GOOD_TYPE = {"apiVersion": "fal.ai/v1alpha1", "kind": "MachineType", "metadata": {"name": "bad-type"},
+             "spec": {"gpu": {"maxGpusPerReplica": 8, "vram": "80Gi"}, "resources": {"cpu": "4", "memory": "16Gi"}}}
+
+
+def with_(base: dict, path: str, value) -> dict:
+    body = copy.deepcopy(base)
+    *parents, last = path.split(".")
+    node = body
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is DELETE:
+        node.pop(last, None)
+    else:
+        node[last] = value
+    return body
+
+
+DELETE = object()
+
+# (id, manifest, text that must appear in kubectl's error: the field it names)
+REFUSED = [
+    ("app-no-image", with_(GOOD_APP, "spec.image", DELETE), "spec.image"),
+    ("app-empty-image", with_(GOOD_APP, "spec.image", ""), "spec.image"),
+    ("app-no-machine-types", with_(GOOD_APP, "spec.machineTypes", []), "spec.machineTypes"),
+    ("app-too-many-machine-types", with_(GOOD_APP, "spec.machineTypes", [f"T{i}" for i in range(9)]),
+     "spec.machineTypes"),
+    ("app-duplicate-machine-types", with_(GOOD_APP, "spec.machineTypes", ["GPU-H100", "gpu-h100"]),
+     "spec.machineTypes"),
+    ("app-bad-type-name", with_(GOOD_APP, "spec.machineTypes", ["GPU H100!"]), "spec.machineTypes"),
+    ("app-negative-gpus", with_(GOOD_APP, "spec.numGpus", -1), "spec.numGpus"),
+    ("app-huge-gpus", with_(GOOD_APP, "spec.numGpus", 99), "spec.numGpus"),
+    ("app-negative-replicas", with_(GOOD_APP, "spec.replicas", -2), "spec.replicas"),
+    ("app-bad-duration", with_(GOOD_APP, "spec.fallback", {"unschedulableTimeout": "soon"}),
+     "spec.fallback.unschedulableTimeout"),
+    ("app-timeout-too-short", with_(GOOD_APP, "spec.fallback", {"unschedulableTimeout": "10ms"}),
+     "spec.fallback.unschedulableTimeout"),
+    ("app-host-network", with_(GOOD_APP, "spec.hostNetwork", True), "hostNetwork"),
+    ("app-privileged", with_(GOOD_APP, "spec.privileged", True), "privileged"),
+    ("app-reserved-pod-label", with_(GOOD_APP, "spec.podLabels", {"fal.ai/app": "other"}), "spec.podLabels"),
+    ("app-env-value-and-from", with_(GOOD_APP, "spec.env", [
+        {"name": "A", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]), "spec.env[0]"),
+    ("app-bad-port", with_(GOOD_APP, "spec.ports", [{"containerPort": 70000}]), "spec.ports[0].containerPort"),
+    ("type-no-resources", with_(GOOD_TYPE, "spec.resources", DELETE), "spec.resources"),
+    ("type-zero-max-gpus", with_(GOOD_TYPE, "spec.gpu", {"maxGpusPerReplica": 0}), "spec.gpu.maxGpusPerReplica"),
+    ("type-bad-quantity", with_(GOOD_TYPE, "spec.resources", {"cpu": "lots", "memory": "1Gi"}),
+     "spec.resources.cpu"),
+    ("type-bad-affinity-operator", with_(GOOD_TYPE, "spec.nodeAffinity", [{"key": "a", "operator": "Near"}]),
+     "spec.nodeAffinity[0].operator"),
+    ("type-nvenc-selector-without-encoders", with_(GOOD_TYPE, "spec.nvencNodeSelector", {"video": "yes"}),
+     "spec.nvencNodeSelector"),
+]
+
+
+@pytest.mark.parametrize("manifest, field", [pytest.param(m, f, id=i) for i, m, f in REFUSED])
+def test_refused_at_apply_naming_the_field(kctl: Kubectl, crds, manifest, field):
+    result = kctl.apply(manifest, check=False)
+    assert result.returncode != 0, f"accepted: {result.stdout}"
+    assert field in result.stderr, result.stderr
+    kind = manifest["kind"].lower()
+    assert kctl.run("get", kind, manifest["metadata"]["name"], check=False).returncode != 0
+
+
+# (id, spec changes, words the InvalidSpec message must contain)
+STALLED = [
+    ("unknown-type", {"machineTypes": ["GPU-H100", "GPU-V100"]}, ["spec.machineTypes", "GPU-V100"]),
+    ("too-many-gpus-everywhere", {"machineTypes": ["GPU-H100", "GPU-A100"], "numGpus": 12},
+     ["spec.machineTypes", "numGpus is 12"]),
+    ("nvenc-without-encoders", {"machineTypes": ["GPU-H100", "GPU-A100"], "requiresNvenc": True},
+     ["spec.machineTypes", "NVENC"]),
+    ("gpus-on-cpu-types", {"machineTypes": ["M", "L"], "numGpus": 1}, ["spec.machineTypes", "CPU type"]),
+]
+
+
+@pytest.mark.parametrize("changes, words", [pytest.param(c, w, id=i) for i, c, w in STALLED])
+def test_catalogue_level_problems_stall_with_invalid_spec(kctl: Kubectl, running_operator, changes, words):
+    app = copy.deepcopy(GOOD_APP)
+    app["spec"].update(changes)
+    kctl.apply(app)
+    stalled = wait_condition(kctl, "falapp", "bad", "Stalled", "True", "InvalidSpec", timeout=30)
+    for word in words:
+        assert word in stalled["message"]
+    ready = condition(kctl.get("falapp", "bad"), "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "InvalidSpec"
+    warnings = events_for(kctl, "bad", "InvalidSpec")
+    assert warnings and warnings[0]["type"] == "Warning"
+    assert not kctl.get("deployments")["items"], "children were created for an invalid spec"
+    # fixing the spec recovers without a restart
+    fixed = copy.deepcopy(GOOD_APP)
+    fixed["spec"].update({"machineTypes": ["M"], "numGpus": 0})
+    kctl.apply(fixed)
+    wait_condition(kctl, "falapp", "bad", "Stalled", "False", timeout=30)

@@ -1,0 +1,81 @@
+"""kubectl scale/wait, drift repair, deletion, and catalogue edits applied without a restart."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cluster.builders import PrivatePools, falapp
+from tests.cluster.helpers import app_pods, wait_condition, wait_placement
+from tests.kube import Kubectl, wait_until
+
+
+@pytest.fixture
+def pools(kubectl: Kubectl, crds):
+    pools = PrivatePools(kubectl)
+    yield pools
+    pools.cleanup()
+
+
+def test_kubectl_scale_and_wait(kctl: Kubectl, running_operator, pools: PrivatePools):
+    fast = pools.machine_type("fast")
+    pools.add_node("fast", gpus=8)
+    kctl.apply(falapp("web", [fast], gpus=1, replicas=1))
+    kctl.run("wait", "--for=condition=Ready", "falapp/web", "--timeout=60s")
+    kctl.run("scale", "falapp/web", "--replicas=3")
+    kctl.run("wait", "--for=jsonpath={.status.readyReplicas}=3", "falapp/web", "--timeout=60s")
+    kctl.run("wait", "--for=condition=Ready", "falapp/web", "--timeout=60s")
+    wait_placement(kctl, "web", {fast.lower(): 3})
+    scale = kctl.json("get", "--raw", f"/apis/fal.ai/v1alpha1/namespaces/{kctl.namespace}/falapps/web/scale")
+    assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
+    assert scale["status"]["selector"] == "fal.ai/app=web"
+
+
+def test_deleted_or_edited_children_are_restored(kctl: Kubectl, running_operator, pools: PrivatePools):
+    fast = pools.machine_type("fast")
+    pools.add_node("fast")
+    kctl.apply(falapp("api", [fast], replicas=2, ports=[{"name": "http", "containerPort": 8080}]))
+    wait_condition(kctl, "falapp", "api", "Ready")
+    deployment = f"api-{fast.lower()}"
+    uid = kctl.get("deployment", deployment)["metadata"]["uid"]
+
+    kctl.run("set", "image", f"deployment/{deployment}", "app=evil.example.com/miner:1")
+    wait_until(lambda: kctl.get("deployment", deployment)["spec"]["template"]["spec"]["containers"][0]["image"]
+               == "registry.example.com/app:1", timeout=30, message="image restored")
+
+    kctl.run("delete", "deployment", deployment, "--wait=false")
+    wait_until(lambda: (d := kctl.run("get", "deployment", deployment, "-o", "jsonpath={.metadata.uid}",
+                                      check=False)).returncode == 0 and d.stdout not in ("", uid),
+               timeout=30, message="deployment recreated")
+    wait_placement(kctl, "api", {fast.lower(): 2})
+
+    kctl.run("delete", "service", "api", "--wait=false")
+    wait_until(lambda: kctl.run("get", "service", "api", check=False).returncode == 0, timeout=30,
+               message="service recreated")
+    service = kctl.get("service", "api")
+    assert service["spec"]["selector"] == {"fal.ai/app": "api"}
+    assert service["metadata"]["ownerReferences"][0]["kind"] == "FalApp"
+
+
+def test_deleting_the_app_removes_its_children(kctl: Kubectl, running_operator, pools: PrivatePools):
+    fast = pools.machine_type("fast")
+    pools.add_node("fast")
+    kctl.apply(falapp("gone", [fast], replicas=1, ports=[{"containerPort": 80}]))
+    wait_condition(kctl, "falapp", "gone", "Ready")
+    kctl.run("delete", "falapp", "gone")
+    wait_until(lambda: not kctl.get("deployments", None, "-l", "fal.ai/app=gone")["items"]
+               and kctl.run("get", "service", "gone", check=False).returncode != 0
+               and not app_pods(kctl, "gone"), timeout=60, message="children garbage-collected")
+
+
+def test_machine_type_edit_applies_without_restart(kctl: Kubectl, kubectl: Kubectl, running_operator,
+                                                   pools: PrivatePools):
+    fast = pools.machine_type("fast", cpu="1")
+    pools.add_node("fast")
+    kctl.apply(falapp("edit", [fast], gpus=2, replicas=1))
+    wait_condition(kctl, "falapp", "edit", "Ready")
+    kubectl.run("patch", "machinetype", fast.lower(), "--type=merge", "-p", '{"spec":{"resources":{"cpu":"3"}}}')
+
+    def cpu_request():
+        pods = app_pods(kctl, "edit")
+        return [p["spec"]["containers"][0]["resources"]["requests"]["cpu"] for p in pods]
+    wait_until(lambda: cpu_request() == ["6"], timeout=60, message="pods re-created with 2 x 3 CPUs")

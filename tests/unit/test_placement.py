@@ -1,0 +1,349 @@
+"""Table-driven tests of the placement engine (design section 3), in the style of Kueue's flavor assigner.
+
+Each case is one snapshot of an app (Deployment sizes per type, surges, pods, free room per node) and the
+decision the engine must take from it. Besides the table's expectations, every case checks that the
+Ready replicas the ReplicaSets keep never drop below min(Ready before, replicas): a ReplicaSet removes
+unscheduled, then not-Ready pods before Ready ones, so a type keeps min(its Ready pods, its count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from falapp_operator.placement import (
+    Attempt,
+    Decision,
+    Move,
+    NodeFree,
+    Observed,
+    PodView,
+    Policy,
+    ProbeBackoff,
+    TypeOption,
+    decide,
+    probe_backoff,
+)
+
+NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+GI = 1024**3
+H100, A100, L4, V100 = "gpu-h100", "gpu-a100", "gpu-l4", "gpu-v100"  # V100: no longer listed
+MSG = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
+
+
+def s(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
+
+
+# --- builders ---------------------------------------------------------------------------------------
+def option(name: str, gpus: int = 8, cpu_milli: int = 8000, memory_bytes: int = 64 * GI) -> TypeOption:
+    return TypeOption(name, name.upper(), gpus, cpu_milli, memory_bytes)
+
+
+def node(gpus: int = 8, cpu_milli: int = 64_000, memory_bytes: int = 512 * GI) -> NodeFree:
+    return NodeFree(gpus, cpu_milli, memory_bytes)
+
+
+def pod(name: str, machine_type: str, ready: bool = False, bound: bool | None = None,
+        since: datetime | None = None, scale_up_coming: bool = False) -> PodView:
+    """A pod of the type's Deployment: Ready implies bound; `since` = Unschedulable since then."""
+    return PodView(name, machine_type, created=NOW - s(600), bound=ready if bound is None else bound,
+                   ready=ready, unschedulable_since=since, scheduler_message=MSG if since else "",
+                   scale_up_coming=scale_up_coming)
+
+
+STUCK_SINCE = NOW - s(70)  # past the default 60 s unschedulableTimeout
+
+
+def stuck_pod(name: str, machine_type: str, since: datetime = STUCK_SINCE, **kw) -> PodView:
+    return pod(name, machine_type, since=since, **kw)
+
+
+TWO = (option(H100), option(A100))
+THREE = (option(H100), option(A100), option(L4))
+
+
+@dataclass(kw_only=True)
+class Case:
+    id: str
+    replicas: int
+    counts: dict[str, int] = field(default_factory=dict)
+    surges: dict[str, int] = field(default_factory=dict)
+    pods: list[PodView] = field(default_factory=list)
+    free: dict[str, list[NodeFree]] = field(default_factory=dict)
+    options: tuple[TypeOption, ...] = TWO
+    policy: Policy = Policy()
+    probes: dict[str, ProbeBackoff] = field(default_factory=dict)
+    attempts: tuple[Attempt, ...] = ()
+    want_counts: dict[str, int]
+    want_surges: dict[str, int] = field(default_factory=dict)
+    want_moves: list[Move] = field(default_factory=list)
+    want_delete_first: list[str] | None = field(default_factory=list)  # None: not checked
+    want_insufficient: dict[str, str] = field(default_factory=dict)
+    want_requeue_at: datetime | None = None
+    want_probes: dict[str, ProbeBackoff] | None = None  # None: not checked
+    xfail: str | None = None  # an engine bug; see the reason
+
+    def observed(self) -> Observed:
+        return Observed(self.counts, self.surges, tuple(self.pods), self.probes, self.attempts)
+
+    def decide(self) -> Decision:
+        return decide(self.options, self.replicas, self.policy, self.observed(), self.free, NOW)
+
+
+def ready_by_type(observed: Observed) -> dict[str, int]:
+    ready: dict[str, int] = {}
+    for p in observed.pods:
+        if p.ready and not p.terminating:
+            ready[p.machine_type] = ready.get(p.machine_type, 0) + 1
+    return ready
+
+
+def ready_kept(decision: Decision, observed: Observed) -> int:
+    return sum(min(n, decision.counts.get(t, 0)) for t, n in ready_by_type(observed).items())
+
+
+def apply(decision: Decision, observed: Observed) -> Observed:
+    """The app once the decision is written and each ReplicaSet caught up; new pods are not yet scheduled."""
+    pods: list[PodView] = []
+    for t, n in decision.counts.items():
+        on_t = [p for p in observed.pods if p.machine_type == t and not p.terminating]
+        # deletion order: pod-deletion-cost (delete_first), unscheduled, not Ready, Ready
+        on_t.sort(key=lambda p: (p.name not in decision.delete_first, p.bound, p.ready))
+        kept = on_t[len(on_t) - n:] if len(on_t) > n else on_t
+        pods += kept + [pod(f"{t}-new{i}", t) for i in range(n - len(kept))]
+    return Observed(dict(decision.counts), dict(decision.surges), tuple(pods), dict(decision.probes),
+                    observed.attempts)
+
+
+# --- the table --------------------------------------------------------------------------------------
+CASES = [
+    # 1. preferred first
+    Case(id="empty-app/room-everywhere", replicas=3,
+         free={H100: [node()] * 3, A100: [node()] * 3},
+         want_counts={H100: 3}, want_moves=[Move.SCALED_UP] * 3),
+    Case(id="empty-app/design-example-1-h100-2-a100", replicas=3,
+         free={H100: [node()], A100: [node(gpus=16)]},
+         want_counts={H100: 1, A100: 2}, want_moves=[Move.SCALED_UP] * 3),
+    Case(id="empty-app/pending-pods-reserve-room-first", replicas=2, counts={H100: 1},
+         pods=[pod("h1", H100)], free={H100: [node()], A100: [node()]},
+         want_counts={H100: 1, A100: 1}, want_moves=[Move.SCALED_UP]),
+    # 2. no room anywhere
+    Case(id="no-room/all-on-first-type", replicas=3,
+         want_counts={H100: 3}, want_moves=[Move.SCALED_UP] * 3),
+    Case(id="no-room/requeue-at-first-timeout", replicas=3, counts={H100: 3},
+         pods=[pod("h1", H100, since=NOW - s(20)), pod("h2", H100, since=NOW - s(40)),
+               pod("h3", H100, since=NOW - s(5))],
+         want_counts={H100: 3}, want_requeue_at=NOW + s(20)),
+    # 3. per-replica overflow
+    Case(id="overflow/only-the-stuck-replica-moves", replicas=2, counts={H100: 2},
+         pods=[pod("h1", H100, ready=True), stuck_pod("h2", H100)], free={A100: [node()]},
+         want_counts={H100: 1, A100: 1}, want_moves=[Move.FELL_BACK], want_delete_first=["h2"]),
+    Case(id="overflow/before-timeout-waits-until-deadline", replicas=2, counts={H100: 2},
+         pods=[pod("h1", H100, ready=True), stuck_pod("h2", H100, since=NOW - s(45))],
+         free={A100: [node()]},
+         want_counts={H100: 2}, want_requeue_at=NOW + s(15)),
+    Case(id="overflow/to-most-preferred-other-type-with-room", replicas=1, options=THREE,
+         counts={H100: 1}, pods=[stuck_pod("h1", H100)], free={L4: [node()]},
+         want_counts={L4: 1}, want_moves=[Move.FELL_BACK], want_delete_first=["h1"]),
+    Case(id="overflow/each-stuck-replica-to-its-own-room", replicas=3, options=THREE, counts={H100: 3},
+         pods=[pod("h1", H100, ready=True), stuck_pod("h2", H100), stuck_pod("h3", H100)],
+         free={A100: [node()], L4: [node()]},
+         want_counts={H100: 1, A100: 1, L4: 1}, want_moves=[Move.FELL_BACK] * 2,
+         want_delete_first=["h2", "h3"]),
+    # 4. autoscaler-aware
+    Case(id="autoscaler/scale-up-coming-waits-scale-up-timeout", replicas=1, counts={H100: 1},
+         pods=[stuck_pod("h1", H100, scale_up_coming=True)], free={A100: [node()]},
+         want_counts={H100: 1}, want_requeue_at=NOW - s(70) + s(60) + timedelta(minutes=15)),
+    Case(id="autoscaler/scale-up-timed-out-falls-back", replicas=1, counts={H100: 1},
+         pods=[stuck_pod("h1", H100, since=NOW - s(60 + 15 * 60), scale_up_coming=True)],
+         free={A100: [node()]},
+         want_counts={A100: 1}, want_moves=[Move.FELL_BACK], want_delete_first=["h1"]),
+    # 5. no capacity anywhere
+    Case(id="no-capacity/first-type-goes-to-next", replicas=1, counts={H100: 1},
+         pods=[stuck_pod("h1", H100)],
+         want_counts={A100: 1}, want_moves=[Move.FELL_BACK], want_delete_first=["h1"],
+         want_insufficient={"GPU-H100": MSG}, want_requeue_at=NOW + s(60)),
+    Case(id="no-capacity/last-type-wraps-to-first", replicas=1, counts={A100: 1},
+         pods=[stuck_pod("a1", A100)],
+         want_counts={H100: 1}, want_moves=[Move.FELL_BACK], want_delete_first=["a1"],
+         want_insufficient={"GPU-A100": MSG}, want_requeue_at=NOW + s(60)),
+    Case(id="no-capacity/single-type-stays", replicas=1, options=(option(H100),), counts={H100: 1},
+         pods=[stuck_pod("h1", H100)],
+         want_counts={H100: 1}, want_insufficient={"GPU-H100": MSG}, want_requeue_at=NOW + s(60)),
+    # 6. a pending replica moves up as soon as a preferred type has room, unless it is cooling down
+    Case(id="move-up/pending-replica-to-preferred", replicas=2, counts={A100: 2},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100)], free={H100: [node()]},
+         want_counts={A100: 1, H100: 1}, want_moves=[Move.PLACED_PREFERRED], want_delete_first=["a2"]),
+    Case(id="move-up/not-while-cooling-after-fallback", replicas=2, counts={A100: 2},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100)], free={H100: [node()]},
+         attempts=(Attempt(H100, "FellBack", end=NOW - s(20)),),
+         want_counts={A100: 2}, want_requeue_at=NOW + s(40)),
+    Case(id="move-up/after-cooling-expired", replicas=2, counts={A100: 2},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100)], free={H100: [node()]},
+         attempts=(Attempt(H100, "FellBack", end=NOW - s(61)),),
+         want_counts={A100: 1, H100: 1}, want_moves=[Move.PLACED_PREFERRED], want_delete_first=["a2"]),
+    # 7. return to preferred: make-before-break probe
+    Case(id="return/probe-started", replicas=2, counts={A100: 2},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True)], free={H100: [node()]},
+         want_counts={A100: 2, H100: 1}, want_surges={H100: 1}, want_moves=[Move.PROBE_STARTED]),
+    Case(id="return/disabled", replicas=2, counts={A100: 2}, policy=Policy(return_to_preferred=False),
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True)], free={H100: [node()]},
+         want_counts={A100: 2}),
+    Case(id="return/backoff-in-future", replicas=2, counts={A100: 2},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True)], free={H100: [node()]},
+         probes={H100: ProbeBackoff(1, NOW + s(30))},
+         want_counts={A100: 2}, want_requeue_at=NOW + s(30)),
+    Case(id="return/no-room", replicas=2, counts={A100: 2},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True)], free={A100: [node()]},
+         want_counts={A100: 2}),
+    # 8. surge completion: the fallback replica goes only once the probe is Ready
+    Case(id="surge/pending-probe-waits", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 1},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True),
+               pod("h1", H100, since=NOW - s(10))],
+         want_counts={A100: 2, H100: 1}, want_surges={H100: 1}, want_requeue_at=NOW + s(50)),
+    Case(id="surge/bound-not-ready-probe-waits", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 1},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), pod("h1", H100, bound=True)],
+         want_counts={A100: 2, H100: 1}, want_surges={H100: 1}),
+    Case(id="surge/ready-probe-returns", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 1},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), pod("h1", H100, ready=True)],
+         probes={H100: ProbeBackoff(2, NOW - s(1))},
+         want_counts={A100: 1, H100: 1}, want_moves=[Move.RETURNED], want_probes={}),
+    # 9. surge failure backs off
+    Case(id="surge/stuck-probe-fails", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 1},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), stuck_pod("h1", H100)],
+         want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
+         want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
+    Case(id="surge/second-failure-doubles-backoff", replicas=2, counts={A100: 2, H100: 1},
+         surges={H100: 1}, probes={H100: ProbeBackoff(1, NOW - s(100))},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), stuck_pod("h1", H100)],
+         want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
+         want_probes={H100: ProbeBackoff(2, NOW + s(120))}),
+    # 10. scaling
+    Case(id="scale-down/least-preferred-first", replicas=1, counts={H100: 1, A100: 2},
+         pods=[pod("h1", H100, ready=True), pod("a1", A100, ready=True), pod("a2", A100, ready=True)],
+         want_counts={H100: 1}, want_moves=[Move.SCALED_DOWN] * 2),
+    Case(id="scale-down/unlisted-type-first", replicas=1, counts={H100: 1, V100: 1},
+         pods=[pod("h1", H100, ready=True), pod("v1", V100, ready=True)],
+         want_counts={H100: 1}, want_moves=[Move.SCALED_DOWN]),
+    Case(id="scale-up/preferred-type-with-room-first", replicas=3, options=THREE, counts={L4: 1},
+         pods=[pod("l1", L4, ready=True)], free={A100: [node()], L4: [node()]},
+         want_counts={L4: 2, A100: 1}, want_moves=[Move.SCALED_UP] * 2),
+    # 11. machineTypes edited: drain the unlisted type make-before-break
+    Case(id="drain/started-on-best-listed-type-with-room", replicas=2, counts={V100: 2},
+         pods=[pod("v1", V100, ready=True), pod("v2", V100, ready=True)], free={A100: [node()]},
+         want_counts={V100: 2, A100: 1}, want_surges={A100: 1}, want_moves=[Move.DRAIN_STARTED]),
+    Case(id="drain/even-without-return-to-preferred", replicas=1, counts={V100: 1},
+         policy=Policy(return_to_preferred=False), pods=[pod("v1", V100, ready=True)],
+         want_counts={V100: 1, H100: 1}, want_surges={H100: 1}, want_moves=[Move.DRAIN_STARTED]),
+    Case(id="drain/drained-once-ready", replicas=2, counts={V100: 2, A100: 1}, surges={A100: 1},
+         pods=[pod("v1", V100, ready=True), pod("v2", V100, ready=True), pod("a1", A100, ready=True)],
+         want_counts={V100: 1, A100: 1}, want_moves=[Move.DRAINED]),
+    Case(id="drain/pending-on-unlisted-moves-now", replicas=1, counts={V100: 1},
+         pods=[pod("v1", V100, since=NOW - s(5))],
+         want_counts={H100: 1}, want_moves=[Move.PLACED_PREFERRED], want_delete_first=["v1"]),
+    # 13. not converged: a move off a type is in flight until its ReplicaSet catches up
+    Case(id="not-converged/delete-in-flight-no-second-move", replicas=2, counts={H100: 1, A100: 1},
+         pods=[pod("h1", H100, ready=True), stuck_pod("h2", H100), pod("a1", A100)],
+         free={A100: [node()]},
+         want_counts={H100: 1, A100: 1}),
+    Case(id="not-converged/pod-not-created-yet", replicas=2, counts={H100: 2},
+         pods=[stuck_pod("h1", H100)], free={A100: [node()]},
+         want_counts={H100: 2}),
+    # 14. restart consistency
+    Case(id="restart/stale-surge-marker-cleared", replicas=2, counts={H100: 1, A100: 1}, surges={H100: 1},
+         pods=[pod("h1", H100, ready=True), pod("a1", A100, ready=True)],
+         want_counts={H100: 1, A100: 1}),
+    Case(id="restart/surge-clamped-to-surplus", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 2},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), pod("h1", H100)],
+         want_counts={A100: 2, H100: 1}, want_surges={H100: 1}),
+    # a scale-down and a move in the same step must not both spend the same non-Ready pod
+    Case(id="scale-down/with-stuck-replica-keeps-ready-one", replicas=1, counts={H100: 2},
+         pods=[pod("h1", H100, ready=True), stuck_pod("h2", H100)], free={A100: [node()]},
+         want_counts={H100: 1}, want_moves=[Move.SCALED_DOWN], want_delete_first=["h2"]),
+    Case(id="scale-down/with-pending-replica-keeps-ready-one", replicas=1, counts={A100: 2},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100)], free={H100: [node()]},
+         want_counts={A100: 1}, want_moves=[Move.SCALED_DOWN], want_delete_first=["a2"]),
+]
+
+
+def params(cases: list[Case]) -> list:
+    return [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.xfail)] if c.xfail
+                         else []) for c in cases]
+
+
+@pytest.mark.parametrize("case", params(CASES))
+def test_decide(case: Case) -> None:
+    observed = case.observed()
+    got = case.decide()
+    assert got.counts == case.want_counts
+    assert got.surges == case.want_surges
+    assert [t.move for t in got.transitions] == case.want_moves
+    if case.want_delete_first is not None:
+        assert got.delete_first == case.want_delete_first
+    assert got.insufficient == case.want_insufficient
+    assert got.requeue_at == case.want_requeue_at
+    if case.want_probes is not None:
+        assert got.probes == case.want_probes
+    ready_before = sum(ready_by_type(observed).values())
+    assert ready_kept(got, observed) >= min(ready_before, case.replicas), "a Ready replica was dropped"
+
+
+# 12. idempotence: once the cluster holds the decision, deciding again changes nothing
+STABLE = {"empty-app/room-everywhere", "empty-app/design-example-1-h100-2-a100", "no-room/all-on-first-type",
+          "overflow/only-the-stuck-replica-moves", "overflow/each-stuck-replica-to-its-own-room",
+          "no-capacity/last-type-wraps-to-first", "move-up/pending-replica-to-preferred",
+          "return/probe-started", "surge/ready-probe-returns", "surge/stuck-probe-fails",
+          "scale-down/least-preferred-first", "scale-up/preferred-type-with-room-first",
+          "drain/started-on-best-listed-type-with-room", "drain/pending-on-unlisted-moves-now"}
+
+
+@pytest.mark.parametrize("case", params([c for c in CASES if c.id in STABLE]))
+def test_applied_decision_is_stable(case: Case) -> None:
+    first = case.decide()
+    assert first.transitions, "the case should move something"
+    after = apply(first, case.observed())
+    second = decide(case.options, case.replicas, case.policy, after, case.free, NOW)
+    assert second.transitions == []
+    assert (second.counts, second.surges) == (first.counts, first.surges)
+
+
+def test_stable_after_fallback_with_attempt_recorded() -> None:
+    """The status records the fallback; the new pending replica on A100 does not bounce back up."""
+    case = next(c for c in CASES if c.id == "overflow/only-the-stuck-replica-moves")
+    after = replace(apply(case.decide(), case.observed()), attempts=(Attempt(H100, "FellBack", NOW),))
+    free = {H100: [node()], A100: [node()]}  # even if room frees up on H100 right away
+    second = decide(case.options, case.replicas, case.policy, after, free, NOW)
+    assert second.transitions == [] and second.requeue_at == NOW + s(60)
+
+
+def test_return_to_preferred_is_make_before_break() -> None:
+    """Walk a probe from start to finish: the A100 count drops only once the H100 pod is Ready."""
+    policy, replicas = Policy(), 2
+    observed = Observed({A100: 2}, {}, (pod("a1", A100, ready=True), pod("a2", A100, ready=True)))
+    free: dict[str, list[NodeFree]] = {H100: [node()]}
+    d = decide(TWO, replicas, policy, observed, free, NOW)
+    assert [t.move for t in d.transitions] == [Move.PROBE_STARTED]
+    observed = apply(d, observed)
+    probe = next(p for p in observed.pods if p.machine_type == H100)
+    # the probe pending, then unschedulable for a while, then bound, then Ready
+    steps = [(probe, free), (replace(probe, unschedulable_since=NOW - s(30)), free),
+             (replace(probe, bound=True), {}), (replace(probe, bound=True, ready=True), {})]
+    for i, (h, step_free) in enumerate(steps):
+        observed = replace(observed, pods=tuple(p for p in observed.pods if p.machine_type != H100) + (h,))
+        ready_before = sum(ready_by_type(observed).values())
+        d = decide(TWO, replicas, policy, observed, step_free, NOW)
+        assert ready_kept(d, observed) >= min(ready_before, replicas)
+        if not h.ready:
+            assert (d.counts, d.surges, d.transitions) == ({A100: 2, H100: 1}, {H100: 1}, []), i
+    assert (d.counts, d.surges) == ({A100: 1, H100: 1}, {})
+    assert [(t.move, t.from_type, t.to_type) for t in d.transitions] == [(Move.RETURNED, A100, H100)]
+    assert decide(TWO, replicas, policy, apply(d, observed), {}, NOW).transitions == []
+
+
+@pytest.mark.parametrize(("failures", "want"), [(0, s(60)), (1, s(60)), (2, s(120)), (3, s(240)),
+                                                (6, s(1920)), (7, s(3600)), (10, s(3600))])
+def test_probe_backoff(failures: int, want: timedelta) -> None:
+    assert probe_backoff(failures) == want
