@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.cluster.builders import PrivatePools, falapp
@@ -25,7 +27,8 @@ def test_kubectl_scale_and_wait(kctl: Kubectl, running_operator, pools: PrivateP
     kctl.run("wait", "--for=jsonpath={.status.readyReplicas}=3", "falapp/web", "--timeout=60s")
     kctl.run("wait", "--for=condition=Ready", "falapp/web", "--timeout=60s")
     wait_placement(kctl, "web", {fast.lower(): 3})
-    scale = kctl.json("get", "--raw", f"/apis/fal.ai/v1alpha1/namespaces/{kctl.namespace}/falapps/web/scale")
+    scale = json.loads(kctl.run("get", "--raw",
+                                f"/apis/fal.ai/v1alpha1/namespaces/{kctl.namespace}/falapps/web/scale").stdout)
     assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
     assert scale["status"]["selector"] == "fal.ai/app=web"
 

@@ -53,9 +53,18 @@ def _dump(items: list | None) -> list[dict]:
     return [i.model_dump(by_alias=True, exclude_none=True, mode="json") for i in items or []]
 
 
+def memory_quantity(size: int) -> str:
+    """The largest binary unit that divides exactly: 2147483648 -> "2Gi"."""
+    for unit, factor in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
 def _container(spec: FalAppSpec, option: TypeOption, machine_type: MachineType) -> dict:
-    requests: dict[str, Any] = {"cpu": f"{option.cpu_milli}m", "memory": str(option.memory_bytes)}
-    limits: dict[str, Any] = {"memory": str(option.memory_bytes)}
+    memory = memory_quantity(option.memory_bytes)
+    requests: dict[str, Any] = {"cpu": f"{option.cpu_milli}m", "memory": memory}
+    limits: dict[str, Any] = {"memory": memory}
     if option.gpus:
         gpu_resource = machine_type.spec.gpu.resource_name
         requests[gpu_resource] = limits[gpu_resource] = str(option.gpus)
