@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -177,13 +178,30 @@ def test_operator_killed_mid_fallback_converges_without_duplicates(kctl, running
     pools.add_node("slow", gpus=8)
     kctl.apply(falapp("crash", [fast, slow], gpus=8, replicas=2, timeout="3s"))
     wait_placement(kctl, "crash", {slow.lower(): 2})
-    for want in ({fast.lower(): 1, slow.lower(): 1}, {fast.lower(): 2}):
-        pools.add_node("fast", gpus=8)
-        # kill as soon as the return has started: the extra replica exists, nothing removed yet
-        wait_until(lambda: len(app_pods(kctl, "crash")) == 3, timeout=30, message="return probe started")
-        running_operator.kill()
-        running_operator.start()
-        wait_placement(kctl, "crash", want, timeout=60)
+    most, fewest_ready = [0], [2]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            pods = app_pods(kctl, "crash")
+            most[0] = max(most[0], len(pods))
+            fewest_ready[0] = min(fewest_ready[0], sum(ready_by_type(kctl, "crash").values()))
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        for want in ({fast.lower(): 1, slow.lower(): 1}, {fast.lower(): 2}):
+            pools.add_node("fast", gpus=8)
+            # SIGKILL at arbitrary points of the return: before, during and after the extra replica starts
+            for delay in (0.0, 0.3, 0.7):
+                time.sleep(delay)
+                running_operator.kill()
+                running_operator.start()
+            wait_placement(kctl, "crash", want, timeout=60)
+    finally:
+        stop.set()
+        sampler.join()
+    assert most[0] <= 3, f"{most[0]} pods at once: a restart duplicated replicas"
+    assert fewest_ready[0] >= 2, f"ready replicas dropped to {fewest_ready[0]}"
     wait_until(lambda: kctl.get("falapp", "crash")["status"]["readyReplicas"] == 2, timeout=30,
                message="status readyReplicas == 2")
     assert len(app_pods(kctl, "crash")) == 2
