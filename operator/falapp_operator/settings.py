@@ -10,7 +10,7 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FALAPP_")
 
     field_manager: str = Field("falapp-operator", description="Server-side apply field manager of children.")
-    workers: int = Field(4, ge=1, description="Apps reconciled concurrently.")
+    workers: int = Field(8, ge=1, description="Apps reconciled concurrently.")
     metrics_port: int = Field(8080, ge=0, description="Prometheus /metrics port; 0 turns it off.")
     machine_type_status_delay: float = Field(
         1.0, ge=0, description="Seconds to batch capacity changes before writing MachineType status.")

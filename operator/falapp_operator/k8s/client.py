@@ -12,6 +12,7 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from falapp_operator import metrics
 from falapp_operator.api import GROUP, VERSION
 
 APPLY = "application/apply-patch+yaml"
@@ -37,6 +38,12 @@ async def _json(coro) -> Any:
         response.release()
 
 
+async def _discard(coro) -> None:
+    """Await a call made with _preload_content=False; errors still raise, the body is not parsed."""
+    response = await coro
+    response.release()
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -49,6 +56,10 @@ class KubeApi:
         self.apps = client.AppsV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.writes = 0  # API write requests made, for the idle-writes benchmark
+
+    def _wrote(self) -> None:
+        self.writes += 1
+        metrics.API_WRITES.inc()
 
     async def close(self) -> None:
         await self.api_client.close()
@@ -94,21 +105,23 @@ class KubeApi:
     # --- writes ------------------------------------------------------------------------------------
     async def apply(self, body: Mapping) -> None:
         """Server-side apply of a Deployment or Service we own."""
-        self.writes += 1
+        self._wrote()
         meta = body["metadata"]
-        kwargs = {"field_manager": self.field_manager, "force": True, "_content_type": APPLY}
+        kwargs = {"field_manager": self.field_manager, "force": True, "_content_type": APPLY,
+                  "_preload_content": False}
         if body["kind"] == "Deployment":
-            await self.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], body, **kwargs)
+            call = self.apps.patch_namespaced_deployment
         elif body["kind"] == "Service":
-            await self.core.patch_namespaced_service(meta["name"], meta["namespace"], body, **kwargs)
+            call = self.core.patch_namespaced_service
         else:
             raise ValueError(f"cannot apply {body['kind']}")
+        await _discard(call(meta["name"], meta["namespace"], body, **kwargs))
 
     async def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
-        self.writes += 1
-        await self.apps.patch_namespaced_deployment_scale(
+        self._wrote()
+        await _discard(self.apps.patch_namespaced_deployment_scale(
             name, namespace, {"spec": {"replicas": replicas}}, field_manager=self.field_manager,
-            _content_type=MERGE)
+            _content_type=MERGE, _preload_content=False))
 
     async def delete_deployment(self, namespace: str, name: str) -> None:
         await self._delete(self.apps.delete_namespaced_deployment, namespace, name)
@@ -117,9 +130,9 @@ class KubeApi:
         await self._delete(self.core.delete_namespaced_service, namespace, name)
 
     async def _delete(self, call, namespace: str, name: str) -> None:
-        self.writes += 1
+        self._wrote()
         try:
-            await call(name, namespace, propagation_policy="Background")
+            await _discard(call(name, namespace, propagation_policy="Background", _preload_content=False))
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -134,29 +147,29 @@ class KubeApi:
 
     async def mark_pod_for_deletion(self, namespace: str, name: str) -> None:
         """Lowest pod-deletion-cost: the ReplicaSet removes this pod first when its type shrinks."""
-        self.writes += 1
+        self._wrote()
         try:
-            await self.core.patch_namespaced_pod(
+            await _discard(self.core.patch_namespaced_pod(
                 name, namespace, {"metadata": {"annotations": {DELETION_COST: "-1000"}}},
-                field_manager=self.field_manager, _content_type=MERGE)
+                field_manager=self.field_manager, _content_type=MERGE, _preload_content=False))
         except ApiException as e:
             if e.status != 404:
                 raise
 
     async def patch_falapp_status(self, namespace: str, name: str, status: Mapping) -> None:
-        self.writes += 1
-        await self.custom.patch_namespaced_custom_object_status(
+        self._wrote()
+        await _discard(self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, "falapps", name, {"status": status},
-            field_manager=self.field_manager, _content_type=MERGE)
+            field_manager=self.field_manager, _content_type=MERGE, _preload_content=False))
 
     async def patch_machinetype_status(self, name: str, status: Mapping) -> None:
-        self.writes += 1
-        await self.custom.patch_cluster_custom_object_status(
+        self._wrote()
+        await _discard(self.custom.patch_cluster_custom_object_status(
             GROUP, VERSION, "machinetypes", name, {"status": status},
-            field_manager=self.field_manager, _content_type=MERGE)
+            field_manager=self.field_manager, _content_type=MERGE, _preload_content=False))
 
     async def post_event(self, involved: Mapping, event_type: str, reason: str, message: str) -> None:
-        self.writes += 1
+        self._wrote()
         now = _now()
         body = {
             "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
@@ -171,4 +184,4 @@ class KubeApi:
             "reportingComponent": self.field_manager,
             "reportingInstance": socket.gethostname(),
         }
-        await self.core.create_namespaced_event(involved["namespace"], body)
+        await _discard(self.core.create_namespaced_event(involved["namespace"], body, _preload_content=False))

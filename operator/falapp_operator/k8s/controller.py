@@ -42,6 +42,7 @@ class Controller:
         self.waiting: set[tuple[str, str]] = set()  # apps that would use freed capacity
         self.failures: dict[tuple, int] = {}
         self._workers: list[asyncio.Task] = []
+        self._pending_posts: set[asyncio.Task] = set()
         self._insufficient: dict[tuple[str, str], str] = {}
         self._replica_gauge: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
 
@@ -154,6 +155,7 @@ class Controller:
 
     # --- one app -------------------------------------------------------------------------------------
     async def reconcile_app(self, namespace: str, name: str) -> None:
+        logger.debug("reconcile %s/%s", namespace, name)
         body = await self.api.get_falapp(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.waiting.discard((namespace, name))
@@ -187,6 +189,9 @@ class Controller:
         )
         result = plan(snap)
         await self._execute(ref, body, deployments, pods, result)
+        for tr in result.decision.transitions if result.decision else ():
+            logger.info("%s/%s: %s %s -> %s (decided %.3fs ago)", namespace, name, tr.move.value, tr.from_type,
+                        tr.to_type, (datetime.now(UTC) - now).total_seconds())
         if result.requeue_at is not None:
             self.queue.add_after(("app", namespace, name), (result.requeue_at - now).total_seconds() + 0.05)
         if result.waiting_for_room:
@@ -235,12 +240,17 @@ class Controller:
         live = {d["metadata"]["name"]: d for d in deployments}
         marked = {p["metadata"]["name"] for p in pods
                   if (p["metadata"].get("annotations") or {}).get(DELETION_COST) == "-1000"}
+        # grow first (the replacement starts sooner), then mark the pods to go, then shrink
+        changed = [d for d in result.deployments if (current := live.get(d["metadata"]["name"])) is None
+                   or _needs_apply(current, d, self.settings.field_manager)]
+        growing = [d for d in changed if d["spec"]["replicas"] >= _replicas(live.get(d["metadata"]["name"]))]
+        for desired in growing:
+            await self.api.apply(desired)
         for pod_name in result.mark_for_deletion:
             if pod_name not in marked:
                 await self.api.mark_pod_for_deletion(namespace, pod_name)
-        for desired in result.deployments:
-            current = live.get(desired["metadata"]["name"])
-            if current is None or _needs_apply(current, desired, self.settings.field_manager):
+        for desired in changed:
+            if desired not in growing:
                 await self.api.apply(desired)
         for type_name, replicas in result.rescale_unlisted.items():
             await self.api.scale_deployment(namespace, children.deployment_name(ref.name, type_name), replicas)
@@ -254,11 +264,22 @@ class Controller:
         involved = {"apiVersion": API_VERSION, "kind": "FalApp", "name": ref.name, "namespace": namespace,
                     "uid": ref.uid}
         for event in result.events:
-            await self.api.post_event(involved, event.type, event.reason, event.message)
+            self._background(self.api.post_event(involved, event.type, event.reason, event.message))
 
     async def _write_status(self, namespace: str, name: str, current: Mapping, desired: Mapping) -> None:
         if any(current.get(k) != v for k, v in desired.items()):
             await self.api.patch_falapp_status(namespace, name, desired)
+
+    def _background(self, coroutine) -> None:
+        """Fire-and-forget writes (events) that must not delay the next placement step."""
+        task = asyncio.create_task(coroutine)
+        self._pending_posts.add(task)
+        task.add_done_callback(self._posted)
+
+    def _posted(self, task: asyncio.Task) -> None:
+        self._pending_posts.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("could not post an event: %s", task.exception())
 
     # --- machine type capacity view ---------------------------------------------------------------
     async def reconcile_machinetype(self, name: str) -> None:
@@ -322,6 +343,10 @@ class Controller:
         self._set_replica_gauge(namespace, name, {})
         self._insufficient.pop((namespace, name), None)
         metrics.INSUFFICIENT.labels(namespace).set(sum(1 for ns in self._insufficient.values() if ns == namespace))
+
+
+def _replicas(deployment: Mapping | None) -> int:
+    return 0 if deployment is None else (deployment.get("spec") or {}).get("replicas", 0)
 
 
 def _needs_apply(current: Mapping, desired: Mapping, field_manager: str) -> bool:
