@@ -17,6 +17,7 @@ demo: $(VENV)/.installed
 ## test: unit tests and tests on the local cluster (built on first use, then reused)
 test: $(VENV)/.installed
 	hack/build-cluster-binaries.sh all >/dev/null
+	hack/build-tools.sh >/dev/null
 	$(PY) -m pytest -q
 
 unit: $(VENV)/.installed

@@ -88,7 +88,8 @@ class Bench:
         self.k("create", "namespace", self.namespace)
 
     def app(self, i: int) -> dict:
-        return {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp", "metadata": {"name": f"app-{i}", "namespace": self.namespace},
+        return {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp",
+                "metadata": {"name": f"app-{i}", "namespace": self.namespace},
                 "spec": {"image": "registry.example.com/app:1", "machineTypes": [self.fast, self.slow],
                          "numGpus": 1, "replicas": 1,
                          "fallback": {"unschedulableTimeout": f"{self.timeout_s}s", "returnToPreferred": False}}}
