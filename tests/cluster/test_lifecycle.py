@@ -82,3 +82,23 @@ def test_machine_type_edit_applies_without_restart(kctl: Kubectl, kubectl: Kubec
         pods = app_pods(kctl, "edit")
         return [p["spec"]["containers"][0]["resources"]["requests"]["cpu"] for p in pods]
     wait_until(lambda: cpu_request() == ["6"], timeout=60, message="pods re-created with 2 x 3 CPUs")
+
+
+def test_kubectl_explain_reads_the_field_descriptions(kubectl: Kubectl, crds):
+    text = kubectl.run("explain", "falapp.spec.fallback").stdout
+    assert "unschedulableTimeout" in text and "returnToPreferred" in text
+    assert "scaleUpTimeout" in text
+    machine = kubectl.run("explain", "machinetype.spec.nodeAffinity").stdout
+    assert "operator" in machine
+
+
+def test_kubectl_describe_shows_fallback_events(kctl: Kubectl, running_operator, pools: PrivatePools):
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    pools.add_node("slow")
+    kctl.apply(falapp("told", [fast, slow], gpus=1, replicas=1, timeout="1s"))
+    # no fast node: placed on slow directly; then fast appears and the replica returns
+    wait_placement(kctl, "told", {slow.lower(): 1})
+    pools.add_node("fast")
+    wait_placement(kctl, "told", {fast.lower(): 1}, timeout=60)
+    described = kctl.run("describe", "falapp", "told").stdout
+    assert "ReturnedToPreferred" in described and "FallbackActive" in described
