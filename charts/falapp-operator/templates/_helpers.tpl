@@ -1,0 +1,105 @@
+{{/* Names ------------------------------------------------------------------------------------ */}}
+{{- define "falapp-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "falapp-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "falapp-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "falapp-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "falapp-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Labels: the standard app.kubernetes.io/* set ----------------------------------------------- */}}
+{{- define "falapp-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "falapp-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "falapp-operator.labels" -}}
+helm.sh/chart: {{ include "falapp-operator.chart" . }}
+{{ include "falapp-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: falapp-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The operator image: repository@digest, else repository:tag (tag defaults to appVersion) ------ */}}
+{{- define "falapp-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+RBAC rules. Each verb is one the operator (falapp_operator/k8s/client.py) or kopf makes; nothing else.
+*/}}
+
+{{/* Cluster-scoped, or read cluster-wide in every mode: free GPUs are counted over all pods. */}}
+{{- define "falapp-operator.clusterRules" -}}
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [fal.ai]
+  resources: [machinetypes]
+  verbs: [get, list, watch]
+- apiGroups: [fal.ai]
+  resources: [machinetypes/status]
+  verbs: [patch]
+# kopf watches CRDs to notice resources appearing and changing
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [get, list, watch]
+{{- end }}
+
+{{/* Where FalApps live: cluster-wide, or in each watched namespace. */}}
+{{- define "falapp-operator.namespacedRules" -}}
+# patch: kopf removes a stale finalizer of its own, should one be left by an older version
+- apiGroups: [fal.ai]
+  resources: [falapps]
+  verbs: [get, list, watch, patch]
+- apiGroups: [fal.ai]
+  resources: [falapps/status]
+  verbs: [get, patch]
+# one Deployment per machine type in use (server-side apply), scaled while draining unlisted types
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [apps]
+  resources: [deployments/scale]
+  verbs: [patch]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch, create, patch, delete]
+# the pod-deletion-cost annotation: which replica the ReplicaSet removes first
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [patch]
+# posting events (operator and kopf); watching autoscaler events (TriggeredScaleUp, Nominated, ...)
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, list, watch]
+{{- end }}

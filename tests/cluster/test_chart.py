@@ -1,0 +1,503 @@
+"""The Helm chart: lint, `helm template | kubeconform -strict`, install on the rig, and the operator doing
+the placement/fallback flow with nothing but the chart's RBAC (and no access to Secrets).
+
+helm and kubeconform are built from pinned Go modules by hack/build-tools.sh. kubeconform gets its
+schemas offline: built-in kinds from the rig's own OpenAPI (/openapi/v2), our kinds from crds/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster.builders import PrivatePools, falapp
+from tests.cluster.conftest import OperatorProcess
+from tests.cluster.helpers import events_for, wait_condition, wait_placement
+from tests.conftest import REPO
+from tests.kube import Kubectl, wait_until
+
+CHART = REPO / "charts" / "falapp-operator"
+BUILD_TOOLS = REPO / "hack" / "build-tools.sh"
+PROOF_MANAGER = "falapp-operator-rbac-proof"
+FORBIDDEN = re.compile(r'cannot (\w+) resource \\?"([^"\\]+)\\?" in API group \\?"([^"\\]*)\\?"'
+                       r'(?: in the namespace \\?"([^"\\]+)\\?")?')
+
+
+# --- tools -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tools() -> Path:
+    result = subprocess.run([str(BUILD_TOOLS)], capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr
+    return Path(result.stdout.strip())
+
+
+def helm(tools: Path, *args: str, kubeconfig: Path | None = None, check: bool = True,
+         timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HELM_CACHE_HOME": str(tools / ".helm-cache"),
+           "HELM_CONFIG_HOME": str(tools / ".helm-config"), "HELM_DATA_HOME": str(tools / ".helm-data")}
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    result = subprocess.run([str(tools / "helm"), *args], capture_output=True, text=True, env=env,
+                            timeout=timeout)
+    if check:
+        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def render(tools: Path, *args: str, namespace: str = "falapp-system") -> list[dict]:
+    out = helm(tools, "template", "falapp-operator", str(CHART), "--namespace", namespace, *args).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+# --- offline schemas for kubeconform ---------------------------------------------------------------
+def _schema_walk(node: Any, strict: bool) -> Any:
+    """A JSON schema node made strict (no undeclared fields) and free of OpenAPI-only types."""
+    if not isinstance(node, dict):
+        return node
+    out = dict(node)
+    for key in ("properties", "definitions", "patternProperties"):
+        if isinstance(node.get(key), dict):
+            out[key] = {name: _schema_walk(sub, strict) for name, sub in node[key].items()}
+    for key in ("items", "additionalProperties", "not"):
+        if isinstance(node.get(key), dict):
+            out[key] = _schema_walk(node[key], strict)
+    for key in ("allOf", "anyOf", "oneOf"):
+        if isinstance(node.get(key), list):
+            out[key] = [_schema_walk(sub, strict) for sub in node[key]]
+    if out.get("format") == "int-or-string" or out.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out.pop("format", None)
+        if "anyOf" not in out:
+            out["oneOf"] = [{"type": "string"}, {"type": "integer"}]
+    if strict and "properties" in out and "additionalProperties" not in out and not out.get(
+            "x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"].rsplit("/", 1)[-1]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node))
+    return set()
+
+
+def _closure(definitions: dict[str, Any], roots: set[str]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen[name] = definitions[name]
+        todo.extend(_refs(definitions[name]) - set(seen))
+    return seen
+
+
+def _schema_file(kind: str, api_version: str) -> str:
+    """kubeconform's `{{ .ResourceKind }}{{ .KindSuffix }}.json` for a kind."""
+    group, _, version = api_version.rpartition("/")
+    return f"{kind.lower()}-{group.split('.')[0]}-{version}.json" if group else f"{kind.lower()}-{version}.json"
+
+
+QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+
+
+@pytest.fixture(scope="module")
+def schema_dir(kubectl: Kubectl, tmp_path_factory) -> Path:
+    """Strict JSON schemas in kubeconform's layout: every built-in kind the rig serves, and our CRDs."""
+    out = tmp_path_factory.mktemp("schemas")
+    definitions = json.loads(kubectl.run("get", "--raw", "/openapi/v2", timeout=120).stdout)["definitions"]
+    definitions = {name: d for name, d in definitions.items() if not name.startswith("ai.fal.")}
+    # a Quantity is written as a string or a number in manifests
+    definitions[QUANTITY] = {"description": definitions[QUANTITY].get("description", ""),
+                             "oneOf": [{"type": "string"}, {"type": "number"}]}
+    strict = {name: _schema_walk(d, strict=True) for name, d in definitions.items()}
+    for definition in strict.values():
+        for gvk in definition.get("x-kubernetes-group-version-kind", []):
+            api_version = f"{gvk['group']}/{gvk['version']}" if gvk["group"] else gvk["version"]
+            schema = {"$schema": "http://json-schema.org/draft-07/schema#", **definition,
+                      "definitions": _closure(strict, _refs(definition))}
+            (out / _schema_file(gvk["kind"], api_version)).write_text(json.dumps(schema))
+    meta = _closure(strict, {OBJECT_META})
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        for version in crd["spec"]["versions"]:
+            schema = _schema_walk(version["schema"]["openAPIV3Schema"], strict=True)
+            schema["properties"]["metadata"] = {"$ref": f"#/definitions/{OBJECT_META}"}
+            schema = {"$schema": "http://json-schema.org/draft-07/schema#", **schema, "definitions": meta}
+            api_version = f"{crd['spec']['group']}/{version['name']}"
+            (out / _schema_file(crd["spec"]["names"]["kind"], api_version)).write_text(json.dumps(schema))
+    return out
+
+
+def kubeconform(tools: Path, schema_dir: Path, manifests: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(tools / "kubeconform"), "-strict", "-summary", "-kubernetes-version", "1.35.4",
+         "-schema-location", str(schema_dir) + "/{{ .ResourceKind }}{{ .KindSuffix }}.json", *extra, "-"],
+        input=manifests, capture_output=True, text=True, timeout=120)
+
+
+VALUE_SETS = {
+    "defaults": [],
+    "watch-namespaces": ["--set", "watchNamespaces={team-a,team-b}", "--set", "logFormat=json"],
+    "no-crds-no-catalog": ["--set", "crds.install=false", "--set", "catalog.install=false",
+                           "--set", "metrics.enabled=false", "--set", "rbac.create=false"],
+    "everything-on": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "verbose=true",
+                      "--set", f"image.digest=sha256:{'a' * 64}", "--api-versions", "fal.ai/v1alpha1/MachineType"],
+}
+
+
+# --- lint and offline validation ---------------------------------------------------------------------
+@pytest.mark.parametrize("values", sorted(VALUE_SETS))
+def test_helm_lint(tools: Path, values: str):
+    args = [a for a in VALUE_SETS[values] if a != "--api-versions" and not a.startswith("fal.ai/")]
+    result = helm(tools, "lint", "--strict", str(CHART), *args)
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_helm_lint_refuses_bad_values(tools: Path):
+    for bad in ("logFormat=xml", "watchNamespaces={Not_A_Namespace}", "catalog.machineTypes[0].name=GPU-H100",
+                "metrics.port=0", "unknownKey=1"):
+        result = helm(tools, "lint", str(CHART), "--set", bad, check=False)
+        assert result.returncode != 0, bad
+
+
+@pytest.mark.parametrize("values", sorted(VALUE_SETS))
+def test_template_is_valid_for_kubeconform_strict(tools: Path, schema_dir: Path, values: str):
+    manifests = helm(tools, "template", "falapp-operator", str(CHART), "--namespace", "falapp-system",
+                     *VALUE_SETS[values]).stdout
+    # the ServiceMonitor's CRD is prometheus-operator's, not on the rig: only that kind is skipped
+    extra = ["-skip", "ServiceMonitor"] if "ServiceMonitor" in manifests else []
+    result = kubeconform(tools, schema_dir, manifests, *extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    docs = [d for d in yaml.safe_load_all(manifests) if d]
+    checked = sum(1 for d in docs if d["kind"] != "ServiceMonitor")
+    assert f"Valid: {checked}, Invalid: 0, Errors: 0" in result.stdout, result.stdout
+    assert {"Deployment", "ServiceAccount"} <= {d["kind"] for d in docs}
+
+
+def test_kubeconform_schemas_catch_mistakes(tools: Path, schema_dir: Path):
+    """The offline schemas are strict: an unknown field and a wrong type fail, for ours and built-ins."""
+    docs = render(tools)
+    deployment = of_kind(docs, "Deployment")[0]
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContex"] = {}
+    wrong_type = of_kind(docs, "MachineType")[0]
+    wrong_type["spec"]["gpu"]["maxGpusPerReplica"] = "eight"
+    unknown_field = of_kind(docs, "MachineType")[1]
+    unknown_field["spec"]["gpuCount"] = 8
+    for doc in (deployment, wrong_type, unknown_field):
+        result = kubeconform(tools, schema_dir, yaml.safe_dump(doc))
+        assert result.returncode != 0 and "Invalid: 1" in result.stdout, result.stdout
+
+
+# --- what the chart renders --------------------------------------------------------------------------
+def test_chart_crds_are_the_generated_ones(tools: Path):
+    docs = render(tools)
+    for crd in of_kind(docs, "CustomResourceDefinition"):
+        meta = crd["metadata"]
+        assert meta["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert meta["labels"]["app.kubernetes.io/name"] == "falapp-operator"
+        generated = yaml.safe_load((REPO / "crds" / f"{crd['spec']['group']}_{crd['spec']['names']['plural']}.yaml")
+                                   .read_text())
+        assert {**crd, "metadata": {"name": meta["name"]}} == generated
+    assert len(of_kind(docs, "CustomResourceDefinition")) == 2
+    unkept = of_kind(render(tools, "--set", "crds.keep=false"), "CustomResourceDefinition")
+    assert len(unkept) == 2 and all("annotations" not in c["metadata"] for c in unkept)
+    assert not of_kind(render(tools, "--set", "crds.install=false"), "CustomResourceDefinition")
+
+
+def test_catalog_from_values(tools: Path, tmp_path: Path):
+    default = [d for d in yaml.safe_load_all((REPO / "catalog" / "default.yaml").read_text()) if d]
+    rendered = of_kind(render(tools), "MachineType")
+    assert [(m["metadata"]["name"], m["spec"]) for m in rendered] == [
+        (m["metadata"]["name"], m["spec"]) for m in default]
+    # a first install (MachineType not served yet) creates the catalogue after the CRDs, as a hook
+    # carrying the release's ownership so the next upgrade adopts it
+    assert rendered[0]["metadata"]["annotations"] == {
+        "helm.sh/hook": "post-install", "meta.helm.sh/release-name": "falapp-operator",
+        "meta.helm.sh/release-namespace": "falapp-system"}
+    served = of_kind(render(tools, "--api-versions", "fal.ai/v1alpha1/MachineType"), "MachineType")
+    assert len(served) == len(default) and all("annotations" not in m["metadata"] for m in served)
+    assert not of_kind(render(tools, "--set", "catalog.install=false"), "MachineType")
+
+    custom = {"name": "gpu-a100-80gb", "labels": {"team": "ml"}, "spec": {
+        "displayName": "GPU-A100-80GB", "gpu": {"maxGpusPerReplica": 8, "vram": "80Gi"},
+        "resources": {"cpu": "12", "memory": "112Gi"},
+        "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-a100-80gb"}}}
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"catalog": {"machineTypes": [custom]}}))
+    [only] = of_kind(render(tools, "-f", str(values)), "MachineType")
+    assert only["metadata"]["name"] == "gpu-a100-80gb" and only["spec"] == custom["spec"]
+    assert only["metadata"]["labels"]["team"] == "ml"
+    values.write_text(yaml.safe_dump({"catalog": {"extraMachineTypes": [custom]}}))
+    extended = of_kind(render(tools, "-f", str(values)), "MachineType")
+    assert [m["metadata"]["name"] for m in extended] == [m["metadata"]["name"] for m in default] + ["gpu-a100-80gb"]
+
+
+def _rules(docs: list[dict]) -> list[tuple[str, str, dict]]:
+    return [(d["kind"], d["metadata"].get("namespace", ""), rule) for d in docs
+            if d["kind"] in ("ClusterRole", "Role") for rule in d["rules"]]
+
+
+def _verbs(docs: list[dict], kind: str, group: str, resource: str, namespace: str | None = None) -> set[str]:
+    return {verb for k, ns, rule in _rules(docs) if k == kind and (namespace is None or ns == namespace)
+            and group in rule["apiGroups"] and resource in rule["resources"] for verb in rule["verbs"]}
+
+
+@pytest.mark.parametrize("values", ["defaults", "watch-namespaces"])
+def test_rbac_is_least_privilege(tools: Path, values: str):
+    docs = render(tools, *VALUE_SETS[values])
+    rules = _rules(docs)
+    assert rules
+    for _, _, rule in rules:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], rule
+        assert "secrets" not in rule["resources"] and "configmaps" not in rule["resources"], rule
+        assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"]), rule
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+    # nodes read-only; pods read-only except patching the pod-deletion-cost annotation
+    assert _verbs(docs, "ClusterRole", "", "nodes") == {"get", "list", "watch"}
+    assert _verbs(docs, "ClusterRole", "", "pods") | _verbs(docs, "Role", "", "pods") == {
+        "get", "list", "watch", "patch"}
+    assert _verbs(docs, "ClusterRole", "fal.ai", "machinetypes") == {"get", "list", "watch"}
+    assert _verbs(docs, "ClusterRole", "fal.ai", "machinetypes/status") == {"patch"}
+    if values == "defaults":
+        assert not of_kind(docs, "Role") and not of_kind(docs, "RoleBinding")
+        assert _verbs(docs, "ClusterRole", "fal.ai", "falapps") == {"get", "list", "watch", "patch"}
+        assert not _verbs(docs, "ClusterRole", "", "namespaces")
+    else:
+        assert {r["metadata"]["namespace"] for r in of_kind(docs, "Role")} == {"team-a", "team-b"}
+        assert {r["metadata"]["namespace"] for r in of_kind(docs, "RoleBinding")} == {"team-a", "team-b"}
+        # FalApps, Deployments, Services and events only where FalApps are watched
+        for resource in ("falapps", "deployments", "services", "events"):
+            group = {"falapps": "fal.ai", "deployments": "apps"}.get(resource, "")
+            assert not _verbs(docs, "ClusterRole", group, resource), resource
+            assert _verbs(docs, "Role", group, resource, "team-a"), resource
+        assert _verbs(docs, "ClusterRole", "", "namespaces") == {"list", "watch"}
+        [binding] = of_kind(docs, "ClusterRoleBinding")
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "falapp-operator",
+                                        "namespace": "falapp-system"}]
+
+
+def test_operator_deployment_is_restricted_and_wired(tools: Path):
+    docs = render(tools, *VALUE_SETS["watch-namespaces"])
+    [deployment] = of_kind(docs, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "falapp-operator"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    [container] = pod["containers"]
+    assert container["image"] == "ghcr.io/falapp/falapp-operator:0.1.0"
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]} and security["runAsNonRoot"] is True
+    assert container["args"] == ["--log-format=json", "--liveness=http://0.0.0.0:8081/healthz",
+                                 "--namespace=team-a", "--namespace=team-b"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8080, "healthz": 8081}
+    assert {"name": "FALAPP_METRICS_PORT", "value": "8080"} in container["env"]
+    assert container["resources"]["limits"]["memory"]
+    labels = deployment["metadata"]["labels"]
+    for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                "app.kubernetes.io/managed-by", "helm.sh/chart"):
+        assert key in labels, key
+    [service] = of_kind(docs, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert service["spec"]["selector"] == spec["selector"]["matchLabels"]
+    monitor_docs = render(tools, *VALUE_SETS["everything-on"])
+    [monitor] = of_kind(monitor_docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    [pinned] = of_kind(monitor_docs, "Deployment")
+    assert pinned["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@sha256:" + "a" * 64)
+    assert of_kind(render(tools, "--set", "metrics.enabled=false"), "Deployment")[0]["spec"]["template"]["spec"][
+        "containers"][0]["env"][0] == {"name": "FALAPP_METRICS_PORT", "value": "0"}
+
+
+# --- on the rig --------------------------------------------------------------------------------------
+def test_helm_install_upgrade_uninstall_on_the_rig(kubectl: Kubectl, kctl: Kubectl, namespace: str, crds,
+                                                    tools: Path, tmp_path: Path):
+    """CRDs taken over and kept, a catalogue from values, the operator pod admitted as 'restricted'."""
+    kctl.run("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
+             "pod-security.kubernetes.io/enforce-version=latest")
+    release = f"falapp-operator-{namespace}"
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    custom = {"name": f"{prefix}-chart", "spec": {"displayName": f"{prefix.upper()}-CHART",
+                                                   "resources": {"cpu": "1", "memory": "1Gi"}}}
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"catalog": {"machineTypes": [custom]}}))
+    admin = kubectl.kubeconfig
+    helm(tools, "install", release, str(CHART), "--namespace", namespace, "-f", str(values),
+         "--take-ownership", "--wait", "--timeout", "120s", kubeconfig=admin)
+    try:
+        fullname = release
+        for kind in ("deployment", "serviceaccount", "service"):
+            kctl.get(kind, fullname if kind != "service" else f"{fullname}-metrics")
+        kubectl.get("clusterrole", fullname)
+        kubectl.get("clusterrolebinding", fullname)
+        machine_type = kubectl.get("machinetype", custom["name"])
+        assert machine_type["spec"]["displayName"] == custom["spec"]["displayName"]
+        assert machine_type["metadata"]["labels"]["app.kubernetes.io/instance"] == release
+        for crd in ("falapps.fal.ai", "machinetypes.fal.ai"):
+            meta = kubectl.get("crd", crd)["metadata"]
+            assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
+            assert meta["annotations"]["meta.helm.sh/release-name"] == release
+        # admitted under Pod Security "restricted" (the namespace enforces it) and running
+        pods = wait_until(lambda: kctl.get("pods", None, "-l", f"app.kubernetes.io/instance={release}")["items"],
+                          timeout=60, message="operator pod created")
+        assert pods[0]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+        helm(tools, "upgrade", release, str(CHART), "--namespace", namespace, "-f", str(values),
+             "--set", "logFormat=json", "--wait", "--timeout", "120s", kubeconfig=admin)
+        args = kctl.get("deployment", fullname)["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "--log-format=json" in args
+    finally:
+        helm(tools, "uninstall", release, "--namespace", namespace, "--wait", kubeconfig=admin, check=False)
+    # the CRDs (and every FalApp) stay; what the release owned goes
+    for crd in ("falapps.fal.ai", "machinetypes.fal.ai"):
+        kubectl.get("crd", crd)
+    assert kubectl.run("get", "machinetype", custom["name"], check=False).returncode != 0
+    assert kubectl.run("get", "clusterrole", release, check=False).returncode != 0
+
+
+class TokenOperator(OperatorProcess):
+    """`falapp-operator run` with a ServiceAccount's kubeconfig, its own field manager and flags."""
+
+    def __init__(self, kubeconfig: Path, log_dir: Path, args: list[str]):
+        super().__init__(kubeconfig, log_dir)
+        self.args = args
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "FALAPP_METRICS_PORT": str(self.metrics_port),
+               "FALAPP_MACHINE_TYPE_STATUS_DELAY": "0.2", "FALAPP_FIELD_MANAGER": PROOF_MANAGER}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "falapp_operator", "run", *self.args], env=env,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(self._serving_metrics, timeout=60, message="operator metrics endpoint")
+
+
+def token_kubeconfig(kubectl: Kubectl, namespace: str, service_account: str, path: Path) -> Path:
+    """A kubeconfig for the rig that authenticates as the ServiceAccount (a bound token, 1 h)."""
+    token = kubectl.run("create", "token", service_account, "--namespace", namespace, "--duration=1h").stdout.strip()
+    admin = json.loads(kubectl.run("config", "view", "--raw", "--minify", "--flatten", "-o", "json").stdout)
+    cluster = admin["clusters"][0]["cluster"]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "rig", "cluster": cluster}],
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "rig", "user": service_account,
+                                                "namespace": namespace}}],
+    }))
+    path.chmod(0o600)
+    return path
+
+
+def _managers(kubectl: Kubectl, kind: str, name: str, subresource: str | None = None) -> set[str]:
+    """Field managers that wrote the object (or its subresource)."""
+    obj = kubectl.json("get", kind, name, "--show-managed-fields")
+    return {f["manager"] for f in obj["metadata"].get("managedFields", [])
+            if (subresource is None or f.get("subresource") == subresource)}
+
+
+@pytest.mark.parametrize("scope", ["cluster-wide", "watch-namespace"])
+def test_operator_runs_with_only_the_chart_rbac(scope: str, kubectl: Kubectl, kctl: Kubectl, namespace: str,
+                                                crds, tools: Path, running_operator, tmp_path: Path):
+    release = f"falapp-operator-{namespace}"
+    values = ["--set", "crds.install=false", "--set", "catalog.install=false"]
+    operator_args = []
+    if scope == "watch-namespace":
+        values += ["--set", f"watchNamespaces={{{namespace}}}"]
+        operator_args = ["--namespace", namespace]
+    helm(tools, "install", release, str(CHART), "--namespace", namespace, *values, kubeconfig=kubectl.kubeconfig)
+    sa = f"system:serviceaccount:{namespace}:{release}"
+    pools = PrivatePools(kubectl)
+    proof: TokenOperator | None = None
+    try:
+        sa_kubeconfig = token_kubeconfig(kubectl, namespace, release, tmp_path / "sa.kubeconfig")
+        # no Secrets, anywhere: by the authorizer's word and by a real request with the token
+        for where in (["--namespace", namespace], ["--all-namespaces"]):
+            for verb in ("get", "list", "watch"):
+                can = kubectl.run("auth", "can-i", verb, "secrets", f"--as={sa}", *where, check=False)
+                assert can.returncode != 0 and can.stdout.strip() == "no", (verb, where, can.stdout)
+        refused = Kubectl(kubectl.binary, sa_kubeconfig, namespace).run("get", "secrets", check=False)
+        assert refused.returncode != 0 and "Forbidden" in refused.stderr, refused.stderr
+        assert kubectl.run("auth", "can-i", "delete", "nodes", f"--as={sa}", check=False).stdout.strip() == "no"
+
+        running_operator.stop()
+        proof = TokenOperator(sa_kubeconfig, tmp_path, operator_args)
+        proof.start()
+        preferred, second = pools.machine_type("full"), pools.machine_type("room")
+        # the preferred type's node shows free GPUs but takes no pod: the scheduler really says
+        # Unschedulable, so the replica falls back after its 2 s timeout
+        full = pools.add_node("full", gpus=8)
+        kubectl.run("patch", "node", full, "--subresource=status", "--type=merge",
+                    "-p", '{"status":{"allocatable":{"pods":"0"},"capacity":{"pods":"0"}}}')
+        pools.add_node("room", gpus=8)
+        kctl.apply(falapp("proof", [preferred, second], gpus=1, replicas=1, timeout="2s",
+                          return_to_preferred=False, ports=[{"name": "http", "containerPort": 8000}]))
+        wait_placement(kctl, "proof", {second.lower(): 1}, timeout=60)
+        wait_condition(kctl, "falapp", "proof", "FallbackActive", "True")
+        wait_condition(kctl, "falapp", "proof", "Ready", "True")
+        fell = wait_until(lambda: [e for e in events_for(kctl, "proof", "FellBack")
+                                   if e["source"]["component"] == PROOF_MANAGER], timeout=30, message="FellBack event")
+        assert "Too many pods" in fell[0]["message"]
+        app = kctl.get("falapp", "proof")
+        assert PROOF_MANAGER in _managers(kctl, "falapp", "proof", "status")
+        assert app["status"]["machines"] == f"{second}x1"
+        assert any(a["outcome"] == "FellBack" for a in app["status"]["attempts"])
+        assert PROOF_MANAGER in _managers(kctl, "deployment", f"proof-{second.lower()}")
+        assert PROOF_MANAGER in _managers(kctl, "service", "proof")
+        # MachineType status (the capacity view) is written too
+        wait_until(lambda: (kubectl.get("machinetype", second.lower()).get("status") or {}).get("placedReplicas") == 1,
+                   timeout=30, message="MachineType status")
+        assert PROOF_MANAGER in _managers(kubectl, "machinetype", second.lower(), "status")
+        # room returns on the preferred type: back make-before-break, the fallback Deployment drained
+        pools.remove_node(full)
+        pools.add_node("full", gpus=8)
+        kctl.run("patch", "falapp", "proof", "--type=merge", "-p", '{"spec":{"fallback":{"returnToPreferred":true}}}')
+        wait_placement(kctl, "proof", {preferred.lower(): 1}, timeout=90)
+        wait_until(lambda: [e for e in events_for(kctl, "proof", "ReturnedToPreferred")
+                            if e["source"]["component"] == PROOF_MANAGER],
+                   timeout=30, message="ReturnedToPreferred event")
+
+        def fallback_drained() -> bool:  # scaled to zero, or already deleted
+            got = kctl.run("get", "deployment", f"proof-{second.lower()}", "-o", "json", check=False)
+            return got.returncode != 0 or json.loads(got.stdout)["spec"]["replicas"] == 0
+        wait_until(fallback_drained, timeout=30, message="fallback Deployment drained")
+        log = proof.log()
+        assert "Not enough permissions" not in log, log[-4000:]  # kopf's word for a refused watch
+        refusals = log.count("(403)") + log.count("APIForbiddenError")
+        if scope == "watch-namespace":
+            # Known operator gap (not RBAC): watching some namespaces, it still reconciles apps whose
+            # pods it saw in the cluster-wide pod list, and is refused there. Only that is tolerated.
+            elsewhere = [m for m in FORBIDDEN.findall(log) if m[3] not in ("", namespace)]
+            refusals -= len(elsewhere)
+        assert refusals == 0, f"the operator was refused {refusals} time(s):\n{log[-4000:]}"
+    finally:
+        if proof is not None:
+            proof.stop()
+        kctl.run("delete", "falapp", "proof", "--ignore-not-found", "--wait=false", check=False)
+        pools.cleanup()
+        helm(tools, "uninstall", release, "--namespace", namespace, kubeconfig=kubectl.kubeconfig, check=False)
+        if running_operator.proc is None or running_operator.proc.poll() is not None:
+            running_operator.start()

@@ -1,0 +1,134 @@
+"""Sample FalApp objects whose status comes from the real planner (`reconcile.app.plan` / `invalid`).
+
+Shared by the GitOps health tests (kstatus rules, Argo CD Lua): each sample is the object a GitOps tool
+would read, built from a small snapshot of the app (pods, Deployment sizes, free room).
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+
+from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec
+from falapp_operator.placement import NodeFree, PodView
+from falapp_operator.reconcile.app import AppSnapshot, invalid, plan
+from falapp_operator.reconcile.children import AppRef
+
+NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+GI = 1024**3
+H100, A100 = "gpu-h100", "gpu-a100"
+REF = AppRef("sdxl", "team-a", "0b7f1c1e-0000-4000-8000-000000000001")
+UNSCHEDULABLE = "0/6 nodes are available: 6 Insufficient nvidia.com/gpu."
+
+
+def spec(machine_types: list[str] | None = None, replicas: int = 2, gpus: int = 1) -> FalAppSpec:
+    return FalAppSpec.model_validate({"image": "registry.example.com/sdxl:1.2",
+                                      "machineTypes": machine_types or ["GPU-H100", "GPU-A100"],
+                                      "numGpus": gpus, "replicas": replicas})
+
+
+def room(nodes: int = 1) -> list[NodeFree]:
+    return [NodeFree(8, 96_000, 896 * GI)] * nodes
+
+
+def pod(name: str, machine_type: str = H100, *, ready: bool = False, bound: bool | None = None,
+        unschedulable_for: float | None = None) -> PodView:
+    since = NOW - timedelta(seconds=unschedulable_for) if unschedulable_for is not None else None
+    return PodView(name, machine_type, created=NOW - timedelta(minutes=10),
+                   bound=ready if bound is None else bound, ready=ready, unschedulable_since=since,
+                   scheduler_message=UNSCHEDULABLE if since else "")
+
+
+def snapshot(app_spec: FalAppSpec, *, status: dict | None = None, counts: dict[str, int] | None = None,
+             pods: list[PodView] = (), free: dict[str, list[NodeFree]] | None = None,
+             generation: int = 1) -> AppSnapshot:
+    return AppSnapshot(ref=REF, generation=generation, spec=app_spec, status=status or {},
+                       catalogue=list(DEFAULT_CATALOG), counts=counts or {}, surges={}, pods=list(pods),
+                       free=free if free is not None else {H100: room(), A100: room()}, now=NOW)
+
+
+def falapp(status: dict, generation: int = 1, app_spec: FalAppSpec | None = None) -> dict:
+    """The FalApp as `kubectl get -o json` returns it, with the planner's status."""
+    wire = (app_spec or spec()).model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp",
+            "metadata": {"name": REF.name, "namespace": REF.namespace, "uid": REF.uid,
+                         "generation": generation},
+            "spec": wire, "status": copy.deepcopy(status)}
+
+
+# --- the samples ---------------------------------------------------------------------------------------
+def new_app() -> dict:
+    """First reconcile: Deployments just created, no pod yet."""
+    return falapp(plan(snapshot(spec())).status)
+
+
+def replicas_starting() -> dict:
+    """Both replicas bound on GPU-H100, one Ready."""
+    first = plan(snapshot(spec())).status
+    pods = [pod("sdxl-h-1", ready=True), pod("sdxl-h-2", bound=True)]
+    return falapp(plan(snapshot(spec(), status=first, counts={H100: 2}, pods=pods)).status)
+
+
+def ready_app() -> dict:
+    """Both replicas Ready on the preferred type."""
+    pods = [pod("sdxl-h-1", ready=True), pod("sdxl-h-2", ready=True)]
+    status = plan(snapshot(spec(), status=plan(snapshot(spec())).status, counts={H100: 2}, pods=pods)).status
+    return falapp(status)
+
+
+def ready_after_fallback() -> dict:
+    """One replica on GPU-H100, one fell back to GPU-A100: both Ready (FallbackActive=True)."""
+    pods = [pod("sdxl-h-1", ready=True), pod("sdxl-a-1", A100, ready=True)]
+    status = plan(snapshot(spec(), counts={H100: 1, A100: 1}, pods=pods,
+                           free={H100: [], A100: room()})).status
+    return falapp(status)
+
+
+def no_capacity() -> dict:
+    """Nothing fits anywhere: the replica stays pending (Ready=False, InsufficientCapacity), not Stalled."""
+    pending = [pod("sdxl-a-1", A100, unschedulable_for=300)]
+    status = plan(snapshot(spec(replicas=1), counts={A100: 1}, pods=pending, free={H100: [], A100: []})).status
+    return falapp(status, app_spec=spec(replicas=1))
+
+
+def invalid_spec() -> dict:
+    """An unknown machine type: Stalled=True, reason InvalidSpec (the planner refuses it)."""
+    bad = spec(["GPU-H100", "GPU-NOPE"])
+    return falapp(plan(snapshot(bad)).status, app_spec=bad)
+
+
+def invalid_spec_from_validation() -> dict:
+    """What the controller writes when the stored spec fails model validation."""
+    status = invalid(REF, 1, {}, "spec.numGpus: Input should be greater than or equal to 0", NOW).status
+    return falapp(status)
+
+
+def spec_changed_not_observed() -> dict:
+    """A Ready app whose spec the user just changed (generation 2, status still for 1)."""
+    return falapp(ready_app()["status"], generation=2)
+
+
+def fixed_after_invalid() -> dict:
+    """Was Stalled; the user fixed the spec (generation 2) and the operator has not reconciled yet."""
+    return falapp(invalid_spec()["status"], generation=2)
+
+
+def deleting() -> dict:
+    app = ready_app()
+    app["metadata"]["deletionTimestamp"] = "2025-01-01T12:05:00Z"
+    return app
+
+
+# name -> (object, kstatus status, Argo CD health status)
+SAMPLES = {
+    "new-app": (new_app, "InProgress", "Progressing"),
+    "replicas-starting": (replicas_starting, "InProgress", "Progressing"),
+    "ready": (ready_app, "Current", "Healthy"),
+    "ready-after-fallback": (ready_after_fallback, "Current", "Healthy"),
+    "no-capacity": (no_capacity, "InProgress", "Progressing"),
+    "invalid-spec": (invalid_spec, "Failed", "Degraded"),
+    "invalid-spec-validation": (invalid_spec_from_validation, "Failed", "Degraded"),
+    "generation-not-observed": (spec_changed_not_observed, "InProgress", "Progressing"),
+    "fixed-after-invalid": (fixed_after_invalid, "InProgress", "Progressing"),
+    "deleting": (deleting, "Terminating", "Progressing"),
+}

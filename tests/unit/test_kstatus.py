@@ -1,0 +1,105 @@
+"""FalApp status read by kstatus (Flux, Helm 4 `--wait`, cli-utils): InProgress while reconciling,
+Current when Ready, Failed when Stalled.
+
+`kstatus` below restates kstatus's rules for a custom resource (sigs.k8s.io/cli-utils
+pkg/kstatus/status, `Compute`): a kind without built-in rules is judged only by its generic properties,
+in this order, and is Current when none applies:
+  1. metadata.deletionTimestamp set                                    -> Terminating
+  2. status.observedGeneration present and != metadata.generation      -> InProgress
+  3. the first condition, in list order, that is Reconciling=True      -> InProgress
+                                               or Stalled=True         -> Failed
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit import status_samples
+from tests.unit.status_samples import SAMPLES
+
+
+def kstatus(obj: dict) -> tuple[str, str]:
+    """(status, message) as kstatus computes them for a custom resource."""
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return "Terminating", "Resource scheduled for deletion"
+    generation, observed = meta.get("generation"), status.get("observedGeneration")
+    if generation is not None and observed is not None and observed != generation:
+        return "InProgress", f"{obj['kind']} generation is {generation}, but latest observed generation is {observed}"
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Reconciling" and condition.get("status") == "True":
+            return "InProgress", condition.get("message", "")
+        if condition.get("type") == "Stalled" and condition.get("status") == "True":
+            return "Failed", condition.get("message", "")
+    return "Current", "Resource is current"
+
+
+def conditions(obj: dict) -> dict[str, dict]:
+    return {c["type"]: c for c in obj["status"]["conditions"]}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_kstatus_reads_the_planner_status(name: str):
+    build, want, _ = SAMPLES[name]
+    assert kstatus(build())[0] == want
+
+
+def test_reconciling_says_why():
+    obj = status_samples.replicas_starting()
+    state, message = kstatus(obj)
+    assert state == "InProgress" and message == "1/2 replicas ready"
+    c = conditions(obj)
+    assert (c["Ready"]["status"], c["Reconciling"]["status"], c["Stalled"]["status"]) == ("False", "True", "False")
+
+
+def test_current_means_every_standard_condition_is_settled():
+    for build in (status_samples.ready_app, status_samples.ready_after_fallback):
+        obj = build()
+        c = conditions(obj)
+        assert c["Ready"]["status"] == "True" and c["Reconciling"]["status"] == "False"
+        assert c["Stalled"]["status"] == "False"
+        assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+        for condition in c.values():  # metav1.Condition shape, each for the generation it describes
+            assert condition["observedGeneration"] == obj["metadata"]["generation"]
+            assert condition["reason"] and condition["lastTransitionTime"]
+    assert conditions(status_samples.ready_after_fallback())["FallbackActive"]["status"] == "True"
+
+
+def test_no_capacity_is_in_progress_not_failed():
+    """No room anywhere is not terminal (the operator keeps trying the types): never Stalled."""
+    obj = status_samples.no_capacity()
+    c = conditions(obj)
+    assert c["Ready"]["reason"] == "InsufficientCapacity" and c["Stalled"]["status"] == "False"
+    assert kstatus(obj)[0] == "InProgress"
+
+
+def test_stalled_is_terminal_and_names_the_problem():
+    obj = status_samples.invalid_spec()
+    c = conditions(obj)
+    assert c["Stalled"]["reason"] == "InvalidSpec" and "GPU-NOPE" in c["Stalled"]["message"]
+    assert c["Reconciling"]["status"] == "False" and c["Ready"]["status"] == "False"
+    state, message = kstatus(obj)
+    assert state == "Failed" and "GPU-NOPE" in message
+
+
+def test_lagging_observed_generation_wins_over_conditions():
+    state, message = kstatus(status_samples.spec_changed_not_observed())
+    assert state == "InProgress" and "generation is 2, but latest observed generation is 1" in message
+    assert kstatus(status_samples.fixed_after_invalid())[0] == "InProgress"
+
+
+def test_the_rules_themselves():
+    """The restated rules on hand-made statuses, so a planner change cannot hide a rule mistake."""
+    def obj(conds: list[tuple[str, str]], generation: int = 3, observed: int | None = 3) -> dict:
+        status = {"conditions": [{"type": t, "status": s, "message": t} for t, s in conds]}
+        if observed is not None:
+            status["observedGeneration"] = observed
+        return {"kind": "FalApp", "metadata": {"generation": generation}, "status": status}
+
+    assert kstatus(obj([("Ready", "True")])) == ("Current", "Resource is current")
+    assert kstatus(obj([("Ready", "False")]))[0] == "Current"  # Ready alone is not a kstatus condition
+    assert kstatus(obj([("Reconciling", "True"), ("Stalled", "True")]))[0] == "InProgress"
+    assert kstatus(obj([("Stalled", "True"), ("Reconciling", "True")]))[0] == "Failed"
+    assert kstatus(obj([("Stalled", "True")], observed=2))[0] == "InProgress"
+    assert kstatus(obj([("Stalled", "True")], observed=None))[0] == "Failed"
+    assert kstatus({"kind": "FalApp", "metadata": {"generation": 1}})[0] == "Current"
