@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import falapp_operator.handlers  # noqa: F401  (registers the handlers)
 
+    if args.namespace:  # read by OperatorSettings in the startup handler
+        os.environ["FALAPP_WATCH_NAMESPACES"] = ",".join(args.namespace)
     kopf.configure(verbose=args.verbose,
                    log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL)
     logging.getLogger("falapp_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)

@@ -15,4 +15,9 @@ class OperatorSettings(BaseSettings):
     machine_type_status_delay: float = Field(
         1.0, ge=0, description="Seconds to batch capacity changes before writing MachineType status.")
     error_backoff_max: float = Field(60.0, gt=0, description="Longest retry delay after a failed reconcile.")
+    watch_namespaces: str = Field(
+        "", description="Comma-separated namespaces whose FalApps are managed; empty: all (set by --namespace).")
     log_format: str = Field("text", pattern="^(text|json)$", description="Log format: text or json.")
+
+    def manages(self, namespace: str) -> bool:
+        return not self.watch_namespaces or namespace in self.watch_namespaces.split(",")

@@ -66,7 +66,8 @@ class Controller:
 
     # --- event intake (called by handlers) -------------------------------------------------------
     def app_event(self, namespace: str, name: str) -> None:
-        self.queue.add(("app", namespace, name))
+        if self.settings.manages(namespace):
+            self.queue.add(("app", namespace, name))
 
     def machinetype_event(self, body: Mapping, deleted: bool) -> None:
         name = body["metadata"]["name"]
@@ -92,7 +93,7 @@ class Controller:
         freed = self.cache.remove_pod(meta["uid"]) if deleted else self.cache.upsert_pod(body)
         app = (meta.get("labels") or {}).get(APP_LABEL)
         if app:
-            self.queue.add(("app", meta["namespace"], app))
+            self.app_event(meta["namespace"], app)
             self._touch_machinetypes()
         if freed or (deleted and (body.get("spec") or {}).get("nodeName")):
             self._capacity_changed()
@@ -107,13 +108,13 @@ class Controller:
         self.cache.record_scale_signal(involved.get("uid", ""), body["reason"], when)
         pod = self.cache.pods.get(involved.get("uid", ""))
         if pod is not None and pod.app:
-            self.queue.add(("app", pod.namespace, pod.app))
+            self.app_event(pod.namespace, pod.app)
 
     def child_event(self, body: Mapping) -> None:
         meta = body["metadata"]
         app = (meta.get("labels") or {}).get(APP_LABEL)
         if app:
-            self.queue.add(("app", meta["namespace"], app))
+            self.app_event(meta["namespace"], app)
 
     def _capacity_changed(self) -> None:
         for namespace, name in list(self.waiting):
@@ -125,7 +126,8 @@ class Controller:
             self.queue.add_after(("machinetype", name), self.settings.machine_type_status_delay)
 
     def _known_apps(self):
-        return {("app", p.namespace, p.app) for p in self.cache.pods.values() if p.app} | {
+        return {("app", p.namespace, p.app) for p in self.cache.pods.values()
+                if p.app and self.settings.manages(p.namespace)} | {
             ("app", ns, name) for ns, name in self.waiting}
 
     # --- workers -----------------------------------------------------------------------------------
