@@ -37,8 +37,8 @@ def sh(*args: str, input: str | None = None, check: bool = True) -> str:
 
 
 class Demo:
-    def __init__(self, live: bool):
-        self.live = live
+    def __init__(self, live: bool, keep: bool = False):
+        self.live, self.keep = live, keep
         self.kubectl = str(Path(sh(str(CLUSTER), "bindir").strip()) / "kubectl")
         self.kubeconfig = sh(str(CLUSTER), "kubeconfig").strip()
         self.started = time.monotonic()
@@ -161,7 +161,9 @@ class Demo:
         out = plot(self.samples, self.phases, REPO / "docs" / "demo-timeline.png")
         if out:
             print(f"Timeline: {out}")
-        print("The cluster is still running: hack/cluster.sh down stops it.")
+        if not self.keep:  # free the simulated GPUs for whatever runs next (e.g. make test)
+            self.k("delete", "namespace", NAMESPACE, "--wait=false")
+        print("The cluster is still running: hack/cluster.sh down stops it (demo --keep keeps the apps).")
 
 
 def _ready(pod: dict) -> bool:
@@ -212,8 +214,9 @@ def plot(samples, phases, path: Path) -> Path | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-live", action="store_true", help="don't redraw the table (for logs and CI)")
+    parser.add_argument("--keep", action="store_true", help=f"keep namespace {NAMESPACE} and its apps afterwards")
     args = parser.parse_args()
-    demo = Demo(live=not args.no_live and sys.stdout.isatty())
+    demo = Demo(live=not args.no_live and sys.stdout.isatty(), keep=args.keep)
     try:
         demo.run()
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ class OperatorSettings(BaseSettings):
     workers: int = Field(8, ge=1, description="Apps reconciled concurrently.")
     metrics_port: int = Field(8080, ge=0, description="Prometheus /metrics port; 0 turns it off.")
     machine_type_status_delay: float = Field(
-        1.0, ge=0, description="Seconds to batch capacity changes before writing MachineType status.")
+        2.0, ge=0, description="Seconds to batch capacity changes before writing MachineType status.")
     error_backoff_max: float = Field(60.0, gt=0, description="Longest retry delay after a failed reconcile.")
     watch_namespaces: str = Field(
         "", description="Comma-separated namespaces whose FalApps are managed; empty: all (set by --namespace).")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -43,6 +44,8 @@ class Controller:
         self.failures: dict[tuple, int] = {}
         self._workers: list[asyncio.Task] = []
         self._pending_posts: set[asyncio.Task] = set()
+        self._nodes_by_type: dict[tuple[str, bool], list[str]] = {}  # cleared when nodes or types change
+        self._machinetype_status: dict[str, dict] = {}
         self._insufficient: dict[tuple[str, str], str] = {}
         self._replica_gauge: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
 
@@ -71,6 +74,8 @@ class Controller:
 
     def machinetype_event(self, body: Mapping, deleted: bool) -> None:
         name = body["metadata"]["name"]
+        self._nodes_by_type.clear()
+        self._machinetype_status.pop(name, None)
         if deleted:
             self.catalogue.pop(name, None)
         else:
@@ -84,8 +89,9 @@ class Controller:
         self._touch_machinetypes()
 
     def node_event(self, body: Mapping, deleted: bool) -> None:
-        grew = (self.cache.remove_node(body["metadata"]["name"]) if deleted else self.cache.upsert_node(body))
-        if grew:
+        changed = (self.cache.remove_node(body["metadata"]["name"]) if deleted else self.cache.upsert_node(body))
+        if changed:
+            self._nodes_by_type.clear()
             self._capacity_changed()
 
     def pod_event(self, body: Mapping, deleted: bool) -> None:
@@ -122,8 +128,7 @@ class Controller:
         self._touch_machinetypes()
 
     def _touch_machinetypes(self) -> None:
-        for name in self.catalogue:
-            self.queue.add_after(("machinetype", name), self.settings.machine_type_status_delay)
+        self.queue.add_after(("machinetypes",), self.settings.machine_type_status_delay)
 
     def _known_apps(self):
         return {("app", p.namespace, p.app) for p in self.cache.pods.values()
@@ -140,7 +145,7 @@ class Controller:
                     await self.reconcile_app(key[1], key[2])
                     metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
                 else:
-                    await self.reconcile_machinetype(key[1])
+                    await self.reconcile_machinetypes()
                 self.failures.pop(key, None)
                 metrics.RECONCILES.labels("ok").inc()
             except asyncio.CancelledError:
@@ -228,6 +233,12 @@ class Controller:
         return out
 
     def _nodes_of(self, machine_type: MachineType, nvenc: bool = False):
+        key = (machine_type.metadata.name, nvenc)
+        if key not in self._nodes_by_type:
+            self._nodes_by_type[key] = [n.name for n in self._match_nodes(machine_type, nvenc)]
+        return [self.cache.nodes[n] for n in self._nodes_by_type[key] if n in self.cache.nodes]
+
+    def _match_nodes(self, machine_type: MachineType, nvenc: bool):
         mt = machine_type.spec
         selector = dict(mt.node_selector or {})
         if nvenc:
@@ -284,24 +295,27 @@ class Controller:
             logger.warning("could not post an event: %s", task.exception())
 
     # --- machine type capacity view ---------------------------------------------------------------
-    async def reconcile_machinetype(self, name: str) -> None:
-        machine_type = self.catalogue.get(name)
-        if machine_type is None:
-            return
-        nodes = [n for n in self._nodes_of(machine_type) if n.schedulable]
-        free = self.cache.free(nodes)
-        pods = self.cache.app_pods(name)
-        status = {
-            "nodes": len(nodes),
-            "allocatableGpus": sum(n.allocatable.gpus for n in nodes),
-            "freeGpus": sum(max(f.gpus, 0) for f in free),
-            "placedReplicas": sum(1 for p in pods if p.node),
-            "pendingReplicas": sum(1 for p in pods if not p.node),
-        }
-        current = (machine_type.model_dump(by_alias=True, exclude_none=True, mode="json").get("status") or {})
-        if any(current.get(k) != v for k, v in status.items()):
-            status["observedAt"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            await self.api.patch_machinetype_status(name, status)
+    async def reconcile_machinetypes(self) -> None:
+        placed: Counter[str] = Counter()
+        pending: Counter[str] = Counter()
+        for pod in self.cache.pods.values():
+            if pod.machine_type:
+                (placed if pod.node else pending)[pod.machine_type] += 1
+        for name, machine_type in list(self.catalogue.items()):
+            nodes = [n for n in self._nodes_of(machine_type) if n.schedulable]
+            status = {
+                "nodes": len(nodes),
+                "allocatableGpus": sum(n.allocatable.gpus for n in nodes),
+                "freeGpus": sum(max(f.gpus, 0) for f in self.cache.free(nodes)),
+                "placedReplicas": placed[name],
+                "pendingReplicas": pending[name],
+            }
+            current = self._machinetype_status.get(name) or (
+                machine_type.model_dump(by_alias=True, exclude_none=True, mode="json").get("status") or {})
+            if any(current.get(k) != v for k, v in status.items()):
+                await self.api.patch_machinetype_status(
+                    name, {**status, "observedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
+                self._machinetype_status[name] = status
 
     # --- metrics -------------------------------------------------------------------------------------
     def _record_metrics(self, namespace: str, name: str, snap: AppSnapshot, result: AppPlan) -> None:
