@@ -61,15 +61,19 @@ class ClusterCache:
     requested: dict[str, Requests] = field(default_factory=dict)  # per node, by live pods bound to it
     # pod uid -> (reason, time) of the newest autoscaler event about it
     scale_signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    version: int = 0  # bumps whenever free capacity may have changed anywhere
 
     # --- updates (return whether capacity somewhere may have grown) ---------------------------
     def upsert_node(self, body: Mapping) -> bool:
         info = node_info(body, self.gpu_resource)
         old = self.nodes.get(info.name)
         self.nodes[info.name] = info
-        return old is None or old != info
+        changed = old is None or old != info
+        self.version += changed
+        return changed
 
     def remove_node(self, name: str) -> bool:
+        self.version += 1
         return self.nodes.pop(name, None) is not None
 
     def upsert_pod(self, body: Mapping) -> bool:
@@ -82,6 +86,8 @@ class ClusterCache:
             self.requested[old.node] = self.requested[old.node] - old.requests
         if info.node:
             self.requested[info.node] = self.requested.get(info.node, Requests()) + info.requests
+        if (old.node if old else None) != info.node or (old and old.requests != info.requests):
+            self.version += 1
         return old is not None and old.node is not None and info.node != old.node
 
     def remove_pod(self, uid: str) -> bool:
@@ -90,6 +96,7 @@ class ClusterCache:
         if old is None or not old.node:
             return False
         self.requested[old.node] = self.requested[old.node] - old.requests
+        self.version += 1
         return True
 
     def record_scale_signal(self, pod_uid: str, reason: str, when: datetime) -> None:
@@ -113,11 +120,13 @@ class ClusterCache:
 
     def free(self, nodes: Iterable[NodeInfo]) -> list[NodeFree]:
         out = []
+        nothing = Requests()
         for node in nodes:
             if not node.schedulable:
                 continue
-            left = node.allocatable - self.requested.get(node.name, Requests())
-            out.append(NodeFree(left.gpus, left.cpu_milli, left.memory_bytes))
+            have, used = node.allocatable, self.requested.get(node.name, nothing)
+            out.append(NodeFree(have.gpus - used.gpus, have.cpu_milli - used.cpu_milli,
+                                have.memory_bytes - used.memory_bytes))
         return out
 
     def app_pods(self, machine_type: str) -> list[PodInfo]:

@@ -46,6 +46,7 @@ class Controller:
         self._pending_posts: set[asyncio.Task] = set()
         self._nodes_by_type: dict[tuple[str, bool], list[str]] = {}  # cleared when nodes or types change
         self._machinetype_status: dict[str, dict] = {}
+        self._free_by_type: dict[tuple[str, bool], tuple[int, list[NodeFree]]] = {}
         self._insufficient: dict[tuple[str, str], str] = {}
         self._replica_gauge: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
 
@@ -75,6 +76,7 @@ class Controller:
     def machinetype_event(self, body: Mapping, deleted: bool) -> None:
         name = body["metadata"]["name"]
         self._nodes_by_type.clear()
+        self._free_by_type.clear()
         self._machinetype_status.pop(name, None)
         if deleted:
             self.catalogue.pop(name, None)
@@ -92,6 +94,7 @@ class Controller:
         changed = (self.cache.remove_node(body["metadata"]["name"]) if deleted else self.cache.upsert_node(body))
         if changed:
             self._nodes_by_type.clear()
+            self._free_by_type.clear()
             self._capacity_changed()
 
     def pod_event(self, body: Mapping, deleted: bool) -> None:
@@ -229,8 +232,17 @@ class Controller:
         for listed in spec.machine_types:
             machine_type = next((m for m in self.catalogue.values() if m.matches(listed)), None)
             if machine_type is not None:
-                out[machine_type.metadata.name] = self.cache.free(self._nodes_of(machine_type, spec.requires_nvenc))
+                out[machine_type.metadata.name] = self._free_of(machine_type, spec.requires_nvenc)
         return out
+
+    def _free_of(self, machine_type: MachineType, nvenc: bool) -> list[NodeFree]:
+        """Free room per node of a type, reused until capacity changes anywhere (cache.version)."""
+        key = (machine_type.metadata.name, nvenc)
+        cached = self._free_by_type.get(key)
+        if cached is None or cached[0] != self.cache.version:
+            cached = (self.cache.version, self.cache.free(self._nodes_of(machine_type, nvenc)))
+            self._free_by_type[key] = cached
+        return cached[1]
 
     def _nodes_of(self, machine_type: MachineType, nvenc: bool = False):
         key = (machine_type.metadata.name, nvenc)
