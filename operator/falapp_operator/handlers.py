@@ -14,6 +14,20 @@ from falapp_operator.settings import OperatorSettings
 OWNED = {APP_LABEL: kopf.PRESENT}
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Only event handlers are registered, so kopf never needs a diff base: skip its deep copy of
+    every watched body (a tenth of the CPU during bursts of pod events)."""
+
+    def build(self, *, body, extra_fields=None):
+        return {}
+
+    def fetch(self, *, body):
+        return None
+
+    def store(self, *, body, patch, essence) -> None:
+        return None
+
+
 @kopf.on.login()
 def login(**kwargs):
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
@@ -26,7 +40,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="fal.ai")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="fal.ai")
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = "fal.ai/operator"
     api = KubeApi(await load_config(), config.field_manager)
     controller = Controller(api, config)

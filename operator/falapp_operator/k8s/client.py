@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -27,7 +28,22 @@ async def load_config() -> client.ApiClient:
         config.load_incluster_config()
     else:
         await config.load_kube_config()
-    return client.ApiClient()
+    return _without_env_lookups(client.ApiClient())
+
+
+def _without_env_lookups(api_client: client.ApiClient) -> client.ApiClient:
+    """kubernetes_asyncio's session trusts the environment, so aiohttp re-reads ~/.netrc and the proxy
+    variables in a thread for every request: a quarter of the operator's CPU in a burst of reconciles.
+    Requests go to the API server only; give them a session on the same connector that does not."""
+    rest = api_client.rest_client
+    original = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(connector=original.connector, connector_owner=False,
+                                              trust_env=False, read_bufsize=2**21)
+    _ORIGINAL_SESSIONS[id(api_client)] = original  # owns the connector; closed with the client
+    return api_client
+
+
+_ORIGINAL_SESSIONS: dict[int, aiohttp.ClientSession] = {}
 
 
 async def _json(coro) -> Any:
@@ -63,6 +79,9 @@ class KubeApi:
 
     async def close(self) -> None:
         await self.api_client.close()
+        original = _ORIGINAL_SESSIONS.pop(id(self.api_client), None)
+        if original is not None:
+            await original.close()
 
     # --- reads -------------------------------------------------------------------------------------
     async def get_falapp(self, namespace: str, name: str) -> dict | None:
