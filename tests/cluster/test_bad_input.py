@@ -103,3 +103,19 @@ def test_catalogue_level_problems_stall_with_invalid_spec(kctl: Kubectl, running
     fixed["spec"].update({"machineTypes": ["M"], "numGpus": 0})
     kctl.apply(fixed)
     wait_condition(kctl, "falapp", "bad", "Stalled", "False", timeout=30)
+
+
+def test_adding_the_missing_machine_type_recovers_a_stalled_app(kctl: Kubectl, kubectl: Kubectl, running_operator):
+    name = f"gpu-{kctl.namespace}"
+    app = copy.deepcopy(GOOD_APP)
+    app["spec"]["machineTypes"] = [name.upper()]
+    kctl.apply(app)
+    wait_condition(kctl, "falapp", "bad", "Stalled", "True", "InvalidSpec", timeout=30)
+    machine_type = with_(GOOD_TYPE, "metadata.name", name)
+    machine_type["spec"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    kubectl.apply(machine_type)
+    try:
+        wait_condition(kctl, "falapp", "bad", "Stalled", "False", timeout=30)
+        assert kctl.get("deployments")["items"], "no Deployment after the type appeared"
+    finally:
+        kubectl.run("delete", "machinetype", name, "--wait=false")

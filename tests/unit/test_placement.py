@@ -47,9 +47,9 @@ def node(gpus: int = 8, cpu_milli: int = 64_000, memory_bytes: int = 512 * GI) -
 
 
 def pod(name: str, machine_type: str, ready: bool = False, bound: bool | None = None,
-        since: datetime | None = None, scale_up_coming: bool = False) -> PodView:
+        since: datetime | None = None, scale_up_coming: bool = False, created: datetime | None = None) -> PodView:
     """A pod of the type's Deployment: Ready implies bound; `since` = Unschedulable since then."""
-    return PodView(name, machine_type, created=NOW - s(600), bound=ready if bound is None else bound,
+    return PodView(name, machine_type, created=created or NOW - s(600), bound=ready if bound is None else bound,
                    ready=ready, unschedulable_since=since, scheduler_message=MSG if since else "",
                    scale_up_coming=scale_up_coming)
 
@@ -206,7 +206,13 @@ CASES = [
          want_counts={A100: 2, H100: 1}, want_surges={H100: 1}, want_requeue_at=NOW + s(50)),
     Case(id="surge/bound-not-ready-probe-waits", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 1},
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), pod("h1", H100, bound=True)],
-         want_counts={A100: 2, H100: 1}, want_surges={H100: 1}),
+         # a bound probe gets both timeouts (60 s + 15 min from creation) to become Ready
+         want_counts={A100: 2, H100: 1}, want_surges={H100: 1}, want_requeue_at=NOW + s(360)),
+    Case(id="surge/never-ready-probe-fails", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 1},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True),
+               pod("h1", H100, bound=True, created=NOW - s(60 + 900 + 1))],
+         want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
+         want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
     Case(id="surge/ready-probe-returns", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 1},
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), pod("h1", H100, ready=True)],
          probes={H100: ProbeBackoff(2, NOW - s(1))},

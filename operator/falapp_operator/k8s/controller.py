@@ -40,6 +40,7 @@ class Controller:
         self.cache = ClusterCache()
         self.catalogue: dict[str, MachineType] = {}
         self.queue = WorkQueue()
+        self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
         self.waiting: set[tuple[str, str]] = set()  # apps that would use freed capacity
         self.failures: dict[tuple, int] = {}
         self._workers: list[asyncio.Task] = []
@@ -71,6 +72,7 @@ class Controller:
     # --- event intake (called by handlers) -------------------------------------------------------
     def app_event(self, namespace: str, name: str) -> None:
         if self.settings.manages(namespace):
+            self.apps.add((namespace, name))
             self.queue.add(("app", namespace, name))
 
     def machinetype_event(self, body: Mapping, deleted: bool) -> None:
@@ -86,8 +88,8 @@ class Controller:
             except ValidationError as e:
                 logger.warning("MachineType %s is invalid and ignored: %s", name, e)
                 self.catalogue.pop(name, None)
-        for key in list(self._known_apps()):
-            self.queue.add(key)
+        for namespace, app in list(self.apps):  # the catalogue changed: every app may place differently
+            self.queue.add(("app", namespace, app))
         self._touch_machinetypes()
 
     def node_event(self, body: Mapping, deleted: bool) -> None:
@@ -133,11 +135,6 @@ class Controller:
     def _touch_machinetypes(self) -> None:
         self.queue.add_after(("machinetypes",), self.settings.machine_type_status_delay)
 
-    def _known_apps(self):
-        return {("app", p.namespace, p.app) for p in self.cache.pods.values()
-                if p.app and self.settings.manages(p.namespace)} | {
-            ("app", ns, name) for ns, name in self.waiting}
-
     # --- workers -----------------------------------------------------------------------------------
     async def _worker(self) -> None:
         while True:
@@ -169,6 +166,8 @@ class Controller:
         body = await self.api.get_falapp(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.waiting.discard((namespace, name))
+            if body is None:
+                self.apps.discard((namespace, name))
             self._forget_metrics(namespace, name)
             return
         meta = body["metadata"]

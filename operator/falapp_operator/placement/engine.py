@@ -118,6 +118,16 @@ class _Planner:
             return False
         return True
 
+    def never_ready(self, pod: PodView) -> bool:
+        """A bound pod still not Ready after both timeouts: a return probe there has failed."""
+        if not pod.bound or pod.ready:
+            return False
+        deadline = pod.created + self.policy.unschedulable_timeout + self.policy.scale_up_timeout
+        if deadline > self.now:
+            self.decision.wake_at(deadline)
+            return False
+        return True
+
     def shift(self, from_type: str | None, to_type: str | None) -> None:
         counts = self.decision.counts
         if from_type is not None:
@@ -185,7 +195,7 @@ class _Planner:
                     self.shift(type_name, None)
                 del d.surges[type_name]
                 continue
-            stuck = [p for p in on_type if self.stuck(p)]
+            stuck = [p for p in on_type if self.stuck(p) or self.never_ready(p)]
             if stuck:
                 d.delete_first.append(stuck[0].name)
                 failures = d.probes[type_name].failures + 1 if type_name in d.probes else 1
