@@ -95,15 +95,16 @@ def plan(snap: AppSnapshot) -> AppPlan:
     decision = decide(resolution.options, snap.spec.replicas, policy_of(snap.spec), observed, snap.free, snap.now)
     result = AppPlan(decision=decision, requeue_at=decision.requeue_at,
                      mark_for_deletion=list(decision.delete_first))
-    # every listed type keeps a Deployment, at zero when unused: moving a replica is then a scale of an
-    # existing ReplicaSet, one controller hop instead of three
+    # a Deployment per type in use; at scale, zero-replica Deployments for every listed type would
+    # triple the objects the API server and controller manager keep
     for option in resolution.options:
-        result.deployments.append(children.deployment(
-            snap.ref, snap.spec, option, resolution.types[option.name], decision.counts.get(option.name, 0),
-            decision.surges.get(option.name, 0)))
-    # unlisted types keep their Deployment until drained
+        count = decision.counts.get(option.name, 0)
+        if count:
+            result.deployments.append(children.deployment(
+                snap.ref, snap.spec, option, resolution.types[option.name], count,
+                decision.surges.get(option.name, 0)))
     for type_name in snap.counts:
-        if type_name not in resolution.types and decision.counts.get(type_name, 0) == 0:
+        if decision.counts.get(type_name, 0) == 0:
             result.delete_deployments.append(type_name)
     for type_name, count in decision.counts.items():
         if type_name not in resolution.types and count != snap.counts.get(type_name):
