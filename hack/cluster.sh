@@ -145,15 +145,16 @@ cmd_up() {
     --use-service-account-credentials --service-account-private-key-file "$pki/sa.key" \
     --root-ca-file "$pki/ca.crt" --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
     --leader-elect=false --secure-port 0 --kube-api-qps 200 --kube-api-burst 400 \
-    --concurrent-deployment-syncs 10 --concurrent-replicaset-syncs 10
+    --concurrent-deployment-syncs 10 --concurrent-replicaset-syncs 10 --node-monitor-grace-period 10m
   start kube-scheduler "$bin/kube-scheduler" --kubeconfig "$pki/kube-scheduler.kubeconfig" \
     --authentication-kubeconfig "$pki/kube-scheduler.kubeconfig" \
     --authorization-kubeconfig "$pki/kube-scheduler.kubeconfig" \
     --leader-elect=false --secure-port 0
+  # long node leases: thousands of fake nodes renewing every 10 s would saturate a 2-core API server
   kwok_stages >"$state/kwok-stages.yaml"
   start kwok "$bin/kwok" --kubeconfig "$pki/admin.kubeconfig" --config "$state/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-    --cidr 10.244.0.0/16 --node-ip 10.0.0.1 --node-lease-duration-seconds 40 -v WARN
+    --cidr 10.244.0.0/16 --node-ip 10.0.0.1 --node-lease-duration-seconds 300 -v WARN
 
   wait_for "default service account" 60 kubectl_admin get serviceaccount default -n default
   "$python" "$here/fleet.py" "$fleet" | kubectl_admin apply --server-side --field-manager falapp-fleet -f - >/dev/null

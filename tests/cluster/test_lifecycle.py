@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -102,3 +105,22 @@ def test_kubectl_describe_shows_fallback_events(kctl: Kubectl, running_operator,
     wait_placement(kctl, "told", {fast.lower(): 1}, timeout=60)
     described = kctl.run("describe", "falapp", "told").stdout
     assert "ReturnedToPreferred" in described and "FallbackActive" in described
+
+
+def test_json_logs(kubectl: Kubectl, crds, tmp_path):
+    """`--log-format json`: every line the operator logs is a JSON object (here limited to an empty namespace)."""
+    log = tmp_path / "json.log"
+    env = {**os.environ, "KUBECONFIG": str(kubectl.kubeconfig), "FALAPP_METRICS_PORT": "0"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "falapp_operator", "run", "--log-format", "json",
+                                 "--namespace", "falapp-json-logs-test"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: "startup" in log.read_text(), timeout=30, message="startup logged")
+        finally:
+            proc.terminate()
+            proc.wait(15)
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        record = json.loads(line)
+        assert "message" in record and "timestamp" in record
