@@ -121,7 +121,8 @@ class Demo:
         if self.live:
             print("\033[2J\033[H" + "\n".join(lines), flush=True)
 
-    def watch_until(self, done: Callable[[list[dict], list[dict]], bool], timeout: float) -> bool:
+    def watch_until(self, done: Callable[[list[dict], list[dict]], bool], timeout: float,
+                    quiet: bool = False) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             apps, pods = self.snapshot()
@@ -130,7 +131,8 @@ class Demo:
             if done(apps, pods):
                 return True
             time.sleep(0.5)
-        print(f"   (not settled after {timeout:.0f}s; continuing)")
+        if not quiet:
+            print(f"   (not settled after {timeout:.0f}s; continuing)")
         return False
 
     # --- the story -------------------------------------------------------------------------------
@@ -142,12 +144,13 @@ class Demo:
         for node in self.taken_nodes():
             self.k("cordon", node)
             self.k("delete", "pods", "-n", NAMESPACE, "--field-selector", f"spec.nodeName={node}", "--wait=false")
-        self.watch_until(lambda a, p: all_ready(a, p) and not on_type(p, TAKEN_TYPE), 120)
+        self.watch_until(lambda a, p: settled(a, p) and not on_type(p, TAKEN_TYPE), 120)
         self.phase(f"giving {TAKEN_TYPE} back: replicas return make-before-break")
         for node in self.taken_nodes():
             self.k("uncordon", node)
-        self.watch_until(lambda a, p: all_ready(a, p) and on_type(p, TAKEN_TYPE) >= 2, 120)
+        self.watch_until(lambda a, p: settled(a, p) and on_type(p, TAKEN_TYPE) >= 2, 120)
         self.phase("settled")
+        self.watch_until(lambda a, p: False, 3, quiet=True)  # a last stretch for the picture
         self.finish()
 
     def finish(self) -> None:
@@ -177,7 +180,13 @@ def all_ready(apps: list[dict], pods: list[dict]) -> bool:
 
 
 def on_type(pods: list[dict], display: str) -> int:
-    return sum(1 for p in pods if p["metadata"]["labels"].get("fal.ai/machine-type") == display.lower())
+    """Ready replicas on a machine type."""
+    return sum(1 for p in pods if p["metadata"]["labels"].get("fal.ai/machine-type") == display.lower() and _ready(p))
+
+
+def settled(apps: list[dict], pods: list[dict]) -> bool:
+    """Every app Ready with exactly its replicas: no make-before-break replica still in flight."""
+    return all_ready(apps, pods) and len(pods) == sum(a["spec"]["replicas"] for a in apps)
 
 
 def plot(samples, phases, path: Path) -> Path | None:
@@ -200,8 +209,8 @@ def plot(samples, phases, path: Path) -> Path | None:
         for t, _ in phases[3:]:
             ax.axvline(t, color="grey", linewidth=0.6, linestyle="--")
     for t, text in phases[3:-1]:
-        axes[0, 0].annotate(text.split(":")[0], (t, 1.02), xycoords=("data", "axes fraction"), fontsize=7,
-                            color="dimgrey")
+        label = text.split(":")[0].split(" on their ")[0]
+        axes[0, 0].annotate(label, (t, 1.02), xycoords=("data", "axes fraction"), fontsize=7, color="dimgrey")
     axes[0, 0].legend(loc="upper left", fontsize=7, ncol=4)
     axes[-1, 0].set_xlabel("seconds (dashed lines: phase changes; stacks: ready replicas per machine type)")
     fig.suptitle("falapp-operator demo: GPU-H100 taken away and given back")
