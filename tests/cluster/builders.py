@@ -45,7 +45,7 @@ class PrivatePools:
         self.types.append(name)
         return name.upper()
 
-    def add_node(self, pool: str, gpus: int = 8, ready: bool = True) -> str:
+    def add_node(self, pool: str, gpus: int = 8, ready: bool = True, pods: int = 110) -> str:
         pool_name = f"{self.prefix}-{pool}"
         name = f"{pool_name}-{len(self.nodes)}"
         self.kubectl.apply({
@@ -55,8 +55,8 @@ class PrivatePools:
                                     "nvidia.com/gpu.product": "NVIDIA-TEST-GPU"}},
             "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
                      "providerID": f"kwok://{name}"},
-            "status": {"allocatable": {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)},
-                       "capacity": {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}},
+            "status": {"allocatable": {"cpu": "64", "memory": "512Gi", "pods": str(pods), "nvidia.com/gpu": str(gpus)},
+                       "capacity": {"cpu": "64", "memory": "512Gi", "pods": str(pods), "nvidia.com/gpu": str(gpus)}},
         }, "--server-side")
         self.nodes.append(name)
         if ready:

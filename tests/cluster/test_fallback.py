@@ -220,19 +220,17 @@ def test_machine_type_status_shows_capacity(kctl, kubectl, running_operator, poo
     assert "4" in row.splitlines()[1]
 
 
-def test_metrics_count_fallbacks(kctl, kubectl, running_operator, pools):
+def test_metrics_count_fallbacks(kctl, running_operator, pools):
     fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
     pools.add_node("slow", gpus=8)
-    kctl.apply(falapp("metered", [fast, slow], gpus=1, replicas=1, timeout="2s"))
+    kctl.apply(falapp("metered", [fast, slow], gpus=1, replicas=1, timeout="2s", return_to_preferred=False))
     # no fast node: pending on fast is placed there only if the view says no room anywhere, so the
     # view puts it on slow directly; the replica gauge must show it
     wait_placement(kctl, "metered", {slow.lower(): 1})
     line = f'falapp_replicas{{machine_type="{slow}",namespace="{kctl.namespace}",state="ready"}} 1.0'
     wait_until(lambda: line in running_operator.metrics(), timeout=20, message=line)
     # a real fallback: fast appears but takes no pods, so a new replica there goes Unschedulable
-    node = pools.add_node("fast", gpus=8)
-    kubectl.run("patch", "node", node, "--subresource=status", "--type=merge",
-                "-p", '{"status":{"allocatable":{"pods":"0"},"capacity":{"pods":"0"}}}')
+    pools.add_node("fast", gpus=8, pods=0)
     kctl.run("scale", "falapp/metered", "--replicas=2")
     wait_placement(kctl, "metered", {slow.lower(): 2}, timeout=30)
     fell = f'falapp_fallbacks_total{{from_type="{fast}",namespace="{kctl.namespace}",to_type="{slow}"}} 1.0'
