@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from falapp_operator import metrics
-from falapp_operator.api import API_VERSION, FalAppSpec, MachineType
+from falapp_operator.api import API_VERSION, FalAppSpec, MachineType, format_time
 from falapp_operator.k8s.cache import APP_LABEL, SCALE_UP_REASONS, TYPE_LABEL, ClusterCache
 from falapp_operator.k8s.client import DELETION_COST, KubeApi
 from falapp_operator.k8s.workqueue import WorkQueue
@@ -325,7 +325,7 @@ class Controller:
                 machine_type.model_dump(by_alias=True, exclude_none=True, mode="json").get("status") or {})
             if any(current.get(k) != v for k, v in status.items()):
                 await self.api.patch_machinetype_status(
-                    name, {**status, "observedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
+                    name, {**status, "observedAt": format_time(datetime.now(UTC))})
                 self._machinetype_status[name] = status
 
     # --- metrics -------------------------------------------------------------------------------------

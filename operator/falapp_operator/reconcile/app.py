@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from falapp_operator.api import FalAppSpec, MachineType
+from falapp_operator.api import FalAppSpec, MachineType, format_time
 from falapp_operator.api.conditions import Condition, ConditionType, get_condition, set_condition
 from falapp_operator.placement import (
     Attempt,
@@ -165,10 +165,6 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _time(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tuple[dict, list[Event]]:
     display = {o.name: o.display for o in resolution.options}
     live = [p for p in snap.pods if not p.terminating]
@@ -188,7 +184,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         reason = "Preferred" if t == preferred else ("Unlisted" if t not in display else "FellBack")
         placements.append({"machineType": name, "replicas": decision.counts[t],
                            "readyReplicas": ready_by_type.get(t, 0),
-                           "since": old_since.get(name) or _time(snap.now), "reason": reason})
+                           "since": old_since.get(name) or format_time(snap.now), "reason": reason})
 
     attempts = list(snap.status.get("attempts") or [])
     events: list[Event] = []
@@ -198,8 +194,9 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
             continue
         src, dst = display.get(tr.from_type or "", tr.from_type), display.get(tr.to_type or "", tr.to_type)
         start = stuck_since.get(tr.from_type or "") if tr.move == Move.FELL_BACK else None
-        attempts.append({"machineType": src or dst, "start": _time(start or snap.now), "end": _time(snap.now),
-                         "outcome": tr.move.value, "message": (tr.message or "")[:1024]})
+        attempts.append({"machineType": src or dst, "start": format_time(start or snap.now),
+                         "end": format_time(snap.now), "outcome": tr.move.value,
+                         "message": (tr.message or "")[:1024]})
         kind, reason = EVENT_REASONS.get(tr.move, ("Normal", tr.move.value))
         text = {
             Move.FELL_BACK: f"replica moved from {src} to {dst}: unschedulable on {src}: {tr.message}",
@@ -257,8 +254,8 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         "machines": ",".join(f"{display.get(t, t)}x{decision.counts[t]}" for t in in_use),
         "placements": placements,
         "attempts": attempts,
-        "probes": [{"machineType": display.get(t, t), "failures": b.failures, "nextAttempt": _time(b.next_attempt)}
-                   for t, b in sorted(decision.probes.items())],
+        "probes": [{"machineType": display.get(t, t), "failures": b.failures,
+                    "nextAttempt": format_time(b.next_attempt)} for t, b in sorted(decision.probes.items())],
         "conditions": _dump_conditions(conditions),
     }
     return status, events
