@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.cluster.builders import PrivatePools, falapp
+from tests.cluster.conftest import settle
 from tests.cluster.helpers import app_pods, events_for, ready_by_type, wait_condition, wait_placement
 from tests.kube import Kubectl, condition, wait_until
 
@@ -235,3 +236,24 @@ def test_metrics_count_fallbacks(kctl, running_operator, pools):
     wait_placement(kctl, "metered", {slow.lower(): 2}, timeout=30)
     fell = f'falapp_fallbacks_total{{from_type="{fast}",namespace="{kctl.namespace}",to_type="{slow}"}} 1.0'
     wait_until(lambda: fell in running_operator.metrics(), timeout=20, message=fell)
+
+
+def test_failed_return_probe_backs_off(kctl, running_operator, pools):
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    pools.add_node("slow", gpus=8)
+    kctl.apply(falapp("probe", [fast, slow], gpus=1, replicas=1, timeout="2s"))
+    before = wait_placement(kctl, "probe", {slow.lower(): 1})
+    # fast shows free GPUs but takes no pods: the return probe goes Unschedulable and must back off
+    pools.add_node("fast", gpus=8, pods=0)
+    failed = wait_until(lambda: events_for(kctl, "probe", "ReturnProbeFailed"), timeout=30, message="probe failed")
+    assert "Too many pods" in failed[0]["message"]
+    probes = wait_until(lambda: kctl.get("falapp", "probe")["status"].get("probes"), timeout=10,
+                        message="status.probes")
+    assert probes[0]["machineType"] == fast and probes[0]["failures"] == 1
+    next_attempt = datetime.fromisoformat(probes[0]["nextAttempt"].replace("Z", "+00:00"))
+    assert 50 <= (next_attempt - datetime.now(UTC)).total_seconds() <= 62
+    # the running replica was never touched, and no second probe starts during the back-off
+    settle(5)  # longer than the 2 s timeout: a probe that ignored the back-off would have started
+    after = wait_placement(kctl, "probe", {slow.lower(): 1})
+    assert uids(before) == uids(after)
+    assert len(events_for(kctl, "probe", "ReturnProbeStarted")) == 1
