@@ -86,25 +86,13 @@ def set_condition(
             continue
         found = True
         since = old.last_transition_time if old.status == status and old.last_transition_time else now
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=since,
-                observed_generation=observed_generation,
-            )
-        )
+        result.append(_condition(type_, status, reason, message, since, observed_generation))
     if not found:
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=now,
-                observed_generation=observed_generation,
-            )
-        )
+        result.append(_condition(type_, status, reason, message, now, observed_generation))
     return result
+
+
+def _condition(type_: str, status: ConditionStatus, reason: str, message: str, since: datetime,
+               observed_generation: int | None) -> Condition:
+    return Condition(type=type_, status=status, reason=reason, message=message,
+                     last_transition_time=since, observed_generation=observed_generation)

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from falapp_operator.api import FalAppSpec, MachineType, format_time
+from falapp_operator.api import MAX_ATTEMPTS, FalAppSpec, MachineType, format_time
 from falapp_operator.api.conditions import Condition, ConditionType, get_condition, set_condition
 from falapp_operator.placement import (
     Attempt,
@@ -23,7 +23,6 @@ from falapp_operator.placement.eligibility import Resolution, resolve
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.children import AppRef
 
-MAX_ATTEMPTS = 20
 EVENT_REASONS = {
     Move.FELL_BACK: ("Normal", "FellBack"),
     Move.RETURNED: ("Normal", "ReturnedToPreferred"),
