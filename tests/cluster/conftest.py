@@ -33,7 +33,8 @@ class OperatorProcess:
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "FALAPP_METRICS_PORT": str(self.metrics_port),
-               "FALAPP_MACHINE_TYPE_STATUS_DELAY": "0.2"}
+               "FALAPP_MACHINE_TYPE_STATUS_DELAY": "0.2",
+               "FALAPP_ERROR_BACKOFF_MAX": "5"}
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "falapp_operator", "run"], env=env, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)

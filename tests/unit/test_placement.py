@@ -22,6 +22,7 @@ from falapp_operator.placement import (
     PodView,
     Policy,
     ProbeBackoff,
+    Surge,
     TypeOption,
     decide,
     probe_backoff,
@@ -47,11 +48,13 @@ def node(gpus: int = 8, cpu_milli: int = 64_000, memory_bytes: int = 512 * GI) -
 
 
 def pod(name: str, machine_type: str, ready: bool = False, bound: bool | None = None,
-        since: datetime | None = None, scale_up_coming: bool = False, created: datetime | None = None) -> PodView:
-    """A pod of the type's Deployment: Ready implies bound; `since` = Unschedulable since then."""
+        since: datetime | None = None, scale_up_coming: bool = False, created: datetime | None = None,
+        current: bool = True) -> PodView:
+    """A pod of the type's Deployment: Ready implies bound; `since` = Unschedulable since then;
+    `current=False`: it runs an older template (a rollout is under way on its type)."""
     return PodView(name, machine_type, created=created or NOW - s(600), bound=ready if bound is None else bound,
                    ready=ready, unschedulable_since=since, scheduler_message=MSG if since else "",
-                   scale_up_coming=scale_up_coming)
+                   scale_up_coming=scale_up_coming, current=current)
 
 
 STUCK_SINCE = NOW - s(70)  # past the default 60 s unschedulableTimeout
@@ -70,7 +73,7 @@ class Case:
     id: str
     replicas: int
     counts: dict[str, int] = field(default_factory=dict)
-    surges: dict[str, int] = field(default_factory=dict)
+    surge: Surge | None = None
     pods: list[PodView] = field(default_factory=list)
     free: dict[str, list[NodeFree]] = field(default_factory=dict)
     options: tuple[TypeOption, ...] = TWO
@@ -78,7 +81,7 @@ class Case:
     probes: dict[str, ProbeBackoff] = field(default_factory=dict)
     attempts: tuple[Attempt, ...] = ()
     want_counts: dict[str, int]
-    want_surges: dict[str, int] = field(default_factory=dict)
+    want_surge: str | None = None  # the type of the make-before-break replica in flight
     want_moves: list[Move] = field(default_factory=list)
     want_delete_first: list[str] | None = field(default_factory=list)  # None: not checked
     want_insufficient: dict[str, str] = field(default_factory=dict)
@@ -87,7 +90,7 @@ class Case:
     xfail: str | None = None  # an engine bug; see the reason
 
     def observed(self) -> Observed:
-        return Observed(self.counts, self.surges, tuple(self.pods), self.probes, self.attempts)
+        return Observed(self.counts, self.surge, tuple(self.pods), self.probes, self.attempts)
 
     def decide(self) -> Decision:
         return decide(self.options, self.replicas, self.policy, self.observed(), self.free, NOW)
@@ -113,9 +116,13 @@ def apply(decision: Decision, observed: Observed) -> Observed:
         # deletion order: pod-deletion-cost (delete_first), unscheduled, not Ready, Ready
         on_t.sort(key=lambda p: (p.name not in decision.delete_first, p.bound, p.ready))
         kept = on_t[len(on_t) - n:] if len(on_t) > n else on_t
-        pods += kept + [pod(f"{t}-new{i}", t) for i in range(n - len(kept))]
-    return Observed(dict(decision.counts), dict(decision.surges), tuple(pods), dict(decision.probes),
+        pods += kept + [pod(f"{t}-new{i}", t, created=NOW) for i in range(n - len(kept))]
+    return Observed(dict(decision.counts), decision.surge, tuple(pods), dict(decision.probes),
                     observed.attempts)
+
+
+def surge_to(decision: Decision) -> str | None:
+    return decision.surge.to_type if decision.surge else None
 
 
 # --- the table --------------------------------------------------------------------------------------
@@ -188,7 +195,7 @@ CASES = [
     # 7. return to preferred: make-before-break probe
     Case(id="return/probe-started", replicas=2, counts={A100: 2},
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True)], free={H100: [node()]},
-         want_counts={A100: 2, H100: 1}, want_surges={H100: 1}, want_moves=[Move.PROBE_STARTED]),
+         want_counts={A100: 2, H100: 1}, want_surge=H100, want_moves=[Move.PROBE_STARTED]),
     Case(id="return/disabled", replicas=2, counts={A100: 2}, policy=Policy(return_to_preferred=False),
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True)], free={H100: [node()]},
          want_counts={A100: 2}),
@@ -200,30 +207,31 @@ CASES = [
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True)], free={A100: [node()]},
          want_counts={A100: 2}),
     # 8. surge completion: the fallback replica goes only once the probe is Ready
-    Case(id="surge/pending-probe-waits", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 1},
+    Case(id="surge/pending-probe-waits", replicas=2, counts={A100: 2, H100: 1}, surge=Surge(H100),
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True),
                pod("h1", H100, since=NOW - s(10))],
-         want_counts={A100: 2, H100: 1}, want_surges={H100: 1}, want_requeue_at=NOW + s(50)),
-    Case(id="surge/bound-not-ready-probe-waits", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 1},
+         want_counts={A100: 2, H100: 1}, want_surge=H100, want_requeue_at=NOW + s(50)),
+    Case(id="surge/bound-not-ready-probe-waits", replicas=2, counts={A100: 2, H100: 1}, surge=Surge(H100),
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), pod("h1", H100, bound=True)],
          # a bound probe gets both timeouts (60 s + 15 min from creation) to become Ready
-         want_counts={A100: 2, H100: 1}, want_surges={H100: 1}, want_requeue_at=NOW + s(360)),
-    Case(id="surge/never-ready-probe-fails", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 1},
+         want_counts={A100: 2, H100: 1}, want_surge=H100, want_requeue_at=NOW + s(360)),
+    Case(id="surge/never-ready-probe-fails", replicas=2, counts={A100: 2, H100: 1}, surge=Surge(H100),
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True),
                pod("h1", H100, bound=True, created=NOW - s(60 + 900 + 1))],
          want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
          want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
-    Case(id="surge/ready-probe-returns", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 1},
+    Case(id="surge/ready-probe-returns", replicas=2, counts={A100: 2, H100: 1}, surge=Surge(H100),
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), pod("h1", H100, ready=True)],
          probes={H100: ProbeBackoff(2, NOW - s(1))},
          want_counts={A100: 1, H100: 1}, want_moves=[Move.RETURNED], want_probes={}),
     # 9. surge failure backs off
-    Case(id="surge/stuck-probe-fails", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 1},
+    Case(id="surge/stuck-probe-fails", replicas=2, counts={A100: 2, H100: 1}, surge=Surge(H100),
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), stuck_pod("h1", H100)],
+         free={H100: [node()]},  # the room it was started for is still there: the scheduler said no
          want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
          want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
     Case(id="surge/second-failure-doubles-backoff", replicas=2, counts={A100: 2, H100: 1},
-         surges={H100: 1}, probes={H100: ProbeBackoff(1, NOW - s(100))},
+         surge=Surge(H100), probes={H100: ProbeBackoff(1, NOW - s(100))}, free={H100: [node()]},
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), stuck_pod("h1", H100)],
          want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
          want_probes={H100: ProbeBackoff(2, NOW + s(120))}),
@@ -240,11 +248,11 @@ CASES = [
     # 11. machineTypes edited: drain the unlisted type make-before-break
     Case(id="drain/started-on-best-listed-type-with-room", replicas=2, counts={V100: 2},
          pods=[pod("v1", V100, ready=True), pod("v2", V100, ready=True)], free={A100: [node()]},
-         want_counts={V100: 2, A100: 1}, want_surges={A100: 1}, want_moves=[Move.DRAIN_STARTED]),
+         want_counts={V100: 2, A100: 1}, want_surge=A100, want_moves=[Move.DRAIN_STARTED]),
     Case(id="drain/even-without-return-to-preferred", replicas=1, counts={V100: 1},
-         policy=Policy(return_to_preferred=False), pods=[pod("v1", V100, ready=True)],
-         want_counts={V100: 1, H100: 1}, want_surges={H100: 1}, want_moves=[Move.DRAIN_STARTED]),
-    Case(id="drain/drained-once-ready", replicas=2, counts={V100: 2, A100: 1}, surges={A100: 1},
+         policy=Policy(return_to_preferred=False), pods=[pod("v1", V100, ready=True)], free={H100: [node()]},
+         want_counts={V100: 1, H100: 1}, want_surge=H100, want_moves=[Move.DRAIN_STARTED]),
+    Case(id="drain/drained-once-ready", replicas=2, counts={V100: 2, A100: 1}, surge=Surge(A100),
          pods=[pod("v1", V100, ready=True), pod("v2", V100, ready=True), pod("a1", A100, ready=True)],
          want_counts={V100: 1, A100: 1}, want_moves=[Move.DRAINED]),
     Case(id="drain/pending-on-unlisted-moves-now", replicas=1, counts={V100: 1},
@@ -259,12 +267,12 @@ CASES = [
          pods=[stuck_pod("h1", H100)], free={A100: [node()]},
          want_counts={H100: 2}),
     # 14. restart consistency
-    Case(id="restart/stale-surge-marker-cleared", replicas=2, counts={H100: 1, A100: 1}, surges={H100: 1},
+    Case(id="restart/stale-surge-marker-cleared", replicas=2, counts={H100: 1, A100: 1}, surge=Surge(H100),
          pods=[pod("h1", H100, ready=True), pod("a1", A100, ready=True)],
          want_counts={H100: 1, A100: 1}),
-    Case(id="restart/surge-clamped-to-surplus", replicas=2, counts={A100: 2, H100: 1}, surges={H100: 2},
+    Case(id="restart/surge-clamped-to-surplus", replicas=2, counts={A100: 2, H100: 1}, surge=Surge(H100),
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), pod("h1", H100)],
-         want_counts={A100: 2, H100: 1}, want_surges={H100: 1}),
+         want_counts={A100: 2, H100: 1}, want_surge=H100),
     # a scale-down and a move in the same step must not both spend the same non-Ready pod
     Case(id="scale-down/with-stuck-replica-keeps-ready-one", replicas=1, counts={H100: 2},
          pods=[pod("h1", H100, ready=True), stuck_pod("h2", H100)], free={A100: [node()]},
@@ -272,6 +280,66 @@ CASES = [
     Case(id="scale-down/with-pending-replica-keeps-ready-one", replicas=1, counts={A100: 2},
          pods=[pod("a1", A100, ready=True), pod("a2", A100)], free={H100: [node()]},
          want_counts={A100: 1}, want_moves=[Move.SCALED_DOWN], want_delete_first=["a2"]),
+    # 15. day-2 operations (issue: rollouts, scale-down, drains, restarts, contention)
+    Case(id="scale-down/ready-fallback-kept-over-pending-preferred", replicas=1, counts={H100: 1, A100: 1},
+         pods=[pod("h1", H100, since=NOW - s(30), scale_up_coming=True), pod("a1", A100, ready=True)],
+         want_counts={A100: 1}, want_moves=[Move.SCALED_DOWN], want_delete_first=["h1"]),
+    Case(id="scale-down/to-zero-during-return-drops-the-probe", replicas=0, counts={A100: 1, H100: 1},
+         surge=Surge(H100, A100, NOW - s(10)),
+         pods=[pod("a1", A100, ready=True), pod("h1", H100, created=NOW - s(5))],
+         want_counts={}, want_moves=[Move.SCALED_DOWN] * 2, want_delete_first=["h1"]),
+    Case(id="scale-down/during-return-keeps-the-ready-replica", replicas=1, counts={A100: 2, H100: 1},
+         surge=Surge(H100, A100, NOW - s(10)),
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), pod("h1", H100, created=NOW - s(5))],
+         want_counts={A100: 1}, want_moves=[Move.SCALED_DOWN] * 2, want_delete_first=["h1"]),
+    Case(id="rollout/blocked-on-full-type-moves-one-make-before-break", replicas=1, counts={H100: 1},
+         pods=[pod("h-old", H100, ready=True, current=False), stuck_pod("h-new", H100)],
+         free={A100: [node()]},
+         want_counts={H100: 1, A100: 1}, want_surge=A100, want_moves=[Move.FELL_BACK]),
+    Case(id="rollout/waits-for-its-timeout", replicas=1, counts={H100: 1},
+         pods=[pod("h-old", H100, ready=True, current=False), stuck_pod("h-new", H100, since=NOW - s(10))],
+         free={A100: [node()]},
+         want_counts={H100: 1}, want_requeue_at=NOW + s(50)),
+    Case(id="rollout/replacement-ready-gives-the-rollout-room", replicas=2, counts={H100: 2, A100: 1},
+         surge=Surge(A100, H100, NOW - s(30)),
+         pods=[pod("h-old1", H100, ready=True, current=False), pod("h-old2", H100, ready=True, current=False),
+               stuck_pod("h-new", H100), pod("a1", A100, ready=True, created=NOW - s(20))],
+         want_counts={H100: 1, A100: 1}, want_moves=[Move.MOVED]),
+    Case(id="rollout/no-room-anywhere-says-so-and-waits", replicas=1, counts={H100: 1},
+         pods=[pod("h-old", H100, ready=True, current=False), stuck_pod("h-new", H100)],
+         want_counts={H100: 1}, want_requeue_at=NOW + s(60),
+         want_insufficient={"GPU-H100": f"rollout needs room for one more replica: {MSG}"}),
+    Case(id="rollout/progressing-type-is-not-a-stuck-move", replicas=2, counts={H100: 2},
+         pods=[pod("h-old", H100, ready=True, current=False), pod("h-new1", H100, ready=True),
+               pod("h-new2", H100, bound=True)], free={A100: [node()]},
+         want_counts={H100: 2}),
+    Case(id="drain/waits-when-no-listed-type-has-room", replicas=1, counts={V100: 1},
+         pods=[pod("v1", V100, ready=True)],
+         want_counts={V100: 1}),
+    Case(id="drain/respects-backoff-and-takes-next-type", replicas=1, counts={V100: 1},
+         pods=[pod("v1", V100, ready=True)], free={H100: [node()], A100: [node()]},
+         probes={H100: ProbeBackoff(2, NOW + s(100))},
+         want_counts={V100: 1, A100: 1}, want_surge=A100, want_moves=[Move.DRAIN_STARTED],
+         want_requeue_at=NOW + s(100)),
+    Case(id="restart/stale-surge-mark-on-unlisted-type-keeps-last-ready", replicas=1, counts={V100: 1},
+         surge=Surge(V100), pods=[pod("v1", V100, ready=True)],
+         want_counts={V100: 1}),
+    Case(id="surge/probe-that-lost-a-race-is-not-punished", replicas=2, counts={A100: 2, H100: 1},
+         surge=Surge(H100, A100, NOW - s(80)), probes={H100: ProbeBackoff(3, NOW - s(100))},
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True),
+               stuck_pod("h1", H100, created=NOW - s(75))],
+         want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
+         want_probes={H100: ProbeBackoff(3, NOW + s(60))}),
+    Case(id="surge/old-replica-briefly-not-ready-is-not-the-probe", replicas=2, counts={H100: 2, A100: 1},
+         surge=Surge(H100, A100, NOW - s(10)),
+         pods=[pod("h-old", H100, bound=True, created=NOW - s(3600)), pod("h1", H100, created=NOW - s(5)),
+               pod("a1", A100, ready=True)],
+         want_counts={H100: 2, A100: 1}, want_surge=H100),
+    Case(id="no-capacity/after-one-round-waits-on-preferred", replicas=1, counts={H100: 1},
+         pods=[stuck_pod("h1", H100)],
+         attempts=(Attempt(A100, "FellBack", end=NOW - s(70), message="0/4 nodes: A100 full"),),
+         want_counts={H100: 1}, want_requeue_at=NOW + s(60),
+         want_insufficient={"GPU-H100": MSG, "GPU-A100": "0/4 nodes: A100 full"}),
 ]
 
 
@@ -285,7 +353,7 @@ def test_decide(case: Case) -> None:
     observed = case.observed()
     got = case.decide()
     assert got.counts == case.want_counts
-    assert got.surges == case.want_surges
+    assert surge_to(got) == case.want_surge
     assert [t.move for t in got.transitions] == case.want_moves
     if case.want_delete_first is not None:
         assert got.delete_first == case.want_delete_first
@@ -313,7 +381,7 @@ def test_applied_decision_is_stable(case: Case) -> None:
     after = apply(first, case.observed())
     second = decide(case.options, case.replicas, case.policy, after, case.free, NOW)
     assert second.transitions == []
-    assert (second.counts, second.surges) == (first.counts, first.surges)
+    assert (second.counts, second.surge) == (first.counts, first.surge)
 
 
 def test_stable_after_fallback_with_attempt_recorded() -> None:
@@ -328,7 +396,7 @@ def test_stable_after_fallback_with_attempt_recorded() -> None:
 def test_return_to_preferred_is_make_before_break() -> None:
     """Walk a probe from start to finish: the A100 count drops only once the H100 pod is Ready."""
     policy, replicas = Policy(), 2
-    observed = Observed({A100: 2}, {}, (pod("a1", A100, ready=True), pod("a2", A100, ready=True)))
+    observed = Observed({A100: 2}, None, (pod("a1", A100, ready=True), pod("a2", A100, ready=True)))
     free: dict[str, list[NodeFree]] = {H100: [node()]}
     d = decide(TWO, replicas, policy, observed, free, NOW)
     assert [t.move for t in d.transitions] == [Move.PROBE_STARTED]
@@ -343,8 +411,8 @@ def test_return_to_preferred_is_make_before_break() -> None:
         d = decide(TWO, replicas, policy, observed, step_free, NOW)
         assert ready_kept(d, observed) >= min(ready_before, replicas)
         if not h.ready:
-            assert (d.counts, d.surges, d.transitions) == ({A100: 2, H100: 1}, {H100: 1}, []), i
-    assert (d.counts, d.surges) == ({A100: 1, H100: 1}, {})
+            assert (d.counts, surge_to(d), d.transitions) == ({A100: 2, H100: 1}, H100, []), i
+    assert (d.counts, d.surge) == ({A100: 1, H100: 1}, None)
     assert [(t.move, t.from_type, t.to_type) for t in d.transitions] == [(Move.RETURNED, A100, H100)]
     assert decide(TWO, replicas, policy, apply(d, observed), {}, NOW).transitions == []
 

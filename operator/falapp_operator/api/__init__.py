@@ -15,6 +15,7 @@ from falapp_operator.api.common import (
     StatusModel,
     Toleration,
     format_time,
+    parse_time,
     plain,
 )
 from falapp_operator.api.conditions import (
@@ -154,6 +155,7 @@ __all__ = [
     "get_condition",
     "memory_bytes",
     "parse_duration",
+    "parse_time",
     "parse_quantity",
     "plain",
     "scale_quantity",

@@ -110,6 +110,11 @@ def format_time(value: datetime) -> str:
     return _utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(text: str | None) -> datetime | None:
+    """A Kubernetes timestamp (`2006-01-02T15:04:05Z`, optionally with fractions) as UTC; None stays None."""
+    return _utc(datetime.fromisoformat(text.replace("Z", "+00:00"))) if text else None
+
+
 Timestamp = Annotated[
     datetime,
     AfterValidator(_utc),

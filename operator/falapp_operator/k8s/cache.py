@@ -129,6 +129,15 @@ class ClusterCache:
                                 have.memory_bytes - used.memory_bytes))
         return out
 
+    def pending_claims(self, exclude: tuple[str, str] | None = None) -> dict[str, list[Requests]]:
+        """Requests of our apps' pods not yet bound, per machine type, except app `exclude` (namespace,
+        name): room another app must not count on."""
+        claims: dict[str, list[Requests]] = {}
+        for pod in self.pods.values():
+            if pod.machine_type and not pod.node and (pod.namespace, pod.app) != exclude:
+                claims.setdefault(pod.machine_type, []).append(pod.requests)
+        return claims
+
     def app_pods(self, machine_type: str) -> list[PodInfo]:
         return [p for p in self.pods.values() if p.machine_type == machine_type]
 

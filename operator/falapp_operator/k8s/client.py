@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -14,11 +16,11 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from falapp_operator import metrics
-from falapp_operator.api import GROUP, VERSION
+from falapp_operator.api import GROUP, VERSION, format_time
+from falapp_operator.reconcile.writes import DELETE_FIRST, DELETION_COST
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 PAGE = 500
 
 
@@ -46,22 +48,86 @@ def _without_env_lookups(api_client: client.ApiClient) -> client.ApiClient:
 _ORIGINAL_SESSIONS: dict[int, aiohttp.ClientSession] = {}
 
 
-async def _json(coro) -> Any:
-    response = await coro
+class ApiError(Exception):
+    """The API server refused a request (or could not be reached). `transient` errors are worth
+    retrying as they are; the others need a change by someone (spec, quota, RBAC) and are shown."""
+
+    TRANSIENT = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+    def __init__(self, status: int, reason: str, message: str, what: str = ""):
+        super().__init__(f"{what + ': ' if what else ''}{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.what = what
+
+    @property
+    def transient(self) -> bool:
+        return self.status in self.TRANSIENT or self.status == 0
+
+    def about(self, what: str) -> ApiError:
+        return ApiError(self.status, self.reason, self.message, what)
+
+
+class ServerClock:
+    """The API server's clock, from the Date header of its answers: timeouts compare the server's own
+    timestamps (conditions, creation times) with this, so a skewed local clock shifts nothing."""
+
+    def __init__(self) -> None:
+        self._offsets: list[float] = []
+        self.offset = 0.0
+
+    def observe(self, date_header: str | None) -> None:
+        if not date_header:
+            return
+        try:
+            server = parsedate_to_datetime(date_header)
+        except (TypeError, ValueError):
+            return
+        # the header has whole seconds: the true server time is on average half a second later
+        self._offsets = [*self._offsets[-15:], (server - datetime.now(UTC)).total_seconds() + 0.5]
+        self.offset = statistics.median(self._offsets)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset)
+
+
+async def _answer(coro, what: str, clock: ServerClock | None = None) -> Any:
+    """Await a call made with _preload_content=False; raise ApiError on an error status, else return
+    the parsed body (None when empty). kubernetes_asyncio checks the status only when it preloads."""
     try:
-        return json.loads(await response.read())
+        response = await coro
+    except ApiException as e:  # raised by calls that preload, and by the client's own checks
+        raise _from_exception(e, what) from e
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
+    try:
+        if clock is not None:
+            clock.observe(response.headers.get("Date"))
+        data = await response.read()
+        if response.status >= 400:
+            raise _from_body(response.status, response.reason or "", data, what)
+        return json.loads(data) if data else None
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
     finally:
         response.release()
 
 
-async def _discard(coro) -> None:
-    """Await a call made with _preload_content=False; errors still raise, the body is not parsed."""
-    response = await coro
-    response.release()
+def _from_body(status: int, reason: str, data: bytes, what: str) -> ApiError:
+    message = data.decode(errors="replace")[:2048]
+    try:
+        body = json.loads(data)
+        if isinstance(body, dict):
+            message, reason = body.get("message") or message, body.get("reason") or reason
+    except ValueError:
+        pass
+    return ApiError(status, reason, message, what)
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _from_exception(e: ApiException, what: str) -> ApiError:
+    body = e.body if isinstance(e.body, bytes) else (e.body or "").encode()
+    return _from_body(e.status or 0, e.reason or "", body, what)
 
 
 class KubeApi:
@@ -71,11 +137,15 @@ class KubeApi:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.clock = ServerClock()
         self.writes = 0  # API write requests made, for the idle-writes benchmark
 
     def _wrote(self) -> None:
         self.writes += 1
         metrics.API_WRITES.inc()
+
+    async def _call(self, what: str, call, *args, **kwargs) -> Any:
+        return await _answer(call(*args, _preload_content=False, **kwargs), what, self.clock)
 
     async def close(self) -> None:
         await self.api_client.close()
@@ -86,19 +156,21 @@ class KubeApi:
     # --- reads -------------------------------------------------------------------------------------
     async def get_falapp(self, namespace: str, name: str) -> dict | None:
         try:
-            return await self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "falapps", name)
-        except ApiException as e:
+            return await self._call(f"FalApp {namespace}/{name}", self.custom.get_namespaced_custom_object,
+                                    GROUP, VERSION, namespace, "falapps", name)
+        except ApiError as e:
             if e.status == 404:
                 return None
             raise
 
     async def list_machinetypes(self) -> list[dict]:
-        return (await self.custom.list_cluster_custom_object(GROUP, VERSION, "machinetypes"))["items"]
+        return [m async for m in self._pages("MachineTypes", self.custom.list_cluster_custom_object,
+                                             GROUP, VERSION, "machinetypes")]
 
-    async def _pages(self, call, **kwargs) -> AsyncIterator[dict]:
+    async def _pages(self, what: str, call, *args, **kwargs) -> AsyncIterator[dict]:
         token = None
         while True:
-            page = await _json(call(limit=PAGE, _continue=token, _preload_content=False, **kwargs))
+            page = await self._call(what, call, *args, limit=PAGE, _continue=token, **kwargs)
             for item in page["items"]:
                 yield item
             token = page["metadata"].get("continue")
@@ -106,92 +178,113 @@ class KubeApi:
                 return
 
     async def list_nodes(self) -> list[dict]:
-        return [n async for n in self._pages(self.core.list_node)]
+        return [n async for n in self._pages("Nodes", self.core.list_node)]
 
     async def list_pods(self) -> list[dict]:
-        return [p async for p in self._pages(self.core.list_pod_for_all_namespaces)]
+        return [p async for p in self._pages("Pods", self.core.list_pod_for_all_namespaces)]
+
+    async def list_events(self, reason: str) -> list[dict]:
+        """Events with one reason, in every namespace (the API filters them)."""
+        return [e async for e in self._pages(f"Events {reason}", self.core.list_event_for_all_namespaces,
+                                             field_selector=f"reason={reason}")]
 
     async def list_app_deployments(self, namespace: str, selector: str) -> list[dict]:
-        page = await _json(self.apps.list_namespaced_deployment(
-            namespace, label_selector=selector, _preload_content=False))
-        return page["items"]
+        return [d async for d in self._pages(f"Deployments {namespace} {selector}",
+                                             self.apps.list_namespaced_deployment, namespace,
+                                             label_selector=selector)]
 
     async def list_app_pods(self, namespace: str, selector: str) -> list[dict]:
-        page = await _json(self.core.list_namespaced_pod(namespace, label_selector=selector,
-                                                         _preload_content=False))
-        return page["items"]
+        return [p async for p in self._pages(f"Pods {namespace} {selector}", self.core.list_namespaced_pod,
+                                             namespace, label_selector=selector)]
+
+    async def get_service(self, namespace: str, name: str) -> dict | None:
+        try:
+            return await self._call(f"Service {namespace}/{name}", self.core.read_namespaced_service,
+                                    name, namespace)
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
 
     # --- writes ------------------------------------------------------------------------------------
     async def apply(self, body: Mapping) -> None:
         """Server-side apply of a Deployment or Service we own."""
         self._wrote()
         meta = body["metadata"]
-        kwargs = {"field_manager": self.field_manager, "force": True, "_content_type": APPLY,
-                  "_preload_content": False}
         if body["kind"] == "Deployment":
             call = self.apps.patch_namespaced_deployment
         elif body["kind"] == "Service":
             call = self.core.patch_namespaced_service
         else:
             raise ValueError(f"cannot apply {body['kind']}")
-        await _discard(call(meta["name"], meta["namespace"], body, **kwargs))
+        await self._call(f"{body['kind']} {meta['namespace']}/{meta['name']}", call, meta["name"],
+                         meta["namespace"], body, field_manager=self.field_manager, force=True,
+                         _content_type=APPLY)
 
-    async def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+    async def resize_unlisted(self, namespace: str, name: str, replicas: int, surge_annotation: str) -> None:
+        """New size of a Deployment whose type is no longer listed (its template is kept as it is); its
+        make-before-break mark is cleared in the same write, so it cannot outlive the resize."""
         self._wrote()
-        await _discard(self.apps.patch_namespaced_deployment_scale(
-            name, namespace, {"spec": {"replicas": replicas}}, field_manager=self.field_manager,
-            _content_type=MERGE, _preload_content=False))
-
-    async def delete_deployment(self, namespace: str, name: str) -> None:
-        await self._delete(self.apps.delete_namespaced_deployment, namespace, name)
-
-    async def delete_service(self, namespace: str, name: str) -> None:
-        await self._delete(self.core.delete_namespaced_service, namespace, name)
-
-    async def _delete(self, call, namespace: str, name: str) -> None:
-        self._wrote()
+        body = {"metadata": {"annotations": {surge_annotation: ""}}, "spec": {"replicas": replicas}}
         try:
-            await _discard(call(name, namespace, propagation_policy="Background", _preload_content=False))
-        except ApiException as e:
+            await self._call(f"Deployment {namespace}/{name}", self.apps.patch_namespaced_deployment, name,
+                             namespace, body, field_manager=self.field_manager, _content_type=MERGE)
+        except ApiError as e:
             if e.status != 404:
                 raise
 
-    async def get_service(self, namespace: str, name: str) -> dict | None:
+    async def delete_deployment(self, namespace: str, name: str) -> None:
+        await self._delete(f"Deployment {namespace}/{name}", self.apps.delete_namespaced_deployment,
+                           namespace, name)
+
+    async def delete_service(self, namespace: str, name: str) -> None:
+        await self._delete(f"Service {namespace}/{name}", self.core.delete_namespaced_service, namespace, name)
+
+    async def _delete(self, what: str, call, namespace: str, name: str) -> None:
+        self._wrote()
         try:
-            return await _json(self.core.read_namespaced_service(name, namespace, _preload_content=False))
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+            await self._call(what, call, name, namespace, propagation_policy="Background")
+        except ApiError as e:
+            if e.status != 404:
+                raise
 
     async def mark_pod_for_deletion(self, namespace: str, name: str) -> None:
         """Lowest pod-deletion-cost: the ReplicaSet removes this pod first when its type shrinks."""
         self._wrote()
         try:
-            await _discard(self.core.patch_namespaced_pod(
-                name, namespace, {"metadata": {"annotations": {DELETION_COST: "-1000"}}},
-                field_manager=self.field_manager, _content_type=MERGE, _preload_content=False))
-        except ApiException as e:
+            await self._call(f"Pod {namespace}/{name}", self.core.patch_namespaced_pod, name, namespace,
+                             {"metadata": {"annotations": {DELETION_COST: DELETE_FIRST}}},
+                             field_manager=self.field_manager, _content_type=MERGE)
+        except ApiError as e:
             if e.status != 404:
                 raise
 
     async def patch_falapp_status(self, namespace: str, name: str, status: Mapping) -> None:
+        """Merge patch of the status subresource; a FalApp deleted meanwhile is not an error."""
         self._wrote()
-        await _discard(self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, "falapps", name, {"status": status},
-            field_manager=self.field_manager, _content_type=MERGE, _preload_content=False))
+        try:
+            await self._call(f"FalApp {namespace}/{name} status", self.custom.patch_namespaced_custom_object_status,
+                             GROUP, VERSION, namespace, "falapps", name, {"status": status},
+                             field_manager=self.field_manager, _content_type=MERGE)
+        except ApiError as e:
+            if e.status != 404:
+                raise
 
     async def patch_machinetype_status(self, name: str, status: Mapping) -> None:
         self._wrote()
-        await _discard(self.custom.patch_cluster_custom_object_status(
-            GROUP, VERSION, "machinetypes", name, {"status": status},
-            field_manager=self.field_manager, _content_type=MERGE, _preload_content=False))
+        try:
+            await self._call(f"MachineType {name} status", self.custom.patch_cluster_custom_object_status,
+                             GROUP, VERSION, "machinetypes", name, {"status": status},
+                             field_manager=self.field_manager, _content_type=MERGE)
+        except ApiError as e:
+            if e.status != 404:
+                raise
 
     async def post_event(self, involved: Mapping, event_type: str, reason: str, message: str) -> None:
         self._wrote()
-        now = _now()
+        now = format_time(self.clock.now())
         body = {
-            "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
+            "metadata": {"generateName": f"{involved['name'][:200]}.", "namespace": involved["namespace"]},
             "involvedObject": dict(involved),
             "reason": reason,
             "message": message[:1024],
@@ -201,6 +294,7 @@ class KubeApi:
             "count": 1,
             "source": {"component": self.field_manager},
             "reportingComponent": self.field_manager,
-            "reportingInstance": socket.gethostname(),
+            "reportingInstance": socket.gethostname()[:128],
         }
-        await _discard(self.core.create_namespaced_event(involved["namespace"], body, _preload_content=False))
+        await self._call(f"Event about {involved['kind']} {involved['namespace']}/{involved['name']}",
+                         self.core.create_namespaced_event, involved["namespace"], body)

@@ -1,7 +1,9 @@
 """The control loop: keep caches, queue apps on events, reconcile each app through the pure planner.
 
 Handlers only feed events in here. Reconciles read the app's Deployments and pods fresh from the API,
-so decisions never rest on a stale view of what the operator itself just wrote.
+so decisions never rest on a stale view of what the operator itself just wrote. Every API answer is
+checked: transient errors retry with back-off; refusals (quota, RBAC, invalid objects) are shown on
+the FalApp as Stalled with the API's message, plus a Warning event, and retried at the longest back-off.
 """
 
 from __future__ import annotations
@@ -11,26 +13,24 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
 from falapp_operator import metrics
-from falapp_operator.api import API_VERSION, FalAppSpec, MachineType, format_time
-from falapp_operator.k8s.cache import APP_LABEL, SCALE_UP_REASONS, TYPE_LABEL, ClusterCache
-from falapp_operator.k8s.client import DELETION_COST, KubeApi
+from falapp_operator.api import API_VERSION, FalAppSpec, MachineType, format_time, parse_time
+from falapp_operator.k8s.cache import APP_LABEL, SCALE_UP_REASONS, TYPE_LABEL, ClusterCache, Requests
+from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.workqueue import WorkQueue
-from falapp_operator.placement import Move, NodeFree, PodView
+from falapp_operator.placement import Move, NodeFree, after_claims
+from falapp_operator.placement.eligibility import resolve
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, invalid, plan
+from falapp_operator.reconcile.observe import children_state, pod_view
+from falapp_operator.reconcile.writes import child_writes, needs_apply, status_changed
 from falapp_operator.settings import OperatorSettings
 
 logger = logging.getLogger("falapp_operator")
-OWN_STATUS_MANAGERS = {"kube-controller-manager"}
-
-
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its pod is seen
 
 
 class Controller:
@@ -41,9 +41,13 @@ class Controller:
         self.catalogue: dict[str, MachineType] = {}
         self.queue = WorkQueue()
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
+        self.generations: dict[tuple[str, str], int] = {}  # last spec generation seen per app
         self.waiting: set[tuple[str, str]] = set()  # apps that would use freed capacity
         self.failures: dict[tuple, int] = {}
+        # replicas asked for but whose pods are not seen yet: (namespace, app) -> [(type, requests, at)]
+        self.expected: dict[tuple[str, str], list[tuple[str, Requests, float]]] = {}
         self._workers: list[asyncio.Task] = []
+        self._resync: asyncio.Task | None = None
         self._pending_posts: set[asyncio.Task] = set()
         self._nodes_by_type: dict[tuple[str, bool], list[str]] = {}  # cleared when nodes or types change
         self._machinetype_status: dict[str, dict] = {}
@@ -53,27 +57,61 @@ class Controller:
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Fill the caches from a LIST before any reconcile, so no decision sees a half-known cluster."""
+        """Fill the caches from a LIST before any reconcile, so no decision sees a half-known cluster:
+        catalogue, nodes, pods, and the autoscalers' announcements about pods (events)."""
         for body in await self.api.list_machinetypes():
             self.machinetype_event(body, deleted=False)
-        for body in await self.api.list_nodes():
-            self.cache.upsert_node(body)
-        for body in await self.api.list_pods():
-            self.cache.upsert_pod(body)
+        await self.resync()
+        for reason in sorted(SCALE_UP_REASONS):
+            for body in await self.api.list_events(reason):
+                self.scale_signal_event(body)
         self._workers = [asyncio.create_task(self._worker(), name=f"falapp-worker-{i}")
                          for i in range(self.settings.workers)]
+        if self.settings.resync_period:
+            self._resync = asyncio.create_task(self._resync_loop(), name="falapp-resync")
 
     async def stop(self) -> None:
         self.queue.close()
-        for task in self._workers:
+        tasks = [*self._workers, *([self._resync] if self._resync else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def resync(self) -> None:
+        """Nodes and pods from a fresh LIST; drops what the watches missed (e.g. deletions during a
+        re-list after the watch expired), keeps what they added meanwhile."""
+        nodes = await self.api.list_nodes()
+        pods = await self.api.list_pods()
+        listed_nodes = {n["metadata"]["name"] for n in nodes}
+        listed_pods = {p["metadata"]["uid"] for p in pods}
+        for name in [n for n in self.cache.nodes if n not in listed_nodes]:
+            self.node_event({"metadata": {"name": name}}, deleted=True)
+        for body in nodes:
+            self.node_event(body, deleted=False)
+        for uid in [u for u in self.cache.pods if u not in listed_pods]:
+            if self.cache.remove_pod(uid):
+                self._capacity_changed()
+        for body in pods:
+            self.cache.upsert_pod(body)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_period)
+            try:
+                await self.resync()
+            except ApiError as e:
+                logger.warning("resync of nodes and pods failed: %s", e)
 
     # --- event intake (called by handlers) -------------------------------------------------------
-    def app_event(self, namespace: str, name: str) -> None:
+    def app_event(self, namespace: str, name: str, generation: int | None = None) -> None:
         if self.settings.manages(namespace):
-            self.apps.add((namespace, name))
-            self.queue.add(("app", namespace, name))
+            key = (namespace, name)
+            self.apps.add(key)
+            # a new spec is urgent: it cuts short the back-off of an app that was failing
+            urgent = generation is not None and self.generations.get(key) != generation
+            if generation is not None:
+                self.generations[key] = generation
+            self.queue.add(("app", namespace, name), urgent=urgent)
 
     def machinetype_event(self, body: Mapping, deleted: bool) -> None:
         name = body["metadata"]["name"]
@@ -101,9 +139,13 @@ class Controller:
 
     def pod_event(self, body: Mapping, deleted: bool) -> None:
         meta = body["metadata"]
+        new = meta["uid"] not in self.cache.pods
         freed = self.cache.remove_pod(meta["uid"]) if deleted else self.cache.upsert_pod(body)
-        app = (meta.get("labels") or {}).get(APP_LABEL)
+        labels = meta.get("labels") or {}
+        app = labels.get(APP_LABEL)
         if app:
+            if new and not deleted:
+                self._seen(meta["namespace"], app, labels.get(TYPE_LABEL, ""))
             self.app_event(meta["namespace"], app)
             self._touch_machinetypes()
         if freed or (deleted and (body.get("spec") or {}).get("nodeName")):
@@ -114,8 +156,8 @@ class Controller:
         involved = body.get("involvedObject") or {}
         if body.get("reason") not in SCALE_UP_REASONS or involved.get("kind") != "Pod":
             return
-        when = _time(body.get("lastTimestamp") or body.get("eventTime") or body["metadata"].get(
-            "creationTimestamp")) or datetime.now(UTC)
+        when = parse_time(body.get("lastTimestamp") or body.get("eventTime") or body["metadata"].get(
+            "creationTimestamp")) or self.api.clock.now()
         self.cache.record_scale_signal(involved.get("uid", ""), body["reason"], when)
         pod = self.cache.pods.get(involved.get("uid", ""))
         if pod is not None and pod.app:
@@ -150,13 +192,17 @@ class Controller:
                 metrics.RECONCILES.labels("ok").inc()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as e:
                 failures = self.failures.get(key, 0) + 1
                 self.failures[key] = failures
                 delay = min(0.5 * 2 ** (failures - 1), self.settings.error_backoff_max)
-                logger.exception("reconcile of %s failed (attempt %d); retrying in %.1fs", key, failures, delay)
+                if isinstance(e, ApiError):
+                    logger.warning("reconcile of %s failed (attempt %d), retrying in %.1fs: %s",
+                                   key, failures, delay, e)
+                else:
+                    logger.exception("reconcile of %s failed (attempt %d); retrying in %.1fs", key, failures, delay)
                 metrics.RECONCILES.labels("error").inc()
-                self.queue.add_after(key, delay)
+                self.queue.retry_after(key, delay)
             finally:
                 self.queue.done(key)
 
@@ -166,41 +212,58 @@ class Controller:
         body = await self.api.get_falapp(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.waiting.discard((namespace, name))
+            self.expected.pop((namespace, name), None)
             if body is None:
                 self.apps.discard((namespace, name))
+                self.generations.pop((namespace, name), None)
             self._forget_metrics(namespace, name)
             return
         meta = body["metadata"]
         ref = children.AppRef(name, namespace, meta["uid"])
         status = body.get("status") or {}
+        generation = meta.get("generation", 1)
         try:
             spec = FalAppSpec.model_validate(body.get("spec") or {})
         except ValidationError as e:
             first = e.errors()[0]
             problem = "spec." + ".".join(str(p) for p in first["loc"]) + ": " + first["msg"]
-            result = invalid(ref, meta.get("generation", 1), status, problem, datetime.now(UTC))
-            await self._execute(ref, body, [], [], result)
+            await self._execute(ref, body, [], [], invalid(ref, generation, status, problem, self.api.clock.now()))
             return
-        deployments = await self.api.list_app_deployments(namespace, ref.selector)
-        pods = await self.api.list_app_pods(namespace, ref.selector)
-        now = datetime.now(UTC)
-        snap = AppSnapshot(
-            ref=ref, generation=meta.get("generation", 1), spec=spec, status=status,
-            catalogue=list(self.catalogue.values()),
-            counts={d["metadata"]["labels"][TYPE_LABEL]: d["spec"].get("replicas", 0) for d in deployments
-                    if TYPE_LABEL in (d["metadata"].get("labels") or {})},
-            surges={d["metadata"]["labels"][TYPE_LABEL]: int(
-                (d["metadata"].get("annotations") or {}).get(children.SURGE_ANNOTATION, "0") or 0)
-                for d in deployments if TYPE_LABEL in (d["metadata"].get("labels") or {})},
-            pods=[self._pod_view(p) for p in pods if TYPE_LABEL in (p["metadata"].get("labels") or {})],
-            free=self._free_for(spec),
-            now=now,
-        )
-        result = plan(snap)
-        await self._execute(ref, body, deployments, pods, result)
+        snap: AppSnapshot | None = None
+        try:
+            deployments = await self.api.list_app_deployments(namespace, ref.selector)
+            pods = await self.api.list_app_pods(namespace, ref.selector)
+            now = self.api.clock.now()
+            state = children_state(deployments)
+            snap = AppSnapshot(
+                ref=ref, generation=generation, spec=spec, status=status,
+                catalogue=list(self.catalogue.values()),
+                counts=state.counts,
+                surge=state.surge,
+                pods=[pod_view(p, self.cache.scale_up_coming(p["metadata"]["uid"]), now) for p in pods
+                      if TYPE_LABEL in (p["metadata"].get("labels") or {})],
+                free=self._free_for(spec, (namespace, name)),
+                now=now,
+                replica_failures=state.replica_failures,
+            )
+            result = plan(snap)
+            await self._execute(ref, body, deployments, pods, result)
+        except ApiError as e:
+            if e.transient:
+                raise
+            # the API refused a read or write for this app: say so on the app, retry at the slowest rate
+            problem = str(e)
+            refused = invalid(ref, generation, status, problem, self.api.clock.now(),
+                              snap.pods if snap else (), reason="WriteRejected")
+            await self._write_status(namespace, name, status, refused.status)
+            self._post_events(ref, refused)
+            logger.warning("%s/%s: the API refused: %s", namespace, name, problem)
+            self.queue.retry_after(("app", namespace, name), self.settings.error_backoff_max)
+            return
+        self._expect(namespace, name, snap, result)
         for tr in result.decision.transitions if result.decision else ():
             logger.info("%s/%s: %s %s -> %s (decided %.3fs ago)", namespace, name, tr.move.value, tr.from_type,
-                        tr.to_type, (datetime.now(UTC) - now).total_seconds())
+                        tr.to_type, (self.api.clock.now() - now).total_seconds())
         if result.requeue_at is not None:
             self.queue.add_after(("app", namespace, name), (result.requeue_at - now).total_seconds() + 0.05)
         if result.waiting_for_room:
@@ -209,30 +272,52 @@ class Controller:
             self.waiting.discard((namespace, name))
         self._record_metrics(namespace, name, snap, result)
 
-    def _pod_view(self, pod: Mapping) -> PodView:
-        meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
-        conditions = {c["type"]: c for c in status.get("conditions") or []}
-        scheduled = conditions.get("PodScheduled", {})
-        unschedulable = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
-        return PodView(
-            name=meta["name"],
-            machine_type=meta["labels"][TYPE_LABEL],
-            created=_time(meta.get("creationTimestamp")) or datetime.now(UTC),
-            bound=bool(spec.get("nodeName")),
-            ready=conditions.get("Ready", {}).get("status") == "True",
-            terminating=bool(meta.get("deletionTimestamp")) or status.get("phase") in ("Succeeded", "Failed"),
-            unschedulable_since=_time(scheduled.get("lastTransitionTime")) if unschedulable else None,
-            scheduler_message=scheduled.get("message", "") if unschedulable else "",
-            scale_up_coming=bool(status.get("nominatedNodeName")) or self.cache.scale_up_coming(meta["uid"]),
-        )
-
-    def _free_for(self, spec: FalAppSpec) -> dict[str, list[NodeFree]]:
+    # --- capacity, as this app may use it ------------------------------------------------------------
+    def _free_for(self, spec: FalAppSpec, app: tuple[str, str]) -> dict[str, list[NodeFree]]:
+        """Free room per listed type, less what other apps' replicas already claim there: their pending
+        pods and the replicas they just asked for (so freed room is promised to one app at a time)."""
         out = {}
+        claims = self._claims(exclude=app)
         for listed in spec.machine_types:
             machine_type = next((m for m in self.catalogue.values() if m.matches(listed)), None)
             if machine_type is not None:
-                out[machine_type.metadata.name] = self._free_of(machine_type, spec.requires_nvenc)
+                name = machine_type.metadata.name
+                free = self._free_of(machine_type, spec.requires_nvenc)
+                out[name] = after_claims(free, claims[name]) if name in claims else free
         return out
+
+    def _claims(self, exclude: tuple[str, str]) -> dict[str, list[Requests]]:
+        claims = self.cache.pending_claims(exclude)
+        deadline = time.monotonic() - EXPECTATION_TTL
+        for key, expected in list(self.expected.items()):
+            expected[:] = [e for e in expected if e[2] > deadline]
+            if not expected:
+                del self.expected[key]
+            elif key != exclude:
+                for type_name, requests, _ in expected:
+                    claims.setdefault(type_name, []).append(requests)
+        return claims
+
+    def _expect(self, namespace: str, name: str, snap: AppSnapshot, result: AppPlan) -> None:
+        """Remember the replicas this plan asked for until their pods show up in the cache."""
+        if result.decision is None:
+            return
+        options = {o.name: o for o in resolve(snap.spec, snap.catalogue).options}
+        at = time.monotonic()
+        for type_name, count in result.decision.counts.items():
+            option = options.get(type_name)
+            added = count - snap.counts.get(type_name, 0)
+            if option is not None and added > 0:
+                requests = Requests(option.gpus, option.cpu_milli, option.memory_bytes)
+                self.expected.setdefault((namespace, name), []).extend([(type_name, requests, at)] * added)
+
+    def _seen(self, namespace: str, app: str, type_name: str) -> None:
+        expected = self.expected.get((namespace, app))
+        if expected:
+            for i, entry in enumerate(expected):
+                if entry[0] == type_name:
+                    del expected[i]
+                    break
 
     def _free_of(self, machine_type: MachineType, nvenc: bool) -> list[NodeFree]:
         """Free room per node of a type, reused until capacity changes anywhere (cache.version)."""
@@ -258,40 +343,34 @@ class Controller:
         tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in mt.tolerations or []]
         return self.cache.matching_nodes(selector, requirements, tolerations)
 
+    # --- writes of one reconcile -------------------------------------------------------------------
     async def _execute(self, ref: children.AppRef, body: Mapping, deployments: list[dict], pods: list[dict],
                        result: AppPlan) -> None:
         namespace = ref.namespace
-        live = {d["metadata"]["name"]: d for d in deployments}
-        marked = {p["metadata"]["name"] for p in pods
-                  if (p["metadata"].get("annotations") or {}).get(DELETION_COST) == "-1000"}
-        # grow first (the replacement starts sooner), then mark the pods to go, then shrink
-        changed = [d for d in result.deployments if (current := live.get(d["metadata"]["name"])) is None
-                   or _needs_apply(current, d, self.settings.field_manager)]
-        growing = [d for d in changed if d["spec"]["replicas"] >= _replicas(live.get(d["metadata"]["name"]))]
-        for desired in growing:
-            await self.api.apply(desired)
-        for pod_name in result.mark_for_deletion:
-            if pod_name not in marked:
-                await self.api.mark_pod_for_deletion(namespace, pod_name)
-        for desired in changed:
-            if desired not in growing:
-                await self.api.apply(desired)
-        for type_name, replicas in result.rescale_unlisted.items():
-            await self.api.scale_deployment(namespace, children.deployment_name(ref.name, type_name), replicas)
-        for type_name in result.delete_deployments:
-            await self.api.delete_deployment(namespace, children.deployment_name(ref.name, type_name))
+        for write in child_writes(result, ref, deployments, pods, self.settings.field_manager):
+            if write.kind == "apply":
+                await self.api.apply(write.body)
+            elif write.kind == "mark":
+                await self.api.mark_pod_for_deletion(namespace, write.name)
+            elif write.kind == "resize_unlisted":
+                await self.api.resize_unlisted(namespace, write.name, write.replicas, children.SURGE_ANNOTATION)
+            else:
+                await self.api.delete_deployment(namespace, write.name)
         if result.service is not None:
             current = await self.api.get_service(namespace, ref.name)
-            if current is None or _needs_apply(current, result.service, self.settings.field_manager):
+            if current is None or needs_apply(current, result.service, self.settings.field_manager):
                 await self.api.apply(result.service)
         await self._write_status(namespace, ref.name, body.get("status") or {}, result.status)
-        involved = {"apiVersion": API_VERSION, "kind": "FalApp", "name": ref.name, "namespace": namespace,
+        self._post_events(ref, result)
+
+    def _post_events(self, ref: children.AppRef, result: AppPlan) -> None:
+        involved = {"apiVersion": API_VERSION, "kind": "FalApp", "name": ref.name, "namespace": ref.namespace,
                     "uid": ref.uid}
         for event in result.events:
             self._background(self.api.post_event(involved, event.type, event.reason, event.message))
 
     async def _write_status(self, namespace: str, name: str, current: Mapping, desired: Mapping) -> None:
-        if any(current.get(k) != v for k, v in desired.items()):
+        if status_changed(current, desired):
             await self.api.patch_falapp_status(namespace, name, desired)
 
     def _background(self, coroutine) -> None:
@@ -325,7 +404,7 @@ class Controller:
                 machine_type.model_dump(by_alias=True, exclude_none=True, mode="json").get("status") or {})
             if any(current.get(k) != v for k, v in status.items()):
                 await self.api.patch_machinetype_status(
-                    name, {**status, "observedAt": format_time(datetime.now(UTC))})
+                    name, {**status, "observedAt": format_time(self.api.clock.now())})
                 self._machinetype_status[name] = status
 
     # --- metrics -------------------------------------------------------------------------------------
@@ -370,20 +449,3 @@ class Controller:
         self._set_replica_gauge(namespace, name, {})
         self._insufficient.pop((namespace, name), None)
         metrics.INSUFFICIENT.labels(namespace).set(sum(1 for ns in self._insufficient.values() if ns == namespace))
-
-
-def _replicas(deployment: Mapping | None) -> int:
-    return 0 if deployment is None else (deployment.get("spec") or {}).get("replicas", 0)
-
-
-def _needs_apply(current: Mapping, desired: Mapping, field_manager: str) -> bool:
-    """Apply when our desired object changed, or someone else edited the child by hand."""
-    meta = current["metadata"]
-    if (meta.get("annotations") or {}).get(children.HASH_ANNOTATION) != desired["metadata"]["annotations"][
-            children.HASH_ANNOTATION]:
-        return True
-    for entry in meta.get("managedFields") or []:
-        if entry.get("subresource") == "status" or entry.get("manager") in OWN_STATUS_MANAGERS | {field_manager}:
-            continue
-        return True
-    return False

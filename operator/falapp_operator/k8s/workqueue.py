@@ -1,5 +1,9 @@
 """A keyed work queue: each key is processed by one worker at a time, duplicates coalesce,
-delayed adds keep only the earliest wake-up (the model of client-go's workqueue)."""
+delayed adds keep only the earliest wake-up (the model of client-go's workqueue).
+
+A key that failed waits out its back-off (`retry_after`): ordinary adds do not cut it short, so a
+failing reconcile is retried at its back-off rate, not at the rate its watch events arrive. An
+urgent add (the user changed the spec) does."""
 
 from __future__ import annotations
 
@@ -14,8 +18,12 @@ class WorkQueue:
         self._processing: set[Hashable] = set()
         self._dirty: set[Hashable] = set()
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self._backing_off: set[Hashable] = set()
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: Hashable, urgent: bool = False) -> None:
+        if key in self._backing_off and not urgent:
+            return
+        self._backing_off.discard(key)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -26,6 +34,8 @@ class WorkQueue:
             self._ready.put_nowait(key)
 
     def add_after(self, key: Hashable, delay: float) -> None:
+        if key in self._backing_off:
+            return
         if delay <= 0:
             self.add(key)
             return
@@ -38,8 +48,18 @@ class WorkQueue:
             timer.cancel()
         self._timers[key] = loop.call_at(when, self._fire, key)
 
+    def retry_after(self, key: Hashable, delay: float) -> None:
+        """Process the key again after `delay`, and not sooner unless an urgent add comes."""
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._dirty.discard(key)
+        self._backing_off.add(key)
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+
     def _fire(self, key: Hashable) -> None:
         self._timers.pop(key, None)
+        self._backing_off.discard(key)
         self.add(key)
 
     async def get(self) -> Hashable:
@@ -54,11 +74,6 @@ class WorkQueue:
             self._dirty.discard(key)
             self.add(key)
 
-    def forget(self, key: Hashable) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
-
     def __len__(self) -> int:
         return len(self._queued)
 
@@ -66,3 +81,4 @@ class WorkQueue:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._backing_off.clear()

@@ -8,10 +8,12 @@ from falapp_operator.placement.snapshot import (
     PodView,
     Policy,
     ProbeBackoff,
+    Surge,
     TypeOption,
+    after_claims,
 )
 
 __all__ = [
     "Attempt", "Decision", "Move", "NodeFree", "Observed", "Policy", "PodView", "ProbeBackoff",
-    "Transition", "TypeOption", "decide", "probe_backoff",
+    "Surge", "Transition", "TypeOption", "after_claims", "decide", "probe_backoff",
 ]

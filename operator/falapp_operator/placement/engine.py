@@ -20,6 +20,7 @@ from falapp_operator.placement.snapshot import (
     Policy,
     ProbeBackoff,
     Room,
+    Surge,
     TypeOption,
 )
 
@@ -28,11 +29,12 @@ PROBE_BACKOFF_MAX = timedelta(hours=1)
 
 
 class Move(StrEnum):
-    FELL_BACK = "FellBack"  # a replica stuck on a type moved to another one
+    FELL_BACK = "FellBack"  # a replica stuck on a type moved (or, mid-rollout, started moving) to another
     PLACED_PREFERRED = "PlacedPreferred"  # a pending replica moved up to a type that has room
     PROBE_STARTED = "ProbeStarted"  # make-before-break: extra replica started on a preferred type
     RETURNED = "ReturnedToPreferred"  # the probe became Ready; a fallback replica was removed
-    PROBE_FAILED = "ProbeFailed"  # the probe could not be scheduled; backing off
+    MOVED = "Moved"  # a make-before-break move off a type whose rollout was blocked is complete
+    PROBE_FAILED = "ProbeFailed"  # the extra replica could not be scheduled or never turned Ready
     DRAIN_STARTED = "DrainStarted"  # make-before-break off a type no longer listed
     DRAINED = "Drained"
     SCALED_UP = "ScaledUp"
@@ -50,7 +52,7 @@ class Transition:
 @dataclass
 class Decision:
     counts: dict[str, int]
-    surges: dict[str, int]
+    surge: Surge | None
     probes: dict[str, ProbeBackoff]
     transitions: list[Transition] = field(default_factory=list)
     # types with replicas stuck and nowhere to go, each with the scheduler's last message
@@ -62,6 +64,13 @@ class Decision:
     def wake_at(self, when: datetime | None) -> None:
         if when is not None and (self.requeue_at is None or when < self.requeue_at):
             self.requeue_at = when
+
+    def settled_counts(self) -> dict[str, int]:
+        """Replicas per type without the make-before-break replica in flight."""
+        counts = dict(self.counts)
+        if self.surge is not None:
+            counts[self.surge.to_type] -= 1
+        return {t: n for t, n in counts.items() if n > 0}
 
 
 def probe_backoff(failures: int) -> timedelta:
@@ -88,13 +97,11 @@ class _Planner:
         self.room = Room(free)
         counts = {t: n for t, n in observed.counts.items() if n > 0}
         self.observed_counts = dict(counts)
-        surplus = max(sum(counts.values()) - replicas, 0)
-        surges: dict[str, int] = {}
-        for t, s in observed.surges.items():  # never more surges than replicas beyond the wanted number
-            s = min(s, counts.get(t, 0), surplus - sum(surges.values()))
-            if s > 0:
-                surges[t] = s
-        self.decision = Decision(counts=counts, surges=surges, probes=dict(observed.probes))
+        surge = observed.surge
+        if surge is not None and (counts.get(surge.to_type, 0) <= 0 or sum(counts.values()) <= replicas):
+            surge = None  # no replica beyond the wanted number: the mark is stale, the replica is ordinary
+        self.decision = Decision(counts=counts, surge=surge, probes=dict(observed.probes))
+        self.attempts = observed.attempts
         self.cooling = self._cooling(observed)
 
     # --- helpers -------------------------------------------------------------------------------
@@ -105,9 +112,18 @@ class _Planner:
     def pods_on(self, type_name: str) -> list[PodView]:
         return [p for p in self.pods if p.machine_type == type_name]
 
+    def rolling(self, type_name: str) -> bool:
+        """A rollout is under way on this type: some of its pods run an older template."""
+        return any(not p.current for p in self.pods_on(type_name))
+
     def converged(self, type_name: str) -> bool:
-        """The ReplicaSet has as many live pods as wanted: earlier moves off this type are done."""
-        return len(self.pods_on(type_name)) == self.observed_counts.get(type_name, 0)
+        """The ReplicaSets have as many live pods as wanted (one more while rolling out, maxSurge 1):
+        earlier moves off this type are done."""
+        pods, count = len(self.pods_on(type_name)), self.observed_counts.get(type_name, 0)
+        return count <= pods <= count + int(self.rolling(type_name))
+
+    def is_surge_target(self, type_name: str) -> bool:
+        return self.decision.surge is not None and self.decision.surge.to_type == type_name
 
     def stuck(self, pod: PodView) -> bool:
         deadline = pod.deadline(self.policy)
@@ -118,11 +134,11 @@ class _Planner:
             return False
         return True
 
-    def never_ready(self, pod: PodView) -> bool:
-        """A bound pod still not Ready after both timeouts: a return probe there has failed."""
+    def never_ready(self, pod: PodView, started: datetime) -> bool:
+        """A bound pod still not Ready after both timeouts from `started`: the extra replica failed."""
         if not pod.bound or pod.ready:
             return False
-        deadline = pod.created + self.policy.unschedulable_timeout + self.policy.scale_up_timeout
+        deadline = started + self.policy.unschedulable_timeout + self.policy.scale_up_timeout
         if deadline > self.now:
             self.decision.wake_at(deadline)
             return False
@@ -141,20 +157,35 @@ class _Planner:
         self.decision.transitions.append(Transition(move, from_type, to_type, message))
 
     def first_with_room(self, exclude: str | None = None, before_rank: int | None = None,
-                        allow_cooling: bool = True) -> TypeOption | None:
+                        allow_cooling: bool = True, allow_backoff: bool = True) -> TypeOption | None:
         for rank, option in enumerate(self.options):
             if before_rank is not None and rank >= before_rank:
                 break
             if option.name == exclude or (not allow_cooling and option.name in self.cooling):
                 continue
+            if not allow_backoff and self.backing_off(option.name):
+                continue
             if self.room.take(option):
                 return option
         return None
 
+    def backing_off(self, type_name: str) -> bool:
+        backoff = self.decision.probes.get(type_name)
+        if backoff is not None and backoff.next_attempt > self.now:
+            self.decision.wake_at(backoff.next_attempt)
+            return True
+        return False
+
+    def movable(self, type_name: str) -> int:
+        """Replicas on the type that may move or go: all but the make-before-break one in flight."""
+        return self.decision.counts.get(type_name, 0) - int(self.is_surge_target(type_name))
+
     def least_preferred_with_replicas(self, below_rank: int = -1) -> str | None:
-        candidates = [t for t, n in self.decision.counts.items()
-                      if n - self.decision.surges.get(t, 0) > 0 and self.rank(t) > below_rank]
+        candidates = [t for t in self.decision.counts if self.movable(t) > 0 and self.rank(t) > below_rank]
         return max(candidates, key=self.rank, default=None)
+
+    def settled_total(self) -> int:
+        return sum(self.decision.settled_counts().values())
 
     def _cooling(self, observed: Observed) -> set[str]:
         """Types a replica of this app fell back from within the last unschedulableTimeout."""
@@ -167,16 +198,80 @@ class _Planner:
                     self.decision.wake_at(until)
         return cooling
 
+    def cycled(self, type_name: str) -> bool:
+        """With no room anywhere, a stuck replica tries each listed type once and then waits on the
+        preferred one (where autoscalers are asked first) until capacity changes: no endless churn."""
+        if type_name != self.options[0].name or len(self.options) == 1:
+            return len(self.options) == 1
+        recent = self.attempts[-(len(self.options) - 1):]
+        others = {o.name for o in self.options[1:]}
+        return len(recent) == len(others) and all(a.outcome == Move.FELL_BACK for a in recent) and {
+            a.machine_type for a in recent} == others
+
+    def last_messages(self) -> dict[str, str]:
+        """The scheduler's latest message per type, from the attempt history."""
+        return {a.machine_type: a.message for a in self.attempts if a.message}
+
     # --- steps ---------------------------------------------------------------------------------
     def run(self) -> Decision:
+        self.settle_surge()
         self.reserve_pending()
-        self.settle_surges()
         self.scale_down()
         self.scale_up()
         self.overflow()
         self.move_pending_up()
         self.start_surge()
         return self.decision
+
+    def settle_surge(self) -> None:
+        """Judge the make-before-break replica in flight: failed, done, or still on its way."""
+        d = self.decision
+        surge = d.surge
+        if surge is None:
+            return
+        option = self.by_name.get(surge.to_type)
+        if option is None:  # its type was unlisted meanwhile: the extra replica goes
+            self.shift(surge.to_type, None)
+            d.surge = None
+            return
+        if surge.from_type is not None and self.movable(surge.from_type) <= 0:
+            d.surge = None  # the replica it was to replace is gone already: it stays as an ordinary one
+            return
+        started = surge.since
+        extra = [p for p in self.pods_on(surge.to_type) if started is None or p.created >= started]
+        failed = next((p for p in extra if self.stuck(p) or self.never_ready(p, started or p.created)), None)
+        if failed is not None:
+            d.delete_first.append(failed.name)
+            self.shift(surge.to_type, None)
+            d.surge = None
+            previous = d.probes.get(surge.to_type)
+            message = failed.scheduler_message
+            if failed.pending and not self.room.has_room(option):
+                # the room it was started for is gone (another app took it): try again soon, no penalty
+                failures = previous.failures if previous else 0
+                d.probes[surge.to_type] = ProbeBackoff(failures, self.now + self.policy.unschedulable_timeout)
+                message = f"lost the room to another pod: {message}"
+            else:
+                failures = (previous.failures if previous else 0) + 1
+                d.probes[surge.to_type] = ProbeBackoff(failures, self.now + probe_backoff(failures))
+                if not failed.pending:
+                    message = "bound but never Ready"
+            self.record(Move.PROBE_FAILED, surge.from_type, surge.to_type, message)
+            return
+        if extra and all(p.ready for p in extra):
+            victim = surge.from_type if surge.from_type is not None else self.least_preferred_with_replicas(
+                below_rank=self.rank(surge.to_type))
+            d.surge = None
+            d.probes.pop(surge.to_type, None)
+            if victim is not None:
+                self.shift(victim, None)
+                if victim not in self.by_name:
+                    move = Move.DRAINED
+                elif self.rank(victim) > self.rank(surge.to_type):
+                    move = Move.RETURNED
+                else:
+                    move = Move.MOVED
+                self.record(move, victim, surge.to_type)
 
     def reserve_pending(self) -> None:
         """Our pending pods will land where there is room; take it before placing anything else."""
@@ -185,54 +280,23 @@ class _Planner:
                 if pod.pending:
                     self.room.take(option)
 
-    def settle_surges(self) -> None:
-        d = self.decision
-        for type_name, surge in list(d.surges.items()):
-            option = self.by_name.get(type_name)
-            on_type = self.pods_on(type_name)
-            if option is None:  # its type was unlisted meanwhile
-                for _ in range(surge):
-                    self.shift(type_name, None)
-                del d.surges[type_name]
-                continue
-            stuck = [p for p in on_type if self.stuck(p) or self.never_ready(p)]
-            if stuck:
-                d.delete_first.append(stuck[0].name)
-                failures = d.probes[type_name].failures + 1 if type_name in d.probes else 1
-                d.probes[type_name] = ProbeBackoff(failures, self.now + probe_backoff(failures))
-                self.shift(type_name, None)
-                self._drop_surge(type_name)
-                message = next((p.scheduler_message for p in on_type if p.pending), "")
-                self.record(Move.PROBE_FAILED, None, type_name, message)
-                continue
-            ready = sum(p.ready for p in on_type)
-            if ready >= d.counts.get(type_name, 0) and len(on_type) >= d.counts.get(type_name, 0):
-                victim = self.least_preferred_with_replicas(below_rank=self.rank(type_name))
-                self._drop_surge(type_name)
-                d.probes.pop(type_name, None)
-                if victim is not None:
-                    self.shift(victim, None)
-                    move = Move.DRAINED if victim not in self.by_name else Move.RETURNED
-                    self.record(move, victim, type_name)
-
-    def _drop_surge(self, type_name: str) -> None:
-        self.decision.surges[type_name] -= 1
-        if self.decision.surges[type_name] <= 0:
-            del self.decision.surges[type_name]
-
-    def settled_total(self) -> int:
-        return sum(self.decision.counts.values()) - sum(self.decision.surges.values())
-
     def scale_down(self) -> None:
+        """Fewer replicas: a replica in flight becomes an ordinary one, then replicas that are not Ready
+        go first (least preferred type first), Ready ones last: Ready replicas never drop needlessly."""
+        d = self.decision
+        if self.settled_total() > self.replicas and d.surge is not None:
+            d.surge = None
+        ready = {t: sum(p.ready for p in self.pods_on(t)) for t in d.counts}
         while self.settled_total() > self.replicas:
-            victim = self.least_preferred_with_replicas()
+            spare = [t for t, n in d.counts.items() if n > min(n, ready.get(t, 0))] or list(d.counts)
+            victim = max(spare, key=self.rank)
             self.shift(victim, None)
             self.record(Move.SCALED_DOWN, victim, None)
             # the ReplicaSet removes an unscheduled, then a not-Ready pod first: that one is spoken for
-            doomed = sorted((p for p in self.pods_on(victim) if p.name not in self.decision.delete_first),
+            doomed = sorted((p for p in self.pods_on(victim) if p.name not in d.delete_first),
                             key=lambda p: (p.bound, p.ready))
             if doomed and not doomed[0].ready:
-                self.decision.delete_first.append(doomed[0].name)
+                d.delete_first.append(doomed[0].name)
 
     def scale_up(self) -> None:
         while self.settled_total() < self.replicas:
@@ -241,28 +305,47 @@ class _Planner:
             self.record(Move.SCALED_UP, None, option.name)
 
     def overflow(self) -> None:
-        """Stuck replicas move, one by one, to the most preferred other type with room, else the next one."""
+        """Stuck replicas move, one by one, to the most preferred other type with room, else the next one.
+        A stuck replica of a rollout moves make-before-break: its type's old replicas are still serving."""
         d = self.decision
         for rank, option in enumerate(self.options):
-            if not self.converged(option.name):
+            if not self.converged(option.name) or self.is_surge_target(option.name):
                 continue
-            movable = d.counts.get(option.name, 0) - d.surges.get(option.name, 0)
             stuck = [p for p in self.pods_on(option.name)
-                     if p.name not in d.delete_first and self.stuck(p)][:movable]
+                     if p.name not in d.delete_first and self.stuck(p)][:self.movable(option.name)]
+            rolling = self.rolling(option.name)
             for pod in stuck:
-                if len(self.options) == 1:
-                    d.insufficient[option.display] = pod.scheduler_message
+                if rolling and pod.current:
+                    self.unblock_rollout(option, pod)
                     continue
                 target = self.first_with_room(exclude=option.name)
                 if target is None:
                     d.insufficient[option.display] = pod.scheduler_message
+                    if self.cycled(option.name):
+                        continue
                     target = self.options[(rank + 1) % len(self.options)]
                 self.shift(option.name, target.name)
                 d.delete_first.append(pod.name)
                 self.record(Move.FELL_BACK, option.name, target.name, pod.scheduler_message)
         if d.insufficient:
-            # still stuck on its type until the next timeout; say so again then
+            display = {o.name: o.display for o in self.options}
+            for type_name, message in self.last_messages().items():
+                if type_name in display:
+                    d.insufficient.setdefault(display[type_name], message)
+            # still stuck until capacity changes; look again after a timeout too
             d.wake_at(self.now + self.policy.unschedulable_timeout)
+
+    def unblock_rollout(self, option: TypeOption, pod: PodView) -> None:
+        """The new revision's extra pod finds no room on its type: start one replica on another type;
+        when it is Ready one replica leaves this type, which gives the rollout its room."""
+        d = self.decision
+        if d.surge is not None or d.transitions:
+            return
+        target = self.first_with_room(exclude=option.name, allow_backoff=False)
+        if target is None:
+            d.insufficient[option.display] = f"rollout needs room for one more replica: {pod.scheduler_message}"
+            return
+        self._start(target.name, Move.FELL_BACK, option.name, pod.scheduler_message)
 
     def move_pending_up(self) -> None:
         """Pending replicas on a less preferred (or unlisted) type go up as soon as a better type has room."""
@@ -270,10 +353,9 @@ class _Planner:
         pending = sorted((p for p in self.pods if p.pending and p.name not in d.delete_first
                           and self.converged(p.machine_type)), key=lambda p: -self.rank(p.machine_type))
         for pod in pending:
-            if d.surges.get(pod.machine_type):
-                continue  # a pending pod there is the probe itself
-            movable = d.counts.get(pod.machine_type, 0) - d.surges.get(pod.machine_type, 0)
-            if movable <= 0:
+            if self.is_surge_target(pod.machine_type) or self.rolling(pod.machine_type):
+                continue  # the replica in flight, or a rollout's new pod: judged elsewhere
+            if self.movable(pod.machine_type) <= 0:
                 continue
             rank = self.rank(pod.machine_type)
             target = self.first_with_room(before_rank=rank, allow_cooling=False)
@@ -287,30 +369,35 @@ class _Planner:
     def start_surge(self) -> None:
         """Make-before-break: one extra replica on a better type; a worse one goes once it is Ready."""
         d = self.decision
-        if d.surges or d.transitions or any(p.pending for p in self.pods):
+        if d.surge or d.transitions or any(p.pending or not p.current for p in self.pods):
             return
         if any(not self.converged(t) for t in d.counts):
             return
         unlisted = self.least_preferred_with_replicas(below_rank=len(self.options) - 1)
         if unlisted is not None:
-            target = self.first_with_room() or self.options[0]
-            self._start(target.name, Move.DRAIN_STARTED, unlisted)
+            target = self.probe_target(len(self.options))
+            if target is not None:
+                self._start(target.name, Move.DRAIN_STARTED, unlisted)
             return
         if not self.policy.return_to_preferred:
             return
         worst = self.least_preferred_with_replicas(below_rank=0)
         if worst is None:
             return
-        for option in self.options[: self.rank(worst)]:
-            backoff = d.probes.get(option.name)
-            if backoff is not None and backoff.next_attempt > self.now:
-                d.wake_at(backoff.next_attempt)
-                continue
-            if option.name not in self.cooling and self.room.take(option):
-                self._start(option.name, Move.PROBE_STARTED, worst)
-                return
+        target = self.probe_target(self.rank(worst))
+        if target is not None:
+            self._start(target.name, Move.PROBE_STARTED, worst)
 
-    def _start(self, to_type: str, move: Move, from_type: str) -> None:
+    def probe_target(self, before_rank: int) -> TypeOption | None:
+        """The most preferred type above `before_rank` with room, not backing off, not cooling down."""
+        for option in self.options[:before_rank]:
+            if self.backing_off(option.name) or option.name in self.cooling:
+                continue
+            if self.room.take(option):
+                return option
+        return None
+
+    def _start(self, to_type: str, move: Move, from_type: str, message: str = "") -> None:
         self.shift(None, to_type)
-        self.decision.surges[to_type] = self.decision.surges.get(to_type, 0) + 1
-        self.record(move, from_type, to_type)
+        self.decision.surge = Surge(to_type, from_type, self.now)
+        self.record(move, from_type, to_type, message)

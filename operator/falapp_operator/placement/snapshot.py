@@ -5,9 +5,10 @@ The k8s layer builds these from watched pods/nodes and the app's Deployments; th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class PodView:
     unschedulable_since: datetime | None = None  # PodScheduled=False/Unschedulable lastTransitionTime
     scheduler_message: str = ""
     scale_up_coming: bool = False  # TriggeredScaleUp / Nominated / nominatedNodeName, not since cancelled
+    template: str = ""  # hash of the pod template it was created from
+    current: bool = True  # runs its type's current template (False: an old revision, mid-rollout)
 
     @property
     def pending(self) -> bool:
@@ -54,6 +57,14 @@ class PodView:
         return self.unschedulable_since + wait
 
 
+class Demand(Protocol):
+    """Anything that asks for GPUs, cpu and memory (a type option, a pod's requests)."""
+
+    gpus: int
+    cpu_milli: int
+    memory_bytes: int
+
+
 @dataclass(frozen=True)
 class NodeFree:
     """Unrequested resources on one Ready, schedulable node."""
@@ -62,13 +73,23 @@ class NodeFree:
     cpu_milli: int
     memory_bytes: int
 
-    def fits(self, option: TypeOption) -> bool:
+    def fits(self, option: TypeOption | Demand) -> bool:
         return (self.gpus >= option.gpus and self.cpu_milli >= option.cpu_milli
                 and self.memory_bytes >= option.memory_bytes)
 
-    def minus(self, option: TypeOption) -> NodeFree:
+    def minus(self, option: TypeOption | Demand) -> NodeFree:
         return NodeFree(self.gpus - option.gpus, self.cpu_milli - option.cpu_milli,
                         self.memory_bytes - option.memory_bytes)
+
+
+@dataclass(frozen=True)
+class Surge:
+    """The one make-before-break replica in flight: an extra replica on `to_type`; when it is Ready,
+    one replica leaves `from_type` (None: recorded by an older operator, the least preferred type)."""
+
+    to_type: str
+    from_type: str | None = None
+    since: datetime | None = None  # when it was started; pods created before then are not the probe
 
 
 @dataclass(frozen=True)
@@ -86,6 +107,7 @@ class Attempt:
     machine_type: str
     outcome: str
     end: datetime | None
+    message: str = ""  # the scheduler's message, for fallbacks
 
 
 @dataclass(frozen=True)
@@ -93,7 +115,7 @@ class Observed:
     """The app's current state: Deployment sizes per type, pods, and what status remembers."""
 
     counts: Mapping[str, int] = field(default_factory=dict)  # Deployment spec.replicas per type
-    surges: Mapping[str, int] = field(default_factory=dict)  # make-before-break replicas in flight
+    surge: Surge | None = None  # the make-before-break replica in flight, counted in `counts`
     pods: tuple[PodView, ...] = ()
     probes: Mapping[str, ProbeBackoff] = field(default_factory=dict)
     attempts: tuple[Attempt, ...] = ()
@@ -115,3 +137,15 @@ class Room:
                 nodes[i] = node.minus(option)
                 return True
         return False
+
+
+def after_claims(free: Sequence[NodeFree], claims: Iterable[Demand]) -> list[NodeFree]:
+    """Free room once each claim (another app's pending replica) is placed first-fit; a claim that
+    fits nowhere takes nothing."""
+    nodes = list(free)
+    for claim in claims:
+        for i, node in enumerate(nodes):
+            if node.fits(claim):
+                nodes[i] = node.minus(claim)
+                break
+    return nodes

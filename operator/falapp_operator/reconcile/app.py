@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from falapp_operator.api import MAX_ATTEMPTS, FalAppSpec, MachineType, format_time
+from falapp_operator.api import MAX_ATTEMPTS, FalAppSpec, MachineType, format_time, parse_time
 from falapp_operator.api.conditions import Condition, ConditionType, get_condition, set_condition
 from falapp_operator.placement import (
     Attempt,
@@ -17,6 +17,7 @@ from falapp_operator.placement import (
     PodView,
     Policy,
     ProbeBackoff,
+    Surge,
     decide,
 )
 from falapp_operator.placement.eligibility import Resolution, resolve
@@ -28,6 +29,7 @@ EVENT_REASONS = {
     Move.RETURNED: ("Normal", "ReturnedToPreferred"),
     Move.PROBE_STARTED: ("Normal", "ReturnProbeStarted"),
     Move.PROBE_FAILED: ("Normal", "ReturnProbeFailed"),
+    Move.MOVED: ("Normal", "Moved"),
     Move.PLACED_PREFERRED: ("Normal", "MovedToPreferred"),
     Move.DRAIN_STARTED: ("Normal", "DrainStarted"),
     Move.DRAINED: ("Normal", "Drained"),
@@ -44,10 +46,12 @@ class AppSnapshot:
     status: Mapping  # the FalApp's current status (camelCase dict)
     catalogue: Sequence[MachineType]
     counts: Mapping[str, int]  # Deployment spec.replicas per machine type object name
-    surges: Mapping[str, int]
+    surge: Surge | None  # the make-before-break replica in flight
     pods: Sequence[PodView]
     free: Mapping[str, Sequence[NodeFree]]  # per machine type object name
     now: datetime
+    # why the controller manager cannot create a type's pods (e.g. quota), per machine type
+    replica_failures: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,6 +66,7 @@ class AppPlan:
     deployments: list[dict] = field(default_factory=list)  # to apply
     delete_deployments: list[str] = field(default_factory=list)  # machine types whose Deployment goes
     rescale_unlisted: dict[str, int] = field(default_factory=dict)  # unlisted types draining: new size
+    # (such a Deployment keeps its old template; the rescale also clears its surge annotation)
     service: dict | None = None
     status: dict = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
@@ -84,10 +89,15 @@ def plan(snap: AppSnapshot) -> AppPlan:
     if resolution.problem:
         return invalid(snap.ref, snap.generation, snap.status, resolution.problem, snap.now, snap.pods)
     by_display = {m.display_name: m.metadata.name for m in resolution.types.values()}
+    templates = {o.name: children.pod_template(snap.ref, snap.spec, o, resolution.types[o.name])
+                 for o in resolution.options}
+    hashes = {t: children.template_hash(template) for t, template in templates.items()}
+    pods = tuple(replace(p, current=p.template == hashes[p.machine_type]) if p.machine_type in hashes else p
+                 for p in snap.pods)
     observed = Observed(
         counts=snap.counts,
-        surges=snap.surges,
-        pods=tuple(snap.pods),
+        surge=snap.surge,
+        pods=pods,
         probes=_probes_from_status(snap.status, by_display),
         attempts=_attempts_from_status(snap.status, by_display),
     )
@@ -99,9 +109,8 @@ def plan(snap: AppSnapshot) -> AppPlan:
     for option in resolution.options:
         count = decision.counts.get(option.name, 0)
         if count:
-            result.deployments.append(children.deployment(
-                snap.ref, snap.spec, option, resolution.types[option.name], count,
-                decision.surges.get(option.name, 0)))
+            result.deployments.append(children.deployment(snap.ref, option, templates[option.name], count,
+                                                          decision.surge))
     for type_name in snap.counts:
         if decision.counts.get(type_name, 0) == 0:
             result.delete_deployments.append(type_name)
@@ -109,21 +118,21 @@ def plan(snap: AppSnapshot) -> AppPlan:
         if type_name not in resolution.types and count != snap.counts.get(type_name):
             result.rescale_unlisted[type_name] = count
     result.service = children.service(snap.ref, snap.spec)
-    result.status, result.events = _status(snap, resolution, decision)
+    result.status, result.events = _status(replace(snap, pods=pods), resolution, decision)
     preferred = resolution.options[0].name
-    result.waiting_for_room = any(p.pending for p in snap.pods) or any(
-        t != preferred for t in decision.counts)
+    result.waiting_for_room = any(p.pending for p in pods) or any(t != preferred for t in decision.counts)
     return result
 
 
 def invalid(ref: AppRef, generation: int, status: Mapping, problem: str, now: datetime,
-            pods: Sequence[PodView] = ()) -> AppPlan:
-    """Stalled/InvalidSpec: no children are created or changed; a Warning event when the problem is new."""
+            pods: Sequence[PodView] = (), reason: str = "InvalidSpec") -> AppPlan:
+    """Stalled (InvalidSpec, or a write the API refused): nothing more is written to children; a Warning
+    event when the problem is new."""
     conditions = _conditions(status)
     previous = get_condition(conditions, ConditionType.STALLED)
     for type_, state in ((ConditionType.STALLED, "True"), (ConditionType.READY, "False"),
                          (ConditionType.RECONCILING, "False")):
-        conditions = set_condition(conditions, type_, state, reason="InvalidSpec", message=problem,
+        conditions = set_condition(conditions, type_, state, reason=reason, message=problem,
                                    observed_generation=generation, now=now)
     new_status = dict(status)
     new_status.update({"observedGeneration": generation, "selector": ref.selector,
@@ -133,7 +142,7 @@ def invalid(ref: AppRef, generation: int, status: Mapping, problem: str, now: da
     new_status.setdefault("machines", "")
     events = []
     if previous is None or not previous.is_true or previous.message != problem:
-        events.append(Event("Warning", "InvalidSpec", problem))
+        events.append(Event("Warning", reason, problem))
     return AppPlan(status=new_status, events=events)
 
 
@@ -150,18 +159,14 @@ def _probes_from_status(status: Mapping, by_display: Mapping[str, str]) -> dict[
     for p in status.get("probes") or []:
         name = by_display.get(p.get("machineType"))
         if name and p.get("nextAttempt"):
-            out[name] = ProbeBackoff(int(p.get("failures", 1)), _parse_time(p["nextAttempt"]))
+            out[name] = ProbeBackoff(int(p.get("failures", 1)), parse_time(p["nextAttempt"]))
     return out
 
 
 def _attempts_from_status(status: Mapping, by_display: Mapping[str, str]) -> tuple[Attempt, ...]:
     return tuple(Attempt(by_display.get(a.get("machineType"), a.get("machineType", "")), a.get("outcome", ""),
-                         _parse_time(a["end"]) if a.get("end") else None)
+                         parse_time(a.get("end")), a.get("message") or "")
                  for a in status.get("attempts") or [])
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tuple[dict, list[Event]]:
@@ -193,15 +198,17 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
             continue
         src, dst = display.get(tr.from_type or "", tr.from_type), display.get(tr.to_type or "", tr.to_type)
         start = stuck_since.get(tr.from_type or "") if tr.move == Move.FELL_BACK else None
-        attempts.append({"machineType": src or dst, "start": format_time(start or snap.now),
+        tried = dst if tr.move == Move.PROBE_FAILED else src or dst
+        attempts.append({"machineType": tried, "start": format_time(start or snap.now),
                          "end": format_time(snap.now), "outcome": tr.move.value,
                          "message": (tr.message or "")[:1024]})
         kind, reason = EVENT_REASONS.get(tr.move, ("Normal", tr.move.value))
         text = {
             Move.FELL_BACK: f"replica moved from {src} to {dst}: unschedulable on {src}: {tr.message}",
             Move.RETURNED: f"replica returned to {dst}; removed one from {src}",
+            Move.MOVED: f"a replica on {dst} is Ready; removed one from {src}, so its rollout has room",
             Move.PROBE_STARTED: f"{dst} has room: started a replica there before removing one from {src}",
-            Move.PROBE_FAILED: f"replica on {dst} could not be scheduled; backing off: {tr.message}",
+            Move.PROBE_FAILED: f"extra replica on {dst} failed; backing off: {tr.message}",
             Move.PLACED_PREFERRED: f"pending replica moved from {src} to {dst}, which has room",
             Move.DRAIN_STARTED: f"{src} is no longer listed: started a replica on {dst} first",
             Move.DRAINED: f"removed a replica from unlisted {src}",
@@ -212,33 +219,50 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
     gen, now = snap.generation, snap.now
     conditions = _conditions(snap.status)
     previous_ready = get_condition(conditions, ConditionType.READY)
-    if decision.insufficient:
+    current_ready = sum(p.ready and p.current for p in live)
+    rolling = any(not p.current for p in live)
+    settled = sum(decision.settled_counts().values())
+    failures = {display.get(t, t): m for t, m in snap.replica_failures.items() if t in decision.counts}
+    stalled = ("False", "SpecValid", "")
+    if failures and current_ready < wanted:
+        detail = "; ".join(f"{t}: {msg}" for t, msg in failures.items())
+        ready_state = ("False", "ReplicaFailure", f"pods cannot be created: {detail}")
+        stalled = ready_state
+    elif decision.insufficient:
         detail = "; ".join(f"{t}: {msg or 'unschedulable'}" for t, msg in decision.insufficient.items())
         ready_state = ("False", "InsufficientCapacity", f"no listed machine type has room: {detail}")
     elif (previous_ready is not None and previous_ready.reason == "InsufficientCapacity"
-          and any(p.pending for p in live) and ready < wanted):
+          and any(p.pending for p in live) and current_ready < wanted):
         # the replica is trying its next type; until it lands the app still has nowhere to run it
         ready_state = ("False", "InsufficientCapacity", previous_ready.message or "")
-    elif ready >= wanted and not decision.surges and sum(decision.counts.values()) == wanted:
-        ready_state = ("True", "AllReplicasReady", f"{ready}/{wanted} replicas ready")
+    elif current_ready >= wanted and settled == wanted and not rolling:
+        # a make-before-break replica in flight is extra: the wanted replicas are all Ready
+        ready_state = ("True", "AllReplicasReady", f"{current_ready}/{wanted} replicas ready")
+    elif rolling:
+        ready_state = ("False", "RollingOut", f"{current_ready}/{wanted} replicas ready on the current spec")
     else:
-        ready_state = ("False", "ReplicasNotReady", f"{ready}/{wanted} replicas ready")
+        ready_state = ("False", "ReplicasNotReady", f"{current_ready}/{wanted} replicas ready")
     conditions = set_condition(conditions, ConditionType.READY, ready_state[0], reason=ready_state[1],
                                message=ready_state[2], observed_generation=gen, now=now)
-    if ready_state[1] == "InsufficientCapacity" and (
-            previous_ready is None or previous_ready.reason != "InsufficientCapacity"
+    if ready_state[0] == "False" and ready_state[1] in ("InsufficientCapacity", "ReplicaFailure") and (
+            previous_ready is None or previous_ready.reason != ready_state[1]
             or previous_ready.message != ready_state[2]):
-        events.append(Event("Warning", "InsufficientCapacity", ready_state[2]))
+        events.append(Event("Warning", ready_state[1], ready_state[2]))
     busy = ready_state[0] != "True"
     conditions = set_condition(conditions, ConditionType.RECONCILING, "True" if busy else "False",
-                               reason="Placing" if busy else "Placed",
+                               reason=ready_state[1] if busy else "Placed",
                                message=ready_state[2], observed_generation=gen, now=now)
-    conditions = set_condition(conditions, ConditionType.STALLED, "False", reason="SpecValid", message="",
-                               observed_generation=gen, now=now)
+    conditions = set_condition(conditions, ConditionType.STALLED, stalled[0], reason=stalled[1],
+                               message=stalled[2], observed_generation=gen, now=now)
     off_preferred = {t: n for t, n in decision.counts.items() if t != preferred}
     if off_preferred:
         where = ", ".join(f"{n} on {display.get(t, t)}" for t, n in off_preferred.items())
-        conditions = set_condition(conditions, ConditionType.FALLBACK_ACTIVE, "True", reason="FellBack",
+        surge = decision.surge
+        returning = surge is not None and order.get(surge.to_type, len(order)) < order.get(
+            surge.from_type or "", len(order))
+        where += f"; moving one to {display.get(surge.to_type)} make-before-break" if returning and surge else ""
+        conditions = set_condition(conditions, ConditionType.FALLBACK_ACTIVE, "True",
+                                   reason="Returning" if returning else "FellBack",
                                    message=f"{where} (preferred: {display[preferred]})",
                                    observed_generation=gen, now=now)
     else:

@@ -10,13 +10,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from falapp_operator.api import API_VERSION, FalAppSpec, MachineType
-from falapp_operator.placement.snapshot import TypeOption
+from falapp_operator.api import API_VERSION, FalAppSpec, MachineType, format_time, parse_time
+from falapp_operator.placement.snapshot import Surge, TypeOption
 
 APP_LABEL = "fal.ai/app"
 TYPE_LABEL = "fal.ai/machine-type"
-SURGE_ANNOTATION = "fal.ai/surge"
+SURGE_ANNOTATION = "fal.ai/surge"  # on the Deployment of the make-before-break replica in flight
 HASH_ANNOTATION = "fal.ai/applied-hash"
+TEMPLATE_ANNOTATION = "fal.ai/template-hash"  # on pods: which template (revision) they run
+# Rolling updates never take a Ready replica away first; a type with no room for the one extra pod
+# gets it from the operator, which moves one replica off the type make-before-break.
+ROLLOUT = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 MANAGED_BY = {"app.kubernetes.io/managed-by": "falapp-operator"}
 CONTAINER_NAME = "app"
 VIDEO_CAPABILITIES = "compute,utility,video"
@@ -116,9 +120,8 @@ def pod_labels(app: AppRef, machine_type: str) -> dict[str, str]:
     return {APP_LABEL: app.name, TYPE_LABEL: machine_type, "app.kubernetes.io/name": app.name, **MANAGED_BY}
 
 
-def deployment(app: AppRef, spec: FalAppSpec, option: TypeOption, machine_type: MachineType,
-               replicas: int, surge: int) -> dict:
-    labels = pod_labels(app, option.name)
+def pod_template(app: AppRef, spec: FalAppSpec, option: TypeOption, machine_type: MachineType) -> dict:
+    """The pod template of the type's Deployment, stamped with a hash of itself (TEMPLATE_ANNOTATION)."""
     pod_spec: dict[str, Any] = {
         "containers": [_container(spec, option, machine_type)],
         "securityContext": RESTRICTED_POD,
@@ -131,26 +134,61 @@ def deployment(app: AppRef, spec: FalAppSpec, option: TypeOption, machine_type: 
         "priorityClassName": spec.priority_class_name,
     }
     pod_spec.update({k: v for k, v in optional.items() if v})
-    template_meta: dict[str, Any] = {"labels": {**(spec.pod_labels or {}), **labels}}
-    if spec.pod_annotations:
-        template_meta["annotations"] = dict(spec.pod_annotations)
+    template = {"metadata": {"labels": {**(spec.pod_labels or {}), **pod_labels(app, option.name)},
+                             "annotations": dict(spec.pod_annotations or {})},
+                "spec": pod_spec}
+    template["metadata"]["annotations"][TEMPLATE_ANNOTATION] = _digest(template)
+    return template
+
+
+def template_hash(template: dict) -> str:
+    return template["metadata"]["annotations"][TEMPLATE_ANNOTATION]
+
+
+def deployment(app: AppRef, option: TypeOption, template: dict, replicas: int, surge: Surge | None) -> dict:
+    annotations = {SURGE_ANNOTATION: encode_surge(surge) if surge and surge.to_type == option.name else ""}
     body = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
             "name": deployment_name(app.name, option.name),
             "namespace": app.namespace,
-            "labels": labels,
-            "annotations": {SURGE_ANNOTATION: str(surge)},
+            "labels": pod_labels(app, option.name),
+            "annotations": annotations,
             "ownerReferences": [app.owner_reference()],
         },
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {APP_LABEL: app.name, TYPE_LABEL: option.name}},
-            "template": {"metadata": template_meta, "spec": pod_spec},
+            "strategy": ROLLOUT,
+            "template": template,
         },
     }
     return with_hash(body)
+
+
+def encode_surge(surge: Surge) -> str:
+    return json.dumps({"from": surge.from_type, "since": format_time(surge.since) if surge.since else None},
+                      sort_keys=True)
+
+
+def decode_surge(type_name: str, value: str | None) -> Surge | None:
+    """The annotation's value: JSON from this operator, "1" from an older one, "" or "0" for none."""
+    if not value or value == "0":
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    if isinstance(data, int):
+        return Surge(type_name) if data > 0 else None
+    if not isinstance(data, dict):
+        return None
+    try:
+        since = parse_time(data.get("since"))
+    except (TypeError, ValueError):
+        since = None
+    return Surge(type_name, data.get("from") or None, since)
 
 
 def service(app: AppRef, spec: FalAppSpec) -> dict | None:
@@ -167,8 +205,11 @@ def service(app: AppRef, spec: FalAppSpec) -> dict | None:
     })
 
 
+def _digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def with_hash(body: dict) -> dict:
     """Stamp a hash of the desired object, so an unchanged child needs no API write."""
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-    body["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
+    body["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = _digest(body)
     return body

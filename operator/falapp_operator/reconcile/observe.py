@@ -1,0 +1,65 @@
+"""What the app's children say, read from their API objects (plain dicts): the planner's inputs.
+
+Pure: the controller feeds it what the watches and LISTs return; the simulator under tests/ feeds it
+the objects of its model cluster, so both decide from the same reading of the same fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from falapp_operator.api import parse_time
+from falapp_operator.placement import PodView, Surge
+from falapp_operator.reconcile.children import SURGE_ANNOTATION, TEMPLATE_ANNOTATION, TYPE_LABEL, decode_surge
+
+
+@dataclass
+class ChildrenState:
+    """Per machine type: the Deployment's size, the replica in flight, and why pods cannot be created."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    surge: Surge | None = None
+    # the controller manager's own reason for not creating pods (quota, admission): type -> message
+    replica_failures: dict[str, str] = field(default_factory=dict)
+
+
+def machine_type_of(obj: Mapping) -> str | None:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(TYPE_LABEL)
+
+
+def children_state(deployments: Iterable[Mapping]) -> ChildrenState:
+    state = ChildrenState()
+    for body in deployments:
+        type_name = machine_type_of(body)
+        if type_name is None:
+            continue
+        state.counts[type_name] = (body.get("spec") or {}).get("replicas", 0) or 0
+        surge = decode_surge(type_name, ((body["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION)))
+        if surge is not None and state.surge is None:
+            state.surge = surge
+        for condition in (body.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+                state.replica_failures[type_name] = condition.get("message") or condition.get("reason") or ""
+    return state
+
+
+def pod_view(pod: Mapping, scale_up_coming: bool, now: datetime) -> PodView:
+    """`scale_up_coming`: an autoscaler announced a node for this pod (its events, kept by the caller)."""
+    meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    scheduled = conditions.get("PodScheduled", {})
+    unschedulable = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+    return PodView(
+        name=meta["name"],
+        machine_type=(meta.get("labels") or {}).get(TYPE_LABEL, ""),
+        created=parse_time(meta.get("creationTimestamp")) or now,
+        bound=bool(spec.get("nodeName")),
+        ready=conditions.get("Ready", {}).get("status") == "True",
+        terminating=bool(meta.get("deletionTimestamp")) or status.get("phase") in ("Succeeded", "Failed"),
+        unschedulable_since=(parse_time(scheduled.get("lastTransitionTime")) or now) if unschedulable else None,
+        scheduler_message=scheduled.get("message", "") if unschedulable else "",
+        scale_up_coming=bool(status.get("nominatedNodeName")) or scale_up_coming,
+        template=(meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION, ""),
+    )

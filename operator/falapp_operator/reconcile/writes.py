@@ -1,0 +1,83 @@
+"""The writes one reconcile makes, in order, from its plan and the children as they are now. Pure.
+
+Order matters for availability: grow first (the replacement starts sooner), then mark the pods to go,
+then shrink; the status last, so it never claims what was not written. The controller performs them
+one by one and stops at the first the API refuses; the simulator under tests/ performs them on its
+model cluster and may crash between any two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from falapp_operator.reconcile import children
+from falapp_operator.reconcile.app import AppPlan
+
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+DELETE_FIRST = "-1000"
+# managers whose fields on our children are the cluster's own bookkeeping
+OWN_STATUS_MANAGERS = frozenset({"kube-controller-manager"})
+# fields others may set on our children without it being drift (kubectl rollout restart, tools' notes)
+FOREIGN_OK = ("f:metadata", "f:status", "f:spec.f:template.f:metadata.f:annotations")
+
+
+@dataclass(frozen=True)
+class Write:
+    kind: Literal["apply", "mark", "resize_unlisted", "delete_deployment"]
+    name: str  # object name (pod name for "mark")
+    body: Mapping | None = None  # "apply": the desired object
+    replicas: int = 0  # "resize_unlisted"
+
+
+def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Mapping], pods: Sequence[Mapping],
+                 field_manager: str) -> list[Write]:
+    """Deployment and pod writes of `plan`; the Service and the status are the caller's last steps."""
+    live = {d["metadata"]["name"]: d for d in deployments}
+    marked = {p["metadata"]["name"] for p in pods
+              if (p["metadata"].get("annotations") or {}).get(DELETION_COST) == DELETE_FIRST}
+    changed = [d for d in plan.deployments if (current := live.get(d["metadata"]["name"])) is None
+               or needs_apply(current, d, field_manager)]
+    growing = [d for d in changed if d["spec"]["replicas"] >= _replicas(live.get(d["metadata"]["name"]))]
+    writes = [Write("apply", d["metadata"]["name"], d) for d in growing]
+    writes += [Write("mark", name) for name in plan.mark_for_deletion if name not in marked]
+    writes += [Write("apply", d["metadata"]["name"], d) for d in changed if d not in growing]
+    writes += [Write("resize_unlisted", children.deployment_name(ref.name, t), replicas=n)
+               for t, n in plan.rescale_unlisted.items()]
+    writes += [Write("delete_deployment", children.deployment_name(ref.name, t)) for t in plan.delete_deployments]
+    return writes
+
+
+def status_changed(current: Mapping, desired: Mapping) -> bool:
+    return any(current.get(k) != v for k, v in desired.items())
+
+
+def _replicas(deployment: Mapping | None) -> int:
+    return 0 if deployment is None else (deployment.get("spec") or {}).get("replicas", 0)
+
+
+def needs_apply(current: Mapping, desired: Mapping, field_manager: str) -> bool:
+    """Apply when our desired object changed, or someone else changed a field we set (kubectl edit,
+    kubectl scale). Others' notes (a rollout restart's annotation, labels, status) are left alone."""
+    meta = current["metadata"]
+    if (meta.get("annotations") or {}).get(children.HASH_ANNOTATION) != desired["metadata"]["annotations"][
+            children.HASH_ANNOTATION]:
+        return True
+    for entry in meta.get("managedFields") or []:
+        if entry.get("subresource") == "status" or entry.get("manager") in OWN_STATUS_MANAGERS | {field_manager}:
+            continue
+        if any(not path.startswith(FOREIGN_OK) for path in _field_paths(entry.get("fieldsV1") or {})):
+            return True
+    return False
+
+
+def _field_paths(fields: Mapping, prefix: str = "") -> list[str]:
+    """Leaf paths of a managedFields fieldsV1 set, e.g. `f:spec.f:replicas`."""
+    paths = []
+    for key, sub in fields.items():
+        if key == ".":
+            continue
+        path = f"{prefix}.{key}" if prefix else key
+        paths.extend(_field_paths(sub, path) if isinstance(sub, Mapping) and sub else [path])
+    return paths
