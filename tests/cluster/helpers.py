@@ -44,3 +44,30 @@ def events_for(kctl: Kubectl, name: str, reason: str | None = None) -> list[dict
 
 def node_of(kctl: Kubectl, pod: dict) -> dict:
     return kctl.get("node", pod["spec"]["nodeName"])
+
+
+class Sampler:
+    """Samples a value in the background (every 0.2 s) while a scenario runs; keeps every sample."""
+
+    def __init__(self, sample):
+        import threading
+        self._sample = sample
+        self.samples: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(self._sample())
+            except Exception as e:  # a sample that fails (API hiccup) is recorded, not hidden
+                self.samples.append(e)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -254,7 +254,7 @@ class Controller:
             # the API refused a read or write for this app: say so on the app, retry at the slowest rate
             problem = str(e)
             refused = invalid(ref, generation, status, problem, self.api.clock.now(),
-                              snap.pods if snap else (), reason="WriteRejected")
+                              snap.pods if snap else (), reason="RequestRejected")
             await self._write_status(namespace, name, status, refused.status)
             self._post_events(ref, refused)
             logger.warning("%s/%s: the API refused: %s", namespace, name, problem)

@@ -227,7 +227,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
     if failures and current_ready < wanted:
         detail = "; ".join(f"{t}: {msg}" for t, msg in failures.items())
         ready_state = ("False", "ReplicaFailure", f"pods cannot be created: {detail}")
-        stalled = ready_state
+        stalled = ("True", "ReplicaFailure", ready_state[2])
     elif decision.insufficient:
         detail = "; ".join(f"{t}: {msg or 'unschedulable'}" for t, msg in decision.insufficient.items())
         ready_state = ("False", "InsufficientCapacity", f"no listed machine type has room: {detail}")

@@ -1,0 +1,129 @@
+"""Requests the API server refuses are shown on the FalApp, never passed over in silence.
+
+Each test makes the real API server refuse something the operator asks for (a quota, RBAC, an invalid
+object, a bad selector) and asserts what the user sees: Stalled with the API's own message naming the
+object, a Warning event, and recovery once the cause is gone.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cluster.builders import PrivatePools, falapp
+from tests.cluster.helpers import events_for, wait_condition, wait_placement
+from tests.cluster.test_chart import TokenOperator, token_kubeconfig
+from tests.kube import Kubectl, condition, wait_until
+
+
+@pytest.fixture
+def pools(kubectl: Kubectl, crds):
+    pools = PrivatePools(kubectl)
+    yield pools
+    pools.cleanup()
+
+
+def quota(name: str, hard: dict[str, str]) -> dict:
+    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name}, "spec": {"hard": hard}}
+
+
+def warning(kctl: Kubectl, app: str, reason: str, text: str) -> dict:
+    return wait_until(lambda: next((e for e in events_for(kctl, app, reason)
+                                    if e["type"] == "Warning" and text in e["message"]), None),
+                      timeout=30, message=f"Warning {reason} about {text!r}")
+
+
+def test_quota_refusing_the_deployment_is_shown_then_recovers(kctl, namespace, running_operator, pools):
+    gpu = pools.machine_type("q")
+    pools.add_node("q", gpus=8)
+    kctl.apply(quota("no-deployments", {"count/deployments.apps": "0"}))
+    kctl.apply(falapp("quota", [gpu], gpus=1))
+    stalled = wait_condition(kctl, "falapp", "quota", "Stalled", "True", "RequestRejected", timeout=30)
+    assert f"Deployment {namespace}/quota-{gpu.lower()}" in stalled["message"], stalled
+    assert "exceeded quota" in stalled["message"] and "no-deployments" in stalled["message"], stalled
+    app = kctl.get("falapp", "quota")
+    assert condition(app, "Ready")["status"] == "False"
+    warning(kctl, "quota", "RequestRejected", "exceeded quota")
+    # the admin lifts the quota: the app comes up on its own, and says so
+    kctl.run("delete", "resourcequota", "no-deployments")
+    wait_placement(kctl, "quota", {gpu.lower(): 1}, timeout=60)
+    wait_condition(kctl, "falapp", "quota", "Ready", "True", timeout=30)
+    assert condition(kctl.get("falapp", "quota"), "Stalled")["status"] == "False"
+
+
+def test_invalid_service_is_shown(kctl, namespace, running_operator, pools):
+    """A dotted name is a valid FalApp and Deployment name but not a Service name (DNS-1035)."""
+    gpu = pools.machine_type("svc")
+    pools.add_node("svc", gpus=8)
+    kctl.apply(falapp("web.v2", [gpu], gpus=1, ports=[{"name": "http", "containerPort": 8000}]))
+    stalled = wait_condition(kctl, "falapp", "web.v2", "Stalled", "True", "RequestRejected", timeout=30)
+    assert f"Service {namespace}/web.v2" in stalled["message"] and "Invalid" in stalled["message"], stalled
+    assert condition(kctl.get("falapp", "web.v2"), "Ready")["status"] == "False"
+    warning(kctl, "web.v2", "RequestRejected", "Service")
+
+
+def test_refused_read_is_shown(kctl, running_operator, crds):
+    """A name longer than a label value may be: the API refuses the label selector of its pods."""
+    name = "a" * 70
+    kctl.apply(falapp(name, ["GPU-H100"], gpus=1))
+    stalled = wait_condition(kctl, "falapp", name, "Stalled", "True", "RequestRejected", timeout=30)
+    assert "no more than 63" in stalled["message"], stalled
+    warning(kctl, name, "RequestRejected", "no more than 63")
+
+
+def test_gpu_quota_is_shown_with_its_message(kctl, running_operator, pools):
+    """The ReplicaSet cannot create the second replica's pod: the quota's message reaches the app."""
+    gpu = pools.machine_type("gq")
+    pools.add_node("gq", gpus=8)
+    kctl.apply(quota("gpus", {"requests.nvidia.com/gpu": "1"}))
+    kctl.apply(falapp("gq", [gpu], gpus=1, replicas=2))
+    ready = wait_condition(kctl, "falapp", "gq", "Ready", "False", "ReplicaFailure", timeout=60)
+    assert "exceeded quota" in ready["message"] and gpu in ready["message"], ready
+    assert condition(kctl.get("falapp", "gq"), "Stalled")["status"] == "True"
+    warning(kctl, "gq", "ReplicaFailure", "exceeded quota")
+    kctl.run("delete", "resourcequota", "gpus")
+    wait_condition(kctl, "falapp", "gq", "Ready", "True", timeout=90)
+
+
+def test_rbac_refusal_is_shown(kubectl: Kubectl, kctl: Kubectl, namespace: str, crds, running_operator, pools,
+                               tmp_path):
+    """An operator whose role lacks rights on Services: the 403 and its message are on the app."""
+    sa, role = "no-services", f"falapp-no-services-{namespace}"
+    kctl.run("create", "serviceaccount", sa)
+    rules = [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "patch",
+                                                                       "delete"]},
+        {"apiGroups": ["fal.ai"], "resources": ["falapps", "machinetypes"], "verbs": ["get", "list", "watch",
+                                                                                      "patch"]},
+        {"apiGroups": ["fal.ai"], "resources": ["falapps/status", "machinetypes/status"], "verbs": ["patch"]},
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    ]
+    kubectl.apply([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": role},
+         "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": role},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]},
+    ])
+    limited: TokenOperator | None = None
+    try:
+        running_operator.stop()
+        limited = TokenOperator(token_kubeconfig(kubectl, namespace, sa, tmp_path / "sa.kubeconfig"), tmp_path,
+                                ["--namespace", namespace])
+        limited.start()
+        gpu = pools.machine_type("rb")
+        pools.add_node("rb", gpus=8)
+        kctl.apply(falapp("rbac", [gpu], gpus=1, ports=[{"name": "http", "containerPort": 8000}]))
+        stalled = wait_condition(kctl, "falapp", "rbac", "Stalled", "True", "RequestRejected", timeout=60)
+        assert f"Service {namespace}/rbac" in stalled["message"] and "forbidden" in stalled["message"], stalled
+        warning(kctl, "rbac", "RequestRejected", "forbidden")
+    finally:
+        if limited is not None:
+            limited.stop()
+        kubectl.run("delete", "clusterrolebinding,clusterrole", role, check=False)
+        running_operator.start()

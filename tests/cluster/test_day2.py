@@ -1,0 +1,110 @@
+"""Day-2 operations on the real scheduler: rollouts on a full type, scale-down, returns, restarts.
+
+Each test samples what a user would watch (Ready replicas, the Ready condition) during the scenario
+and asserts the availability rule, not only the end state.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.cluster.builders import PrivatePools, falapp
+from tests.cluster.helpers import Sampler, app_pods, events_for, ready_by_type, wait_condition, wait_placement
+from tests.cluster.test_fallback import post_autoscaler_event
+from tests.kube import Kubectl, condition, wait_until
+
+
+@pytest.fixture
+def pools(kubectl: Kubectl, crds):
+    pools = PrivatePools(kubectl)
+    yield pools
+    pools.cleanup()
+
+
+def images(kctl: Kubectl, app: str) -> set[str]:
+    return {p["spec"]["containers"][0]["image"] for p in app_pods(kctl, app)}
+
+
+def test_rollout_on_a_full_type_moves_one_replica_and_comes_back(kctl, running_operator, pools):
+    """1 replica x 8 GPUs on the only node of its type, then a new image: the rolling update's extra
+    pod has no room, so one replica moves to the next type make-before-break, the rollout proceeds,
+    and the app returns to its preferred type, all without losing its Ready replica."""
+    full, spare = pools.machine_type("full"), pools.machine_type("spare")
+    pools.add_node("full", gpus=8)
+    pools.add_node("spare", gpus=8)
+    kctl.apply(falapp("roll", [full, spare], gpus=8, replicas=1))
+    wait_placement(kctl, "roll", {full.lower(): 1})
+    wait_condition(kctl, "falapp", "roll", "Ready")
+    with Sampler(lambda: sum(ready_by_type(kctl, "roll").values())) as ready:
+        kctl.run("patch", "falapp", "roll", "--type=merge", "-p", '{"spec":{"image":"registry.example.com/app:2"}}')
+        wait_condition(kctl, "falapp", "roll", "Ready", "False", "RollingOut", timeout=30)
+        pods = wait_placement(kctl, "roll", {full.lower(): 1}, timeout=120)
+        wait_until(lambda: images(kctl, "roll") == {"registry.example.com/app:2"}, timeout=60,
+                   message="every pod on the new image")
+        wait_condition(kctl, "falapp", "roll", "Ready", timeout=60)
+    numbers = [s for s in ready.samples if isinstance(s, int)]
+    assert numbers and min(numbers) >= 1, f"Ready replicas dropped to {min(numbers)}"
+    assert pods[0]["spec"]["containers"][0]["image"] == "registry.example.com/app:2"
+    fell = events_for(kctl, "roll", "FellBack")
+    assert fell and spare in fell[0]["message"], [e["message"] for e in fell]
+    assert events_for(kctl, "roll", "ReturnedToPreferred")
+
+
+def test_scale_down_keeps_the_ready_replica(kctl, running_operator, pools):
+    """1 Ready replica on the fallback type + 1 pending on the preferred one, waiting for a node an
+    autoscaler announced: scaling to 1 removes the pending one."""
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    pools.add_node("slow", gpus=8)
+    # only the preferred type listed first, so the replica waits there (its type has no node yet)
+    kctl.apply(falapp("down", [fast], gpus=1, replicas=1, timeout="3s", scale_up_timeout="10m"))
+    pending = wait_until(lambda: next((p for p in app_pods(kctl, "down")
+                                       if (c := condition(p, "PodScheduled")) and c.get("reason") == "Unschedulable"),
+                                      None), timeout=30, message="pending pod on the preferred type")
+    post_autoscaler_event(kctl, pending, "TriggeredScaleUp")
+    kctl.apply(falapp("down", [fast, slow], gpus=1, replicas=2, timeout="3s", scale_up_timeout="10m"))
+    wait_until(lambda: ready_by_type(kctl, "down") == {slow.lower(): 1}, timeout=30, message="one Ready on slow")
+    assert pending["metadata"]["uid"] in {p["metadata"]["uid"] for p in app_pods(kctl, "down")}
+    with Sampler(lambda: sum(ready_by_type(kctl, "down").values())) as ready:
+        kctl.run("scale", "falapp/down", "--replicas=1")
+        wait_placement(kctl, "down", {slow.lower(): 1}, timeout=30)
+        wait_condition(kctl, "falapp", "down", "Ready", timeout=30)
+    numbers = [s for s in ready.samples if isinstance(s, int)]
+    assert min(numbers) == 1, f"the Ready replica was removed (Ready dropped to {min(numbers)})"
+
+
+def test_ready_stays_true_during_a_make_before_break_return(kctl, running_operator, pools):
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    pools.add_node("slow", gpus=8)
+    kctl.apply(falapp("calm", [fast, slow], gpus=4, replicas=1, timeout="3s"))
+    wait_placement(kctl, "calm", {slow.lower(): 1})
+    wait_condition(kctl, "falapp", "calm", "Ready")
+    with Sampler(lambda: condition(kctl.get("falapp", "calm"), "Ready")["status"]) as ready:
+        pools.add_node("fast", gpus=8)
+        wait_placement(kctl, "calm", {fast.lower(): 1}, timeout=60)
+        wait_condition(kctl, "falapp", "calm", "FallbackActive", "False", timeout=30)
+    states = [s for s in ready.samples if isinstance(s, str)]
+    assert states and set(states) == {"True"}, f"Ready flapped during the return: {states}"
+    assert events_for(kctl, "calm", "ReturnedToPreferred")
+
+
+def test_announced_node_survives_an_operator_restart(kctl, running_operator, pools):
+    """The operator restarts while a replica waits for a node an autoscaler announced: it keeps
+    waiting (the announcement is read back from the events), it does not fall back at once."""
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    kctl.apply(falapp("wait", [fast], gpus=1, replicas=1, timeout="3s", scale_up_timeout="10m"))
+    pod = wait_until(lambda: next((p for p in app_pods(kctl, "wait")
+                                   if (c := condition(p, "PodScheduled")) and c.get("reason") == "Unschedulable"),
+                                  None), timeout=30, message="pending pod")
+    post_autoscaler_event(kctl, pod, "TriggeredScaleUp")
+    pools.add_node("slow", gpus=8)
+    running_operator.kill()
+    kctl.apply(falapp("wait", [fast, slow], gpus=1, replicas=1, timeout="3s", scale_up_timeout="10m"))
+    running_operator.start()
+    deadline = time.monotonic() + 10  # well past the 3 s timeout
+    while time.monotonic() < deadline:
+        assert [p["metadata"]["uid"] for p in app_pods(kctl, "wait")] == [pod["metadata"]["uid"]], \
+            "the replica fell back although a node was announced"
+        time.sleep(0.5)
+    assert not events_for(kctl, "wait", "FellBack")
