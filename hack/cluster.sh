@@ -6,6 +6,7 @@
 #   hack/cluster.sh up [--fleet FILE]   build once (cached), start, wait until healthy, create the fleet
 #   hack/cluster.sh down                stop every process this script started
 #   hack/cluster.sh status              print component state; exit 0 only when all are running
+#   hack/cluster.sh restart COMPONENT…  stop the components (e.g. etcd kube-apiserver) and start them again
 #   hack/cluster.sh kubeconfig          print the admin kubeconfig path
 #   hack/cluster.sh bindir              print the directory with the cluster binaries (kubectl included)
 #
@@ -105,7 +106,8 @@ kwok_stages() { # the stages KWOK >= 0.8 needs, read from its module source in t
 kubectl_admin() { "$(bindir)/kubectl" --kubeconfig "$pki/admin.kubeconfig" "$@"; }
 
 cmd_up() {
-  local fleet="$here/fleets/default.yaml"
+  local fleet
+  fleet=$(cat "$state/fleet" 2>/dev/null || echo "$here/fleets/default.yaml")
   while [ $# -gt 0 ]; do
     case "$1" in
       --fleet) fleet=$2; shift 2 ;;
@@ -118,6 +120,7 @@ cmd_up() {
   source "$here/versions.env"
   local bin; bin=$("$here/build-cluster-binaries.sh" all)
   mkdir -p "$logs" "$pids" "$state/etcd"
+  echo "$fleet" >"$state/fleet"
   make_pki
   local t0=$SECONDS
 
@@ -164,18 +167,34 @@ cmd_up() {
   log "up in $((SECONDS - t0))s; kubeconfig: $pki/admin.kubeconfig"
 }
 
-cmd_down() {
-  local c pid
-  for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
-    [ -f "$pids/$c.pid" ] || continue
-    pid=$(cat "$pids/$c.pid")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL -- "-$pid" 2>/dev/null || true
-    fi
-    rm -f "$pids/$c.pid"
+stop_one() { # stop_one <component>: its process group, TERM then KILL
+  local c=$1 pid
+  [ -f "$pids/$c.pid" ] || return 0
+  pid=$(cat "$pids/$c.pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$pids/$c.pid"
+}
+
+cmd_restart() { # the state (etcd data, PKI) is kept: the same cluster comes back
+  local c
+  [ $# -gt 0 ] || die "restart: name the components (${components[*]})"
+  for c in "$@"; do
+    [[ " ${components[*]} " == *" $c "* ]] || die "restart: unknown component $c"
+    stop_one "$c"
   done
+  cmd_up
+}
+
+cmd_down() {
+  local c
+  for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    stop_one "$c"
+  done
+  rm -f "$state/fleet"
   rm -rf "$state/etcd"   # a fresh cluster next time; PKI is kept
   log "down"
 }
@@ -192,7 +211,8 @@ case "${1:-}" in
   up) shift; cmd_up "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  restart) shift; cmd_restart "$@" ;;
   kubeconfig) echo "$pki/admin.kubeconfig" ;;
   bindir) bindir ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -1,0 +1,68 @@
+"""Control-plane faults in the middle of a fallback and of a return: the API server and etcd restart
+(same data), the operator's watches and requests fail for a while; the app converges with no replica
+lost or duplicated. Run last in the session's order of files: the restart takes the cluster away for
+a few seconds."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.cluster.builders import PrivatePools, falapp
+from tests.cluster.helpers import Sampler, app_pods, ready_by_type, wait_condition, wait_placement
+from tests.conftest import CLUSTER
+from tests.kube import Kubectl, condition, wait_until
+
+
+@pytest.fixture
+def pools(kubectl: Kubectl, crds):
+    pools = PrivatePools(kubectl)
+    yield pools
+    pools.cleanup()
+
+
+def restart_control_plane() -> None:
+    subprocess.run([str(CLUSTER), "restart", "etcd", "kube-apiserver"], check=True, capture_output=True)
+
+
+def ready_count(kctl: Kubectl, app: str) -> int:
+    return sum(ready_by_type(kctl, app).values())
+
+
+def test_api_server_and_etcd_restart_during_a_fallback(kctl, running_operator, pools):
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    # GPUs for both replicas but room for one pod: the view says room, the scheduler says no, so the
+    # second replica really goes Unschedulable and must fall back
+    pools.add_node("fast", gpus=8, pods=1)
+    pools.add_node("slow", gpus=8)
+    kctl.apply(falapp("outage", [fast], gpus=4, replicas=1, timeout="3s"))
+    wait_placement(kctl, "outage", {fast.lower(): 1})
+    kctl.apply(falapp("outage", [fast, slow], gpus=4, replicas=2, timeout="3s"))
+    wait_until(lambda: any((c := condition(p, "PodScheduled")) and c.get("reason") == "Unschedulable"
+                           for p in app_pods(kctl, "outage")), timeout=30, message="second replica stuck")
+    with Sampler(lambda: ready_count(kctl, "outage")) as ready:
+        restart_control_plane()  # the fallback's timeout expires while the API is away
+        wait_placement(kctl, "outage", {fast.lower(): 1, slow.lower(): 1}, timeout=90)
+        wait_condition(kctl, "falapp", "outage", "Ready", timeout=60)
+    numbers = [s for s in ready.samples if isinstance(s, int)]
+    assert numbers and min(numbers) >= 1, f"the running replica was lost: {numbers}"
+    assert len(app_pods(kctl, "outage")) == 2
+
+
+def test_api_server_and_etcd_restart_during_a_return(kctl, running_operator, pools):
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    pools.add_node("slow", gpus=8)
+    kctl.apply(falapp("back", [fast, slow], gpus=4, replicas=1, timeout="3s"))
+    wait_placement(kctl, "back", {slow.lower(): 1})
+    wait_condition(kctl, "falapp", "back", "Ready")
+    with Sampler(lambda: ready_count(kctl, "back")) as ready:
+        pools.add_node("fast", gpus=8)
+        wait_until(lambda: any(p["metadata"]["labels"]["fal.ai/machine-type"] == fast.lower()
+                               for p in app_pods(kctl, "back")), timeout=30, message="return probe started")
+        restart_control_plane()
+        wait_placement(kctl, "back", {fast.lower(): 1}, timeout=90)
+        wait_condition(kctl, "falapp", "back", "FallbackActive", "False", timeout=60)
+    numbers = [s for s in ready.samples if isinstance(s, int)]
+    assert numbers and min(numbers) >= 1, f"Ready dropped to {min(numbers)} during the return"
+    assert len(app_pods(kctl, "back")) == 1

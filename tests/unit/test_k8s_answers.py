@@ -1,0 +1,133 @@
+"""The Kubernetes layer's own logic without a cluster: answers checked, the server's clock, the work
+queue's back-off, drift on children, the surge mark."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from falapp_operator.k8s.client import ApiError, ServerClock, _answer
+from falapp_operator.k8s.workqueue import WorkQueue
+from falapp_operator.placement import Surge
+from falapp_operator.reconcile.children import HASH_ANNOTATION, decode_surge, encode_surge
+from falapp_operator.reconcile.writes import needs_apply
+
+
+class Response:
+    """What kubernetes_asyncio returns with _preload_content=False: an unchecked aiohttp response."""
+
+    def __init__(self, status: int, body: dict | bytes, date: datetime | None = None):
+        self.status = status
+        self.reason = "Whatever"
+        self._body = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.headers = {"Date": format_datetime(date, usegmt=True)} if date else {}
+        self.released = False
+
+    async def read(self) -> bytes:
+        return self._body
+
+    def release(self) -> None:
+        self.released = True
+
+
+async def answer(response: Response, clock: ServerClock | None = None):
+    async def call():
+        return response
+    return await _answer(call(), "Deployment ns/app", clock)
+
+
+@pytest.mark.parametrize(("status", "transient"), [(400, False), (403, False), (404, False), (409, True),
+                                                   (422, False), (429, True), (500, True), (503, True)])
+async def test_error_status_raises_with_the_apis_message(status: int, transient: bool):
+    response = Response(status, {"kind": "Status", "reason": "Forbidden", "message": "exceeded quota: q"})
+    with pytest.raises(ApiError) as raised:
+        await answer(response)
+    assert raised.value.status == status and raised.value.transient is transient
+    assert str(raised.value) == f"Deployment ns/app: {status} Forbidden: exceeded quota: q"
+    assert response.released
+
+
+async def test_success_parses_the_body():
+    assert await answer(Response(200, {"items": []})) == {"items": []}
+    assert await answer(Response(200, b"")) is None
+
+
+async def test_error_body_that_is_not_json_is_kept_as_text():
+    with pytest.raises(ApiError, match="upstream connect error"):
+        await answer(Response(502, b"upstream connect error"))
+
+
+async def test_server_clock_follows_the_date_header():
+    clock = ServerClock()
+    ahead = datetime.now(UTC) + timedelta(minutes=5)
+    for _ in range(3):
+        await answer(Response(200, {}, date=ahead), clock)
+    assert abs((clock.now() - (datetime.now(UTC) + timedelta(minutes=5))).total_seconds()) < 2
+
+
+async def test_failed_key_waits_out_its_backoff_despite_events():
+    queue = WorkQueue()
+    key = ("app", "ns", "a")
+    queue.add(key)
+    assert await queue.get() == key
+    queue.retry_after(key, 0.3)
+    queue.done(key)
+    for _ in range(5):  # watch events for the app keep coming
+        queue.add(key)
+        queue.add_after(key, 0)
+    assert len(queue) == 0
+    got = await asyncio.wait_for(queue.get(), 2)
+    assert got == key
+    queue.done(key)
+    queue.close()
+
+
+async def test_urgent_add_cuts_the_backoff_short():
+    queue = WorkQueue()
+    key = ("app", "ns", "a")
+    queue.add(key)
+    await queue.get()
+    queue.retry_after(key, 60)
+    queue.done(key)
+    queue.add(key, urgent=True)  # the user changed the spec
+    assert await asyncio.wait_for(queue.get(), 1) == key
+    queue.close()
+
+
+def child(managers: list[dict]) -> dict:
+    return {"metadata": {"annotations": {HASH_ANNOTATION: "h"}, "managedFields": managers}}
+
+
+DESIRED = {"metadata": {"annotations": {HASH_ANNOTATION: "h"}}}
+
+
+@pytest.mark.parametrize(("manager", "fields", "drift"), [
+    # kubectl rollout restart: an annotation on the pod template, not a field we set
+    ("kubectl-rollout", {"f:spec": {"f:template": {"f:metadata": {"f:annotations": {
+        "f:kubectl.kubernetes.io/restartedAt": {}}}}}}, False),
+    ("argocd", {"f:metadata": {"f:labels": {"f:team": {}}}}, False),
+    ("kubectl", {"f:spec": {"f:replicas": {}}}, True),  # kubectl scale
+    ("kubectl-edit", {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+        'k:{"name":"app"}': {"f:image": {}}}}}}}, True),
+])
+def test_drift_is_a_foreign_change_to_a_field_we_set(manager: str, fields: dict, drift: bool):
+    ours = {"manager": "falapp-operator", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    theirs = {"manager": manager, "operation": "Update", "fieldsV1": fields}
+    assert needs_apply(child([ours, theirs]), DESIRED, "falapp-operator") is drift
+
+
+def test_changed_desired_object_is_applied():
+    assert needs_apply(child([]), {"metadata": {"annotations": {HASH_ANNOTATION: "other"}}}, "falapp-operator")
+
+
+@pytest.mark.parametrize(("value", "want"), [
+    ("", None), ("0", None), ("1", Surge("t")), ("garbage", None), ("[1]", None),
+    (encode_surge(Surge("t", "u", datetime(2026, 1, 1, tzinfo=UTC))), Surge("t", "u", datetime(2026, 1, 1, tzinfo=UTC))),
+    ('{"from": "u", "since": "not a time"}', Surge("t", "u", None)),
+])
+def test_surge_mark_round_trip_and_old_forms(value: str, want: Surge | None):
+    assert decode_surge("t", value) == want
