@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
 
 from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec
 from falapp_operator.placement import NodeFree, PodView
 from falapp_operator.reconcile.app import AppSnapshot, invalid, plan
 from falapp_operator.reconcile.children import AppRef
 
+REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 GI = 1024**3
 H100, A100 = "gpu-h100", "gpu-a100"
@@ -57,6 +61,12 @@ def falapp(status: dict, generation: int = 1, app_spec: FalAppSpec | None = None
 
 
 # --- the samples ---------------------------------------------------------------------------------------
+def created() -> dict:
+    """Just created, the operator has not looked yet: the status is the CRD's default."""
+    crd = yaml.safe_load((REPO / "crds" / "fal.ai_falapps.yaml").read_text())
+    return falapp(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["default"])
+
+
 def new_app() -> dict:
     """First reconcile: Deployments just created, no pod yet."""
     return falapp(plan(snapshot(spec())).status)
@@ -121,6 +131,7 @@ def deleting() -> dict:
 
 # name -> (object, kstatus status, Argo CD health status)
 SAMPLES = {
+    "created": (created, "InProgress", "Progressing"),
     "new-app": (new_app, "InProgress", "Progressing"),
     "replicas-starting": (replicas_starting, "InProgress", "Progressing"),
     "ready": (ready_app, "Current", "Healthy"),

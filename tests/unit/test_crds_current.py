@@ -158,6 +158,18 @@ def test_falapp_crd_shape() -> None:
     assert schema["properties"]["status"]["properties"]["attempts"]["maxItems"] == 20
 
 
+def test_falapp_status_default_is_unobserved() -> None:
+    """A new FalApp reads back with status.observedGeneration 0 (kstatus: InProgress, not Current);
+    the default is a status the operator itself accepts. MachineType keeps no status default."""
+    from falapp_operator.api import FalAppStatus
+
+    status = _schema(FALAPP.kind)["properties"]["status"]
+    assert status["default"] == {"observedGeneration": 0}
+    assert status["properties"]["observedGeneration"]["minimum"] == 0
+    assert FalAppStatus.model_validate(status["default"]).observed_generation == 0
+    assert "default" not in _schema(MACHINETYPE.kind)["properties"]["status"]
+
+
 def test_machinetype_crd_shape() -> None:
     crd = _crd(MACHINETYPE.kind)
     assert crd == build_crd(MACHINETYPE)

@@ -82,6 +82,23 @@ def test_stalled_is_terminal_and_names_the_problem():
     assert state == "Failed" and "GPU-NOPE" in message
 
 
+def test_new_object_with_defaulted_status_is_in_progress():
+    """A FalApp without status would be Current at once (Helm 4 `--wait` and Flux would pass before the
+    operator saw it); the CRD defaults status to observedGeneration 0, so a new object is InProgress."""
+    obj = status_samples.created()
+    assert obj["status"] == {"observedGeneration": 0} and obj["metadata"]["generation"] == 1
+    state, message = kstatus(obj)
+    assert state == "InProgress" and message == "FalApp generation is 1, but latest observed generation is 0"
+    bare = status_samples.created()
+    del bare["status"]
+    assert kstatus(bare)[0] == "Current"
+    # the planner takes the defaulted status as its input: its first status is still InProgress, as Reconciling
+    first = status_samples.plan(status_samples.snapshot(status_samples.spec(), status=obj["status"])).status
+    assert first["observedGeneration"] == 1
+    assert kstatus(status_samples.falapp(first)) == kstatus(status_samples.new_app())
+    assert kstatus(status_samples.new_app())[0] == "InProgress"
+
+
 def test_lagging_observed_generation_wins_over_conditions():
     state, message = kstatus(status_samples.spec_changed_not_observed())
     assert state == "InProgress" and "generation is 2, but latest observed generation is 1" in message

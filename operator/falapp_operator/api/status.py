@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from falapp_operator.api.common import MAX_MACHINE_TYPES, StatusModel, Timestamp, list_map
 from falapp_operator.api.conditions import Condition
@@ -79,8 +79,17 @@ class ProbeBackoff(StatusModel):
     next_attempt: Timestamp | None = Field(None, description="Earliest time of the next probe.")
 
 
+# The status a FalApp has before the operator first writes one: the CRD's structural default for
+# `status`, so the apiserver shows it on every read of a new object. kstatus (Flux, Helm 4 `--wait`)
+# reads a FalApp without status as Current; with observedGeneration 0 != metadata.generation it is
+# InProgress until the operator has looked at the app.
+UNOBSERVED_STATUS = {"observedGeneration": 0}
+
+
 class FalAppStatus(StatusModel):
     """Observed state of a FalApp, written by the operator."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema.update(default=dict(UNOBSERVED_STATUS)))
 
     observed_generation: int | None = Field(
         None, ge=0, description="The metadata.generation last reconciled."
