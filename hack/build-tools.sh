@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the chart-checking tools from pinned Go modules and caches them, like the cluster binaries:
-#   helm        (helm.sh/helm/v3, HELM_VERSION)
+#   helm        (helm.sh/helm/v4, HELM_VERSION)
 #   kubeconform (github.com/yannh/kubeconform, KUBECONFORM_VERSION)
 # Prints the directory holding them. Nothing is downloaded but Go modules.
 set -euo pipefail
@@ -16,16 +16,12 @@ build_helm() {
   [ -x "$bindir/helm" ] && return 0
   mkdir -p "$bindir"
   log "building helm $HELM_VERSION"
-  # The same -X flags as helm's Makefile: its version, and the Kubernetes minor its client-go is
-  # (the default .Capabilities.KubeVersion of `helm template` and `helm lint`'s deprecation checks).
-  local modfile k8s_minor ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" pkg
-  modfile=$(cd "$bindir" && go mod download -json "helm.sh/helm/v3@$HELM_VERSION" |
-            sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-  k8s_minor=$(sed -n 's#^\s*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$modfile")
-  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
-    ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
-  done
-  GOBIN="$bindir" go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  # Helm 4's Makefile sets its version with -X on helm.sh/helm/v4/internal/version (metadata empty:
+  # a release build). The Kubernetes version of `helm template`/`helm lint` (.Capabilities.KubeVersion)
+  # is no longer an -X flag: helm 4 reads its k8s.io/client-go version from the binary's build info,
+  # which `go install module@version` records.
+  GOBIN="$bindir" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
 }
 
 build_kubeconform() {

@@ -1,8 +1,13 @@
 """The Helm chart: lint, `helm template | kubeconform -strict`, install on the rig, and the operator doing
 the placement/fallback flow with nothing but the chart's RBAC (and no access to Secrets).
 
-helm and kubeconform are built from pinned Go modules by hack/build-tools.sh. kubeconform gets its
-schemas offline: built-in kinds from the rig's own OpenAPI (/openapi/v2), our kinds from crds/.
+helm (Helm 4) and kubeconform are built from pinned Go modules by hack/build-tools.sh. kubeconform gets
+its schemas offline: built-in kinds from the rig's own OpenAPI (/openapi/v2), our kinds from crds/.
+
+Helm 4's `--wait` takes a strategy; without the flag it waits for hooks only. The tests name it:
+`--wait=watcher` (kstatus, as Flux reads objects). The last tests install a chart holding a FalApp and
+check what a user sees from `helm install --wait`: success once the app is Ready, a fast failure when
+it is Stalled, and a wait (not a false success) while the operator has not looked at a new app.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,7 @@ from tests.cluster.builders import PrivatePools, falapp
 from tests.cluster.conftest import OperatorProcess
 from tests.cluster.helpers import events_for, wait_condition, wait_placement
 from tests.conftest import REPO
-from tests.kube import Kubectl, wait_until
+from tests.kube import Kubectl, condition, wait_until
 
 CHART = REPO / "charts" / "falapp-operator"
 BUILD_TOOLS = REPO / "hack" / "build-tools.sh"
@@ -348,7 +355,7 @@ def test_helm_install_upgrade_uninstall_on_the_rig(kubectl: Kubectl, kctl: Kubec
     values.write_text(yaml.safe_dump({"catalog": {"machineTypes": [custom]}}))
     admin = kubectl.kubeconfig
     helm(tools, "install", release, str(CHART), "--namespace", namespace, "-f", str(values),
-         "--take-ownership", "--wait", "--timeout", "120s", kubeconfig=admin)
+         "--take-ownership", "--wait=watcher", "--timeout", "120s", kubeconfig=admin)
     try:
         fullname = release
         for kind in ("deployment", "serviceaccount", "service"):
@@ -367,11 +374,12 @@ def test_helm_install_upgrade_uninstall_on_the_rig(kubectl: Kubectl, kctl: Kubec
                           timeout=60, message="operator pod created")
         assert pods[0]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
         helm(tools, "upgrade", release, str(CHART), "--namespace", namespace, "-f", str(values),
-             "--set", "logFormat=json", "--wait", "--timeout", "120s", kubeconfig=admin)
+             "--set", "logFormat=json", "--wait=watcher", "--timeout", "120s", kubeconfig=admin)
         args = kctl.get("deployment", fullname)["spec"]["template"]["spec"]["containers"][0]["args"]
         assert "--log-format=json" in args
     finally:
-        helm(tools, "uninstall", release, "--namespace", namespace, "--wait", kubeconfig=admin, check=False)
+        helm(tools, "uninstall", release, "--namespace", namespace, "--wait=watcher", kubeconfig=admin,
+             check=False)
     # the CRDs (and every FalApp) stay; what the release owned goes
     for crd in ("falapps.fal.ai", "machinetypes.fal.ai"):
         kubectl.get("crd", crd)
@@ -501,3 +509,105 @@ def test_operator_runs_with_only_the_chart_rbac(scope: str, kubectl: Kubectl, kc
         helm(tools, "uninstall", release, "--namespace", namespace, kubeconfig=kubectl.kubeconfig, check=False)
         if running_operator.proc is None or running_operator.proc.poll() is not None:
             running_operator.start()
+
+
+# --- Helm 4 --wait on a FalApp (kstatus) ---------------------------------------------------------------
+WAIT_TIMEOUT = 120  # seconds: helm's --timeout for the FalApp charts
+
+
+def falapp_chart(directory: Path, app: dict) -> Path:
+    """A minimal chart whose only template is one FalApp, as a team would ship its app."""
+    directory.mkdir(parents=True)
+    (directory / "Chart.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "v2", "name": "gpu-app", "version": "0.1.0", "type": "application"}))
+    (directory / "templates").mkdir()
+    (directory / "templates" / "falapp.yaml").write_text(yaml.safe_dump(app))
+    return directory
+
+
+def install_waiting(tools: Path, kubectl: Kubectl, release: str, chart: Path, namespace: str,
+                    timeout: float = WAIT_TIMEOUT) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`helm install --wait=watcher --timeout`: the result and how long it took (seconds)."""
+    started = time.monotonic()
+    result = helm(tools, "install", release, str(chart), "--namespace", namespace, "--wait=watcher",
+                  "--timeout", f"{timeout:g}s", kubeconfig=kubectl.kubeconfig, check=False,
+                  timeout=timeout + 60)
+    return result, time.monotonic() - started
+
+
+def _time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def test_helm_wait_succeeds_once_the_falapp_is_ready(kubectl: Kubectl, kctl: Kubectl, namespace: str, crds,
+                                                     tools: Path, running_operator, tmp_path: Path):
+    pools = PrivatePools(kubectl)
+    release = "gpu-app-ready"
+    try:
+        machine_type = pools.machine_type("room")
+        pools.add_node("room", gpus=8)
+        chart = falapp_chart(tmp_path / "chart", falapp("waited", [machine_type], gpus=1, replicas=2))
+        started = datetime.now(UTC).replace(microsecond=0)
+        result, elapsed = install_waiting(tools, kubectl, release, chart, namespace)
+        app = kctl.get("falapp", "waited")  # read the moment helm returns
+        print(f"helm install --wait=watcher: exit {result.returncode} after {elapsed:.1f}s")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "STATUS: deployed" in result.stdout
+        ready = condition(app, "Ready")
+        assert ready is not None and ready["status"] == "True", app.get("status")
+        assert app["status"]["observedGeneration"] == app["metadata"]["generation"]
+        assert app["status"]["readyReplicas"] == 2 and app["status"]["machines"] == f"{machine_type}x2"
+        # it turned Ready while helm was waiting, not before
+        assert _time(ready["lastTransitionTime"]) >= started
+        assert elapsed < WAIT_TIMEOUT
+    finally:
+        helm(tools, "uninstall", release, "--namespace", namespace, kubeconfig=kubectl.kubeconfig, check=False)
+        pools.cleanup()
+
+
+def test_helm_wait_fails_fast_on_a_stalled_falapp(kubectl: Kubectl, kctl: Kubectl, namespace: str, crds,
+                                                  tools: Path, running_operator, tmp_path: Path):
+    unknown = f"GPU-NOPE-{uuid.uuid4().hex[:6].upper()}"
+    release = "gpu-app-stalled"
+    chart = falapp_chart(tmp_path / "chart", falapp("stalled", [unknown], gpus=1))
+    try:
+        result, elapsed = install_waiting(tools, kubectl, release, chart, namespace)
+        output = result.stdout + result.stderr
+        print(f"helm install --wait=watcher: exit {result.returncode} after {elapsed:.1f}s\n{output}")
+        assert result.returncode != 0, output
+        assert elapsed < WAIT_TIMEOUT / 4, f"helm took {elapsed:.1f}s of its {WAIT_TIMEOUT}s timeout"
+        # the user is told which object failed and why
+        assert f"FalApp/{namespace}/stalled" in output and "status: Failed" in output, output
+        assert unknown in output, output
+        stalled = condition(kctl.get("falapp", "stalled"), "Stalled")
+        assert stalled is not None and stalled["status"] == "True" and stalled["reason"] == "InvalidSpec"
+        status = helm(tools, "status", release, "--namespace", namespace, kubeconfig=kubectl.kubeconfig)
+        assert "STATUS: failed" in status.stdout, status.stdout
+    finally:
+        helm(tools, "uninstall", release, "--namespace", namespace, kubeconfig=kubectl.kubeconfig, check=False)
+
+
+def test_helm_wait_waits_for_the_operator_to_see_a_new_falapp(kubectl: Kubectl, kctl: Kubectl, namespace: str,
+                                                              crds, tools: Path, running_operator,
+                                                              tmp_path: Path):
+    """With no operator running, a new FalApp is not Current: the CRD defaults its status to
+    observedGeneration 0, so `helm install --wait` waits (here: times out) instead of passing at once."""
+    release = "gpu-app-unseen"
+    chart = falapp_chart(tmp_path / "chart", falapp("unseen", ["GPU-H100"], gpus=1))
+    running_operator.stop()
+    try:
+        created = kctl.run("create", "-o", "json", "-f", "-", input=yaml.safe_dump(
+            falapp("created", ["GPU-H100"], gpus=1)))
+        assert json.loads(created.stdout)["status"] == {"observedGeneration": 0}
+        result, elapsed = install_waiting(tools, kubectl, release, chart, namespace, timeout=8)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and elapsed >= 8, output
+        assert f"FalApp/{namespace}/unseen" in output and "status: InProgress" in output, output
+        assert "generation is 1, but latest observed generation is 0" in output, output
+        assert kctl.get("falapp", "unseen")["status"] == {"observedGeneration": 0}
+    finally:
+        helm(tools, "uninstall", release, "--namespace", namespace, kubeconfig=kubectl.kubeconfig, check=False)
+        running_operator.start()
+    # the operator's first status write (a merge patch on /status) replaces the default
+    wait_until(lambda: kctl.get("falapp", "created")["status"].get("observedGeneration") == 1, timeout=60,
+               message="operator observed the created FalApp")
