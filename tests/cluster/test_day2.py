@@ -108,3 +108,41 @@ def test_announced_node_survives_an_operator_restart(kctl, running_operator, poo
             "the replica fell back although a node was announced"
         time.sleep(0.5)
     assert not events_for(kctl, "wait", "FellBack")
+
+
+def test_freed_room_is_claimed_by_one_app_at_a_time(kctl, running_operator, pools):
+    """Three apps wait on their fallback type; room for one appears on the preferred type: one app
+    returns, the others do not start probes that can only fail (and then back off for long)."""
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    for _ in range(3):
+        pools.add_node("slow", gpus=8)
+    apps = ["herd-a", "herd-b", "herd-c"]
+    for app in apps:
+        kctl.apply(falapp(app, [fast, slow], gpus=8, replicas=1, timeout="3s"))
+    for app in apps:
+        wait_placement(kctl, app, {slow.lower(): 1}, timeout=60)
+    pools.add_node("fast", gpus=8)
+    wait_until(lambda: sum(ready_by_type(kctl, a).get(fast.lower(), 0) for a in apps) == 1, timeout=60,
+               message="one app back on the preferred type")
+    time.sleep(8)  # several timeouts: would any other app start (and fail) a probe meanwhile?
+    started = {a: len(events_for(kctl, a, "ReturnProbeStarted")) for a in apps}
+    failed = {a: len(events_for(kctl, a, "ReturnProbeFailed")) for a in apps}
+    assert sum(started.values()) == 1, started
+    assert sum(failed.values()) == 0, failed
+
+
+def test_no_room_anywhere_tries_each_type_once_then_waits(kctl, running_operator, pools):
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    kctl.apply(falapp("nowhere", [fast, slow], gpus=1, replicas=1, timeout="2s"))
+    ready = wait_condition(kctl, "falapp", "nowhere", "Ready", "False", "InsufficientCapacity", timeout=30)
+    wait_until(lambda: len(events_for(kctl, "nowhere", "FellBack")) >= 2, timeout=30, message="one round")
+    time.sleep(8)  # four more timeouts
+    assert len(events_for(kctl, "nowhere", "FellBack")) == 2, "the replica kept cycling"
+    pods = app_pods(kctl, "nowhere")
+    assert [p["metadata"]["labels"]["fal.ai/machine-type"] for p in pods] == [fast.lower()], \
+        "it waits on the preferred type, where an autoscaler is asked first"
+    ready = condition(kctl.get("falapp", "nowhere"), "Ready")
+    assert fast in ready["message"] and slow in ready["message"], ready
+    # room appears on the second type: the replica goes there at once
+    pools.add_node("slow", gpus=8)
+    wait_placement(kctl, "nowhere", {slow.lower(): 1}, timeout=20)

@@ -7,6 +7,7 @@ would read, built from a small snapshot of the app (pods, Deployment sizes, free
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import yaml
 
 from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec
 from falapp_operator.placement import NodeFree, PodView
+from falapp_operator.placement.eligibility import resolve
 from falapp_operator.reconcile.app import AppSnapshot, invalid, plan
-from falapp_operator.reconcile.children import AppRef
+from falapp_operator.reconcile.children import AppRef, pod_template, template_hash
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -43,11 +45,21 @@ def pod(name: str, machine_type: str = H100, *, ready: bool = False, bound: bool
                    scheduler_message=UNSCHEDULABLE if since else "")
 
 
+def current_templates(app_spec: FalAppSpec) -> dict[str, str]:
+    """The template hash of each listed type: the pods the Deployments create now carry it."""
+    resolution = resolve(app_spec, DEFAULT_CATALOG)
+    return {o.name: template_hash(pod_template(REF, app_spec, o, resolution.types[o.name]))
+            for o in resolution.options}
+
+
 def snapshot(app_spec: FalAppSpec, *, status: dict | None = None, counts: dict[str, int] | None = None,
              pods: list[PodView] = (), free: dict[str, list[NodeFree]] | None = None,
              generation: int = 1) -> AppSnapshot:
+    """`pods` run the current spec (a rollout is not what these samples show)."""
+    templates = current_templates(app_spec)
+    pods = [replace(p, template=templates.get(p.machine_type, "")) for p in pods]
     return AppSnapshot(ref=REF, generation=generation, spec=app_spec, status=status or {},
-                       catalogue=list(DEFAULT_CATALOG), counts=counts or {}, surges={}, pods=list(pods),
+                       catalogue=list(DEFAULT_CATALOG), counts=counts or {}, surge=None, pods=list(pods),
                        free=free if free is not None else {H100: room(), A100: room()}, now=NOW)
 
 

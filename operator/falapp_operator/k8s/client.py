@@ -183,8 +183,11 @@ class KubeApi:
     async def list_pods(self) -> list[dict]:
         return [p async for p in self._pages("Pods", self.core.list_pod_for_all_namespaces)]
 
-    async def list_events(self, reason: str) -> list[dict]:
-        """Events with one reason, in every namespace (the API filters them)."""
+    async def list_events(self, reason: str, namespace: str | None = None) -> list[dict]:
+        """Events with one reason (the API filters them), in one namespace or in all."""
+        if namespace:
+            return [e async for e in self._pages(f"Events {reason} in {namespace}", self.core.list_namespaced_event,
+                                                 namespace, field_selector=f"reason={reason}")]
         return [e async for e in self._pages(f"Events {reason}", self.core.list_event_for_all_namespaces,
                                              field_selector=f"reason={reason}")]
 

@@ -62,9 +62,11 @@ class Controller:
         for body in await self.api.list_machinetypes():
             self.machinetype_event(body, deleted=False)
         await self.resync()
+        namespaces = [n for n in self.settings.watch_namespaces.split(",") if n] or [None]
         for reason in sorted(SCALE_UP_REASONS):
-            for body in await self.api.list_events(reason):
-                self.scale_signal_event(body)
+            for namespace in namespaces:  # where the events watch sees them: only our pods matter
+                for body in await self.api.list_events(reason, namespace):
+                    self.scale_signal_event(body)
         self._workers = [asyncio.create_task(self._worker(), name=f"falapp-worker-{i}")
                          for i in range(self.settings.workers)]
         if self.settings.resync_period:
@@ -247,6 +249,8 @@ class Controller:
                 replica_failures=state.replica_failures,
             )
             result = plan(snap)
+            # before the first await: an app planned after this one sees the room as taken
+            self._expect(namespace, name, snap, result)
             await self._execute(ref, body, deployments, pods, result)
         except ApiError as e:
             if e.transient:
@@ -260,7 +264,6 @@ class Controller:
             logger.warning("%s/%s: the API refused: %s", namespace, name, problem)
             self.queue.retry_after(("app", namespace, name), self.settings.error_backoff_max)
             return
-        self._expect(namespace, name, snap, result)
         for tr in result.decision.transitions if result.decision else ():
             logger.info("%s/%s: %s %s -> %s (decided %.3fs ago)", namespace, name, tr.move.value, tr.from_type,
                         tr.to_type, (self.api.clock.now() - now).total_seconds())

@@ -113,8 +113,17 @@ class _Planner:
         return [p for p in self.pods if p.machine_type == type_name]
 
     def rolling(self, type_name: str) -> bool:
-        """A rollout is under way on this type: some of its pods run an older template."""
-        return any(not p.current for p in self.pods_on(type_name))
+        """A rollout is under way on this type: its pods run more than one template (ours changed, or
+        someone restarted the Deployment)."""
+        pods = self.pods_on(type_name)
+        return any(not p.current for p in pods) or len({p.revision for p in pods}) > 1
+
+    def new_revision(self, pod: PodView) -> bool:
+        """The pod belongs to the revision a rollout on its type is rolling to."""
+        pods = self.pods_on(pod.machine_type)
+        if any(not p.current for p in pods):
+            return pod.current
+        return pod.revision == max(pods, key=lambda p: p.created).revision
 
     def converged(self, type_name: str) -> bool:
         """The ReplicaSets have as many live pods as wanted (one more while rolling out, maxSurge 1):
@@ -315,7 +324,7 @@ class _Planner:
                      if p.name not in d.delete_first and self.stuck(p)][:self.movable(option.name)]
             rolling = self.rolling(option.name)
             for pod in stuck:
-                if rolling and pod.current:
+                if rolling and self.new_revision(pod):
                     self.unblock_rollout(option, pod)
                     continue
                 target = self.first_with_room(exclude=option.name)
@@ -369,7 +378,7 @@ class _Planner:
     def start_surge(self) -> None:
         """Make-before-break: one extra replica on a better type; a worse one goes once it is Ready."""
         d = self.decision
-        if d.surge or d.transitions or any(p.pending or not p.current for p in self.pods):
+        if d.surge or d.transitions or any(p.pending for p in self.pods) or any(map(self.rolling, d.counts)):
             return
         if any(not self.converged(t) for t in d.counts):
             return

@@ -44,6 +44,7 @@ class PodView:
     scale_up_coming: bool = False  # TriggeredScaleUp / Nominated / nominatedNodeName, not since cancelled
     template: str = ""  # hash of the pod template it was created from
     current: bool = True  # runs its type's current template (False: an old revision, mid-rollout)
+    revision: str = ""  # its ReplicaSet's pod-template-hash (a `kubectl rollout restart` changes only this)
 
     @property
     def pending(self) -> bool:

@@ -62,4 +62,5 @@ def pod_view(pod: Mapping, scale_up_coming: bool, now: datetime) -> PodView:
         scheduler_message=scheduled.get("message", "") if unschedulable else "",
         scale_up_coming=bool(status.get("nominatedNodeName")) or scale_up_coming,
         template=(meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION, ""),
+        revision=(meta.get("labels") or {}).get("pod-template-hash", ""),
     )
