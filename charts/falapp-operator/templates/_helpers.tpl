@@ -84,13 +84,10 @@ RBAC rules. Each verb is one the operator (falapp_operator/k8s/client.py) or kop
 - apiGroups: [fal.ai]
   resources: [falapps/status]
   verbs: [get, patch]
-# one Deployment per machine type in use (server-side apply), scaled while draining unlisted types
+# one Deployment per machine type in use (server-side apply; a merge patch resizes an unlisted type's)
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
-- apiGroups: [apps]
-  resources: [deployments/scale]
-  verbs: [patch]
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch, delete]
