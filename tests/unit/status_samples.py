@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec
-from falapp_operator.placement import NodeFree, PodView
+from falapp_operator.placement import NodeFree, PodView, Surge
 from falapp_operator.placement.eligibility import resolve
 from falapp_operator.reconcile.app import AppSnapshot, invalid, plan
 from falapp_operator.reconcile.children import AppRef, pod_template, template_hash
@@ -54,13 +54,16 @@ def current_templates(app_spec: FalAppSpec) -> dict[str, str]:
 
 def snapshot(app_spec: FalAppSpec, *, status: dict | None = None, counts: dict[str, int] | None = None,
              pods: list[PodView] = (), free: dict[str, list[NodeFree]] | None = None,
-             generation: int = 1) -> AppSnapshot:
-    """`pods` run the current spec (a rollout is not what these samples show)."""
+             generation: int = 1, old_pods: list[PodView] = (), surge: Surge | None = None,
+             replica_failures: dict[str, str] | None = None) -> AppSnapshot:
+    """`pods` run the current spec; `old_pods` an earlier one (a rollout under way)."""
     templates = current_templates(app_spec)
     pods = [replace(p, template=templates.get(p.machine_type, "")) for p in pods]
+    pods += [replace(p, template="an-earlier-template") for p in old_pods]
     return AppSnapshot(ref=REF, generation=generation, spec=app_spec, status=status or {},
-                       catalogue=list(DEFAULT_CATALOG), counts=counts or {}, surge=None, pods=list(pods),
-                       free=free if free is not None else {H100: room(), A100: room()}, now=NOW)
+                       catalogue=list(DEFAULT_CATALOG), counts=counts or {}, surge=surge, pods=list(pods),
+                       free=free if free is not None else {H100: room(), A100: room()}, now=NOW,
+                       replica_failures=replica_failures or {})
 
 
 def falapp(status: dict, generation: int = 1, app_spec: FalAppSpec | None = None) -> dict:
@@ -106,6 +109,36 @@ def ready_after_fallback() -> dict:
     return falapp(status)
 
 
+def returning() -> dict:
+    """Back to GPU-H100 make-before-break: the extra replica is starting, the wanted two are Ready.
+    Ready stays True: nothing was lost, and kstatus tools must not flap."""
+    pods = [pod("sdxl-h-1", ready=True), pod("sdxl-a-1", A100, ready=True),
+            replace(pod("sdxl-h-2", bound=True), created=NOW - timedelta(seconds=5))]
+    status = plan(snapshot(spec(), counts={H100: 2, A100: 1}, pods=pods, free={H100: [], A100: []},
+                           surge=Surge(H100, A100, NOW - timedelta(seconds=10)))).status
+    return falapp(status)
+
+
+def rolling_out() -> dict:
+    """A new image: one replica runs it, one still runs the old one (Ready=False RollingOut)."""
+    status = plan(snapshot(spec(), counts={H100: 2}, pods=[pod("sdxl-h-new", ready=True)],
+                           old_pods=[pod("sdxl-h-old", ready=True)])).status
+    return falapp(status)
+
+
+def gpu_quota() -> dict:
+    """The ReplicaSet cannot create the second pod: a GPU quota (Stalled=True ReplicaFailure)."""
+    status = plan(snapshot(spec(), counts={H100: 2}, pods=[pod("sdxl-h-1", ready=True)],
+                           replica_failures={H100: 'pods "sdxl-h-x" is forbidden: exceeded quota: gpus'})).status
+    return falapp(status)
+
+
+def request_rejected() -> dict:
+    """The API refused a write (here a quota on Deployments): what the controller writes."""
+    message = "Deployment team-a/sdxl-gpu-h100: 403 Forbidden: exceeded quota: no-deployments"
+    return falapp(invalid(REF, 1, {}, message, NOW, reason="RequestRejected").status)
+
+
 def no_capacity() -> dict:
     """Nothing fits anywhere: the replica stays pending (Ready=False, InsufficientCapacity), not Stalled."""
     pending = [pod("sdxl-a-1", A100, unschedulable_for=300)]
@@ -148,6 +181,10 @@ SAMPLES = {
     "replicas-starting": (replicas_starting, "InProgress", "Progressing"),
     "ready": (ready_app, "Current", "Healthy"),
     "ready-after-fallback": (ready_after_fallback, "Current", "Healthy"),
+    "returning": (returning, "Current", "Healthy"),
+    "rolling-out": (rolling_out, "InProgress", "Progressing"),
+    "gpu-quota": (gpu_quota, "Failed", "Degraded"),
+    "request-rejected": (request_rejected, "Failed", "Degraded"),
     "no-capacity": (no_capacity, "InProgress", "Progressing"),
     "invalid-spec": (invalid_spec, "Failed", "Degraded"),
     "invalid-spec-validation": (invalid_spec_from_validation, "Failed", "Degraded"),

@@ -248,9 +248,9 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
             previous_ready is None or previous_ready.reason != ready_state[1]
             or previous_ready.message != ready_state[2]):
         events.append(Event("Warning", ready_state[1], ready_state[2]))
-    busy = ready_state[0] != "True"
+    busy = ready_state[0] != "True" and stalled[0] != "True"  # kstatus: Stalled is Failed, not InProgress
     conditions = set_condition(conditions, ConditionType.RECONCILING, "True" if busy else "False",
-                               reason=ready_state[1] if busy else "Placed",
+                               reason=ready_state[1] if busy else ("Placed" if stalled[0] != "True" else stalled[1]),
                                message=ready_state[2], observed_generation=gen, now=now)
     conditions = set_condition(conditions, ConditionType.STALLED, stalled[0], reason=stalled[1],
                                message=stalled[2], observed_generation=gen, now=now)

@@ -1,0 +1,75 @@
+"""The controller's view of the cluster recovers from what its watches missed: a pod deleted while a
+watch was re-listing (kopf re-lists after 410 Gone without reporting deletions) is dropped by the
+periodic resync, and its room counts as free again. Autoscaler announcements are read back at start."""
+
+from __future__ import annotations
+
+from falapp_operator.k8s.client import ServerClock
+from falapp_operator.k8s.controller import Controller
+from falapp_operator.settings import OperatorSettings
+
+
+def node(name: str, gpus: int = 8) -> dict:
+    return {"metadata": {"name": name, "labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+            "spec": {}, "status": {"allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "64", "memory": "512Gi"},
+                                   "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def pod(name: str, node_name: str | None, gpus: int = 8) -> dict:
+    return {"metadata": {"name": name, "uid": f"uid-{name}", "namespace": "team-a",
+                         "labels": {"fal.ai/app": "llm", "fal.ai/machine-type": "gpu-h100"}},
+            "spec": {"nodeName": node_name, "containers": [{"resources": {"requests": {
+                "nvidia.com/gpu": str(gpus), "cpu": "1", "memory": "1Gi"}}}]},
+            "status": {"phase": "Running"}}
+
+
+class ListingApi:
+    """The reads the controller makes at start and on resync, from fixed lists."""
+
+    def __init__(self, nodes: list[dict], pods: list[dict], events: list[dict] = ()):
+        self.nodes, self.pods, self.events = nodes, pods, list(events)
+        self.clock = ServerClock()
+
+    async def list_machinetypes(self) -> list[dict]:
+        return []
+
+    async def list_nodes(self) -> list[dict]:
+        return self.nodes
+
+    async def list_pods(self) -> list[dict]:
+        return self.pods
+
+    async def list_events(self, reason: str, namespace: str | None = None) -> list[dict]:
+        return [e for e in self.events if e["reason"] == reason]
+
+
+async def test_resync_drops_a_pod_whose_deletion_the_watch_missed():
+    api = ListingApi([node("n1")], [pod("old", "n1")])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        assert controller.cache.free(controller.cache.nodes.values())[0].gpus == 0
+        controller.waiting.add(("team-a", "other"))
+        api.pods = []  # deleted while the watch was away: no DELETED event ever came
+        await controller.resync()
+        assert "uid-old" not in controller.cache.pods
+        assert controller.cache.free(controller.cache.nodes.values())[0].gpus == 8
+        assert ("app", "team-a", "other") in controller.queue._queued, "an app waiting for room was not woken"
+        # a node gone meanwhile goes too
+        api.nodes = []
+        await controller.resync()
+        assert controller.cache.nodes == {}
+    finally:
+        await controller.stop()
+
+
+async def test_autoscaler_announcements_are_read_back_at_start():
+    event = {"reason": "TriggeredScaleUp", "involvedObject": {"kind": "Pod", "uid": "uid-waiting"},
+             "lastTimestamp": "2026-01-01T00:00:00Z", "metadata": {}}
+    api = ListingApi([node("n1")], [pod("waiting", None)], [event])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        assert controller.cache.scale_up_coming("uid-waiting")
+    finally:
+        await controller.stop()
