@@ -146,3 +146,29 @@ def test_no_room_anywhere_tries_each_type_once_then_waits(kctl, running_operator
     # room appears on the second type: the replica goes there at once
     pools.add_node("slow", gpus=8)
     wait_placement(kctl, "nowhere", {slow.lower(): 1}, timeout=20)
+
+
+def api_writes(operator) -> float:
+    return sum(float(line.split()[-1]) for line in operator.metrics().splitlines()
+               if line.startswith("falapp_api_writes_total"))
+
+
+def test_rollout_restart_by_hand_is_left_alone(kctl, running_operator, pools):
+    """`kubectl rollout restart` on a child adds a field the operator does not set: the restart runs
+    its course and the operator does not re-apply the child on every reconcile."""
+    gpu = pools.machine_type("rr")
+    pools.add_node("rr", gpus=8)
+    kctl.apply(falapp("restart", [gpu], gpus=1, replicas=1))
+    first = wait_placement(kctl, "restart", {gpu.lower(): 1})
+    kctl.run("rollout", "restart", f"deployment/restart-{gpu.lower()}")
+    kctl.run("rollout", "status", f"deployment/restart-{gpu.lower()}", "--timeout=60s", timeout=90)
+    pods = wait_placement(kctl, "restart", {gpu.lower(): 1}, timeout=30)
+    assert pods[0]["metadata"]["uid"] != first[0]["metadata"]["uid"], "the restart did not happen"
+    wait_condition(kctl, "falapp", "restart", "Ready")
+    before = api_writes(running_operator)
+    kctl.run("annotate", "falapp", "restart", "poke=1")  # a reconcile, as any watch event would cause
+    kctl.run("scale", "falapp/restart", "--replicas=1")
+    time.sleep(3)
+    assert api_writes(running_operator) == before, "the operator keeps re-applying the restarted child"
+    template = kctl.get("deployment", f"restart-{gpu.lower()}")["spec"]["template"]["metadata"]["annotations"]
+    assert "kubectl.kubernetes.io/restartedAt" in template
