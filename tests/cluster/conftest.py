@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.builders import PrivatePools
 from tests.conftest import REPO
 from tests.kube import Kubectl, wait_until
 
@@ -94,6 +95,14 @@ def running_operator(operator: OperatorProcess) -> OperatorProcess:
     if operator.proc is None or operator.proc.poll() is not None:
         operator.start()
     return operator
+
+
+@pytest.fixture
+def pools(kubectl: Kubectl, crds) -> PrivatePools:
+    """Private fake GPU nodes and MachineTypes for one test, removed afterwards."""
+    pools = PrivatePools(kubectl)
+    yield pools
+    pools.cleanup()
 
 
 def settle(seconds: float) -> None:

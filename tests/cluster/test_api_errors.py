@@ -7,19 +7,10 @@ object, a Warning event, and recovery once the cause is gone.
 
 from __future__ import annotations
 
-import pytest
-
-from tests.cluster.builders import PrivatePools, falapp
+from tests.cluster.builders import falapp
 from tests.cluster.helpers import events_for, wait_condition, wait_placement
 from tests.cluster.test_chart import TokenOperator, token_kubeconfig
 from tests.kube import Kubectl, condition, wait_until
-
-
-@pytest.fixture
-def pools(kubectl: Kubectl, crds):
-    pools = PrivatePools(kubectl)
-    yield pools
-    pools.cleanup()
 
 
 def quota(name: str, hard: dict[str, str]) -> dict:

@@ -8,19 +8,10 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
-from tests.cluster.builders import PrivatePools, falapp
+from tests.cluster.builders import falapp
 from tests.cluster.helpers import Sampler, app_pods, events_for, ready_by_type, wait_condition, wait_placement
 from tests.cluster.test_fallback import post_autoscaler_event
 from tests.kube import Kubectl, condition, wait_until
-
-
-@pytest.fixture
-def pools(kubectl: Kubectl, crds):
-    pools = PrivatePools(kubectl)
-    yield pools
-    pools.cleanup()
 
 
 def images(kctl: Kubectl, app: str) -> set[str]:

@@ -6,19 +6,10 @@ import threading
 import time
 from datetime import UTC, datetime
 
-import pytest
-
-from tests.cluster.builders import PrivatePools, falapp
+from tests.cluster.builders import falapp
 from tests.cluster.conftest import settle
 from tests.cluster.helpers import app_pods, events_for, ready_by_type, wait_condition, wait_placement
 from tests.kube import Kubectl, condition, wait_until
-
-
-@pytest.fixture
-def pools(kubectl: Kubectl, crds):
-    pools = PrivatePools(kubectl)
-    yield pools
-    pools.cleanup()
 
 
 def uids(pods: list[dict]) -> set[str]:

@@ -7,19 +7,10 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-
-from tests.cluster.builders import PrivatePools, falapp
+from tests.cluster.builders import falapp
 from tests.cluster.helpers import Sampler, app_pods, ready_by_type, wait_condition, wait_placement
 from tests.conftest import CLUSTER
 from tests.kube import Kubectl, condition, wait_until
-
-
-@pytest.fixture
-def pools(kubectl: Kubectl, crds):
-    pools = PrivatePools(kubectl)
-    yield pools
-    pools.cleanup()
 
 
 def restart_control_plane() -> None:

@@ -7,18 +7,9 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.cluster.builders import PrivatePools, falapp
 from tests.cluster.helpers import app_pods, wait_condition, wait_placement
 from tests.kube import Kubectl, wait_until
-
-
-@pytest.fixture
-def pools(kubectl: Kubectl, crds):
-    pools = PrivatePools(kubectl)
-    yield pools
-    pools.cleanup()
 
 
 def test_kubectl_scale_and_wait(kctl: Kubectl, running_operator, pools: PrivatePools):

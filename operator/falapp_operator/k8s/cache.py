@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from falapp_operator.api import MachineType
 from falapp_operator.api.units import cpu_millis, memory_bytes
 from falapp_operator.placement import NodeFree
 
@@ -62,6 +63,8 @@ class ClusterCache:
     # pod uid -> (reason, time) of the newest autoscaler event about it
     scale_signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     version: int = 0  # bumps whenever free capacity may have changed anywhere
+    # node names per (machine type, nvenc), cleared when nodes or machine types change
+    _matches: dict[tuple[str, bool], list[str]] = field(default_factory=dict)
 
     # --- updates (return whether capacity somewhere may have grown) ---------------------------
     def upsert_node(self, body: Mapping) -> bool:
@@ -69,11 +72,14 @@ class ClusterCache:
         old = self.nodes.get(info.name)
         self.nodes[info.name] = info
         changed = old is None or old != info
+        if old is None or old.labels != info.labels or old.taints != info.taints:
+            self._matches.clear()
         self.version += changed
         return changed
 
     def remove_node(self, name: str) -> bool:
         self.version += 1
+        self._matches.clear()
         return self.nodes.pop(name, None) is not None
 
     def upsert_pod(self, body: Mapping) -> bool:
@@ -108,7 +114,25 @@ class ClusterCache:
         signal = self.scale_signals.get(pod_uid)
         return signal is not None and signal[0] in SCALE_UP_COMING
 
+    def forget_node_matches(self) -> None:
+        """A machine type changed: which nodes are of which type is computed again."""
+        self._matches.clear()
+
     # --- queries -------------------------------------------------------------------------------
+    def nodes_of_type(self, machine_type: MachineType, nvenc: bool = False) -> list[NodeInfo]:
+        """Nodes a pod of the type can land on (selector, affinity, tolerated taints), as the
+        generated Deployment selects them; NVENC apps also need the type's encoder selector."""
+        key = (machine_type.metadata.name, nvenc)
+        if key not in self._matches:
+            mt = machine_type.spec
+            selector = dict(mt.node_selector or {})
+            if nvenc:
+                selector.update(mt.nvenc_node_selector or {})
+            requirements = [r.model_dump(by_alias=True, exclude_none=True) for r in mt.node_affinity or []]
+            tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in mt.tolerations or []]
+            self._matches[key] = [n.name for n in self.matching_nodes(selector, requirements, tolerations)]
+        return [self.nodes[n] for n in self._matches[key] if n in self.nodes]
+
     def matching_nodes(self, selector: Mapping[str, str], requirements: Iterable[Mapping],
                        tolerations: Iterable[Mapping]) -> list[NodeInfo]:
         reqs = list(requirements)

@@ -49,7 +49,6 @@ class Controller:
         self._workers: list[asyncio.Task] = []
         self._resync: asyncio.Task | None = None
         self._pending_posts: set[asyncio.Task] = set()
-        self._nodes_by_type: dict[tuple[str, bool], list[str]] = {}  # cleared when nodes or types change
         self._machinetype_status: dict[str, dict] = {}
         self._free_by_type: dict[tuple[str, bool], tuple[int, list[NodeFree]]] = {}
         self._insufficient: dict[tuple[str, str], str] = {}
@@ -117,7 +116,7 @@ class Controller:
 
     def machinetype_event(self, body: Mapping, deleted: bool) -> None:
         name = body["metadata"]["name"]
-        self._nodes_by_type.clear()
+        self.cache.forget_node_matches()
         self._free_by_type.clear()
         self._machinetype_status.pop(name, None)
         if deleted:
@@ -135,7 +134,6 @@ class Controller:
     def node_event(self, body: Mapping, deleted: bool) -> None:
         changed = (self.cache.remove_node(body["metadata"]["name"]) if deleted else self.cache.upsert_node(body))
         if changed:
-            self._nodes_by_type.clear()
             self._free_by_type.clear()
             self._capacity_changed()
 
@@ -327,24 +325,9 @@ class Controller:
         key = (machine_type.metadata.name, nvenc)
         cached = self._free_by_type.get(key)
         if cached is None or cached[0] != self.cache.version:
-            cached = (self.cache.version, self.cache.free(self._nodes_of(machine_type, nvenc)))
+            cached = (self.cache.version, self.cache.free(self.cache.nodes_of_type(machine_type, nvenc)))
             self._free_by_type[key] = cached
         return cached[1]
-
-    def _nodes_of(self, machine_type: MachineType, nvenc: bool = False):
-        key = (machine_type.metadata.name, nvenc)
-        if key not in self._nodes_by_type:
-            self._nodes_by_type[key] = [n.name for n in self._match_nodes(machine_type, nvenc)]
-        return [self.cache.nodes[n] for n in self._nodes_by_type[key] if n in self.cache.nodes]
-
-    def _match_nodes(self, machine_type: MachineType, nvenc: bool):
-        mt = machine_type.spec
-        selector = dict(mt.node_selector or {})
-        if nvenc:
-            selector.update(mt.nvenc_node_selector or {})
-        requirements = [r.model_dump(by_alias=True, exclude_none=True) for r in mt.node_affinity or []]
-        tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in mt.tolerations or []]
-        return self.cache.matching_nodes(selector, requirements, tolerations)
 
     # --- writes of one reconcile -------------------------------------------------------------------
     async def _execute(self, ref: children.AppRef, body: Mapping, deployments: list[dict], pods: list[dict],
@@ -395,7 +378,7 @@ class Controller:
             if pod.machine_type:
                 (placed if pod.node else pending)[pod.machine_type] += 1
         for name, machine_type in list(self.catalogue.items()):
-            nodes = [n for n in self._nodes_of(machine_type) if n.schedulable]
+            nodes = [n for n in self.cache.nodes_of_type(machine_type) if n.schedulable]
             status = {
                 "nodes": len(nodes),
                 "allocatableGpus": sum(n.allocatable.gpus for n in nodes),
