@@ -80,6 +80,7 @@ class Case:
     policy: Policy = Policy()
     probes: dict[str, ProbeBackoff] = field(default_factory=dict)
     attempts: tuple[Attempt, ...] = ()
+    uncreatable: dict[str, str] = field(default_factory=dict)
     want_counts: dict[str, int]
     want_surge: str | None = None  # the type of the make-before-break replica in flight
     want_moves: list[Move] = field(default_factory=list)
@@ -90,7 +91,7 @@ class Case:
     xfail: str | None = None  # an engine bug; see the reason
 
     def observed(self) -> Observed:
-        return Observed(self.counts, self.surge, tuple(self.pods), self.probes, self.attempts)
+        return Observed(self.counts, self.surge, tuple(self.pods), self.probes, self.attempts, self.uncreatable)
 
     def decide(self) -> Decision:
         return decide(self.options, self.replicas, self.policy, self.observed(), self.free, NOW)
@@ -340,6 +341,32 @@ CASES = [
          pods=[pod("h-old", H100, bound=True, created=NOW - s(3600)), pod("h1", H100, created=NOW - s(5)),
                pod("a1", A100, ready=True)],
          want_counts={H100: 2, A100: 1}, want_surge=H100),
+    # found by review: each was a hang or churn on the local cluster
+    Case(id="surge/extra-replica-stamped-a-second-before-its-start-still-counts", replicas=2,
+         counts={A100: 2, H100: 1}, surge=Surge(H100, A100, NOW - s(10)),
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True),
+               pod("h1", H100, ready=True, created=NOW - s(11))],
+         want_counts={A100: 1, H100: 1}, want_moves=[Move.RETURNED]),
+    Case(id="surge/quota-blocks-the-extra-pod", replicas=2, counts={A100: 2, H100: 1},
+         surge=Surge(H100, A100, NOW - s(30)), pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True)],
+         uncreatable={H100: "exceeded quota: gpus"}, free={H100: [node()]},
+         want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
+    Case(id="drain/unlisted-type-mid-rollout-is-drained", replicas=1, counts={V100: 1},
+         pods=[replace(pod("v-old", V100, ready=True), revision="a"),
+               replace(stuck_pod("v-new", V100, created=NOW - s(100)), revision="b")],
+         free={H100: [node()]},
+         want_counts={V100: 1, H100: 1}, want_surge=H100, want_moves=[Move.DRAIN_STARTED]),
+    Case(id="no-capacity/interleaved-replicas-stop-after-one-round", replicas=2, options=THREE,
+         counts={H100: 2}, pods=[stuck_pod("h1", H100), stuck_pod("h2", H100)],
+         attempts=(Attempt(A100, "FellBack", end=NOW - s(75)), Attempt(A100, "FellBack", end=NOW - s(74)),
+                   Attempt(L4, "FellBack", end=NOW - s(8)), Attempt(L4, "FellBack", end=NOW - s(7))),
+         want_counts={H100: 2}, want_requeue_at=NOW + s(52), want_delete_first=[],
+         want_insufficient={"GPU-H100": MSG}),
+    Case(id="overflow/not-back-to-a-type-just-left-whatever-the-view", replicas=1, counts={H100: 1},
+         pods=[stuck_pod("h1", H100)], free={A100: [node()]},
+         attempts=(Attempt(A100, "FellBack", end=NOW - s(10), message="Too many pods"),),
+         want_counts={H100: 1}, want_requeue_at=NOW + s(50),
+         want_insufficient={"GPU-H100": MSG, "GPU-A100": "Too many pods"}),
     Case(id="no-capacity/after-one-round-waits-on-preferred", replicas=1, counts={H100: 1},
          pods=[stuck_pod("h1", H100)],
          attempts=(Attempt(A100, "FellBack", end=NOW - s(70), message="0/4 nodes: A100 full"),),

@@ -26,6 +26,7 @@ from falapp_operator.placement.snapshot import (
 
 PROBE_BACKOFF_BASE = timedelta(seconds=60)
 PROBE_BACKOFF_MAX = timedelta(hours=1)
+SINCE_SLACK = timedelta(seconds=2)
 
 
 class Move(StrEnum):
@@ -102,6 +103,7 @@ class _Planner:
             surge = None  # no replica beyond the wanted number: the mark is stale, the replica is ordinary
         self.decision = Decision(counts=counts, surge=surge, probes=dict(observed.probes))
         self.attempts = observed.attempts
+        self.uncreatable = dict(observed.uncreatable)
         self.cooling = self._cooling(observed)
 
     # --- helpers -------------------------------------------------------------------------------
@@ -114,7 +116,7 @@ class _Planner:
 
     def rolling(self, type_name: str) -> bool:
         """A rollout is under way on this type: its pods run more than one template (ours changed, or
-        someone restarted the Deployment)."""
+        someone restarted the Deployment). On an unlisted type it is left to finish or be drained."""
         pods = self.pods_on(type_name)
         return any(not p.current for p in pods) or len({p.revision for p in pods}) > 1
 
@@ -209,13 +211,17 @@ class _Planner:
 
     def cycled(self, type_name: str) -> bool:
         """With no room anywhere, a stuck replica tries each listed type once and then waits on the
-        preferred one (where autoscalers are asked first) until capacity changes: no endless churn."""
-        if type_name != self.options[0].name or len(self.options) == 1:
-            return len(self.options) == 1
-        recent = self.attempts[-(len(self.options) - 1):]
-        others = {o.name for o in self.options[1:]}
-        return len(recent) == len(others) and all(a.outcome == Move.FELL_BACK for a in recent) and {
-            a.machine_type for a in recent} == others
+        preferred one (where autoscalers are asked first) until capacity changes: no endless churn.
+        A round is done when every other type was left for lack of room within the time a round takes
+        (replicas' attempts interleave, so the history is read by time, not by position)."""
+        if len(self.options) == 1:
+            return True
+        if type_name != self.options[0].name:
+            return False
+        window = 2 * len(self.options) * (self.policy.unschedulable_timeout + timedelta(seconds=5))
+        tried = {a.machine_type for a in self.attempts if a.outcome == Move.FELL_BACK
+                 and a.end is not None and a.end >= self.now - window}
+        return {o.name for o in self.options[1:]} <= tried
 
     def last_messages(self) -> dict[str, str]:
         """The scheduler's latest message per type, from the attempt history."""
@@ -246,16 +252,22 @@ class _Planner:
         if surge.from_type is not None and self.movable(surge.from_type) <= 0:
             d.surge = None  # the replica it was to replace is gone already: it stays as an ordinary one
             return
-        started = surge.since
-        extra = [p for p in self.pods_on(surge.to_type) if started is None or p.created >= started]
-        failed = next((p for p in extra if self.stuck(p) or self.never_ready(p, started or p.created)), None)
-        if failed is not None:
-            d.delete_first.append(failed.name)
+        on_type = self.pods_on(surge.to_type)
+        # pods that may be the extra one: created since it was started (timestamps have whole seconds
+        # and the operator's estimate of the server's clock is not exact: allow some slack)
+        started = surge.since - SINCE_SLACK if surge.since is not None else None
+        recent = [p for p in on_type if started is None or p.created >= started]
+        failed = next((p for p in on_type if self.stuck(p)), None) or next(
+            (p for p in recent if self.never_ready(p, started or p.created)), None)
+        uncreatable = surge.to_type in self.uncreatable and len(on_type) < d.counts[surge.to_type]
+        if failed is not None or uncreatable:
+            if failed is not None:
+                d.delete_first.append(failed.name)
             self.shift(surge.to_type, None)
             d.surge = None
             previous = d.probes.get(surge.to_type)
-            message = failed.scheduler_message
-            if failed.pending and not self.room.has_room(option):
+            message = failed.scheduler_message if failed else self.uncreatable[surge.to_type]
+            if failed is not None and failed.pending and not self.room.has_room(option):
                 # the room it was started for is gone (another app took it): try again soon, no penalty
                 failures = previous.failures if previous else 0
                 d.probes[surge.to_type] = ProbeBackoff(failures, self.now + self.policy.unschedulable_timeout)
@@ -263,11 +275,14 @@ class _Planner:
             else:
                 failures = (previous.failures if previous else 0) + 1
                 d.probes[surge.to_type] = ProbeBackoff(failures, self.now + probe_backoff(failures))
-                if not failed.pending:
+                if failed is not None and not failed.pending:
                     message = "bound but never Ready"
+                elif failed is None:
+                    message = f"its pod cannot be created: {message}"
             self.record(Move.PROBE_FAILED, surge.from_type, surge.to_type, message)
             return
-        if extra and all(p.ready for p in extra):
+        # done when the type has all its replicas, the extra one included, and they are Ready
+        if len(on_type) >= d.counts[surge.to_type] and sum(p.ready for p in on_type) >= d.counts[surge.to_type]:
             victim = surge.from_type if surge.from_type is not None else self.least_preferred_with_replicas(
                 below_rank=self.rank(surge.to_type))
             d.surge = None
@@ -327,7 +342,8 @@ class _Planner:
                 if rolling and self.new_revision(pod):
                     self.unblock_rollout(option, pod)
                     continue
-                target = self.first_with_room(exclude=option.name)
+                # not back to a type just left: the scheduler said no there, whatever the view says
+                target = self.first_with_room(exclude=option.name, allow_cooling=False)
                 if target is None:
                     d.insufficient[option.display] = pod.scheduler_message
                     if self.cycled(option.name):
@@ -363,7 +379,9 @@ class _Planner:
                           and self.converged(p.machine_type)), key=lambda p: -self.rank(p.machine_type))
         for pod in pending:
             if self.is_surge_target(pod.machine_type) or self.rolling(pod.machine_type):
-                continue  # the replica in flight, or a rollout's new pod: judged elsewhere
+                # the replica in flight, or a rollout's new pod (judged by overflow, or drained with
+                # its type): moving it would shrink a type whose Ready pods run the old template
+                continue
             if self.movable(pod.machine_type) <= 0:
                 continue
             rank = self.rank(pod.machine_type)
@@ -378,7 +396,9 @@ class _Planner:
     def start_surge(self) -> None:
         """Make-before-break: one extra replica on a better type; a worse one goes once it is Ready."""
         d = self.decision
-        if d.surge or d.transitions or any(p.pending for p in self.pods) or any(map(self.rolling, d.counts)):
+        listed = [t for t in d.counts if t in self.by_name]
+        if d.surge or d.transitions or any(map(self.rolling, listed)) or any(
+                p.pending for p in self.pods if p.machine_type in self.by_name):
             return
         if any(not self.converged(t) for t in d.counts):
             return

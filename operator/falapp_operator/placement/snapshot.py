@@ -120,6 +120,8 @@ class Observed:
     pods: tuple[PodView, ...] = ()
     probes: Mapping[str, ProbeBackoff] = field(default_factory=dict)
     attempts: tuple[Attempt, ...] = ()
+    # types whose pods the controller manager cannot create (quota, admission), with its message
+    uncreatable: Mapping[str, str] = field(default_factory=dict)
 
 
 class Room:

@@ -100,6 +100,7 @@ def plan(snap: AppSnapshot) -> AppPlan:
         pods=pods,
         probes=_probes_from_status(snap.status, by_display),
         attempts=_attempts_from_status(snap.status, by_display),
+        uncreatable=snap.replica_failures,
     )
     decision = decide(resolution.options, snap.spec.replicas, policy_of(snap.spec), observed, snap.free, snap.now)
     result = AppPlan(decision=decision, requeue_at=decision.requeue_at,
@@ -220,7 +221,8 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
     conditions = _conditions(snap.status)
     previous_ready = get_condition(conditions, ConditionType.READY)
     current_ready = sum(p.ready and p.current for p in live)
-    rolling = any(not p.current for p in live)
+    # replicas on a type no longer listed run a spec the user has left behind too
+    rolling = any(not p.current or p.machine_type not in display for p in live)
     settled = sum(decision.settled_counts().values())
     failures = {display.get(t, t): m for t, m in snap.replica_failures.items() if t in decision.counts}
     stalled = ("False", "SpecValid", "")
