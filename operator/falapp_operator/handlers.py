@@ -65,7 +65,8 @@ def queue_depth(memo: kopf.Memo, **_) -> int:
 
 @kopf.on.event(GROUP, VERSION, "falapps")
 async def falapp_event(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_) -> None:
-    memo.controller.app_event(namespace, name, generation=body.get("metadata", {}).get("generation"))
+    meta = body.get("metadata", {})
+    memo.controller.app_event(namespace, name, generation=meta.get("generation"), uid=meta.get("uid", ""))
 
 
 @kopf.on.event(GROUP, VERSION, "machinetypes")

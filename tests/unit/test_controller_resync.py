@@ -4,6 +4,7 @@ periodic resync, and its room counts as free again. Autoscaler announcements are
 
 from __future__ import annotations
 
+from falapp_operator.api import DEFAULT_CATALOG
 from falapp_operator.k8s.client import ServerClock
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.settings import OperatorSettings
@@ -31,7 +32,7 @@ class ListingApi:
         self.clock = ServerClock()
 
     async def list_machinetypes(self) -> list[dict]:
-        return []
+        return [m.model_dump(by_alias=True, exclude_none=True, mode="json") for m in DEFAULT_CATALOG]
 
     async def list_nodes(self) -> list[dict]:
         return self.nodes
@@ -55,10 +56,39 @@ async def test_resync_drops_a_pod_whose_deletion_the_watch_missed():
         assert "uid-old" not in controller.cache.pods
         assert controller.cache.free(controller.cache.nodes.values())[0].gpus == 8
         assert ("app", "team-a", "other") in controller.queue._queued, "an app waiting for room was not woken"
+        # a pod on a node no machine type uses (another team's) wakes nobody
+        controller.queue._queued.clear()
+        other = {**node("other-1"), "metadata": {"name": "other-1", "labels": {}},
+                 "spec": {"taints": [{"key": "dedicated", "value": "team-b", "effect": "NoSchedule"}]}}
+        api.nodes.append(other)
+        api.pods = [pod("elsewhere", "other-1")]
+        await controller.resync()
+        api.pods = []
+        await controller.resync()
+        assert ("app", "team-a", "other") not in controller.queue._queued
         # a node gone meanwhile goes too
         api.nodes = []
         await controller.resync()
         assert controller.cache.nodes == {}
+    finally:
+        await controller.stop()
+
+
+async def test_resync_does_not_undo_what_the_watch_said_meanwhile():
+    api = ListingApi([node("n1")], [pod("old", "n1")])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        listing = api.list_pods
+
+        async def slow_list():  # the watch reports a deletion and a creation while the LIST pages
+            pods = await listing()
+            controller.pod_event(pod("old", "n1"), deleted=True)
+            controller.pod_event(pod("new", "n1"), deleted=False)
+            return pods
+        api.list_pods = slow_list
+        await controller.resync()
+        assert "uid-old" not in controller.cache.pods and "uid-new" in controller.cache.pods
     finally:
         await controller.stop()
 

@@ -5,7 +5,7 @@ Fed by watch events (kopf) and a startup LIST; holds a few numbers per object, n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -52,6 +52,7 @@ class PodInfo:
     requests: Requests
     app: str | None  # FalApp name for our pods
     machine_type: str | None
+    unschedulable: bool = False  # the scheduler found no node for it: it claims no room
 
 
 @dataclass
@@ -65,6 +66,7 @@ class ClusterCache:
     version: int = 0  # bumps whenever free capacity may have changed anywhere
     # node names per (machine type, nvenc), cleared when nodes or machine types change
     _matches: dict[tuple[str, bool], list[str]] = field(default_factory=dict)
+    _typed: set[str] | None = None  # nodes of any machine type (None: not computed since a change)
 
     # --- updates (return whether capacity somewhere may have grown) ---------------------------
     def upsert_node(self, body: Mapping) -> bool:
@@ -73,13 +75,13 @@ class ClusterCache:
         self.nodes[info.name] = info
         changed = old is None or old != info
         if old is None or old.labels != info.labels or old.taints != info.taints:
-            self._matches.clear()
+            self.forget_node_matches()
         self.version += changed
         return changed
 
     def remove_node(self, name: str) -> bool:
         self.version += 1
-        self._matches.clear()
+        self.forget_node_matches()
         return self.nodes.pop(name, None) is not None
 
     def upsert_pod(self, body: Mapping) -> bool:
@@ -115,8 +117,15 @@ class ClusterCache:
         return signal is not None and signal[0] in SCALE_UP_COMING
 
     def forget_node_matches(self) -> None:
-        """A machine type changed: which nodes are of which type is computed again."""
+        """A node or machine type changed: which nodes are of which type is computed again."""
         self._matches.clear()
+        self._typed = None
+
+    def of_any_type(self, node: str, machine_types: Iterable[MachineType]) -> bool:
+        """Whether pods of some machine type can land on the node (room freed there matters)."""
+        if self._typed is None:
+            self._typed = {n.name for mt in machine_types for n in self.nodes_of_type(mt)}
+        return node in self._typed
 
     # --- queries -------------------------------------------------------------------------------
     def nodes_of_type(self, machine_type: MachineType, nvenc: bool = False) -> list[NodeInfo]:
@@ -153,12 +162,16 @@ class ClusterCache:
                                 have.memory_bytes - used.memory_bytes))
         return out
 
-    def pending_claims(self, exclude: tuple[str, str] | None = None) -> dict[str, list[Requests]]:
-        """Requests of our apps' pods not yet bound, per machine type, except app `exclude` (namespace,
-        name): room another app must not count on."""
+    def pending_claims(self, apps: Container[tuple[str, str]],
+                       exclude: tuple[str, str] | None = None) -> dict[str, list[Requests]]:
+        """Requests of pods of `apps` (namespace, name) about to be bound, per machine type, except
+        app `exclude`: room another app must not count on. A pod the scheduler found no room for
+        claims none (nor does anyone's pod that merely carries our labels)."""
         claims: dict[str, list[Requests]] = {}
         for pod in self.pods.values():
-            if pod.machine_type and not pod.node and (pod.namespace, pod.app) != exclude:
+            key = (pod.namespace, pod.app or "")
+            if (pod.machine_type and not pod.node and not pod.unschedulable and key != exclude
+                    and key in apps):
                 claims.setdefault(pod.machine_type, []).append(pod.requests)
         return claims
 
@@ -224,11 +237,15 @@ def node_info(body: Mapping, gpu_resource: str) -> NodeInfo:
 
 def pod_info(body: Mapping, gpu_resource: str) -> PodInfo | None:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
-    if status.get("phase") in ("Succeeded", "Failed") or meta.get("deletionTimestamp"):
+    # a terminating pod still holds its node's resources (the scheduler counts it until it is gone)
+    if status.get("phase") in ("Succeeded", "Failed"):
         return None
     total = Requests()
     for container in spec.get("containers") or []:
         total = total + _requests((container.get("resources") or {}).get("requests") or {}, gpu_resource)
     labels = meta.get("labels") or {}
+    unschedulable = any(c.get("type") == "PodScheduled" and c.get("status") == "False"
+                        and c.get("reason") == "Unschedulable" for c in status.get("conditions") or [])
     return PodInfo(uid=meta["uid"], namespace=meta.get("namespace", ""), node=spec.get("nodeName"),
-                   requests=total, app=labels.get(APP_LABEL), machine_type=labels.get(TYPE_LABEL))
+                   requests=total, app=labels.get(APP_LABEL), machine_type=labels.get(TYPE_LABEL),
+                   unschedulable=unschedulable)

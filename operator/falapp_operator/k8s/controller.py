@@ -41,13 +41,14 @@ class Controller:
         self.catalogue: dict[str, MachineType] = {}
         self.queue = WorkQueue()
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
-        self.generations: dict[tuple[str, str], int] = {}  # last spec generation seen per app
+        self.generations: dict[tuple[str, str], tuple[str, int]] = {}  # last (uid, generation) per app
         self.waiting: set[tuple[str, str]] = set()  # apps that would use freed capacity
         self.failures: dict[tuple, int] = {}
         # replicas asked for but whose pods are not seen yet: (namespace, app) -> [(type, requests, at)]
         self.expected: dict[tuple[str, str], list[tuple[str, Requests, float]]] = {}
         self._workers: list[asyncio.Task] = []
         self._resync: asyncio.Task | None = None
+        self._watched_during_resync: set[str] | None = None
         self._pending_posts: set[asyncio.Task] = set()
         self._machinetype_status: dict[str, dict] = {}
         self._free_by_type: dict[tuple[str, bool], tuple[int, list[NodeFree]]] = {}
@@ -81,19 +82,25 @@ class Controller:
     async def resync(self) -> None:
         """Nodes and pods from a fresh LIST; drops what the watches missed (e.g. deletions during a
         re-list after the watch expired), keeps what they added meanwhile."""
-        nodes = await self.api.list_nodes()
-        pods = await self.api.list_pods()
+        self._watched_during_resync = set()  # the watches' word on these is newer than the LIST's
+        try:
+            nodes = await self.api.list_nodes()
+            pods = await self.api.list_pods()
+            newer = self._watched_during_resync
+        finally:
+            self._watched_during_resync = None
         listed_nodes = {n["metadata"]["name"] for n in nodes}
         listed_pods = {p["metadata"]["uid"] for p in pods}
-        for name in [n for n in self.cache.nodes if n not in listed_nodes]:
+        for name in [n for n in self.cache.nodes if n not in listed_nodes and n not in newer]:
             self.node_event({"metadata": {"name": name}}, deleted=True)
         for body in nodes:
-            self.node_event(body, deleted=False)
-        for uid in [u for u in self.cache.pods if u not in listed_pods]:
-            if self.cache.remove_pod(uid):
-                self._capacity_changed()
+            if body["metadata"]["name"] not in newer:
+                self.node_event(body, deleted=False)
+        for uid in [u for u in self.cache.pods if u not in listed_pods and u not in newer]:
+            self.pod_event({"metadata": {"uid": uid, "namespace": self.cache.pods[uid].namespace}}, deleted=True)
         for body in pods:
-            self.cache.upsert_pod(body)
+            if body["metadata"]["uid"] not in newer:
+                self.cache.upsert_pod(body)
 
     async def _resync_loop(self) -> None:
         while True:
@@ -104,14 +111,14 @@ class Controller:
                 logger.warning("resync of nodes and pods failed: %s", e)
 
     # --- event intake (called by handlers) -------------------------------------------------------
-    def app_event(self, namespace: str, name: str, generation: int | None = None) -> None:
+    def app_event(self, namespace: str, name: str, generation: int | None = None, uid: str = "") -> None:
         if self.settings.manages(namespace):
             key = (namespace, name)
             self.apps.add(key)
-            # a new spec is urgent: it cuts short the back-off of an app that was failing
-            urgent = generation is not None and self.generations.get(key) != generation
+            # a new spec (or a new app of the same name) is urgent: it cuts short a failing app's back-off
+            urgent = generation is not None and self.generations.get(key) != (uid, generation)
             if generation is not None:
-                self.generations[key] = generation
+                self.generations[key] = (uid, generation)
             self.queue.add(("app", namespace, name), urgent=urgent)
 
     def machinetype_event(self, body: Mapping, deleted: bool) -> None:
@@ -132,14 +139,22 @@ class Controller:
         self._touch_machinetypes()
 
     def node_event(self, body: Mapping, deleted: bool) -> None:
-        changed = (self.cache.remove_node(body["metadata"]["name"]) if deleted else self.cache.upsert_node(body))
+        if self._watched_during_resync is not None:
+            self._watched_during_resync.add(body["metadata"]["name"])
+        name = body["metadata"]["name"]
+        was_typed = name in self.cache.nodes and self.cache.of_any_type(name, self.catalogue.values())
+        changed = self.cache.remove_node(name) if deleted else self.cache.upsert_node(body)
         if changed:
             self._free_by_type.clear()
-            self._capacity_changed()
+            if was_typed or (not deleted and self.cache.of_any_type(name, self.catalogue.values())):
+                self._capacity_changed()
 
     def pod_event(self, body: Mapping, deleted: bool) -> None:
         meta = body["metadata"]
-        new = meta["uid"] not in self.cache.pods
+        if self._watched_during_resync is not None:
+            self._watched_during_resync.add(meta["uid"])
+        old = self.cache.pods.get(meta["uid"])
+        new = old is None
         freed = self.cache.remove_pod(meta["uid"]) if deleted else self.cache.upsert_pod(body)
         labels = meta.get("labels") or {}
         app = labels.get(APP_LABEL)
@@ -148,7 +163,8 @@ class Controller:
                 self._seen(meta["namespace"], app, labels.get(TYPE_LABEL, ""))
             self.app_event(meta["namespace"], app)
             self._touch_machinetypes()
-        if freed or (deleted and (body.get("spec") or {}).get("nodeName")):
+        # room freed on a node no machine type uses (CPU churn elsewhere) wakes nobody
+        if freed and old is not None and old.node and self.cache.of_any_type(old.node, self.catalogue.values()):
             self._capacity_changed()
 
     def scale_signal_event(self, body: Mapping) -> None:
@@ -158,10 +174,13 @@ class Controller:
             return
         when = parse_time(body.get("lastTimestamp") or body.get("eventTime") or body["metadata"].get(
             "creationTimestamp")) or self.api.clock.now()
-        self.cache.record_scale_signal(involved.get("uid", ""), body["reason"], when)
         pod = self.cache.pods.get(involved.get("uid", ""))
-        if pod is not None and pod.app:
-            self.app_event(pod.namespace, pod.app)
+        # only about our pods, and only from their own namespace (an Event elsewhere proves nothing)
+        if pod is None or not pod.app or pod.namespace != (body.get("metadata") or {}).get(
+                "namespace", pod.namespace):
+            return
+        self.cache.record_scale_signal(pod.uid, body["reason"], when)
+        self.app_event(pod.namespace, pod.app)
 
     def child_event(self, body: Mapping) -> None:
         meta = body["metadata"]
@@ -288,7 +307,7 @@ class Controller:
         return out
 
     def _claims(self, exclude: tuple[str, str]) -> dict[str, list[Requests]]:
-        claims = self.cache.pending_claims(exclude)
+        claims = self.cache.pending_claims(self.apps, exclude)
         deadline = time.monotonic() - EXPECTATION_TTL
         for key, expected in list(self.expected.items()):
             expected[:] = [e for e in expected if e[2] > deadline]
