@@ -163,3 +163,12 @@ def test_rollout_restart_by_hand_is_left_alone(kctl, running_operator, pools):
     assert api_writes(running_operator) == before, "the operator keeps re-applying the restarted child"
     template = kctl.get("deployment", f"restart-{gpu.lower()}")["spec"]["template"]["metadata"]["annotations"]
     assert "kubectl.kubernetes.io/restartedAt" in template
+    # a field the operator does not set, added by hand: at most one apply, then no write loop
+    kctl.run("set", "env", f"deployment/restart-{gpu.lower()}", "FOO=bar")
+    kctl.run("rollout", "status", f"deployment/restart-{gpu.lower()}", "--timeout=60s", timeout=90)
+    kctl.run("annotate", "--overwrite", "falapp", "restart", "poke=2")
+    time.sleep(2)
+    settled = api_writes(running_operator)
+    kctl.run("annotate", "--overwrite", "falapp", "restart", "poke=3")
+    time.sleep(2)
+    assert api_writes(running_operator) == settled, "the operator re-applies the child on every reconcile"

@@ -133,3 +133,17 @@ SURGE = Surge("t", "u", datetime(2026, 1, 1, tzinfo=UTC))
 ])
 def test_surge_mark_round_trip_and_old_forms(value: str, want: Surge | None):
     assert decode_surge("t", value) == want
+
+
+def test_what_another_manager_added_after_our_apply_is_not_reapplied_forever():
+    """`kubectl set env` adds a field we do not set: one apply cannot take it away, so once our apply
+    has left the object at a version, that version with their field is settled."""
+    ours = {"manager": "falapp-operator", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    theirs = {"manager": "kubectl-set", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {
+        "f:containers": {'k:{"name":"app"}': {"f:env": {'k:{"name":"FOO"}': {}}}}}}}}}
+    current = child([ours, theirs])
+    current["metadata"]["generation"] = 3
+    assert needs_apply(current, DESIRED, "falapp-operator")  # first sight: apply once
+    assert not needs_apply(current, DESIRED, "falapp-operator", applied_version="3")
+    current["metadata"]["generation"] = 4  # someone changed it again
+    assert needs_apply(current, DESIRED, "falapp-operator", applied_version="3")

@@ -210,8 +210,8 @@ class KubeApi:
             raise
 
     # --- writes ------------------------------------------------------------------------------------
-    async def apply(self, body: Mapping) -> None:
-        """Server-side apply of a Deployment or Service we own."""
+    async def apply(self, body: Mapping) -> dict:
+        """Server-side apply of a Deployment or Service we own; returns the object as applied."""
         self._wrote()
         meta = body["metadata"]
         if body["kind"] == "Deployment":
@@ -220,9 +220,9 @@ class KubeApi:
             call = self.core.patch_namespaced_service
         else:
             raise ValueError(f"cannot apply {body['kind']}")
-        await self._call(f"{body['kind']} {meta['namespace']}/{meta['name']}", call, meta["name"],
-                         meta["namespace"], body, field_manager=self.field_manager, force=True,
-                         _content_type=APPLY)
+        return await self._call(f"{body['kind']} {meta['namespace']}/{meta['name']}", call, meta["name"],
+                                meta["namespace"], body, field_manager=self.field_manager, force=True,
+                                _content_type=APPLY)
 
     async def resize_unlisted(self, namespace: str, name: str, replicas: int, surge_annotation: str) -> None:
         """New size of a Deployment whose type is no longer listed (its template is kept as it is); its

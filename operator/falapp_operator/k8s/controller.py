@@ -26,7 +26,7 @@ from falapp_operator.placement.eligibility import resolve
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, invalid, plan
 from falapp_operator.reconcile.observe import children_state, pod_view
-from falapp_operator.reconcile.writes import child_writes, needs_apply, status_changed
+from falapp_operator.reconcile.writes import child_writes, needs_apply, object_version, status_changed
 from falapp_operator.settings import OperatorSettings
 
 logger = logging.getLogger("falapp_operator")
@@ -49,6 +49,8 @@ class Controller:
         self._workers: list[asyncio.Task] = []
         self._resync: asyncio.Task | None = None
         self._watched_during_resync: set[str] | None = None
+        # per app: child name -> its version right after our last apply (others' additions since are theirs)
+        self._applied: dict[tuple[str, str], dict[str, str]] = {}
         self._pending_posts: set[asyncio.Task] = set()
         self._machinetype_status: dict[str, dict] = {}
         self._free_by_type: dict[tuple[str, bool], tuple[int, list[NodeFree]]] = {}
@@ -232,6 +234,7 @@ class Controller:
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.waiting.discard((namespace, name))
             self.expected.pop((namespace, name), None)
+            self._applied.pop((namespace, name), None)
             if body is None:
                 self.apps.discard((namespace, name))
                 self.generations.pop((namespace, name), None)
@@ -352,9 +355,10 @@ class Controller:
     async def _execute(self, ref: children.AppRef, body: Mapping, deployments: list[dict], pods: list[dict],
                        result: AppPlan) -> None:
         namespace = ref.namespace
-        for write in child_writes(result, ref, deployments, pods, self.settings.field_manager):
+        applied = self._applied.setdefault((namespace, ref.name), {})
+        for write in child_writes(result, ref, deployments, pods, self.settings.field_manager, applied):
             if write.kind == "apply":
-                await self.api.apply(write.body)
+                applied[write.name] = object_version(await self.api.apply(write.body))
             elif write.kind == "mark":
                 await self.api.mark_pod_for_deletion(namespace, write.name)
             elif write.kind == "resize_unlisted":
@@ -363,8 +367,9 @@ class Controller:
                 await self.api.delete_deployment(namespace, write.name)
         if result.service is not None:
             current = await self.api.get_service(namespace, ref.name)
-            if current is None or needs_apply(current, result.service, self.settings.field_manager):
-                await self.api.apply(result.service)
+            if current is None or needs_apply(current, result.service, self.settings.field_manager,
+                                              applied.get(ref.name)):
+                applied[ref.name] = object_version(await self.api.apply(result.service))
         await self._write_status(namespace, ref.name, body.get("status") or {}, result.status)
         self._post_events(ref, result)
 

@@ -32,13 +32,15 @@ class Write:
 
 
 def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Mapping], pods: Sequence[Mapping],
-                 field_manager: str) -> list[Write]:
-    """Deployment and pod writes of `plan`; the Service and the status are the caller's last steps."""
+                 field_manager: str, applied: Mapping[str, str] | None = None) -> list[Write]:
+    """Deployment and pod writes of `plan`; the Service and the status are the caller's last steps.
+    `applied`: object name -> its version right after this operator's last apply (see needs_apply)."""
+    applied = applied or {}
     live = {d["metadata"]["name"]: d for d in deployments}
     marked = {p["metadata"]["name"] for p in pods
               if (p["metadata"].get("annotations") or {}).get(DELETION_COST) == DELETE_FIRST}
     changed = [d for d in plan.deployments if (current := live.get(d["metadata"]["name"])) is None
-               or needs_apply(current, d, field_manager)]
+               or needs_apply(current, d, field_manager, applied.get(d["metadata"]["name"]))]
     growing = [d for d in changed if d["spec"]["replicas"] >= _replicas(live.get(d["metadata"]["name"]))]
     writes = [Write("apply", d["metadata"]["name"], d) for d in growing]
     writes += [Write("mark", name) for name in plan.mark_for_deletion if name not in marked]
@@ -57,13 +59,23 @@ def _replicas(deployment: Mapping | None) -> int:
     return 0 if deployment is None else (deployment.get("spec") or {}).get("replicas", 0)
 
 
-def needs_apply(current: Mapping, desired: Mapping, field_manager: str) -> bool:
+def object_version(obj: Mapping) -> str:
+    """What changes when someone changes the object: its generation, else its resourceVersion."""
+    meta = obj.get("metadata") or {}
+    return str(meta["generation"]) if meta.get("generation") else f"rv{meta.get('resourceVersion', '')}"
+
+
+def needs_apply(current: Mapping, desired: Mapping, field_manager: str, applied_version: str | None = None) -> bool:
     """Apply when our desired object changed, or someone else changed a field we set (kubectl edit,
-    kubectl scale). Others' notes (a rollout restart's annotation, labels, status) are left alone."""
+    kubectl scale). Others' notes (a rollout restart's annotation, labels, status) are left alone,
+    and so is what another manager added after our last apply (`applied_version`: the object's
+    version right after it): applying again could not take it away, only write in a loop."""
     meta = current["metadata"]
     if (meta.get("annotations") or {}).get(children.HASH_ANNOTATION) != desired["metadata"]["annotations"][
             children.HASH_ANNOTATION]:
         return True
+    if applied_version is not None and object_version(current) == applied_version:
+        return False
     for entry in meta.get("managedFields") or []:
         if entry.get("subresource") == "status" or entry.get("manager") in OWN_STATUS_MANAGERS | {field_manager}:
             continue
