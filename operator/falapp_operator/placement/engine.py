@@ -209,19 +209,20 @@ class _Planner:
                     self.decision.wake_at(until)
         return cooling
 
-    def cycled(self, type_name: str) -> bool:
-        """With no room anywhere, a stuck replica tries each listed type once and then waits on the
-        preferred one (where autoscalers are asked first) until capacity changes: no endless churn.
-        A round is done when every other type was left for lack of room within the time a round takes
-        (replicas' attempts interleave, so the history is read by time, not by position)."""
-        if len(self.options) == 1:
-            return True
-        if type_name != self.options[0].name:
-            return False
+    def next_in_round(self, type_name: str, pod: PodView) -> TypeOption | None:
+        """With no room anywhere, a stuck replica tries each listed type once (in list order, those not
+        tried yet in this round), then waits on the preferred one, where autoscalers are asked first,
+        until capacity changes: no endless churn, no second lap. The round is read from the fallbacks
+        that ended in the time a round takes before this pod was created (replicas' attempts
+        interleave, so by time, not by position; and anchored on the pod, so waiting does not age it)."""
         window = 2 * len(self.options) * (self.policy.unschedulable_timeout + timedelta(seconds=5))
-        tried = {a.machine_type for a in self.attempts if a.outcome == Move.FELL_BACK
-                 and a.end is not None and a.end >= self.now - window}
-        return {o.name for o in self.options[1:]} <= tried
+        tried = {a.machine_type for a in self.attempts if a.outcome == Move.FELL_BACK and a.end is not None
+                 and pod.created - window <= a.end <= pod.created + timedelta(seconds=5)}
+        untried = [o for o in self.options if o.name != type_name and o.name not in tried]
+        if untried:
+            return untried[0]
+        preferred = self.options[0]
+        return None if type_name == preferred.name else preferred
 
     def last_messages(self) -> dict[str, str]:
         """The scheduler's latest message per type, from the attempt history."""
@@ -245,8 +246,9 @@ class _Planner:
         if surge is None:
             return
         option = self.by_name.get(surge.to_type)
-        if option is None:  # its type was unlisted meanwhile: the extra replica goes
-            self.shift(surge.to_type, None)
+        if option is None:
+            # its type was unlisted meanwhile: the extra replica is an ordinary one now (it may be the
+            # only Ready one); scale-down and the drain of that type remove it in the right order
             d.surge = None
             return
         if surge.from_type is not None and self.movable(surge.from_type) <= 0:
@@ -281,8 +283,13 @@ class _Planner:
                     message = f"its pod cannot be created: {message}"
             self.record(Move.PROBE_FAILED, surge.from_type, surge.to_type, message)
             return
-        # done when the type has all its replicas, the extra one included, and they are Ready
-        if len(on_type) >= d.counts[surge.to_type] and sum(p.ready for p in on_type) >= d.counts[surge.to_type]:
+        # done when the type has all its replicas, the extra one included, and they are Ready, and
+        # removing one from the origin keeps the app at its Ready count (a replica may be down elsewhere)
+        ready = sum(p.ready for p in self.pods)
+        origin = [p for p in self.pods if p.machine_type == surge.from_type]
+        loses_ready = bool(origin) and all(p.ready for p in origin)
+        if (len(on_type) >= d.counts[surge.to_type] and sum(p.ready for p in on_type) >= d.counts[surge.to_type]
+                and ready - loses_ready >= min(self.replicas, ready)):
             victim = surge.from_type if surge.from_type is not None else self.least_preferred_with_replicas(
                 below_rank=self.rank(surge.to_type))
             d.surge = None
@@ -332,23 +339,26 @@ class _Planner:
         """Stuck replicas move, one by one, to the most preferred other type with room, else the next one.
         A stuck replica of a rollout moves make-before-break: its type's old replicas are still serving."""
         d = self.decision
-        for rank, option in enumerate(self.options):
+        for option in self.options:
             if not self.converged(option.name) or self.is_surge_target(option.name):
                 continue
             stuck = [p for p in self.pods_on(option.name)
                      if p.name not in d.delete_first and self.stuck(p)][:self.movable(option.name)]
             rolling = self.rolling(option.name)
             for pod in stuck:
-                if rolling and self.new_revision(pod):
-                    self.unblock_rollout(option, pod)
+                if rolling:
+                    # the new revision's pod gets room make-before-break; an old revision's stuck pod
+                    # goes with the rollout (shrinking the type would take a Ready pod along)
+                    if self.new_revision(pod):
+                        self.unblock_rollout(option, pod)
                     continue
                 # not back to a type just left: the scheduler said no there, whatever the view says
                 target = self.first_with_room(exclude=option.name, allow_cooling=False)
                 if target is None:
                     d.insufficient[option.display] = pod.scheduler_message
-                    if self.cycled(option.name):
+                    target = self.next_in_round(option.name, pod)
+                    if target is None:
                         continue
-                    target = self.options[(rank + 1) % len(self.options)]
                 self.shift(option.name, target.name)
                 d.delete_first.append(pod.name)
                 self.record(Move.FELL_BACK, option.name, target.name, pod.scheduler_message)
@@ -407,6 +417,10 @@ class _Planner:
             target = self.probe_target(len(self.options))
             if target is not None:
                 self._start(target.name, Move.DRAIN_STARTED, unlisted)
+            elif any(p.pending for p in self.pods_on(unlisted)):
+                # a replica there cannot even run: say so, and look again after a timeout
+                d.insufficient[unlisted] = f"no listed type has room to drain {unlisted}"
+                d.wake_at(self.now + self.policy.unschedulable_timeout)
             return
         if not self.policy.return_to_preferred:
             return

@@ -224,6 +224,10 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
     # replicas on a type no longer listed run a spec the user has left behind too
     rolling = any(not p.current or p.machine_type not in display for p in live)
     settled = sum(decision.settled_counts().values())
+    # the replica in flight, once Ready, must not stand in for a wanted one that is down
+    surge = decision.surge
+    on_surge_type = [p for p in live if surge is not None and p.machine_type == surge.to_type]
+    surge_ready = int(bool(on_surge_type) and all(p.ready for p in on_surge_type))
     failures = {display.get(t, t): m for t, m in snap.replica_failures.items() if t in decision.counts}
     stalled = ("False", "SpecValid", "")
     if failures and current_ready < wanted:
@@ -237,7 +241,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
           and any(p.pending for p in live) and current_ready < wanted):
         # the replica is trying its next type; until it lands the app still has nowhere to run it
         ready_state = ("False", "InsufficientCapacity", previous_ready.message or "")
-    elif current_ready >= wanted and settled == wanted and not rolling:
+    elif current_ready >= wanted + surge_ready and settled == wanted and not rolling:
         # a make-before-break replica in flight is extra: the wanted replicas are all Ready
         ready_state = ("True", "AllReplicasReady", f"{current_ready}/{wanted} replicas ready")
     elif rolling:

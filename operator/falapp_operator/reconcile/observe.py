@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from falapp_operator.api import parse_time
 from falapp_operator.placement import PodView, Surge
@@ -37,7 +37,8 @@ def children_state(deployments: Iterable[Mapping]) -> ChildrenState:
             continue
         state.counts[type_name] = (body.get("spec") or {}).get("replicas", 0) or 0
         surge = decode_surge(type_name, ((body["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION)))
-        if surge is not None and state.surge is None:
+        # one is in flight; a mark left on a Deployment whose type was unlisted meanwhile is older
+        if surge is not None and (state.surge is None or _since(surge) > _since(state.surge)):
             state.surge = surge
         for condition in (body.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
@@ -64,3 +65,7 @@ def pod_view(pod: Mapping, scale_up_coming: bool, now: datetime) -> PodView:
         template=(meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION, ""),
         revision=(meta.get("labels") or {}).get("pod-template-hash", ""),
     )
+
+
+def _since(surge: Surge) -> datetime:
+    return surge.since or datetime.min.replace(tzinfo=UTC)
