@@ -77,9 +77,9 @@ class Scale:
                                          stderr=subprocess.STDOUT)
 
     def metric(self, name: str) -> float:
+        """The sum of the metric over all its label values."""
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
-        match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
-        return float(match.group(1)) if match else 0.0
+        return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))
 
     def rss_mib(self) -> float:
         status = Path(f"/proc/{self.operator.pid}/status").read_text()

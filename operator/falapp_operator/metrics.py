@@ -20,4 +20,6 @@ INSUFFICIENT = Gauge("falapp_insufficient_capacity_apps", "FalApps with replicas
 RECONCILES = Counter("falapp_reconciles_total", "App reconciles by result (ok, error).", ["result"])
 RECONCILE_SECONDS = Histogram("falapp_reconcile_duration_seconds", "Time spent in one app reconcile.",
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-API_WRITES = Counter("falapp_api_writes_total", "Write requests the operator sent to the API server.")
+API_WRITES = Counter("falapp_api_writes_total", "Write requests the operator sent to the API server, by what "
+                     "they write: apply, resize, delete, mark (pod-deletion-cost), status, machinetype_status, event.",
+                     ["write"])

@@ -139,13 +139,13 @@ def test_no_room_anywhere_tries_each_type_once_then_waits(kctl, running_operator
     wait_placement(kctl, "nowhere", {slow.lower(): 1}, timeout=20)
 
 
-def api_writes(operator) -> float:
+def api_writes(operator, write: str = "apply") -> float:
     return sum(float(line.split()[-1]) for line in operator.metrics().splitlines()
-               if line.startswith("falapp_api_writes_total"))
+               if line.startswith(f'falapp_api_writes_total{{write="{write}"}}'))
 
 
 def quiet_writes(operator) -> float:
-    """The operator's write count once it stops moving (other tests' clean-ups write too)."""
+    """The operator's count of applies once it stops moving (other tests' apps may be applied too)."""
     last = [api_writes(operator)]
 
     def still() -> float | None:

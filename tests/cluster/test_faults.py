@@ -32,13 +32,15 @@ def test_api_server_and_etcd_restart_during_a_fallback(kctl, running_operator, p
     kctl.apply(falapp("outage", [fast, slow], gpus=4, replicas=2, timeout="3s"))
     wait_until(lambda: any((c := condition(p, "PodScheduled")) and c.get("reason") == "Unschedulable"
                            for p in app_pods(kctl, "outage")), timeout=30, message="second replica stuck")
-    with Sampler(lambda: ready_count(kctl, "outage")) as ready:
+    with Sampler(lambda: (ready_count(kctl, "outage"), len(app_pods(kctl, "outage")))) as seen:
         restart_control_plane()  # the fallback's timeout expires while the API is away
         wait_placement(kctl, "outage", {fast.lower(): 1, slow.lower(): 1}, timeout=90)
         wait_condition(kctl, "falapp", "outage", "Ready", timeout=60)
-    numbers = [s for s in ready.samples if isinstance(s, int)]
-    assert numbers and min(numbers) >= 1, f"the running replica was lost: {numbers}"
-    assert len(app_pods(kctl, "outage")) == 2
+    samples = [s for s in seen.samples if isinstance(s, tuple)]
+    assert samples and min(r for r, _ in samples) >= 1, f"the running replica was lost: {samples}"
+    # no duplicates: at most the one make-before-break replica beyond the two wanted (fast shows free
+    # GPUs, so a return probe may start there and fail, with its back-off)
+    assert max(n for _, n in samples) <= 3, f"duplicated replicas: {samples}"
 
 
 def test_api_server_and_etcd_restart_during_a_return(kctl, running_operator, pools):

@@ -140,9 +140,9 @@ class KubeApi:
         self.clock = ServerClock()
         self.writes = 0  # API write requests made, for the idle-writes benchmark
 
-    def _wrote(self) -> None:
+    def _wrote(self, what: str) -> None:
         self.writes += 1
-        metrics.API_WRITES.inc()
+        metrics.API_WRITES.labels(what).inc()
 
     async def _call(self, what: str, call, *args, **kwargs) -> Any:
         return await _answer(call(*args, _preload_content=False, **kwargs), what, self.clock)
@@ -212,7 +212,7 @@ class KubeApi:
     # --- writes ------------------------------------------------------------------------------------
     async def apply(self, body: Mapping) -> dict:
         """Server-side apply of a Deployment or Service we own; returns the object as applied."""
-        self._wrote()
+        self._wrote("apply")
         meta = body["metadata"]
         if body["kind"] == "Deployment":
             call = self.apps.patch_namespaced_deployment
@@ -227,7 +227,7 @@ class KubeApi:
     async def resize_unlisted(self, namespace: str, name: str, replicas: int, surge_annotation: str) -> None:
         """New size of a Deployment whose type is no longer listed (its template is kept as it is); its
         make-before-break mark is cleared in the same write, so it cannot outlive the resize."""
-        self._wrote()
+        self._wrote("resize")
         body = {"metadata": {"annotations": {surge_annotation: ""}}, "spec": {"replicas": replicas}}
         try:
             await self._call(f"Deployment {namespace}/{name}", self.apps.patch_namespaced_deployment, name,
@@ -244,7 +244,7 @@ class KubeApi:
         await self._delete(f"Service {namespace}/{name}", self.core.delete_namespaced_service, namespace, name)
 
     async def _delete(self, what: str, call, namespace: str, name: str) -> None:
-        self._wrote()
+        self._wrote("delete")
         try:
             await self._call(what, call, name, namespace, propagation_policy="Background")
         except ApiError as e:
@@ -253,7 +253,7 @@ class KubeApi:
 
     async def mark_pod_for_deletion(self, namespace: str, name: str) -> None:
         """Lowest pod-deletion-cost: the ReplicaSet removes this pod first when its type shrinks."""
-        self._wrote()
+        self._wrote("mark")
         try:
             await self._call(f"Pod {namespace}/{name}", self.core.patch_namespaced_pod, name, namespace,
                              {"metadata": {"annotations": {DELETION_COST: DELETE_FIRST}}},
@@ -264,7 +264,7 @@ class KubeApi:
 
     async def patch_falapp_status(self, namespace: str, name: str, status: Mapping) -> None:
         """Merge patch of the status subresource; a FalApp deleted meanwhile is not an error."""
-        self._wrote()
+        self._wrote("status")
         try:
             await self._call(f"FalApp {namespace}/{name} status", self.custom.patch_namespaced_custom_object_status,
                              GROUP, VERSION, namespace, "falapps", name, {"status": status},
@@ -274,7 +274,7 @@ class KubeApi:
                 raise
 
     async def patch_machinetype_status(self, name: str, status: Mapping) -> None:
-        self._wrote()
+        self._wrote("machinetype_status")
         try:
             await self._call(f"MachineType {name} status", self.custom.patch_cluster_custom_object_status,
                              GROUP, VERSION, "machinetypes", name, {"status": status},
@@ -284,7 +284,7 @@ class KubeApi:
                 raise
 
     async def post_event(self, involved: Mapping, event_type: str, reason: str, message: str) -> None:
-        self._wrote()
+        self._wrote("event")
         now = format_time(self.clock.now())
         body = {
             "metadata": {"generateName": f"{involved['name'][:200]}.", "namespace": involved["namespace"]},
