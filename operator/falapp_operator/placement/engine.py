@@ -339,12 +339,14 @@ class _Planner:
         """Stuck replicas move, one by one, to the most preferred other type with room, else the next one.
         A stuck replica of a rollout moves make-before-break: its type's old replicas are still serving."""
         d = self.decision
+        blind: set[tuple[str, str]] = set()  # moves made with no room anywhere in this pass
         for option in self.options:
             if not self.converged(option.name) or self.is_surge_target(option.name):
                 continue
-            stuck = [p for p in self.pods_on(option.name)
-                     if p.name not in d.delete_first and self.stuck(p)][:self.movable(option.name)]
             rolling = self.rolling(option.name)
+            stuck = [p for p in self.pods_on(option.name) if p.name not in d.delete_first and self.stuck(p)]
+            if not rolling:  # mid-rollout, every stuck pod is looked at: old ones are skipped below
+                stuck = stuck[:self.movable(option.name)]
             for pod in stuck:
                 if rolling:
                     # the new revision's pod gets room make-before-break; an old revision's stuck pod
@@ -357,8 +359,9 @@ class _Planner:
                 if target is None:
                     d.insufficient[option.display] = pod.scheduler_message
                     target = self.next_in_round(option.name, pod)
-                    if target is None:
-                        continue
+                    if target is None or (target.name, option.name) in blind:
+                        continue  # (two stuck replicas swapping types would only churn)
+                    blind.add((option.name, target.name))
                 self.shift(option.name, target.name)
                 d.delete_first.append(pod.name)
                 self.record(Move.FELL_BACK, option.name, target.name, pod.scheduler_message)
