@@ -1,0 +1,160 @@
+"""One reconcile of one FalApp against the world's objects, assembled as `Controller.reconcile_app` does.
+
+Everything the operator decides comes from its own code: `ClusterCache` for free room per node,
+`after_claims` for other apps' pending pods, `children_state` and `pod_view` for the snapshot, `plan`
+for the decision, `child_writes` for the ordered writes, `status_changed` for the status write (last).
+The only mirrored piece is `free_for` (Controller._free_for over `ClusterCache.nodes_of_type`), minus
+the controller's short-lived "expected replicas" claims: in the model the Deployment controller
+creates an app's pods right after the app's writes, before the next app is reconciled, so the pods
+themselves are the claims.
+
+The operator keeps no memory between reconciles: each one reads the world afresh, so a crash after k
+writes leaves exactly what those k writes did.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, MachineType
+from falapp_operator.k8s.cache import ClusterCache
+from falapp_operator.placement import NodeFree, after_claims
+from falapp_operator.reconcile import children
+from falapp_operator.reconcile.app import AppPlan, AppSnapshot, plan
+from falapp_operator.reconcile.observe import children_state, pod_view
+from falapp_operator.reconcile.writes import DELETE_FIRST, Write, child_writes, status_changed
+from tests.sim.world import NAMESPACE, TYPE_LABEL, World
+
+FIELD_MANAGER = "falapp-operator"
+CATALOGUE: list[MachineType] = list(DEFAULT_CATALOG)
+UNOBSERVED_STATUS = {"observedGeneration": 0}  # the CRD's structural default, before the first write
+STATUS = Write("apply", "<status>")  # stands for the status write in an Outcome's list
+
+
+@dataclass
+class App:
+    """A FalApp object: the spec as written, its generation and the status the operator wrote."""
+
+    name: str
+    spec: dict
+    generation: int = 1
+    status: dict = field(default_factory=lambda: dict(UNOBSERVED_STATUS))
+    _validated: tuple[int, FalAppSpec] | None = None
+
+    @property
+    def ref(self) -> children.AppRef:
+        return children.AppRef(self.name, NAMESPACE, f"uid-{self.name}")
+
+    def validated(self) -> FalAppSpec:
+        if self._validated is None or self._validated[0] != self.generation:
+            self._validated = (self.generation, FalAppSpec.model_validate(self.spec))
+        return self._validated[1]
+
+    def edit(self, **changes) -> None:
+        """A user edit of the spec (kubectl apply / scale): a new generation when something changed."""
+        spec = {**self.spec, **changes}
+        if spec != self.spec:
+            self.spec, self.generation = spec, self.generation + 1
+
+
+@dataclass
+class Outcome:
+    """One reconcile: the plan, its writes in order (the status write last), how many were made."""
+
+    snapshot: AppSnapshot
+    plan: AppPlan
+    writes: list[Write]
+    applied: int
+    status_changed: bool = False  # the status write was made and changed something
+
+    @property
+    def crashed(self) -> bool:
+        return self.applied < len(self.writes)
+
+    @property
+    def wrote(self) -> bool:
+        """Anything written: a child, or a status that changed."""
+        return min(self.applied, len(self.writes) - 1) > 0 or self.status_changed
+
+
+def build_cache(world: World) -> ClusterCache:
+    """The controller's cache as its watches would hold it: every node, every pod, autoscaler signals
+    (built afresh whenever the world changed; never written to by the operator's code)."""
+    memo = world.memo.get("cache")
+    if memo is not None and memo[0] == world.version:
+        return memo[1]
+    cache = ClusterCache()
+    for node in world.nodes.values():
+        cache.upsert_node(node.body())
+    for pod in world.all_pods():
+        cache.upsert_pod(pod.body())
+        if pod.scale_up_coming:
+            cache.record_scale_signal(pod.uid, "TriggeredScaleUp", pod.announced_at)
+    world.memo["cache"] = (world.version, cache)
+    return cache
+
+
+def _pending_claims(cache: ClusterCache, apps: set[tuple[str, str]], exclude: tuple[str, str]) -> dict:
+    """Controller._claims without the short-lived expectations (see the module doc). The cache's
+    signature is changing under concurrent work: newer ones also take the known apps."""
+    if "apps" in inspect.signature(cache.pending_claims).parameters:
+        return cache.pending_claims(apps, exclude)
+    return cache.pending_claims(exclude=exclude)
+
+
+def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str],
+             apps: set[tuple[str, str]]) -> dict[str, list[NodeFree]]:
+    """Controller._free_for: free room per listed type, less other apps' pending pods."""
+    out = {}
+    claims = _pending_claims(cache, apps, app)
+    for listed in spec.machine_types:
+        machine_type = next((m for m in CATALOGUE if m.matches(listed)), None)
+        if machine_type is not None:
+            name = machine_type.metadata.name
+            free = cache.free(cache.nodes_of_type(machine_type, spec.requires_nvenc))
+            out[name] = after_claims(free, claims[name]) if name in claims else free
+    return out
+
+
+def snapshot(world: World, app: App, apps: set[tuple[str, str]]) -> tuple[AppSnapshot, list[dict], list[dict]]:
+    cache = build_cache(world)
+    deployments = [d.body for d in world.deployments_of(app.name)]
+    pods = [p.body() for p in world.pods_of(app.name)]
+    now = world.now
+    state = children_state(deployments)
+    spec = app.validated()
+    snap = AppSnapshot(
+        ref=app.ref, generation=app.generation, spec=spec, status=app.status, catalogue=CATALOGUE,
+        counts=state.counts, surge=state.surge,
+        pods=[pod_view(p, cache.scale_up_coming(p["metadata"]["uid"]), now) for p in pods
+              if TYPE_LABEL in (p["metadata"].get("labels") or {})],
+        free=free_for(cache, spec, (NAMESPACE, app.name), apps), now=now, replica_failures=state.replica_failures,
+    )
+    return snap, deployments, pods
+
+
+def reconcile(world: World, app: App, apps: set[tuple[str, str]], crash_after: int | None = None) -> Outcome:
+    """Plan and write; with `crash_after` k, only the first k writes happen (the status write counts,
+    last). The Deployment controller then catches up with whatever was written. `apps`: every FalApp
+    the controller knows, as (namespace, name)."""
+    snap, deployments, pods = snapshot(world, app, apps)
+    result = plan(snap)
+    writes = child_writes(result, app.ref, deployments, pods, FIELD_MANAGER) + [STATUS]
+    applied = len(writes) if crash_after is None else min(crash_after, len(writes))
+    outcome = Outcome(snap, result, writes, applied)
+    for write in writes[:applied]:
+        if write is STATUS:
+            if status_changed(app.status, result.status):
+                app.status = {**app.status, **result.status}  # merge patch of the status subresource
+                outcome.status_changed = True
+        elif write.kind == "apply":
+            world.apply_deployment(write.body)
+        elif write.kind == "mark":
+            world.mark_pod(write.name, DELETE_FIRST)
+        elif write.kind == "resize_unlisted":
+            world.resize_unlisted(write.name, write.replicas, children.SURGE_ANNOTATION)
+        else:
+            world.delete_deployment(write.name)
+    world.sync_deployments(app.name)
+    return outcome

@@ -1,0 +1,505 @@
+"""The cluster model: nodes, pods, Deployments and the controllers that move them, on a simulated clock.
+
+Objects are rendered as dicts shaped like the Kubernetes API's (`Node.body()`, `Pod.body()`,
+`Deployment.body`), which is all the operator side ever reads. A Deployment's revision is its
+ReplicaSet's `pod-template-hash` (a hash of the whole pod template); its pods carry it as a label and
+keep their template's annotations (the operator's `fal.ai/template-hash` among them). Nothing here
+imports operator logic: the scheduler, the ReplicaSet ranking and the rolling update are written from
+Kubernetes' behaviour.
+
+Simplifications:
+- Pods removed by the Deployment controller, by a Deployment's deletion or by a lost node vanish at
+  once (no Terminating phase, no grace period).
+- The scheduler is first-fit over nodes in creation order, pods in creation order, every step; no
+  scoring, no preemption, no backoff queue. A node's taints and labels, the pod's nodeSelector,
+  required node affinity and tolerations are honoured.
+- The ReplicaSet ranking for scale-down is Kubernetes' `ActivePodsWithRanks` minus the co-location
+  rank and restart counts: unbound, then Pending phase, then not Ready, then lower
+  pod-deletion-cost, then Ready more recently, then newer.
+- Rolling update (maxSurge 1, maxUnavailable 0): the new ReplicaSet grows while the total stays
+  within replicas + 1; old pods go unhealthy ones first, then while the Ready count stays >= replicas.
+  All older revisions form one group. Resizing a Deployment mid-rollout is a scaling event: down to
+  replicas + 1 pods, taken from the bigger group (the older on ties), as Kubernetes' proportional
+  scaling does for two ReplicaSets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, format_time
+
+GPU = "nvidia.com/gpu"
+TYPE_LABEL = "fal.ai/machine-type"
+APP_LABEL = "fal.ai/app"
+REVISION_LABEL = "pod-template-hash"
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+NAMESPACE = "team"
+EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+GI = 2**30
+
+
+def cpu_milli(quantity: str) -> int:
+    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
+
+
+def mem_bytes(quantity: str) -> int:
+    for suffix, factor in (("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30), ("Ti", 2**40)):
+        if quantity.endswith(suffix):
+            return int(quantity[: -len(suffix)]) * factor
+    return int(quantity)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a node of a machine type looks like: its product label and resources per GPU."""
+
+    product: str
+    cpu_per_gpu: int  # milli
+    memory_per_gpu: int  # bytes
+
+
+def _shapes() -> dict[str, Shape]:
+    out = {}
+    for mt in DEFAULT_CATALOG:
+        if mt.spec.gpu is None:
+            continue
+        product = mt.spec.node_affinity[0].values[0]
+        out[mt.metadata.name] = Shape(product, cpu_milli(str(mt.spec.resources.cpu)),
+                                      mem_bytes(str(mt.spec.resources.memory)))
+    return out
+
+
+SHAPES = _shapes()
+
+
+@dataclass
+class Node:
+    name: str
+    machine_type: str
+    gpus: int
+    cpu_milli: int
+    memory: int
+    ready: bool = True
+    cordoned: bool = False
+    down_until: datetime | None = None  # NotReady until then
+
+    @property
+    def schedulable(self) -> bool:
+        return self.ready and not self.cordoned
+
+    def labels(self) -> dict[str, str]:
+        return {GPU_PRODUCT_LABEL: SHAPES[self.machine_type].product, "kubernetes.io/hostname": self.name}
+
+    def taints(self) -> list[dict]:
+        taints = [{"key": GPU, "value": "present", "effect": "NoSchedule"}]
+        if not self.ready:
+            taints.append({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"})
+        return taints
+
+    def body(self) -> dict:
+        return {
+            "metadata": {"name": self.name, "labels": self.labels()},
+            "spec": {"taints": self.taints(), "unschedulable": self.cordoned},
+            "status": {
+                "allocatable": {GPU: str(self.gpus), "cpu": f"{self.cpu_milli}m", "memory": str(self.memory)},
+                "conditions": [{"type": "Ready", "status": "True" if self.ready else "False"}],
+            },
+        }
+
+
+@dataclass
+class Pod:
+    name: str
+    uid: str
+    seq: int  # creation order
+    app: str
+    machine_type: str
+    deployment: str
+    template: dict  # the Deployment's spec.template when the pod was created (shared, never mutated)
+    created: datetime
+    ready_delay: timedelta  # from binding to Ready
+    annotations: dict = field(default_factory=dict)
+    node: str | None = None
+    ready_at: datetime | None = None
+    started: bool = False  # containers started once (phase Running)
+    ready: bool = False  # the Ready condition as the kubelet reports it
+    ready_since: datetime | None = None
+    flap_until: datetime | None = None  # NotReady until then (a failing readiness probe)
+    unschedulable_since: datetime | None = None
+    message: str = ""
+    scale_up_coming: bool = False
+    announced_at: datetime | None = None
+    requests: tuple[int, int, int] = (0, 0, 0)  # GPUs, milli-cpu, memory bytes of its containers
+    revision: str = ""  # its ReplicaSet's pod-template-hash (also a label)
+    labels: dict = field(default_factory=dict)  # the template's labels plus pod-template-hash
+
+    @property
+    def pending(self) -> bool:
+        return self.node is None
+
+    @staticmethod
+    def requests_of(template: dict) -> tuple[int, int, int]:
+        gpus = cpu = mem = 0
+        for container in template["spec"]["containers"]:
+            req = (container.get("resources") or {}).get("requests") or {}
+            gpus += int(req.get(GPU, 0))
+            cpu += cpu_milli(req["cpu"]) if "cpu" in req else 0
+            mem += mem_bytes(req["memory"]) if "memory" in req else 0
+        return gpus, cpu, mem
+
+    def body(self) -> dict:
+        conditions = []
+        if self.node:
+            conditions.append({"type": "PodScheduled", "status": "True"})
+        elif self.unschedulable_since is not None:
+            conditions.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                               "message": self.message, "lastTransitionTime": format_time(self.unschedulable_since)})
+        conditions.append({"type": "Ready", "status": "True" if self.ready else "False"})
+        spec = dict(self.template["spec"])
+        if self.node:
+            spec["nodeName"] = self.node
+        return {
+            "metadata": {"name": self.name, "namespace": NAMESPACE, "uid": self.uid,
+                         "labels": self.labels, "annotations": self.annotations,
+                         "creationTimestamp": format_time(self.created),
+                         "ownerReferences": [{"kind": "ReplicaSet", "name": self.deployment}]},
+            "spec": spec,
+            "status": {"phase": "Running" if self.started else "Pending", "conditions": conditions},
+        }
+
+
+@dataclass
+class Deployment:
+    app: str
+    machine_type: str
+    body: dict  # metadata + spec as applied
+    revision: str = ""  # pod-template-hash of its current ReplicaSet (a hash of spec.template)
+
+    @property
+    def name(self) -> str:
+        return self.body["metadata"]["name"]
+
+    @property
+    def replicas(self) -> int:
+        return self.body["spec"].get("replicas", 0) or 0
+
+
+
+@dataclass
+class Flags:
+    """What happened to the world in one step, for the invariants' exemptions."""
+
+    capacity_changed: bool = False  # nodes added, lost, cordoned, NotReady or back
+    ready_lost: bool = False  # a Ready pod vanished or went NotReady through no fault of the operator
+    changed: bool = False  # anything at all moved (pods created, bound, Ready, deleted)
+    removed_from: set[str] = field(default_factory=set)  # apps whose pods were removed (room freed)
+
+
+def _rank(pod: Pod) -> tuple:
+    """Kubernetes' scale-down order (smaller goes first), without co-location and restarts."""
+    cost = int(pod.annotations.get(DELETION_COST, "0"))
+    ready_since = -(pod.ready_since.timestamp()) if pod.ready and pod.ready_since else 0
+    return (pod.node is not None, pod.started, pod.ready, cost, ready_since, -pod.seq)
+
+
+class World:
+    def __init__(self, now: datetime = EPOCH):
+        self.now = now
+        self.nodes: dict[str, Node] = {}
+        self.pods: dict[str, Pod] = {}
+        self.deployments: dict[str, Deployment] = {}
+        self.ready_delay: dict[str, timedelta] = {}  # per app
+        self.arrivals: list[tuple[datetime, str, int]] = []  # announced nodes: (when, type, gpus)
+        self.flags = Flags()
+        self.version = 0  # bumps on every change of any object
+        self.memo: dict = {}  # observers' scratch space (e.g. the operator's cache, keyed by version)
+        self._seq = 0
+        self._node_seq = 0
+
+    # --- bookkeeping -------------------------------------------------------------------------
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def touch(self) -> None:
+        """Something changed (a watch event would fire): bump the version, note it for this step."""
+        self.version += 1
+        self.flags.changed = True
+
+    def begin_step(self, dt: timedelta) -> None:
+        self.now += dt
+        self.flags = Flags()
+
+    def pods_of(self, app: str) -> list[Pod]:
+        return sorted((p for p in self.pods.values() if p.app == app), key=lambda p: p.seq)
+
+    def all_pods(self) -> list[Pod]:
+        return sorted(self.pods.values(), key=lambda p: p.seq)
+
+    def deployments_of(self, app: str) -> list[Deployment]:
+        return [d for d in self.deployments.values() if d.app == app]
+
+    def ready_count(self, app: str) -> int:
+        return sum(p.ready for p in self.pods.values() if p.app == app)
+
+    def timers(self) -> list[datetime]:
+        """When the world will change by itself (for the quiet phase's fast-forward)."""
+        out = [when for when, _, _ in self.arrivals]
+        out += [n.down_until for n in self.nodes.values() if n.down_until]
+        for p in self.pods.values():
+            if p.node and not p.started and p.ready_at:
+                out.append(p.ready_at)
+            if p.flap_until:
+                out.append(p.flap_until)
+        return [t for t in out if t > self.now]
+
+    def _delete_pod(self, pod: Pod) -> None:
+        del self.pods[pod.name]
+        self.flags.removed_from.add(pod.app)
+        self.touch()
+
+    # --- nodes ---------------------------------------------------------------------------------
+    def add_node(self, machine_type: str, gpus: int) -> Node:
+        shape = SHAPES[machine_type]
+        self._node_seq += 1
+        node = Node(f"{machine_type.removeprefix('gpu-')}-{self._node_seq}", machine_type, gpus,
+                    shape.cpu_per_gpu * gpus, shape.memory_per_gpu * gpus)
+        self.nodes[node.name] = node
+        self.flags.capacity_changed = True
+        self.touch()
+        return node
+
+    def lose_node(self, name: str) -> None:
+        """The node and its pods vanish (the machine died; the pods' ReplicaSets will replace them)."""
+        self.nodes.pop(name)
+        for pod in [p for p in self.pods.values() if p.node == name]:
+            self.flags.ready_lost |= pod.ready
+            self._delete_pod(pod)
+        self.flags.capacity_changed = True
+        self.touch()
+
+    def set_cordon(self, name: str, cordoned: bool) -> None:
+        node = self.nodes[name]
+        if node.cordoned != cordoned:
+            node.cordoned = cordoned
+            self.flags.capacity_changed = True
+            self.touch()
+
+    def node_down(self, name: str, seconds: int) -> None:
+        """The node goes NotReady for a while: no scheduling there, and its pods are not Ready."""
+        node = self.nodes[name]
+        node.ready, node.down_until = False, self.now + timedelta(seconds=seconds)
+        for pod in self.pods.values():
+            if pod.node == name and pod.ready:
+                pod.ready = False
+                self.flags.ready_lost = True
+        self.flags.capacity_changed = True
+        self.touch()
+
+    # --- pods: readiness flaps, autoscaler --------------------------------------------------------
+    def flap(self, index: int, seconds: int) -> None:
+        """The index-th Ready pod (creation order, any app) fails its readiness probe for a while."""
+        ready = [p for p in self.all_pods() if p.ready]
+        if ready:
+            pod = ready[index % len(ready)]
+            pod.ready, pod.flap_until = False, self.now + timedelta(seconds=seconds)
+            self.flags.ready_lost = True
+            self.touch()
+
+    def announce(self, machine_type: str, node_in: int | None) -> None:
+        """An autoscaler says a node is coming for the oldest unschedulable pod of the type (if any); the
+        node arrives `node_in` seconds later (None: it never does)."""
+        pod = next((p for p in self.all_pods() if p.machine_type == machine_type and p.pending
+                    and p.unschedulable_since is not None and not p.scale_up_coming), None)
+        if pod is None:
+            return
+        pod.scale_up_coming, pod.announced_at = True, self.now
+        self.touch()
+        if node_in is not None:
+            self.arrivals.append((self.now + timedelta(seconds=node_in), machine_type, max(pod.requests[0], 1)))
+
+    # --- kubelet and node lifecycle ---------------------------------------------------------------
+    def kubelet(self) -> None:
+        for arrival in [a for a in self.arrivals if a[0] <= self.now]:
+            self.arrivals.remove(arrival)
+            self.add_node(arrival[1], arrival[2])
+        for node in self.nodes.values():
+            if node.down_until and node.down_until <= self.now:
+                node.ready, node.down_until = True, None
+                self.flags.capacity_changed = True
+                self.touch()
+        for pod in self.pods.values():
+            if pod.flap_until and pod.flap_until <= self.now:
+                pod.flap_until = None
+            if pod.node and not pod.started and pod.ready_at and pod.ready_at <= self.now:
+                pod.started = True
+                self.touch()
+            ready = pod.started and pod.flap_until is None and self.nodes[pod.node].ready if pod.node else False
+            if ready and not pod.ready:
+                pod.ready, pod.ready_since = True, self.now
+                self.touch()
+
+    # --- scheduler -----------------------------------------------------------------------------
+    def schedule(self) -> None:
+        used: dict[str, list[int]] = {n: [0, 0, 0] for n in self.nodes}
+        for pod in self.pods.values():
+            if pod.node:
+                for i, amount in enumerate(pod.requests):
+                    used[pod.node][i] += amount
+        for pod in self.all_pods():
+            if not pod.pending:
+                continue
+            want = pod.requests
+            reasons: dict[str, int] = {}
+            chosen = None
+            for node in self.nodes.values():
+                why = self._unfit(pod, node, want, used[node.name])
+                if why is None:
+                    chosen = node
+                    break
+                reasons[why] = reasons.get(why, 0) + 1
+            if chosen is not None:
+                pod.node, pod.ready_at = chosen.name, self.now + pod.ready_delay
+                pod.unschedulable_since, pod.message = None, ""
+                for i, amount in enumerate(want):
+                    used[chosen.name][i] += amount
+                self.touch()
+            else:
+                detail = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
+                message = f"0/{len(self.nodes)} nodes are available: {detail}." if detail else \
+                    "0/0 nodes are available."
+                if pod.unschedulable_since is None or pod.message != message:
+                    pod.unschedulable_since = pod.unschedulable_since or self.now
+                    pod.message = message
+                    self.touch()
+
+    def _unfit(self, pod: Pod, node: Node, want: tuple[int, int, int], used: list[int]) -> str | None:
+        spec = pod.template["spec"]
+        labels = node.labels()
+        if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
+            return "node(s) didn't match Pod's node affinity/selector"
+        terms = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                 .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms")
+        if terms and not any(all(_expression_holds(e, labels) for e in t.get("matchExpressions") or [])
+                             for t in terms):
+            return "node(s) didn't match Pod's node affinity/selector"
+        if node.cordoned:
+            return "node(s) were unschedulable"
+        for taint in node.taints():
+            if not any(_tolerates(t, taint) for t in spec.get("tolerations") or []):
+                return f"node(s) had untolerated taint {{{taint['key']}: {taint.get('value', '')}}}"
+        have = (node.gpus, node.cpu_milli, node.memory)
+        for name, h, u, w in zip(("nvidia.com/gpu", "cpu", "memory"), have, used, want, strict=True):
+            if u + w > h:
+                return f"Insufficient {name}"
+        return None
+
+    # --- the Deployment controller (Deployments and their ReplicaSets) -------------------------
+    def sync_deployments(self, app: str | None = None) -> None:
+        for dep in list(self.deployments.values()):
+            if app is None or dep.app == app:
+                self._sync(dep)
+
+    def _create_pod(self, dep: Deployment) -> None:
+        seq = self.next_seq()
+        template = dep.body["spec"]["template"]
+        pod = Pod(f"{dep.name}-{seq}", f"uid-{seq}", seq, dep.app, dep.machine_type, dep.name, template, self.now,
+                  self.ready_delay.get(dep.app, timedelta()), annotations=dict(template["metadata"]["annotations"]),
+                  requests=Pod.requests_of(template), revision=dep.revision,
+                  labels={**template["metadata"]["labels"], REVISION_LABEL: dep.revision})
+        self.pods[pod.name] = pod
+        self.touch()
+
+    def _sync(self, dep: Deployment) -> None:
+        """RollingUpdate with maxSurge 1, maxUnavailable 0 (what the operator's Deployments ask for)."""
+        desired, current = dep.replicas, dep.revision
+        pods = [p for p in self.pods.values() if p.deployment == dep.name]
+        new = [p for p in pods if p.revision == current]
+        old = [p for p in pods if p.revision != current]
+        if not old:
+            if len(new) < desired:
+                for _ in range(desired - len(new)):
+                    self._create_pod(dep)
+            for pod in sorted(new, key=_rank)[:max(len(new) - desired, 0)]:
+                self._delete_pod(pod)
+            return
+        # a scaling event mid-rollout: shrink to the allowed size, taking from the bigger revision
+        allowed = desired + 1 if desired > 0 else 0
+        while len(new) + len(old) > allowed:
+            group = old if len(old) >= len(new) else new
+            victim = min(group, key=_rank)
+            group.remove(victim)
+            self._delete_pod(victim)
+        # the new ReplicaSet grows while the total stays within desired + maxSurge
+        grow = min(desired + 1 - len(new) - len(old), desired - len(new))
+        for _ in range(max(grow, 0)):
+            self._create_pod(dep)
+        new = [p for p in self.pods.values() if p.deployment == dep.name and p.revision == current]
+        total = len(new) + len(old)
+        # old pods go: unhealthy ones first, then Ready ones while availability stays >= desired
+        budget = total - desired - sum(not p.ready for p in new)
+        for pod in [p for p in sorted(old, key=_rank) if not p.ready][:max(budget, 0)]:
+            old.remove(pod)
+            self._delete_pod(pod)
+        available = sum(p.ready for p in new) + sum(p.ready for p in old)
+        for pod in sorted(old, key=_rank)[:max(available - desired, 0)]:
+            self._delete_pod(pod)
+
+    # --- writes the operator makes ---------------------------------------------------------------
+    def apply_deployment(self, body: dict) -> None:
+        """Server-side apply by the only manager of these fields: the object becomes the body."""
+        meta = body["metadata"]
+        stored = {"metadata": {**meta, "annotations": dict(meta.get("annotations") or {})},
+                  "spec": dict(body["spec"])}
+        name = meta["name"]
+        previous = self.deployments.get(name)
+        type_name = meta["labels"][TYPE_LABEL]
+        revision = previous.revision if previous and previous.body["spec"]["template"] == body["spec"]["template"] \
+            else hashlib.sha256(json.dumps(body["spec"]["template"], sort_keys=True).encode()).hexdigest()[:10]
+        self.deployments[name] = Deployment(meta["labels"][APP_LABEL], type_name, stored, revision)
+        if previous is None or previous.body != stored:
+            self.touch()
+
+    def resize_unlisted(self, name: str, replicas: int, surge_annotation: str) -> None:
+        dep = self.deployments.get(name)
+        if dep is not None:  # a 404 is ignored, as the client does
+            dep.body["metadata"]["annotations"][surge_annotation] = ""
+            dep.body["spec"]["replicas"] = replicas
+            self.touch()
+
+    def delete_deployment(self, name: str) -> None:
+        if self.deployments.pop(name, None) is not None:
+            for pod in [p for p in self.pods.values() if p.deployment == name]:
+                self._delete_pod(pod)
+            self.touch()
+
+    def mark_pod(self, name: str, cost: str) -> None:
+        pod = self.pods.get(name)
+        if pod is not None and pod.annotations.get(DELETION_COST) != cost:
+            pod.annotations[DELETION_COST] = cost
+            self.touch()
+
+
+def _expression_holds(expression: dict, labels: dict[str, str]) -> bool:
+    key, op, values = expression["key"], expression["operator"], expression.get("values") or []
+    if op == "In":
+        return labels.get(key) in values
+    if op == "NotIn":
+        return labels.get(key) not in values
+    if op == "Exists":
+        return key in labels
+    if op == "DoesNotExist":
+        return key not in labels
+    raise AssertionError(f"the model does not know operator {op}")
+
+
+def _tolerates(toleration: dict, taint: dict) -> bool:
+    if toleration.get("effect") and toleration["effect"] != taint["effect"]:
+        return False
+    if toleration.get("operator", "Equal") == "Exists":
+        return not toleration.get("key") or toleration["key"] == taint["key"]
+    return toleration.get("key") == taint["key"] and toleration.get("value", "") == taint.get("value", "")

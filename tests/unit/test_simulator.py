@@ -1,0 +1,306 @@
+"""The real planner and reconcile plan driven through a model cluster (tests/sim), step by step.
+
+- `test_generated_sequences_keep_the_invariants`: hypothesis generates scenarios (1-3 apps, a few
+  nodes, up to 20 steps of events: nodes lost/added/cordoned/NotReady, readiness flaps, autoscaler
+  announcements, image/replicas/machineTypes edits, operator crashes between writes); the invariants
+  of tests/sim/invariants.py are checked after every step and once the cluster settled. Deterministic
+  (derandomize), at least EXAMPLES sequences; the count and time are printed.
+- Regression cases: shrunk sequences that broke an invariant. Those marked xfail are planner bugs not
+  fixed yet (tests/sim/known_bugs.py recognises them in generated runs); the others were found while
+  the planner was being fixed and now hold.
+- Examples: known scenarios walked through the simulator, with what must happen spelled out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from falapp_operator.placement import Move
+from tests.sim.invariants import Violation, ready_condition
+from tests.sim.known_bugs import KNOWN_BUGS, known
+from tests.sim.scenario import (
+    A100,
+    H100,
+    L40,
+    AddNode,
+    Announce,
+    AppConfig,
+    Crash,
+    Flap,
+    LoseNode,
+    NodeDown,
+    Scale,
+    Scenario,
+    SetImage,
+    SetTypes,
+    Sim,
+    Step,
+    run,
+)
+from tests.sim.strategies import scenarios
+
+EXAMPLES = 2000
+V2 = "registry.example.com/app:2"
+
+
+# --- generated sequences ----------------------------------------------------------------------------
+def test_generated_sequences_keep_the_invariants(capsys: pytest.CaptureFixture) -> None:
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=False,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(scenarios())
+    def check(scenario: Scenario) -> None:
+        seen["sequences"] += 1
+        seen["steps"] += len(scenario.steps)
+        try:
+            Sim(scenario).run()
+        except Violation as violation:
+            bug = known(violation)
+            if bug is None:
+                run(scenario)  # again, to raise with a trace of every step
+                raise
+            seen[bug.tests[0]] += 1
+
+    started = time.perf_counter()
+    check()
+    elapsed = time.perf_counter() - started
+    with capsys.disabled():
+        bugs = ", ".join(f"{name}: {n}" for name, n in seen.items() if name.startswith("test_"))
+        print(f"\nsimulator: {seen['sequences']} sequences ({seen['steps']} generated steps) in {elapsed:.1f} s;"
+              f" known bugs hit: {bugs or 'none'}")
+    assert seen["sequences"] >= EXAMPLES
+
+
+def test_known_bugs_name_xfail_regressions() -> None:
+    for bug in KNOWN_BUGS:
+        for name in bug.tests:
+            marks = [m.name for m in getattr(globals().get(name), "pytestmark", [])]
+            assert "xfail" in marks, f"{name} should be an xfail regression test here"
+
+
+# --- regression cases: open planner bugs (xfail) ----------------------------------------------------
+def expect(letter: str, scenario: Scenario) -> Sim:
+    """Run a regression scenario: every invariant must hold. An xfail regression states (raises=Violation)
+    which invariant breaks today; a different one breaking is a different failure."""
+    try:
+        return run(scenario)
+    except Violation as violation:
+        if violation.letter != letter:
+            raise RuntimeError(f"expected invariant {letter} to break, not: {violation}") from violation
+        raise
+
+
+def bug(reason: str):
+    return pytest.mark.xfail(strict=True, raises=Violation, reason=reason)
+
+
+@bug("the status (attempt history) is written after the children: a crash in between loses the FellBack "
+     "record, the next reconcile sees an extra replica (ScaledDown) and the round of types misses one")
+def test_regression_crash_before_status_write_forgets_the_fallback() -> None:
+    """No nodes; unschedulableTimeout 10 s. The replica falls back H100 -> A100 (recorded), then
+    A100 -> H100, but the operator dies after growing H100, before shrinking A100 and writing the
+    status. After the restart A100 is shrunk as a plain scale-down and no attempt mentions A100, so
+    the replica, stuck on H100 again, goes back to A100: a second H100 -> A100 move in a stable
+    cluster (invariant e)."""
+    expect("e", Scenario(apps=(AppConfig("b", (H100, A100), replicas=0, unschedulable=10),), nodes=(),
+                         steps=(Step(10, Scale("b", 1)), Step(10), Step(10), Step(10),
+                                Step(10, crash=Crash("b", 1)))))
+
+
+@bug("next_in_round() reads a replica's round from the app's shared attempt history, anchored on the pod's "
+     "creation: with no room anywhere, a replica that starts its round late (it waited for an announced "
+     "node) repeats a move other replicas made: more moves in one direction than replicas")
+def test_regression_late_round_of_one_replica_repeats_moves() -> None:
+    """Three replicas, three types, no node at all; a node is announced for one H100 pod. The two
+    others make their round (H100 -> A100 -> L40 -> H100) and rest on H100; when the announcement
+    runs out, the third starts its own round and an H100 -> A100 move happens a fourth time."""
+    expect("e", Scenario(apps=(AppConfig("a", (H100, A100, L40), replicas=3, unschedulable=10, scale_up=60,
+                                         ready_after=30),), nodes=(),
+                         steps=(Step(10), Step(10), Step(5, Announce(H100, 120)), Step(20), Step(20))))
+
+
+@bug("settle_surge() fails a bound extra replica not Ready unschedulableTimeout + scaleUpTimeout after it "
+     "started, however long the app takes to start: slow starters never return (probes fail forever)")
+def test_regression_slow_starting_probe_always_fails() -> None:
+    """unschedulableTimeout 10 s, scaleUpTimeout 0 s, pods Ready 10 s after binding. A GPU-A100 node
+    appears; the return probe is bound 5 s after it started and would be Ready 10 s later, but is
+    declared failed ("bound but never Ready") at 10 s. It is retried after each back-off (60 s, 120 s,
+    ... up to 1 h) and fails the same way: the app never returns and never settles (invariant c)."""
+    expect("c", Scenario(apps=(AppConfig("a", (A100, L40), replicas=1, unschedulable=10, scale_up=0),),
+                         nodes=((L40, 1),), steps=(Step(10), Step(10, AddNode(A100, 1)))))
+
+
+@bug("Moved shrinks a type mid-rollout: Kubernetes spreads that scale-down over the ReplicaSets by size "
+     "(older first on ties), so a Ready old-revision pod goes while the new revision's stuck pods stay")
+def test_regression_move_off_a_rolling_type_removes_an_old_ready_pod() -> None:
+    """Three replicas on GPU-L40 (1 + 2 GPU nodes); the image changes and the 1-GPU node is lost: two
+    Ready old pods, two Unschedulable new ones. A replica moves to GPU-H100 make-before-break to give
+    the rollout room; when it is Ready, L40 shrinks 3 -> 2 and the old ReplicaSet loses a Ready pod:
+    Ready 3 -> 2 by the operator's write (invariant a)."""
+    expect("a", Scenario(apps=(AppConfig("a", (L40, H100), replicas=0),), nodes=((L40, 1), (L40, 2), (H100, 1)),
+                         steps=(Step(10, Scale("a", 3)), Step(10, SetImage("a", V2)), Step(10, LoseNode(0)))))
+
+
+# --- regression cases: found by the simulator, fixed in the planner since (d68014c, 9ef3b91, 66f67ab) ---
+def test_regression_no_room_anywhere_never_comes_to_rest() -> None:
+    """No node at all, one replica, two types. It tries GPU-H100, falls back to GPU-A100, comes back
+    and must then wait on GPU-H100. (Was: a round was judged by time, so 140 s later it set off again:
+    a second H100 -> A100 move in a stable cluster, invariant e, and no settling, c.)"""
+    run(Scenario(apps=(AppConfig("a", (H100, A100), replicas=1),), nodes=(), steps=()))
+
+
+def test_regression_no_room_anywhere_with_several_replicas_and_three_types() -> None:
+    """Two replicas, three types, no node. (Was: the round was read from the last n-1 attempts, which
+    two replicas moving together fill with one type twice: they cycled forever, invariant e.)"""
+    run(Scenario(apps=(AppConfig("a", (H100, A100, L40), replicas=2),), nodes=(), steps=()))
+
+
+def test_regression_round_ending_off_the_preferred_type_does_not_lap_again() -> None:
+    """Types [A100, L40, H100]; the only node (H100) hosts the replica, then is lost. The stuck replica
+    tries each type once and rests. (Was: H100 -> A100 -> L40 -> H100, then H100 -> A100 a second time
+    because only the preferred type ended a round, invariant e.)"""
+    run(Scenario(apps=(AppConfig("a", (A100, L40, H100), replicas=0),), nodes=(),
+                 steps=(Step(10, AddNode(H100, 1)), Step(10, Scale("a", 1)), Step(10, LoseNode(0)))))
+
+
+def test_regression_stuck_old_revision_pod_does_not_take_the_ready_replica_along() -> None:
+    """One GPU-H100 slot. Image v1 -> v2: the v2 pod cannot be scheduled; the user reverts to v1, so
+    the stuck v2 pod is now the "old" revision. (Was: past its timeout it fell back like a replica,
+    shrinking H100 from 1 to 0, which deleted the Deployment and the Ready v1 pod: invariant a.)"""
+    run(Scenario(apps=(AppConfig("a", (H100, A100), replicas=1),), nodes=((H100, 1),),
+                 steps=(Step(10), Step(10, SetImage("a", V2)), Step(10), Step(20),
+                        Step(10, SetImage("a", "registry.example.com/app:1")))))
+
+
+def test_regression_unlisting_the_probe_type_keeps_the_only_ready_replica() -> None:
+    """The replica's GPU-H100 node goes NotReady; a return probe on a new GPU-A100 node turns Ready;
+    the user then lists only GPU-H100. (Was: the A100 replica, the only Ready one, was removed at
+    once: invariant a.)"""
+    run(Scenario(apps=(AppConfig("b", (A100, H100), replicas=1),), nodes=((H100, 1),),
+                 steps=(Step(10), Step(10), Step(10, NodeDown(0, 30)), Step(5, AddNode(A100, 1)),
+                        Step(10), Step(10, SetTypes("b", (H100,))))))
+
+
+def test_regression_unlisted_type_mid_rollout_without_room_is_reported() -> None:
+    """A rollout stuck on GPU-H100 (one slot, held by the old pod), then the user lists only GPU-A100,
+    which has no node. (Was: the plan said RollingOut, asked for no requeue, and the stuck pod stayed
+    past its timeout unreported: invariant d.)"""
+    run(Scenario(apps=(AppConfig("a", (H100,), replicas=1),), nodes=((H100, 1),),
+                 steps=(Step(10), Step(10, SetImage("a", V2)), Step(10, SetTypes("a", (A100,))))))
+
+
+def test_regression_return_waits_while_another_replica_is_down() -> None:
+    """Types [A100, L40, H100], replicas on L40 and H100; a return probe starts on a new GPU-A100 node
+    and the L40 node is lost. (Was: when the probe turned Ready the H100 replica was removed, Ready
+    2 -> 1 by the operator's write while the status said AllReplicasReady: invariant a.)"""
+    run(Scenario(apps=(AppConfig("a", (A100, L40, H100), replicas=2),), nodes=((L40, 1), (H100, 1)),
+                 steps=(Step(10), Step(10, AddNode(A100, 1)), Step(10, LoseNode(0)))))
+
+
+def test_regression_drain_waits_for_a_replica_on_a_node_gone_not_ready() -> None:
+    """Draining GPU-A100 to GPU-H100, the older H100 replica's node goes NotReady. (Was: the last Ready
+    A100 replica was removed when the extra H100 one turned Ready: invariant a.)"""
+    run(Scenario(apps=(AppConfig("b", (A100, H100), replicas=2, gpus=2),),
+                 nodes=((H100, 1), (A100, 2), (H100, 2), (H100, 2)),
+                 steps=(Step(10), Step(10, SetTypes("b", (H100,))), Step(10, NodeDown(2, 30)))))
+
+
+def test_regression_return_waits_for_a_flapping_replica() -> None:
+    """While app b returns from GPU-L40 to GPU-A100, its older A100 replica fails its readiness probe.
+    (Was: the return completed and left one Ready replica of two, with Ready=True: invariants a, f.)"""
+    run(Scenario(apps=(AppConfig("a", (H100, L40), replicas=3), AppConfig("b", (A100, L40), replicas=2)),
+                 nodes=((L40, 4),), steps=(Step(10), Step(10, AddNode(A100, 2)), Step(10), Step(10, Flap(3, 10)))))
+
+
+def test_regression_stuck_old_pod_does_not_hide_the_stuck_rollout_pod() -> None:
+    """The GPU-H100 node is lost; the recreated v1 pod is Unschedulable; the image changes to v2, whose
+    pod is Unschedulable too; GPU-A100 has room. (Was, after 9ef3b91: the stuck pods were cut to
+    `movable` before old-revision ones were skipped, so the v2 pod was never looked at: nothing moved,
+    nothing reported, no requeue, 0 Ready replicas for good: invariant d.)"""
+    sim = run(Scenario(apps=(AppConfig("a", (H100, A100), replicas=1),), nodes=((H100, 1), (A100, 1)),
+                       steps=(Step(10), Step(10), Step(10, LoseNode(0)), Step(10, SetImage("a", V2)))))
+    assert placement(sim) == [(A100, True)]
+
+
+def test_regression_fallbacks_to_each_other_do_not_cancel_out() -> None:
+    """Two replicas, one on GPU-A100 and one on GPU-H100; the H100 node is lost and there is no A100
+    node. (Was: past the timeout both fell back to each other's type in one reconcile; the shifts
+    cancelled, nothing moved, but two FellBack moves, attempts and a status write were recorded at
+    every reconcile: invariant e.)"""
+    run(Scenario(apps=(AppConfig("a", (A100, H100), replicas=2),), nodes=((H100, 1),),
+                 steps=(Step(10), Step(10, LoseNode(0)))))
+
+
+def test_regression_unlisted_type_left_mid_rollout_is_drained() -> None:
+    """A stuck rollout on GPU-A100 (no A100 node), then the user lists only GPU-H100, which has room.
+    (Was: the unlisted type's two revisions were invisible to the planner, it was "not converged"
+    forever and the replica never reached H100: invariant d.)"""
+    sim = run(Scenario(apps=(AppConfig("a", (A100,), replicas=1),), nodes=((H100, 1),),
+                       steps=(Step(10), Step(10, SetImage("a", V2)), Step(10, SetTypes("a", (H100,))))))
+    assert [(p.machine_type, p.ready) for p in sim.world.pods_of("a")] == [(H100, True)]
+
+
+# --- examples -------------------------------------------------------------------------------------------
+def moves(sim: Sim, app: str = "a") -> list[tuple[Move, str | None, str | None]]:
+    return [(t.move, t.from_type, t.to_type) for _, name, t in sim.history
+            if name == app and t.move not in (Move.SCALED_UP, Move.SCALED_DOWN)]
+
+
+def placement(sim: Sim, app: str = "a") -> list[tuple[str, bool]]:
+    return sorted((p.machine_type, p.ready) for p in sim.world.pods_of(app))
+
+
+def test_example_fallback_on_a_full_type_and_return() -> None:
+    """The H100 node is lost: the replica is recreated there, stuck for unschedulableTimeout, falls back
+    to A100; an H100 node comes back and the replica returns make-before-break."""
+    sim = run(Scenario(apps=(AppConfig("a", (H100, A100), replicas=1),), nodes=((H100, 1), (A100, 1)),
+                       steps=(Step(10), Step(10), Step(10, LoseNode(0)), *[Step(10)] * 5, Step(10, AddNode(H100, 1)))))
+    assert moves(sim) == [(Move.FELL_BACK, H100, A100), (Move.PROBE_STARTED, A100, H100),
+                          (Move.RETURNED, A100, H100)]
+    assert placement(sim) == [(H100, True)]
+    assert ready_condition(sim.apps["a"].status)["status"] == "True"
+
+
+def test_example_rollout_on_a_full_type_moves_one_replica_and_comes_back() -> None:
+    """Two replicas fill the only GPU-H100 node; a new image needs room for one more pod there. After
+    unschedulableTimeout one replica moves to GPU-A100 make-before-break (the rollout gets its room),
+    the rollout completes on H100, and the A100 replica returns once H100 has room again."""
+    sim = run(Scenario(apps=(AppConfig("a", (H100, A100), replicas=2),), nodes=((H100, 2), (A100, 1)),
+                       steps=(Step(10), Step(10), Step(10, SetImage("a", V2)))))
+    assert moves(sim)[:2] == [(Move.FELL_BACK, H100, A100), (Move.MOVED, H100, A100)]
+    assert moves(sim)[-2:] == [(Move.PROBE_STARTED, A100, H100), (Move.RETURNED, A100, H100)]
+    assert placement(sim) == [(H100, True), (H100, True)]
+    pods = sim.world.pods_of("a")
+    assert {p.revision for p in pods} == {sim.world.deployments["a-gpu-h100"].revision}
+    assert all(p.template["spec"]["containers"][0]["image"] == V2 for p in pods)
+
+
+def test_example_scale_down_keeps_the_ready_replica() -> None:
+    """One replica Ready on the fallback type, one pending on the preferred type with a node announced
+    (so it keeps waiting): scaling to 1 removes the pending one, never the Ready one."""
+    sim = Sim(Scenario(apps=(AppConfig("a", (H100, A100), replicas=2, scale_up=600),), nodes=((A100, 1),)))
+    for step in (Step(10), Step(10), Step(10, Announce(H100, None)), Step(10), Step(10)):
+        sim.step(step.dt, step.event)
+    assert placement(sim) == [(A100, True), (H100, False)]
+    sim.step(10, Scale("a", 1))
+    assert placement(sim) == [(A100, True)]
+    sim.settle()
+    assert placement(sim) == [(A100, True)]
+
+
+def test_example_crash_in_the_middle_of_a_return_loses_nothing() -> None:
+    """The operator dies after the first write of the reconcile that completes a return (the preferred
+    type's Deployment is applied without its surge mark, the fallback one not yet shrunk, no status),
+    and again before any write of the next one: after the restart the app ends on the preferred type,
+    and no Ready replica was dropped on the way (checked every step). (The return is then recorded as
+    a scale-down of GPU-A100, not ReturnedToPreferred: see the crash regression above.)"""
+    sim = run(Scenario(apps=(AppConfig("a", (H100, A100), replicas=2),), nodes=((H100, 1), (A100, 2)),
+                       steps=(Step(10), Step(10), Step(10, AddNode(H100, 1)), Step(10),
+                              Step(10, crash=Crash("a", 1)), Step(10, crash=Crash("a", 0)))))
+    assert placement(sim) == [(H100, True), (H100, True)]
+    assert "a-gpu-a100" not in sim.world.deployments
