@@ -15,8 +15,7 @@ the watch events would wake the operator), else a jump to the next timer (a pod 
 requeue the operator asked for, a probe back-off's end), until nothing changed for the longest wait an
 app has (unschedulableTimeout, + scaleUpTimeout once a node was announced, + 10 s), no probe back-off
 is pending and the world has no timer left (a node coming back or arriving, a pod turning Ready); the
-cluster
-must have settled within QUIET_STEPS steps (invariant c).
+cluster must have settled within QUIET_STEPS steps that change something and QUIET_TIME (invariant c).
 """
 
 from __future__ import annotations
@@ -31,7 +30,8 @@ from tests.sim.invariants import Invariants, Violation
 from tests.sim.world import DELETION_COST, EPOCH, NAMESPACE, Pod, World
 
 H100, A100, L40 = "gpu-h100", "gpu-a100", "gpu-l40"
-QUIET_STEPS = 200  # most steps of the quiet phase before the cluster counts as not settling
+QUIET_STEPS = 100  # most steps that change something in the quiet phase before it counts as not settling
+QUIET_TIME = timedelta(hours=2)  # nor may it take longer (the longest probe back-off is 1 h)
 QUIET_REACT = 5  # seconds to the next step after one that changed something
 
 
@@ -147,7 +147,6 @@ class Sim:
         self.reconciled: set[str] = set()  # apps reconciled in the current step
         self.seen: dict[str, tuple[int, int]] = {}  # per app: world version and generation it last read
         self.restarted = True  # the operator (re)started: it reconciles every app
-        self.last_wrote: dict[str, int] = {}  # per app, the last step its reconcile wrote something
         self.history: list[tuple[int, str, Transition]] = []  # (step, app, move) of complete reconciles
         self.step_no = 0
         self.log: list[str] | None = [] if trace else None
@@ -188,7 +187,6 @@ class Sim:
                 crashed = True
                 break
         self.restarted = crashed
-        self.last_wrote.update({n: self.step_no for n in self.reconciled if self.outcomes[n].wrote})
         for name in sorted(self.reconciled):
             outcome = self.outcomes[name]
             if not outcome.crashed and outcome.plan.decision is not None:
@@ -209,9 +207,12 @@ class Sim:
         return last.plan.requeue_at is not None and last.plan.requeue_at <= self.world.now
 
     def settle(self) -> None:
-        """The quiet phase: no events, timers only, until nothing has changed for `wait` (see module doc)."""
-        quiet_since, changed = self.world.now, True
-        for _ in range(QUIET_STEPS):
+        """The quiet phase: no events, timers only, until nothing has changed for the longest wait
+        (see the module doc). It fails (c) after QUIET_STEPS steps that changed something, or when the
+        clock has gone QUIET_TIME past its start."""
+        start, quiet_since, changed, changes = self.world.now, self.world.now, True, 0
+        writers: set[str] = set()
+        while changes < QUIET_STEPS and self.world.now - start < QUIET_TIME:
             now = self.world.now
             until = max([quiet_since + self._longest_wait(), *self._backoffs()])
             if not changed and now >= until and not self.world.timers():
@@ -225,9 +226,11 @@ class Sim:
                 dt = max(int((min([t for t in timers if t > now] + [until]) - now).total_seconds()), 1)
             changed = self.step(dt)
             if changed:
-                quiet_since = self.world.now
-        changing = [n for n, step in self.last_wrote.items() if step > self.step_no - QUIET_STEPS // 4]
-        raise Violation("c", self.step_no, ",".join(changing) or "*", f"still changing after {QUIET_STEPS} quiet steps")
+                quiet_since, changes = self.world.now, changes + 1
+                writers |= {n for n in self.reconciled if self.outcomes[n].wrote}
+        raise Violation("c", self.step_no, ",".join(sorted(writers)) or "*",
+                        f"still changing after {changes} quiet steps that changed something, "
+                        f"{int((self.world.now - start).total_seconds())} s")
 
     def _longest_wait(self) -> timedelta:
         """The longest an app may wait before acting on what it sees: unschedulableTimeout (a stuck
