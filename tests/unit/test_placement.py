@@ -453,6 +453,6 @@ def test_return_to_preferred_is_make_before_break() -> None:
 
 
 @pytest.mark.parametrize(("failures", "want"), [(0, s(60)), (1, s(60)), (2, s(120)), (3, s(240)),
-                                                (6, s(1920)), (7, s(3600)), (10, s(3600))])
+                                                (6, s(1920)), (7, s(3600)), (10, s(3600)), (10**6, s(3600))])
 def test_probe_backoff(failures: int, want: timedelta) -> None:
     assert probe_backoff(failures) == want

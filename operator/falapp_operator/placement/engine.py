@@ -76,7 +76,7 @@ class Decision:
 
 def probe_backoff(failures: int) -> timedelta:
     """60 s after the first failure, doubling up to one hour."""
-    return min(PROBE_BACKOFF_BASE * (2 ** max(failures - 1, 0)), PROBE_BACKOFF_MAX)
+    return min(PROBE_BACKOFF_BASE * (2 ** min(max(failures - 1, 0), 16)), PROBE_BACKOFF_MAX)  # no overflow
 
 
 def decide(options: Sequence[TypeOption], replicas: int, policy: Policy, observed: Observed,
