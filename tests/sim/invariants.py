@@ -19,6 +19,8 @@ d. No stuck replica left behind: a pod Unschedulable past its deadline (unschedu
    scaleUpTimeout once a node was announced for it) is gone after the first reconcile at or after the
    deadline, unless
    - the plan says InsufficientCapacity;
+   - it is on a type no longer listed while a make-before-break replica is in flight or a listed
+     type is mid-rollout (the drain goes one replica at a time, after the rollouts);
    - its type is mid-rollout and the pod is of the old revision (the rollout replaces it), or of the
      new one while a make-before-break replica is in flight (one at a time) or in the reconcile that
      completed a move off its type (the rollout's room is being made; the scheduler binds it next);
@@ -34,6 +36,8 @@ f. Ready=True is earned: when the status says Ready=True and the operator's last
    app's Deployments hold replicas (+1 per make-before-break mark), every pod runs its Deployment's
    current revision, at least `replicas` pods are Ready, and the only pods not Ready are the replicas
    in flight.
+g. The writes realize the plan: after a complete reconcile each type's Deployment holds the count
+   the plan decided (no Deployment for a type with none).
 """
 
 from __future__ import annotations
@@ -106,6 +110,7 @@ class Invariants:
             if name in self.sim.reconciled and self.sim.outcomes[name].crashed:
                 self.crashed.add(name)
             self.ready_kept(name, ready_before[name])
+            self.plan_written(name)
             self.pods_bounded(name)
             self.stuck_moved(name)
             if not changed:
@@ -136,18 +141,33 @@ class Invariants:
         if live > replicas + 1 + len(rolling):
             self.fail("b", name, f"{live} live pods > {replicas} replicas + 1 + {len(rolling)} rolling types")
 
+    # --- g -----------------------------------------------------------------------------------------
+    def plan_written(self, name: str) -> None:
+        if name not in self.sim.reconciled or self.stale(name):
+            return
+        decision = self.sim.outcomes[name].plan.decision
+        if decision is None:
+            return
+        sizes = {d.machine_type: d.replicas for d in self.sim.world.deployments_of(name)}
+        wanted = {t: n for t, n in decision.counts.items() if n > 0}
+        if sizes != wanted:
+            self.fail("g", name, f"the plan decided {wanted} but the Deployments hold {sizes}")
+
     # --- d -----------------------------------------------------------------------------------------
     def stuck_moved(self, name: str) -> None:
         if self.stale(name):
             return  # the operator is down (it crashed in this step or the last one)
-        decision = self.sim.outcomes[name].plan.decision
-        if decision is None or decision.insufficient:
-            return
+        plan = self.sim.outcomes[name].plan
+        decision = plan.decision
+        if decision is None or decision.insufficient or (
+                (ready_condition(plan.status) or {}).get("reason") == "InsufficientCapacity"):
+            return  # the plan (or the status it writes) says there is no room
         fallback = self.sim.apps[name].validated().fallback
         timeout = timedelta(seconds=fallback.unschedulable_timeout_seconds)
         extra = timedelta(seconds=fallback.scale_up_timeout_seconds)
         now = self.sim.world.now
         rolling = self.rolling_types(name)
+        listed = {o.name for o in resolve(self.sim.apps[name].validated(), CATALOGUE).options}
         deployments = self.sim.world.deployments
         for pod in self.sim.world.pods_of(name):
             if not pod.pending or pod.unschedulable_since is None or pod.created == now:
@@ -158,10 +178,12 @@ class Invariants:
             current = pod.deployment in deployments and deployments[pod.deployment].revision == pod.revision
             if pod.machine_type in rolling and not current:
                 continue  # a pod of the revision being replaced: the rollout removes it
+            if pod.machine_type not in listed and (decision.surge is not None or rolling & listed):
+                continue  # an unlisted type drains one replica at a time, after the listed types' rollouts
             surge = decision.surge
             if pod.machine_type in rolling and (
                     (current and surge is not None) or (surge is not None and surge.from_type == pod.machine_type)
-                    or any(t.move in (Move.MOVED, Move.RETURNED) and t.from_type == pod.machine_type
+                    or any(t.move in (Move.MOVED, Move.RETURNED, Move.DRAINED) and t.from_type == pod.machine_type
                            for t in decision.transitions)):
                 continue  # the rollout waits for (or just got) the room of a replica moving away
             since = f"Unschedulable since {pod.unschedulable_since:%H:%M:%S} (deadline {deadline:%H:%M:%S})"

@@ -146,6 +146,31 @@ def test_regression_move_off_a_rolling_type_removes_an_old_ready_pod() -> None:
                          steps=(Step(10, Scale("a", 3)), Step(10, SetImage("a", V2)), Step(10, LoseNode(0)))))
 
 
+@bug("settle_surge() completes a drain counting on the ReplicaSet removing the origin's pending pod, "
+     "then move_pending_up() moves that same pending pod up: the origin shrinks twice, a Ready pod goes")
+def test_regression_drain_and_move_up_spend_the_same_pending_pod() -> None:
+    """Three replicas on three 1-GPU GPU-H100 nodes; the user lists [L40, A100] instead, and a drain
+    to the A100 node starts. An H100 node is lost; its replica comes back pending on H100. When the
+    A100 replica turns Ready the drain completes (the pending H100 pod should be the one to go) and
+    the same reconcile moves that pending pod up to L40: H100 shrinks 3 -> 1, a Ready pod goes,
+    Ready 3 -> 2 by the operator's write (invariant a)."""
+    expect("a", Scenario(apps=(AppConfig("c", (H100, A100), replicas=3, unschedulable=10),),
+                         nodes=((H100, 1), (H100, 1), (H100, 1), (A100, 1)),
+                         steps=(Step(10), Step(10, SetTypes("c", (L40, A100))), Step(10), Step(10, LoseNode(0)))))
+
+
+@bug("resize_unlisted() merge-patches spec.replicas but leaves the applied-hash annotation: when the type is "
+     "listed again, the desired Deployment hashes as the last apply did and needs_apply() skips it")
+def test_regression_relisted_type_keeps_the_size_it_was_drained_to() -> None:
+    """Two replicas on GPU-H100 (one node, one GPU: one runs, one pends). The user lists only GPU-L40:
+    the pending one moves up to L40 and the now unlisted H100 Deployment is resized to 1. The user
+    lists GPU-H100 again: the plan wants 2 there, but the apply is skipped (same hash as the apply of
+    size 2 before the resize), so the Deployment stays at 1, for good: the plan's counts are never
+    written (invariant g) and the app never gets its replicas (c)."""
+    expect("g", Scenario(apps=(AppConfig("a", (H100,), replicas=2),), nodes=((H100, 1),),
+                         steps=(Step(10), Step(10, SetTypes("a", (L40,))), Step(10, SetTypes("a", (H100,))))))
+
+
 # --- regression cases: found by the simulator, fixed in the planner since (d68014c, 9ef3b91, 66f67ab) ---
 def test_regression_no_room_anywhere_never_comes_to_rest() -> None:
     """No node at all, one replica, two types. It tries GPU-H100, falls back to GPU-A100, comes back
