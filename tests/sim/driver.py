@@ -24,7 +24,8 @@ from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, plan
 from falapp_operator.reconcile.observe import children_state, pod_view
 from falapp_operator.reconcile.writes import DELETE_FIRST, Write, child_writes, status_changed
-from tests.sim.world import NAMESPACE, TYPE_LABEL, World
+from tests.sim.objects import NAMESPACE, TYPE_LABEL
+from tests.sim.world import World
 
 FIELD_MANAGER = "falapp-operator"
 CATALOGUE: list[MachineType] = list(DEFAULT_CATALOG)

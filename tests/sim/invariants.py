@@ -50,7 +50,7 @@ from falapp_operator.placement import Move
 from falapp_operator.placement.eligibility import resolve
 from falapp_operator.reconcile.children import SURGE_ANNOTATION, decode_surge
 from tests.sim.driver import CATALOGUE, build_cache, free_for
-from tests.sim.world import NAMESPACE
+from tests.sim.objects import NAMESPACE
 
 if TYPE_CHECKING:
     from tests.sim.scenario import Sim
@@ -69,6 +69,12 @@ def ready_condition(status: dict) -> dict | None:
     return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
 
 
+def says_no_room(plan) -> bool:
+    """The plan found no room for a stuck replica, or the status it writes says InsufficientCapacity."""
+    return bool(plan.decision and plan.decision.insufficient) or (
+        (ready_condition(plan.status) or {}).get("reason") == "InsufficientCapacity")
+
+
 class Invariants:
     def __init__(self, sim: Sim):
         self.sim = sim
@@ -76,12 +82,21 @@ class Invariants:
         self.replicas_seen: dict[str, int] = {}  # per app, most replicas while stable
         self.deferred: set[str] = set()  # stuck pods left for the next reconcile (d)
         self.crashed: set[str] = set()  # apps whose reconcile crashed while stable (for known_bugs)
+        self._listed: dict[tuple[str, int], set[str]] = {}
 
     def stale(self, name: str) -> bool:
         """The app's children and status are not the operator's last word: its last reconcile crashed,
         or the operator crashed in this step before reaching the app."""
         outcome = self.sim.outcomes.get(name)
         return outcome is None or outcome.crashed or (name not in self.sim.reconciled and self.sim.restarted)
+
+    def listed(self, name: str) -> set[str]:
+        """The machine types (object names) the app's spec lists and that can host it."""
+        app = self.sim.apps[name]
+        key = (name, app.generation)
+        if key not in self._listed:
+            self._listed[key] = {o.name for o in resolve(app.validated(), CATALOGUE).options}
+        return self._listed[key]
 
     def fail(self, letter: str, app: str, detail: str) -> None:
         raise Violation(letter, self.sim.step_no, app, detail)
@@ -159,15 +174,14 @@ class Invariants:
             return  # the operator is down (it crashed in this step or the last one)
         plan = self.sim.outcomes[name].plan
         decision = plan.decision
-        if decision is None or decision.insufficient or (
-                (ready_condition(plan.status) or {}).get("reason") == "InsufficientCapacity"):
-            return  # the plan (or the status it writes) says there is no room
+        if decision is None or says_no_room(plan):
+            return
         fallback = self.sim.apps[name].validated().fallback
         timeout = timedelta(seconds=fallback.unschedulable_timeout_seconds)
         extra = timedelta(seconds=fallback.scale_up_timeout_seconds)
         now = self.sim.world.now
         rolling = self.rolling_types(name)
-        listed = {o.name for o in resolve(self.sim.apps[name].validated(), CATALOGUE).options}
+        listed = self.listed(name)
         deployments = self.sim.world.deployments
         for pod in self.sim.world.pods_of(name):
             if not pod.pending or pod.unschedulable_since is None or pod.created == now:
@@ -256,10 +270,10 @@ class Invariants:
             options = resolve(spec, CATALOGUE).options
             rank = {o.name: i for i, o in enumerate(options)}
             free = free_for(cache, spec, (NAMESPACE, name), self.sim.keys)
-            decision = self.sim.outcomes[name].plan.decision
+            plan = self.sim.outcomes[name].plan
             pods = world.pods_of(name)
             rolling = self.rolling_types(name)
-            stuck = bool(decision and decision.insufficient)  # no room anywhere: a rollout cannot finish
+            stuck = says_no_room(plan)  # no room anywhere: a rollout cannot finish
             if len(pods) != spec.replicas and not (stuck and len(pods) <= spec.replicas + len(rolling)):
                 self.fail("c", name, f"settled with {len(pods)} pods for {spec.replicas} replicas")
             if rolling and not stuck:
@@ -275,7 +289,7 @@ class Invariants:
                     better = [t for t in rank if t != pod.machine_type and room(t)]
                     if better:
                         self.fail("c", name, f"settled with {pod.name} pending while {better} have room")
-                    if not decision or not decision.insufficient:
+                    if not stuck:
                         self.fail("c", name, f"settled with {pod.name} pending and no InsufficientCapacity")
                     continue
                 if not pod.ready:

@@ -27,7 +27,8 @@ from falapp_operator.api import parse_time
 from falapp_operator.placement import Transition
 from tests.sim.driver import App, Outcome, reconcile
 from tests.sim.invariants import Invariants, Violation
-from tests.sim.world import DELETION_COST, EPOCH, NAMESPACE, Pod, World
+from tests.sim.objects import DELETION_COST, EPOCH, NAMESPACE, Pod
+from tests.sim.world import World
 
 H100, A100, L40 = "gpu-h100", "gpu-a100", "gpu-l40"
 QUIET_STEPS = 100  # most steps that change something in the quiet phase before it counts as not settling
@@ -108,7 +109,6 @@ class SetTypes:
 
 
 Event = LoseNode | AddNode | Cordon | NodeDown | Flap | Announce | SetImage | Scale | SetTypes
-USER_ACTIONS = (SetImage, Scale, SetTypes)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for scenarios: 1-3 apps on up to three GPU types, a few nodes, up to 20 steps.
+"""Hypothesis strategies for scenarios: 1-3 apps on up to three GPU types, a few nodes, up to 16 steps.
 
 Each app, node and step is decoded from one drawn integer (`Choices` below), which keeps generation
 cheap (a few dozen draws per scenario instead of hundreds) while shrinking still works: hypothesis
@@ -99,7 +99,7 @@ def node(value: int) -> tuple[str, int]:
 
 
 @st.composite
-def scenarios(draw, max_steps: int = 20) -> Scenario:
+def scenarios(draw, max_steps: int = 16) -> Scenario:
     count = Choices(draw(st.integers(0, BIG))).number(1, 3)
     apps = tuple(app_config(name, draw(st.integers(0, BIG))) for name in NAMES[:count])
     # sizes drawn uniformly (hypothesis favours short lists): long sequences as common as short ones

@@ -1,11 +1,7 @@
-"""The cluster model: nodes, pods, Deployments and the controllers that move them, on a simulated clock.
+"""The cluster model: the controllers that move nodes, pods and Deployments, on a simulated clock.
 
-Objects are rendered as dicts shaped like the Kubernetes API's (`Node.body()`, `Pod.body()`,
-`Deployment.body`), which is all the operator side ever reads. A Deployment's revision is its
-ReplicaSet's `pod-template-hash` (a hash of the whole pod template); its pods carry it as a label and
-keep their template's annotations (the operator's `fal.ai/template-hash` among them). Nothing here
-imports operator logic: the scheduler, the ReplicaSet ranking and the rolling update are written from
-Kubernetes' behaviour.
+Nothing here imports operator logic: the scheduler, the ReplicaSet ranking and the rolling update are
+written from Kubernetes' behaviour; the objects are in `objects.py`.
 
 Simplifications:
 - Pods removed by the Deployment controller, by a Deployment's deletion or by a lost node vanish at
@@ -28,165 +24,19 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, format_time
-
-GPU = "nvidia.com/gpu"
-TYPE_LABEL = "fal.ai/machine-type"
-APP_LABEL = "fal.ai/app"
-REVISION_LABEL = "pod-template-hash"
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
-NAMESPACE = "team"
-EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
-GI = 2**30
-
-
-def cpu_milli(quantity: str) -> int:
-    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
-
-
-def mem_bytes(quantity: str) -> int:
-    for suffix, factor in (("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30), ("Ti", 2**40)):
-        if quantity.endswith(suffix):
-            return int(quantity[: -len(suffix)]) * factor
-    return int(quantity)
-
-
-@dataclass(frozen=True)
-class Shape:
-    """What a node of a machine type looks like: its product label and resources per GPU."""
-
-    product: str
-    cpu_per_gpu: int  # milli
-    memory_per_gpu: int  # bytes
-
-
-def _shapes() -> dict[str, Shape]:
-    out = {}
-    for mt in DEFAULT_CATALOG:
-        if mt.spec.gpu is None:
-            continue
-        product = mt.spec.node_affinity[0].values[0]
-        out[mt.metadata.name] = Shape(product, cpu_milli(str(mt.spec.resources.cpu)),
-                                      mem_bytes(str(mt.spec.resources.memory)))
-    return out
-
-
-SHAPES = _shapes()
-
-
-@dataclass
-class Node:
-    name: str
-    machine_type: str
-    gpus: int
-    cpu_milli: int
-    memory: int
-    ready: bool = True
-    cordoned: bool = False
-    down_until: datetime | None = None  # NotReady until then
-
-    @property
-    def schedulable(self) -> bool:
-        return self.ready and not self.cordoned
-
-    def labels(self) -> dict[str, str]:
-        return {GPU_PRODUCT_LABEL: SHAPES[self.machine_type].product, "kubernetes.io/hostname": self.name}
-
-    def taints(self) -> list[dict]:
-        taints = [{"key": GPU, "value": "present", "effect": "NoSchedule"}]
-        if not self.ready:
-            taints.append({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"})
-        return taints
-
-    def body(self) -> dict:
-        return {
-            "metadata": {"name": self.name, "labels": self.labels()},
-            "spec": {"taints": self.taints(), "unschedulable": self.cordoned},
-            "status": {
-                "allocatable": {GPU: str(self.gpus), "cpu": f"{self.cpu_milli}m", "memory": str(self.memory)},
-                "conditions": [{"type": "Ready", "status": "True" if self.ready else "False"}],
-            },
-        }
-
-
-@dataclass
-class Pod:
-    name: str
-    uid: str
-    seq: int  # creation order
-    app: str
-    machine_type: str
-    deployment: str
-    template: dict  # the Deployment's spec.template when the pod was created (shared, never mutated)
-    created: datetime
-    ready_delay: timedelta  # from binding to Ready
-    annotations: dict = field(default_factory=dict)
-    node: str | None = None
-    ready_at: datetime | None = None
-    started: bool = False  # containers started once (phase Running)
-    ready: bool = False  # the Ready condition as the kubelet reports it
-    ready_since: datetime | None = None
-    flap_until: datetime | None = None  # NotReady until then (a failing readiness probe)
-    unschedulable_since: datetime | None = None
-    message: str = ""
-    scale_up_coming: bool = False
-    announced_at: datetime | None = None
-    requests: tuple[int, int, int] = (0, 0, 0)  # GPUs, milli-cpu, memory bytes of its containers
-    revision: str = ""  # its ReplicaSet's pod-template-hash (also a label)
-    labels: dict = field(default_factory=dict)  # the template's labels plus pod-template-hash
-
-    @property
-    def pending(self) -> bool:
-        return self.node is None
-
-    @staticmethod
-    def requests_of(template: dict) -> tuple[int, int, int]:
-        gpus = cpu = mem = 0
-        for container in template["spec"]["containers"]:
-            req = (container.get("resources") or {}).get("requests") or {}
-            gpus += int(req.get(GPU, 0))
-            cpu += cpu_milli(req["cpu"]) if "cpu" in req else 0
-            mem += mem_bytes(req["memory"]) if "memory" in req else 0
-        return gpus, cpu, mem
-
-    def body(self) -> dict:
-        conditions = []
-        if self.node:
-            conditions.append({"type": "PodScheduled", "status": "True"})
-        elif self.unschedulable_since is not None:
-            conditions.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                               "message": self.message, "lastTransitionTime": format_time(self.unschedulable_since)})
-        conditions.append({"type": "Ready", "status": "True" if self.ready else "False"})
-        spec = dict(self.template["spec"])
-        if self.node:
-            spec["nodeName"] = self.node
-        return {
-            "metadata": {"name": self.name, "namespace": NAMESPACE, "uid": self.uid,
-                         "labels": self.labels, "annotations": self.annotations,
-                         "creationTimestamp": format_time(self.created),
-                         "ownerReferences": [{"kind": "ReplicaSet", "name": self.deployment}]},
-            "spec": spec,
-            "status": {"phase": "Running" if self.started else "Pending", "conditions": conditions},
-        }
-
-
-@dataclass
-class Deployment:
-    app: str
-    machine_type: str
-    body: dict  # metadata + spec as applied
-    revision: str = ""  # pod-template-hash of its current ReplicaSet (a hash of spec.template)
-
-    @property
-    def name(self) -> str:
-        return self.body["metadata"]["name"]
-
-    @property
-    def replicas(self) -> int:
-        return self.body["spec"].get("replicas", 0) or 0
-
+from tests.sim.objects import (
+    APP_LABEL,
+    DELETION_COST,
+    EPOCH,
+    REVISION_LABEL,
+    SHAPES,
+    TYPE_LABEL,
+    Deployment,
+    Node,
+    Pod,
+)
 
 
 @dataclass

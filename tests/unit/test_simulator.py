@@ -1,7 +1,7 @@
 """The real planner and reconcile plan driven through a model cluster (tests/sim), step by step.
 
 - `test_generated_sequences_keep_the_invariants`: hypothesis generates scenarios (1-3 apps, a few
-  nodes, up to 20 steps of events: nodes lost/added/cordoned/NotReady, readiness flaps, autoscaler
+  nodes, up to 16 steps of events: nodes lost/added/cordoned/NotReady, readiness flaps, autoscaler
   announcements, image/replicas/machineTypes edits, operator crashes between writes); the invariants
   of tests/sim/invariants.py are checked after every step and once the cluster settled. Deterministic
   (derandomize), at least EXAMPLES sequences; the count and time are printed.
