@@ -28,10 +28,10 @@ d. No stuck replica left behind: a pod Unschedulable past its deadline (unschedu
      away, as the moves changed objects).
    Reconciles happen each step when anything changed, else at the plan's requeue time: a deadline
    passing with no reconcile means the plan did not ask to be woken for it, which breaks d too.
-e. No ping-pong: while the cluster is stable for an app (no capacity change, no user edit, no pod of
-   another app removed, i.e. no room freed; the step of the change itself does not count), the app
-   makes at most `replicas` completed moves in each direction between two types (each replica at
-   most once).
+e. No ping-pong: while the cluster is stable for an app (no capacity change, no user edit and no
+   rollout of one, no pod of another app removed, i.e. no room freed; the step of the change itself
+   does not count), the app makes at most `replicas` completed moves in each direction between two
+   types (each replica at most once).
 f. Ready=True is earned: when the status says Ready=True and the operator's last word stands, the
    app's Deployments hold replicas (+1 per make-before-break mark), every pod runs its Deployment's
    current revision, at least `replicas` pods are Ready, and the only pods not Ready are the replicas
@@ -115,9 +115,11 @@ class Invariants:
     def after_step(self, ready_before: dict[str, int], user_action: bool) -> None:
         flags = self.sim.world.flags
         for name in self.sim.apps:
-            # not stable for this app: capacity or a spec changed, or another app's pods left (room);
-            # the moves of this step react to it, count again from the next step
-            changed = user_action or flags.capacity_changed or bool(flags.removed_from - {name})
+            # not stable for this app: capacity or a spec changed, another app's pods left (room), or
+            # one of its types is mid-rollout (a user edit still at work: a rollout on a full type
+            # moves a replica off and back by design); count again from the next step
+            changed = (user_action or flags.capacity_changed or bool(flags.removed_from - {name})
+                       or bool(self.rolling_types(name)))
             if changed:
                 self.moves.pop(name, None)
                 self.replicas_seen.pop(name, None)

@@ -37,16 +37,20 @@ def _crash_loses_attempt(violation: Violation) -> bool:
 def _slow_start_probe_fails(violation: Violation) -> bool:
     """Pods that take longer to turn Ready than unschedulableTimeout + scaleUpTimeout (binding
     included): every make-before-break replica is judged "bound but never Ready" and removed, again
-    and again (returns, drains and rollout moves never complete)."""
-    if violation.letter not in ("c", "d", "e"):
+    and again (returns, drains and rollout moves never complete). Every pod of the type made since the
+    move started is judged from its start, so a rollout pod made later fails it too, and the removal
+    can take the app's only Ready replica (the extra one, Ready by then) along."""
+    if violation.letter not in ("a", "c", "d", "e"):
         return False
     sim = violation.sim
     for name in _apps(violation):
         config, app = sim.configs[name], sim.apps[name]
         decision = sim.outcomes[name].plan.decision
-        messages = [a.get("message") or "" for a in app.status.get("attempts") or []
-                    if a.get("outcome") == Move.PROBE_FAILED]
-        messages += [t.message for t in (decision.transitions if decision else ()) if t.move == Move.PROBE_FAILED]
+        now = [t.message for t in (decision.transitions if decision else ()) if t.move == Move.PROBE_FAILED
+               and name in sim.reconciled]
+        before = [a.get("message") or "" for a in app.status.get("attempts") or []
+                  if a.get("outcome") == Move.PROBE_FAILED]
+        messages = now if violation.letter == "a" else now + before  # a: the removal in this very step
         # from the probe's start: the next scheduler pass (a step, up to 20 s), then the start-up
         slow = config.ready_after + 20 >= config.unschedulable + config.scale_up
         if slow and any("bound but never Ready" in m for m in messages):
