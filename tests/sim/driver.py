@@ -154,7 +154,7 @@ def reconcile(world: World, app: App, apps: set[tuple[str, str]], crash_after: i
         elif write.kind == "mark":
             world.mark_pod(write.name, DELETE_FIRST)
         elif write.kind == "resize_unlisted":
-            world.resize_unlisted(write.name, write.replicas, children.SURGE_ANNOTATION)
+            world.resize_unlisted(write.name, write.body)
         else:
             world.delete_deployment(write.name)
     world.sync_deployments(app.name)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from falapp_operator.placement import Move
-from falapp_operator.reconcile.children import HASH_ANNOTATION
 from tests.sim.invariants import Violation
 
 
@@ -108,26 +107,7 @@ def _pending_origin_pod_spent_twice(violation: Violation) -> bool:
     return any(t.move == Move.PLACED_PREFERRED and t.from_type == found[1].from_type for t in decision.transitions)
 
 
-def _relisted_type_keeps_unlisted_size(violation: Violation) -> bool:
-    """A type is unlisted (its Deployment resized by merge patch, the applied-hash annotation left as
-    it was) and listed again: the desired Deployment hashes the same as the last apply, so
-    needs_apply() skips it and the Deployment keeps the drained size."""
-    if violation.letter not in ("c", "g"):
-        return False
-    sim = violation.sim
-    for name in _apps(violation):
-        plan = sim.outcomes[name].plan
-        for body in plan.deployments:
-            live = sim.world.deployments.get(body["metadata"]["name"])
-            if live is not None and live.replicas != body["spec"]["replicas"] and (
-                    live.body["metadata"]["annotations"].get(HASH_ANNOTATION)
-                    == body["metadata"]["annotations"].get(HASH_ANNOTATION)):
-                return True
-    return False
-
-
 KNOWN_BUGS = [
-    KnownBug(("test_regression_relisted_type_keeps_the_size_it_was_drained_to",), _relisted_type_keeps_unlisted_size),
     KnownBug(("test_regression_drain_and_move_up_spend_the_same_pending_pod",), _pending_origin_pod_spent_twice),
     KnownBug(("test_regression_late_round_of_one_replica_repeats_moves",), _rounds_of_several_replicas_overlap),
     KnownBug(("test_regression_crash_before_status_write_forgets_the_fallback",), _crash_loses_attempt),

@@ -314,11 +314,12 @@ class World:
         if previous is None or previous.body != stored:
             self.touch()
 
-    def resize_unlisted(self, name: str, replicas: int, surge_annotation: str) -> None:
+    def resize_unlisted(self, name: str, patch: dict) -> None:
+        """Merge patch of the metadata's annotations and the spec's scalar fields."""
         dep = self.deployments.get(name)
         if dep is not None:  # a 404 is ignored, as the client does
-            dep.body["metadata"]["annotations"][surge_annotation] = ""
-            dep.body["spec"]["replicas"] = replicas
+            dep.body["metadata"]["annotations"].update(patch["metadata"]["annotations"])
+            dep.body["spec"].update(patch["spec"])
             self.touch()
 
     def delete_deployment(self, name: str) -> None:

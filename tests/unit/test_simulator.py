@@ -159,16 +159,13 @@ def test_regression_drain_and_move_up_spend_the_same_pending_pod() -> None:
                          steps=(Step(10), Step(10, SetTypes("c", (L40, A100))), Step(10), Step(10, LoseNode(0)))))
 
 
-@bug("resize_unlisted() merge-patches spec.replicas but leaves the applied-hash annotation: when the type is "
-     "listed again, the desired Deployment hashes as the last apply did and needs_apply() skips it")
 def test_regression_relisted_type_keeps_the_size_it_was_drained_to() -> None:
     """Two replicas on GPU-H100 (one node, one GPU: one runs, one pends). The user lists only GPU-L40:
     the pending one moves up to L40 and the now unlisted H100 Deployment is resized to 1. The user
-    lists GPU-H100 again: the plan wants 2 there, but the apply is skipped (same hash as the apply of
-    size 2 before the resize), so the Deployment stays at 1, for good: the plan's counts are never
-    written (invariant g) and the app never gets its replicas (c)."""
-    expect("g", Scenario(apps=(AppConfig("a", (H100,), replicas=2),), nodes=((H100, 1),),
-                         steps=(Step(10), Step(10, SetTypes("a", (L40,))), Step(10, SetTypes("a", (H100,))))))
+    lists GPU-H100 again: the plan wants 2 there. (Was: the resize kept the applied-hash annotation,
+    so the apply was skipped as unchanged and the Deployment stayed at 1 for good: invariants g, c.)"""
+    run(Scenario(apps=(AppConfig("a", (H100,), replicas=2),), nodes=((H100, 1),),
+                 steps=(Step(10), Step(10, SetTypes("a", (L40,))), Step(10, SetTypes("a", (H100,))))))
 
 
 # --- regression cases: found by the simulator, fixed in the planner since (d68014c, 9ef3b91, 66f67ab) ---

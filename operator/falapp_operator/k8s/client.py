@@ -224,11 +224,9 @@ class KubeApi:
                                 meta["namespace"], body, field_manager=self.field_manager, force=True,
                                 _content_type=APPLY)
 
-    async def resize_unlisted(self, namespace: str, name: str, replicas: int, surge_annotation: str) -> None:
-        """New size of a Deployment whose type is no longer listed (its template is kept as it is); its
-        make-before-break mark is cleared in the same write, so it cannot outlive the resize."""
+    async def resize_unlisted(self, namespace: str, name: str, body: Mapping) -> None:
+        """Merge-patch a Deployment whose type is no longer listed (see children.resize_patch)."""
         self._wrote("resize")
-        body = {"metadata": {"annotations": {surge_annotation: ""}}, "spec": {"replicas": replicas}}
         try:
             await self._call(f"Deployment {namespace}/{name}", self.apps.patch_namespaced_deployment, name,
                              namespace, body, field_manager=self.field_manager, _content_type=MERGE)

@@ -362,7 +362,7 @@ class Controller:
             elif write.kind == "mark":
                 await self.api.mark_pod_for_deletion(namespace, write.name)
             elif write.kind == "resize_unlisted":
-                await self.api.resize_unlisted(namespace, write.name, write.replicas, children.SURGE_ANNOTATION)
+                await self.api.resize_unlisted(namespace, write.name, write.body)
             else:
                 await self.api.delete_deployment(namespace, write.name)
         if result.service is not None:

@@ -145,6 +145,13 @@ def template_hash(template: dict) -> str:
     return template["metadata"]["annotations"][TEMPLATE_ANNOTATION]
 
 
+def resize_patch(replicas: int) -> dict:
+    """Merge patch giving a Deployment whose type is no longer listed a new size, its template kept.
+    It clears the make-before-break mark (it cannot outlive the resize) and the applied hash (the
+    object no longer is what was applied: if the type is listed again, it is applied again)."""
+    return {"metadata": {"annotations": {SURGE_ANNOTATION: "", HASH_ANNOTATION: ""}}, "spec": {"replicas": replicas}}
+
+
 def deployment(app: AppRef, option: TypeOption, template: dict, replicas: int, surge: Surge | None) -> dict:
     annotations = {SURGE_ANNOTATION: encode_surge(surge) if surge and surge.to_type == option.name else ""}
     body = {

@@ -27,8 +27,7 @@ FOREIGN_OK = ("f:metadata", "f:status", "f:spec.f:template.f:metadata.f:annotati
 class Write:
     kind: Literal["apply", "mark", "resize_unlisted", "delete_deployment"]
     name: str  # object name (pod name for "mark")
-    body: Mapping | None = None  # "apply": the desired object
-    replicas: int = 0  # "resize_unlisted"
+    body: Mapping | None = None  # "apply": the desired object; "resize_unlisted": a merge patch
 
 
 def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Mapping], pods: Sequence[Mapping],
@@ -45,7 +44,7 @@ def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Mapp
     writes = [Write("apply", d["metadata"]["name"], d) for d in growing]
     writes += [Write("mark", name) for name in plan.mark_for_deletion if name not in marked]
     writes += [Write("apply", d["metadata"]["name"], d) for d in changed if d not in growing]
-    writes += [Write("resize_unlisted", children.deployment_name(ref.name, t), replicas=n)
+    writes += [Write("resize_unlisted", children.deployment_name(ref.name, t), children.resize_patch(n))
                for t, n in plan.rescale_unlisted.items()]
     writes += [Write("delete_deployment", children.deployment_name(ref.name, t)) for t in plan.delete_deployments]
     return writes
