@@ -11,7 +11,8 @@ b. Bounded pods: when the operator's last word stands (its last reconcile of the
    maxSurge 1). After a crash the next complete reconcile restores the bound.
 c. Convergence: with no events the cluster settles within QUIET_STEPS quiet steps (see scenario.py).
    Once settled, per app: pods == replicas, all of their Deployment's current revision (unless the
-   plan says InsufficientCapacity: then a rollout may be stuck, as in b); each pod Ready, or pending
+   plan says InsufficientCapacity: then a rollout may be stuck, as in b, with the replica that was
+   to give it room kept while removing the origin's pod would take a Ready one); each pod Ready, or pending
    with the plan saying InsufficientCapacity and no other listed type having room for it; no pod on a
    type while a more preferred listed type has room for one more replica (for pods on listed types
    only with returnToPreferred); status Ready=True when every replica is Ready on a listed type.
@@ -144,6 +145,11 @@ class Invariants:
             self.fail("a", name, f"Ready pods dropped from {before} to {after} (replicas {replicas})")
 
     # --- b -----------------------------------------------------------------------------------------
+    def surges_of(self, name: str) -> list:
+        """The make-before-break marks on the app's Deployments."""
+        return [s for d in self.sim.world.deployments_of(name)
+                if (s := decode_surge(d.machine_type, d.body["metadata"]["annotations"].get(SURGE_ANNOTATION)))]
+
     def rolling_types(self, name: str) -> set[str]:
         deployments = self.sim.world.deployments
         return {p.machine_type for p in self.sim.world.pods_of(name)
@@ -244,8 +250,7 @@ class Invariants:
         replicas = app.validated().replicas
         world = self.sim.world
         deployments = world.deployments_of(name)
-        surges = [s for d in deployments
-                  if (s := decode_surge(d.machine_type, d.body["metadata"]["annotations"].get(SURGE_ANNOTATION)))]
+        surges = self.surges_of(name)
         sizes = sum(d.replicas for d in deployments)
         if sizes != replicas + len(surges):
             self.fail("f", name, f"Ready=True but the Deployments hold {sizes} replicas for {replicas} wanted "
@@ -276,7 +281,8 @@ class Invariants:
             pods = world.pods_of(name)
             rolling = self.rolling_types(name)
             stuck = says_no_room(plan)  # no room anywhere: a rollout cannot finish
-            if len(pods) != spec.replicas and not (stuck and len(pods) <= spec.replicas + len(rolling)):
+            in_flight = len(self.surges_of(name))
+            if len(pods) != spec.replicas and not (stuck and len(pods) <= spec.replicas + in_flight + len(rolling)):
                 self.fail("c", name, f"settled with {len(pods)} pods for {spec.replicas} replicas")
             if rolling and not stuck:
                 self.fail("c", name, f"settled mid-rollout on {sorted(rolling)}")

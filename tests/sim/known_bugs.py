@@ -57,31 +57,6 @@ def _slow_start_probe_fails(violation: Violation) -> bool:
     return False
 
 
-def _completed_move(violation: Violation) -> tuple[str, object] | None:
-    """(app, transition) of a make-before-break move completed in the violating step, if any."""
-    sim = violation.sim
-    for name in _apps(violation):
-        decision = sim.outcomes[name].plan.decision
-        if name in sim.reconciled and decision is not None:
-            for tr in decision.transitions:
-                if tr.move in (Move.RETURNED, Move.DRAINED, Move.MOVED):
-                    return name, tr
-    return None
-
-
-def _victim_mid_rollout(violation: Violation, name: str, type_name: str) -> bool:
-    pods = [p for p in violation.sim.outcomes[name].snapshot.pods if p.machine_type == type_name]
-    return len({p.revision for p in pods}) > 1
-
-
-def _move_off_a_rolling_type_takes_an_old_ready_pod(violation: Violation) -> bool:
-    """Moved: the type the replica leaves is mid-rollout; shrinking its Deployment is a scaling event,
-    which Kubernetes spreads over the ReplicaSets by size (older first on ties), so a Ready pod of the
-    old revision goes while the new revision's Unschedulable pods stay."""
-    found = violation.letter in ("a", "f") and _completed_move(violation)
-    return bool(found) and _victim_mid_rollout(violation, found[0], found[1].from_type)
-
-
 def _rounds_of_several_replicas_overlap(violation: Violation) -> bool:
     """No room anywhere, several replicas stuck at different times (one waited for an announced node):
     each replica's round of the types is read from the shared attempt history, so one that starts its
@@ -96,24 +71,10 @@ def _rounds_of_several_replicas_overlap(violation: Violation) -> bool:
     return False
 
 
-def _pending_origin_pod_spent_twice(violation: Violation) -> bool:
-    """A move completes because the origin type has a pod that is not Ready (the ReplicaSet removes
-    that one first), and the same reconcile moves that pending pod up to a better type: the origin
-    shrinks twice for one non-Ready pod, so a Ready replica goes."""
-    found = violation.letter in ("a", "f") and _completed_move(violation)
-    if not found:
-        return False
-    decision = violation.sim.outcomes[found[0]].plan.decision
-    return any(t.move == Move.PLACED_PREFERRED and t.from_type == found[1].from_type for t in decision.transitions)
-
-
 KNOWN_BUGS = [
-    KnownBug(("test_regression_drain_and_move_up_spend_the_same_pending_pod",), _pending_origin_pod_spent_twice),
     KnownBug(("test_regression_late_round_of_one_replica_repeats_moves",), _rounds_of_several_replicas_overlap),
     KnownBug(("test_regression_crash_before_status_write_forgets_the_fallback",), _crash_loses_attempt),
     KnownBug(("test_regression_slow_starting_probe_always_fails",), _slow_start_probe_fails),
-    KnownBug(("test_regression_move_off_a_rolling_type_removes_an_old_ready_pod",),
-             _move_off_a_rolling_type_takes_an_old_ready_pod),
 ]
 
 

@@ -155,6 +155,24 @@ class _Planner:
             return False
         return True
 
+    def shrink_group(self, type_name: str) -> list[PodView]:
+        """The pods a shrink of the type by one takes from. Mid-rollout the Deployment spreads a
+        scale-down over its ReplicaSets by size, so the bigger revision loses one (the old on a tie)."""
+        pods = self.pods_on(type_name)
+        if not self.rolling(type_name):
+            return pods
+        new = [p for p in pods if self.new_revision(p)]
+        old = [p for p in pods if not self.new_revision(p)]
+        return old if len(old) >= len(new) else new
+
+    def spend_one(self, type_name: str) -> None:
+        """The type shrinks by one: its ReplicaSet removes an unscheduled, then a not-Ready pod first, so
+        that pod is spoken for (nothing else may move it: the type would shrink twice for it)."""
+        doomed = sorted((p for p in self.shrink_group(type_name) if p.name not in self.decision.delete_first),
+                        key=lambda p: (p.bound, p.ready))
+        if doomed and not doomed[0].ready:
+            self.decision.delete_first.append(doomed[0].name)
+
     def shift(self, from_type: str | None, to_type: str | None) -> None:
         counts = self.decision.counts
         if from_type is not None:
@@ -286,7 +304,7 @@ class _Planner:
         # done when the type has all its replicas, the extra one included, and they are Ready, and
         # removing one from the origin keeps the app at its Ready count (a replica may be down elsewhere)
         ready = sum(p.ready for p in self.pods)
-        origin = [p for p in self.pods if p.machine_type == surge.from_type]
+        origin = self.shrink_group(surge.from_type) if surge.from_type is not None else []
         loses_ready = bool(origin) and all(p.ready for p in origin)
         if (len(on_type) >= d.counts[surge.to_type] and sum(p.ready for p in on_type) >= d.counts[surge.to_type]
                 and ready - loses_ready >= min(self.replicas, ready)):
@@ -296,6 +314,7 @@ class _Planner:
             d.probes.pop(surge.to_type, None)
             if victim is not None:
                 self.shift(victim, None)
+                self.spend_one(victim)
                 if victim not in self.by_name:
                     move = Move.DRAINED
                 elif self.rank(victim) > self.rank(surge.to_type):
@@ -303,6 +322,14 @@ class _Planner:
                 else:
                     move = Move.MOVED
                 self.record(move, victim, surge.to_type)
+        elif surge.from_type is not None and self.rolling(surge.from_type):
+            # the origin's rollout is blocked and its shrink would take a Ready pod of the old revision
+            # (room was lost since the move started): keep serving, and say the rollout has no room
+            blocked = next((p for p in self.pods_on(surge.from_type) if self.new_revision(p) and self.stuck(p)), None)
+            if blocked is not None:
+                d.insufficient[self.by_name[surge.from_type].display] = (
+                    f"rollout needs room for one more replica: {blocked.scheduler_message}")
+                d.wake_at(self.now + self.policy.unschedulable_timeout)
 
     def reserve_pending(self) -> None:
         """Our pending pods will land where there is room; take it before placing anything else."""
@@ -323,11 +350,7 @@ class _Planner:
             victim = max(spare, key=self.rank)
             self.shift(victim, None)
             self.record(Move.SCALED_DOWN, victim, None)
-            # the ReplicaSet removes an unscheduled, then a not-Ready pod first: that one is spoken for
-            doomed = sorted((p for p in self.pods_on(victim) if p.name not in d.delete_first),
-                            key=lambda p: (p.bound, p.ready))
-            if doomed and not doomed[0].ready:
-                d.delete_first.append(doomed[0].name)
+            self.spend_one(victim)
 
     def scale_up(self) -> None:
         while self.settled_total() < self.replicas:
