@@ -141,7 +141,7 @@ def reconcile(world: World, app: App, apps: set[tuple[str, str]], crash_after: i
     the controller knows, as (namespace, name)."""
     snap, deployments, pods = snapshot(world, app, apps)
     result = plan(snap)
-    writes = child_writes(result, app.ref, deployments, pods, FIELD_MANAGER) + [STATUS]
+    writes = child_writes(result, app.ref, deployments, pods, FIELD_MANAGER, status=app.status) + [STATUS]
     applied = len(writes) if crash_after is None else min(crash_after, len(writes))
     outcome = Outcome(snap, result, writes, applied)
     for write in writes[:applied]:
@@ -149,6 +149,8 @@ def reconcile(world: World, app: App, apps: set[tuple[str, str]], crash_after: i
             if status_changed(app.status, result.status):
                 app.status = {**app.status, **result.status}  # merge patch of the status subresource
                 outcome.status_changed = True
+        elif write.kind == "history":
+            app.status = {**app.status, **write.body}  # merge patch of the status subresource
         elif write.kind == "apply":
             world.apply_deployment(write.body)
         elif write.kind == "mark":

@@ -101,6 +101,7 @@ class Pod:
     ready_delay: timedelta  # from binding to Ready
     annotations: dict = field(default_factory=dict)
     node: str | None = None
+    bound_at: datetime | None = None
     ready_at: datetime | None = None
     started: bool = False  # containers started once (phase Running)
     ready: bool = False  # the Ready condition as the kubelet reports it
@@ -131,7 +132,8 @@ class Pod:
     def body(self) -> dict:
         conditions = []
         if self.node:
-            conditions.append({"type": "PodScheduled", "status": "True"})
+            conditions.append({"type": "PodScheduled", "status": "True",
+                               "lastTransitionTime": format_time(self.bound_at or self.created)})
         elif self.unschedulable_since is not None:
             conditions.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                "message": self.message, "lastTransitionTime": format_time(self.unschedulable_since)})

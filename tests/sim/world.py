@@ -213,7 +213,7 @@ class World:
                     break
                 reasons[why] = reasons.get(why, 0) + 1
             if chosen is not None:
-                pod.node, pod.ready_at = chosen.name, self.now + pod.ready_delay
+                pod.node, pod.bound_at, pod.ready_at = chosen.name, self.now, self.now + pod.ready_delay
                 pod.unschedulable_since, pod.message = None, ""
                 for i, amount in enumerate(want):
                     used[chosen.name][i] += amount

@@ -49,10 +49,11 @@ def node(gpus: int = 8, cpu_milli: int = 64_000, memory_bytes: int = 512 * GI) -
 
 def pod(name: str, machine_type: str, ready: bool = False, bound: bool | None = None,
         since: datetime | None = None, scale_up_coming: bool = False, created: datetime | None = None,
-        current: bool = True) -> PodView:
+        current: bool = True, bound_since: datetime | None = None, failing: str = "") -> PodView:
     """A pod of the type's Deployment: Ready implies bound; `since` = Unschedulable since then;
     `current=False`: it runs an older template (a rollout is under way on its type)."""
     return PodView(name, machine_type, created=created or NOW - s(600), bound=ready if bound is None else bound,
+                   bound_since=bound_since, failing=failing,
                    ready=ready, unschedulable_since=since, scheduler_message=MSG if since else "",
                    scale_up_coming=scale_up_coming, current=current)
 
@@ -213,13 +214,24 @@ CASES = [
                pod("h1", H100, since=NOW - s(10))],
          want_counts={A100: 2, H100: 1}, want_surge=H100, want_requeue_at=NOW + s(50)),
     Case(id="surge/bound-not-ready-probe-waits", replicas=2, counts={A100: 2, H100: 1}, surge=Surge(H100),
-         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), pod("h1", H100, bound=True)],
-         # a bound probe gets both timeouts (60 s + 15 min from creation) to become Ready
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True),
+               pod("h1", H100, bound=True, bound_since=NOW - s(240))],
+         # a bound probe gets startupTimeout (10 min from being scheduled) to become Ready
          want_counts={A100: 2, H100: 1}, want_surge=H100, want_requeue_at=NOW + s(360)),
+    Case(id="surge/slow-start-is-timed-from-scheduling-not-creation", replicas=1, counts={A100: 1, H100: 1},
+         surge=Surge(H100, A100, NOW - s(2000)),
+         pods=[pod("a1", A100, ready=True), pod("h1", H100, bound=True, created=NOW - s(1990), bound_since=NOW - s(5))],
+         want_counts={A100: 1, H100: 1}, want_surge=H100, want_requeue_at=NOW + s(595)),
     Case(id="surge/never-ready-probe-fails", replicas=2, counts={A100: 2, H100: 1}, surge=Surge(H100),
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True),
-               pod("h1", H100, bound=True, created=NOW - s(60 + 900 + 1))],
+               pod("h1", H100, bound=True, bound_since=NOW - s(601))],
          want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
+         want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
+    Case(id="surge/crash-looping-probe-fails-at-once", replicas=1, counts={A100: 1, H100: 1},
+         surge=Surge(H100, A100, NOW - s(30)),
+         pods=[pod("a1", A100, ready=True),
+               pod("h1", H100, bound=True, created=NOW - s(25), bound_since=NOW - s(20), failing="CrashLoopBackOff")],
+         want_counts={A100: 1}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
          want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
     Case(id="surge/ready-probe-returns", replicas=2, counts={A100: 2, H100: 1}, surge=Surge(H100),
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), pod("h1", H100, ready=True)],

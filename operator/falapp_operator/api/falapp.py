@@ -43,6 +43,7 @@ RESERVED_LABEL_PREFIX = f"{GROUP}/"
 MachineTypeName = Annotated[str, Field(min_length=1, max_length=63, pattern=MACHINE_TYPE_NAME)]
 UnschedulableTimeout = duration_type("1s", "24h")
 ScaleUpTimeout = duration_type("0s", "24h")
+StartupTimeout = duration_type("1s", "24h")
 
 
 def _unique(items: Iterable[Any], key: Any, field: str) -> None:
@@ -67,6 +68,12 @@ class Fallback(ApiModel):
         description="Extra wait while a cluster autoscaler reports that a node is coming for the pending "
         "replica (0s..24h).",
     )
+    startup_timeout: StartupTimeout = Field(
+        "10m",
+        description="How long a make-before-break replica (return, drain, or the move that gives a rollout "
+        "room) may take from being scheduled to Ready before it counts as failed (1s..24h); one whose "
+        "container crash-loops or cannot start fails at once.",
+    )
     return_to_preferred: bool = Field(
         True,
         description="Move replicas back to a more preferred type when it has room again (make-before-break).",
@@ -79,6 +86,10 @@ class Fallback(ApiModel):
     @property
     def scale_up_timeout_seconds(self) -> float:
         return parse_duration(self.scale_up_timeout).total_seconds()
+
+    @property
+    def startup_timeout_seconds(self) -> float:
+        return parse_duration(self.startup_timeout).total_seconds()
 
 
 def _unique_machine_types(value: list[str]) -> list[str]:

@@ -356,8 +356,11 @@ class Controller:
                        result: AppPlan) -> None:
         namespace = ref.namespace
         applied = self._applied.setdefault((namespace, ref.name), {})
-        for write in child_writes(result, ref, deployments, pods, self.settings.field_manager, applied):
-            if write.kind == "apply":
+        status = body.get("status") or {}
+        for write in child_writes(result, ref, deployments, pods, self.settings.field_manager, applied, status):
+            if write.kind == "history":
+                await self.api.patch_falapp_status(namespace, ref.name, write.body)
+            elif write.kind == "apply":
                 applied[write.name] = object_version(await self.api.apply(write.body))
             elif write.kind == "mark":
                 await self.api.mark_pod_for_deletion(namespace, write.name)
@@ -370,7 +373,7 @@ class Controller:
             if current is None or needs_apply(current, result.service, self.settings.field_manager,
                                               applied.get(ref.name)):
                 applied[ref.name] = object_version(await self.api.apply(result.service))
-        await self._write_status(namespace, ref.name, body.get("status") or {}, result.status)
+        await self._write_status(namespace, ref.name, status, result.status)
         self._post_events(ref, result)
 
     def _post_events(self, ref: children.AppRef, result: AppPlan) -> None:

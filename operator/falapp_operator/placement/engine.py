@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from falapp_operator.api.units import format_duration
 from falapp_operator.placement.snapshot import (
     NodeFree,
     Observed,
@@ -145,11 +146,14 @@ class _Planner:
             return False
         return True
 
-    def never_ready(self, pod: PodView, started: datetime) -> bool:
-        """A bound pod still not Ready after both timeouts from `started`: the extra replica failed."""
+    def never_ready(self, pod: PodView) -> bool:
+        """A bound pod whose container cannot run, or still not Ready startupTimeout after it was
+        scheduled: the extra replica failed (a slow start is not a failure)."""
         if not pod.bound or pod.ready:
             return False
-        deadline = started + self.policy.unschedulable_timeout + self.policy.scale_up_timeout
+        if pod.failing:
+            return True
+        deadline = (pod.bound_since or pod.created) + self.policy.startup_timeout
         if deadline > self.now:
             self.decision.wake_at(deadline)
             return False
@@ -278,7 +282,7 @@ class _Planner:
         started = surge.since - SINCE_SLACK if surge.since is not None else None
         recent = [p for p in on_type if started is None or p.created >= started]
         failed = next((p for p in on_type if self.stuck(p)), None) or next(
-            (p for p in recent if self.never_ready(p, started or p.created)), None)
+            (p for p in recent if self.never_ready(p)), None)
         uncreatable = surge.to_type in self.uncreatable and len(on_type) < d.counts[surge.to_type]
         if failed is not None or uncreatable:
             if failed is not None:
@@ -296,7 +300,8 @@ class _Planner:
                 failures = (previous.failures if previous else 0) + 1
                 d.probes[surge.to_type] = ProbeBackoff(failures, self.now + probe_backoff(failures))
                 if failed is not None and not failed.pending:
-                    message = "bound but never Ready"
+                    timeout = format_duration(self.policy.startup_timeout)
+                    message = failed.failing or f"not Ready {timeout} after it was scheduled"
                 elif failed is None:
                     message = f"its pod cannot be created: {message}"
             self.record(Move.PROBE_FAILED, surge.from_type, surge.to_type, message)
@@ -327,7 +332,8 @@ class _Planner:
             # (room was lost since the move started): keep serving, and say the rollout has no room
             blocked = next((p for p in self.pods_on(surge.from_type) if self.new_revision(p) and self.stuck(p)), None)
             if blocked is not None:
-                d.insufficient[self.by_name[surge.from_type].display] = (
+                listed = self.by_name.get(surge.from_type)
+                d.insufficient[listed.display if listed else surge.from_type] = (
                     f"rollout needs room for one more replica: {blocked.scheduler_message}")
                 d.wake_at(self.now + self.policy.unschedulable_timeout)
 
@@ -362,7 +368,9 @@ class _Planner:
         """Stuck replicas move, one by one, to the most preferred other type with room, else the next one.
         A stuck replica of a rollout moves make-before-break: its type's old replicas are still serving."""
         d = self.decision
-        blind: set[tuple[str, str]] = set()  # moves made with no room anywhere in this pass
+        # types left and entered by moves made with no room anywhere in this pass
+        left: set[str] = set()
+        entered: set[str] = set()
         for option in self.options:
             if not self.converged(option.name) or self.is_surge_target(option.name):
                 continue
@@ -382,9 +390,12 @@ class _Planner:
                 if target is None:
                     d.insufficient[option.display] = pod.scheduler_message
                     target = self.next_in_round(option.name, pod)
-                    if target is None or (target.name, option.name) in blind:
-                        continue  # (two stuck replicas swapping types would only churn)
-                    blind.add((option.name, target.name))
+                    if target is None or target.name in left or option.name in entered:
+                        # onto a type a stuck replica is leaving (or off one another enters): the
+                        # Deployment would not shrink, so the stuck pod would stay; swaps only churn
+                        continue
+                    left.add(option.name)
+                    entered.add(target.name)
                 self.shift(option.name, target.name)
                 d.delete_first.append(pod.name)
                 self.record(Move.FELL_BACK, option.name, target.name, pod.scheduler_message)
@@ -470,3 +481,4 @@ class _Planner:
         self.shift(None, to_type)
         self.decision.surge = Surge(to_type, from_type, self.now)
         self.record(move, from_type, to_type, message)
+

@@ -26,6 +26,7 @@ class TypeOption:
 class Policy:
     unschedulable_timeout: timedelta = timedelta(seconds=60)
     scale_up_timeout: timedelta = timedelta(minutes=15)
+    startup_timeout: timedelta = timedelta(minutes=10)
     return_to_preferred: bool = True
 
 
@@ -37,6 +38,8 @@ class PodView:
     machine_type: str
     created: datetime
     bound: bool = False  # spec.nodeName set
+    bound_since: datetime | None = None  # PodScheduled=True lastTransitionTime
+    failing: str = ""  # why a container cannot run (e.g. "CrashLoopBackOff: back-off 5m0s restarting ...")
     ready: bool = False
     terminating: bool = False
     unschedulable_since: datetime | None = None  # PodScheduled=False/Unschedulable lastTransitionTime

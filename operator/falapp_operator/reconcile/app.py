@@ -69,6 +69,9 @@ class AppPlan:
     # (such a Deployment keeps its old template; the rescale also clears its surge annotation)
     service: dict | None = None
     status: dict = field(default_factory=dict)
+    # the status's memory of this decision (attempt history, probe back-offs): written before the
+    # children, so a crash between the child writes and the status write forgets no move
+    history: dict | None = None
     events: list[Event] = field(default_factory=list)
     mark_for_deletion: list[str] = field(default_factory=list)  # pods the ReplicaSets remove first
     requeue_at: datetime | None = None
@@ -80,6 +83,7 @@ def policy_of(spec: FalAppSpec) -> Policy:
     return Policy(
         unschedulable_timeout=timedelta(seconds=spec.fallback.unschedulable_timeout_seconds),
         scale_up_timeout=timedelta(seconds=spec.fallback.scale_up_timeout_seconds),
+        startup_timeout=timedelta(seconds=spec.fallback.startup_timeout_seconds),
         return_to_preferred=spec.fallback.return_to_preferred,
     )
 
@@ -120,6 +124,8 @@ def plan(snap: AppSnapshot) -> AppPlan:
             result.rescale_unlisted[type_name] = count
     result.service = children.service(snap.ref, snap.spec)
     result.status, result.events = _status(replace(snap, pods=pods), resolution, decision)
+    if any(tr.move not in (Move.SCALED_UP, Move.SCALED_DOWN) for tr in decision.transitions):
+        result.history = {k: result.status[k] for k in ("attempts", "probes")}
     preferred = resolution.options[0].name
     result.waiting_for_room = any(p.pending for p in pods) or any(t != preferred for t in decision.counts)
     return result

@@ -57,6 +57,8 @@ def pod_view(pod: Mapping, scale_up_coming: bool, now: datetime) -> PodView:
         machine_type=(meta.get("labels") or {}).get(TYPE_LABEL, ""),
         created=parse_time(meta.get("creationTimestamp")) or now,
         bound=bool(spec.get("nodeName")),
+        bound_since=parse_time(scheduled.get("lastTransitionTime")) if scheduled.get("status") == "True" else None,
+        failing=container_failure(status),
         ready=conditions.get("Ready", {}).get("status") == "True",
         terminating=bool(meta.get("deletionTimestamp")) or status.get("phase") in ("Succeeded", "Failed"),
         unschedulable_since=(parse_time(scheduled.get("lastTransitionTime")) or now) if unschedulable else None,
@@ -65,6 +67,22 @@ def pod_view(pod: Mapping, scale_up_coming: bool, now: datetime) -> PodView:
         template=(meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION, ""),
         revision=(meta.get("labels") or {}).get("pod-template-hash", ""),
     )
+
+
+# a container waiting for one of these reasons will not start by itself (a bad image, a crash loop,
+# a missing Secret or ConfigMap key)
+FAILING_REASONS = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                             "CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
+
+
+def container_failure(status: Mapping) -> str:
+    """Why a container of the pod cannot run, with the kubelet's message ("" if none)."""
+    for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in FAILING_REASONS:
+            message = waiting.get("message") or ""
+            return f"{waiting['reason']}: {message}" if message else waiting["reason"]
+    return ""
 
 
 def _since(surge: Surge) -> datetime:

@@ -1,9 +1,11 @@
 """The writes one reconcile makes, in order, from its plan and the children as they are now. Pure.
 
 Order matters for availability: grow first (the replacement starts sooner), then mark the pods to go,
-then shrink; the status last, so it never claims what was not written. The controller performs them
-one by one and stops at the first the API refuses; the simulator under tests/ performs them on its
-model cluster and may crash between any two.
+then shrink; the status last, so it never claims what was not written. Only the history of the moves
+about to be written goes first: a crash half-way must not make the next reconcile forget a move
+(a refused write leaves a move in the history that did not happen; the retry records it again).
+The controller performs them one by one and stops at the first the API refuses; the simulator under
+tests/ performs them on its model cluster and may crash between any two.
 """
 
 from __future__ import annotations
@@ -25,15 +27,18 @@ FOREIGN_OK = ("f:metadata", "f:status", "f:spec.f:template.f:metadata.f:annotati
 
 @dataclass(frozen=True)
 class Write:
-    kind: Literal["apply", "mark", "resize_unlisted", "delete_deployment"]
+    kind: Literal["history", "apply", "mark", "resize_unlisted", "delete_deployment"]
     name: str  # object name (pod name for "mark")
-    body: Mapping | None = None  # "apply": the desired object; "resize_unlisted": a merge patch
+    # "apply": the desired object; "resize_unlisted", "history" (of the FalApp's status): a merge patch
+    body: Mapping | None = None
 
 
 def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Mapping], pods: Sequence[Mapping],
-                 field_manager: str, applied: Mapping[str, str] | None = None) -> list[Write]:
-    """Deployment and pod writes of `plan`; the Service and the status are the caller's last steps.
-    `applied`: object name -> its version right after this operator's last apply (see needs_apply)."""
+                 field_manager: str, applied: Mapping[str, str] | None = None,
+                 status: Mapping | None = None) -> list[Write]:
+    """The history of the plan's moves (into the app's status), then Deployment and pod writes; the
+    Service and the full status are the caller's last steps. `applied`: object name -> its version
+    right after this operator's last apply (see needs_apply); `status`: the app's status now."""
     applied = applied or {}
     live = {d["metadata"]["name"]: d for d in deployments}
     marked = {p["metadata"]["name"] for p in pods
@@ -41,7 +46,9 @@ def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Mapp
     changed = [d for d in plan.deployments if (current := live.get(d["metadata"]["name"])) is None
                or needs_apply(current, d, field_manager, applied.get(d["metadata"]["name"]))]
     growing = [d for d in changed if d["spec"]["replicas"] >= _replicas(live.get(d["metadata"]["name"]))]
-    writes = [Write("apply", d["metadata"]["name"], d) for d in growing]
+    writes = [Write("history", ref.name, plan.history)] if plan.history and status_changed(status or {},
+                                                                                            plan.history) else []
+    writes += [Write("apply", d["metadata"]["name"], d) for d in growing]
     writes += [Write("mark", name) for name in plan.mark_for_deletion if name not in marked]
     writes += [Write("apply", d["metadata"]["name"], d) for d in changed if d not in growing]
     writes += [Write("resize_unlisted", children.deployment_name(ref.name, t), children.resize_patch(n))

@@ -1,0 +1,49 @@
+"""How a pod's API object reads as a replica for placement (reconcile/observe.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from falapp_operator.reconcile.observe import pod_view
+
+NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def pod(conditions: list[dict], container_statuses: list[dict] | None = None, node: str | None = "n1") -> dict:
+    return {"metadata": {"name": "p", "creationTimestamp": "2025-01-01T11:00:00Z", "labels": {}},
+            "spec": {"nodeName": node} if node else {},
+            "status": {"conditions": conditions, "containerStatuses": container_statuses or []}}
+
+
+SCHEDULED = {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2025-01-01T11:30:00Z"}
+
+
+def test_bound_since_is_when_it_was_scheduled_not_created() -> None:
+    view = pod_view(pod([SCHEDULED]), False, NOW)
+    assert view.bound and view.bound_since == datetime(2025, 1, 1, 11, 30, tzinfo=UTC)
+    assert view.failing == ""
+
+
+def test_unscheduled_pod_has_no_bound_since() -> None:
+    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                     "lastTransitionTime": "2025-01-01T11:50:00Z", "message": "0/3 nodes are available"}
+    view = pod_view(pod([unschedulable], node=None), False, NOW)
+    assert view.bound_since is None and view.pending and view.scheduler_message == "0/3 nodes are available"
+
+
+def test_crash_loop_is_a_failure_with_the_kubelets_message() -> None:
+    statuses = [{"name": "app", "state": {"running": {}}},
+                {"name": "sidecar", "restartCount": 3, "state": {"waiting": {
+                    "reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}}}]
+    assert pod_view(pod([SCHEDULED], statuses), False, NOW).failing == (
+        "CrashLoopBackOff: back-off 40s restarting failed container")
+
+
+def test_a_container_still_being_created_is_not_a_failure() -> None:
+    statuses = [{"name": "app", "state": {"waiting": {"reason": "ContainerCreating"}}}]
+    assert pod_view(pod([SCHEDULED], statuses), False, NOW).failing == ""
+
+
+def test_a_missing_secret_fails_without_a_message_too() -> None:
+    statuses = [{"name": "app", "state": {"waiting": {"reason": "CreateContainerConfigError"}}}]
+    assert pod_view(pod([SCHEDULED], statuses), False, NOW).failing == "CreateContainerConfigError"
