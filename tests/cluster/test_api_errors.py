@@ -7,6 +7,7 @@ object, a Warning event, and recovery once the cause is gone.
 
 from __future__ import annotations
 
+from falapp_operator.reconcile.children import deployment_name
 from tests.cluster.builders import falapp
 from tests.cluster.helpers import events_for, wait_condition, wait_placement
 from tests.cluster.test_chart import TokenOperator, token_kubeconfig
@@ -29,7 +30,7 @@ def test_quota_refusing_the_deployment_is_shown_then_recovers(kctl, namespace, r
     kctl.apply(quota("no-deployments", {"count/deployments.apps": "0"}))
     kctl.apply(falapp("quota", [gpu], gpus=1))
     stalled = wait_condition(kctl, "falapp", "quota", "Stalled", "True", "RequestRejected", timeout=30)
-    assert f"Deployment {namespace}/quota-{gpu.lower()}" in stalled["message"], stalled
+    assert f"Deployment {namespace}/{deployment_name('quota', gpu.lower())}" in stalled["message"], stalled
     assert "exceeded quota" in stalled["message"] and "no-deployments" in stalled["message"], stalled
     app = kctl.get("falapp", "quota")
     assert condition(app, "Ready")["status"] == "False"

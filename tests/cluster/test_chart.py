@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from falapp_operator.reconcile.children import deployment_name
 from tests.cluster.builders import PrivatePools, falapp
 from tests.cluster.conftest import OperatorProcess
 from tests.cluster.helpers import events_for, wait_condition, wait_placement
@@ -473,7 +474,7 @@ def test_operator_runs_with_only_the_chart_rbac(scope: str, kubectl: Kubectl, kc
         assert PROOF_MANAGER in _managers(kctl, "falapp", "proof", "status")
         assert app["status"]["machines"] == f"{second}x1"
         assert any(a["outcome"] == "FellBack" for a in app["status"]["attempts"])
-        assert PROOF_MANAGER in _managers(kctl, "deployment", f"proof-{second.lower()}")
+        assert PROOF_MANAGER in _managers(kctl, "deployment", deployment_name("proof", second.lower()))
         assert PROOF_MANAGER in _managers(kctl, "service", "proof")
         # MachineType status (the capacity view) is written too
         wait_until(lambda: (kubectl.get("machinetype", second.lower()).get("status") or {}).get("placedReplicas") == 1,
@@ -489,7 +490,7 @@ def test_operator_runs_with_only_the_chart_rbac(scope: str, kubectl: Kubectl, kc
                    timeout=30, message="ReturnedToPreferred event")
 
         def fallback_drained() -> bool:  # scaled to zero, or already deleted
-            got = kctl.run("get", "deployment", f"proof-{second.lower()}", "-o", "json", check=False)
+            got = kctl.run("get", "deployment", deployment_name("proof", second.lower()), "-o", "json", check=False)
             return got.returncode != 0 or json.loads(got.stdout)["spec"]["replicas"] == 0
         wait_until(fallback_drained, timeout=30, message="fallback Deployment drained")
         log = proof.log()

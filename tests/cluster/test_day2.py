@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from falapp_operator.reconcile.children import deployment_name
 from tests.cluster.builders import falapp
 from tests.cluster.helpers import Sampler, app_pods, events_for, ready_by_type, wait_condition, wait_placement
 from tests.cluster.test_fallback import post_autoscaler_event
@@ -163,8 +164,9 @@ def test_rollout_restart_by_hand_is_left_alone(kctl, running_operator, pools):
     pools.add_node("rr", gpus=8)
     kctl.apply(falapp("restart", [gpu], gpus=1, replicas=1))
     first = wait_placement(kctl, "restart", {gpu.lower(): 1})
-    kctl.run("rollout", "restart", f"deployment/restart-{gpu.lower()}")
-    kctl.run("rollout", "status", f"deployment/restart-{gpu.lower()}", "--timeout=60s", timeout=90)
+    child = f"deployment/{deployment_name('restart', gpu.lower())}"
+    kctl.run("rollout", "restart", child)
+    kctl.run("rollout", "status", child, "--timeout=60s", timeout=90)
     pods = wait_placement(kctl, "restart", {gpu.lower(): 1}, timeout=30)
     assert pods[0]["metadata"]["uid"] != first[0]["metadata"]["uid"], "the restart did not happen"
     wait_condition(kctl, "falapp", "restart", "Ready")
@@ -173,11 +175,11 @@ def test_rollout_restart_by_hand_is_left_alone(kctl, running_operator, pools):
     kctl.run("scale", "falapp/restart", "--replicas=1")
     time.sleep(3)
     assert api_writes(running_operator) == before, "the operator keeps re-applying the restarted child"
-    template = kctl.get("deployment", f"restart-{gpu.lower()}")["spec"]["template"]["metadata"]["annotations"]
+    template = kctl.get(*child.split("/"))["spec"]["template"]["metadata"]["annotations"]
     assert "kubectl.kubernetes.io/restartedAt" in template
     # a field the operator does not set, added by hand: at most one apply, then no write loop
-    kctl.run("set", "env", f"deployment/restart-{gpu.lower()}", "FOO=bar")
-    kctl.run("rollout", "status", f"deployment/restart-{gpu.lower()}", "--timeout=60s", timeout=90)
+    kctl.run("set", "env", child, "FOO=bar")
+    kctl.run("rollout", "status", child, "--timeout=60s", timeout=90)
     kctl.run("annotate", "--overwrite", "falapp", "restart", "poke=2")
     time.sleep(2)
     settled = quiet_writes(running_operator)

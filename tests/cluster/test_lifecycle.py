@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from falapp_operator.reconcile.children import deployment_name
 from tests.cluster.builders import PrivatePools, falapp
 from tests.cluster.helpers import app_pods, wait_condition, wait_placement
 from tests.kube import Kubectl, wait_until
@@ -32,7 +33,7 @@ def test_deleted_or_edited_children_are_restored(kctl: Kubectl, running_operator
     pools.add_node("fast")
     kctl.apply(falapp("api", [fast], replicas=2, ports=[{"name": "http", "containerPort": 8080}]))
     wait_condition(kctl, "falapp", "api", "Ready")
-    deployment = f"api-{fast.lower()}"
+    deployment = deployment_name("api", fast.lower())
     uid = kctl.get("deployment", deployment)["metadata"]["uid"]
 
     kctl.run("set", "image", f"deployment/{deployment}", "app=evil.example.com/miner:1")

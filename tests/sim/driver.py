@@ -123,7 +123,7 @@ def snapshot(world: World, app: App, apps: set[tuple[str, str]]) -> tuple[AppSna
     deployments = [d.body for d in world.deployments_of(app.name)]
     pods = [p.body() for p in world.pods_of(app.name)]
     now = world.now
-    state = children_state(deployments)
+    state = children_state(deployments, app.ref.uid)
     spec = app.validated()
     snap = AppSnapshot(
         ref=app.ref, generation=app.generation, spec=spec, status=app.status, catalogue=CATALOGUE,

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from falapp_operator.placement import Move
+from falapp_operator.reconcile.children import deployment_name
 from tests.sim.invariants import Violation, ready_condition
 from tests.sim.known_bugs import KNOWN_BUGS, known
 from tests.sim.scenario import (
@@ -310,7 +311,7 @@ def test_example_rollout_on_a_full_type_moves_one_replica_and_comes_back() -> No
     assert moves(sim)[-2:] == [(Move.PROBE_STARTED, A100, H100), (Move.RETURNED, A100, H100)]
     assert placement(sim) == [(H100, True), (H100, True)]
     pods = sim.world.pods_of("a")
-    assert {p.revision for p in pods} == {sim.world.deployments["a-gpu-h100"].revision}
+    assert {p.revision for p in pods} == {sim.world.deployments[deployment_name("a", H100)].revision}
     assert all(p.template["spec"]["containers"][0]["image"] == V2 for p in pods)
 
 
@@ -337,4 +338,4 @@ def test_example_crash_in_the_middle_of_a_return_loses_nothing() -> None:
                        steps=(Step(10), Step(10), Step(10, AddNode(H100, 1)), Step(10),
                               Step(10, crash=Crash("a", 1)), Step(10, crash=Crash("a", 0)))))
     assert placement(sim) == [(H100, True), (H100, True)]
-    assert "a-gpu-a100" not in sim.world.deployments
+    assert deployment_name("a", A100) not in sim.world.deployments

@@ -155,9 +155,13 @@ class KubeApi:
 
     # --- reads -------------------------------------------------------------------------------------
     async def get_falapp(self, namespace: str, name: str) -> dict | None:
+        return await self._get(f"FalApp {namespace}/{name}", self.custom.get_namespaced_custom_object,
+                               GROUP, VERSION, namespace, "falapps", name)
+
+    async def _get(self, what: str, call, *args) -> dict | None:
+        """A read of one object; None when it does not exist."""
         try:
-            return await self._call(f"FalApp {namespace}/{name}", self.custom.get_namespaced_custom_object,
-                                    GROUP, VERSION, namespace, "falapps", name)
+            return await self._call(what, call, *args)
         except ApiError as e:
             if e.status == 404:
                 return None
@@ -200,14 +204,12 @@ class KubeApi:
         return [p async for p in self._pages(f"Pods {namespace} {selector}", self.core.list_namespaced_pod,
                                              namespace, label_selector=selector)]
 
+    async def get_deployment(self, namespace: str, name: str) -> dict | None:
+        return await self._get(f"Deployment {namespace}/{name}", self.apps.read_namespaced_deployment,
+                               name, namespace)
+
     async def get_service(self, namespace: str, name: str) -> dict | None:
-        try:
-            return await self._call(f"Service {namespace}/{name}", self.core.read_namespaced_service,
-                                    name, namespace)
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
+        return await self._get(f"Service {namespace}/{name}", self.core.read_namespaced_service, name, namespace)
 
     # --- writes ------------------------------------------------------------------------------------
     async def apply(self, body: Mapping) -> dict:

@@ -25,8 +25,14 @@ from falapp_operator.placement import Move, NodeFree, after_claims
 from falapp_operator.placement.eligibility import resolve
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, invalid, plan
-from falapp_operator.reconcile.observe import children_state, pod_view
-from falapp_operator.reconcile.writes import child_writes, needs_apply, object_version, status_changed
+from falapp_operator.reconcile.observe import children_state, controller_uid, pod_view
+from falapp_operator.reconcile.writes import (
+    child_writes,
+    name_conflict,
+    needs_apply,
+    object_version,
+    status_changed,
+)
 from falapp_operator.settings import OperatorSettings
 
 logger = logging.getLogger("falapp_operator")
@@ -253,10 +259,11 @@ class Controller:
             return
         snap: AppSnapshot | None = None
         try:
-            deployments = await self.api.list_app_deployments(namespace, ref.selector)
+            labelled = await self.api.list_app_deployments(namespace, ref.selector)
+            deployments = [d for d in labelled if controller_uid(d) == ref.uid]
             pods = await self.api.list_app_pods(namespace, ref.selector)
             now = self.api.clock.now()
-            state = children_state(deployments)
+            state = children_state(deployments, ref.uid)
             snap = AppSnapshot(
                 ref=ref, generation=generation, spec=spec, status=status,
                 catalogue=list(self.catalogue.values()),
@@ -271,18 +278,18 @@ class Controller:
             result = plan(snap)
             # before the first await: an app planned after this one sees the room as taken
             self._expect(namespace, name, snap, result)
-            await self._execute(ref, body, deployments, pods, result)
+            conflict, service = await self._name_conflict(ref, labelled, result)
+            if conflict is not None:
+                # an object of that name is not this app's: write nothing, not even over a stale view
+                self.expected.pop((namespace, name), None)
+                await self._refuse(ref, generation, status, conflict, snap, "NameConflict")
+                return
+            await self._execute(ref, body, deployments, pods, result, service)
         except ApiError as e:
             if e.transient:
                 raise
             # the API refused a read or write for this app: say so on the app, retry at the slowest rate
-            problem = str(e)
-            refused = invalid(ref, generation, status, problem, self.api.clock.now(),
-                              snap.pods if snap else (), reason="RequestRejected")
-            await self._write_status(namespace, name, status, refused.status)
-            self._post_events(ref, refused)
-            logger.warning("%s/%s: the API refused: %s", namespace, name, problem)
-            self.queue.retry_after(("app", namespace, name), self.settings.error_backoff_max)
+            await self._refuse(ref, generation, status, str(e), snap, "RequestRejected")
             return
         for tr in result.decision.transitions if result.decision else ():
             logger.info("%s/%s: %s %s -> %s (decided %.3fs ago)", namespace, name, tr.move.value, tr.from_type,
@@ -352,8 +359,35 @@ class Controller:
         return cached[1]
 
     # --- writes of one reconcile -------------------------------------------------------------------
+    async def _refuse(self, ref: children.AppRef, generation: int, status: Mapping, problem: str,
+                      snap: AppSnapshot | None, reason: str) -> None:
+        """Stalled with `reason` and the problem, a Warning event; retried at the slowest rate."""
+        refused = invalid(ref, generation, status, problem, self.api.clock.now(), snap.pods if snap else (),
+                          reason=reason)
+        await self._write_status(ref.namespace, ref.name, status, refused.status)
+        self._post_events(ref, refused)
+        logger.warning("%s/%s: %s: %s", ref.namespace, ref.name, reason, problem)
+        self.queue.retry_after(("app", ref.namespace, ref.name), self.settings.error_backoff_max)
+
+    async def _name_conflict(self, ref: children.AppRef, labelled: list[dict],
+                             result: AppPlan) -> tuple[str | None, dict | None]:
+        """(why a child of the plan may not be written, the live Service): a child is written only when
+        absent or controlled by this FalApp. Objects not carrying the app's labels are read by name."""
+        by_name = {d["metadata"]["name"]: d for d in labelled}
+        for body in result.deployments:
+            name = body["metadata"]["name"]
+            live = by_name[name] if name in by_name else await self.api.get_deployment(ref.namespace, name)
+            if (problem := name_conflict("Deployment", live, ref)) is not None:
+                return problem, None
+        service = None
+        if result.service is not None:
+            service = await self.api.get_service(ref.namespace, ref.name)
+            if (problem := name_conflict("Service", service, ref)) is not None:
+                return problem, None
+        return None, service
+
     async def _execute(self, ref: children.AppRef, body: Mapping, deployments: list[dict], pods: list[dict],
-                       result: AppPlan) -> None:
+                       result: AppPlan, service: dict | None = None) -> None:
         namespace = ref.namespace
         applied = self._applied.setdefault((namespace, ref.name), {})
         status = body.get("status") or {}
@@ -369,8 +403,7 @@ class Controller:
             else:
                 await self.api.delete_deployment(namespace, write.name)
         if result.service is not None:
-            current = await self.api.get_service(namespace, ref.name)
-            if current is None or needs_apply(current, result.service, self.settings.field_manager,
+            if service is None or needs_apply(service, result.service, self.settings.field_manager,
                                               applied.get(ref.name)):
                 applied[ref.name] = object_version(await self.api.apply(result.service))
         await self._write_status(namespace, ref.name, status, result.status)

@@ -50,7 +50,9 @@ class AppRef:
 
 
 def deployment_name(app: str, machine_type: str) -> str:
-    return f"{app}-{machine_type}"
+    """`<app>-<type>-<6 hex>`: the suffix, a digest of the pair, keeps app `a` on type `b-c` apart from
+    app `a-b` on type `c` (any name left to collide is caught by the ownership check before writing)."""
+    return f"{app}-{machine_type}-{hashlib.sha256(f'{app}/{machine_type}'.encode()).hexdigest()[:6]}"
 
 
 def _dump(items: list | None) -> list[dict]:

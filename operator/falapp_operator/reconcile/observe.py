@@ -29,11 +29,18 @@ def machine_type_of(obj: Mapping) -> str | None:
     return ((obj.get("metadata") or {}).get("labels") or {}).get(TYPE_LABEL)
 
 
-def children_state(deployments: Iterable[Mapping]) -> ChildrenState:
+def controller_uid(obj: Mapping) -> str | None:
+    """The uid of the object's controlling owner, if any."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return next((r.get("uid") for r in refs if r.get("controller")), None)
+
+
+def children_state(deployments: Iterable[Mapping], owner_uid: str | None = None) -> ChildrenState:
+    """`owner_uid`: only Deployments this FalApp controls count (another object may carry its labels)."""
     state = ChildrenState()
     for body in deployments:
         type_name = machine_type_of(body)
-        if type_name is None:
+        if type_name is None or (owner_uid is not None and controller_uid(body) != owner_uid):
             continue
         state.counts[type_name] = (body.get("spec") or {}).get("replicas", 0) or 0
         surge = decode_surge(type_name, ((body["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION)))

@@ -16,6 +16,7 @@ from typing import Literal
 
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan
+from falapp_operator.reconcile.observe import controller_uid
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 DELETE_FIRST = "-1000"
@@ -55,6 +56,18 @@ def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Mapp
                for t, n in plan.rescale_unlisted.items()]
     writes += [Write("delete_deployment", children.deployment_name(ref.name, t)) for t in plan.delete_deployments]
     return writes
+
+
+def name_conflict(kind: str, live: Mapping | None, ref: children.AppRef) -> str | None:
+    """Why the child `live` (None: absent) must not be written for app `ref`: it exists and is not
+    controlled by this FalApp (another app's, or an object of its own: applying would take it over)."""
+    if live is None or controller_uid(live) == ref.uid:
+        return None
+    meta = live["metadata"]
+    owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+    by = f"{owner.get('kind')} {owner.get('name')}" if owner else "nothing (not created by this FalApp)"
+    return (f"{kind} {meta.get('namespace')}/{meta['name']} already exists and is "
+            f"controlled by {by}: rename the FalApp or remove that object")
 
 
 def status_changed(current: Mapping, desired: Mapping) -> bool:

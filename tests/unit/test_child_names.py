@@ -1,0 +1,49 @@
+"""Child names and ownership: a FalApp writes only children it controls (reconcile/children, writes)."""
+
+from __future__ import annotations
+
+from falapp_operator.reconcile.children import AppRef, deployment_name
+from falapp_operator.reconcile.observe import children_state
+from falapp_operator.reconcile.writes import name_conflict
+
+REF = AppRef("sdxl", "team-a", "uid-sdxl")
+
+
+def obj(name: str, owner_uid: str | None = None, kind: str = "FalApp", controller: bool = True) -> dict:
+    refs = [{"apiVersion": "x", "kind": kind, "name": "owner", "uid": owner_uid, "controller": controller}]
+    return {"metadata": {"name": name, "namespace": "team-a", "ownerReferences": refs if owner_uid else []}}
+
+
+def test_names_of_split_app_and_type_do_not_collide() -> None:
+    pairs = [("a", "b-c"), ("a-b", "c"), ("a-b-c", "d"), ("a", "b-c-d"), ("sdxl", "gpu-h100"), ("sdxl-gpu", "h100")]
+    assert len({f"{app}-{t}" for app, t in pairs}) < len(pairs)  # joined plainly, they would
+    assert len({deployment_name(app, t) for app, t in pairs}) == len(pairs)
+
+
+def test_deployment_name_is_stable_and_readable() -> None:
+    assert deployment_name("sdxl", "gpu-h100") == deployment_name("sdxl", "gpu-h100")
+    assert deployment_name("sdxl", "gpu-h100").startswith("sdxl-gpu-h100-")
+
+
+def test_absent_or_own_child_may_be_written() -> None:
+    assert name_conflict("Service", None, REF) is None
+    assert name_conflict("Service", obj("sdxl", "uid-sdxl"), REF) is None
+
+
+def test_someone_elses_service_is_a_conflict_naming_it_and_its_controller() -> None:
+    problem = name_conflict("Service", obj("sdxl"), REF)
+    assert problem is not None and "Service team-a/sdxl already exists" in problem and "not created by" in problem
+    problem = name_conflict("Deployment", obj("sdxl", "uid-other", kind="FalApp"), REF)
+    assert problem is not None and "controlled by FalApp owner" in problem
+
+
+def test_a_non_controller_owner_reference_is_not_ownership() -> None:
+    assert name_conflict("Service", obj("sdxl", "uid-sdxl", controller=False), REF) is not None
+
+
+def test_only_deployments_the_app_controls_count() -> None:
+    ours = {**obj("mine", "uid-sdxl"), "spec": {"replicas": 2}}
+    ours["metadata"]["labels"] = {"fal.ai/machine-type": "gpu-h100"}
+    impostor = {**obj("fake", "uid-other"), "spec": {"replicas": 5}}
+    impostor["metadata"]["labels"] = {"fal.ai/machine-type": "gpu-a100"}
+    assert children_state([ours, impostor], "uid-sdxl").counts == {"gpu-h100": 2}
