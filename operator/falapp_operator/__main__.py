@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("--verbose", action="store_true")
     run.add_argument("--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=None,
+                     help="reconcile only while holding the leader Lease (FALAPP_LEADER_ELECT; default: off, "
+                          "for a single process; the chart turns it on); it exits with status 1 on losing it")
     args = parser.parse_args(argv)
 
     import kopf  # imported here: nothing happens at import time of the package
@@ -25,14 +29,18 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.namespace:  # read by OperatorSettings in the startup handler
         os.environ["FALAPP_WATCH_NAMESPACES"] = ",".join(args.namespace)
+    if args.leader_elect is not None:
+        os.environ["FALAPP_LEADER_ELECT"] = "true" if args.leader_elect else "false"
     kopf.configure(verbose=args.verbose,
                    log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL)
     logging.getLogger("falapp_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:  # kopf logs every handled watch event at INFO: thousands per minute here
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    stop = threading.Event()  # raised by the handlers when leadership is lost
+    memo = kopf.Memo(stop=stop, lost_leadership=False)
     kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace,
-             liveness_endpoint=args.liveness)
-    return 0
+             liveness_endpoint=args.liveness, memo=memo, stop_flag=stop)
+    return 1 if memo.lost_leadership else 0
 
 
 if __name__ == "__main__":

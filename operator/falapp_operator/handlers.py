@@ -1,15 +1,26 @@
-"""kopf registrations only: every handler hands its event to the controller and returns nothing."""
+"""kopf registrations only: every handler hands its event to the controller and returns nothing.
+
+Pods are not watched through kopf: the controller watches every pod of the cluster itself (read-only,
+whatever namespaces FalApps are watched in), so free room counts other namespaces' pods too.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 import kopf
 from prometheus_client import start_http_server
 
+from falapp_operator import metrics
 from falapp_operator.api import GROUP, VERSION
 from falapp_operator.k8s.cache import APP_LABEL, SCALE_UP_REASONS
-from falapp_operator.k8s.client import KubeApi, load_config
+from falapp_operator.k8s.client import PAGE, KubeApi, load_config
 from falapp_operator.k8s.controller import Controller
+from falapp_operator.k8s.leader import LeaderElector, default_identity, default_namespace
 from falapp_operator.settings import OperatorSettings
+
+logger = logging.getLogger("falapp_operator")
 
 OWNED = {APP_LABEL: kopf.PRESENT}
 
@@ -42,19 +53,55 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="fal.ai")
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = "fal.ai/operator"
+    settings.watching.chunk_size = PAGE  # kopf's initial LISTs are paged too
     api = KubeApi(await load_config(), config.field_manager)
     controller = Controller(api, config)
     await controller.start()
     memo.controller = controller
     if config.metrics_port:
         start_http_server(config.metrics_port)
+    if not config.leader_elect:
+        metrics.LEADER.set(1)
+        controller.lead()
+        return
+    elector = LeaderElector(api, config.leader_election_name, config.leader_election_namespace or default_namespace(),
+                            config.leader_election_identity or default_identity(), config.lease_duration,
+                            config.renew_deadline, config.retry_period)
+    api.may_write = elector.leading  # every write is refused unless this process leads, at that moment
+    settings.posting.enabled = False  # kopf's own events too
+    memo.elector = elector
+    memo.election = asyncio.create_task(_lead(elector, controller, settings, memo), name="falapp-leader-election")
+
+
+async def _lead(elector: LeaderElector, controller: Controller, settings: kopf.OperatorSettings,
+                memo: kopf.Memo) -> None:
+    """Reconcile while leading. Leadership lost: writes stop at once (the fence), then the process exits
+    so it comes back as a fresh candidate with fresh caches (a Deployment restarts the container)."""
+    def elected() -> None:
+        settings.posting.enabled = True
+        controller.lead()
+    try:
+        await elector.run(elected)
+    except Exception:
+        logger.exception("leader election failed")
+    logger.error("no longer the leader (Lease %s/%s): exiting", elector.namespace, elector.name)
+    memo.lost_leadership = True
+    await controller.stop()
+    memo.stop.set()  # kopf stops as on SIGTERM (see __main__)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_) -> None:
+    election: asyncio.Task | None = getattr(memo, "election", None)
+    if election is not None and not election.done():
+        election.cancel()
+        await asyncio.gather(election, return_exceptions=True)
     controller: Controller | None = getattr(memo, "controller", None)
     if controller is not None:
         await controller.stop()
+        elector: LeaderElector | None = getattr(memo, "elector", None)
+        if elector is not None:  # after the last write: a candidate takes over without waiting for expiry
+            await elector.release()
         await controller.api.close()
 
 
@@ -77,11 +124,6 @@ async def machinetype_event(body: kopf.Body, type: str | None, memo: kopf.Memo, 
 @kopf.on.event("", "v1", "nodes")
 async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_) -> None:
     memo.controller.node_event(body, deleted=type == "DELETED")
-
-
-@kopf.on.event("", "v1", "pods")
-async def pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_) -> None:
-    memo.controller.pod_event(body, deleted=type == "DELETED")
 
 
 @kopf.on.event("", "v1", "events", when=lambda body, **_: body.get("reason") in SCALE_UP_REASONS)

@@ -23,3 +23,5 @@ RECONCILE_SECONDS = Histogram("falapp_reconcile_duration_seconds", "Time spent i
 API_WRITES = Counter("falapp_api_writes_total", "Write requests the operator sent to the API server, by what "
                      "they write: apply, resize, delete, mark (pod-deletion-cost), status, machinetype_status, event.",
                      ["write"])
+LEADER = Gauge("falapp_leader", "1 while this process reconciles: it holds the leader Lease, or runs without "
+               "leader election.")

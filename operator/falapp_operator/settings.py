@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +23,28 @@ class OperatorSettings(BaseSettings):
     watch_namespaces: str = Field(
         "", description="Comma-separated namespaces whose FalApps are managed; empty: all (set by --namespace).")
     log_format: str = Field("text", pattern="^(text|json)$", description="Log format: text or json.")
+    # Leader election (the chart turns it on; a single local process, as in the demo, runs without it).
+    # Timing as in Kubernetes' own controllers: the leader stops writing renew_deadline after its last
+    # successful renewal began, before any other candidate may take the Lease (lease_duration after it
+    # last saw the Lease change).
+    leader_elect: bool = Field(
+        False, description="Reconcile only while holding a coordination.k8s.io Lease (set by --leader-elect).")
+    leader_election_name: str = Field("falapp-operator", min_length=1, description="Name of the Lease.")
+    leader_election_namespace: str = Field(
+        "", description="Namespace of the Lease; empty: the pod's own namespace in a cluster, else 'default'.")
+    leader_election_identity: str = Field(
+        "", description="This candidate's identity in the Lease; empty: host name plus a random suffix.")
+    lease_duration: float = Field(15.0, ge=2, description="Seconds a Lease not renewed keeps other candidates out.")
+    renew_deadline: float = Field(10.0, ge=1, description="Seconds the leader keeps trying to renew before it "
+                                  "stops writing and exits (to be restarted as a candidate).")
+    retry_period: float = Field(2.0, ge=0.2, description="Seconds between renewals, and between a candidate's tries.")
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> OperatorSettings:
+        if not self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ValueError("leader election needs retry_period < renew_deadline < lease_duration "
+                             f"(got {self.retry_period}, {self.renew_deadline}, {self.lease_duration})")
+        return self
 
     def manages(self, namespace: str) -> bool:
         return not self.watch_namespaces or namespace in self.watch_namespaces.split(",")

@@ -4,6 +4,8 @@ periodic resync, and its room counts as free again. Autoscaler announcements are
 
 from __future__ import annotations
 
+import asyncio
+
 from falapp_operator.api import DEFAULT_CATALOG
 from falapp_operator.k8s.client import ServerClock
 from falapp_operator.k8s.controller import Controller
@@ -37,8 +39,14 @@ class ListingApi:
     async def list_nodes(self) -> list[dict]:
         return self.nodes
 
-    async def list_pods(self) -> list[dict]:
-        return self.pods
+    async def list_pods(self, each) -> str:
+        for body in self.pods:
+            each(body)
+        return "1"
+
+    async def watch_pods(self, resource_version: str):
+        await asyncio.Event().wait()  # the watch reports nothing here
+        yield
 
     async def list_events(self, reason: str, namespace: str | None = None) -> list[dict]:
         return [e for e in self.events if e["reason"] == reason]
@@ -81,11 +89,10 @@ async def test_resync_does_not_undo_what_the_watch_said_meanwhile():
     try:
         listing = api.list_pods
 
-        async def slow_list():  # the watch reports a deletion and a creation while the LIST pages
-            pods = await listing()
+        async def slow_list(each):  # the watch reports a deletion and a creation while the LIST pages
             controller.pod_event(pod("old", "n1"), deleted=True)
             controller.pod_event(pod("new", "n1"), deleted=False)
-            return pods
+            return await listing(each)
         api.list_pods = slow_list
         await controller.resync()
         assert "uid-old" not in controller.cache.pods and "uid-new" in controller.cache.pods

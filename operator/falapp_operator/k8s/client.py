@@ -6,7 +6,7 @@ import json
 import os
 import socket
 import statistics
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -67,6 +67,10 @@ class ApiError(Exception):
 
     def about(self, what: str) -> ApiError:
         return ApiError(self.status, self.reason, self.message, what)
+
+
+class NotLeading(RuntimeError):
+    """A write attempted while this process does not hold the leader Lease: refused before it is sent."""
 
 
 class ServerClock:
@@ -139,8 +143,11 @@ class KubeApi:
         self.custom = client.CustomObjectsApi(api_client)
         self.clock = ServerClock()
         self.writes = 0  # API write requests made, for the idle-writes benchmark
+        self.may_write: Callable[[], bool] = lambda: True  # leader election's fence
 
     def _wrote(self, what: str) -> None:
+        if not self.may_write():
+            raise NotLeading(f"not the leader: {what} not written")
         self.writes += 1
         metrics.API_WRITES.labels(what).inc()
 
@@ -184,8 +191,48 @@ class KubeApi:
     async def list_nodes(self) -> list[dict]:
         return [n async for n in self._pages("Nodes", self.core.list_node)]
 
-    async def list_pods(self) -> list[dict]:
-        return [p async for p in self._pages("Pods", self.core.list_pod_for_all_namespaces)]
+    async def list_pods(self, each: Callable[[dict], object]) -> str:
+        """Every pod of the cluster, a page at a time into `each` (a cluster's pods never sit in memory
+        as one list); returns the list's resourceVersion, from which a watch continues."""
+        token, version = None, None
+        while True:
+            page = await self._call("Pods", self.core.list_pod_for_all_namespaces, limit=PAGE, _continue=token)
+            version = version or page["metadata"].get("resourceVersion")  # every page is of one snapshot
+            for item in page["items"]:
+                each(item)
+            token = page["metadata"].get("continue")
+            if not token:
+                return version or ""
+
+    async def watch_pods(self, resource_version: str, server_timeout: int = 300) -> AsyncIterator[tuple[str, dict]]:
+        """(event type, pod) from a watch of every pod of the cluster, from `resource_version` on, until the
+        server ends it (`server_timeout` seconds). An expired version raises ApiError 410: list again."""
+        what = "Pods (watch)"
+        try:
+            response = await self.core.list_pod_for_all_namespaces(
+                watch=True, resource_version=resource_version, allow_watch_bookmarks=True,
+                timeout_seconds=server_timeout, _preload_content=False,
+                _request_timeout=aiohttp.ClientTimeout(sock_connect=30, sock_read=server_timeout + 30))
+        except ApiException as e:
+            raise _from_exception(e, what) from e
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
+        try:
+            if response.status >= 400:
+                raise _from_body(response.status, response.reason or "", await response.read(), what)
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    status = event.get("object") or {}
+                    raise ApiError(status.get("code") or 500, status.get("reason") or "", status.get("message") or "",
+                                   what)
+                yield event["type"], event["object"]
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:  # ValueError: a cut line (bad JSON)
+            raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
+        finally:
+            response.release()
 
     async def list_events(self, reason: str, namespace: str | None = None) -> list[dict]:
         """Events with one reason (the API filters them), in one namespace or in all."""

@@ -54,6 +54,9 @@ class Controller:
         self.expected: dict[tuple[str, str], list[tuple[str, Requests, float]]] = {}
         self._workers: list[asyncio.Task] = []
         self._resync: asyncio.Task | None = None
+        self._pod_watch: asyncio.Task | None = None
+        self._pods_version: str | None = None  # where the pod watch continues; None: list first
+        self._resync_lock = asyncio.Lock()
         self._watched_during_resync: set[str] | None = None
         # per app: child name -> its version right after our last apply (others' additions since are theirs)
         self._applied: dict[tuple[str, str], dict[str, str]] = {}
@@ -66,7 +69,8 @@ class Controller:
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         """Fill the caches from a LIST before any reconcile, so no decision sees a half-known cluster:
-        catalogue, nodes, pods, and the autoscalers' announcements about pods (events)."""
+        catalogue, nodes, pods, and the autoscalers' announcements about pods (events); then keep them
+        current. Reads only: reconciling (and every write) starts with `lead`."""
         for body in await self.api.list_machinetypes():
             self.machinetype_event(body, deleted=False)
         await self.resync()
@@ -75,14 +79,18 @@ class Controller:
             for namespace in namespaces:  # where the events watch sees them: only our pods matter
                 for body in await self.api.list_events(reason, namespace):
                     self.scale_signal_event(body)
-        self._workers = [asyncio.create_task(self._worker(), name=f"falapp-worker-{i}")
-                         for i in range(self.settings.workers)]
+        self._pod_watch = asyncio.create_task(self._watch_pods(), name="falapp-pod-watch")
         if self.settings.resync_period:
             self._resync = asyncio.create_task(self._resync_loop(), name="falapp-resync")
 
+    def lead(self) -> None:
+        """Start reconciling queued apps: only the leader (or a process without leader election) does."""
+        self._workers = [asyncio.create_task(self._worker(), name=f"falapp-worker-{i}")
+                         for i in range(self.settings.workers)]
+
     async def stop(self) -> None:
         self.queue.close()
-        tasks = [*self._workers, *([self._resync] if self._resync else [])]
+        tasks = [*self._workers, *(t for t in (self._resync, self._pod_watch) if t)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -90,25 +98,52 @@ class Controller:
     async def resync(self) -> None:
         """Nodes and pods from a fresh LIST; drops what the watches missed (e.g. deletions during a
         re-list after the watch expired), keeps what they added meanwhile."""
-        self._watched_during_resync = set()  # the watches' word on these is newer than the LIST's
-        try:
-            nodes = await self.api.list_nodes()
-            pods = await self.api.list_pods()
-            newer = self._watched_during_resync
-        finally:
-            self._watched_during_resync = None
-        listed_nodes = {n["metadata"]["name"] for n in nodes}
-        listed_pods = {p["metadata"]["uid"] for p in pods}
-        for name in [n for n in self.cache.nodes if n not in listed_nodes and n not in newer]:
-            self.node_event({"metadata": {"name": name}}, deleted=True)
-        for body in nodes:
-            if body["metadata"]["name"] not in newer:
-                self.node_event(body, deleted=False)
-        for uid in [u for u in self.cache.pods if u not in listed_pods and u not in newer]:
-            self.pod_event({"metadata": {"uid": uid, "namespace": self.cache.pods[uid].namespace}}, deleted=True)
-        for body in pods:
-            if body["metadata"]["uid"] not in newer:
-                self.cache.upsert_pod(body)
+        async with self._resync_lock:
+            self._watched_during_resync = set()  # the watches' word on these is newer than the LIST's
+            try:
+                nodes = await self.api.list_nodes()
+                newer = self._watched_during_resync
+                listed_nodes = {n["metadata"]["name"] for n in nodes}
+                for name in [n for n in self.cache.nodes if n not in listed_nodes and n not in newer]:
+                    self.node_event({"metadata": {"name": name}}, deleted=True)
+                for body in nodes:
+                    if body["metadata"]["name"] not in newer:
+                        self.node_event(body, deleted=False)
+                del nodes
+                listed_pods: set[str] = set()
+
+                def listed(body: Mapping) -> None:  # pods go into the cache page by page
+                    listed_pods.add(body["metadata"]["uid"])
+                    if body["metadata"]["uid"] not in newer:
+                        self.cache.upsert_pod(body)
+                self._pods_version = await self.api.list_pods(listed)
+            finally:
+                self._watched_during_resync = None
+            for uid in [u for u in self.cache.pods if u not in listed_pods and u not in newer]:
+                self.pod_event({"metadata": {"uid": uid, "namespace": self.cache.pods[uid].namespace}}, deleted=True)
+
+    async def _watch_pods(self) -> None:
+        """Every pod of the cluster, read-only, whichever namespaces FalApps are watched in: free room
+        counts other namespaces' pods too. Continues from the last LIST; lists again when told (410)."""
+        failures = 0
+        while True:
+            try:
+                if self._pods_version is None:
+                    await self.resync()
+                async for kind, body in self.api.watch_pods(self._pods_version or ""):
+                    failures = 0
+                    self._pods_version = body["metadata"].get("resourceVersion") or self._pods_version
+                    if kind in ("ADDED", "MODIFIED", "DELETED"):
+                        self.pod_event(body, deleted=kind == "DELETED")
+            except ApiError as e:
+                if e.status == 410:  # the version is too old to continue from
+                    logger.info("pod watch expired; listing pods again")
+                    self._pods_version = None
+                    continue
+                failures += 1
+                delay = min(0.5 * 2 ** min(failures - 1, 10), 30.0)
+                logger.warning("pod watch failed (attempt %d), retrying in %.1fs: %s", failures, delay, e)
+                await asyncio.sleep(delay)
 
     async def _resync_loop(self) -> None:
         while True:
