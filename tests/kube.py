@@ -6,7 +6,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,15 +27,22 @@ class Kubectl:
     binary: Path
     kubeconfig: Path
     namespace: str | None = None
+    user: str | None = None  # impersonated (`--as`); the admin kubeconfig may impersonate anyone
 
     def in_namespace(self, namespace: str) -> Kubectl:
-        return Kubectl(self.binary, self.kubeconfig, namespace)
+        return replace(self, namespace=namespace)
+
+    def as_user(self, user: str) -> Kubectl:
+        """The same kubectl acting as `user`, with only that user's rights."""
+        return replace(self, user=user)
 
     def run(self, *args: str, input: str | None = None, check: bool = True,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
         argv = [str(self.binary), "--kubeconfig", str(self.kubeconfig)]
         if self.namespace:
             argv += ["--namespace", self.namespace]
+        if self.user:
+            argv += ["--as", self.user]
         argv += list(args)
         result = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:

@@ -1,0 +1,251 @@
+"""Tenant attacks on a shared cluster, refused at `kubectl apply`.
+
+The attacker holds FalApp rights in its own namespace and nothing else (impersonated with `--as`): no
+Secrets, ConfigMaps, PVCs or Pods. Each attack is a FalApp that would make the operator's pods read or
+run as something the attacker may not, or land where it is not entitled; each must be refused with a
+message naming the field. Each has a counterpart that is accepted: the same FalApp once the attacker
+holds the right it lacked, or a harmless variant, so neither the policy nor the schema refuses
+everything.
+
+The admission policy is the chart's, rendered by `helm template` (tenancy.allowedPriorityClasses set)
+and applied as rendered; the schema rules are the CRD's.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.builders import falapp
+from tests.cluster.test_chart import of_kind, render, tools  # noqa: F401  (tools: fixture)
+from tests.kube import Kubectl, wait_until
+
+TENANT = "tenant-alice"
+ALLOWED_PRIORITY = "falapp-batch"  # rendered into the policy's allowlist
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+FALAPP_VERBS = "get,list,watch,create,update,patch,delete"
+
+
+# --- fixtures ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def policy(kubectl: Kubectl, crds, tools: Path) -> dict:  # noqa: F811
+    """The chart's FalApp policy and binding on the rig, in force; removed afterwards."""
+    docs = [d for d in render(tools, "--set", f"tenancy.allowedPriorityClasses={{{ALLOWED_PRIORITY}}}")
+            if d["kind"] in POLICY_KINDS]
+    assert sorted(d["kind"] for d in docs) == sorted(POLICY_KINDS)
+    [vap] = of_kind(docs, "ValidatingAdmissionPolicy")
+    name = vap["metadata"]["name"]
+    kubectl.apply(docs)
+    kubectl.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                   "metadata": {"name": ALLOWED_PRIORITY}, "value": 1000})
+    try:
+        # the apiserver type-checks every expression against the FalApp schema
+        def type_checked() -> dict | None:
+            obj = kubectl.get("validatingadmissionpolicy", name)
+            status = obj.get("status", {})
+            return status if status.get("observedGeneration") == obj["metadata"]["generation"] else None
+        status = wait_until(type_checked, timeout=30, message="policy type-checked")
+        assert not status.get("typeChecking", {}).get("expressionWarnings"), status
+        # policies are loaded asynchronously: wait until it refuses what it must
+        probe = falapp("policy-probe", ["XS"], gpus=0, priorityClassName="system-node-critical")
+        wait_until(lambda: "spec.priorityClassName" in kubectl.in_namespace("default").apply(
+            probe, "--dry-run=server", check=False).stderr, timeout=30, message="policy in force")
+        yield vap
+    finally:
+        for kind in POLICY_KINDS:
+            kubectl.run("delete", kind, name, "--ignore-not-found")
+        kubectl.run("delete", "priorityclass", ALLOWED_PRIORITY, "--ignore-not-found")
+
+
+@pytest.fixture
+def tenant(kctl: Kubectl, namespace: str, policy) -> Kubectl:
+    """kubectl as a user holding FalApp rights only, in the test's namespace (which also holds the
+    objects the attacks point at)."""
+    kctl.run("create", "role", "falapp-author", f"--verb={FALAPP_VERBS}", "--resource=falapps.fal.ai")
+    kctl.run("create", "rolebinding", "falapp-author", "--role=falapp-author", f"--user={TENANT}")
+    kctl.run("create", "secret", "generic", "db-creds", "--from-literal=password=hunter2")
+    kctl.run("create", "secret", "generic", "public", "--from-literal=motd=hello")
+    kctl.run("create", "secret", "docker-registry", "regcred", "--docker-server=localhost:5000",
+             "--docker-username=u", "--docker-password=p")
+    kctl.run("create", "configmap", "settings", "--from-literal=mode=prod")
+    kctl.run("create", "serviceaccount", "builder")
+    kctl.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    user = kctl.as_user(TENANT)
+    # RBAC is cached by the apiserver: wait until the tenant's role is in force
+    wait_until(lambda: user.run("auth", "can-i", "create", "falapps.fal.ai", check=False).returncode == 0,
+               timeout=30, message="tenant role in force")
+    return user
+
+
+def grant(kctl: Kubectl, user: Kubectl, verb: str, resource: str, name: str | None) -> None:
+    """Give the tenant one more right and wait until the apiserver applies it."""
+    role = f"grant-{uuid.uuid4().hex[:6]}"
+    kctl.run("create", "role", role, f"--verb={verb}", f"--resource={resource}",
+             *([f"--resource-name={name}"] if name else []))
+    kctl.run("create", "rolebinding", role, f"--role={role}", f"--user={TENANT}")
+    target = f"{resource}/{name}" if name else resource
+    wait_until(lambda: user.run("auth", "can-i", verb, target, check=False).returncode == 0,
+               timeout=30, message=f"{TENANT} may {verb} {target}")
+
+
+def refused(user: Kubectl, app: dict) -> str:
+    """Apply as the tenant; return what kubectl answered, which must be a refusal."""
+    result = user.apply(app, check=False)
+    assert result.returncode != 0, f"accepted: {result.stdout}"
+    assert user.run("get", "falapp", app["metadata"]["name"], check=False).returncode != 0
+    return result.stderr
+
+
+def accepted(user: Kubectl, app: dict, timeout: float = 30) -> None:
+    """Apply as the tenant; it must be created (retried while a new grant settles)."""
+    answers: list[str] = []
+
+    def apply() -> bool:
+        result = user.apply(app, check=False)
+        answers.append(result.stderr)
+        return result.returncode == 0
+    try:
+        wait_until(apply, timeout=timeout, interval=0.5, message=f"{app['metadata']['name']} accepted")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; kubectl answered: {answers[-1]}") from None
+    assert user.get("falapp", app["metadata"]["name"])["spec"]
+
+
+# --- the policy: objects the pods would read, the identity they run as, their priority ---------------
+@dataclass(frozen=True)
+class Attack:
+    spec: dict[str, Any]
+    message: str  # what kubectl answers; {who} and {ns} are filled in
+    grant: tuple[str, str, str | None] | None = None  # (verb, resource, name) that makes it legitimate
+    allowed_spec: dict[str, Any] | None = None  # else: a harmless variant that is accepted
+    needs: tuple[tuple[str, str, str | None], ...] = field(default_factory=tuple)  # rights held beforehand
+
+
+def _mount(volume: dict) -> dict:
+    return {"volumes": [volume], "volumeMounts": [{"name": volume["name"], "mountPath": "/mnt/v"}]}
+
+
+SECRET_READ = ("get", "secrets", "db-creds")
+POLICY_ATTACKS = {
+    "envFrom-secretRef": Attack(
+        {"envFrom": [{"secretRef": {"name": "db-creds"}}]},
+        "spec.envFrom[0].secretRef: user {who} may not get secret db-creds in namespace {ns}", SECRET_READ),
+    "env-secretKeyRef": Attack(
+        {"env": [{"name": "MODE", "value": "x"},
+                 {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-creds", "key": "password"}}}]},
+        "spec.env[1].valueFrom.secretKeyRef: user {who} may not get secret db-creds in namespace {ns}",
+        SECRET_READ),
+    "env-configMapKeyRef": Attack(
+        {"env": [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}}]},
+        "spec.env[0].valueFrom.configMapKeyRef: user {who} may not get configmap settings in namespace {ns}",
+        ("get", "configmaps", "settings")),
+    "envFrom-configMapRef": Attack(
+        {"envFrom": [{"configMapRef": {"name": "settings"}}]},
+        "spec.envFrom[0].configMapRef: user {who} may not get configmap settings in namespace {ns}",
+        ("get", "configmaps", "settings")),
+    "volume-secret": Attack(
+        _mount({"name": "creds", "secret": {"secretName": "db-creds"}}),
+        "spec.volumes[0].secret: user {who} may not get secret db-creds in namespace {ns}", SECRET_READ),
+    "volume-configMap": Attack(
+        _mount({"name": "conf", "configMap": {"name": "settings"}}),
+        "spec.volumes[0].configMap: user {who} may not get configmap settings in namespace {ns}",
+        ("get", "configmaps", "settings")),
+    "volume-pvc": Attack(
+        _mount({"name": "data", "persistentVolumeClaim": {"claimName": "data"}}),
+        "spec.volumes[0].persistentVolumeClaim: user {who} may not get persistentvolumeclaim data in "
+        "namespace {ns}", ("get", "persistentvolumeclaims", "data")),
+    "imagePullSecrets": Attack(
+        {"imagePullSecrets": [{"name": "regcred"}]},
+        "spec.imagePullSecrets[0]: user {who} may not get secret regcred in namespace {ns}",
+        ("get", "secrets", "regcred")),
+    # the second reference is the one refused: the first (a readable Secret) passes
+    "second-of-two-secrets": Attack(
+        {"envFrom": [{"secretRef": {"name": "public"}}, {"secretRef": {"name": "db-creds"}}]},
+        "spec.envFrom[1].secretRef: user {who} may not get secret db-creds in namespace {ns}", SECRET_READ,
+        needs=(("get", "secrets", "public"),)),
+    # many keys of one Secret: one check, named by its first reference
+    "same-secret-many-keys": Attack(
+        {"env": [{"name": f"K{i}", "valueFrom": {"secretKeyRef": {"name": "db-creds", "key": "password"}}}
+                 for i in range(40)]},
+        "spec.env[0].valueFrom.secretKeyRef: user {who} may not get secret db-creds in namespace {ns}",
+        SECRET_READ),
+    "serviceAccountName": Attack(
+        {"serviceAccountName": "builder"},
+        "spec.serviceAccountName: user {who} may not create pods in namespace {ns}, so may not run pods as "
+        "serviceaccount builder", ("create", "pods", None)),
+    "priorityClass-system-node-critical": Attack(
+        {"priorityClassName": "system-node-critical"},
+        "spec.priorityClassName: priority class system-node-critical is not allowed for FalApps "
+        f"(allowed: {ALLOWED_PRIORITY})", allowed_spec={"priorityClassName": ALLOWED_PRIORITY}),
+    "priorityClass-system-cluster-critical": Attack(
+        {"priorityClassName": "system-cluster-critical"},
+        "spec.priorityClassName: priority class system-cluster-critical is not allowed for FalApps",
+        allowed_spec={}),
+    "priorityClass-not-listed": Attack(
+        {"priorityClassName": "team-b-urgent"},
+        "spec.priorityClassName: priority class team-b-urgent is not allowed for FalApps",
+        allowed_spec={"priorityClassName": ALLOWED_PRIORITY}),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(POLICY_ATTACKS))
+def test_policy_refuses_what_the_author_may_not_do(attack: str, kctl: Kubectl, tenant: Kubectl,
+                                                   namespace: str):
+    row = POLICY_ATTACKS[attack]
+    for right in row.needs:
+        grant(kctl, tenant, *right)
+    app = falapp("attack", ["XS"], gpus=0, **row.spec)
+    answer = refused(tenant, app)
+    assert row.message.format(who=TENANT, ns=namespace) in answer, answer
+    assert "denied request" in answer and "forbidden" in answer, answer
+
+    if row.grant:
+        grant(kctl, tenant, *row.grant)
+        accepted(tenant, app)
+    else:
+        accepted(tenant, falapp("attack", ["XS"], gpus=0, **(row.allowed_spec or {})))
+
+
+def test_editing_another_authors_app_is_checked_as_the_editor(kctl: Kubectl, tenant: Kubectl,
+                                                               namespace: str):
+    """An admin's app reads db-creds; the tenant may not repoint it (a new image would read the Secret
+    with the tenant's code), but metadata-only updates (labels, finalizers) are not re-checked."""
+    app = falapp("shared", ["XS"], gpus=0, envFrom=[{"secretRef": {"name": "db-creds"}}])
+    kctl.apply(app)
+    app["spec"]["image"] = "registry.example.com/exfiltrate:1"
+    answer = tenant.apply(app, check=False)
+    assert answer.returncode != 0
+    assert f"spec.envFrom[0].secretRef: user {TENANT} may not get secret db-creds in namespace {namespace}" \
+        in answer.stderr, answer.stderr
+    assert kctl.get("falapp", "shared")["spec"]["image"] == "registry.example.com/app:1"
+
+    tenant.run("label", "falapp", "shared", "team=a")
+    assert kctl.get("falapp", "shared")["metadata"]["labels"] == {"team": "a"}
+
+
+def test_distinct_objects_checked_per_app_are_bounded(kctl: Kubectl, tenant: Kubectl, namespace: str,
+                                                      policy: dict):
+    """Each authorizer call costs a share of the policy's CEL budget: an app may reference at most 20
+    distinct Secrets/ConfigMaps/PVCs, and one over that is refused with a message saying so (not a
+    cost-budget error). At the bound, with the spec's lists at their maximum size, it is accepted."""
+    grant(kctl, tenant, "get", "configmaps", None)
+    grant(kctl, tenant, "create", "pods", None)
+    env = [{"name": f"V{i}", "valueFrom": {"configMapKeyRef": {"name": f"c{i % 19}", "key": "k"}}}
+           for i in range(256)]
+    at_bound = falapp("many", ["XS"], gpus=0, env=env, envFrom=[{"configMapRef": {"name": "c0"}}] * 64,
+                      volumes=[{"name": f"v{i}", "configMap": {"name": "c1"}} for i in range(64)],
+                      imagePullSecrets=[{"name": "regcred"}], serviceAccountName="builder")
+    answer = refused(tenant, at_bound)  # regcred: the 20th object, not readable yet
+    assert f"spec.imagePullSecrets[0]: user {TENANT} may not get secret regcred" in answer, answer
+    grant(kctl, tenant, "get", "secrets", "regcred")
+    accepted(tenant, at_bound)
+
+    over = falapp("over", ["XS"], gpus=0, envFrom=[{"configMapRef": {"name": f"c{i}"}} for i in range(21)])
+    answer = refused(tenant, over)
+    assert "spec: references 21 distinct secrets, configmaps and persistentvolumeclaims; the admission " \
+        "policy checks at most 20 per FalApp" in answer, answer
