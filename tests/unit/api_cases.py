@@ -35,6 +35,13 @@ def falapp(**spec: Any) -> dict[str, Any]:
     return body
 
 
+def named(name: str, **spec: Any) -> dict[str, Any]:
+    """A valid FalApp body with this name."""
+    body = falapp(**spec)
+    body["metadata"]["name"] = name
+    return body
+
+
 def machinetype(name: str = "gpu-test", **spec: Any) -> dict[str, Any]:
     """A valid GPU MachineType body; keyword arguments replace spec fields (None removes one)."""
     body: dict[str, Any] = {
@@ -232,13 +239,77 @@ BAD_FALAPPS: list[BadCase] = [
         "spec.volumeMounts[0].subPath",
         "subPath must be a relative path without '..'",
     ),
-    BadCase(
-        "pod-labels-reserved",
-        falapp(podLabels={"fal.ai/app": "x"}),
-        "spec.podLabels",
-        "podLabels may not use the reserved fal.ai/ prefix",
-    ),
     BadCase("pod-label-value", falapp(podLabels={"team": "a b"}), "spec.podLabels.team"),
+    *[
+        BadCase(f"{field}-reserved-{key.split('/')[0]}", falapp(**{field: {key: "x"}}), f"spec.{field}",
+                f"{field} key {key} is reserved")
+        for field, key in [
+            ("podLabels", "fal.ai/app"),
+            ("podLabels", "kubernetes.io/hostname"),
+            ("podLabels", "k8s.io/x"),
+            ("podLabels", "karpenter.sh/capacity-type"),
+            ("podLabels", "nvidia.com/gpu.present"),
+            ("podAnnotations", "controller.kubernetes.io/pod-deletion-cost"),
+            ("podAnnotations", "container.apparmor.security.beta.kubernetes.io/app"),
+            ("podAnnotations", "cluster-autoscaler.kubernetes.io/safe-to-evict"),
+            ("podAnnotations", "karpenter.sh/do-not-disrupt"),
+            ("podAnnotations", "seccomp.security.alpha.kubernetes.io/pod"),
+            ("podAnnotations", "sub.fal.ai/x"),
+        ]
+    ],
+    *[
+        BadCase(f"{field}-key-{name}", falapp(**{field: {key: "x"}}), f"spec.{field}",
+                f"{field} key {key} is not a qualified name")
+        for field, name, key in [
+            ("podLabels", "space", "a b"),
+            ("podLabels", "two-slashes", "a/b/c"),
+            ("podAnnotations", "upper-prefix", "Example.com/x"),
+            ("podAnnotations", "empty-name", "example.com/"),
+            ("podAnnotations", "name-too-long", "n" * 64),
+            ("podLabels", "prefix-too-long", ("a" * 62 + ".") * 4 + "aa/x"),
+        ]
+    ],
+    BadCase(
+        "pod-annotations-too-big",
+        falapp(podAnnotations={f"example.com/a{i}": "v" * 40000 for i in range(2)}),
+        "spec.podAnnotations",
+        "podAnnotations may hold at most 65536 characters",
+    ),
+    BadCase("toleration-no-key", falapp(tolerations=[{"operator": "Exists"}]), "spec.tolerations[0].key"),
+    BadCase("toleration-empty-key", falapp(tolerations=[{"key": "", "operator": "Exists"}]),
+            "spec.tolerations[0].key"),
+    *[
+        BadCase(f"toleration-reserved-{key.replace('/', '-').replace('.', '-')}",
+                falapp(tolerations=[{"key": key, "operator": "Exists"}]), "spec.tolerations[0].key",
+                f"key {key} is reserved")
+        for key in [
+            "node-role.kubernetes.io/control-plane",
+            "node.kubernetes.io/unschedulable",
+            "node.cloudprovider.kubernetes.io/uninitialized",
+            "nvidia.com/gpu",
+            "nvidia.com/mig",
+            "karpenter.sh/disrupted",
+        ]
+    ],
+    BadCase("env-nvidia-visible-devices", falapp(env=[{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]),
+            "spec.env[0].name", "reserved for the GPU runtime"),
+    BadCase("env-nvidia-driver-capabilities",
+            falapp(env=[{"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "all"}]),
+            "spec.env[0].name", "reserved for the GPU runtime"),
+    *[
+        BadCase(f"env-from-prefix-{prefix.lower().rstrip('_')}",
+                falapp(envFrom=[{"configMapRef": {"name": "c"}, "prefix": prefix}]),
+                "spec.envFrom[0].prefix", "reserved for the GPU runtime")
+        for prefix in ["NVIDIA_", "NVIDIA_VISIBLE_", "NVIDIA", "N"]
+    ],
+    BadCase("quantity-huge-exponent", falapp(resources={"cpu": "1e1000000"}), "spec.resources.cpu"),
+    BadCase("quantity-fraction-exponent", falapp(resources={"cpu": "1e1.5"}), "spec.resources.cpu"),
+    BadCase("quantity-too-large", falapp(resources={"memory": "2Pi"}), "spec.resources.memory",
+            "must be at most 1P"),
+    BadCase("quantity-too-large-exponent", falapp(resources={"memory": "1e16"}), "spec.resources.memory",
+            "must be at most 1P"),
+    BadCase("automount-not-bool", falapp(automountServiceAccountToken="yes"),
+            "spec.automountServiceAccountToken"),
     BadCase(
         "toleration-exists-with-value",
         falapp(tolerations=[{"key": "k", "operator": "Exists", "value": "v"}]),
@@ -271,6 +342,11 @@ BAD_FALAPPS: list[BadCase] = [
     BadCase("node-name", falapp(nodeName="node-1"), "spec.nodeName"),
     BadCase("node-selector", falapp(nodeSelector={"kubernetes.io/hostname": "node-1"}), "spec.nodeSelector"),
     BadCase("host-port", falapp(ports=[{"containerPort": 80, "hostPort": 80}]), "spec.ports[0].hostPort"),
+    BadCase("name-too-long", named("a" * 64), "metadata.name"),
+    BadCase("name-dotted-with-ports", named("my.app", ports=[{"containerPort": 80}]), "metadata.name",
+            "metadata.name must be a DNS-1035 label when spec.ports is set"),
+    BadCase("name-digit-first-with-ports", named("1app", ports=[{"containerPort": 80}]), "metadata.name",
+            "metadata.name must be a DNS-1035 label when spec.ports is set"),
 ]
 
 BAD_MACHINETYPES: list[BadCase] = [
@@ -332,6 +408,27 @@ BAD_MACHINETYPES: list[BadCase] = [
         "operator must be Exists when key is empty",
     ),
     BadCase("unknown-field", machinetype(nodeName="n1"), "spec.nodeName"),
+    BadCase("quantity-huge", machinetype(resources={"cpu": "9e999", "memory": "1Gi"}), "spec.resources.cpu"),
+    BadCase("quantity-too-large", machinetype(resources={"cpu": "12", "memory": "2E"}), "spec.resources.memory",
+            "must be at most 1P"),
+    BadCase(
+        "namespace-selector-operator",
+        machinetype(namespaceSelector={"matchExpressions": [{"key": "team", "operator": "Gt", "values": ["1"]}]}),
+        "spec.namespaceSelector.matchExpressions[0].operator",
+    ),
+    BadCase(
+        "namespace-selector-in-without-values",
+        machinetype(namespaceSelector={"matchExpressions": [{"key": "team", "operator": "In"}]}),
+        "spec.namespaceSelector.matchExpressions[0].values",
+        "values must not be empty for operator In or NotIn",
+    ),
+    BadCase(
+        "namespace-selector-label-value",
+        machinetype(namespaceSelector={"matchLabels": {"team": "a b"}}),
+        "spec.namespaceSelector.matchLabels.team",
+    ),
+    BadCase("namespace-selector-unknown-field", machinetype(namespaceSelector={"names": ["a"]}),
+            "spec.namespaceSelector.names"),
 ]
 
 
@@ -397,7 +494,7 @@ GOOD_FALAPPS: list[GoodCase] = [
             podLabels={"team": "a", "app.kubernetes.io/part-of": "demo"},
             podAnnotations={"prometheus.io/scrape": "true"},
             tolerations=[
-                {"operator": "Exists"},
+                {"key": "dedicated", "operator": "Exists"},
                 {
                     "key": "dedicated",
                     "operator": "Equal",
@@ -410,11 +507,37 @@ GOOD_FALAPPS: list[GoodCase] = [
         ),
     ),
     GoodCase("grpc-probe", falapp(readinessProbe={"grpc": {"port": 9000, "service": "health"}})),
+    GoodCase("name-longest", named("a" * 63)),
+    GoodCase("name-dotted-without-ports", named("my.app")),
+    GoodCase("automount-token", falapp(automountServiceAccountToken=True)),
+    GoodCase(
+        "keys-near-reserved",
+        falapp(
+            podLabels={"app.kubernetes.io/name": "x", "example.com/kubernetes.io": "x", "notkubernetes.io/a": "b"},
+            podAnnotations={"kubernetes.io.example.com/x": "y", "sidecar.istio.io/inject": "false",
+                            ("a" * 61 + ".") * 3 + "a" * 63 + "/" + "n" * 63: "longest key"},
+            tolerations=[{"key": "example.com/gpu", "operator": "Exists"}, {"key": "nvidia.company/x"}],
+            env=[{"name": "NVIDIA", "value": "x"}, {"name": "nvidia_visible_devices", "value": "x"}],
+            envFrom=[{"configMapRef": {"name": "c"}, "prefix": "APP_"}, {"secretRef": {"name": "s"}, "prefix": ""}],
+        ),
+    ),
+    GoodCase("quantity-largest", falapp(resources={"cpu": "1P", "memory": "1e15"})),
 ]
 
 GOOD_MACHINETYPES: list[GoodCase] = [
     GoodCase("gpu", machinetype()),
     GoodCase("cpu", machinetype(name="cpu-big", gpu=None, nodeAffinity=None, displayName=None)),
+    GoodCase(
+        "namespace-selector",
+        machinetype(
+            namespaceSelector={
+                "matchLabels": {"kubernetes.io/metadata.name": "team-a"},
+                "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["free"]},
+                                     {"key": "gpu-allowed", "operator": "Exists"}],
+            }
+        ),
+    ),
+    GoodCase("namespace-selector-everything", machinetype(namespaceSelector={})),
     GoodCase(
         "nvenc-selector",
         machinetype(

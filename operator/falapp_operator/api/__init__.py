@@ -11,6 +11,7 @@ from falapp_operator.api.common import (
     MACHINE_TYPE_NAME,
     VERSION,
     ApiModel,
+    AppToleration,
     ObjectMeta,
     StatusModel,
     Toleration,
@@ -26,7 +27,17 @@ from falapp_operator.api.conditions import (
     set_condition,
 )
 from falapp_operator.api.crd import PrinterColumn, ResourceInfo, build_crd, structural_schema
-from falapp_operator.api.falapp import FALAPP, RESERVED_LABEL_PREFIX, FalApp, FalAppSpec, Fallback
+from falapp_operator.api.falapp import (
+    APP_NAME_MAX,
+    CHILD_SUFFIX_MAX,
+    DEPLOYMENT_NAME_MAX,
+    FALAPP,
+    RESERVED_LABEL_PREFIX,
+    FalApp,
+    FalAppSpec,
+    Fallback,
+    app_name_problem,
+)
 from falapp_operator.api.machinetype import (
     MACHINETYPE,
     NVIDIA_GPU,
@@ -38,7 +49,12 @@ from falapp_operator.api.machinetype import (
     display_name_for,
     find_machine_type,
 )
-from falapp_operator.api.nodes import NodeSelectorRequirement
+from falapp_operator.api.nodes import (
+    LabelSelector,
+    LabelSelectorRequirement,
+    NodeSelectorRequirement,
+    requirement_matches,
+)
 from falapp_operator.api.podspec import (
     ConfigMapEnvSource,
     ConfigMapKeySelector,
@@ -87,7 +103,10 @@ from falapp_operator.api.volumes import (
 RESOURCES: tuple[ResourceInfo, ...] = (FALAPP, MACHINETYPE)
 
 __all__ = [
+    "APP_NAME_MAX",
     "API_VERSION",
+    "CHILD_SUFFIX_MAX",
+    "DEPLOYMENT_NAME_MAX",
     "DEFAULT_CATALOG",
     "FALAPP",
     "GPU_PRODUCT_LABEL",
@@ -100,6 +119,7 @@ __all__ = [
     "RESOURCES",
     "VERSION",
     "ApiModel",
+    "AppToleration",
     "Attempt",
     "AttemptOutcome",
     "Condition",
@@ -121,6 +141,8 @@ __all__ = [
     "GRPCAction",
     "GpuSpec",
     "HTTPGetAction",
+    "LabelSelector",
+    "LabelSelectorRequirement",
     "LocalObjectReference",
     "MachineResources",
     "MachineType",
@@ -144,6 +166,7 @@ __all__ = [
     "Toleration",
     "Volume",
     "VolumeMount",
+    "app_name_problem",
     "append_attempt",
     "build_crd",
     "cpu_millis",
@@ -158,6 +181,7 @@ __all__ = [
     "parse_time",
     "parse_quantity",
     "plain",
+    "requirement_matches",
     "scale_quantity",
     "set_condition",
     "structural_schema",

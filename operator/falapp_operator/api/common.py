@@ -34,15 +34,19 @@ API_VERSION = f"{GROUP}/{VERSION}"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# A label/annotation/taint key: optional DNS-1123 subdomain prefix and "/", then a name. No backslashes,
+# so the same text is a CEL string literal too. Lengths (prefix <= 253, name <= 63) are checked apart.
 QUALIFIED_NAME = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
-# Non-negative Kubernetes quantity: 12, 0.5, 500m, 80Gi, 1e3.
+QUALIFIED_NAME_MAX = 253 + 1 + 63
+# Non-negative Kubernetes quantity: 12, 0.5, 500m, 80Gi, 1e3 (exponents are integers, as Kubernetes parses them).
 QUANTITY = (
-    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"^(([0-9]+([.][0-9]*)?)|([.][0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,3}))?$"
 )
+QUANTITY_MAX = "1P"  # no cpu, memory or size anywhere comes near; keeps the arithmetic on them finite
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_CEL = "^([0-9]+([.][0-9]+)?(ms|s|m|h))+$"  # DURATION without backslashes, for a CEL string
 CONDITION_TYPE = (
@@ -57,9 +61,13 @@ CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 # --- CEL rules (x-kubernetes-validations) -----------------------------------------------------------
 
 
-def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None) -> dict:
-    """One `x-kubernetes-validations` entry."""
+def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None,
+        message_expression: str | None = None) -> dict:
+    """One `x-kubernetes-validations` entry (`message_expression` may name the offending value; the
+    apiserver falls back to `message` if it cannot be evaluated)."""
     out: dict[str, Any] = {"rule": rule, "message": message}
+    if message_expression:
+        out["messageExpression"] = message_expression
     if field_path:
         out["fieldPath"] = field_path
     if reason:
@@ -131,10 +139,14 @@ def _number_to_str(value: Any) -> Any:
     return value
 
 
+QUANTITY_RANGE_MESSAGE = f"must be at most {QUANTITY_MAX}"
+
+
 def _check_quantity(value: str) -> str:
     if not re.fullmatch(QUANTITY, value):
         raise ValueError(f"invalid quantity {value!r}: expected a non-negative quantity like 12, 500m, 80Gi")
-    parse_quantity(value)
+    if parse_quantity(value) > parse_quantity(QUANTITY_MAX):
+        raise ValueError(f"quantity {value!r} {QUANTITY_RANGE_MESSAGE}")
     return value
 
 
@@ -142,9 +154,23 @@ Quantity = Annotated[
     str,
     BeforeValidator(_number_to_str),
     AfterValidator(_check_quantity),
-    WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": QUANTITY}),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "pattern": QUANTITY,
+            "maxLength": 64,
+            "x-kubernetes-validations": [
+                # guarded so a malformed value reports only the pattern error
+                cel(
+                    f"!isQuantity(string(self)) || !quantity(string(self)).isGreaterThan(quantity('{QUANTITY_MAX}'))",
+                    QUANTITY_RANGE_MESSAGE,
+                )
+            ],
+        }
+    ),
 ]
-"""A non-negative Kubernetes quantity (`12`, `500m`, `80Gi`); integers are accepted and kept as strings."""
+"""A non-negative Kubernetes quantity (`12`, `500m`, `80Gi`) of at most 1P; integers are accepted and kept
+as strings."""
 
 
 def duration_type(minimum: str, maximum: str) -> Any:
@@ -216,35 +242,106 @@ PortRef = Annotated[
 """A container port, by number (1..65535) or by name."""
 
 
+# --- keys: qualified names and reserved domains -----------------------------------------------------
+
+# Label, annotation and taint keys in these domains, or their subdomains (node-role.kubernetes.io,
+# controller.kubernetes.io, container.apparmor.security.beta.kubernetes.io, ...), belong to Kubernetes,
+# node autoscalers, the GPU stack and this operator: a FalApp may not set or tolerate them.
+RESERVED_DOMAINS = ("fal.ai", "kubernetes.io", "k8s.io", "karpenter.sh", "nvidia.com")
+# ...except the recommended labels (app.kubernetes.io/part-of, ...), which are the user's.
+USER_DOMAINS = ("app.kubernetes.io",)
+
+
+def _domains_regex(domains: tuple[str, ...], subdomains: bool) -> str:
+    alternatives = "|".join(d.replace(".", "[.]") for d in domains)
+    return f"^{'([^/]*[.])?' if subdomains else ''}({alternatives})/"
+
+
+RESERVED_KEY = _domains_regex(RESERVED_DOMAINS, subdomains=True)
+USER_KEY = _domains_regex(USER_DOMAINS, subdomains=False)
+RESERVED_DOMAINS_TEXT = ", ".join(f"{d}/" for d in RESERVED_DOMAINS) + " and their subdomains"
+
+
+def is_reserved_key(key: str) -> bool:
+    """Whether a label/annotation/taint key is in a reserved domain (see RESERVED_DOMAINS)."""
+    return re.match(RESERVED_KEY, key) is not None and re.match(USER_KEY, key) is None
+
+
+QUALIFIED_NAME_MESSAGE = (
+    "is not a qualified name: an optional DNS subdomain of at most 253 characters and /, "
+    "then a name of at most 63 (letters, digits, -, _, .)"
+)
+
+
+def is_qualified_name(key: str) -> bool:
+    """Whether `key` is a Kubernetes qualified name (a label or annotation key)."""
+    prefix, _, name = key.rpartition("/")
+    return re.fullmatch(QUALIFIED_NAME, key) is not None and len(prefix) <= 253 and len(name) <= 63
+
+
+# CEL twins of the two checks above, for a key variable `k`.
+_CEL_QUALIFIED = f"(k.matches('{QUALIFIED_NAME}') && k.indexOf('/') <= 253 && k.size() - k.indexOf('/') <= 64)"
+_CEL_NOT_RESERVED = f"(!k.matches('{RESERVED_KEY}') || k.matches('{USER_KEY}'))"
+assert "\\" not in QUALIFIED_NAME + RESERVED_KEY + USER_KEY, "CEL string literals take no backslashes"
+
+
+def map_key_rules(field: str) -> list[dict]:
+    """CEL rules on a map whose keys are label/annotation keys; the messages name the first bad key."""
+    return [
+        cel(
+            f"self.all(k, {_CEL_QUALIFIED})",
+            f"{field} keys must be qualified names (prefix/name, e.g. example.com/team)",
+            message_expression=f"'{field} key ' + self.filter(k, !{_CEL_QUALIFIED})[0] + ' {QUALIFIED_NAME_MESSAGE}'",
+        ),
+        cel(
+            f"self.all(k, {_CEL_NOT_RESERVED})",
+            f"{field} may not use keys under {RESERVED_DOMAINS_TEXT}",
+            message_expression=f"'{field} key ' + self.filter(k, !{_CEL_NOT_RESERVED})[0] + ' is reserved: "
+            f"{field} may not use keys under {RESERVED_DOMAINS_TEXT}'",
+        ),
+    ]
+
+
+def check_map_keys(value: dict[str, str], field: str) -> dict[str, str]:
+    """Python twin of `map_key_rules`."""
+    for key in value:
+        if not is_qualified_name(key):
+            raise ValueError(f"{field} key {key} {QUALIFIED_NAME_MESSAGE}")
+        if is_reserved_key(key):
+            raise ValueError(f"{field} key {key} is reserved: {field} may not use keys under {RESERVED_DOMAINS_TEXT}")
+    return value
+
+
 # --- tolerations ------------------------------------------------------------------------------------
+
+
+_TOLERATION_RULES = (
+    cel(
+        "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+        "value must be empty when operator is Exists",
+        field_path=".value",
+    ),
+    cel(
+        "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+        "operator must be Exists when key is empty",
+        field_path=".operator",
+    ),
+    cel(
+        "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+        "tolerationSeconds requires effect NoExecute",
+        field_path=".tolerationSeconds",
+    ),
+)
 
 
 class Toleration(ApiModel):
     """Lets pods schedule onto nodes with a matching taint (the Kubernetes core Toleration)."""
 
-    model_config = ConfigDict(
-        json_schema_extra=x_validations(
-            cel(
-                "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
-                "value must be empty when operator is Exists",
-                field_path=".value",
-            ),
-            cel(
-                "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
-                "operator must be Exists when key is empty",
-                field_path=".operator",
-            ),
-            cel(
-                "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
-                "tolerationSeconds requires effect NoExecute",
-                field_path=".tolerationSeconds",
-            ),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=x_validations(*_TOLERATION_RULES))
 
     key: str | None = Field(
         None,
-        max_length=316,
+        max_length=QUALIFIED_NAME_MAX,
         pattern=QUALIFIED_NAME,
         description="Taint key the toleration applies to. Empty matches all keys (operator must be Exists).",
     )
@@ -271,6 +368,43 @@ class Toleration(ApiModel):
             raise ValueError("operator must be Exists when key is empty")
         if self.toleration_seconds is not None and self.effect != "NoExecute":
             raise ValueError("tolerationSeconds requires effect NoExecute")
+        return self
+
+
+RESERVED_TAINT_MESSAGE = (
+    f"a toleration key may not be under {RESERVED_DOMAINS_TEXT}: those taints (control plane, node "
+    "conditions, autoscalers, GPUs) are tolerated only through machine types"
+)
+
+
+class AppToleration(Toleration):
+    """A toleration a FalApp adds to its pods: always for one named taint key, never for a key the
+    cluster or the machine types own (see RESERVED_DOMAINS)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=x_validations(
+            *_TOLERATION_RULES,
+            cel(
+                f"!self.key.matches('{RESERVED_KEY}') || self.key.matches('{USER_KEY}')",
+                RESERVED_TAINT_MESSAGE,
+                field_path=".key",
+                message_expression=f"'key ' + self.key + ' is reserved: {RESERVED_TAINT_MESSAGE}'",
+            ),
+        )
+    )
+
+    key: str = Field(  # type: ignore[assignment]
+        min_length=1,
+        max_length=QUALIFIED_NAME_MAX,
+        pattern=QUALIFIED_NAME,
+        description="Taint key the toleration applies to (required: a FalApp cannot tolerate every taint). "
+        f"Keys under {RESERVED_DOMAINS_TEXT} are refused; machine types tolerate those.",
+    )
+
+    @model_validator(mode="after")
+    def _app_rules(self) -> AppToleration:
+        if is_reserved_key(self.key):
+            raise ValueError(f"key {self.key} is reserved: {RESERVED_TAINT_MESSAGE}")
         return self
 
 

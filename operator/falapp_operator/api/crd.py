@@ -64,6 +64,8 @@ class ResourceInfo:
     scale: tuple[str, str, str] | None = None
     # extra schema for metadata (only name/generateName may be restricted)
     metadata_schema: dict[str, Any] = field(default_factory=dict)
+    # CEL rules on the whole object (the only place where metadata.name and spec meet)
+    root_rules: tuple[dict[str, Any], ...] = ()
 
     @property
     def api_version(self) -> str:
@@ -152,7 +154,7 @@ def openapi_schema(info: ResourceInfo) -> dict[str, Any]:
     spec = structural_schema(info.spec_model)
     status = structural_schema(info.status_model)
     metadata: dict[str, Any] = {"type": "object", **copy.deepcopy(info.metadata_schema)}
-    return {
+    root: dict[str, Any] = {
         "type": "object",
         "description": info.description,
         "required": ["spec"],
@@ -170,6 +172,9 @@ def openapi_schema(info: ResourceInfo) -> dict[str, Any]:
             "status": status,
         },
     }
+    if info.root_rules:
+        root["x-kubernetes-validations"] = [dict(r) for r in info.root_rules]
+    return root
 
 
 def build_crd(info: ResourceInfo) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
@@ -15,13 +16,16 @@ from falapp_operator.api.common import (
     LABEL_VALUE,
     MACHINE_TYPE_NAME,
     MAX_MACHINE_TYPES,
+    RESERVED_DOMAINS_TEXT,
     VERSION,
     ApiModel,
+    AppToleration,
     ObjectMeta,
-    Toleration,
     cel,
+    check_map_keys,
     duration_type,
     list_map,
+    map_key_rules,
     plain,
     x_validations,
 )
@@ -39,6 +43,34 @@ from falapp_operator.api.units import parse_duration
 from falapp_operator.api.volumes import Volume, VolumeMount
 
 RESERVED_LABEL_PREFIX = f"{GROUP}/"
+
+# --- names of the children ---------------------------------------------------------------------------
+# A FalApp's children are its Service, named like the app, and its Deployments, named "<app><suffix>"
+# where the suffix names the machine type. The app name is a label value on every child (<= 63) and,
+# with ports, a Service name (a DNS-1035 label). The longest suffix a Deployment name may get:
+CHILD_SUFFIX_MAX = 80
+# A Deployment's ReplicaSets are named "<deployment>-<hash of up to 10>", a DNS-1123 subdomain (<= 253).
+DEPLOYMENT_NAME_MAX = 253 - 11
+APP_NAME_MAX = min(63, DEPLOYMENT_NAME_MAX - CHILD_SUFFIX_MAX)
+DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+SERVICE_NAME_MESSAGE = (
+    "metadata.name must be a DNS-1035 label when spec.ports is set (it names the app's Service): "
+    "lower-case letters, digits and '-', starting with a letter, no dots"
+)
+APP_NAME_MESSAGE = f"metadata.name must be at most {APP_NAME_MAX} characters (it is a label value on the app's pods)"
+
+# podAnnotations: keys + values, counted together (Kubernetes allows 256Ki for all of an object's annotations)
+ANNOTATIONS_MAX_SIZE = 64 * 1024
+ANNOTATIONS_SIZE_MESSAGE = f"podAnnotations may hold at most {ANNOTATIONS_MAX_SIZE} characters (keys and values)"
+
+
+def app_name_problem(name: str, spec: FalAppSpec) -> str | None:
+    """Why the children of an app with this name and spec could not be created, or None."""
+    if len(name) > APP_NAME_MAX:
+        return APP_NAME_MESSAGE
+    if spec.ports and not re.fullmatch(DNS1035_LABEL, name):
+        return SERVICE_NAME_MESSAGE
+    return None
 
 MachineTypeName = Annotated[str, Field(min_length=1, max_length=63, pattern=MACHINE_TYPE_NAME)]
 UnschedulableTimeout = duration_type("1s", "24h")
@@ -98,10 +130,14 @@ def _unique_machine_types(value: list[str]) -> list[str]:
     return value
 
 
-def _no_reserved_labels(value: dict[str, str]) -> dict[str, str]:
-    for key in value:
-        if key.startswith(RESERVED_LABEL_PREFIX):
-            raise ValueError("podLabels may not use the reserved fal.ai/ prefix")
+def _check_labels(value: dict[str, str]) -> dict[str, str]:
+    return check_map_keys(value, "podLabels")
+
+
+def _check_annotations(value: dict[str, str]) -> dict[str, str]:
+    check_map_keys(value, "podAnnotations")
+    if sum(len(k) + len(v) for k, v in value.items()) > ANNOTATIONS_MAX_SIZE:
+        raise ValueError(ANNOTATIONS_SIZE_MESSAGE)
     return value
 
 
@@ -216,20 +252,35 @@ class FalAppSpec(ApiModel):
     )
     pod_labels: Annotated[
         dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]],
-        AfterValidator(_no_reserved_labels),
+        AfterValidator(_check_labels),
     ] = Field(
         default_factory=dict,
         max_length=64,
-        description="Extra labels on the pods (keys under fal.ai/ are reserved).",
+        description="Extra labels on the pods. Keys are qualified names (example.com/team); keys under "
+        f"{RESERVED_DOMAINS_TEXT} are refused, except app.kubernetes.io/.",
+        json_schema_extra=x_validations(*map_key_rules("podLabels")),
+    )
+    pod_annotations: Annotated[dict[str, str], AfterValidator(_check_annotations)] = Field(
+        default_factory=dict,
+        max_length=128,
+        description="Extra annotations on the pods. Keys are qualified names; keys under "
+        f"{RESERVED_DOMAINS_TEXT} are refused (they change how pods are evicted, confined or scheduled), "
+        f"except app.kubernetes.io/. Keys and values together at most {ANNOTATIONS_MAX_SIZE} characters.",
         json_schema_extra=x_validations(
-            cel("self.all(k, !k.startsWith('fal.ai/'))", "podLabels may not use the reserved fal.ai/ prefix")
+            *map_key_rules("podAnnotations"),
+            cel(f"self.map(k, size(k) + size(self[k])).sum() <= {ANNOTATIONS_MAX_SIZE}", ANNOTATIONS_SIZE_MESSAGE),
         ),
     )
-    pod_annotations: dict[str, str] = Field(
-        default_factory=dict, max_length=128, description="Extra annotations on the pods."
+    tolerations: list[AppToleration] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Extra tolerations, added to the machine type's. Each names a taint key; keys under "
+        f"{RESERVED_DOMAINS_TEXT}, and keys a MachineType tolerates, are the machine types' own.",
     )
-    tolerations: list[Toleration] = Field(
-        default_factory=list, max_length=64, description="Extra tolerations, added to the machine type's."
+    automount_service_account_token: bool = Field(
+        False,
+        strict=True,
+        description="Mount a token of the pods' ServiceAccount into the app container. Off unless asked for.",
     )
     priority_class_name: str | None = Field(
         None, max_length=253, pattern=DNS1123_SUBDOMAIN, description="PriorityClass of the pods."
@@ -265,6 +316,13 @@ class FalApp(BaseModel):
     spec: FalAppSpec = Field(description="Desired state.")
     status: FalAppStatus = Field(default_factory=FalAppStatus, description="Observed state.")
 
+    @model_validator(mode="after")
+    def _name(self) -> FalApp:
+        problem = app_name_problem(self.metadata.name, self.spec)
+        if problem:
+            raise ValueError(problem)
+        return self
+
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> FalApp:
         """Validate an object body (a dict or a kopf Body)."""
@@ -295,4 +353,22 @@ FALAPP = ResourceInfo(
         ),
     ),
     scale=(".spec.replicas", ".status.replicas", ".status.selector"),
+    metadata_schema={
+        "properties": {
+            "name": {
+                "type": "string",
+                "maxLength": APP_NAME_MAX,
+                "description": f"At most {APP_NAME_MAX} characters; a DNS-1035 label (no dots, starts with a "
+                "letter) when spec.ports is set, since it names the Service.",
+            }
+        }
+    },
+    root_rules=(
+        cel(
+            "!has(self.spec.ports) || size(self.spec.ports) == 0 || "
+            f"self.metadata.name.matches('{DNS1035_LABEL}')",
+            SERVICE_NAME_MESSAGE,
+            field_path=".metadata.name",
+        ),
+    ),
 )

@@ -27,7 +27,7 @@ from falapp_operator.api.common import (
     x_validations,
 )
 from falapp_operator.api.crd import PrinterColumn, ResourceInfo
-from falapp_operator.api.nodes import LabelValue, NodeSelectorRequirement
+from falapp_operator.api.nodes import LabelSelector, LabelValue, NodeSelectorRequirement
 from falapp_operator.api.units import scale_quantity
 
 NVIDIA_GPU = "nvidia.com/gpu"
@@ -100,6 +100,13 @@ class MachineTypeSpec(ApiModel):
         "(needs gpu.nvencEngines > 0).",
     )
 
+    namespace_selector: LabelSelector | None = Field(
+        None,
+        description="Namespaces whose FalApps may use the type (matchLabels/matchExpressions on the "
+        "namespace's labels, e.g. kubernetes.io/metadata.name). Absent: every namespace. A FalApp listing "
+        "a type its namespace may not use is Stalled with reason InvalidSpec.",
+    )
+
     @model_validator(mode="after")
     def _nvenc(self) -> MachineTypeSpec:
         if self.nvenc_node_selector and (self.gpu is None or self.gpu.nvenc_engines == 0):
@@ -144,6 +151,14 @@ class MachineTypeSpec(ApiModel):
             "memory": scale_quantity(self.resources.memory, gpus),
             self.gpu.resource_name: str(gpus),
         }
+
+    def available_to(self, namespace_labels: Mapping[str, str] | None) -> bool:
+        """Whether FalApps of a namespace with these labels may use the type. Unknown labels (None) pass
+        only a type without a selector, or with one that matches every namespace."""
+        selector = self.namespace_selector
+        if selector is None or selector.matches_everything:
+            return True
+        return namespace_labels is not None and selector.matches(namespace_labels)
 
     def matches_node(self, labels: Mapping[str, str], nvenc: bool = False) -> bool:
         """Whether a node with these labels belongs to the type (with nvencNodeSelector when `nvenc`)."""
@@ -262,6 +277,13 @@ MACHINETYPE = ResourceInfo(
         PrinterColumn("Pending", "integer", ".status.pendingReplicas", "Replicas waiting for the type."),
         PrinterColumn("VRAM", "string", ".spec.gpu.vram", "Memory per GPU.", priority=1),
         PrinterColumn("NVENC", "integer", ".spec.gpu.nvencEngines", "Video encoders per GPU.", priority=1),
+        PrinterColumn(
+            "Namespaces",
+            "string",
+            ".spec.namespaceSelector",
+            "Which namespaces may use the type (empty: all).",
+            priority=1,
+        ),
         PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
     ),
     metadata_schema={

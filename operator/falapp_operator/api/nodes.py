@@ -1,13 +1,14 @@
-"""Node label requirements (one node-selector term's matchExpressions), validated like Kubernetes."""
+"""Label requirements and selectors, validated and matched like Kubernetes: a node-selector term's
+matchExpressions (machine types' nodes) and a LabelSelector (which namespaces may use a machine type)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from falapp_operator.api.common import LABEL_VALUE, QUALIFIED_NAME, ApiModel, cel, x_validations
+from falapp_operator.api.common import LABEL_VALUE, QUALIFIED_NAME, QUALIFIED_NAME_MAX, ApiModel, cel, x_validations
 
 LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
 
@@ -40,7 +41,9 @@ class NodeSelectorRequirement(ApiModel):
     )
 
     key: str = Field(
-        max_length=316, pattern=QUALIFIED_NAME, description="Node label key, e.g. nvidia.com/gpu.product."
+        max_length=QUALIFIED_NAME_MAX,
+        pattern=QUALIFIED_NAME,
+        description="Node label key, e.g. nvidia.com/gpu.product.",
     )
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = Field(
         description="In/NotIn (label value in/not in values), Exists/DoesNotExist, Gt/Lt (integer compare)."
@@ -61,22 +64,89 @@ class NodeSelectorRequirement(ApiModel):
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether a node with these labels satisfies the requirement."""
-        value = labels.get(self.key)
-        match self.operator:
-            case "In":
-                return value is not None and value in self.values
-            case "NotIn":
-                return value is None or value not in self.values
-            case "Exists":
-                return value is not None
-            case "DoesNotExist":
-                return value is None
-            case _:
-                if value is None or not _is_int(value):
-                    return False
-                bound = int(self.values[0])
-                return int(value) > bound if self.operator == "Gt" else int(value) < bound
+        return requirement_matches(self.key, self.operator, self.values, labels)
+
+
+def requirement_matches(key: str, operator: str, values: Sequence[str], labels: Mapping[str, str]) -> bool:
+    """Whether labels satisfy one requirement (In, NotIn, Exists, DoesNotExist, Gt, Lt) as Kubernetes
+    matches node selector terms and label selectors."""
+    value = labels.get(key)
+    match operator:
+        case "In":
+            return value is not None and value in values
+        case "NotIn":
+            return value is None or value not in values
+        case "Exists":
+            return value is not None
+        case "DoesNotExist":
+            return value is None
+        case "Gt" | "Lt":
+            if value is None or not _is_int(value) or len(values) != 1 or not _is_int(values[0]):
+                return False
+            bound = int(values[0])
+            return int(value) > bound if operator == "Gt" else int(value) < bound
+    return False
 
 
 def _is_int(text: str) -> bool:
     return text.lstrip("-").isdigit() and text.count("-") <= 1
+
+
+class LabelSelectorRequirement(ApiModel):
+    """A label requirement of a LabelSelector."""
+
+    model_config = ConfigDict(
+        json_schema_extra=x_validations(
+            cel(
+                f"!({_IN_NOTIN}) || (has(self.values) && size(self.values) > 0)",
+                "values must not be empty for operator In or NotIn",
+                field_path=".values",
+            ),
+            cel(
+                f"({_IN_NOTIN}) || !has(self.values) || size(self.values) == 0",
+                "values must be empty for operator Exists or DoesNotExist",
+                field_path=".values",
+            ),
+        )
+    )
+
+    key: str = Field(max_length=QUALIFIED_NAME_MAX, pattern=QUALIFIED_NAME, description="Label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In/NotIn (label value in/not in values), Exists/DoesNotExist."
+    )
+    values: list[LabelValue] = Field(
+        default_factory=list, max_length=64, description="Label values; any of them matches for In."
+    )
+
+    @model_validator(mode="after")
+    def _values(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError("values must not be empty for operator In or NotIn")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError("values must be empty for operator Exists or DoesNotExist")
+        return self
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return requirement_matches(self.key, self.operator, self.values, labels)
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes label selector: matchLabels and matchExpressions, all of which must hold. An empty
+    selector matches everything."""
+
+    match_labels: dict[str, LabelValue] = Field(
+        default_factory=dict, max_length=32, description="Labels that must all be present with these values."
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, max_length=16, description="Label requirements that must all hold."
+    )
+
+    @property
+    def matches_everything(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether an object with these labels is selected."""
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        return all(req.matches(labels) for req in self.match_expressions)

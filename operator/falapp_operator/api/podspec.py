@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from falapp_operator.api.common import (
     DNS1123_LABEL,
@@ -19,7 +19,16 @@ from falapp_operator.api.common import (
 )
 
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+ENV_PREFIX = r"^([-._a-zA-Z][-._a-zA-Z0-9]*)?$"
 CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
+# The NVIDIA container runtime reads NVIDIA_* variables (NVIDIA_VISIBLE_DEVICES=all exposes every GPU of
+# the node): only the operator sets them, from the machine type.
+RESERVED_ENV_PREFIX = "NVIDIA_"
+RESERVED_ENV_MESSAGE = f"names starting with {RESERVED_ENV_PREFIX} are reserved for the GPU runtime"
+RESERVED_ENV_PREFIX_MESSAGE = (
+    f"prefix may not start with {RESERVED_ENV_PREFIX} nor begin it (N, NV, ... NVIDIA): "
+    f"{RESERVED_ENV_MESSAGE}"
+)
 DOWNWARD_FIELD = (
     r"^(metadata\.(name|namespace|uid)|metadata\.(labels|annotations)\['[^']+'\]"
     r"|spec\.(nodeName|serviceAccountName)|status\.(hostIP|hostIPs|podIP|podIPs))$"
@@ -96,7 +105,12 @@ class EnvVar(ApiModel):
         )
     )
 
-    name: str = Field(max_length=256, pattern=ENV_NAME, description="Variable name.")
+    name: str = Field(
+        max_length=256,
+        pattern=ENV_NAME,
+        description=f"Variable name. Names starting with {RESERVED_ENV_PREFIX} are reserved for the GPU runtime.",
+        json_schema_extra=x_validations(cel(f"!self.startsWith('{RESERVED_ENV_PREFIX}')", RESERVED_ENV_MESSAGE)),
+    )
     value: str | None = Field(None, description="Literal value.")
     value_from: EnvVarSource | None = Field(
         None, description="Value taken from a Secret, ConfigMap or pod field."
@@ -107,6 +121,13 @@ class EnvVar(ApiModel):
         if self.value is not None and self.value_from is not None:
             raise ValueError("env may set value or valueFrom, not both")
         return self
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.startswith(RESERVED_ENV_PREFIX):
+            raise ValueError(f"{value}: {RESERVED_ENV_MESSAGE}")
+        return value
 
 
 class ConfigMapEnvSource(ApiModel):
@@ -132,12 +153,33 @@ class EnvFromSource(ApiModel):
 
     config_map_ref: ConfigMapEnvSource | None = Field(None, description="The ConfigMap to read.")
     secret_ref: SecretEnvSource | None = Field(None, description="The Secret to read.")
-    prefix: str | None = Field(None, max_length=256, description="Prefix added to every variable name.")
+    prefix: str | None = Field(
+        None,
+        max_length=256,
+        pattern=ENV_PREFIX,
+        description="Prefix added to every variable name. It may not make names starting with "
+        f"{RESERVED_ENV_PREFIX}. Without a prefix, keys named {RESERVED_ENV_PREFIX}* would become variables: "
+        "on pods without GPUs the operator pins NVIDIA_VISIBLE_DEVICES=void, which takes precedence.",
+        json_schema_extra=x_validations(
+            cel(
+                f"!self.startsWith('{RESERVED_ENV_PREFIX}') && "
+                f"(self == '' || !'{RESERVED_ENV_PREFIX}'.startsWith(self))",
+                RESERVED_ENV_PREFIX_MESSAGE,
+            )
+        ),
+    )
 
     @model_validator(mode="after")
     def _one(self) -> EnvFromSource:
         check_exactly_one(self, ("config_map_ref", "secret_ref"), "envFrom")
         return self
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_not_reserved(cls, value: str | None) -> str | None:
+        if value and (value.startswith(RESERVED_ENV_PREFIX) or RESERVED_ENV_PREFIX.startswith(value)):
+            raise ValueError(RESERVED_ENV_PREFIX_MESSAGE)
+        return value
 
 
 # --- ports and probes -----------------------------------------------------------------------------------

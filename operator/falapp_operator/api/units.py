@@ -45,7 +45,7 @@ def format_duration(value: timedelta) -> str:
 
 _QUANTITY = re.compile(
     r"(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
-    r"(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))?"
+    r"(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?"
 )
 _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
@@ -79,10 +79,13 @@ def parse_quantity(value: str | int | float) -> Decimal:
     """Parse a Kubernetes quantity to an exact Decimal in base units.
 
     `500m` -> 0.5, `12` -> 12, `80Gi` -> 85899345920, `1k` -> 1000, `1e3` -> 1000.
-    Raises ValueError for anything that is not a quantity.
+    Raises ValueError for anything that is not a quantity, or too large to compute with (`1e1000000`).
     """
     number, suffix = _split_quantity(value)
-    return number * _multiplier(suffix)
+    try:
+        return number * _multiplier(suffix)
+    except ArithmeticError as exc:  # decimal overflow: never let it escape a validator as another type
+        raise ValueError(f"quantity {value!r} is out of range") from exc
 
 
 def _plain(number: Decimal) -> str:
@@ -95,17 +98,25 @@ def scale_quantity(value: str | int | float, factor: int) -> str:
     if factor < 0:
         raise ValueError("factor must not be negative")
     number, suffix = _split_quantity(value)
-    if suffix[:1] in ("e", "E"):
-        return _plain(number * _multiplier(suffix) * factor)
-    return _plain(number * factor) + suffix
+    try:
+        if suffix[:1] in ("e", "E"):
+            return _plain(number * _multiplier(suffix) * factor)
+        return _plain(number * factor) + suffix
+    except ArithmeticError as exc:
+        raise ValueError(f"quantity {value!r} times {factor} is out of range") from exc
 
 
 def cpu_millis(value: str | int | float) -> int:
     """CPU quantity in whole millicores, rounded up as the scheduler does: `0.5` -> 500, `1` -> 1000."""
-    milli = parse_quantity(value) * 1000
-    return int(milli.to_integral_value(rounding="ROUND_CEILING"))
+    try:
+        return int((parse_quantity(value) * 1000).to_integral_value(rounding="ROUND_CEILING"))
+    except ArithmeticError as exc:
+        raise ValueError(f"cpu quantity {value!r} is out of range") from exc
 
 
 def memory_bytes(value: str | int | float) -> int:
     """Memory quantity in whole bytes, rounded up: `512Mi` -> 536870912."""
-    return int(parse_quantity(value).to_integral_value(rounding="ROUND_CEILING"))
+    try:
+        return int(parse_quantity(value).to_integral_value(rounding="ROUND_CEILING"))
+    except ArithmeticError as exc:
+        raise ValueError(f"memory quantity {value!r} is out of range") from exc

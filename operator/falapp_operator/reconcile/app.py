@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from falapp_operator.api import MAX_ATTEMPTS, FalAppSpec, MachineType, format_time, parse_time
+from falapp_operator.api import MAX_ATTEMPTS, FalAppSpec, MachineType, app_name_problem, format_time, parse_time
 from falapp_operator.api.conditions import Condition, ConditionType, get_condition, set_condition
 from falapp_operator.placement import (
     Attempt,
@@ -52,6 +52,9 @@ class AppSnapshot:
     now: datetime
     # why the controller manager cannot create a type's pods (e.g. quota), per machine type
     replica_failures: Mapping[str, str] = field(default_factory=dict)
+    # labels of the app's namespace, for MachineType namespaceSelectors; None = not known (then only
+    # types without a selector may be used)
+    namespace_labels: Mapping[str, str] | None = None
 
 
 @dataclass
@@ -89,9 +92,10 @@ def policy_of(spec: FalAppSpec) -> Policy:
 
 
 def plan(snap: AppSnapshot) -> AppPlan:
-    resolution = resolve(snap.spec, snap.catalogue)
-    if resolution.problem:
-        return invalid(snap.ref, snap.generation, snap.status, resolution.problem, snap.now, snap.pods)
+    problem = app_name_problem(snap.ref.name, snap.spec)  # an app created before the CRD checked it
+    resolution = resolve(snap.spec, snap.catalogue, snap.ref.namespace, snap.namespace_labels)
+    if problem or resolution.problem:
+        return invalid(snap.ref, snap.generation, snap.status, problem or resolution.problem, snap.now, snap.pods)
     by_display = {m.display_name: m.metadata.name for m in resolution.types.values()}
     templates = {o.name: children.pod_template(snap.ref, snap.spec, o, resolution.types[o.name])
                  for o in resolution.options}

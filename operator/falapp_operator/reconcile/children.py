@@ -24,6 +24,7 @@ ROLLOUT = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavail
 MANAGED_BY = {"app.kubernetes.io/managed-by": "falapp-operator"}
 CONTAINER_NAME = "app"
 VIDEO_CAPABILITIES = "compute,utility,video"
+NO_GPUS = "void"
 
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
@@ -74,10 +75,13 @@ def _container(spec: FalAppSpec, option: TypeOption, machine_type: MachineType) 
     if option.gpus:
         gpu_resource = machine_type.spec.gpu.resource_name
         requests[gpu_resource] = limits[gpu_resource] = str(option.gpus)
-    env = _dump(spec.env)
+    env = _dump(spec.env)  # the API refuses NVIDIA_* names: only the operator sets them
     if spec.requires_nvenc:
-        env = [e for e in env if e["name"] != "NVIDIA_DRIVER_CAPABILITIES"]
         env.append({"name": "NVIDIA_DRIVER_CAPABILITIES", "value": VIDEO_CAPABILITIES})
+    if not option.gpus:
+        # a pod without GPUs gets none from the GPU runtime, whatever its image or an envFrom source
+        # says (env wins over envFrom; "void" turns the NVIDIA runtime hook off)
+        env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": NO_GPUS})
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": spec.image,
@@ -127,6 +131,8 @@ def pod_template(app: AppRef, spec: FalAppSpec, option: TypeOption, machine_type
     pod_spec: dict[str, Any] = {
         "containers": [_container(spec, option, machine_type)],
         "securityContext": RESTRICTED_POD,
+        # no API token in the pods unless the app asks for one
+        "automountServiceAccountToken": spec.automount_service_account_token,
         **_placement(spec, machine_type),
     }
     optional = {
