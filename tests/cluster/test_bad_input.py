@@ -4,11 +4,13 @@ as Stalled/InvalidSpec when only the catalogue can judge it. Nothing half-create
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
 from tests.cluster.helpers import events_for, wait_condition
 from tests.kube import Kubectl, condition
+from tests.unit.api_cases import BAD_FALAPPS, BAD_MACHINETYPES, GOOD_FALAPPS, GOOD_MACHINETYPES, BadCase, GoodCase
 
 GOOD_APP = {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp", "metadata": {"name": "bad"},
             "spec": {"image": "registry.example.com/app:1", "machineTypes": ["GPU-H100"], "numGpus": 1}}
@@ -62,6 +64,41 @@ REFUSED = [
      "spec.nodeAffinity[0].operator"),
     ("type-nvenc-selector-without-encoders", with_(GOOD_TYPE, "spec.nvencNodeSelector", {"video": "yes"}),
      "spec.nvencNodeSelector"),
+    # what a tenant must not obtain through a FalApp
+    ("app-toleration-without-key", with_(GOOD_APP, "spec.tolerations", [{"operator": "Exists"}]),
+     "spec.tolerations[0].key: Required value"),
+    ("app-toleration-control-plane", with_(GOOD_APP, "spec.tolerations", [
+        {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]),
+     "spec.tolerations[0].key: Invalid value: key node-role.kubernetes.io/control-plane is reserved"),
+    ("app-toleration-gpu-taint", with_(GOOD_APP, "spec.tolerations", [{"key": "nvidia.com/gpu", "operator": "Exists"}]),
+     "key nvidia.com/gpu is reserved"),
+    ("app-env-nvidia-visible-devices",
+     with_(GOOD_APP, "spec.env", [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]),
+     "spec.env[0].name: Invalid value: \"NVIDIA_VISIBLE_DEVICES\": names starting with NVIDIA_ are reserved"),
+    ("app-env-from-nvidia-prefix", with_(GOOD_APP, "spec.envFrom", [
+        {"configMapRef": {"name": "gpu"}, "prefix": "NVIDIA_"}]), "spec.envFrom[0].prefix"),
+    ("app-label-key-invalid", with_(GOOD_APP, "spec.podLabels", {"team name": "a"}),
+     "spec.podLabels: Invalid value: podLabels key team name is not a qualified name"),
+    ("app-annotation-deletion-cost", with_(GOOD_APP, "spec.podAnnotations", {
+        "controller.kubernetes.io/pod-deletion-cost": "-1000"}),
+     "spec.podAnnotations: Invalid value: podAnnotations key controller.kubernetes.io/pod-deletion-cost is reserved"),
+    ("app-annotation-apparmor", with_(GOOD_APP, "spec.podAnnotations", {
+        "container.apparmor.security.beta.kubernetes.io/app": "unconfined"}),
+     "podAnnotations key container.apparmor.security.beta.kubernetes.io/app is reserved"),
+    ("app-annotation-do-not-disrupt", with_(GOOD_APP, "spec.podAnnotations", {"karpenter.sh/do-not-disrupt": "true"}),
+     "podAnnotations key karpenter.sh/do-not-disrupt is reserved"),
+    ("app-name-too-long", with_(GOOD_APP, "metadata.name", "a" * 64), "metadata.name: Too long"),
+    ("app-dotted-name-with-ports", with_(with_(GOOD_APP, "metadata.name", "bad.app"), "spec.ports",
+                                         [{"containerPort": 8080}]),
+     "metadata.name: Invalid value: metadata.name must be a DNS-1035 label when spec.ports is set"),
+    ("app-huge-quantity", with_(GOOD_APP, "spec.resources", {"cpu": "1e1000000"}), "spec.resources.cpu"),
+    ("app-quantity-too-large", with_(GOOD_APP, "spec.resources", {"memory": "2Pi"}),
+     "spec.resources.memory: Invalid value: \"2Pi\": must be at most 1P"),
+    ("app-token-not-bool", with_(GOOD_APP, "spec.automountServiceAccountToken", "yes"),
+     "spec.automountServiceAccountToken"),
+    ("type-namespace-selector-operator", with_(GOOD_TYPE, "spec.namespaceSelector", {
+        "matchExpressions": [{"key": "team", "operator": "Gt", "values": ["1"]}]}),
+     "spec.namespaceSelector.matchExpressions[0].operator"),
 ]
 
 
@@ -72,6 +109,27 @@ def test_refused_at_apply_naming_the_field(kctl: Kubectl, crds, manifest, field)
     assert field in result.stderr, result.stderr
     kind = manifest["kind"].lower()
     assert kctl.run("get", kind, manifest["metadata"]["name"], check=False).returncode != 0
+
+
+def _case_id(case: BadCase | GoodCase) -> str:
+    return f"{case.body['kind']}-{case.id}"
+
+
+@pytest.mark.parametrize("case", BAD_FALAPPS + BAD_MACHINETYPES, ids=_case_id)
+def test_every_bad_case_of_the_model_table_is_refused_by_the_apiserver(kubectl: Kubectl, crds, case: BadCase):
+    """tests/unit/api_cases.py drives pydantic (unit tests) and the CRD schema and CEL rules (here)."""
+    # JSON, not YAML: kubectl reads a bare N or y in YAML as a boolean
+    result = kubectl.apply(json.dumps(case.body), "--dry-run=server", check=False)
+    assert result.returncode != 0, f"accepted: {result.stdout}"
+    assert case.field in result.stderr, result.stderr
+    if case.message:
+        assert case.message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("case", GOOD_FALAPPS + GOOD_MACHINETYPES, ids=_case_id)
+def test_every_good_case_of_the_model_table_is_accepted_by_the_apiserver(kubectl: Kubectl, crds, case: GoodCase):
+    result = kubectl.apply(json.dumps(case.body), "--dry-run=server", check=False)
+    assert result.returncode == 0, result.stderr
 
 
 # (id, spec changes, words the InvalidSpec message must contain)
@@ -117,5 +175,43 @@ def test_adding_the_missing_machine_type_recovers_a_stalled_app(kctl: Kubectl, k
     try:
         wait_condition(kctl, "falapp", "bad", "Stalled", "False", timeout=30)
         assert kctl.get("deployments")["items"], "no Deployment after the type appeared"
+    finally:
+        kubectl.run("delete", "machinetype", name, "--wait=false")
+
+
+# (id, private MachineType spec changes, app spec changes, words the InvalidSpec message must contain);
+# the type is named gpu-<namespace> and listed by the app
+OWNED = [
+    ("type-not-available-to-the-namespace",
+     {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "another-team"}}}, {},
+     ["spec.machineTypes", "is not available to namespace"]),
+    ("toleration-a-machine-type-owns",
+     {"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "team-b", "effect": "NoSchedule"}]},
+     {"tolerations": [{"key": "dedicated", "operator": "Exists"}]},
+     ["spec.tolerations[0].key", "dedicated is tolerated by machine type"]),
+    ("requests-too-large-for-kubernetes",
+     {"resources": {"cpu": "1P", "memory": "1Gi"}, "gpu": {"maxGpusPerReplica": 16}}, {"numGpus": 16},
+     ["spec.numGpus", "cpu request", "too large for Kubernetes"]),
+]
+
+
+@pytest.mark.parametrize("type_changes, app_changes, words", [pytest.param(t, a, w, id=i) for i, t, a, w in OWNED])
+def test_what_only_the_catalogue_can_refuse_stalls_with_invalid_spec(
+        kctl: Kubectl, kubectl: Kubectl, running_operator, type_changes, app_changes, words):
+    name = f"gpu-{kctl.namespace}"
+    machine_type = with_(GOOD_TYPE, "metadata.name", name)
+    machine_type["spec"].update(type_changes)
+    kubectl.apply(machine_type)
+    try:
+        app = copy.deepcopy(GOOD_APP)
+        app["spec"].update({"machineTypes": [name.upper()], **app_changes})
+        kctl.apply(app)
+        stalled = wait_condition(kctl, "falapp", "bad", "Stalled", "True", "InvalidSpec", timeout=30)
+        for word in words:
+            assert word in stalled["message"]
+        assert name.upper() in stalled["message"]
+        warnings = events_for(kctl, "bad", "InvalidSpec")
+        assert warnings and warnings[0]["type"] == "Warning"
+        assert not kctl.get("deployments")["items"], "children were created for an invalid spec"
     finally:
         kubectl.run("delete", "machinetype", name, "--wait=false")
