@@ -169,6 +169,11 @@ VALUE_SETS = {
                            "--set", "metrics.enabled=false", "--set", "rbac.create=false"],
     "everything-on": ["--set", "metrics.serviceMonitor.enabled=true", "--set", "verbose=true",
                       "--set", f"image.digest=sha256:{'a' * 64}", "--api-versions", "fal.ai/v1alpha1/MachineType"],
+    "network-policy": ["--set", "networkPolicy.enabled=true",
+                       "--set-json", 'networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":'
+                                     '{"kubernetes.io/metadata.name":"monitoring"}}}]'],
+    "single-no-election": ["--set", "replicaCount=1", "--set", "leaderElection.enabled=false",
+                           "--set", "rbac.aggregateToDefaultRoles=false"],
 }
 
 
@@ -182,9 +187,14 @@ def test_helm_lint(tools: Path, values: str):
 
 def test_helm_lint_refuses_bad_values(tools: Path):
     for bad in ("logFormat=xml", "watchNamespaces={Not_A_Namespace}", "catalog.machineTypes[0].name=GPU-H100",
-                "metrics.port=0", "unknownKey=1"):
+                "metrics.port=0", "unknownKey=1", "leaderElection.leaseDuration=1", "networkPolicy.allowAll=true"):
         result = helm(tools, "lint", str(CHART), "--set", bad, check=False)
         assert result.returncode != 0, bad
+    # two operators without leader election would both write; timings out of order: refused, saying why
+    for bad, message in ((["leaderElection.enabled=false"], "replicaCount > 1 needs leaderElection.enabled"),
+                         (["leaderElection.renewDeadline=20"], "retryPeriod < renewDeadline < leaseDuration")):
+        result = helm(tools, "template", "x", str(CHART), *[a for b in bad for a in ("--set", b)], check=False)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("values", sorted(VALUE_SETS))
@@ -259,9 +269,18 @@ def test_catalog_from_values(tools: Path, tmp_path: Path):
     assert [m["metadata"]["name"] for m in extended] == [m["metadata"]["name"] for m in default] + ["gpu-a100-80gb"]
 
 
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def _aggregated(doc: dict) -> bool:
+    """A ClusterRole that adds FalApp rights to the built-in admin/edit/view roles (for users, not the operator)."""
+    return any(k.startswith(AGGREGATE) for k in (doc["metadata"].get("labels") or {}))
+
+
 def _rules(docs: list[dict]) -> list[tuple[str, str, dict]]:
+    """The operator's rules (the aggregated user roles left out)."""
     return [(d["kind"], d["metadata"].get("namespace", ""), rule) for d in docs
-            if d["kind"] in ("ClusterRole", "Role") for rule in d["rules"]]
+            if d["kind"] in ("ClusterRole", "Role") and not _aggregated(d) for rule in d["rules"]]
 
 
 def _verbs(docs: list[dict], kind: str, group: str, resource: str, namespace: str | None = None) -> set[str]:
@@ -279,7 +298,20 @@ def test_rbac_is_least_privilege(tools: Path, values: str):
             assert "*" not in rule[field], rule
         assert "secrets" not in rule["resources"] and "configmaps" not in rule["resources"], rule
         assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"]), rule
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        assert "nonResourceURLs" not in rule
+        # only the leader Lease is named (create cannot be limited by name)
+        assert "resourceNames" not in rule or rule == {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                                       "resourceNames": ["falapp-operator"],
+                                                       "verbs": ["get", "update"]}, rule
+    # the leader Lease: in the release namespace only
+    assert _verbs(docs, "Role", "coordination.k8s.io", "leases", "falapp-system") == {"get", "create", "update"}
+    assert not _verbs(docs, "ClusterRole", "coordination.k8s.io", "leases")
+    [lease_binding] = [b for b in of_kind(docs, "RoleBinding") if b["metadata"]["namespace"] == "falapp-system"]
+    assert lease_binding["subjects"] == [{"kind": "ServiceAccount", "name": "falapp-operator",
+                                          "namespace": "falapp-system"}]
+    # children carry blockOwnerDeletion: OwnerReferencesPermissionEnforcement checks update on finalizers
+    assert _verbs(docs, "ClusterRole" if values == "defaults" else "Role", "fal.ai", "falapps/finalizers") == {
+        "update"}
     # nodes read-only; pods read-only except patching the pod-deletion-cost annotation
     assert _verbs(docs, "ClusterRole", "", "nodes") == {"get", "list", "watch"}
     assert _verbs(docs, "ClusterRole", "", "pods") | _verbs(docs, "Role", "", "pods") == {
@@ -287,12 +319,13 @@ def test_rbac_is_least_privilege(tools: Path, values: str):
     assert _verbs(docs, "ClusterRole", "fal.ai", "machinetypes") == {"get", "list", "watch"}
     assert _verbs(docs, "ClusterRole", "fal.ai", "machinetypes/status") == {"patch"}
     if values == "defaults":
-        assert not of_kind(docs, "Role") and not of_kind(docs, "RoleBinding")
+        assert {r["metadata"]["name"] for r in of_kind(docs, "Role")} == {"falapp-operator-leader-election"}
         assert _verbs(docs, "ClusterRole", "fal.ai", "falapps") == {"get", "list", "watch", "patch"}
         assert not _verbs(docs, "ClusterRole", "", "namespaces")
     else:
-        assert {r["metadata"]["namespace"] for r in of_kind(docs, "Role")} == {"team-a", "team-b"}
-        assert {r["metadata"]["namespace"] for r in of_kind(docs, "RoleBinding")} == {"team-a", "team-b"}
+        assert {r["metadata"]["namespace"] for r in of_kind(docs, "Role")} == {"team-a", "team-b", "falapp-system"}
+        assert {r["metadata"]["namespace"] for r in of_kind(docs, "RoleBinding")} == {
+            "team-a", "team-b", "falapp-system"}
         # FalApps, Deployments, Services and events only where FalApps are watched
         for resource in ("falapps", "deployments", "services", "events"):
             group = {"falapps": "fal.ai", "deployments": "apps"}.get(resource, "")
@@ -304,11 +337,64 @@ def test_rbac_is_least_privilege(tools: Path, values: str):
                                         "namespace": "falapp-system"}]
 
 
+def test_falapp_rights_aggregate_into_admin_edit_view(tools: Path):
+    aggregated = {d["metadata"]["name"]: d for d in of_kind(render(tools), "ClusterRole") if _aggregated(d)}
+    edit, view = aggregated["falapp-operator-edit"], aggregated["falapp-operator-view"]
+    assert {k for k in edit["metadata"]["labels"] if k.startswith(AGGREGATE)} == {
+        AGGREGATE + "admin", AGGREGATE + "edit"}
+    assert {k for k in view["metadata"]["labels"] if k.startswith(AGGREGATE)} == {AGGREGATE + "view"}
+    def verbs(role: dict, resource: str) -> set[str]:
+        return {v for rule in role["rules"] if resource in rule["resources"] for v in rule["verbs"]}
+    assert verbs(edit, "falapps") == {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}
+    assert verbs(edit, "falapps/scale") == {"get", "update", "patch"}
+    assert not verbs(edit, "machinetypes")
+    for resource in ("falapps", "machinetypes"):
+        assert verbs(view, resource) == {"get", "list", "watch"}
+    assert all(k != "ClusterRoleBinding" or not _aggregated(d) for d in render(tools) for k in [d["kind"]])
+    off = render(tools, "--set", "rbac.aggregateToDefaultRoles=false")
+    assert not [d for d in of_kind(off, "ClusterRole") if _aggregated(d)]
+
+
+def test_high_availability_objects(tools: Path):
+    docs = render(tools)
+    [deployment] = of_kind(docs, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    [pdb] = of_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
+    pod = deployment["spec"]["template"]["spec"]
+    [spread] = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert spread["labelSelector"]["matchLabels"] == selector
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["FALAPP_LEADER_ELECT"]["value"] == "true"
+    assert env["FALAPP_LEADER_ELECTION_NAME"]["value"] == "falapp-operator"  # the Lease the Role names
+    assert env["FALAPP_LEADER_ELECTION_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert [env[f"FALAPP_{k}"]["value"] for k in ("LEASE_DURATION", "RENEW_DEADLINE", "RETRY_PERIOD")] == [
+        "15", "10", "2"]
+    # no NetworkPolicy unless asked; asked: ingress to the metrics port only, from the given peers
+    assert not of_kind(docs, "NetworkPolicy")
+    [policy] = of_kind(render(tools, *VALUE_SETS["network-policy"]), "NetworkPolicy")
+    assert policy["spec"]["podSelector"] == {"matchLabels": selector}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{
+        "ports": [{"port": "metrics", "protocol": "TCP"}],
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}]
+    [closed] = of_kind(render(tools, "--set", "networkPolicy.enabled=true", "--set", "metrics.enabled=false"),
+                       "NetworkPolicy")
+    assert closed["spec"]["ingress"] == []
+    # a single operator without election: no Lease rights, no PDB (it would block every drain)
+    single = render(tools, *VALUE_SETS["single-no-election"])
+    [one] = of_kind(single, "Deployment")
+    assert one["spec"]["replicas"] == 1 and one["spec"]["strategy"] == {"type": "Recreate"}
+    assert {"name": "FALAPP_LEADER_ELECT", "value": "false"} in one["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert not of_kind(single, "PodDisruptionBudget") and not of_kind(single, "Role")
+
+
 def test_operator_deployment_is_restricted_and_wired(tools: Path):
     docs = render(tools, *VALUE_SETS["watch-namespaces"])
     [deployment] = of_kind(docs, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2 and spec["strategy"] == {"type": "RollingUpdate"}
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "falapp-operator"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -324,6 +410,7 @@ def test_operator_deployment_is_restricted_and_wired(tools: Path):
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "healthz": 8081}
     assert {"name": "FALAPP_METRICS_PORT", "value": "8080"} in container["env"]
+    assert {"name": "FALAPP_LEADER_ELECT", "value": "true"} in container["env"]
     assert container["resources"]["limits"]["memory"]
     labels = deployment["metadata"]["labels"]
     for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
@@ -363,6 +450,22 @@ def test_helm_install_upgrade_uninstall_on_the_rig(kubectl: Kubectl, kctl: Kubec
             kctl.get(kind, fullname if kind != "service" else f"{fullname}-metrics")
         kubectl.get("clusterrole", fullname)
         kubectl.get("clusterrolebinding", fullname)
+        assert kctl.get("pdb", fullname)["spec"]["minAvailable"] == 1
+        # what the authorizer says: the operator's Lease, the finalizers right; FalApps in the built-in roles
+        sa = f"system:serviceaccount:{namespace}:{fullname}"
+        for verb, resource in (("create", "leases"), ("get", f"leases/{fullname}"), ("update", f"leases/{fullname}")):
+            assert _can(kctl, verb, resource, sa), (verb, resource)
+        assert _can(kctl, "update", "falapps.fal.ai", sa, "--subresource=finalizers")
+        assert not _can(kctl, "update", "leases/someone-elses", sa)
+        assert not _can(kubectl.in_namespace("default"), "create", "leases", sa)
+        for role, user in (("edit", "falapp-editor"), ("view", "falapp-viewer")):
+            kctl.run("create", "rolebinding", f"{role}-{user}", f"--clusterrole={role}", f"--user={user}")
+        wait_until(lambda: _can(kctl, "create", "falapps.fal.ai", "falapp-editor"), timeout=30,
+                   message="FalApp rights aggregated into edit")
+        assert _can(kctl, "patch", "falapps.fal.ai", "falapp-editor", "--subresource=scale")
+        wait_until(lambda: _can(kctl, "list", "falapps.fal.ai", "falapp-viewer"), timeout=30,
+                   message="FalApp rights aggregated into view")
+        assert not _can(kctl, "create", "falapps.fal.ai", "falapp-viewer")
         machine_type = kubectl.get("machinetype", custom["name"])
         assert machine_type["spec"]["displayName"] == custom["spec"]["displayName"]
         assert machine_type["metadata"]["labels"]["app.kubernetes.io/instance"] == release
@@ -386,6 +489,11 @@ def test_helm_install_upgrade_uninstall_on_the_rig(kubectl: Kubectl, kctl: Kubec
         kubectl.get("crd", crd)
     assert kubectl.run("get", "machinetype", custom["name"], check=False).returncode != 0
     assert kubectl.run("get", "clusterrole", release, check=False).returncode != 0
+
+
+def _can(kctl: Kubectl, verb: str, resource: str, user: str, *extra: str) -> bool:
+    """`kubectl auth can-i` as a user or ServiceAccount: the authorizer's own answer."""
+    return kctl.run("auth", "can-i", verb, resource, f"--as={user}", *extra, check=False).stdout.strip() == "yes"
 
 
 class TokenOperator(OperatorProcess):

@@ -84,6 +84,10 @@ RBAC rules. Each verb is one the operator (falapp_operator/k8s/client.py) or kop
 - apiGroups: [fal.ai]
   resources: [falapps/status]
   verbs: [get, patch]
+# children name their FalApp with blockOwnerDeletion: OwnerReferencesPermissionEnforcement asks for this
+- apiGroups: [fal.ai]
+  resources: [falapps/finalizers]
+  verbs: [update]
 # one Deployment per machine type in use (server-side apply; a merge patch resizes an unlisted type's)
 - apiGroups: [apps]
   resources: [deployments]
