@@ -32,32 +32,35 @@ FALAPP_VERBS = "get,list,watch,create,update,patch,delete"
 
 # --- fixtures ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def policy(kubectl: Kubectl, crds, tools: Path) -> dict:  # noqa: F811
-    """The chart's FalApp policy and binding on the rig, in force; removed afterwards."""
+def policy(kubectl: Kubectl, crds, tools: Path) -> None:  # noqa: F811
+    """The chart's FalApp policies (tenancy, entitlements) and their bindings on the rig, in force;
+    removed afterwards."""
     docs = [d for d in render(tools, "--set", f"tenancy.allowedPriorityClasses={{{ALLOWED_PRIORITY}}}")
             if d["kind"] in POLICY_KINDS]
-    assert sorted(d["kind"] for d in docs) == sorted(POLICY_KINDS)
-    [vap] = of_kind(docs, "ValidatingAdmissionPolicy")
-    name = vap["metadata"]["name"]
+    names = sorted(d["metadata"]["name"] for d in of_kind(docs, "ValidatingAdmissionPolicy"))
+    assert names == ["falapp-operator-falapp-entitlements", "falapp-operator-falapp-tenancy"], names
+    assert sorted(d["spec"]["policyName"] for d in of_kind(docs, "ValidatingAdmissionPolicyBinding")) == names
     kubectl.apply(docs)
     kubectl.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
                    "metadata": {"name": ALLOWED_PRIORITY}, "value": 1000})
     try:
-        # the apiserver type-checks every expression against the FalApp schema
-        def type_checked() -> dict | None:
-            obj = kubectl.get("validatingadmissionpolicy", name)
-            status = obj.get("status", {})
-            return status if status.get("observedGeneration") == obj["metadata"]["generation"] else None
-        status = wait_until(type_checked, timeout=30, message="policy type-checked")
-        assert not status.get("typeChecking", {}).get("expressionWarnings"), status
+        for name in names:
+            # the apiserver type-checks every expression against the FalApp and MachineType schemas
+            def type_checked(name: str = name) -> dict | None:
+                obj = kubectl.get("validatingadmissionpolicy", name)
+                status = obj.get("status", {})
+                return status if status.get("observedGeneration") == obj["metadata"]["generation"] else None
+            status = wait_until(type_checked, timeout=30, message=f"{name} type-checked")
+            assert not status.get("typeChecking", {}).get("expressionWarnings"), status
         # policies are loaded asynchronously: wait until it refuses what it must
         probe = falapp("policy-probe", ["XS"], gpus=0, priorityClassName="system-node-critical")
         wait_until(lambda: "spec.priorityClassName" in kubectl.in_namespace("default").apply(
             probe, "--dry-run=server", check=False).stderr, timeout=30, message="policy in force")
-        yield vap
+        yield
     finally:
-        for kind in POLICY_KINDS:
-            kubectl.run("delete", kind, name, "--ignore-not-found")
+        for name in names:
+            for kind in POLICY_KINDS:
+                kubectl.run("delete", kind, name, "--ignore-not-found")
         kubectl.run("delete", "priorityclass", ALLOWED_PRIORITY, "--ignore-not-found")
 
 
@@ -124,6 +127,8 @@ class Attack:
     grant: tuple[str, str, str | None] | None = None  # (verb, resource, name) that makes it legitimate
     allowed_spec: dict[str, Any] | None = None  # else: a harmless variant that is accepted
     needs: tuple[tuple[str, str, str | None], ...] = field(default_factory=tuple)  # rights held beforehand
+    name: str = "attack"
+    allowed_name: str | None = None  # the counterpart's name, when the name is the attack
 
 
 def _mount(volume: dict) -> dict:
@@ -178,6 +183,10 @@ POLICY_ATTACKS = {
         {"serviceAccountName": "builder"},
         "spec.serviceAccountName: user {who} may not create pods in namespace {ns}, so may not run pods as "
         "serviceaccount builder", ("create", "pods", None)),
+    "serviceAccount-token": Attack(
+        {"automountServiceAccountToken": True},
+        "spec.automountServiceAccountToken: user {who} may not create pods in namespace {ns}, so may not mount "
+        "the token of serviceaccount default", ("create", "pods", None)),
     "priorityClass-system-node-critical": Attack(
         {"priorityClassName": "system-node-critical"},
         "spec.priorityClassName: priority class system-node-critical is not allowed for FalApps "
@@ -193,22 +202,83 @@ POLICY_ATTACKS = {
 }
 
 
-@pytest.mark.parametrize("attack", sorted(POLICY_ATTACKS))
-def test_policy_refuses_what_the_author_may_not_do(attack: str, kctl: Kubectl, tenant: Kubectl,
-                                                   namespace: str):
-    row = POLICY_ATTACKS[attack]
+def attempt(row: Attack, kctl: Kubectl, tenant: Kubectl, namespace: str) -> str:
+    """The attack as the tenant (refused: kubectl's answer is returned), then its counterpart (accepted)."""
     for right in row.needs:
         grant(kctl, tenant, *right)
-    app = falapp("attack", ["XS"], gpus=0, **row.spec)
+    app = falapp(row.name, ["XS"], gpus=0, **row.spec)
     answer = refused(tenant, app)
     assert row.message.format(who=TENANT, ns=namespace) in answer, answer
-    assert "denied request" in answer and "forbidden" in answer, answer
-
     if row.grant:
         grant(kctl, tenant, *row.grant)
         accepted(tenant, app)
     else:
-        accepted(tenant, falapp("attack", ["XS"], gpus=0, **(row.allowed_spec or {})))
+        accepted(tenant, falapp(row.allowed_name or row.name, ["XS"], gpus=0, **(row.allowed_spec or {})))
+    return answer
+
+
+@pytest.mark.parametrize("attack", sorted(POLICY_ATTACKS))
+def test_policy_refuses_what_the_author_may_not_do(attack: str, kctl: Kubectl, tenant: Kubectl,
+                                                   namespace: str):
+    answer = attempt(POLICY_ATTACKS[attack], kctl, tenant, namespace)
+    assert "denied request" in answer and "forbidden" in answer, answer
+
+
+# --- the schema: where pods may land, what they may claim to be -------------------------------------
+TOLERATION = {"key": "example.com/dedicated", "operator": "Equal", "value": "team-a", "effect": "NoSchedule"}
+RESERVED_TAINT = "is reserved: a toleration key may not be under"
+SCHEMA_ATTACKS = {
+    "toleration-without-key": Attack(
+        {"tolerations": [{"operator": "Exists"}]}, "spec.tolerations[0].key: Required value",
+        allowed_spec={"tolerations": [TOLERATION]}),
+    "toleration-control-plane": Attack(
+        {"tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists",
+                          "effect": "NoSchedule"}]},
+        f"spec.tolerations[0].key: Invalid value: key node-role.kubernetes.io/control-plane {RESERVED_TAINT}",
+        allowed_spec={"tolerations": [TOLERATION]}),
+    "toleration-gpu-taint": Attack(
+        {"tolerations": [TOLERATION, {"key": "nvidia.com/gpu", "operator": "Exists"}]},
+        f"spec.tolerations[1].key: Invalid value: key nvidia.com/gpu {RESERVED_TAINT}",
+        allowed_spec={"tolerations": [TOLERATION]}),
+    "env-NVIDIA_VISIBLE_DEVICES": Attack(
+        {"env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]},
+        'spec.env[0].name: Invalid value: "NVIDIA_VISIBLE_DEVICES": names starting with NVIDIA_ are reserved',
+        allowed_spec={"env": [{"name": "VISIBLE_DEVICES", "value": "all"}]}),
+    "envFrom-prefix-NVIDIA_": Attack(
+        {"envFrom": [{"prefix": "NVIDIA_", "configMapRef": {"name": "settings"}}]},
+        'spec.envFrom[0].prefix: Invalid value: "NVIDIA_": prefix may not start with NVIDIA_',
+        allowed_spec={"envFrom": [{"prefix": "APP_", "configMapRef": {"name": "settings"}}]},
+        needs=(("get", "configmaps", "settings"),)),
+    "annotation-pod-deletion-cost": Attack(
+        {"podAnnotations": {"controller.kubernetes.io/pod-deletion-cost": "-1000"}},
+        "spec.podAnnotations: Invalid value: podAnnotations key controller.kubernetes.io/pod-deletion-cost "
+        "is reserved", allowed_spec={"podAnnotations": {"example.com/owner": "team-a"}}),
+    "annotation-apparmor-unconfined": Attack(
+        {"podAnnotations": {"container.apparmor.security.beta.kubernetes.io/app": "unconfined"}},
+        "spec.podAnnotations: Invalid value: podAnnotations key "
+        "container.apparmor.security.beta.kubernetes.io/app is reserved",
+        allowed_spec={"podAnnotations": {"example.com/owner": "team-a"}}),
+    "annotation-do-not-disrupt": Attack(
+        {"podAnnotations": {"karpenter.sh/do-not-disrupt": "true"}},
+        "spec.podAnnotations: Invalid value: podAnnotations key karpenter.sh/do-not-disrupt is reserved",
+        allowed_spec={"podAnnotations": {"example.com/owner": "team-a"}}),
+    "label-invalid-key": Attack(
+        {"podLabels": {"bad key!": "x"}},
+        "spec.podLabels: Invalid value: podLabels key bad key! is not a qualified name",
+        allowed_spec={"podLabels": {"app.kubernetes.io/part-of": "search"}}),
+    "name-too-long": Attack(
+        {}, "metadata.name: Too long: may not be more than 63", name="a" * 64, allowed_name="a" * 63),
+    "name-with-dots-and-ports": Attack(
+        {"ports": [{"containerPort": 8080}]},
+        "metadata.name: Invalid value: metadata.name must be a DNS-1035 label when spec.ports is set",
+        name="web.v2", allowed_name="web-v2", allowed_spec={"ports": [{"containerPort": 8080}]}),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(SCHEMA_ATTACKS))
+def test_schema_refuses_what_no_author_may_do(attack: str, kctl: Kubectl, tenant: Kubectl, namespace: str):
+    answer = attempt(SCHEMA_ATTACKS[attack], kctl, tenant, namespace)
+    assert "is invalid" in answer, answer
 
 
 def test_editing_another_authors_app_is_checked_as_the_editor(kctl: Kubectl, tenant: Kubectl,
@@ -228,8 +298,7 @@ def test_editing_another_authors_app_is_checked_as_the_editor(kctl: Kubectl, ten
     assert kctl.get("falapp", "shared")["metadata"]["labels"] == {"team": "a"}
 
 
-def test_distinct_objects_checked_per_app_are_bounded(kctl: Kubectl, tenant: Kubectl, namespace: str,
-                                                      policy: dict):
+def test_distinct_objects_checked_per_app_are_bounded(kctl: Kubectl, tenant: Kubectl, namespace: str):
     """Each authorizer call costs a share of the policy's CEL budget: an app may reference at most 20
     distinct Secrets/ConfigMaps/PVCs, and one over that is refused with a message saying so (not a
     cost-budget error). At the bound, with the spec's lists at their maximum size, it is accepted."""
@@ -249,3 +318,42 @@ def test_distinct_objects_checked_per_app_are_bounded(kctl: Kubectl, tenant: Kub
     answer = refused(tenant, over)
     assert "spec: references 21 distinct secrets, configmaps and persistentvolumeclaims; the admission " \
         "policy checks at most 20 per FalApp" in answer, answer
+
+
+# --- entitlements: which namespaces may use a machine type -------------------------------------------
+@pytest.fixture
+def entitled_type(kubectl: Kubectl, namespace: str, policy) -> str:
+    """A MachineType only namespaces labelled `fal-test/team=<namespace>`, and not `tier=sandbox`, may
+    use; returns its displayName."""
+    name = f"t{uuid.uuid4().hex[:6]}-dedicated"
+    kubectl.apply({"apiVersion": "fal.ai/v1alpha1", "kind": "MachineType", "metadata": {"name": name},
+                   "spec": {"displayName": name.upper(), "gpu": {"maxGpusPerReplica": 8, "vram": "80Gi"},
+                            "resources": {"cpu": "1", "memory": "1Gi"}, "nodeSelector": {"pool": name},
+                            "namespaceSelector": {
+                                "matchLabels": {"fal-test/team": namespace},
+                                "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["sandbox"]}]}}})
+    yield name.upper()
+    kubectl.run("delete", "machinetype", name, "--ignore-not-found")
+
+
+def test_machine_type_entitlements_by_namespace(kubectl: Kubectl, tenant: Kubectl, namespace: str,
+                                                entitled_type: str):
+    """A type whose namespaceSelector does not match the app's namespace is refused at apply, naming
+    the entry (any spelling of the type); the same app is accepted once the namespace is labelled, and
+    refused again on its next spec change once the namespace no longer matches."""
+    listed = entitled_type.lower().replace("dedicated", "DEDICATED")
+    app = falapp("entitled", ["XS", listed], gpus=None)
+    message = f"spec.machineTypes[1]: namespace {namespace} may not use machine type {listed}"
+    # the policy reads MachineTypes from a cache: wait until it has the new one
+    wait_until(lambda: message in tenant.apply(app, check=False).stderr, timeout=30,
+               message="entitlement refused")
+
+    kubectl.run("label", "namespace", namespace, f"fal-test/team={namespace}")
+    accepted(tenant, app)
+
+    kubectl.run("label", "namespace", namespace, "tier=sandbox")
+    app["spec"]["replicas"] = 2
+    wait_until(lambda: message in tenant.apply(app, check=False).stderr, timeout=30,
+               message="entitlement refused after the namespace changed")
+    # types without a selector stay open to every namespace
+    accepted(tenant, falapp("open", ["XS", "GPU-H100"], gpus=None))
