@@ -3,6 +3,7 @@ matchExpressions (machine types' nodes) and a LabelSelector (which namespaces ma
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal
 
@@ -89,7 +90,7 @@ def requirement_matches(key: str, operator: str, values: Sequence[str], labels: 
 
 
 def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit() and text.count("-") <= 1
+    return re.fullmatch(r"-?[0-9]+", text) is not None
 
 
 class LabelSelectorRequirement(ApiModel):

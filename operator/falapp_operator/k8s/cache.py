@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from falapp_operator.api import MachineType
+from falapp_operator.api.nodes import requirement_matches as label_requirement_matches
 from falapp_operator.api.units import cpu_millis, memory_bytes
 from falapp_operator.placement import NodeFree
 
@@ -180,24 +181,8 @@ class ClusterCache:
 
 
 def requirement_matches(requirement: Mapping, labels: Mapping[str, str]) -> bool:
-    key, op = requirement["key"], requirement["operator"]
-    values = requirement.get("values") or []
-    present = key in labels
-    if op == "In":
-        return present and labels[key] in values
-    if op == "NotIn":
-        return not present or labels[key] not in values
-    if op == "Exists":
-        return present
-    if op == "DoesNotExist":
-        return not present
-    if op in ("Gt", "Lt") and present and values:
-        try:
-            actual, bound = int(labels[key]), int(values[0])
-        except ValueError:
-            return False
-        return actual > bound if op == "Gt" else actual < bound
-    return False
+    return label_requirement_matches(requirement["key"], requirement["operator"], requirement.get("values") or [],
+                                     labels)
 
 
 def tolerated(taint: tuple[str, str, str], tolerations: Iterable[Mapping]) -> bool:
