@@ -68,7 +68,8 @@ def policy(kubectl: Kubectl, crds, tools: Path) -> None:  # noqa: F811
 def tenant(kctl: Kubectl, namespace: str, policy) -> Kubectl:
     """kubectl as a user holding FalApp rights only, in the test's namespace (which also holds the
     objects the attacks point at)."""
-    kctl.run("create", "role", "falapp-author", f"--verb={FALAPP_VERBS}", "--resource=falapps.fal.ai")
+    kctl.run("create", "role", "falapp-author", f"--verb={FALAPP_VERBS}", "--resource=falapps.fal.ai",
+             "--resource=falapps.fal.ai/scale")
     kctl.run("create", "rolebinding", "falapp-author", "--role=falapp-author", f"--user={TENANT}")
     kctl.run("create", "secret", "generic", "db-creds", "--from-literal=password=hunter2")
     kctl.run("create", "secret", "generic", "public", "--from-literal=motd=hello")
@@ -284,7 +285,8 @@ def test_schema_refuses_what_no_author_may_do(attack: str, kctl: Kubectl, tenant
 def test_editing_another_authors_app_is_checked_as_the_editor(kctl: Kubectl, tenant: Kubectl,
                                                                namespace: str):
     """An admin's app reads db-creds; the tenant may not repoint it (a new image would read the Secret
-    with the tenant's code), but metadata-only updates (labels, finalizers) are not re-checked."""
+    with the tenant's code), but metadata-only updates (labels, finalizers) and scaling are not
+    re-checked."""
     app = falapp("shared", ["XS"], gpus=0, envFrom=[{"secretRef": {"name": "db-creds"}}])
     kctl.apply(app)
     app["spec"]["image"] = "registry.example.com/exfiltrate:1"
@@ -296,6 +298,8 @@ def test_editing_another_authors_app_is_checked_as_the_editor(kctl: Kubectl, ten
 
     tenant.run("label", "falapp", "shared", "team=a")
     assert kctl.get("falapp", "shared")["metadata"]["labels"] == {"team": "a"}
+    tenant.run("scale", "falapp", "shared", "--replicas=3")
+    assert kctl.get("falapp", "shared")["spec"]["replicas"] == 3
 
 
 def test_distinct_objects_checked_per_app_are_bounded(kctl: Kubectl, tenant: Kubectl, namespace: str):
