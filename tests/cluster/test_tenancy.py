@@ -348,8 +348,9 @@ def test_machine_type_entitlements_by_namespace(kubectl: Kubectl, tenant: Kubect
     listed = entitled_type.lower().replace("dedicated", "DEDICATED")
     app = falapp("entitled", ["XS", listed], gpus=None)
     message = f"spec.machineTypes[1]: namespace {namespace} may not use machine type {listed}"
-    # the policy reads MachineTypes from a cache: wait until it has the new one
-    wait_until(lambda: message in tenant.apply(app, check=False).stderr, timeout=30,
+    # the policy reads MachineTypes from a cache (and resolves their kind up to ~30 s after the CRD is
+    # created): wait until it has the new one
+    wait_until(lambda: message in tenant.apply(app, check=False).stderr, timeout=90, interval=1,
                message="entitlement refused")
 
     kubectl.run("label", "namespace", namespace, f"fal-test/team={namespace}")
