@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
-import threading
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("falapp_operator").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:  # kopf logs every handled watch event at INFO: thousands per minute here
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    stop = threading.Event()  # raised by the handlers when leadership is lost
+    stop = asyncio.Event()  # set by the handlers when leadership is lost (a threading.Event would leave
+    # kopf's waiting thread behind and hold up the exit)
     memo = kopf.Memo(stop=stop, lost_leadership=False)
     kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace,
              liveness_endpoint=args.liveness, memo=memo, stop_flag=stop)
