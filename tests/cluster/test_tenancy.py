@@ -362,3 +362,18 @@ def test_machine_type_entitlements_by_namespace(kubectl: Kubectl, tenant: Kubect
                message="entitlement refused after the namespace changed")
     # types without a selector stay open to every namespace
     accepted(tenant, falapp("open", ["XS", "GPU-H100"], gpus=None))
+
+
+def test_tenant_app_pods_meet_restricted_pod_security(kubectl: Kubectl, kctl: Kubectl, tenant: Kubectl,
+                                                      namespace: str, running_operator):
+    """A namespace may enforce Pod Security "restricted": the operator's pods for a tenant's app are
+    admitted there (the ReplicaSet's pod creation would fail otherwise)."""
+    kubectl.run("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
+                "pod-security.kubernetes.io/enforce-version=latest")
+    accepted(tenant, falapp("confined", ["XS"], gpus=0, replicas=2))
+    pods = wait_until(lambda: len(items := kctl.get("pods", None, "-l", "fal.ai/app=confined")["items"]) == 2
+                      and items, timeout=60, message="the app's pods created")
+    for pod in pods:
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    refusals = [e["message"] for e in kctl.get("events")["items"] if e["reason"] == "FailedCreate"]
+    assert not refusals, refusals
