@@ -277,12 +277,16 @@ class World:
             for pod in sorted(new, key=_rank)[:max(len(new) - desired, 0)]:
                 self._delete_pod(pod)
             return
-        # a scaling event mid-rollout: shrink to the allowed size, taking from the bigger revision
+        # a scaling event mid-rollout: shrink to the allowed size, one pod at a time from the biggest
+        # ReplicaSet (the older one on a tie)
         allowed = desired + 1 if desired > 0 else 0
         while len(new) + len(old) > allowed:
-            group = old if len(old) >= len(new) else new
+            groups: dict[str, list[Pod]] = {}
+            for pod in new + old:
+                groups.setdefault(pod.revision, []).append(pod)
+            group = max(groups.values(), key=lambda g: (len(g), -min(p.seq for p in g)))
             victim = min(group, key=_rank)
-            group.remove(victim)
+            (new if victim in new else old).remove(victim)
             self._delete_pod(victim)
         # the new ReplicaSet grows while the total stays within desired + maxSurge
         grow = min(desired + 1 - len(new) - len(old), desired - len(new))

@@ -39,9 +39,21 @@ def test_crash_loop_is_a_failure_with_the_kubelets_message() -> None:
         "CrashLoopBackOff: back-off 40s restarting failed container")
 
 
-def test_a_container_still_being_created_is_not_a_failure() -> None:
-    statuses = [{"name": "app", "state": {"waiting": {"reason": "ContainerCreating"}}}]
-    assert pod_view(pod([SCHEDULED], statuses), False, NOW).failing == ""
+def test_a_crash_in_an_init_container_counts_too() -> None:
+    status = pod([SCHEDULED])
+    status["status"]["initContainerStatuses"] = [{"name": "fetch-weights", "restartCount": 5, "state": {
+        "waiting": {"reason": "CrashLoopBackOff"}}}]
+    assert pod_view(status, False, NOW).failing == "CrashLoopBackOff"
+
+
+def test_transient_start_troubles_are_left_to_the_startup_timeout() -> None:
+    """A first crash or two, an image pull that failed once (a busy registry), a container the runtime
+    could not create yet: common on a fresh GPU node, not a failed start."""
+    for waiting, restarts in (({"reason": "CrashLoopBackOff"}, 1), ({"reason": "ErrImagePull"}, 0),
+                              ({"reason": "ImagePullBackOff"}, 0), ({"reason": "CreateContainerError"}, 0),
+                              ({"reason": "ContainerCreating"}, 0)):
+        statuses = [{"name": "app", "restartCount": restarts, "state": {"waiting": waiting}}]
+        assert pod_view(pod([SCHEDULED], statuses), False, NOW).failing == "", waiting
 
 
 def test_a_missing_secret_fails_without_a_message_too() -> None:

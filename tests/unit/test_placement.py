@@ -216,15 +216,15 @@ CASES = [
     Case(id="surge/bound-not-ready-probe-waits", replicas=2, counts={A100: 2, H100: 1}, surge=Surge(H100),
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True),
                pod("h1", H100, bound=True, bound_since=NOW - s(240))],
-         # a bound probe gets startupTimeout (10 min from being scheduled) to become Ready
-         want_counts={A100: 2, H100: 1}, want_surge=H100, want_requeue_at=NOW + s(360)),
+         # a bound probe gets startupTimeout (30 min from being scheduled) to become Ready
+         want_counts={A100: 2, H100: 1}, want_surge=H100, want_requeue_at=NOW + s(1560)),
     Case(id="surge/slow-start-is-timed-from-scheduling-not-creation", replicas=1, counts={A100: 1, H100: 1},
          surge=Surge(H100, A100, NOW - s(2000)),
          pods=[pod("a1", A100, ready=True), pod("h1", H100, bound=True, created=NOW - s(1990), bound_since=NOW - s(5))],
-         want_counts={A100: 1, H100: 1}, want_surge=H100, want_requeue_at=NOW + s(595)),
+         want_counts={A100: 1, H100: 1}, want_surge=H100, want_requeue_at=NOW + s(1795)),
     Case(id="surge/never-ready-probe-fails", replicas=2, counts={A100: 2, H100: 1}, surge=Surge(H100),
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True),
-               pod("h1", H100, bound=True, bound_since=NOW - s(601))],
+               pod("h1", H100, bound=True, bound_since=NOW - s(1801))],
          want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
          want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
     Case(id="surge/crash-looping-probe-fails-at-once", replicas=1, counts={A100: 1, H100: 1},
@@ -479,3 +479,55 @@ def test_return_to_preferred_is_make_before_break() -> None:
                                                 (6, s(1920)), (7, s(3600)), (10, s(3600)), (10**6, s(3600))])
 def test_probe_backoff(failures: int, want: timedelta) -> None:
     assert probe_backoff(failures) == want
+
+
+# --- decided again after a stop half-way; held moves; types the scheduler keeps refusing -----------
+def test_a_held_ready_move_is_marked_and_then_survives_a_readiness_blip() -> None:
+    held = Case(id="held", replicas=3, counts={A100: 3, H100: 1}, surge=Surge(H100, A100, NOW - s(3000)),
+                pods=[pod("a-old1", A100, ready=True, current=False), pod("a-old2", A100, ready=True, current=False),
+                      stuck_pod("a-new1", A100), stuck_pod("a-new2", A100),
+                      pod("h1", H100, ready=True, created=NOW - s(2990), bound_since=NOW - s(2980))],
+                want_counts={A100: 3, H100: 1})
+    got = held.decide()
+    assert got.surge is not None and got.surge.ready_at == NOW and not got.transitions
+    # later its pod loses readiness for a moment, long past startupTimeout: not a failed start
+    blip = replace(held, surge=got.surge, pods=[*held.pods[:4], replace(held.pods[4], ready=False)])
+    again = blip.decide()
+    assert again.surge is not None and again.surge.to_type == H100 and not again.transitions
+    assert again.counts == {A100: 3, H100: 1}
+
+
+def test_a_probe_failure_decided_again_is_counted_once() -> None:
+    since = NOW - s(1900)
+    case = Case(id="again", replicas=1, counts={A100: 1, H100: 1}, surge=Surge(H100, A100, since),
+                pods=[pod("a1", A100, ready=True), pod("h1", H100, bound=True, created=since, bound_since=since)],
+                probes={H100: ProbeBackoff(2, NOW + s(120))},  # already counted by the history write
+                attempts=(Attempt(H100, Move.PROBE_FAILED, NOW - s(1), "not Ready", since),),
+                want_counts={A100: 1})
+    got = case.decide()
+    assert [t.move for t in got.transitions] == [Move.PROBE_FAILED]
+    assert got.probes[H100] == ProbeBackoff(2, NOW + s(120)) and got.transitions[0].start == since
+
+
+def test_no_swap_of_stuck_replicas_even_when_the_view_shows_room() -> None:
+    """The scheduler refuses both types for this app (the view cannot see why, e.g. a volume's zone):
+    the A100 replica may not move onto H100 while H100's stuck replica is leaving it."""
+    case = Case(id="swap", replicas=2, counts={H100: 1, A100: 1},
+                pods=[stuck_pod("h1", H100), stuck_pod("a1", A100)], free={H100: [node()]},
+                want_counts={H100: 1, A100: 1})
+    got = case.decide()
+    moves = [(t.from_type, t.to_type) for t in got.transitions]
+    assert not ((H100, A100) in moves and (A100, H100) in moves), moves
+
+
+def test_a_type_that_refuses_again_after_a_return_cools_down_longer() -> None:
+    once = (Attempt(H100, Move.FELL_BACK, NOW - s(70), MSG, NOW - s(140)),)
+    twice = once + (Attempt(H100, Move.FELL_BACK, NOW - s(10), MSG, NOW - s(50)),)
+    for attempts, cooled_until in ((once[:1], None), (twice, NOW - s(10) + s(120))):
+        case = Case(id="cool", replicas=1, counts={A100: 1}, pods=[pod("a1", A100, ready=True)],
+                    free={H100: [node()]}, attempts=attempts, want_counts={})
+        got = case.decide()
+        if cooled_until is None:
+            assert got.surge is not None and got.surge.to_type == H100  # the timeout is over: try again
+        else:
+            assert got.surge is None and got.requeue_at == cooled_until  # twice refused: twice as long

@@ -9,7 +9,7 @@ again on the resulting state changes nothing until the cluster does.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -49,6 +49,9 @@ class Transition:
     from_type: str | None
     to_type: str | None
     message: str = ""
+    # when the stay it ends began (a stuck pod's unschedulable time, a make-before-break start): the
+    # same move decided again after a crash carries the same start, so history records it once
+    start: datetime | None = None
 
 
 @dataclass
@@ -165,9 +168,10 @@ class _Planner:
         pods = self.pods_on(type_name)
         if not self.rolling(type_name):
             return pods
-        new = [p for p in pods if self.new_revision(p)]
-        old = [p for p in pods if not self.new_revision(p)]
-        return old if len(old) >= len(new) else new
+        groups: dict[str, list[PodView]] = {}
+        for p in pods:  # per ReplicaSet (pod-template-hash); without one, by whether it runs the current spec
+            groups.setdefault(p.revision or f"current={p.current}", []).append(p)
+        return max(groups.values(), key=lambda g: (len(g), -min(p.created for p in g).timestamp()))
 
     def spend_one(self, type_name: str) -> None:
         """The type shrinks by one: its ReplicaSet removes an unscheduled, then a not-Ready pod first, so
@@ -186,8 +190,9 @@ class _Planner:
         if to_type is not None:
             counts[to_type] = counts.get(to_type, 0) + 1
 
-    def record(self, move: Move, from_type: str | None, to_type: str | None, message: str = "") -> None:
-        self.decision.transitions.append(Transition(move, from_type, to_type, message))
+    def record(self, move: Move, from_type: str | None, to_type: str | None, message: str = "",
+               start: datetime | None = None) -> None:
+        self.decision.transitions.append(Transition(move, from_type, to_type, message, start))
 
     def first_with_room(self, exclude: str | None = None, before_rank: int | None = None,
                         allow_cooling: bool = True, allow_backoff: bool = True) -> TypeOption | None:
@@ -221,14 +226,23 @@ class _Planner:
         return sum(self.decision.settled_counts().values())
 
     def _cooling(self, observed: Observed) -> set[str]:
-        """Types a replica of this app fell back from within the last unschedulableTimeout."""
-        cooling = set()
+        """Types a replica of this app fell back from within the last unschedulableTimeout, doubled for
+        each time within the hour a replica came back there and got stuck again: a type the scheduler
+        keeps refusing although the capacity view shows room (a volume's zone, a node affinity the view
+        cannot see) is not retried at the timeout's rate for good."""
+        falls: dict[str, list] = {}
         for attempt in observed.attempts:
             if attempt.outcome == Move.FELL_BACK and attempt.end is not None:
-                until = attempt.end + self.policy.unschedulable_timeout
-                if until > self.now:
-                    cooling.add(attempt.machine_type)
-                    self.decision.wake_at(until)
+                falls.setdefault(attempt.machine_type, []).append(attempt)
+        cooling = set()
+        for type_name, attempts in falls.items():
+            recent = [a for a in attempts if a.end > self.now - PROBE_BACKOFF_MAX]
+            repeats = sum(1 for a in recent if a.start is not None and any(b.end < a.start for b in recent))
+            wait = min(self.policy.unschedulable_timeout * 2 ** min(repeats, 16), PROBE_BACKOFF_MAX)
+            until = max(a.end for a in attempts) + wait
+            if until > self.now:
+                cooling.add(type_name)
+                self.decision.wake_at(until)
         return cooling
 
     def next_in_round(self, type_name: str, pod: PodView) -> TypeOption | None:
@@ -281,8 +295,9 @@ class _Planner:
         # and the operator's estimate of the server's clock is not exact: allow some slack)
         started = surge.since - SINCE_SLACK if surge.since is not None else None
         recent = [p for p in on_type if started is None or p.created >= started]
-        failed = next((p for p in on_type if self.stuck(p)), None) or next(
-            (p for p in recent if self.never_ready(p)), None)
+        # once it was Ready its start-up is over: losing readiness later is not a failed start
+        failed = next((p for p in on_type if self.stuck(p)), None) or (None if surge.ready_at else next(
+            (p for p in recent if self.never_ready(p)), None))
         uncreatable = surge.to_type in self.uncreatable and len(on_type) < d.counts[surge.to_type]
         if failed is not None or uncreatable:
             if failed is not None:
@@ -291,7 +306,13 @@ class _Planner:
             d.surge = None
             previous = d.probes.get(surge.to_type)
             message = failed.scheduler_message if failed else self.uncreatable[surge.to_type]
-            if failed is not None and failed.pending and not self.room.has_room(option):
+            # decided before, then the operator stopped before the children were written: counted once
+            counted = surge.since is not None and any(
+                a.outcome == Move.PROBE_FAILED and a.machine_type == surge.to_type and a.start == surge.since
+                for a in self.attempts)
+            if counted and previous is not None:
+                pass
+            elif failed is not None and failed.pending and not self.room.has_room(option):
                 # the room it was started for is gone (another app took it): try again soon, no penalty
                 failures = previous.failures if previous else 0
                 d.probes[surge.to_type] = ProbeBackoff(failures, self.now + self.policy.unschedulable_timeout)
@@ -304,15 +325,16 @@ class _Planner:
                     message = failed.failing or f"not Ready {timeout} after it was scheduled"
                 elif failed is None:
                     message = f"its pod cannot be created: {message}"
-            self.record(Move.PROBE_FAILED, surge.from_type, surge.to_type, message)
+            self.record(Move.PROBE_FAILED, surge.from_type, surge.to_type, message, surge.since)
             return
         # done when the type has all its replicas, the extra one included, and they are Ready, and
         # removing one from the origin keeps the app at its Ready count (a replica may be down elsewhere)
         ready = sum(p.ready for p in self.pods)
         origin = self.shrink_group(surge.from_type) if surge.from_type is not None else []
         loses_ready = bool(origin) and all(p.ready for p in origin)
-        if (len(on_type) >= d.counts[surge.to_type] and sum(p.ready for p in on_type) >= d.counts[surge.to_type]
-                and ready - loses_ready >= min(self.replicas, ready)):
+        type_ready = len(on_type) >= d.counts[surge.to_type] and sum(p.ready for p in on_type) >= d.counts[
+            surge.to_type]
+        if type_ready and ready - loses_ready >= min(self.replicas, ready):
             victim = surge.from_type if surge.from_type is not None else self.least_preferred_with_replicas(
                 below_rank=self.rank(surge.to_type))
             d.surge = None
@@ -326,8 +348,11 @@ class _Planner:
                     move = Move.RETURNED
                 else:
                     move = Move.MOVED
-                self.record(move, victim, surge.to_type)
-        elif surge.from_type is not None and self.rolling(surge.from_type):
+                self.record(move, victim, surge.to_type, start=surge.since)
+            return
+        if type_ready and surge.ready_at is None:
+            d.surge = replace(surge, ready_at=self.now)  # held: from now on it is a serving replica
+        if surge.from_type is not None and self.rolling(surge.from_type):
             # the origin's rollout is blocked and its shrink would take a Ready pod of the old revision
             # (room was lost since the move started): keep serving, and say the rollout has no room
             blocked = next((p for p in self.pods_on(surge.from_type) if self.new_revision(p) and self.stuck(p)), None)
@@ -368,7 +393,7 @@ class _Planner:
         """Stuck replicas move, one by one, to the most preferred other type with room, else the next one.
         A stuck replica of a rollout moves make-before-break: its type's old replicas are still serving."""
         d = self.decision
-        # types left and entered by moves made with no room anywhere in this pass
+        # types left and entered by stuck replicas in this pass
         left: set[str] = set()
         entered: set[str] = set()
         for option in self.options:
@@ -390,15 +415,15 @@ class _Planner:
                 if target is None:
                     d.insufficient[option.display] = pod.scheduler_message
                     target = self.next_in_round(option.name, pod)
-                    if target is None or target.name in left or option.name in entered:
-                        # onto a type a stuck replica is leaving (or off one another enters): the
-                        # Deployment would not shrink, so the stuck pod would stay; swaps only churn
-                        continue
-                    left.add(option.name)
-                    entered.add(target.name)
+                if target is None or target.name in left or option.name in entered:
+                    # onto a type a stuck replica is leaving (or off one another enters): the
+                    # Deployment would not shrink, so the stuck pod would stay; swaps only churn
+                    continue
+                left.add(option.name)
+                entered.add(target.name)
                 self.shift(option.name, target.name)
                 d.delete_first.append(pod.name)
-                self.record(Move.FELL_BACK, option.name, target.name, pod.scheduler_message)
+                self.record(Move.FELL_BACK, option.name, target.name, pod.scheduler_message, pod.unschedulable_since)
         if d.insufficient:
             display = {o.name: o.display for o in self.options}
             for type_name, message in self.last_messages().items():

@@ -26,7 +26,7 @@ class TypeOption:
 class Policy:
     unschedulable_timeout: timedelta = timedelta(seconds=60)
     scale_up_timeout: timedelta = timedelta(minutes=15)
-    startup_timeout: timedelta = timedelta(minutes=10)
+    startup_timeout: timedelta = timedelta(minutes=30)
     return_to_preferred: bool = True
 
 
@@ -94,6 +94,8 @@ class Surge:
     to_type: str
     from_type: str | None = None
     since: datetime | None = None  # when it was started; pods created before then are not the probe
+    ready_at: datetime | None = None  # when it was first seen Ready: its start-up is over (a later
+    # readiness loss is the app's, not a failed start)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class Attempt:
     outcome: str
     end: datetime | None
     message: str = ""  # the scheduler's message, for fallbacks
+    start: datetime | None = None
 
 
 @dataclass(frozen=True)

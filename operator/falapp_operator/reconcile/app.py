@@ -86,9 +86,19 @@ def policy_of(spec: FalAppSpec) -> Policy:
     return Policy(
         unschedulable_timeout=timedelta(seconds=spec.fallback.unschedulable_timeout_seconds),
         scale_up_timeout=timedelta(seconds=spec.fallback.scale_up_timeout_seconds),
-        startup_timeout=timedelta(seconds=spec.fallback.startup_timeout_seconds),
+        startup_timeout=timedelta(seconds=max(spec.fallback.startup_timeout_seconds, _probe_budget(spec))),
         return_to_preferred=spec.fallback.return_to_preferred,
     )
+
+
+def _probe_budget(spec: FalAppSpec) -> float:
+    """Seconds the startupProbe lets the app take to start (Kubernetes' defaults for unset fields), plus
+    a period for the readiness probe to pass once it has started."""
+    probe = spec.startup_probe
+    if probe is None:
+        return 0.0
+    period = probe.period_seconds or 10
+    return (probe.initial_delay_seconds or 0) + period * (probe.failure_threshold or 3) + period
 
 
 def plan(snap: AppSnapshot) -> AppPlan:
@@ -176,8 +186,13 @@ def _probes_from_status(status: Mapping, by_display: Mapping[str, str]) -> dict[
 
 def _attempts_from_status(status: Mapping, by_display: Mapping[str, str]) -> tuple[Attempt, ...]:
     return tuple(Attempt(by_display.get(a.get("machineType"), a.get("machineType", "")), a.get("outcome", ""),
-                         parse_time(a.get("end")), a.get("message") or "")
+                         parse_time(a.get("end")), a.get("message") or "", parse_time(a.get("start")))
                  for a in status.get("attempts") or [])
+
+
+def _same_attempt(recorded: Mapping, entry: Mapping) -> bool:
+    """The same stay ended the same way: a move decided again after the operator stopped half-way."""
+    return all(recorded.get(k) == entry[k] for k in ("machineType", "start", "outcome"))
 
 
 def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tuple[dict, list[Event]]:
@@ -208,11 +223,12 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         if tr.move in (Move.SCALED_UP, Move.SCALED_DOWN):
             continue
         src, dst = display.get(tr.from_type or "", tr.from_type), display.get(tr.to_type or "", tr.to_type)
-        start = stuck_since.get(tr.from_type or "") if tr.move == Move.FELL_BACK else None
+        start = tr.start or (stuck_since.get(tr.from_type or "") if tr.move == Move.FELL_BACK else None)
         tried = dst if tr.move == Move.PROBE_FAILED else src or dst
-        attempts.append({"machineType": tried, "start": format_time(start or snap.now),
-                         "end": format_time(snap.now), "outcome": tr.move.value,
-                         "message": (tr.message or "")[:1024]})
+        entry = {"machineType": tried, "start": format_time(start or snap.now), "end": format_time(snap.now),
+                 "outcome": tr.move.value, "message": (tr.message or "")[:1024]}
+        if start is None or not any(_same_attempt(a, entry) for a in attempts):  # not when decided again
+            attempts.append(entry)
         kind, reason = EVENT_REASONS.get(tr.move, ("Normal", tr.move.value))
         text = {
             Move.FELL_BACK: f"replica moved from {src} to {dst}: unschedulable on {src}: {tr.message}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from falapp_operator.api import API_VERSION, FalAppSpec, MachineType, format_time, parse_time
@@ -183,8 +184,10 @@ def deployment(app: AppRef, option: TypeOption, template: dict, replicas: int, s
 
 
 def encode_surge(surge: Surge) -> str:
-    return json.dumps({"from": surge.from_type, "since": format_time(surge.since) if surge.since else None},
-                      sort_keys=True)
+    data = {"from": surge.from_type, "since": format_time(surge.since) if surge.since else None}
+    if surge.ready_at is not None:
+        data["readyAt"] = format_time(surge.ready_at)
+    return json.dumps(data, sort_keys=True)
 
 
 def decode_surge(type_name: str, value: str | None) -> Surge | None:
@@ -199,11 +202,15 @@ def decode_surge(type_name: str, value: str | None) -> Surge | None:
         return Surge(type_name) if data > 0 else None
     if not isinstance(data, dict):
         return None
+    return Surge(type_name, data.get("from") or None, _time_or_none(data.get("since")),
+                 _time_or_none(data.get("readyAt")))
+
+
+def _time_or_none(value: object) -> datetime | None:
     try:
-        since = parse_time(data.get("since"))
+        return parse_time(value)
     except (TypeError, ValueError):
-        since = None
-    return Surge(type_name, data.get("from") or None, since)
+        return None
 
 
 def service(app: AppRef, spec: FalAppSpec) -> dict | None:

@@ -76,17 +76,20 @@ def pod_view(pod: Mapping, scale_up_coming: bool, now: datetime) -> PodView:
     )
 
 
-# a container waiting for one of these reasons will not start by itself (a bad image, a crash loop,
-# a missing Secret or ConfigMap key)
-FAILING_REASONS = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
-                             "CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
+# a container waiting for one of these will not start by itself: an image name that cannot be pulled
+# ever, a missing Secret or ConfigMap key (image pulls and container creation can fail for a while
+# on a fresh node; those are left to startupTimeout)
+FAILING_REASONS = frozenset({"InvalidImageName", "CreateContainerConfigError"})
+CRASH_LOOP_RESTARTS = 3  # one or two quick crashes may be a cold node; three is a crash loop
 
 
 def container_failure(status: Mapping) -> str:
     """Why a container of the pod cannot run, with the kubelet's message ("" if none)."""
     for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
         waiting = (container.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in FAILING_REASONS:
+        crash_loop = waiting.get("reason") == "CrashLoopBackOff" and (
+            container.get("restartCount") or 0) >= CRASH_LOOP_RESTARTS
+        if crash_loop or waiting.get("reason") in FAILING_REASONS:
             message = waiting.get("message") or ""
             return f"{waiting['reason']}: {message}" if message else waiting["reason"]
     return ""
