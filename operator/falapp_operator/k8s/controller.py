@@ -141,7 +141,7 @@ class Controller:
                     self._pods_version = None
                     continue
                 failures += 1
-                delay = min(0.5 * 2 ** min(failures - 1, 10), 30.0)
+                delay = min(0.5 * 2 ** min(failures - 1, 10), 10.0)  # short: the capacity view goes stale meanwhile
                 logger.warning("pod watch failed (attempt %d), retrying in %.1fs: %s", failures, delay, e)
                 await asyncio.sleep(delay)
 
@@ -283,7 +283,7 @@ class Controller:
             return
         meta = body["metadata"]
         ref = children.AppRef(name, namespace, meta["uid"])
-        status = body.get("status") or {}
+        status = body["status"] = body.get("status") or {}  # one dict: the writes below update it
         generation = meta.get("generation", 1)
         try:
             spec = FalAppSpec.model_validate(body.get("spec") or {})
@@ -425,10 +425,11 @@ class Controller:
                        result: AppPlan, service: dict | None = None) -> None:
         namespace = ref.namespace
         applied = self._applied.setdefault((namespace, ref.name), {})
-        status = body.get("status") or {}
+        status = body["status"]
         for write in child_writes(result, ref, deployments, pods, self.settings.field_manager, applied, status):
             if write.kind == "history":
                 await self.api.patch_falapp_status(namespace, ref.name, write.body)
+                status.update(write.body)  # a refusal further on builds on what is recorded now
             elif write.kind == "apply":
                 applied[write.name] = object_version(await self.api.apply(write.body))
             elif write.kind == "mark":
