@@ -121,6 +121,11 @@ async def machinetype_event(body: kopf.Body, type: str | None, memo: kopf.Memo, 
     memo.controller.machinetype_event(body, deleted=type == "DELETED")
 
 
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_) -> None:
+    memo.controller.namespace_event(body, deleted=type == "DELETED")
+
+
 @kopf.on.event("", "v1", "nodes")
 async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_) -> None:
     memo.controller.node_event(body, deleted=type == "DELETED")

@@ -29,9 +29,12 @@ def pod(name: str, node_name: str | None, gpus: int = 8) -> dict:
 class ListingApi:
     """The reads the controller makes at start and on resync, from fixed lists."""
 
-    def __init__(self, nodes: list[dict], pods: list[dict], events: list[dict] = ()):
-        self.nodes, self.pods, self.events = nodes, pods, list(events)
+    def __init__(self, nodes: list[dict], pods: list[dict], events: list[dict] = (), namespaces: list[dict] = ()):
+        self.nodes, self.pods, self.events, self.namespaces = nodes, pods, list(events), list(namespaces)
         self.clock = ServerClock()
+
+    async def list_namespaces(self) -> list[dict]:
+        return self.namespaces
 
     async def list_machinetypes(self) -> list[dict]:
         return [m.model_dump(by_alias=True, exclude_none=True, mode="json") for m in DEFAULT_CATALOG]
@@ -110,3 +113,33 @@ async def test_autoscaler_announcements_are_read_back_at_start():
         assert controller.cache.scale_up_coming("uid-waiting")
     finally:
         await controller.stop()
+
+
+def namespace(name: str, **labels: str) -> dict:
+    return {"metadata": {"name": name, "labels": labels}}
+
+
+async def test_namespace_labels_are_known_from_the_start_and_a_change_places_its_apps_again():
+    api = ListingApi([node("n1")], [], namespaces=[namespace("team-a", team="a"), namespace("team-b")])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        assert controller.namespace_labels == {"team-a": {"team": "a"}, "team-b": {}}
+        controller.apps |= {("team-a", "llm"), ("team-b", "sdxl")}
+        controller.namespace_event(namespace("team-a", team="a"), deleted=False)  # no change: nothing queued
+        assert len(controller.queue) == 0
+        controller.namespace_event(namespace("team-a", team="a", gpu="h100"), deleted=False)
+        assert len(controller.queue) == 1 and controller.namespace_labels["team-a"] == {"team": "a", "gpu": "h100"}
+        controller.namespace_event(namespace("team-b"), deleted=True)
+        assert "team-b" not in controller.namespace_labels
+    finally:
+        await controller.stop()
+
+
+def test_a_pod_with_a_request_no_node_can_hold_takes_no_room_and_does_not_break_the_watch():
+    from falapp_operator.k8s.cache import ClusterCache
+    cache = ClusterCache()
+    absurd = pod("absurd", None)
+    absurd["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "1e1000000"
+    cache.upsert_pod(absurd)
+    assert cache.pods["uid-absurd"].requests.cpu_milli == 0

@@ -69,6 +69,10 @@ RBAC rules. Each verb is one the operator (falapp_operator/k8s/client.py) or kop
 - apiGroups: [fal.ai]
   resources: [machinetypes/status]
   verbs: [patch]
+# namespace labels decide which MachineTypes a namespace may use (spec.namespaceSelector)
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [get, list, watch]
 # kopf watches CRDs to notice resources appearing and changing
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]

@@ -199,11 +199,16 @@ def tolerated(taint: tuple[str, str, str], tolerations: Iterable[Mapping]) -> bo
 
 
 def _requests(resources: Mapping, gpu_resource: str) -> Requests:
-    return Requests(
-        gpus=int(resources.get(gpu_resource, 0) or 0),
-        cpu_milli=cpu_millis(resources["cpu"]) if "cpu" in resources else 0,
-        memory_bytes=memory_bytes(resources["memory"]) if "memory" in resources else 0,
-    )
+    try:
+        return Requests(
+            gpus=int(resources.get(gpu_resource, 0) or 0),
+            cpu_milli=cpu_millis(resources["cpu"]) if "cpu" in resources else 0,
+            memory_bytes=memory_bytes(resources["memory"]) if "memory" in resources else 0,
+        )
+    except (TypeError, ValueError):
+        # a request the API server took but no node can ever fit (e.g. cpu 1e1000000): such a pod is
+        # never bound, so it takes no room; it must not stop the pod watch
+        return Requests()
 
 
 def node_info(body: Mapping, gpu_resource: str) -> NodeInfo:

@@ -188,6 +188,9 @@ class KubeApi:
             if not token:
                 return
 
+    async def list_namespaces(self) -> list[dict]:
+        return [n async for n in self._pages("Namespaces", self.core.list_namespace)]
+
     async def list_nodes(self) -> list[dict]:
         return [n async for n in self._pages("Nodes", self.core.list_node)]
 

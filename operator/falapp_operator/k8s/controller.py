@@ -45,6 +45,7 @@ class Controller:
         self.settings = settings
         self.cache = ClusterCache()
         self.catalogue: dict[str, MachineType] = {}
+        self.namespace_labels: dict[str, dict[str, str]] = {}  # only the labels: no whole bodies kept
         self.queue = WorkQueue()
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
         self.generations: dict[tuple[str, str], tuple[str, int]] = {}  # last (uid, generation) per app
@@ -73,6 +74,8 @@ class Controller:
         current. Reads only: reconciling (and every write) starts with `lead`."""
         for body in await self.api.list_machinetypes():
             self.machinetype_event(body, deleted=False)
+        for body in await self.api.list_namespaces():
+            self.namespace_event(body, deleted=False)
         await self.resync()
         namespaces = [n for n in self.settings.watch_namespaces.split(",") if n] or [None]
         for reason in sorted(SCALE_UP_REASONS):
@@ -82,6 +85,21 @@ class Controller:
         self._pod_watch = asyncio.create_task(self._watch_pods(), name="falapp-pod-watch")
         if self.settings.resync_period:
             self._resync = asyncio.create_task(self._resync_loop(), name="falapp-resync")
+
+    def namespace_event(self, body: Mapping, deleted: bool) -> None:
+        """Keep each namespace's labels (entitlements to MachineTypes); when they change, its apps are
+        placed again."""
+        name = body["metadata"]["name"]
+        labels = None if deleted else dict(body["metadata"].get("labels") or {})
+        known = name in self.namespace_labels
+        if labels is None:
+            self.namespace_labels.pop(name, None)
+        elif self.namespace_labels.get(name) != labels:
+            self.namespace_labels[name] = labels
+            if known:
+                for namespace, app in sorted(self.apps):
+                    if namespace == name:
+                        self.queue.add(("app", namespace, app))
 
     def lead(self) -> None:
         """Start reconciling queued apps: only the leader (or a process without leader election) does."""
@@ -309,6 +327,7 @@ class Controller:
                 free=self._free_for(spec, (namespace, name)),
                 now=now,
                 replica_failures=state.replica_failures,
+                namespace_labels=self.namespace_labels.get(namespace),
             )
             result = plan(snap)
             # before the first await: an app planned after this one sees the room as taken
@@ -367,7 +386,7 @@ class Controller:
         """Remember the replicas this plan asked for until their pods show up in the cache."""
         if result.decision is None:
             return
-        options = {o.name: o for o in resolve(snap.spec, snap.catalogue).options}
+        options = {o.name: o for o in resolve(snap.spec, snap.catalogue, namespace, snap.namespace_labels).options}
         at = time.monotonic()
         for type_name, count in result.decision.counts.items():
             option = options.get(type_name)
