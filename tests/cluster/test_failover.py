@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ import pytest
 from tests.cluster.builders import POOL_LABEL, PrivatePools, falapp
 from tests.cluster.conftest import OperatorProcess
 from tests.cluster.helpers import Sampler, app_pods, events_for, wait_condition, wait_placement
+from tests.conftest import CLUSTER
 from tests.kube import Kubectl, condition, wait_until
 
 LEASE = "falapp-operator"
@@ -225,3 +227,34 @@ def test_namespace_mode_counts_pods_of_other_namespaces(kubectl: Kubectl, kctl: 
         wait_until(lambda: free() == 8, timeout=30, message=f"{one} shows its GPUs free again")
     finally:
         kubectl.run("delete", "namespace", other, "--wait=false", check=False)
+
+
+def api_server_pid() -> int:
+    status = subprocess.run([str(CLUSTER), "status"], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"kube-apiserver: running \(pid (\d+)\)", status).group(1))
+
+
+def test_a_leader_cut_off_from_the_api_stops_before_anyone_may_take_over(kctl: Kubectl, pools: PrivatePools,
+                                                                           candidates):
+    """The API server stops answering (frozen: requests hang, as in a partition). The leader cannot
+    renew; it must stop (exit) within the renew deadline, before the lease duration lets another take over."""
+    room = pools.machine_type("room")
+    pools.add_node("room", gpus=8)
+    a = candidates("op-a")
+    wait_until(lambda: holder(kctl) == "op-a", timeout=30, message="op-a leads")
+    candidates("op-b")
+    pid = api_server_pid()
+    frozen = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: a.proc.poll() is not None, timeout=RENEW_DEADLINE + RETRY_PERIOD + 5,
+                   message="op-a exits")
+        stopped = time.monotonic() - frozen
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    print(f"leader cut off from the API exited {stopped:.1f}s after the freeze")
+    assert a.proc.returncode == 1 and "no longer the leader" in a.log()
+    assert stopped < LEASE_DURATION, stopped
+    wait_until(lambda: holder(kctl) == "op-b", timeout=LEASE_DURATION + 3 * RETRY_PERIOD + 10, message="op-b leads")
+    kctl.apply(falapp("after", [room], gpus=1, replicas=1))
+    wait_placement(kctl, "after", {room.lower(): 1}, timeout=60)

@@ -172,7 +172,7 @@ class LeaderElector:
     async def release(self) -> None:
         """On a clean shutdown, after the last write: free the Lease so a candidate takes it at once."""
         self._leading = False
-        if not self._valid_until:  # never elected
+        if time.monotonic() >= self._valid_until:  # never elected, or no longer sure it holds the Lease
             return
         try:
             lease = await self._request("read", self.coordination.read_namespaced_lease, self.name, self.namespace)
