@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 
 import kopf
 from prometheus_client import start_http_server
@@ -87,7 +89,11 @@ async def _lead(elector: LeaderElector, controller: Controller, settings: kopf.O
     logger.error("no longer the leader (Lease %s/%s): exiting", elector.namespace, elector.name)
     memo.lost_leadership = True
     await controller.stop()
-    memo.stop.set()  # kopf stops as on SIGTERM (see __main__)
+    stop = getattr(memo, "stop", None)  # kopf stops as on SIGTERM (see __main__)
+    if stop is not None:
+        stop.set()
+    else:  # run by `kopf run` rather than our entry point
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @kopf.on.cleanup()
