@@ -42,24 +42,19 @@ def test_quota_refusing_the_deployment_is_shown_then_recovers(kctl, namespace, r
     assert condition(kctl.get("falapp", "quota"), "Stalled")["status"] == "False"
 
 
-def test_invalid_service_is_shown(kctl, namespace, running_operator, pools):
-    """A dotted name is a valid FalApp and Deployment name but not a Service name (DNS-1035)."""
+def test_refused_service_is_shown(kctl, namespace, running_operator, pools):
+    """A quota of zero Services: the Deployment is written, the Service refused, and the app says so
+    (a name the Service could not take is refused earlier, when the FalApp is applied)."""
     gpu = pools.machine_type("svc")
     pools.add_node("svc", gpus=8)
-    kctl.apply(falapp("web.v2", [gpu], gpus=1, ports=[{"name": "http", "containerPort": 8000}]))
-    stalled = wait_condition(kctl, "falapp", "web.v2", "Stalled", "True", "RequestRejected", timeout=30)
-    assert f"Service {namespace}/web.v2" in stalled["message"] and "Invalid" in stalled["message"], stalled
-    assert condition(kctl.get("falapp", "web.v2"), "Ready")["status"] == "False"
-    warning(kctl, "web.v2", "RequestRejected", "Service")
-
-
-def test_refused_read_is_shown(kctl, running_operator, crds):
-    """A name longer than a label value may be: the API refuses the label selector of its pods."""
-    name = "a" * 70
-    kctl.apply(falapp(name, ["GPU-H100"], gpus=1))
-    stalled = wait_condition(kctl, "falapp", name, "Stalled", "True", "RequestRejected", timeout=30)
-    assert "no more than 63" in stalled["message"], stalled
-    warning(kctl, name, "RequestRejected", "no more than 63")
+    kctl.apply(quota("no-services", {"services": "0"}))
+    kctl.apply(falapp("web", [gpu], gpus=1, ports=[{"name": "http", "containerPort": 8000}]))
+    stalled = wait_condition(kctl, "falapp", "web", "Stalled", "True", "RequestRejected", timeout=30)
+    assert f"Service {namespace}/web" in stalled["message"] and "exceeded quota" in stalled["message"], stalled
+    assert condition(kctl.get("falapp", "web"), "Ready")["status"] == "False"
+    warning(kctl, "web", "RequestRejected", "Service")
+    kctl.run("delete", "resourcequota", "no-services")
+    wait_condition(kctl, "falapp", "web", "Ready", "True", timeout=60)
 
 
 def test_gpu_quota_is_shown_with_its_message(kctl, running_operator, pools):

@@ -318,10 +318,11 @@ def test_rbac_is_least_privilege(tools: Path, values: str):
         "get", "list", "watch", "patch"}
     assert _verbs(docs, "ClusterRole", "fal.ai", "machinetypes") == {"get", "list", "watch"}
     assert _verbs(docs, "ClusterRole", "fal.ai", "machinetypes/status") == {"patch"}
+    # namespace labels decide MachineType entitlements (kopf also lists namespaces when it serves some)
+    assert _verbs(docs, "ClusterRole", "", "namespaces") == {"get", "list", "watch"}
     if values == "defaults":
         assert {r["metadata"]["name"] for r in of_kind(docs, "Role")} == {"falapp-operator-leader-election"}
         assert _verbs(docs, "ClusterRole", "fal.ai", "falapps") == {"get", "list", "watch", "patch"}
-        assert not _verbs(docs, "ClusterRole", "", "namespaces")
     else:
         assert {r["metadata"]["namespace"] for r in of_kind(docs, "Role")} == {"team-a", "team-b", "falapp-system"}
         assert {r["metadata"]["namespace"] for r in of_kind(docs, "RoleBinding")} == {
@@ -331,7 +332,6 @@ def test_rbac_is_least_privilege(tools: Path, values: str):
             group = {"falapps": "fal.ai", "deployments": "apps"}.get(resource, "")
             assert not _verbs(docs, "ClusterRole", group, resource), resource
             assert _verbs(docs, "Role", group, resource, "team-a"), resource
-        assert _verbs(docs, "ClusterRole", "", "namespaces") == {"list", "watch"}
         [binding] = of_kind(docs, "ClusterRoleBinding")
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "falapp-operator",
                                         "namespace": "falapp-system"}]
@@ -499,13 +499,14 @@ def _can(kctl: Kubectl, verb: str, resource: str, user: str, *extra: str) -> boo
 class TokenOperator(OperatorProcess):
     """`falapp-operator run` with a ServiceAccount's kubeconfig, its own field manager and flags."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path, args: list[str]):
+    def __init__(self, kubeconfig: Path, log_dir: Path, args: list[str], env: dict[str, str] | None = None):
         super().__init__(kubeconfig, log_dir)
         self.args = args
+        self.env = env or {}
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "FALAPP_METRICS_PORT": str(self.metrics_port),
-               "FALAPP_MACHINE_TYPE_STATUS_DELAY": "0.2", "FALAPP_FIELD_MANAGER": PROOF_MANAGER}
+               "FALAPP_MACHINE_TYPE_STATUS_DELAY": "0.2", "FALAPP_FIELD_MANAGER": PROOF_MANAGER, **self.env}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "falapp_operator", "run", *self.args], env=env,
@@ -541,10 +542,12 @@ def test_operator_runs_with_only_the_chart_rbac(scope: str, kubectl: Kubectl, kc
                                                 crds, tools: Path, running_operator, tmp_path: Path):
     release = f"falapp-operator-{namespace}"
     values = ["--set", "crds.install=false", "--set", "catalog.install=false"]
-    operator_args = []
+    # with leader election, as the chart runs it: the Lease its Role names, in the release namespace
+    operator_args = ["--leader-elect"]
+    lease_env = {"FALAPP_LEADER_ELECTION_NAMESPACE": namespace, "FALAPP_LEADER_ELECTION_NAME": release}
     if scope == "watch-namespace":
         values += ["--set", f"watchNamespaces={{{namespace}}}"]
-        operator_args = ["--namespace", namespace]
+        operator_args += ["--namespace", namespace]
     helm(tools, "install", release, str(CHART), "--namespace", namespace, *values, kubeconfig=kubectl.kubeconfig)
     sa = f"system:serviceaccount:{namespace}:{release}"
     pools = PrivatePools(kubectl)
@@ -561,7 +564,7 @@ def test_operator_runs_with_only_the_chart_rbac(scope: str, kubectl: Kubectl, kc
         assert kubectl.run("auth", "can-i", "delete", "nodes", f"--as={sa}", check=False).stdout.strip() == "no"
 
         running_operator.stop()
-        proof = TokenOperator(sa_kubeconfig, tmp_path, operator_args)
+        proof = TokenOperator(sa_kubeconfig, tmp_path, operator_args, lease_env)
         proof.start()
         preferred, second = pools.machine_type("full"), pools.machine_type("room")
         # the preferred type's node shows free GPUs but takes no pod: the scheduler really says
@@ -573,6 +576,7 @@ def test_operator_runs_with_only_the_chart_rbac(scope: str, kubectl: Kubectl, kc
         kctl.apply(falapp("proof", [preferred, second], gpus=1, replicas=1, timeout="2s",
                           return_to_preferred=False, ports=[{"name": "http", "containerPort": 8000}]))
         wait_placement(kctl, "proof", {second.lower(): 1}, timeout=60)
+        assert kctl.get("lease", release)["spec"]["holderIdentity"]
         wait_condition(kctl, "falapp", "proof", "FallbackActive", "True")
         wait_condition(kctl, "falapp", "proof", "Ready", "True")
         fell = wait_until(lambda: [e for e in events_for(kctl, "proof", "FellBack")
