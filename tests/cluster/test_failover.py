@@ -12,6 +12,7 @@ namespace takes a node's GPUs, and the operator's view (MachineType status, plac
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from falapp_operator.k8s.client import ApiError
 from tests.cluster.builders import POOL_LABEL, PrivatePools, falapp
 from tests.cluster.conftest import OperatorProcess
 from tests.cluster.helpers import Sampler, app_pods, events_for, wait_condition, wait_placement
@@ -258,3 +260,44 @@ def test_a_leader_cut_off_from_the_api_stops_before_anyone_may_take_over(kctl: K
     wait_until(lambda: holder(kctl) == "op-b", timeout=LEASE_DURATION + 3 * RETRY_PERIOD + 10, message="op-b leads")
     kctl.apply(falapp("after", [room], gpus=1, replicas=1))
     wait_placement(kctl, "after", {room.lower(): 1}, timeout=60)
+
+
+async def test_pod_list_is_paged_and_the_watch_continues_from_it(kubectl: Kubectl, kctl: Kubectl, namespace: str):
+    """The operator's own pod LIST (pages of `limit` with `continue`) and watch, against the API server."""
+    from kubernetes_asyncio import config
+
+    from falapp_operator.k8s.client import KubeApi  # imported here: the other tests run it as a process
+
+    for i in range(5):
+        kctl.run("run", f"p{i}", "--image=registry.example.com/x:1", "--restart=Never")
+    api = KubeApi(await config.new_client_from_config(config_file=str(kubectl.kubeconfig), persist_config=False),
+                 "falapp-test")
+    try:
+        pages: list[int] = []
+        original = api._call
+
+        async def counting(what, call, *args, **kwargs):
+            pages.append(kwargs.get("limit"))
+            return await original(what, call, *args, **kwargs)
+        api._call = counting
+        seen: list[dict] = []
+        version = await api.list_pods(seen.append, page_size=2)
+        every = {p["metadata"]["uid"] for p in kubectl.get("pods", None, "--all-namespaces")["items"]}
+        assert {p["metadata"]["uid"] for p in seen} >= {p["metadata"]["uid"] for p in kctl.get("pods")["items"]}
+        assert len(seen) == len({p["metadata"]["uid"] for p in seen}) and len(seen) >= len(every) - 2
+        assert len(pages) >= 3 and set(pages) == {2}, pages  # at least 5 pods, 2 a page
+        assert version
+
+        kctl.run("run", "later", "--image=registry.example.com/x:1", "--restart=Never")
+        async with asyncio.timeout(30):
+            async for kind, body in api.watch_pods(version, server_timeout=30):
+                if kind == "ADDED" and body["metadata"]["name"] == "later":
+                    assert body["metadata"]["namespace"] == namespace
+                    break
+        # a version the server no longer has: 410, so the controller lists again
+        with pytest.raises(ApiError) as expired:
+            async for _ in api.watch_pods("1"):
+                pass
+        assert expired.value.status == 410, expired.value
+    finally:
+        await api.close()

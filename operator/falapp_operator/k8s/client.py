@@ -194,12 +194,12 @@ class KubeApi:
     async def list_nodes(self) -> list[dict]:
         return [n async for n in self._pages("Nodes", self.core.list_node)]
 
-    async def list_pods(self, each: Callable[[dict], object]) -> str:
+    async def list_pods(self, each: Callable[[dict], object], page_size: int = PAGE) -> str:
         """Every pod of the cluster, a page at a time into `each` (a cluster's pods never sit in memory
         as one list); returns the list's resourceVersion, from which a watch continues."""
         token, version = None, None
         while True:
-            page = await self._call("Pods", self.core.list_pod_for_all_namespaces, limit=PAGE, _continue=token)
+            page = await self._call("Pods", self.core.list_pod_for_all_namespaces, limit=page_size, _continue=token)
             version = version or page["metadata"].get("resourceVersion")  # every page is of one snapshot
             for item in page["items"]:
                 each(item)
