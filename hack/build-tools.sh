@@ -2,6 +2,8 @@
 # Builds the chart-checking tools from pinned Go modules and caches them, like the cluster binaries:
 #   helm        (helm.sh/helm/v4, HELM_VERSION)
 #   kubeconform (github.com/yannh/kubeconform, KUBECONFORM_VERSION)
+#   karpenter-kwok (sigs.k8s.io/karpenter/kwok, KARPENTER_VERSION: Karpenter with its KWOK cloud
+#                  provider, for fleets with autoscaled pools) and its CRDs, in a directory of its own
 # Prints the directory holding them. Nothing is downloaded but Go modules.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,11 +34,35 @@ build_kubeconform() {
     "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
 }
 
+karpenter_dir="$cache/bin/karpenter-kwok-$KARPENTER_VERSION"
+
+build_karpenter() {
+  [ -x "$karpenter_dir/karpenter-kwok" ] && [ -f "$karpenter_dir/crds/.complete" ] && return 0
+  mkdir -p "$karpenter_dir"
+  log "building karpenter-kwok $KARPENTER_VERSION (slow the first time)"
+  # The package is called kwok like the fake-node runner: install into a scratch GOBIN, then rename.
+  local scratch="$karpenter_dir/.gobin"
+  rm -rf "$scratch"
+  GOBIN="$scratch" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/karpenter/kwok@$KARPENTER_VERSION"
+  mv "$scratch/kwok" "$karpenter_dir/karpenter-kwok"
+  rm -rf "$scratch"
+  # Its CRDs ship in the module (NodePool, NodeClaim, ... and the KWOKNodeClass).
+  local src
+  src=$(go mod download -json "sigs.k8s.io/karpenter@$KARPENTER_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  rm -rf "$karpenter_dir/crds"
+  mkdir -p "$karpenter_dir/crds"
+  cp "$src"/kwok/charts/crds/*.yaml "$src"/kwok/apis/crds/*.yaml "$karpenter_dir/crds/"
+  chmod u+w "$karpenter_dir"/crds/*.yaml
+  touch "$karpenter_dir/crds/.complete"
+}
+
 case "${1:-all}" in
-  all) build_helm; build_kubeconform ;;
+  all) build_helm; build_kubeconform; build_karpenter ;;
+  karpenter) build_karpenter; echo "$karpenter_dir"; exit 0 ;;
   helm) build_helm ;;
   kubeconform) build_kubeconform ;;
   bindir) ;;
-  *) echo "usage: $0 [all|helm|kubeconform|bindir]" >&2; exit 2 ;;
+  karpenter-dir) echo "$karpenter_dir"; exit 0 ;;
+  *) echo "usage: $0 [all|helm|kubeconform|karpenter|karpenter-dir|bindir]" >&2; exit 2 ;;
 esac
 echo "$bindir"

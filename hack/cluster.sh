@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on loopback, without Docker:
 #   etcd + kube-apiserver (RBAC on) + kube-controller-manager + kube-scheduler + KWOK (fake kubelets),
-# and a simulated GPU fleet of KWOK nodes from a fleet file.
+# and a simulated GPU fleet of KWOK nodes from a fleet file. A fleet with `karpenter.nodePools` also
+# gets Karpenter's KWOK provider (built once, cached), its CRDs and those NodePools: nodes on demand.
 #
 #   hack/cluster.sh up [--fleet FILE]   build once (cached), start, wait until healthy, create the fleet
 #   hack/cluster.sh down                stop every process this script started
 #   hack/cluster.sh status              print component state; exit 0 only when all are running
+#                                       (karpenter counts when the fleet has autoscaled pools)
 #   hack/cluster.sh restart COMPONENT…  stop the components (e.g. etcd kube-apiserver) and start them again
 #   hack/cluster.sh kubeconfig          print the admin kubeconfig path
 #   hack/cluster.sh bindir              print the directory with the cluster binaries (kubectl included)
@@ -103,6 +105,37 @@ kwok_stages() { # the stages KWOK >= 0.8 needs, read from its module source in t
   done
 }
 
+fleet_autoscaled() { # the fleet's autoscaled pools, one name a line (none: no Karpenter)
+  "$python" "$here/fleet.py" "$1" --output autoscaled-pools
+}
+
+expected_components() { # the base components, and karpenter when the running fleet asks for it
+  local fleet
+  echo "${components[@]}"
+  fleet=$(cat "$state/fleet" 2>/dev/null) || return 0
+  [ -f "$fleet" ] && [ -n "$(fleet_autoscaled "$fleet" 2>/dev/null)" ] && echo karpenter
+  return 0
+}
+
+start_karpenter() { # start_karpenter <fleet>: CRDs, the controller (outside the cluster), the NodePools
+  local fleet=$1 kdir
+  kdir=$("$here/build-tools.sh" karpenter)
+  kubectl_admin apply --server-side --force-conflicts -f "$kdir/crds" >/dev/null
+  kubectl_admin wait --for=condition=Established --timeout=60s \
+    crd/nodepools.karpenter.sh crd/nodeclaims.karpenter.sh crd/kwoknodeclasses.karpenter.kwok.sh >/dev/null
+  "$python" "$here/fleet.py" "$fleet" --output instance-types >"$state/karpenter-instance-types.json"
+  # KUBECONFIG is its only way to a cluster outside one. It binds its metrics and health endpoints on
+  # every interface (no address flag): port 0 takes a free port, so several local clusters can run.
+  start karpenter env KUBECONFIG="$pki/admin.kubeconfig" "$kdir/karpenter-kwok" --disable-leader-election \
+    --metrics-port 0 --health-probe-port 0 --instance-types-file-path "$state/karpenter-instance-types.json" \
+    --log-level info
+  "$python" "$here/fleet.py" "$fleet" --output nodepools |
+    kubectl_admin apply --server-side --field-manager falapp-fleet -f - >/dev/null
+  # Ready once Karpenter has resolved the node class and the pool's instance types
+  kubectl_admin wait --for=condition=Ready nodepools --all --timeout=60s >/dev/null ||
+    die "NodePools did not become Ready; see $logs/karpenter.log"
+}
+
 kubectl_admin() { "$(bindir)/kubectl" --kubeconfig "$pki/admin.kubeconfig" "$@"; }
 
 cmd_up() {
@@ -163,7 +196,8 @@ cmd_up() {
   "$python" "$here/fleet.py" "$fleet" | kubectl_admin apply --server-side --field-manager falapp-fleet -f - >/dev/null
   kubectl_admin wait --for=condition=Ready nodes -l fal.ai/fleet-pool --timeout=60s >/dev/null ||
     die "fleet nodes did not become Ready; see $logs/kwok.log"
-  for c in "${components[@]}"; do running "$c" || die "$c exited; see $logs/$c.log"; done
+  [ -z "$(fleet_autoscaled "$fleet")" ] || start_karpenter "$fleet"
+  for c in $(expected_components); do running "$c" || die "$c exited; see $logs/$c.log"; done
   log "up in $((SECONDS - t0))s; kubeconfig: $pki/admin.kubeconfig"
 }
 
@@ -183,7 +217,7 @@ cmd_restart() { # the state (etcd data, PKI) is kept: the same cluster comes bac
   local c
   [ $# -gt 0 ] || die "restart: name the components (${components[*]})"
   for c in "$@"; do
-    [[ " ${components[*]} " == *" $c "* ]] || die "restart: unknown component $c"
+    [[ " ${components[*]} karpenter " == *" $c "* ]] || die "restart: unknown component $c"
     stop_one "$c"
   done
   cmd_up
@@ -191,7 +225,7 @@ cmd_restart() { # the state (etcd data, PKI) is kept: the same cluster comes bac
 
 cmd_down() {
   local c
-  for c in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  for c in karpenter kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
     stop_one "$c"
   done
   rm -f "$state/fleet"
@@ -201,7 +235,7 @@ cmd_down() {
 
 cmd_status() {
   local c ok=0
-  for c in "${components[@]}"; do
+  for c in $(expected_components); do
     if running "$c"; then echo "$c: running (pid $(cat "$pids/$c.pid"))"; else echo "$c: stopped"; ok=1; fi
   done
   return $ok
