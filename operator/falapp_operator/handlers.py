@@ -16,7 +16,7 @@ from prometheus_client import start_http_server
 
 from falapp_operator import metrics
 from falapp_operator.api import GROUP, VERSION
-from falapp_operator.k8s.cache import APP_LABEL, SCALE_UP_REASONS
+from falapp_operator.k8s.cache import APP_LABEL, autoscaler_answer
 from falapp_operator.k8s.client import PAGE, KubeApi, load_config
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.leader import LeaderElector, default_identity, default_namespace
@@ -127,6 +127,11 @@ async def machinetype_event(body: kopf.Body, type: str | None, memo: kopf.Memo, 
     memo.controller.machinetype_event(body, deleted=type == "DELETED")
 
 
+@kopf.on.event("karpenter.sh", "v1", "nodepools")  # where Karpenter runs; else never served
+async def nodepool_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_) -> None:
+    memo.controller.nodepool_event(body, deleted=type == "DELETED")
+
+
 @kopf.on.event("", "v1", "namespaces")
 async def namespace_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_) -> None:
     memo.controller.namespace_event(body, deleted=type == "DELETED")
@@ -137,7 +142,7 @@ async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_) ->
     memo.controller.node_event(body, deleted=type == "DELETED")
 
 
-@kopf.on.event("", "v1", "events", when=lambda body, **_: body.get("reason") in SCALE_UP_REASONS)
+@kopf.on.event("", "v1", "events", when=lambda body, **_: autoscaler_answer(body) is not None)
 async def autoscaler_event(body: kopf.Body, memo: kopf.Memo, **_) -> None:
     memo.controller.scale_signal_event(body)
 

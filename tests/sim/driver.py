@@ -18,7 +18,7 @@ import inspect
 from dataclasses import dataclass, field
 
 from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, MachineType
-from falapp_operator.k8s.cache import ClusterCache
+from falapp_operator.k8s.cache import COMING, ClusterCache
 from falapp_operator.placement import NodeFree, after_claims
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, plan
@@ -91,7 +91,7 @@ def build_cache(world: World) -> ClusterCache:
     for pod in world.all_pods():
         cache.upsert_pod(pod.body())
         if pod.scale_up_coming:
-            cache.record_scale_signal(pod.uid, "TriggeredScaleUp", pod.announced_at)
+            cache.record_scale_signal(pod.uid, COMING, pod.announced_at)
     world.memo["cache"] = (world.version, cache)
     return cache
 

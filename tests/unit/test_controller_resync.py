@@ -51,8 +51,9 @@ class ListingApi:
         await asyncio.Event().wait()  # the watch reports nothing here
         yield
 
-    async def list_events(self, reason: str, namespace: str | None = None) -> list[dict]:
-        return [e for e in self.events if e["reason"] == reason]
+    async def list_events(self, reason: str, namespace: str | None = None, source: str | None = None) -> list[dict]:
+        return [e for e in self.events if e["reason"] == reason
+                and (source is None or (e.get("source") or {}).get("component") == source)]
 
 
 async def test_resync_drops_a_pod_whose_deletion_the_watch_missed():
@@ -143,3 +144,36 @@ def test_a_pod_with_a_request_no_node_can_hold_takes_no_room_and_does_not_break_
     absurd["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "1e1000000"
     cache.upsert_pod(absurd)
     assert cache.pods["uid-absurd"].requests.cpu_milli == 0
+
+
+def test_autoscaler_answers_are_told_apart_by_reason_and_source():
+    from falapp_operator.k8s.cache import COMING, REFUSED, autoscaler_answer
+    karpenter = {"component": "karpenter"}
+    assert autoscaler_answer({"reason": "Nominated", "source": karpenter}) == COMING
+    assert autoscaler_answer({"reason": "TriggeredScaleUp", "source": {"component": "cluster-autoscaler"}}) == COMING
+    assert autoscaler_answer({"reason": "NotTriggerScaleUp"}) == REFUSED
+    assert autoscaler_answer({"reason": "FailedScheduling", "source": karpenter}) == REFUSED
+    assert autoscaler_answer({"reason": "FailedScheduling", "reportingComponent": "karpenter"}) == REFUSED
+    # the scheduler's own FailedScheduling says nothing about nodes to come
+    assert autoscaler_answer({"reason": "FailedScheduling", "source": {"component": "default-scheduler"}}) is None
+
+
+async def test_a_type_whose_nodes_a_nodepool_makes_counts_as_autoscaled():
+    api = ListingApi([node("n1")], [])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        def autoscaled() -> set[str]:
+            return {m.metadata.name for m in controller.placement_catalogue() if m.spec.autoscaled}
+        assert autoscaled() == set()
+        controller.apps.add(("team-a", "llm"))
+        pool = {"metadata": {"name": "h100"}, "spec": {"template": {
+            "metadata": {"labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+            "spec": {"requirements": [{"key": "nvidia.com/gpu.count", "operator": "In", "values": ["8"]}],
+                     "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]}}}}
+        controller.nodepool_event(pool, deleted=False)
+        assert autoscaled() == {"gpu-h100"} and len(controller.queue) >= 1
+        controller.nodepool_event(pool, deleted=True)
+        assert autoscaled() == set()
+    finally:
+        await controller.stop()

@@ -49,13 +49,14 @@ def node(gpus: int = 8, cpu_milli: int = 64_000, memory_bytes: int = 512 * GI) -
 
 def pod(name: str, machine_type: str, ready: bool = False, bound: bool | None = None,
         since: datetime | None = None, scale_up_coming: bool = False, created: datetime | None = None,
-        current: bool = True, bound_since: datetime | None = None, failing: str = "") -> PodView:
+        current: bool = True, bound_since: datetime | None = None, failing: str = "",
+        scale_up_refused: bool = False) -> PodView:
     """A pod of the type's Deployment: Ready implies bound; `since` = Unschedulable since then;
     `current=False`: it runs an older template (a rollout is under way on its type)."""
     return PodView(name, machine_type, created=created or NOW - s(600), bound=ready if bound is None else bound,
                    bound_since=bound_since, failing=failing,
                    ready=ready, unschedulable_since=since, scheduler_message=MSG if since else "",
-                   scale_up_coming=scale_up_coming, current=current)
+                   scale_up_coming=scale_up_coming, scale_up_refused=scale_up_refused, current=current)
 
 
 STUCK_SINCE = NOW - s(70)  # past the default 60 s unschedulableTimeout
@@ -531,3 +532,30 @@ def test_a_type_that_refuses_again_after_a_return_cools_down_longer() -> None:
             assert got.surge is not None and got.surge.to_type == H100  # the timeout is over: try again
         else:
             assert got.surge is None and got.requeue_at == cooled_until  # twice refused: twice as long
+
+
+# --- autoscaled types: room on demand, the autoscaler's answer decides ---------------------------------
+AUTOSCALED_FIRST = (replace(option(H100), autoscaled=True), option(A100))
+
+
+@pytest.mark.parametrize("case", [
+    Case(id="autoscaled/new-replica-asks-the-preferred-pool-though-no-node-has-room", options=AUTOSCALED_FIRST,
+         replicas=1, counts={}, free={A100: [node()]}, want_counts={H100: 1}, want_moves=[Move.SCALED_UP]),
+    Case(id="autoscaled/announced-node-is-waited-for", options=AUTOSCALED_FIRST, replicas=1, counts={H100: 1},
+         pods=[stuck_pod("h1", H100, scale_up_coming=True)], free={A100: [node()]},
+         want_counts={H100: 1}, want_requeue_at=STUCK_SINCE + s(60 + 900)),
+    Case(id="autoscaled/refused-scale-up-falls-back-at-once", options=AUTOSCALED_FIRST, replicas=1,
+         counts={H100: 1}, pods=[stuck_pod("h1", H100, since=NOW - s(2), scale_up_refused=True)],
+         free={A100: [node()]}, want_counts={A100: 1}, want_moves=[Move.FELL_BACK], want_delete_first=["h1"]),
+    Case(id="autoscaled/return-probe-asks-the-pool", options=AUTOSCALED_FIRST, replicas=1, counts={A100: 1},
+         pods=[pod("a1", A100, ready=True)], want_counts={A100: 1, H100: 1}, want_surge=H100,
+         want_moves=[Move.PROBE_STARTED]),
+    Case(id="autoscaled/refused-return-probe-backs-off", options=AUTOSCALED_FIRST, replicas=1,
+         counts={A100: 1, H100: 1}, surge=Surge(H100, A100, NOW - s(5)),
+         pods=[pod("a1", A100, ready=True), stuck_pod("h1", H100, since=NOW - s(3), created=NOW - s(4),
+                                                    scale_up_refused=True)],
+         want_counts={A100: 1}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
+         want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
+], ids=lambda c: c.id)
+def test_autoscaled(case: Case) -> None:
+    test_decide(case)

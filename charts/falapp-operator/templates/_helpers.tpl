@@ -69,6 +69,10 @@ RBAC rules. Each verb is one the operator (falapp_operator/k8s/client.py) or kop
 - apiGroups: [fal.ai]
   resources: [machinetypes/status]
   verbs: [patch]
+# a MachineType whose nodes a Karpenter NodePool makes counts as autoscaled
+- apiGroups: [karpenter.sh]
+  resources: [nodepools]
+  verbs: [get, list, watch]
 # namespace labels decide which MachineTypes a namespace may use (spec.namespaceSelector)
 - apiGroups: [""]
   resources: [namespaces]

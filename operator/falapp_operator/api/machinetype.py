@@ -100,6 +100,13 @@ class MachineTypeSpec(ApiModel):
         "(needs gpu.nvencEngines > 0).",
     )
 
+    autoscaled: bool = Field(
+        False,
+        description="Nodes of the type are added on demand (cluster-autoscaler, a Karpenter NodePool): the type "
+        "is tried in preference order even when no node has room, and the autoscaler's answer decides (a node "
+        "announced: wait up to scaleUpTimeout; refused: the next type at once). A type whose node selection "
+        "matches a Karpenter NodePool's template counts as autoscaled without it (status.autoscaled).",
+    )
     namespace_selector: LabelSelector | None = Field(
         None,
         description="Namespaces whose FalApps may use the type (matchLabels/matchExpressions on the "
@@ -176,6 +183,9 @@ class MachineTypeStatus(StatusModel):
     free_gpus: int | None = Field(None, ge=0, description="GPUs not requested by scheduled pods.")
     placed_replicas: int | None = Field(None, ge=0, description="FalApp replicas bound to the type's nodes.")
     pending_replicas: int | None = Field(None, ge=0, description="FalApp replicas waiting for the type.")
+    autoscaled: bool | None = Field(
+        None, description="Nodes are added on demand: spec.autoscaled, or a Karpenter NodePool makes them."
+    )
     observed_at: Timestamp | None = Field(None, description="When these numbers were computed.")
 
 
@@ -275,6 +285,7 @@ MACHINETYPE = ResourceInfo(
         PrinterColumn("Free-GPUs", "integer", ".status.freeGpus", "Unrequested GPUs."),
         PrinterColumn("Placed", "integer", ".status.placedReplicas", "Replicas on the type."),
         PrinterColumn("Pending", "integer", ".status.pendingReplicas", "Replicas waiting for the type."),
+        PrinterColumn("Autoscaled", "boolean", ".status.autoscaled", "Nodes added on demand."),
         PrinterColumn("VRAM", "string", ".spec.gpu.vram", "Memory per GPU.", priority=1),
         PrinterColumn("NVENC", "integer", ".spec.gpu.nvencEngines", "Video encoders per GPU.", priority=1),
         PrinterColumn(

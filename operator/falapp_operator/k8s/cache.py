@@ -18,7 +18,55 @@ APP_LABEL = "fal.ai/app"
 TYPE_LABEL = "fal.ai/machine-type"
 SCALE_UP_COMING = frozenset({"TriggeredScaleUp", "Nominated"})
 SCALE_UP_NOT_COMING = "NotTriggerScaleUp"
-SCALE_UP_REASONS = SCALE_UP_COMING | {SCALE_UP_NOT_COMING}
+KARPENTER = "karpenter"
+FAILED_SCHEDULING = "FailedScheduling"  # Karpenter's refusal (the scheduler's own use of it is not)
+SCALE_UP_REASONS = SCALE_UP_COMING | {SCALE_UP_NOT_COMING, FAILED_SCHEDULING}
+COMING, REFUSED = "coming", "refused"
+
+
+@dataclass(frozen=True)
+class PoolNodes:
+    """What every node a Karpenter NodePool makes carries: labels and scheduling taints."""
+
+    labels: Mapping[str, str]
+    taints: tuple[tuple[str, str, str], ...]
+
+    def of_type(self, machine_type: MachineType) -> bool:
+        """Whether the type's pods can land on such a node (its selection matches, its taints tolerated)."""
+        tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in machine_type.spec.tolerations or []]
+        return machine_type.spec.matches_node(self.labels) and all(tolerated(t, tolerations) for t in self.taints)
+
+
+def nodepool_nodes(nodepool: Mapping) -> PoolNodes:
+    """The template's labels, requirements that allow exactly one value, karpenter.sh/nodepool, and the
+    template's taints. (Requirements with a choice of values are left out: a type needing one of them
+    is not counted as made by the pool.)"""
+    template = (nodepool.get("spec") or {}).get("template") or {}
+    labels = dict((template.get("metadata") or {}).get("labels") or {})
+    spec = template.get("spec") or {}
+    for requirement in spec.get("requirements") or []:
+        values = requirement.get("values") or []
+        if requirement.get("operator") == "In" and len(values) == 1:
+            labels[requirement["key"]] = values[0]
+    labels["karpenter.sh/nodepool"] = nodepool["metadata"]["name"]
+    taints = tuple((t["key"], t.get("value", ""), t["effect"]) for t in spec.get("taints") or []
+                   if t.get("effect") in ("NoSchedule", "NoExecute"))
+    return PoolNodes(labels, taints)
+
+
+def autoscaler_answer(event: Mapping) -> str | None:
+    """What an autoscaler's event says about a pending pod: a node is COMING (cluster-autoscaler's
+    TriggeredScaleUp, Karpenter's Nominated), or none will (NotTriggerScaleUp; Karpenter's
+    FailedScheduling, e.g. its node pool's limits are exhausted: REFUSED). None: not an autoscaler's."""
+    reason = event.get("reason")
+    if reason in SCALE_UP_COMING:
+        return COMING
+    if reason == SCALE_UP_NOT_COMING:
+        return REFUSED
+    source = (event.get("source") or {}).get("component") or event.get("reportingComponent") or ""
+    if reason == FAILED_SCHEDULING and source == KARPENTER:
+        return REFUSED
+    return None
 
 
 @dataclass(frozen=True)
@@ -62,7 +110,7 @@ class ClusterCache:
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     pods: dict[str, PodInfo] = field(default_factory=dict)
     requested: dict[str, Requests] = field(default_factory=dict)  # per node, by live pods bound to it
-    # pod uid -> (reason, time) of the newest autoscaler event about it
+    # pod uid -> (answer, time) of the newest autoscaler event about it
     scale_signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     version: int = 0  # bumps whenever free capacity may have changed anywhere
     # node names per (machine type, nvenc), cleared when nodes or machine types change
@@ -108,14 +156,20 @@ class ClusterCache:
         self.version += 1
         return True
 
-    def record_scale_signal(self, pod_uid: str, reason: str, when: datetime) -> None:
+    def record_scale_signal(self, pod_uid: str, answer: str, when: datetime) -> None:
+        """The autoscaler's latest answer (COMING or REFUSED) about the pod: answers can flip (Nominated,
+        then refused when another pod took the claim)."""
         previous = self.scale_signals.get(pod_uid)
         if previous is None or previous[1] <= when:
-            self.scale_signals[pod_uid] = (reason, when)
+            self.scale_signals[pod_uid] = (answer, when)
 
     def scale_up_coming(self, pod_uid: str) -> bool:
         signal = self.scale_signals.get(pod_uid)
-        return signal is not None and signal[0] in SCALE_UP_COMING
+        return signal is not None and signal[0] == COMING
+
+    def scale_up_refused(self, pod_uid: str) -> bool:
+        signal = self.scale_signals.get(pod_uid)
+        return signal is not None and signal[0] == REFUSED
 
     def forget_node_matches(self) -> None:
         """A node or machine type changed: which nodes are of which type is computed again."""

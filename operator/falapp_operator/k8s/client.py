@@ -237,13 +237,14 @@ class KubeApi:
         finally:
             response.release()
 
-    async def list_events(self, reason: str, namespace: str | None = None) -> list[dict]:
-        """Events with one reason (the API filters them), in one namespace or in all."""
+    async def list_events(self, reason: str, namespace: str | None = None, source: str | None = None) -> list[dict]:
+        """Events with one reason (and source component), filtered by the API, in one namespace or in all."""
+        selector = f"reason={reason}" + (f",source={source}" if source else "")
         if namespace:
             return [e async for e in self._pages(f"Events {reason} in {namespace}", self.core.list_namespaced_event,
-                                                 namespace, field_selector=f"reason={reason}")]
+                                                 namespace, field_selector=selector)]
         return [e async for e in self._pages(f"Events {reason}", self.core.list_event_for_all_namespaces,
-                                             field_selector=f"reason={reason}")]
+                                             field_selector=selector)]
 
     async def list_app_deployments(self, namespace: str, selector: str) -> list[dict]:
         return [d async for d in self._pages(f"Deployments {namespace} {selector}",

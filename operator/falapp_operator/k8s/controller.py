@@ -18,7 +18,18 @@ from pydantic import ValidationError
 
 from falapp_operator import metrics
 from falapp_operator.api import API_VERSION, FalAppSpec, MachineType, format_time, parse_time
-from falapp_operator.k8s.cache import APP_LABEL, SCALE_UP_REASONS, TYPE_LABEL, ClusterCache, Requests
+from falapp_operator.k8s.cache import (
+    APP_LABEL,
+    FAILED_SCHEDULING,
+    KARPENTER,
+    SCALE_UP_REASONS,
+    TYPE_LABEL,
+    ClusterCache,
+    PoolNodes,
+    Requests,
+    autoscaler_answer,
+    nodepool_nodes,
+)
 from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.workqueue import WorkQueue
 from falapp_operator.placement import Move, NodeFree, after_claims
@@ -44,7 +55,9 @@ class Controller:
         self.api = api
         self.settings = settings
         self.cache = ClusterCache()
-        self.catalogue: dict[str, MachineType] = {}
+        self.catalogue: dict[str, MachineType] = {}  # as declared
+        self.nodepools: dict[str, PoolNodes] = {}  # Karpenter NodePool -> what the nodes it makes carry
+        self._placement_catalogue: list[MachineType] | None = None  # with autoscaled types marked
         self.namespace_labels: dict[str, dict[str, str]] = {}  # only the labels: no whole bodies kept
         self.queue = WorkQueue()
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
@@ -79,8 +92,10 @@ class Controller:
         await self.resync()
         namespaces = [n for n in self.settings.watch_namespaces.split(",") if n] or [None]
         for reason in sorted(SCALE_UP_REASONS):
+            # FailedScheduling: only Karpenter's (the scheduler posts one for every unschedulable pod)
+            source = KARPENTER if reason == FAILED_SCHEDULING else None
             for namespace in namespaces:  # where the events watch sees them: only our pods matter
-                for body in await self.api.list_events(reason, namespace):
+                for body in await self.api.list_events(reason, namespace, source):
                     self.scale_signal_event(body)
         self._pod_watch = asyncio.create_task(self._watch_pods(), name="falapp-pod-watch")
         if self.settings.resync_period:
@@ -182,8 +197,36 @@ class Controller:
                 self.generations[key] = (uid, generation)
             self.queue.add(("app", namespace, name), urgent=urgent)
 
+    def placement_catalogue(self) -> list[MachineType]:
+        """The catalogue placement uses: a type whose nodes a Karpenter NodePool makes counts as
+        autoscaled (as if its spec said so)."""
+        if self._placement_catalogue is None:
+            self._placement_catalogue = [
+                m if not self._detected_autoscaled(m) else m.model_copy(
+                    update={"spec": m.spec.model_copy(update={"autoscaled": True})})
+                for m in self.catalogue.values()]
+        return self._placement_catalogue
+
+    def _detected_autoscaled(self, machine_type: MachineType) -> bool:
+        return not machine_type.spec.autoscaled and any(pool.of_type(machine_type) for pool in self.nodepools.values())
+
+    def nodepool_event(self, body: Mapping, deleted: bool) -> None:
+        """A Karpenter NodePool appeared, changed or went: which types are autoscaled may have changed."""
+        name = body["metadata"]["name"]
+        before = {m.metadata.name for m in self.placement_catalogue() if m.spec.autoscaled}
+        if deleted:
+            self.nodepools.pop(name, None)
+        else:
+            self.nodepools[name] = nodepool_nodes(body)
+        self._placement_catalogue = None
+        if {m.metadata.name for m in self.placement_catalogue() if m.spec.autoscaled} != before:
+            for namespace, app in sorted(self.apps):
+                self.queue.add(("app", namespace, app))
+            self._touch_machinetypes()
+
     def machinetype_event(self, body: Mapping, deleted: bool) -> None:
         name = body["metadata"]["name"]
+        self._placement_catalogue = None
         self.cache.forget_node_matches()
         self._free_by_type.clear()
         self._machinetype_status.pop(name, None)
@@ -231,7 +274,8 @@ class Controller:
     def scale_signal_event(self, body: Mapping) -> None:
         """Autoscaler events (TriggeredScaleUp, NotTriggerScaleUp, Karpenter Nominated) about our pods."""
         involved = body.get("involvedObject") or {}
-        if body.get("reason") not in SCALE_UP_REASONS or involved.get("kind") != "Pod":
+        answer = autoscaler_answer(body)
+        if answer is None or involved.get("kind") != "Pod":
             return
         when = parse_time(body.get("lastTimestamp") or body.get("eventTime") or body["metadata"].get(
             "creationTimestamp")) or self.api.clock.now()
@@ -240,7 +284,7 @@ class Controller:
         if pod is None or not pod.app or pod.namespace != (body.get("metadata") or {}).get(
                 "namespace", pod.namespace):
             return
-        self.cache.record_scale_signal(pod.uid, body["reason"], when)
+        self.cache.record_scale_signal(pod.uid, answer, when)
         self.app_event(pod.namespace, pod.app)
 
     def child_event(self, body: Mapping) -> None:
@@ -319,10 +363,11 @@ class Controller:
             state = children_state(deployments, ref.uid)
             snap = AppSnapshot(
                 ref=ref, generation=generation, spec=spec, status=status,
-                catalogue=list(self.catalogue.values()),
+                catalogue=self.placement_catalogue(),
                 counts=state.counts,
                 surge=state.surge,
-                pods=[pod_view(p, self.cache.scale_up_coming(p["metadata"]["uid"]), now) for p in pods
+                pods=[pod_view(p, self.cache.scale_up_coming(p["metadata"]["uid"]), now,
+                               self.cache.scale_up_refused(p["metadata"]["uid"])) for p in pods
                       if TYPE_LABEL in (p["metadata"].get("labels") or {})],
                 free=self._free_for(spec, (namespace, name)),
                 now=now,
@@ -500,6 +545,7 @@ class Controller:
                 "freeGpus": sum(max(f.gpus, 0) for f in self.cache.free(nodes)),
                 "placedReplicas": placed[name],
                 "pendingReplicas": pending[name],
+                "autoscaled": machine_type.spec.autoscaled or self._detected_autoscaled(machine_type),
             }
             current = self._machinetype_status.get(name) or (
                 machine_type.model_dump(by_alias=True, exclude_none=True, mode="json").get("status") or {})

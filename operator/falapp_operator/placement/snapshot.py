@@ -20,6 +20,7 @@ class TypeOption:
     gpus: int  # per replica; 0 on CPU types
     cpu_milli: int  # per replica
     memory_bytes: int  # per replica
+    autoscaled: bool = False  # nodes are added on demand: room whenever the autoscaler agrees
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class PodView:
     unschedulable_since: datetime | None = None  # PodScheduled=False/Unschedulable lastTransitionTime
     scheduler_message: str = ""
     scale_up_coming: bool = False  # TriggeredScaleUp / Nominated / nominatedNodeName, not since cancelled
+    scale_up_refused: bool = False  # the autoscaler's latest word: no node is coming (NotTriggerScaleUp,
+    # Karpenter's FailedScheduling)
     template: str = ""  # hash of the pod template it was created from
     current: bool = True  # runs its type's current template (False: an old revision, mid-rollout)
     revision: str = ""  # its ReplicaSet's pod-template-hash (a `kubectl rollout restart` changes only this)
@@ -57,6 +60,8 @@ class PodView:
         """When this pending pod counts as stuck on its type (None: not unschedulable)."""
         if not self.pending or self.unschedulable_since is None:
             return None
+        if self.scale_up_refused and not self.scale_up_coming:
+            return self.unschedulable_since  # the autoscaler said no: nothing to wait for
         wait = policy.unschedulable_timeout + (policy.scale_up_timeout if self.scale_up_coming else timedelta())
         return self.unschedulable_since + wait
 
@@ -137,15 +142,16 @@ class Room:
         self._free = {t: list(nodes) for t, nodes in free_by_type.items()}
 
     def has_room(self, option: TypeOption) -> bool:
-        return any(n.fits(option) for n in self._free.get(option.name, ()))
+        return option.autoscaled or any(n.fits(option) for n in self._free.get(option.name, ()))
 
     def take(self, option: TypeOption) -> bool:
+        """Room for one replica: on a node (taken), or on demand on an autoscaled type."""
         nodes = self._free.get(option.name, [])
         for i, node in enumerate(nodes):
             if node.fits(option):
                 nodes[i] = node.minus(option)
                 return True
-        return False
+        return option.autoscaled
 
 
 def after_claims(free: Sequence[NodeFree], claims: Iterable[Demand]) -> list[NodeFree]:

@@ -53,8 +53,9 @@ def children_state(deployments: Iterable[Mapping], owner_uid: str | None = None)
     return state
 
 
-def pod_view(pod: Mapping, scale_up_coming: bool, now: datetime) -> PodView:
-    """`scale_up_coming`: an autoscaler announced a node for this pod (its events, kept by the caller)."""
+def pod_view(pod: Mapping, scale_up_coming: bool, now: datetime, scale_up_refused: bool = False) -> PodView:
+    """`scale_up_coming` / `scale_up_refused`: an autoscaler's latest word on this pod (its events, kept by
+    the caller): a node is coming, or none will."""
     meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     scheduled = conditions.get("PodScheduled", {})
@@ -71,6 +72,7 @@ def pod_view(pod: Mapping, scale_up_coming: bool, now: datetime) -> PodView:
         unschedulable_since=(parse_time(scheduled.get("lastTransitionTime")) or now) if unschedulable else None,
         scheduler_message=scheduled.get("message", "") if unschedulable else "",
         scale_up_coming=bool(status.get("nominatedNodeName")) or scale_up_coming,
+        scale_up_refused=scale_up_refused,
         template=(meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION, ""),
         revision=(meta.get("labels") or {}).get("pod-template-hash", ""),
     )
