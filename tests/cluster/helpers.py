@@ -71,3 +71,19 @@ class Sampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+KARPENTER_POOL_LABEL = "karpenter.sh/nodepool"
+
+
+def pool_nodes(kctl: Kubectl, pool: str) -> list[dict]:
+    """Nodes Karpenter made for NodePool `pool` (not yet being deleted)."""
+    return [n for n in kctl.get("nodes", None, "-l", f"{KARPENTER_POOL_LABEL}={pool}")["items"]
+            if not n["metadata"].get("deletionTimestamp")]
+
+
+def pod_events(kctl: Kubectl, pod: str, source: str | None = None) -> list[dict]:
+    """Core events about a pod (Karpenter posts `Nominated` and `FailedScheduling` there), oldest first."""
+    selector = f"involvedObject.name={pod},involvedObject.kind=Pod" + (f",source={source}" if source else "")
+    items = kctl.get("events", None, "--field-selector", selector)["items"]
+    return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
