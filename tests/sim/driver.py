@@ -22,7 +22,7 @@ from falapp_operator.k8s.cache import COMING, ClusterCache
 from falapp_operator.placement import NodeFree, after_claims
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, plan
-from falapp_operator.reconcile.observe import children_state, pod_view
+from falapp_operator.reconcile.observe import children_state, made_by, pod_view
 from falapp_operator.reconcile.writes import DELETE_FIRST, Write, child_writes, status_changed
 from tests.sim.objects import NAMESPACE, TYPE_LABEL
 from tests.sim.world import World
@@ -121,7 +121,7 @@ def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str],
 def snapshot(world: World, app: App, apps: set[tuple[str, str]]) -> tuple[AppSnapshot, list[dict], list[dict]]:
     cache = build_cache(world)
     deployments = [d.body for d in world.deployments_of(app.name)]
-    pods = [p.body() for p in world.pods_of(app.name)]
+    pods = made_by([p.body() for p in world.pods_of(app.name)], deployments)
     now = world.now
     state = children_state(deployments, app.ref.uid)
     spec = app.validated()

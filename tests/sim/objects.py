@@ -145,7 +145,8 @@ class Pod:
             "metadata": {"name": self.name, "namespace": NAMESPACE, "uid": self.uid,
                          "labels": self.labels, "annotations": self.annotations,
                          "creationTimestamp": format_time(self.created),
-                         "ownerReferences": [{"kind": "ReplicaSet", "name": self.deployment}]},
+                         "ownerReferences": [{"kind": "ReplicaSet", "name": f"{self.deployment}-{self.revision}",
+                                              "controller": True}]},
             "spec": spec,
             "status": {"phase": "Running" if self.started else "Pending", "conditions": conditions},
         }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from falapp_operator.reconcile.children import AppRef, deployment_name
-from falapp_operator.reconcile.observe import children_state
+from falapp_operator.reconcile.observe import children_state, made_by
 from falapp_operator.reconcile.writes import name_conflict
 
 REF = AppRef("sdxl", "team-a", "uid-sdxl")
@@ -47,3 +47,20 @@ def test_only_deployments_the_app_controls_count() -> None:
     impostor = {**obj("fake", "uid-other"), "spec": {"replicas": 5}}
     impostor["metadata"]["labels"] = {"fal.ai/machine-type": "gpu-a100"}
     assert children_state([ours, impostor], "uid-sdxl").counts == {"gpu-h100": 2}
+
+
+def labelled_pod(name: str, owner: dict | None, revision: str = "5d8f") -> dict:
+    return {"metadata": {"name": name, "labels": {"fal.ai/app": "sdxl", "pod-template-hash": revision},
+                         "ownerReferences": [owner] if owner else []}}
+
+
+def test_only_pods_the_apps_replicasets_made_are_its_replicas() -> None:
+    deployments = [{"metadata": {"name": "sdxl-gpu-h100-a1b2c3"}}]
+    rs = {"kind": "ReplicaSet", "name": "sdxl-gpu-h100-a1b2c3-5d8f", "controller": True}
+    ours = labelled_pod("sdxl-gpu-h100-a1b2c3-5d8f-x1", rs)
+    decoy = labelled_pod("decoy", None)  # made by hand with the app's labels
+    other_rs = labelled_pod("other", {**rs, "name": "someone-else-5d8f"})
+    wrong_hash = labelled_pod("stale", rs, revision="9999")
+    not_controller = labelled_pod("adopted", {**rs, "controller": False})
+    assert [p["metadata"]["name"] for p in made_by([ours, decoy, other_rs, wrong_hash, not_controller],
+                                                   deployments)] == [ours["metadata"]["name"]]

@@ -62,6 +62,9 @@ class Attempt(StatusModel):
         max_length=MAX_MESSAGE,
         description="The scheduler's last message or other detail (truncated to 1024 characters).",
     )
+    replicas: int | None = Field(
+        None, ge=1, description="How many replicas made this move together (absent: one)."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -36,7 +36,7 @@ from falapp_operator.placement import Move, NodeFree, after_claims
 from falapp_operator.placement.eligibility import resolve
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, invalid, plan
-from falapp_operator.reconcile.observe import children_state, controller_uid, pod_view
+from falapp_operator.reconcile.observe import children_state, controller_uid, made_by, pod_view
 from falapp_operator.reconcile.writes import (
     child_writes,
     name_conflict,
@@ -358,7 +358,7 @@ class Controller:
         try:
             labelled = await self.api.list_app_deployments(namespace, ref.selector)
             deployments = [d for d in labelled if controller_uid(d) == ref.uid]
-            pods = await self.api.list_app_pods(namespace, ref.selector)
+            pods = made_by(await self.api.list_app_pods(namespace, ref.selector), deployments)
             now = self.api.clock.now()
             state = children_state(deployments, ref.uid)
             snap = AppSnapshot(

@@ -219,14 +219,22 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
     attempts = list(snap.status.get("attempts") or [])
     events: list[Event] = []
     stuck_since = {p.machine_type: p.unschedulable_since for p in live if p.unschedulable_since}
+    # the same move made by several replicas in one step is one entry and one event (a burst of a
+    # hundred replicas falling back must not push the history out, nor flood the namespace's events)
+    groups: dict[tuple, list] = {}
     for tr in decision.transitions:
-        if tr.move in (Move.SCALED_UP, Move.SCALED_DOWN):
-            continue
+        if tr.move not in (Move.SCALED_UP, Move.SCALED_DOWN):
+            groups.setdefault((tr.move, tr.from_type, tr.to_type), []).append(tr)
+    for same in groups.values():
+        tr, count = same[0], len(same)
         src, dst = display.get(tr.from_type or "", tr.from_type), display.get(tr.to_type or "", tr.to_type)
-        start = tr.start or (stuck_since.get(tr.from_type or "") if tr.move == Move.FELL_BACK else None)
+        starts = [t.start or (stuck_since.get(t.from_type or "") if t.move == Move.FELL_BACK else None) for t in same]
+        start = min((s for s in starts if s is not None), default=None)
         tried = dst if tr.move == Move.PROBE_FAILED else src or dst
         entry = {"machineType": tried, "start": format_time(start or snap.now), "end": format_time(snap.now),
                  "outcome": tr.move.value, "message": (tr.message or "")[:1024]}
+        if count > 1:
+            entry["replicas"] = count
         if start is None or not any(_same_attempt(a, entry) for a in attempts):  # not when decided again
             attempts.append(entry)
         kind, reason = EVENT_REASONS.get(tr.move, ("Normal", tr.move.value))
@@ -240,6 +248,8 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
             Move.DRAIN_STARTED: f"{src} is no longer listed: started a replica on {dst} first",
             Move.DRAINED: f"removed a replica from unlisted {src}",
         }.get(tr.move, tr.move.value)
+        if count > 1:
+            text = f"{count} replicas: {text}"
         events.append(Event(kind, reason, text))
     attempts = attempts[-MAX_ATTEMPTS:]
 

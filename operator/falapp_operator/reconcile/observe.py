@@ -35,6 +35,23 @@ def controller_uid(obj: Mapping) -> str | None:
     return next((r.get("uid") for r in refs if r.get("controller")), None)
 
 
+def made_by(pods: Iterable[Mapping], deployments: Iterable[Mapping]) -> list[dict]:
+    """The pods these Deployments' ReplicaSets made: controlled by a ReplicaSet named
+    `<deployment>-<the pod's pod-template-hash>`. Another pod carrying the app's labels (anyone who may
+    create pods can make one) is no replica of the app."""
+    names = {d["metadata"]["name"] for d in deployments}
+    out = []
+    for pod in pods:
+        meta = pod["metadata"]
+        owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+        revision = (meta.get("labels") or {}).get("pod-template-hash", "")
+        if (owner is not None and owner.get("kind") == "ReplicaSet" and revision
+                and owner.get("name", "").removesuffix(f"-{revision}") in names
+                and owner.get("name", "").endswith(f"-{revision}")):
+            out.append(pod)
+    return out
+
+
 def children_state(deployments: Iterable[Mapping], owner_uid: str | None = None) -> ChildrenState:
     """`owner_uid`: only Deployments this FalApp controls count (another object may carry its labels)."""
     state = ChildrenState()
