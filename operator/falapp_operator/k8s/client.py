@@ -263,8 +263,10 @@ class KubeApi:
         return await self._get(f"Service {namespace}/{name}", self.core.read_namespaced_service, name, namespace)
 
     # --- writes ------------------------------------------------------------------------------------
-    async def apply(self, body: Mapping) -> dict:
-        """Server-side apply of a Deployment or Service we own; returns the object as applied."""
+    async def apply(self, body: Mapping, create: bool = False) -> dict:
+        """Server-side apply of a Deployment or Service we own; returns the object as applied. `create`:
+        it was absent a moment ago; then fields someone else set meanwhile are a conflict (409), not
+        taken over by force."""
         self._wrote("apply")
         meta = body["metadata"]
         if body["kind"] == "Deployment":
@@ -274,7 +276,7 @@ class KubeApi:
         else:
             raise ValueError(f"cannot apply {body['kind']}")
         return await self._call(f"{body['kind']} {meta['namespace']}/{meta['name']}", call, meta["name"],
-                                meta["namespace"], body, field_manager=self.field_manager, force=True,
+                                meta["namespace"], body, field_manager=self.field_manager, force=not create,
                                 _content_type=APPLY)
 
     async def resize_unlisted(self, namespace: str, name: str, body: Mapping) -> None:

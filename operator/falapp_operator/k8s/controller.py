@@ -495,7 +495,7 @@ class Controller:
                 await self.api.patch_falapp_status(namespace, ref.name, write.body)
                 status.update(write.body)  # a refusal further on builds on what is recorded now
             elif write.kind == "apply":
-                applied[write.name] = object_version(await self.api.apply(write.body))
+                applied[write.name] = object_version(await self.api.apply(write.body, write.create))
             elif write.kind == "mark":
                 await self.api.mark_pod_for_deletion(namespace, write.name)
             elif write.kind == "resize_unlisted":
@@ -505,7 +505,7 @@ class Controller:
         if result.service is not None:
             if service is None or needs_apply(service, result.service, self.settings.field_manager,
                                               applied.get(ref.name)):
-                applied[ref.name] = object_version(await self.api.apply(result.service))
+                applied[ref.name] = object_version(await self.api.apply(result.service, create=service is None))
         await self._write_status(namespace, ref.name, status, result.status)
         self._post_events(ref, result)
 

@@ -32,6 +32,7 @@ class Write:
     name: str  # object name (pod name for "mark")
     # "apply": the desired object; "resize_unlisted", "history" (of the FalApp's status): a merge patch
     body: Mapping | None = None
+    create: bool = False  # "apply" of an object not there when planned: no force (a conflict, not a takeover)
 
 
 def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Mapping], pods: Sequence[Mapping],
@@ -49,7 +50,7 @@ def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Mapp
     growing = [d for d in changed if d["spec"]["replicas"] >= _replicas(live.get(d["metadata"]["name"]))]
     writes = [Write("history", ref.name, plan.history)] if plan.history and status_changed(status or {},
                                                                                             plan.history) else []
-    writes += [Write("apply", d["metadata"]["name"], d) for d in growing]
+    writes += [Write("apply", d["metadata"]["name"], d, create=d["metadata"]["name"] not in live) for d in growing]
     writes += [Write("mark", name) for name in plan.mark_for_deletion if name not in marked]
     writes += [Write("apply", d["metadata"]["name"], d) for d in changed if d not in growing]
     writes += [Write("resize_unlisted", children.deployment_name(ref.name, t), children.resize_patch(n))
