@@ -35,7 +35,8 @@ FALAPP_VERBS = "get,list,watch,create,update,patch,delete"
 def policy(kubectl: Kubectl, crds, tools: Path) -> None:  # noqa: F811
     """The chart's FalApp policies (tenancy, entitlements) and their bindings on the rig, in force;
     removed afterwards."""
-    docs = [d for d in render(tools, "--set", f"tenancy.allowedPriorityClasses={{{ALLOWED_PRIORITY}}}")
+    docs = [d for d in render(tools, "--set", f"tenancy.allowedPriorityClasses={{{ALLOWED_PRIORITY}}}",
+                              "--set", "tenancy.podMetadataKeys={example.com/,app.kubernetes.io/part-of}")
             if d["kind"] in POLICY_KINDS]
     names = sorted(d["metadata"]["name"] for d in of_kind(docs, "ValidatingAdmissionPolicy"))
     assert names == ["falapp-operator-falapp-entitlements", "falapp-operator-falapp-tenancy"], names
@@ -188,6 +189,14 @@ POLICY_ATTACKS = {
         {"automountServiceAccountToken": True},
         "spec.automountServiceAccountToken: user {who} may not create pods in namespace {ns}, so may not mount "
         "the token of serviceaccount default", ("create", "pods", None)),
+    "podLabels-joining-another-service": Attack(
+        {"podLabels": {"app.kubernetes.io/part-of": "search", "app": "web"}},
+        "spec.podLabels[app]: user {who} may not create pods in namespace {ns}, so may only set the pod label "
+        "keys allowed for FalApps", ("create", "pods", None)),
+    "podAnnotations-cni-network": Attack(
+        {"podAnnotations": {"k8s.v1.cni.cncf.io/networks": "kube-system/host-rdma"}},
+        "spec.podAnnotations[k8s.v1.cni.cncf.io/networks]: user {who} may not create pods in namespace {ns}, "
+        "so may only set the pod annotation keys allowed for FalApps", ("create", "pods", None)),
     "priorityClass-system-node-critical": Attack(
         {"priorityClassName": "system-node-critical"},
         "spec.priorityClassName: priority class system-node-critical is not allowed for FalApps "
