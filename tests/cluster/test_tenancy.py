@@ -39,7 +39,8 @@ def policy(kubectl: Kubectl, crds, tools: Path) -> None:  # noqa: F811
                               "--set", "tenancy.podMetadataKeys={example.com/,app.kubernetes.io/part-of}")
             if d["kind"] in POLICY_KINDS]
     names = sorted(d["metadata"]["name"] for d in of_kind(docs, "ValidatingAdmissionPolicy"))
-    assert names == ["falapp-operator-falapp-entitlements", "falapp-operator-falapp-tenancy"], names
+    assert names == ["falapp-operator-falapp-entitlements", "falapp-operator-falapp-tenancy",
+                     "falapp-operator-operator-pod-writes"], names
     assert sorted(d["spec"]["policyName"] for d in of_kind(docs, "ValidatingAdmissionPolicyBinding")) == names
     kubectl.apply(docs)
     kubectl.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
@@ -386,3 +387,27 @@ def test_tenant_app_pods_meet_restricted_pod_security(kubectl: Kubectl, kctl: Ku
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     refusals = [e["message"] for e in kctl.get("events")["items"] if e["reason"] == "FailedCreate"]
     assert not refusals, refusals
+
+
+def test_the_operators_account_may_only_mark_pods_for_deletion(kctl: Kubectl, namespace: str, policy):
+    """The chart's third policy: the operator's ServiceAccount may set a pod's pod-deletion-cost and
+    nothing else, so its credentials cannot swap an image or relabel a pod."""
+    operator = "system:serviceaccount:falapp-system:falapp-operator"
+    kctl.run("create", "role", "pod-patcher", "--verb=get,patch", "--resource=pods")
+    kctl.run("create", "rolebinding", "pod-patcher", "--role=pod-patcher", f"--user={operator}")
+    kctl.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "victim", "labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "c", "image": "registry.example.com/db:1"}]}})
+    as_operator = kctl.as_user(operator)
+    wait_until(lambda: as_operator.run("auth", "can-i", "patch", "pods", check=False).returncode == 0,
+               timeout=30, message="the operator's role in force")
+    mark = '{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"-1000"}}}'
+    as_operator.run("patch", "pod", "victim", "--type=merge", "-p", mark)
+    for kind, patch in (("strategic", '{"spec":{"containers":[{"name":"c","image":"evil.example.com/miner:1"}]}}'),
+                        ("merge", '{"metadata":{"labels":{"app":"web"}}}'),
+                        ("merge", '{"metadata":{"annotations":{"sidecar.istio.io/inject":"false"}}}')):
+        answer = as_operator.run("patch", "pod", "victim", f"--type={kind}", "-p", patch, check=False)
+        assert answer.returncode != 0, patch
+        assert "may only set a pod's controller.kubernetes.io/pod-deletion-cost annotation" in answer.stderr, answer
+    pod = kctl.get("pod", "victim")
+    assert pod["spec"]["containers"][0]["image"] == "registry.example.com/db:1"
+    assert pod["metadata"]["labels"] == {"app": "db"}
