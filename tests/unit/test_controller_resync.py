@@ -172,8 +172,15 @@ async def test_a_type_whose_nodes_a_nodepool_makes_counts_as_autoscaled():
             "spec": {"requirements": [{"key": "nvidia.com/gpu.count", "operator": "In", "values": ["8"]}],
                      "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]}}}}
         controller.nodepool_event(pool, deleted=False)
-        assert autoscaled() == {"gpu-h100"} and len(controller.queue) >= 1
-        controller.nodepool_event(pool, deleted=True)
+        assert autoscaled() == {"gpu-h100"} and ("app", "team-a", "llm") in controller.queue._queued
+        # an untainted pool makes nodes CPU types could use too: only a declaration makes those autoscaled
+        controller.nodepool_event({"metadata": {"name": "general"}, "spec": {"template": {}}}, deleted=False)
+        assert autoscaled() == {"gpu-h100"}
+        # a type declared not autoscaled stays so, whatever the pools
+        declared = controller.catalogue["gpu-h100"].model_dump(by_alias=True, exclude_none=True, mode="json")
+        declared["spec"]["autoscaled"] = False
+        controller.machinetype_event(declared, deleted=False)
         assert autoscaled() == set()
+        controller.nodepool_event(pool, deleted=True)
     finally:
         await controller.stop()

@@ -559,3 +559,48 @@ AUTOSCALED_FIRST = (replace(option(H100), autoscaled=True), option(A100))
 ], ids=lambda c: c.id)
 def test_autoscaled(case: Case) -> None:
     test_decide(case)
+
+
+@pytest.mark.parametrize("case", [
+    Case(id="autoscaled/a-refusal-on-fixed-nodes-is-no-reason-to-move-early", options=AUTOSCALED_FIRST, replicas=1,
+         counts={A100: 1}, pods=[stuck_pod("a1", A100, since=NOW - s(3), scale_up_refused=True)],
+         want_counts={A100: 1}, want_requeue_at=NOW - s(3) + s(60)),
+    Case(id="autoscaled/a-pending-replica-moves-up-only-to-room-on-a-node", options=AUTOSCALED_FIRST, replicas=1,
+         counts={A100: 1}, pods=[pod("a1", A100, bound=False)], want_counts={A100: 1}),
+    Case(id="autoscaled/new-replicas-skip-a-pool-that-just-refused", options=AUTOSCALED_FIRST, replicas=2,
+         counts={A100: 1}, pods=[pod("a1", A100, ready=True)], free={A100: [node()]},
+         attempts=(Attempt(H100, Move.FELL_BACK, NOW - s(10), MSG, NOW - s(20)),),
+         want_counts={A100: 2}, want_moves=[Move.SCALED_UP], want_requeue_at=NOW + s(50)),
+], ids=lambda c: c.id)
+def test_autoscaled_answers(case: Case) -> None:
+    test_decide(case)
+
+
+def test_two_refusing_pools_make_one_round_then_wait() -> None:
+    """[H100, H200] both autoscaled, A100 fixed and full; every pool refuses each pod 3 s after it is
+    made. Stepping the planner every 5 s for two hours: the replica tries each type once, then waits on
+    the preferred one (it was: a lap every few minutes, for ever)."""
+    h200 = "gpu-h200"
+    options = (replace(option(H100), autoscaled=True), replace(option(h200), autoscaled=True), option(A100))
+    autoscaled = {H100, h200}
+    now, counts, pods, attempts, moves, seq = NOW, {}, [], [], [], 0
+    for _ in range(2 * 3600 // 5):
+        views = tuple(PodView(p, t, created, unschedulable_since=created + s(1) if now >= created + s(1) else None,
+                              scheduler_message=MSG, scale_up_refused=t in autoscaled and now >= created + s(3))
+                      for p, t, created in pods)
+        got = decide(options, 1, Policy(), Observed(counts, None, views, {}, tuple(attempts)), {A100: []}, now)
+        for tr in got.transitions:
+            if tr.move == Move.FELL_BACK:
+                moves.append((tr.from_type, tr.to_type))
+                attempts = [*attempts, Attempt(tr.from_type, tr.move, now, MSG, tr.start)][-20:]
+        # the ReplicaSets catch up: pods marked go first, new ones are made for the new counts
+        kept = [p for p in pods if p[0] not in got.delete_first]
+        for t, n in got.counts.items():
+            have = [p for p in kept if p[1] == t]
+            for _ in range(n - len(have)):
+                seq += 1
+                kept.append((f"p{seq}", t, now))
+        pods = [p for p in kept if p[1] in got.counts]
+        counts = dict(got.counts)
+        now += s(5)
+    assert moves == [(H100, h200), (h200, A100), (A100, H100)], moves

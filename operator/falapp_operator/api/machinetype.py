@@ -100,12 +100,13 @@ class MachineTypeSpec(ApiModel):
         "(needs gpu.nvencEngines > 0).",
     )
 
-    autoscaled: bool = Field(
-        False,
+    autoscaled: bool | None = Field(
+        None,
         description="Nodes of the type are added on demand (cluster-autoscaler, a Karpenter NodePool): the type "
         "is tried in preference order even when no node has room, and the autoscaler's answer decides (a node "
-        "announced: wait up to scaleUpTimeout; refused: the next type at once). A type whose node selection "
-        "matches a Karpenter NodePool's template counts as autoscaled without it (status.autoscaled).",
+        "announced: wait up to scaleUpTimeout; refused: the next type at once). Absent: a GPU type whose node "
+        "selection matches (and tolerations allow) a Karpenter NodePool's template counts as autoscaled "
+        "(status.autoscaled); false: never.",
     )
     namespace_selector: LabelSelector | None = Field(
         None,

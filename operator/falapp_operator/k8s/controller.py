@@ -208,7 +208,10 @@ class Controller:
         return self._placement_catalogue
 
     def _detected_autoscaled(self, machine_type: MachineType) -> bool:
-        return not machine_type.spec.autoscaled and any(pool.of_type(machine_type) for pool in self.nodepools.values())
+        """Unless declared either way, a GPU type whose nodes a NodePool makes (a CPU type would match
+        every untainted pool: only a declaration makes it autoscaled)."""
+        return (machine_type.spec.autoscaled is None and machine_type.spec.is_gpu
+                and any(pool.of_type(machine_type) for pool in self.nodepools.values()))
 
     def nodepool_event(self, body: Mapping, deleted: bool) -> None:
         """A Karpenter NodePool appeared, changed or went: which types are autoscaled may have changed."""
@@ -545,7 +548,7 @@ class Controller:
                 "freeGpus": sum(max(f.gpus, 0) for f in self.cache.free(nodes)),
                 "placedReplicas": placed[name],
                 "pendingReplicas": pending[name],
-                "autoscaled": machine_type.spec.autoscaled or self._detected_autoscaled(machine_type),
+                "autoscaled": bool(machine_type.spec.autoscaled) or self._detected_autoscaled(machine_type),
             }
             current = self._machinetype_status.get(name) or (
                 machine_type.model_dump(by_alias=True, exclude_none=True, mode="json").get("status") or {})

@@ -54,7 +54,7 @@ def type_option(spec: FalAppSpec, machine_type: MachineType) -> TypeOption:
                       else f"spec.numGpus: {per} x the {what} per GPU of {name}")
             raise ValueError(f"{source}: a replica's {what} request on {name} is too large for Kubernetes")
     return TypeOption(name=machine_type.metadata.name, display=name, gpus=gpus, cpu_milli=cpu_milli,
-                      memory_bytes=memory, autoscaled=machine_type.spec.autoscaled)
+                      memory_bytes=memory, autoscaled=bool(machine_type.spec.autoscaled))
 
 
 def why_not(spec: FalAppSpec, machine_type: MachineType) -> str | None:

@@ -98,7 +98,11 @@ class _Planner:
         self.replicas = replicas
         self.policy = policy
         self.now = now
-        self.pods = [p for p in observed.pods if not p.terminating]
+        autoscaled = {o.name for o in options if o.autoscaled}
+        # an autoscaler's refusal only cuts the wait on a type whose nodes it makes (on fixed nodes it
+        # says nothing: Karpenter and cluster-autoscaler comment on every pending pod)
+        self.pods = [p if not p.scale_up_refused or p.machine_type in autoscaled else replace(p, scale_up_refused=False)
+                     for p in observed.pods if not p.terminating]
         self.room = Room(free)
         counts = {t: n for t, n in observed.counts.items() if n > 0}
         self.observed_counts = dict(counts)
@@ -195,7 +199,10 @@ class _Planner:
         self.decision.transitions.append(Transition(move, from_type, to_type, message, start))
 
     def first_with_room(self, exclude: str | None = None, before_rank: int | None = None,
-                        allow_cooling: bool = True, allow_backoff: bool = True) -> TypeOption | None:
+                        allow_cooling: bool = True, allow_backoff: bool = True,
+                        on_demand: bool = True) -> TypeOption | None:
+        """The most preferred type with room on a node, or (`on_demand`) an autoscaled type to ask, unless
+        it refused lately (cooling down) or a probe there failed (backing off)."""
         for rank, option in enumerate(self.options):
             if before_rank is not None and rank >= before_rank:
                 break
@@ -203,7 +210,10 @@ class _Planner:
                 continue
             if not allow_backoff and self.backing_off(option.name):
                 continue
-            if self.room.take(option):
+            if self.room.take(option, on_demand=False):
+                return option
+            if on_demand and option.autoscaled and option.name not in self.cooling and not self.backing_off(
+                    option.name) and self.room.take(option):
                 return option
         return None
 
@@ -411,7 +421,8 @@ class _Planner:
                         self.unblock_rollout(option, pod)
                     continue
                 # not back to a type just left: the scheduler said no there, whatever the view says
-                target = self.first_with_room(exclude=option.name, allow_cooling=False)
+                # (room on a node only: an autoscaled type is asked in the round below, once a round)
+                target = self.first_with_room(exclude=option.name, allow_cooling=False, on_demand=False)
                 if target is None:
                     d.insufficient[option.display] = pod.scheduler_message
                     target = self.next_in_round(option.name, pod)
@@ -457,7 +468,9 @@ class _Planner:
             if self.movable(pod.machine_type) <= 0:
                 continue
             rank = self.rank(pod.machine_type)
-            target = self.first_with_room(before_rank=rank, allow_cooling=False)
+            # room on a node only: an autoscaled type is asked by a make-before-break probe (with
+            # back-off) or in the round of a stuck replica, not each time a replica is pending
+            target = self.first_with_room(before_rank=rank, allow_cooling=False, on_demand=False)
             if target is None and pod.machine_type not in self.by_name:
                 target = self.options[0]
             if target is not None:

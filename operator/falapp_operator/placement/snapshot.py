@@ -144,14 +144,15 @@ class Room:
     def has_room(self, option: TypeOption) -> bool:
         return option.autoscaled or any(n.fits(option) for n in self._free.get(option.name, ()))
 
-    def take(self, option: TypeOption) -> bool:
-        """Room for one replica: on a node (taken), or on demand on an autoscaled type."""
+    def take(self, option: TypeOption, on_demand: bool = True) -> bool:
+        """Room for one replica: on a node (taken), or, with `on_demand`, on an autoscaled type (its
+        autoscaler is asked)."""
         nodes = self._free.get(option.name, [])
         for i, node in enumerate(nodes):
             if node.fits(option):
                 nodes[i] = node.minus(option)
                 return True
-        return option.autoscaled
+        return on_demand and option.autoscaled
 
 
 def after_claims(free: Sequence[NodeFree], claims: Iterable[Demand]) -> list[NodeFree]:
