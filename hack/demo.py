@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rigs import autoscaled_env  # hack/ is this script's directory
+
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = REPO / "hack" / "cluster.sh"
 NAMESPACE = "falapp-demo"
@@ -42,17 +44,6 @@ SCALER = {
              "numGpus": 8, "replicas": POOL_LIMIT,
              "fallback": {"unschedulableTimeout": "5s", "scaleUpTimeout": "3m"}},
 }
-
-
-def autoscaled_env() -> dict[str, str]:
-    """The second cluster's state and ports, as the Karpenter cluster tests choose them: FALAPP_STATE +
-    "-autoscaled" and the API/etcd ports + 1 (FALAPP_AUTOSCALED_API_PORT / _ETCD_PORT override)."""
-    state = os.environ.get("FALAPP_STATE") or str(REPO / ".state" / "cluster")
-    api = int(os.environ.get("FALAPP_API_PORT", "16443"))
-    etcd = int(os.environ.get("FALAPP_ETCD_PORT", "23790"))
-    return {**os.environ, "FALAPP_STATE": f"{state}-autoscaled",
-            "FALAPP_API_PORT": os.environ.get("FALAPP_AUTOSCALED_API_PORT", str(api + 1)),
-            "FALAPP_ETCD_PORT": os.environ.get("FALAPP_AUTOSCALED_ETCD_PORT", str(etcd + 1))}
 
 
 def env_prefix(env: dict[str, str]) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from hack.rigs import autoscaled_env
 from tests.cluster.builders import falapp
 from tests.cluster.conftest import OperatorProcess
 from tests.cluster.helpers import (
@@ -46,15 +47,6 @@ H100_OBJ, A100_OBJ = "gpu-h100", "gpu-a100"
 NODE_REMOVAL = 150
 
 
-def _rig_env() -> dict[str, str]:
-    state = os.environ.get("FALAPP_STATE") or str(REPO / ".state" / "cluster")
-    api = int(os.environ.get("FALAPP_API_PORT", "16443"))
-    etcd = int(os.environ.get("FALAPP_ETCD_PORT", "23790"))
-    return {**os.environ, "FALAPP_STATE": f"{state}-autoscaled",
-            "FALAPP_API_PORT": os.environ.get("FALAPP_AUTOSCALED_API_PORT", str(api + 1)),
-            "FALAPP_ETCD_PORT": os.environ.get("FALAPP_AUTOSCALED_ETCD_PORT", str(etcd + 1))}
-
-
 def _cluster(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(CLUSTER), *args], env=env, check=check, capture_output=True, text=True)
 
@@ -62,7 +54,7 @@ def _cluster(env: dict[str, str], *args: str, check: bool = True) -> subprocess.
 @pytest.fixture(scope="module")
 def ak() -> Kubectl:
     """Admin kubectl for the autoscaled cluster; starts it (Karpenter included) unless it runs."""
-    env = _rig_env()
+    env = autoscaled_env()
     started = False
     if _cluster(env, "status", check=False).returncode != 0:
         up = _cluster(env, "up", "--fleet", str(FLEET), check=False)

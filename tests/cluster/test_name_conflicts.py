@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from falapp_operator.reconcile.children import deployment_name
 from tests.cluster.builders import falapp
-from tests.cluster.helpers import events_for, wait_condition, wait_placement
+from tests.cluster.conftest import settle
+from tests.cluster.helpers import app_pods, events_for, wait_condition, wait_placement
 from tests.kube import Kubectl, condition, wait_until
 
 PORTS = [{"name": "http", "containerPort": 8000}]
@@ -63,3 +64,30 @@ def test_deployment_of_the_same_name_is_not_taken_over(kctl: Kubectl, namespace:
     squat = kctl.get("deployment", name)
     assert squat["spec"]["replicas"] == 0 and squat["spec"]["selector"] == {"matchLabels": {"x": "squatter"}}
     assert not squat["metadata"].get("ownerReferences")
+
+
+def test_a_pod_carrying_the_apps_labels_is_no_replica_of_it(kctl: Kubectl, namespace: str, running_operator,
+                                                            pools):
+    """A stuck pod someone made by hand with the app's labels would, if counted, make the app fall back
+    and report it in status; only pods of the app's own ReplicaSets count."""
+    gpu, spare = pools.machine_type("own"), pools.machine_type("spare")
+    pools.add_node("own", gpus=8)
+    pools.add_node("spare", gpus=8)
+    kctl.apply(falapp("owned", [gpu, spare], gpus=1))
+    [replica] = wait_placement(kctl, "owned", {gpu.lower(): 1}, timeout=60)
+    wait_condition(kctl, "falapp", "owned", "Ready", "True", timeout=60)
+    kctl.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "decoy", "labels": {
+        "fal.ai/app": "owned", "fal.ai/machine-type": gpu.lower()},
+        "annotations": replica["metadata"]["annotations"]},
+        "spec": {"nodeSelector": {"no-such-label": "x"},
+                 "containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"nvidia.com/gpu": "1"},
+                                                                             "limits": {"nvidia.com/gpu": "1"}}}]}})
+    wait_until(lambda: (condition(kctl.get("pod", "decoy"), "PodScheduled") or {}).get("reason") == "Unschedulable",
+               timeout=30, message="the decoy is unschedulable")
+    # the app's unschedulableTimeout (3 s) passes several times over: nothing may move
+    settle(10)
+    assert not events_for(kctl, "owned", "FellBack")
+    replicas = [p["metadata"]["name"] for p in app_pods(kctl, "owned") if p["metadata"]["name"] != "decoy"]
+    assert replicas == [replica["metadata"]["name"]], "the app's replica was moved because of the decoy"
+    status = kctl.get("falapp", "owned")["status"]
+    assert status["replicas"] == 1 and condition(kctl.get("falapp", "owned"), "Ready")["status"] == "True", status

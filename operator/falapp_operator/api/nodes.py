@@ -55,17 +55,22 @@ class NodeSelectorRequirement(ApiModel):
 
     @model_validator(mode="after")
     def _values(self) -> NodeSelectorRequirement:
-        if self.operator in ("In", "NotIn") and not self.values:
-            raise ValueError("values must not be empty for operator In or NotIn")
-        if self.operator in ("Exists", "DoesNotExist") and self.values:
-            raise ValueError("values must be empty for operator Exists or DoesNotExist")
-        if self.operator in ("Gt", "Lt") and (len(self.values) != 1 or not _is_int(self.values[0])):
-            raise ValueError("values must be exactly one integer for operator Gt or Lt")
+        check_values(self.operator, self.values)
         return self
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether a node with these labels satisfies the requirement."""
         return requirement_matches(self.key, self.operator, self.values, labels)
+
+
+def check_values(operator: str, values: Sequence[str]) -> None:
+    """The values a requirement's operator needs (Python twin of the CEL rules on both kinds)."""
+    if operator in ("In", "NotIn") and not values:
+        raise ValueError("values must not be empty for operator In or NotIn")
+    if operator in ("Exists", "DoesNotExist") and values:
+        raise ValueError("values must be empty for operator Exists or DoesNotExist")
+    if operator in ("Gt", "Lt") and (len(values) != 1 or not _is_int(values[0])):
+        raise ValueError("values must be exactly one integer for operator Gt or Lt")
 
 
 def requirement_matches(key: str, operator: str, values: Sequence[str], labels: Mapping[str, str]) -> bool:
@@ -121,10 +126,7 @@ class LabelSelectorRequirement(ApiModel):
 
     @model_validator(mode="after")
     def _values(self) -> LabelSelectorRequirement:
-        if self.operator in ("In", "NotIn") and not self.values:
-            raise ValueError("values must not be empty for operator In or NotIn")
-        if self.operator in ("Exists", "DoesNotExist") and self.values:
-            raise ValueError("values must be empty for operator Exists or DoesNotExist")
+        check_values(self.operator, self.values)
         return self
 
     def matches(self, labels: Mapping[str, str]) -> bool:

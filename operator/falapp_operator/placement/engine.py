@@ -315,26 +315,26 @@ class _Planner:
             self.shift(surge.to_type, None)
             d.surge = None
             previous = d.probes.get(surge.to_type)
-            message = failed.scheduler_message if failed else self.uncreatable[surge.to_type]
-            # decided before, then the operator stopped before the children were written: counted once
-            counted = surge.since is not None and any(
+            failures = previous.failures if previous else 0
+            lost_race = failed is not None and failed.pending and not self.room.has_room(option)
+            if failed is None:
+                message = f"its pod cannot be created: {self.uncreatable[surge.to_type]}"
+            elif lost_race:  # the room it was started for is gone (another app took it): no penalty
+                message = f"lost the room to another pod: {failed.scheduler_message}"
+            elif not failed.pending:
+                timeout = format_duration(self.policy.startup_timeout)
+                message = failed.failing or f"not Ready {timeout} after it was scheduled"
+            else:
+                message = failed.scheduler_message
+            # decided before, and the operator stopped before the children were written: status has
+            # its back-off already
+            counted = previous is not None and surge.since is not None and any(
                 a.outcome == Move.PROBE_FAILED and a.machine_type == surge.to_type and a.start == surge.since
                 for a in self.attempts)
-            if counted and previous is not None:
-                pass
-            elif failed is not None and failed.pending and not self.room.has_room(option):
-                # the room it was started for is gone (another app took it): try again soon, no penalty
-                failures = previous.failures if previous else 0
+            if lost_race:
                 d.probes[surge.to_type] = ProbeBackoff(failures, self.now + self.policy.unschedulable_timeout)
-                message = f"lost the room to another pod: {message}"
-            else:
-                failures = (previous.failures if previous else 0) + 1
-                d.probes[surge.to_type] = ProbeBackoff(failures, self.now + probe_backoff(failures))
-                if failed is not None and not failed.pending:
-                    timeout = format_duration(self.policy.startup_timeout)
-                    message = failed.failing or f"not Ready {timeout} after it was scheduled"
-                elif failed is None:
-                    message = f"its pod cannot be created: {message}"
+            elif not counted:
+                d.probes[surge.to_type] = ProbeBackoff(failures + 1, self.now + probe_backoff(failures + 1))
             self.record(Move.PROBE_FAILED, surge.from_type, surge.to_type, message, surge.since)
             return
         # done when the type has all its replicas, the extra one included, and they are Ready, and
