@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, MachineType
 from falapp_operator.k8s.cache import COMING, ClusterCache
 from falapp_operator.placement import NodeFree, after_claims
+from falapp_operator.placement.eligibility import candidate_types
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, plan
 from falapp_operator.reconcile.observe import children_state, made_by, pod_view
@@ -106,15 +107,13 @@ def _pending_claims(cache: ClusterCache, apps: set[tuple[str, str]], exclude: tu
 
 def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str],
              apps: set[tuple[str, str]]) -> dict[str, list[NodeFree]]:
-    """Controller._free_for: free room per listed type, less other apps' pending pods."""
+    """Controller._free_for: free room per candidate type, less other apps' pending pods."""
     out = {}
     claims = _pending_claims(cache, apps, app)
-    for listed in spec.machine_types:
-        machine_type = next((m for m in CATALOGUE if m.matches(listed)), None)
-        if machine_type is not None:
-            name = machine_type.metadata.name
-            free = cache.free(cache.nodes_of_type(machine_type, spec.requires_nvenc))
-            out[name] = after_claims(free, claims[name]) if name in claims else free
+    for machine_type in candidate_types(spec, CATALOGUE):
+        name = machine_type.metadata.name
+        free = cache.free(cache.nodes_of_type(machine_type, spec.requires_nvenc))
+        out[name] = after_claims(free, claims[name]) if name in claims else free
     return out
 
 

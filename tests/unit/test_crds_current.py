@@ -138,7 +138,10 @@ def test_falapp_crd_shape() -> None:
     assert columns["Reason"]["priority"] == 1 and columns["Age"]["type"] == "date"
     schema = version["schema"]["openAPIV3Schema"]
     spec = schema["properties"]["spec"]
-    assert schema["required"] == ["spec"] and set(spec["required"]) == {"image", "machineTypes"}
+    # machineTypes may be left out when gpuMemory is set (a CEL rule of the spec says so)
+    assert schema["required"] == ["spec"] and set(spec["required"]) == {"image"}
+    assert any(r["rule"] == "has(self.machineTypes) || has(self.gpuMemory)" for r in spec["x-kubernetes-validations"])
+    assert columns["Candidates"]["priority"] == 1 and columns["Candidates"]["jsonPath"] == ".status.candidates"
     props = spec["properties"]
     assert props["replicas"]["default"] == 1 and props["requiresNvenc"]["default"] is False
     assert props["fallback"]["default"] == {}
@@ -179,7 +182,7 @@ def test_machinetype_crd_shape() -> None:
     [version] = crd["spec"]["versions"]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns[:6] == ["Display", "GPUs-Per-Replica", "Nodes", "Free-GPUs", "Placed", "Pending"]
+    assert columns[:7] == ["Display", "VRAM", "GPUs-Per-Replica", "Nodes", "Free-GPUs", "Placed", "Pending"]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["required"] == ["resources"]
     assert spec["properties"]["gpu"]["properties"]["resourceName"]["default"] == "nvidia.com/gpu"

@@ -173,6 +173,44 @@ Quantity = Annotated[
 as strings."""
 
 
+GPU_MEMORY_MIN = "1Mi"
+GPU_MEMORY_MAX = "16Ti"  # 16 GPUs (the most a replica may use) of 1Ti each: far beyond any GPU
+GPU_MEMORY_MESSAGE = (
+    f"gpuMemory must be between {GPU_MEMORY_MIN} and {GPU_MEMORY_MAX} (the VRAM one replica needs, e.g. 60Gi)"
+)
+
+
+def _check_gpu_memory(value: str) -> str:
+    _check_quantity(value)
+    if not parse_quantity(GPU_MEMORY_MIN) <= parse_quantity(value) <= parse_quantity(GPU_MEMORY_MAX):
+        raise ValueError(GPU_MEMORY_MESSAGE)
+    return value
+
+
+GpuMemory = Annotated[
+    str,
+    BeforeValidator(_number_to_str),
+    AfterValidator(_check_gpu_memory),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "pattern": QUANTITY,
+            "maxLength": 64,
+            "x-kubernetes-validations": [
+                # guarded so a malformed value reports only the pattern error
+                cel(
+                    "!isQuantity(string(self)) || "
+                    f"(quantity(string(self)).compareTo(quantity('{GPU_MEMORY_MIN}')) >= 0 && "
+                    f"quantity(string(self)).compareTo(quantity('{GPU_MEMORY_MAX}')) <= 0)",
+                    GPU_MEMORY_MESSAGE,
+                )
+            ],
+        }
+    ),
+]
+"""VRAM a replica needs: a quantity between GPU_MEMORY_MIN and GPU_MEMORY_MAX."""
+
+
 def duration_type(minimum: str, maximum: str) -> Any:
     """A Go-style duration string bounded to [minimum, maximum], checked by pydantic and by CEL."""
     lo, hi = parse_duration(minimum), parse_duration(maximum)

@@ -12,6 +12,8 @@ from pydantic.alias_generators import to_camel
 from falapp_operator.api.common import (
     API_VERSION,
     DNS1123_SUBDOMAIN,
+    GPU_MEMORY_MAX,
+    GPU_MEMORY_MIN,
     GROUP,
     LABEL_VALUE,
     MACHINE_TYPE_NAME,
@@ -20,6 +22,7 @@ from falapp_operator.api.common import (
     VERSION,
     ApiModel,
     AppToleration,
+    GpuMemory,
     ObjectMeta,
     cel,
     check_map_keys,
@@ -142,6 +145,14 @@ def _check_annotations(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+MACHINE_TYPES_OR_GPU_MEMORY = "machineTypes is required unless gpuMemory is set"
+SPLIT_NEEDS_MEMORY = "splitAcrossGpus needs gpuMemory (the VRAM one replica needs)"
+NUM_GPUS_WITH_MEMORY = (
+    "numGpus may only be 1 with gpuMemory (one GPU holds the model); set splitAcrossGpus: true to spread "
+    "it over several GPUs"
+)
+NUM_GPUS_WITH_SPLIT = "numGpus may not be set with splitAcrossGpus: the GPU count is chosen per machine type"
+
 _SPEC_RULES = x_validations(
     cel(
         "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && "
@@ -166,6 +177,13 @@ _SPEC_RULES = x_validations(
         "requiresNvenc needs a GPU: numGpus may not be 0",
         field_path=".numGpus",
     ),
+    cel("has(self.machineTypes) || has(self.gpuMemory)", MACHINE_TYPES_OR_GPU_MEMORY, field_path=".machineTypes"),
+    cel("!has(self.splitAcrossGpus) || !self.splitAcrossGpus || has(self.gpuMemory)", SPLIT_NEEDS_MEMORY,
+        field_path=".splitAcrossGpus"),
+    cel("!has(self.gpuMemory) || !has(self.numGpus) || self.numGpus == 1", NUM_GPUS_WITH_MEMORY,
+        field_path=".numGpus"),
+    cel("!has(self.splitAcrossGpus) || !self.splitAcrossGpus || !has(self.numGpus)", NUM_GPUS_WITH_SPLIT,
+        field_path=".numGpus"),
 )
 
 
@@ -175,11 +193,14 @@ class FalAppSpec(ApiModel):
     model_config = ConfigDict(json_schema_extra=_SPEC_RULES)
 
     image: str = Field(min_length=1, max_length=1024, description="Container image of the app.")
-    machine_types: Annotated[list[MachineTypeName], AfterValidator(_unique_machine_types)] = Field(
+    machine_types: Annotated[list[MachineTypeName], AfterValidator(_unique_machine_types)] | None = Field(
+        None,
         min_length=1,
         max_length=MAX_MACHINE_TYPES,
         description="Machine types the app may run on, most preferred first (1..8, unique, "
-        "case-insensitive), e.g. [GPU-H100, GPU-A100]. Each names a MachineType by its name or displayName.",
+        "case-insensitive), e.g. [GPU-H100, GPU-A100]. Each names a MachineType by its name or displayName. "
+        "Required unless gpuMemory is set; with gpuMemory the list keeps its order and every listed type "
+        "must fit the model.",
         json_schema_extra=x_validations(
             cel(
                 "self.all(x, self.filter(y, y.lowerAscii() == x.lowerAscii()).size() == 1)",
@@ -193,6 +214,20 @@ class FalAppSpec(ApiModel):
         le=16,
         description="GPUs per replica. Absent means 1 on GPU types and 0 on CPU types; "
         "0 means CPU types only.",
+    )
+    gpu_memory: GpuMemory | None = Field(
+        None,
+        description=f"VRAM one replica needs, e.g. 60Gi ({GPU_MEMORY_MIN}..{GPU_MEMORY_MAX}). Without "
+        "machineTypes the candidates are the GPU machine types whose VRAM fits it, smallest first (ties: "
+        "spec.price of the MachineType, then name; at most 8). Without splitAcrossGpus the model must fit "
+        "one GPU and a replica gets one GPU (numGpus may be absent or 1).",
+    )
+    split_across_gpus: bool | None = Field(
+        None,
+        description="With gpuMemory: the model may be spread over several GPUs of one type. Per type a "
+        "replica gets the smallest of 1, 2, 4, 8 or 16 GPUs (at most the type's gpu.maxGpusPerReplica) "
+        "whose VRAM together fits gpuMemory; candidates are ordered by that total VRAM, then fewer GPUs. "
+        "numGpus may not be set.",
     )
     replicas: int = Field(1, ge=0, le=1000, description="Wanted number of replicas (scale subresource).")
     requires_nvenc: bool = Field(
@@ -303,6 +338,14 @@ class FalAppSpec(ApiModel):
                 raise ValueError(f"{name}.successThreshold must be 1")
         if self.requires_nvenc and self.num_gpus == 0:
             raise ValueError("requiresNvenc needs a GPU: numGpus may not be 0")
+        if self.machine_types is None and self.gpu_memory is None:
+            raise ValueError(MACHINE_TYPES_OR_GPU_MEMORY)
+        if self.split_across_gpus and self.gpu_memory is None:
+            raise ValueError(SPLIT_NEEDS_MEMORY)
+        if self.gpu_memory is not None and self.num_gpus not in (None, 1):
+            raise ValueError(NUM_GPUS_WITH_MEMORY)
+        if self.split_across_gpus and self.num_gpus is not None:
+            raise ValueError(NUM_GPUS_WITH_SPLIT)
         return self
 
 
@@ -351,6 +394,10 @@ FALAPP = ResourceInfo(
         PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         PrinterColumn(
             "Reason", "string", '.status.conditions[?(@.type=="Ready")].reason', "Ready reason.", priority=1
+        ),
+        PrinterColumn(
+            "Candidates", "string", ".status.candidates", "Machine types in order, GPUs x VRAM per replica.",
+            priority=1,
         ),
     ),
     scale=(".spec.replicas", ".status.replicas", ".status.selector"),

@@ -43,7 +43,11 @@ class GpuSpec(ApiModel):
         description="Extended resource a replica requests, one per GPU.",
     )
     max_gpus_per_replica: int = Field(ge=1, le=16, description="Most GPUs one replica may use (numGpus).")
-    vram: Quantity | None = Field(None, description="Memory of one GPU, e.g. 80Gi.")
+    vram: Quantity | None = Field(
+        None,
+        description="Memory of one GPU, e.g. 80Gi. FalApps choosing by spec.gpuMemory only consider types "
+        "that declare it.",
+    )
     nvenc_engines: int = Field(0, ge=0, le=64, description="Hardware video encoders (NVENC) per GPU.")
     nvdec_engines: int = Field(0, ge=0, le=64, description="Hardware video decoders (NVDEC) per GPU.")
 
@@ -100,6 +104,12 @@ class MachineTypeSpec(ApiModel):
         "(needs gpu.nvencEngines > 0).",
     )
 
+    price: Quantity | None = Field(
+        None,
+        description="Price of one GPU (per replica on CPU types), in any unit used across the catalogue, "
+        "e.g. 2.49. When FalApps choose by spec.gpuMemory it breaks ties between types of equal VRAM: the "
+        "cheaper first, types without a price after priced ones.",
+    )
     autoscaled: bool | None = Field(
         None,
         description="Nodes of the type are added on demand (cluster-autoscaler, a Karpenter NodePool): the type "
@@ -281,14 +291,15 @@ MACHINETYPE = ResourceInfo(
     categories=("fal",),
     printer_columns=(
         PrinterColumn("Display", "string", ".spec.displayName", "Name users write."),
+        PrinterColumn("VRAM", "string", ".spec.gpu.vram", "Memory per GPU."),
         PrinterColumn("GPUs-Per-Replica", "integer", ".spec.gpu.maxGpusPerReplica", "Most GPUs per replica."),
         PrinterColumn("Nodes", "integer", ".status.nodes", "Ready matching nodes."),
         PrinterColumn("Free-GPUs", "integer", ".status.freeGpus", "Unrequested GPUs."),
         PrinterColumn("Placed", "integer", ".status.placedReplicas", "Replicas on the type."),
         PrinterColumn("Pending", "integer", ".status.pendingReplicas", "Replicas waiting for the type."),
         PrinterColumn("Autoscaled", "boolean", ".status.autoscaled", "Nodes added on demand."),
-        PrinterColumn("VRAM", "string", ".spec.gpu.vram", "Memory per GPU.", priority=1),
         PrinterColumn("NVENC", "integer", ".spec.gpu.nvencEngines", "Video encoders per GPU.", priority=1),
+        PrinterColumn("Price", "string", ".spec.price", "Price per GPU (ties between equal VRAM).", priority=1),
         PrinterColumn(
             "Namespaces",
             "string",

@@ -39,6 +39,9 @@ class Placement(StatusModel):
     machine_type: str = Field(max_length=63, description="Machine type, as written in spec.machineTypes.")
     replicas: int = Field(0, ge=0, description="Replicas placed on this type.")
     ready_replicas: int = Field(0, ge=0, description="Of those, replicas that are Ready.")
+    gpus_per_replica: int | None = Field(
+        None, ge=0, description="GPUs each replica requests on this type (0 on CPU types)."
+    )
     since: Timestamp | None = Field(None, description="When replicas were first placed on this type.")
     reason: str | None = Field(
         None,
@@ -103,6 +106,13 @@ class FalAppStatus(StatusModel):
         None, description="Label selector of the app's pods (scale subresource, HPA)."
     )
     machines: str | None = Field(None, description="Summary of placements, e.g. GPU-H100x1,GPU-A100x2.")
+    candidates: str | None = Field(
+        None,
+        max_length=1024,
+        description="The machine types the app may use, most preferred first, each with the GPUs a replica "
+        "gets there and their VRAM, e.g. GPU-RTX5090(2x32Gi),GPU-H100(1x80Gi): spec.machineTypes as "
+        "resolved against the catalogue, or the types chosen by spec.gpuMemory.",
+    )
     placements: list[Placement] = Field(
         default_factory=list,
         max_length=MAX_MACHINE_TYPES * 2,

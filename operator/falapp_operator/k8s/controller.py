@@ -33,7 +33,7 @@ from falapp_operator.k8s.cache import (
 from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.workqueue import WorkQueue
 from falapp_operator.placement import Move, NodeFree, after_claims
-from falapp_operator.placement.eligibility import resolve
+from falapp_operator.placement.eligibility import candidate_types, resolve
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, invalid, plan
 from falapp_operator.reconcile.observe import children_state, controller_uid, made_by, pod_view
@@ -406,16 +406,14 @@ class Controller:
 
     # --- capacity, as this app may use it ------------------------------------------------------------
     def _free_for(self, spec: FalAppSpec, app: tuple[str, str]) -> dict[str, list[NodeFree]]:
-        """Free room per listed type, less what other apps' replicas already claim there: their pending
+        """Free room per candidate type, less what other apps' replicas already claim there: their pending
         pods and the replicas they just asked for (so freed room is promised to one app at a time)."""
         out = {}
         claims = self._claims(exclude=app)
-        for listed in spec.machine_types:
-            machine_type = next((m for m in self.catalogue.values() if m.matches(listed)), None)
-            if machine_type is not None:
-                name = machine_type.metadata.name
-                free = self._free_of(machine_type, spec.requires_nvenc)
-                out[name] = after_claims(free, claims[name]) if name in claims else free
+        for machine_type in candidate_types(spec, self.catalogue.values()):
+            name = machine_type.metadata.name
+            free = self._free_of(machine_type, spec.requires_nvenc)
+            out[name] = after_claims(free, claims[name]) if name in claims else free
         return out
 
     def _claims(self, exclude: tuple[str, str]) -> dict[str, list[Requests]]:

@@ -1,4 +1,10 @@
-"""Which of an app's listed machine types can host it, judged against the catalogue (pure).
+"""Which machine types can host an app, judged against the catalogue (pure).
+
+The candidates are the app's listed `machineTypes`, in their order, or, with `gpuMemory` and no list,
+the GPU types whose VRAM fits the model: smallest (total) VRAM first, then fewer GPUs, then the cheaper
+(`spec.price`), then by name; at most MAX_MACHINE_TYPES of them. `gpuMemory` also sets the GPUs a replica
+gets on each type: one (the model must fit one GPU), or with `splitAcrossGpus` the smallest of
+SPLIT_GPU_COUNTS (up to the type's maxGpusPerReplica) whose VRAM together holds it.
 
 Besides what each type can host, the catalogue decides three things a schema cannot:
 - entitlements: a listed type whose `namespaceSelector` does not select the app's namespace makes the
@@ -12,10 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from falapp_operator.api import FalAppSpec, MachineType
-from falapp_operator.api.units import cpu_millis, memory_bytes
+from falapp_operator.api.common import MAX_MACHINE_TYPES
+from falapp_operator.api.machinetype import GpuSpec
+from falapp_operator.api.units import cpu_millis, memory_bytes, parse_quantity
 from falapp_operator.placement.snapshot import TypeOption
+
+# GPUs a replica may get when its model is split across GPUs: powers of two, as tensor parallelism
+# divides a model's attention heads and layers evenly
+SPLIT_GPU_COUNTS = (1, 2, 4, 8, 16)
 
 
 @dataclass(frozen=True)
@@ -27,9 +40,69 @@ class Resolution:
 
 
 def gpus_per_replica(spec: FalAppSpec, machine_type: MachineType) -> int:
+    """GPUs a replica asks for on the type: numGpus (absent: 1), or with gpuMemory what fits (0: none does)."""
     if machine_type.spec.gpu is None:
         return 0
+    if spec.gpu_memory is not None:
+        return gpus_to_fit(spec, machine_type) or 0
     return 1 if spec.num_gpus is None else spec.num_gpus
+
+
+def vram_of(machine_type: MachineType) -> int | None:
+    """Bytes of VRAM of one GPU of the type, None when it declares none (or is a CPU type)."""
+    gpu = machine_type.spec.gpu
+    return memory_bytes(gpu.vram) if gpu is not None and gpu.vram is not None else None
+
+
+def gpus_to_fit(spec: FalAppSpec, machine_type: MachineType) -> int | None:
+    """The fewest GPUs of the type whose VRAM holds spec.gpuMemory, or None when none allowed does."""
+    vram, gpu = vram_of(machine_type), machine_type.spec.gpu
+    if vram is None or gpu is None or spec.gpu_memory is None:
+        return None
+    need = memory_bytes(spec.gpu_memory)
+    counts = SPLIT_GPU_COUNTS if spec.split_across_gpus else (1,)
+    return next((n for n in counts if n <= gpu.max_gpus_per_replica and n * vram >= need), None)
+
+
+def why_not_fit(spec: FalAppSpec, machine_type: MachineType) -> str | None:
+    """Why the type's GPUs cannot hold spec.gpuMemory, or None."""
+    name, gpu = machine_type.display_name, machine_type.spec.gpu
+    if gpu is None:
+        return f"{name} is a CPU type but gpuMemory is {spec.gpu_memory}"
+    if gpu.vram is None:
+        return f"{name} declares no gpu.vram, so gpuMemory {spec.gpu_memory} cannot be checked"
+    if gpus_to_fit(spec, machine_type) is not None:
+        return None
+    if not spec.split_across_gpus:
+        return f"{name} has {gpu.vram} per GPU, less than gpuMemory {spec.gpu_memory}"
+    most = max(n for n in SPLIT_GPU_COUNTS if n <= gpu.max_gpus_per_replica)
+    return (f"{name} holds at most {most} x {gpu.vram} per replica (gpu.maxGpusPerReplica "
+            f"{gpu.max_gpus_per_replica}), less than gpuMemory {spec.gpu_memory}")
+
+
+def _price_key(machine_type: MachineType, gpus: int) -> tuple[int, Decimal]:
+    """Sort key of a replica's price on the type: priced types (cheaper first) before unpriced ones."""
+    price = machine_type.spec.price
+    return (0, parse_quantity(price) * gpus) if price is not None else (1, Decimal(0))
+
+
+def by_vram(spec: FalAppSpec, catalogue: Iterable[MachineType]) -> tuple[list[tuple[MachineType, int]], dict[str, str]]:
+    """(GPU types that fit spec.gpuMemory with the GPUs a replica gets there, in preference order;
+    why each other GPU type does not fit)."""
+    fitting: list[tuple[tuple, MachineType, int]] = []
+    unfit: dict[str, str] = {}
+    for machine_type in catalogue:
+        if not machine_type.is_gpu:
+            continue
+        gpus = gpus_to_fit(spec, machine_type)
+        if gpus is None:
+            unfit[machine_type.display_name] = why_not_fit(spec, machine_type) or ""
+            continue
+        vram = vram_of(machine_type) or 0
+        key = (gpus * vram, gpus, _price_key(machine_type, gpus), machine_type.display_name)
+        fitting.append((key, machine_type, gpus))
+    fitting.sort(key=lambda entry: entry[0])
+    return [(m, gpus) for _, m, gpus in fitting], unfit
 
 
 REQUEST_MAX = 2**63 - 1  # Kubernetes compares cpu in millicores and memory in bytes as int64
@@ -39,6 +112,7 @@ def type_option(spec: FalAppSpec, machine_type: MachineType) -> TypeOption:
     """The requests one replica makes on the type. Raises ValueError (naming the field) when they cannot
     be computed or do not fit a Kubernetes request."""
     gpus = gpus_per_replica(spec, machine_type)
+    field = "spec.gpuMemory" if spec.gpu_memory is not None else "spec.numGpus"
     per = max(gpus, 1)  # catalogue cpu/memory are per GPU on GPU types, per replica on CPU types
     cpu = spec.resources.cpu if spec.resources and spec.resources.cpu else None
     memory = spec.resources.memory if spec.resources and spec.resources.memory else None
@@ -51,7 +125,7 @@ def type_option(spec: FalAppSpec, machine_type: MachineType) -> TypeOption:
     for what, value in (("cpu", cpu_milli), ("memory", memory)):
         if value > REQUEST_MAX:
             source = (f"spec.resources.{what}" if getattr(spec.resources, what, None)
-                      else f"spec.numGpus: {per} x the {what} per GPU of {name}")
+                      else f"{field}: {per} x the {what} per GPU of {name}")
             raise ValueError(f"{source}: a replica's {what} request on {name} is too large for Kubernetes")
     return TypeOption(name=machine_type.metadata.name, display=name, gpus=gpus, cpu_milli=cpu_milli,
                       memory_bytes=memory, autoscaled=bool(machine_type.spec.autoscaled))
@@ -100,14 +174,17 @@ def owned_toleration(spec: FalAppSpec, catalogue: Iterable[MachineType]) -> str 
 
 def resolve(spec: FalAppSpec, catalogue: Iterable[MachineType], namespace: str = "",
             namespace_labels: Mapping[str, str] | None = None) -> Resolution:
-    """The listed types that can host the app, in preference order, or the problem that makes the spec
+    """The types that can host the app, in preference order, or the problem that makes the spec
     invalid. `namespace_labels` are the labels of the app's namespace (None: not known)."""
     catalogue = list(catalogue)
+    if spec.machine_types is None:
+        return _resolve_by_vram(spec, catalogue, namespace, namespace_labels)
     options: list[TypeOption] = []
     types: dict[str, MachineType] = {}
     skipped: dict[str, str] = {}
     unknown: list[str] = []
     refused: list[str] = []
+    unfit: list[str] = []
     oversized: list[str] = []
     for listed in spec.machine_types:
         machine_type = next((m for m in catalogue if m.matches(listed)), None)
@@ -117,6 +194,10 @@ def resolve(spec: FalAppSpec, catalogue: Iterable[MachineType], namespace: str =
         denied = not_available(machine_type, namespace, namespace_labels)
         if denied:
             refused.append(denied)
+            continue
+        too_small = why_not_fit(spec, machine_type) if spec.gpu_memory is not None else None
+        if too_small:
+            unfit.append(too_small)
             continue
         reason = why_not(spec, machine_type)
         if reason:
@@ -135,6 +216,8 @@ def resolve(spec: FalAppSpec, catalogue: Iterable[MachineType], namespace: str =
         problem = f"spec.machineTypes: unknown machine type(s) {', '.join(unknown)} (known: {known})"
     elif refused:
         problem = "spec.machineTypes: " + "; ".join(refused)
+    elif unfit:
+        problem = "spec.machineTypes: " + "; ".join(unfit)
     elif oversized:
         problem = oversized[0]
     elif not options:
@@ -142,3 +225,62 @@ def resolve(spec: FalAppSpec, catalogue: Iterable[MachineType], namespace: str =
     else:
         problem = owned_toleration(spec, catalogue)
     return Resolution(options=options if problem is None else [], types=types, skipped=skipped, problem=problem)
+
+
+def _largest(spec: FalAppSpec, catalogue: list[MachineType]) -> str:
+    """What the catalogue holds at most, for a gpuMemory nothing fits."""
+    sized = [(m.display_name, gpu) for m in catalogue if (gpu := m.spec.gpu) is not None and gpu.vram]
+    if not sized:
+        return "no GPU machine type declares gpu.vram"
+    if not spec.split_across_gpus:
+        name, gpu = max(sized, key=lambda entry: memory_bytes(entry[1].vram or "0"))
+        return (f"the most VRAM per GPU is {gpu.vram} on {name}; splitAcrossGpus: true spreads the model "
+                "over several GPUs")
+
+    def most(gpu: GpuSpec) -> int:
+        return max(n for n in SPLIT_GPU_COUNTS if n <= gpu.max_gpus_per_replica)
+    name, gpu = max(sized, key=lambda entry: most(entry[1]) * memory_bytes(entry[1].vram or "0"))
+    return (f"the most VRAM per replica is {most(gpu)} x {gpu.vram} on {name} "
+            f"(gpu.maxGpusPerReplica {gpu.max_gpus_per_replica})")
+
+
+def _resolve_by_vram(spec: FalAppSpec, catalogue: list[MachineType], namespace: str,
+                     namespace_labels: Mapping[str, str] | None) -> Resolution:
+    """Without machineTypes: the GPU types whose VRAM fits gpuMemory, among those the app may use."""
+    fitting, unfit = by_vram(spec, catalogue)
+    options: list[TypeOption] = []
+    types: dict[str, MachineType] = {}
+    skipped: dict[str, str] = {}
+    oversized: list[str] = []
+    for machine_type, _ in fitting:
+        if len(options) == MAX_MACHINE_TYPES:
+            break
+        reason = not_available(machine_type, namespace, namespace_labels) or why_not(spec, machine_type)
+        if reason:
+            skipped[machine_type.display_name] = reason
+            continue
+        try:
+            option = type_option(spec, machine_type)
+        except ValueError as exc:
+            oversized.append(str(exc))
+            continue
+        types[machine_type.metadata.name] = machine_type
+        options.append(option)
+    problem = None
+    if not options and fitting:
+        problem = (f"spec.gpuMemory: no machine type this app may use fits {spec.gpu_memory}: "
+                   + "; ".join([*skipped.values(), *oversized]))
+    elif not options:
+        problem = f"spec.gpuMemory: no machine type fits {spec.gpu_memory}: " + _largest(spec, catalogue)
+    else:
+        problem = owned_toleration(spec, catalogue)
+    return Resolution(options=options if problem is None else [], types=types, skipped=skipped, problem=problem)
+
+
+def candidate_types(spec: FalAppSpec, catalogue: Iterable[MachineType]) -> list[MachineType]:
+    """The types whose free room placement may look at for the app: the listed ones, or those whose VRAM
+    fits gpuMemory (before entitlements and NVENC are judged: room of a type it may not use is unused)."""
+    catalogue = list(catalogue)
+    if spec.machine_types is None:
+        return [machine_type for machine_type, _ in by_vram(spec, catalogue)[0]]
+    return [m for listed in spec.machine_types if (m := next((t for t in catalogue if t.matches(listed)), None))]

@@ -161,6 +161,8 @@ def invalid(ref: AppRef, generation: int, status: Mapping, problem: str, now: da
                        "readyReplicas": sum(p.ready for p in pods),
                        "conditions": _dump_conditions(conditions)})
     new_status.setdefault("machines", "")
+    if reason == "InvalidSpec":
+        new_status["candidates"] = ""  # nothing resolves: the old list would mislead
     events = []
     if previous is None or not previous.is_true or previous.message != problem:
         events.append(Event("Warning", reason, problem))
@@ -195,8 +197,25 @@ def _same_attempt(recorded: Mapping, entry: Mapping) -> bool:
     return all(recorded.get(k) == entry[k] for k in ("machineType", "start", "outcome"))
 
 
+def candidates_summary(resolution: Resolution) -> str:
+    """`GPU-RTX5090(2x32Gi),GPU-H100(1x80Gi)`: each candidate with a replica's GPUs and their VRAM."""
+    out = []
+    for option in resolution.options:
+        gpu = resolution.types[option.name].spec.gpu
+        if gpu is None:
+            out.append(option.display)
+        else:
+            out.append(f"{option.display}({option.gpus}x{gpu.vram})" if gpu.vram else
+                       f"{option.display}({option.gpus} GPU{'s' if option.gpus != 1 else ''})")
+    return ",".join(out)
+
+
 def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tuple[dict, list[Event]]:
     display = {o.name: o.display for o in resolution.options}
+    gpus = {o.name: o.gpus for o in resolution.options}
+    # where the app's GPU count is chosen per type (gpuMemory), events name it with the type
+    named = {t: f"{d} ({gpus[t]} GPU{'s' if gpus[t] != 1 else ''})" for t, d in display.items()
+             } if snap.spec.gpu_memory is not None else display
     live = [p for p in snap.pods if not p.terminating]
     ready_by_type: dict[str, int] = {}
     for p in live:
@@ -212,9 +231,11 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
     for t in in_use:
         name = display.get(t, t)
         reason = "Preferred" if t == preferred else ("Unlisted" if t not in display else "FellBack")
-        placements.append({"machineType": name, "replicas": decision.counts[t],
-                           "readyReplicas": ready_by_type.get(t, 0),
-                           "since": old_since.get(name) or format_time(snap.now), "reason": reason})
+        placement = {"machineType": name, "replicas": decision.counts[t], "readyReplicas": ready_by_type.get(t, 0),
+                     "since": old_since.get(name) or format_time(snap.now), "reason": reason}
+        if t in gpus:
+            placement["gpusPerReplica"] = gpus[t]
+        placements.append(placement)
 
     attempts = list(snap.status.get("attempts") or [])
     events: list[Event] = []
@@ -228,6 +249,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
     for same in groups.values():
         tr, count = same[0], len(same)
         src, dst = display.get(tr.from_type or "", tr.from_type), display.get(tr.to_type or "", tr.to_type)
+        src_named, dst_named = named.get(tr.from_type or "", src), named.get(tr.to_type or "", dst)
         starts = [t.start or (stuck_since.get(t.from_type or "") if t.move == Move.FELL_BACK else None) for t in same]
         start = min((s for s in starts if s is not None), default=None)
         tried = dst if tr.move == Move.PROBE_FAILED else src or dst
@@ -238,6 +260,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         if start is None or not any(_same_attempt(a, entry) for a in attempts):  # not when decided again
             attempts.append(entry)
         kind, reason = EVENT_REASONS.get(tr.move, ("Normal", tr.move.value))
+        src, dst = src_named, dst_named
         text = {
             Move.FELL_BACK: f"replica moved from {src} to {dst}: unschedulable on {src}: {tr.message}",
             Move.RETURNED: f"replica returned to {dst}; removed one from {src}",
@@ -245,8 +268,8 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
             Move.PROBE_STARTED: f"{dst} has room: started a replica there before removing one from {src}",
             Move.PROBE_FAILED: f"extra replica on {dst} failed; backing off: {tr.message}",
             Move.PLACED_PREFERRED: f"pending replica moved from {src} to {dst}, which has room",
-            Move.DRAIN_STARTED: f"{src} is no longer listed: started a replica on {dst} first",
-            Move.DRAINED: f"removed a replica from unlisted {src}",
+            Move.DRAIN_STARTED: f"{src} is no longer a candidate: started a replica on {dst} first",
+            Move.DRAINED: f"removed a replica from {src}, no longer a candidate",
         }.get(tr.move, tr.move.value)
         if count > 1:
             text = f"{count} replicas: {text}"
@@ -298,7 +321,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
                                message=stalled[2], observed_generation=gen, now=now)
     off_preferred = {t: n for t, n in decision.counts.items() if t != preferred}
     if off_preferred:
-        where = ", ".join(f"{n} on {display.get(t, t)}" for t, n in off_preferred.items())
+        where = ", ".join(f"{n} on {named.get(t, t)}" for t, n in off_preferred.items())
         surge = decision.surge
         returning = surge is not None and order.get(surge.to_type, len(order)) < order.get(
             surge.from_type or "", len(order))
@@ -317,6 +340,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         "readyReplicas": ready,
         "selector": snap.ref.selector,
         "machines": ",".join(f"{display.get(t, t)}x{decision.counts[t]}" for t in in_use),
+        "candidates": candidates_summary(resolution)[:1024],
         "placements": placements,
         "attempts": attempts,
         "probes": [{"machineType": display.get(t, t), "failures": b.failures,
