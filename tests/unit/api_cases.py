@@ -70,7 +70,25 @@ _HTTP = {"httpGet": {"path": "/healthz", "port": 8080}}
 BAD_FALAPPS: list[BadCase] = [
     BadCase("image-missing", falapp(image=None), "spec.image"),
     BadCase("image-empty", falapp(image=""), "spec.image"),
-    BadCase("machine-types-missing", falapp(machineTypes=None), "spec.machineTypes"),
+    BadCase("machine-types-missing", falapp(machineTypes=None), "spec.machineTypes",
+            "machineTypes is required unless gpuMemory is set"),
+    # choosing by VRAM (spec.gpuMemory)
+    BadCase("gpu-memory-zero", falapp(machineTypes=None, gpuMemory="0"), "spec.gpuMemory",
+            "gpuMemory must be between 1Mi and 16Ti"),
+    BadCase("gpu-memory-negative", falapp(machineTypes=None, gpuMemory="-60Gi"), "spec.gpuMemory"),
+    BadCase("gpu-memory-fraction-of-a-byte", falapp(machineTypes=None, gpuMemory="500m"), "spec.gpuMemory",
+            "gpuMemory must be between 1Mi and 16Ti"),
+    BadCase("gpu-memory-absurd", falapp(machineTypes=None, gpuMemory="100Ti"), "spec.gpuMemory",
+            "gpuMemory must be between 1Mi and 16Ti"),
+    BadCase("gpu-memory-not-a-quantity", falapp(machineTypes=None, gpuMemory="lots"), "spec.gpuMemory"),
+    BadCase("split-without-gpu-memory", falapp(splitAcrossGpus=True), "spec.splitAcrossGpus",
+            "splitAcrossGpus needs gpuMemory"),
+    BadCase("num-gpus-beside-gpu-memory", falapp(machineTypes=None, gpuMemory="60Gi", numGpus=2), "spec.numGpus",
+            "numGpus may only be 1 with gpuMemory"),
+    BadCase("num-gpus-zero-beside-gpu-memory", falapp(gpuMemory="60Gi", numGpus=0), "spec.numGpus",
+            "numGpus may only be 1 with gpuMemory"),
+    BadCase("num-gpus-with-split", falapp(machineTypes=None, gpuMemory="60Gi", splitAcrossGpus=True, numGpus=1),
+            "spec.numGpus", "numGpus may not be set with splitAcrossGpus"),
     BadCase("machine-types-empty", falapp(machineTypes=[]), "spec.machineTypes"),
     BadCase("machine-types-too-many", falapp(machineTypes=[f"T{i}" for i in range(9)]), "spec.machineTypes"),
     BadCase(
@@ -429,6 +447,7 @@ BAD_MACHINETYPES: list[BadCase] = [
     ),
     BadCase("namespace-selector-unknown-field", machinetype(namespaceSelector={"names": ["a"]}),
             "spec.namespaceSelector.names"),
+    BadCase("price-negative", machinetype(price="-2.49"), "spec.price"),
 ]
 
 
@@ -443,6 +462,10 @@ GOOD_FALAPPS: list[GoodCase] = [
     GoodCase("lower-case-types", falapp(machineTypes=["gpu-h100", "gpu-a100", "gpu-l40"])),
     GoodCase("eight-types", falapp(machineTypes=[f"T{i}" for i in range(8)])),
     GoodCase("cpu-only", falapp(machineTypes=["XS", "S"], numGpus=0, replicas=0)),
+    GoodCase("gpu-memory-only", falapp(machineTypes=None, gpuMemory="60Gi")),
+    GoodCase("gpu-memory-in-bytes", falapp(machineTypes=None, gpuMemory=64424509440)),
+    GoodCase("gpu-memory-split", falapp(machineTypes=None, gpuMemory="60Gi", splitAcrossGpus=True, replicas=3)),
+    GoodCase("gpu-memory-checks-the-list", falapp(gpuMemory="20Gi", numGpus=1, splitAcrossGpus=False)),
     GoodCase(
         "multi-gpu-nvenc", falapp(machineTypes=["GPU-L40"], numGpus=8, requiresNvenc=True, replicas=1000)
     ),
@@ -527,6 +550,7 @@ GOOD_FALAPPS: list[GoodCase] = [
 GOOD_MACHINETYPES: list[GoodCase] = [
     GoodCase("gpu", machinetype()),
     GoodCase("cpu", machinetype(name="cpu-big", gpu=None, nodeAffinity=None, displayName=None)),
+    GoodCase("priced", machinetype(price="2.49")),
     GoodCase(
         "namespace-selector",
         machinetype(
