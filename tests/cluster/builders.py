@@ -10,12 +10,15 @@ from tests.kube import Kubectl, wait_until
 POOL_LABEL = "fal.test/pool"
 
 
-def falapp(name: str, machine_types: list[str], *, gpus: int | None = 1, replicas: int = 1,
+def falapp(name: str, machine_types: list[str] | None, *, gpus: int | None = 1, replicas: int = 1,
            timeout: str = "3s", scale_up_timeout: str = "15m", return_to_preferred: bool = True,
            **spec) -> dict:
-    body = {"image": "registry.example.com/app:1", "machineTypes": machine_types, "replicas": replicas,
+    """A FalApp; `machine_types` None leaves the list out (the app chooses by spec.gpuMemory)."""
+    body = {"image": "registry.example.com/app:1", "replicas": replicas,
             "fallback": {"unschedulableTimeout": timeout, "scaleUpTimeout": scale_up_timeout,
                          "returnToPreferred": return_to_preferred}, **spec}
+    if machine_types is not None:
+        body["machineTypes"] = machine_types
     if gpus is not None:
         body["numGpus"] = gpus
     return {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp", "metadata": {"name": name}, "spec": body}
@@ -31,18 +34,19 @@ class PrivatePools:
     types: list[str] = field(default_factory=list)
 
     def machine_type(self, pool: str, *, max_gpus: int = 8, nvenc: int = 0, cpu: str = "1",
-                     memory: str = "1Gi") -> str:
-        """Create MachineType `<prefix>-<pool>`; returns the name to list in a FalApp."""
+                     memory: str = "1Gi", vram: str = "80Gi") -> str:
+        """Create (or update) MachineType `<prefix>-<pool>`; returns the name to list in a FalApp."""
         name = f"{self.prefix}-{pool}"
         self.kubectl.apply({
             "apiVersion": "fal.ai/v1alpha1", "kind": "MachineType", "metadata": {"name": name},
             "spec": {"displayName": name.upper(),
-                     "gpu": {"maxGpusPerReplica": max_gpus, "vram": "80Gi", "nvencEngines": nvenc},
+                     "gpu": {"maxGpusPerReplica": max_gpus, "vram": vram, "nvencEngines": nvenc},
                      "resources": {"cpu": cpu, "memory": memory},
                      "nodeSelector": {POOL_LABEL: name},
                      "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
         })
-        self.types.append(name)
+        if name not in self.types:
+            self.types.append(name)
         return name.upper()
 
     def add_node(self, pool: str, gpus: int = 8, ready: bool = True, pods: int = 110) -> str:
