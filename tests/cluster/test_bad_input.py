@@ -96,6 +96,15 @@ REFUSED = [
      "spec.resources.memory: Invalid value: \"2Pi\": must be at most 1P"),
     ("app-token-not-bool", with_(GOOD_APP, "spec.automountServiceAccountToken", "yes"),
      "spec.automountServiceAccountToken"),
+    ("app-gpu-memory-zero", with_(GOOD_APP, "spec.gpuMemory", "0"),
+     "spec.gpuMemory: Invalid value: \"0\": gpuMemory must be between 1Mi and 16Ti"),
+    ("app-gpu-memory-absurd", with_(GOOD_APP, "spec.gpuMemory", "64Ti"),
+     "spec.gpuMemory: Invalid value: \"64Ti\": gpuMemory must be between 1Mi and 16Ti"),
+    ("app-split-with-num-gpus", with_(with_(GOOD_APP, "spec.gpuMemory", "60Gi"), "spec.splitAcrossGpus", True),
+     "spec.numGpus: Invalid value: numGpus may not be set with splitAcrossGpus"),
+    ("app-neither-machine-types-nor-gpu-memory", with_(GOOD_APP, "spec.machineTypes", DELETE),
+     "spec.machineTypes: Invalid value: machineTypes is required unless gpuMemory is set"),
+    ("type-negative-price", with_(GOOD_TYPE, "spec.price", "-1"), "spec.price"),
     ("type-namespace-selector-operator", with_(GOOD_TYPE, "spec.namespaceSelector", {
         "matchExpressions": [{"key": "team", "operator": "Gt", "values": ["1"]}]}),
      "spec.namespaceSelector.matchExpressions[0].operator"),
@@ -140,6 +149,10 @@ STALLED = [
     ("nvenc-without-encoders", {"machineTypes": ["GPU-H100", "GPU-A100"], "requiresNvenc": True},
      ["spec.machineTypes", "NVENC"]),
     ("gpus-on-cpu-types", {"machineTypes": ["M", "L"], "numGpus": 1}, ["spec.machineTypes", "CPU type"]),
+    ("gpu-memory-fits-no-type", {"machineTypes": None, "gpuMemory": "300Gi"},
+     ["spec.gpuMemory: no machine type fits 300Gi", "192Gi on GPU-B200", "splitAcrossGpus"]),
+    ("gpu-memory-too-big-for-a-listed-type", {"machineTypes": ["GPU-H200", "GPU-H100"], "gpuMemory": "100Gi"},
+     ["spec.machineTypes", "GPU-H100 has 80Gi per GPU, less than gpuMemory 100Gi"]),
 ]
 
 
