@@ -1,0 +1,414 @@
+"""What the benchmarks share: the local cluster (kubectl, bulk creates, raw watches), fake GPU nodes and
+MachineTypes, the operator as a child process (metrics, RSS, CPU), and the control plane's CPU use.
+
+Bulk creates and watches go straight to the API server with the async client and plain JSON (no
+models), so a benchmark measures the operator and the control plane, not kubectl or model parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import aiohttp
+from kubernetes_asyncio import client, config
+
+REPO = Path(__file__).resolve().parent.parent
+CLUSTER = REPO / "hack" / "cluster.sh"
+DOCS = REPO / "docs"
+POOL_LABEL = "fal.test/pool"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+COMPONENTS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
+PLURALS = {"Node": "nodes", "Namespace": "namespaces", "Deployment": "deployments", "Pod": "pods",
+           "FalApp": "falapps", "MachineType": "machinetypes"}
+RETRIED = {429, 500, 502, 503, 504}
+
+
+def sh(*args: str, input: str | None = None) -> str:
+    done = subprocess.run(args, input=input, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(args[:4])} ... failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def load() -> str:
+    """The machine's load averages (1, 5, 15 min), as `uptime` prints them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def state_dir() -> Path:
+    """The running rig's state directory (FALAPP_STATE, as hack/cluster.sh reads it)."""
+    return Path(os.environ.get("FALAPP_STATE") or REPO / ".state" / "cluster")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat utime and stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+
+
+class ControlPlaneCPU:
+    """CPU seconds the rig's components (API server, etcd, controller manager, scheduler, KWOK) spend
+    between two readings: where the time of a run goes outside the operator."""
+
+    def __init__(self):
+        pids = state_dir() / "pids"
+        self.pids = {c: int((pids / f"{c}.pid").read_text()) for c in COMPONENTS if (pids / f"{c}.pid").exists()}
+
+    def read(self) -> dict[str, float]:
+        return {c: cpu_seconds(pid) for c, pid in self.pids.items()}
+
+    @staticmethod
+    def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {c: round(after[c] - before[c], 1) for c in before if c in after}
+
+
+# --- objects -------------------------------------------------------------------------------------------
+
+
+def machine_type(name: str, pool: str) -> dict:
+    """A GPU MachineType selecting the fake nodes of `pool` (label fal.test/pool) and tolerating their taint."""
+    return {"apiVersion": "fal.ai/v1alpha1", "kind": "MachineType", "metadata": {"name": name},
+            "spec": {"gpu": {"maxGpusPerReplica": 8, "vram": "80Gi"}, "resources": {"cpu": "1", "memory": "1Gi"},
+                     "nodeSelector": {POOL_LABEL: pool}, "tolerations": [GPU_TOLERATION]}}
+
+
+def fake_node(name: str, pool: str, gpus: int = 8, pods: int = 110) -> dict:
+    """A KWOK node of `pool` with `gpus` GPUs (tainted, as GPU nodes are) and room for `pods` pods."""
+    alloc = {"cpu": "256", "memory": "2Ti", "pods": str(pods), "nvidia.com/gpu": str(gpus)}
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
+                         "labels": {POOL_LABEL: pool, "type": "kwok"}},
+            "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+            "status": {"allocatable": alloc, "capacity": alloc}}
+
+
+def falapp(name: str, namespace: str, types: list[str], replicas: int, timeout_s: float | None = None) -> dict:
+    """A one-GPU FalApp preferring `types` in order; `timeout_s`: its unschedulableTimeout, never returning."""
+    spec: dict = {"image": "registry.example.com/app:1", "machineTypes": types, "numGpus": 1, "replicas": replicas}
+    if timeout_s is not None:
+        spec["fallback"] = {"unschedulableTimeout": f"{timeout_s:g}s", "returnToPreferred": False}
+    return {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp", "metadata": {"name": name, "namespace": namespace},
+            "spec": spec}
+
+
+def plain_deployment(name: str, namespace: str, pool: str, replicas: int) -> dict:
+    """What the scheduler alone places: a Deployment with the pod a one-GPU app gets on `pool`'s type
+    (its node selector, toleration and requests), no operator involved."""
+    requests = {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "1"}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"bench/app": name}},
+                     "template": {"metadata": {"labels": {"bench/app": name}},
+                                  "spec": {"nodeSelector": {POOL_LABEL: pool}, "tolerations": [GPU_TOLERATION],
+                                           "containers": [{"name": "app", "image": "registry.example.com/app:1",
+                                                           "resources": {"requests": requests,
+                                                                         "limits": {"memory": "1Gi",
+                                                                                    "nvidia.com/gpu": "1"}}}]}}}}
+
+
+def pod_ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def app_ready(app: dict) -> bool:
+    return pod_ready(app)  # a FalApp's Ready condition has the same shape
+
+
+# --- the cluster ---------------------------------------------------------------------------------------
+
+
+class Cluster:
+    """The rig hack/cluster.sh runs (FALAPP_STATE / FALAPP_API_PORT select it): kubectl, and an async
+    client for bulk creates, deletes and watches."""
+
+    def __init__(self):
+        self.kubeconfig = sh(str(CLUSTER), "kubeconfig").strip()
+        self.kubectl = [str(Path(sh(str(CLUSTER), "bindir").strip()) / "kubectl"), "--kubeconfig", self.kubeconfig]
+        self.api: client.ApiClient | None = None
+
+    def k(self, *args: str, input: str | None = None) -> str:
+        return sh(*self.kubectl, *args, input=input)
+
+    def install_crds(self) -> None:
+        """The project's CRDs, as the repository has them (the operator under test expects its own)."""
+        self.k("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+        self.k("wait", "--for=condition=Established", "--timeout=60s", "crd/falapps.fal.ai", "crd/machinetypes.fal.ai")
+
+    def apply(self, objects: list[dict]) -> None:
+        """One server-side `kubectl apply` of a multi-document stream (small setups)."""
+        self.k("apply", "--server-side", "-f", "-", input="\n".join(json.dumps(o) for o in objects))
+
+    async def __aenter__(self) -> Cluster:
+        cfg = client.Configuration()
+        await config.load_kube_config(config_file=self.kubeconfig, client_configuration=cfg)
+        cfg.connection_pool_maxsize = 64
+        self.api = client.ApiClient(cfg)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.api.close()
+
+    @staticmethod
+    def path(api_version: str, kind: str, namespace: str | None = None, name: str | None = None) -> str:
+        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        path = f"{prefix}/namespaces/{namespace}/{PLURALS[kind]}" if namespace else f"{prefix}/{PLURALS[kind]}"
+        return f"{path}/{name}" if name else path
+
+    async def request(self, method: str, path: str, body: dict | None = None, query: Iterable = (),
+                      ok: Iterable[int] = ()) -> dict:
+        """One API call with plain JSON; retries throttling, server errors and dropped connections; raises
+        on any other refusal unless its status is in `ok`."""
+        for attempt in range(8):
+            try:
+                response = await self.api.call_api(path, method, query_params=list(query), body=body,
+                                                   header_params={"Content-Type": "application/json"},
+                                                   _preload_content=False, _request_timeout=120)
+                try:
+                    data = await response.read()
+                    if response.status < 300 or response.status in ok:
+                        return json.loads(data) if data else {}
+                    if response.status not in RETRIED:
+                        raise RuntimeError(f"{method} {path}: {response.status} {data[:300].decode(errors='replace')}")
+                finally:
+                    response.release()
+            except (aiohttp.ClientError, TimeoutError):
+                if attempt == 7:
+                    raise
+            await asyncio.sleep(0.2 * 2 ** attempt)
+        raise RuntimeError(f"{method} {path}: still refused after 8 tries")
+
+    async def create(self, objects: list[dict], concurrency: int = 32) -> None:
+        """POST every object, `concurrency` at a time (the API server takes them in parallel; kubectl
+        sends one after another)."""
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(obj: dict) -> None:
+            async with limit:
+                meta = obj["metadata"]
+                await self.request("POST", self.path(obj["apiVersion"], obj["kind"], meta.get("namespace")), obj)
+
+        await asyncio.gather(*(one(o) for o in objects))
+
+    async def delete_all(self, api_version: str, kind: str, namespace: str | None = None, selector: str = "",
+                         grace: int | None = None, concurrency: int = 32) -> None:
+        """DELETE every object the selector picks, `concurrency` at a time (the API server's own
+        deletecollection deletes one after another)."""
+        query = [("labelSelector", selector)] if selector else []
+        names = [o["metadata"]["name"] for o in (await self.request("GET", self.path(api_version, kind, namespace),
+                                                                    query=query))["items"]]
+        options = [("gracePeriodSeconds", str(grace))] if grace is not None else []
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(name: str) -> None:
+            async with limit:
+                await self.request("DELETE", self.path(api_version, kind, namespace, name), query=options, ok={404})
+
+        await asyncio.gather(*(one(n) for n in names))
+
+    async def count(self, api_version: str, kind: str, namespace: str | None = None, selector: str = "") -> int:
+        query = [("labelSelector", selector)] if selector else []
+        return len((await self.request("GET", self.path(api_version, kind, namespace), query=query))["items"])
+
+    async def wait_gone(self, api_version: str, kind: str, namespace: str | None = None, selector: str = "",
+                        within: float = 600) -> None:
+        deadline = time.monotonic() + within
+        while await self.count(api_version, kind, namespace, selector):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{kind} {namespace or ''} {selector} still present after {within:.0f}s")
+            await asyncio.sleep(1)
+
+    async def watch(self, api_version: str, kind: str, namespace: str | None,
+                    on_event: Callable[[str, dict, float], None], stop: asyncio.Event) -> None:
+        """LIST then WATCH, plain JSON: on_event(type, object, time.time()) for every listed object
+        ("LISTED") and every event, until `stop` is set. A watch the server ends continues from its last
+        version; an expired version (410) lists again."""
+        path = self.path(api_version, kind, namespace)
+        version = ""
+        while not stop.is_set():
+            if not version:
+                listed = await self.request("GET", path)
+                now = time.time()
+                for item in listed["items"]:
+                    on_event("LISTED", item, now)
+                version = listed["metadata"]["resourceVersion"]
+            query = [("watch", "true"), ("resourceVersion", version), ("allowWatchBookmarks", "true"),
+                     ("timeoutSeconds", "60")]
+            response = await self.api.call_api(path, "GET", query_params=query, _preload_content=False,
+                                               _request_timeout=aiohttp.ClientTimeout(sock_read=90))
+            try:
+                if response.status >= 300:
+                    raise RuntimeError(f"watch {path}: {response.status} {(await response.read())[:300]}")
+                buffer = b""
+                async for chunk in response.content.iter_any():
+                    now = time.time()
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        obj = event["object"]
+                        if event["type"] == "ERROR":
+                            if obj.get("code") != 410:
+                                raise RuntimeError(f"watch {path}: {obj.get('message')}")
+                            version = ""
+                            break
+                        version = obj["metadata"]["resourceVersion"]
+                        if event["type"] != "BOOKMARK":
+                            on_event(event["type"], obj, now)
+                    if stop.is_set() or not version:
+                        break
+            finally:
+                response.release()
+
+
+async def until(condition: Callable[[], bool], within: float, what: str, tasks: Iterable[asyncio.Task] = ()) -> float:
+    """Wait until `condition()` holds (checked every 0.1 s); the time it took. Surfaces a failed watch task
+    at once; raises TimeoutError naming `what` after `within` seconds."""
+    started = time.monotonic()
+    while not condition():
+        for task in tasks:
+            if task.done():
+                task.result()
+                raise RuntimeError(f"a watch ended while waiting for {what}")
+        if time.monotonic() - started > within:
+            raise TimeoutError(f"{what}: not reached in {within:.0f}s")
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+# --- the operator --------------------------------------------------------------------------------------
+
+
+def operator_source(rev: str | None) -> tuple[Path | None, str]:
+    """Where the operator's package comes from: None (this checkout's working tree) or a copy of
+    operator/ at git revision `rev`, so a benchmark measures a commit whatever the working tree holds;
+    and a description of it."""
+    if not rev:
+        dirty = sh("git", "-C", str(REPO), "status", "--porcelain", "--", "operator").strip()
+        head = sh("git", "-C", str(REPO), "rev-parse", "--short", "HEAD").strip()
+        return None, f"working tree at {head}" + (" with uncommitted changes in operator/" if dirty else "")
+    commit = sh("git", "-C", str(REPO), "rev-parse", "--short", f"{rev}^{{commit}}").strip()
+    target = state_dir() / "bench-src" / commit
+    if not (target / "operator").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "operator"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    subject = sh("git", "-C", str(REPO), "log", "-1", "--format=%s", commit).strip()
+    return target / "operator", f"{commit} ({subject[:70]})"
+
+
+class Operator:
+    """`falapp-operator run` as a child process against the rig, with its metrics on a free loopback port;
+    `rev`: run operator/ as of that git revision (see operator_source)."""
+
+    def __init__(self, kubeconfig: str, name: str, rev: str | None = None):
+        self.kubeconfig, self.port = kubeconfig, free_port()
+        self.source, self.revision = operator_source(rev)
+        self.log_path = state_dir() / "logs" / f"{name}-operator.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "FALAPP_METRICS_PORT": str(self.port)}
+        if self.source:  # ahead of the checkout the venv's editable install points at
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.source), env.get("PYTHONPATH")]))
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "falapp_operator", "run"], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while self.metric("falapp_leader") != 1:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the operator exited ({self.proc.returncode}); see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the operator did not start in {timeout:.0f}s; see {self.log_path}")
+            time.sleep(0.3)
+        time.sleep(1)  # its watches list what there is
+
+    def metrics(self) -> str:
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10).read().decode()
+        except OSError:
+            return ""
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """The sum of a metric over its samples carrying `labels`; None while the operator has no such metric."""
+        total, found = 0.0, False
+        for sample_labels, value in re.findall(rf"^{re.escape(name)}(?:{{([^}}]*)}})? (\S+)$", self.metrics(), re.M):
+            have = dict(re.findall(r'(\w+)="([^"]*)"', sample_labels))
+            if all(have.get(k) == v for k, v in labels.items()):
+                total, found = total + float(value), True
+        return total if found else None
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def rss_mib(self) -> float:
+        return rss_mib(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class ReadyPods:
+    """Ready pods (not being deleted) by the value of one of their labels, kept from a pod watch (`observe`
+    is its on_event), with the count of each value, and of all, over time: [(time, count), ...]."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.ready: dict[str, str] = {}  # pod name -> its label's value, Ready pods only
+        self.counts: Counter[str] = Counter()
+        self.series: dict[str, list[tuple[float, int]]] = {}
+        self.total_series: list[tuple[float, int]] = []
+
+    def observe(self, event: str, pod: dict, now: float) -> None:
+        meta = pod["metadata"]
+        before = self.ready.pop(meta["name"], None)
+        if event != "DELETED" and not meta.get("deletionTimestamp") and pod_ready(pod):
+            self.ready[meta["name"]] = (meta.get("labels") or {}).get(self.label, "")
+        after = self.ready.get(meta["name"])
+        if before == after:
+            return
+        for value, change in ((before, -1), (after, 1)):
+            if value is not None:
+                self.counts[value] += change
+                self.series.setdefault(value, []).append((now, self.counts[value]))
+        if (before is None) != (after is None):
+            self.total_series.append((now, len(self.ready)))
+
+    def total(self) -> int:
+        return len(self.ready)

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Mass fallback on the local cluster: every node of one machine type removed at once, against the
+scheduler alone placing the same pods, in one run.
+
+Apps prefer [H100, A100] (unschedulableTimeout --timeout, never returning); the A100 pool has room for
+all of them. Once every replica is Ready on H100, every H100 node is deleted and the replicas on them
+force-deleted (a lost pool: nothing is left to drain). Then:
+  operator run    from the node deletion request until every replica is Ready on A100; the apps wait
+                  their unschedulableTimeout by design, so the compared time is this minus the timeout;
+  scheduler alone the operator stopped and the FalApps deleted (their pods gone), the same number of
+                  replicas as plain Deployments with the A100 node selector, toleration and requests,
+                  from the first create request until every pod is Ready.
+Prints both, their ratio, the control plane's and the operator's CPU, and writes Ready-over-time of
+both to a PNG.
+
+    .venv/bin/python bench/mass_fallback.py [--apps 100] [--replicas 4] [--nodes 100] [--timeout 3s]
+
+Needs `hack/cluster.sh up`; starts its own operator unless --external-operator (then the scheduler-alone
+run shares the machine with it). Removes what it created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from common import (
+    DOCS,
+    POOL_LABEL,
+    Cluster,
+    ControlPlaneCPU,
+    Operator,
+    ReadyPods,
+    fake_node,
+    falapp,
+    load,
+    machine_type,
+    plain_deployment,
+    until,
+)
+
+TYPE_LABEL = "fal.ai/machine-type"
+
+
+class MassFallback:
+    def __init__(self, cluster: Cluster, operator: Operator | None, apps: int, replicas: int, nodes: int,
+                 timeout_s: float):
+        self.cluster, self.operator = cluster, operator
+        self.apps, self.replicas, self.node_count, self.timeout_s = apps, replicas, nodes, timeout_s
+        rid = uuid.uuid4().hex[:6]
+        self.namespace = f"massfb-{rid}"
+        self.first, self.next = f"massfb{rid}-h100", f"massfb{rid}-a100"
+        self.total = apps * replicas
+
+    async def setup(self) -> None:
+        c = self.cluster
+        if self.total > 8 * self.node_count:
+            raise ValueError(f"{self.total} one-GPU replicas do not fit on {self.node_count} nodes of 8 GPUs")
+        c.install_crds()
+        c.apply([machine_type(self.first, self.first), machine_type(self.next, self.next)])
+        await c.create([fake_node(f"{pool}-{i}", pool) for pool in (self.first, self.next)
+                        for i in range(self.node_count)])
+        c.k("wait", "--for=condition=Ready", "--timeout=300s", "nodes", "-l",
+            f"{POOL_LABEL} in ({self.first},{self.next})")
+        c.k("create", "namespace", self.namespace)
+
+    async def operator_run(self) -> dict:
+        c, stop = self.cluster, asyncio.Event()
+        pods = ReadyPods(TYPE_LABEL)
+        watch = asyncio.create_task(c.watch("v1", "Pod", self.namespace, pods.observe, stop))
+        try:
+            await c.create([falapp(f"app-{i}", self.namespace, [self.first, self.next], self.replicas, self.timeout_s)
+                            for i in range(self.apps)])
+            placed = await until(lambda: pods.counts[self.first] == self.total, 600,
+                                 f"{self.total} replicas Ready on {self.first}", [watch])
+            print(f"  {self.total} replicas Ready on {self.first} in {placed:.1f}s; removing its {self.node_count} "
+                  "nodes", flush=True)
+            await asyncio.sleep(5)  # status writes of the start settle
+            cpu, operator_cpu = ControlPlaneCPU(), self.operator.cpu_seconds() if self.operator else 0.0
+            before = cpu.read()
+            removed = time.time()
+            await c.delete_all("v1", "Node", selector=f"{POOL_LABEL}={self.first}")
+            nodes_deleted = time.time() - removed
+            await c.delete_all("v1", "Pod", self.namespace, selector=f"{TYPE_LABEL}={self.first}", grace=0)
+            deleted = time.time() - removed
+            print(f"  nodes deleted in {nodes_deleted:.2f}s, their pods by {deleted:.2f}s", flush=True)
+            await until(lambda: pods.counts[self.next] == self.total, 600,
+                        f"{self.total} replicas Ready on {self.next}", [watch])
+            series = [(t - removed, n) for t, n in pods.series[self.next]]
+            result = {"delete_requests_s": round(deleted, 2), "all_ready_s": round(series[-1][0], 2),
+                      "half_ready_s": round(next(t for t, n in series if n >= self.total / 2), 2),
+                      "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series}
+            if self.operator:
+                result["operator_cpu_s"] = round(self.operator.cpu_seconds() - operator_cpu, 1)
+            return result
+        finally:
+            stop.set()
+            watch.cancel()
+
+    async def scheduler_run(self) -> dict:
+        c, stop = self.cluster, asyncio.Event()
+        if self.operator:
+            self.operator.stop()
+        await c.delete_all("fal.ai/v1alpha1", "FalApp", self.namespace)
+        await c.wait_gone("v1", "Pod", self.namespace)
+        pods = ReadyPods("bench/app")
+        watch = asyncio.create_task(c.watch("v1", "Pod", self.namespace, pods.observe, stop))
+        try:
+            await asyncio.sleep(1)
+            cpu = ControlPlaneCPU()
+            before = cpu.read()
+            started = time.time()
+            await c.create([plain_deployment(f"plain-{i}", self.namespace, self.next, self.replicas)
+                            for i in range(self.apps)])
+            created = time.time() - started
+            await until(lambda: pods.total() == self.total, 600, f"{self.total} plain pods Ready", [watch])
+            series = [(t - started, n) for t, n in pods.total_series]
+            return {"create_requests_s": round(created, 2), "all_ready_s": round(series[-1][0], 2),
+                    "half_ready_s": round(next(t for t, n in series if n >= self.total / 2), 2),
+                    "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series}
+        finally:
+            stop.set()
+            watch.cancel()
+
+    async def cleanup(self) -> None:
+        c = self.cluster
+        c.k("delete", "namespace", self.namespace, "--wait=false", "--ignore-not-found")
+        await c.wait_gone("v1", "Pod", self.namespace)
+        c.k("delete", "nodes", "-l", f"{POOL_LABEL} in ({self.first},{self.next})", "--wait=false")
+        c.k("delete", "machinetype", self.first, self.next, "--wait=false", "--ignore-not-found")
+
+
+def plot(result: dict, path: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[demo]'): no picture")
+        return
+    timeout = result["timeout_s"]
+    op, base = result["operator"], result["scheduler_alone"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+
+    def line(series, shift, **style):
+        xs, ys = [0.0], [0]
+        for t, n in series:
+            xs += [t + shift, t + shift]
+            ys += [ys[-1], n]
+        ax.plot(xs, ys, **style)
+
+    line(op["series"], 0, color="tab:blue",
+         label=f"operator: H100 nodes removed at 0, all Ready on A100 at {op['all_ready_s']:.1f} s")
+    line(base["series"], timeout, color="tab:orange", linestyle="--",
+         label=f"scheduler alone (plain Deployments on A100, created at {timeout:g} s): {base['all_ready_s']:.1f} s")
+    ax.axvline(timeout, color="grey", linestyle=":", label=f"unschedulableTimeout {timeout:g} s")
+    ax.set_xlabel("seconds since every H100 node was removed")
+    ax.set_ylabel("replicas Ready on A100")
+    ax.set_title(f"{result['replicas']} replicas of {result['apps']} apps lose their machine type: "
+                 f"{result['ratio']:.2f}x the scheduler alone")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+async def measure(args: argparse.Namespace) -> dict:
+    cluster = Cluster()
+    operator = None if args.external_operator else Operator(cluster.kubeconfig, "mass-fallback", args.operator_rev)
+    async with cluster:
+        bench = MassFallback(cluster, operator, args.apps, args.replicas, args.nodes, float(args.timeout.rstrip("s")))
+        try:
+            await bench.setup()
+            if operator:
+                operator.start()
+            result = {"apps": args.apps, "replicas": bench.total, "nodes_removed": args.nodes,
+                      "timeout_s": bench.timeout_s, "load_before": load(),
+                      "operator_revision": operator.revision if operator else "external"}
+            result["operator"] = await bench.operator_run()
+            result["load_operator_run"] = load()
+            result["scheduler_alone"] = await bench.scheduler_run()
+        finally:
+            if operator:
+                operator.stop()
+            await bench.cleanup()
+    result["load_after"] = load()
+    compared = result["operator"]["all_ready_s"] - bench.timeout_s
+    result["operator_minus_timeout_s"] = round(compared, 2)
+    result["ratio"] = round(compared / result["scheduler_alone"]["all_ready_s"], 2)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apps", type=int, default=100)
+    parser.add_argument("--replicas", type=int, default=4, help="replicas per app")
+    parser.add_argument("--nodes", type=int, default=100, help="nodes of each type (8 GPUs each)")
+    parser.add_argument("--timeout", default="3s", help="unschedulableTimeout of every app (seconds, e.g. 3s)")
+    parser.add_argument("--plot", default=str(DOCS / "mass-fallback.png"), help="PNG to write; 'none' for none")
+    parser.add_argument("--external-operator", action="store_true", help="an operator is already running")
+    parser.add_argument("--operator-rev", default=None, help="run operator/ as of this git revision (e.g. HEAD) "
+                        "instead of the working tree")
+    args = parser.parse_args()
+    result = asyncio.run(measure(args))
+    series = {k: result[k].pop("series") for k in ("operator", "scheduler_alone")}
+    print(json.dumps(result, indent=2))
+    op, base = result["operator"], result["scheduler_alone"]
+    print(f"\n{result['replicas']} replicas of {result['apps']} apps, {result['nodes_removed']} H100 nodes removed at "
+          f"once, unschedulableTimeout {result['timeout_s']:g}s; load {result['load_before']} before, "
+          f"{result['load_operator_run']} after the operator run")
+    print(f"  operator:        all Ready on A100 {op['all_ready_s']:.1f}s after the nodes went "
+          f"({result['operator_minus_timeout_s']:.1f}s beyond the timeout; half at {op['half_ready_s']:.1f}s)")
+    print(f"  scheduler alone: all Ready {base['all_ready_s']:.1f}s after the first create (half at "
+          f"{base['half_ready_s']:.1f}s)")
+    print(f"  ratio (operator - timeout) / scheduler alone: {result['ratio']:.2f}x")
+    if args.plot != "none":
+        for k, s in series.items():
+            result[k]["series"] = s
+        plot(result, Path(args.plot))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
