@@ -22,7 +22,8 @@ def load(name: str) -> dict:
     ("llm-8gpu.yaml", "gpu-h100", {"NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe"}, 8),
     ("video-nvenc.yaml", "gpu-l40", {"NVIDIA-L40S", "NVIDIA-L40"}, 1),
     ("cpu-router.yaml", "m", {None}, 0),
-], ids=["one-gpu", "multi-gpu", "video-nvenc", "cpu"])
+    ("llm-by-vram.yaml", "gpu-rtx5090", {"NVIDIA-GeForce-RTX-5090"}, 2),
+], ids=["one-gpu", "multi-gpu", "video-nvenc", "cpu", "by-vram-split"])
 def test_example_lands_on_its_machine_type(kctl: Kubectl, running_operator, example, want_type, products, gpus):
     app = load(example)
     name, replicas = app["metadata"]["name"], app["spec"]["replicas"]
