@@ -326,6 +326,16 @@ def operator_source(rev: str | None) -> tuple[Path | None, str]:
     return target / "operator", f"{commit} ({subject[:70]})"
 
 
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The sum of a metric's samples carrying `labels` in Prometheus text `text`; None when it has none."""
+    total, found = 0.0, False
+    for sample_labels, value in re.findall(rf"^{re.escape(name)}(?:{{([^}}]*)}})? (\S+)$", text, re.M):
+        have = dict(re.findall(r'(\w+)="([^"]*)"', sample_labels))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total, found = total + float(value), True
+    return total if found else None
+
+
 class Operator:
     """`falapp-operator run` as a child process against the rig, with its metrics on a free loopback port;
     `rev`: run operator/ as of that git revision (see operator_source)."""
@@ -360,13 +370,7 @@ class Operator:
             return ""
 
     def metric(self, name: str, **labels: str) -> float | None:
-        """The sum of a metric over its samples carrying `labels`; None while the operator has no such metric."""
-        total, found = 0.0, False
-        for sample_labels, value in re.findall(rf"^{re.escape(name)}(?:{{([^}}]*)}})? (\S+)$", self.metrics(), re.M):
-            have = dict(re.findall(r'(\w+)="([^"]*)"', sample_labels))
-            if all(have.get(k) == v for k, v in labels.items()):
-                total, found = total + float(value), True
-        return total if found else None
+        return metric_value(self.metrics(), name, **labels)
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.proc.pid)

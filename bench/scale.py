@@ -1,146 +1,258 @@
 #!/usr/bin/env python3
-"""Scale on the local cluster: many FalApps and replicas on many fake nodes.
+"""Scale on the local cluster: many FalApps and replicas on many fake nodes, against the same replicas as
+plain Deployments (one per app, no operator), in one run.
 
-Prints the time until every app is Ready, the operator's steady-state RSS, and the API writes it makes
-per minute once nothing changes (the target is zero).
+Four machine types of --nodes/4 nodes each; app i prefers three of them starting at type i mod 4, and
+its first choice has room, so both runs place every replica on the same type. In order:
+  scheduler alone  no operator running: --apps plain Deployments of --replicas pods each, with the node
+                   selector, toleration and requests of the app's first type, from the first create
+                   request until every pod is Ready; then they are deleted (and their pods gone);
+  operator         the operator started (its startup LISTs are not counted), --apps FalApps created at
+                   once, from the first create request until every replica is Ready, and until every
+                   FalApp says Ready; then --idle seconds with nothing changing.
+Prints both times and their ratio, the operator's RSS, its API writes and reads per minute when idle,
+its CPU seconds per 1,000 reconciles, and the control plane's CPU in each run; writes Ready-over-time of
+both runs to a PNG (--plot).
 
     .venv/bin/python bench/scale.py [--apps 1000] [--replicas 5] [--nodes 2000] [--idle 60]
 
-Needs `hack/cluster.sh up`. Creates its own MachineTypes, nodes and namespace, and removes them.
+Needs `hack/cluster.sh up`; starts its own operator unless --external-operator (then the scheduler-alone
+run shares the machine with it, and the operator's own numbers are not measured). Removes what it created.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import os
-import re
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CLUSTER = REPO / "hack" / "cluster.sh"
+from common import (
+    POOL_LABEL,
+    Cluster,
+    ControlPlaneCPU,
+    Operator,
+    ReadyPods,
+    app_ready,
+    fake_node,
+    falapp,
+    load,
+    machine_type,
+    plain_deployment,
+    until,
+)
+
 POOLS = ("a", "b", "c", "d")
-
-
-def sh(*args: str, input: str | None = None) -> str:
-    return subprocess.run(args, input=input, capture_output=True, text=True, check=True).stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SETTLE_S = 10  # after everything is Ready, before the idle window: the last status writes land
 
 
 class Scale:
-    def __init__(self, apps: int, replicas: int, nodes: int):
+    def __init__(self, cluster: Cluster, operator: Operator | None, apps: int, replicas: int, nodes: int):
+        self.cluster, self.operator = cluster, operator
         self.apps, self.replicas, self.node_count = apps, replicas, nodes
-        self.kubectl = [str(Path(sh(str(CLUSTER), "bindir").strip()) / "kubectl"),
-                        "--kubeconfig", sh(str(CLUSTER), "kubeconfig").strip()]
         rid = uuid.uuid4().hex[:6]
-        self.namespace, self.prefix = f"scale-{rid}", f"scale{rid}"
-        self.port = free_port()
-        self.operator: subprocess.Popen | None = None
+        self.prefix = f"scale{rid}"
+        self.types = [f"{self.prefix}-{p}" for p in POOLS]
+        self.total = apps * replicas
 
-    def k(self, *args: str, input: str | None = None) -> str:
-        return sh(*self.kubectl, *args, input=input)
+    def preference(self, i: int) -> list[str]:
+        start = i % len(self.types)
+        return (self.types[start:] + self.types[:start])[:3]
 
-    def apply(self, objects: list[dict]) -> None:
-        for i in range(0, len(objects), 200):
-            self.k("apply", "--server-side", "-f", "-", input="\n".join(json.dumps(o) for o in objects[i:i + 200]))
-
-    def setup(self) -> None:
-        types = [{"apiVersion": "fal.ai/v1alpha1", "kind": "MachineType", "metadata": {"name": f"{self.prefix}-{p}"},
-                  "spec": {"gpu": {"maxGpusPerReplica": 8, "vram": "80Gi"}, "resources": {"cpu": "1", "memory": "1Gi"},
-                           "nodeSelector": {"fal.test/pool": f"{self.prefix}-{p}"},
-                           "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}}
-                 for p in POOLS]
-        alloc = {"cpu": "256", "memory": "2Ti", "pods": "110", "nvidia.com/gpu": "8"}
-        nodes = [{"apiVersion": "v1", "kind": "Node",
-                  "metadata": {"name": f"{self.prefix}-n{i}", "annotations": {"kwok.x-k8s.io/node": "fake"},
-                               "labels": {"fal.test/pool": f"{self.prefix}-{POOLS[i % len(POOLS)]}", "type": "kwok"}},
-                  "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
-                  "status": {"allocatable": alloc, "capacity": alloc}} for i in range(self.node_count)]
-        self.apply(types + nodes)
-        self.k("create", "namespace", self.namespace)
-
-    def start_operator(self) -> None:
-        env = {**os.environ, "KUBECONFIG": self.kubectl[2], "FALAPP_METRICS_PORT": str(self.port)}
-        log = open(REPO / ".state" / "scale-operator.log", "w")
-        self.operator = subprocess.Popen([sys.executable, "-m", "falapp_operator", "run"], env=env, stdout=log,
-                                         stderr=subprocess.STDOUT)
-
-    def metric(self, name: str) -> float:
-        """The sum of the metric over all its label values."""
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
-        return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))
-
-    def rss_mib(self) -> float:
-        status = Path(f"/proc/{self.operator.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
-
-    def ready_apps(self) -> int:
-        items = json.loads(self.k("get", "falapps", "-n", self.namespace, "-o", "json"))["items"]
-        return sum(1 for a in items if any(c["type"] == "Ready" and c["status"] == "True"
-                                           for c in (a.get("status") or {}).get("conditions", [])))
-
-    def run(self, idle: float) -> dict:
-        self.setup()
-        self.start_operator()
-        time.sleep(3)
-        order = [[f"{self.prefix}-{p}".upper() for p in POOLS[i:] + POOLS[:i]][:3] for i in range(len(POOLS))]
-        apps = [{"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp",
-                 "metadata": {"name": f"app-{i}", "namespace": self.namespace},
-                 "spec": {"image": "registry.example.com/app:1", "machineTypes": order[i % len(order)],
-                          "numGpus": 1, "replicas": self.replicas}} for i in range(self.apps)]
+    async def setup(self) -> None:
+        c = self.cluster
+        c.install_crds()
+        c.apply([machine_type(t, t) for t in self.types])
         started = time.monotonic()
-        self.apply(apps)
-        applied = time.monotonic() - started
-        ready = 0
-        while ready < self.apps and time.monotonic() - started < 1800:
-            time.sleep(5)
-            ready = self.ready_apps()
-            print(f"  {time.monotonic() - started:6.0f}s  {ready}/{self.apps} apps Ready", flush=True)
-        placed = time.monotonic() - started
-        time.sleep(10)  # let the last status writes land
-        writes_before = self.metric("falapp_api_writes_total")
-        time.sleep(idle)
-        writes_after = self.metric("falapp_api_writes_total")
-        return {"apps": self.apps, "replicas": self.apps * self.replicas, "nodes": self.node_count,
-                "apply_s": round(applied, 1), "all_ready_s": round(placed, 1), "ready_apps": ready,
-                "rss_mib": round(self.rss_mib(), 1),
-                "idle_writes_per_min": round((writes_after - writes_before) * 60 / idle, 2),
-                "reconciles": self.metric('falapp_reconciles_total{result="ok"}')}
+        await c.create([fake_node(f"{self.prefix}-n{i}", self.types[i % len(self.types)])
+                        for i in range(self.node_count)])
+        c.k("wait", "--for=condition=Ready", "--timeout=900s", "nodes", "-l",
+            f"{POOL_LABEL} in ({','.join(self.types)})")
+        print(f"  {self.node_count} nodes Ready in {time.monotonic() - started:.0f}s", flush=True)
 
-    def cleanup(self) -> None:
-        if self.operator is not None:
-            self.operator.terminate()
-            self.operator.wait(30)
-        self.k("delete", "namespace", self.namespace, "--wait=false")
-        pools = ",".join(f"{self.prefix}-{p}" for p in POOLS)
-        self.k("delete", "nodes", "-l", f"fal.test/pool in ({pools})", "--wait=false")
-        self.k("delete", "machinetypes", *[f"{self.prefix}-{p}" for p in POOLS], "--wait=false")
+    async def scheduler_alone(self) -> dict:
+        c, stop = self.cluster, asyncio.Event()
+        namespace = f"{self.prefix}-plain"
+        c.k("create", "namespace", namespace)
+        pods = ReadyPods("bench/app")
+        watch = asyncio.create_task(c.watch("v1", "Pod", namespace, pods.observe, stop))
+        try:
+            await asyncio.sleep(1)
+            cpu = ControlPlaneCPU()
+            before = cpu.read()
+            started = time.time()
+            await c.create([plain_deployment(f"plain-{i}", namespace, self.preference(i)[0], self.replicas)
+                            for i in range(self.apps)])
+            created = time.time() - started
+            await until(lambda: pods.total() == self.total, 3600, f"{self.total} plain pods Ready", [watch])
+            series = [(t - started, n) for t, n in pods.total_series]
+            result = {"create_requests_s": round(created, 1), "all_ready_s": round(series[-1][0], 1),
+                      "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series}
+        finally:
+            stop.set()
+            watch.cancel()
+        print(f"  scheduler alone: {self.total} pods Ready in {result['all_ready_s']:.0f}s; deleting them", flush=True)
+        c.k("delete", "namespace", namespace, "--wait=false")
+        await c.wait_gone("v1", "Pod", namespace, within=1800)
+        return result
+
+    async def with_operator(self, idle: float) -> dict:
+        c, stop, op = self.cluster, asyncio.Event(), self.operator
+        namespace = f"{self.prefix}-apps"
+        c.k("create", "namespace", namespace)
+        pods = ReadyPods("fal.ai/app")
+        apps_ready: dict[str, float] = {}
+
+        def observe_app(event: str, app: dict, now: float) -> None:
+            if event != "DELETED" and app_ready(app):
+                apps_ready.setdefault(app["metadata"]["name"], now)
+
+        watches = [asyncio.create_task(c.watch("v1", "Pod", namespace, pods.observe, stop)),
+                   asyncio.create_task(c.watch("fal.ai/v1alpha1", "FalApp", namespace, observe_app, stop))]
+        result: dict = {}
+        try:
+            await asyncio.sleep(1)
+            cpu = ControlPlaneCPU()
+            before = cpu.read()
+            if op:
+                op_cpu, op_reconciles = op.cpu_seconds(), op.metric("falapp_reconciles_total") or 0
+            started = time.time()
+            await c.create([falapp(f"app-{i}", namespace, self.preference(i), self.replicas)
+                            for i in range(self.apps)])
+            result["create_requests_s"] = round(time.time() - started, 1)
+            await until(lambda: pods.total() == self.total, 3600, f"{self.total} replicas Ready", watches)
+            series = [(t - started, n) for t, n in pods.total_series]
+            result["all_ready_s"] = round(series[-1][0], 1)
+            print(f"  operator: {self.total} replicas Ready in {result['all_ready_s']:.0f}s", flush=True)
+            await until(lambda: len(apps_ready) == self.apps, 3600, f"{self.apps} FalApps Ready", watches)
+            result["apps_ready_s"] = round(max(apps_ready.values()) - started, 1)
+            result["control_plane_cpu_s"] = ControlPlaneCPU.spent(before, cpu.read())
+            result["series"] = series
+            if op:
+                await asyncio.sleep(SETTLE_S)
+                reconciles = (op.metric("falapp_reconciles_total") or 0) - op_reconciles
+                result["reconciles"] = int(reconciles)
+                result["operator_cpu_s"] = round(op.cpu_seconds() - op_cpu, 1)
+                result["cpu_s_per_1000_reconciles"] = round(result["operator_cpu_s"] * 1000 / max(reconciles, 1), 1)
+                result.update(await self.idle(idle))
+        finally:
+            stop.set()
+            for w in watches:
+                w.cancel()
+        return result
+
+    async def idle(self, seconds: float) -> dict:
+        """API writes and reads per minute, CPU and RSS of the operator while nothing changes."""
+        op = self.operator
+        writes, reads, cpu = op.metric("falapp_api_writes_total"), op.metric("falapp_api_reads_total"), op.cpu_seconds()
+        await asyncio.sleep(seconds)
+        per_min = 60 / seconds
+        after_writes, after_reads = op.metric("falapp_api_writes_total"), op.metric("falapp_api_reads_total")
+        return {"idle_s": seconds,
+                "idle_writes_per_min": round(((after_writes or 0) - (writes or 0)) * per_min, 2),
+                "idle_reads_per_min": (round((after_reads - reads) * per_min, 2) if reads is not None
+                                       and after_reads is not None else "n/a (no falapp_api_reads_total metric)"),
+                "idle_cpu_percent": round((op.cpu_seconds() - cpu) * 100 / seconds, 1),
+                "rss_mib": round(op.rss_mib(), 1)}
+
+    async def cleanup(self) -> None:
+        c = self.cluster
+        if self.operator:
+            self.operator.stop()
+        for namespace in (f"{self.prefix}-plain", f"{self.prefix}-apps"):
+            c.k("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
+        for namespace in (f"{self.prefix}-plain", f"{self.prefix}-apps"):
+            await c.wait_gone("v1", "Pod", namespace, within=1800)
+        await c.delete_all("v1", "Node", selector=f"{POOL_LABEL} in ({','.join(self.types)})")
+        c.k("delete", "machinetypes", *self.types, "--wait=false", "--ignore-not-found")
+
+
+def plot(result: dict, path: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[demo]'): no picture")
+        return
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for key, label, style in (("operator", "FalApps (operator)", "-"),
+                              ("scheduler_alone", "plain Deployments (scheduler alone)", "--")):
+        run = result[key]
+        xs, ys = [0.0], [0]
+        for t, n in run["series"]:
+            xs += [t, t]
+            ys += [ys[-1], n]
+        ax.plot(xs, ys, linestyle=style, label=f"{label}: all Ready at {run['all_ready_s']:.0f} s")
+    ax.set_xlabel("seconds since the first create request")
+    ax.set_ylabel("replicas Ready")
+    ax.set_title(f"{result['apps']} apps, {result['replicas']} replicas, {result['nodes']} nodes: "
+                 f"{result['ratio']:.2f}x the scheduler alone")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+async def measure(args: argparse.Namespace) -> dict:
+    cluster = Cluster()
+    operator = None if args.external_operator else Operator(cluster.kubeconfig, "scale", args.operator_rev)
+    result = {"apps": args.apps, "replicas": args.apps * args.replicas, "nodes": args.nodes,
+              "operator_revision": operator.revision if operator else "external", "load_before": load()}
+    async with cluster:
+        bench = Scale(cluster, operator, args.apps, args.replicas, args.nodes)
+        try:
+            await bench.setup()
+            result["scheduler_alone"] = await bench.scheduler_alone()
+            result["load_scheduler_run"] = load()
+            if operator:
+                operator.start(timeout=300)
+            result["operator"] = await bench.with_operator(args.idle)
+            result["load_operator_run"] = load()
+        finally:
+            await bench.cleanup()
+    result["ratio"] = round(result["operator"]["all_ready_s"] / result["scheduler_alone"]["all_ready_s"], 2)
+    return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apps", type=int, default=1000)
-    parser.add_argument("--replicas", type=int, default=5)
-    parser.add_argument("--nodes", type=int, default=2000)
-    parser.add_argument("--idle", type=float, default=60, help="seconds to count idle API writes")
+    parser.add_argument("--replicas", type=int, default=5, help="replicas per app")
+    parser.add_argument("--nodes", type=int, default=2000, help="fake nodes (8 GPUs each), over 4 machine types")
+    parser.add_argument("--idle", type=float, default=60, help="seconds to count idle API writes and reads")
+    parser.add_argument("--plot", default="none", help="PNG of Ready-over-time to write (default: none)")
+    parser.add_argument("--external-operator", action="store_true", help="an operator is already running")
+    parser.add_argument("--operator-rev", default=None, help="run operator/ as of this git revision (e.g. HEAD) "
+                        "instead of the working tree")
     args = parser.parse_args()
-    bench = Scale(args.apps, args.replicas, args.nodes)
-    try:
-        result = bench.run(args.idle)
-    finally:
-        bench.cleanup()
+    if -(-args.apps // len(POOLS)) * args.replicas > 8 * (args.nodes // len(POOLS)):
+        parser.error("every app's first machine type must have room: apps/4 * replicas <= 8 GPUs * nodes/4")
+    result = asyncio.run(measure(args))
+    series = {k: result[k].pop("series") for k in ("operator", "scheduler_alone")}
     print(json.dumps(result, indent=2))
+    op, base = result["operator"], result["scheduler_alone"]
+    print(f"\n{result['apps']} apps, {result['replicas']} replicas, {result['nodes']} nodes; operator "
+          f"{result['operator_revision']}; load {result['load_before']} before, {result['load_operator_run']} "
+          "after the operator run")
+    print(f"  scheduler alone: all Ready {base['all_ready_s']:.0f}s after the first create "
+          f"(creates took {base['create_requests_s']:.0f}s)")
+    print(f"  operator:        all replicas Ready {op['all_ready_s']:.0f}s, all FalApps Ready "
+          f"{op['apps_ready_s']:.0f}s after the first create (creates took {op['create_requests_s']:.0f}s)")
+    print(f"  ratio (replicas Ready): {result['ratio']:.2f}x")
+    if "rss_mib" in op:
+        print(f"  operator: RSS {op['rss_mib']:.0f} MiB; idle {op['idle_writes_per_min']} writes/min, "
+              f"{op['idle_reads_per_min']} reads/min; {op['cpu_s_per_1000_reconciles']} CPU-s per 1,000 reconciles "
+              f"({op['reconciles']} reconciles, {op['operator_cpu_s']} CPU-s)")
+    if args.plot != "none":
+        for k, s in series.items():
+            result[k]["series"] = s
+        plot(result, Path(args.plot))
     return 0
 
 

@@ -1,0 +1,78 @@
+"""The benchmark scripts: each starts and explains itself (--help), and the counting they rely on
+(Ready pods over time, metric samples) gives the right numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+SCRIPTS = ["fallback_latency.py", "mass_fallback.py", "scale.py"]
+
+
+def load_common():
+    spec = importlib.util.spec_from_file_location("bench_common", BENCH / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_explains_itself(script):
+    done = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "--operator-rev" in done.stdout and "--external-operator" in done.stdout
+
+
+def pod(name: str, ready: bool, type_: str = "h100", deleting: bool = False) -> dict:
+    meta = {"name": name, "labels": {"fal.ai/machine-type": type_}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta, "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+@pytest.mark.parametrize("events, counts, total_series", [
+    ([("ADDED", pod("a", False), 1)], {}, []),
+    ([("ADDED", pod("a", True), 1), ("MODIFIED", pod("a", True), 2)], {"h100": 1}, [(1, 1)]),
+    ([("ADDED", pod("a", True), 1), ("ADDED", pod("b", True, "a100"), 2), ("DELETED", pod("a", True), 3)],
+     {"h100": 0, "a100": 1}, [(1, 1), (2, 2), (3, 1)]),
+    ([("LISTED", pod("a", True), 1), ("MODIFIED", pod("a", True, deleting=True), 2)], {"h100": 0}, [(1, 1), (2, 0)]),
+    ([("ADDED", pod("a", True), 1), ("MODIFIED", pod("a", False), 2), ("MODIFIED", pod("a", True), 3)],
+     {"h100": 1}, [(1, 1), (2, 0), (3, 1)]),
+])
+def test_ready_pods_counts_ready_pods_by_label_over_time(events, counts, total_series):
+    ready = load_common().ReadyPods("fal.ai/machine-type")
+    for event, obj, now in events:
+        ready.observe(event, obj, now)
+    assert {k: v for k, v in ready.counts.items()} == counts
+    assert ready.total_series == total_series
+    assert ready.total() == sum(counts.values())
+
+
+METRICS = """# HELP falapp_api_writes_total Write requests
+# TYPE falapp_api_writes_total counter
+falapp_api_writes_total{write="apply"} 12.0
+falapp_api_writes_total{write="status"} 3.0
+falapp_api_writes_created{write="apply"} 1.7e+09
+falapp_reconciles_total{result="ok"} 40.0
+falapp_reconciles_total{result="error"} 2.0
+falapp_leader 1.0
+"""
+
+
+@pytest.mark.parametrize("name, labels, value", [
+    ("falapp_api_writes_total", {}, 15.0),
+    ("falapp_api_writes_total", {"write": "status"}, 3.0),
+    ("falapp_reconciles_total", {}, 42.0),
+    ("falapp_reconciles_total", {"result": "ok"}, 40.0),
+    ("falapp_leader", {}, 1.0),
+    ("falapp_api_reads_total", {}, None),
+    ("falapp_api_writes_total", {"write": "resize"}, None),
+])
+def test_metric_value_sums_matching_samples(name, labels, value):
+    assert load_common().metric_value(METRICS, name, **labels) == value
