@@ -393,9 +393,12 @@ class Controller:
             # the API refused a read or write for this app: say so on the app, retry at the slowest rate
             await self._refuse(ref, generation, status, str(e), snap, "RequestRejected")
             return
-        for tr in result.decision.transitions if result.decision else ():
-            logger.info("%s/%s: %s %s -> %s (decided %.3fs ago)", namespace, name, tr.move.value, tr.from_type,
-                        tr.to_type, (self.api.clock.now() - now).total_seconds())
+        # one line per move, with the number of replicas making it
+        moves = Counter((t.move.value, t.from_type, t.to_type) for t in result.decision.transitions) \
+            if result.decision else Counter()
+        for (move, from_type, to_type), count in moves.items():
+            logger.info("%s/%s: %s %s -> %s x%d (decided %.3fs ago)", namespace, name, move, from_type, to_type,
+                        count, (self.api.clock.now() - now).total_seconds())
         if result.requeue_at is not None:
             self.queue.add_after(("app", namespace, name), (result.requeue_at - now).total_seconds() + 0.05)
         if result.waiting_for_room:
