@@ -1,7 +1,10 @@
 """kopf registrations only: every handler hands its event to the controller and returns nothing.
 
 Pods are not watched through kopf: the controller watches every pod of the cluster itself (read-only,
-whatever namespaces FalApps are watched in), so free room counts other namespaces' pods too.
+whatever namespaces FalApps are watched in), so free room counts other namespaces' pods too. FalApps,
+their Deployments and Services, and the autoscalers' Events are watched by the controller too
+(k8s/informer.py): it keeps slim copies for the reconciles, knows when its first LISTs are complete,
+compares versions with its own writes, and lets the API server filter Events by reason.
 """
 
 from __future__ import annotations
@@ -16,16 +19,12 @@ from prometheus_client import start_http_server
 
 from falapp_operator import metrics
 from falapp_operator.api import GROUP, VERSION
-from falapp_operator.k8s.cache import APP_LABEL, autoscaler_answer
 from falapp_operator.k8s.client import PAGE, KubeApi, load_config
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.leader import LeaderElector, default_identity, default_namespace
 from falapp_operator.settings import OperatorSettings
 
 logger = logging.getLogger("falapp_operator")
-
-OWNED = {APP_LABEL: kopf.PRESENT}
-
 
 class NoDiffBase(kopf.DiffBaseStorage):
     """Only event handlers are registered, so kopf never needs a diff base: skip its deep copy of
@@ -116,12 +115,6 @@ def queue_depth(memo: kopf.Memo, **_) -> int:
     return len(memo.controller.queue)
 
 
-@kopf.on.event(GROUP, VERSION, "falapps")
-async def falapp_event(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_) -> None:
-    meta = body.get("metadata", {})
-    memo.controller.app_event(namespace, name, generation=meta.get("generation"), uid=meta.get("uid", ""))
-
-
 @kopf.on.event(GROUP, VERSION, "machinetypes")
 async def machinetype_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_) -> None:
     memo.controller.machinetype_event(body, deleted=type == "DELETED")
@@ -141,13 +134,3 @@ async def namespace_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **
 async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_) -> None:
     memo.controller.node_event(body, deleted=type == "DELETED")
 
-
-@kopf.on.event("", "v1", "events", when=lambda body, **_: autoscaler_answer(body) is not None)
-async def autoscaler_event(body: kopf.Body, memo: kopf.Memo, **_) -> None:
-    memo.controller.scale_signal_event(body)
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
-@kopf.on.event("", "v1", "services", labels=OWNED)
-async def child_event(body: kopf.Body, memo: kopf.Memo, **_) -> None:
-    memo.controller.child_event(body)

@@ -23,5 +23,8 @@ RECONCILE_SECONDS = Histogram("falapp_reconcile_duration_seconds", "Time spent i
 API_WRITES = Counter("falapp_api_writes_total", "Write requests the operator sent to the API server, by what "
                      "they write: apply, resize, delete, mark (pod-deletion-cost), status, machinetype_status, event.",
                      ["write"])
+API_READS = Counter("falapp_api_reads_total", "Read requests the operator sent to the API server, by what they "
+                    "read: get_<kind> (one object by name), list_<resource> (a page of a LIST), list_app_<resource> "
+                    "(one app's children, read fresh), watch_<resource> (a watch started).", ["read"])
 LEADER = Gauge("falapp_leader", "1 while this process reconciles: it holds the leader Lease, or runs without "
                "leader election.")

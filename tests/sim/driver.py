@@ -23,7 +23,7 @@ from falapp_operator.placement import NodeFree, after_claims
 from falapp_operator.placement.eligibility import candidate_types
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, plan
-from falapp_operator.reconcile.observe import children_state, made_by, pod_view
+from falapp_operator.reconcile.observe import children_state, made_by, pod_view, slim_child, slim_pod
 from falapp_operator.reconcile.writes import DELETE_FIRST, Write, child_writes, status_changed
 from tests.sim.objects import NAMESPACE, TYPE_LABEL
 from tests.sim.world import World
@@ -119,8 +119,9 @@ def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str],
 
 def snapshot(world: World, app: App, apps: set[tuple[str, str]]) -> tuple[AppSnapshot, list[dict], list[dict]]:
     cache = build_cache(world)
-    deployments = [d.body for d in world.deployments_of(app.name)]
-    pods = made_by([p.body() for p in world.pods_of(app.name)], deployments)
+    # what the controller's stores keep of each object (slim copies), so the planner sees what it would
+    deployments = [slim_child(d.body, FIELD_MANAGER) for d in world.deployments_of(app.name)]
+    pods = made_by([slim_pod(p.body()) for p in world.pods_of(app.name)], deployments)
     now = world.now
     state = children_state(deployments, app.ref.uid)
     spec = app.validated()

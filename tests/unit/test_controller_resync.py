@@ -51,9 +51,19 @@ class ListingApi:
         await asyncio.Event().wait()  # the watch reports nothing here
         yield
 
-    async def list_events(self, reason: str, namespace: str | None = None, source: str | None = None) -> list[dict]:
-        return [e for e in self.events if e["reason"] == reason
-                and (source is None or (e.get("source") or {}).get("component") == source)]
+    async def list_objects(self, resource: str, each, namespace: str | None = None, label_selector: str | None = None,
+                           field_selector: str | None = None, read: str | None = None) -> str:
+        """FalApps, Deployments and Services: none; Events as the API server filters them by field."""
+        wanted = dict(term.split("=") for term in (field_selector or "").split(",") if term)
+        for e in self.events if resource == "events" else ():
+            fields = {"reason": e["reason"], "source": (e.get("source") or {}).get("component", "")}
+            if all(fields.get(k) == v for k, v in wanted.items()):
+                each(e)
+        return "1"
+
+    async def watch_objects(self, resource: str, resource_version: str, *args, **kwargs):
+        await asyncio.Event().wait()
+        yield
 
 
 async def test_resync_drops_a_pod_whose_deletion_the_watch_missed():

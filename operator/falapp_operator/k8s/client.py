@@ -160,13 +160,14 @@ class KubeApi:
         if original is not None:
             await original.close()
 
-    # --- reads -------------------------------------------------------------------------------------
+    # --- reads ---------------------------------------------------------------------------------------
     async def get_falapp(self, namespace: str, name: str) -> dict | None:
-        return await self._get(f"FalApp {namespace}/{name}", self.custom.get_namespaced_custom_object,
+        return await self._get("get_falapp", f"FalApp {namespace}/{name}", self.custom.get_namespaced_custom_object,
                                GROUP, VERSION, namespace, "falapps", name)
 
-    async def _get(self, what: str, call, *args) -> dict | None:
+    async def _get(self, read: str, what: str, call, *args) -> dict | None:
         """A read of one object; None when it does not exist."""
+        metrics.API_READS.labels(read).inc()
         try:
             return await self._call(what, call, *args)
         except ApiError as e:
@@ -175,12 +176,13 @@ class KubeApi:
             raise
 
     async def list_machinetypes(self) -> list[dict]:
-        return [m async for m in self._pages("MachineTypes", self.custom.list_cluster_custom_object,
+        return [m async for m in self._pages("machinetypes", "MachineTypes", self.custom.list_cluster_custom_object,
                                              GROUP, VERSION, "machinetypes")]
 
-    async def _pages(self, what: str, call, *args, **kwargs) -> AsyncIterator[dict]:
+    async def _pages(self, resource: str, what: str, call, *args, **kwargs) -> AsyncIterator[dict]:
         token = None
         while True:
+            metrics.API_READS.labels(f"list_{resource}").inc()
             page = await self._call(what, call, *args, limit=PAGE, _continue=token, **kwargs)
             for item in page["items"]:
                 yield item
@@ -189,17 +191,41 @@ class KubeApi:
                 return
 
     async def list_namespaces(self) -> list[dict]:
-        return [n async for n in self._pages("Namespaces", self.core.list_namespace)]
+        return [n async for n in self._pages("namespaces", "Namespaces", self.core.list_namespace)]
 
     async def list_nodes(self) -> list[dict]:
-        return [n async for n in self._pages("Nodes", self.core.list_node)]
+        return [n async for n in self._pages("nodes", "Nodes", self.core.list_node)]
 
-    async def list_pods(self, each: Callable[[dict], object], page_size: int = PAGE) -> str:
-        """Every pod of the cluster, a page at a time into `each` (a cluster's pods never sit in memory
+    def _list_call(self, resource: str, namespace: str | None) -> tuple[Callable, tuple]:
+        """The call that lists (and watches) a resource the controller keeps in memory, with its leading
+        arguments: in one namespace, or in all (None)."""
+        if resource == "falapps":
+            if namespace:
+                return self.custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, "falapps")
+            return self.custom.list_cluster_custom_object, (GROUP, VERSION, "falapps")
+        api, kind = {"pods": (self.core, "pod"), "services": (self.core, "service"), "events": (self.core, "event"),
+                     "deployments": (self.apps, "deployment")}[resource]
+        if namespace:
+            return getattr(api, f"list_namespaced_{kind}"), (namespace,)
+        return getattr(api, f"list_{kind}_for_all_namespaces"), ()
+
+    @staticmethod
+    def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:
+        return {k: v for k, v in (("label_selector", label_selector), ("field_selector", field_selector)) if v}
+
+    async def list_objects(self, resource: str, each: Callable[[dict], object], namespace: str | None = None,
+                           label_selector: str | None = None, field_selector: str | None = None,
+                           page_size: int = PAGE, read: str | None = None) -> str:
+        """Every object of `resource` (pods, events, services, deployments, falapps) in `namespace` (None:
+        all) matching the selectors, a page at a time into `each` (a cluster's objects never sit in memory
         as one list); returns the list's resourceVersion, from which a watch continues."""
+        call, args = self._list_call(resource, namespace)
+        what = f"{resource.capitalize()}{' in ' + namespace if namespace else ''}"
+        selectors = self._selectors(label_selector, field_selector)
         token, version = None, None
         while True:
-            page = await self._call("Pods", self.core.list_pod_for_all_namespaces, limit=page_size, _continue=token)
+            metrics.API_READS.labels(read or f"list_{resource}").inc()
+            page = await self._call(what, call, *args, limit=page_size, _continue=token, **selectors)
             version = version or page["metadata"].get("resourceVersion")  # every page is of one snapshot
             for item in page["items"]:
                 each(item)
@@ -207,15 +233,21 @@ class KubeApi:
             if not token:
                 return version or ""
 
-    async def watch_pods(self, resource_version: str, server_timeout: int = 300) -> AsyncIterator[tuple[str, dict]]:
-        """(event type, pod) from a watch of every pod of the cluster, from `resource_version` on, until the
-        server ends it (`server_timeout` seconds). An expired version raises ApiError 410: list again."""
-        what = "Pods (watch)"
+    async def watch_objects(self, resource: str, resource_version: str, namespace: str | None = None,
+                            label_selector: str | None = None, field_selector: str | None = None,
+                            server_timeout: int = 300) -> AsyncIterator[tuple[str, dict]]:
+        """(event type, object) from a watch of `resource` (as list_objects), from `resource_version` on,
+        until the server ends it (`server_timeout` seconds). An expired version raises ApiError 410:
+        list again."""
+        call, args = self._list_call(resource, namespace)
+        what = f"{resource.capitalize()}{' in ' + namespace if namespace else ''} (watch)"
+        metrics.API_READS.labels(f"watch_{resource}").inc()
         try:
-            response = await self.core.list_pod_for_all_namespaces(
-                watch=True, resource_version=resource_version, allow_watch_bookmarks=True,
+            response = await call(
+                *args, watch=True, resource_version=resource_version, allow_watch_bookmarks=True,
                 timeout_seconds=server_timeout, _preload_content=False,
-                _request_timeout=aiohttp.ClientTimeout(sock_connect=30, sock_read=server_timeout + 30))
+                _request_timeout=aiohttp.ClientTimeout(sock_connect=30, sock_read=server_timeout + 30),
+                **self._selectors(label_selector, field_selector))
         except ApiException as e:
             raise _from_exception(e, what) from e
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
@@ -237,30 +269,21 @@ class KubeApi:
         finally:
             response.release()
 
-    async def list_events(self, reason: str, namespace: str | None = None, source: str | None = None) -> list[dict]:
-        """Events with one reason (and source component), filtered by the API, in one namespace or in all."""
-        selector = f"reason={reason}" + (f",source={source}" if source else "")
-        if namespace:
-            return [e async for e in self._pages(f"Events {reason} in {namespace}", self.core.list_namespaced_event,
-                                                 namespace, field_selector=selector)]
-        return [e async for e in self._pages(f"Events {reason}", self.core.list_event_for_all_namespaces,
-                                             field_selector=selector)]
+    async def list_pods(self, each: Callable[[dict], object], page_size: int = PAGE) -> str:
+        """Every pod of the cluster (see list_objects)."""
+        return await self.list_objects("pods", each, page_size=page_size)
 
-    async def list_app_deployments(self, namespace: str, selector: str) -> list[dict]:
-        return [d async for d in self._pages(f"Deployments {namespace} {selector}",
-                                             self.apps.list_namespaced_deployment, namespace,
-                                             label_selector=selector)]
-
-    async def list_app_pods(self, namespace: str, selector: str) -> list[dict]:
-        return [p async for p in self._pages(f"Pods {namespace} {selector}", self.core.list_namespaced_pod,
-                                             namespace, label_selector=selector)]
+    def watch_pods(self, resource_version: str, server_timeout: int = 300) -> AsyncIterator[tuple[str, dict]]:
+        """A watch of every pod of the cluster (see watch_objects)."""
+        return self.watch_objects("pods", resource_version, server_timeout=server_timeout)
 
     async def get_deployment(self, namespace: str, name: str) -> dict | None:
-        return await self._get(f"Deployment {namespace}/{name}", self.apps.read_namespaced_deployment,
-                               name, namespace)
+        return await self._get("get_deployment", f"Deployment {namespace}/{name}",
+                               self.apps.read_namespaced_deployment, name, namespace)
 
     async def get_service(self, namespace: str, name: str) -> dict | None:
-        return await self._get(f"Service {namespace}/{name}", self.core.read_namespaced_service, name, namespace)
+        return await self._get("get_service", f"Service {namespace}/{name}", self.core.read_namespaced_service,
+                               name, namespace)
 
     # --- writes ------------------------------------------------------------------------------------
     async def apply(self, body: Mapping, create: bool = False) -> dict:
@@ -279,15 +302,17 @@ class KubeApi:
                                 meta["namespace"], body, field_manager=self.field_manager, force=not create,
                                 _content_type=APPLY)
 
-    async def resize_unlisted(self, namespace: str, name: str, body: Mapping) -> None:
-        """Merge-patch a Deployment whose type is no longer listed (see children.resize_patch)."""
+    async def resize_unlisted(self, namespace: str, name: str, body: Mapping) -> dict | None:
+        """Merge-patch a Deployment whose type is no longer listed (see children.resize_patch); returns
+        it as patched (None: gone)."""
         self._wrote("resize")
         try:
-            await self._call(f"Deployment {namespace}/{name}", self.apps.patch_namespaced_deployment, name,
-                             namespace, body, field_manager=self.field_manager, _content_type=MERGE)
+            return await self._call(f"Deployment {namespace}/{name}", self.apps.patch_namespaced_deployment,
+                                    name, namespace, body, field_manager=self.field_manager, _content_type=MERGE)
         except ApiError as e:
             if e.status != 404:
                 raise
+            return None
 
     async def delete_deployment(self, namespace: str, name: str) -> None:
         await self._delete(f"Deployment {namespace}/{name}", self.apps.delete_namespaced_deployment,
@@ -304,37 +329,43 @@ class KubeApi:
             if e.status != 404:
                 raise
 
-    async def mark_pod_for_deletion(self, namespace: str, name: str) -> None:
-        """Lowest pod-deletion-cost: the ReplicaSet removes this pod first when its type shrinks."""
+    async def mark_pod_for_deletion(self, namespace: str, name: str) -> dict | None:
+        """Lowest pod-deletion-cost: the ReplicaSet removes this pod first when its type shrinks. Returns
+        the pod as patched (None: gone)."""
         self._wrote("mark")
         try:
-            await self._call(f"Pod {namespace}/{name}", self.core.patch_namespaced_pod, name, namespace,
-                             {"metadata": {"annotations": {DELETION_COST: DELETE_FIRST}}},
-                             field_manager=self.field_manager, _content_type=MERGE)
+            return await self._call(f"Pod {namespace}/{name}", self.core.patch_namespaced_pod, name, namespace,
+                                    {"metadata": {"annotations": {DELETION_COST: DELETE_FIRST}}},
+                                    field_manager=self.field_manager, _content_type=MERGE)
         except ApiError as e:
             if e.status != 404:
                 raise
+            return None
 
-    async def patch_falapp_status(self, namespace: str, name: str, status: Mapping) -> None:
-        """Merge patch of the status subresource; a FalApp deleted meanwhile is not an error."""
+    async def patch_falapp_status(self, namespace: str, name: str, status: Mapping) -> dict | None:
+        """Merge patch of the status subresource; returns the FalApp as patched (None: deleted meanwhile,
+        which is not an error)."""
         self._wrote("status")
         try:
-            await self._call(f"FalApp {namespace}/{name} status", self.custom.patch_namespaced_custom_object_status,
-                             GROUP, VERSION, namespace, "falapps", name, {"status": status},
-                             field_manager=self.field_manager, _content_type=MERGE)
+            return await self._call(f"FalApp {namespace}/{name} status",
+                                    self.custom.patch_namespaced_custom_object_status,
+                                    GROUP, VERSION, namespace, "falapps", name, {"status": status},
+                                    field_manager=self.field_manager, _content_type=MERGE)
         except ApiError as e:
             if e.status != 404:
                 raise
+            return None
 
-    async def patch_machinetype_status(self, name: str, status: Mapping) -> None:
+    async def patch_machinetype_status(self, name: str, status: Mapping) -> dict | None:
         self._wrote("machinetype_status")
         try:
-            await self._call(f"MachineType {name} status", self.custom.patch_cluster_custom_object_status,
-                             GROUP, VERSION, "machinetypes", name, {"status": status},
-                             field_manager=self.field_manager, _content_type=MERGE)
+            return await self._call(f"MachineType {name} status", self.custom.patch_cluster_custom_object_status,
+                                    GROUP, VERSION, "machinetypes", name, {"status": status},
+                                    field_manager=self.field_manager, _content_type=MERGE)
         except ApiError as e:
             if e.status != 404:
                 raise
+            return None
 
     async def post_event(self, involved: Mapping, event_type: str, reason: str, message: str) -> None:
         self._wrote("event")

@@ -1,7 +1,9 @@
 """The control loop: keep caches, queue apps on events, reconcile each app through the pure planner.
 
-Handlers only feed events in here. Reconciles read the app's Deployments and pods fresh from the API,
-so decisions never rest on a stale view of what the operator itself just wrote. Every API answer is
+Handlers and the controller's own watches only feed events in here. Reconciles read the app, its
+Deployments, Service and pods from in-memory stores the watches keep (k8s/store.py): no API reads in
+steady state. The answer to each of the operator's writes goes into the stores at once, so no decision
+rests on a view older than the operator's own last write. Every API answer is
 checked: transient errors retry with back-off; refusals (quota, RBAC, invalid objects) are shown on
 the FalApp as Stalled with the API's message, plus a Warning event, and retried at the longest back-off.
 """
@@ -31,12 +33,22 @@ from falapp_operator.k8s.cache import (
     nodepool_nodes,
 )
 from falapp_operator.k8s.client import ApiError, KubeApi
+from falapp_operator.k8s.informer import Informer
+from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store, version
 from falapp_operator.k8s.workqueue import WorkQueue
 from falapp_operator.placement import Move, NodeFree, after_claims
 from falapp_operator.placement.eligibility import candidate_types, resolve
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, invalid, plan
-from falapp_operator.reconcile.observe import children_state, controller_uid, made_by, pod_view
+from falapp_operator.reconcile.observe import (
+    children_state,
+    controller_uid,
+    made_by,
+    pod_view,
+    slim_child,
+    slim_falapp,
+    slim_pod,
+)
 from falapp_operator.reconcile.writes import (
     child_writes,
     name_conflict,
@@ -48,6 +60,7 @@ from falapp_operator.settings import OperatorSettings
 
 logger = logging.getLogger("falapp_operator")
 EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its pod is seen
+UNKNOWN_OUTCOME = frozenset({0, 408, 500, 502, 503, 504})  # no answer, or none saying whether it was written
 
 
 class Controller:
@@ -79,6 +92,17 @@ class Controller:
         self._free_by_type: dict[tuple[str, bool], tuple[int, list[NodeFree]]] = {}
         self._insufficient: dict[tuple[str, str], str] = {}
         self._replica_gauge: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
+        self._machinetype_seen: dict[str, tuple] = {}  # what placement reads of each MachineType, as last seen
+        self._machinetype_written: dict[str, int] = {}  # resourceVersion of our last status write per type
+        # what reconciles read, fed by watches (and the answers to our writes): slim copies only
+        field_manager = settings.field_manager
+        self.falapps = Store(slim_falapp)
+        self.deployments = Store(lambda body: slim_child(body, field_manager), index_label=APP_LABEL)
+        self.services = Store(lambda body: slim_child(body, field_manager), index_label=APP_LABEL)
+        self.app_pods = Store(slim_pod, index_label=APP_LABEL)
+        self._informers: list[Informer] = []
+        self._informer_tasks: list[asyncio.Task] = []
+        self._unsure: set[tuple[str, str]] = set()  # apps whose last write got no answer: read them fresh
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -91,12 +115,23 @@ class Controller:
             self.namespace_event(body, deleted=False)
         await self.resync()
         namespaces = [n for n in self.settings.watch_namespaces.split(",") if n] or [None]
-        for reason in sorted(SCALE_UP_REASONS):
-            # FailedScheduling: only Karpenter's (the scheduler posts one for every unschedulable pod)
-            source = KARPENTER if reason == FAILED_SCHEDULING else None
-            for namespace in namespaces:  # where the events watch sees them: only our pods matter
-                for body in await self.api.list_events(reason, namespace, source):
-                    self.scale_signal_event(body)
+        for namespace in namespaces:  # FalApps and their children: only where FalApps are managed
+            self._informers += [
+                Informer(self.api, "falapps", self.falapp_watched, namespace),
+                Informer(self.api, "deployments", lambda kind, body: self.child_watched(self.deployments, kind, body),
+                         namespace, label_selector=APP_LABEL),
+                Informer(self.api, "services", lambda kind, body: self.child_watched(self.services, kind, body),
+                         namespace, label_selector=APP_LABEL),
+            ]
+            # the autoscalers' word about pending pods, filtered by the API server: one watch per reason;
+            # FailedScheduling only from Karpenter (the scheduler posts one for every unschedulable pod)
+            for reason in sorted(SCALE_UP_REASONS):
+                selector = f"reason={reason}" + (f",source={KARPENTER}" if reason == FAILED_SCHEDULING else "")
+                self._informers.append(Informer(self.api, "events", self.scale_signal_watched, namespace,
+                                                field_selector=selector, track_deletions=False))
+        for informer in self._informers:  # every store full before the first reconcile
+            await informer.sync()
+        self._informer_tasks = [asyncio.create_task(i.run(), name=f"falapp-watch-{i.what}") for i in self._informers]
         self._pod_watch = asyncio.create_task(self._watch_pods(), name="falapp-pod-watch")
         if self.settings.resync_period:
             self._resync = asyncio.create_task(self._resync_loop(), name="falapp-resync")
@@ -123,7 +158,7 @@ class Controller:
 
     async def stop(self) -> None:
         self.queue.close()
-        tasks = [*self._workers, *(t for t in (self._resync, self._pod_watch) if t)]
+        tasks = [*self._workers, *self._informer_tasks, *(t for t in (self._resync, self._pod_watch) if t)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -149,6 +184,7 @@ class Controller:
                     listed_pods.add(body["metadata"]["uid"])
                     if body["metadata"]["uid"] not in newer:
                         self.cache.upsert_pod(body)
+                        self._app_pod(body, "ADDED")
                 self._pods_version = await self.api.list_pods(listed)
             finally:
                 self._watched_during_resync = None
@@ -228,13 +264,25 @@ class Controller:
             self._touch_machinetypes()
 
     def machinetype_event(self, body: Mapping, deleted: bool) -> None:
-        name = body["metadata"]["name"]
+        meta = body["metadata"]
+        name = meta["name"]
+        seen = (meta.get("generation"), body.get("spec"), meta.get("labels"), meta.get("annotations"))
+        if not deleted and name in self.catalogue and self._machinetype_seen.get(name) == seen:
+            # only its status changed: nothing placement reads. Our own status write coming back (or
+            # an older one) changes nothing; anyone else's is corrected by the next status pass
+            if (version(body) or 0) > self._machinetype_written.get(name, 0):
+                self._machinetype_status[name] = dict(body.get("status") or {})
+                self._touch_machinetypes()
+            return
+        self._machinetype_seen[name] = seen
         self._placement_catalogue = None
         self.cache.forget_node_matches()
         self._free_by_type.clear()
         self._machinetype_status.pop(name, None)
         if deleted:
             self.catalogue.pop(name, None)
+            self._machinetype_seen.pop(name, None)
+            self._machinetype_written.pop(name, None)
         else:
             try:
                 self.catalogue[name] = MachineType.model_validate(body)
@@ -263,16 +311,48 @@ class Controller:
         old = self.cache.pods.get(meta["uid"])
         new = old is None
         freed = self.cache.remove_pod(meta["uid"]) if deleted else self.cache.upsert_pod(body)
-        labels = meta.get("labels") or {}
-        app = labels.get(APP_LABEL)
+        app = (meta.get("labels") or {}).get(APP_LABEL) or (old.app if old and deleted else None)
+        changed = self._app_pod(body, "DELETED" if deleted else "MODIFIED")
         if app:
             if new and not deleted:
-                self._seen(meta["namespace"], app, labels.get(TYPE_LABEL, ""))
-            self.app_event(meta["namespace"], app)
+                self._seen(meta["namespace"], app, (meta.get("labels") or {}).get(TYPE_LABEL, ""))
+            if changed or new or deleted:
+                self.app_event(meta.get("namespace") or (old.namespace if old else ""), app)
             self._touch_machinetypes()
         # room freed on a node no machine type uses (CPU churn elsewhere) wakes nobody
         if freed and old is not None and old.node and self.cache.of_any_type(old.node, self.catalogue.values()):
             self._capacity_changed()
+
+    def _app_pod(self, body: Mapping, kind: str) -> bool:
+        """Keep the slim copy of a pod of a managed app (whether a reconcile may see it differently)."""
+        meta = body["metadata"]
+        if "name" not in meta:  # a deletion the resync found: known by uid only
+            key = self.app_pods.key_of_uid(meta["uid"])
+            if key is None:
+                return False
+            body = {"metadata": {**meta, "namespace": key[0], "name": key[1]}}
+        elif not (meta.get("labels") or {}).get(APP_LABEL) or not self.settings.manages(meta.get("namespace", "")):
+            key = self.app_pods.key_of_uid(meta["uid"])  # someone took the app's label off: no longer its
+            return key is not None and self.app_pods.observe("DELETED", {"metadata": {
+                **meta, "namespace": key[0], "name": key[1], "resourceVersion": None}})
+        return self.app_pods.observe(kind, body)
+
+    def falapp_watched(self, kind: str, body: Mapping) -> None:
+        if self.falapps.observe(kind, body):
+            meta = body["metadata"]
+            self.app_event(meta["namespace"], meta["name"], generation=meta.get("generation"), uid=meta.get("uid", ""))
+
+    def child_watched(self, store: Store, kind: str, body: Mapping) -> None:
+        meta = body["metadata"]
+        old = store.get((meta.get("namespace") or "", meta["name"]))
+        if store.observe(kind, body):
+            for app in {(meta.get("labels") or {}).get(APP_LABEL),
+                        ((old or {}).get("metadata", {}).get("labels") or {}).get(APP_LABEL)} - {None}:
+                self.app_event(meta["namespace"], app)
+
+    def scale_signal_watched(self, kind: str, body: Mapping) -> None:
+        if kind != "DELETED":
+            self.scale_signal_event(body)
 
     def scale_signal_event(self, body: Mapping) -> None:
         """Autoscaler events (TriggeredScaleUp, NotTriggerScaleUp, Karpenter Nominated) about our pods."""
@@ -289,12 +369,6 @@ class Controller:
             return
         self.cache.record_scale_signal(pod.uid, answer, when)
         self.app_event(pod.namespace, pod.app)
-
-    def child_event(self, body: Mapping) -> None:
-        meta = body["metadata"]
-        app = (meta.get("labels") or {}).get(APP_LABEL)
-        if app:
-            self.app_event(meta["namespace"], app)
 
     def _capacity_changed(self) -> None:
         for namespace, name in list(self.waiting):
@@ -336,11 +410,18 @@ class Controller:
     # --- one app -------------------------------------------------------------------------------------
     async def reconcile_app(self, namespace: str, name: str) -> None:
         logger.debug("reconcile %s/%s", namespace, name)
-        body = await self.api.get_falapp(namespace, name)
+        key = (namespace, name)
+        if key in self._unsure or any(s.overdue(key) for s in (self.falapps, self.deployments, self.services,
+                                                                  self.app_pods)):
+            await self._read_fresh(namespace, name)
+        cached = self.falapps.get(key)
+        # the status is updated below as writes succeed: a copy (the stored one is as the API has it)
+        body = None if cached is None else {**cached, "status": dict(cached.get("status") or {})}
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.waiting.discard((namespace, name))
             self.expected.pop((namespace, name), None)
             self._applied.pop((namespace, name), None)
+            self._unsure.discard((namespace, name))
             if body is None:
                 self.apps.discard((namespace, name))
                 self.generations.pop((namespace, name), None)
@@ -359,9 +440,9 @@ class Controller:
             return
         snap: AppSnapshot | None = None
         try:
-            labelled = await self.api.list_app_deployments(namespace, ref.selector)
+            labelled = self.deployments.of_app(namespace, name)
             deployments = [d for d in labelled if controller_uid(d) == ref.uid]
-            pods = made_by(await self.api.list_app_pods(namespace, ref.selector), deployments)
+            pods = made_by(self.app_pods.of_app(namespace, name), deployments)
             now = self.api.clock.now()
             state = children_state(deployments, ref.uid)
             snap = AppSnapshot(
@@ -475,43 +556,86 @@ class Controller:
     async def _name_conflict(self, ref: children.AppRef, labelled: list[dict],
                              result: AppPlan) -> tuple[str | None, dict | None]:
         """(why a child of the plan may not be written, the live Service): a child is written only when
-        absent or controlled by this FalApp. Objects not carrying the app's labels are read by name."""
+        absent or controlled by this FalApp. The stores hold only objects carrying an app's label: a
+        child they do not know is read by name before it is created (an object without the label may
+        hold the name; applying to it would take it over)."""
         by_name = {d["metadata"]["name"]: d for d in labelled}
         for body in result.deployments:
             name = body["metadata"]["name"]
-            live = by_name[name] if name in by_name else await self.api.get_deployment(ref.namespace, name)
+            live = by_name.get(name) or self.deployments.get((ref.namespace, name))
+            if live is None:
+                live = await self.api.get_deployment(ref.namespace, name)
             if (problem := name_conflict("Deployment", live, ref)) is not None:
                 return problem, None
         service = None
         if result.service is not None:
-            service = await self.api.get_service(ref.namespace, ref.name)
+            service = self.services.get((ref.namespace, ref.name))
+            if service is None:
+                service = await self.api.get_service(ref.namespace, ref.name)
             if (problem := name_conflict("Service", service, ref)) is not None:
                 return problem, None
         return None, service
 
+    async def _read_fresh(self, namespace: str, name: str) -> None:
+        """Read the app and its children from the API into the stores: a write of its last reconcile got
+        no answer, or is not back from its watch in time (a watch event lost)."""
+        app = (namespace, name)
+        logger.info("%s/%s: reading the app fresh from the API", namespace, name)
+        self.falapps.refresh(app, app, await self.api.get_falapp(namespace, name))
+        self.services.refresh(app, app, await self.api.get_service(namespace, name))
+        selector = f"{APP_LABEL}={name}"
+        for store, resource in ((self.deployments, "deployments"), (self.app_pods, "pods")):
+            items: list[dict] = []
+            await self.api.list_objects(resource, items.append, namespace, label_selector=selector,
+                                        read=f"list_app_{resource}")
+            store.refresh_app(app, namespace, items)
+        self._unsure.discard(app)
+
     async def _execute(self, ref: children.AppRef, body: Mapping, deployments: list[dict], pods: list[dict],
                        result: AppPlan, service: dict | None = None) -> None:
+        """The plan's writes in order; each answer goes into the stores at once (write-through)."""
         namespace = ref.namespace
-        applied = self._applied.setdefault((namespace, ref.name), {})
+        app = (namespace, ref.name)
+        applied = self._applied.setdefault(app, {})
         status = body["status"]
-        for write in child_writes(result, ref, deployments, pods, self.settings.field_manager, applied, status):
-            if write.kind == "history":
-                await self.api.patch_falapp_status(namespace, ref.name, write.body)
-                status.update(write.body)  # a refusal further on builds on what is recorded now
-            elif write.kind == "apply":
-                applied[write.name] = object_version(await self.api.apply(write.body, write.create))
-            elif write.kind == "mark":
-                await self.api.mark_pod_for_deletion(namespace, write.name)
-            elif write.kind == "resize_unlisted":
-                await self.api.resize_unlisted(namespace, write.name, write.body)
-            else:
-                await self.api.delete_deployment(namespace, write.name)
-        if result.service is not None:
-            if service is None or needs_apply(service, result.service, self.settings.field_manager,
-                                              applied.get(ref.name)):
-                applied[ref.name] = object_version(await self.api.apply(result.service, create=service is None))
-        await self._write_status(namespace, ref.name, status, result.status)
+        writes = child_writes(result, ref, deployments, pods, self.settings.field_manager, applied, status)
+        wrote = bool(writes)
+        try:
+            for write in writes:
+                if write.kind == "history":
+                    self.falapps.wrote(await self.api.patch_falapp_status(namespace, ref.name, write.body), app)
+                    status.update(write.body)  # a refusal further on builds on what is recorded now
+                elif write.kind == "apply":
+                    answer = await self.api.apply(write.body, write.create)
+                    self.deployments.wrote(answer, app)
+                    applied[write.name] = object_version(answer)
+                elif write.kind == "mark":
+                    self.app_pods.wrote(await self.api.mark_pod_for_deletion(namespace, write.name), app)
+                elif write.kind == "resize_unlisted":
+                    self.deployments.wrote(await self.api.resize_unlisted(namespace, write.name, write.body), app)
+                else:
+                    await self.api.delete_deployment(namespace, write.name)
+                    self.deployments.deleted((namespace, write.name), app)
+            if result.service is not None:
+                if service is None or needs_apply(service, result.service, self.settings.field_manager,
+                                                  applied.get(ref.name)):
+                    answer = await self.api.apply(result.service, create=service is None)
+                    self.services.wrote(answer, app)
+                    applied[ref.name] = object_version(answer)
+                    wrote = True
+            wrote = await self._write_status(namespace, ref.name, status, result.status) or wrote
+        except ApiError as e:
+            if e.status in UNKNOWN_OUTCOME:  # the write may have happened: do not trust the stores on it
+                self._unsure.add(app)
+            raise
+        if wrote:
+            asyncio.get_running_loop().call_later(CONFIRM_DEADLINE + 0.1, self._confirm, app)
         self._post_events(ref, result)
+
+    def _confirm(self, app: tuple[str, str]) -> None:
+        """A write whose watch event never came: the app is reconciled (reading it fresh) all the same."""
+        if any(s.overdue(app) for s in (self.falapps, self.deployments, self.services, self.app_pods)):
+            self.queue.add(("app", *app))
 
     def _post_events(self, ref: children.AppRef, result: AppPlan) -> None:
         involved = {"apiVersion": API_VERSION, "kind": "FalApp", "name": ref.name, "namespace": ref.namespace,
@@ -519,9 +643,11 @@ class Controller:
         for event in result.events:
             self._background(self.api.post_event(involved, event.type, event.reason, event.message))
 
-    async def _write_status(self, namespace: str, name: str, current: Mapping, desired: Mapping) -> None:
-        if status_changed(current, desired):
-            await self.api.patch_falapp_status(namespace, name, desired)
+    async def _write_status(self, namespace: str, name: str, current: Mapping, desired: Mapping) -> bool:
+        if not status_changed(current, desired):
+            return False
+        self.falapps.wrote(await self.api.patch_falapp_status(namespace, name, desired), (namespace, name))
+        return True
 
     def _background(self, coroutine) -> None:
         """Fire-and-forget writes (events) that must not delay the next placement step."""
@@ -554,9 +680,10 @@ class Controller:
             current = self._machinetype_status.get(name) or (
                 machine_type.model_dump(by_alias=True, exclude_none=True, mode="json").get("status") or {})
             if any(current.get(k) != v for k, v in status.items()):
-                await self.api.patch_machinetype_status(
+                answer = await self.api.patch_machinetype_status(
                     name, {**status, "observedAt": format_time(self.api.clock.now())})
                 self._machinetype_status[name] = status
+                self._machinetype_written[name] = version(answer) or 0  # its echo changes nothing
 
     # --- metrics -------------------------------------------------------------------------------------
     def _record_metrics(self, namespace: str, name: str, snap: AppSnapshot, result: AppPlan) -> None:

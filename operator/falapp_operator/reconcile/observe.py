@@ -12,7 +12,20 @@ from datetime import UTC, datetime
 
 from falapp_operator.api import parse_time
 from falapp_operator.placement import PodView, Surge
-from falapp_operator.reconcile.children import SURGE_ANNOTATION, TEMPLATE_ANNOTATION, TYPE_LABEL, decode_surge
+from falapp_operator.reconcile.children import (
+    APP_LABEL,
+    HASH_ANNOTATION,
+    SURGE_ANNOTATION,
+    TEMPLATE_ANNOTATION,
+    TYPE_LABEL,
+    decode_surge,
+)
+
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+DELETE_FIRST = "-1000"
+REVISION_LABEL = "pod-template-hash"
+# managers whose fields on our children are the cluster's own bookkeeping
+OWN_STATUS_MANAGERS = frozenset({"kube-controller-manager"})
 
 
 @dataclass
@@ -116,3 +129,74 @@ def container_failure(status: Mapping) -> str:
 
 def _since(surge: Surge) -> datetime:
     return surge.since or datetime.min.replace(tzinfo=UTC)
+
+
+# --- what the controller keeps of each object: only the fields read above and in writes.py ---------
+# (same shapes as the API's objects, so the functions here take either; the simulator feeds whole ones)
+
+def others_managed_fields(meta: Mapping, field_manager: str) -> list[dict]:
+    """managedFields entries of other managers than this operator and the cluster's own status
+    bookkeeping: whose changes to a child may be drift (see writes.needs_apply)."""
+    return [e for e in meta.get("managedFields") or [] if e.get("subresource") != "status"
+            and e.get("manager") not in OWN_STATUS_MANAGERS and e.get("manager") != field_manager]
+
+
+def _pick(values: Mapping | None, keys: Iterable[str]) -> dict:
+    return {k: values[k] for k in keys if values and k in values}
+
+
+def _meta(meta: Mapping, labels: Iterable[str], annotations: Iterable[str]) -> dict:
+    out = _pick(meta, ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
+                       "deletionTimestamp"))
+    out["labels"] = _pick(meta.get("labels"), labels)
+    out["annotations"] = _pick(meta.get("annotations"), annotations)
+    owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+    if owner is not None:
+        out["ownerReferences"] = [_pick(owner, ("apiVersion", "kind", "name", "uid", "controller"))]
+    return out
+
+
+def slim_child(body: Mapping, field_manager: str) -> dict:
+    """A Deployment or Service of an app, as children_state, made_by, name_conflict and needs_apply
+    read it."""
+    meta = body["metadata"]
+    out = {"metadata": _meta(meta, (APP_LABEL, TYPE_LABEL), (HASH_ANNOTATION, SURGE_ANNOTATION))}
+    out["metadata"]["managedFields"] = others_managed_fields(meta, field_manager)
+    if "replicas" in (body.get("spec") or {}):
+        out["spec"] = {"replicas": body["spec"]["replicas"]}
+    failures = [_pick(c, ("type", "status", "reason", "message"))
+                for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "ReplicaFailure"]
+    if failures:
+        out["status"] = {"conditions": failures}
+    return out
+
+
+def _container_status(status: Mapping) -> dict:
+    out = {"restartCount": status.get("restartCount") or 0}
+    waiting = (status.get("state") or {}).get("waiting")
+    if waiting:
+        out["state"] = {"waiting": _pick(waiting, ("reason", "message"))}
+    return out
+
+
+def slim_pod(body: Mapping) -> dict:
+    """An app's pod, as pod_view, made_by and child_writes read it."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    out_status = _pick(status, ("phase", "nominatedNodeName"))
+    out_status["conditions"] = [_pick(c, ("type", "status", "reason", "message", "lastTransitionTime"))
+                                for c in status.get("conditions") or [] if c.get("type") in ("PodScheduled", "Ready")]
+    for key in ("initContainerStatuses", "containerStatuses"):
+        if status.get(key):
+            out_status[key] = [_container_status(c) for c in status[key]]
+    return {"metadata": _meta(body["metadata"], (APP_LABEL, TYPE_LABEL, REVISION_LABEL),
+                              (TEMPLATE_ANNOTATION, DELETION_COST)),
+            "spec": _pick(spec, ("nodeName",)), "status": out_status}
+
+
+def slim_falapp(body: Mapping) -> dict:
+    """A FalApp without what the reconcile never reads (managedFields, annotations such as kubectl's
+    last-applied copy of the spec)."""
+    meta = body["metadata"]
+    return {"metadata": _pick(meta, ("name", "namespace", "uid", "resourceVersion", "generation",
+                                     "deletionTimestamp")),
+            "spec": body.get("spec"), "status": body.get("status")}

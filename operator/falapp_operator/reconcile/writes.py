@@ -16,12 +16,8 @@ from typing import Literal
 
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan
-from falapp_operator.reconcile.observe import controller_uid
+from falapp_operator.reconcile.observe import DELETE_FIRST, DELETION_COST, controller_uid, others_managed_fields
 
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
-DELETE_FIRST = "-1000"
-# managers whose fields on our children are the cluster's own bookkeeping
-OWN_STATUS_MANAGERS = frozenset({"kube-controller-manager"})
 # fields others may set on our children without it being drift (kubectl rollout restart, tools' notes)
 FOREIGN_OK = ("f:metadata", "f:status", "f:spec.f:template.f:metadata.f:annotations")
 
@@ -96,9 +92,7 @@ def needs_apply(current: Mapping, desired: Mapping, field_manager: str, applied_
         return True
     if applied_version is not None and object_version(current) == applied_version:
         return False
-    for entry in meta.get("managedFields") or []:
-        if entry.get("subresource") == "status" or entry.get("manager") in OWN_STATUS_MANAGERS | {field_manager}:
-            continue
+    for entry in others_managed_fields(meta, field_manager):
         if any(not path.startswith(FOREIGN_OK) for path in _field_paths(entry.get("fieldsV1") or {})):
             return True
     return False

@@ -1,0 +1,81 @@
+"""One kind of object kept current by a paged LIST, then a WATCH from the LIST's version.
+
+The API server filters (namespace, label and field selectors), so only matching objects cross the
+wire. An expired version (410 Gone) lists again and reports what the new LIST lacks as deleted (with
+the LIST's version: a later write the operator already holds is not undone); other failures retry
+with a short back-off from where the watch stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from falapp_operator.k8s.client import ApiError, KubeApi
+
+logger = logging.getLogger("falapp_operator")
+EVENTS = ("ADDED", "MODIFIED", "DELETED")
+
+
+class Informer:
+    def __init__(self, api: KubeApi, resource: str, on_event: Callable[[str, dict], object],
+                 namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None,
+                 track_deletions: bool = True):
+        self.api, self.resource, self.on_event = api, resource, on_event
+        self.namespace, self.label_selector, self.field_selector = namespace, label_selector, field_selector
+        self.track_deletions = track_deletions  # events are not: nobody minds an Event going
+        self.version: str | None = None  # where the watch continues; None: list first
+        self._known: dict[str, tuple[str, str]] = {}  # uid -> (namespace, name) of what was reported
+
+    @property
+    def what(self) -> str:
+        where = f" in {self.namespace}" if self.namespace else ""
+        return f"{self.resource}{where} {self.label_selector or ''}{self.field_selector or ''}".strip()
+
+    async def sync(self) -> None:
+        """LIST everything (each object reported as ADDED), then DELETED for what was known but is gone."""
+        listed: dict[str, tuple[str, str]] = {}
+
+        def each(body: dict) -> None:
+            meta = body["metadata"]
+            if self.track_deletions:
+                listed[meta["uid"]] = (meta.get("namespace") or "", meta["name"])
+            self.on_event("ADDED", body)
+        version = await self.api.list_objects(self.resource, each, self.namespace, self.label_selector,
+                                              self.field_selector)
+        for uid, (namespace, name) in self._known.items():
+            if uid not in listed:
+                self.on_event("DELETED", {"metadata": {"uid": uid, "namespace": namespace, "name": name,
+                                                       "resourceVersion": version}})
+        self._known, self.version = listed, version
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                if self.version is None:
+                    await self.sync()
+                async for kind, body in self.api.watch_objects(self.resource, self.version or "", self.namespace,
+                                                               self.label_selector, self.field_selector):
+                    failures = 0
+                    meta = body.get("metadata") or {}
+                    self.version = meta.get("resourceVersion") or self.version
+                    if kind not in EVENTS:  # BOOKMARK: only the version moves on
+                        continue
+                    if self.track_deletions:
+                        if kind == "DELETED":
+                            self._known.pop(meta.get("uid", ""), None)
+                        else:
+                            self._known[meta["uid"]] = (meta.get("namespace") or "", meta["name"])
+                    self.on_event(kind, body)
+            except ApiError as e:
+                if e.status == 410:  # the version is too old to continue from
+                    logger.info("watch of %s expired; listing again", self.what)
+                    self.version = None
+                    continue
+                failures += 1
+                delay = min(0.5 * 2 ** min(failures - 1, 10), 10.0)
+                logger.warning("watch of %s failed (attempt %d), retrying in %.1fs: %s", self.what, failures,
+                               delay, e)
+                await asyncio.sleep(delay)

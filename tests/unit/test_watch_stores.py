@@ -1,0 +1,338 @@
+"""The stores reconciles read from (k8s/store.py) and what the controller does with them: a watch event
+older than the operator's own write does not win, a deleted child does not come back from a stale event,
+a write its watch never reports makes the app be read fresh, the slim copies read as the API's objects
+do, a settled app is reconciled without a single API read, and a MachineType whose status alone
+changed queues nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+
+import pytest
+
+from falapp_operator.api import DEFAULT_CATALOG
+from falapp_operator.k8s.controller import Controller
+from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store
+from falapp_operator.reconcile.observe import (
+    children_state,
+    made_by,
+    pod_view,
+    slim_child,
+    slim_falapp,
+    slim_pod,
+)
+from falapp_operator.reconcile.writes import needs_apply, object_version
+from falapp_operator.settings import OperatorSettings
+from tests.unit.test_controller_resync import ListingApi, node
+from tests.unit.test_observe import NOW
+
+APP = ("team-a", "llm")
+
+
+def deployment(replicas: int, rv: int, uid: str = "d-1", name: str = "llm-h100") -> dict:
+    return {"metadata": {"name": name, "namespace": "team-a", "uid": uid, "resourceVersion": str(rv),
+                         "generation": replicas, "labels": {"fal.ai/app": "llm", "fal.ai/machine-type": "gpu-h100"},
+                         "ownerReferences": [{"kind": "FalApp", "name": "llm", "uid": "app-1", "controller": True}]},
+            "spec": {"replicas": replicas}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def store(clock: Clock | None = None) -> Store:
+    return Store(lambda b: slim_child(b, "falapp-operator"), index_label="fal.ai/app", clock=clock or Clock())
+
+
+def replicas(s: Store) -> list[int]:
+    return [d["spec"]["replicas"] for d in s.of_app("team-a", "llm")]
+
+
+def test_a_watch_event_older_than_our_write_does_not_win():
+    s = store()
+    assert s.observe("ADDED", deployment(2, rv=5)) is True
+    s.wrote(deployment(3, rv=9), APP)  # the API's answer to our apply
+    assert replicas(s) == [3]
+    # someone else's change from before our write arrives late: the store keeps ours, but the app is
+    # looked at again (our reconcile decided without knowing it)
+    assert s.observe("MODIFIED", deployment(7, rv=7)) is True
+    assert replicas(s) == [3]
+    # our own write coming back is no news
+    assert s.observe("MODIFIED", deployment(3, rv=9)) is False
+    # a change of a field no reconcile reads (the controller manager's status) is no news either
+    later = deployment(3, rv=10)
+    later["status"] = {"readyReplicas": 3, "conditions": [{"type": "Available", "status": "True"}]}
+    assert s.observe("MODIFIED", later) is False
+    assert s.get(("team-a", "llm-h100"))["metadata"]["resourceVersion"] == "10"
+    later["status"]["conditions"].append({"type": "ReplicaFailure", "status": "True", "message": "quota"})
+    later["metadata"]["resourceVersion"] = "11"
+    assert s.observe("MODIFIED", later) is True
+
+
+def test_a_child_we_deleted_does_not_come_back_from_a_stale_event():
+    clock = Clock()
+    s = store(clock)
+    s.observe("ADDED", deployment(2, rv=5))
+    s.deleted(("team-a", "llm-h100"), APP)
+    assert s.of_app("team-a", "llm") == []
+    assert s.observe("MODIFIED", deployment(2, rv=6)) is False  # in flight before the delete
+    assert s.of_app("team-a", "llm") == []
+    assert s.overdue(APP) is False
+    clock.now += CONFIRM_DEADLINE + 1
+    assert s.overdue(APP) is True, "a deletion the watch never reports must not go unnoticed"
+    assert s.observe("DELETED", deployment(2, rv=8)) is False
+    assert s.overdue(APP) is False
+    # made again under the same name (a new object): it counts
+    assert s.observe("ADDED", deployment(1, rv=12, uid="d-2")) is True
+    assert replicas(s) == [1]
+
+
+def test_a_write_the_watch_never_reports_makes_the_app_overdue_until_it_is_read_fresh():
+    clock = Clock()
+    s = store(clock)
+    s.wrote(deployment(3, rv=9), APP)
+    assert s.overdue(APP) is False
+    clock.now += CONFIRM_DEADLINE + 1
+    assert s.overdue(APP) is True and s.overdue(("team-a", "other")) is False
+    s.refresh_app(APP, "team-a", [deployment(4, rv=15)])  # a fresh LIST of the app's children
+    assert s.overdue(APP) is False and replicas(s) == [4]
+    # the watch catching up settles an expectation too
+    s.wrote(deployment(5, rv=20), APP)
+    s.observe("MODIFIED", deployment(5, rv=21))
+    clock.now += CONFIRM_DEADLINE + 1
+    assert s.overdue(APP) is False
+    # a fresh LIST lacking a child: it is gone
+    s.refresh_app(APP, "team-a", [])
+    assert s.of_app("team-a", "llm") == []
+
+
+def test_a_relist_does_not_undo_a_write_made_after_its_snapshot():
+    s = store()
+    s.wrote(deployment(3, rv=30), APP)
+    # the informer re-listed at version 25 (before our write) and reports what its LIST lacks as deleted
+    s.observe("DELETED", {"metadata": {"uid": "d-1", "namespace": "team-a", "name": "llm-h100",
+                                       "resourceVersion": "25"}})
+    assert replicas(s) == [3]
+
+
+def full_pod() -> dict:
+    return {
+        "metadata": {"name": "llm-h100-abc-x1", "namespace": "team-a", "uid": "p-1", "resourceVersion": "40",
+                     "creationTimestamp": "2025-01-01T11:00:00Z",
+                     "labels": {"fal.ai/app": "llm", "fal.ai/machine-type": "gpu-h100", "pod-template-hash": "abc",
+                                "team": "a"},
+                     "annotations": {"fal.ai/template-hash": "t1", "controller.kubernetes.io/pod-deletion-cost":
+                                     "-1000", "cni.example/ip": "10.0.0.1"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "llm-h100-abc",
+                                          "uid": "rs-1", "controller": True, "blockOwnerDeletion": True}],
+                     "managedFields": [{"manager": "kube-controller-manager", "fieldsV1": {"f:metadata": {}}}]},
+        "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "x", "env": [{"name": "A"}]}]},
+        "status": {"phase": "Running", "nominatedNodeName": "n1",
+                   "conditions": [{"type": "PodScheduled", "status": "True",
+                                   "lastTransitionTime": "2025-01-01T11:30:00Z"},
+                                  {"type": "Ready", "status": "False", "lastTransitionTime": "2025-01-01T11:31:00Z"},
+                                  {"type": "Initialized", "status": "True"}],
+                   "containerStatuses": [{"name": "app", "restartCount": 4, "image": "x", "imageID": "sha",
+                                          "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "boom"}}}]},
+    }
+
+
+def test_slim_copies_read_as_the_whole_objects():
+    pod, dep = full_pod(), deployment(2, rv=5, name="llm-h100")
+    dep["metadata"]["annotations"] = {"fal.ai/surge": "", "fal.ai/applied-hash": "h1",
+                                      "kubectl.kubernetes.io/last-applied-configuration": "{...}"}
+    dep["metadata"]["managedFields"] = [
+        {"manager": "falapp-operator", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        {"manager": "kube-controller-manager", "subresource": "status", "fieldsV1": {"f:status": {}}},
+        {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:spec": {"f:paused": {}}}}]
+    dep["status"] = {"conditions": [{"type": "ReplicaFailure", "status": "True", "message": "exceeded quota"},
+                                    {"type": "Available", "status": "True"}]}
+    dep["metadata"]["ownerReferences"][0]["uid"] = "app-1"
+    pod["metadata"]["ownerReferences"][0]["name"] = "llm-h100-abc"
+    slim_d, slim_p = slim_child(dep, "falapp-operator"), slim_pod(pod)
+    assert made_by([slim_p], [slim_d]) == [slim_p] and made_by([pod], [dep]) == [pod]
+    assert pod_view(slim_p, False, NOW) == pod_view(pod, False, NOW)
+    assert children_state([slim_d], "app-1") == children_state([dep], "app-1")
+    desired = {"metadata": {"annotations": {"fal.ai/applied-hash": "h1"}}}
+    for applied in (None, object_version(dep)):
+        assert needs_apply(slim_d, desired, "falapp-operator", applied) == needs_apply(
+            dep, desired, "falapp-operator", applied)
+    assert "env" not in str(slim_p) and "last-applied" not in str(slim_d) and "cni.example" not in str(slim_p)
+    app = {"metadata": {"name": "llm", "uid": "app-1", "generation": 2, "resourceVersion": "7",
+                        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+                        "managedFields": [{"manager": "kubectl"}]}, "spec": {"replicas": 1}, "status": {"x": 1}}
+    assert slim_falapp(app) == {"metadata": {"name": "llm", "uid": "app-1", "generation": 2, "resourceVersion": "7"},
+                                "spec": {"replicas": 1}, "status": {"x": 1}}
+
+
+class ClusterApi(ListingApi):
+    """The reads and writes one reconcile makes, on objects kept here; counts reads."""
+
+    def __init__(self) -> None:
+        super().__init__([node("n1")], [])
+        self.rv = itertools.count(100)
+        self.reads: list[str] = []
+        self.writes: list[str] = []
+        self.objects: dict[tuple[str, str], dict] = {}
+
+    def _stamp(self, body: dict) -> dict:
+        body = copy.deepcopy(body)
+        meta = body["metadata"]
+        old = self.objects.get((body["kind"], meta["name"]))
+        meta.setdefault("uid", old["metadata"]["uid"] if old else f"uid-{meta['name']}")
+        meta["resourceVersion"] = str(next(self.rv))
+        meta["generation"] = (old["metadata"].get("generation", 0) if old else 0) + 1
+        self.objects[(body["kind"], meta["name"])] = body
+        return copy.deepcopy(body)
+
+    async def get_falapp(self, namespace, name):
+        self.reads.append("get_falapp")
+        return copy.deepcopy(self.objects.get(("FalApp", name)))
+
+    async def get_deployment(self, namespace, name):
+        self.reads.append("get_deployment")
+        return copy.deepcopy(self.objects.get(("Deployment", name)))
+
+    async def get_service(self, namespace, name):
+        self.reads.append("get_service")
+        return copy.deepcopy(self.objects.get(("Service", name)))
+
+    async def list_objects(self, resource, each, namespace=None, label_selector=None, field_selector=None, read=None):
+        if read:
+            self.reads.append(read)
+        kind = {"deployments": "Deployment", "pods": "Pod", "falapps": "FalApp", "services": "Service"}.get(resource)
+        for (k, _), body in list(self.objects.items()):
+            if k == kind:
+                each(copy.deepcopy(body))
+        return str(next(self.rv))
+
+    async def apply(self, body, create=False):
+        self.writes.append(f"apply {body['kind']}")
+        return self._stamp(body)
+
+    async def patch_falapp_status(self, namespace, name, status):
+        self.writes.append("status")
+        app = self.objects[("FalApp", name)]
+        app["status"] = {**app.get("status", {}), **copy.deepcopy(status)}
+        app["metadata"]["resourceVersion"] = str(next(self.rv))
+        return copy.deepcopy(app)
+
+    async def post_event(self, *args):
+        pass
+
+
+def falapp() -> dict:
+    return {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp",
+            "metadata": {"name": "llm", "namespace": "team-a", "uid": "app-1", "generation": 1,
+                         "resourceVersion": "1"},
+            "spec": {"image": "registry.example.com/llm:1", "replicas": 1, "machineTypes": ["GPU-H100"],
+                     "numGpus": 1}}
+
+
+@pytest.fixture
+async def controller():
+    api = ClusterApi()
+    api.objects[("FalApp", "llm")] = falapp()
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    yield controller
+    await controller.stop()
+
+
+async def drain(controller: Controller) -> None:
+    while len(controller.queue):
+        controller.queue.done(await controller.queue.get())
+
+
+def echo(controller: Controller) -> None:
+    """The watches report what the API holds now (the operator's own writes coming back)."""
+    for (kind, _), body in controller.api.objects.items():
+        watched = {"FalApp": controller.falapp_watched,
+                   "Deployment": lambda k, b: controller.child_watched(controller.deployments, k, b)}[kind]
+        watched("MODIFIED", copy.deepcopy(body))
+
+
+async def test_a_settled_app_is_reconciled_without_api_reads(controller: Controller):
+    api: ClusterApi = controller.api
+    assert ("team-a", "llm") in controller.falapps.objects, "the FalApp was not listed at start"
+    await controller.reconcile_app("team-a", "llm")
+    # the Deployment to create was not known: read by name first (a foreign object may hold the name)
+    assert api.reads == ["get_deployment"] and api.writes == ["apply Deployment", "status"]
+    api.reads.clear()
+    api.writes.clear()
+    # before the watch reports our writes, the next reconcile already sees them: nothing to do again
+    await controller.reconcile_app("team-a", "llm")
+    assert api.reads == [] and api.writes == []
+    await drain(controller)
+    echo(controller)
+    assert len(controller.queue) == 0, "our own writes coming back queued the app"
+    await controller.reconcile_app("team-a", "llm")
+    assert api.reads == [] and api.writes == []
+
+
+async def test_an_app_whose_write_never_comes_back_is_read_fresh(controller: Controller, monkeypatch):
+    api: ClusterApi = controller.api
+    await controller.reconcile_app("team-a", "llm")
+    api.reads.clear()
+    clock = Clock()
+    clock.now = asyncio.get_running_loop().time() + CONFIRM_DEADLINE + 1
+    for s in (controller.falapps, controller.deployments, controller.services, controller.app_pods):
+        monkeypatch.setattr(s, "clock", clock)
+    await controller.reconcile_app("team-a", "llm")
+    assert api.reads == ["get_falapp", "get_service", "list_app_deployments", "list_app_pods"]
+    api.reads.clear()
+    await controller.reconcile_app("team-a", "llm")  # read once: settled again
+    assert api.reads == []
+
+
+async def test_a_write_without_an_answer_makes_the_next_reconcile_read_fresh(controller: Controller):
+    from falapp_operator.k8s.client import ApiError
+    api: ClusterApi = controller.api
+
+    async def lost(*args, **kwargs):
+        raise ApiError(0, "ServerDisconnectedError", "no answer")
+    original, api.apply = api.apply, lost
+    with pytest.raises(ApiError):
+        await controller.reconcile_app("team-a", "llm")
+    api.apply = original
+    api.reads.clear()
+    await controller.reconcile_app("team-a", "llm")
+    assert api.reads[:4] == ["get_falapp", "get_service", "list_app_deployments", "list_app_pods"]
+
+
+async def test_a_machinetype_whose_status_alone_changed_queues_nothing(controller: Controller):
+    controller.apps |= {("team-a", "llm"), ("team-b", "sdxl")}
+    h100 = controller.catalogue["gpu-h100"].model_dump(by_alias=True, exclude_none=True, mode="json")
+    h100["metadata"].update(generation=1, resourceVersion="50")
+    controller.machinetype_event(h100, deleted=False)
+    await drain(controller)
+    controller.cache.nodes_of_type(controller.catalogue["gpu-h100"])
+    matched = dict(controller.cache._matches)
+    catalogue = controller.placement_catalogue()
+    # our own status write coming back
+    controller._machinetype_written["gpu-h100"] = 51
+    echoed = {**h100, "metadata": {**h100["metadata"], "resourceVersion": "51"}, "status": {"nodes": 1}}
+    controller.machinetype_event(echoed, deleted=False)
+    # someone else's status write
+    other = {**echoed, "metadata": {**h100["metadata"], "resourceVersion": "52"}, "status": {"nodes": 7}}
+    controller.machinetype_event(other, deleted=False)
+    assert len(controller.queue) == 0, "a status change queued apps"
+    assert controller.cache._matches == matched, "the capacity view's node matches were cleared"
+    assert controller.placement_catalogue() is catalogue, "the placement catalogue was built again"
+    assert controller._machinetype_status["gpu-h100"] == {"nodes": 7}, "another writer's status is not corrected"
+    # a spec change does queue every app
+    changed = copy.deepcopy(other)
+    changed["metadata"].update(generation=2, resourceVersion="53")
+    changed["spec"]["displayName"] = "H100 80GB"
+    controller.machinetype_event(changed, deleted=False)
+    assert len(controller.queue) == 2
+
+
+def test_the_default_catalogue_has_the_type_the_tests_use():
+    assert any(m.metadata.name == "gpu-h100" for m in DEFAULT_CATALOG)
