@@ -104,6 +104,10 @@ fi
 # --- the operator image ----------------------------------------------------------------------------
 build=(build --network host --file "$repo/Dockerfile" --tag "$image")
 [ -n "$python_image" ] && build+=(--build-arg "PYTHON_IMAGE=$python_image")
+# crun (podman's first choice) refuses hybrid cgroup layouts: build with runc there
+if [ "$engine" = podman ] && [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ] && command -v runc >/dev/null; then
+  build+=(--runtime runc)
+fi
 if git -C "$repo" rev-parse HEAD >/dev/null 2>&1; then
   revision=$(git -C "$repo" rev-parse HEAD)
   # a build from uncommitted sources says so
