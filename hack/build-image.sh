@@ -150,10 +150,14 @@ elif [ -n "$pip_vars" ]; then
   log "pip settings forwarded: $(echo $pip_vars | tr ' ' ',')"
 fi
 
+previous=$("$engine" image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 start=$(seconds)
 log "$engine build $image (PYTHON_IMAGE=${python_image:-the Dockerfile default})"
 "$engine" "${build[@]}" "$repo" >&2
 took=$(elapsed "$start")
-size=$("$engine" image inspect --format '{{.Size}}' "$image")
+# the image this tag named before is left untagged: remove it unless a container still uses it
+current=$("$engine" image inspect --format '{{.Id}}' "$image")
+[ -z "$previous" ] || [ "$previous" = "$current" ] || "$engine" rmi "$previous" >/dev/null 2>&1 || true
+size=$("$engine" image inspect --format '{{.Size}}' "$current")
 log "image $image: built in $took s, $(awk -v s="$size" 'BEGIN { printf "%.0f", s / 1e6 }') MB"
 echo "$image"
