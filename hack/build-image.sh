@@ -135,6 +135,7 @@ elif [ -n "$pip_vars" ]; then
     for var in $pip_vars; do
       [ "$var" = PIP_CONFIG_FILE ] && continue
       value=""
+      set -f  # the words are split, never globbed
       for word in ${!var}; do
         if [[ "$word" == /* ]] && [ -e "$word" ]; then
           n=$((n + 1))
@@ -144,6 +145,7 @@ elif [ -n "$pip_vars" ]; then
         fi
         value+="${value:+ }$word"
       done
+      set +f
       echo "$(echo "${var#PIP_}" | tr 'A-Z_' 'a-z-') = $value"
     done
   } > "$home/.config/pip/pip.conf"
