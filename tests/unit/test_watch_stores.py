@@ -336,3 +336,12 @@ async def test_a_machinetype_whose_status_alone_changed_queues_nothing(controlle
 
 def test_the_default_catalogue_has_the_type_the_tests_use():
     assert any(m.metadata.name == "gpu-h100" for m in DEFAULT_CATALOG)
+
+
+def test_a_write_that_changed_nothing_is_not_awaited_on_the_watch():
+    clock = Clock()
+    s = store(clock)
+    s.observe("ADDED", deployment(3, rv=9))
+    s.wrote(deployment(3, rv=9), APP)  # an apply that changed nothing answers with the version held
+    clock.now += CONFIRM_DEADLINE + 1
+    assert s.overdue(APP) is False, "no watch event ever reports a write that changed nothing"

@@ -322,6 +322,9 @@ class Controller:
         # room freed on a node no machine type uses (CPU churn elsewhere) wakes nobody
         if freed and old is not None and old.node and self.cache.of_any_type(old.node, self.catalogue.values()):
             self._capacity_changed()
+        elif not app and not deleted and (now := self.cache.pods.get(meta["uid"])) is not None and now.node and (
+                old is None or old.node != now.node) and self.cache.of_any_type(now.node, self.catalogue.values()):
+            self._touch_machinetypes()  # another team's pod took room on a type's node: its status shows it
 
     def _app_pod(self, body: Mapping, kind: str) -> bool:
         """Keep the slim copy of a pod of a managed app (whether a reconcile may see it differently)."""

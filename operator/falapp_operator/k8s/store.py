@@ -122,11 +122,14 @@ class Store:
             return
         key, rv = key_of(body), version(body)
         old = self.objects.get(key)
-        if old is None or rv is None or version(old) is None or rv > version(old):
+        old_rv = version(old)
+        if old is None or rv is None or old_rv is None or rv > old_rv:
             self._put(key, self.slim(body), old)
-        if rv is not None:
-            self._pending.setdefault(key, {})[rv] = self.clock() + CONFIRM_DEADLINE
-            self._pending_app[key] = app
+            # a new version: expected back on the watch (a write that changed nothing keeps the version
+            # held, and no event ever reports it again)
+            if rv is not None:
+                self._pending.setdefault(key, {})[rv] = self.clock() + CONFIRM_DEADLINE
+                self._pending_app[key] = app
 
     def deleted(self, key: Key, app: Key) -> None:
         """The operator deleted the object (or found it gone)."""
