@@ -345,3 +345,42 @@ def test_a_write_that_changed_nothing_is_not_awaited_on_the_watch():
     s.wrote(deployment(3, rv=9), APP)  # an apply that changed nothing answers with the version held
     clock.now += CONFIRM_DEADLINE + 1
     assert s.overdue(APP) is False, "no watch event ever reports a write that changed nothing"
+
+
+async def test_an_expired_watch_lists_again_and_reports_what_went_meanwhile():
+    from falapp_operator.k8s.client import ApiError
+    from falapp_operator.k8s.informer import Informer
+
+    class Api:
+        def __init__(self) -> None:
+            self.items = [deployment(2, rv=5), deployment(1, rv=6, uid="d-2", name="llm-a100")]
+            self.watches = 0
+
+        async def list_objects(self, resource, each, *args):
+            for item in self.items:
+                each(copy.deepcopy(item))
+            return "10"
+
+        async def watch_objects(self, resource, version, *args):
+            self.watches += 1
+            if self.watches == 1:
+                yield "MODIFIED", deployment(3, rv=11)
+                raise ApiError(410, "Expired", "too old resource version")
+            await asyncio.Event().wait()
+            yield
+
+    api, seen = Api(), []
+    informer = Informer(api, "deployments", lambda kind, body: seen.append((kind, body["metadata"]["name"])))
+    await informer.sync()
+    assert seen == [("ADDED", "llm-h100"), ("ADDED", "llm-a100")]
+    api.items = api.items[:1]  # llm-a100 goes while the watch is away: no event ever says so
+    task = asyncio.create_task(informer.run())
+    try:
+        for _ in range(100):
+            if ("DELETED", "llm-a100") in seen:
+                break
+            await asyncio.sleep(0.01)
+        assert seen[2:] == [("MODIFIED", "llm-h100"), ("ADDED", "llm-h100"), ("DELETED", "llm-a100")]
+        assert api.watches == 2 and informer.version == "10"
+    finally:
+        task.cancel()

@@ -585,7 +585,10 @@ class Controller:
         app = (namespace, name)
         logger.info("%s/%s: reading the app fresh from the API", namespace, name)
         self.falapps.refresh(app, app, await self.api.get_falapp(namespace, name))
-        self.services.refresh(app, app, await self.api.get_service(namespace, name))
+        service = await self.api.get_service(namespace, name)
+        # only what its watch reports on (the app's label): an object it cannot see go must not stay
+        labelled = service is not None and bool((service["metadata"].get("labels") or {}).get(APP_LABEL))
+        self.services.refresh(app, app, service if labelled else None)
         selector = f"{APP_LABEL}={name}"
         for store, resource in ((self.deployments, "deployments"), (self.app_pods, "pods")):
             items: list[dict] = []
