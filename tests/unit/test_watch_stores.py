@@ -262,9 +262,8 @@ async def test_a_settled_app_is_reconciled_without_api_reads(controller: Control
     api: ClusterApi = controller.api
     assert ("team-a", "llm") in controller.falapps.objects, "the FalApp was not listed at start"
     await controller.reconcile_app("team-a", "llm")
-    # the Deployment to create was not known: read by name first (a foreign object may hold the name)
-    assert api.reads == ["get_deployment"] and api.writes == ["apply Deployment", "status"]
-    api.reads.clear()
+    # whether the child's name is free is known from the store of every Deployment of the namespace
+    assert api.reads == [] and api.writes == ["apply Deployment", "status"]
     api.writes.clear()
     # before the watch reports our writes, the next reconcile already sees them: nothing to do again
     await controller.reconcile_app("team-a", "llm")
@@ -274,6 +273,24 @@ async def test_a_settled_app_is_reconciled_without_api_reads(controller: Control
     assert len(controller.queue) == 0, "our own writes coming back queued the app"
     await controller.reconcile_app("team-a", "llm")
     assert api.reads == [] and api.writes == []
+
+
+async def test_a_name_held_by_another_object_is_known_without_a_read(controller: Controller):
+    from falapp_operator.reconcile.children import deployment_name
+    api: ClusterApi = controller.api
+    name = deployment_name("llm", "gpu-h100")
+    squatter = {"metadata": {"name": name, "namespace": "team-a", "uid": "other", "resourceVersion": "3",
+                             "labels": {"team": "b"}, "annotations": {"note": "x" * 1000},
+                             "ownerReferences": [{"kind": "ReplicaSet", "name": "x", "uid": "rs", "controller": True}]},
+                "spec": {"replicas": 5, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}}
+    controller.child_watched(controller.deployments, "ADDED", squatter)
+    held = controller.deployments.get(("team-a", name))
+    assert "spec" not in held and "annotations" not in held["metadata"], "another's object kept whole"
+    await controller.reconcile_app("team-a", "llm")
+    assert api.reads == [] and api.writes == ["status"]
+    app = controller.falapps.get(("team-a", "llm"))
+    stalled = next(c for c in app["status"]["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "NameConflict" and f"Deployment team-a/{name} already exists" in stalled["message"]
 
 
 async def test_an_app_whose_write_never_comes_back_is_read_fresh(controller: Controller, monkeypatch):

@@ -277,10 +277,6 @@ class KubeApi:
         """A watch of every pod of the cluster (see watch_objects)."""
         return self.watch_objects("pods", resource_version, server_timeout=server_timeout)
 
-    async def get_deployment(self, namespace: str, name: str) -> dict | None:
-        return await self._get("get_deployment", f"Deployment {namespace}/{name}",
-                               self.apps.read_namespaced_deployment, name, namespace)
-
     async def get_service(self, namespace: str, name: str) -> dict | None:
         return await self._get("get_service", f"Service {namespace}/{name}", self.core.read_namespaced_service,
                                name, namespace)

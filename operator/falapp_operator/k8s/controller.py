@@ -118,10 +118,12 @@ class Controller:
         for namespace in namespaces:  # FalApps and their children: only where FalApps are managed
             self._informers += [
                 Informer(self.api, "falapps", self.falapp_watched, namespace),
+                # every Deployment and Service there, not only the apps' (labelled): whether a child's name
+                # is taken is known without a read; others' are kept as name and controller only
                 Informer(self.api, "deployments", lambda kind, body: self.child_watched(self.deployments, kind, body),
-                         namespace, label_selector=APP_LABEL),
+                         namespace),
                 Informer(self.api, "services", lambda kind, body: self.child_watched(self.services, kind, body),
-                         namespace, label_selector=APP_LABEL),
+                         namespace),
             ]
             # the autoscalers' word about pending pods, filtered by the API server: one watch per reason;
             # FailedScheduling only from Karpenter (the scheduler posts one for every unschedulable pod)
@@ -559,22 +561,18 @@ class Controller:
     async def _name_conflict(self, ref: children.AppRef, labelled: list[dict],
                              result: AppPlan) -> tuple[str | None, dict | None]:
         """(why a child of the plan may not be written, the live Service): a child is written only when
-        absent or controlled by this FalApp. The stores hold only objects carrying an app's label: a
-        child they do not know is read by name before it is created (an object without the label may
-        hold the name; applying to it would take it over)."""
+        absent or controlled by this FalApp. The stores hold every Deployment and Service of the app's
+        namespace (others' by name and controller only). One made under the name after the store last
+        heard of it is caught by the create itself: an apply without force conflicts with its fields."""
         by_name = {d["metadata"]["name"]: d for d in labelled}
         for body in result.deployments:
             name = body["metadata"]["name"]
             live = by_name.get(name) or self.deployments.get((ref.namespace, name))
-            if live is None:
-                live = await self.api.get_deployment(ref.namespace, name)
             if (problem := name_conflict("Deployment", live, ref)) is not None:
                 return problem, None
         service = None
         if result.service is not None:
             service = self.services.get((ref.namespace, ref.name))
-            if service is None:
-                service = await self.api.get_service(ref.namespace, ref.name)
             if (problem := name_conflict("Service", service, ref)) is not None:
                 return problem, None
         return None, service
@@ -585,10 +583,7 @@ class Controller:
         app = (namespace, name)
         logger.info("%s/%s: reading the app fresh from the API", namespace, name)
         self.falapps.refresh(app, app, await self.api.get_falapp(namespace, name))
-        service = await self.api.get_service(namespace, name)
-        # only what its watch reports on (the app's label): an object it cannot see go must not stay
-        labelled = service is not None and bool((service["metadata"].get("labels") or {}).get(APP_LABEL))
-        self.services.refresh(app, app, service if labelled else None)
+        self.services.refresh(app, app, await self.api.get_service(namespace, name))
         selector = f"{APP_LABEL}={name}"
         for store, resource in ((self.deployments, "deployments"), (self.app_pods, "pods")):
             items: list[dict] = []

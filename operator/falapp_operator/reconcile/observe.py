@@ -158,9 +158,12 @@ def _meta(meta: Mapping, labels: Iterable[str], annotations: Iterable[str]) -> d
 
 def slim_child(body: Mapping, field_manager: str) -> dict:
     """A Deployment or Service of an app, as children_state, made_by, name_conflict and needs_apply
-    read it."""
+    read it; anyone else's only as name_conflict reads it (name and controller: its name is taken)."""
     meta = body["metadata"]
     out = {"metadata": _meta(meta, (APP_LABEL, TYPE_LABEL), (HASH_ANNOTATION, SURGE_ANNOTATION))}
+    if not out["metadata"]["labels"].get(APP_LABEL):
+        del out["metadata"]["labels"], out["metadata"]["annotations"]
+        return out
     out["metadata"]["managedFields"] = others_managed_fields(meta, field_manager)
     if "replicas" in (body.get("spec") or {}):
         out["spec"] = {"replicas": body["spec"]["replicas"]}
