@@ -69,6 +69,25 @@ async def test_server_clock_follows_the_date_header():
     assert abs((clock.now() - (datetime.now(UTC) + timedelta(minutes=5))).total_seconds()) < 2
 
 
+def test_server_clock_is_known_to_a_round_trip_though_the_date_header_has_whole_seconds():
+    import random
+    from email.utils import formatdate
+    rng = random.Random(7)
+    for true_offset in (0.0, 0.3, -0.8, 123.45):
+        clock = ServerClock()
+        local = 1_800_000_000.0 + rng.random()
+        for _ in range(40):  # answers at random moments, each a 5 ms round trip
+            local += rng.random() * 0.3
+            header = formatdate(local + true_offset + 0.0025, usegmt=True)  # whole seconds
+            clock.observe(header, sent=local, received=local + 0.005)
+        assert abs(clock.offset - true_offset) < 0.05, (true_offset, clock.offset)
+    # the local clock is stepped by a minute: the old answers no longer fit, the new ones rule
+    for _ in range(40):
+        local += rng.random() * 0.3
+        clock.observe(formatdate(local + 123.45 - 60 + 0.0025, usegmt=True), sent=local, received=local + 0.005)
+    assert abs(clock.offset - (123.45 - 60)) < 0.05, clock.offset
+
+
 async def test_failed_key_waits_out_its_backoff_despite_events():
     queue = WorkQueue()
     key = ("app", "ns", "a")

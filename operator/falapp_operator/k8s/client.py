@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-import statistics
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -75,22 +76,38 @@ class NotLeading(RuntimeError):
 
 class ServerClock:
     """The API server's clock, from the Date header of its answers: timeouts compare the server's own
-    timestamps (conditions, creation times) with this, so a skewed local clock shifts nothing."""
+    timestamps (conditions, creation times) with this, so a skewed local clock shifts nothing.
+
+    The header has whole seconds: one answer only says the server's clock read [D, D+1) at some local
+    moment between sending and receiving, which bounds the offset (server minus local) to a second-wide
+    interval. The intervals of recent answers are intersected; once answers fall on both sides of a
+    second's edge the offset is known to about a round trip. (A guess per answer is off by up to half a
+    second, and answers of one burst all share the same error: every timeout would be.)"""
+
+    WINDOW = 64  # answers whose bounds are intersected
 
     def __init__(self) -> None:
-        self._offsets: list[float] = []
+        self._bounds: deque[tuple[float, float]] = deque(maxlen=self.WINDOW)
         self.offset = 0.0
 
-    def observe(self, date_header: str | None) -> None:
+    def observe(self, date_header: str | None, sent: float | None = None, received: float | None = None) -> None:
+        """`sent`, `received`: local wall-clock times (time.time()) around the request."""
         if not date_header:
             return
         try:
-            server = parsedate_to_datetime(date_header)
+            server = parsedate_to_datetime(date_header).timestamp()
         except (TypeError, ValueError):
             return
-        # the header has whole seconds: the true server time is on average half a second later
-        self._offsets = [*self._offsets[-15:], (server - datetime.now(UTC)).total_seconds() + 0.5]
-        self.offset = statistics.median(self._offsets)
+        received = time.time() if received is None else received
+        sent = received if sent is None else sent
+        bound = (server - received, server + 1 - sent)
+        self._bounds.append(bound)
+        low, high = max(b[0] for b in self._bounds), min(b[1] for b in self._bounds)
+        if low > high:  # no offset fits every answer: a clock was stepped; start again from this one
+            self._bounds.clear()
+            self._bounds.append(bound)
+            low, high = bound
+        self.offset = (low + high) / 2
 
     def now(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self.offset)
@@ -99,6 +116,7 @@ class ServerClock:
 async def _answer(coro, what: str, clock: ServerClock | None = None) -> Any:
     """Await a call made with _preload_content=False; raise ApiError on an error status, else return
     the parsed body (None when empty). kubernetes_asyncio checks the status only when it preloads."""
+    sent = time.time()
     try:
         response = await coro
     except ApiException as e:  # raised by calls that preload, and by the client's own checks
@@ -107,7 +125,7 @@ async def _answer(coro, what: str, clock: ServerClock | None = None) -> Any:
         raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
     try:
         if clock is not None:
-            clock.observe(response.headers.get("Date"))
+            clock.observe(response.headers.get("Date"), sent, time.time())
         data = await response.read()
         if response.status >= 400:
             raise _from_body(response.status, response.reason or "", data, what)
