@@ -88,6 +88,19 @@ def test_server_clock_is_known_to_a_round_trip_though_the_date_header_has_whole_
     assert abs(clock.offset - (123.45 - 60)) < 0.05, clock.offset
 
 
+async def test_a_key_whose_delay_ran_out_goes_before_keys_queued_by_events():
+    queue = WorkQueue()
+    for name in ("a", "b", "c"):
+        queue.add(("app", "ns", name))
+    queue.add_after(("app", "ns", "due"), 0.01)
+    await asyncio.sleep(0.05)
+    got = [await queue.get() for _ in range(4)]
+    assert got == [("app", "ns", "due"), ("app", "ns", "a"), ("app", "ns", "b"), ("app", "ns", "c")]
+    for key in got:
+        queue.done(key)
+    assert len(queue) == 0
+
+
 async def test_failed_key_waits_out_its_backoff_despite_events():
     queue = WorkQueue()
     key = ("app", "ns", "a")

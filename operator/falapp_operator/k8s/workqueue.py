@@ -3,24 +3,31 @@ delayed adds keep only the earliest wake-up (the model of client-go's workqueue)
 
 A key that failed waits out its back-off (`retry_after`): ordinary adds do not cut it short, so a
 failing reconcile is retried at its back-off rate, not at the rate its watch events arrive. An
-urgent add (the user changed the spec) does."""
+urgent add (the user changed the spec) does.
+
+A key whose delay ran out (a decision fell due: an unschedulable timeout, a probe's back-off) is
+handed out before keys queued by events: in a burst of fallbacks, a replica whose timeout expired
+does not wait behind other apps' routine status updates."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Hashable
 
 
 class WorkQueue:
     def __init__(self) -> None:
-        self._ready: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._ready: deque[Hashable] = deque()
+        self._due: deque[Hashable] = deque()  # keys whose delay ran out: handed out first
+        self._count = asyncio.Semaphore(0)  # keys in _ready and _due
         self._queued: set[Hashable] = set()
         self._processing: set[Hashable] = set()
         self._dirty: set[Hashable] = set()
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self._backing_off: set[Hashable] = set()
 
-    def add(self, key: Hashable, urgent: bool = False) -> None:
+    def add(self, key: Hashable, urgent: bool = False, due: bool = False) -> None:
         if key in self._backing_off and not urgent:
             return
         self._backing_off.discard(key)
@@ -31,7 +38,8 @@ class WorkQueue:
             self._dirty.add(key)
         elif key not in self._queued:
             self._queued.add(key)
-            self._ready.put_nowait(key)
+            (self._due if due else self._ready).append(key)
+            self._count.release()
 
     def add_after(self, key: Hashable, delay: float) -> None:
         if key in self._backing_off:
@@ -60,10 +68,11 @@ class WorkQueue:
     def _fire(self, key: Hashable) -> None:
         self._timers.pop(key, None)
         self._backing_off.discard(key)
-        self.add(key)
+        self.add(key, due=True)
 
     async def get(self) -> Hashable:
-        key = await self._ready.get()
+        await self._count.acquire()
+        key = self._due.popleft() if self._due else self._ready.popleft()
         self._queued.discard(key)
         self._processing.add(key)
         return key
