@@ -326,13 +326,19 @@ def operator_source(rev: str | None) -> tuple[Path | None, str]:
     return target / "operator", f"{commit} ({subject[:70]})"
 
 
+def metric_samples(text: str, name: str) -> dict[str, float]:
+    """A metric's samples in Prometheus text `text`, by their label set as written ("" without labels)."""
+    return {labels: float(value)
+            for labels, value in re.findall(rf"^{re.escape(name)}(?:{{([^}}]*)}})? (\S+)$", text, re.M)}
+
+
 def metric_value(text: str, name: str, **labels: str) -> float | None:
     """The sum of a metric's samples carrying `labels` in Prometheus text `text`; None when it has none."""
     total, found = 0.0, False
-    for sample_labels, value in re.findall(rf"^{re.escape(name)}(?:{{([^}}]*)}})? (\S+)$", text, re.M):
+    for sample_labels, value in metric_samples(text, name).items():
         have = dict(re.findall(r'(\w+)="([^"]*)"', sample_labels))
         if all(have.get(k) == v for k, v in labels.items()):
-            total, found = total + float(value), True
+            total, found = total + value, True
     return total if found else None
 
 

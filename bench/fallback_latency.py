@@ -175,6 +175,13 @@ def plot(result: dict, path: Path) -> None:
     print(f"wrote {path}")
 
 
+def operator_counts(operator: Operator) -> dict[str, float | None]:
+    """The operator's CPU seconds, reconciles and API writes and reads so far (None: no such metric)."""
+    return {"cpu_s": operator.cpu_seconds(), "reconciles": operator.metric("falapp_reconciles_total"),
+            "api_writes": operator.metric("falapp_api_writes_total"),
+            "api_reads": operator.metric("falapp_api_reads_total")}
+
+
 async def measure(args: argparse.Namespace) -> dict:
     cluster = Cluster()
     bench = Bench(cluster, args.apps, float(args.timeout.rstrip("s")))
@@ -184,10 +191,12 @@ async def measure(args: argparse.Namespace) -> dict:
             bench.setup()
             if operator:
                 operator.start()
-                cpu_before = operator.cpu_seconds()
+                before = operator_counts(operator)
             result = await bench.run()
             if operator:
-                result["operator_cpu_s"] = round(operator.cpu_seconds() - cpu_before, 1)
+                after = operator_counts(operator)
+                result["operator_during_run"] = {k: None if after[k] is None else round(after[k] - (before[k] or 0), 1)
+                                                 for k in after}
                 result["operator_revision"] = operator.revision
         finally:
             if operator:

@@ -41,10 +41,65 @@ from common import (
     load,
     machine_type,
     plain_deployment,
+    pod_ready,
     until,
 )
 
 TYPE_LABEL = "fal.ai/machine-type"
+STAGES = (("unschedulable", "replacements on the lost type seen Unschedulable"),
+          ("asked", "replicas the next type's Deployments ask for (operator)"),
+          ("created", "pods created on the next type (controller manager)"),
+          ("bound", "pods bound (scheduler)"),
+          ("ready", "pods Ready (KWOK)"))
+
+
+class Stages:
+    """Where the operator run's time goes: how many replicas have reached each stage (STAGES) since the
+    nodes were removed, over time, as the watches see them."""
+
+    def __init__(self, first: str, next_: str):
+        self.first, self.next = first, next_
+        self.since: float | None = None  # set when the nodes are removed
+        self.seen: dict[str, set[str]] = {name: set() for name, _ in STAGES}
+        self.asked: dict[str, int] = {}  # next type's Deployment -> spec.replicas
+        self.series: dict[str, list[tuple[float, int]]] = {name: [] for name, _ in STAGES}
+
+    def _mark(self, stage: str, key: str, now: float) -> None:
+        if key not in self.seen[stage]:
+            self.seen[stage].add(key)
+            self.series[stage].append((now - self.since, len(self.seen[stage])))
+
+    def observe_pod(self, event: str, pod: dict, now: float) -> None:
+        if self.since is None or event == "DELETED":
+            return
+        name, kind = pod["metadata"]["name"], (pod["metadata"].get("labels") or {}).get(TYPE_LABEL)
+        if kind == self.first and any(c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
+                                      for c in (pod.get("status") or {}).get("conditions") or []):
+            self._mark("unschedulable", name, now)
+        elif kind == self.next:
+            self._mark("created", name, now)
+            if pod["spec"].get("nodeName"):
+                self._mark("bound", name, now)
+            if pod_ready(pod):
+                self._mark("ready", name, now)
+
+    def observe_deployment(self, event: str, deployment: dict, now: float) -> None:
+        if (deployment["metadata"].get("labels") or {}).get(TYPE_LABEL) != self.next:
+            return
+        self.asked[deployment["metadata"]["name"]] = 0 if event == "DELETED" else deployment["spec"].get("replicas", 0)
+        asked = sum(self.asked.values())
+        if self.since is not None and asked > (self.series["asked"][-1][1] if self.series["asked"] else 0):
+            self.series["asked"].append((now - self.since, asked))
+
+    def report(self, total: int) -> dict:
+        out = {}
+        for name, _ in STAGES:
+            series = self.series[name]
+            half = next((t for t, n in series if n >= total / 2), None)
+            out[name] = {"count": series[-1][1] if series else 0,
+                         "half_s": None if half is None else round(half, 2),
+                         "last_s": round(series[-1][0], 2) if series else None}
+        return out
 
 
 class MassFallback:
@@ -71,36 +126,46 @@ class MassFallback:
 
     async def operator_run(self) -> dict:
         c, stop = self.cluster, asyncio.Event()
-        pods = ReadyPods(TYPE_LABEL)
-        watch = asyncio.create_task(c.watch("v1", "Pod", self.namespace, pods.observe, stop))
+        pods, stages = ReadyPods(TYPE_LABEL), Stages(self.first, self.next)
+
+        def observe_pod(event: str, pod: dict, now: float) -> None:
+            pods.observe(event, pod, now)
+            stages.observe_pod(event, pod, now)
+
+        watches = [asyncio.create_task(c.watch("v1", "Pod", self.namespace, observe_pod, stop)),
+                   asyncio.create_task(c.watch("apps/v1", "Deployment", self.namespace, stages.observe_deployment,
+                                               stop))]
         try:
             await c.create([falapp(f"app-{i}", self.namespace, [self.first, self.next], self.replicas, self.timeout_s)
                             for i in range(self.apps)])
             placed = await until(lambda: pods.counts[self.first] == self.total, 600,
-                                 f"{self.total} replicas Ready on {self.first}", [watch])
+                                 f"{self.total} replicas Ready on {self.first}", watches)
             print(f"  {self.total} replicas Ready on {self.first} in {placed:.1f}s; removing its {self.node_count} "
                   "nodes", flush=True)
             await asyncio.sleep(5)  # status writes of the start settle
             cpu, operator_cpu = ControlPlaneCPU(), self.operator.cpu_seconds() if self.operator else 0.0
             before = cpu.read()
-            removed = time.time()
+            removed = stages.since = time.time()
             await c.delete_all("v1", "Node", selector=f"{POOL_LABEL}={self.first}")
             nodes_deleted = time.time() - removed
             await c.delete_all("v1", "Pod", self.namespace, selector=f"{TYPE_LABEL}={self.first}", grace=0)
             deleted = time.time() - removed
             print(f"  nodes deleted in {nodes_deleted:.2f}s, their pods by {deleted:.2f}s", flush=True)
             await until(lambda: pods.counts[self.next] == self.total, 600,
-                        f"{self.total} replicas Ready on {self.next}", [watch])
+                        f"{self.total} replicas Ready on {self.next}", watches)
             series = [(t - removed, n) for t, n in pods.series[self.next]]
             result = {"delete_requests_s": round(deleted, 2), "all_ready_s": round(series[-1][0], 2),
                       "half_ready_s": round(next(t for t, n in series if n >= self.total / 2), 2),
-                      "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series}
+                      "stages": stages.report(self.total),
+                      "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series,
+                      "asked_series": stages.series["asked"]}
             if self.operator:
                 result["operator_cpu_s"] = round(self.operator.cpu_seconds() - operator_cpu, 1)
             return result
         finally:
             stop.set()
-            watch.cancel()
+            for w in watches:
+                w.cancel()
 
     async def scheduler_run(self) -> dict:
         c, stop = self.cluster, asyncio.Event()
@@ -154,6 +219,8 @@ def plot(result: dict, path: Path) -> None:
             ys += [ys[-1], n]
         ax.plot(xs, ys, **style)
 
+    line(op["asked_series"], 0, color="tab:blue", linestyle=":", alpha=0.6,
+         label="operator run: replicas the A100 Deployments ask for")
     line(op["series"], 0, color="tab:blue",
          label=f"operator: H100 nodes removed at 0, all Ready on A100 at {op['all_ready_s']:.1f} s")
     line(base["series"], timeout, color="tab:orange", linestyle="--",
@@ -210,6 +277,7 @@ def main() -> int:
     args = parser.parse_args()
     result = asyncio.run(measure(args))
     series = {k: result[k].pop("series") for k in ("operator", "scheduler_alone")}
+    asked = result["operator"].pop("asked_series")
     print(json.dumps(result, indent=2))
     op, base = result["operator"], result["scheduler_alone"]
     print(f"\n{result['replicas']} replicas of {result['apps']} apps, {result['nodes_removed']} H100 nodes removed at "
@@ -220,9 +288,14 @@ def main() -> int:
     print(f"  scheduler alone: all Ready {base['all_ready_s']:.1f}s after the first create (half at "
           f"{base['half_ready_s']:.1f}s)")
     print(f"  ratio (operator - timeout) / scheduler alone: {result['ratio']:.2f}x")
+    print("  operator run, stage by stage (seconds since the nodes went; replicas reaching it):")
+    for name, label in STAGES:
+        stage = op["stages"][name]
+        print(f"    {label:<58} {stage['count']:>4}  half at {stage['half_s']}s, last at {stage['last_s']}s")
     if args.plot != "none":
         for k, s in series.items():
             result[k]["series"] = s
+        result["operator"]["asked_series"] = asked
         plot(result, Path(args.plot))
     return 0
 

@@ -41,6 +41,8 @@ from common import (
     falapp,
     load,
     machine_type,
+    metric_samples,
+    metric_value,
     plain_deployment,
     until,
 )
@@ -145,18 +147,24 @@ class Scale:
         return result
 
     async def idle(self, seconds: float) -> dict:
-        """API writes and reads per minute, CPU and RSS of the operator while nothing changes."""
+        """API writes and reads per minute (and which), CPU and RSS of the operator while nothing changes."""
         op = self.operator
-        writes, reads, cpu = op.metric("falapp_api_writes_total"), op.metric("falapp_api_reads_total"), op.cpu_seconds()
+        before, cpu = op.metrics(), op.cpu_seconds()
         await asyncio.sleep(seconds)
-        per_min = 60 / seconds
-        after_writes, after_reads = op.metric("falapp_api_writes_total"), op.metric("falapp_api_reads_total")
-        return {"idle_s": seconds,
-                "idle_writes_per_min": round(((after_writes or 0) - (writes or 0)) * per_min, 2),
-                "idle_reads_per_min": (round((after_reads - reads) * per_min, 2) if reads is not None
-                                       and after_reads is not None else "n/a (no falapp_api_reads_total metric)"),
-                "idle_cpu_percent": round((op.cpu_seconds() - cpu) * 100 / seconds, 1),
-                "rss_mib": round(op.rss_mib(), 1)}
+        after, per_min = op.metrics(), 60 / seconds
+        out: dict = {"idle_s": seconds, "idle_cpu_percent": round((op.cpu_seconds() - cpu) * 100 / seconds, 1),
+                     "rss_mib": round(op.rss_mib(), 1)}
+        for what, name in (("writes", "falapp_api_writes_total"), ("reads", "falapp_api_reads_total")):
+            if metric_value(after, name) is None:
+                out[f"idle_{what}_per_min"] = f"n/a (no {name} metric)"
+                continue
+            out[f"idle_{what}_per_min"] = round((metric_value(after, name) - (metric_value(before, name) or 0))
+                                                * per_min, 2)
+            earlier = metric_samples(before, name)
+            out[f"idle_{what}_by_label"] = {labels: round(value - earlier.get(labels, 0), 1)
+                                            for labels, value in metric_samples(after, name).items()
+                                            if value != earlier.get(labels, 0)}
+        return out
 
     async def cleanup(self) -> None:
         c = self.cluster
@@ -247,7 +255,8 @@ def main() -> int:
     print(f"  ratio (replicas Ready): {result['ratio']:.2f}x")
     if "rss_mib" in op:
         print(f"  operator: RSS {op['rss_mib']:.0f} MiB; idle {op['idle_writes_per_min']} writes/min, "
-              f"{op['idle_reads_per_min']} reads/min; {op['cpu_s_per_1000_reconciles']} CPU-s per 1,000 reconciles "
+              f"{op['idle_reads_per_min']} reads/min {op.get('idle_reads_by_label', '')}; "
+              f"{op['cpu_s_per_1000_reconciles']} CPU-s per 1,000 reconciles "
               f"({op['reconciles']} reconciles, {op['operator_cpu_s']} CPU-s)")
     if args.plot != "none":
         for k, s in series.items():
