@@ -401,3 +401,14 @@ async def test_an_expired_watch_lists_again_and_reports_what_went_meanwhile():
         assert api.watches == 2 and informer.version == "10"
     finally:
         task.cancel()
+
+
+async def test_an_app_in_a_namespace_being_deleted_is_left_alone(controller: Controller):
+    api: ClusterApi = controller.api
+    controller.namespace_event({"metadata": {"name": "team-a", "deletionTimestamp": "2026-01-01T00:00:00Z"}},
+                               deleted=False)
+    await controller.reconcile_app("team-a", "llm")
+    assert api.writes == [], "wrote into a namespace being deleted (its events cannot even be posted)"
+    controller.namespace_event({"metadata": {"name": "team-a"}}, deleted=False)  # (not really: a test)
+    await controller.reconcile_app("team-a", "llm")
+    assert api.writes == ["apply Deployment", "status"]

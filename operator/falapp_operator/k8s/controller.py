@@ -72,6 +72,7 @@ class Controller:
         self.nodepools: dict[str, PoolNodes] = {}  # Karpenter NodePool -> what the nodes it makes carry
         self._placement_catalogue: list[MachineType] | None = None  # with autoscaled types marked
         self.namespace_labels: dict[str, dict[str, str]] = {}  # only the labels: no whole bodies kept
+        self.terminating: set[str] = set()  # namespaces being deleted: their apps go with them
         self.queue = WorkQueue()
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
         self.generations: dict[tuple[str, str], tuple[str, int]] = {}  # last (uid, generation) per app
@@ -127,8 +128,10 @@ class Controller:
             ]
             # the autoscalers' word about pending pods, filtered by the API server: one watch per reason;
             # FailedScheduling only from Karpenter (the scheduler posts one for every unschedulable pod)
-            for reason in sorted(SCALE_UP_REASONS):
-                selector = f"reason={reason}" + (f",source={KARPENTER}" if reason == FAILED_SCHEDULING else "")
+            # (as the events.k8s.io API posts them, Karpenter's carry reportingComponent instead of source)
+            selectors = [f"reason={r}" for r in sorted(SCALE_UP_REASONS - {FAILED_SCHEDULING})] + [
+                f"reason={FAILED_SCHEDULING},{field}={KARPENTER}" for field in ("source", "reportingComponent")]
+            for selector in selectors:
                 self._informers.append(Informer(self.api, "events", self.scale_signal_watched, namespace,
                                                 field_selector=selector, track_deletions=False))
         for informer in self._informers:  # every store full before the first reconcile
@@ -144,6 +147,10 @@ class Controller:
         name = body["metadata"]["name"]
         labels = None if deleted else dict(body["metadata"].get("labels") or {})
         known = name in self.namespace_labels
+        if not deleted and body["metadata"].get("deletionTimestamp"):
+            self.terminating.add(name)
+        else:
+            self.terminating.discard(name)
         if labels is None:
             self.namespace_labels.pop(name, None)
         elif self.namespace_labels.get(name) != labels:
@@ -422,7 +429,9 @@ class Controller:
         cached = self.falapps.get(key)
         # the status is updated below as writes succeed: a copy (the stored one is as the API has it)
         body = None if cached is None else {**cached, "status": dict(cached.get("status") or {})}
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        # an app being deleted, or in a namespace being deleted, is left alone: nothing can be created
+        # there any more (not even an event), and its children go with it
+        if body is None or body["metadata"].get("deletionTimestamp") or namespace in self.terminating:
             self.waiting.discard((namespace, name))
             self.expected.pop((namespace, name), None)
             self._applied.pop((namespace, name), None)
