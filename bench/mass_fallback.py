@@ -46,7 +46,8 @@ from common import (
 )
 
 TYPE_LABEL = "fal.ai/machine-type"
-STAGES = (("unschedulable", "replacements on the lost type seen Unschedulable"),
+STAGES = (("replaced", "replacements created on the lost type (controller manager)"),
+          ("unschedulable", "replacements seen Unschedulable (scheduler)"),
           ("asked", "replicas the next type's Deployments ask for (operator)"),
           ("created", "pods created on the next type (controller manager)"),
           ("bound", "pods bound (scheduler)"),
@@ -60,6 +61,7 @@ class Stages:
     def __init__(self, first: str, next_: str):
         self.first, self.next = first, next_
         self.since: float | None = None  # set when the nodes are removed
+        self.lost: set[str] = set()  # pods there were before
         self.seen: dict[str, set[str]] = {name: set() for name, _ in STAGES}
         self.asked: dict[str, int] = {}  # next type's Deployment -> spec.replicas
         self.series: dict[str, list[tuple[float, int]]] = {name: [] for name, _ in STAGES}
@@ -70,9 +72,14 @@ class Stages:
             self.series[stage].append((now - self.since, len(self.seen[stage])))
 
     def observe_pod(self, event: str, pod: dict, now: float) -> None:
-        if self.since is None or event == "DELETED":
-            return
         name, kind = pod["metadata"]["name"], (pod["metadata"].get("labels") or {}).get(TYPE_LABEL)
+        if self.since is None:
+            self.lost.add(name)
+            return
+        if event == "DELETED" or name in self.lost:
+            return
+        if kind == self.first:
+            self._mark("replaced", name, now)
         if kind == self.first and any(c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
                                       for c in (pod.get("status") or {}).get("conditions") or []):
             self._mark("unschedulable", name, now)
