@@ -14,8 +14,8 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) hack/demo.py
 
-## test: unit tests and tests on the local cluster (built on first use, then reused)
-test: $(VENV)/.installed
+## test: lint (ruff, import-linter), unit tests and tests on the local cluster (built on first use, then reused)
+test: $(VENV)/.installed lint
 	hack/build-cluster-binaries.sh all >/dev/null
 	hack/build-tools.sh >/dev/null
 	$(PY) -m pytest -q
