@@ -412,3 +412,68 @@ async def test_an_app_in_a_namespace_being_deleted_is_left_alone(controller: Con
     controller.namespace_event({"metadata": {"name": "team-a"}}, deleted=False)  # (not really: a test)
     await controller.reconcile_app("team-a", "llm")
     assert api.writes == ["apply Deployment", "status"]
+
+
+def test_a_relist_does_not_drop_an_object_made_again_under_the_same_name():
+    # the FalApp (or a Deployment) was deleted and made again while the watch was away: the new LIST
+    # holds the new object, and the old one (another uid) is reported deleted at the LIST's version
+    s = store()
+    s.observe("ADDED", deployment(2, rv=5, uid="d-1"))
+    s.observe("ADDED", deployment(1, rv=20, uid="d-2"))  # listed again
+    s.observe("DELETED", {"metadata": {"uid": "d-1", "namespace": "team-a", "name": "llm-h100",
+                                       "resourceVersion": "25"}})
+    assert replicas(s) == [1], "the object made again was dropped with the old one"
+    assert s.key_of_uid("d-2") == ("team-a", "llm-h100")
+
+
+def test_a_fresh_list_keeps_what_the_watch_reported_after_its_snapshot():
+    s = store()
+    s.observe("ADDED", deployment(2, rv=5))
+    # while the fresh LIST (snapshot at version 40) is on its way, the watch reports a new child
+    s.observe("ADDED", deployment(1, rv=45, uid="d-2", name="llm-a100"))
+    s.refresh_app(APP, "team-a", [deployment(2, rv=5)], list_version="40")
+    assert [d["metadata"]["name"] for d in s.of_app("team-a", "llm")] == ["llm-a100", "llm-h100"], \
+        "a child made after the LIST's snapshot was dropped"
+    # one the LIST should have had is gone
+    s.refresh_app(APP, "team-a", [deployment(2, rv=5)], list_version="50")
+    assert [d["metadata"]["name"] for d in s.of_app("team-a", "llm")] == ["llm-h100"]
+
+
+async def test_a_watch_whose_handler_fails_keeps_watching(caplog):
+    from falapp_operator.k8s.informer import Informer
+
+    class Api:
+        def __init__(self) -> None:
+            self.lists = 0
+
+        async def list_objects(self, resource, each, *args):
+            self.lists += 1
+            each(deployment(2, rv=5))
+            return "10"
+
+        async def watch_objects(self, resource, version, *args):
+            yield "MODIFIED", deployment(3, rv=11 + self.lists)
+            await asyncio.Event().wait()
+
+    seen: list[int] = []
+
+    def on_event(kind: str, body: dict) -> None:
+        seen.append(int(body["metadata"]["resourceVersion"]))
+        if len(seen) == 2:
+            raise KeyError("a body the handler did not expect")
+
+    api = Api()
+    informer = Informer(api, "deployments", on_event)
+    await informer.sync()
+    task = asyncio.create_task(informer.run())
+    try:
+        for _ in range(300):
+            if len(seen) >= 4 or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert not task.done(), "the watch ended for good on an unexpected error"
+        assert seen == [5, 12, 5, 13] and api.lists == 2, seen  # listed again: the failed event is not lost
+        assert "watch of deployments failed" in caplog.text
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

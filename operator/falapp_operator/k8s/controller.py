@@ -222,6 +222,12 @@ class Controller:
                 delay = min(0.5 * 2 ** min(failures - 1, 10), 10.0)  # short: the capacity view goes stale meanwhile
                 logger.warning("pod watch failed (attempt %d), retrying in %.1fs: %s", failures, delay, e)
                 await asyncio.sleep(delay)
+            except Exception:  # a body the handlers did not expect: the watch must not end for good
+                failures += 1
+                delay = min(0.5 * 2 ** min(failures - 1, 10), 10.0)
+                logger.exception("pod watch failed (attempt %d), listing pods again in %.1fs", failures, delay)
+                self._pods_version = None
+                await asyncio.sleep(delay)
 
     async def _resync_loop(self) -> None:
         while True:
@@ -596,9 +602,9 @@ class Controller:
         selector = f"{APP_LABEL}={name}"
         for store, resource in ((self.deployments, "deployments"), (self.app_pods, "pods")):
             items: list[dict] = []
-            await self.api.list_objects(resource, items.append, namespace, label_selector=selector,
-                                        read=f"list_app_{resource}")
-            store.refresh_app(app, namespace, items)
+            listed_at = await self.api.list_objects(resource, items.append, namespace, label_selector=selector,
+                                                    read=f"list_app_{resource}")
+            store.refresh_app(app, namespace, items, listed_at)
         self._unsure.discard(app)
 
     async def _execute(self, ref: children.AppRef, body: Mapping, deployments: list[dict], pods: list[dict],

@@ -3,7 +3,7 @@
 The API server filters (namespace, label and field selectors), so only matching objects cross the
 wire. An expired version (410 Gone) lists again and reports what the new LIST lacks as deleted (with
 the LIST's version: a later write the operator already holds is not undone); other failures retry
-with a short back-off from where the watch stopped.
+with a short back-off from where the watch stopped, and an error of the handler lists again after one.
 """
 
 from __future__ import annotations
@@ -78,4 +78,11 @@ class Informer:
                 delay = min(0.5 * 2 ** min(failures - 1, 10), 10.0)
                 logger.warning("watch of %s failed (attempt %d), retrying in %.1fs: %s", self.what, failures,
                                delay, e)
+                await asyncio.sleep(delay)
+            except Exception:  # a body the handler did not expect: the watch must not end for good
+                failures += 1
+                delay = min(0.5 * 2 ** min(failures - 1, 10), 10.0)
+                logger.exception("watch of %s failed (attempt %d), listing again in %.1fs", self.what, failures,
+                                 delay)
+                self.version = None  # the failed event (and what followed) comes back with the LIST
                 await asyncio.sleep(delay)

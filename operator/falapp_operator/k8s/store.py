@@ -107,8 +107,8 @@ class Store:
             # stale: what is held already includes it; someone else's change still deserves a look
             return not ours and rv < old_rv
         if event == "DELETED":
-            if old is None:
-                return False
+            if old is None or uid and old["metadata"].get("uid") not in (None, uid):
+                return False  # nothing held of it (a relist reports an object made again under its name)
             self._remove(key)
             return True
         slim = self.slim(body)
@@ -154,13 +154,16 @@ class Store:
         elif old is None or version(body) is None or version(old) is None or version(body) >= version(old):
             self._put(key, self.slim(body), old)
 
-    def refresh_app(self, app: Key, namespace: str, items: list[Mapping]) -> None:
-        """A fresh LIST of the objects labelled with the app: what it lacks is gone."""
+    def refresh_app(self, app: Key, namespace: str, items: list[Mapping], list_version: str | None = None) -> None:
+        """A fresh LIST of the objects labelled with the app (at `list_version`): what it lacks is gone,
+        unless the watch reported it after the LIST's snapshot."""
         listed = {key_of(i) for i in items}
         held = {(namespace, n) for n in self._index.get((namespace, app[1]), ())}
         self._settle(app, listed | held)
+        at = version({"metadata": {"resourceVersion": list_version}})
         for key in held - listed:
-            self._remove(key)
+            if at is None or (held_version := version(self.objects[key])) is None or held_version <= at:
+                self._remove(key)
         for item in items:
             self.refresh(app, key_of(item), item)
 
