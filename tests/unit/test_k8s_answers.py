@@ -179,3 +179,16 @@ def test_what_another_manager_added_after_our_apply_is_not_reapplied_forever():
     assert not needs_apply(current, DESIRED, "falapp-operator", applied_version="3")
     current["metadata"]["generation"] = 4  # someone changed it again
     assert needs_apply(current, DESIRED, "falapp-operator", applied_version="3")
+
+
+async def test_a_queued_key_whose_delay_runs_out_moves_ahead():
+    queue = WorkQueue()
+    queue.add_after(("app", "ns", "due"), 0.05)  # e.g. an unschedulable timeout
+    for name in ("a", "b", "due", "c"):  # an event queues the app meanwhile, behind others
+        queue.add(("app", "ns", name))
+    await asyncio.sleep(0.1)
+    got = [await queue.get() for _ in range(4)]
+    assert got == [("app", "ns", "due"), ("app", "ns", "a"), ("app", "ns", "b"), ("app", "ns", "c")]
+    for key in got:
+        queue.done(key)
+    assert len(queue) == 0

@@ -6,8 +6,8 @@ failing reconcile is retried at its back-off rate, not at the rate its watch eve
 urgent add (the user changed the spec) does.
 
 A key whose delay ran out (a decision fell due: an unschedulable timeout, a probe's back-off) is
-handed out before keys queued by events: in a burst of fallbacks, a replica whose timeout expired
-does not wait behind other apps' routine status updates."""
+handed out before keys queued by events, also when an event queued it before: in a burst of
+fallbacks, a replica whose timeout expired does not wait behind other apps' routine status updates."""
 
 from __future__ import annotations
 
@@ -23,23 +23,29 @@ class WorkQueue:
         self._count = asyncio.Semaphore(0)  # keys in _ready and _due
         self._queued: set[Hashable] = set()
         self._processing: set[Hashable] = set()
-        self._dirty: set[Hashable] = set()
+        self._dirty: dict[Hashable, bool] = {}  # processed keys added again -> whether due
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self._backing_off: set[Hashable] = set()
 
     def add(self, key: Hashable, urgent: bool = False, due: bool = False) -> None:
-        if key in self._backing_off and not urgent:
-            return
-        self._backing_off.discard(key)
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
+        if key in self._backing_off:
+            if not urgent:
+                return
+            self._backing_off.discard(key)
+            timer = self._timers.pop(key, None)
+            if timer is not None:  # the back-off's
+                timer.cancel()
+        # a delay still running is kept: should the key still wait in the queue when it runs out, it
+        # moves ahead then (a reconcile before it sets the same delay again, which changes nothing)
         if key in self._processing:
-            self._dirty.add(key)
+            self._dirty[key] = due or self._dirty.get(key, False)
         elif key not in self._queued:
             self._queued.add(key)
             (self._due if due else self._ready).append(key)
             self._count.release()
+        elif due and key in self._ready:
+            self._ready.remove(key)
+            self._due.append(key)
 
     def add_after(self, key: Hashable, delay: float) -> None:
         if key in self._backing_off:
@@ -61,7 +67,7 @@ class WorkQueue:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
-        self._dirty.discard(key)
+        self._dirty.pop(key, None)
         self._backing_off.add(key)
         self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
 
@@ -80,8 +86,7 @@ class WorkQueue:
     def done(self, key: Hashable) -> None:
         self._processing.discard(key)
         if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
+            self.add(key, due=self._dirty.pop(key))
 
     def __len__(self) -> int:
         return len(self._queued)
