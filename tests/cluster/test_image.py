@@ -67,6 +67,11 @@ def run_flags(deployment: dict, kubeconfig_dir: Path) -> list[str]:
     not know how to honour fails the test instead of being skipped, so chart and test cannot drift."""
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
+    assert not pod.get("initContainers"), "init containers not carried over"
+    # command, envFrom, workingDir, probes other than liveness... would be run differently here
+    carried = {"name", "image", "imagePullPolicy", "args", "env", "ports", "livenessProbe", "securityContext",
+               "resources", "volumeMounts", "terminationMessagePath", "terminationMessagePolicy"}
+    assert set(container) <= carried, f"container fields not carried over: {set(container) - carried}"
     security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
     known = {"runAsUser", "runAsGroup", "runAsNonRoot", "seccompProfile", "readOnlyRootFilesystem",
              "allowPrivilegeEscalation", "capabilities"}
@@ -85,6 +90,7 @@ def run_flags(deployment: dict, kubeconfig_dir: Path) -> list[str]:
         flags += ["--cap-add", cap]
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     for mount in container.get("volumeMounts", []):
+        assert set(mount) <= {"name", "mountPath"}, f"volumeMount not carried over: {mount}"
         volume = volumes[mount["name"]]
         assert set(volume) == {"name", "emptyDir"}, f"volume not carried over: {volume}"
         size = volume["emptyDir"].get("sizeLimit")
