@@ -22,6 +22,7 @@
 #
 # FALAPP_ENGINE=podman|docker picks the engine (default: podman if installed, else a running Docker).
 set -euo pipefail
+shopt -s inherit_errexit  # build_base runs in $(...): a failed import must stop there too
 repo=$(cd "$(dirname "$0")/.." && pwd)
 log() { echo "[build-image] $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -82,16 +83,14 @@ build_base() {
       [ -s "$sources" ] && { mirror=$sources; break; }
     done
   fi
-  local tmp start
-  tmp=$(mktemp -d)
+  local start
+  # not local: the EXIT trap of this subshell still needs it (the root filesystem goes however it ends)
+  base_tmp=$(mktemp -d)
+  trap 'rm -rf "$base_tmp"' EXIT
   start=$(seconds)
   log "base $ref: mmdebstrap $suite (python3, python3-venv, ca-certificates)"
-  if ! mmdebstrap --quiet "${base_recipe[@]}" "$suite" "$tmp/rootfs.tar" ${mirror:+"$mirror"} >&2; then
-    rm -rf "$tmp"
-    die "mmdebstrap failed"
-  fi
-  "$engine" import "${base_config[@]}" "$tmp/rootfs.tar" "$ref" >/dev/null
-  rm -rf "$tmp"
+  mmdebstrap --quiet "${base_recipe[@]}" "$suite" "$base_tmp/rootfs.tar" ${mirror:+"$mirror"} >&2 || die "mmdebstrap failed"
+  "$engine" import "${base_config[@]}" "$base_tmp/rootfs.tar" "$ref" >/dev/null
   log "base $ref: built in $(elapsed "$start") s"
   echo "$ref"
 }
