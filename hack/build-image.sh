@@ -63,6 +63,8 @@ base_recipe=(
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
   # the Dockerfile calls `python`
   --customize-hook='ln -s python3 "$1/usr/bin/python"'
+  # the image never runs apt: the mirror the build used (maybe a private one) stays out of it
+  --customize-hook='rm -f "$1/etc/apt/sources.list" "$1"/etc/apt/sources.list.d/*'
 )
 base_config=(--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
              --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]')
