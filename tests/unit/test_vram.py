@@ -238,3 +238,16 @@ def test_an_invalid_gpu_memory_stalls_the_app_and_clears_its_candidates() -> Non
     assert stalled["message"].startswith("spec.gpuMemory: no machine type fits 300Gi")
     assert result.status["candidates"] == "" and not result.deployments
     assert [e.reason for e in result.events] == ["InvalidSpec"]
+
+
+def test_equal_types_are_ordered_the_same_whatever_order_the_catalogue_arrives_in() -> None:
+    """Display names need not be unique: two types alike in VRAM, price and display name are ordered by
+    their object names, not by the order the catalogue's watch reported them."""
+    def named(name: str) -> MachineType:
+        return MachineType.model_validate({"metadata": {"name": name}, "spec": {
+            "displayName": "GPU-SAME", "gpu": {"maxGpusPerReplica": 8, "vram": "48Gi"},
+            "resources": {"cpu": "12", "memory": "112Gi"}}})
+    catalogue = [named("gpu-same-b"), named("gpu-same-a")]
+    orders = {tuple(o.name for o in resolve(app("40Gi"), order, "team-a", {}).options)
+              for order in (catalogue, catalogue[::-1])}
+    assert orders == {("gpu-same-a", "gpu-same-b")}

@@ -99,7 +99,10 @@ def by_vram(spec: FalAppSpec, catalogue: Iterable[MachineType]) -> tuple[list[tu
             unfit[machine_type.display_name] = why_not_fit(spec, machine_type) or ""
             continue
         vram = vram_of(machine_type) or 0
-        key = (gpus * vram, gpus, _price_key(machine_type, gpus), machine_type.display_name)
+        # the object name last: display names need not be unique, and the catalogue's order is the order
+        # its watch happened to report, so without it the preferred type could change on a restart
+        key = (gpus * vram, gpus, _price_key(machine_type, gpus), machine_type.display_name,
+               machine_type.metadata.name)
         fitting.append((key, machine_type, gpus))
     fitting.sort(key=lambda entry: entry[0])
     return [(m, gpus) for _, m, gpus in fitting], unfit
