@@ -131,3 +131,23 @@ def test_catalogue_edits_re_resolve_a_running_app_make_before_break(kctl: Kubect
     assert started and started[0]["message"].startswith(f"{mid} (1 GPU) has room: started a replica there")
     drain = events_for(kctl, "grow", "DrainStarted")
     assert drain and drain[0]["message"].startswith(f"{mid.lower()} is no longer a candidate")
+
+
+def test_a_changed_vram_changes_the_gpu_count_on_the_same_type_make_before_break(kctl: Kubectl, running_operator,
+                                                                                 pools):
+    """The type stays the app's only candidate but its GPUs shrink: a replica needs 4 of them instead of 2.
+    The replicas are replaced on the type with the new count, none of the Ready ones going first."""
+    split = pools.machine_type("v160", vram="160Gi")
+    pools.add_node("v160", gpus=16)  # room for the two new replicas beside one old one
+    kctl.apply(falapp("resplit", [split], gpus=None, gpuMemory="300Gi", splitAcrossGpus=True, replicas=2))
+    assert gpus_requested(wait_placement(kctl, "resplit", {split.lower(): 2})) == {(split.lower(), "2"): 2}
+    wait_condition(kctl, "falapp", "resplit", "Ready")
+    with Sampler(lambda: sum(ready_by_type(kctl, "resplit").values())) as ready:
+        pools.machine_type("v160", vram="80Gi")
+        wait_candidates(kctl, "resplit", f"{split}(4x80Gi)")
+        wait_until(lambda: gpus_requested(app_pods(kctl, "resplit")) == {(split.lower(), "4"): 2}
+                   and sum(ready_by_type(kctl, "resplit").values()) == 2, timeout=60, message="two 4-GPU replicas")
+    assert all(isinstance(n, int) for n in ready.samples), ready.samples
+    assert min(ready.samples) >= 2, f"a Ready replica went before its replacement was Ready: {ready.samples}"
+    status = kctl.get("falapp", "resplit")["status"]
+    assert [(p["machineType"], p["gpusPerReplica"]) for p in status["placements"]] == [(split, 4)]
