@@ -422,3 +422,15 @@ class ReadyPods:
 
     def total(self) -> int:
         return len(self.ready)
+
+
+def pyplot():
+    """matplotlib's pyplot drawing to files, or None (with a word) where matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[demo]'): no picture")
+        return None
+    return plt

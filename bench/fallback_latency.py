@@ -41,6 +41,7 @@ from common import (
     load,
     machine_type,
     percentile,
+    pyplot,
     until,
 )
 
@@ -150,12 +151,8 @@ class Bench:
 
 
 def plot(result: dict, path: Path) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[demo]'): no picture")
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(8, 5))
     for key, label in COMPONENTS:

@@ -42,6 +42,7 @@ from common import (
     machine_type,
     plain_deployment,
     pod_ready,
+    pyplot,
     until,
 )
 
@@ -208,12 +209,8 @@ class MassFallback:
 
 
 def plot(result: dict, path: Path) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[demo]'): no picture")
+    plt = pyplot()
+    if plt is None:
         return
     timeout = result["timeout_s"]
     op, base = result["operator"], result["scheduler_alone"]

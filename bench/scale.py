@@ -44,6 +44,7 @@ from common import (
     metric_samples,
     metric_value,
     plain_deployment,
+    pyplot,
     until,
 )
 
@@ -179,12 +180,8 @@ class Scale:
 
 
 def plot(result: dict, path: Path) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[demo]'): no picture")
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for key, label, style in (("operator", "FalApps (operator)", "-"),
