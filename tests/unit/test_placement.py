@@ -399,6 +399,22 @@ CASES = [
          attempts=(Attempt(A100, "FellBack", end=NOW - s(72), message="0/4 nodes: A100 full"),),
          want_counts={H100: 1}, want_requeue_at=NOW + s(60),
          want_insufficient={"GPU-H100": MSG, "GPU-A100": "0/4 nodes: A100 full"}),
+    # 5b. a lost pool: no Ready, schedulable node of the type at all; the scheduler's marks are not awaited
+    Case(id="pool-lost/unmarked-replacements-fall-back-a-timeout-after-creation", replicas=2, counts={H100: 2},
+         pods=[pod("h1", H100, created=NOW - s(61)), pod("h2", H100, created=NOW - s(70))],
+         free={H100: [], A100: [node(gpus=16)]},
+         want_counts={A100: 2}, want_moves=[Move.FELL_BACK] * 2, want_delete_first=["h1", "h2"]),
+    Case(id="pool-lost/young-replacements-wait-out-the-timeout", replicas=2, counts={H100: 2},
+         pods=[pod("h1", H100, created=NOW - s(20)), pod("h2", H100, created=NOW - s(5))],
+         free={H100: [], A100: [node(gpus=16)]},
+         want_counts={H100: 2}, want_requeue_at=NOW + s(40)),
+    Case(id="pool-lost/full-nodes-are-the-schedulers-call", replicas=1, counts={H100: 1},
+         pods=[pod("h1", H100, created=NOW - s(600))], free={H100: [node(gpus=0)], A100: [node()]},
+         want_counts={H100: 1}),
+    Case(id="pool-lost/an-autoscaled-type-waits-for-its-autoscaler", replicas=1, counts={H100: 1},
+         options=(TypeOption(H100, "GPU-H100", 8, 8000, 64 * GI, autoscaled=True), option(A100)),
+         pods=[pod("h1", H100, created=NOW - s(600))], free={H100: [], A100: [node()]},
+         want_counts={H100: 1}),
 ]
 
 
@@ -430,7 +446,8 @@ STABLE = {"empty-app/room-everywhere", "empty-app/design-example-1-h100-2-a100",
           "no-capacity/last-type-wraps-to-first", "move-up/pending-replica-to-preferred",
           "return/probe-started", "surge/ready-probe-returns", "surge/stuck-probe-fails",
           "scale-down/least-preferred-first", "scale-up/preferred-type-with-room-first",
-          "drain/started-on-best-listed-type-with-room", "drain/pending-on-unlisted-moves-now"}
+          "drain/started-on-best-listed-type-with-room", "drain/pending-on-unlisted-moves-now",
+          "pool-lost/unmarked-replacements-fall-back-a-timeout-after-creation"}
 
 
 @pytest.mark.parametrize("case", params([c for c in CASES if c.id in STABLE]))
