@@ -182,10 +182,17 @@ cmd_up() {
     --root-ca-file "$pki/ca.crt" --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
     --leader-elect=false --secure-port 0 --kube-api-qps 200 --kube-api-burst 400 \
     --concurrent-deployment-syncs 10 --concurrent-replicaset-syncs 10 --node-monitor-grace-period 10m
-  start kube-scheduler "$bin/kube-scheduler" --kubeconfig "$pki/kube-scheduler.kubeconfig" \
+  # the scheduler's client at the controller manager's rate (its default, 50/s, makes a lost pool's
+  # hundreds of Unschedulable marks queue behind each other)
+  cat >"$state/kube-scheduler.yaml" <<EOF
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection: {kubeconfig: "$pki/kube-scheduler.kubeconfig", qps: 200, burst: 400}
+leaderElection: {leaderElect: false}
+EOF
+  start kube-scheduler "$bin/kube-scheduler" --config "$state/kube-scheduler.yaml" \
     --authentication-kubeconfig "$pki/kube-scheduler.kubeconfig" \
-    --authorization-kubeconfig "$pki/kube-scheduler.kubeconfig" \
-    --leader-elect=false --secure-port 0
+    --authorization-kubeconfig "$pki/kube-scheduler.kubeconfig" --secure-port 0
   # long node leases: thousands of fake nodes renewing every 10 s would saturate a 2-core API server
   kwok_stages >"$state/kwok-stages.yaml"
   start kwok "$bin/kwok" --kubeconfig "$pki/admin.kubeconfig" --config "$state/kwok-stages.yaml" \
