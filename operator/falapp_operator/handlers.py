@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 from collections.abc import Iterable
-from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
@@ -43,14 +42,15 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 
 # kopf passes every handler its keyword arguments (which differ by handler kind); each takes the ones it
-# uses by name and the rest as **_: Any, as kopf's own handlers do.
+# uses by name and leaves the rest in **_.
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+def login(settings: kopf.OperatorSettings, **kwargs: object) -> kopf.ConnectionInfo | None:
+    return (kopf.login_with_service_account(settings=settings, **kwargs)
+            or kopf.login_with_kubeconfig(settings=settings, **kwargs))
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
     config = OperatorSettings()
     settings.posting.level = 30  # kopf's own events only for warnings and errors
     settings.watching.server_timeout = 300
@@ -100,7 +100,7 @@ async def _lead(elector: LeaderElector, controller: Controller, settings: kopf.O
 
 
 @kopf.on.cleanup()
-async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+async def cleanup(memo: kopf.Memo, **_: object) -> None:
     election: asyncio.Task[None] | None = getattr(memo, "election", None)
     if election is not None and not election.done():
         election.cancel()
@@ -121,26 +121,26 @@ def _controller(memo: kopf.Memo) -> Controller:
 
 
 @kopf.on.probe(id="queue")
-def queue_depth(memo: kopf.Memo, **_: Any) -> int:
+def queue_depth(memo: kopf.Memo, **_: object) -> int:
     return len(_controller(memo).queue)
 
 
 @kopf.on.event(GROUP, VERSION, "machinetypes")
-async def machinetype_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def machinetype_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: object) -> None:
     _controller(memo).machinetype_event(body, deleted=type == "DELETED")
 
 
 @kopf.on.event("karpenter.sh", "v1", "nodepools")  # where Karpenter runs; else never served
-async def nodepool_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def nodepool_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: object) -> None:
     _controller(memo).nodepool_event(body, deleted=type == "DELETED")
 
 
 @kopf.on.event("", "v1", "namespaces")
-async def namespace_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def namespace_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: object) -> None:
     _controller(memo).namespace_event(body, deleted=type == "DELETED")
 
 
 @kopf.on.event("", "v1", "nodes")
-async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: object) -> None:
     _controller(memo).node_event(body, deleted=type == "DELETED")
 
