@@ -204,7 +204,7 @@ class KubeApi:
         """A read of one object; None when it does not exist."""
         metrics.API_READS.labels(read).inc()
         try:
-            return await self._object(what, call, *args)
+            return await self._call(what, call, *args)
         except ApiError as e:
             if e.status == 404:
                 return None
