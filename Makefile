@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) hack/demo.py
 
-## test: lint (ruff, import-linter), unit tests and tests on the local cluster (built on first use, then reused)
+## test: lint (ruff, import-linter, mypy), unit tests and tests on the local cluster (built on first use, then reused)
 test: $(VENV)/.installed lint
 	hack/build-cluster-binaries.sh all >/dev/null
 	hack/build-tools.sh >/dev/null
@@ -26,6 +26,7 @@ unit: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check operator hack tests bench
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 crds: $(VENV)/.installed
 	$(PY) hack/gen_crds.py

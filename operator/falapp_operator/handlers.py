@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Iterable
 
 import kopf
 from prometheus_client import start_http_server
@@ -30,23 +31,26 @@ class NoDiffBase(kopf.DiffBaseStorage):
     """Only event handlers are registered, so kopf never needs a diff base: skip its deep copy of
     every watched body (a tenth of the CPU during bursts of pod events)."""
 
-    def build(self, *, body, extra_fields=None):
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None) -> kopf.BodyEssence:
         return {}
 
-    def fetch(self, *, body):
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         return None
 
-    def store(self, *, body, patch, essence) -> None:
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
 
 
+# kopf passes every handler its keyword arguments (which differ by handler kind); each takes the ones it
+# uses by name and leaves the rest in **_.
 @kopf.on.login()
-def login(**kwargs):
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+def login(settings: kopf.OperatorSettings, **kwargs: object) -> kopf.ConnectionInfo | None:
+    return (kopf.login_with_service_account(settings=settings, **kwargs)
+            or kopf.login_with_kubeconfig(settings=settings, **kwargs))
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
     config = OperatorSettings()
     settings.posting.level = 30  # kopf's own events only for warnings and errors
     settings.watching.server_timeout = 300
@@ -96,8 +100,8 @@ async def _lead(elector: LeaderElector, controller: Controller, settings: kopf.O
 
 
 @kopf.on.cleanup()
-async def cleanup(memo: kopf.Memo, **_) -> None:
-    election: asyncio.Task | None = getattr(memo, "election", None)
+async def cleanup(memo: kopf.Memo, **_: object) -> None:
+    election: asyncio.Task[None] | None = getattr(memo, "election", None)
     if election is not None and not election.done():
         election.cancel()
         await asyncio.gather(election, return_exceptions=True)
@@ -110,27 +114,33 @@ async def cleanup(memo: kopf.Memo, **_) -> None:
         await controller.api.close()
 
 
+def _controller(memo: kopf.Memo) -> Controller:
+    """The controller `startup` keeps in the memo (whose attributes kopf types as Any)."""
+    controller: Controller = memo.controller
+    return controller
+
+
 @kopf.on.probe(id="queue")
-def queue_depth(memo: kopf.Memo, **_) -> int:
-    return len(memo.controller.queue)
+def queue_depth(memo: kopf.Memo, **_: object) -> int:
+    return len(_controller(memo).queue)
 
 
 @kopf.on.event(GROUP, VERSION, "machinetypes")
-async def machinetype_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_) -> None:
-    memo.controller.machinetype_event(body, deleted=type == "DELETED")
+async def machinetype_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: object) -> None:
+    _controller(memo).machinetype_event(body, deleted=type == "DELETED")
 
 
 @kopf.on.event("karpenter.sh", "v1", "nodepools")  # where Karpenter runs; else never served
-async def nodepool_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_) -> None:
-    memo.controller.nodepool_event(body, deleted=type == "DELETED")
+async def nodepool_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: object) -> None:
+    _controller(memo).nodepool_event(body, deleted=type == "DELETED")
 
 
 @kopf.on.event("", "v1", "namespaces")
-async def namespace_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_) -> None:
-    memo.controller.namespace_event(body, deleted=type == "DELETED")
+async def namespace_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: object) -> None:
+    _controller(memo).namespace_event(body, deleted=type == "DELETED")
 
 
 @kopf.on.event("", "v1", "nodes")
-async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_) -> None:
-    memo.controller.node_event(body, deleted=type == "DELETED")
+async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: object) -> None:
+    _controller(memo).node_event(body, deleted=type == "DELETED")
 

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from kubernetes_asyncio.client import ApiClient
 
-from falapp_operator.k8s.client import ApiError, ServerClock, _answer
+from falapp_operator.k8s.client import ApiError, KubeApi, ServerClock, _answer
 from falapp_operator.k8s.workqueue import WorkQueue
 from falapp_operator.placement import Surge
 from falapp_operator.reconcile.children import HASH_ANNOTATION, decode_surge, encode_surge
@@ -54,6 +55,19 @@ async def test_error_status_raises_with_the_apis_message(status: int, transient:
 async def test_success_parses_the_body():
     assert await answer(Response(200, {"items": []})) == {"items": []}
     assert await answer(Response(200, b"")) is None
+
+
+async def test_a_list_answered_without_a_body_is_a_transient_error():
+    api = KubeApi(ApiClient(), "falapp-operator")
+    try:
+        async def list_node(*args: object, **kwargs: object) -> Response:
+            return Response(200, b"")
+        api.core.list_node = list_node
+        with pytest.raises(ApiError, match="Nodes: 0 EmptyAnswer") as raised:
+            await api.list_nodes()
+        assert raised.value.transient
+    finally:
+        await api.close()
 
 
 async def test_error_body_that_is_not_json_is_kept_as_text():

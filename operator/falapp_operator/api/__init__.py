@@ -99,6 +99,7 @@ from falapp_operator.api.volumes import (
     Volume,
     VolumeMount,
 )
+from falapp_operator.api.wire import JsonMapping, JsonObject
 
 RESOURCES: tuple[ResourceInfo, ...] = (FALAPP, MACHINETYPE)
 
@@ -141,6 +142,8 @@ __all__ = [
     "GRPCAction",
     "GpuSpec",
     "HTTPGetAction",
+    "JsonMapping",
+    "JsonObject",
     "LabelSelector",
     "LabelSelectorRequirement",
     "LocalObjectReference",

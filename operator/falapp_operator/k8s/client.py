@@ -7,22 +7,26 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TypeAlias, cast
 
 import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from falapp_operator import metrics
-from falapp_operator.api import GROUP, VERSION, format_time
-from falapp_operator.reconcile.writes import DELETE_FIRST, DELETION_COST
+from falapp_operator.api import GROUP, VERSION, JsonMapping, JsonObject, format_time
+from falapp_operator.reconcile.observe import DELETE_FIRST, DELETION_COST
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 PAGE = 500
+
+# A method of kubernetes_asyncio's generated API classes. Called with _preload_content=False (as every
+# call here is) it returns aiohttp's response, not the model its annotation names: see _response.
+ApiCall: TypeAlias = Callable[..., Awaitable[object]]
 
 
 async def load_config() -> client.ApiClient:
@@ -113,12 +117,17 @@ class ServerClock:
         return datetime.now(UTC) + timedelta(seconds=self.offset)
 
 
-async def _answer(coro, what: str, clock: ServerClock | None = None) -> Any:
+async def _response(coro: Awaitable[object]) -> aiohttp.ClientResponse:
+    """The raw answer of a call made with _preload_content=False."""
+    return cast(aiohttp.ClientResponse, await coro)  # kubernetes_asyncio's annotations assume preloading
+
+
+async def _answer(coro: Awaitable[object], what: str, clock: ServerClock | None = None) -> JsonObject | None:
     """Await a call made with _preload_content=False; raise ApiError on an error status, else return
     the parsed body (None when empty). kubernetes_asyncio checks the status only when it preloads."""
     sent = time.time()
     try:
-        response = await coro
+        response = await _response(coro)
     except ApiException as e:  # raised by calls that preload, and by the client's own checks
         raise _from_exception(e, what) from e
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
@@ -129,7 +138,8 @@ async def _answer(coro, what: str, clock: ServerClock | None = None) -> Any:
         data = await response.read()
         if response.status >= 400:
             raise _from_body(response.status, response.reason or "", data, what)
-        return json.loads(data) if data else None
+        body: JsonObject | None = json.loads(data) if data else None  # the API answers with objects
+        return body
     except (aiohttp.ClientError, TimeoutError) as e:
         raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
     finally:
@@ -153,7 +163,7 @@ def _from_exception(e: ApiException, what: str) -> ApiError:
 
 
 class KubeApi:
-    def __init__(self, api_client: client.ApiClient, field_manager: str):
+    def __init__(self, api_client: client.ApiClient, field_manager: str) -> None:
         self.api_client = api_client
         self.field_manager = field_manager
         self.core = client.CoreV1Api(api_client)
@@ -169,8 +179,15 @@ class KubeApi:
         self.writes += 1
         metrics.API_WRITES.labels(what).inc()
 
-    async def _call(self, what: str, call, *args, **kwargs) -> Any:
+    async def _call(self, what: str, call: ApiCall, *args: object, **kwargs: object) -> JsonObject | None:
         return await _answer(call(*args, _preload_content=False, **kwargs), what, self.clock)
+
+    async def _object(self, what: str, call: ApiCall, *args: object, **kwargs: object) -> JsonObject:
+        """A call whose answer is an object (any but a delete's)."""
+        body = await self._call(what, call, *args, **kwargs)
+        if body is None:
+            raise ApiError(0, "EmptyAnswer", "the API server answered without a body", what)
+        return body
 
     async def close(self) -> None:
         await self.api_client.close()
@@ -179,11 +196,11 @@ class KubeApi:
             await original.close()
 
     # --- reads ---------------------------------------------------------------------------------------
-    async def get_falapp(self, namespace: str, name: str) -> dict | None:
+    async def get_falapp(self, namespace: str, name: str) -> JsonObject | None:
         return await self._get("get_falapp", f"FalApp {namespace}/{name}", self.custom.get_namespaced_custom_object,
                                GROUP, VERSION, namespace, "falapps", name)
 
-    async def _get(self, read: str, what: str, call, *args) -> dict | None:
+    async def _get(self, read: str, what: str, call: ApiCall, *args: object) -> JsonObject | None:
         """A read of one object; None when it does not exist."""
         metrics.API_READS.labels(read).inc()
         try:
@@ -193,28 +210,29 @@ class KubeApi:
                 return None
             raise
 
-    async def list_machinetypes(self) -> list[dict]:
+    async def list_machinetypes(self) -> list[JsonObject]:
         return [m async for m in self._pages("machinetypes", "MachineTypes", self.custom.list_cluster_custom_object,
                                              GROUP, VERSION, "machinetypes")]
 
-    async def _pages(self, resource: str, what: str, call, *args, **kwargs) -> AsyncIterator[dict]:
+    async def _pages(self, resource: str, what: str, call: ApiCall, *args: object,
+                     **kwargs: object) -> AsyncIterator[JsonObject]:
         token = None
         while True:
             metrics.API_READS.labels(f"list_{resource}").inc()
-            page = await self._call(what, call, *args, limit=PAGE, _continue=token, **kwargs)
+            page = await self._object(what, call, *args, limit=PAGE, _continue=token, **kwargs)
             for item in page["items"]:
                 yield item
             token = page["metadata"].get("continue")
             if not token:
                 return
 
-    async def list_namespaces(self) -> list[dict]:
+    async def list_namespaces(self) -> list[JsonObject]:
         return [n async for n in self._pages("namespaces", "Namespaces", self.core.list_namespace)]
 
-    async def list_nodes(self) -> list[dict]:
+    async def list_nodes(self) -> list[JsonObject]:
         return [n async for n in self._pages("nodes", "Nodes", self.core.list_node)]
 
-    def _list_call(self, resource: str, namespace: str | None) -> tuple[Callable, tuple]:
+    def _list_call(self, resource: str, namespace: str | None) -> tuple[ApiCall, tuple[str, ...]]:
         """The call that lists (and watches) a resource the controller keeps in memory, with its leading
         arguments: in one namespace, or in all (None)."""
         if resource == "falapps":
@@ -231,7 +249,7 @@ class KubeApi:
     def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:
         return {k: v for k, v in (("label_selector", label_selector), ("field_selector", field_selector)) if v}
 
-    async def list_objects(self, resource: str, each: Callable[[dict], object], namespace: str | None = None,
+    async def list_objects(self, resource: str, each: Callable[[JsonObject], object], namespace: str | None = None,
                            label_selector: str | None = None, field_selector: str | None = None,
                            page_size: int = PAGE, read: str | None = None) -> str:
         """Every object of `resource` (pods, events, services, deployments, falapps) in `namespace` (None:
@@ -243,7 +261,7 @@ class KubeApi:
         token, version = None, None
         while True:
             metrics.API_READS.labels(read or f"list_{resource}").inc()
-            page = await self._call(what, call, *args, limit=page_size, _continue=token, **selectors)
+            page = await self._object(what, call, *args, limit=page_size, _continue=token, **selectors)
             version = version or page["metadata"].get("resourceVersion")  # every page is of one snapshot
             for item in page["items"]:
                 each(item)
@@ -253,7 +271,7 @@ class KubeApi:
 
     async def watch_objects(self, resource: str, resource_version: str, namespace: str | None = None,
                             label_selector: str | None = None, field_selector: str | None = None,
-                            server_timeout: int = 300) -> AsyncIterator[tuple[str, dict]]:
+                            server_timeout: int = 300) -> AsyncIterator[tuple[str, JsonObject]]:
         """(event type, object) from a watch of `resource` (as list_objects), from `resource_version` on,
         until the server ends it (`server_timeout` seconds). An expired version raises ApiError 410:
         list again."""
@@ -261,11 +279,11 @@ class KubeApi:
         what = f"{resource.capitalize()}{' in ' + namespace if namespace else ''} (watch)"
         metrics.API_READS.labels(f"watch_{resource}").inc()
         try:
-            response = await call(
+            response = await _response(call(
                 *args, watch=True, resource_version=resource_version, allow_watch_bookmarks=True,
                 timeout_seconds=server_timeout, _preload_content=False,
                 _request_timeout=aiohttp.ClientTimeout(sock_connect=30, sock_read=server_timeout + 30),
-                **self._selectors(label_selector, field_selector))
+                **self._selectors(label_selector, field_selector)))
         except ApiException as e:
             raise _from_exception(e, what) from e
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
@@ -287,36 +305,37 @@ class KubeApi:
         finally:
             response.release()
 
-    async def list_pods(self, each: Callable[[dict], object], page_size: int = PAGE) -> str:
+    async def list_pods(self, each: Callable[[JsonObject], object], page_size: int = PAGE) -> str:
         """Every pod of the cluster (see list_objects)."""
         return await self.list_objects("pods", each, page_size=page_size)
 
-    def watch_pods(self, resource_version: str, server_timeout: int = 300) -> AsyncIterator[tuple[str, dict]]:
+    def watch_pods(self, resource_version: str, server_timeout: int = 300) -> AsyncIterator[tuple[str, JsonObject]]:
         """A watch of every pod of the cluster (see watch_objects)."""
         return self.watch_objects("pods", resource_version, server_timeout=server_timeout)
 
-    async def get_service(self, namespace: str, name: str) -> dict | None:
+    async def get_service(self, namespace: str, name: str) -> JsonObject | None:
         return await self._get("get_service", f"Service {namespace}/{name}", self.core.read_namespaced_service,
                                name, namespace)
 
     # --- writes ------------------------------------------------------------------------------------
-    async def apply(self, body: Mapping, create: bool = False) -> dict:
+    async def apply(self, body: JsonMapping, create: bool = False) -> JsonObject:
         """Server-side apply of a Deployment or Service we own; returns the object as applied. `create`:
         it was absent a moment ago; then fields someone else set meanwhile are a conflict (409), not
         taken over by force."""
         self._wrote("apply")
         meta = body["metadata"]
+        call: ApiCall
         if body["kind"] == "Deployment":
             call = self.apps.patch_namespaced_deployment
         elif body["kind"] == "Service":
             call = self.core.patch_namespaced_service
         else:
             raise ValueError(f"cannot apply {body['kind']}")
-        return await self._call(f"{body['kind']} {meta['namespace']}/{meta['name']}", call, meta["name"],
+        return await self._object(f"{body['kind']} {meta['namespace']}/{meta['name']}", call, meta["name"],
                                 meta["namespace"], body, field_manager=self.field_manager, force=not create,
                                 _content_type=APPLY)
 
-    async def resize_unlisted(self, namespace: str, name: str, body: Mapping) -> dict | None:
+    async def resize_unlisted(self, namespace: str, name: str, body: JsonMapping) -> JsonObject | None:
         """Merge-patch a Deployment whose type is no longer listed (see children.resize_patch); returns
         it as patched (None: gone)."""
         self._wrote("resize")
@@ -335,7 +354,7 @@ class KubeApi:
     async def delete_service(self, namespace: str, name: str) -> None:
         await self._delete(f"Service {namespace}/{name}", self.core.delete_namespaced_service, namespace, name)
 
-    async def _delete(self, what: str, call, namespace: str, name: str) -> None:
+    async def _delete(self, what: str, call: ApiCall, namespace: str, name: str) -> None:
         self._wrote("delete")
         try:
             await self._call(what, call, name, namespace, propagation_policy="Background")
@@ -343,7 +362,7 @@ class KubeApi:
             if e.status != 404:
                 raise
 
-    async def mark_pod_for_deletion(self, namespace: str, name: str) -> dict | None:
+    async def mark_pod_for_deletion(self, namespace: str, name: str) -> JsonObject | None:
         """Lowest pod-deletion-cost: the ReplicaSet removes this pod first when its type shrinks. Returns
         the pod as patched (None: gone)."""
         self._wrote("mark")
@@ -356,7 +375,7 @@ class KubeApi:
                 raise
             return None
 
-    async def patch_falapp_status(self, namespace: str, name: str, status: Mapping) -> dict | None:
+    async def patch_falapp_status(self, namespace: str, name: str, status: JsonMapping) -> JsonObject | None:
         """Merge patch of the status subresource; returns the FalApp as patched (None: deleted meanwhile,
         which is not an error)."""
         self._wrote("status")
@@ -370,7 +389,7 @@ class KubeApi:
                 raise
             return None
 
-    async def patch_machinetype_status(self, name: str, status: Mapping) -> dict | None:
+    async def patch_machinetype_status(self, name: str, status: JsonMapping) -> JsonObject | None:
         self._wrote("machinetype_status")
         try:
             return await self._call(f"MachineType {name} status", self.custom.patch_cluster_custom_object_status,
@@ -381,7 +400,7 @@ class KubeApi:
                 raise
             return None
 
-    async def post_event(self, involved: Mapping, event_type: str, reason: str, message: str) -> None:
+    async def post_event(self, involved: JsonMapping, event_type: str, reason: str, message: str) -> None:
         self._wrote("event")
         now = format_time(self.clock.now())
         body = {

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from falapp_operator.api import JsonObject
 from falapp_operator.k8s.client import ApiError, KubeApi
 
 logger = logging.getLogger("falapp_operator")
@@ -19,7 +20,7 @@ EVENTS = ("ADDED", "MODIFIED", "DELETED")
 
 
 class Informer:
-    def __init__(self, api: KubeApi, resource: str, on_event: Callable[[str, dict], object],
+    def __init__(self, api: KubeApi, resource: str, on_event: Callable[[str, JsonObject], object],
                  namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None,
                  track_deletions: bool = True):
         self.api, self.resource, self.on_event = api, resource, on_event
@@ -37,7 +38,7 @@ class Informer:
         """LIST everything (each object reported as ADDED), then DELETED for what was known but is gone."""
         listed: dict[str, tuple[str, str]] = {}
 
-        def each(body: dict) -> None:
+        def each(body: JsonObject) -> None:
             meta = body["metadata"]
             if self.track_deletions:
                 listed[meta["uid"]] = (meta.get("namespace") or "", meta["name"])

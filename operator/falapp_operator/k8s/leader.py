@@ -23,14 +23,26 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 from kubernetes_asyncio import client
 
 from falapp_operator import metrics
-from falapp_operator.k8s.client import ApiError, KubeApi
+from falapp_operator.api import JsonObject
+from falapp_operator.k8s.client import ApiCall, ApiError, KubeApi
 
 logger = logging.getLogger("falapp_operator")
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class LeaseSpec(TypedDict, total=False):
+    """The fields of a Lease's spec an election reads and writes (others it keeps as they are)."""
+
+    holderIdentity: str
+    leaseDurationSeconds: int
+    acquireTime: str
+    renewTime: str
+    leaseTransitions: int
 
 
 def default_identity() -> str:
@@ -129,7 +141,7 @@ class LeaderElector:
                     "spec": self._spec({}, now)}
             return await self._write("create", self.coordination.create_namespaced_lease, started,
                                      self.namespace, body)
-        spec = lease.get("spec") or {}
+        spec: LeaseSpec = lease.get("spec") or {}
         self.holder = spec.get("holderIdentity") or ""
         version = lease["metadata"].get("resourceVersion")
         if version != self._observed_version:
@@ -144,15 +156,15 @@ class LeaderElector:
         return await self._write("replace", self.coordination.replace_namespaced_lease, started, self.name,
                                  self.namespace, {**lease, "spec": self._spec(spec, now)})
 
-    def _spec(self, current: dict, now: str) -> dict:
-        spec = {**current, "holderIdentity": self.identity, "leaseDurationSeconds": math.ceil(self.lease_duration),
-                "renewTime": now}
+    def _spec(self, current: LeaseSpec, now: str) -> LeaseSpec:
+        spec: LeaseSpec = {**current, "holderIdentity": self.identity,
+                           "leaseDurationSeconds": math.ceil(self.lease_duration), "renewTime": now}
         if current.get("holderIdentity") != self.identity:  # a new holder (on a new Lease: the first)
             spec["acquireTime"] = now
             spec["leaseTransitions"] = current["leaseTransitions"] + 1 if "leaseTransitions" in current else 0
         return spec
 
-    async def _write(self, verb: str, call, started: float, *args) -> bool:
+    async def _write(self, verb: str, call: ApiCall, started: float, *args: object) -> bool:
         try:
             written = await self._request(verb, call, *args)
         except ApiError as e:
@@ -166,8 +178,8 @@ class LeaderElector:
         self._valid_until = started + self.renew_deadline
         return True
 
-    async def _request(self, verb: str, call, *args) -> dict:
-        return await self.api._call(f"{self.what} ({verb})", call, *args, _request_timeout=self.renew_deadline)
+    async def _request(self, verb: str, call: ApiCall, *args: object) -> JsonObject:
+        return await self.api._object(f"{self.what} ({verb})", call, *args, _request_timeout=self.renew_deadline)
 
     async def release(self) -> None:
         """On a clean shutdown, after the last write: free the Lease so a candidate takes it at once."""
@@ -176,10 +188,10 @@ class LeaderElector:
             return
         try:
             lease = await self._request("read", self.coordination.read_namespaced_lease, self.name, self.namespace)
-            spec = lease.get("spec") or {}
+            spec: LeaseSpec = lease.get("spec") or {}
             if spec.get("holderIdentity") != self.identity:
                 return
-            released = {**spec, "leaseDurationSeconds": 1, "renewTime": _micro_time(self.api)}
+            released: LeaseSpec = {**spec, "leaseDurationSeconds": 1, "renewTime": _micro_time(self.api)}
             released.pop("holderIdentity", None)
             await self._request("release", self.coordination.replace_namespaced_lease, self.name, self.namespace,
                                 {**lease, "spec": released})

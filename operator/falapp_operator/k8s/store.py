@@ -18,27 +18,31 @@ storage) is taken as newest, which falls back to "the last report wins".
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Sequence
+
+from falapp_operator.api import JsonMapping, JsonObject
 
 Key = tuple[str, str]  # namespace, name
 CONFIRM_DEADLINE = 10.0  # seconds a write may take to come back on its watch
 
 
-def version(obj: Mapping | None) -> int | None:
+def version(obj: JsonMapping | None) -> int | None:
     """The object's resourceVersion as a number (None: absent or not a number)."""
+    rv = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+    if rv is None:
+        return None
     try:
-        return int(((obj or {}).get("metadata") or {}).get("resourceVersion"))
+        return int(rv)
     except (TypeError, ValueError):
         return None
 
 
-def key_of(obj: Mapping) -> Key:
+def key_of(obj: JsonMapping) -> Key:
     meta = obj["metadata"]
     return meta.get("namespace") or "", meta["name"]
 
 
-def same_but_version(a: Mapping, b: Mapping) -> bool:
+def same_but_version(a: JsonMapping, b: JsonMapping) -> bool:
     """Whether two slim copies differ in nothing but their resourceVersion."""
     if a.keys() != b.keys() or any(a[k] != b[k] for k in a if k != "metadata"):
         return False
@@ -49,12 +53,12 @@ def same_but_version(a: Mapping, b: Mapping) -> bool:
 class Store:
     """One kind's slim copies by (namespace, name), indexed by the value of `index_label` (the app)."""
 
-    def __init__(self, slim: Callable[[Mapping], dict], index_label: str | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, slim: Callable[[JsonMapping], JsonObject], index_label: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.slim = slim
         self.index_label = index_label
         self.clock = clock
-        self.objects: dict[Key, dict] = {}
+        self.objects: dict[Key, JsonObject] = {}
         self._index: dict[Key, set[str]] = {}  # (namespace, label value) -> names
         self._keys: dict[str, Key] = {}  # uid -> key
         # expectations: versions the operator wrote and the watch has not reported yet, with deadlines
@@ -64,13 +68,13 @@ class Store:
         self._deleted: dict[str, tuple[Key, Key, float]] = {}
 
     # --- reads ---------------------------------------------------------------------------------------
-    def get(self, key: Key) -> dict | None:
+    def get(self, key: Key) -> JsonObject | None:
         return self.objects.get(key)
 
     def key_of_uid(self, uid: str) -> Key | None:
         return self._keys.get(uid)
 
-    def of_app(self, namespace: str, app: str) -> list[dict]:
+    def of_app(self, namespace: str, app: str) -> list[JsonObject]:
         """The objects labelled with the app, by name (as a LIST returns them)."""
         names = self._index.get((namespace, app)) or ()
         return [self.objects[(namespace, n)] for n in sorted(names)]
@@ -83,7 +87,7 @@ class Store:
                 or any(owner == app and deadline < now for _, owner, deadline in self._deleted.values()))
 
     # --- from watches and LISTs ------------------------------------------------------------------------
-    def observe(self, event: str, body: Mapping) -> bool:
+    def observe(self, event: str, body: JsonMapping) -> bool:
         """Take a watch event (ADDED, MODIFIED, DELETED) or a listed object (ADDED). Returns whether a
         reconcile of its app may decide differently: not for the operator's own writes coming back, nor
         for changes of fields no reconcile reads."""
@@ -116,7 +120,7 @@ class Store:
         return not ours and (old is None or not same_but_version(old, slim))
 
     # --- the operator's own writes ---------------------------------------------------------------------
-    def wrote(self, body: Mapping | None, app: Key) -> None:
+    def wrote(self, body: JsonMapping | None, app: Key) -> None:
         """The API's answer to a write by `app`'s reconcile (None: the object is gone)."""
         if body is None:
             return
@@ -141,7 +145,7 @@ class Store:
         if uid:
             self._deleted[uid] = (key, app, self.clock() + CONFIRM_DEADLINE)
 
-    def refresh(self, app: Key, key: Key | None, body: Mapping | None) -> None:
+    def refresh(self, app: Key, key: Key | None, body: JsonMapping | None) -> None:
         """A fresh read of one object of the app (None: absent): it replaces what is held, and the app's
         expectations of it are settled."""
         if key is None:
@@ -151,10 +155,12 @@ class Store:
         if body is None:
             if old is not None:
                 self._remove(key)
-        elif old is None or version(body) is None or version(old) is None or version(body) >= version(old):
+        elif (old is None or (new_rv := version(body)) is None or (old_rv := version(old)) is None
+              or new_rv >= old_rv):
             self._put(key, self.slim(body), old)
 
-    def refresh_app(self, app: Key, namespace: str, items: list[Mapping], list_version: str | None = None) -> None:
+    def refresh_app(self, app: Key, namespace: str, items: Sequence[JsonMapping],
+                    list_version: str | None = None) -> None:
         """A fresh LIST of the objects labelled with the app (at `list_version`): what it lacks is gone,
         unless the watch reported it after the LIST's snapshot."""
         listed = {key_of(i) for i in items}
@@ -175,12 +181,13 @@ class Store:
             del self._deleted[uid]
 
     # --- storage -----------------------------------------------------------------------------------------
-    def _label(self, obj: Mapping | None) -> Any:
+    def _label(self, obj: JsonMapping | None) -> str | None:
         if obj is None or self.index_label is None:
             return None
-        return (obj["metadata"].get("labels") or {}).get(self.index_label)
+        label: str | None = (obj["metadata"].get("labels") or {}).get(self.index_label)
+        return label
 
-    def _put(self, key: Key, slim: dict, old: dict | None) -> None:
+    def _put(self, key: Key, slim: JsonObject, old: JsonObject | None) -> None:
         before, after = self._label(old), self._label(slim)
         if before != after and before is not None:
             self._unindex(key, before)

@@ -80,7 +80,7 @@ class Decision:
 
 def probe_backoff(failures: int) -> timedelta:
     """60 s after the first failure, doubling up to one hour."""
-    return min(PROBE_BACKOFF_BASE * (2 ** min(max(failures - 1, 0), 16)), PROBE_BACKOFF_MAX)  # no overflow
+    return min(PROBE_BACKOFF_BASE * (1 << min(max(failures - 1, 0), 16)), PROBE_BACKOFF_MAX)  # no overflow
 
 
 def decide(options: Sequence[TypeOption], replicas: int, policy: Policy, observed: Observed,
@@ -253,16 +253,16 @@ class _Planner:
         each time within the hour a replica came back there and got stuck again: a type the scheduler
         keeps refusing although the capacity view shows room (a volume's zone, a node affinity the view
         cannot see) is not retried at the timeout's rate for good."""
-        falls: dict[str, list] = {}
+        falls: dict[str, list[tuple[datetime, datetime | None]]] = {}  # type -> (end, start) of each
         for attempt in observed.attempts:
             if attempt.outcome == Move.FELL_BACK and attempt.end is not None:
-                falls.setdefault(attempt.machine_type, []).append(attempt)
+                falls.setdefault(attempt.machine_type, []).append((attempt.end, attempt.start))
         cooling = set()
-        for type_name, attempts in falls.items():
-            recent = [a for a in attempts if a.end > self.now - PROBE_BACKOFF_MAX]
-            repeats = sum(1 for a in recent if a.start is not None and any(b.end < a.start for b in recent))
-            wait = min(self.policy.unschedulable_timeout * 2 ** min(repeats, 16), PROBE_BACKOFF_MAX)
-            until = max(a.end for a in attempts) + wait
+        for type_name, stays in falls.items():
+            recent = [(end, start) for end, start in stays if end > self.now - PROBE_BACKOFF_MAX]
+            repeats = sum(1 for _, start in recent if start is not None and any(end < start for end, _ in recent))
+            wait = min(self.policy.unschedulable_timeout * (1 << min(repeats, 16)), PROBE_BACKOFF_MAX)
+            until = max(end for end, _ in stays) + wait
             if until > self.now:
                 cooling.add(type_name)
                 self.decision.wake_at(until)

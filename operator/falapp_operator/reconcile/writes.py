@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from falapp_operator.api import JsonMapping
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan
 from falapp_operator.reconcile.observe import DELETE_FIRST, DELETION_COST, controller_uid, others_managed_fields
@@ -27,13 +28,13 @@ class Write:
     kind: Literal["history", "apply", "mark", "resize_unlisted", "delete_deployment"]
     name: str  # object name (pod name for "mark")
     # "apply": the desired object; "resize_unlisted", "history" (of the FalApp's status): a merge patch
-    body: Mapping | None = None
+    body: JsonMapping | None = None
     create: bool = False  # "apply" of an object not there when planned: no force (a conflict, not a takeover)
 
 
-def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Mapping], pods: Sequence[Mapping],
-                 field_manager: str, applied: Mapping[str, str] | None = None,
-                 status: Mapping | None = None) -> list[Write]:
+def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[JsonMapping],
+                 pods: Sequence[JsonMapping], field_manager: str, applied: Mapping[str, str] | None = None,
+                 status: JsonMapping | None = None) -> list[Write]:
     """The history of the plan's moves (into the app's status), then Deployment and pod writes; the
     Service and the full status are the caller's last steps. `applied`: object name -> its version
     right after this operator's last apply (see needs_apply); `status`: the app's status now."""
@@ -55,7 +56,7 @@ def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Mapp
     return writes
 
 
-def name_conflict(kind: str, live: Mapping | None, ref: children.AppRef) -> str | None:
+def name_conflict(kind: str, live: JsonMapping | None, ref: children.AppRef) -> str | None:
     """Why the child `live` (None: absent) must not be written for app `ref`: it exists and is not
     controlled by this FalApp (another app's, or an object of its own: applying would take it over)."""
     if live is None or controller_uid(live) == ref.uid:
@@ -67,21 +68,23 @@ def name_conflict(kind: str, live: Mapping | None, ref: children.AppRef) -> str 
             f"controlled by {by}: rename the FalApp or remove that object")
 
 
-def status_changed(current: Mapping, desired: Mapping) -> bool:
+def status_changed(current: JsonMapping, desired: JsonMapping) -> bool:
     return any(current.get(k) != v for k, v in desired.items())
 
 
-def _replicas(deployment: Mapping | None) -> int:
-    return 0 if deployment is None else (deployment.get("spec") or {}).get("replicas", 0)
+def _replicas(deployment: JsonMapping | None) -> int:
+    replicas: int = 0 if deployment is None else (deployment.get("spec") or {}).get("replicas", 0)
+    return replicas
 
 
-def object_version(obj: Mapping) -> str:
+def object_version(obj: JsonMapping) -> str:
     """What changes when someone changes the object: its generation, else its resourceVersion."""
     meta = obj.get("metadata") or {}
     return str(meta["generation"]) if meta.get("generation") else f"rv{meta.get('resourceVersion', '')}"
 
 
-def needs_apply(current: Mapping, desired: Mapping, field_manager: str, applied_version: str | None = None) -> bool:
+def needs_apply(current: JsonMapping, desired: JsonMapping, field_manager: str,
+                applied_version: str | None = None) -> bool:
     """Apply when our desired object changed, or someone else changed a field we set (kubectl edit,
     kubectl scale). Others' notes (a rollout restart's annotation, labels, status) are left alone,
     and so is what another manager added after our last apply (`applied_version`: the object's
@@ -98,9 +101,9 @@ def needs_apply(current: Mapping, desired: Mapping, field_manager: str, applied_
     return False
 
 
-def _field_paths(fields: Mapping, prefix: str = "") -> list[str]:
+def _field_paths(fields: JsonMapping, prefix: str = "") -> list[str]:
     """Leaf paths of a managedFields fieldsV1 set, e.g. `f:spec.f:replicas`."""
-    paths = []
+    paths: list[str] = []
     for key, sub in fields.items():
         if key == ".":
             continue
