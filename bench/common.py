@@ -438,7 +438,13 @@ def pyplot():
     return plt
 
 
-def save_plot(plt, fig, path: Path) -> None:
+def save_plot(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str, **legend) -> None:
+    """Label the axes, grid and legend (`legend`: where, default lower right), write the PNG, and say so."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(**{"loc": "lower right", "fontsize": 8, **legend})
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -145,8 +145,7 @@ class Bench:
         return result
 
     async def cleanup(self) -> None:
-        c = self.cluster
-        await c.remove_pools(self.namespace, (self.fast, self.slow))
+        await self.cluster.remove_pools(self.namespace, (self.fast, self.slow))
 
 
 def plot(result: dict, path: Path) -> None:
@@ -160,12 +159,9 @@ def plot(result: dict, path: Path) -> None:
             ax.step(values, [(i + 1) / len(values) for i in range(len(values))], where="post",
                     label=f"{label}: p50 {statistics.median(values):.2f} s, p99 {percentile(values, 99):.2f} s")
     ax.set_xscale("symlog", linthresh=0.01)
-    ax.set_xlabel("seconds (symmetric log scale)")
-    ax.set_ylabel("fraction of fallbacks")
-    ax.set_title(f"{result['apps']} replicas falling back at once, unschedulableTimeout {result['timeout_s']:g} s")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8)
-    save_plot(plt, fig, path)
+    save_plot(plt, fig, ax, path, "seconds (symmetric log scale)", "fraction of fallbacks",
+              f"{result['apps']} replicas falling back at once, unschedulableTimeout {result['timeout_s']:g} s",
+              loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
 
 
 def operator_counts(operator: Operator) -> dict[str, float | None]:

@@ -203,8 +203,7 @@ class MassFallback:
             watch.cancel()
 
     async def cleanup(self) -> None:
-        c = self.cluster
-        await c.remove_pools(self.namespace, (self.first, self.next))
+        await self.cluster.remove_pools(self.namespace, (self.first, self.next))
 
 
 def plot(result: dict, path: Path) -> None:
@@ -229,13 +228,9 @@ def plot(result: dict, path: Path) -> None:
     line(base["series"], timeout, color="tab:orange", linestyle="--",
          label=f"scheduler alone (plain Deployments on A100, created at {timeout:g} s): {base['all_ready_s']:.1f} s")
     ax.axvline(timeout, color="grey", linestyle=":", label=f"unschedulableTimeout {timeout:g} s")
-    ax.set_xlabel("seconds since every H100 node was removed")
-    ax.set_ylabel("replicas Ready on A100")
-    ax.set_title(f"{result['replicas']} replicas of {result['apps']} apps lose their machine type: "
-                 f"{result['ratio']:.2f}x the scheduler alone")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    save_plot(plt, fig, path)
+    save_plot(plt, fig, ax, path, "seconds since every H100 node was removed", "replicas Ready on A100",
+              f"{result['replicas']} replicas of {result['apps']} apps lose their machine type: "
+              f"{result['ratio']:.2f}x the scheduler alone")
 
 
 async def measure(args: argparse.Namespace) -> dict:

@@ -194,13 +194,9 @@ def plot(result: dict, path: Path) -> None:
             xs += [t, t]
             ys += [ys[-1], n]
         ax.plot(xs, ys, linestyle=style, label=f"{label}: all Ready at {run['all_ready_s']:.0f} s")
-    ax.set_xlabel("seconds since the first create request")
-    ax.set_ylabel("replicas Ready")
-    ax.set_title(f"{result['apps']} apps, {result['replicas']} replicas, {result['nodes']} nodes: "
-                 f"{result['ratio']:.2f}x the scheduler alone")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    save_plot(plt, fig, path)
+    save_plot(plt, fig, ax, path, "seconds since the first create request", "replicas Ready",
+              f"{result['apps']} apps, {result['replicas']} replicas, {result['nodes']} nodes: "
+              f"{result['ratio']:.2f}x the scheduler alone")
 
 
 async def measure(args: argparse.Namespace) -> dict:
