@@ -25,6 +25,7 @@ GPU = "nvidia.com/gpu"
 GPU_TAINT = {"key": GPU, "value": "present", "effect": "NoSchedule"}
 GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
 POOL_LABEL = "fal.test/pool"  # selects the fake nodes a test or benchmark creates for one MachineType
+# the labels users select children by, spelled out here (not taken from the operator) so a change shows
 TYPE_LABEL = "fal.ai/machine-type"
 APP_LABEL = "fal.ai/app"
 H100_AFFINITY = [{"key": GPU_PRODUCT_LABEL, "operator": "In", "values": ["NVIDIA-H100"]}]
