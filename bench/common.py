@@ -1,5 +1,6 @@
 """What the benchmarks share: the local cluster (kubectl, bulk creates, raw watches), fake GPU nodes and
-MachineTypes, the operator as a child process (metrics, RSS, CPU), and the control plane's CPU use.
+MachineTypes (built by tests/builders.py, as the tests build them), the operator as a child process
+(metrics, RSS, CPU), and the control plane's CPU use.
 
 Bulk creates and watches go straight to the API server with the async client and plain JSON (no
 models), so a benchmark measures the operator and the control plane, not kubectl or model parsing.
@@ -24,10 +25,17 @@ import aiohttp
 from kubernetes_asyncio import client, config
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as `python bench/x.py`: the objects come from the tests' builders
+    sys.path.insert(0, str(REPO))
+
+# the scripts take these from here too
+from tests.builders import APP_LABEL as APP_LABEL  # noqa: E402
+from tests.builders import GPU_TOLERATION, POOL_LABEL, falapp, fallback, pool_node  # noqa: E402
+from tests.builders import TYPE_LABEL as TYPE_LABEL  # noqa: E402
+from tests.builders import pool_machine_type as pool_machine_type  # noqa: E402
+
 CLUSTER = REPO / "hack" / "cluster.sh"
 DOCS = REPO / "docs"
-POOL_LABEL = "fal.test/pool"
-GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 COMPONENTS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
 PLURALS = {"Node": "nodes", "Namespace": "namespaces", "Deployment": "deployments", "Pod": "pods",
            "FalApp": "falapps", "MachineType": "machinetypes"}
@@ -92,30 +100,16 @@ class ControlPlaneCPU:
 # --- objects -------------------------------------------------------------------------------------------
 
 
-def machine_type(name: str, pool: str) -> dict:
-    """A GPU MachineType selecting the fake nodes of `pool` (label fal.test/pool) and tolerating their taint."""
-    return {"apiVersion": "fal.ai/v1alpha1", "kind": "MachineType", "metadata": {"name": name},
-            "spec": {"gpu": {"maxGpusPerReplica": 8, "vram": "80Gi"}, "resources": {"cpu": "1", "memory": "1Gi"},
-                     "nodeSelector": {POOL_LABEL: pool}, "tolerations": [GPU_TOLERATION]}}
-
-
 def fake_node(name: str, pool: str, gpus: int = 8, pods: int = 110) -> dict:
-    """A KWOK node of `pool` with `gpus` GPUs (tainted, as GPU nodes are) and room for `pods` pods."""
-    alloc = {"cpu": "256", "memory": "2Ti", "pods": str(pods), "nvidia.com/gpu": str(gpus)}
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
-                         "labels": {POOL_LABEL: pool, "type": "kwok"}},
-            "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
-            "status": {"allocatable": alloc, "capacity": alloc}}
+    """A KWOK node of `pool` with `gpus` GPUs (tainted, as GPU nodes are) and room for `pods` pods, and
+    CPU and memory to spare."""
+    return pool_node(name, pool, gpus=gpus, pods=pods, cpu="256", memory="2Ti")
 
 
-def falapp(name: str, namespace: str, types: list[str], replicas: int, timeout_s: float | None = None) -> dict:
+def one_gpu_app(name: str, namespace: str, types: list[str], replicas: int, timeout_s: float | None = None) -> dict:
     """A one-GPU FalApp preferring `types` in order; `timeout_s`: its unschedulableTimeout, never returning."""
-    spec: dict = {"image": "registry.example.com/app:1", "machineTypes": types, "numGpus": 1, "replicas": replicas}
-    if timeout_s is not None:
-        spec["fallback"] = {"unschedulableTimeout": f"{timeout_s:g}s", "returnToPreferred": False}
-    return {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp", "metadata": {"name": name, "namespace": namespace},
-            "spec": spec}
+    return falapp(name, namespace=namespace, machineTypes=types, numGpus=1, replicas=replicas,
+                  fallback=None if timeout_s is None else fallback(f"{timeout_s:g}s", return_to_preferred=False))
 
 
 def plain_deployment(name: str, namespace: str, pool: str, replicas: int) -> dict:
@@ -231,6 +225,14 @@ class Cluster:
                 await self.request("DELETE", self.path(api_version, kind, namespace, name), query=options, ok={404})
 
         await asyncio.gather(*(one(n) for n in names))
+
+    async def remove_pools(self, namespace: str, pools: Iterable[str]) -> None:
+        """Remove a run: its namespace (waiting until its pods are gone), the pools' nodes and MachineTypes."""
+        pools = list(pools)
+        self.k("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
+        await self.wait_gone("v1", "Pod", namespace)
+        self.k("delete", "nodes", "-l", f"{POOL_LABEL} in ({','.join(pools)})", "--wait=false")
+        self.k("delete", "machinetype", *pools, "--wait=false", "--ignore-not-found")
 
     async def count(self, api_version: str, kind: str, namespace: str | None = None, selector: str = "") -> int:
         query = [("labelSelector", selector)] if selector else []
@@ -434,3 +436,16 @@ def pyplot():
         print("matplotlib is not installed (pip install -e '.[demo]'): no picture")
         return None
     return plt
+
+
+def save_plot(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str, **legend) -> None:
+    """Label the axes, grid and legend (`legend`: where, default lower right), write the PNG, and say so."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(**{"loc": "lower right", "fontsize": 8, **legend})
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path}")

@@ -31,17 +31,19 @@ from datetime import datetime
 from pathlib import Path
 
 from common import (
+    APP_LABEL,
     DOCS,
-    POOL_LABEL,
+    TYPE_LABEL,
     Cluster,
     ControlPlaneCPU,
     Operator,
     fake_node,
-    falapp,
     load,
-    machine_type,
+    one_gpu_app,
     percentile,
+    pool_machine_type,
     pyplot,
+    save_plot,
     until,
 )
 
@@ -69,20 +71,20 @@ class Bench:
         nodes += [fake_node(f"{self.slow}-{i}", self.slow) for i in range(2 * per_pool)]
         names = [n["metadata"]["name"] for n in nodes]
         self.cluster.install_crds()
-        self.cluster.apply([machine_type(self.fast, self.fast), machine_type(self.slow, self.slow), *nodes])
+        self.cluster.apply([pool_machine_type(self.fast), pool_machine_type(self.slow), *nodes])
         self.cluster.k("wait", "--for=condition=Ready", "--timeout=120s", *[f"node/{n}" for n in names])
         self.cluster.k("create", "namespace", self.namespace)
 
     def observe_deployment(self, _type: str, deployment: dict, now: float) -> None:
         labels = deployment["metadata"].get("labels") or {}
-        if labels.get("fal.ai/machine-type") == self.slow and (deployment["spec"].get("replicas") or 0) > 0:
-            self.scaled.setdefault(labels.get("fal.ai/app", ""), now)
+        if labels.get(TYPE_LABEL) == self.slow and (deployment["spec"].get("replicas") or 0) > 0:
+            self.scaled.setdefault(labels.get(APP_LABEL, ""), now)
 
     def observe_pod(self, _type: str, pod: dict, now: float) -> None:
         name, labels = pod["metadata"]["name"], pod["metadata"].get("labels") or {}
         self.created.setdefault(name, now)
-        self.app_of[name] = labels.get("fal.ai/app", "")
-        self.type_of[name] = labels.get("fal.ai/machine-type", "")
+        self.app_of[name] = labels.get(APP_LABEL, "")
+        self.type_of[name] = labels.get(TYPE_LABEL, "")
         if pod["spec"].get("nodeName"):
             self.bound.setdefault(name, now)
         for c in (pod.get("status") or {}).get("conditions") or []:
@@ -103,7 +105,7 @@ class Bench:
         cpu = ControlPlaneCPU()
         before = cpu.read()
         started = time.monotonic()
-        await c.create([falapp(f"app-{i}", self.namespace, [self.fast, self.slow], 1, self.timeout_s)
+        await c.create([one_gpu_app(f"app-{i}", self.namespace, [self.fast, self.slow], 1, self.timeout_s)
                         for i in range(self.apps)])
         try:
             await until(self.settled, 120 + 3 * self.timeout_s + self.apps, "every app bound on the slow type",
@@ -143,11 +145,7 @@ class Bench:
         return result
 
     async def cleanup(self) -> None:
-        c = self.cluster
-        c.k("delete", "namespace", self.namespace, "--wait=false", "--ignore-not-found")
-        await c.wait_gone("v1", "Pod", self.namespace)
-        c.k("delete", "nodes", "-l", f"{POOL_LABEL} in ({self.fast},{self.slow})", "--wait=false")
-        c.k("delete", "machinetype", self.fast, self.slow, "--wait=false", "--ignore-not-found")
+        await self.cluster.remove_pools(self.namespace, (self.fast, self.slow))
 
 
 def plot(result: dict, path: Path) -> None:
@@ -161,15 +159,9 @@ def plot(result: dict, path: Path) -> None:
             ax.step(values, [(i + 1) / len(values) for i in range(len(values))], where="post",
                     label=f"{label}: p50 {statistics.median(values):.2f} s, p99 {percentile(values, 99):.2f} s")
     ax.set_xscale("symlog", linthresh=0.01)
-    ax.set_xlabel("seconds (symmetric log scale)")
-    ax.set_ylabel("fraction of fallbacks")
-    ax.set_title(f"{result['apps']} replicas falling back at once, unschedulableTimeout {result['timeout_s']:g} s")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_plot(plt, fig, ax, path, "seconds (symmetric log scale)", "fraction of fallbacks",
+              f"{result['apps']} replicas falling back at once, unschedulableTimeout {result['timeout_s']:g} s",
+              loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
 
 
 def operator_counts(operator: Operator) -> dict[str, float | None]:

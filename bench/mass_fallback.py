@@ -32,21 +32,22 @@ from pathlib import Path
 from common import (
     DOCS,
     POOL_LABEL,
+    TYPE_LABEL,
     Cluster,
     ControlPlaneCPU,
     Operator,
     ReadyPods,
     fake_node,
-    falapp,
     load,
-    machine_type,
+    one_gpu_app,
     plain_deployment,
     pod_ready,
+    pool_machine_type,
     pyplot,
+    save_plot,
     until,
 )
 
-TYPE_LABEL = "fal.ai/machine-type"
 STAGES = (("replaced", "replacements created on the lost type (controller manager)"),
           ("unschedulable", "replacements seen Unschedulable (scheduler)"),
           ("asked", "replicas the next type's Deployments ask for (operator)"),
@@ -125,7 +126,7 @@ class MassFallback:
         if self.total > 8 * self.node_count:
             raise ValueError(f"{self.total} one-GPU replicas do not fit on {self.node_count} nodes of 8 GPUs")
         c.install_crds()
-        c.apply([machine_type(self.first, self.first), machine_type(self.next, self.next)])
+        c.apply([pool_machine_type(self.first), pool_machine_type(self.next)])
         await c.create([fake_node(f"{pool}-{i}", pool) for pool in (self.first, self.next)
                         for i in range(self.node_count)])
         c.k("wait", "--for=condition=Ready", "--timeout=300s", "nodes", "-l",
@@ -144,7 +145,8 @@ class MassFallback:
                    asyncio.create_task(c.watch("apps/v1", "Deployment", self.namespace, stages.observe_deployment,
                                                stop))]
         try:
-            await c.create([falapp(f"app-{i}", self.namespace, [self.first, self.next], self.replicas, self.timeout_s)
+            types = [self.first, self.next]
+            await c.create([one_gpu_app(f"app-{i}", self.namespace, types, self.replicas, self.timeout_s)
                             for i in range(self.apps)])
             placed = await until(lambda: pods.counts[self.first] == self.total, 600,
                                  f"{self.total} replicas Ready on {self.first}", watches)
@@ -201,11 +203,7 @@ class MassFallback:
             watch.cancel()
 
     async def cleanup(self) -> None:
-        c = self.cluster
-        c.k("delete", "namespace", self.namespace, "--wait=false", "--ignore-not-found")
-        await c.wait_gone("v1", "Pod", self.namespace)
-        c.k("delete", "nodes", "-l", f"{POOL_LABEL} in ({self.first},{self.next})", "--wait=false")
-        c.k("delete", "machinetype", self.first, self.next, "--wait=false", "--ignore-not-found")
+        await self.cluster.remove_pools(self.namespace, (self.first, self.next))
 
 
 def plot(result: dict, path: Path) -> None:
@@ -230,16 +228,9 @@ def plot(result: dict, path: Path) -> None:
     line(base["series"], timeout, color="tab:orange", linestyle="--",
          label=f"scheduler alone (plain Deployments on A100, created at {timeout:g} s): {base['all_ready_s']:.1f} s")
     ax.axvline(timeout, color="grey", linestyle=":", label=f"unschedulableTimeout {timeout:g} s")
-    ax.set_xlabel("seconds since every H100 node was removed")
-    ax.set_ylabel("replicas Ready on A100")
-    ax.set_title(f"{result['replicas']} replicas of {result['apps']} apps lose their machine type: "
-                 f"{result['ratio']:.2f}x the scheduler alone")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_plot(plt, fig, ax, path, "seconds since every H100 node was removed", "replicas Ready on A100",
+              f"{result['replicas']} replicas of {result['apps']} apps lose their machine type: "
+              f"{result['ratio']:.2f}x the scheduler alone")
 
 
 async def measure(args: argparse.Namespace) -> dict:

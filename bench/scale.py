@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 
 from common import (
+    APP_LABEL,
     POOL_LABEL,
     Cluster,
     ControlPlaneCPU,
@@ -38,13 +39,14 @@ from common import (
     ReadyPods,
     app_ready,
     fake_node,
-    falapp,
     load,
-    machine_type,
     metric_samples,
     metric_value,
+    one_gpu_app,
     plain_deployment,
+    pool_machine_type,
     pyplot,
+    save_plot,
     until,
 )
 
@@ -68,7 +70,7 @@ class Scale:
     async def setup(self) -> None:
         c = self.cluster
         c.install_crds()
-        c.apply([machine_type(t, t) for t in self.types])
+        c.apply([pool_machine_type(t) for t in self.types])
         started = time.monotonic()
         await c.create([fake_node(f"{self.prefix}-n{i}", self.types[i % len(self.types)])
                         for i in range(self.node_count)])
@@ -106,7 +108,7 @@ class Scale:
         c, stop, op = self.cluster, asyncio.Event(), self.operator
         namespace = f"{self.prefix}-apps"
         c.k("create", "namespace", namespace)
-        pods = ReadyPods("fal.ai/app")
+        pods = ReadyPods(APP_LABEL)
         apps_ready: dict[str, float] = {}
 
         def observe_app(event: str, app: dict, now: float) -> None:
@@ -123,7 +125,7 @@ class Scale:
             if op:
                 op_cpu, op_reconciles = op.cpu_seconds(), op.metric("falapp_reconciles_total") or 0
             started = time.time()
-            await c.create([falapp(f"app-{i}", namespace, self.preference(i), self.replicas)
+            await c.create([one_gpu_app(f"app-{i}", namespace, self.preference(i), self.replicas)
                             for i in range(self.apps)])
             result["create_requests_s"] = round(time.time() - started, 1)
             await until(lambda: pods.total() == self.total, 3600, f"{self.total} replicas Ready", watches)
@@ -192,16 +194,9 @@ def plot(result: dict, path: Path) -> None:
             xs += [t, t]
             ys += [ys[-1], n]
         ax.plot(xs, ys, linestyle=style, label=f"{label}: all Ready at {run['all_ready_s']:.0f} s")
-    ax.set_xlabel("seconds since the first create request")
-    ax.set_ylabel("replicas Ready")
-    ax.set_title(f"{result['apps']} apps, {result['replicas']} replicas, {result['nodes']} nodes: "
-                 f"{result['ratio']:.2f}x the scheduler alone")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print(f"wrote {path}")
+    save_plot(plt, fig, ax, path, "seconds since the first create request", "replicas Ready",
+              f"{result['apps']} apps, {result['replicas']} replicas, {result['nodes']} nodes: "
+              f"{result['ratio']:.2f}x the scheduler alone")
 
 
 async def measure(args: argparse.Namespace) -> dict:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from tests.builders import TYPE_LABEL
 from tests.kube import Kubectl, condition, wait_until
-
-TYPE_LABEL = "fal.ai/machine-type"
 
 
 def app_pods(kctl: Kubectl, app: str) -> list[dict]:

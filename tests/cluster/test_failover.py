@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from falapp_operator.k8s.client import ApiError
-from tests.cluster.builders import POOL_LABEL, PrivatePools, falapp
+from tests.builders import POOL_LABEL
+from tests.cluster.builders import PrivatePools, falapp
 from tests.cluster.conftest import OperatorProcess
 from tests.cluster.helpers import Sampler, app_pods, events_for, wait_condition, wait_placement
 from tests.conftest import CLUSTER

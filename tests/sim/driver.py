@@ -25,7 +25,8 @@ from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, plan
 from falapp_operator.reconcile.observe import children_state, made_by, pod_view, slim_child, slim_pod
 from falapp_operator.reconcile.writes import DELETE_FIRST, Write, child_writes, status_changed
-from tests.sim.objects import NAMESPACE, TYPE_LABEL
+from tests.builders import TYPE_LABEL
+from tests.sim.objects import NAMESPACE
 from tests.sim.world import World
 
 FIELD_MANAGER = "falapp-operator"

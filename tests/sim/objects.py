@@ -13,25 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, format_time
+from falapp_operator.api.units import cpu_millis, memory_bytes
+from tests.builders import GPU, GPU_TAINT, node
 
-GPU = "nvidia.com/gpu"
-TYPE_LABEL = "fal.ai/machine-type"
-APP_LABEL = "fal.ai/app"
 REVISION_LABEL = "pod-template-hash"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 NAMESPACE = "team"
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-def cpu_milli(quantity: str) -> int:
-    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
-
-
-def mem_bytes(quantity: str) -> int:
-    for suffix, factor in (("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30), ("Ti", 2**40)):
-        if quantity.endswith(suffix):
-            return int(quantity[: -len(suffix)]) * factor
-    return int(quantity)
 
 
 @dataclass(frozen=True)
@@ -49,8 +37,8 @@ def _shapes() -> dict[str, Shape]:
         if mt.spec.gpu is None:
             continue
         product = mt.spec.node_affinity[0].values[0]
-        out[mt.metadata.name] = Shape(product, cpu_milli(str(mt.spec.resources.cpu)),
-                                      mem_bytes(str(mt.spec.resources.memory)))
+        out[mt.metadata.name] = Shape(product, cpu_millis(mt.spec.resources.cpu),
+                                      memory_bytes(mt.spec.resources.memory))
     return out
 
 
@@ -72,20 +60,14 @@ class Node:
         return {GPU_PRODUCT_LABEL: SHAPES[self.machine_type].product, "kubernetes.io/hostname": self.name}
 
     def taints(self) -> list[dict]:
-        taints = [{"key": GPU, "value": "present", "effect": "NoSchedule"}]
+        taints = [GPU_TAINT]
         if not self.ready:
             taints.append({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"})
         return taints
 
     def body(self) -> dict:
-        return {
-            "metadata": {"name": self.name, "labels": self.labels()},
-            "spec": {"taints": self.taints(), "unschedulable": self.cordoned},
-            "status": {
-                "allocatable": {GPU: str(self.gpus), "cpu": f"{self.cpu_milli}m", "memory": str(self.memory)},
-                "conditions": [{"type": "Ready", "status": "True" if self.ready else "False"}],
-            },
-        }
+        return node(self.name, gpus=self.gpus, cpu=f"{self.cpu_milli}m", memory=str(self.memory),
+                    labels=self.labels(), taints=self.taints(), ready=self.ready, unschedulable=self.cordoned)
 
 
 @dataclass
@@ -125,8 +107,8 @@ class Pod:
         for container in template["spec"]["containers"]:
             req = (container.get("resources") or {}).get("requests") or {}
             gpus += int(req.get(GPU, 0))
-            cpu += cpu_milli(req["cpu"]) if "cpu" in req else 0
-            mem += mem_bytes(req["memory"]) if "memory" in req else 0
+            cpu += cpu_millis(req["cpu"]) if "cpu" in req else 0
+            mem += memory_bytes(req["memory"]) if "memory" in req else 0
         return gpus, cpu, mem
 
     def body(self) -> dict:

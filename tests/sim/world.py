@@ -26,13 +26,12 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from tests.builders import APP_LABEL, TYPE_LABEL
 from tests.sim.objects import (
-    APP_LABEL,
     DELETION_COST,
     EPOCH,
     REVISION_LABEL,
     SHAPES,
-    TYPE_LABEL,
     Deployment,
     Node,
     Pod,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -18,31 +18,26 @@ from falapp_operator.placement import NodeFree, PodView, Surge
 from falapp_operator.placement.eligibility import resolve
 from falapp_operator.reconcile.app import AppSnapshot, invalid, plan
 from falapp_operator.reconcile.children import AppRef, pod_template, template_hash
+from tests.builders import GI, NOW, falapp_spec, free, replica
 
 REPO = Path(__file__).resolve().parents[2]
-NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-GI = 1024**3
 H100, A100 = "gpu-h100", "gpu-a100"
 REF = AppRef("sdxl", "team-a", "0b7f1c1e-0000-4000-8000-000000000001")
-UNSCHEDULABLE = "0/6 nodes are available: 6 Insufficient nvidia.com/gpu."
 
 
 def spec(machine_types: list[str] | None = None, replicas: int = 2, gpus: int = 1) -> FalAppSpec:
-    return FalAppSpec.model_validate({"image": "registry.example.com/sdxl:1.2",
-                                      "machineTypes": machine_types or ["GPU-H100", "GPU-A100"],
-                                      "numGpus": gpus, "replicas": replicas})
+    return falapp_spec(image="registry.example.com/sdxl:1.2", machineTypes=machine_types or ["GPU-H100", "GPU-A100"],
+                       numGpus=gpus, replicas=replicas)
 
 
 def room(nodes: int = 1) -> list[NodeFree]:
-    return [NodeFree(8, 96_000, 896 * GI)] * nodes
+    return [free(8, 96_000, 896 * GI)] * nodes
 
 
 def pod(name: str, machine_type: str = H100, *, ready: bool = False, bound: bool | None = None,
         unschedulable_for: float | None = None) -> PodView:
     since = NOW - timedelta(seconds=unschedulable_for) if unschedulable_for is not None else None
-    return PodView(name, machine_type, created=NOW - timedelta(minutes=10),
-                   bound=ready if bound is None else bound, ready=ready, unschedulable_since=since,
-                   scheduler_message=UNSCHEDULABLE if since else "")
+    return replica(name, machine_type, ready=ready, bound=bound, since=since)
 
 
 def current_templates(app_spec: FalAppSpec) -> dict[str, str]:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import builders
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 SCRIPTS = ["fallback_latency.py", "mass_fallback.py", "scale.py"]
 
@@ -30,10 +32,17 @@ def test_script_explains_itself(script):
 
 
 def pod(name: str, ready: bool, type_: str = "h100", deleting: bool = False) -> dict:
-    meta = {"name": name, "labels": {"fal.ai/machine-type": type_}}
-    if deleting:
-        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    return {"metadata": meta, "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    return builders.pod(name, labels={builders.TYPE_LABEL: type_}, ready=ready, deleting=deleting)
+
+
+def test_the_objects_the_benchmarks_create_are_valid():
+    common = load_common()
+    for body in (common.pool_machine_type("bench-a"), common.one_gpu_app("app-0", "bench", ["BENCH-A"], 2, 1.5),
+                 common.one_gpu_app("app-1", "bench", ["BENCH-A", "BENCH-B"], 1)):
+        builders.model(body)
+    node = common.fake_node("bench-a-0", "bench-a", gpus=4)
+    assert node["status"]["allocatable"]["nvidia.com/gpu"] == "4"
+    assert node["metadata"]["labels"][builders.POOL_LABEL] == "bench-a"
 
 
 @pytest.mark.parametrize("events, counts, total_series", [

@@ -6,24 +6,21 @@ from __future__ import annotations
 
 import asyncio
 
-from falapp_operator.api import DEFAULT_CATALOG
+from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL
 from falapp_operator.k8s.client import ServerClock
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.settings import OperatorSettings
+from tests import builders
 
 
 def node(name: str, gpus: int = 8) -> dict:
-    return {"metadata": {"name": name, "labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
-            "spec": {}, "status": {"allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "64", "memory": "512Gi"},
-                                   "conditions": [{"type": "Ready", "status": "True"}]}}
+    return builders.node(name, gpus=gpus, labels={GPU_PRODUCT_LABEL: "NVIDIA-H100-80GB-HBM3"}, taints=(), ready=True)
 
 
 def pod(name: str, node_name: str | None, gpus: int = 8) -> dict:
-    return {"metadata": {"name": name, "uid": f"uid-{name}", "namespace": "team-a",
-                         "labels": {"fal.ai/app": "llm", "fal.ai/machine-type": "gpu-h100"}},
-            "spec": {"nodeName": node_name, "containers": [{"resources": {"requests": {
-                "nvidia.com/gpu": str(gpus), "cpu": "1", "memory": "1Gi"}}}]},
-            "status": {"phase": "Running"}}
+    return builders.pod(name, namespace="team-a", uid=f"uid-{name}", node_name=node_name, phase="Running",
+                        labels={builders.APP_LABEL: "llm", builders.TYPE_LABEL: "gpu-h100"},
+                        requests={builders.GPU: str(gpus), "cpu": "1", "memory": "1Gi"})
 
 
 class ListingApi:

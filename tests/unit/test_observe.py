@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from falapp_operator.reconcile.observe import pod_view
+from tests import builders
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def pod(conditions: list[dict], container_statuses: list[dict] | None = None, node: str | None = "n1") -> dict:
-    return {"metadata": {"name": "p", "creationTimestamp": "2025-01-01T11:00:00Z", "labels": {}},
-            "spec": {"nodeName": node} if node else {},
-            "status": {"conditions": conditions, "containerStatuses": container_statuses or []}}
+    return builders.pod("p", created="2025-01-01T11:00:00Z", node_name=node, conditions=conditions,
+                        container_statuses=container_statuses or [])
 
 
 SCHEDULED = {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2025-01-01T11:30:00Z"}

@@ -9,7 +9,7 @@ unscheduled, then not-Ready pods before Ready ones, so a type keeps min(its Read
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -27,36 +27,16 @@ from falapp_operator.placement import (
     decide,
     probe_backoff,
 )
+from tests.builders import NOW, UNSCHEDULABLE, option
+from tests.builders import free as node
+from tests.builders import replica as pod
 
-NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-GI = 1024**3
 H100, A100, L4, V100 = "gpu-h100", "gpu-a100", "gpu-l4", "gpu-v100"  # V100: no longer listed
-MSG = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
+MSG = UNSCHEDULABLE
 
 
 def s(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
-
-
-# --- builders ---------------------------------------------------------------------------------------
-def option(name: str, gpus: int = 8, cpu_milli: int = 8000, memory_bytes: int = 64 * GI) -> TypeOption:
-    return TypeOption(name, name.upper(), gpus, cpu_milli, memory_bytes)
-
-
-def node(gpus: int = 8, cpu_milli: int = 64_000, memory_bytes: int = 512 * GI) -> NodeFree:
-    return NodeFree(gpus, cpu_milli, memory_bytes)
-
-
-def pod(name: str, machine_type: str, ready: bool = False, bound: bool | None = None,
-        since: datetime | None = None, scale_up_coming: bool = False, created: datetime | None = None,
-        current: bool = True, bound_since: datetime | None = None, failing: str = "",
-        scale_up_refused: bool = False) -> PodView:
-    """A pod of the type's Deployment: Ready implies bound; `since` = Unschedulable since then;
-    `current=False`: it runs an older template (a rollout is under way on its type)."""
-    return PodView(name, machine_type, created=created or NOW - s(600), bound=ready if bound is None else bound,
-                   bound_since=bound_since, failing=failing,
-                   ready=ready, unschedulable_since=since, scheduler_message=MSG if since else "",
-                   scale_up_coming=scale_up_coming, scale_up_refused=scale_up_refused, current=current)
 
 
 STUCK_SINCE = NOW - s(70)  # past the default 60 s unschedulableTimeout

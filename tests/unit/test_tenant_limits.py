@@ -16,7 +16,6 @@ from falapp_operator.api import (
     DEPLOYMENT_NAME_MAX,
     FalAppSpec,
     LabelSelector,
-    MachineType,
     app_name_problem,
     requirement_matches,
 )
@@ -25,18 +24,14 @@ from falapp_operator.api.units import cpu_millis, memory_bytes, parse_quantity, 
 from falapp_operator.placement.eligibility import resolve
 from falapp_operator.reconcile.app import AppSnapshot, plan
 from falapp_operator.reconcile.children import AppRef, deployment_name, pod_template
-from tests.unit.api_cases import machinetype
+from tests.builders import falapp_spec, machine_type_model
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 REF = AppRef("sdxl", "team-a", "0b7f1c1e-0000-4000-8000-000000000001")
 
 
 def spec(**fields) -> FalAppSpec:
-    return FalAppSpec.model_validate({"image": "img", "machineTypes": ["GPU-TEST"], **fields})
-
-
-def mtype(name: str = "gpu-test", **fields) -> MachineType:
-    return MachineType.model_validate(machinetype(name, **fields))
+    return falapp_spec(**{"machineTypes": ["GPU-TEST"], **fields})
 
 
 TEAM_A = {"kubernetes.io/metadata.name": "team-a", "tier": "paid"}
@@ -65,7 +60,7 @@ TEAM_A = {"kubernetes.io/metadata.name": "team-a", "tier": "paid"}
          "exists", "doesnotexist", "labels-and-expressions"],
 )
 def test_namespace_selector(selector: dict | None, labels: dict | None, allowed: bool) -> None:
-    restricted = mtype(namespaceSelector=selector)
+    restricted = machine_type_model(namespaceSelector=selector)
     assert restricted.spec.available_to(labels) is allowed
     resolution = resolve(spec(), [restricted], "team-a", labels)
     if allowed:
@@ -77,14 +72,14 @@ def test_namespace_selector(selector: dict | None, labels: dict | None, allowed:
 
 
 def test_one_listed_type_not_entitled_makes_the_spec_invalid() -> None:
-    other = mtype("gpu-other", displayName="GPU-OTHER",
+    other = machine_type_model("gpu-other", displayName="GPU-OTHER",
                   namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "team-b"}})
-    resolution = resolve(spec(machineTypes=["GPU-TEST", "GPU-OTHER"]), [mtype(), other], "team-a", TEAM_A)
+    resolution = resolve(spec(machineTypes=["GPU-TEST", "GPU-OTHER"]), [machine_type_model(), other], "team-a", TEAM_A)
     assert resolution.problem == "spec.machineTypes: GPU-OTHER is not available to namespace team-a"
 
 
 def test_plan_reports_an_unentitled_type_as_invalid_spec() -> None:
-    restricted = mtype(namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "team-b"}})
+    restricted = machine_type_model(namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "team-b"}})
     snap = AppSnapshot(ref=REF, generation=2, spec=spec(), status={}, catalogue=[restricted], counts={},
                        surge=None, pods=[], free={}, now=NOW, namespace_labels=TEAM_A)
     result = plan(snap)
@@ -120,19 +115,20 @@ def test_empty_label_selector_matches_everything() -> None:
 
 
 def test_a_toleration_a_machine_type_owns_is_invalid() -> None:
-    dedicated = mtype("team-b-h100", displayName="TEAM-B-H100",
+    dedicated = machine_type_model("team-b-h100", displayName="TEAM-B-H100",
                       tolerations=[{"key": "dedicated", "operator": "Equal", "value": "team-b"}])
     app = spec(tolerations=[{"key": "spot", "operator": "Exists"}, {"key": "dedicated", "operator": "Exists"}])
-    resolution = resolve(app, [mtype(), dedicated])
+    resolution = resolve(app, [machine_type_model(), dedicated])
     assert resolution.problem == (
         "spec.tolerations[1].key: dedicated is tolerated by machine type TEAM-B-H100; only machine types "
         "may tolerate it")
-    assert resolve(spec(tolerations=[{"key": "spot", "operator": "Exists"}]), [mtype(), dedicated]).problem is None
+    spot = spec(tolerations=[{"key": "spot", "operator": "Exists"}])
+    assert resolve(spot, [machine_type_model(), dedicated]).problem is None
 
 
 def test_a_keyless_machine_type_toleration_owns_no_key() -> None:
-    everything = mtype("anything", displayName="ANYTHING", tolerations=[{"operator": "Exists"}])
-    assert resolve(spec(tolerations=[{"key": "spot"}]), [mtype(), everything]).problem is None
+    everything = machine_type_model("anything", displayName="ANYTHING", tolerations=[{"operator": "Exists"}])
+    assert resolve(spec(tolerations=[{"key": "spot"}]), [machine_type_model(), everything]).problem is None
 
 
 @pytest.mark.parametrize(
@@ -193,7 +189,7 @@ def test_huge_quantities_raise_value_error_only() -> None:
 
 
 def test_requests_too_large_for_kubernetes_are_invalid_naming_the_field() -> None:
-    huge = mtype(resources={"cpu": "1P", "memory": "1P"}, gpu={"maxGpusPerReplica": 16})
+    huge = machine_type_model(resources={"cpu": "1P", "memory": "1P"}, gpu={"maxGpusPerReplica": 16})
     resolution = resolve(spec(numGpus=16), [huge])
     assert resolution.problem == (
         "spec.numGpus: 16 x the cpu per GPU of GPU-TEST: a replica's cpu request on GPU-TEST is too large "
@@ -203,7 +199,7 @@ def test_requests_too_large_for_kubernetes_are_invalid_naming_the_field() -> Non
 
 
 def test_a_catalogue_quantity_that_slipped_past_validation_is_invalid_spec_not_an_exception() -> None:
-    broken = mtype()
+    broken = machine_type_model()
     broken.spec.resources.cpu = "1e1000000"  # as an older CRD might have stored it
     resolution = resolve(spec(), [broken])
     assert resolution.problem is not None
@@ -241,7 +237,7 @@ def test_app_name_problem(name: str, ports: bool, problem: str | None) -> None:
 
 def test_plan_refuses_a_name_the_crd_did_not_check() -> None:
     snap = AppSnapshot(ref=AppRef("my.app", "team-a", "u"), generation=1, spec=spec(ports=[{"containerPort": 80}]),
-                       status={}, catalogue=[mtype()], counts={}, surge=None, pods=[], free={}, now=NOW)
+                       status={}, catalogue=[machine_type_model()], counts={}, surge=None, pods=[], free={}, now=NOW)
     result = plan(snap)
     assert not result.deployments and result.service is None
     assert "metadata.name must be a DNS-1035 label" in result.events[0].message

@@ -15,6 +15,7 @@ from falapp_operator.placement import NodeFree, PodView
 from falapp_operator.placement.eligibility import candidate_types, resolve
 from falapp_operator.reconcile.app import AppSnapshot, candidates_summary, plan
 from falapp_operator.reconcile.children import AppRef, pod_template
+from tests.builders import changed, falapp_spec, machine_type_model
 
 GI = 1024**3
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -24,27 +25,20 @@ REF = AppRef("llm", "team-a", "0b7f1c1e-0000-4000-8000-000000000002")
 # --- builders ---------------------------------------------------------------------------------------
 def gpu_type(name: str, vram: str | None, *, max_gpus: int = 8, nvenc: int = 0, price: str | None = None,
              namespace: str | None = None, cpu: str = "12", memory: str = "112Gi") -> MachineType:
-    gpu: dict[str, Any] = {"maxGpusPerReplica": max_gpus, "nvencEngines": nvenc}
-    if vram is not None:
-        gpu["vram"] = vram
-    spec: dict[str, Any] = {"displayName": name, "gpu": gpu, "resources": {"cpu": cpu, "memory": memory}}
-    if price is not None:
-        spec["price"] = price
-    if namespace is not None:
-        spec["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
-    return MachineType.model_validate({"metadata": {"name": name.lower()}, "spec": spec})
+    gpu = changed({"maxGpusPerReplica": max_gpus, "nvencEngines": nvenc}, {"vram": vram})
+    selector = {"matchLabels": {"kubernetes.io/metadata.name": namespace}} if namespace is not None else None
+    return machine_type_model(name.lower(), displayName=name, gpu=gpu, resources={"cpu": cpu, "memory": memory},
+                              nodeAffinity=None, price=price, namespaceSelector=selector)
 
 
 def cpu_type(name: str) -> MachineType:
-    return MachineType.model_validate({"metadata": {"name": name.lower()},
-                                       "spec": {"displayName": name, "resources": {"cpu": "2", "memory": "2Gi"}}})
+    return machine_type_model(name.lower(), displayName=name, gpu=None, nodeAffinity=None,
+                              resources={"cpu": "2", "memory": "2Gi"})
 
 
 def app(gpu_memory: str | None = None, **spec: Any) -> FalAppSpec:
-    body: dict[str, Any] = {"image": "registry.example.com/llm:1", **spec}
-    if gpu_memory is not None:
-        body["gpuMemory"] = gpu_memory
-    return FalAppSpec.model_validate(body)
+    return falapp_spec(**{"image": "registry.example.com/llm:1", "machineTypes": None, "gpuMemory": gpu_memory,
+                          **spec})
 
 
 def resolved(spec: FalAppSpec, catalogue: list[MachineType], namespace: str = "team-a") -> list[str]:

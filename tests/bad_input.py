@@ -1,14 +1,26 @@
-"""Tables of invalid FalApps and MachineTypes, each with the field its error must name.
+"""The bad-input table: invalid FalApps and MachineTypes, each with the field its error must name.
 
-Shared by the unit tests (pydantic) and usable by cluster tests (the apiserver must refuse the same
-objects with a message naming `field`; `message`, when set, is a CEL message both must contain).
+One table, judged on two sides so they cannot drift: tests/unit/test_bad_input.py validates every row
+with the pydantic models, tests/cluster/test_bad_input.py applies it to the real API server (CRD schema
+and CEL rules). `message`, when set, is our own message both must contain. Rows only the operator can
+judge (they need the MachineType catalogue, which neither the schema nor a FalApp's model sees) say so
+with `judge=OPERATOR` and a reason: both sides then check the object is accepted, and that the operator's
+catalogue check (unit: `resolve`; cluster: the running operator's Stalled=True InvalidSpec) refuses it
+naming the field. The good table beside it must be accepted everywhere.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
+
+from tests.builders import falapp, machine_type
+
+
+class Judge(StrEnum):
+    APPLY = "apply"  # the models and the API server refuse it when it is applied
+    OPERATOR = "operator"  # both accept it; the operator stalls it (Stalled=True, InvalidSpec)
 
 
 @dataclass(frozen=True)
@@ -16,51 +28,24 @@ class BadCase:
     id: str
     body: dict[str, Any]
     field: str  # wire path of the offending field, e.g. spec.machineTypes
-    message: str | None = None  # our own (CEL) message, when the rule is ours
+    message: str | None = None  # our own message (CEL or the operator's), when the rule is ours
+    judge: Judge = Judge.APPLY
+    reason: str = ""  # why only the operator can judge it (required unless judge is APPLY)
+    machine_type: dict[str, Any] | None = None  # OPERATOR rows: a MachineType the catalogue holds too
+    words: tuple[str, ...] = ()  # further words the operator's message must contain
+
+    def __post_init__(self) -> None:
+        assert (self.judge is Judge.APPLY) == (not self.reason), f"{self.id}: a reason goes with judge=OPERATOR"
 
 
-def falapp(**spec: Any) -> dict[str, Any]:
-    """A valid FalApp body; keyword arguments replace spec fields (None removes one)."""
-    body: dict[str, Any] = {
-        "apiVersion": "fal.ai/v1alpha1",
-        "kind": "FalApp",
-        "metadata": {"name": "sdxl", "namespace": "default"},
-        "spec": {"image": "registry.example.com/sdxl:1.2", "machineTypes": ["GPU-H100", "GPU-A100"]},
-    }
-    for key, value in spec.items():
-        if value is None:
-            body["spec"].pop(key, None)
-        else:
-            body["spec"][key] = copy.deepcopy(value)
-    return body
+@dataclass(frozen=True)
+class GoodCase:
+    id: str
+    body: dict[str, Any]
 
 
-def named(name: str, **spec: Any) -> dict[str, Any]:
-    """A valid FalApp body with this name."""
-    body = falapp(**spec)
-    body["metadata"]["name"] = name
-    return body
-
-
-def machinetype(name: str = "gpu-test", **spec: Any) -> dict[str, Any]:
-    """A valid GPU MachineType body; keyword arguments replace spec fields (None removes one)."""
-    body: dict[str, Any] = {
-        "apiVersion": "fal.ai/v1alpha1",
-        "kind": "MachineType",
-        "metadata": {"name": name},
-        "spec": {
-            "displayName": "GPU-TEST",
-            "gpu": {"maxGpusPerReplica": 8, "vram": "80Gi"},
-            "resources": {"cpu": "12", "memory": "112Gi"},
-            "nodeAffinity": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100"]}],
-        },
-    }
-    for key, value in spec.items():
-        if value is None:
-            body["spec"].pop(key, None)
-        else:
-            body["spec"][key] = copy.deepcopy(value)
-    return body
+def case_id(case: BadCase | GoodCase) -> str:
+    return f"{case.body['kind']}-{case.id}"
 
 
 _MOUNT = [{"name": "cache", "mountPath": "/cache"}]
@@ -98,6 +83,7 @@ BAD_FALAPPS: list[BadCase] = [
         "machineTypes must be unique (case-insensitive)",
     ),
     BadCase("machine-type-bad-name", falapp(machineTypes=["GPU_H100"]), "spec.machineTypes"),
+    BadCase("machine-type-space", falapp(machineTypes=["GPU H100!"]), "spec.machineTypes"),
     BadCase("num-gpus-too-many", falapp(numGpus=17), "spec.numGpus"),
     BadCase("num-gpus-negative", falapp(numGpus=-1), "spec.numGpus"),
     BadCase("replicas-negative", falapp(replicas=-1), "spec.replicas"),
@@ -120,6 +106,9 @@ BAD_FALAPPS: list[BadCase] = [
         "must be a duration between 0s and 24h",
     ),
     BadCase("timeout-negative", falapp(fallback={"scaleUpTimeout": "-1s"}), "spec.fallback.scaleUpTimeout"),
+    BadCase("timeout-word", falapp(fallback={"unschedulableTimeout": "soon"}), "spec.fallback.unschedulableTimeout"),
+    BadCase("timeout-below-a-second", falapp(fallback={"unschedulableTimeout": "10ms"}),
+            "spec.fallback.unschedulableTimeout", "must be a duration between 1s and 24h"),
     BadCase("fallback-unknown-field", falapp(fallback={"mode": "fast"}), "spec.fallback.mode"),
     BadCase(
         "env-value-and-value-from",
@@ -159,6 +148,7 @@ BAD_FALAPPS: list[BadCase] = [
         "envFrom must set exactly one",
     ),
     BadCase("port-zero", falapp(ports=[{"containerPort": 0}]), "spec.ports[0].containerPort"),
+    BadCase("port-too-high", falapp(ports=[{"containerPort": 70000}]), "spec.ports[0].containerPort"),
     BadCase(
         "port-protocol", falapp(ports=[{"containerPort": 80, "protocol": "HTTP"}]), "spec.ports[0].protocol"
     ),
@@ -360,101 +350,133 @@ BAD_FALAPPS: list[BadCase] = [
     BadCase("node-name", falapp(nodeName="node-1"), "spec.nodeName"),
     BadCase("node-selector", falapp(nodeSelector={"kubernetes.io/hostname": "node-1"}), "spec.nodeSelector"),
     BadCase("host-port", falapp(ports=[{"containerPort": 80, "hostPort": 80}]), "spec.ports[0].hostPort"),
-    BadCase("name-too-long", named("a" * 64), "metadata.name"),
-    BadCase("name-dotted-with-ports", named("my.app", ports=[{"containerPort": 80}]), "metadata.name",
+    BadCase("name-too-long", falapp("a" * 64), "metadata.name"),
+    BadCase("name-dotted-with-ports", falapp("my.app", ports=[{"containerPort": 80}]), "metadata.name",
             "metadata.name must be a DNS-1035 label when spec.ports is set"),
-    BadCase("name-digit-first-with-ports", named("1app", ports=[{"containerPort": 80}]), "metadata.name",
+    BadCase("name-digit-first-with-ports", falapp("1app", ports=[{"containerPort": 80}]), "metadata.name",
             "metadata.name must be a DNS-1035 label when spec.ports is set"),
 ]
 
 BAD_MACHINETYPES: list[BadCase] = [
-    BadCase("name-dotted", machinetype(name="gpu.h100"), "metadata.name"),
-    BadCase("resources-missing", machinetype(resources=None), "spec.resources"),
-    BadCase("resources-memory-missing", machinetype(resources={"cpu": "12"}), "spec.resources.memory"),
+    BadCase("name-dotted", machine_type(name="gpu.h100"), "metadata.name"),
+    BadCase("resources-missing", machine_type(resources=None), "spec.resources"),
+    BadCase("resources-memory-missing", machine_type(resources={"cpu": "12"}), "spec.resources.memory"),
     BadCase(
-        "resources-cpu-word", machinetype(resources={"cpu": "twelve", "memory": "1Gi"}), "spec.resources.cpu"
+        "resources-cpu-word", machine_type(resources={"cpu": "twelve", "memory": "1Gi"}), "spec.resources.cpu"
     ),
-    BadCase("display-name-space", machinetype(displayName="GPU H100"), "spec.displayName"),
-    BadCase("max-gpus-missing", machinetype(gpu={"vram": "80Gi"}), "spec.gpu.maxGpusPerReplica"),
-    BadCase("max-gpus-zero", machinetype(gpu={"maxGpusPerReplica": 0}), "spec.gpu.maxGpusPerReplica"),
-    BadCase("max-gpus-too-many", machinetype(gpu={"maxGpusPerReplica": 17}), "spec.gpu.maxGpusPerReplica"),
+    BadCase("display-name-space", machine_type(displayName="GPU H100"), "spec.displayName"),
+    BadCase("max-gpus-missing", machine_type(gpu={"vram": "80Gi"}), "spec.gpu.maxGpusPerReplica"),
+    BadCase("max-gpus-zero", machine_type(gpu={"maxGpusPerReplica": 0}), "spec.gpu.maxGpusPerReplica"),
+    BadCase("max-gpus-too-many", machine_type(gpu={"maxGpusPerReplica": 17}), "spec.gpu.maxGpusPerReplica"),
     BadCase(
         "nvenc-negative",
-        machinetype(gpu={"maxGpusPerReplica": 8, "nvencEngines": -1}),
+        machine_type(gpu={"maxGpusPerReplica": 8, "nvencEngines": -1}),
         "spec.gpu.nvencEngines",
     ),
     BadCase(
         "nvenc-selector-without-encoders",
-        machinetype(nvencNodeSelector={"fal.ai/nvenc": "true"}),
+        machine_type(nvencNodeSelector={"fal.ai/nvenc": "true"}),
         "spec.nvencNodeSelector",
         "nvencNodeSelector is only allowed when gpu.nvencEngines > 0",
     ),
     BadCase(
         "nvenc-selector-cpu-type",
-        machinetype(gpu=None, nvencNodeSelector={"fal.ai/nvenc": "true"}),
+        machine_type(gpu=None, nvencNodeSelector={"fal.ai/nvenc": "true"}),
         "spec.nvencNodeSelector",
         "nvencNodeSelector is only allowed when gpu.nvencEngines > 0",
     ),
     BadCase(
         "affinity-in-without-values",
-        machinetype(nodeAffinity=[{"key": "nvidia.com/gpu.product", "operator": "In"}]),
+        machine_type(nodeAffinity=[{"key": "nvidia.com/gpu.product", "operator": "In"}]),
         "spec.nodeAffinity[0].values",
         "values must not be empty for operator In or NotIn",
     ),
     BadCase(
         "affinity-exists-with-values",
-        machinetype(nodeAffinity=[{"key": "gpu", "operator": "Exists", "values": ["x"]}]),
+        machine_type(nodeAffinity=[{"key": "gpu", "operator": "Exists", "values": ["x"]}]),
         "spec.nodeAffinity[0].values",
         "values must be empty for operator Exists or DoesNotExist",
     ),
     BadCase(
         "affinity-gt-not-integer",
-        machinetype(nodeAffinity=[{"key": "gpu.count", "operator": "Gt", "values": ["many"]}]),
+        machine_type(nodeAffinity=[{"key": "gpu.count", "operator": "Gt", "values": ["many"]}]),
         "spec.nodeAffinity[0].values",
         "values must be exactly one integer for operator Gt or Lt",
     ),
     BadCase(
         "affinity-operator",
-        machinetype(nodeAffinity=[{"key": "gpu", "operator": "Like", "values": ["x"]}]),
+        machine_type(nodeAffinity=[{"key": "gpu", "operator": "Like", "values": ["x"]}]),
         "spec.nodeAffinity[0].operator",
     ),
-    BadCase("node-selector-value", machinetype(nodeSelector={"pool": "gpu pool"}), "spec.nodeSelector.pool"),
+    BadCase("node-selector-value", machine_type(nodeSelector={"pool": "gpu pool"}), "spec.nodeSelector.pool"),
     BadCase(
         "toleration-empty-key-equal",
-        machinetype(tolerations=[{"operator": "Equal", "value": "x"}]),
+        machine_type(tolerations=[{"operator": "Equal", "value": "x"}]),
         "spec.tolerations[0].operator",
         "operator must be Exists when key is empty",
     ),
-    BadCase("unknown-field", machinetype(nodeName="n1"), "spec.nodeName"),
-    BadCase("quantity-huge", machinetype(resources={"cpu": "9e999", "memory": "1Gi"}), "spec.resources.cpu"),
-    BadCase("quantity-too-large", machinetype(resources={"cpu": "12", "memory": "2E"}), "spec.resources.memory",
+    BadCase("unknown-field", machine_type(nodeName="n1"), "spec.nodeName"),
+    BadCase("quantity-huge", machine_type(resources={"cpu": "9e999", "memory": "1Gi"}), "spec.resources.cpu"),
+    BadCase("quantity-too-large", machine_type(resources={"cpu": "12", "memory": "2E"}), "spec.resources.memory",
             "must be at most 1P"),
     BadCase(
         "namespace-selector-operator",
-        machinetype(namespaceSelector={"matchExpressions": [{"key": "team", "operator": "Gt", "values": ["1"]}]}),
+        machine_type(namespaceSelector={"matchExpressions": [{"key": "team", "operator": "Gt", "values": ["1"]}]}),
         "spec.namespaceSelector.matchExpressions[0].operator",
     ),
     BadCase(
         "namespace-selector-in-without-values",
-        machinetype(namespaceSelector={"matchExpressions": [{"key": "team", "operator": "In"}]}),
+        machine_type(namespaceSelector={"matchExpressions": [{"key": "team", "operator": "In"}]}),
         "spec.namespaceSelector.matchExpressions[0].values",
         "values must not be empty for operator In or NotIn",
     ),
     BadCase(
         "namespace-selector-label-value",
-        machinetype(namespaceSelector={"matchLabels": {"team": "a b"}}),
+        machine_type(namespaceSelector={"matchLabels": {"team": "a b"}}),
         "spec.namespaceSelector.matchLabels.team",
     ),
-    BadCase("namespace-selector-unknown-field", machinetype(namespaceSelector={"names": ["a"]}),
+    BadCase("namespace-selector-unknown-field", machine_type(namespaceSelector={"names": ["a"]}),
             "spec.namespaceSelector.names"),
-    BadCase("price-negative", machinetype(price="-2.49"), "spec.price"),
+    BadCase("price-negative", machine_type(price="-2.49"), "spec.price"),
 ]
 
+# What only the operator can judge: the object is valid on its own; the MachineType catalogue makes it
+# unplaceable. The operator stalls it (Stalled=True, InvalidSpec) naming the field and creates nothing.
+CATALOGUE = "needs the MachineType catalogue: neither the CRD schema nor the FalApp model sees it"
+ENTITLEMENT = "needs the catalogue and the namespace's labels: only the operator sees both"
+PRIVATE = "GPU-PRIVATE"  # the MachineType a row adds to the catalogue (renamed per cluster test namespace)
 
-@dataclass(frozen=True)
-class GoodCase:
-    id: str
-    body: dict[str, Any]
+
+def _private(**spec: Any) -> dict[str, Any]:
+    return machine_type(PRIVATE.lower(), nodeAffinity=None, **spec)
+
+
+BAD_FOR_THE_OPERATOR: list[BadCase] = [
+    BadCase("unknown-type", falapp(machineTypes=["GPU-H100", "GPU-V100"], numGpus=1), "spec.machineTypes",
+            "GPU-V100", Judge.OPERATOR, CATALOGUE),
+    BadCase("too-many-gpus-everywhere", falapp(numGpus=12), "spec.machineTypes", "numGpus is 12",
+            Judge.OPERATOR, CATALOGUE),
+    BadCase("nvenc-without-encoders", falapp(numGpus=1, requiresNvenc=True), "spec.machineTypes", "NVENC",
+            Judge.OPERATOR, CATALOGUE),
+    BadCase("gpus-on-cpu-types", falapp(machineTypes=["M", "L"], numGpus=1), "spec.machineTypes", "CPU type",
+            Judge.OPERATOR, CATALOGUE),
+    BadCase("gpu-memory-fits-no-type", falapp(machineTypes=None, gpuMemory="300Gi", numGpus=1), "spec.gpuMemory",
+            "no machine type fits 300Gi", Judge.OPERATOR, CATALOGUE, words=("192Gi on GPU-B200", "splitAcrossGpus")),
+    BadCase("gpu-memory-too-big-for-a-listed-type",
+            falapp(machineTypes=["GPU-H200", "GPU-H100"], gpuMemory="100Gi", numGpus=1), "spec.machineTypes",
+            "GPU-H100 has 80Gi per GPU, less than gpuMemory 100Gi", Judge.OPERATOR, CATALOGUE),
+    BadCase("type-not-available-to-the-namespace", falapp(machineTypes=[PRIVATE], numGpus=1), "spec.machineTypes",
+            "is not available to namespace", Judge.OPERATOR, ENTITLEMENT, words=(PRIVATE,),
+            machine_type=_private(namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "another-team"}})),
+    BadCase("toleration-a-machine-type-owns",
+            falapp(machineTypes=[PRIVATE], numGpus=1, tolerations=[{"key": "dedicated", "operator": "Exists"}]),
+            "spec.tolerations[0].key", "dedicated is tolerated by machine type", Judge.OPERATOR, CATALOGUE,
+            words=(PRIVATE,), machine_type=_private(tolerations=[
+                {"key": "dedicated", "operator": "Equal", "value": "team-b", "effect": "NoSchedule"}])),
+    BadCase("requests-too-large-for-kubernetes", falapp(machineTypes=[PRIVATE], numGpus=16), "spec.numGpus",
+            "too large for Kubernetes", Judge.OPERATOR, CATALOGUE, words=("cpu request", PRIVATE),
+            machine_type=_private(resources={"cpu": "1P", "memory": "1Gi"}, gpu={"maxGpusPerReplica": 16})),
+]
 
 
 GOOD_FALAPPS: list[GoodCase] = [
@@ -530,8 +552,8 @@ GOOD_FALAPPS: list[GoodCase] = [
         ),
     ),
     GoodCase("grpc-probe", falapp(readinessProbe={"grpc": {"port": 9000, "service": "health"}})),
-    GoodCase("name-longest", named("a" * 63)),
-    GoodCase("name-dotted-without-ports", named("my.app")),
+    GoodCase("name-longest", falapp("a" * 63)),
+    GoodCase("name-dotted-without-ports", falapp("my.app")),
     GoodCase("automount-token", falapp(automountServiceAccountToken=True)),
     GoodCase(
         "keys-near-reserved",
@@ -548,12 +570,12 @@ GOOD_FALAPPS: list[GoodCase] = [
 ]
 
 GOOD_MACHINETYPES: list[GoodCase] = [
-    GoodCase("gpu", machinetype()),
-    GoodCase("cpu", machinetype(name="cpu-big", gpu=None, nodeAffinity=None, displayName=None)),
-    GoodCase("priced", machinetype(price="2.49")),
+    GoodCase("gpu", machine_type()),
+    GoodCase("cpu", machine_type(name="cpu-big", gpu=None, nodeAffinity=None, displayName=None)),
+    GoodCase("priced", machine_type(price="2.49")),
     GoodCase(
         "namespace-selector",
-        machinetype(
+        machine_type(
             namespaceSelector={
                 "matchLabels": {"kubernetes.io/metadata.name": "team-a"},
                 "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["free"]},
@@ -561,16 +583,16 @@ GOOD_MACHINETYPES: list[GoodCase] = [
             }
         ),
     ),
-    GoodCase("namespace-selector-everything", machinetype(namespaceSelector={})),
+    GoodCase("namespace-selector-everything", machine_type(namespaceSelector={})),
     GoodCase(
         "nvenc-selector",
-        machinetype(
+        machine_type(
             gpu={"maxGpusPerReplica": 4, "nvencEngines": 3}, nvencNodeSelector={"fal.ai/nvenc": "true"}
         ),
     ),
     GoodCase(
         "gke-labels",
-        machinetype(
+        machine_type(
             name="gpu-a100-80gb",
             displayName="GPU-A100-80GB",
             gpu={"resourceName": "nvidia.com/gpu", "maxGpusPerReplica": 8, "vram": "80Gi", "nvdecEngines": 5},
@@ -586,3 +608,6 @@ GOOD_MACHINETYPES: list[GoodCase] = [
         ),
     ),
 ]
+
+BAD_INPUT: list[BadCase] = BAD_FALAPPS + BAD_MACHINETYPES + BAD_FOR_THE_OPERATOR
+GOOD_INPUT: list[GoodCase] = GOOD_FALAPPS + GOOD_MACHINETYPES
