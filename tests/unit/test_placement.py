@@ -392,7 +392,7 @@ CASES = [
          pods=[pod("h1", H100, created=NOW - s(600))], free={H100: [node(gpus=0)], A100: [node()]},
          want_counts={H100: 1}),
     Case(id="pool-lost/an-autoscaled-type-waits-for-its-autoscaler", replicas=1, counts={H100: 1},
-         options=(TypeOption(H100, "GPU-H100", 8, 8000, 64 * GI, autoscaled=True), option(A100)),
+         options=(replace(option(H100), autoscaled=True), option(A100)),
          pods=[pod("h1", H100, created=NOW - s(600))], free={H100: [], A100: [node()]},
          want_counts={H100: 1}),
 ]
