@@ -113,13 +113,13 @@ class FakeApiServer:
 
     def put(self, path: str, body: Mapping) -> dict:
         """Store an object as if someone created it; returns it as stored (uid, resourceVersion set)."""
-        body = copy.deepcopy(dict(body))
-        meta = body.setdefault("metadata", {})
+        stored: dict = copy.deepcopy(dict(body))
+        meta = stored.setdefault("metadata", {})
         meta.setdefault("uid", f"uid-{collection_of(path)[1]}")
         meta["resourceVersion"] = str(next(self._rv))
         meta.setdefault("generation", 1)
-        self.objects[path] = body
-        return copy.deepcopy(body)
+        self.objects[path] = stored
+        return copy.deepcopy(stored)
 
     def writes(self) -> list[str]:
         """`METHOD path` of every request but reads, in order."""
@@ -150,7 +150,7 @@ class FakeApiServer:
             if self.objects.pop(request.path, None) is None:
                 return self._not_found(request.path)
             return web.json_response(status_body(200, "", "deleted") | {"status": "Success"})
-        if request.method == "POST":
+        if request.method == "POST" and isinstance(body, dict):
             name = body["metadata"].get("name") or f"{body['metadata'].get('generateName', 'x')}{len(self.requests)}"
             created = merge(body, {"metadata": {"name": name}})
             stored = self.put(f"{request.path}/{created['metadata']['name']}", created)

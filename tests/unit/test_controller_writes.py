@@ -207,7 +207,8 @@ async def test_a_name_taken_meanwhile_conflicts_then_is_shown_once_the_watch_rep
         await rig.reconcile()
     rig.controller.child_watched(rig.controller.deployments, "ADDED", squatter)
     assert await rig.reconcile() == [STATUS, EVENTS]
-    assert rig.stalled()["reason"] == "NameConflict"
+    stalled = rig.stalled()
+    assert stalled is not None and stalled["reason"] == "NameConflict"
     assert rig.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["replicas"] == 3
 
 
