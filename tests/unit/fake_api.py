@@ -1,9 +1,9 @@
 """A small Kubernetes API server for unit tests: an aiohttp server on loopback that the operator's real
-client (k8s/client.py, kubernetes_asyncio) talks to. It keeps objects by path, answers GET, LIST (paged,
-label selector `k=v`), server-side apply, merge patches (also of the status subresource), DELETE and
-POST of Events, records every request (method, path, query, content type, body), and answers scripted
-errors with Kubernetes Status bodies where a test asks for them. Watches stream the events a test gives
-and end.
+client (k8s/client.py, kubernetes_asyncio) talks to. It keeps objects by path and answers GET, LIST
+(paged, label selector `k=v`), server-side apply, merge patches (also of the status subresource),
+DELETE, POST (create) and PUT (replace, refused on a stale resourceVersion). It records every request
+(method, path, query, content type, body), and answers with a Kubernetes Status error (or late) where
+a test asks for it. Watches stream the events a test gives, and end.
 
 Not a model of the API server's semantics beyond what the operator's writes need: no admission, no
 field ownership (apply replaces the object's spec as sent), no garbage collection.
@@ -11,6 +11,7 @@ field ownership (apply replaces the object's spec as sent), no garbage collectio
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import json
@@ -52,10 +53,11 @@ class Request:
 class Scripted:
     method: str
     path: str  # the request's path ends with this
-    status: int
+    status: int  # 0: answered as usual, after `delay`
     message: str
     reason: str
     times: int
+    delay: float = 0.0
 
 
 # the reasons the API server gives with these codes
@@ -111,6 +113,10 @@ class FakeApiServer:
         self._scripted.append(Scripted(method, path, status, message or f"scripted {status}",
                                        reason or REASONS.get(status, "Unknown"), times))
 
+    def slow(self, method: str, path: str, seconds: float, times: int = 1) -> None:
+        """Answer the next `times` requests `method` whose path ends with `path` only after `seconds`."""
+        self._scripted.append(Scripted(method, path, 0, "", "", times, seconds))
+
     def put(self, path: str, body: Mapping) -> dict:
         """Store an object as if someone created it; returns it as stored (uid, resourceVersion set)."""
         stored: dict = copy.deepcopy(dict(body))
@@ -135,7 +141,10 @@ class FakeApiServer:
         for scripted in self._scripted:
             if scripted.method == request.method and request.path.endswith(scripted.path) and scripted.times:
                 scripted.times -= 1
-                return self._error(scripted.status, scripted.reason, scripted.message)
+                if scripted.status:
+                    return self._error(scripted.status, scripted.reason, scripted.message)
+                await asyncio.sleep(scripted.delay)
+                break
         if request.method == "GET" and request.query.get("watch", "").lower() == "true":
             return await self._watch(request)
         if request.method == "GET":
@@ -152,9 +161,20 @@ class FakeApiServer:
             return web.json_response(status_body(200, "", "deleted") | {"status": "Success"})
         if request.method == "POST" and isinstance(body, dict):
             name = body["metadata"].get("name") or f"{body['metadata'].get('generateName', 'x')}{len(self.requests)}"
-            created = merge(body, {"metadata": {"name": name}})
-            stored = self.put(f"{request.path}/{created['metadata']['name']}", created)
+            if f"{request.path}/{name}" in self.objects:
+                return self._error(409, "AlreadyExists", f'{request.path.rpartition("/")[2]} "{name}" already exists')
+            stored = self.put(f"{request.path}/{name}", merge(body, {"metadata": {"name": name}}))
             return web.json_response(stored, status=201)
+        if request.method == "PUT" and isinstance(body, dict):
+            current = self.objects.get(request.path)
+            if current is None:
+                return self._not_found(request.path)
+            sent = body["metadata"].get("resourceVersion")
+            if sent and sent != current["metadata"]["resourceVersion"]:  # optimistic concurrency
+                name = collection_of(request.path)[1]
+                return self._error(409, "Conflict", f'Operation cannot be fulfilled on "{name}": the object has '
+                                   "been modified; please apply your changes to the latest version and try again")
+            return web.json_response(self.put(request.path, body))
         return self._error(405, "MethodNotAllowed", f"{request.method} is not served here")
 
     def _patch(self, request: Request) -> web.Response:
