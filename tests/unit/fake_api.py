@@ -3,7 +3,7 @@ client (k8s/client.py, kubernetes_asyncio) talks to. It keeps objects by path an
 (paged, label selector `k=v`), server-side apply, merge patches (also of the status subresource),
 DELETE, POST (create) and PUT (replace, refused on a stale resourceVersion). It records every request
 (method, path, query, content type, body), and answers with a Kubernetes Status error (or late) where
-a test asks for it. Watches stream the events a test gives, and end.
+a test asks for it. A watch streams the events a test gives it, and ends.
 
 Not a model of the API server's semantics beyond what the operator's writes need: no admission, no
 field ownership (apply replaces the object's spec as sent), no garbage collection.
@@ -102,7 +102,9 @@ def collection_of(path: str) -> tuple[str, str]:
 class FakeApiServer:
     objects: dict[str, dict] = field(default_factory=dict)  # object path -> object
     requests: list[Request] = field(default_factory=list)
-    watch_events: dict[str, list[dict]] = field(default_factory=dict)  # collection path -> events to stream
+    # collection path -> what its watches stream, one list of events per watch request; once they are
+    # used up, a watch stays open with nothing to say until the server stops
+    watches: dict[str, list[list[dict]]] = field(default_factory=dict)
     _scripted: list[Scripted] = field(default_factory=list)
     _rv: itertools.count = field(default_factory=lambda: itertools.count(100))
 
@@ -231,7 +233,10 @@ class FakeApiServer:
     async def _watch(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
-        for event in self.watch_events.get(request.path, []):
+        batches = self.watches.get(request.path) or []
+        if not batches:
+            await asyncio.Event().wait()  # cancelled when the server stops
+        for event in batches.pop(0):
             await response.write(json.dumps(event).encode() + b"\n")
         await response.write_eof()
         return response

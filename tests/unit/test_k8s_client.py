@@ -4,12 +4,14 @@ streams, Status bodies), and which errors are transient, absent or shown."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
 from falapp_operator.k8s.client import APPLY, MERGE, PAGE, ApiError, KubeApi, NotLeading
+from falapp_operator.k8s.informer import Informer
 from falapp_operator.reconcile.writes import DELETE_FIRST, DELETION_COST
 from tests.unit.fake_api import FIELD_MANAGER, FakeApiServer, serving
 
@@ -182,15 +184,15 @@ async def test_a_watch_yields_events_and_an_error_event_raises_with_its_code(
         served: tuple[FakeApiServer, KubeApi]) -> None:
     fake, api = served
     pod = {"metadata": {"name": "p", "namespace": NS, "resourceVersion": "101"}}
-    fake.watch_events[PODS] = [{"type": "ADDED", "object": pod},
-                               {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "102"}}}]
+    fake.watches[PODS] = [[{"type": "ADDED", "object": pod},
+                           {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "102"}}}]]
     got = [(kind, body["metadata"]["resourceVersion"]) async for kind, body in api.watch_objects("pods", "100", NS)]
     assert got == [("ADDED", "101"), ("BOOKMARK", "102")]
     request = fake.requests[-1]
     assert request.query["watch"].lower() == "true" and request.query["resourceVersion"] == "100"
     assert request.query["allowWatchBookmarks"].lower() == "true"
-    fake.watch_events[PODS] = [{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
-                                                            "message": "too old resource version: 100 (200)"}}]
+    fake.watches[PODS] = [[{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
+                                                        "message": "too old resource version: 100 (200)"}}]]
     with pytest.raises(ApiError) as raised:
         async for _ in api.watch_objects("pods", "100", NS):
             pass
@@ -221,3 +223,38 @@ async def test_the_server_clock_reads_the_answers_date(served: tuple[FakeApiServ
     _, api = served
     await api.get_service(NS, "x")  # a 404 carries the Date header too
     assert abs(api.clock.offset) < 2
+
+
+async def test_an_informer_continues_from_the_last_version_and_lists_again_when_it_expired(
+        served: tuple[FakeApiServer, KubeApi]) -> None:
+    """Over the wire: each watch starts where the last one stopped (bookmarks included); an expired
+    version lists again, and what went meanwhile is reported deleted."""
+    fake, api = served
+    for name in ("a", "b"):
+        fake.put(f"{DEPLOYMENTS}/{name}", deployment(name))
+    seen: list[tuple[str, str]] = []
+    gone = asyncio.Event()
+
+    def on_event(kind: str, body: dict) -> None:
+        seen.append((kind, body["metadata"]["name"]))
+        if kind == "DELETED":
+            gone.set()
+    informer = Informer(api, "deployments", on_event, NS)
+    a = fake.objects[f"{DEPLOYMENTS}/a"]
+    fake.watches[DEPLOYMENTS] = [
+        [{"type": "MODIFIED", "object": {**a, "metadata": {**a["metadata"], "resourceVersion": "120"}}},
+         {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "130"}}}],  # the server ends it
+        [{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}}],
+    ]
+    await informer.sync()
+    del fake.objects[f"{DEPLOYMENTS}/b"]  # goes while the watch is away: no event says so
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(gone.wait(), 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert seen == [("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "a"), ("ADDED", "a"), ("DELETED", "b")]
+    calls = [(r.query.get("watch", "").lower() == "true", r.query.get("resourceVersion")) for r in fake.requests
+             if r.path == DEPLOYMENTS]
+    assert calls[:5] == [(False, None), (True, "99"), (True, "130"), (False, None), (True, "99")]
