@@ -173,6 +173,23 @@ async def test_a_refused_write_is_shown_on_the_app_and_in_an_event(rig: Rig, sta
     assert len(rig.controller.queue) == 1
 
 
+@pytest.mark.parametrize(("status", "reason", "message"), [
+    (422, "Invalid", 'FalApp.fal.ai "llm" is invalid: status.machines: Too long: may not be longer than 1024'),
+    (403, "Forbidden", 'falapps.fal.ai "llm" is forbidden: User "system:serviceaccount:ops:falapp-operator" '
+                       'cannot patch resource "falapps/status"'),
+])
+async def test_a_refused_status_write_is_shown_in_an_event(rig: Rig, status: int, reason: str, message: str) -> None:
+    """The condition cannot be written where the status itself is refused: the Warning event still says so."""
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", "/falapps/llm/status", status, message, reason, times=2)
+    with pytest.raises(ApiError):  # retried with back-off by the worker
+        await rig.reconcile()
+    assert rig.fake.writes() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS, STATUS, EVENTS]
+    event = rig.fake.requests[-1].body
+    assert (event["type"], event["reason"]) == ("Warning", "RequestRejected")
+    assert event["message"] == f"FalApp {NS}/llm status: {status} {reason}: {message}"
+
+
 @pytest.mark.parametrize(("status", "reads_fresh"), [
     (409, False),  # a conflict: the next attempt decides again from the stores (the watch brings the news)
     (429, False),
