@@ -29,6 +29,7 @@ KEY = ("app", NS, "llm")
 FALAPP = f"/apis/fal.ai/v1alpha1/namespaces/{NS}/falapps/llm"
 STATUS = f"PATCH {FALAPP}/status"
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
+MACHINETYPES = "/apis/fal.ai/v1alpha1/machinetypes"
 H100, A100 = deployment_name("llm", "gpu-h100"), deployment_name("llm", "gpu-a100")
 EVENTS = f"POST /api/v1/namespaces/{NS}/events"
 PRODUCTS = {"h": "NVIDIA-H100-80GB-HBM3", "a": "NVIDIA-A100-SXM4-40GB"}
@@ -55,8 +56,9 @@ class Rig:
         self.fake, self.api = fake, api
         self.controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
         for machine_type in DEFAULT_CATALOG:
-            self.controller.machinetype_event(machine_type.model_dump(by_alias=True, exclude_none=True, mode="json"),
-                                              deleted=False)
+            stored = fake.put(f"{MACHINETYPES}/{machine_type.metadata.name}",
+                              machine_type.model_dump(by_alias=True, exclude_none=True, mode="json"))
+            self.controller.machinetype_event(stored, deleted=False)
         for name in ("h1", "a1"):
             self.controller.node_event(node(name), deleted=False)
 
@@ -266,3 +268,36 @@ async def wait_for(condition: Callable[[], bool]) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+async def test_machine_type_status_is_written_when_it_changed_only(rig: Rig) -> None:
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    rig.pod_of(H100, "running", "h1")
+    rig.pod_of(H100, "waiting", None)
+    rig.fake.requests.clear()
+    await rig.controller.reconcile_machinetypes()
+    written = {r.path.removeprefix(f"{MACHINETYPES}/").removesuffix("/status"): r.body["status"]
+               for r in rig.fake.requests}
+    assert all(r.method == "PATCH" and r.content_type == MERGE for r in rig.fake.requests)
+    assert len(written) == len(DEFAULT_CATALOG), "the status of a type never written before"
+    h100 = {k: v for k, v in written["gpu-h100"].items() if k != "observedAt"}
+    assert h100 == {"nodes": 1, "allocatableGpus": 8, "freeGpus": 7, "placedReplicas": 1, "pendingReplicas": 1,
+                    "autoscaled": False}
+    assert written["gpu-a100"]["freeGpus"] == 8 and written["gpu-b200"]["nodes"] == 0
+    rig.fake.requests.clear()
+    await rig.controller.reconcile_machinetypes()
+    assert rig.fake.requests == [], "an unchanged status written again"
+    rig.pod_of(H100, "waiting", "h1")  # bound now
+    await rig.controller.reconcile_machinetypes()
+    # the H100's, and the CPU types' (they may land on any node without taints, h1 too)
+    assert {r.path for r in rig.fake.requests} == {f"{MACHINETYPES}/{name}/status"
+                                                   for name in ("gpu-h100", "xs", "s", "m", "l", "xl")}
+    assert rig.fake.objects[f"{MACHINETYPES}/gpu-h100"]["status"]["freeGpus"] == 6
+    # its own write coming back on the watch changes nothing, queues nothing
+    while len(rig.controller.queue):
+        rig.controller.queue.done(await rig.controller.queue.get())
+    rig.controller.machinetype_event(rig.fake.objects[f"{MACHINETYPES}/gpu-h100"], deleted=False)
+    rig.fake.requests.clear()
+    await rig.controller.reconcile_machinetypes()
+    assert rig.fake.requests == [] and len(rig.controller.queue) == 0
