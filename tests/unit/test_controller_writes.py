@@ -208,8 +208,10 @@ async def test_a_transient_refusal_is_raised_for_a_retry_and_not_shown(rig: Rig,
     assert rig.fake.writes() == [f"PATCH {DEPLOYMENTS}/{H100}"], "written on after a refusal, or shown"
     assert rig.stalled() is None
     writes = await rig.reconcile()
-    reads = [str(r) for r in rig.fake.requests if r.method == "GET"]
-    assert bool(reads) is reads_fresh, reads
+    reads = [(r.path, r.query.get("labelSelector")) for r in rig.fake.requests if r.method == "GET"]
+    assert reads == ([(FALAPP, None), (f"/api/v1/namespaces/{NS}/services/llm", None),
+                      (DEPLOYMENTS, "fal.ai/app=llm"), (f"/api/v1/namespaces/{NS}/pods", "fal.ai/app=llm")]
+                     if reads_fresh else [])
     assert [w for w in writes if not w.startswith("GET")] == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
 
 
@@ -301,3 +303,30 @@ async def test_machine_type_status_is_written_when_it_changed_only(rig: Rig) -> 
     rig.fake.requests.clear()
     await rig.controller.reconcile_machinetypes()
     assert rig.fake.requests == [] and len(rig.controller.queue) == 0
+
+
+async def test_a_controller_reads_the_cluster_at_start_and_writes_only_once_it_leads() -> None:
+    async with serving() as (fake, api):
+        for machine_type in DEFAULT_CATALOG:
+            fake.put(f"{MACHINETYPES}/{machine_type.metadata.name}",
+                     machine_type.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        fake.put(f"/api/v1/namespaces/{NS}", {"metadata": {"name": NS, "labels": {"team": "a"}}})
+        fake.put("/api/v1/nodes/h1", node("h1"))
+        fake.put(FALAPP, falapp())
+        controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+        try:
+            await controller.start()
+            assert fake.writes() == [], "written before leading"
+            assert controller.falapps.get(APP) is not None and "h1" in controller.cache.nodes
+            assert controller.namespace_labels[NS] == {"team": "a"} and len(controller.catalogue) == len(
+                DEFAULT_CATALOG)
+            event_lists = sorted(r.query.get("fieldSelector", "") for r in fake.requests
+                                 if r.path == "/api/v1/events" and r.query.get("watch") is None)
+            assert event_lists == ["reason=FailedScheduling,reportingComponent=karpenter",
+                                   "reason=FailedScheduling,source=karpenter", "reason=Nominated",
+                                   "reason=NotTriggerScaleUp", "reason=TriggeredScaleUp"]
+            controller.lead()
+            await wait_for(lambda: STATUS in fake.writes())
+            assert fake.writes()[:2] == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
+        finally:
+            await controller.stop()
