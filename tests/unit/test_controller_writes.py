@@ -93,7 +93,7 @@ class Rig:
         finally:
             for key in taken:
                 queue.done(key)
-            await asyncio.gather(*self.controller._pending_posts)
+            await asyncio.gather(*self.controller._pending_posts, return_exceptions=True)
         return [str(r) for r in self.fake.requests]
 
     def status(self) -> dict:
@@ -330,3 +330,31 @@ async def test_a_controller_reads_the_cluster_at_start_and_writes_only_once_it_l
             assert fake.writes()[:2] == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
         finally:
             await controller.stop()
+
+
+async def test_an_event_the_api_refuses_fails_nothing_and_is_logged(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 422, "spec.template: Invalid value")
+    rig.fake.fail("POST", "/events", 403, 'events is forbidden: User "op" cannot create resource "events"')
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS, EVENTS]
+    assert rig.stalled() is not None
+    assert "could not post an event" in caplog.text and "events is forbidden" in caplog.text
+
+
+async def test_room_freed_on_a_node_of_a_type_wakes_the_apps_waiting_for_room(rig: Rig) -> None:
+    controller = rig.controller
+    tainted = node("h9")
+    tainted["spec"]["taints"] = [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]  # no type's
+    controller.node_event(tainted, deleted=False)
+    for name, where in (("on-h1", "h1"), ("on-h9", "h9")):
+        controller.pod_event({"metadata": {"name": name, "uid": name, "namespace": "batch"},
+                              "spec": {"nodeName": where, "containers": [{"resources": {"requests": {"cpu": "1"}}}]},
+                              "status": {"phase": "Running"}}, deleted=False)
+    controller.apps.add(APP)
+    controller.waiting.add(APP)
+    while len(controller.queue):
+        controller.queue.done(await controller.queue.get())
+    controller.pod_event({"metadata": {"uid": "on-h9", "namespace": "batch"}}, deleted=True)
+    assert len(controller.queue) == 0, "room on a node no type can use woke an app"
+    controller.pod_event({"metadata": {"uid": "on-h1", "namespace": "batch"}}, deleted=True)
+    assert await controller.queue.get() == KEY
