@@ -568,7 +568,11 @@ class Controller:
         """Stalled with `reason` and the problem, a Warning event; retried at the slowest rate."""
         refused = invalid(ref, generation, status, problem, self.api.clock.now(), snap.pods if snap else (),
                           reason=reason)
-        await self._write_status(ref.namespace, ref.name, status, refused.status)
+        try:
+            await self._write_status(ref.namespace, ref.name, status, refused.status)
+        except ApiError:  # the status itself refused: the event is all that shows it
+            self._post_events(ref, refused)
+            raise
         self._post_events(ref, refused)
         logger.warning("%s/%s: %s: %s", ref.namespace, ref.name, reason, problem)
         self.queue.retry_after(("app", ref.namespace, ref.name), self.settings.error_backoff_max)

@@ -1,0 +1,205 @@
+"""The capacity view (k8s/cache.py) as pods and nodes come, change and go: what is used on each node,
+what is free per node, which pods claim room before they are bound, and when the view's version moves
+(free room computed from it is reused until then). Pods here have one container, so what a pod
+requests is beyond doubt; how requests of init containers and overhead add up is not tested here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, MachineType
+from falapp_operator.k8s.cache import APP_LABEL, TYPE_LABEL, ClusterCache, Requests
+from falapp_operator.placement import NodeFree
+
+GiB = 2**30
+H100 = "NVIDIA-H100-80GB-HBM3"
+
+
+def node(name: str, gpus: int = 8, cpu: str = "64", memory: str = "512Gi", ready: bool = True,
+         cordoned: bool = False, product: str = H100, taints: list[dict] | None = None) -> dict:
+    return {"metadata": {"name": name, "labels": {GPU_PRODUCT_LABEL: product}},
+            "spec": {"unschedulable": cordoned, "taints": taints or []},
+            "status": {"allocatable": {"nvidia.com/gpu": str(gpus), "cpu": cpu, "memory": memory},
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def pod(name: str, node_name: str | None = None, gpus: int = 1, cpu: str = "4", memory: str = "16Gi",
+        app: str | None = "llm", machine_type: str | None = "gpu-h100", phase: str = "Running",
+        namespace: str = "team-a", unschedulable: bool = False) -> dict:
+    labels = {k: v for k, v in ((APP_LABEL, app), (TYPE_LABEL, machine_type)) if v}
+    conditions = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}] if unschedulable else []
+    return {"metadata": {"name": name, "uid": f"uid-{name}", "namespace": namespace, "labels": labels},
+            "spec": {"nodeName": node_name, "containers": [{"name": "app", "resources": {"requests": {
+                "nvidia.com/gpu": str(gpus), "cpu": cpu, "memory": memory}}}]},
+            "status": {"phase": phase, "conditions": conditions}}
+
+
+def h100() -> MachineType:
+    return next(m for m in DEFAULT_CATALOG if m.metadata.name == "gpu-h100")
+
+
+def free(cache: ClusterCache, name: str) -> NodeFree:
+    (room,) = cache.free([cache.nodes[name]])
+    return room
+
+
+@pytest.fixture
+def cache() -> ClusterCache:
+    cache = ClusterCache()
+    cache.upsert_node(node("n1"))
+    cache.upsert_node(node("n2"))
+    return cache
+
+
+def test_the_default_catalogue_has_the_type_the_tests_use() -> None:
+    (requirement,) = h100().spec.node_affinity or []
+    assert requirement.key == GPU_PRODUCT_LABEL and H100 in (requirement.values or [])
+
+
+def test_a_bound_pod_uses_room_on_its_node_until_it_is_deleted(cache: ClusterCache) -> None:
+    assert free(cache, "n1") == NodeFree(8, 64000, 512 * GiB)
+    assert cache.upsert_pod(pod("a", "n1", gpus=2)) is False  # nothing freed
+    assert cache.upsert_pod(pod("b", "n1", gpus=3, cpu="500m", memory="1Gi")) is False
+    assert free(cache, "n1") == NodeFree(3, 64000 - 4000 - 500, (512 - 16 - 1) * GiB)
+    assert free(cache, "n2") == NodeFree(8, 64000, 512 * GiB)
+    assert cache.remove_pod("uid-a") is True  # room freed
+    assert free(cache, "n1") == NodeFree(5, 64000 - 500, 511 * GiB)
+    assert cache.remove_pod("uid-a") is False  # deleted twice (a resync after the watch): no double count
+    assert cache.remove_pod("uid-b") is True
+    assert free(cache, "n1") == NodeFree(8, 64000, 512 * GiB)
+
+
+def test_an_update_of_a_pod_is_not_counted_twice(cache: ClusterCache) -> None:
+    for _ in range(3):  # the same pod reported again (MODIFIED, a resync)
+        cache.upsert_pod(pod("a", "n1", gpus=2))
+    assert free(cache, "n1").gpus == 6
+
+
+def test_a_pod_bound_later_takes_room_only_from_then(cache: ClusterCache) -> None:
+    cache.upsert_pod(pod("a", None, gpus=4))
+    assert free(cache, "n1").gpus == 8 and free(cache, "n2").gpus == 8
+    assert cache.upsert_pod(pod("a", "n2", gpus=4)) is False
+    assert free(cache, "n2").gpus == 4
+
+
+def test_a_pod_that_moved_frees_its_old_node(cache: ClusterCache) -> None:
+    """A pod of the same uid reported on another node (its old binding's deletion missed): counted once."""
+    cache.upsert_pod(pod("a", "n1", gpus=4))
+    assert cache.upsert_pod(pod("a", "n2", gpus=4)) is True
+    assert free(cache, "n1").gpus == 8 and free(cache, "n2").gpus == 4
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
+def test_a_finished_pod_holds_no_room(cache: ClusterCache, phase: str) -> None:
+    cache.upsert_pod(pod("a", "n1", gpus=4))
+    assert cache.upsert_pod(pod("a", "n1", gpus=4, phase=phase)) is True
+    assert free(cache, "n1").gpus == 8 and "uid-a" not in cache.pods
+
+
+def test_a_terminating_pod_still_holds_its_room(cache: ClusterCache) -> None:
+    body = pod("a", "n1", gpus=4)
+    body["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+    cache.upsert_pod(body)
+    assert free(cache, "n1").gpus == 4
+
+
+def test_pods_not_ours_count_on_the_node_too(cache: ClusterCache) -> None:
+    cache.upsert_pod(pod("batch", "n1", gpus=8, app=None, machine_type=None, namespace="research"))
+    assert free(cache, "n1").gpus == 0
+    assert cache.app_pods("gpu-h100") == []
+
+
+def test_an_unready_or_cordoned_node_offers_no_room(cache: ClusterCache) -> None:
+    assert cache.upsert_node(node("n1", ready=False)) is True
+    assert cache.upsert_node(node("n2", cordoned=True)) is True
+    assert cache.free(cache.nodes.values()) == []
+    cache.upsert_node(node("n1"))
+    assert cache.free(cache.nodes.values()) == [NodeFree(8, 64000, 512 * GiB)]
+
+
+def test_a_node_whose_allocatable_shrinks_keeps_its_pods_counted(cache: ClusterCache) -> None:
+    cache.upsert_pod(pod("a", "n1", gpus=6))
+    cache.upsert_node(node("n1", gpus=4))  # e.g. two GPUs failed
+    assert free(cache, "n1").gpus == -2  # overcommitted: no room, whatever placement adds up
+
+
+def test_a_node_deleted_leaves_the_view_of_its_type(cache: ClusterCache) -> None:
+    assert [n.name for n in cache.nodes_of_type(h100())] == ["n1", "n2"]
+    assert cache.remove_node("n1") is True
+    assert [n.name for n in cache.nodes_of_type(h100())] == ["n2"]
+    assert cache.remove_node("n1") is False
+
+
+def test_a_node_relabelled_joins_or_leaves_a_type(cache: ClusterCache) -> None:
+    cache.upsert_node(node("n3", product="NVIDIA-A100-SXM4-80GB"))
+    assert [n.name for n in cache.nodes_of_type(h100())] == ["n1", "n2"]
+    cache.upsert_node(node("n3"))
+    assert [n.name for n in cache.nodes_of_type(h100())] == ["n1", "n2", "n3"]
+    cache.upsert_node(node("n1", product="NVIDIA-A100-SXM4-80GB"))
+    assert [n.name for n in cache.nodes_of_type(h100())] == ["n2", "n3"]
+
+
+def test_a_node_tainted_leaves_a_type_that_does_not_tolerate_it(cache: ClusterCache) -> None:
+    cache.upsert_node(node("n1", taints=[{"key": "maintenance", "effect": "NoSchedule"}]))
+    assert [n.name for n in cache.nodes_of_type(h100())] == ["n2"]
+    cache.upsert_node(node("n1", taints=[{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]))  # tolerated
+    assert [n.name for n in cache.nodes_of_type(h100())] == ["n1", "n2"]
+    cache.upsert_node(node("n1", taints=[{"key": "maintenance", "effect": "PreferNoSchedule"}]))  # a preference
+    assert [n.name for n in cache.nodes_of_type(h100())] == ["n1", "n2"]
+
+
+@dataclass(frozen=True)
+class Step:
+    what: str
+    moves: bool  # whether the version moves (free room may have changed)
+
+
+def test_the_version_moves_exactly_when_free_room_may_have_changed(cache: ClusterCache) -> None:
+    steps = [
+        (Step("a pod created, not bound yet", False), lambda: cache.upsert_pod(pod("a", None))),
+        (Step("the same pod reported again", False), lambda: cache.upsert_pod(pod("a", None))),
+        (Step("the pod bound", True), lambda: cache.upsert_pod(pod("a", "n1"))),
+        (Step("its status changed, not its node or requests", False),
+         lambda: cache.upsert_pod(pod("a", "n1", phase="Pending"))),
+        (Step("its requests changed (resized)", True), lambda: cache.upsert_pod(pod("a", "n1", gpus=2))),
+        (Step("the pod deleted", True), lambda: cache.remove_pod("uid-a")),
+        (Step("a pending pod deleted", False), lambda: (cache.upsert_pod(pod("b")), cache.remove_pod("uid-b"))),
+        (Step("a node reported unchanged", False), lambda: cache.upsert_node(node("n1"))),
+        (Step("a node's allocatable changed", True), lambda: cache.upsert_node(node("n1", gpus=4))),
+        (Step("a node deleted", True), lambda: cache.remove_node("n2")),
+    ]
+    for step, act in steps:
+        before = cache.version
+        act()
+        assert (cache.version != before) is step.moves, step.what
+
+
+def test_pending_pods_of_other_apps_claim_room_on_their_type(cache: ClusterCache) -> None:
+    cache.upsert_pod(pod("mine", None, gpus=1, app="llm"))
+    cache.upsert_pod(pod("theirs", None, gpus=2, app="sdxl"))
+    cache.upsert_pod(pod("bound", "n1", gpus=4, app="sdxl"))
+    cache.upsert_pod(pod("hopeless", None, gpus=8, app="sdxl", unschedulable=True))  # the scheduler found no room
+    cache.upsert_pod(pod("stranger", None, gpus=8, app="intruder"))  # carries the labels, is no managed app's
+    apps = {("team-a", "llm"), ("team-a", "sdxl")}
+    assert cache.pending_claims(apps, exclude=("team-a", "llm")) == {"gpu-h100": [Requests(2, 4000, 16 * GiB)]}
+    assert cache.pending_claims(apps, exclude=("team-a", "sdxl")) == {"gpu-h100": [Requests(1, 4000, 16 * GiB)]}
+    cache.upsert_pod(pod("theirs", "n2", gpus=2, app="sdxl"))  # bound: its room is taken on the node now
+    assert cache.pending_claims(apps, exclude=("team-a", "llm")) == {}
+    assert free(cache, "n2").gpus == 6
+
+
+def test_a_pods_autoscaler_answer_is_the_newest_and_goes_with_the_pod(cache: ClusterCache) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from falapp_operator.k8s.cache import COMING, REFUSED
+    t = datetime(2025, 1, 1, tzinfo=UTC)
+    cache.upsert_pod(pod("a"))
+    cache.record_scale_signal("uid-a", COMING, t)
+    cache.record_scale_signal("uid-a", REFUSED, t - timedelta(seconds=1))  # an older answer arriving late
+    assert cache.scale_up_coming("uid-a") and not cache.scale_up_refused("uid-a")
+    cache.record_scale_signal("uid-a", REFUSED, t + timedelta(seconds=1))
+    assert cache.scale_up_refused("uid-a") and not cache.scale_up_coming("uid-a")
+    cache.remove_pod("uid-a")
+    assert not cache.scale_up_refused("uid-a") and cache.scale_signals == {}

@@ -1,0 +1,360 @@
+"""What one reconcile writes, in which order, and what it does with the API's refusals: the controller
+with the operator's real client, against a fake API server on loopback (tests/unit/fake_api.py).
+The stores are fed as the watches would feed them; no watch runs.
+
+Order: a new Deployment before the old one shrinks or goes (make-before-break: the replacement starts
+sooner), the pods to go marked in between, the app's status last (it never claims what was not
+written). Refusals: transient ones (409, 429, 5xx, no answer) are raised for the worker to retry with
+a growing back-off; the others are shown on the FalApp (Stalled, with the API's message) and in a
+Warning event, and retried at the slowest rate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Hashable
+
+import pytest
+import pytest_asyncio
+
+from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL
+from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
+from falapp_operator.k8s.controller import Controller
+from falapp_operator.reconcile.children import deployment_name
+from falapp_operator.settings import OperatorSettings
+from tests.unit.fake_api import FakeApiServer, serving
+
+NS = "team-a"
+APP = (NS, "llm")
+KEY = ("app", NS, "llm")
+FALAPP = f"/apis/fal.ai/v1alpha1/namespaces/{NS}/falapps/llm"
+STATUS = f"PATCH {FALAPP}/status"
+DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
+MACHINETYPES = "/apis/fal.ai/v1alpha1/machinetypes"
+H100, A100 = deployment_name("llm", "gpu-h100"), deployment_name("llm", "gpu-a100")
+EVENTS = f"POST /api/v1/namespaces/{NS}/events"
+PRODUCTS = {"h": "NVIDIA-H100-80GB-HBM3", "a": "NVIDIA-A100-SXM4-40GB"}
+
+
+def node(name: str) -> dict:
+    return {"metadata": {"name": name, "labels": {GPU_PRODUCT_LABEL: PRODUCTS[name[0]]}},
+            "spec": {}, "status": {"allocatable": {"nvidia.com/gpu": "8", "cpu": "64", "memory": "512Gi"},
+                                   "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def falapp(replicas: int = 1, ports: bool = False) -> dict:
+    spec: dict = {"image": "img:1", "replicas": replicas, "machineTypes": ["GPU-H100", "GPU-A100"], "numGpus": 1}
+    if ports:
+        spec["ports"] = [{"containerPort": 8080}]
+    return {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp",
+            "metadata": {"name": "llm", "namespace": NS, "uid": "app-1", "generation": 1}, "spec": spec}
+
+
+class Rig:
+    """A controller whose client talks to the fake API; the stores hear of objects as a watch would."""
+
+    def __init__(self, fake: FakeApiServer, api: KubeApi) -> None:
+        self.fake, self.api = fake, api
+        self.controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+        for machine_type in DEFAULT_CATALOG:
+            stored = fake.put(f"{MACHINETYPES}/{machine_type.metadata.name}",
+                              machine_type.model_dump(by_alias=True, exclude_none=True, mode="json"))
+            self.controller.machinetype_event(stored, deleted=False)
+        for name in ("h1", "a1"):
+            self.controller.node_event(node(name), deleted=False)
+
+    def create_app(self, body: dict) -> None:
+        self.controller.falapp_watched("ADDED", self.fake.put(FALAPP, body))
+
+    def pod_of(self, deployment: str, name: str, node_name: str | None) -> dict:
+        """A pod the Deployment's ReplicaSet made: running on `node_name`, else unschedulable since long ago."""
+        template = self.fake.objects[f"{DEPLOYMENTS}/{deployment}"]["spec"]["template"]
+        scheduled = ({"type": "PodScheduled", "status": "True", "lastTransitionTime": "2025-01-01T00:00:00Z"}
+                     if node_name else {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                        "lastTransitionTime": "2025-01-01T00:00:00Z", "message": "0/2 nodes fit"})
+        body = {"metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}",
+                             "creationTimestamp": "2025-01-01T00:00:00Z",
+                             "labels": {**template["metadata"]["labels"], "pod-template-hash": "r1"},
+                             "annotations": template["metadata"]["annotations"],
+                             "ownerReferences": [{"kind": "ReplicaSet", "name": f"{deployment}-r1", "uid": "rs-1",
+                                                  "controller": True}]},
+                "spec": {"nodeName": node_name, "containers": template["spec"]["containers"]},
+                "status": {"phase": "Running" if node_name else "Pending", "conditions": [scheduled]}}
+        stored = self.fake.put(f"/api/v1/namespaces/{NS}/pods/{name}", body)
+        self.controller.pod_event(stored, deleted=False)
+        return stored
+
+    async def reconcile(self) -> list[str]:
+        """One reconcile of the app; the requests it made (events posted in the background included)."""
+        self.fake.requests.clear()
+        queue = self.controller.queue
+        taken = [await queue.get() for _ in range(len(queue))]  # as a worker takes the app first
+        try:
+            await self.controller.reconcile_app(*APP)
+        finally:
+            for key in taken:
+                queue.done(key)
+            await asyncio.gather(*self.controller._pending_posts, return_exceptions=True)
+        return [str(r) for r in self.fake.requests]
+
+    def status(self) -> dict:
+        return self.controller.falapps.get(APP).get("status") or {}
+
+    def stalled(self) -> dict | None:
+        return next((c for c in self.status().get("conditions", []) if c["type"] == "Stalled"
+                     and c["status"] == "True"), None)
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def rig() -> AsyncIterator[Rig]:
+    async with serving() as (fake, api):
+        rig = Rig(fake, api)
+        yield rig
+        await rig.controller.stop()
+
+
+async def test_a_new_app_gets_its_deployment_and_service_then_its_status(rig: Rig) -> None:
+    rig.create_app(falapp(ports=True))
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", f"PATCH /api/v1/namespaces/{NS}/services/llm",
+                                     STATUS]
+    deployment, service, status = rig.fake.requests
+    assert deployment.content_type == service.content_type == APPLY and status.content_type == MERGE
+    assert not deployment.force and not service.force, "an object absent a moment ago was taken over by force"
+    assert status.body["status"]["machines"] == "GPU-H100x1"
+    assert await rig.reconcile() == [], "a settled app is written again"
+
+
+async def test_a_replica_falls_back_make_before_break_and_the_status_comes_last(rig: Rig) -> None:
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    rig.pod_of(H100, "running", "h1")
+    rig.pod_of(H100, "stuck", None)  # unschedulable for longer than the app's timeout
+    writes = await rig.reconcile()
+    assert writes == [
+        STATUS,  # the move's history first: a crash half-way does not forget it
+        f"PATCH {DEPLOYMENTS}/{A100}",  # the new home grows
+        f"PATCH /api/v1/namespaces/{NS}/pods/stuck",  # the replica that goes is the stuck one
+        f"PATCH {DEPLOYMENTS}/{H100}",  # then the old type shrinks
+        STATUS,
+        EVENTS,
+    ]
+    history, grow, mark, shrink, status, event = rig.fake.requests
+    assert [a["outcome"] for a in history.body["status"]["attempts"]] == ["FellBack"]
+    assert grow.body["spec"]["replicas"] == 1 and not grow.force
+    assert shrink.body["spec"]["replicas"] == 1 and shrink.force
+    assert mark.content_type == MERGE
+    assert status.body["status"]["machines"] == "GPU-H100x1,GPU-A100x1"
+    assert event.body["reason"] == "FellBack" and "0/2 nodes fit" in event.body["message"]
+
+
+async def test_the_last_replica_of_a_type_moves_before_its_deployment_goes(rig: Rig) -> None:
+    rig.create_app(falapp(replicas=1))
+    await rig.reconcile()
+    rig.pod_of(H100, "stuck", None)
+    assert await rig.reconcile() == [STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"PATCH /api/v1/namespaces/{NS}/pods/stuck",
+                                     f"DELETE {DEPLOYMENTS}/{H100}", STATUS, EVENTS]
+    assert f"{DEPLOYMENTS}/{H100}" not in rig.fake.objects
+
+
+@pytest.mark.parametrize(("status", "reason", "message"), [
+    (422, "Invalid", 'Deployment.apps "llm" is invalid: spec.template.spec.containers[0].image: Required value'),
+    (403, "Forbidden", 'deployments.apps "llm" is forbidden: exceeded quota: gpus, requested: 1, limited: 0'),
+])
+async def test_a_refused_write_is_shown_on_the_app_and_in_an_event(rig: Rig, status: int, reason: str,
+                                                                   message: str) -> None:
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", f"/deployments/{H100}", status, message, reason)
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS, EVENTS]  # no raise: nothing to retry soon
+    shown = f"Deployment {NS}/{H100}: {status} {reason}: {message}"
+    stalled = rig.stalled()
+    assert stalled is not None and stalled["reason"] == "RequestRejected" and stalled["message"] == shown
+    event = rig.fake.requests[-1].body
+    assert (event["type"], event["reason"], event["message"]) == ("Warning", "RequestRejected", shown)
+    rig.controller.queue.add(KEY)  # its watch events do not retry it sooner than the slowest rate
+    assert len(rig.controller.queue) == 0
+    rig.controller.queue.add(KEY, urgent=True)  # the user changed the spec
+    assert len(rig.controller.queue) == 1
+
+
+@pytest.mark.parametrize(("status", "reason", "message"), [
+    (422, "Invalid", 'FalApp.fal.ai "llm" is invalid: status.machines: Too long: may not be longer than 1024'),
+    (403, "Forbidden", 'falapps.fal.ai "llm" is forbidden: User "system:serviceaccount:ops:falapp-operator" '
+                       'cannot patch resource "falapps/status"'),
+])
+async def test_a_refused_status_write_is_shown_in_an_event(rig: Rig, status: int, reason: str, message: str) -> None:
+    """The condition cannot be written where the status itself is refused: the Warning event still says so."""
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", "/falapps/llm/status", status, message, reason, times=2)
+    with pytest.raises(ApiError):  # retried with back-off by the worker
+        await rig.reconcile()
+    assert rig.fake.writes() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS, STATUS, EVENTS]
+    event = rig.fake.requests[-1].body
+    assert (event["type"], event["reason"]) == ("Warning", "RequestRejected")
+    assert event["message"] == f"FalApp {NS}/llm status: {status} {reason}: {message}"
+
+
+@pytest.mark.parametrize(("status", "reads_fresh"), [
+    (409, False),  # a conflict: the next attempt decides again from the stores (the watch brings the news)
+    (429, False),
+    (500, True),  # the write may have happened: the next attempt reads the app from the API
+    (503, True),
+])
+async def test_a_transient_refusal_is_raised_for_a_retry_and_not_shown(rig: Rig, status: int,
+                                                                       reads_fresh: bool) -> None:
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", f"/deployments/{H100}", status)
+    with pytest.raises(ApiError) as raised:
+        await rig.reconcile()
+    assert raised.value.status == status and raised.value.transient
+    assert rig.fake.writes() == [f"PATCH {DEPLOYMENTS}/{H100}"], "written on after a refusal, or shown"
+    assert rig.stalled() is None
+    writes = await rig.reconcile()
+    reads = [(r.path, r.query.get("labelSelector")) for r in rig.fake.requests if r.method == "GET"]
+    assert reads == ([(FALAPP, None), (f"/api/v1/namespaces/{NS}/services/llm", None),
+                      (DEPLOYMENTS, "fal.ai/app=llm"), (f"/api/v1/namespaces/{NS}/pods", "fal.ai/app=llm")]
+                     if reads_fresh else [])
+    assert [w for w in writes if not w.startswith("GET")] == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
+
+
+async def test_a_name_taken_meanwhile_conflicts_then_is_shown_once_the_watch_reports_it(rig: Rig) -> None:
+    """The Deployment's name was free in the store, but someone made it just before the create: the apply
+    without force conflicts (409, retried); once the watch reports the object, the app says whose it is."""
+    rig.create_app(falapp())
+    squatter = rig.fake.put(f"{DEPLOYMENTS}/{H100}", {"metadata": {
+        "name": H100, "namespace": NS, "ownerReferences": [{"kind": "Rollout", "name": "x", "uid": "r",
+                                                             "controller": True}]}, "spec": {"replicas": 3}})
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 409, 'Apply failed with 1 conflict: conflict with "kubectl": '
+                  '.spec.replicas')
+    with pytest.raises(ApiError, match="409 Conflict"):
+        await rig.reconcile()
+    rig.controller.child_watched(rig.controller.deployments, "ADDED", squatter)
+    assert await rig.reconcile() == [STATUS, EVENTS]
+    stalled = rig.stalled()
+    assert stalled is not None and stalled["reason"] == "NameConflict"
+    assert rig.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["replicas"] == 3
+
+
+async def test_a_status_write_for_an_app_deleted_meanwhile_is_no_error(rig: Rig) -> None:
+    rig.create_app(falapp())
+    del rig.fake.objects[FALAPP]
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
+
+
+async def test_failures_back_off_exponentially_and_a_success_resets_it(rig: Rig,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's back-off per key: 0.5 s doubling up to error_backoff_max, from the start again once a
+    reconcile succeeds. (Waited out here a hundred times faster.)"""
+    queue = rig.controller.queue
+    delays: list[float] = []
+    retry_after = queue.retry_after
+
+    def recorded(key: Hashable, delay: float) -> None:
+        delays.append(delay)
+        retry_after(key, delay / 100)
+    monkeypatch.setattr(queue, "retry_after", recorded)
+    rig.controller.settings.error_backoff_max = 4.0
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 429, times=5)
+    rig.controller.lead()
+    await wait_for(lambda: rig.fake.writes().count(STATUS) == 1)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert KEY not in rig.controller.failures
+    rig.fake.fail("PATCH", "/falapps/llm/status", 503)
+    rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, {**falapp(replicas=2), "metadata": {
+        **falapp()["metadata"], "generation": 2}}))
+    await wait_for(lambda: rig.fake.writes().count(STATUS) == 3)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 0.5]
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_machine_type_status_is_written_when_it_changed_only(rig: Rig) -> None:
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    rig.pod_of(H100, "running", "h1")
+    rig.pod_of(H100, "waiting", None)
+    rig.fake.requests.clear()
+    await rig.controller.reconcile_machinetypes()
+    written = {r.path.removeprefix(f"{MACHINETYPES}/").removesuffix("/status"): r.body["status"]
+               for r in rig.fake.requests}
+    assert all(r.method == "PATCH" and r.content_type == MERGE for r in rig.fake.requests)
+    assert len(written) == len(DEFAULT_CATALOG), "the status of a type never written before"
+    h100 = {k: v for k, v in written["gpu-h100"].items() if k != "observedAt"}
+    assert h100 == {"nodes": 1, "allocatableGpus": 8, "freeGpus": 7, "placedReplicas": 1, "pendingReplicas": 1,
+                    "autoscaled": False}
+    assert written["gpu-a100"]["freeGpus"] == 8 and written["gpu-b200"]["nodes"] == 0
+    rig.fake.requests.clear()
+    await rig.controller.reconcile_machinetypes()
+    assert rig.fake.requests == [], "an unchanged status written again"
+    rig.pod_of(H100, "waiting", "h1")  # bound now
+    await rig.controller.reconcile_machinetypes()
+    # the H100's, and the CPU types' (they may land on any node without taints, h1 too)
+    assert {r.path for r in rig.fake.requests} == {f"{MACHINETYPES}/{name}/status"
+                                                   for name in ("gpu-h100", "xs", "s", "m", "l", "xl")}
+    assert rig.fake.objects[f"{MACHINETYPES}/gpu-h100"]["status"]["freeGpus"] == 6
+    # its own write coming back on the watch changes nothing, queues nothing
+    while len(rig.controller.queue):
+        rig.controller.queue.done(await rig.controller.queue.get())
+    rig.controller.machinetype_event(rig.fake.objects[f"{MACHINETYPES}/gpu-h100"], deleted=False)
+    rig.fake.requests.clear()
+    await rig.controller.reconcile_machinetypes()
+    assert rig.fake.requests == [] and len(rig.controller.queue) == 0
+
+
+async def test_a_controller_reads_the_cluster_at_start_and_writes_only_once_it_leads() -> None:
+    async with serving() as (fake, api):
+        for machine_type in DEFAULT_CATALOG:
+            fake.put(f"{MACHINETYPES}/{machine_type.metadata.name}",
+                     machine_type.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        fake.put(f"/api/v1/namespaces/{NS}", {"metadata": {"name": NS, "labels": {"team": "a"}}})
+        fake.put("/api/v1/nodes/h1", node("h1"))
+        fake.put(FALAPP, falapp())
+        controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+        try:
+            await controller.start()
+            assert fake.writes() == [], "written before leading"
+            assert controller.falapps.get(APP) is not None and "h1" in controller.cache.nodes
+            assert controller.namespace_labels[NS] == {"team": "a"} and len(controller.catalogue) == len(
+                DEFAULT_CATALOG)
+            event_lists = sorted(r.query.get("fieldSelector", "") for r in fake.requests
+                                 if r.path == "/api/v1/events" and r.query.get("watch") is None)
+            assert event_lists == ["reason=FailedScheduling,reportingComponent=karpenter",
+                                   "reason=FailedScheduling,source=karpenter", "reason=Nominated",
+                                   "reason=NotTriggerScaleUp", "reason=TriggeredScaleUp"]
+            controller.lead()
+            await wait_for(lambda: STATUS in fake.writes())
+            assert fake.writes()[:2] == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
+        finally:
+            await controller.stop()
+
+
+async def test_an_event_the_api_refuses_fails_nothing_and_is_logged(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 422, "spec.template: Invalid value")
+    rig.fake.fail("POST", "/events", 403, 'events is forbidden: User "op" cannot create resource "events"')
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS, EVENTS]
+    assert rig.stalled() is not None
+    assert "could not post an event" in caplog.text and "events is forbidden" in caplog.text
+
+
+async def test_room_freed_on_a_node_of_a_type_wakes_the_apps_waiting_for_room(rig: Rig) -> None:
+    controller = rig.controller
+    tainted = node("h9")
+    tainted["spec"]["taints"] = [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]  # no type's
+    controller.node_event(tainted, deleted=False)
+    for name, where in (("on-h1", "h1"), ("on-h9", "h9")):
+        controller.pod_event({"metadata": {"name": name, "uid": name, "namespace": "batch"},
+                              "spec": {"nodeName": where, "containers": [{"resources": {"requests": {"cpu": "1"}}}]},
+                              "status": {"phase": "Running"}}, deleted=False)
+    controller.apps.add(APP)
+    controller.waiting.add(APP)
+    while len(controller.queue):
+        controller.queue.done(await controller.queue.get())
+    controller.pod_event({"metadata": {"uid": "on-h9", "namespace": "batch"}}, deleted=True)
+    assert len(controller.queue) == 0, "room on a node no type can use woke an app"
+    controller.pod_event({"metadata": {"uid": "on-h1", "namespace": "batch"}}, deleted=True)
+    assert await controller.queue.get() == KEY

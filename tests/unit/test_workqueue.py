@@ -1,0 +1,132 @@
+"""The work queue (k8s/workqueue.py): repeated adds of one key coalesce, a key is never processed by two
+workers at once, delayed adds keep the earliest wake-up, a failing key waits out its back-off.
+(Due keys going first and urgent adds cutting a back-off short: test_k8s_answers.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+
+from falapp_operator.k8s.workqueue import WorkQueue
+
+A, B, C = ("app", "ns", "a"), ("app", "ns", "b"), ("app", "ns", "c")
+
+
+async def take(queue: WorkQueue) -> Hashable:
+    """The next key; a second at most."""
+    return await asyncio.wait_for(queue.get(), 1.0)
+
+
+async def nothing_within(queue: WorkQueue, seconds: float) -> bool:
+    try:
+        key = await asyncio.wait_for(queue.get(), seconds)
+    except TimeoutError:
+        return True
+    queue.done(key)
+    return False
+
+
+async def test_repeated_adds_of_a_key_coalesce_in_its_first_place() -> None:
+    queue = WorkQueue()
+    for key in (A, B, A, A, C, B):
+        queue.add(key)
+    assert len(queue) == 3
+    assert [await take(queue) for _ in range(3)] == [A, B, C]
+    assert await nothing_within(queue, 0.02)
+
+
+async def test_a_key_added_while_processed_comes_back_once_after_done() -> None:
+    queue = WorkQueue()
+    queue.add(A)
+    assert await take(queue) == A
+    for _ in range(3):  # events while a worker reconciles it: no second worker gets it
+        queue.add(A)
+    assert len(queue) == 0 and await nothing_within(queue, 0.02)
+    queue.done(A)
+    assert len(queue) == 1 and await take(queue) == A
+    queue.done(A)
+    assert await nothing_within(queue, 0.02)
+
+
+async def test_a_key_processed_when_its_delay_runs_out_comes_back_ahead_of_others() -> None:
+    queue = WorkQueue()
+    queue.add(A)
+    assert await take(queue) == A
+    queue.add_after(A, 0.01)
+    await asyncio.sleep(0.03)  # fires while A is processed: remembered as due
+    queue.add(B)
+    queue.done(A)
+    assert [await take(queue) for _ in range(2)] == [A, B]
+
+
+async def test_delayed_adds_keep_the_earliest_wake_up() -> None:
+    queue = WorkQueue()
+    loop = asyncio.get_running_loop()
+    queue.add_after(A, 60)
+    queue.add_after(A, 0.02)  # sooner: replaces the later one
+    queue.add_after(A, 30)  # later: changes nothing
+    started = loop.time()
+    assert await take(queue) == A
+    assert loop.time() - started < 1
+    queue.done(A)
+    assert await nothing_within(queue, 0.05), "the replaced wake-ups fired too"
+    queue.close()
+
+
+async def test_a_delay_of_nothing_is_an_add() -> None:
+    queue = WorkQueue()
+    queue.add_after(A, 0)
+    queue.add_after(B, -1)
+    assert len(queue) == 2 and [await take(queue) for _ in range(2)] == [A, B]
+
+
+async def test_a_delayed_key_already_queued_is_handed_out_once() -> None:
+    queue = WorkQueue()
+    queue.add(A)
+    queue.add_after(A, 0.01)
+    await asyncio.sleep(0.03)
+    assert len(queue) == 1 and await take(queue) == A
+    queue.done(A)
+    assert await nothing_within(queue, 0.02)
+
+
+async def test_a_backing_off_key_ignores_adds_and_delays_until_its_retry() -> None:
+    queue = WorkQueue()
+    queue.add(A)
+    await take(queue)
+    queue.add(A)  # an event during the failing reconcile: the back-off set by the worker wins
+    queue.retry_after(A, 0.1)
+    queue.done(A)
+    queue.add(A)
+    queue.add_after(A, 0.01)
+    queue.add(B)
+    assert await take(queue) == B
+    queue.done(B)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await take(queue) == A
+    assert loop.time() - started > 0.05, "the back-off was cut short"
+    queue.done(A)
+    queue.add(A)  # the back-off is over: adds count again
+    assert await take(queue) == A
+
+
+async def test_a_retry_replaces_a_pending_delay() -> None:
+    queue = WorkQueue()
+    queue.add(A)
+    await take(queue)
+    queue.add_after(A, 0.01)  # a timeout the failed reconcile had set
+    queue.retry_after(A, 60)
+    queue.done(A)
+    assert await nothing_within(queue, 0.05)
+    queue.close()
+
+
+async def test_close_cancels_every_wake_up() -> None:
+    queue = WorkQueue()
+    queue.add_after(A, 0.01)
+    queue.retry_after(B, 0.01)
+    queue.close()
+    assert await nothing_within(queue, 0.05)
+    queue.add(B)  # no longer backing off
+    assert await take(queue) == B
