@@ -66,6 +66,14 @@ def test_a_fallback_writes_its_history_first_then_the_whole_status() -> None:
     assert writes[0].body == {"attempts": attempts, "probes": RECORDED["probes"]}
 
 
+def test_the_history_keeps_the_newest_twenty_attempts() -> None:
+    full = [{**RECORDED["attempts"][0], "start": f"2025-01-01T10:{i:02d}:00Z"} for i in range(20)]
+    pods = [pod("sdxl-h-1", ready=True), pod("sdxl-h-2", unschedulable_for=90)]
+    result = plan(snapshot(spec(), status={**RECORDED, "attempts": full}, counts={H100: 2}, pods=pods,
+                           free={H100: [], A100: room()}))
+    assert result.status.to_patch()["attempts"] == [*full[1:], FELL_BACK]
+
+
 def test_a_replica_on_an_unlisted_type_has_no_gpu_count_and_a_burst_counts_its_replicas() -> None:
     """A type the spec no longer lists keeps its placement without gpusPerReplica; `replicas` of an
     attempt is written only when several replicas made the move together."""

@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from falapp_operator.api import MAX_ATTEMPTS, FalAppSpec, MachineType, app_name_problem, format_time
+from falapp_operator.api import FalAppSpec, MachineType, app_name_problem, format_time
 from falapp_operator.api.conditions import ConditionType, get_condition, set_condition
 from falapp_operator.api.status import Attempt as StatusAttempt
-from falapp_operator.api.status import FalAppStatus, Placement, summarize_placements
+from falapp_operator.api.status import FalAppStatus, Placement, append_attempt, summarize_placements
 from falapp_operator.api.status import ProbeBackoff as StatusProbe
 from falapp_operator.placement import (
     Attempt,
@@ -235,7 +235,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
                                     ready_replicas=ready_by_type.get(t, 0), gpus_per_replica=gpus.get(t),
                                     since=old_since.get(name) or snap.now, reason=reason))
 
-    attempts = list(snap.status.attempts)
+    new_attempts: list[StatusAttempt] = []
     events: list[Event] = []
     stuck_since = {p.machine_type: p.unschedulable_since for p in live if p.unschedulable_since}
     # the same move made by several replicas in one step is one entry and one event (a burst of a
@@ -253,8 +253,9 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         tried = dst if tr.move == Move.PROBE_FAILED else src or dst
         entry = StatusAttempt(machine_type=tried or "", start=start or snap.now, end=snap.now, outcome=tr.move.value,
                               message=(tr.message or "")[:1024], replicas=count if count > 1 else None)
-        if start is None or not any(_same_attempt(a, entry) for a in attempts):  # not when decided again
-            attempts.append(entry)
+        recorded = (*snap.status.attempts, *new_attempts)
+        if start is None or not any(_same_attempt(a, entry) for a in recorded):  # not when decided again
+            new_attempts.append(entry)
         kind, reason = EVENT_REASONS.get(tr.move, ("Normal", tr.move.value))
         src, dst = src_named, dst_named
         text = {
@@ -270,7 +271,9 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         if count > 1:
             text = f"{count} replicas: {text}"
         events.append(Event(kind, reason, text))
-    attempts = attempts[-MAX_ATTEMPTS:]
+    attempts = list(snap.status.attempts)
+    for entry in new_attempts:
+        attempts = append_attempt(attempts, entry)
 
     gen, now = snap.generation, snap.now
     conditions = list(snap.status.conditions)
