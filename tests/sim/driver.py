@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 
-from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, MachineType
+from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, FalAppStatus, MachineType
 from falapp_operator.k8s.cache import COMING, ClusterCache
 from falapp_operator.placement import NodeFree, after_claims
 from falapp_operator.placement.eligibility import candidate_types
@@ -127,7 +127,8 @@ def snapshot(world: World, app: App, apps: set[tuple[str, str]]) -> tuple[AppSna
     state = children_state(deployments, app.ref.uid)
     spec = app.validated()
     snap = AppSnapshot(
-        ref=app.ref, generation=app.generation, spec=spec, status=app.status, catalogue=CATALOGUE,
+        ref=app.ref, generation=app.generation, spec=spec, status=FalAppStatus.model_validate(app.status),
+        catalogue=CATALOGUE,
         counts=state.counts, surge=state.surge,
         pods=[pod_view(p, cache.scale_up_coming(p["metadata"]["uid"]), now) for p in pods
               if TYPE_LABEL in (p["metadata"].get("labels") or {})],
@@ -147,8 +148,9 @@ def reconcile(world: World, app: App, apps: set[tuple[str, str]], crash_after: i
     outcome = Outcome(snap, result, writes, applied)
     for write in writes[:applied]:
         if write is STATUS:
-            if status_changed(app.status, result.status):
-                app.status = {**app.status, **result.status}  # merge patch of the status subresource
+            patch = result.status.to_patch()
+            if status_changed(app.status, patch):
+                app.status = {**app.status, **patch}  # merge patch of the status subresource
                 outcome.status_changed = True
         elif write.kind == "history":
             app.status = {**app.status, **write.body}  # merge patch of the status subresource

@@ -73,7 +73,7 @@ def ready_condition(status: dict) -> dict | None:
 def says_no_room(plan) -> bool:
     """The plan found no room for a stuck replica, or the status it writes says InsufficientCapacity."""
     return bool(plan.decision and plan.decision.insufficient) or (
-        (ready_condition(plan.status) or {}).get("reason") == "InsufficientCapacity")
+        (ready_condition(plan.status.to_patch()) or {}).get("reason") == "InsufficientCapacity")
 
 
 class Invariants:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec
+from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, FalAppStatus
 from falapp_operator.placement import NodeFree, PodView, Surge
 from falapp_operator.placement.eligibility import resolve
 from falapp_operator.reconcile.app import AppSnapshot, invalid, plan
@@ -47,22 +47,27 @@ def current_templates(app_spec: FalAppSpec) -> dict[str, str]:
             for o in resolution.options}
 
 
-def snapshot(app_spec: FalAppSpec, *, status: dict | None = None, counts: dict[str, int] | None = None,
+def snapshot(app_spec: FalAppSpec, *, status: FalAppStatus | dict | None = None, counts: dict[str, int] | None = None,
              pods: list[PodView] = (), free: dict[str, list[NodeFree]] | None = None,
              generation: int = 1, old_pods: list[PodView] = (), surge: Surge | None = None,
              replica_failures: dict[str, str] | None = None) -> AppSnapshot:
-    """`pods` run the current spec; `old_pods` an earlier one (a rollout under way)."""
+    """`pods` run the current spec; `old_pods` an earlier one (a rollout under way); `status` as read
+    (a dict: the object's status as the API returns it)."""
     templates = current_templates(app_spec)
     pods = [replace(p, template=templates.get(p.machine_type, "")) for p in pods]
     pods += [replace(p, template="an-earlier-template") for p in old_pods]
-    return AppSnapshot(ref=REF, generation=generation, spec=app_spec, status=status or {},
+    if not isinstance(status, FalAppStatus):
+        status = FalAppStatus.model_validate(status or {})
+    return AppSnapshot(ref=REF, generation=generation, spec=app_spec, status=status,
                        catalogue=list(DEFAULT_CATALOG), counts=counts or {}, surge=surge, pods=list(pods),
                        free=free if free is not None else {H100: room(), A100: room()}, now=NOW,
                        replica_failures=replica_failures or {})
 
 
-def falapp(status: dict, generation: int = 1, app_spec: FalAppSpec | None = None) -> dict:
-    """The FalApp as `kubectl get -o json` returns it, with the planner's status."""
+def falapp(status: FalAppStatus | dict, generation: int = 1, app_spec: FalAppSpec | None = None) -> dict:
+    """The FalApp as `kubectl get -o json` returns it, with the planner's status (the patch written)."""
+    if isinstance(status, FalAppStatus):
+        status = status.to_patch()
     wire = (app_spec or spec()).model_dump(mode="json", by_alias=True, exclude_none=True)
     return {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp",
             "metadata": {"name": REF.name, "namespace": REF.namespace, "uid": REF.uid,
@@ -131,7 +136,7 @@ def gpu_quota() -> dict:
 def request_rejected() -> dict:
     """The API refused a write (here a quota on Deployments): what the controller writes."""
     message = "Deployment team-a/sdxl-gpu-h100: 403 Forbidden: exceeded quota: no-deployments"
-    return falapp(invalid(REF, 1, {}, message, NOW, reason="RequestRejected").status)
+    return falapp(invalid(REF, 1, FalAppStatus(), message, NOW, reason="RequestRejected").status)
 
 
 def no_capacity() -> dict:
@@ -149,7 +154,7 @@ def invalid_spec() -> dict:
 
 def invalid_spec_from_validation() -> dict:
     """What the controller writes when the stored spec fails model validation."""
-    status = invalid(REF, 1, {}, "spec.numGpus: Input should be greater than or equal to 0", NOW).status
+    status = invalid(REF, 1, FalAppStatus(), "spec.numGpus: Input should be greater than or equal to 0", NOW).status
     return falapp(status)
 
 

@@ -93,7 +93,7 @@ def test_new_object_with_defaulted_status_is_in_progress():
     del bare["status"]
     assert kstatus(bare)[0] == "Current"
     # the planner takes the defaulted status as its input: its first status is still InProgress, as Reconciling
-    first = status_samples.plan(status_samples.snapshot(status_samples.spec(), status=obj["status"])).status
+    first = status_samples.plan(status_samples.snapshot(status_samples.spec(), status=obj["status"])).status.to_patch()
     assert first["observedGeneration"] == 1
     assert kstatus(status_samples.falapp(first)) == kstatus(status_samples.new_app())
     assert kstatus(status_samples.new_app())[0] == "InProgress"

@@ -12,7 +12,7 @@ def test_a_burst_of_fallbacks_is_one_history_entry_and_one_event() -> None:
     stuck = [pod(f"h{i}", H100, unschedulable_for=61 + i) for i in range(30)]
     result = plan(snapshot(spec(["GPU-H100", "GPU-A100"], replicas=30), counts={H100: 30}, pods=stuck,
                            free={H100: [], A100: []}))
-    attempts = result.status["attempts"]
+    attempts = result.status.to_patch()["attempts"]
     assert [(a["machineType"], a["outcome"], a.get("replicas")) for a in attempts] == [("GPU-H100", "FellBack", 30)]
     assert attempts[0]["start"] == "2025-01-01T11:58:30Z"  # the earliest of them
     fell_back = [e for e in result.events if e.reason == "FellBack"]

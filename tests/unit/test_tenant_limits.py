@@ -15,6 +15,7 @@ from falapp_operator.api import (
     DEFAULT_CATALOG,
     DEPLOYMENT_NAME_MAX,
     FalAppSpec,
+    FalAppStatus,
     LabelSelector,
     app_name_problem,
     requirement_matches,
@@ -80,11 +81,11 @@ def test_one_listed_type_not_entitled_makes_the_spec_invalid() -> None:
 
 def test_plan_reports_an_unentitled_type_as_invalid_spec() -> None:
     restricted = machine_type_model(namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "team-b"}})
-    snap = AppSnapshot(ref=REF, generation=2, spec=spec(), status={}, catalogue=[restricted], counts={},
+    snap = AppSnapshot(ref=REF, generation=2, spec=spec(), status=FalAppStatus(), catalogue=[restricted], counts={},
                        surge=None, pods=[], free={}, now=NOW, namespace_labels=TEAM_A)
     result = plan(snap)
     assert not result.deployments and result.service is None
-    stalled = next(c for c in result.status["conditions"] if c["type"] == "Stalled")
+    stalled = next(c for c in result.status.to_patch()["conditions"] if c["type"] == "Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
     assert "GPU-TEST is not available to namespace team-a" in stalled["message"]
     assert [(e.type, e.reason) for e in result.events] == [("Warning", "InvalidSpec")]
@@ -237,7 +238,8 @@ def test_app_name_problem(name: str, ports: bool, problem: str | None) -> None:
 
 def test_plan_refuses_a_name_the_crd_did_not_check() -> None:
     snap = AppSnapshot(ref=AppRef("my.app", "team-a", "u"), generation=1, spec=spec(ports=[{"containerPort": 80}]),
-                       status={}, catalogue=[machine_type_model()], counts={}, surge=None, pods=[], free={}, now=NOW)
+                       status=FalAppStatus(), catalogue=[machine_type_model()], counts={}, surge=None, pods=[],
+                       free={}, now=NOW)
     result = plan(snap)
     assert not result.deployments and result.service is None
     assert "metadata.name must be a DNS-1035 label" in result.events[0].message

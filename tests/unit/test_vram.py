@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, MachineType
+from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, FalAppStatus, MachineType
 from falapp_operator.placement import NodeFree, PodView
 from falapp_operator.placement.eligibility import candidate_types, resolve
 from falapp_operator.reconcile.app import AppSnapshot, candidates_summary, plan
@@ -184,8 +184,8 @@ def _snapshot(spec: FalAppSpec, counts: dict[str, int], pods: list[PodView],
     pods = [PodView(p.name, p.machine_type, p.created, bound=p.bound, ready=p.ready,
                     unschedulable_since=p.unschedulable_since, scheduler_message=p.scheduler_message,
                     template=hashes[p.machine_type]) for p in pods]
-    return AppSnapshot(ref=REF, generation=1, spec=spec, status={}, catalogue=SEED, counts=counts, surge=None,
-                       pods=pods, free=free, now=NOW)
+    return AppSnapshot(ref=REF, generation=1, spec=spec, status=FalAppStatus(), catalogue=SEED, counts=counts,
+                       surge=None, pods=pods, free=free, now=NOW)
 
 
 def test_a_stuck_replica_falls_back_with_the_next_types_gpu_count() -> None:
@@ -203,7 +203,7 @@ def test_a_stuck_replica_falls_back_with_the_next_types_gpu_count() -> None:
     requests = {t: d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"]
                 for t, d in sizes.items()}
     assert requests == {"gpu-rtx5090": "2", "gpu-h100": "1"}
-    status = result.status
+    status = result.status.to_patch()
     assert status["machines"] == "GPU-RTX5090x1,GPU-H100x1"
     assert [(p["machineType"], p["gpusPerReplica"]) for p in status["placements"]] == [
         ("GPU-RTX5090", 2), ("GPU-H100", 1)]
@@ -224,13 +224,13 @@ def test_candidates_of_a_listed_app_name_gpus_and_vram() -> None:
 
 def test_an_invalid_gpu_memory_stalls_the_app_and_clears_its_candidates() -> None:
     spec = app("300Gi", replicas=1)
-    snap = AppSnapshot(ref=REF, generation=2, spec=spec, status={"candidates": "GPU-H100(1x80Gi)"},
+    snap = AppSnapshot(ref=REF, generation=2, spec=spec, status=FalAppStatus(candidates="GPU-H100(1x80Gi)"),
                        catalogue=SEED, counts={}, surge=None, pods=[], free={}, now=NOW)
     result = plan(snap)
-    stalled = next(c for c in result.status["conditions"] if c["type"] == "Stalled")
+    stalled = next(c for c in result.status.to_patch()["conditions"] if c["type"] == "Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
     assert stalled["message"].startswith("spec.gpuMemory: no machine type fits 300Gi")
-    assert result.status["candidates"] == "" and not result.deployments
+    assert result.status.to_patch()["candidates"] == "" and not result.deployments
     assert [e.reason for e in result.events] == ["InvalidSpec"]
 
 

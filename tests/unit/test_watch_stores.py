@@ -12,7 +12,7 @@ import itertools
 
 import pytest
 
-from falapp_operator.api import DEFAULT_CATALOG
+from falapp_operator.api import DEFAULT_CATALOG, MachineTypeStatus
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store
 from falapp_operator.reconcile.observe import (
@@ -342,7 +342,8 @@ async def test_a_machinetype_whose_status_alone_changed_queues_nothing(controlle
     assert len(controller.queue) == 0, "a status change queued apps"
     assert controller.cache._matches == matched, "the capacity view's node matches were cleared"
     assert controller.placement_catalogue() is catalogue, "the placement catalogue was built again"
-    assert controller._machinetype_status["gpu-h100"] == {"nodes": 7}, "another writer's status is not corrected"
+    assert controller._machinetype_status["gpu-h100"] == MachineTypeStatus(nodes=7), \
+        "another writer's status is not corrected"
     # a spec change does queue every app
     changed = copy.deepcopy(other)
     changed["metadata"].update(generation=2, resourceVersion="53")

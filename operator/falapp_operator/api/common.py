@@ -103,6 +103,11 @@ class StatusModel(ApiModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    def to_patch(self) -> dict[str, Any]:
+        """The merge patch that writes this status: wire names, only the fields it sets (as read, or
+        given when built), none null. A field left out keeps its stored value; a list set to [] empties."""
+        return self.to_wire(exclude_unset=True)
+
 
 # --- wire types -------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from falapp_operator import metrics
-from falapp_operator.api import API_VERSION, FalAppSpec, MachineType, format_time, parse_time
+from falapp_operator.api import API_VERSION, FalAppSpec, FalAppStatus, MachineType, MachineTypeStatus, parse_time
 from falapp_operator.k8s.cache import (
     APP_LABEL,
     FAILED_SCHEDULING,
@@ -89,7 +89,7 @@ class Controller:
         # per app: child name -> its version right after our last apply (others' additions since are theirs)
         self._applied: dict[tuple[str, str], dict[str, str]] = {}
         self._pending_posts: set[asyncio.Task] = set()
-        self._machinetype_status: dict[str, dict] = {}
+        self._machinetype_status: dict[str, MachineTypeStatus] = {}
         self._free_by_type: dict[tuple[str, bool], tuple[int, list[NodeFree]]] = {}
         self._insufficient: dict[tuple[str, str], str] = {}
         self._replica_gauge: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
@@ -286,7 +286,7 @@ class Controller:
             # only its status changed: nothing placement reads. Our own status write coming back (or
             # an older one) changes nothing; anyone else's is corrected by the next status pass
             if (version(body) or 0) > self._machinetype_written.get(name, 0):
-                self._machinetype_status[name] = dict(body.get("status") or {})
+                self._machinetype_status[name] = MachineTypeStatus.model_validate(body.get("status") or {})
                 self._touch_machinetypes()
             return
         self._machinetype_seen[name] = seen
@@ -456,7 +456,8 @@ class Controller:
         except ValidationError as e:
             first = e.errors()[0]
             problem = "spec." + ".".join(str(p) for p in first["loc"]) + ": " + first["msg"]
-            await self._execute(ref, body, [], [], invalid(ref, generation, status, problem, self.api.clock.now()))
+            await self._execute(ref, body, [], [], invalid(ref, generation, FalAppStatus.model_validate(status),
+                                                           problem, self.api.clock.now()))
             return
         snap: AppSnapshot | None = None
         try:
@@ -466,7 +467,7 @@ class Controller:
             now = self.api.clock.now()
             state = children_state(deployments, ref.uid)
             snap = AppSnapshot(
-                ref=ref, generation=generation, spec=spec, status=status,
+                ref=ref, generation=generation, spec=spec, status=FalAppStatus.model_validate(status),
                 catalogue=self.placement_catalogue(),
                 counts=state.counts,
                 surge=state.surge,
@@ -565,9 +566,10 @@ class Controller:
     # --- writes of one reconcile -------------------------------------------------------------------
     async def _refuse(self, ref: children.AppRef, generation: int, status: Mapping, problem: str,
                       snap: AppSnapshot | None, reason: str) -> None:
-        """Stalled with `reason` and the problem, a Warning event; retried at the slowest rate."""
-        refused = invalid(ref, generation, status, problem, self.api.clock.now(), snap.pods if snap else (),
-                          reason=reason)
+        """Stalled with `reason` and the problem, a Warning event; retried at the slowest rate. `status`:
+        the app's status as recorded now (with any history written since it was read)."""
+        refused = invalid(ref, generation, FalAppStatus.model_validate(status), problem, self.api.clock.now(),
+                          snap.pods if snap else (), reason=reason)
         try:
             await self._write_status(ref.namespace, ref.name, status, refused.status)
         except ApiError:  # the status itself refused: the event is all that shows it
@@ -663,10 +665,12 @@ class Controller:
         for event in result.events:
             self._background(self.api.post_event(involved, event.type, event.reason, event.message))
 
-    async def _write_status(self, namespace: str, name: str, current: Mapping, desired: Mapping) -> bool:
-        if not status_changed(current, desired):
+    async def _write_status(self, namespace: str, name: str, current: Mapping[str, object],
+                            desired: FalAppStatus) -> bool:
+        patch = desired.to_patch()
+        if not status_changed(current, patch):
             return False
-        self.falapps.wrote(await self.api.patch_falapp_status(namespace, name, desired), (namespace, name))
+        self.falapps.wrote(await self.api.patch_falapp_status(namespace, name, patch), (namespace, name))
         return True
 
     def _background(self, coroutine) -> None:
@@ -689,19 +693,19 @@ class Controller:
                 (placed if pod.node else pending)[pod.machine_type] += 1
         for name, machine_type in list(self.catalogue.items()):
             nodes = [n for n in self.cache.nodes_of_type(machine_type) if n.schedulable]
-            status = {
-                "nodes": len(nodes),
-                "allocatableGpus": sum(n.allocatable.gpus for n in nodes),
-                "freeGpus": sum(max(f.gpus, 0) for f in self.cache.free(nodes)),
-                "placedReplicas": placed[name],
-                "pendingReplicas": pending[name],
-                "autoscaled": bool(machine_type.spec.autoscaled) or self._detected_autoscaled(machine_type),
-            }
-            current = self._machinetype_status.get(name) or (
-                machine_type.model_dump(by_alias=True, exclude_none=True, mode="json").get("status") or {})
-            if any(current.get(k) != v for k, v in status.items()):
-                answer = await self.api.patch_machinetype_status(
-                    name, {**status, "observedAt": format_time(self.api.clock.now())})
+            status = MachineTypeStatus(
+                nodes=len(nodes),
+                allocatable_gpus=sum(n.allocatable.gpus for n in nodes),
+                free_gpus=sum(max(f.gpus, 0) for f in self.cache.free(nodes)),
+                placed_replicas=placed[name],
+                pending_replicas=pending[name],
+                autoscaled=bool(machine_type.spec.autoscaled) or self._detected_autoscaled(machine_type),
+                observed_at=self.api.clock.now(),
+            )
+            current = self._machinetype_status.get(name, machine_type.status)
+            # the numbers, not when they were taken: an unchanged view is not written again
+            if current.model_dump(exclude={"observed_at"}) != status.model_dump(exclude={"observed_at"}):
+                answer = await self.api.patch_machinetype_status(name, status.to_patch())
                 self._machinetype_status[name] = status
                 self._machinetype_written[name] = version(answer) or 0  # its echo changes nothing
 

@@ -6,8 +6,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from falapp_operator.api import MAX_ATTEMPTS, FalAppSpec, MachineType, app_name_problem, format_time, parse_time
-from falapp_operator.api.conditions import Condition, ConditionType, get_condition, set_condition
+from falapp_operator.api import FalAppSpec, MachineType, app_name_problem, format_time
+from falapp_operator.api.conditions import ConditionType, get_condition, set_condition
+from falapp_operator.api.status import Attempt as StatusAttempt
+from falapp_operator.api.status import FalAppStatus, Placement, append_attempt, summarize_placements
+from falapp_operator.api.status import ProbeBackoff as StatusProbe
 from falapp_operator.placement import (
     Attempt,
     Decision,
@@ -43,7 +46,7 @@ class AppSnapshot:
     ref: AppRef
     generation: int
     spec: FalAppSpec
-    status: Mapping  # the FalApp's current status (camelCase dict)
+    status: FalAppStatus  # the FalApp's current status, as read
     catalogue: Sequence[MachineType]
     counts: Mapping[str, int]  # Deployment spec.replicas per machine type object name
     surge: Surge | None  # the make-before-break replica in flight
@@ -71,10 +74,11 @@ class AppPlan:
     rescale_unlisted: dict[str, int] = field(default_factory=dict)  # unlisted types draining: new size
     # (such a Deployment keeps its old template; the rescale also clears its surge annotation)
     service: dict | None = None
-    status: dict = field(default_factory=dict)
-    # the status's memory of this decision (attempt history, probe back-offs): written before the
-    # children, so a crash between the child writes and the status write forgets no move
-    history: dict | None = None
+    # written as its merge patch (FalAppStatus.to_patch): the fields it sets replace the stored ones
+    status: FalAppStatus = field(default_factory=FalAppStatus)
+    # the status's memory of this decision (attempt history, probe back-offs, the only fields set):
+    # written before the children, so a crash between the child writes and the status write forgets no move
+    history: FalAppStatus | None = None
     events: list[Event] = field(default_factory=list)
     mark_for_deletion: list[str] = field(default_factory=list)  # pods the ReplicaSets remove first
     requeue_at: datetime | None = None
@@ -139,62 +143,58 @@ def plan(snap: AppSnapshot) -> AppPlan:
     result.service = children.service(snap.ref, snap.spec)
     result.status, result.events = _status(replace(snap, pods=pods), resolution, decision)
     if any(tr.move not in (Move.SCALED_UP, Move.SCALED_DOWN) for tr in decision.transitions):
-        result.history = {k: result.status[k] for k in ("attempts", "probes")}
+        result.history = FalAppStatus(attempts=result.status.attempts, probes=result.status.probes)
     preferred = resolution.options[0].name
     result.waiting_for_room = any(p.pending for p in pods) or any(t != preferred for t in decision.counts)
     return result
 
 
-def invalid(ref: AppRef, generation: int, status: Mapping, problem: str, now: datetime,
+def invalid(ref: AppRef, generation: int, status: FalAppStatus, problem: str, now: datetime,
             pods: Sequence[PodView] = (), reason: str = "InvalidSpec") -> AppPlan:
     """Stalled (InvalidSpec, or a write the API refused): nothing more is written to children; a Warning
-    event when the problem is new."""
-    conditions = _conditions(status)
+    event when the problem is new. The rest of the status (placements, history) stays as recorded."""
+    conditions = list(status.conditions)
     previous = get_condition(conditions, ConditionType.STALLED)
     for type_, state in ((ConditionType.STALLED, "True"), (ConditionType.READY, "False"),
                          (ConditionType.RECONCILING, "False")):
         conditions = set_condition(conditions, type_, state, reason=reason, message=problem,
                                    observed_generation=generation, now=now)
-    new_status = dict(status)
-    new_status.update({"observedGeneration": generation, "selector": ref.selector,
-                       "replicas": len([p for p in pods if not p.terminating]),
-                       "readyReplicas": sum(p.ready for p in pods),
-                       "conditions": _dump_conditions(conditions)})
-    new_status.setdefault("machines", "")
+    # a copy keeps the fields set as read, so its patch carries them too; each assigned field is set
+    new_status = status.model_copy()
+    new_status.observed_generation = generation
+    new_status.selector = ref.selector
+    new_status.replicas = len([p for p in pods if not p.terminating])
+    new_status.ready_replicas = sum(p.ready for p in pods)
+    new_status.conditions = conditions
+    if new_status.machines is None:
+        new_status.machines = ""
     if reason == "InvalidSpec":
-        new_status["candidates"] = ""  # nothing resolves: the old list would mislead
+        new_status.candidates = ""  # nothing resolves: the old list would mislead
     events = []
     if previous is None or not previous.is_true or previous.message != problem:
         events.append(Event("Warning", reason, problem))
     return AppPlan(status=new_status, events=events)
 
 
-def _conditions(status: Mapping) -> list[Condition]:
-    return [Condition.model_validate(c) for c in status.get("conditions") or []]
-
-
-def _dump_conditions(conditions: list[Condition]) -> list[dict]:
-    return [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in conditions]
-
-
-def _probes_from_status(status: Mapping, by_display: Mapping[str, str]) -> dict[str, ProbeBackoff]:
+def _probes_from_status(status: FalAppStatus, by_display: Mapping[str, str]) -> dict[str, ProbeBackoff]:
     out = {}
-    for p in status.get("probes") or []:
-        name = by_display.get(p.get("machineType"))
-        if name and p.get("nextAttempt"):
-            out[name] = ProbeBackoff(int(p.get("failures", 1)), parse_time(p["nextAttempt"]))
+    for p in status.probes:
+        name = by_display.get(p.machine_type)
+        if name and p.next_attempt is not None:
+            out[name] = ProbeBackoff(p.failures, p.next_attempt)
     return out
 
 
-def _attempts_from_status(status: Mapping, by_display: Mapping[str, str]) -> tuple[Attempt, ...]:
-    return tuple(Attempt(by_display.get(a.get("machineType"), a.get("machineType", "")), a.get("outcome", ""),
-                         parse_time(a.get("end")), a.get("message") or "", parse_time(a.get("start")))
-                 for a in status.get("attempts") or [])
+def _attempts_from_status(status: FalAppStatus, by_display: Mapping[str, str]) -> tuple[Attempt, ...]:
+    return tuple(Attempt(by_display.get(a.machine_type, a.machine_type), a.outcome, a.end, a.message or "", a.start)
+                 for a in status.attempts)
 
 
-def _same_attempt(recorded: Mapping, entry: Mapping) -> bool:
-    """The same stay ended the same way: a move decided again after the operator stopped half-way."""
-    return all(recorded.get(k) == entry[k] for k in ("machineType", "start", "outcome"))
+def _same_attempt(recorded: StatusAttempt, entry: StatusAttempt) -> bool:
+    """The same stay ended the same way: a move decided again after the operator stopped half-way
+    (times as written, to the second)."""
+    return (recorded.machine_type, format_time(recorded.start), recorded.outcome) == (
+        entry.machine_type, format_time(entry.start), entry.outcome)
 
 
 def candidates_summary(resolution: Resolution) -> str:
@@ -210,7 +210,7 @@ def candidates_summary(resolution: Resolution) -> str:
     return ",".join(out)
 
 
-def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tuple[dict, list[Event]]:
+def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tuple[FalAppStatus, list[Event]]:
     display = {o.name: o.display for o in resolution.options}
     gpus = {o.name: o.gpus for o in resolution.options}
     # where the app's GPU count is chosen per type (gpuMemory), events name it with the type
@@ -226,18 +226,16 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
     order = {o.name: i for i, o in enumerate(resolution.options)}
     in_use = sorted(decision.counts, key=lambda t: order.get(t, len(order)))
 
-    old_since = {p.get("machineType"): p.get("since") for p in snap.status.get("placements") or []}
+    old_since = {p.machine_type: p.since for p in snap.status.placements}
     placements = []
     for t in in_use:
         name = display.get(t, t)
         reason = "Preferred" if t == preferred else ("Unlisted" if t not in display else "FellBack")
-        placement = {"machineType": name, "replicas": decision.counts[t], "readyReplicas": ready_by_type.get(t, 0),
-                     "since": old_since.get(name) or format_time(snap.now), "reason": reason}
-        if t in gpus:
-            placement["gpusPerReplica"] = gpus[t]
-        placements.append(placement)
+        placements.append(Placement(machine_type=name, replicas=decision.counts[t],
+                                    ready_replicas=ready_by_type.get(t, 0), gpus_per_replica=gpus.get(t),
+                                    since=old_since.get(name) or snap.now, reason=reason))
 
-    attempts = list(snap.status.get("attempts") or [])
+    new_attempts: list[StatusAttempt] = []
     events: list[Event] = []
     stuck_since = {p.machine_type: p.unschedulable_since for p in live if p.unschedulable_since}
     # the same move made by several replicas in one step is one entry and one event (a burst of a
@@ -253,12 +251,11 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         starts = [t.start or (stuck_since.get(t.from_type or "") if t.move == Move.FELL_BACK else None) for t in same]
         start = min((s for s in starts if s is not None), default=None)
         tried = dst if tr.move == Move.PROBE_FAILED else src or dst
-        entry = {"machineType": tried, "start": format_time(start or snap.now), "end": format_time(snap.now),
-                 "outcome": tr.move.value, "message": (tr.message or "")[:1024]}
-        if count > 1:
-            entry["replicas"] = count
-        if start is None or not any(_same_attempt(a, entry) for a in attempts):  # not when decided again
-            attempts.append(entry)
+        entry = StatusAttempt(machine_type=tried or "", start=start or snap.now, end=snap.now, outcome=tr.move.value,
+                              message=(tr.message or "")[:1024], replicas=count if count > 1 else None)
+        recorded = (*snap.status.attempts, *new_attempts)
+        if start is None or not any(_same_attempt(a, entry) for a in recorded):  # not when decided again
+            new_attempts.append(entry)
         kind, reason = EVENT_REASONS.get(tr.move, ("Normal", tr.move.value))
         src, dst = src_named, dst_named
         text = {
@@ -274,10 +271,12 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         if count > 1:
             text = f"{count} replicas: {text}"
         events.append(Event(kind, reason, text))
-    attempts = attempts[-MAX_ATTEMPTS:]
+    attempts = list(snap.status.attempts)
+    for entry in new_attempts:
+        attempts = append_attempt(attempts, entry)
 
     gen, now = snap.generation, snap.now
-    conditions = _conditions(snap.status)
+    conditions = list(snap.status.conditions)
     previous_ready = get_condition(conditions, ConditionType.READY)
     current_ready = sum(p.ready and p.current for p in live)
     # replicas on a type no longer listed run a spec the user has left behind too
@@ -334,17 +333,17 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         conditions = set_condition(conditions, ConditionType.FALLBACK_ACTIVE, "False", reason="OnPreferred",
                                    message="", observed_generation=gen, now=now)
 
-    status = {
-        "observedGeneration": gen,
-        "replicas": len(live),
-        "readyReplicas": ready,
-        "selector": snap.ref.selector,
-        "machines": ",".join(f"{display.get(t, t)}x{decision.counts[t]}" for t in in_use),
-        "candidates": candidates_summary(resolution)[:1024],
-        "placements": placements,
-        "attempts": attempts,
-        "probes": [{"machineType": display.get(t, t), "failures": b.failures,
-                    "nextAttempt": format_time(b.next_attempt)} for t, b in sorted(decision.probes.items())],
-        "conditions": _dump_conditions(conditions),
-    }
+    status = FalAppStatus(
+        observed_generation=gen,
+        replicas=len(live),
+        ready_replicas=ready,
+        selector=snap.ref.selector,
+        machines=summarize_placements(placements),
+        candidates=candidates_summary(resolution)[:1024],
+        placements=placements,
+        attempts=attempts,
+        probes=[StatusProbe(machine_type=display.get(t, t), failures=b.failures, next_attempt=b.next_attempt)
+                for t, b in sorted(decision.probes.items())],
+        conditions=conditions,
+    )
     return status, events

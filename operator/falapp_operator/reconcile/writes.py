@@ -45,8 +45,8 @@ def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Json
     changed = [d for d in plan.deployments if (current := live.get(d["metadata"]["name"])) is None
                or needs_apply(current, d, field_manager, applied.get(d["metadata"]["name"]))]
     growing = [d for d in changed if d["spec"]["replicas"] >= _replicas(live.get(d["metadata"]["name"]))]
-    writes = [Write("history", ref.name, plan.history)] if plan.history and status_changed(status or {},
-                                                                                            plan.history) else []
+    history = plan.history.to_patch() if plan.history is not None else None
+    writes = [Write("history", ref.name, history)] if history and status_changed(status or {}, history) else []
     writes += [Write("apply", d["metadata"]["name"], d, create=d["metadata"]["name"] not in live) for d in growing]
     writes += [Write("mark", name) for name in plan.mark_for_deletion if name not in marked]
     writes += [Write("apply", d["metadata"]["name"], d) for d in changed if d not in growing]

@@ -1,0 +1,166 @@
+"""What goes over the wire for status: the typed models (FalAppStatus, MachineTypeStatus) serialised as
+merge patches. Pinned as whole dicts, so a change in how a field is named, formatted or left out shows
+here before kstatus, Argo CD or the printer columns read it differently."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from falapp_operator.api import FalAppStatus, MachineTypeStatus
+from falapp_operator.k8s.client import KubeApi
+from falapp_operator.k8s.controller import Controller
+from falapp_operator.reconcile.app import invalid, plan
+from falapp_operator.reconcile.writes import child_writes
+from falapp_operator.settings import OperatorSettings
+from tests.builders import UNSCHEDULABLE
+from tests.unit.status_samples import A100, H100, NOW, REF, pod, room, snapshot, spec
+from tests.unit.test_watch_stores import ClusterApi, drain, falapp
+
+# As the API returns it: preferred type in use since 11:00, one earlier attempt, a probe backing off.
+RECORDED: dict[str, Any] = {
+    "observedGeneration": 1, "replicas": 2, "readyReplicas": 1, "selector": "fal.ai/app=sdxl",
+    "machines": "GPU-H100x2", "candidates": "GPU-H100(1x80Gi),GPU-A100(1x40Gi)",
+    "placements": [{"machineType": "GPU-H100", "replicas": 2, "readyReplicas": 1, "gpusPerReplica": 1,
+                    "since": "2025-01-01T11:00:00Z", "reason": "Preferred"}],
+    "attempts": [{"machineType": "GPU-A100", "start": "2025-01-01T10:00:00Z", "end": "2025-01-01T10:30:00Z",
+                  "outcome": "Returned", "message": ""}],
+    "probes": [{"machineType": "GPU-H100", "failures": 2, "nextAttempt": "2025-01-01T12:05:00Z"}],
+    "conditions": [],
+}
+FELL_BACK = {"machineType": "GPU-H100", "start": "2025-01-01T11:58:30Z", "end": "2025-01-01T12:00:00Z",
+             "outcome": "FellBack", "message": UNSCHEDULABLE}
+
+
+def condition(type_: str, status: str, reason: str, message: str) -> dict[str, Any]:
+    return {"type": type_, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": "2025-01-01T12:00:00Z", "observedGeneration": 1}
+
+
+def test_a_fallback_writes_its_history_first_then_the_whole_status() -> None:
+    """One replica stuck on GPU-H100 for 90s falls back to GPU-A100: the history patch (attempts and
+    probes only) goes before the children, the full status last; unchanged entries are kept as read."""
+    pods = [pod("sdxl-h-1", ready=True), pod("sdxl-h-2", unschedulable_for=90)]
+    result = plan(snapshot(spec(), status=RECORDED, counts={H100: 2}, pods=pods, free={H100: [], A100: room()}))
+    attempts = [RECORDED["attempts"][0], FELL_BACK]
+    assert result.status.to_patch() == {
+        "observedGeneration": 1, "replicas": 2, "readyReplicas": 1, "selector": "fal.ai/app=sdxl",
+        "machines": "GPU-H100x1,GPU-A100x1", "candidates": "GPU-H100(1x80Gi),GPU-A100(1x40Gi)",
+        "placements": [
+            {"machineType": "GPU-H100", "replicas": 1, "readyReplicas": 1, "gpusPerReplica": 1,
+             "since": "2025-01-01T11:00:00Z", "reason": "Preferred"},
+            {"machineType": "GPU-A100", "replicas": 1, "readyReplicas": 0, "gpusPerReplica": 1,
+             "since": "2025-01-01T12:00:00Z", "reason": "FellBack"},
+        ],
+        "attempts": attempts,
+        "probes": RECORDED["probes"],
+        "conditions": [
+            condition("Ready", "False", "ReplicasNotReady", "1/2 replicas ready"),
+            condition("Reconciling", "True", "ReplicasNotReady", "1/2 replicas ready"),
+            condition("Stalled", "False", "SpecValid", ""),
+            condition("FallbackActive", "True", "FellBack", "1 on GPU-A100 (preferred: GPU-H100)"),
+        ],
+    }
+    writes = child_writes(result, REF, [], [], "falapp-operator", status=RECORDED)
+    assert [w.kind for w in writes] == ["history", "apply", "apply", "mark"]
+    assert writes[0].body == {"attempts": attempts, "probes": RECORDED["probes"]}
+
+
+def test_the_history_keeps_the_newest_twenty_attempts() -> None:
+    full = [{**RECORDED["attempts"][0], "start": f"2025-01-01T10:{i:02d}:00Z"} for i in range(20)]
+    pods = [pod("sdxl-h-1", ready=True), pod("sdxl-h-2", unschedulable_for=90)]
+    result = plan(snapshot(spec(), status={**RECORDED, "attempts": full}, counts={H100: 2}, pods=pods,
+                           free={H100: [], A100: room()}))
+    assert result.status.to_patch()["attempts"] == [*full[1:], FELL_BACK]
+
+
+def test_a_replica_on_an_unlisted_type_has_no_gpu_count_and_a_burst_counts_its_replicas() -> None:
+    """A type the spec no longer lists keeps its placement without gpusPerReplica; `replicas` of an
+    attempt is written only when several replicas made the move together."""
+    stuck = [pod(f"sdxl-h-{i}", unschedulable_for=61 + i) for i in range(3)]
+    stuck.append(pod("sdxl-l-1", "gpu-l40", ready=True))
+    status = plan(snapshot(spec(replicas=4), counts={H100: 3, "gpu-l40": 1}, pods=stuck,
+                               free={H100: [], A100: room()})).status.to_patch()
+    assert status["placements"] == [
+        {"machineType": "GPU-A100", "replicas": 3, "readyReplicas": 0, "gpusPerReplica": 1,
+         "since": "2025-01-01T12:00:00Z", "reason": "FellBack"},
+        {"machineType": "gpu-l40", "replicas": 1, "readyReplicas": 1, "since": "2025-01-01T12:00:00Z",
+         "reason": "Unlisted"},
+    ]
+    assert status["machines"] == "GPU-A100x3,gpu-l40x1"
+    assert status["attempts"] == [{**FELL_BACK, "start": "2025-01-01T11:58:57Z", "replicas": 3}]
+    assert status["probes"] == []
+
+
+def test_a_stalled_app_keeps_what_status_recorded_and_writes_no_field_it_never_had() -> None:
+    message = "Deployment team-a/sdxl-gpu-h100: 403 Forbidden: exceeded quota: no-deployments"
+    stalled = [condition("Stalled", "True", "RequestRejected", message),
+               condition("Ready", "False", "RequestRejected", message),
+               condition("Reconciling", "False", "RequestRejected", message)]
+    # nothing recorded yet: no empty lists appear, machines says none
+    assert invalid(REF, 1, FalAppStatus(), message, NOW, reason="RequestRejected").status.to_patch() == {
+        "observedGeneration": 1, "replicas": 0, "readyReplicas": 0, "selector": "fal.ai/app=sdxl",
+        "machines": "", "conditions": stalled}
+    # an app that ran: placements, history, machines and candidates stay as they were
+    recorded = FalAppStatus.model_validate(RECORDED)
+    assert invalid(REF, 1, recorded, message, NOW, reason="RequestRejected").status.to_patch() == {
+        **RECORDED, "replicas": 0, "readyReplicas": 0, "conditions": stalled}
+    # an invalid spec resolves to nothing: its candidates are cleared
+    problem = "spec.machineTypes: GPU-NOPE is not a machine type"
+    assert invalid(REF, 1, recorded, problem, NOW).status.to_patch()["candidates"] == ""
+
+
+class RecordingApi(ClusterApi):
+    """Keeps the status patches the controller sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status_patches: list[dict[str, Any]] = []
+        self.machinetype_patches: dict[str, dict[str, Any]] = {}
+        self.clock.now = lambda: NOW  # type: ignore[method-assign]
+
+    async def patch_falapp_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self.status_patches.append(copy.deepcopy(status))
+        answer: dict[str, Any] = await super().patch_falapp_status(  # type: ignore[no-untyped-call]
+            namespace, name, status)
+        return answer
+
+    async def patch_machinetype_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self.machinetype_patches[name] = copy.deepcopy(status)
+        return {"metadata": {"name": name, "resourceVersion": "900"}, "status": status}
+
+
+async def test_the_controller_sends_the_models_as_merge_patches() -> None:
+    api = RecordingApi()
+    api.objects[("FalApp", "llm")] = falapp()
+    controller = Controller(cast(KubeApi, api), OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        await controller.reconcile_app("team-a", "llm")
+        [patch] = api.status_patches
+        assert {k: v for k, v in patch.items() if k != "conditions"} == {
+            "observedGeneration": 1, "replicas": 0, "readyReplicas": 0, "selector": "fal.ai/app=llm",
+            "machines": "GPU-H100x1", "candidates": "GPU-H100(1x80Gi)",
+            "placements": [{"machineType": "GPU-H100", "replicas": 1, "readyReplicas": 0, "gpusPerReplica": 1,
+                            "since": "2025-01-01T12:00:00Z", "reason": "Preferred"}],
+            "attempts": [], "probes": []}
+        assert [(c["type"], c["status"], c["reason"]) for c in patch["conditions"]] == [
+            ("Ready", "False", "ReplicasNotReady"), ("Reconciling", "True", "ReplicasNotReady"),
+            ("Stalled", "False", "SpecValid"), ("FallbackActive", "False", "OnPreferred")]
+        await drain(controller)
+        await controller.reconcile_machinetypes()
+        # one node of H100s (the fake API's), nothing bound or pending there yet
+        assert api.machinetype_patches["gpu-h100"] == {
+            "nodes": 1, "allocatableGpus": 8, "freeGpus": 8, "placedReplicas": 0, "pendingReplicas": 0,
+            "autoscaled": False, "observedAt": "2025-01-01T12:00:00Z"}
+        # the same numbers later are not written again, whatever the time
+        api.machinetype_patches.clear()
+        api.clock.now = lambda: datetime(2025, 1, 1, 12, 5, tzinfo=UTC)  # type: ignore[method-assign]
+        await controller.reconcile_machinetypes()
+        assert api.machinetype_patches == {}
+        assert controller._machinetype_status["gpu-h100"] == MachineTypeStatus.model_validate(
+            {"nodes": 1, "allocatableGpus": 8, "freeGpus": 8, "placedReplicas": 0, "pendingReplicas": 0,
+             "autoscaled": False, "observedAt": "2025-01-01T12:00:00Z"})
+    finally:
+        await controller.stop()
