@@ -408,6 +408,15 @@ class Toleration(ApiModel):
             raise ValueError("tolerationSeconds requires effect NoExecute")
         return self
 
+    def tolerates(self, key: str, value: str, effect: str) -> bool:
+        """Whether a pod with this toleration may land on a node with the taint `key=value:effect`, as
+        the scheduler matches them (no effect: any; Exists without a key: every taint)."""
+        if self.effect and self.effect != effect:
+            return False
+        if self.operator == "Exists":
+            return not self.key or self.key == key
+        return self.key == key and (self.value or "") == value
+
 
 RESERVED_TAINT_MESSAGE = (
     f"a toleration key may not be under {RESERVED_DOMAINS_TEXT}: those taints (control plane, node "

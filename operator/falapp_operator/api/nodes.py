@@ -1,15 +1,23 @@
-"""Label requirements and selectors, validated and matched like Kubernetes: a node-selector term's
-matchExpressions (machine types' nodes) and a LabelSelector (which namespaces may use a machine type)."""
+"""Matching nodes and labels like Kubernetes: a node-selector term's matchExpressions (machine types'
+nodes), a LabelSelector (which namespaces may use a machine type), and node taints against tolerations."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import ConfigDict, Field, model_validator
 
-from falapp_operator.api.common import LABEL_VALUE, QUALIFIED_NAME, QUALIFIED_NAME_MAX, ApiModel, cel, x_validations
+from falapp_operator.api.common import (
+    LABEL_VALUE,
+    QUALIFIED_NAME,
+    QUALIFIED_NAME_MAX,
+    ApiModel,
+    Toleration,
+    cel,
+    x_validations,
+)
 
 LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
 
@@ -96,6 +104,28 @@ def requirement_matches(key: str, operator: str, values: Sequence[str], labels: 
 
 def _is_int(text: str) -> bool:
     return re.fullmatch(r"-?[0-9]+", text) is not None
+
+
+class Taint(NamedTuple):
+    """A node taint that keeps pods off (NoSchedule, NoExecute); PreferNoSchedule ones do not count."""
+
+    key: str
+    value: str
+    effect: str
+
+
+SCHEDULING_EFFECTS = ("NoSchedule", "NoExecute")
+
+
+def scheduling_taints(taints: Iterable[Mapping[str, Any]] | None) -> tuple[Taint, ...]:
+    """The taints (as a Node's or a NodePool template's spec.taints lists them) that keep pods off."""
+    return tuple(Taint(t["key"], t.get("value") or "", t["effect"]) for t in taints or []
+                 if t.get("effect") in SCHEDULING_EFFECTS)
+
+
+def tolerated(taint: Taint, tolerations: Iterable[Toleration]) -> bool:
+    """Whether any of the tolerations lets a pod onto a node with the taint."""
+    return any(toleration.tolerates(*taint) for toleration in tolerations)
 
 
 class LabelSelectorRequirement(ApiModel):

@@ -22,7 +22,7 @@ from decimal import Decimal
 
 from falapp_operator.api import FalAppSpec, MachineType
 from falapp_operator.api.common import MAX_MACHINE_TYPES
-from falapp_operator.api.machinetype import GpuSpec
+from falapp_operator.api.machinetype import GpuSpec, find_machine_type
 from falapp_operator.api.units import cpu_millis, memory_bytes, parse_quantity
 from falapp_operator.placement.snapshot import TypeOption
 
@@ -148,7 +148,7 @@ def why_not(spec: FalAppSpec, machine_type: MachineType) -> str | None:
     wanted = gpus_per_replica(spec, machine_type)
     if wanted > gpu.max_gpus_per_replica:
         return f"{name} allows at most {gpu.max_gpus_per_replica} GPUs per replica, numGpus is {wanted}"
-    if spec.requires_nvenc and gpu.nvenc_engines == 0:
+    if spec.requires_nvenc and not machine_type.nvenc_capable:
         return f"{name} has no NVENC encoders (requiresNvenc)"
     return None
 
@@ -190,7 +190,7 @@ def resolve(spec: FalAppSpec, catalogue: Iterable[MachineType], namespace: str =
     unfit: list[str] = []
     oversized: list[str] = []
     for listed in spec.machine_types:
-        machine_type = next((m for m in catalogue if m.matches(listed)), None)
+        machine_type = find_machine_type(catalogue, listed)
         if machine_type is None:
             unknown.append(listed)
             continue
@@ -286,4 +286,4 @@ def candidate_types(spec: FalAppSpec, catalogue: Iterable[MachineType]) -> list[
     catalogue = list(catalogue)
     if spec.machine_types is None:
         return [machine_type for machine_type, _ in by_vram(spec, catalogue)[0]]
-    return [m for listed in spec.machine_types if (m := next((t for t in catalogue if t.matches(listed)), None))]
+    return [m for listed in spec.machine_types if (m := find_machine_type(catalogue, listed))]
