@@ -15,10 +15,6 @@ from datetime import UTC, datetime, timedelta
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, format_time
 
 GPU = "nvidia.com/gpu"
-TYPE_LABEL = "fal.ai/machine-type"
-APP_LABEL = "fal.ai/app"
-REVISION_LABEL = "pod-template-hash"
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 NAMESPACE = "team"
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 

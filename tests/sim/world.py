@@ -26,17 +26,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from tests.sim.objects import (
-    APP_LABEL,
-    DELETION_COST,
-    EPOCH,
-    REVISION_LABEL,
-    SHAPES,
-    TYPE_LABEL,
-    Deployment,
-    Node,
-    Pod,
-)
+from falapp_operator.api.names import APP_LABEL, DELETION_COST, REVISION_LABEL, TYPE_LABEL
+from tests.sim.objects import EPOCH, SHAPES, Deployment, Node, Pod
 
 
 @dataclass

@@ -21,10 +21,11 @@ from falapp_operator.api import (
     requirement_matches,
 )
 from falapp_operator.api.common import DNS1123_SUBDOMAIN, is_qualified_name, is_reserved_key
+from falapp_operator.api.names import deployment_name
 from falapp_operator.api.units import cpu_millis, memory_bytes, parse_quantity, scale_quantity
 from falapp_operator.placement.eligibility import resolve
 from falapp_operator.reconcile.app import AppSnapshot, plan
-from falapp_operator.reconcile.children import AppRef, deployment_name, pod_template
+from falapp_operator.reconcile.children import AppRef, pod_template
 from tests.unit.api_cases import machinetype
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

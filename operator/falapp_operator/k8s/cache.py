@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from falapp_operator.api import MachineType
+from falapp_operator.api.names import APP_LABEL, TYPE_LABEL
 from falapp_operator.api.nodes import Taint, scheduling_taints
 from falapp_operator.api.units import cpu_millis, memory_bytes
 from falapp_operator.placement import NodeFree
 
-APP_LABEL = "fal.ai/app"
-TYPE_LABEL = "fal.ai/machine-type"
 SCALE_UP_COMING = frozenset({"TriggeredScaleUp", "Nominated"})
 SCALE_UP_NOT_COMING = "NotTriggerScaleUp"
 KARPENTER = "karpenter"

@@ -18,7 +18,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from falapp_operator import metrics
 from falapp_operator.api import GROUP, VERSION, format_time
-from falapp_operator.reconcile.writes import DELETE_FIRST, DELETION_COST
+from falapp_operator.api.names import DELETE_FIRST, DELETION_COST
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
