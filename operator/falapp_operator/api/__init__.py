@@ -15,9 +15,8 @@ from falapp_operator.api.common import (
     ObjectMeta,
     StatusModel,
     Toleration,
-    format_time,
-    parse_time,
     plain,
+    truncate,
 )
 from falapp_operator.api.conditions import (
     Condition,
@@ -83,6 +82,7 @@ from falapp_operator.api.status import (
     append_attempt,
     summarize_placements,
 )
+from falapp_operator.api.times import format_micro_time, format_time, parse_time, parse_time_or_none
 from falapp_operator.api.units import (
     cpu_millis,
     format_duration,
@@ -174,16 +174,19 @@ __all__ = [
     "display_name_for",
     "find_machine_type",
     "format_duration",
+    "format_micro_time",
     "format_time",
     "get_condition",
     "memory_bytes",
     "parse_duration",
     "parse_time",
+    "parse_time_or_none",
     "parse_quantity",
     "plain",
     "requirement_matches",
     "scale_quantity",
     "set_condition",
     "structural_schema",
+    "truncate",
     "summarize_placements",
 ]

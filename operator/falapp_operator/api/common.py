@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,10 +22,12 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from falapp_operator.api.times import format_time, utc
 from falapp_operator.api.units import parse_duration, parse_quantity
 
 GROUP = "fal.ai"
 MAX_MACHINE_TYPES = 8  # entries of FalApp spec.machineTypes
+MAX_MESSAGE = 1024  # characters of a message the operator writes (attempts, candidates, events)
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
@@ -104,28 +106,17 @@ class StatusModel(ApiModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def truncate(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text` in at most `limit` characters; a cut one ends in "..." so a reader sees it was cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # --- wire types -------------------------------------------------------------------------------------
-
-
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with second precision, as Kubernetes writes metav1.Time."""
-    return _utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """A Kubernetes timestamp (`2006-01-02T15:04:05Z`, optionally with fractions) as UTC; None stays None."""
-    return _utc(datetime.fromisoformat(text.replace("Z", "+00:00"))) if text else None
 
 
 Timestamp = Annotated[
     datetime,
-    AfterValidator(_utc),
+    AfterValidator(utc),
     PlainSerializer(format_time, return_type=str, when_used="json"),
 ]
 """A date-time, always UTC; serialized as `2006-01-02T15:04:05Z`."""

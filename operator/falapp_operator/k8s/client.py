@@ -17,7 +17,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from falapp_operator import metrics
-from falapp_operator.api import GROUP, VERSION, format_time
+from falapp_operator.api import GROUP, VERSION, format_time, truncate
 from falapp_operator.api.names import DELETE_FIRST, DELETION_COST
 
 APPLY = "application/apply-patch+yaml"
@@ -388,7 +388,7 @@ class KubeApi:
             "metadata": {"generateName": f"{involved['name'][:200]}.", "namespace": involved["namespace"]},
             "involvedObject": dict(involved),
             "reason": reason,
-            "message": message[:1024],
+            "message": truncate(message),
             "type": event_type,
             "firstTimestamp": now,
             "lastTimestamp": now,

@@ -6,7 +6,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from falapp_operator.api import MAX_ATTEMPTS, FalAppSpec, MachineType, app_name_problem, format_time, parse_time
+from falapp_operator.api import (
+    MAX_ATTEMPTS,
+    FalAppSpec,
+    MachineType,
+    app_name_problem,
+    format_time,
+    parse_time,
+    truncate,
+)
 from falapp_operator.api.conditions import Condition, ConditionType, get_condition, set_condition
 from falapp_operator.placement import (
     Attempt,
@@ -254,7 +262,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         start = min((s for s in starts if s is not None), default=None)
         tried = dst if tr.move == Move.PROBE_FAILED else src or dst
         entry = {"machineType": tried, "start": format_time(start or snap.now), "end": format_time(snap.now),
-                 "outcome": tr.move.value, "message": (tr.message or "")[:1024]}
+                 "outcome": tr.move.value, "message": truncate(tr.message or "")}
         if count > 1:
             entry["replicas"] = count
         if start is None or not any(_same_attempt(a, entry) for a in attempts):  # not when decided again
@@ -340,7 +348,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         "readyReplicas": ready,
         "selector": snap.ref.selector,
         "machines": ",".join(f"{display.get(t, t)}x{decision.counts[t]}" for t in in_use),
-        "candidates": candidates_summary(resolution)[:1024],
+        "candidates": truncate(candidates_summary(resolution)),
         "placements": placements,
         "attempts": attempts,
         "probes": [{"machineType": display.get(t, t), "failures": b.failures,

@@ -8,10 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from falapp_operator.api import API_VERSION, FalAppSpec, MachineType, format_time, parse_time
+from falapp_operator.api import API_VERSION, FalAppSpec, MachineType, format_time, parse_time_or_none
 from falapp_operator.api.names import (
     APP_LABEL,
     HASH_ANNOTATION,
@@ -200,15 +199,8 @@ def decode_surge(type_name: str, value: str | None) -> Surge | None:
         return Surge(type_name) if data > 0 else None
     if not isinstance(data, dict):
         return None
-    return Surge(type_name, data.get("from") or None, _time_or_none(data.get("since")),
-                 _time_or_none(data.get("readyAt")))
-
-
-def _time_or_none(value: object) -> datetime | None:
-    try:
-        return parse_time(value)
-    except (TypeError, ValueError):
-        return None
+    return Surge(type_name, data.get("from") or None, parse_time_or_none(data.get("since")),
+                 parse_time_or_none(data.get("readyAt")))
 
 
 def service(app: AppRef, spec: FalAppSpec) -> dict | None:
