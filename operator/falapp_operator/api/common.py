@@ -141,24 +141,24 @@ def _check_quantity(value: str) -> str:
     return value
 
 
-Quantity = Annotated[
-    str,
-    BeforeValidator(_number_to_str),
-    AfterValidator(_check_quantity),
-    WithJsonSchema(
+def _quantity_schema(range_rule: str, message: str) -> WithJsonSchema:
+    """The schema of a quantity field: int-or-string, the pattern, and a CEL rule on its range (guarded,
+    so a malformed value reports only the pattern error)."""
+    return WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,
             "pattern": QUANTITY,
             "maxLength": 64,
-            "x-kubernetes-validations": [
-                # guarded so a malformed value reports only the pattern error
-                cel(
-                    f"!isQuantity(string(self)) || !quantity(string(self)).isGreaterThan(quantity('{QUANTITY_MAX}'))",
-                    QUANTITY_RANGE_MESSAGE,
-                )
-            ],
+            "x-kubernetes-validations": [cel(f"!isQuantity(string(self)) || {range_rule}", message)],
         }
-    ),
+    )
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_number_to_str),
+    AfterValidator(_check_quantity),
+    _quantity_schema(f"!quantity(string(self)).isGreaterThan(quantity('{QUANTITY_MAX}'))", QUANTITY_RANGE_MESSAGE),
 ]
 """A non-negative Kubernetes quantity (`12`, `500m`, `80Gi`) of at most 1P; integers are accepted and kept
 as strings."""
@@ -182,21 +182,10 @@ GpuMemory = Annotated[
     str,
     BeforeValidator(_number_to_str),
     AfterValidator(_check_gpu_memory),
-    WithJsonSchema(
-        {
-            "x-kubernetes-int-or-string": True,
-            "pattern": QUANTITY,
-            "maxLength": 64,
-            "x-kubernetes-validations": [
-                # guarded so a malformed value reports only the pattern error
-                cel(
-                    "!isQuantity(string(self)) || "
-                    f"(quantity(string(self)).compareTo(quantity('{GPU_MEMORY_MIN}')) >= 0 && "
-                    f"quantity(string(self)).compareTo(quantity('{GPU_MEMORY_MAX}')) <= 0)",
-                    GPU_MEMORY_MESSAGE,
-                )
-            ],
-        }
+    _quantity_schema(
+        f"(quantity(string(self)).compareTo(quantity('{GPU_MEMORY_MIN}')) >= 0 && "
+        f"quantity(string(self)).compareTo(quantity('{GPU_MEMORY_MAX}')) <= 0)",
+        GPU_MEMORY_MESSAGE,
     ),
 ]
 """VRAM a replica needs: a quantity between GPU_MEMORY_MIN and GPU_MEMORY_MAX."""
