@@ -75,7 +75,6 @@ from falapp_operator.api.podspec import (
 from falapp_operator.api.status import (
     MAX_ATTEMPTS,
     Attempt,
-    AttemptOutcome,
     FalAppStatus,
     Placement,
     ProbeBackoff,
@@ -121,7 +120,6 @@ __all__ = [
     "ApiModel",
     "AppToleration",
     "Attempt",
-    "AttemptOutcome",
     "Condition",
     "ConditionStatus",
     "ConditionType",

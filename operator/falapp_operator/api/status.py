@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import StrEnum
 from typing import Any
 
 from pydantic import ConfigDict, Field, model_validator
@@ -12,18 +11,6 @@ from falapp_operator.api.common import MAX_MACHINE_TYPES, MAX_MESSAGE, StatusMod
 from falapp_operator.api.conditions import Condition
 
 MAX_ATTEMPTS = 20
-
-
-class AttemptOutcome(StrEnum):
-    """Outcomes the operator records in status.attempts."""
-
-    PENDING = "Pending"
-    RUNNING = "Running"
-    UNSCHEDULABLE = "Unschedulable"
-    FELL_BACK = "FellBack"
-    PROBE_FAILED = "ProbeFailed"
-    RETURNED = "Returned"
-    REMOVED = "Removed"
 
 
 class Placement(StatusModel):
