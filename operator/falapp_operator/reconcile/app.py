@@ -17,14 +17,14 @@ from falapp_operator.api import (
 )
 from falapp_operator.api.conditions import Condition, ConditionType, get_condition, set_condition
 from falapp_operator.placement import (
-    Attempt,
     Decision,
     Move,
     NodeFree,
     Observed,
+    PastMove,
     PodView,
     Policy,
-    ProbeBackoff,
+    ProbeRetry,
     Surge,
     decide,
 )
@@ -185,17 +185,17 @@ def _dump_conditions(conditions: list[Condition]) -> list[dict]:
     return [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in conditions]
 
 
-def _probes_from_status(status: Mapping, by_display: Mapping[str, str]) -> dict[str, ProbeBackoff]:
+def _probes_from_status(status: Mapping, by_display: Mapping[str, str]) -> dict[str, ProbeRetry]:
     out = {}
     for p in status.get("probes") or []:
         name = by_display.get(p.get("machineType"))
         if name and p.get("nextAttempt"):
-            out[name] = ProbeBackoff(int(p.get("failures", 1)), parse_time(p["nextAttempt"]))
+            out[name] = ProbeRetry(int(p.get("failures", 1)), parse_time(p["nextAttempt"]))
     return out
 
 
-def _attempts_from_status(status: Mapping, by_display: Mapping[str, str]) -> tuple[Attempt, ...]:
-    return tuple(Attempt(by_display.get(a.get("machineType"), a.get("machineType", "")), a.get("outcome", ""),
+def _attempts_from_status(status: Mapping, by_display: Mapping[str, str]) -> tuple[PastMove, ...]:
+    return tuple(PastMove(by_display.get(a.get("machineType"), a.get("machineType", "")), a.get("outcome", ""),
                          parse_time(a.get("end")), a.get("message") or "", parse_time(a.get("start")))
                  for a in status.get("attempts") or [])
 
