@@ -228,6 +228,7 @@ def resolve(spec: FalAppSpec, catalogue: Iterable[MachineType], namespace: str =
             unfit.append(too_small)
             continue
         hosts.consider(listed, machine_type, why_not(spec, machine_type))
+    problem: str | None
     if unknown:
         known = ", ".join(sorted(m.display_name for m in catalogue)) or "none"
         problem = f"spec.machineTypes: unknown machine type(s) {', '.join(unknown)} (known: {known})"
@@ -271,6 +272,7 @@ def _resolve_by_vram(spec: FalAppSpec, catalogue: list[MachineType], namespace: 
             break
         hosts.consider(machine_type.display_name, machine_type,
                        not_available(machine_type, namespace, namespace_labels) or why_not(spec, machine_type))
+    problem: str | None
     if not hosts.options and fitting:
         problem = (f"spec.gpuMemory: no machine type this app may use fits {spec.gpu_memory}: "
                    + "; ".join([*hosts.skipped.values(), *hosts.oversized]))
