@@ -236,16 +236,6 @@ def test_nvenc_capability() -> None:
     assert not XS.nvenc_capable and not XS.is_gpu and H100.is_gpu
 
 
-def test_replica_requests_scale_per_gpu() -> None:
-    assert H100 is not None and XS is not None
-    assert H100.spec.replica_requests(2) == {"cpu": "24", "memory": "224Gi", "nvidia.com/gpu": "2"}
-    assert XS.spec.replica_requests(0) == {"cpu": "500m", "memory": "512Mi"}
-    with pytest.raises(ValueError):
-        H100.spec.replica_requests(0)
-    with pytest.raises(ValueError):
-        XS.spec.replica_requests(1)
-
-
 @pytest.mark.parametrize(
     ("labels", "nvenc", "want"),
     [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, find_machine_type
-from falapp_operator.placement.eligibility import candidate_types, gpus_per_replica, why_not
+from falapp_operator.placement.eligibility import candidate_types, gpus_per_replica, type_option, why_not
 
 
 def _spec(num_gpus: int | None = None, requires_nvenc: bool = False,
@@ -61,3 +61,19 @@ def test_what_a_type_can_host(type_name: str, num_gpus: int | None, nvenc: bool,
 def test_candidates_are_found_by_the_name_a_falapp_writes(listed: list[str], want: list[str]) -> None:
     found = candidate_types(_spec(machine_types=listed), DEFAULT_CATALOG)
     assert [m.name for m in found] == want
+
+
+@pytest.mark.parametrize(
+    ("type_name", "num_gpus", "want"),
+    [
+        ("GPU-H100", None, (1, 12_000, 112 * 2**30)),
+        ("GPU-H100", 2, (2, 24_000, 224 * 2**30)),  # cpu and memory are per GPU on GPU types
+        ("XS", None, (0, 500, 512 * 2**20)),  # per replica on CPU types
+    ],
+    ids=["gpu-one", "gpu-two", "cpu"],
+)
+def test_what_a_replica_requests_on_a_type(type_name: str, num_gpus: int | None, want: tuple[int, int, int]) -> None:
+    machine_type = find_machine_type(DEFAULT_CATALOG, type_name)
+    assert machine_type is not None
+    option = type_option(_spec(num_gpus), machine_type)
+    assert (option.gpus, option.cpu_milli, option.memory_bytes) == want

@@ -88,7 +88,6 @@ from falapp_operator.api.units import (
     memory_bytes,
     parse_duration,
     parse_quantity,
-    scale_quantity,
 )
 from falapp_operator.api.volumes import (
     ConfigMapVolumeSource,
@@ -182,7 +181,6 @@ __all__ = [
     "parse_quantity",
     "plain",
     "requirement_matches",
-    "scale_quantity",
     "set_condition",
     "structural_schema",
     "truncate",

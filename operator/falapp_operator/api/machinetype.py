@@ -28,7 +28,6 @@ from falapp_operator.api.common import (
 )
 from falapp_operator.api.crd import PrinterColumn, ResourceInfo
 from falapp_operator.api.nodes import LabelSelector, LabelValue, NodeSelectorRequirement, Taint, tolerated
-from falapp_operator.api.units import scale_quantity
 
 NVIDIA_GPU = "nvidia.com/gpu"
 
@@ -138,20 +137,6 @@ class MachineTypeSpec(ApiModel):
     @property
     def nvenc_capable(self) -> bool:
         return self.gpu is not None and self.gpu.nvenc_engines > 0
-
-    def replica_requests(self, gpus: int) -> dict[str, str]:
-        """Resource requests of one replica with `gpus` GPUs (0 on CPU types): cpu, memory and GPUs."""
-        if self.gpu is None:
-            if gpus:
-                raise ValueError("a CPU machine type has no GPUs")
-            return {"cpu": self.resources.cpu, "memory": self.resources.memory}
-        if gpus < 1:
-            raise ValueError("a GPU machine type needs at least one GPU per replica")
-        return {
-            "cpu": scale_quantity(self.resources.cpu, gpus),
-            "memory": scale_quantity(self.resources.memory, gpus),
-            self.gpu.resource_name: str(gpus),
-        }
 
     def available_to(self, namespace_labels: Mapping[str, str] | None) -> bool:
         """Whether FalApps of a namespace with these labels may use the type. Unknown labels (None) pass
