@@ -23,6 +23,7 @@ PROGRESS_PREFIX = GROUP  # kopf's progress annotations
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 DELETE_FIRST = "-1000"  # the deletion cost of a pod its ReplicaSet should remove first
 REVISION_LABEL = "pod-template-hash"
+KARPENTER_NODEPOOL_LABEL = "karpenter.sh/nodepool"  # on every node a Karpenter NodePool makes
 
 
 def deployment_name(app: str, machine_type: str) -> str:

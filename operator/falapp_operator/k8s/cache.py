@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from falapp_operator.api import MachineType
-from falapp_operator.api.names import APP_LABEL, TYPE_LABEL
+from falapp_operator.api.names import APP_LABEL, KARPENTER_NODEPOOL_LABEL, TYPE_LABEL
 from falapp_operator.api.nodes import Taint, scheduling_taints
 from falapp_operator.api.units import cpu_millis, memory_bytes
 from falapp_operator.placement import NodeFree
@@ -46,7 +46,7 @@ def nodepool_nodes(nodepool: Mapping) -> PoolNodes:
         values = requirement.get("values") or []
         if requirement.get("operator") == "In" and len(values) == 1:
             labels[requirement["key"]] = values[0]
-    labels["karpenter.sh/nodepool"] = nodepool["metadata"]["name"]
+    labels[KARPENTER_NODEPOOL_LABEL] = nodepool["metadata"]["name"]
     return PoolNodes(labels, scheduling_taints(spec.get("taints")))
 
 
