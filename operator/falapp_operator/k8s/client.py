@@ -137,7 +137,7 @@ async def _answer(coro, what: str, clock: ServerClock | None = None) -> Any:
 
 
 def _from_body(status: int, reason: str, data: bytes, what: str) -> ApiError:
-    message = data.decode(errors="replace")[:2048]
+    message = truncate(data.decode(errors="replace"), 2048)  # a body not from the API server (a proxy's page)
     try:
         body = json.loads(data)
         if isinstance(body, dict):
