@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 
 from falapp_operator import metrics
 from falapp_operator.api import GROUP, VERSION
+from falapp_operator.api.names import FINALIZER, PROGRESS_PREFIX
 from falapp_operator.k8s.client import PAGE, KubeApi, load_config
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.leader import LeaderElector, default_identity, default_namespace
@@ -55,9 +56,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object)
     settings.posting.level = 30  # kopf's own events only for warnings and errors
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="fal.ai")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
     settings.persistence.diffbase_storage = NoDiffBase()
-    settings.persistence.finalizer = "fal.ai/operator"
+    settings.persistence.finalizer = FINALIZER
     settings.watching.chunk_size = PAGE  # kopf's initial LISTs are paged too
     api = KubeApi(await load_config(), config.field_manager)
     controller = Controller(api, config)

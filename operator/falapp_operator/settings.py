@@ -23,7 +23,6 @@ class OperatorSettings(BaseSettings):
         "for anything the watches missed; 0 turns it off.")
     watch_namespaces: str = Field(
         "", description="Comma-separated namespaces whose FalApps are managed; empty: all (set by --namespace).")
-    log_format: str = Field("text", pattern="^(text|json)$", description="Log format: text or json.")
     # Leader election (the chart turns it on; a single local process, as in the demo, runs without it).
     # Timing as in Kubernetes' own controllers: the leader stops writing renew_deadline after its last
     # successful renewal began, before any other candidate may take the Lease (lease_duration after it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from falapp_operator.api.names import KARPENTER_NODEPOOL_LABEL
 from tests.builders import TYPE_LABEL
 from tests.kube import Kubectl, condition, wait_until
 
@@ -72,12 +73,9 @@ class Sampler:
         self._thread.join()
 
 
-KARPENTER_POOL_LABEL = "karpenter.sh/nodepool"
-
-
 def pool_nodes(kctl: Kubectl, pool: str) -> list[dict]:
     """Nodes Karpenter made for NodePool `pool` (not yet being deleted)."""
-    return [n for n in kctl.get("nodes", None, "-l", f"{KARPENTER_POOL_LABEL}={pool}")["items"]
+    return [n for n in kctl.get("nodes", None, "-l", f"{KARPENTER_NODEPOOL_LABEL}={pool}")["items"]
             if not n["metadata"].get("deletionTimestamp")]
 
 

@@ -7,7 +7,7 @@ object, a Warning event, and recovery once the cause is gone.
 
 from __future__ import annotations
 
-from falapp_operator.reconcile.children import deployment_name
+from falapp_operator.api.names import deployment_name
 from tests.cluster.builders import falapp
 from tests.cluster.helpers import events_for, wait_condition, wait_placement
 from tests.cluster.test_chart import TokenOperator, token_kubeconfig

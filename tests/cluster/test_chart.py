@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from falapp_operator.reconcile.children import deployment_name
+from falapp_operator.api.names import deployment_name
 from tests.cluster.builders import PrivatePools, falapp
 from tests.cluster.conftest import OperatorProcess
 from tests.cluster.helpers import events_for, wait_condition, wait_placement

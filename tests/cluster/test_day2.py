@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from falapp_operator.reconcile.children import deployment_name
+from falapp_operator.api.names import deployment_name
 from tests.cluster.builders import falapp
 from tests.cluster.helpers import Sampler, app_pods, events_for, ready_by_type, wait_condition, wait_placement
 from tests.cluster.test_fallback import post_autoscaler_event

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from falapp_operator.api import format_micro_time
 from falapp_operator.k8s.client import ApiError
 from tests.builders import POOL_LABEL
 from tests.cluster.builders import PrivatePools, falapp
@@ -186,7 +187,7 @@ def test_a_leader_whose_lease_is_taken_stops_writing_and_exits(kctl: Kubectl, po
     wait_until(lambda: holder(kctl) == "op-a", timeout=30, message="op-a leads")
     kctl.apply(falapp("kept", [room], gpus=1, replicas=1))
     wait_placement(kctl, "kept", {room.lower(): 1})
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = format_micro_time(datetime.now(UTC))
     taken = time.monotonic()
     kctl.run("patch", "lease", LEASE, "--type=merge",
              "-p", f'{{"spec":{{"holderIdentity":"someone-else","renewTime":"{now}"}}}}')

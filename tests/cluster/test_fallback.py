@@ -6,6 +6,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
+from falapp_operator.api import format_time, parse_time
 from tests.cluster.builders import falapp
 from tests.cluster.conftest import settle
 from tests.cluster.helpers import app_pods, events_for, ready_by_type, wait_condition, wait_placement
@@ -62,14 +63,13 @@ def test_no_capacity_anywhere_then_room_is_used_within_one_timeout(kctl, running
     added = datetime.now(UTC)
     pools.add_node("slow", gpus=8)
     pods = wait_placement(kctl, "starved", {slow.lower(): 1}, timeout=30)
-    bound_at = datetime.fromisoformat(
-        condition(pods[0], "PodScheduled")["lastTransitionTime"].replace("Z", "+00:00"))
+    bound_at = parse_time(condition(pods[0], "PodScheduled")["lastTransitionTime"])
     assert (bound_at - added).total_seconds() <= 3 + 2, "room was not used within one unschedulableTimeout"
     wait_condition(kctl, "falapp", "starved", "Ready")
 
 
 def post_autoscaler_event(kctl: Kubectl, pod: dict, reason: str) -> None:
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = format_time(datetime.now(UTC))
     kctl.apply({
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"name": f"{pod['metadata']['name']}.{reason.lower()}"},
@@ -93,8 +93,8 @@ def test_autoscaler_scale_up_holds_fallback_until_not_triggered(kctl, running_op
     post_autoscaler_event(kctl, pod, "TriggeredScaleUp")
     kctl.apply(falapp("scaler", [fast, slow], gpus=1, replicas=1, timeout="3s", scale_up_timeout="10m"))
     # a node is "coming": well past the 3 s timeout the replica still waits on fast
-    wait_until(lambda: (datetime.now(UTC) - datetime.fromisoformat(
-        condition(pod, "PodScheduled")["lastTransitionTime"].replace("Z", "+00:00"))).total_seconds() > 8,
+    wait_until(lambda: (datetime.now(UTC) - parse_time(
+        condition(pod, "PodScheduled")["lastTransitionTime"])).total_seconds() > 8,
         timeout=20, interval=0.5, message="time to pass the timeout")
     assert [p["metadata"]["uid"] for p in app_pods(kctl, "scaler")] == [pod["metadata"]["uid"]]
     assert not events_for(kctl, "scaler", "FellBack")
@@ -241,7 +241,7 @@ def test_failed_return_probe_backs_off(kctl, running_operator, pools):
     probes = wait_until(lambda: kctl.get("falapp", "probe")["status"].get("probes"), timeout=10,
                         message="status.probes")
     assert probes[0]["machineType"] == fast and probes[0]["failures"] == 1
-    next_attempt = datetime.fromisoformat(probes[0]["nextAttempt"].replace("Z", "+00:00"))
+    next_attempt = parse_time(probes[0]["nextAttempt"])
     assert 50 <= (next_attempt - datetime.now(UTC)).total_seconds() <= 62
     # the running replica was never touched, and no second probe starts during the back-off
     settle(5)  # longer than the 2 s timeout: a probe that ignored the back-off would have started

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from falapp_operator.api.names import KARPENTER_NODEPOOL_LABEL, TYPE_LABEL
 from hack.rigs import autoscaled_env
 from tests.cluster.builders import falapp
 from tests.cluster.conftest import OperatorProcess
 from tests.cluster.helpers import (
-    KARPENTER_POOL_LABEL,
-    TYPE_LABEL,
     Sampler,
     app_pods,
     events_for,
@@ -92,7 +91,7 @@ def akctl(ak: Kubectl, aoperator: OperatorProcess) -> Kubectl:
 
 def wait_pool_empty(ak: Kubectl) -> None:
     """No node of the pool left (earlier tests' load is gone and Karpenter removed its nodes)."""
-    wait_until(lambda: not ak.get("nodes", None, "-l", f"{KARPENTER_POOL_LABEL}={POOL}")["items"],
+    wait_until(lambda: not ak.get("nodes", None, "-l", f"{KARPENTER_NODEPOOL_LABEL}={POOL}")["items"],
                timeout=NODE_REMOVAL, interval=1, message=f"NodePool {POOL} without nodes")
 
 
@@ -138,7 +137,7 @@ def test_preferred_type_without_nodes_waits_for_the_pool_to_grow(ak, akctl):
         akctl.apply(falapp("grow", [H100, A100], gpus=8, timeout="4s", scale_up_timeout="3m"))
         pods = wait_placement(akctl, "grow", {H100_OBJ: 1}, timeout=90)
     node = node_of(akctl, pods[0])
-    assert node["metadata"]["labels"].get(KARPENTER_POOL_LABEL) == POOL, "the replica should run on a new pool node"
+    assert node["metadata"]["labels"].get(KARPENTER_NODEPOOL_LABEL) == POOL, "the replica should run on a new pool node"
     nominated = [e for e in pod_events(akctl, pods[0]["metadata"]["name"], "karpenter") if e["reason"] == "Nominated"]
     assert nominated and nominated[0]["message"].startswith("Pod should schedule on: nodeclaim/")
     assert not events_for(akctl, "grow", "FellBack")
@@ -210,7 +209,7 @@ def test_replica_that_fell_back_returns_when_the_pool_can_grow_again(ak, akctl):
                    timeout=NODE_REMOVAL, interval=1, message="the filler's nodes removed")
         pods = wait_placement(akctl, "back", {H100_OBJ: 1}, timeout=300)
     node = node_of(akctl, pods[0])
-    assert node["metadata"]["labels"].get(KARPENTER_POOL_LABEL) == POOL
+    assert node["metadata"]["labels"].get(KARPENTER_NODEPOOL_LABEL) == POOL
     assert node["metadata"]["name"] not in fill_nodes, "the replica should return onto a node the pool added"
     samples = [s for s in ready.samples if isinstance(s, Counter)]
     assert samples and all(sum(s.values()) >= 1 for s in samples), "make-before-break: never without a Ready replica"

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from falapp_operator.reconcile.children import deployment_name
+from falapp_operator.api.names import deployment_name
 from tests.cluster.builders import PrivatePools, falapp
 from tests.cluster.helpers import app_pods, wait_condition, wait_placement
 from tests.kube import Kubectl, wait_until

@@ -3,7 +3,7 @@ controlled by that FalApp; otherwise the app is Stalled (NameConflict) and nothi
 
 from __future__ import annotations
 
-from falapp_operator.reconcile.children import deployment_name
+from falapp_operator.api.names import deployment_name
 from tests.cluster.builders import falapp
 from tests.cluster.conftest import settle
 from tests.cluster.helpers import app_pods, events_for, wait_condition, wait_placement

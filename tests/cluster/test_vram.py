@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from falapp_operator.api.names import TYPE_LABEL
 from tests.cluster.builders import falapp
 from tests.cluster.helpers import (
-    TYPE_LABEL,
     Sampler,
     app_pods,
     events_for,

@@ -18,14 +18,14 @@ import inspect
 from dataclasses import dataclass, field
 
 from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, FalAppStatus, MachineType
+from falapp_operator.api.names import DELETE_FIRST, TYPE_LABEL
 from falapp_operator.k8s.cache import COMING, ClusterCache
 from falapp_operator.placement import NodeFree, after_claims
 from falapp_operator.placement.eligibility import candidate_types
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, plan
 from falapp_operator.reconcile.observe import children_state, made_by, pod_view, slim_child, slim_pod
-from falapp_operator.reconcile.writes import DELETE_FIRST, Write, child_writes, status_changed
-from tests.builders import TYPE_LABEL
+from falapp_operator.reconcile.writes import Write, child_writes, status_changed
 from tests.sim.objects import NAMESPACE
 from tests.sim.world import World
 

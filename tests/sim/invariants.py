@@ -47,9 +47,10 @@ from collections import Counter
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from falapp_operator.api.names import SURGE_ANNOTATION
 from falapp_operator.placement import Move
 from falapp_operator.placement.eligibility import resolve
-from falapp_operator.reconcile.children import SURGE_ANNOTATION, decode_surge
+from falapp_operator.reconcile.children import decode_surge
 from tests.sim.driver import CATALOGUE, build_cache, free_for
 from tests.sim.objects import NAMESPACE
 

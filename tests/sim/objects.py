@@ -16,8 +16,6 @@ from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, format_time
 from falapp_operator.api.units import cpu_millis, memory_bytes
 from tests.builders import GPU, GPU_TAINT, node
 
-REVISION_LABEL = "pod-template-hash"
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 NAMESPACE = "team"
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from falapp_operator.api import parse_time
+from falapp_operator.api.names import DELETION_COST
 from falapp_operator.placement import Transition
 from tests.sim.driver import App, Outcome, reconcile
 from tests.sim.invariants import Invariants, Violation
-from tests.sim.objects import DELETION_COST, EPOCH, NAMESPACE, Pod
+from tests.sim.objects import EPOCH, NAMESPACE, Pod
 from tests.sim.world import World
 
 H100, A100, L40 = "gpu-h100", "gpu-a100", "gpu-l40"

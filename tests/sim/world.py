@@ -26,16 +26,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from tests.builders import APP_LABEL, TYPE_LABEL
-from tests.sim.objects import (
-    DELETION_COST,
-    EPOCH,
-    REVISION_LABEL,
-    SHAPES,
-    Deployment,
-    Node,
-    Pod,
-)
+from falapp_operator.api.names import APP_LABEL, DELETION_COST, REVISION_LABEL, TYPE_LABEL
+from tests.sim.objects import EPOCH, SHAPES, Deployment, Node, Pod
 
 
 @dataclass

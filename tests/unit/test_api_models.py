@@ -184,49 +184,10 @@ def test_display_name_defaults_to_upper_cased_name() -> None:
     assert custom.matches("GPU-A100-80GB") and custom.matches("A100-BIG") and not custom.matches("a100")
 
 
-@pytest.mark.parametrize(
-    ("mt_name", "num_gpus", "want"),
-    [
-        ("GPU-H100", None, 1),
-        ("GPU-H100", 8, 8),
-        ("GPU-H100", 9, None),
-        ("GPU-H100", 0, None),
-        ("XS", None, 0),
-        ("XS", 0, 0),
-        ("XS", 1, None),
-    ],
-    ids=[
-        "gpu-default-1",
-        "gpu-max",
-        "gpu-over-max",
-        "gpu-explicit-0",
-        "cpu-default",
-        "cpu-0",
-        "cpu-with-gpu",
-    ],
-)
-def test_gpus_per_replica(mt_name: str, num_gpus: int | None, want: int | None) -> None:
-    mt = find_machine_type(DEFAULT_CATALOG, mt_name)
-    assert mt is not None
-    assert mt.spec.gpus_per_replica(num_gpus) == want
-    assert mt.spec.can_host(num_gpus) == (want is not None)
-
-
 def test_nvenc_capability() -> None:
     assert H100 is not None and L40 is not None and XS is not None
-    assert L40.nvenc_capable and L40.spec.can_host(1, requires_nvenc=True)
-    assert not H100.nvenc_capable and not H100.spec.can_host(1, requires_nvenc=True)
+    assert L40.nvenc_capable and not H100.nvenc_capable
     assert not XS.nvenc_capable and not XS.is_gpu and H100.is_gpu
-
-
-def test_replica_requests_scale_per_gpu() -> None:
-    assert H100 is not None and XS is not None
-    assert H100.spec.replica_requests(2) == {"cpu": "24", "memory": "224Gi", "nvidia.com/gpu": "2"}
-    assert XS.spec.replica_requests(0) == {"cpu": "500m", "memory": "512Mi"}
-    with pytest.raises(ValueError):
-        H100.spec.replica_requests(0)
-    with pytest.raises(ValueError):
-        XS.spec.replica_requests(1)
 
 
 @pytest.mark.parametrize(

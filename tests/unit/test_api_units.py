@@ -13,7 +13,6 @@ from falapp_operator.api import (
     memory_bytes,
     parse_duration,
     parse_quantity,
-    scale_quantity,
 )
 
 DURATIONS = [
@@ -77,14 +76,6 @@ def test_parse_quantity_rejects(text: object) -> None:
         parse_quantity(text)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("value", "factor", "want"),
-    [("112Gi", 8, "896Gi"), ("12", 2, "24"), ("500m", 3, "1500m"), ("0.5", 3, "1.5"), ("1e3", 2, "2000")],
-    ids=["gi", "plain", "milli", "fraction", "exponent"],
-)
-def test_scale_quantity(value: str, factor: int, want: str) -> None:
-    assert scale_quantity(value, factor) == want
-    assert parse_quantity(want) == parse_quantity(value) * factor
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from falapp_operator.reconcile.children import AppRef, deployment_name
+from falapp_operator.api.names import deployment_name
+from falapp_operator.reconcile.children import AppRef
 from falapp_operator.reconcile.observe import children_state, made_by
 from falapp_operator.reconcile.writes import name_conflict
 

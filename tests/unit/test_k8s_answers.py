@@ -11,10 +11,11 @@ from email.utils import format_datetime
 import pytest
 from kubernetes_asyncio.client import ApiClient
 
+from falapp_operator.api.names import HASH_ANNOTATION
 from falapp_operator.k8s.client import ApiError, KubeApi, ServerClock, _answer
 from falapp_operator.k8s.workqueue import WorkQueue
 from falapp_operator.placement import Surge
-from falapp_operator.reconcile.children import HASH_ANNOTATION, decode_surge, encode_surge
+from falapp_operator.reconcile.children import decode_surge, encode_surge
 from falapp_operator.reconcile.writes import needs_apply
 
 

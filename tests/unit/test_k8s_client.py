@@ -215,7 +215,7 @@ async def test_an_event_names_what_it_is_about(served: tuple[FakeApiServer, Kube
     assert str(request) == f"POST /api/v1/namespaces/{NS}/events"
     body = request.body
     assert body["involvedObject"] == involved and body["type"] == "Warning" and body["reason"] == "RequestRejected"
-    assert body["message"] == "x" * 1024 and body["metadata"] == {"generateName": "llm.", "namespace": NS}
+    assert body["message"] == "x" * 1021 + "..." and body["metadata"] == {"generateName": "llm.", "namespace": NS}
     assert body["source"] == {"component": FIELD_MANAGER} and body["firstTimestamp"] == body["lastTimestamp"]
 
 

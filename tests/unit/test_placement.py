@@ -14,14 +14,14 @@ from datetime import datetime, timedelta
 import pytest
 
 from falapp_operator.placement import (
-    Attempt,
     Decision,
     Move,
     NodeFree,
     Observed,
+    PastMove,
     PodView,
     Policy,
-    ProbeBackoff,
+    ProbeRetry,
     Surge,
     TypeOption,
     decide,
@@ -60,8 +60,8 @@ class Case:
     free: dict[str, list[NodeFree]] = field(default_factory=dict)
     options: tuple[TypeOption, ...] = TWO
     policy: Policy = Policy()
-    probes: dict[str, ProbeBackoff] = field(default_factory=dict)
-    attempts: tuple[Attempt, ...] = ()
+    probes: dict[str, ProbeRetry] = field(default_factory=dict)
+    attempts: tuple[PastMove, ...] = ()
     uncreatable: dict[str, str] = field(default_factory=dict)
     want_counts: dict[str, int]
     want_surge: str | None = None  # the type of the make-before-break replica in flight
@@ -69,7 +69,7 @@ class Case:
     want_delete_first: list[str] | None = field(default_factory=list)  # None: not checked
     want_insufficient: dict[str, str] = field(default_factory=dict)
     want_requeue_at: datetime | None = None
-    want_probes: dict[str, ProbeBackoff] | None = None  # None: not checked
+    want_probes: dict[str, ProbeRetry] | None = None  # None: not checked
     xfail: str | None = None  # an engine bug; see the reason
 
     def observed(self) -> Observed:
@@ -169,11 +169,11 @@ CASES = [
          want_counts={A100: 1, H100: 1}, want_moves=[Move.PLACED_PREFERRED], want_delete_first=["a2"]),
     Case(id="move-up/not-while-cooling-after-fallback", replicas=2, counts={A100: 2},
          pods=[pod("a1", A100, ready=True), pod("a2", A100)], free={H100: [node()]},
-         attempts=(Attempt(H100, "FellBack", end=NOW - s(20)),),
+         attempts=(PastMove(H100, "FellBack", end=NOW - s(20)),),
          want_counts={A100: 2}, want_requeue_at=NOW + s(40)),
     Case(id="move-up/after-cooling-expired", replicas=2, counts={A100: 2},
          pods=[pod("a1", A100, ready=True), pod("a2", A100)], free={H100: [node()]},
-         attempts=(Attempt(H100, "FellBack", end=NOW - s(61)),),
+         attempts=(PastMove(H100, "FellBack", end=NOW - s(61)),),
          want_counts={A100: 1, H100: 1}, want_moves=[Move.PLACED_PREFERRED], want_delete_first=["a2"]),
     # 7. return to preferred: make-before-break probe
     Case(id="return/probe-started", replicas=2, counts={A100: 2},
@@ -184,7 +184,7 @@ CASES = [
          want_counts={A100: 2}),
     Case(id="return/backoff-in-future", replicas=2, counts={A100: 2},
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True)], free={H100: [node()]},
-         probes={H100: ProbeBackoff(1, NOW + s(30))},
+         probes={H100: ProbeRetry(1, NOW + s(30))},
          want_counts={A100: 2}, want_requeue_at=NOW + s(30)),
     Case(id="return/no-room", replicas=2, counts={A100: 2},
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True)], free={A100: [node()]},
@@ -207,28 +207,28 @@ CASES = [
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True),
                pod("h1", H100, bound=True, bound_since=NOW - s(1801))],
          want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
-         want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
+         want_probes={H100: ProbeRetry(1, NOW + s(60))}),
     Case(id="surge/crash-looping-probe-fails-at-once", replicas=1, counts={A100: 1, H100: 1},
          surge=Surge(H100, A100, NOW - s(30)),
          pods=[pod("a1", A100, ready=True),
                pod("h1", H100, bound=True, created=NOW - s(25), bound_since=NOW - s(20), failing="CrashLoopBackOff")],
          want_counts={A100: 1}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
-         want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
+         want_probes={H100: ProbeRetry(1, NOW + s(60))}),
     Case(id="surge/ready-probe-returns", replicas=2, counts={A100: 2, H100: 1}, surge=Surge(H100),
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), pod("h1", H100, ready=True)],
-         probes={H100: ProbeBackoff(2, NOW - s(1))},
+         probes={H100: ProbeRetry(2, NOW - s(1))},
          want_counts={A100: 1, H100: 1}, want_moves=[Move.RETURNED], want_probes={}),
     # 9. surge failure backs off
     Case(id="surge/stuck-probe-fails", replicas=2, counts={A100: 2, H100: 1}, surge=Surge(H100),
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), stuck_pod("h1", H100)],
          free={H100: [node()]},  # the room it was started for is still there: the scheduler said no
          want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
-         want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
+         want_probes={H100: ProbeRetry(1, NOW + s(60))}),
     Case(id="surge/second-failure-doubles-backoff", replicas=2, counts={A100: 2, H100: 1},
-         surge=Surge(H100), probes={H100: ProbeBackoff(1, NOW - s(100))}, free={H100: [node()]},
+         surge=Surge(H100), probes={H100: ProbeRetry(1, NOW - s(100))}, free={H100: [node()]},
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), stuck_pod("h1", H100)],
          want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
-         want_probes={H100: ProbeBackoff(2, NOW + s(120))}),
+         want_probes={H100: ProbeRetry(2, NOW + s(120))}),
     # 10. scaling
     Case(id="scale-down/least-preferred-first", replicas=1, counts={H100: 1, A100: 2},
          pods=[pod("h1", H100, ready=True), pod("a1", A100, ready=True), pod("a2", A100, ready=True)],
@@ -328,18 +328,18 @@ CASES = [
          want_counts={V100: 1}),
     Case(id="drain/respects-backoff-and-takes-next-type", replicas=1, counts={V100: 1},
          pods=[pod("v1", V100, ready=True)], free={H100: [node()], A100: [node()]},
-         probes={H100: ProbeBackoff(2, NOW + s(100))},
+         probes={H100: ProbeRetry(2, NOW + s(100))},
          want_counts={V100: 1, A100: 1}, want_surge=A100, want_moves=[Move.DRAIN_STARTED],
          want_requeue_at=NOW + s(100)),
     Case(id="restart/stale-surge-mark-on-unlisted-type-keeps-last-ready", replicas=1, counts={V100: 1},
          surge=Surge(V100), pods=[pod("v1", V100, ready=True)],
          want_counts={V100: 1}),
     Case(id="surge/probe-that-lost-a-race-is-not-punished", replicas=2, counts={A100: 2, H100: 1},
-         surge=Surge(H100, A100, NOW - s(80)), probes={H100: ProbeBackoff(3, NOW - s(100))},
+         surge=Surge(H100, A100, NOW - s(80)), probes={H100: ProbeRetry(3, NOW - s(100))},
          pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True),
                stuck_pod("h1", H100, created=NOW - s(75))],
          want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
-         want_probes={H100: ProbeBackoff(3, NOW + s(60))}),
+         want_probes={H100: ProbeRetry(3, NOW + s(60))}),
     Case(id="surge/old-replica-briefly-not-ready-is-not-the-probe", replicas=2, counts={H100: 2, A100: 1},
          surge=Surge(H100, A100, NOW - s(10)),
          pods=[pod("h-old", H100, bound=True, created=NOW - s(3600)), pod("h1", H100, created=NOW - s(5)),
@@ -354,7 +354,7 @@ CASES = [
     Case(id="surge/quota-blocks-the-extra-pod", replicas=2, counts={A100: 2, H100: 1},
          surge=Surge(H100, A100, NOW - s(30)), pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True)],
          uncreatable={H100: "exceeded quota: gpus"}, free={H100: [node()]},
-         want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
+         want_counts={A100: 2}, want_moves=[Move.PROBE_FAILED], want_probes={H100: ProbeRetry(1, NOW + s(60))}),
     Case(id="drain/unlisted-type-mid-rollout-is-drained", replicas=1, counts={V100: 1},
          pods=[replace(pod("v-old", V100, ready=True), revision="a"),
                replace(stuck_pod("v-new", V100, created=NOW - s(100)), revision="b")],
@@ -364,19 +364,19 @@ CASES = [
          # each replica came back to H100 after A100 and L4 (the replicas' attempts interleave)
          counts={H100: 2},
          pods=[stuck_pod("h1", H100, created=NOW - s(72)), stuck_pod("h2", H100, created=NOW - s(71))],
-         attempts=(Attempt(A100, "FellBack", end=NOW - s(150)), Attempt(A100, "FellBack", end=NOW - s(149)),
-                   Attempt(L4, "FellBack", end=NOW - s(74)), Attempt(L4, "FellBack", end=NOW - s(73))),
+         attempts=(PastMove(A100, "FellBack", end=NOW - s(150)), PastMove(A100, "FellBack", end=NOW - s(149)),
+                   PastMove(L4, "FellBack", end=NOW - s(74)), PastMove(L4, "FellBack", end=NOW - s(73))),
          want_counts={H100: 2}, want_requeue_at=NOW + s(60), want_delete_first=[],
          want_insufficient={"GPU-H100": MSG}),
     Case(id="overflow/not-back-to-a-type-just-left-whatever-the-view", replicas=1, counts={H100: 1},
          # A100 said no (its pod limit), though the view shows room: cooling keeps the replica on H100
          pods=[stuck_pod("h1", H100, created=NOW - s(12))], free={A100: [node()]},
-         attempts=(Attempt(A100, "FellBack", end=NOW - s(10), message="Too many pods"),),
+         attempts=(PastMove(A100, "FellBack", end=NOW - s(10), message="Too many pods"),),
          want_counts={H100: 1}, want_requeue_at=NOW + s(50),
          want_insufficient={"GPU-H100": MSG, "GPU-A100": "Too many pods"}),
     Case(id="no-capacity/after-one-round-waits-on-preferred", replicas=1, counts={H100: 1},
          pods=[stuck_pod("h1", H100, created=NOW - s(71))],
-         attempts=(Attempt(A100, "FellBack", end=NOW - s(72), message="0/4 nodes: A100 full"),),
+         attempts=(PastMove(A100, "FellBack", end=NOW - s(72), message="0/4 nodes: A100 full"),),
          want_counts={H100: 1}, want_requeue_at=NOW + s(60),
          want_insufficient={"GPU-H100": MSG, "GPU-A100": "0/4 nodes: A100 full"}),
     # 5b. a lost pool: no Ready, schedulable node of the type at all; the scheduler's marks are not awaited
@@ -443,7 +443,7 @@ def test_applied_decision_is_stable(case: Case) -> None:
 def test_stable_after_fallback_with_attempt_recorded() -> None:
     """The status records the fallback; the new pending replica on A100 does not bounce back up."""
     case = next(c for c in CASES if c.id == "overflow/only-the-stuck-replica-moves")
-    after = replace(apply(case.decide(), case.observed()), attempts=(Attempt(H100, "FellBack", NOW),))
+    after = replace(apply(case.decide(), case.observed()), attempts=(PastMove(H100, "FellBack", NOW),))
     free = {H100: [node()], A100: [node()]}  # even if room frees up on H100 right away
     second = decide(case.options, case.replicas, case.policy, after, free, NOW)
     assert second.transitions == [] and second.requeue_at == NOW + s(60)
@@ -499,12 +499,12 @@ def test_a_probe_failure_decided_again_is_counted_once() -> None:
     since = NOW - s(1900)
     case = Case(id="again", replicas=1, counts={A100: 1, H100: 1}, surge=Surge(H100, A100, since),
                 pods=[pod("a1", A100, ready=True), pod("h1", H100, bound=True, created=since, bound_since=since)],
-                probes={H100: ProbeBackoff(2, NOW + s(120))},  # already counted by the history write
-                attempts=(Attempt(H100, Move.PROBE_FAILED, NOW - s(1), "not Ready", since),),
+                probes={H100: ProbeRetry(2, NOW + s(120))},  # already counted by the history write
+                attempts=(PastMove(H100, Move.PROBE_FAILED, NOW - s(1), "not Ready", since),),
                 want_counts={A100: 1})
     got = case.decide()
     assert [t.move for t in got.transitions] == [Move.PROBE_FAILED]
-    assert got.probes[H100] == ProbeBackoff(2, NOW + s(120)) and got.transitions[0].start == since
+    assert got.probes[H100] == ProbeRetry(2, NOW + s(120)) and got.transitions[0].start == since
 
 
 def test_no_swap_of_stuck_replicas_even_when_the_view_shows_room() -> None:
@@ -519,8 +519,8 @@ def test_no_swap_of_stuck_replicas_even_when_the_view_shows_room() -> None:
 
 
 def test_a_type_that_refuses_again_after_a_return_cools_down_longer() -> None:
-    once = (Attempt(H100, Move.FELL_BACK, NOW - s(70), MSG, NOW - s(140)),)
-    twice = once + (Attempt(H100, Move.FELL_BACK, NOW - s(10), MSG, NOW - s(50)),)
+    once = (PastMove(H100, Move.FELL_BACK, NOW - s(70), MSG, NOW - s(140)),)
+    twice = once + (PastMove(H100, Move.FELL_BACK, NOW - s(10), MSG, NOW - s(50)),)
     for attempts, cooled_until in ((once[:1], None), (twice, NOW - s(10) + s(120))):
         case = Case(id="cool", replicas=1, counts={A100: 1}, pods=[pod("a1", A100, ready=True)],
                     free={H100: [node()]}, attempts=attempts, want_counts={})
@@ -552,7 +552,7 @@ AUTOSCALED_FIRST = (replace(option(H100), autoscaled=True), option(A100))
          pods=[pod("a1", A100, ready=True), stuck_pod("h1", H100, since=NOW - s(3), created=NOW - s(4),
                                                     scale_up_refused=True)],
          want_counts={A100: 1}, want_moves=[Move.PROBE_FAILED], want_delete_first=["h1"],
-         want_probes={H100: ProbeBackoff(1, NOW + s(60))}),
+         want_probes={H100: ProbeRetry(1, NOW + s(60))}),
 ], ids=lambda c: c.id)
 def test_autoscaled(case: Case) -> None:
     test_decide(case)
@@ -566,7 +566,7 @@ def test_autoscaled(case: Case) -> None:
          counts={A100: 1}, pods=[pod("a1", A100, bound=False)], want_counts={A100: 1}),
     Case(id="autoscaled/new-replicas-skip-a-pool-that-just-refused", options=AUTOSCALED_FIRST, replicas=2,
          counts={A100: 1}, pods=[pod("a1", A100, ready=True)], free={A100: [node()]},
-         attempts=(Attempt(H100, Move.FELL_BACK, NOW - s(10), MSG, NOW - s(20)),),
+         attempts=(PastMove(H100, Move.FELL_BACK, NOW - s(10), MSG, NOW - s(20)),),
          want_counts={A100: 2}, want_moves=[Move.SCALED_UP], want_requeue_at=NOW + s(50)),
 ], ids=lambda c: c.id)
 def test_autoscaled_answers(case: Case) -> None:
@@ -589,7 +589,7 @@ def test_two_refusing_pools_make_one_round_then_wait() -> None:
         for tr in got.transitions:
             if tr.move == Move.FELL_BACK:
                 moves.append((tr.from_type, tr.to_type))
-                attempts = [*attempts, Attempt(tr.from_type, tr.move, now, MSG, tr.start)][-20:]
+                attempts = [*attempts, PastMove(tr.from_type, tr.move, now, MSG, tr.start)][-20:]
         # the ReplicaSets catch up: pods marked go first, new ones are made for the new counts
         kept = [p for p in pods if p[0] not in got.delete_first]
         for t, n in got.counts.items():

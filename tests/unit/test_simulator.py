@@ -19,8 +19,8 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from falapp_operator.api.names import deployment_name
 from falapp_operator.placement import Move
-from falapp_operator.reconcile.children import deployment_name
 from tests.sim.invariants import Violation, ready_condition
 from tests.sim.known_bugs import KNOWN_BUGS, known
 from tests.sim.scenario import (

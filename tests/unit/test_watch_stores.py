@@ -276,7 +276,7 @@ async def test_a_settled_app_is_reconciled_without_api_reads(controller: Control
 
 
 async def test_a_name_held_by_another_object_is_known_without_a_read(controller: Controller):
-    from falapp_operator.reconcile.children import deployment_name
+    from falapp_operator.api.names import deployment_name
     api: ClusterApi = controller.api
     name = deployment_name("llm", "gpu-h100")
     squatter = {"metadata": {"name": name, "namespace": "team-a", "uid": "other", "resourceVersion": "3",

@@ -15,9 +15,8 @@ from falapp_operator.api.common import (
     ObjectMeta,
     StatusModel,
     Toleration,
-    format_time,
-    parse_time,
     plain,
+    truncate,
 )
 from falapp_operator.api.conditions import (
     Condition,
@@ -76,20 +75,19 @@ from falapp_operator.api.podspec import (
 from falapp_operator.api.status import (
     MAX_ATTEMPTS,
     Attempt,
-    AttemptOutcome,
     FalAppStatus,
     Placement,
     ProbeBackoff,
     append_attempt,
     summarize_placements,
 )
+from falapp_operator.api.times import format_micro_time, format_time, parse_time, parse_time_or_none
 from falapp_operator.api.units import (
     cpu_millis,
     format_duration,
     memory_bytes,
     parse_duration,
     parse_quantity,
-    scale_quantity,
 )
 from falapp_operator.api.volumes import (
     ConfigMapVolumeSource,
@@ -122,7 +120,6 @@ __all__ = [
     "ApiModel",
     "AppToleration",
     "Attempt",
-    "AttemptOutcome",
     "Condition",
     "ConditionStatus",
     "ConditionType",
@@ -177,16 +174,18 @@ __all__ = [
     "display_name_for",
     "find_machine_type",
     "format_duration",
+    "format_micro_time",
     "format_time",
     "get_condition",
     "memory_bytes",
     "parse_duration",
     "parse_time",
+    "parse_time_or_none",
     "parse_quantity",
     "plain",
     "requirement_matches",
-    "scale_quantity",
     "set_condition",
     "structural_schema",
+    "truncate",
     "summarize_placements",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,10 +22,12 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from falapp_operator.api.times import format_time, utc
 from falapp_operator.api.units import parse_duration, parse_quantity
 
 GROUP = "fal.ai"
 MAX_MACHINE_TYPES = 8  # entries of FalApp spec.machineTypes
+MAX_MESSAGE = 1024  # characters of a message the operator writes (attempts, candidates, events)
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
@@ -109,28 +111,17 @@ class StatusModel(ApiModel):
         return self.to_wire(exclude_unset=True)
 
 
+def truncate(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text` in at most `limit` characters; a cut one ends in "..." so a reader sees it was cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # --- wire types -------------------------------------------------------------------------------------
-
-
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with second precision, as Kubernetes writes metav1.Time."""
-    return _utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """A Kubernetes timestamp (`2006-01-02T15:04:05Z`, optionally with fractions) as UTC; None stays None."""
-    return _utc(datetime.fromisoformat(text.replace("Z", "+00:00"))) if text else None
 
 
 Timestamp = Annotated[
     datetime,
-    AfterValidator(_utc),
+    AfterValidator(utc),
     PlainSerializer(format_time, return_type=str, when_used="json"),
 ]
 """A date-time, always UTC; serialized as `2006-01-02T15:04:05Z`."""
@@ -155,24 +146,24 @@ def _check_quantity(value: str) -> str:
     return value
 
 
-Quantity = Annotated[
-    str,
-    BeforeValidator(_number_to_str),
-    AfterValidator(_check_quantity),
-    WithJsonSchema(
+def _quantity_schema(range_rule: str, message: str) -> WithJsonSchema:
+    """The schema of a quantity field: int-or-string, the pattern, and a CEL rule on its range (guarded,
+    so a malformed value reports only the pattern error)."""
+    return WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,
             "pattern": QUANTITY,
             "maxLength": 64,
-            "x-kubernetes-validations": [
-                # guarded so a malformed value reports only the pattern error
-                cel(
-                    f"!isQuantity(string(self)) || !quantity(string(self)).isGreaterThan(quantity('{QUANTITY_MAX}'))",
-                    QUANTITY_RANGE_MESSAGE,
-                )
-            ],
+            "x-kubernetes-validations": [cel(f"!isQuantity(string(self)) || {range_rule}", message)],
         }
-    ),
+    )
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_number_to_str),
+    AfterValidator(_check_quantity),
+    _quantity_schema(f"!quantity(string(self)).isGreaterThan(quantity('{QUANTITY_MAX}'))", QUANTITY_RANGE_MESSAGE),
 ]
 """A non-negative Kubernetes quantity (`12`, `500m`, `80Gi`) of at most 1P; integers are accepted and kept
 as strings."""
@@ -196,21 +187,10 @@ GpuMemory = Annotated[
     str,
     BeforeValidator(_number_to_str),
     AfterValidator(_check_gpu_memory),
-    WithJsonSchema(
-        {
-            "x-kubernetes-int-or-string": True,
-            "pattern": QUANTITY,
-            "maxLength": 64,
-            "x-kubernetes-validations": [
-                # guarded so a malformed value reports only the pattern error
-                cel(
-                    "!isQuantity(string(self)) || "
-                    f"(quantity(string(self)).compareTo(quantity('{GPU_MEMORY_MIN}')) >= 0 && "
-                    f"quantity(string(self)).compareTo(quantity('{GPU_MEMORY_MAX}')) <= 0)",
-                    GPU_MEMORY_MESSAGE,
-                )
-            ],
-        }
+    _quantity_schema(
+        f"(quantity(string(self)).compareTo(quantity('{GPU_MEMORY_MIN}')) >= 0 && "
+        f"quantity(string(self)).compareTo(quantity('{GPU_MEMORY_MAX}')) <= 0)",
+        GPU_MEMORY_MESSAGE,
     ),
 ]
 """VRAM a replica needs: a quantity between GPU_MEMORY_MIN and GPU_MEMORY_MAX."""
@@ -412,6 +392,15 @@ class Toleration(ApiModel):
         if self.toleration_seconds is not None and self.effect != "NoExecute":
             raise ValueError("tolerationSeconds requires effect NoExecute")
         return self
+
+    def tolerates(self, key: str, value: str, effect: str) -> bool:
+        """Whether a pod with this toleration may land on a node with the taint `key=value:effect`, as
+        the scheduler matches them (no effect: any; Exists without a key: every taint)."""
+        if self.effect and self.effect != effect:
+            return False
+        if self.operator == "Exists":
+            return not self.key or self.key == key
+        return self.key == key and (self.value or "") == value
 
 
 RESERVED_TAINT_MESSAGE = (

@@ -27,8 +27,7 @@ from falapp_operator.api.common import (
     x_validations,
 )
 from falapp_operator.api.crd import PrinterColumn, ResourceInfo
-from falapp_operator.api.nodes import LabelSelector, LabelValue, NodeSelectorRequirement
-from falapp_operator.api.units import scale_quantity
+from falapp_operator.api.nodes import LabelSelector, LabelValue, NodeSelectorRequirement, Taint, tolerated
 
 NVIDIA_GPU = "nvidia.com/gpu"
 
@@ -139,37 +138,6 @@ class MachineTypeSpec(ApiModel):
     def nvenc_capable(self) -> bool:
         return self.gpu is not None and self.gpu.nvenc_engines > 0
 
-    def gpus_per_replica(self, num_gpus: int | None) -> int | None:
-        """GPUs a replica asking for `num_gpus` gets on this type, or None if the type cannot host it.
-
-        GPU types: absent means 1; 0 or more than maxGpusPerReplica cannot be hosted.
-        CPU types: only absent or 0 (-> 0).
-        """
-        if self.gpu is None:
-            return 0 if not num_gpus else None
-        wanted = 1 if num_gpus is None else num_gpus
-        return wanted if 1 <= wanted <= self.gpu.max_gpus_per_replica else None
-
-    def can_host(self, num_gpus: int | None, requires_nvenc: bool = False) -> bool:
-        """Whether an app with this GPU count and NVENC need may run on the type."""
-        if requires_nvenc and not self.nvenc_capable:
-            return False
-        return self.gpus_per_replica(num_gpus) is not None
-
-    def replica_requests(self, gpus: int) -> dict[str, str]:
-        """Resource requests of one replica with `gpus` GPUs (0 on CPU types): cpu, memory and GPUs."""
-        if self.gpu is None:
-            if gpus:
-                raise ValueError("a CPU machine type has no GPUs")
-            return {"cpu": self.resources.cpu, "memory": self.resources.memory}
-        if gpus < 1:
-            raise ValueError("a GPU machine type needs at least one GPU per replica")
-        return {
-            "cpu": scale_quantity(self.resources.cpu, gpus),
-            "memory": scale_quantity(self.resources.memory, gpus),
-            self.gpu.resource_name: str(gpus),
-        }
-
     def available_to(self, namespace_labels: Mapping[str, str] | None) -> bool:
         """Whether FalApps of a namespace with these labels may use the type. Unknown labels (None) pass
         only a type without a selector, or with one that matches every namespace."""
@@ -178,12 +146,15 @@ class MachineTypeSpec(ApiModel):
             return True
         return namespace_labels is not None and selector.matches(namespace_labels)
 
-    def matches_node(self, labels: Mapping[str, str], nvenc: bool = False) -> bool:
-        """Whether a node with these labels belongs to the type (with nvencNodeSelector when `nvenc`)."""
+    def matches_node(self, labels: Mapping[str, str], taints: Iterable[Taint] = (), nvenc: bool = False) -> bool:
+        """Whether the type's pods can land on a node with these labels and taints, as its Deployments
+        select nodes: nodeSelector (with nvencNodeSelector when `nvenc`), nodeAffinity, and each of the
+        node's NoSchedule/NoExecute taints tolerated by the type's tolerations."""
         selectors = [self.node_selector, self.nvenc_node_selector if nvenc else {}]
         if any(labels.get(k) != v for selector in selectors for k, v in selector.items()):
             return False
-        return all(req.matches(labels) for req in self.node_affinity)
+        return (all(req.matches(labels) for req in self.node_affinity)
+                and all(tolerated(taint, self.tolerations) for taint in taints))
 
 
 class MachineTypeStatus(StatusModel):

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import StrEnum
 from typing import Any
 
 from pydantic import ConfigDict, Field, model_validator
 
-from falapp_operator.api.common import MAX_MACHINE_TYPES, StatusModel, Timestamp, list_map
+from falapp_operator.api.common import MAX_MACHINE_TYPES, MAX_MESSAGE, StatusModel, Timestamp, list_map, truncate
 from falapp_operator.api.conditions import Condition
 
 MAX_ATTEMPTS = 20
-MAX_MESSAGE = 1024
-
-
-class AttemptOutcome(StrEnum):
-    """Outcomes the operator records in status.attempts."""
-
-    PENDING = "Pending"
-    RUNNING = "Running"
-    UNSCHEDULABLE = "Unschedulable"
-    FELL_BACK = "FellBack"
-    PROBE_FAILED = "ProbeFailed"
-    RETURNED = "Returned"
-    REMOVED = "Removed"
-
-
-def _truncate(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > MAX_MESSAGE:
-        return value[: MAX_MESSAGE - 3] + "..."
-    return value
 
 
 class Placement(StatusModel):
@@ -63,7 +43,7 @@ class Attempt(StatusModel):
     message: str | None = Field(
         None,
         max_length=MAX_MESSAGE,
-        description="The scheduler's last message or other detail (truncated to 1024 characters).",
+        description=f"The scheduler's last message or other detail (truncated to {MAX_MESSAGE} characters).",
     )
     replicas: int | None = Field(
         None, ge=1, description="How many replicas made this move together (absent: one)."
@@ -72,8 +52,8 @@ class Attempt(StatusModel):
     @model_validator(mode="before")
     @classmethod
     def _clip(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "message" in data:
-            data = {**data, "message": _truncate(data["message"])}
+        if isinstance(data, dict) and isinstance(data.get("message"), str):
+            data = {**data, "message": truncate(data["message"])}
         return data
 
 

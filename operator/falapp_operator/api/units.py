@@ -88,24 +88,6 @@ def parse_quantity(value: str | int | float) -> Decimal:
         raise ValueError(f"quantity {value!r} is out of range") from exc
 
 
-def _plain(number: Decimal) -> str:
-    text = format(number.normalize(), "f")
-    return text
-
-
-def scale_quantity(value: str | int | float, factor: int) -> str:
-    """Multiply a quantity by a whole factor, keeping its suffix: (`112Gi`, 8) -> `896Gi`."""
-    if factor < 0:
-        raise ValueError("factor must not be negative")
-    number, suffix = _split_quantity(value)
-    try:
-        if suffix[:1] in ("e", "E"):
-            return _plain(number * _multiplier(suffix) * factor)
-        return _plain(number * factor) + suffix
-    except ArithmeticError as exc:
-        raise ValueError(f"quantity {value!r} times {factor} is out of range") from exc
-
-
 def cpu_millis(value: str | int | float) -> int:
     """CPU quantity in whole millicores, rounded up as the scheduler does: `0.5` -> 500, `1` -> 1000."""
     try:

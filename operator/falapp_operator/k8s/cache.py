@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from falapp_operator.api import MachineType
-from falapp_operator.api.nodes import requirement_matches as label_requirement_matches
+from falapp_operator.api.names import APP_LABEL, KARPENTER_NODEPOOL_LABEL, TYPE_LABEL
+from falapp_operator.api.nodes import Taint, scheduling_taints
 from falapp_operator.api.units import cpu_millis, memory_bytes
 from falapp_operator.placement import NodeFree
 
-APP_LABEL = "fal.ai/app"
-TYPE_LABEL = "fal.ai/machine-type"
 SCALE_UP_COMING = frozenset({"TriggeredScaleUp", "Nominated"})
 SCALE_UP_NOT_COMING = "NotTriggerScaleUp"
 KARPENTER = "karpenter"
@@ -29,12 +28,11 @@ class PoolNodes:
     """What every node a Karpenter NodePool makes carries: labels and scheduling taints."""
 
     labels: Mapping[str, str]
-    taints: tuple[tuple[str, str, str], ...]
+    taints: tuple[Taint, ...]
 
     def of_type(self, machine_type: MachineType) -> bool:
         """Whether the type's pods can land on such a node (its selection matches, its taints tolerated)."""
-        tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in machine_type.spec.tolerations or []]
-        return machine_type.spec.matches_node(self.labels) and all(tolerated(t, tolerations) for t in self.taints)
+        return machine_type.spec.matches_node(self.labels, self.taints)
 
 
 def nodepool_nodes(nodepool: Mapping) -> PoolNodes:
@@ -48,10 +46,8 @@ def nodepool_nodes(nodepool: Mapping) -> PoolNodes:
         values = requirement.get("values") or []
         if requirement.get("operator") == "In" and len(values) == 1:
             labels[requirement["key"]] = values[0]
-    labels["karpenter.sh/nodepool"] = nodepool["metadata"]["name"]
-    taints = tuple((t["key"], t.get("value", ""), t["effect"]) for t in spec.get("taints") or []
-                   if t.get("effect") in ("NoSchedule", "NoExecute"))
-    return PoolNodes(labels, taints)
+    labels[KARPENTER_NODEPOOL_LABEL] = nodepool["metadata"]["name"]
+    return PoolNodes(labels, scheduling_taints(spec.get("taints")))
 
 
 def autoscaler_answer(event: Mapping) -> str | None:
@@ -88,7 +84,7 @@ class Requests:
 class NodeInfo:
     name: str
     labels: Mapping[str, str]
-    taints: tuple[tuple[str, str, str], ...]  # (key, value, effect) of NoSchedule/NoExecute taints
+    taints: tuple[Taint, ...]  # its NoSchedule/NoExecute taints
     allocatable: Requests
     schedulable: bool  # Ready and not cordoned
 
@@ -188,23 +184,9 @@ class ClusterCache:
         generated Deployment selects them; NVENC apps also need the type's encoder selector."""
         key = (machine_type.metadata.name, nvenc)
         if key not in self._matches:
-            mt = machine_type.spec
-            selector = dict(mt.node_selector or {})
-            if nvenc:
-                selector.update(mt.nvenc_node_selector or {})
-            requirements = [r.model_dump(by_alias=True, exclude_none=True) for r in mt.node_affinity or []]
-            tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in mt.tolerations or []]
-            self._matches[key] = [n.name for n in self.matching_nodes(selector, requirements, tolerations)]
+            self._matches[key] = [n.name for n in self.nodes.values()
+                                  if machine_type.spec.matches_node(n.labels, n.taints, nvenc)]
         return [self.nodes[n] for n in self._matches[key] if n in self.nodes]
-
-    def matching_nodes(self, selector: Mapping[str, str], requirements: Iterable[Mapping],
-                       tolerations: Iterable[Mapping]) -> list[NodeInfo]:
-        reqs = list(requirements)
-        tols = list(tolerations)
-        return [n for n in self.nodes.values()
-                if all(n.labels.get(k) == v for k, v in selector.items())
-                and all(requirement_matches(r, n.labels) for r in reqs)
-                and all(tolerated(t, tols) for t in n.taints)]
 
     def free(self, nodes: Iterable[NodeInfo]) -> list[NodeFree]:
         out = []
@@ -234,24 +216,6 @@ class ClusterCache:
         return [p for p in self.pods.values() if p.machine_type == machine_type]
 
 
-def requirement_matches(requirement: Mapping, labels: Mapping[str, str]) -> bool:
-    return label_requirement_matches(requirement["key"], requirement["operator"], requirement.get("values") or [],
-                                     labels)
-
-
-def tolerated(taint: tuple[str, str, str], tolerations: Iterable[Mapping]) -> bool:
-    key, value, effect = taint
-    for t in tolerations:
-        if t.get("effect") and t["effect"] != effect:
-            continue
-        if t.get("operator", "Equal") == "Exists":
-            if not t.get("key") or t["key"] == key:
-                return True
-        elif t.get("key") == key and t.get("value", "") == value:
-            return True
-    return False
-
-
 def _requests(resources: Mapping, gpu_resource: str) -> Requests:
     try:
         return Requests(
@@ -268,12 +232,10 @@ def _requests(resources: Mapping, gpu_resource: str) -> Requests:
 def node_info(body: Mapping, gpu_resource: str) -> NodeInfo:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-    taints = tuple((t["key"], t.get("value", ""), t["effect"]) for t in spec.get("taints") or []
-                   if t.get("effect") in ("NoSchedule", "NoExecute"))
     return NodeInfo(
         name=meta["name"],
         labels=dict(meta.get("labels") or {}),
-        taints=taints,
+        taints=scheduling_taints(spec.get("taints")),
         allocatable=_requests(status.get("allocatable") or {}, gpu_resource),
         schedulable=ready and not spec.get("unschedulable", False),
     )

@@ -17,8 +17,8 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from falapp_operator import metrics
-from falapp_operator.api import GROUP, VERSION, JsonMapping, JsonObject, format_time
-from falapp_operator.reconcile.observe import DELETE_FIRST, DELETION_COST
+from falapp_operator.api import GROUP, VERSION, JsonMapping, JsonObject, format_time, truncate
+from falapp_operator.api.names import DELETE_FIRST, DELETION_COST
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -147,7 +147,7 @@ async def _answer(coro: Awaitable[object], what: str, clock: ServerClock | None 
 
 
 def _from_body(status: int, reason: str, data: bytes, what: str) -> ApiError:
-    message = data.decode(errors="replace")[:2048]
+    message = truncate(data.decode(errors="replace"), 2048)  # a body not from the API server (a proxy's page)
     try:
         body = json.loads(data)
         if isinstance(body, dict):
@@ -407,7 +407,7 @@ class KubeApi:
             "metadata": {"generateName": f"{involved['name'][:200]}.", "namespace": involved["namespace"]},
             "involvedObject": dict(involved),
             "reason": reason,
-            "message": message[:1024],
+            "message": truncate(message),
             "type": event_type,
             "firstTimestamp": now,
             "lastTimestamp": now,

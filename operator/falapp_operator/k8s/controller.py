@@ -19,13 +19,19 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from falapp_operator import metrics
-from falapp_operator.api import API_VERSION, FalAppSpec, FalAppStatus, MachineType, MachineTypeStatus, parse_time
+from falapp_operator.api import (
+    API_VERSION,
+    FalAppSpec,
+    FalAppStatus,
+    MachineType,
+    MachineTypeStatus,
+    parse_time,
+)
+from falapp_operator.api.names import APP_LABEL, TYPE_LABEL, service_name
 from falapp_operator.k8s.cache import (
-    APP_LABEL,
     FAILED_SCHEDULING,
     KARPENTER,
     SCALE_UP_REASONS,
-    TYPE_LABEL,
     ClusterCache,
     PoolNodes,
     Requests,
@@ -593,7 +599,7 @@ class Controller:
                 return problem, None
         service = None
         if result.service is not None:
-            service = self.services.get((ref.namespace, ref.name))
+            service = self.services.get((ref.namespace, service_name(ref.name)))
             if (problem := name_conflict("Service", service, ref)) is not None:
                 return problem, None
         return None, service
@@ -604,7 +610,7 @@ class Controller:
         app = (namespace, name)
         logger.info("%s/%s: reading the app fresh from the API", namespace, name)
         self.falapps.refresh(app, app, await self.api.get_falapp(namespace, name))
-        self.services.refresh(app, app, await self.api.get_service(namespace, name))
+        self.services.refresh(app, app, await self.api.get_service(namespace, service_name(name)))
         selector = f"{APP_LABEL}={name}"
         for store, resource in ((self.deployments, "deployments"), (self.app_pods, "pods")):
             items: list[dict] = []

@@ -28,7 +28,7 @@ from typing import TypedDict
 from kubernetes_asyncio import client
 
 from falapp_operator import metrics
-from falapp_operator.api import JsonObject
+from falapp_operator.api import JsonObject, format_micro_time
 from falapp_operator.k8s.client import ApiCall, ApiError, KubeApi
 
 logger = logging.getLogger("falapp_operator")
@@ -60,7 +60,7 @@ def default_namespace() -> str:
 
 def _micro_time(api: KubeApi) -> str:
     """Now by the API server's clock, as a MicroTime (shown by kubectl; elections never compare it)."""
-    return api.clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_micro_time(api.clock.now())
 
 
 class LeaderElector:

@@ -2,18 +2,18 @@
 
 from falapp_operator.placement.engine import Decision, Move, Transition, decide, probe_backoff
 from falapp_operator.placement.snapshot import (
-    Attempt,
     NodeFree,
     Observed,
+    PastMove,
     PodView,
     Policy,
-    ProbeBackoff,
+    ProbeRetry,
     Surge,
     TypeOption,
     after_claims,
 )
 
 __all__ = [
-    "Attempt", "Decision", "Move", "NodeFree", "Observed", "Policy", "PodView", "ProbeBackoff",
+    "Decision", "Move", "NodeFree", "Observed", "PastMove", "Policy", "PodView", "ProbeRetry",
     "Surge", "Transition", "TypeOption", "after_claims", "decide", "probe_backoff",
 ]

@@ -22,7 +22,7 @@ from decimal import Decimal
 
 from falapp_operator.api import FalAppSpec, MachineType
 from falapp_operator.api.common import MAX_MACHINE_TYPES
-from falapp_operator.api.machinetype import GpuSpec
+from falapp_operator.api.machinetype import GpuSpec, find_machine_type
 from falapp_operator.api.units import cpu_millis, memory_bytes, parse_quantity
 from falapp_operator.placement.snapshot import TypeOption
 
@@ -148,7 +148,7 @@ def why_not(spec: FalAppSpec, machine_type: MachineType) -> str | None:
     wanted = gpus_per_replica(spec, machine_type)
     if wanted > gpu.max_gpus_per_replica:
         return f"{name} allows at most {gpu.max_gpus_per_replica} GPUs per replica, numGpus is {wanted}"
-    if spec.requires_nvenc and gpu.nvenc_engines == 0:
+    if spec.requires_nvenc and not machine_type.nvenc_capable:
         return f"{name} has no NVENC encoders (requiresNvenc)"
     return None
 
@@ -175,6 +175,34 @@ def owned_toleration(spec: FalAppSpec, catalogue: Iterable[MachineType]) -> str 
     return None
 
 
+@dataclass
+class _Hosts:
+    """The types taken so far, in preference order, and why the others were not."""
+
+    spec: FalAppSpec
+    options: list[TypeOption] = field(default_factory=list)
+    types: dict[str, MachineType] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # under the name the app knows the type by
+    oversized: list[str] = field(default_factory=list)  # requests Kubernetes cannot hold
+
+    def consider(self, name: str, machine_type: MachineType, reason: str | None) -> None:
+        """Take the type, unless there is a reason not to or a replica's requests there do not fit."""
+        if reason:
+            self.skipped[name] = reason
+            return
+        try:
+            option = type_option(self.spec, machine_type)
+        except ValueError as exc:
+            self.oversized.append(str(exc))
+            return
+        self.types[machine_type.metadata.name] = machine_type
+        self.options.append(option)
+
+    def resolution(self, problem: str | None) -> Resolution:
+        return Resolution(options=self.options if problem is None else [], types=self.types,
+                          skipped=self.skipped, problem=problem)
+
+
 def resolve(spec: FalAppSpec, catalogue: Iterable[MachineType], namespace: str = "",
             namespace_labels: Mapping[str, str] | None = None) -> Resolution:
     """The types that can host the app, in preference order, or the problem that makes the spec
@@ -182,15 +210,12 @@ def resolve(spec: FalAppSpec, catalogue: Iterable[MachineType], namespace: str =
     catalogue = list(catalogue)
     if spec.machine_types is None:
         return _resolve_by_vram(spec, catalogue, namespace, namespace_labels)
-    options: list[TypeOption] = []
-    types: dict[str, MachineType] = {}
-    skipped: dict[str, str] = {}
+    hosts = _Hosts(spec)
     unknown: list[str] = []
     refused: list[str] = []
     unfit: list[str] = []
-    oversized: list[str] = []
     for listed in spec.machine_types:
-        machine_type = next((m for m in catalogue if m.matches(listed)), None)
+        machine_type = find_machine_type(catalogue, listed)
         if machine_type is None:
             unknown.append(listed)
             continue
@@ -202,18 +227,8 @@ def resolve(spec: FalAppSpec, catalogue: Iterable[MachineType], namespace: str =
         if too_small:
             unfit.append(too_small)
             continue
-        reason = why_not(spec, machine_type)
-        if reason:
-            skipped[listed] = reason
-            continue
-        try:
-            option = type_option(spec, machine_type)
-        except ValueError as exc:
-            oversized.append(str(exc))
-            continue
-        types[machine_type.metadata.name] = machine_type
-        options.append(option)
-    problem = None
+        hosts.consider(listed, machine_type, why_not(spec, machine_type))
+    problem: str | None
     if unknown:
         known = ", ".join(sorted(m.display_name for m in catalogue)) or "none"
         problem = f"spec.machineTypes: unknown machine type(s) {', '.join(unknown)} (known: {known})"
@@ -221,13 +236,13 @@ def resolve(spec: FalAppSpec, catalogue: Iterable[MachineType], namespace: str =
         problem = "spec.machineTypes: " + "; ".join(refused)
     elif unfit:
         problem = "spec.machineTypes: " + "; ".join(unfit)
-    elif oversized:
-        problem = oversized[0]
-    elif not options:
-        problem = "spec.machineTypes: no listed type can host this app: " + "; ".join(skipped.values())
+    elif hosts.oversized:
+        problem = hosts.oversized[0]
+    elif not hosts.options:
+        problem = "spec.machineTypes: no listed type can host this app: " + "; ".join(hosts.skipped.values())
     else:
         problem = owned_toleration(spec, catalogue)
-    return Resolution(options=options if problem is None else [], types=types, skipped=skipped, problem=problem)
+    return hosts.resolution(problem)
 
 
 def _largest(spec: FalAppSpec, catalogue: list[MachineType]) -> str:
@@ -251,33 +266,21 @@ def _resolve_by_vram(spec: FalAppSpec, catalogue: list[MachineType], namespace: 
                      namespace_labels: Mapping[str, str] | None) -> Resolution:
     """Without machineTypes: the GPU types whose VRAM fits gpuMemory, among those the app may use."""
     fitting, unfit = by_vram(spec, catalogue)
-    options: list[TypeOption] = []
-    types: dict[str, MachineType] = {}
-    skipped: dict[str, str] = {}
-    oversized: list[str] = []
+    hosts = _Hosts(spec)
     for machine_type, _ in fitting:
-        if len(options) == MAX_MACHINE_TYPES:
+        if len(hosts.options) == MAX_MACHINE_TYPES:
             break
-        reason = not_available(machine_type, namespace, namespace_labels) or why_not(spec, machine_type)
-        if reason:
-            skipped[machine_type.display_name] = reason
-            continue
-        try:
-            option = type_option(spec, machine_type)
-        except ValueError as exc:
-            oversized.append(str(exc))
-            continue
-        types[machine_type.metadata.name] = machine_type
-        options.append(option)
-    problem = None
-    if not options and fitting:
+        hosts.consider(machine_type.display_name, machine_type,
+                       not_available(machine_type, namespace, namespace_labels) or why_not(spec, machine_type))
+    problem: str | None
+    if not hosts.options and fitting:
         problem = (f"spec.gpuMemory: no machine type this app may use fits {spec.gpu_memory}: "
-                   + "; ".join([*skipped.values(), *oversized]))
-    elif not options:
+                   + "; ".join([*hosts.skipped.values(), *hosts.oversized]))
+    elif not hosts.options:
         problem = f"spec.gpuMemory: no machine type fits {spec.gpu_memory}: " + _largest(spec, catalogue)
     else:
         problem = owned_toleration(spec, catalogue)
-    return Resolution(options=options if problem is None else [], types=types, skipped=skipped, problem=problem)
+    return hosts.resolution(problem)
 
 
 def candidate_types(spec: FalAppSpec, catalogue: Iterable[MachineType]) -> list[MachineType]:
@@ -286,4 +289,4 @@ def candidate_types(spec: FalAppSpec, catalogue: Iterable[MachineType]) -> list[
     catalogue = list(catalogue)
     if spec.machine_types is None:
         return [machine_type for machine_type, _ in by_vram(spec, catalogue)[0]]
-    return [m for listed in spec.machine_types if (m := next((t for t in catalogue if t.matches(listed)), None))]
+    return [m for listed in spec.machine_types if (m := find_machine_type(catalogue, listed))]

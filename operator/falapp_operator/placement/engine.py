@@ -19,7 +19,7 @@ from falapp_operator.placement.snapshot import (
     Observed,
     PodView,
     Policy,
-    ProbeBackoff,
+    ProbeRetry,
     Room,
     Surge,
     TypeOption,
@@ -58,7 +58,7 @@ class Transition:
 class Decision:
     counts: dict[str, int]
     surge: Surge | None
-    probes: dict[str, ProbeBackoff]
+    probes: dict[str, ProbeRetry]
     transitions: list[Transition] = field(default_factory=list)
     # types with replicas stuck and nowhere to go, each with the scheduler's last message
     insufficient: dict[str, str] = field(default_factory=dict)
@@ -345,9 +345,9 @@ class _Planner:
                 a.outcome == Move.PROBE_FAILED and a.machine_type == surge.to_type and a.start == surge.since
                 for a in self.attempts)
             if lost_race:
-                d.probes[surge.to_type] = ProbeBackoff(failures, self.now + self.policy.unschedulable_timeout)
+                d.probes[surge.to_type] = ProbeRetry(failures, self.now + self.policy.unschedulable_timeout)
             elif not counted:
-                d.probes[surge.to_type] = ProbeBackoff(failures + 1, self.now + probe_backoff(failures + 1))
+                d.probes[surge.to_type] = ProbeRetry(failures + 1, self.now + probe_backoff(failures + 1))
             self.record(Move.PROBE_FAILED, surge.from_type, surge.to_type, message, surge.since)
             return
         # done when the type has all its replicas, the extra one included, and they are Ready, and

@@ -104,16 +104,18 @@ class Surge:
 
 
 @dataclass(frozen=True)
-class ProbeBackoff:
-    """Failed return-to-preferred probes on one type: no new probe there before `next_attempt`."""
+class ProbeRetry:
+    """When a return-to-preferred probe on one type may be tried again: failed `failures` times in a row,
+    no new probe there before `next_attempt` (status.probes, read with display names resolved)."""
 
     failures: int
     next_attempt: datetime
 
 
 @dataclass(frozen=True)
-class Attempt:
-    """A past stay of one replica on a type (from status), used to cool a type down after leaving it."""
+class PastMove:
+    """A move made earlier (an entry of status.attempts, its type by object name): `outcome` is the Move's
+    name. Cools a type down after a fallback off it, and tells a probe's failure already recorded."""
 
     machine_type: str
     outcome: str
@@ -129,8 +131,8 @@ class Observed:
     counts: Mapping[str, int] = field(default_factory=dict)  # Deployment spec.replicas per type
     surge: Surge | None = None  # the make-before-break replica in flight, counted in `counts`
     pods: tuple[PodView, ...] = ()
-    probes: Mapping[str, ProbeBackoff] = field(default_factory=dict)
-    attempts: tuple[Attempt, ...] = ()
+    probes: Mapping[str, ProbeRetry] = field(default_factory=dict)
+    attempts: tuple[PastMove, ...] = ()
     # types whose pods the controller manager cannot create (quota, admission), with its message
     uncreatable: Mapping[str, str] = field(default_factory=dict)
 

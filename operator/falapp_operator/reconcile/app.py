@@ -6,20 +6,31 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from falapp_operator.api import FalAppSpec, MachineType, app_name_problem, format_time
+from falapp_operator.api import (
+    FalAppSpec,
+    MachineType,
+    app_name_problem,
+    format_time,
+    truncate,
+)
 from falapp_operator.api.conditions import ConditionType, get_condition, set_condition
-from falapp_operator.api.status import Attempt as StatusAttempt
-from falapp_operator.api.status import FalAppStatus, Placement, append_attempt, summarize_placements
-from falapp_operator.api.status import ProbeBackoff as StatusProbe
-from falapp_operator.placement import (
+from falapp_operator.api.status import (
     Attempt,
+    FalAppStatus,
+    Placement,
+    ProbeBackoff,
+    append_attempt,
+    summarize_placements,
+)
+from falapp_operator.placement import (
     Decision,
     Move,
     NodeFree,
     Observed,
+    PastMove,
     PodView,
     Policy,
-    ProbeBackoff,
+    ProbeRetry,
     Surge,
     decide,
 )
@@ -176,21 +187,21 @@ def invalid(ref: AppRef, generation: int, status: FalAppStatus, problem: str, no
     return AppPlan(status=new_status, events=events)
 
 
-def _probes_from_status(status: FalAppStatus, by_display: Mapping[str, str]) -> dict[str, ProbeBackoff]:
+def _probes_from_status(status: FalAppStatus, by_display: Mapping[str, str]) -> dict[str, ProbeRetry]:
     out = {}
     for p in status.probes:
         name = by_display.get(p.machine_type)
         if name and p.next_attempt is not None:
-            out[name] = ProbeBackoff(p.failures, p.next_attempt)
+            out[name] = ProbeRetry(p.failures, p.next_attempt)
     return out
 
 
-def _attempts_from_status(status: FalAppStatus, by_display: Mapping[str, str]) -> tuple[Attempt, ...]:
-    return tuple(Attempt(by_display.get(a.machine_type, a.machine_type), a.outcome, a.end, a.message or "", a.start)
+def _attempts_from_status(status: FalAppStatus, by_display: Mapping[str, str]) -> tuple[PastMove, ...]:
+    return tuple(PastMove(by_display.get(a.machine_type, a.machine_type), a.outcome, a.end, a.message or "", a.start)
                  for a in status.attempts)
 
 
-def _same_attempt(recorded: StatusAttempt, entry: StatusAttempt) -> bool:
+def _same_attempt(recorded: Attempt, entry: Attempt) -> bool:
     """The same stay ended the same way: a move decided again after the operator stopped half-way
     (times as written, to the second)."""
     return (recorded.machine_type, format_time(recorded.start), recorded.outcome) == (
@@ -235,7 +246,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
                                     ready_replicas=ready_by_type.get(t, 0), gpus_per_replica=gpus.get(t),
                                     since=old_since.get(name) or snap.now, reason=reason))
 
-    new_attempts: list[StatusAttempt] = []
+    new_attempts: list[Attempt] = []
     events: list[Event] = []
     stuck_since = {p.machine_type: p.unschedulable_since for p in live if p.unschedulable_since}
     # the same move made by several replicas in one step is one entry and one event (a burst of a
@@ -251,8 +262,8 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         starts = [t.start or (stuck_since.get(t.from_type or "") if t.move == Move.FELL_BACK else None) for t in same]
         start = min((s for s in starts if s is not None), default=None)
         tried = dst if tr.move == Move.PROBE_FAILED else src or dst
-        entry = StatusAttempt(machine_type=tried or "", start=start or snap.now, end=snap.now, outcome=tr.move.value,
-                              message=(tr.message or "")[:1024], replicas=count if count > 1 else None)
+        entry = Attempt(machine_type=tried or "", start=start or snap.now, end=snap.now, outcome=tr.move.value,
+                              message=truncate(tr.message or ""), replicas=count if count > 1 else None)
         recorded = (*snap.status.attempts, *new_attempts)
         if start is None or not any(_same_attempt(a, entry) for a in recorded):  # not when decided again
             new_attempts.append(entry)
@@ -339,10 +350,10 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         ready_replicas=ready,
         selector=snap.ref.selector,
         machines=summarize_placements(placements),
-        candidates=candidates_summary(resolution)[:1024],
+        candidates=truncate(candidates_summary(resolution)),
         placements=placements,
         attempts=attempts,
-        probes=[StatusProbe(machine_type=display.get(t, t), failures=b.failures, next_attempt=b.next_attempt)
+        probes=[ProbeBackoff(machine_type=display.get(t, t), failures=b.failures, next_attempt=b.next_attempt)
                 for t, b in sorted(decision.probes.items())],
         conditions=conditions,
     )

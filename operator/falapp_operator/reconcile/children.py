@@ -8,21 +8,24 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from falapp_operator.api import API_VERSION, FalAppSpec, MachineType, format_time, parse_time
+from falapp_operator.api import API_VERSION, FalAppSpec, MachineType, format_time, parse_time_or_none
+from falapp_operator.api.names import (
+    APP_LABEL,
+    HASH_ANNOTATION,
+    MANAGED_BY,
+    SURGE_ANNOTATION,
+    TEMPLATE_ANNOTATION,
+    TYPE_LABEL,
+    deployment_name,
+    service_name,
+)
 from falapp_operator.placement.snapshot import Surge, TypeOption
 
-APP_LABEL = "fal.ai/app"
-TYPE_LABEL = "fal.ai/machine-type"
-SURGE_ANNOTATION = "fal.ai/surge"  # on the Deployment of the make-before-break replica in flight
-HASH_ANNOTATION = "fal.ai/applied-hash"
-TEMPLATE_ANNOTATION = "fal.ai/template-hash"  # on pods: which template (revision) they run
 # Rolling updates never take a Ready replica away first; a type with no room for the one extra pod
 # gets it from the operator, which moves one replica off the type make-before-break.
 ROLLOUT = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-MANAGED_BY = {"app.kubernetes.io/managed-by": "falapp-operator"}
 CONTAINER_NAME = "app"
 VIDEO_CAPABILITIES = "compute,utility,video"
 NO_GPUS = "void"
@@ -49,12 +52,6 @@ class AppRef:
     @property
     def selector(self) -> str:
         return f"{APP_LABEL}={self.name}"
-
-
-def deployment_name(app: str, machine_type: str) -> str:
-    """`<app>-<type>-<6 hex>`: the suffix, a digest of the pair, keeps app `a` on type `b-c` apart from
-    app `a-b` on type `c` (any name left to collide is caught by the ownership check before writing)."""
-    return f"{app}-{machine_type}-{hashlib.sha256(f'{app}/{machine_type}'.encode()).hexdigest()[:6]}"
 
 
 def _dump(items: list | None) -> list[dict]:
@@ -202,15 +199,8 @@ def decode_surge(type_name: str, value: str | None) -> Surge | None:
         return Surge(type_name) if data > 0 else None
     if not isinstance(data, dict):
         return None
-    return Surge(type_name, data.get("from") or None, _time_or_none(data.get("since")),
-                 _time_or_none(data.get("readyAt")))
-
-
-def _time_or_none(value: object) -> datetime | None:
-    try:
-        return parse_time(value)
-    except (TypeError, ValueError):
-        return None
+    return Surge(type_name, data.get("from") or None, parse_time_or_none(data.get("since")),
+                 parse_time_or_none(data.get("readyAt")))
 
 
 def service(app: AppRef, spec: FalAppSpec) -> dict | None:
@@ -221,7 +211,7 @@ def service(app: AppRef, spec: FalAppSpec) -> dict | None:
     return with_hash({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": app.name, "namespace": app.namespace,
+        "metadata": {"name": service_name(app.name), "namespace": app.namespace,
                      "labels": {APP_LABEL: app.name, **MANAGED_BY}, "ownerReferences": [app.owner_reference()]},
         "spec": {"selector": {APP_LABEL: app.name}, "ports": ports},
     })

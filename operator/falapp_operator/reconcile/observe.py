@@ -11,19 +11,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from falapp_operator.api import parse_time
-from falapp_operator.placement import PodView, Surge
-from falapp_operator.reconcile.children import (
+from falapp_operator.api.names import (
     APP_LABEL,
+    DELETION_COST,
     HASH_ANNOTATION,
+    REVISION_LABEL,
     SURGE_ANNOTATION,
     TEMPLATE_ANNOTATION,
     TYPE_LABEL,
-    decode_surge,
 )
+from falapp_operator.placement import PodView, Surge
+from falapp_operator.reconcile.children import decode_surge
 
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
-DELETE_FIRST = "-1000"
-REVISION_LABEL = "pod-template-hash"
 # managers whose fields on our children are the cluster's own bookkeeping
 OWN_STATUS_MANAGERS = frozenset({"kube-controller-manager"})
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from falapp_operator.api import JsonMapping
+from falapp_operator.api.names import DELETE_FIRST, DELETION_COST, HASH_ANNOTATION, deployment_name
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan
-from falapp_operator.reconcile.observe import DELETE_FIRST, DELETION_COST, controller_uid, others_managed_fields
+from falapp_operator.reconcile.observe import controller_uid, others_managed_fields
 
 # fields others may set on our children without it being drift (kubectl rollout restart, tools' notes)
 FOREIGN_OK = ("f:metadata", "f:status", "f:spec.f:template.f:metadata.f:annotations")
@@ -50,9 +51,9 @@ def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Json
     writes += [Write("apply", d["metadata"]["name"], d, create=d["metadata"]["name"] not in live) for d in growing]
     writes += [Write("mark", name) for name in plan.mark_for_deletion if name not in marked]
     writes += [Write("apply", d["metadata"]["name"], d) for d in changed if d not in growing]
-    writes += [Write("resize_unlisted", children.deployment_name(ref.name, t), children.resize_patch(n))
+    writes += [Write("resize_unlisted", deployment_name(ref.name, t), children.resize_patch(n))
                for t, n in plan.rescale_unlisted.items()]
-    writes += [Write("delete_deployment", children.deployment_name(ref.name, t)) for t in plan.delete_deployments]
+    writes += [Write("delete_deployment", deployment_name(ref.name, t)) for t in plan.delete_deployments]
     return writes
 
 
@@ -90,8 +91,7 @@ def needs_apply(current: JsonMapping, desired: JsonMapping, field_manager: str,
     and so is what another manager added after our last apply (`applied_version`: the object's
     version right after it): applying again could not take it away, only write in a loop."""
     meta = current["metadata"]
-    if (meta.get("annotations") or {}).get(children.HASH_ANNOTATION) != desired["metadata"]["annotations"][
-            children.HASH_ANNOTATION]:
+    if (meta.get("annotations") or {}).get(HASH_ANNOTATION) != desired["metadata"]["annotations"][HASH_ANNOTATION]:
         return True
     if applied_version is not None and object_version(current) == applied_version:
         return False

@@ -1,0 +1,39 @@
+"""Timestamps as Kubernetes writes them: metav1.Time (`2006-01-02T15:04:05Z`) and metav1.MicroTime
+(`2006-01-02T15:04:05.000000Z`), always in UTC. Their one home; durations (`90s`) are in units.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utc(value: datetime) -> datetime:
+    """The same instant in UTC; a naive datetime is taken to be UTC already."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with second precision, as Kubernetes writes metav1.Time."""
+    return utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_micro_time(value: datetime) -> str:
+    """RFC 3339 in UTC with microseconds, as Kubernetes writes metav1.MicroTime (Leases, events.k8s.io)."""
+    return utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """A Kubernetes timestamp (`2006-01-02T15:04:05Z`, optionally with fractions) as UTC; None stays None.
+    Raises ValueError on anything else."""
+    return utc(datetime.fromisoformat(text.replace("Z", "+00:00"))) if text else None
+
+
+def parse_time_or_none(value: object) -> datetime | None:
+    """Like parse_time, for a value anyone may have written (an annotation): None unless it is a timestamp."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
