@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, format_time
+from falapp_operator.api.resources import pod_requests
 
 GPU = "nvidia.com/gpu"
 TYPE_LABEL = "fal.ai/machine-type"
@@ -121,13 +122,8 @@ class Pod:
 
     @staticmethod
     def requests_of(template: dict) -> tuple[int, int, int]:
-        gpus = cpu = mem = 0
-        for container in template["spec"]["containers"]:
-            req = (container.get("resources") or {}).get("requests") or {}
-            gpus += int(req.get(GPU, 0))
-            cpu += cpu_milli(req["cpu"]) if "cpu" in req else 0
-            mem += mem_bytes(req["memory"]) if "memory" in req else 0
-        return gpus, cpu, mem
+        requests = pod_requests(template["spec"]).counting(GPU)
+        return requests.gpus, requests.cpu_milli, requests.memory_bytes
 
     def body(self) -> dict:
         conditions = []

@@ -139,6 +139,11 @@ class MachineTypeSpec(ApiModel):
     def nvenc_capable(self) -> bool:
         return self.gpu is not None and self.gpu.nvenc_engines > 0
 
+    @property
+    def gpu_resource(self) -> str | None:
+        """The extended resource its replicas request GPUs as (None: a CPU type)."""
+        return self.gpu.resource_name if self.gpu is not None else None
+
     def gpus_per_replica(self, num_gpus: int | None) -> int | None:
         """GPUs a replica asking for `num_gpus` gets on this type, or None if the type cannot host it.
 

@@ -5,13 +5,13 @@ Fed by watch events (kopf) and a startup LIST; holds a few numbers per object, n
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from falapp_operator.api import MachineType
 from falapp_operator.api.nodes import requirement_matches as label_requirement_matches
-from falapp_operator.api.units import cpu_millis, memory_bytes
+from falapp_operator.api.resources import Resources, pod_requests
 from falapp_operator.placement import NodeFree
 
 APP_LABEL = "fal.ai/app"
@@ -70,26 +70,11 @@ def autoscaler_answer(event: Mapping) -> str | None:
 
 
 @dataclass(frozen=True)
-class Requests:
-    gpus: int = 0
-    cpu_milli: int = 0
-    memory_bytes: int = 0
-
-    def __add__(self, other: Requests) -> Requests:
-        return Requests(self.gpus + other.gpus, self.cpu_milli + other.cpu_milli,
-                        self.memory_bytes + other.memory_bytes)
-
-    def __sub__(self, other: Requests) -> Requests:
-        return Requests(self.gpus - other.gpus, self.cpu_milli - other.cpu_milli,
-                        self.memory_bytes - other.memory_bytes)
-
-
-@dataclass(frozen=True)
 class NodeInfo:
     name: str
     labels: Mapping[str, str]
     taints: tuple[tuple[str, str, str], ...]  # (key, value, effect) of NoSchedule/NoExecute taints
-    allocatable: Requests
+    allocatable: Resources
     schedulable: bool  # Ready and not cordoned
 
 
@@ -98,7 +83,7 @@ class PodInfo:
     uid: str
     namespace: str
     node: str | None
-    requests: Requests
+    requests: Resources  # as the scheduler counts them (init containers, overhead)
     app: str | None  # FalApp name for our pods
     machine_type: str | None
     unschedulable: bool = False  # the scheduler found no node for it: it claims no room
@@ -106,10 +91,9 @@ class PodInfo:
 
 @dataclass
 class ClusterCache:
-    gpu_resource: str = "nvidia.com/gpu"
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     pods: dict[str, PodInfo] = field(default_factory=dict)
-    requested: dict[str, Requests] = field(default_factory=dict)  # per node, by live pods bound to it
+    requested: dict[str, Resources] = field(default_factory=dict)  # per node, by live pods bound to it
     # pod uid -> (answer, time) of the newest autoscaler event about it
     scale_signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     version: int = 0  # bumps whenever free capacity may have changed anywhere
@@ -119,7 +103,7 @@ class ClusterCache:
 
     # --- updates (return whether capacity somewhere may have grown) ---------------------------
     def upsert_node(self, body: Mapping) -> bool:
-        info = node_info(body, self.gpu_resource)
+        info = node_info(body)
         old = self.nodes.get(info.name)
         self.nodes[info.name] = info
         changed = old is None or old != info
@@ -134,7 +118,7 @@ class ClusterCache:
         return self.nodes.pop(name, None) is not None
 
     def upsert_pod(self, body: Mapping) -> bool:
-        info = pod_info(body, self.gpu_resource)
+        info = pod_info(body)
         if info is None:  # finished or terminating: no longer holds its node's resources
             return self.remove_pod(body["metadata"]["uid"])
         old = self.pods.get(info.uid)
@@ -142,7 +126,7 @@ class ClusterCache:
         if old is not None and old.node:
             self.requested[old.node] = self.requested[old.node] - old.requests
         if info.node:
-            self.requested[info.node] = self.requested.get(info.node, Requests()) + info.requests
+            self.requested[info.node] = self.requested.get(info.node, Resources()) + info.requests
         if (old.node if old else None) != info.node or (old and old.requests != info.requests):
             self.version += 1
         return old is not None and old.node is not None and info.node != old.node
@@ -206,23 +190,23 @@ class ClusterCache:
                 and all(requirement_matches(r, n.labels) for r in reqs)
                 and all(tolerated(t, tols) for t in n.taints)]
 
-    def free(self, nodes: Iterable[NodeInfo]) -> list[NodeFree]:
+    def free(self, nodes: Iterable[NodeInfo], gpu_resource: str | None) -> list[NodeFree]:
+        """Unrequested room on the schedulable ones, GPUs counted as `gpu_resource` (a machine type's)."""
         out = []
-        nothing = Requests()
+        nothing = Resources()
         for node in nodes:
             if not node.schedulable:
                 continue
-            have, used = node.allocatable, self.requested.get(node.name, nothing)
-            out.append(NodeFree(have.gpus - used.gpus, have.cpu_milli - used.cpu_milli,
-                                have.memory_bytes - used.memory_bytes))
+            left = (node.allocatable - self.requested.get(node.name, nothing)).counting(gpu_resource)
+            out.append(NodeFree(left.gpus, left.cpu_milli, left.memory_bytes))
         return out
 
     def pending_claims(self, apps: Container[tuple[str, str]],
-                       exclude: tuple[str, str] | None = None) -> dict[str, list[Requests]]:
+                       exclude: tuple[str, str] | None = None) -> dict[str, list[Resources]]:
         """Requests of pods of `apps` (namespace, name) about to be bound, per machine type, except
         app `exclude`: room another app must not count on. A pod the scheduler found no room for
         claims none (nor does anyone's pod that merely carries our labels)."""
-        claims: dict[str, list[Requests]] = {}
+        claims: dict[str, list[Resources]] = {}
         for pod in self.pods.values():
             key = (pod.namespace, pod.app or "")
             if (pod.machine_type and not pod.node and not pod.unschedulable and key != exclude
@@ -252,20 +236,7 @@ def tolerated(taint: tuple[str, str, str], tolerations: Iterable[Mapping]) -> bo
     return False
 
 
-def _requests(resources: Mapping, gpu_resource: str) -> Requests:
-    try:
-        return Requests(
-            gpus=int(resources.get(gpu_resource, 0) or 0),
-            cpu_milli=cpu_millis(resources["cpu"]) if "cpu" in resources else 0,
-            memory_bytes=memory_bytes(resources["memory"]) if "memory" in resources else 0,
-        )
-    except (TypeError, ValueError):
-        # a request the API server took but no node can ever fit (e.g. cpu 1e1000000): such a pod is
-        # never bound, so it takes no room; it must not stop the pod watch
-        return Requests()
-
-
-def node_info(body: Mapping, gpu_resource: str) -> NodeInfo:
+def node_info(body: Mapping) -> NodeInfo:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     taints = tuple((t["key"], t.get("value", ""), t["effect"]) for t in spec.get("taints") or []
@@ -274,22 +245,28 @@ def node_info(body: Mapping, gpu_resource: str) -> NodeInfo:
         name=meta["name"],
         labels=dict(meta.get("labels") or {}),
         taints=taints,
-        allocatable=_requests(status.get("allocatable") or {}, gpu_resource),
+        allocatable=_or_nothing(lambda: Resources.parse(status.get("allocatable"))),
         schedulable=ready and not spec.get("unschedulable", False),
     )
 
 
-def pod_info(body: Mapping, gpu_resource: str) -> PodInfo | None:
+def pod_info(body: Mapping) -> PodInfo | None:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     # a terminating pod still holds its node's resources (the scheduler counts it until it is gone)
     if status.get("phase") in ("Succeeded", "Failed"):
         return None
-    total = Requests()
-    for container in spec.get("containers") or []:
-        total = total + _requests((container.get("resources") or {}).get("requests") or {}, gpu_resource)
     labels = meta.get("labels") or {}
     unschedulable = any(c.get("type") == "PodScheduled" and c.get("status") == "False"
                         and c.get("reason") == "Unschedulable" for c in status.get("conditions") or [])
     return PodInfo(uid=meta["uid"], namespace=meta.get("namespace", ""), node=spec.get("nodeName"),
-                   requests=total, app=labels.get(APP_LABEL), machine_type=labels.get(TYPE_LABEL),
-                   unschedulable=unschedulable)
+                   requests=_or_nothing(lambda: pod_requests(spec)), app=labels.get(APP_LABEL),
+                   machine_type=labels.get(TYPE_LABEL), unschedulable=unschedulable)
+
+
+def _or_nothing(amounts: Callable[[], Resources]) -> Resources:
+    try:
+        return amounts()
+    except (TypeError, ValueError, AttributeError):
+        # a request the API server took but no node can ever fit (e.g. cpu 1e1000000): such a pod is
+        # never bound, so it takes no room; it must not stop the pod watch
+        return Resources()
