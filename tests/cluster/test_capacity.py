@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.builders import POOL_LABEL, PrivatePools, falapp
+from tests.cluster.conftest import OperatorProcess
 from tests.cluster.helpers import app_pods, events_for, wait_placement
 from tests.kube import Kubectl, condition, wait_until
 
@@ -65,7 +66,8 @@ def fill_and_place(kctl: Kubectl, pools: PrivatePools, app: str, pod: dict[str, 
     assert not unschedulable
 
 
-def test_an_init_container_holds_gpus_on_its_node(kctl, kubectl, running_operator, pools):
+def test_an_init_container_holds_gpus_on_its_node(kctl: Kubectl, running_operator: OperatorProcess,
+                                                  pools: PrivatePools) -> None:
     # the scheduler takes max(6 of the init container, 1 of the app container) = 6 GPUs: 2 of 8 left,
     # room for one 2-GPU replica (summing both would leave room for none)
     pod = other_teams_pod("trainer", f"{pools.prefix}-fast", [container("app", {"cpu": "100m", GPU: "1"})],
@@ -73,7 +75,8 @@ def test_an_init_container_holds_gpus_on_its_node(kctl, kubectl, running_operato
     fill_and_place(kctl, pools, "initfull", pod)
 
 
-def test_a_sidecar_and_overhead_hold_cpu_on_their_node(kctl, kubectl, running_operator, pools, runtime_class):
+def test_a_sidecar_and_overhead_hold_cpu_on_their_node(kctl: Kubectl, running_operator: OperatorProcess,
+                                                       pools: PrivatePools, runtime_class: str) -> None:
     # 2 CPUs app + 2 CPUs sidecar (it runs beside the app: summed) + 58 CPUs of overhead: 2 of 64 CPUs
     # left, room for one replica asking 2. Leaving out the overhead, or the sidecar, or taking the
     # sidecar as an ordinary init container (the larger of 2 and 2) would leave room for two or more.
