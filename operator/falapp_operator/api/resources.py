@@ -6,7 +6,7 @@ benchmarks all use it, so the operator sees a node as full exactly when the sche
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -67,7 +67,10 @@ class Resources:
         """The same vector with `gpus` reading `gpu_resource` (None: no GPUs, a CPU type)."""
         return replace(self, gpu_resource=gpu_resource)
 
-    def _combine(self, other: Resources, op: Any) -> Resources:
+    def _combine(self, other: Resources, op: Callable[[int, int], int]) -> Resources:
+        if self.others == other.others == ():
+            return Resources(op(self.cpu_milli, other.cpu_milli), op(self.memory_bytes, other.memory_bytes),
+                             (), self.gpu_resource)
         mine, theirs = dict(self.others), dict(other.others)
         others = {k: op(mine.get(k, 0), theirs.get(k, 0)) for k in mine.keys() | theirs.keys()}
         return self._of(op(self.cpu_milli, other.cpu_milli), op(self.memory_bytes, other.memory_bytes), others,
@@ -105,21 +108,23 @@ def pod_requests(spec: Mapping[str, Any]) -> Resources:
     - a pod-level request (spec.resources, cpu and memory only) replaces the containers' for that resource;
     - the runtime's overhead (spec.overhead, set from the pod's RuntimeClass) comes on top.
     Raises ValueError for a quantity that cannot be computed."""
-    running = Resources()
-    for container in spec.get("containers") or []:
-        running += container_requests(container)
-    sidecars = peak = Resources()
-    for requests, sidecar in _init_containers(spec):
-        if sidecar:
-            running += requests
-            sidecars += requests
-            peak = peak.max(sidecars)
-        else:
-            peak = peak.max(requests + sidecars)
-    total = running.max(peak)
+    containers = [container_requests(c) for c in spec.get("containers") or []]
+    total = containers[0] if containers else Resources()
+    for requests in containers[1:]:
+        total += requests
+    if spec.get("initContainers"):
+        sidecars = peak = Resources()
+        for requests, sidecar in _init_containers(spec):
+            if sidecar:
+                total += requests
+                sidecars += requests
+                peak = peak.max(sidecars)
+            else:
+                peak = peak.max(requests + sidecars)
+        total = total.max(peak)
     pod_level = {k: v for k, v in ((spec.get("resources") or {}).get("requests") or {}).items() if k in (CPU, MEMORY)}
     if pod_level:
         own = Resources.parse(pod_level)
         total = replace(total, cpu_milli=own.cpu_milli if CPU in pod_level else total.cpu_milli,
                         memory_bytes=own.memory_bytes if MEMORY in pod_level else total.memory_bytes)
-    return total + Resources.parse(spec.get("overhead"))
+    return total + Resources.parse(spec["overhead"]) if spec.get("overhead") else total
