@@ -266,7 +266,7 @@ def pod_info(body: Mapping) -> PodInfo | None:
 def _or_nothing(amounts: Callable[[], Resources]) -> Resources:
     try:
         return amounts()
-    except (TypeError, ValueError, AttributeError):
-        # a request the API server took but no node can ever fit (e.g. cpu 1e1000000): such a pod is
-        # never bound, so it takes no room; it must not stop the pod watch
+    except (TypeError, ValueError):
+        # an amount the API server took but no one can compute with (e.g. cpu 1e1000000): a pod asking
+        # it is never bound, so it takes no room (a node offering it offers none); the watch goes on
         return Resources()
