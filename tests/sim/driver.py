@@ -113,8 +113,9 @@ def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str],
     claims = _pending_claims(cache, apps, app)
     for machine_type in candidate_types(spec, CATALOGUE):
         name = machine_type.metadata.name
-        free = cache.free(cache.nodes_of_type(machine_type, spec.requires_nvenc))
-        out[name] = after_claims(free, claims[name]) if name in claims else free
+        gpu_resource = machine_type.spec.gpu_resource
+        free = cache.free(cache.nodes_of_type(machine_type, spec.requires_nvenc), gpu_resource)
+        out[name] = after_claims(free, [c.counting(gpu_resource) for c in claims[name]]) if name in claims else free
     return out
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, format_time
+from falapp_operator.api.resources import pod_requests
 from falapp_operator.api.units import cpu_millis, memory_bytes
 from tests.builders import GPU, GPU_TAINT, node
 
@@ -101,13 +102,8 @@ class Pod:
 
     @staticmethod
     def requests_of(template: dict) -> tuple[int, int, int]:
-        gpus = cpu = mem = 0
-        for container in template["spec"]["containers"]:
-            req = (container.get("resources") or {}).get("requests") or {}
-            gpus += int(req.get(GPU, 0))
-            cpu += cpu_millis(req["cpu"]) if "cpu" in req else 0
-            mem += memory_bytes(req["memory"]) if "memory" in req else 0
-        return gpus, cpu, mem
+        requests = pod_requests(template["spec"]).counting(GPU)
+        return requests.gpus, requests.cpu_milli, requests.memory_bytes
 
     def body(self) -> dict:
         conditions = []

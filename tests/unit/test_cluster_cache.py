@@ -10,11 +10,19 @@ from dataclasses import dataclass
 import pytest
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, MachineType
-from falapp_operator.k8s.cache import APP_LABEL, TYPE_LABEL, ClusterCache, Requests
+from falapp_operator.api.names import APP_LABEL, TYPE_LABEL
+from falapp_operator.api.resources import Resources
+from falapp_operator.k8s.cache import ClusterCache
 from falapp_operator.placement import NodeFree
+from tests.builders import GPU
 
 GiB = 2**30
 H100 = "NVIDIA-H100-80GB-HBM3"
+
+
+def claim(gpus: int) -> Resources:
+    """What a pending replica of `pod(...)` with `gpus` GPUs asks for."""
+    return Resources.parse({GPU: str(gpus), "cpu": "4", "memory": "16Gi"})
 
 
 def node(name: str, gpus: int = 8, cpu: str = "64", memory: str = "512Gi", ready: bool = True,
@@ -41,7 +49,7 @@ def h100() -> MachineType:
 
 
 def free(cache: ClusterCache, name: str) -> NodeFree:
-    (room,) = cache.free([cache.nodes[name]])
+    (room,) = cache.free([cache.nodes[name]], GPU)
     return room
 
 
@@ -114,9 +122,9 @@ def test_pods_not_ours_count_on_the_node_too(cache: ClusterCache) -> None:
 def test_an_unready_or_cordoned_node_offers_no_room(cache: ClusterCache) -> None:
     assert cache.upsert_node(node("n1", ready=False)) is True
     assert cache.upsert_node(node("n2", cordoned=True)) is True
-    assert cache.free(cache.nodes.values()) == []
+    assert cache.free(cache.nodes.values(), GPU) == []
     cache.upsert_node(node("n1"))
-    assert cache.free(cache.nodes.values()) == [NodeFree(8, 64000, 512 * GiB)]
+    assert cache.free(cache.nodes.values(), GPU) == [NodeFree(8, 64000, 512 * GiB)]
 
 
 def test_a_node_whose_allocatable_shrinks_keeps_its_pods_counted(cache: ClusterCache) -> None:
@@ -183,8 +191,8 @@ def test_pending_pods_of_other_apps_claim_room_on_their_type(cache: ClusterCache
     cache.upsert_pod(pod("hopeless", None, gpus=8, app="sdxl", unschedulable=True))  # the scheduler found no room
     cache.upsert_pod(pod("stranger", None, gpus=8, app="intruder"))  # carries the labels, is no managed app's
     apps = {("team-a", "llm"), ("team-a", "sdxl")}
-    assert cache.pending_claims(apps, exclude=("team-a", "llm")) == {"gpu-h100": [Requests(2, 4000, 16 * GiB)]}
-    assert cache.pending_claims(apps, exclude=("team-a", "sdxl")) == {"gpu-h100": [Requests(1, 4000, 16 * GiB)]}
+    assert cache.pending_claims(apps, exclude=("team-a", "llm")) == {"gpu-h100": [claim(2)]}
+    assert cache.pending_claims(apps, exclude=("team-a", "sdxl")) == {"gpu-h100": [claim(1)]}
     cache.upsert_pod(pod("theirs", "n2", gpus=2, app="sdxl"))  # bound: its room is taken on the node now
     assert cache.pending_claims(apps, exclude=("team-a", "llm")) == {}
     assert free(cache, "n2").gpus == 6

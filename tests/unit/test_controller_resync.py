@@ -68,12 +68,12 @@ async def test_resync_drops_a_pod_whose_deletion_the_watch_missed():
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
     await controller.start()
     try:
-        assert controller.cache.free(controller.cache.nodes.values())[0].gpus == 0
+        assert controller.cache.free(controller.cache.nodes.values(), "nvidia.com/gpu")[0].gpus == 0
         controller.waiting.add(("team-a", "other"))
         api.pods = []  # deleted while the watch was away: no DELETED event ever came
         await controller.resync()
         assert "uid-old" not in controller.cache.pods
-        assert controller.cache.free(controller.cache.nodes.values())[0].gpus == 8
+        assert controller.cache.free(controller.cache.nodes.values(), "nvidia.com/gpu")[0].gpus == 8
         assert ("app", "team-a", "other") in controller.queue._queued, "an app waiting for room was not woken"
         # a pod on a node no machine type uses (another team's) wakes nobody
         controller.queue._queued.clear()

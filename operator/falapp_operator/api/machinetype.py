@@ -138,6 +138,11 @@ class MachineTypeSpec(ApiModel):
     def nvenc_capable(self) -> bool:
         return self.gpu is not None and self.gpu.nvenc_engines > 0
 
+    @property
+    def gpu_resource(self) -> str | None:
+        """The extended resource its replicas request GPUs as (None: a CPU type)."""
+        return self.gpu.resource_name if self.gpu is not None else None
+
     def available_to(self, namespace_labels: Mapping[str, str] | None) -> bool:
         """Whether FalApps of a namespace with these labels may use the type. Unknown labels (None) pass
         only a type without a selector, or with one that matches every namespace."""

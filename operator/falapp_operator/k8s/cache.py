@@ -5,14 +5,14 @@ Fed by watch events (kopf) and a startup LIST; holds a few numbers per object, n
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from falapp_operator.api import MachineType
 from falapp_operator.api.names import APP_LABEL, KARPENTER_NODEPOOL_LABEL, TYPE_LABEL
 from falapp_operator.api.nodes import Taint, scheduling_taints
-from falapp_operator.api.units import cpu_millis, memory_bytes
+from falapp_operator.api.resources import Resources, pod_requests
 from falapp_operator.placement import NodeFree
 
 SCALE_UP_COMING = frozenset({"TriggeredScaleUp", "Nominated"})
@@ -66,26 +66,11 @@ def autoscaler_answer(event: Mapping) -> str | None:
 
 
 @dataclass(frozen=True)
-class Requests:
-    gpus: int = 0
-    cpu_milli: int = 0
-    memory_bytes: int = 0
-
-    def __add__(self, other: Requests) -> Requests:
-        return Requests(self.gpus + other.gpus, self.cpu_milli + other.cpu_milli,
-                        self.memory_bytes + other.memory_bytes)
-
-    def __sub__(self, other: Requests) -> Requests:
-        return Requests(self.gpus - other.gpus, self.cpu_milli - other.cpu_milli,
-                        self.memory_bytes - other.memory_bytes)
-
-
-@dataclass(frozen=True)
 class NodeInfo:
     name: str
     labels: Mapping[str, str]
     taints: tuple[Taint, ...]  # its NoSchedule/NoExecute taints
-    allocatable: Requests
+    allocatable: Resources
     schedulable: bool  # Ready and not cordoned
 
 
@@ -94,7 +79,7 @@ class PodInfo:
     uid: str
     namespace: str
     node: str | None
-    requests: Requests
+    requests: Resources  # as the scheduler counts them (init containers, overhead)
     app: str | None  # FalApp name for our pods
     machine_type: str | None
     unschedulable: bool = False  # the scheduler found no node for it: it claims no room
@@ -102,10 +87,9 @@ class PodInfo:
 
 @dataclass
 class ClusterCache:
-    gpu_resource: str = "nvidia.com/gpu"
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     pods: dict[str, PodInfo] = field(default_factory=dict)
-    requested: dict[str, Requests] = field(default_factory=dict)  # per node, by live pods bound to it
+    requested: dict[str, Resources] = field(default_factory=dict)  # per node, by live pods bound to it
     # pod uid -> (answer, time) of the newest autoscaler event about it
     scale_signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     version: int = 0  # bumps whenever free capacity may have changed anywhere
@@ -115,7 +99,7 @@ class ClusterCache:
 
     # --- updates (return whether capacity somewhere may have grown) ---------------------------
     def upsert_node(self, body: Mapping) -> bool:
-        info = node_info(body, self.gpu_resource)
+        info = node_info(body)
         old = self.nodes.get(info.name)
         self.nodes[info.name] = info
         changed = old is None or old != info
@@ -130,7 +114,7 @@ class ClusterCache:
         return self.nodes.pop(name, None) is not None
 
     def upsert_pod(self, body: Mapping) -> bool:
-        info = pod_info(body, self.gpu_resource)
+        info = pod_info(body)
         if info is None:  # finished or terminating: no longer holds its node's resources
             return self.remove_pod(body["metadata"]["uid"])
         old = self.pods.get(info.uid)
@@ -138,7 +122,7 @@ class ClusterCache:
         if old is not None and old.node:
             self.requested[old.node] = self.requested[old.node] - old.requests
         if info.node:
-            self.requested[info.node] = self.requested.get(info.node, Requests()) + info.requests
+            self.requested[info.node] = self.requested.get(info.node, Resources()) + info.requests
         if (old.node if old else None) != info.node or (old and old.requests != info.requests):
             self.version += 1
         return old is not None and old.node is not None and info.node != old.node
@@ -188,23 +172,23 @@ class ClusterCache:
                                   if machine_type.spec.matches_node(n.labels, n.taints, nvenc)]
         return [self.nodes[n] for n in self._matches[key] if n in self.nodes]
 
-    def free(self, nodes: Iterable[NodeInfo]) -> list[NodeFree]:
+    def free(self, nodes: Iterable[NodeInfo], gpu_resource: str | None) -> list[NodeFree]:
+        """Unrequested room on the schedulable ones, GPUs counted as `gpu_resource` (a machine type's)."""
         out = []
-        nothing = Requests()
+        nothing = Resources()
         for node in nodes:
             if not node.schedulable:
                 continue
-            have, used = node.allocatable, self.requested.get(node.name, nothing)
-            out.append(NodeFree(have.gpus - used.gpus, have.cpu_milli - used.cpu_milli,
-                                have.memory_bytes - used.memory_bytes))
+            left = (node.allocatable - self.requested.get(node.name, nothing)).counting(gpu_resource)
+            out.append(NodeFree(left.gpus, left.cpu_milli, left.memory_bytes))
         return out
 
     def pending_claims(self, apps: Container[tuple[str, str]],
-                       exclude: tuple[str, str] | None = None) -> dict[str, list[Requests]]:
+                       exclude: tuple[str, str] | None = None) -> dict[str, list[Resources]]:
         """Requests of pods of `apps` (namespace, name) about to be bound, per machine type, except
         app `exclude`: room another app must not count on. A pod the scheduler found no room for
         claims none (nor does anyone's pod that merely carries our labels)."""
-        claims: dict[str, list[Requests]] = {}
+        claims: dict[str, list[Resources]] = {}
         for pod in self.pods.values():
             key = (pod.namespace, pod.app or "")
             if (pod.machine_type and not pod.node and not pod.unschedulable and key != exclude
@@ -216,42 +200,35 @@ class ClusterCache:
         return [p for p in self.pods.values() if p.machine_type == machine_type]
 
 
-def _requests(resources: Mapping, gpu_resource: str) -> Requests:
-    try:
-        return Requests(
-            gpus=int(resources.get(gpu_resource, 0) or 0),
-            cpu_milli=cpu_millis(resources["cpu"]) if "cpu" in resources else 0,
-            memory_bytes=memory_bytes(resources["memory"]) if "memory" in resources else 0,
-        )
-    except (TypeError, ValueError):
-        # a request the API server took but no node can ever fit (e.g. cpu 1e1000000): such a pod is
-        # never bound, so it takes no room; it must not stop the pod watch
-        return Requests()
-
-
-def node_info(body: Mapping, gpu_resource: str) -> NodeInfo:
+def node_info(body: Mapping) -> NodeInfo:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     return NodeInfo(
         name=meta["name"],
         labels=dict(meta.get("labels") or {}),
         taints=scheduling_taints(spec.get("taints")),
-        allocatable=_requests(status.get("allocatable") or {}, gpu_resource),
+        allocatable=_or_nothing(lambda: Resources.parse(status.get("allocatable"))),
         schedulable=ready and not spec.get("unschedulable", False),
     )
 
 
-def pod_info(body: Mapping, gpu_resource: str) -> PodInfo | None:
+def pod_info(body: Mapping) -> PodInfo | None:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     # a terminating pod still holds its node's resources (the scheduler counts it until it is gone)
     if status.get("phase") in ("Succeeded", "Failed"):
         return None
-    total = Requests()
-    for container in spec.get("containers") or []:
-        total = total + _requests((container.get("resources") or {}).get("requests") or {}, gpu_resource)
     labels = meta.get("labels") or {}
     unschedulable = any(c.get("type") == "PodScheduled" and c.get("status") == "False"
                         and c.get("reason") == "Unschedulable" for c in status.get("conditions") or [])
     return PodInfo(uid=meta["uid"], namespace=meta.get("namespace", ""), node=spec.get("nodeName"),
-                   requests=total, app=labels.get(APP_LABEL), machine_type=labels.get(TYPE_LABEL),
-                   unschedulable=unschedulable)
+                   requests=_or_nothing(lambda: pod_requests(spec)), app=labels.get(APP_LABEL),
+                   machine_type=labels.get(TYPE_LABEL), unschedulable=unschedulable)
+
+
+def _or_nothing(amounts: Callable[[], Resources]) -> Resources:
+    try:
+        return amounts()
+    except (TypeError, ValueError):
+        # an amount the API server took but no one can compute with (e.g. cpu 1e1000000): a pod asking
+        # it is never bound, so it takes no room (a node offering it offers none); the watch goes on
+        return Resources()

@@ -34,7 +34,6 @@ from falapp_operator.k8s.cache import (
     SCALE_UP_REASONS,
     ClusterCache,
     PoolNodes,
-    Requests,
     autoscaler_answer,
     nodepool_nodes,
 )
@@ -42,8 +41,9 @@ from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.informer import Informer
 from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store, version
 from falapp_operator.k8s.workqueue import WorkQueue
-from falapp_operator.placement import Move, NodeFree, after_claims
+from falapp_operator.placement import Move, NodeFree, TypeOption, after_claims
 from falapp_operator.placement.eligibility import candidate_types, resolve
+from falapp_operator.placement.snapshot import Demand
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, invalid, plan
 from falapp_operator.reconcile.observe import (
@@ -85,7 +85,7 @@ class Controller:
         self.waiting: set[tuple[str, str]] = set()  # apps that would use freed capacity
         self.failures: dict[tuple, int] = {}
         # replicas asked for but whose pods are not seen yet: (namespace, app) -> [(type, requests, at)]
-        self.expected: dict[tuple[str, str], list[tuple[str, Requests, float]]] = {}
+        self.expected: dict[tuple[str, str], list[tuple[str, TypeOption, float]]] = {}
         self._workers: list[asyncio.Task] = []
         self._resync: asyncio.Task | None = None
         self._pod_watch: asyncio.Task | None = None
@@ -527,16 +527,20 @@ class Controller:
             out[name] = after_claims(free, claims[name]) if name in claims else free
         return out
 
-    def _claims(self, exclude: tuple[str, str]) -> dict[str, list[Requests]]:
-        claims = self.cache.pending_claims(self.apps, exclude)
+    def _claims(self, exclude: tuple[str, str]) -> dict[str, list[Demand]]:
+        claims: dict[str, list[Demand]] = {}
+        for type_name, pods in self.cache.pending_claims(self.apps, exclude).items():
+            # a pod's GPUs are read as its type names them
+            gpu_resource = self.catalogue[type_name].spec.gpu_resource if type_name in self.catalogue else None
+            claims[type_name] = [requests.counting(gpu_resource) for requests in pods]
         deadline = time.monotonic() - EXPECTATION_TTL
         for key, expected in list(self.expected.items()):
             expected[:] = [e for e in expected if e[2] > deadline]
             if not expected:
                 del self.expected[key]
             elif key != exclude:
-                for type_name, requests, _ in expected:
-                    claims.setdefault(type_name, []).append(requests)
+                for type_name, option, _ in expected:
+                    claims.setdefault(type_name, []).append(option)
         return claims
 
     def _expect(self, namespace: str, name: str, snap: AppSnapshot, result: AppPlan) -> None:
@@ -549,8 +553,7 @@ class Controller:
             option = options.get(type_name)
             added = count - snap.counts.get(type_name, 0)
             if option is not None and added > 0:
-                requests = Requests(option.gpus, option.cpu_milli, option.memory_bytes)
-                self.expected.setdefault((namespace, name), []).extend([(type_name, requests, at)] * added)
+                self.expected.setdefault((namespace, name), []).extend([(type_name, option, at)] * added)
 
     def _seen(self, namespace: str, app: str, type_name: str) -> None:
         expected = self.expected.get((namespace, app))
@@ -565,7 +568,8 @@ class Controller:
         key = (machine_type.metadata.name, nvenc)
         cached = self._free_by_type.get(key)
         if cached is None or cached[0] != self.cache.version:
-            cached = (self.cache.version, self.cache.free(self.cache.nodes_of_type(machine_type, nvenc)))
+            nodes = self.cache.nodes_of_type(machine_type, nvenc)
+            cached = (self.cache.version, self.cache.free(nodes, machine_type.spec.gpu_resource))
             self._free_by_type[key] = cached
         return cached[1]
 
@@ -699,10 +703,11 @@ class Controller:
                 (placed if pod.node else pending)[pod.machine_type] += 1
         for name, machine_type in list(self.catalogue.items()):
             nodes = [n for n in self.cache.nodes_of_type(machine_type) if n.schedulable]
+            gpu_resource = machine_type.spec.gpu_resource
             status = MachineTypeStatus(
                 nodes=len(nodes),
-                allocatable_gpus=sum(n.allocatable.gpus for n in nodes),
-                free_gpus=sum(max(f.gpus, 0) for f in self.cache.free(nodes)),
+                allocatable_gpus=sum(n.allocatable.counting(gpu_resource).gpus for n in nodes),
+                free_gpus=sum(max(f.gpus, 0) for f in self.cache.free(nodes, gpu_resource)),
                 placed_replicas=placed[name],
                 pending_replicas=pending[name],
                 autoscaled=bool(machine_type.spec.autoscaled) or self._detected_autoscaled(machine_type),

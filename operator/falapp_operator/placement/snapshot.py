@@ -69,9 +69,12 @@ class PodView:
 class Demand(Protocol):
     """Anything that asks for GPUs, cpu and memory (a type option, a pod's requests)."""
 
-    gpus: int
-    cpu_milli: int
-    memory_bytes: int
+    @property
+    def gpus(self) -> int: ...
+    @property
+    def cpu_milli(self) -> int: ...
+    @property
+    def memory_bytes(self) -> int: ...
 
 
 @dataclass(frozen=True)

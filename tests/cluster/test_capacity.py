@@ -1,0 +1,86 @@
+"""The operator sees a node as full exactly when the real scheduler does: another team's pod there holds
+room for its largest init container and for its RuntimeClass's overhead, not only for its app containers.
+
+Each case fills a node of the preferred type so that one replica still fits there and a second does
+not. The first replica must land on the preferred type (the operator does not count the pod as larger
+than the scheduler does); the second must go to the other type at once, with no replica left
+Unschedulable on the full node and no fallback (the unschedulable timeout is far longer than the test):
+the operator did not count the pod as smaller than the scheduler does either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.cluster.builders import POOL_LABEL, PrivatePools, falapp
+from tests.cluster.conftest import OperatorProcess
+from tests.cluster.helpers import app_pods, events_for, wait_placement
+from tests.kube import Kubectl, condition, wait_until
+
+GPU = "nvidia.com/gpu"
+
+
+def container(name: str, requests: dict[str, str], **extra: Any) -> dict[str, Any]:
+    limits = {k: v for k, v in requests.items() if k == GPU}  # extended resources need limit == request
+    return {"name": name, "image": "registry.example.com/tool:1",
+            "resources": {"requests": requests, **({"limits": limits} if limits else {})}, **extra}
+
+
+def other_teams_pod(name: str, pool: str, containers: list[dict[str, Any]],
+                    init: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
+    """Not the operator's: no FalApp labels; the scheduler puts it on the pool's node."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeSelector": {POOL_LABEL: pool}, "containers": containers, "initContainers": init or [],
+                     "tolerations": [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}], **spec}}
+
+
+@pytest.fixture
+def runtime_class(kubectl: Kubectl, pools: PrivatePools) -> Iterator[str]:
+    """A RuntimeClass whose pods carry 58 CPUs of overhead (the API server sets it on each pod)."""
+    name = f"{pools.prefix}-heavy"
+    kubectl.apply({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name},
+                   "handler": "runc", "overhead": {"podFixed": {"cpu": "58"}}})
+    yield name
+    kubectl.run("delete", "runtimeclass", name, "--wait=false", check=False)
+
+
+def fill_and_place(kctl: Kubectl, pools: PrivatePools, app: str, pod: dict[str, Any]) -> None:
+    """Replicas of 2 GPUs, 2 CPUs (1 per GPU) and 2Gi: the first fits beside `pod`, the second does not."""
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    pools.add_node("fast", gpus=8)
+    pools.add_node("slow", gpus=8)
+    kctl.apply(pod)
+    wait_until(lambda: kctl.get("pod", pod["metadata"]["name"])["spec"].get("nodeName"), timeout=30,
+               message="the other team's pod bound")
+    kctl.apply(falapp(app, [fast, slow], gpus=2, replicas=1, timeout="10m"))
+    first = wait_placement(kctl, app, {fast.lower(): 1})
+    kctl.run("scale", f"falapp/{app}", "--replicas=2")
+    pods = wait_placement(kctl, app, {fast.lower(): 1, slow.lower(): 1}, timeout=60)
+    assert {p["metadata"]["uid"] for p in first} <= {p["metadata"]["uid"] for p in pods}
+    assert not events_for(kctl, app, "FellBack"), "a replica was sent to the full node and had to fall back"
+    unschedulable = [p["metadata"]["name"] for p in app_pods(kctl, app)
+                     if (c := condition(p, "PodScheduled")) and c.get("reason") == "Unschedulable"]
+    assert not unschedulable
+
+
+def test_an_init_container_holds_gpus_on_its_node(kctl: Kubectl, running_operator: OperatorProcess,
+                                                  pools: PrivatePools) -> None:
+    # the scheduler takes max(6 of the init container, 1 of the app container) = 6 GPUs: 2 of 8 left,
+    # room for one 2-GPU replica (summing both would leave room for none)
+    pod = other_teams_pod("trainer", f"{pools.prefix}-fast", [container("app", {"cpu": "100m", GPU: "1"})],
+                          init=[container("warm-cache", {"cpu": "100m", GPU: "6"})])
+    fill_and_place(kctl, pools, "initfull", pod)
+
+
+def test_a_sidecar_and_overhead_hold_cpu_on_their_node(kctl: Kubectl, running_operator: OperatorProcess,
+                                                       pools: PrivatePools, runtime_class: str) -> None:
+    # 2 CPUs app + 2 CPUs sidecar (it runs beside the app: summed) + 58 CPUs of overhead: 2 of 64 CPUs
+    # left, room for one replica asking 2. Leaving out the overhead, or the sidecar, or taking the
+    # sidecar as an ordinary init container (the larger of 2 and 2) would leave room for two or more.
+    pod = other_teams_pod("batch", f"{pools.prefix}-fast", [container("app", {"cpu": "2"})],
+                          init=[container("proxy", {"cpu": "2"}, restartPolicy="Always")],
+                          runtimeClassName=runtime_class)
+    fill_and_place(kctl, pools, "overheadfull", pod)
