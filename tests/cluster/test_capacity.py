@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.builders import POOL_LABEL, PrivatePools, falapp
+from tests.builders import POOL_LABEL
+from tests.cluster.builders import PrivatePools, falapp
 from tests.cluster.conftest import OperatorProcess
 from tests.cluster.helpers import app_pods, events_for, wait_placement
 from tests.kube import Kubectl, condition, wait_until
