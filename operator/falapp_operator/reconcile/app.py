@@ -136,8 +136,12 @@ def plan(snap: AppSnapshot) -> AppPlan:
         uncreatable=snap.replica_failures,
     )
     decision = decide(resolution.options, snap.spec.replicas, policy_of(snap.spec), observed, snap.free, snap.now)
+    # a pod is marked so its ReplicaSet removes it first; one whose type keeps no replica goes anyway
+    # (a lost pool's hundreds of replacements would cost as many writes for nothing)
+    type_of = {p.name: p.machine_type for p in snap.pods}
     result = AppPlan(decision=decision, requeue_at=decision.requeue_at,
-                     mark_for_deletion=list(decision.delete_first))
+                     mark_for_deletion=[name for name in decision.delete_first
+                                        if decision.counts.get(type_of.get(name, ""), 0) > 0])
     # a Deployment per type in use; at scale, zero-replica Deployments for every listed type would
     # triple the objects the API server and controller manager keep
     for option in resolution.options:
