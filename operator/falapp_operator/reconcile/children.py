@@ -9,7 +9,6 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -79,8 +78,8 @@ def memory_quantity(size: int) -> str:
 
 def _container(spec: FalAppSpec, option: TypeOption, machine_type: MachineType) -> JsonObject:
     memory = memory_quantity(option.memory_bytes)
-    requests: dict[str, Any] = {"cpu": f"{option.cpu_milli}m", "memory": memory}
-    limits: dict[str, Any] = {"memory": memory}
+    requests: dict[str, str] = {"cpu": f"{option.cpu_milli}m", "memory": memory}
+    limits: dict[str, str] = {"memory": memory}
     if option.gpus:
         gpu_resource = machine_type.spec.gpu_resource
         assert gpu_resource is not None, "only a GPU type gives a replica GPUs"
@@ -92,7 +91,7 @@ def _container(spec: FalAppSpec, option: TypeOption, machine_type: MachineType) 
         # a pod without GPUs gets none from the GPU runtime, whatever its image or an envFrom source
         # says (env wins over envFrom; "void" turns the NVIDIA runtime hook off)
         env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": NO_GPUS})
-    container: dict[str, Any] = {
+    container: JsonObject = {
         "name": CONTAINER_NAME,
         "image": spec.image,
         "resources": {"requests": requests, "limits": limits},
@@ -120,7 +119,7 @@ def _placement(spec: FalAppSpec, machine_type: MachineType) -> JsonObject:
     node_selector = dict(mt.node_selector or {})
     if spec.requires_nvenc:
         node_selector.update(mt.nvenc_node_selector or {})
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     if node_selector:
         out["nodeSelector"] = node_selector
     if mt.node_affinity:
@@ -138,7 +137,7 @@ def pod_labels(app: AppRef, machine_type: str) -> dict[str, str]:
 
 def pod_template(app: AppRef, spec: FalAppSpec, option: TypeOption, machine_type: MachineType) -> JsonObject:
     """The pod template of the type's Deployment, stamped with a hash of itself (TEMPLATE_ANNOTATION)."""
-    pod_spec: dict[str, Any] = {
+    pod_spec: JsonObject = {
         "containers": [_container(spec, option, machine_type)],
         "securityContext": RESTRICTED_POD,
         # no API token in the pods unless the app asks for one
