@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal, NotRequired, TypedDict
 
 from pydantic import (
     AfterValidator,
@@ -29,7 +29,8 @@ GROUP = "fal.ai"
 MAX_MACHINE_TYPES = 8  # entries of FalApp spec.machineTypes
 MAX_MESSAGE = 1024  # characters of a message the operator writes (attempts, candidates, events)
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Final = "fal.ai/v1alpha1"  # spelled out, so that it is the models' Literal to a type checker
+assert API_VERSION == f"{GROUP}/{VERSION}"
 
 # --- patterns (RE2-compatible: used both by pydantic and by the apiserver) -------------------------
 
@@ -63,11 +64,21 @@ CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 # --- CEL rules (x-kubernetes-validations) -----------------------------------------------------------
 
 
+class CelRule(TypedDict):
+    """One `x-kubernetes-validations` entry, spelled as in a CRD's schema."""
+
+    rule: str
+    message: str
+    messageExpression: NotRequired[str]
+    fieldPath: NotRequired[str]
+    reason: NotRequired[str]
+
+
 def cel(rule: str, message: str, *, field_path: str | None = None, reason: str | None = None,
-        message_expression: str | None = None) -> dict:
+        message_expression: str | None = None) -> CelRule:
     """One `x-kubernetes-validations` entry (`message_expression` may name the offending value; the
     apiserver falls back to `message` if it cannot be evaluated)."""
-    out: dict[str, Any] = {"rule": rule, "message": message}
+    out: CelRule = {"rule": rule, "message": message}
     if message_expression:
         out["messageExpression"] = message_expression
     if field_path:
@@ -77,7 +88,7 @@ def cel(rule: str, message: str, *, field_path: str | None = None, reason: str |
     return out
 
 
-def x_validations(*rules: dict) -> dict[str, Any]:
+def x_validations(*rules: CelRule) -> dict[str, Any]:
     """`json_schema_extra` carrying CEL rules for a field or a model."""
     return {"x-kubernetes-validations": list(rules)}
 
@@ -308,7 +319,7 @@ _CEL_NOT_RESERVED = f"(!k.matches('{RESERVED_KEY}') || k.matches('{USER_KEY}'))"
 assert "\\" not in QUALIFIED_NAME + RESERVED_KEY + USER_KEY, "CEL string literals take no backslashes"
 
 
-def map_key_rules(field: str) -> list[dict]:
+def map_key_rules(field: str) -> list[CelRule]:
     """CEL rules on a map whose keys are label/annotation keys; the messages name the first bad key."""
     return [
         cel(
@@ -425,7 +436,7 @@ class AppToleration(Toleration):
         )
     )
 
-    key: str = Field(  # type: ignore[assignment]
+    key: str = Field(
         min_length=1,
         max_length=QUALIFIED_NAME_MAX,
         pattern=QUALIFIED_NAME,

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from falapp_operator.api.common import CelRule
+
 # Keys that must never reach a structural schema.
 _FORBIDDEN = ("$ref", "allOf", "anyOf", "oneOf", "not", "uniqueItems", "examples", "definitions", "$defs")
 
@@ -65,7 +67,7 @@ class ResourceInfo:
     # extra schema for metadata (only name/generateName may be restricted)
     metadata_schema: dict[str, Any] = field(default_factory=dict)
     # CEL rules on the whole object (the only place where metadata.name and spec meet)
-    root_rules: tuple[dict[str, Any], ...] = ()
+    root_rules: tuple[CelRule, ...] = ()
 
     @property
     def api_version(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -76,9 +76,14 @@ def app_name_problem(name: str, spec: FalAppSpec) -> str | None:
     return None
 
 MachineTypeName = Annotated[str, Field(min_length=1, max_length=63, pattern=MACHINE_TYPE_NAME)]
-UnschedulableTimeout = duration_type("1s", "24h")
-ScaleUpTimeout = duration_type("0s", "24h")
-StartupTimeout = duration_type("1s", "24h")
+if TYPE_CHECKING:  # built types are opaque to a type checker: it sees the str that pydantic checks
+    UnschedulableTimeout: TypeAlias = str
+    ScaleUpTimeout: TypeAlias = str
+    StartupTimeout: TypeAlias = str
+else:
+    UnschedulableTimeout = duration_type("1s", "24h")
+    ScaleUpTimeout = duration_type("0s", "24h")
+    StartupTimeout = duration_type("1s", "24h")
 
 
 def _unique(items: Iterable[Any], key: Any, field: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -11,6 +11,7 @@ from falapp_operator.api.common import (
     DNS1123_SUBDOMAIN,
     PORT_NAME_MESSAGE,
     ApiModel,
+    CelRule,
     PortRef,
     Quantity,
     cel,
@@ -35,7 +36,7 @@ DOWNWARD_FIELD = (
 )
 
 
-def exactly_one_rule(fields: tuple[str, ...], what: str) -> dict[str, Any]:
+def exactly_one_rule(fields: tuple[str, ...], what: str) -> CelRule:
     """CEL rule: exactly one of `fields` is set."""
     count = " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields)
     return cel(f"{count} == 1", f"{what} must set exactly one of {', '.join(fields)}")

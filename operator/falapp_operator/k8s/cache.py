@@ -9,7 +9,7 @@ from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from falapp_operator.api import MachineType
+from falapp_operator.api import JsonMapping, MachineType
 from falapp_operator.api.names import APP_LABEL, KARPENTER_NODEPOOL_LABEL, TYPE_LABEL
 from falapp_operator.api.nodes import Taint, scheduling_taints
 from falapp_operator.api.resources import Resources, pod_requests
@@ -35,7 +35,7 @@ class PoolNodes:
         return machine_type.spec.matches_node(self.labels, self.taints)
 
 
-def nodepool_nodes(nodepool: Mapping) -> PoolNodes:
+def nodepool_nodes(nodepool: JsonMapping) -> PoolNodes:
     """The template's labels, requirements that allow exactly one value, karpenter.sh/nodepool, and the
     template's taints. (Requirements with a choice of values are left out: a type needing one of them
     is not counted as made by the pool.)"""
@@ -50,7 +50,7 @@ def nodepool_nodes(nodepool: Mapping) -> PoolNodes:
     return PoolNodes(labels, scheduling_taints(spec.get("taints")))
 
 
-def autoscaler_answer(event: Mapping) -> str | None:
+def autoscaler_answer(event: JsonMapping) -> str | None:
     """What an autoscaler's event says about a pending pod: a node is COMING (cluster-autoscaler's
     TriggeredScaleUp, Karpenter's Nominated), or none will (NotTriggerScaleUp; Karpenter's
     FailedScheduling, e.g. its node pool's limits are exhausted: REFUSED). None: not an autoscaler's."""
@@ -98,7 +98,7 @@ class ClusterCache:
     _typed: set[str] | None = None  # nodes of any machine type (None: not computed since a change)
 
     # --- updates (return whether capacity somewhere may have grown) ---------------------------
-    def upsert_node(self, body: Mapping) -> bool:
+    def upsert_node(self, body: JsonMapping) -> bool:
         info = node_info(body)
         old = self.nodes.get(info.name)
         self.nodes[info.name] = info
@@ -113,7 +113,7 @@ class ClusterCache:
         self.forget_node_matches()
         return self.nodes.pop(name, None) is not None
 
-    def upsert_pod(self, body: Mapping) -> bool:
+    def upsert_pod(self, body: JsonMapping) -> bool:
         info = pod_info(body)
         if info is None:  # finished or terminating: no longer holds its node's resources
             return self.remove_pod(body["metadata"]["uid"])
@@ -200,7 +200,7 @@ class ClusterCache:
         return [p for p in self.pods.values() if p.machine_type == machine_type]
 
 
-def node_info(body: Mapping) -> NodeInfo:
+def node_info(body: JsonMapping) -> NodeInfo:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     return NodeInfo(
@@ -212,7 +212,7 @@ def node_info(body: Mapping) -> NodeInfo:
     )
 
 
-def pod_info(body: Mapping) -> PodInfo | None:
+def pod_info(body: JsonMapping) -> PodInfo | None:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     # a terminating pod still holds its node's resources (the scheduler counts it until it is gone)
     if status.get("phase") in ("Succeeded", "Failed"):

@@ -14,7 +14,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Coroutine
+from typing import TypeAlias
 
 from pydantic import ValidationError
 
@@ -23,6 +24,8 @@ from falapp_operator.api import (
     API_VERSION,
     FalAppSpec,
     FalAppStatus,
+    JsonMapping,
+    JsonObject,
     MachineType,
     MachineTypeStatus,
     parse_time,
@@ -67,6 +70,7 @@ from falapp_operator.settings import OperatorSettings
 logger = logging.getLogger("falapp_operator")
 EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its pod is seen
 UNKNOWN_OUTCOME = frozenset({0, 408, 500, 502, 503, 504})  # no answer, or none saying whether it was written
+QueueKey: TypeAlias = tuple[str, ...]  # ("app", namespace, name) or ("machinetypes",)
 
 
 class Controller:
@@ -79,27 +83,28 @@ class Controller:
         self._placement_catalogue: list[MachineType] | None = None  # with autoscaled types marked
         self.namespace_labels: dict[str, dict[str, str]] = {}  # only the labels: no whole bodies kept
         self.terminating: set[str] = set()  # namespaces being deleted: their apps go with them
-        self.queue = WorkQueue()
+        self.queue: WorkQueue[QueueKey] = WorkQueue()
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
         self.generations: dict[tuple[str, str], tuple[str, int]] = {}  # last (uid, generation) per app
         self.waiting: set[tuple[str, str]] = set()  # apps that would use freed capacity
-        self.failures: dict[tuple, int] = {}
+        self.failures: dict[QueueKey, int] = {}
         # replicas asked for but whose pods are not seen yet: (namespace, app) -> [(type, requests, at)]
         self.expected: dict[tuple[str, str], list[tuple[str, TypeOption, float]]] = {}
-        self._workers: list[asyncio.Task] = []
-        self._resync: asyncio.Task | None = None
-        self._pod_watch: asyncio.Task | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._resync: asyncio.Task[None] | None = None
+        self._pod_watch: asyncio.Task[None] | None = None
         self._pods_version: str | None = None  # where the pod watch continues; None: list first
         self._resync_lock = asyncio.Lock()
         self._watched_during_resync: set[str] | None = None
         # per app: child name -> its version right after our last apply (others' additions since are theirs)
         self._applied: dict[tuple[str, str], dict[str, str]] = {}
-        self._pending_posts: set[asyncio.Task] = set()
+        self._pending_posts: set[asyncio.Task[None]] = set()
         self._machinetype_status: dict[str, MachineTypeStatus] = {}
         self._free_by_type: dict[tuple[str, bool], tuple[int, list[NodeFree]]] = {}
         self._insufficient: dict[tuple[str, str], str] = {}
         self._replica_gauge: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
-        self._machinetype_seen: dict[str, tuple] = {}  # what placement reads of each MachineType, as last seen
+        # what placement reads of each MachineType, as last seen
+        self._machinetype_seen: dict[str, tuple[object, ...]] = {}
         self._machinetype_written: dict[str, int] = {}  # resourceVersion of our last status write per type
         # what reconciles read, fed by watches (and the answers to our writes): slim copies only
         field_manager = settings.field_manager
@@ -108,7 +113,7 @@ class Controller:
         self.services = Store(lambda body: slim_child(body, field_manager), index_label=APP_LABEL)
         self.app_pods = Store(slim_pod, index_label=APP_LABEL)
         self._informers: list[Informer] = []
-        self._informer_tasks: list[asyncio.Task] = []
+        self._informer_tasks: list[asyncio.Task[None]] = []
         self._unsure: set[tuple[str, str]] = set()  # apps whose last write got no answer: read them fresh
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -121,7 +126,7 @@ class Controller:
         for body in await self.api.list_namespaces():
             self.namespace_event(body, deleted=False)
         await self.resync()
-        namespaces = [n for n in self.settings.watch_namespaces.split(",") if n] or [None]
+        namespaces: list[str | None] = [n for n in self.settings.watch_namespaces.split(",") if n] or [None]
         for namespace in namespaces:  # FalApps and their children: only where FalApps are managed
             self._informers += [
                 Informer(self.api, "falapps", self.falapp_watched, namespace),
@@ -147,7 +152,7 @@ class Controller:
         if self.settings.resync_period:
             self._resync = asyncio.create_task(self._resync_loop(), name="falapp-resync")
 
-    def namespace_event(self, body: Mapping, deleted: bool) -> None:
+    def namespace_event(self, body: JsonMapping, deleted: bool) -> None:
         """Keep each namespace's labels (entitlements to MachineTypes); when they change, its apps are
         placed again."""
         name = body["metadata"]["name"]
@@ -195,7 +200,7 @@ class Controller:
                 del nodes
                 listed_pods: set[str] = set()
 
-                def listed(body: Mapping) -> None:  # pods go into the cache page by page
+                def listed(body: JsonMapping) -> None:  # pods go into the cache page by page
                     listed_pods.add(body["metadata"]["uid"])
                     if body["metadata"]["uid"] not in newer:
                         self.cache.upsert_pod(body)
@@ -270,7 +275,7 @@ class Controller:
         return (machine_type.spec.autoscaled is None and machine_type.spec.is_gpu
                 and any(pool.of_type(machine_type) for pool in self.nodepools.values()))
 
-    def nodepool_event(self, body: Mapping, deleted: bool) -> None:
+    def nodepool_event(self, body: JsonMapping, deleted: bool) -> None:
         """A Karpenter NodePool appeared, changed or went: which types are autoscaled may have changed."""
         name = body["metadata"]["name"]
         before = {m.metadata.name for m in self.placement_catalogue() if m.spec.autoscaled}
@@ -284,7 +289,7 @@ class Controller:
                 self.queue.add(("app", namespace, app))
             self._touch_machinetypes()
 
-    def machinetype_event(self, body: Mapping, deleted: bool) -> None:
+    def machinetype_event(self, body: JsonMapping, deleted: bool) -> None:
         meta = body["metadata"]
         name = meta["name"]
         seen = (meta.get("generation"), body.get("spec"), meta.get("labels"), meta.get("annotations"))
@@ -314,7 +319,7 @@ class Controller:
             self.queue.add(("app", namespace, app))
         self._touch_machinetypes()
 
-    def node_event(self, body: Mapping, deleted: bool) -> None:
+    def node_event(self, body: JsonMapping, deleted: bool) -> None:
         if self._watched_during_resync is not None:
             self._watched_during_resync.add(body["metadata"]["name"])
         name = body["metadata"]["name"]
@@ -325,7 +330,7 @@ class Controller:
             if was_typed or (not deleted and self.cache.of_any_type(name, self.catalogue.values())):
                 self._capacity_changed()
 
-    def pod_event(self, body: Mapping, deleted: bool) -> None:
+    def pod_event(self, body: JsonMapping, deleted: bool) -> None:
         meta = body["metadata"]
         if self._watched_during_resync is not None:
             self._watched_during_resync.add(meta["uid"])
@@ -347,7 +352,7 @@ class Controller:
                 old is None or old.node != now.node) and self.cache.of_any_type(now.node, self.catalogue.values()):
             self._touch_machinetypes()  # another team's pod took room on a type's node: its status shows it
 
-    def _app_pod(self, body: Mapping, kind: str) -> bool:
+    def _app_pod(self, body: JsonMapping, kind: str) -> bool:
         """Keep the slim copy of a pod of a managed app (whether a reconcile may see it differently)."""
         meta = body["metadata"]
         if "name" not in meta:  # a deletion the resync found: known by uid only
@@ -361,24 +366,26 @@ class Controller:
                 **meta, "namespace": key[0], "name": key[1], "resourceVersion": None}})
         return self.app_pods.observe(kind, body)
 
-    def falapp_watched(self, kind: str, body: Mapping) -> None:
+    def falapp_watched(self, kind: str, body: JsonMapping) -> None:
         if self.falapps.observe(kind, body):
             meta = body["metadata"]
             self.app_event(meta["namespace"], meta["name"], generation=meta.get("generation"), uid=meta.get("uid", ""))
 
-    def child_watched(self, store: Store, kind: str, body: Mapping) -> None:
+    def child_watched(self, store: Store, kind: str, body: JsonMapping) -> None:
         meta = body["metadata"]
         old = store.get((meta.get("namespace") or "", meta["name"]))
         if store.observe(kind, body):
-            for app in {(meta.get("labels") or {}).get(APP_LABEL),
-                        ((old or {}).get("metadata", {}).get("labels") or {}).get(APP_LABEL)} - {None}:
-                self.app_event(meta["namespace"], app)
+            apps: set[str | None] = {(meta.get("labels") or {}).get(APP_LABEL),
+                                     ((old or {}).get("metadata", {}).get("labels") or {}).get(APP_LABEL)}
+            for app in apps:
+                if app is not None:
+                    self.app_event(meta["namespace"], app)
 
-    def scale_signal_watched(self, kind: str, body: Mapping) -> None:
+    def scale_signal_watched(self, kind: str, body: JsonMapping) -> None:
         if kind != "DELETED":
             self.scale_signal_event(body)
 
-    def scale_signal_event(self, body: Mapping) -> None:
+    def scale_signal_event(self, body: JsonMapping) -> None:
         """Autoscaler events (TriggeredScaleUp, NotTriggerScaleUp, Karpenter Nominated) about our pods."""
         involved = body.get("involvedObject") or {}
         answer = autoscaler_answer(body)
@@ -574,7 +581,7 @@ class Controller:
         return cached[1]
 
     # --- writes of one reconcile -------------------------------------------------------------------
-    async def _refuse(self, ref: children.AppRef, generation: int, status: Mapping, problem: str,
+    async def _refuse(self, ref: children.AppRef, generation: int, status: JsonMapping, problem: str,
                       snap: AppSnapshot | None, reason: str) -> None:
         """Stalled with `reason` and the problem, a Warning event; retried at the slowest rate. `status`:
         the app's status as recorded now (with any history written since it was read)."""
@@ -589,8 +596,8 @@ class Controller:
         logger.warning("%s/%s: %s: %s", ref.namespace, ref.name, reason, problem)
         self.queue.retry_after(("app", ref.namespace, ref.name), self.settings.error_backoff_max)
 
-    async def _name_conflict(self, ref: children.AppRef, labelled: list[dict],
-                             result: AppPlan) -> tuple[str | None, dict | None]:
+    async def _name_conflict(self, ref: children.AppRef, labelled: list[JsonObject],
+                             result: AppPlan) -> tuple[str | None, JsonObject | None]:
         """(why a child of the plan may not be written, the live Service): a child is written only when
         absent or controlled by this FalApp. The stores hold every Deployment and Service of the app's
         namespace (others' by name and controller only). One made under the name after the store last
@@ -617,14 +624,14 @@ class Controller:
         self.services.refresh(app, app, await self.api.get_service(namespace, service_name(name)))
         selector = f"{APP_LABEL}={name}"
         for store, resource in ((self.deployments, "deployments"), (self.app_pods, "pods")):
-            items: list[dict] = []
+            items: list[JsonObject] = []
             listed_at = await self.api.list_objects(resource, items.append, namespace, label_selector=selector,
                                                     read=f"list_app_{resource}")
             store.refresh_app(app, namespace, items, listed_at)
         self._unsure.discard(app)
 
-    async def _execute(self, ref: children.AppRef, body: Mapping, deployments: list[dict], pods: list[dict],
-                       result: AppPlan, service: dict | None = None) -> None:
+    async def _execute(self, ref: children.AppRef, body: JsonMapping, deployments: list[JsonObject],
+                       pods: list[JsonObject], result: AppPlan, service: JsonObject | None = None) -> None:
         """The plan's writes in order; each answer goes into the stores at once (write-through)."""
         namespace = ref.namespace
         app = (namespace, ref.name)
@@ -635,15 +642,18 @@ class Controller:
         try:
             for write in writes:
                 if write.kind == "history":
+                    assert write.body is not None, "a history write carries its status patch"
                     self.falapps.wrote(await self.api.patch_falapp_status(namespace, ref.name, write.body), app)
                     status.update(write.body)  # a refusal further on builds on what is recorded now
                 elif write.kind == "apply":
+                    assert write.body is not None, "an apply carries the desired object"
                     answer = await self.api.apply(write.body, write.create)
                     self.deployments.wrote(answer, app)
                     applied[write.name] = object_version(answer)
                 elif write.kind == "mark":
                     self.app_pods.wrote(await self.api.mark_pod_for_deletion(namespace, write.name), app)
                 elif write.kind == "resize_unlisted":
+                    assert write.body is not None, "a resize carries its merge patch"
                     self.deployments.wrote(await self.api.resize_unlisted(namespace, write.name, write.body), app)
                 else:
                     await self.api.delete_deployment(namespace, write.name)
@@ -675,7 +685,7 @@ class Controller:
         for event in result.events:
             self._background(self.api.post_event(involved, event.type, event.reason, event.message))
 
-    async def _write_status(self, namespace: str, name: str, current: Mapping[str, object],
+    async def _write_status(self, namespace: str, name: str, current: JsonMapping,
                             desired: FalAppStatus) -> bool:
         patch = desired.to_patch()
         if not status_changed(current, patch):
@@ -683,13 +693,13 @@ class Controller:
         self.falapps.wrote(await self.api.patch_falapp_status(namespace, name, patch), (namespace, name))
         return True
 
-    def _background(self, coroutine) -> None:
+    def _background(self, coroutine: Coroutine[object, object, None]) -> None:
         """Fire-and-forget writes (events) that must not delay the next placement step."""
         task = asyncio.create_task(coroutine)
         self._pending_posts.add(task)
         task.add_done_callback(self._posted)
 
-    def _posted(self, task: asyncio.Task) -> None:
+    def _posted(self, task: asyncio.Task[None]) -> None:
         self._pending_posts.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.warning("could not post an event: %s", task.exception())

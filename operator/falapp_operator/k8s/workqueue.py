@@ -14,20 +14,23 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)  # a key: what one worker processes at a time
 
 
-class WorkQueue:
+class WorkQueue(Generic[K]):
     def __init__(self) -> None:
-        self._ready: deque[Hashable] = deque()
-        self._due: deque[Hashable] = deque()  # keys whose delay ran out: handed out first
+        self._ready: deque[K] = deque()
+        self._due: deque[K] = deque()  # keys whose delay ran out: handed out first
         self._count = asyncio.Semaphore(0)  # keys in _ready and _due
-        self._queued: set[Hashable] = set()
-        self._processing: set[Hashable] = set()
-        self._dirty: dict[Hashable, bool] = {}  # processed keys added again -> whether due
-        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
-        self._backing_off: set[Hashable] = set()
+        self._queued: set[K] = set()
+        self._processing: set[K] = set()
+        self._dirty: dict[K, bool] = {}  # processed keys added again -> whether due
+        self._timers: dict[K, asyncio.TimerHandle] = {}
+        self._backing_off: set[K] = set()
 
-    def add(self, key: Hashable, urgent: bool = False, due: bool = False) -> None:
+    def add(self, key: K, urgent: bool = False, due: bool = False) -> None:
         if key in self._backing_off:
             if not urgent:
                 return
@@ -47,7 +50,7 @@ class WorkQueue:
             self._ready.remove(key)
             self._due.append(key)
 
-    def add_after(self, key: Hashable, delay: float) -> None:
+    def add_after(self, key: K, delay: float) -> None:
         if key in self._backing_off:
             return
         if delay <= 0:
@@ -62,7 +65,7 @@ class WorkQueue:
             timer.cancel()
         self._timers[key] = loop.call_at(when, self._fire, key)
 
-    def retry_after(self, key: Hashable, delay: float) -> None:
+    def retry_after(self, key: K, delay: float) -> None:
         """Process the key again after `delay`, and not sooner unless an urgent add comes."""
         timer = self._timers.pop(key, None)
         if timer is not None:
@@ -71,19 +74,19 @@ class WorkQueue:
         self._backing_off.add(key)
         self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
 
-    def _fire(self, key: Hashable) -> None:
+    def _fire(self, key: K) -> None:
         self._timers.pop(key, None)
         self._backing_off.discard(key)
         self.add(key, due=True)
 
-    async def get(self) -> Hashable:
+    async def get(self) -> K:
         await self._count.acquire()
         key = self._due.popleft() if self._due else self._ready.popleft()
         self._queued.discard(key)
         self._processing.add(key)
         return key
 
-    def done(self, key: Hashable) -> None:
+    def done(self, key: K) -> None:
         self._processing.discard(key)
         if key in self._dirty:
             self.add(key, due=self._dirty.pop(key))

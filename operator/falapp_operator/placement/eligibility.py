@@ -89,7 +89,7 @@ def _price_key(machine_type: MachineType, gpus: int) -> tuple[int, Decimal]:
 def by_vram(spec: FalAppSpec, catalogue: Iterable[MachineType]) -> tuple[list[tuple[MachineType, int]], dict[str, str]]:
     """(GPU types that fit spec.gpuMemory with the GPUs a replica gets there, in preference order;
     why each other GPU type does not fit)."""
-    fitting: list[tuple[tuple, MachineType, int]] = []
+    fitting: list[tuple[tuple[int, int, tuple[int, Decimal], str, str], MachineType, int]] = []
     unfit: dict[str, str] = {}
     for machine_type in catalogue:
         if not machine_type.is_gpu:
@@ -122,16 +122,16 @@ def type_option(spec: FalAppSpec, machine_type: MachineType) -> TypeOption:
     name = machine_type.display_name
     try:
         cpu_milli = cpu_millis(cpu) if cpu else cpu_millis(machine_type.spec.resources.cpu) * per
-        memory = memory_bytes(memory) if memory else memory_bytes(machine_type.spec.resources.memory) * per
+        mem_bytes = memory_bytes(memory) if memory else memory_bytes(machine_type.spec.resources.memory) * per
     except (ArithmeticError, ValueError) as exc:
         raise ValueError(f"spec.resources: cannot compute the requests of a replica on {name}: {exc}") from exc
-    for what, value in (("cpu", cpu_milli), ("memory", memory)):
+    for what, value in (("cpu", cpu_milli), ("memory", mem_bytes)):
         if value > REQUEST_MAX:
             source = (f"spec.resources.{what}" if getattr(spec.resources, what, None)
                       else f"{field}: {per} x the {what} per GPU of {name}")
             raise ValueError(f"{source}: a replica's {what} request on {name} is too large for Kubernetes")
     return TypeOption(name=machine_type.metadata.name, display=name, gpus=gpus, cpu_milli=cpu_milli,
-                      memory_bytes=memory, autoscaled=bool(machine_type.spec.autoscaled))
+                      memory_bytes=mem_bytes, autoscaled=bool(machine_type.spec.autoscaled))
 
 
 def why_not(spec: FalAppSpec, machine_type: MachineType) -> str | None:

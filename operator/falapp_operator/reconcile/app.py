@@ -8,12 +8,13 @@ from datetime import datetime, timedelta
 
 from falapp_operator.api import (
     FalAppSpec,
+    JsonObject,
     MachineType,
     app_name_problem,
     format_time,
     truncate,
 )
-from falapp_operator.api.conditions import ConditionType, get_condition, set_condition
+from falapp_operator.api.conditions import ConditionStatus, ConditionType, get_condition, set_condition
 from falapp_operator.api.status import (
     Attempt,
     FalAppStatus,
@@ -32,6 +33,7 @@ from falapp_operator.placement import (
     Policy,
     ProbeRetry,
     Surge,
+    Transition,
     decide,
 )
 from falapp_operator.placement.eligibility import Resolution, resolve
@@ -80,11 +82,11 @@ class Event:
 
 @dataclass
 class AppPlan:
-    deployments: list[dict] = field(default_factory=list)  # to apply
+    deployments: list[JsonObject] = field(default_factory=list)  # to apply
     delete_deployments: list[str] = field(default_factory=list)  # machine types whose Deployment goes
     rescale_unlisted: dict[str, int] = field(default_factory=dict)  # unlisted types draining: new size
     # (such a Deployment keeps its old template; the rescale also clears its surge annotation)
-    service: dict | None = None
+    service: JsonObject | None = None
     # written as its merge patch (FalAppStatus.to_patch): the fields it sets replace the stored ones
     status: FalAppStatus = field(default_factory=FalAppStatus)
     # the status's memory of this decision (attempt history, probe back-offs, the only fields set):
@@ -119,8 +121,9 @@ def _probe_budget(spec: FalAppSpec) -> float:
 def plan(snap: AppSnapshot) -> AppPlan:
     problem = app_name_problem(snap.ref.name, snap.spec)  # an app created before the CRD checked it
     resolution = resolve(snap.spec, snap.catalogue, snap.ref.namespace, snap.namespace_labels)
-    if problem or resolution.problem:
-        return invalid(snap.ref, snap.generation, snap.status, problem or resolution.problem, snap.now, snap.pods)
+    problem = problem or resolution.problem
+    if problem:
+        return invalid(snap.ref, snap.generation, snap.status, problem, snap.now, snap.pods)
     by_display = {m.display_name: m.metadata.name for m in resolution.types.values()}
     templates = {o.name: children.pod_template(snap.ref, snap.spec, o, resolution.types[o.name])
                  for o in resolution.options}
@@ -170,8 +173,9 @@ def invalid(ref: AppRef, generation: int, status: FalAppStatus, problem: str, no
     event when the problem is new. The rest of the status (placements, history) stays as recorded."""
     conditions = list(status.conditions)
     previous = get_condition(conditions, ConditionType.STALLED)
-    for type_, state in ((ConditionType.STALLED, "True"), (ConditionType.READY, "False"),
-                         (ConditionType.RECONCILING, "False")):
+    states: tuple[tuple[ConditionType, ConditionStatus], ...] = (
+        (ConditionType.STALLED, "True"), (ConditionType.READY, "False"), (ConditionType.RECONCILING, "False"))
+    for type_, state in states:
         conditions = set_condition(conditions, type_, state, reason=reason, message=problem,
                                    observed_generation=generation, now=now)
     # a copy keeps the fields set as read, so its patch carries them too; each assigned field is set
@@ -255,7 +259,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
     stuck_since = {p.machine_type: p.unschedulable_since for p in live if p.unschedulable_since}
     # the same move made by several replicas in one step is one entry and one event (a burst of a
     # hundred replicas falling back must not push the history out, nor flood the namespace's events)
-    groups: dict[tuple, list] = {}
+    groups: dict[tuple[Move, str | None, str | None], list[Transition]] = {}
     for tr in decision.transitions:
         if tr.move not in (Move.SCALED_UP, Move.SCALED_DOWN):
             groups.setdefault((tr.move, tr.from_type, tr.to_type), []).append(tr)
@@ -302,7 +306,9 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
     on_surge_type = [p for p in live if surge is not None and p.machine_type == surge.to_type]
     surge_ready = int(bool(on_surge_type) and all(p.ready for p in on_surge_type))
     failures = {display.get(t, t): m for t, m in snap.replica_failures.items() if t in decision.counts}
-    stalled = ("False", "SpecValid", "")
+    # (status, reason, message) of the Ready and Stalled conditions
+    ready_state: tuple[ConditionStatus, str, str]
+    stalled: tuple[ConditionStatus, str, str] = ("False", "SpecValid", "")
     if failures and current_ready < wanted:
         detail = "; ".join(f"{t}: {msg}" for t, msg in failures.items())
         ready_state = ("False", "ReplicaFailure", f"pods cannot be created: {detail}")

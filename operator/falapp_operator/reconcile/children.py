@@ -7,10 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from falapp_operator.api import API_VERSION, FalAppSpec, MachineType, format_time, parse_time_or_none
+from pydantic import BaseModel
+
+from falapp_operator.api import (
+    API_VERSION,
+    FalAppSpec,
+    JsonMapping,
+    JsonObject,
+    MachineType,
+    format_time,
+    parse_time_or_none,
+)
 from falapp_operator.api.names import (
     APP_LABEL,
     HASH_ANNOTATION,
@@ -45,7 +55,7 @@ class AppRef:
     namespace: str
     uid: str
 
-    def owner_reference(self) -> dict:
+    def owner_reference(self) -> JsonObject:
         return {"apiVersion": API_VERSION, "kind": "FalApp", "name": self.name, "uid": self.uid,
                 "controller": True, "blockOwnerDeletion": True}
 
@@ -54,7 +64,7 @@ class AppRef:
         return f"{APP_LABEL}={self.name}"
 
 
-def _dump(items: list | None) -> list[dict]:
+def _dump(items: Sequence[BaseModel] | None) -> list[JsonObject]:
     return [i.model_dump(by_alias=True, exclude_none=True, mode="json") for i in items or []]
 
 
@@ -66,12 +76,13 @@ def memory_quantity(size: int) -> str:
     return str(size)
 
 
-def _container(spec: FalAppSpec, option: TypeOption, machine_type: MachineType) -> dict:
+def _container(spec: FalAppSpec, option: TypeOption, machine_type: MachineType) -> JsonObject:
     memory = memory_quantity(option.memory_bytes)
-    requests: dict[str, Any] = {"cpu": f"{option.cpu_milli}m", "memory": memory}
-    limits: dict[str, Any] = {"memory": memory}
+    requests: dict[str, str] = {"cpu": f"{option.cpu_milli}m", "memory": memory}
+    limits: dict[str, str] = {"memory": memory}
     if option.gpus:
-        gpu_resource = machine_type.spec.gpu.resource_name
+        gpu_resource = machine_type.spec.gpu_resource
+        assert gpu_resource is not None, "only a GPU type gives a replica GPUs"
         requests[gpu_resource] = limits[gpu_resource] = str(option.gpus)
     env = _dump(spec.env)  # the API refuses NVIDIA_* names: only the operator sets them
     if spec.requires_nvenc:
@@ -80,7 +91,7 @@ def _container(spec: FalAppSpec, option: TypeOption, machine_type: MachineType) 
         # a pod without GPUs gets none from the GPU runtime, whatever its image or an envFrom source
         # says (env wins over envFrom; "void" turns the NVIDIA runtime hook off)
         env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": NO_GPUS})
-    container: dict[str, Any] = {
+    container: JsonObject = {
         "name": CONTAINER_NAME,
         "image": spec.image,
         "resources": {"requests": requests, "limits": limits},
@@ -103,12 +114,12 @@ def _container(spec: FalAppSpec, option: TypeOption, machine_type: MachineType) 
     return container
 
 
-def _placement(spec: FalAppSpec, machine_type: MachineType) -> dict:
+def _placement(spec: FalAppSpec, machine_type: MachineType) -> JsonObject:
     mt = machine_type.spec
     node_selector = dict(mt.node_selector or {})
     if spec.requires_nvenc:
         node_selector.update(mt.nvenc_node_selector or {})
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     if node_selector:
         out["nodeSelector"] = node_selector
     if mt.node_affinity:
@@ -124,9 +135,9 @@ def pod_labels(app: AppRef, machine_type: str) -> dict[str, str]:
     return {APP_LABEL: app.name, TYPE_LABEL: machine_type, "app.kubernetes.io/name": app.name, **MANAGED_BY}
 
 
-def pod_template(app: AppRef, spec: FalAppSpec, option: TypeOption, machine_type: MachineType) -> dict:
+def pod_template(app: AppRef, spec: FalAppSpec, option: TypeOption, machine_type: MachineType) -> JsonObject:
     """The pod template of the type's Deployment, stamped with a hash of itself (TEMPLATE_ANNOTATION)."""
-    pod_spec: dict[str, Any] = {
+    pod_spec: JsonObject = {
         "containers": [_container(spec, option, machine_type)],
         "securityContext": RESTRICTED_POD,
         # no API token in the pods unless the app asks for one
@@ -147,18 +158,19 @@ def pod_template(app: AppRef, spec: FalAppSpec, option: TypeOption, machine_type
     return template
 
 
-def template_hash(template: dict) -> str:
-    return template["metadata"]["annotations"][TEMPLATE_ANNOTATION]
+def template_hash(template: JsonMapping) -> str:
+    digest: str = template["metadata"]["annotations"][TEMPLATE_ANNOTATION]
+    return digest
 
 
-def resize_patch(replicas: int) -> dict:
+def resize_patch(replicas: int) -> JsonObject:
     """Merge patch giving a Deployment whose type is no longer listed a new size, its template kept.
     It clears the make-before-break mark (it cannot outlive the resize) and the applied hash (the
     object no longer is what was applied: if the type is listed again, it is applied again)."""
     return {"metadata": {"annotations": {SURGE_ANNOTATION: "", HASH_ANNOTATION: ""}}, "spec": {"replicas": replicas}}
 
 
-def deployment(app: AppRef, option: TypeOption, template: dict, replicas: int, surge: Surge | None) -> dict:
+def deployment(app: AppRef, option: TypeOption, template: JsonObject, replicas: int, surge: Surge | None) -> JsonObject:
     annotations = {SURGE_ANNOTATION: encode_surge(surge) if surge and surge.to_type == option.name else ""}
     body = {
         "apiVersion": "apps/v1",
@@ -203,11 +215,11 @@ def decode_surge(type_name: str, value: str | None) -> Surge | None:
                  parse_time_or_none(data.get("readyAt")))
 
 
-def service(app: AppRef, spec: FalAppSpec) -> dict | None:
+def service(app: AppRef, spec: FalAppSpec) -> JsonObject | None:
     if not spec.ports:
         return None
     ports = [{"name": p.name or f"port-{p.container_port}", "port": p.container_port,
-              "targetPort": p.container_port, "protocol": p.protocol or "TCP"} for p in spec.ports]
+              "targetPort": p.container_port, "protocol": p.protocol} for p in spec.ports]
     return with_hash({
         "apiVersion": "v1",
         "kind": "Service",
@@ -217,11 +229,11 @@ def service(app: AppRef, spec: FalAppSpec) -> dict | None:
     })
 
 
-def _digest(body: dict) -> str:
+def _digest(body: JsonMapping) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def with_hash(body: dict) -> dict:
+def with_hash(body: JsonObject) -> JsonObject:
     """Stamp a hash of the desired object, so an unchanged child needs no API write."""
     body["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = _digest(body)
     return body

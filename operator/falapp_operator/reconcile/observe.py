@@ -6,11 +6,12 @@ the objects of its model cluster, so both decide from the same reading of the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
-from falapp_operator.api import parse_time
+from falapp_operator.api import JsonMapping, JsonObject, parse_time
 from falapp_operator.api.names import (
     APP_LABEL,
     DELETION_COST,
@@ -26,6 +27,8 @@ from falapp_operator.reconcile.children import decode_surge
 # managers whose fields on our children are the cluster's own bookkeeping
 OWN_STATUS_MANAGERS = frozenset({"kube-controller-manager"})
 
+Body = TypeVar("Body", bound=JsonMapping)  # an object as given: a whole one, or what slim_pod keeps of it
+
 
 @dataclass
 class ChildrenState:
@@ -37,22 +40,22 @@ class ChildrenState:
     replica_failures: dict[str, str] = field(default_factory=dict)
 
 
-def machine_type_of(obj: Mapping) -> str | None:
+def machine_type_of(obj: JsonMapping) -> str | None:
     return ((obj.get("metadata") or {}).get("labels") or {}).get(TYPE_LABEL)
 
 
-def controller_uid(obj: Mapping) -> str | None:
+def controller_uid(obj: JsonMapping) -> str | None:
     """The uid of the object's controlling owner, if any."""
     refs = (obj.get("metadata") or {}).get("ownerReferences") or []
     return next((r.get("uid") for r in refs if r.get("controller")), None)
 
 
-def made_by(pods: Iterable[Mapping], deployments: Iterable[Mapping]) -> list[dict]:
+def made_by(pods: Iterable[Body], deployments: Iterable[JsonMapping]) -> list[Body]:
     """The pods these Deployments' ReplicaSets made: controlled by a ReplicaSet named
     `<deployment>-<the pod's pod-template-hash>`. Another pod carrying the app's labels (anyone who may
     create pods can make one) is no replica of the app."""
     names = {d["metadata"]["name"] for d in deployments}
-    out = []
+    out: list[Body] = []
     for pod in pods:
         meta = pod["metadata"]
         owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
@@ -64,7 +67,7 @@ def made_by(pods: Iterable[Mapping], deployments: Iterable[Mapping]) -> list[dic
     return out
 
 
-def children_state(deployments: Iterable[Mapping], owner_uid: str | None = None) -> ChildrenState:
+def children_state(deployments: Iterable[JsonMapping], owner_uid: str | None = None) -> ChildrenState:
     """`owner_uid`: only Deployments this FalApp controls count (another object may carry its labels)."""
     state = ChildrenState()
     for body in deployments:
@@ -82,7 +85,7 @@ def children_state(deployments: Iterable[Mapping], owner_uid: str | None = None)
     return state
 
 
-def pod_view(pod: Mapping, scale_up_coming: bool, now: datetime, scale_up_refused: bool = False) -> PodView:
+def pod_view(pod: JsonMapping, scale_up_coming: bool, now: datetime, scale_up_refused: bool = False) -> PodView:
     """`scale_up_coming` / `scale_up_refused`: an autoscaler's latest word on this pod (its events, kept by
     the caller): a node is coming, or none will."""
     meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
@@ -114,7 +117,7 @@ FAILING_REASONS = frozenset({"InvalidImageName", "CreateContainerConfigError"})
 CRASH_LOOP_RESTARTS = 3  # one or two quick crashes may be a cold node; three is a crash loop
 
 
-def container_failure(status: Mapping) -> str:
+def container_failure(status: JsonMapping) -> str:
     """Why a container of the pod cannot run, with the kubelet's message ("" if none)."""
     for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
         waiting = (container.get("state") or {}).get("waiting") or {}
@@ -133,18 +136,18 @@ def _since(surge: Surge) -> datetime:
 # --- what the controller keeps of each object: only the fields read above and in writes.py ---------
 # (same shapes as the API's objects, so the functions here take either; the simulator feeds whole ones)
 
-def others_managed_fields(meta: Mapping, field_manager: str) -> list[dict]:
+def others_managed_fields(meta: JsonMapping, field_manager: str) -> list[JsonObject]:
     """managedFields entries of other managers than this operator and the cluster's own status
     bookkeeping: whose changes to a child may be drift (see writes.needs_apply)."""
     return [e for e in meta.get("managedFields") or [] if e.get("subresource") != "status"
             and e.get("manager") not in OWN_STATUS_MANAGERS and e.get("manager") != field_manager]
 
 
-def _pick(values: Mapping | None, keys: Iterable[str]) -> dict:
+def _pick(values: JsonMapping | None, keys: Iterable[str]) -> JsonObject:
     return {k: values[k] for k in keys if values and k in values}
 
 
-def _meta(meta: Mapping, labels: Iterable[str], annotations: Iterable[str]) -> dict:
+def _meta(meta: JsonMapping, labels: Iterable[str], annotations: Iterable[str]) -> JsonObject:
     out = _pick(meta, ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
                        "deletionTimestamp"))
     out["labels"] = _pick(meta.get("labels"), labels)
@@ -155,7 +158,7 @@ def _meta(meta: Mapping, labels: Iterable[str], annotations: Iterable[str]) -> d
     return out
 
 
-def slim_child(body: Mapping, field_manager: str) -> dict:
+def slim_child(body: JsonMapping, field_manager: str) -> JsonObject:
     """A Deployment or Service of an app, as children_state, made_by, name_conflict and needs_apply
     read it; anyone else's only as name_conflict reads it (name and controller: its name is taken)."""
     meta = body["metadata"]
@@ -173,7 +176,7 @@ def slim_child(body: Mapping, field_manager: str) -> dict:
     return out
 
 
-def _container_status(status: Mapping) -> dict:
+def _container_status(status: JsonMapping) -> JsonObject:
     out = {"restartCount": status.get("restartCount") or 0}
     waiting = (status.get("state") or {}).get("waiting")
     if waiting:
@@ -181,7 +184,7 @@ def _container_status(status: Mapping) -> dict:
     return out
 
 
-def slim_pod(body: Mapping) -> dict:
+def slim_pod(body: JsonMapping) -> JsonObject:
     """An app's pod, as pod_view, made_by and child_writes read it."""
     spec, status = body.get("spec") or {}, body.get("status") or {}
     out_status = _pick(status, ("phase", "nominatedNodeName"))
@@ -195,7 +198,7 @@ def slim_pod(body: Mapping) -> dict:
             "spec": _pick(spec, ("nodeName",)), "status": out_status}
 
 
-def slim_falapp(body: Mapping) -> dict:
+def slim_falapp(body: JsonMapping) -> JsonObject:
     """A FalApp without what the reconcile never reads (managedFields, annotations such as kubectl's
     last-applied copy of the spec)."""
     meta = body["metadata"]
