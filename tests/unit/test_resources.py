@@ -9,6 +9,7 @@ import pytest
 
 from falapp_operator.api import MachineType
 from falapp_operator.api.resources import Resources, pod_requests
+from falapp_operator.api.units import whole
 from falapp_operator.k8s.cache import ClusterCache
 from falapp_operator.placement import NodeFree, after_claims
 from tests import builders
@@ -134,6 +135,27 @@ def test_the_cache_counts_gpus_under_each_types_resource_name() -> None:
     assert cache.free(nodes, AMD) == [NodeFree(5, 62_000, 512 * GI)]
     assert cache.free(nodes, NVIDIA) == [NodeFree(4, 62_000, 512 * GI)]
     assert cache.free(nodes, None)[0].gpus == 0  # a CPU type's view
+
+
+@pytest.mark.parametrize("huge", [{NVIDIA: "1e64", "memory": "1e64"}, {"memory": "9e999990"},
+                                  {"ephemeral-storage": "9e999990"}, {NVIDIA: "1e19"}])
+def test_a_tenant_pod_asking_beyond_64_bits_takes_no_room(huge: dict[str, str]) -> None:
+    """The API server takes such a pod and the scheduler binds it (its arithmetic overflows): it must
+    neither fill the node in the operator's view nor hold the pod watch while a million digits are made."""
+    cache = ClusterCache()
+    cache.upsert_node(node("n1", **{NVIDIA: "8"}))
+    cache.upsert_pod(pod("huge", "n1", spec(c(huge, {k: v for k, v in huge.items() if k == NVIDIA}))))
+    assert cache.free(cache.nodes.values(), NVIDIA) == [NodeFree(8, 64_000, 512 * GI)]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("9223372036854775807", 9223372036854775807), ("8Ei", 8 * 2**60),
+                                                 ("1e19", None), ("1e64", None), ("9e999990", None)])
+def test_counts_stop_at_64_bits(value: str, expected: int | None) -> None:
+    if expected is None:
+        with pytest.raises(ValueError, match="out of range"):
+            whole(value)
+    else:
+        assert whole(value) == expected
 
 
 def test_the_cache_holds_room_for_init_containers_and_overhead() -> None:

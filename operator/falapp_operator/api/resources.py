@@ -10,18 +10,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from falapp_operator.api.units import cpu_millis, memory_bytes, parse_quantity
+from falapp_operator.api.units import cpu_millis, memory_bytes, whole
 
 CPU, MEMORY = "cpu", "memory"
 SIDECAR = "Always"  # restartPolicy of an init container that keeps running beside the app (a sidecar)
-
-
-def _whole(value: str | int | float) -> int:
-    """A count (GPUs, other extended resources, bytes of storage), rounded up."""
-    try:
-        return int(parse_quantity(value).to_integral_value(rounding="ROUND_CEILING"))
-    except ArithmeticError as exc:
-        raise ValueError(f"quantity {value!r} is out of range") from exc
 
 
 @dataclass(frozen=True)
@@ -47,7 +39,7 @@ class Resources:
             elif name == MEMORY:
                 memory = memory_bytes(value)
             else:
-                others[name] = _whole(value)
+                others[name] = whole(value)  # GPUs, other extended resources, bytes of storage
         return cls._of(cpu, memory, others)
 
     @classmethod

@@ -88,17 +88,28 @@ def parse_quantity(value: str | int | float) -> Decimal:
         raise ValueError(f"quantity {value!r} is out of range") from exc
 
 
+# the scheduler counts amounts as 64-bit integers: anything larger is no amount it can fit anywhere, and
+# turning a number like 9e999990 into an int would hold the event loop for seconds
+INT64_DIGITS = 18
+
+
+def whole(value: str | int | float, scale: int = 1, what: str = "quantity") -> int:
+    """A quantity times `scale` as a whole number, rounded up (as the scheduler rounds requests).
+    Raises ValueError when it is not a quantity or does not fit in 64 bits."""
+    try:
+        amount = parse_quantity(value) * scale
+        if amount.adjusted() > INT64_DIGITS:
+            raise ValueError(f"{what} {value!r} is out of range")
+        return int(amount.to_integral_value(rounding="ROUND_CEILING"))
+    except ArithmeticError as exc:
+        raise ValueError(f"{what} {value!r} is out of range") from exc
+
+
 def cpu_millis(value: str | int | float) -> int:
     """CPU quantity in whole millicores, rounded up as the scheduler does: `0.5` -> 500, `1` -> 1000."""
-    try:
-        return int((parse_quantity(value) * 1000).to_integral_value(rounding="ROUND_CEILING"))
-    except ArithmeticError as exc:
-        raise ValueError(f"cpu quantity {value!r} is out of range") from exc
+    return whole(value, 1000, "cpu quantity")
 
 
 def memory_bytes(value: str | int | float) -> int:
     """Memory quantity in whole bytes, rounded up: `512Mi` -> 536870912."""
-    try:
-        return int(parse_quantity(value).to_integral_value(rounding="ROUND_CEILING"))
-    except ArithmeticError as exc:
-        raise ValueError(f"memory quantity {value!r} is out of range") from exc
+    return whole(value, 1, "memory quantity")

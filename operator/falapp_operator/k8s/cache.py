@@ -229,6 +229,7 @@ def _or_nothing(amounts: Callable[[], Resources]) -> Resources:
     try:
         return amounts()
     except (TypeError, ValueError):
-        # an amount the API server took but no one can compute with (e.g. cpu 1e1000000): a pod asking
-        # it is never bound, so it takes no room (a node offering it offers none); the watch goes on
+        # an amount the API server took but beyond 64 bits (e.g. nvidia.com/gpu 1e64): the scheduler's
+        # arithmetic overflows and binds such a pod as if it asked for nothing, so it takes no room here
+        # either (a node offering it offers none); the watch goes on
         return Resources()
