@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Hashable
 import pytest
 import pytest_asyncio
 
-from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL
+from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, FalAppSpec
 from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.reconcile.children import deployment_name
@@ -358,3 +358,22 @@ async def test_room_freed_on_a_node_of_a_type_wakes_the_apps_waiting_for_room(ri
     assert len(controller.queue) == 0, "room on a node no type can use woke an app"
     controller.pod_event({"metadata": {"uid": "on-h1", "namespace": "batch"}}, deleted=True)
     assert await controller.queue.get() == KEY
+
+
+async def test_a_type_without_schedulable_nodes_is_known_from_when_a_reconcile_first_saw_it(rig: Rig) -> None:
+    """What the engine's lost-pool rule rests on: a type's 'no node at all' time is the first reconcile that
+    saw its view empty (never earlier), and it is forgotten as soon as a node is back."""
+    rig.create_app(falapp())
+    await rig.reconcile()
+    spec = FalAppSpec.model_validate(falapp()["spec"])
+    assert rig.controller._nodeless_for(spec) == {}
+    rig.controller.node_event(node("h1"), deleted=True)
+    before = rig.api.clock.now()
+    await rig.reconcile()
+    since = rig.controller._nodeless_for(spec)
+    assert list(since) == ["gpu-h100"] and since["gpu-h100"] >= before
+    await rig.reconcile()
+    assert rig.controller._nodeless_for(spec) == since, "a later look moved the time"
+    rig.controller.node_event(node("h1"), deleted=False)
+    await rig.reconcile()
+    assert rig.controller._nodeless_for(spec) == {}

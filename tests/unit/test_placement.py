@@ -63,6 +63,7 @@ class Case:
     probes: dict[str, ProbeRetry] = field(default_factory=dict)
     attempts: tuple[PastMove, ...] = ()
     uncreatable: dict[str, str] = field(default_factory=dict)
+    nodeless_since: dict[str, datetime] = field(default_factory=dict)  # types seen with no schedulable node
     want_counts: dict[str, int]
     want_surge: str | None = None  # the type of the make-before-break replica in flight
     want_moves: list[Move] = field(default_factory=list)
@@ -73,7 +74,8 @@ class Case:
     xfail: str | None = None  # an engine bug; see the reason
 
     def observed(self) -> Observed:
-        return Observed(self.counts, self.surge, tuple(self.pods), self.probes, self.attempts, self.uncreatable)
+        return Observed(self.counts, self.surge, tuple(self.pods), self.probes, self.attempts, self.uncreatable,
+                        self.nodeless_since)
 
     def decide(self) -> Decision:
         return decide(self.options, self.replicas, self.policy, self.observed(), self.free, NOW)
@@ -382,18 +384,30 @@ CASES = [
     # 5b. a lost pool: no Ready, schedulable node of the type at all; the scheduler's marks are not awaited
     Case(id="pool-lost/unmarked-replacements-fall-back-a-timeout-after-creation", replicas=2, counts={H100: 2},
          pods=[pod("h1", H100, created=NOW - s(61)), pod("h2", H100, created=NOW - s(70))],
-         free={H100: [], A100: [node(gpus=16)]},
+         free={H100: [], A100: [node(gpus=16)]}, nodeless_since={H100: NOW - s(300)},
          want_counts={A100: 2}, want_moves=[Move.FELL_BACK] * 2, want_delete_first=["h1", "h2"]),
     Case(id="pool-lost/young-replacements-wait-out-the-timeout", replicas=2, counts={H100: 2},
          pods=[pod("h1", H100, created=NOW - s(20)), pod("h2", H100, created=NOW - s(5))],
-         free={H100: [], A100: [node(gpus=16)]},
+         free={H100: [], A100: [node(gpus=16)]}, nodeless_since={H100: NOW - s(300)},
          want_counts={H100: 2}, want_requeue_at=NOW + s(40)),
+    Case(id="pool-lost/the-timeout-runs-from-when-the-pool-was-seen-empty", replicas=1, counts={H100: 1},
+         pods=[pod("h1", H100, created=NOW - s(600))], free={H100: [], A100: [node()]},
+         nodeless_since={H100: NOW - s(10)},
+         want_counts={H100: 1}, want_requeue_at=NOW + s(50)),
+    Case(id="pool-lost/an-empty-view-alone-is-the-schedulers-call", replicas=1, counts={H100: 1},
+         pods=[pod("h1", H100, created=NOW - s(600))], free={H100: [], A100: [node()]},
+         want_counts={H100: 1}),
     Case(id="pool-lost/full-nodes-are-the-schedulers-call", replicas=1, counts={H100: 1},
          pods=[pod("h1", H100, created=NOW - s(600))], free={H100: [node(gpus=0)], A100: [node()]},
+         want_counts={H100: 1}),
+    Case(id="pool-lost/a-gated-pod-is-not-the-schedulers-yet", replicas=1, counts={H100: 1},
+         pods=[replace(pod("h1", H100, created=NOW - s(600)), gated=True)], free={H100: [], A100: [node()]},
+         nodeless_since={H100: NOW - s(300)},
          want_counts={H100: 1}),
     Case(id="pool-lost/an-autoscaled-type-waits-for-its-autoscaler", replicas=1, counts={H100: 1},
          options=(replace(option(H100), autoscaled=True), option(A100)),
          pods=[pod("h1", H100, created=NOW - s(600))], free={H100: [], A100: [node()]},
+         nodeless_since={H100: NOW - s(300)},
          want_counts={H100: 1}),
 ]
 

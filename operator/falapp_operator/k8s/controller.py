@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Coroutine
+from datetime import datetime
 from typing import TypeAlias
 
 from pydantic import ValidationError
@@ -101,6 +102,8 @@ class Controller:
         self._pending_posts: set[asyncio.Task[None]] = set()
         self._machinetype_status: dict[str, MachineTypeStatus] = {}
         self._free_by_type: dict[tuple[str, bool], tuple[int, list[NodeFree]]] = {}
+        # since when (as first seen) a type has had no Ready, schedulable node at all, per (type, NVENC)
+        self._nodeless_since: dict[tuple[str, bool], datetime] = {}
         self._insufficient: dict[tuple[str, str], str] = {}
         self._replica_gauge: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
         # what placement reads of each MachineType, as last seen
@@ -488,6 +491,7 @@ class Controller:
                                self.cache.scale_up_refused(p["metadata"]["uid"])) for p in pods
                       if TYPE_LABEL in (p["metadata"].get("labels") or {})],
                 free=self._free_for(spec, (namespace, name)),
+                nodeless_since=self._nodeless_for(spec),
                 now=now,
                 replica_failures=state.replica_failures,
                 namespace_labels=self.namespace_labels.get(namespace),
@@ -578,7 +582,21 @@ class Controller:
             nodes = self.cache.nodes_of_type(machine_type, nvenc)
             cached = (self.cache.version, self.cache.free(nodes, machine_type.spec.gpu_resource))
             self._free_by_type[key] = cached
+            if cached[1]:
+                self._nodeless_since.pop(key, None)
+            else:  # first seen now: later than the last node went, never earlier
+                self._nodeless_since.setdefault(key, self.api.clock.now())
         return cached[1]
+
+    def _nodeless_for(self, spec: FalAppSpec) -> dict[str, datetime]:
+        """Candidate types without any Ready, schedulable node, and since when (see _free_of, called
+        first for each of them by _free_for)."""
+        out = {}
+        for machine_type in candidate_types(spec, self.catalogue.values()):
+            since = self._nodeless_since.get((machine_type.metadata.name, spec.requires_nvenc))
+            if since is not None:
+                out[machine_type.metadata.name] = since
+        return out
 
     # --- writes of one reconcile -------------------------------------------------------------------
     async def _refuse(self, ref: children.AppRef, generation: int, status: JsonMapping, problem: str,

@@ -103,7 +103,7 @@ class _Planner:
         # says nothing: Karpenter and cluster-autoscaler comment on every pending pod)
         self.pods = [p if not p.scale_up_refused or p.machine_type in autoscaled else replace(p, scale_up_refused=False)
                      for p in observed.pods if not p.terminating]
-        self.pods = [self._nowhere_to_go(p, free) for p in self.pods]
+        self.pods = [self._nowhere_to_go(p, observed.nodeless_since) for p in self.pods]
         self.room = Room(free)
         counts = {t: n for t, n in observed.counts.items() if n > 0}
         self.observed_counts = dict(counts)
@@ -115,16 +115,18 @@ class _Planner:
         self.uncreatable = dict(observed.uncreatable)
         self.cooling = self._cooling(observed)
 
-    def _nowhere_to_go(self, pod: PodView, free: Mapping[str, Sequence[NodeFree]]) -> PodView:
-        """A pending pod on a listed, fixed-size type with no Ready, schedulable node at all is unschedulable
-        since it was made, whatever the scheduler has said yet: when a whole pool is lost, the scheduler
-        marks hundreds of replacements one by one before binding anything, and waiting for each mark
-        doubles the outage. Its timeout still applies (nodes may come back)."""
+    def _nowhere_to_go(self, pod: PodView, nodeless_since: Mapping[str, datetime]) -> PodView:
+        """A pending pod on a listed, fixed-size type that has no Ready, schedulable node at all is
+        unschedulable since it was made, or since the type was seen without nodes if that came later,
+        whatever the scheduler has said yet: when a whole pool is lost, the scheduler marks hundreds of
+        replacements one by one before binding anything, and waiting for each mark doubles the outage.
+        The timeout still runs from then (nodes may come back). A gated pod is not the scheduler's yet."""
         option = self.by_name.get(pod.machine_type)
-        if (option is None or option.autoscaled or not pod.pending or pod.unschedulable_since is not None
-                or pod.scale_up_coming or pod.machine_type not in free or free[pod.machine_type]):
+        since = nodeless_since.get(pod.machine_type)
+        if (option is None or since is None or option.autoscaled or not pod.pending or pod.gated
+                or pod.unschedulable_since is not None or pod.scale_up_coming):
             return pod
-        return replace(pod, unschedulable_since=pod.created,
+        return replace(pod, unschedulable_since=max(pod.created, since),
                        scheduler_message=f"no Ready, schedulable node of machine type {option.display}")
 
     # --- helpers -------------------------------------------------------------------------------

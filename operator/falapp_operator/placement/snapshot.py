@@ -46,6 +46,7 @@ class PodView:
     unschedulable_since: datetime | None = None  # PodScheduled=False/Unschedulable lastTransitionTime
     scheduler_message: str = ""
     scale_up_coming: bool = False  # TriggeredScaleUp / Nominated / nominatedNodeName, not since cancelled
+    gated: bool = False  # spec.schedulingGates: not for the scheduler yet (e.g. a queue admits it later)
     scale_up_refused: bool = False  # the autoscaler's latest word: no node is coming (NotTriggerScaleUp,
     # Karpenter's FailedScheduling)
     template: str = ""  # hash of the pod template it was created from
@@ -138,6 +139,8 @@ class Observed:
     attempts: tuple[PastMove, ...] = ()
     # types whose pods the controller manager cannot create (quota, admission), with its message
     uncreatable: Mapping[str, str] = field(default_factory=dict)
+    # types with no Ready, schedulable node at all (a lost or cordoned pool), since when that was seen
+    nodeless_since: Mapping[str, datetime] = field(default_factory=dict)
 
 
 class Room:

@@ -71,6 +71,8 @@ class AppSnapshot:
     # labels of the app's namespace, for MachineType namespaceSelectors; None = not known (then only
     # types without a selector may be used)
     namespace_labels: Mapping[str, str] | None = None
+    # types with no Ready, schedulable node at all, and since when the operator has seen them so
+    nodeless_since: Mapping[str, datetime] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,6 +139,7 @@ def plan(snap: AppSnapshot) -> AppPlan:
         probes=_probes_from_status(snap.status, by_display),
         attempts=_attempts_from_status(snap.status, by_display),
         uncreatable=snap.replica_failures,
+        nodeless_since=snap.nodeless_since,
     )
     decision = decide(resolution.options, snap.spec.replicas, policy_of(snap.spec), observed, snap.free, snap.now)
     # a pod is marked so its ReplicaSet removes it first; one whose type keeps no replica goes anyway

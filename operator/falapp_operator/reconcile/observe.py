@@ -97,6 +97,7 @@ def pod_view(pod: JsonMapping, scale_up_coming: bool, now: datetime, scale_up_re
         machine_type=(meta.get("labels") or {}).get(TYPE_LABEL, ""),
         created=parse_time(meta.get("creationTimestamp")) or now,
         bound=bool(spec.get("nodeName")),
+        gated=bool(spec.get("schedulingGates")),
         bound_since=parse_time(scheduled.get("lastTransitionTime")) if scheduled.get("status") == "True" else None,
         failing=container_failure(status),
         ready=conditions.get("Ready", {}).get("status") == "True",
@@ -195,7 +196,7 @@ def slim_pod(body: JsonMapping) -> JsonObject:
             out_status[key] = [_container_status(c) for c in status[key]]
     return {"metadata": _meta(body["metadata"], (APP_LABEL, TYPE_LABEL, REVISION_LABEL),
                               (TEMPLATE_ANNOTATION, DELETION_COST)),
-            "spec": _pick(spec, ("nodeName",)), "status": out_status}
+            "spec": _pick(spec, ("nodeName", "schedulingGates")), "status": out_status}
 
 
 def slim_falapp(body: JsonMapping) -> JsonObject:
