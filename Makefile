@@ -27,6 +27,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check operator hack tests bench
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
+	$(PY) -m pytest --collect-only -q tests >/dev/null  # an import error in a test fails here, not as no test run
 
 crds: $(VENV)/.installed
 	$(PY) hack/gen_crds.py

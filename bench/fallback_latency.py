@@ -27,7 +27,6 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 from common import (
@@ -46,6 +45,8 @@ from common import (
     save_plot,
     until,
 )
+
+from falapp_operator.api import parse_time
 
 COMPONENTS = (("operator", "operator"), ("controller_manager", "controller manager"), ("scheduler", "scheduler"),
               ("expiry_to_bound", "timeout expired -> bound (sum)"))
@@ -89,7 +90,9 @@ class Bench:
             self.bound.setdefault(name, now)
         for c in (pod.get("status") or {}).get("conditions") or []:
             if c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == "Unschedulable":
-                self.unschedulable_since.setdefault(name, datetime.fromisoformat(c["lastTransitionTime"]).timestamp())
+                since = parse_time(c.get("lastTransitionTime"))
+                if since is not None:
+                    self.unschedulable_since.setdefault(name, since.timestamp())
 
     def settled(self) -> bool:
         on_slow = {self.app_of[p] for p, t in self.type_of.items() if t == self.slow and p in self.bound}

@@ -6,6 +6,7 @@ from falapp_operator.api.names import deployment_name
 from falapp_operator.reconcile.children import AppRef
 from falapp_operator.reconcile.observe import children_state, made_by
 from falapp_operator.reconcile.writes import name_conflict
+from tests.builders import APP_LABEL, TYPE_LABEL
 
 REF = AppRef("sdxl", "team-a", "uid-sdxl")
 
@@ -44,14 +45,14 @@ def test_a_non_controller_owner_reference_is_not_ownership() -> None:
 
 def test_only_deployments_the_app_controls_count() -> None:
     ours = {**obj("mine", "uid-sdxl"), "spec": {"replicas": 2}}
-    ours["metadata"]["labels"] = {"fal.ai/machine-type": "gpu-h100"}
+    ours["metadata"]["labels"] = {TYPE_LABEL: "gpu-h100"}
     impostor = {**obj("fake", "uid-other"), "spec": {"replicas": 5}}
-    impostor["metadata"]["labels"] = {"fal.ai/machine-type": "gpu-a100"}
+    impostor["metadata"]["labels"] = {TYPE_LABEL: "gpu-a100"}
     assert children_state([ours, impostor], "uid-sdxl").counts == {"gpu-h100": 2}
 
 
 def labelled_pod(name: str, owner: dict | None, revision: str = "5d8f") -> dict:
-    return {"metadata": {"name": name, "labels": {"fal.ai/app": "sdxl", "pod-template-hash": revision},
+    return {"metadata": {"name": name, "labels": {APP_LABEL: "sdxl", "pod-template-hash": revision},
                          "ownerReferences": [owner] if owner else []}}
 
 

@@ -193,6 +193,36 @@ async def test_a_refused_status_write_is_shown_in_an_event(rig: Rig, status: int
     assert event["message"] == f"FalApp {NS}/llm status: {status} {reason}: {message}"
 
 
+async def test_a_status_refused_again_for_the_same_problem_posts_no_second_event(rig: Rig) -> None:
+    """Retried at the slowest rate for as long as the status is refused: one Warning per problem, not one per
+    retry; a different problem is posted again, and so is the old one once the app reconciled in between."""
+    def refuse(message: str) -> None:
+        rig.fake.fail("PATCH", "/falapps/llm/status", 422, message, "Invalid", times=2)
+
+    rig.create_app(falapp())
+    refuse("status.machines: Too long")
+    with pytest.raises(ApiError):
+        await rig.reconcile()
+    assert rig.fake.writes().count(EVENTS) == 1
+    refuse("status.machines: Too long")
+    with pytest.raises(ApiError):
+        await rig.reconcile()
+    assert rig.fake.writes() == [STATUS, STATUS], "the same refusal posted again"
+    refuse("status.conditions: Too long")
+    with pytest.raises(ApiError):
+        await rig.reconcile()
+    assert rig.fake.writes() == [STATUS, STATUS, EVENTS]
+    assert rig.fake.requests[-1].body["message"].endswith("422 Invalid: status.conditions: Too long")
+    assert STATUS in await rig.reconcile()  # the status written: the app reconciled
+    changed = falapp()
+    changed["metadata"]["generation"] = 2
+    rig.create_app(changed)  # a new generation: a status to write
+    refuse("status.conditions: Too long")
+    with pytest.raises(ApiError):
+        await rig.reconcile()
+    assert rig.fake.writes() == [STATUS, STATUS, EVENTS]
+
+
 @pytest.mark.parametrize(("status", "reads_fresh"), [
     (409, False),  # a conflict: the next attempt decides again from the stores (the watch brings the news)
     (429, False),

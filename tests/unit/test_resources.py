@@ -122,7 +122,7 @@ def node(name: str, **allocatable: str) -> dict[str, Any]:
 
 
 def pod(name: str, node_name: str | None, pod_spec: dict[str, Any], type_name: str | None = None) -> dict[str, Any]:
-    labels = {"fal.ai/app": "other", "fal.ai/machine-type": type_name} if type_name else {}
+    labels = {builders.APP_LABEL: "other", builders.TYPE_LABEL: type_name} if type_name else {}
     return {"metadata": {"name": name, "uid": f"uid-{name}", "namespace": "team-b", "labels": labels},
             "spec": {"nodeName": node_name, **pod_spec}, "status": {"phase": "Running"}}
 

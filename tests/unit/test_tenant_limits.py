@@ -26,7 +26,7 @@ from falapp_operator.api.units import cpu_millis, memory_bytes, parse_quantity
 from falapp_operator.placement.eligibility import resolve
 from falapp_operator.reconcile.app import AppSnapshot, plan
 from falapp_operator.reconcile.children import AppRef, pod_template
-from tests.builders import falapp_spec, machine_type_model
+from tests.builders import APP_LABEL, falapp_spec, machine_type_model
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 REF = AppRef("sdxl", "team-a", "0b7f1c1e-0000-4000-8000-000000000001")
@@ -143,7 +143,7 @@ def test_a_keyless_machine_type_toleration_owns_no_key() -> None:
         ("sub.k8s.io/x", True),
         ("nvidia.com/gpu", True),
         ("karpenter.sh/disrupted", True),
-        ("fal.ai/app", True),
+        (APP_LABEL, True),
         ("app.kubernetes.io/name", False),
         ("sub.app.kubernetes.io/name", True),
         ("notkubernetes.io/x", False),

@@ -1,7 +1,8 @@
 """Resource vectors: what a pod requests and a node offers, counted the way the scheduler counts them.
 
-The one place that sums a pod's requests (`pod_requests`): the capacity view, the simulator and the
-benchmarks all use it, so the operator sees a node as full exactly when the scheduler does.
+The one place in the operator that sums a pod's requests (`pod_requests`): the capacity view uses it, so
+the operator sees a node as full exactly when the scheduler does. The simulated scheduler counts with its
+own small sum (tests/sim/objects.py), checked against this one, so a miscount here shows there.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class FalAppStatus(StatusModel):
     machines: str | None = Field(None, description="Summary of placements, e.g. GPU-H100x1,GPU-A100x2.")
     candidates: str | None = Field(
         None,
-        max_length=1024,
+        max_length=MAX_MESSAGE,
         description="The machine types the app may use, most preferred first, each with the GPUs a replica "
         "gets there and their VRAM, e.g. GPU-RTX5090(2x32Gi),GPU-H100(1x80Gi): spec.machineTypes as "
         "resolved against the catalogue, or the types chosen by spec.gpuMemory.",

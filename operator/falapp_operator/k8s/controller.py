@@ -118,6 +118,8 @@ class Controller:
         self._informers: list[Informer] = []
         self._informer_tasks: list[asyncio.Task[None]] = []
         self._unsure: set[tuple[str, str]] = set()  # apps whose last write got no answer: read them fresh
+        # (reason, problem) last posted per app whose status write is refused: one event, not one per retry
+        self._refusal_posted: dict[tuple[str, str], tuple[str, str]] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -458,6 +460,7 @@ class Controller:
             self.expected.pop((namespace, name), None)
             self._applied.pop((namespace, name), None)
             self._unsure.discard((namespace, name))
+            self._refusal_posted.pop((namespace, name), None)
             if body is None:
                 self.apps.discard((namespace, name))
                 self.generations.pop((namespace, name), None)
@@ -607,8 +610,10 @@ class Controller:
                           snap.pods if snap else (), reason=reason)
         try:
             await self._write_status(ref.namespace, ref.name, status, refused.status)
-        except ApiError:  # the status itself refused: the event is all that shows it
-            self._post_events(ref, refused)
+        except ApiError:  # the status itself refused: the event is all that shows it, once per problem
+            if self._refusal_posted.get((ref.namespace, ref.name)) != (reason, problem):
+                self._refusal_posted[(ref.namespace, ref.name)] = (reason, problem)
+                self._post_events(ref, refused)
             raise
         self._post_events(ref, refused)
         logger.warning("%s/%s: %s: %s", ref.namespace, ref.name, reason, problem)
@@ -690,6 +695,7 @@ class Controller:
             raise
         if wrote:
             asyncio.get_running_loop().call_later(CONFIRM_DEADLINE + 0.1, self._confirm, app)
+        self._refusal_posted.pop(app, None)  # reconciled: a refusal from now on is news again
         self._post_events(ref, result)
 
     def _confirm(self, app: tuple[str, str]) -> None:
