@@ -482,6 +482,10 @@ class _Planner:
                 continue
             if self.movable(pod.machine_type) <= 0:
                 continue
+            if pod.machine_type in self.by_name and pod.unschedulable_since is None and not pod.scale_up_coming:
+                # not judged by the scheduler yet: it may be bound where it is in a moment (a replica
+                # that just fell back, on a busy cluster, would otherwise go back and forth)
+                continue
             rank = self.rank(pod.machine_type)
             # room on a node only: an autoscaled type is asked by a make-before-break probe (with
             # back-off) or in the round of a stuck replica, not each time a replica is pending
