@@ -592,10 +592,10 @@ class Controller:
         return cached[1]
 
     def _nodeless_for(self, spec: FalAppSpec) -> dict[str, datetime]:
-        """Candidate types without any Ready, schedulable node, and since when (see _free_of, called
-        first for each of them by _free_for)."""
+        """Candidate types without any Ready, schedulable node, and since when (as _free_of saw it)."""
         out = {}
         for machine_type in candidate_types(spec, self.catalogue.values()):
+            self._free_of(machine_type, spec.requires_nvenc)  # current (cached until capacity changes)
             since = self._nodeless_since.get((machine_type.metadata.name, spec.requires_nvenc))
             if since is not None:
                 out[machine_type.metadata.name] = since
