@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from falapp_operator.api import MachineType
 from falapp_operator.api.resources import Resources, pod_requests
@@ -197,3 +199,26 @@ async def test_the_controller_reads_free_gpus_of_a_type_under_its_resource_name(
                                               init=(c({AMD: "5"}, {AMD: "5"}),))), deleted=False)
     free = controller._free_of(controller.catalogue["gpu-mi300"], nvenc=False)
     assert [f.gpus for f in free] == [3]
+
+
+def first_fit_one_by_one(free: list[NodeFree], claims: list[NodeFree]) -> list[NodeFree]:
+    """The plain rule after_claims implements faster: each claim, largest first, on the first node it fits."""
+    nodes = list(free)
+    for claim in sorted(claims, key=lambda d: (d.gpus, d.cpu_milli, d.memory_bytes), reverse=True):
+        for i, node in enumerate(nodes):
+            if node.fits(claim):
+                nodes[i] = node.minus(claim)
+                break
+    return nodes
+
+
+demand = st.builds(NodeFree, st.sampled_from([0, 1, 2, 8]), st.sampled_from([0, 500, 8000]),
+                   st.sampled_from([0, GI, 64 * GI]))
+room = st.builds(NodeFree, st.integers(-2, 16), st.integers(-1000, 64_000), st.integers(-GI, 512 * GI))
+
+
+@given(st.lists(room, max_size=8), st.lists(demand, max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_claims_of_one_shape_placed_together_land_as_one_by_one(free: list[NodeFree],
+                                                                 claims: list[NodeFree]) -> None:
+    assert after_claims(free, claims) == first_fit_one_by_one(free, claims)

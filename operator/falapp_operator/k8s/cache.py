@@ -84,11 +84,17 @@ class PodInfo:
     machine_type: str | None
     unschedulable: bool = False  # the scheduler found no node for it: it claims no room
 
+    @property
+    def claims_room(self) -> bool:
+        """One of our replicas about to be bound: room another app must not count on."""
+        return bool(self.machine_type) and not self.node and not self.unschedulable
+
 
 @dataclass
 class ClusterCache:
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     pods: dict[str, PodInfo] = field(default_factory=dict)
+    claiming: dict[str, PodInfo] = field(default_factory=dict)  # the pods that claim room (a few of them)
     requested: dict[str, Resources] = field(default_factory=dict)  # per node, by live pods bound to it
     # pod uid -> (answer, time) of the newest autoscaler event about it
     scale_signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
@@ -119,6 +125,10 @@ class ClusterCache:
             return self.remove_pod(body["metadata"]["uid"])
         old = self.pods.get(info.uid)
         self.pods[info.uid] = info
+        if info.claims_room:
+            self.claiming[info.uid] = info
+        else:
+            self.claiming.pop(info.uid, None)
         if old is not None and old.node:
             self.requested[old.node] = self.requested[old.node] - old.requests
         if info.node:
@@ -129,6 +139,7 @@ class ClusterCache:
 
     def remove_pod(self, uid: str) -> bool:
         old = self.pods.pop(uid, None)
+        self.claiming.pop(uid, None)
         self.scale_signals.pop(uid, None)
         if old is None or not old.node:
             return False
@@ -189,10 +200,9 @@ class ClusterCache:
         app `exclude`: room another app must not count on. A pod the scheduler found no room for
         claims none (nor does anyone's pod that merely carries our labels)."""
         claims: dict[str, list[Resources]] = {}
-        for pod in self.pods.values():
+        for pod in self.claiming.values():
             key = (pod.namespace, pod.app or "")
-            if (pod.machine_type and not pod.node and not pod.unschedulable and key != exclude
-                    and key in apps):
+            if pod.machine_type and key != exclude and key in apps:
                 claims.setdefault(pod.machine_type, []).append(pod.requests)
         return claims
 

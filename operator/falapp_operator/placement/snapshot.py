@@ -5,6 +5,7 @@ The k8s layer builds these from watched pods/nodes and the app's Deployments; th
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -164,12 +165,22 @@ class Room:
 
 
 def after_claims(free: Sequence[NodeFree], claims: Iterable[Demand]) -> list[NodeFree]:
-    """Free room once each claim (another app's pending replica) is placed first-fit; a claim that
-    fits nowhere takes nothing."""
+    """Free room once the claims (other apps' pending replicas) are placed first-fit, largest first; a
+    claim that fits nowhere takes nothing. Claims of one shape are placed together, as many on a node
+    as fit: a mass fallback has hundreds of claims, on hundreds of nodes, at every reconcile."""
     nodes = list(free)
-    for claim in claims:
+    shapes = Counter((c.gpus, c.cpu_milli, c.memory_bytes) for c in claims)
+    for (gpus, cpu, memory), count in sorted(shapes.items(), reverse=True):
+        if not (gpus or cpu or memory):
+            continue  # takes nothing
         for i, node in enumerate(nodes):
-            if node.fits(claim):
-                nodes[i] = node.minus(claim)
-                break
+            fit = count
+            for have, want in ((node.gpus, gpus), (node.cpu_milli, cpu), (node.memory_bytes, memory)):
+                fit = min(fit, have // want) if want else fit if have >= 0 else 0  # overcommitted: none fits
+            if fit > 0:
+                nodes[i] = NodeFree(node.gpus - fit * gpus, node.cpu_milli - fit * cpu,
+                                    node.memory_bytes - fit * memory)
+                count -= fit
+                if not count:
+                    break
     return nodes
