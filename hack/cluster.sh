@@ -9,6 +9,8 @@
 #   hack/cluster.sh status              print component state; exit 0 only when all are running
 #                                       (karpenter counts when the fleet has autoscaled pools)
 #   hack/cluster.sh restart COMPONENT…  stop the components (e.g. etcd kube-apiserver) and start them again
+#   hack/cluster.sh pause|resume COMPONENT  freeze a component (SIGSTOP) and let it go on (SIGCONT): a
+#                                       controller manager that falls behind, on demand
 #   hack/cluster.sh kubeconfig          print the admin kubeconfig path
 #   hack/cluster.sh bindir              print the directory with the cluster binaries (kubectl included)
 #
@@ -230,6 +232,13 @@ cmd_restart() { # the state (etcd data, PKI) is kept: the same cluster comes bac
   cmd_up
 }
 
+cmd_signal() { # cmd_signal STOP|CONT <component>: the component's whole process group
+  local signal=$1 c=${2:-}
+  [[ " ${components[*]} karpenter " == *" $c "* ]] || die "pause/resume: name one component (${components[*]})"
+  running "$c" || die "$c is not running"
+  kill "-$signal" -- "-$(cat "$pids/$c.pid")"
+}
+
 cmd_down() {
   local c
   for c in karpenter kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
@@ -253,7 +262,9 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   restart) shift; cmd_restart "$@" ;;
+  pause) cmd_signal STOP "${2:-}" ;;
+  resume) cmd_signal CONT "${2:-}" ;;
   kubeconfig) echo "$pki/admin.kubeconfig" ;;
   bindir) bindir ;;
-  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, FalAppStatus, MachineType
 from falapp_operator.api.names import DELETE_FIRST, TYPE_LABEL
@@ -106,17 +107,25 @@ def _pending_claims(cache: ClusterCache, apps: set[tuple[str, str]], exclude: tu
     return cache.pending_claims(exclude=exclude)
 
 
-def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str],
-             apps: set[tuple[str, str]]) -> dict[str, list[NodeFree]]:
-    """Controller._free_for: free room per candidate type, less other apps' pending pods."""
-    out = {}
+def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str], apps: set[tuple[str, str]],
+             world: World) -> tuple[dict[str, list[NodeFree]], dict[str, datetime]]:
+    """Controller._free_for: free room per candidate type, less other apps' pending pods; and
+    Controller._nodeless_for: the types without a Ready, schedulable node, since a reconcile first saw
+    them so (kept in the world's memo, so unlike the operator's it outlives a crash)."""
+    out, nodeless = {}, {}
     claims = _pending_claims(cache, apps, app)
+    seen_nodeless = world.memo.setdefault("nodeless_since", {})
     for machine_type in candidate_types(spec, CATALOGUE):
         name = machine_type.metadata.name
         gpu_resource = machine_type.spec.gpu_resource
         free = cache.free(cache.nodes_of_type(machine_type, spec.requires_nvenc), gpu_resource)
         out[name] = after_claims(free, [c.counting(gpu_resource) for c in claims[name]]) if name in claims else free
-    return out
+        key = (name, spec.requires_nvenc)
+        if free:
+            seen_nodeless.pop(key, None)
+        else:
+            nodeless[name] = seen_nodeless.setdefault(key, world.now)
+    return out, nodeless
 
 
 def snapshot(world: World, app: App, apps: set[tuple[str, str]]) -> tuple[AppSnapshot, list[dict], list[dict]]:
@@ -127,13 +136,14 @@ def snapshot(world: World, app: App, apps: set[tuple[str, str]]) -> tuple[AppSna
     now = world.now
     state = children_state(deployments, app.ref.uid)
     spec = app.validated()
+    free, nodeless = free_for(cache, spec, (NAMESPACE, app.name), apps, world)
     snap = AppSnapshot(
         ref=app.ref, generation=app.generation, spec=spec, status=FalAppStatus.model_validate(app.status),
         catalogue=CATALOGUE,
         counts=state.counts, surge=state.surge,
         pods=[pod_view(p, cache.scale_up_coming(p["metadata"]["uid"]), now) for p in pods
               if TYPE_LABEL in (p["metadata"].get("labels") or {})],
-        free=free_for(cache, spec, (NAMESPACE, app.name), apps), now=now, replica_failures=state.replica_failures,
+        free=free, nodeless_since=nodeless, grown_at=state.grown_at, now=now, replica_failures=state.replica_failures,
     )
     return snap, deployments, pods
 

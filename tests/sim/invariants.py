@@ -277,7 +277,7 @@ class Invariants:
             spec = app.validated()
             options = resolve(spec, CATALOGUE).options
             rank = {o.name: i for i, o in enumerate(options)}
-            free = free_for(cache, spec, (NAMESPACE, name), self.sim.keys)
+            free, _ = free_for(cache, spec, (NAMESPACE, name), self.sim.keys, world)
             plan = self.sim.outcomes[name].plan
             pods = world.pods_of(name)
             rolling = self.rolling_types(name)

@@ -31,6 +31,12 @@ def test_unscheduled_pod_has_no_bound_since() -> None:
     assert view.bound_since is None and view.pending and view.scheduler_message == "0/3 nodes are available"
 
 
+def test_only_a_bound_pod_can_have_lost_its_node() -> None:
+    assert pod_view(pod([SCHEDULED]), False, NOW, node_gone=True).node_gone
+    assert not pod_view(pod([SCHEDULED]), False, NOW).node_gone
+    assert not pod_view(pod([], node=None), False, NOW, node_gone=True).node_gone
+
+
 def test_crash_loop_is_a_failure_with_the_kubelets_message() -> None:
     statuses = [{"name": "app", "state": {"running": {}}},
                 {"name": "sidecar", "restartCount": 3, "state": {"waiting": {

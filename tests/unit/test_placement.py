@@ -40,6 +40,7 @@ def s(seconds: float) -> timedelta:
 
 
 STUCK_SINCE = NOW - s(70)  # past the default 60 s unschedulableTimeout
+LONG_AGO = {H100: NOW - s(900)}  # the operator raised H100 then (grown_at)
 
 
 def stuck_pod(name: str, machine_type: str, since: datetime = STUCK_SINCE, **kw) -> PodView:
@@ -64,6 +65,7 @@ class Case:
     attempts: tuple[PastMove, ...] = ()
     uncreatable: dict[str, str] = field(default_factory=dict)
     nodeless_since: dict[str, datetime] = field(default_factory=dict)  # types seen with no schedulable node
+    grown_at: dict[str, datetime] = field(default_factory=dict)  # when the operator last raised each type
     want_counts: dict[str, int]
     want_surge: str | None = None  # the type of the make-before-break replica in flight
     want_moves: list[Move] = field(default_factory=list)
@@ -75,7 +77,7 @@ class Case:
 
     def observed(self) -> Observed:
         return Observed(self.counts, self.surge, tuple(self.pods), self.probes, self.attempts, self.uncreatable,
-                        self.nodeless_since)
+                        self.nodeless_since, self.grown_at)
 
     def decide(self) -> Decision:
         return decide(self.options, self.replicas, self.policy, self.observed(), self.free, NOW)
@@ -84,7 +86,7 @@ class Case:
 def ready_by_type(observed: Observed) -> dict[str, int]:
     ready: dict[str, int] = {}
     for p in observed.pods:
-        if p.ready and not p.terminating:
+        if p.ready and not p.terminating and not p.node_gone:  # on a deleted node it runs nowhere
             ready[p.machine_type] = ready.get(p.machine_type, 0) + 1
     return ready
 
@@ -387,18 +389,18 @@ CASES = [
          want_counts={H100: 1}, want_requeue_at=NOW + s(60),
          want_insufficient={"GPU-H100": MSG, "GPU-A100": "0/4 nodes: A100 full"}),
     # 5b. a lost pool: no Ready, schedulable node of the type at all; the scheduler's marks are not awaited
-    Case(id="pool-lost/unmarked-replacements-fall-back-a-timeout-after-creation", replicas=2, counts={H100: 2},
-         pods=[pod("h1", H100, created=NOW - s(61)), pod("h2", H100, created=NOW - s(70))],
-         free={H100: [], A100: [node(gpus=16)]}, nodeless_since={H100: NOW - s(300)},
+    Case(id="pool-lost/replacements-count-from-the-loss-not-their-creation", replicas=2, counts={H100: 2},
+         pods=[pod("h1", H100, created=NOW - s(1)), pod("h2", H100, created=NOW - s(5))],
+         free={H100: [], A100: [node(gpus=16)]}, nodeless_since={H100: NOW - s(61)}, grown_at=LONG_AGO,
          want_counts={A100: 2}, want_moves=[Move.FELL_BACK] * 2, want_delete_first=["h1", "h2"]),
-    Case(id="pool-lost/young-replacements-wait-out-the-timeout", replicas=2, counts={H100: 2},
-         pods=[pod("h1", H100, created=NOW - s(20)), pod("h2", H100, created=NOW - s(5))],
-         free={H100: [], A100: [node(gpus=16)]}, nodeless_since={H100: NOW - s(300)},
-         want_counts={H100: 2}, want_requeue_at=NOW + s(40)),
-    Case(id="pool-lost/the-timeout-runs-from-when-the-pool-was-seen-empty", replicas=1, counts={H100: 1},
-         pods=[pod("h1", H100, created=NOW - s(600))], free={H100: [], A100: [node()]},
-         nodeless_since={H100: NOW - s(10)},
-         want_counts={H100: 1}, want_requeue_at=NOW + s(50)),
+    Case(id="pool-lost/the-schedulers-later-mark-does-not-restart-the-wait", replicas=1, counts={H100: 1},
+         pods=[stuck_pod("h1", H100, since=NOW - s(2))], free={H100: [], A100: [node()]},
+         nodeless_since={H100: NOW - s(61)}, grown_at=LONG_AGO,
+         want_counts={A100: 1}, want_moves=[Move.FELL_BACK], want_delete_first=["h1"]),
+    Case(id="pool-lost/replicas-wait-out-the-timeout-from-the-loss", replicas=2, counts={H100: 2},
+         pods=[pod("h1", H100, created=NOW - s(600))], free={H100: [], A100: [node(gpus=16)]},
+         nodeless_since={H100: NOW - s(10)}, grown_at=LONG_AGO,
+         want_counts={H100: 2}, want_requeue_at=NOW + s(50)),
     Case(id="pool-lost/an-empty-view-alone-is-the-schedulers-call", replicas=1, counts={H100: 1},
          pods=[pod("h1", H100, created=NOW - s(600))], free={H100: [], A100: [node()]},
          want_counts={H100: 1}),
@@ -409,11 +411,60 @@ CASES = [
          pods=[replace(pod("h1", H100, created=NOW - s(600)), gated=True)], free={H100: [], A100: [node()]},
          nodeless_since={H100: NOW - s(300)},
          want_counts={H100: 1}),
-    Case(id="pool-lost/an-autoscaled-type-waits-for-its-autoscaler", replicas=1, counts={H100: 1},
+    Case(id="pool-lost/an-autoscaled-type-waits-for-its-autoscaler", replicas=2, counts={H100: 2},
          options=(replace(option(H100), autoscaled=True), option(A100)),
-         pods=[pod("h1", H100, created=NOW - s(600))], free={H100: [], A100: [node()]},
+         pods=[pod("h1", H100, created=NOW - s(600))], free={H100: [], A100: [node(gpus=16)]},
          nodeless_since={H100: NOW - s(300)},
+         want_counts={H100: 2}),
+    # replicas whose pods went with their nodes move before the controller manager makes replacements
+    Case(id="pool-lost/replicas-gone-with-their-nodes-fall-back-before-replacements-exist", replicas=3,
+         counts={H100: 3}, free={H100: [], A100: [node(gpus=24)]}, nodeless_since={H100: NOW - s(61)},
+         grown_at=LONG_AGO,
+         want_counts={A100: 3}, want_moves=[Move.FELL_BACK] * 3,
+         want_delete_first=[f"{H100}/lost-0", f"{H100}/lost-1", f"{H100}/lost-2"]),
+    Case(id="pool-lost/replacements-and-missing-ones-go-together", replicas=3, counts={H100: 3},
+         pods=[pod("h1", H100, created=NOW - s(2))], free={H100: [], A100: [node(gpus=24)]},
+         nodeless_since={H100: NOW - s(61)}, grown_at=LONG_AGO,
+         want_counts={A100: 3}, want_moves=[Move.FELL_BACK] * 3,
+         want_delete_first=["h1", f"{H100}/lost-0", f"{H100}/lost-1"]),
+    Case(id="pool-lost/replacements-beyond-a-shrink-are-not-waited-for", replicas=3, counts={H100: 1, A100: 2},
+         pods=[pod("h1", H100, created=NOW - s(3)), pod("h2", H100, created=NOW - s(2)),
+               pod("h3", H100, created=NOW - s(1)), pod("a1", A100, ready=True), pod("a2", A100)],
+         free={H100: [], A100: [node(gpus=16)]}, nodeless_since={H100: NOW - s(61)}, grown_at=LONG_AGO,
+         want_counts={A100: 3}, want_moves=[Move.FELL_BACK], want_delete_first=["h1"]),
+    Case(id="pool-lost/a-replica-still-running-on-a-cordoned-pool-stays", replicas=2, counts={H100: 2},
+         pods=[pod("h1", H100, ready=True)], free={H100: [], A100: [node(gpus=16)]},
+         nodeless_since={H100: NOW - s(61)}, grown_at=LONG_AGO,
+         want_counts={H100: 1, A100: 1}, want_moves=[Move.FELL_BACK], want_delete_first=[f"{H100}/lost-0"]),
+    Case(id="pool-lost/a-rollout-under-way-keeps-its-pods-as-they-are", replicas=2, counts={H100: 2},
+         pods=[pod("h1", H100, ready=True, revision="r1"), pod("h2", H100, revision="r2", created=NOW - s(1))],
+         free={H100: [], A100: [node(gpus=16)]}, nodeless_since={H100: NOW - s(61)}, grown_at=LONG_AGO,
+         want_counts={H100: 2}, want_delete_first=None, want_requeue_at=None),
+    Case(id="pool-lost/lost-replicas-on-a-less-preferred-type-go-up-where-there-is-room", replicas=2,
+         counts={A100: 2}, free={H100: [node(gpus=16)], A100: []}, nodeless_since={A100: NOW - s(5)},
+         grown_at={A100: NOW - s(900)},
+         want_counts={H100: 2}, want_moves=[Move.PLACED_PREFERRED] * 2,
+         want_delete_first=[f"{A100}/lost-0", f"{A100}/lost-1"], want_requeue_at=NOW + s(55)),
+    Case(id="pool-lost/replicas-bound-to-deleted-nodes-fall-back-with-the-rest", replicas=3, counts={H100: 3},
+         pods=[pod("h1", H100, ready=True, node_gone=True), pod("h2", H100, ready=True, node_gone=True)],
+         free={H100: [], A100: [node(gpus=24)]}, nodeless_since={H100: NOW - s(61)}, grown_at=LONG_AGO,
+         want_counts={A100: 3}, want_moves=[Move.FELL_BACK] * 3, want_delete_first=["h1", "h2", f"{H100}/lost-0"]),
+    Case(id="pool-lost/a-pod-on-a-deleted-node-of-a-type-with-nodes-is-the-schedulers-call", replicas=1,
+         counts={H100: 1}, pods=[pod("h1", H100, ready=True, node_gone=True)],
+         free={H100: [node(gpus=0)], A100: [node()]}, grown_at=LONG_AGO,
          want_counts={H100: 1}),
+    Case(id="pool-lost/a-replica-asked-for-after-the-loss-waits-from-then", replicas=2, counts={H100: 2},
+         pods=[pod("h1", H100, created=NOW - s(9))], free={H100: [], A100: [node(gpus=16)]},
+         nodeless_since={H100: NOW - s(300)}, grown_at={H100: NOW - s(10)},
+         want_counts={H100: 2}, want_requeue_at=NOW + s(50)),
+    Case(id="pool-lost/a-deployment-of-an-older-version-counts-from-each-pods-creation", replicas=3, counts={H100: 3},
+         pods=[pod("h1", H100, created=NOW - s(61)), pod("h2", H100, created=NOW - s(20))],
+         free={H100: [], A100: [node(gpus=24)]}, nodeless_since={H100: NOW - s(300)},
+         want_counts={H100: 3}),
+    Case(id="pool-lost/a-deployment-of-an-older-version-moves-its-old-replacements", replicas=2, counts={H100: 2},
+         pods=[pod("h1", H100, created=NOW - s(61)), pod("h2", H100, created=NOW - s(62))],
+         free={H100: [], A100: [node(gpus=24)]}, nodeless_since={H100: NOW - s(300)},
+         want_counts={A100: 2}, want_moves=[Move.FELL_BACK] * 2, want_delete_first=["h1", "h2"]),
 ]
 
 

@@ -271,6 +271,25 @@ def test_regression_fallbacks_to_each_other_do_not_cancel_out() -> None:
                  steps=(Step(10), Step(10, LoseNode(0)))))
 
 
+def test_regression_types_without_nodes_do_not_pass_replicas_back_and_forth() -> None:
+    """No node of any type; after one round the user lists two of the types the other way round.
+    (Was, when every pending replica on a type without nodes counted from when the type was seen so: a
+    replica arriving there was stuck at once, and the two replicas went H100 -> A100 -> H100 every
+    reconcile: invariant e. A replica counts from when the operator asked for it there, if later.)"""
+    run(Scenario(apps=(AppConfig("a", (A100, H100, L40), replicas=2, unschedulable=10),), nodes=(),
+                 steps=(Step(10),) * 8 + (Step(10, SetTypes("a", (H100, A100))), Step(5), Step(5), Step(5))))
+
+
+def test_example_a_lost_pool_falls_back_a_timeout_after_the_loss() -> None:
+    """Both H100 nodes die; A100 has room. The replicas fall back once the timeout (30 s) has run
+    from when the operator saw H100 without nodes, not from when the scheduler marked the replacements."""
+    sim = run(Scenario(apps=(AppConfig("a", (H100, A100), replicas=2),), nodes=((H100, 1), (H100, 1), (A100, 2)),
+                       steps=(Step(20), Step(1, LoseNode(0)), Step(1, LoseNode(0)), *(Step(5),) * 8, Step(20))))
+    fell = [step for step, name, t in sim.history if name == "a" and t.move == Move.FELL_BACK]
+    assert fell == [9, 9], "both at t=52 s: 30 s after the last H100 node went at t=22 s (steps 1-3: t=20, 21, 22)"
+    assert placement(sim) == [(A100, True), (A100, True)]
+
+
 def test_regression_unlisted_type_left_mid_rollout_is_drained() -> None:
     """A stuck rollout on GPU-A100 (no A100 node), then the user lists only GPU-H100, which has room.
     (Was: the unlisted type's two revisions were invisible to the planner, it was "not converged"

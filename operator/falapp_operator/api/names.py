@@ -12,6 +12,9 @@ APP_LABEL = f"{GROUP}/app"  # the FalApp a child belongs to
 TYPE_LABEL = f"{GROUP}/machine-type"  # the machine type (object name) of a Deployment and its pods
 MANAGED_BY = {"app.kubernetes.io/managed-by": "falapp-operator"}
 SURGE_ANNOTATION = f"{GROUP}/surge"  # on the Deployment of the make-before-break replica in flight
+# on a Deployment: when the operator last raised its replicas (a replica lost with its node has had no
+# place since then at the latest, whether its pod was replaced yet or not)
+GROWN_ANNOTATION = f"{GROUP}/grown-at"
 HASH_ANNOTATION = f"{GROUP}/applied-hash"  # a digest of the desired object: unchanged, no write
 TEMPLATE_ANNOTATION = f"{GROUP}/template-hash"  # on pods: which template (revision) they run
 

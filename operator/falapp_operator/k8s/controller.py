@@ -329,11 +329,17 @@ class Controller:
             self._watched_during_resync.add(body["metadata"]["name"])
         name = body["metadata"]["name"]
         was_typed = name in self.cache.nodes and self.cache.of_any_type(name, self.catalogue.values())
+        was_schedulable = name in self.cache.nodes and self.cache.nodes[name].schedulable
         changed = self.cache.remove_node(name) if deleted else self.cache.upsert_node(body)
         if changed:
             self._free_by_type.clear()
             if was_typed or (not deleted and self.cache.of_any_type(name, self.catalogue.values())):
                 self._capacity_changed()
+            if was_schedulable and (deleted or not self.cache.nodes[name].schedulable):
+                # its replicas may have nowhere left to go (a lost pool): no pod event says so while the
+                # pods bound to a deleted node wait for the pod garbage collector
+                for app in {(p.namespace, p.app) for p in self.cache.pods.values() if p.node == name and p.app}:
+                    self.queue.add(("app", *app))
 
     def pod_event(self, body: JsonMapping, deleted: bool) -> None:
         meta = body["metadata"]
@@ -491,10 +497,12 @@ class Controller:
                 counts=state.counts,
                 surge=state.surge,
                 pods=[pod_view(p, self.cache.scale_up_coming(p["metadata"]["uid"]), now,
-                               self.cache.scale_up_refused(p["metadata"]["uid"])) for p in pods
+                               self.cache.scale_up_refused(p["metadata"]["uid"]),
+                               (p.get("spec") or {}).get("nodeName") not in self.cache.nodes) for p in pods
                       if TYPE_LABEL in (p["metadata"].get("labels") or {})],
                 free=self._free_for(spec, (namespace, name)),
                 nodeless_since=self._nodeless_for(spec),
+                grown_at=state.grown_at,
                 now=now,
                 replica_failures=state.replica_failures,
                 namespace_labels=self.namespace_labels.get(namespace),

@@ -103,10 +103,10 @@ class _Planner:
         # says nothing: Karpenter and cluster-autoscaler comment on every pending pod)
         self.pods = [p if not p.scale_up_refused or p.machine_type in autoscaled else replace(p, scale_up_refused=False)
                      for p in observed.pods if not p.terminating]
-        self.pods = [self._nowhere_to_go(p, observed.nodeless_since) for p in self.pods]
+        self.observed_counts = {t: n for t, n in observed.counts.items() if n > 0}
+        self.pods = self._on_lost_pools(observed)
         self.room = Room(free)
-        counts = {t: n for t, n in observed.counts.items() if n > 0}
-        self.observed_counts = dict(counts)
+        counts = dict(self.observed_counts)
         surge = observed.surge
         if surge is not None and (counts.get(surge.to_type, 0) <= 0 or sum(counts.values()) <= replicas):
             surge = None  # no replica beyond the wanted number: the mark is stale, the replica is ordinary
@@ -115,19 +115,49 @@ class _Planner:
         self.uncreatable = dict(observed.uncreatable)
         self.cooling = self._cooling(observed)
 
-    def _nowhere_to_go(self, pod: PodView, nodeless_since: Mapping[str, datetime]) -> PodView:
-        """A pending pod on a listed, fixed-size type that has no Ready, schedulable node at all is
-        unschedulable since it was made, or since the type was seen without nodes if that came later,
-        whatever the scheduler has said yet: when a whole pool is lost, the scheduler marks hundreds of
-        replacements one by one before binding anything, and waiting for each mark doubles the outage.
-        The timeout still runs from then (nodes may come back). A gated pod is not the scheduler's yet."""
-        option = self.by_name.get(pod.machine_type)
-        since = nodeless_since.get(pod.machine_type)
-        if (option is None or since is None or option.autoscaled or not pod.pending or pod.gated
-                or pod.unschedulable_since is not None or pod.scale_up_coming):
+    def _on_lost_pools(self, observed: Observed) -> list[PodView]:
+        """The pods, with the replicas of lost pools as they are. On a listed, fixed-size type with no
+        Ready, schedulable node at all, a replica not running there has had nowhere to run since the type
+        was seen so, or since the operator asked for it there if that was later, whatever the scheduler
+        has said yet and whether its pod exists yet or not. When a whole pool is lost, the controller
+        manager makes hundreds of replacements and the scheduler marks them one by one before binding
+        anything, and a pod bound to a deleted node stays until the pod garbage collector comes by:
+        waiting for any of them doubles the outage. So each such replica is a pending pod, unschedulable
+        since then: its own pod (unbound, or bound to a deleted node; the oldest first), or one the
+        ReplicaSet has yet to make, named so that no write is aimed at it (a pod name has no '/'); pods
+        beyond the type's count are on their way out and left out. The timeout still runs from then
+        (nodes may come back). A gated pod is not the scheduler's yet; a rollout under way keeps its pods
+        as they are. Without the time the operator asked (a Deployment of an older version), a pod counts
+        from its creation and a missing one is waited for."""
+        pods = list(self.pods)
+        for type_name, count in self.observed_counts.items():
+            option, since = self.by_name.get(type_name), observed.nodeless_since.get(type_name)
+            if option is None or since is None or option.autoscaled or self.rolling(type_name):
+                continue
+            grown_at = observed.grown_at.get(type_name)
+            message = f"no Ready, schedulable node of machine type {option.display}"
+            on_type = self.pods_on(type_name)
+            homeless = max(0, count - sum(p.bound and not p.node_gone for p in on_type))  # not running there
+            pending = sorted((p for p in on_type if p.pending or p.node_gone), key=lambda p: p.created)
+            lost = {p.name: p for p in pending[:homeless]}
+            pods = [p for p in pods if p.machine_type != type_name or p.name in lost or not (p.pending or p.node_gone)]
+            pods = [self._lost(p, max(since, grown_at or p.created), message) if p.name in lost else p
+                    for p in pods]
+            if grown_at is not None:
+                since = max(since, grown_at)
+                pods += [PodView(f"{type_name}/lost-{i}", type_name, created=since, unschedulable_since=since,
+                                 scheduler_message=message) for i in range(homeless - len(lost))]
+        return pods
+
+    @staticmethod
+    def _lost(pod: PodView, since: datetime, message: str) -> PodView:
+        if pod.node_gone:  # bound to nothing any more: pending, as its replacement would be
+            pod = replace(pod, bound=False, ready=False, bound_since=None)
+        if pod.gated or pod.scale_up_coming:
             return pod
-        return replace(pod, unschedulable_since=max(pod.created, since),
-                       scheduler_message=f"no Ready, schedulable node of machine type {option.display}")
+        if pod.unschedulable_since is not None:  # the scheduler's mark on a replacement comes after the loss
+            return replace(pod, unschedulable_since=min(pod.unschedulable_since, since))
+        return replace(pod, unschedulable_since=since, scheduler_message=message)
 
     # --- helpers -------------------------------------------------------------------------------
     def rank(self, type_name: str) -> int:

@@ -53,6 +53,8 @@ class PodView:
     template: str = ""  # hash of the pod template it was created from
     current: bool = True  # runs its type's current template (False: an old revision, mid-rollout)
     revision: str = ""  # its ReplicaSet's pod-template-hash (a `kubectl rollout restart` changes only this)
+    node_gone: bool = False  # bound to a node that was deleted: it runs nowhere (the pod garbage collector
+    # removes such pods only after a while)
 
     @property
     def pending(self) -> bool:
@@ -142,6 +144,8 @@ class Observed:
     uncreatable: Mapping[str, str] = field(default_factory=dict)
     # types with no Ready, schedulable node at all (a lost or cordoned pool), since when that was seen
     nodeless_since: Mapping[str, datetime] = field(default_factory=dict)
+    # when this operator last raised each type's Deployment (unknown: made by an older version)
+    grown_at: Mapping[str, datetime] = field(default_factory=dict)
 
 
 class Room:

@@ -73,6 +73,8 @@ class AppSnapshot:
     namespace_labels: Mapping[str, str] | None = None
     # types with no Ready, schedulable node at all, and since when the operator has seen them so
     nodeless_since: Mapping[str, datetime] = field(default_factory=dict)
+    # when the operator last raised each type's replicas, where its Deployment says so
+    grown_at: Mapping[str, datetime] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,6 +142,7 @@ def plan(snap: AppSnapshot) -> AppPlan:
         attempts=_attempts_from_status(snap.status, by_display),
         uncreatable=snap.replica_failures,
         nodeless_since=snap.nodeless_since,
+        grown_at=snap.grown_at,
     )
     decision = decide(resolution.options, snap.spec.replicas, policy_of(snap.spec), observed, snap.free, snap.now)
     # a pod is marked so its ReplicaSet removes it first; one whose type keeps no replica goes anyway
@@ -153,8 +156,9 @@ def plan(snap: AppSnapshot) -> AppPlan:
     for option in resolution.options:
         count = decision.counts.get(option.name, 0)
         if count:
+            grown_at = snap.now if count > snap.counts.get(option.name, 0) else snap.grown_at.get(option.name)
             result.deployments.append(children.deployment(snap.ref, option, templates[option.name], count,
-                                                          decision.surge))
+                                                          decision.surge, grown_at))
     for type_name in snap.counts:
         if decision.counts.get(type_name, 0) == 0:
             result.delete_deployments.append(type_name)

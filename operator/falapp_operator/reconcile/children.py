@@ -9,6 +9,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import BaseModel
 
@@ -18,11 +19,13 @@ from falapp_operator.api import (
     JsonMapping,
     JsonObject,
     MachineType,
+    format_micro_time,
     format_time,
     parse_time_or_none,
 )
 from falapp_operator.api.names import (
     APP_LABEL,
+    GROWN_ANNOTATION,
     HASH_ANNOTATION,
     MANAGED_BY,
     SURGE_ANNOTATION,
@@ -170,8 +173,11 @@ def resize_patch(replicas: int) -> JsonObject:
     return {"metadata": {"annotations": {SURGE_ANNOTATION: "", HASH_ANNOTATION: ""}}, "spec": {"replicas": replicas}}
 
 
-def deployment(app: AppRef, option: TypeOption, template: JsonObject, replicas: int, surge: Surge | None) -> JsonObject:
+def deployment(app: AppRef, option: TypeOption, template: JsonObject, replicas: int, surge: Surge | None,
+               grown_at: datetime | None = None) -> JsonObject:
     annotations = {SURGE_ANNOTATION: encode_surge(surge) if surge and surge.to_type == option.name else ""}
+    if grown_at is not None:
+        annotations[GROWN_ANNOTATION] = format_micro_time(grown_at)
     body = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from falapp_operator.api import JsonMapping, JsonObject, parse_time
+from falapp_operator.api import JsonMapping, JsonObject, parse_time, parse_time_or_none
 from falapp_operator.api.names import (
     APP_LABEL,
     DELETION_COST,
+    GROWN_ANNOTATION,
     HASH_ANNOTATION,
     REVISION_LABEL,
     SURGE_ANNOTATION,
@@ -38,6 +39,8 @@ class ChildrenState:
     surge: Surge | None = None
     # the controller manager's own reason for not creating pods (quota, admission): type -> message
     replica_failures: dict[str, str] = field(default_factory=dict)
+    # when the operator last raised the Deployment's replicas (GROWN_ANNOTATION), where it says so
+    grown_at: dict[str, datetime] = field(default_factory=dict)
 
 
 def machine_type_of(obj: JsonMapping) -> str | None:
@@ -79,15 +82,19 @@ def children_state(deployments: Iterable[JsonMapping], owner_uid: str | None = N
         # one is in flight; a mark left on a Deployment whose type was unlisted meanwhile is older
         if surge is not None and (state.surge is None or _since(surge) > _since(state.surge)):
             state.surge = surge
+        grown_at = parse_time_or_none((body["metadata"].get("annotations") or {}).get(GROWN_ANNOTATION))
+        if grown_at is not None:
+            state.grown_at[type_name] = grown_at
         for condition in (body.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
                 state.replica_failures[type_name] = condition.get("message") or condition.get("reason") or ""
     return state
 
 
-def pod_view(pod: JsonMapping, scale_up_coming: bool, now: datetime, scale_up_refused: bool = False) -> PodView:
+def pod_view(pod: JsonMapping, scale_up_coming: bool, now: datetime, scale_up_refused: bool = False,
+             node_gone: bool = False) -> PodView:
     """`scale_up_coming` / `scale_up_refused`: an autoscaler's latest word on this pod (its events, kept by
-    the caller): a node is coming, or none will."""
+    the caller): a node is coming, or none will. `node_gone`: the node it is bound to no longer exists."""
     meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     scheduled = conditions.get("PodScheduled", {})
@@ -106,6 +113,7 @@ def pod_view(pod: JsonMapping, scale_up_coming: bool, now: datetime, scale_up_re
         scheduler_message=scheduled.get("message", "") if unschedulable else "",
         scale_up_coming=bool(status.get("nominatedNodeName")) or scale_up_coming,
         scale_up_refused=scale_up_refused,
+        node_gone=node_gone and bool(spec.get("nodeName")),
         template=(meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION, ""),
         revision=(meta.get("labels") or {}).get("pod-template-hash", ""),
     )
@@ -163,7 +171,7 @@ def slim_child(body: JsonMapping, field_manager: str) -> JsonObject:
     """A Deployment or Service of an app, as children_state, made_by, name_conflict and needs_apply
     read it; anyone else's only as name_conflict reads it (name and controller: its name is taken)."""
     meta = body["metadata"]
-    out = {"metadata": _meta(meta, (APP_LABEL, TYPE_LABEL), (HASH_ANNOTATION, SURGE_ANNOTATION))}
+    out = {"metadata": _meta(meta, (APP_LABEL, TYPE_LABEL), (HASH_ANNOTATION, SURGE_ANNOTATION, GROWN_ANNOTATION))}
     if not out["metadata"]["labels"].get(APP_LABEL):
         del out["metadata"]["labels"], out["metadata"]["annotations"]
         return out

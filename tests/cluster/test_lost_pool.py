@@ -1,0 +1,105 @@
+"""A lost pool on the real cluster: every node of the preferred type deleted at once.
+
+The replicas there fall back their unschedulableTimeout after the operator saw the type without nodes,
+without waiting for what the rest of the control plane would take its time over: the pod garbage
+collector (pods bound to a deleted node stay about 40 s), or the controller manager making
+replacements (frozen here with SIGSTOP, as when it is behind on hundreds of them).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from falapp_operator.api import parse_time
+from falapp_operator.api.names import GROWN_ANNOTATION
+from tests.builders import TYPE_LABEL
+from tests.cluster.builders import falapp
+from tests.cluster.helpers import app_pods, events_for, wait_placement
+from tests.conftest import CLUSTER
+from tests.kube import Kubectl, wait_until
+
+TIMEOUT = 3  # the app's unschedulableTimeout, seconds
+
+
+def deployments(kctl: Kubectl, app: str) -> dict[str, dict]:
+    """The app's Deployments by machine type, those being deleted left out."""
+    items = kctl.get("deployments", None, "-l", f"fal.ai/app={app}")["items"]
+    return {d["metadata"]["labels"][TYPE_LABEL]: d for d in items
+            if not d["metadata"].get("deletionTimestamp")}
+
+
+def asked(kctl: Kubectl, app: str) -> dict[str, int]:
+    return {t: d["spec"]["replicas"] for t, d in deployments(kctl, app).items()}
+
+
+@contextmanager
+def frozen_controller_manager() -> Iterator[None]:
+    subprocess.run([str(CLUSTER), "pause", "kube-controller-manager"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([str(CLUSTER), "resume", "kube-controller-manager"], check=True)
+
+
+def place(kctl: Kubectl, app: str, fast: str, slow: str, replicas: int) -> None:
+    """The app's replicas Ready on `fast`; its Deployment says when the operator asked for them."""
+    kctl.apply(falapp(app, [fast, slow], replicas=replicas, timeout=f"{TIMEOUT}s"))
+    wait_placement(kctl, app, {fast.lower(): replicas})
+    grown = deployments(kctl, app)[fast.lower()]["metadata"]["annotations"][GROWN_ANNOTATION]
+    assert parse_time(grown) is not None, f"the operator says when it asked for the replicas: {grown!r}"
+
+
+def lose_pool(pools, fast: str) -> float:
+    """Every `fast` node deleted: the time of the deletion."""
+    lost = time.time()
+    for node in [n for n in pools.nodes if n.startswith(fast.lower())]:
+        pools.remove_node(node)
+    return lost
+
+
+@pytest.fixture
+def two_pools(pools) -> tuple[str, str]:
+    """Types fast and slow (display names), one 8-GPU node each."""
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    pools.add_node("fast", gpus=8)
+    pools.add_node("slow", gpus=8)
+    return fast, slow
+
+
+def test_replicas_bound_to_deleted_nodes_fall_back_before_the_pod_garbage_collector_comes(
+        kctl, running_operator, pools, two_pools):
+    fast, slow = two_pools
+    place(kctl, "orphans", fast, slow, replicas=2)
+    lost = lose_pool(pools, fast)
+    wait_until(lambda: asked(kctl, "orphans") == {slow.lower(): 2}, timeout=30,
+               message="both replicas asked for on the next type")
+    moved = time.time()
+    # (the operator's Deployment deletion may have marked them for deletion: with no kubelet, they stay)
+    orphans = [p for p in kctl.get("pods", None, "-l", "fal.ai/app=orphans")["items"]
+               if p["metadata"]["labels"][TYPE_LABEL] == fast.lower()]
+    assert len(orphans) == 2, "the pods on the deleted node were still there: nothing waited for them to go"
+    assert moved - lost >= TIMEOUT - 1, f"moved {moved - lost:.1f}s after the loss: the timeout was not waited out"
+    fell = events_for(kctl, "orphans", "FellBack")
+    assert fell and "no Ready, schedulable node" in fell[0]["message"], fell
+    wait_until(lambda: sum(p["metadata"]["labels"][TYPE_LABEL] == slow.lower() and bool(p["spec"].get("nodeName"))
+                           for p in app_pods(kctl, "orphans")) == 2, timeout=30, message="both bound on the next type")
+
+
+def test_replicas_of_a_lost_pool_move_before_the_controller_manager_replaces_their_pods(
+        kctl, running_operator, pools, two_pools):
+    fast, slow = two_pools
+    place(kctl, "unreplaced", fast, slow, replicas=2)
+    with frozen_controller_manager():
+        lost = lose_pool(pools, fast)
+        # the node and its pods gone at once (as a cloud's node deletion does it), and no replacements
+        kctl.run("delete", "pods", "-l", "fal.ai/app=unreplaced", "--grace-period=0", "--force")
+        wait_until(lambda: asked(kctl, "unreplaced") == {slow.lower(): 2}, timeout=30,
+                   message="both replicas asked for on the next type")
+        assert time.time() - lost >= TIMEOUT - 1, "the timeout was not waited out"
+        assert app_pods(kctl, "unreplaced") == [], "no pod can have been made with the controller manager frozen"
+    wait_placement(kctl, "unreplaced", {slow.lower(): 2}, timeout=60)
