@@ -10,7 +10,7 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FALAPP_")
 
     field_manager: str = Field("falapp-operator", description="Server-side apply field manager of children.")
-    workers: int = Field(24, ge=1, description="Apps reconciled concurrently (a reconcile waits on API writes, not on "
+    workers: int = Field(64, ge=1, description="Apps reconciled concurrently (a reconcile waits on API writes, not on "
                          "CPU: in a burst of fallbacks more of them overlap).")
     metrics_port: int = Field(8080, ge=0, description="Prometheus /metrics port; 0 turns it off.")
     machine_type_status_delay: float = Field(

@@ -530,7 +530,8 @@ class Controller:
             logger.info("%s/%s: %s %s -> %s x%d (decided %.3fs ago)", namespace, name, move, from_type, to_type,
                         count, (self.api.clock.now() - now).total_seconds())
         if result.requeue_at is not None:
-            self.queue.add_after(("app", namespace, name), (result.requeue_at - now).total_seconds() + 0.05)
+            # just past the deadline (a wake a hair early, e.g. the clock's offset moved, only looks again)
+            self.queue.add_after(("app", namespace, name), (result.requeue_at - now).total_seconds() + 0.01)
         if result.waiting_for_room:
             self.waiting.add((namespace, name))
         else:
