@@ -407,3 +407,44 @@ async def test_a_type_without_schedulable_nodes_is_known_from_when_a_reconcile_f
     rig.controller.node_event(node("h1"), deleted=False)
     await rig.reconcile()
     assert rig.controller._nodeless_for(spec) == {}
+
+
+async def test_a_node_back_ends_the_types_time_without_nodes_even_if_no_app_looks(rig: Rig) -> None:
+    """A stale 'no node since' would let a later loss skip the timeout: a node that is back ends it at
+    once, not at the next reconcile of an app of that type."""
+    rig.create_app(falapp())
+    spec = FalAppSpec.model_validate(falapp()["spec"])
+    rig.controller.node_event(node("h1"), deleted=True)
+    await rig.reconcile()
+    assert list(rig.controller._nodeless_for(spec)) == ["gpu-h100"]
+    rig.controller.node_event(node("h1"), deleted=False)  # back; no reconcile in between
+    assert rig.controller._nodeless_since == {}
+    cordoned = node("a1")
+    cordoned["spec"]["unschedulable"] = True
+    rig.controller.node_event(cordoned, deleted=False)
+    await rig.reconcile()
+    assert list(rig.controller._nodeless_for(spec)) == ["gpu-a100"]
+    rig.controller.node_event(node("h2"), deleted=False)  # another type's node: A100 is still without any
+    assert list(rig.controller._nodeless_since) == [("gpu-a100", False)]
+
+
+async def test_a_deleted_node_wakes_the_apps_with_pods_on_it(rig: Rig) -> None:
+    """Pods bound to a deleted node stay until the pod garbage collector comes, with no event: the node's
+    deletion itself wakes their apps (cordoned or NotReady first or not), and only theirs."""
+    rig.create_app(falapp())
+    await rig.reconcile()
+    rig.pod_of(H100, "p1", "h1")
+    controller = rig.controller
+    while len(controller.queue):
+        controller.queue.done(await controller.queue.get())
+    down = node("h1")
+    down["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    controller.node_event(down, deleted=False)
+    assert await controller.queue.get() == KEY
+    controller.queue.done(KEY)
+    controller.node_event(down, deleted=True)  # NotReady first, then deleted
+    assert await controller.queue.get() == KEY
+    controller.queue.done(KEY)
+    controller.node_event(node("a1"), deleted=True)  # none of its pods there
+    queued = [await controller.queue.get() for _ in range(len(controller.queue))]
+    assert KEY not in queued, queued

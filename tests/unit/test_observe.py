@@ -32,7 +32,10 @@ def test_unscheduled_pod_has_no_bound_since() -> None:
 
 
 def test_only_a_bound_pod_can_have_lost_its_node() -> None:
-    assert pod_view(pod([SCHEDULED]), False, NOW, node_gone=True).node_gone
+    ready = pod([SCHEDULED, {"type": "Ready", "status": "True"}])
+    assert pod_view(ready, False, NOW).ready
+    gone = pod_view(ready, False, NOW, node_gone=True)
+    assert gone.node_gone and not gone.ready, "on a deleted node it runs nowhere, whatever its status says"
     assert not pod_view(pod([SCHEDULED]), False, NOW).node_gone
     assert not pod_view(pod([], node=None), False, NOW, node_gone=True).node_gone
 

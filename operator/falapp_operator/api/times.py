@@ -35,5 +35,5 @@ def parse_time_or_none(value: object) -> datetime | None:
         return None
     try:
         return parse_time(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: e.g. year 1 with a positive offset
         return None

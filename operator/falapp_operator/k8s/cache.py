@@ -5,6 +5,7 @@ Fed by watch events (kopf) and a startup LIST; holds a few numbers per object, n
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -95,6 +96,7 @@ class ClusterCache:
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     pods: dict[str, PodInfo] = field(default_factory=dict)
     claiming: dict[str, PodInfo] = field(default_factory=dict)  # the pods that claim room (a few of them)
+    apps_by_node: dict[str, Counter[tuple[str, str]]] = field(default_factory=dict)  # our pods bound there
     requested: dict[str, Resources] = field(default_factory=dict)  # per node, by live pods bound to it
     # pod uid -> (answer, time) of the newest autoscaler event about it
     scale_signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
@@ -125,6 +127,10 @@ class ClusterCache:
             return self.remove_pod(body["metadata"]["uid"])
         old = self.pods.get(info.uid)
         self.pods[info.uid] = info
+        if old is not None:
+            self._unbind(old)
+        if info.node and info.app:
+            self.apps_by_node.setdefault(info.node, Counter())[(info.namespace, info.app)] += 1
         if info.claims_room:
             self.claiming[info.uid] = info
         else:
@@ -141,11 +147,26 @@ class ClusterCache:
         old = self.pods.pop(uid, None)
         self.claiming.pop(uid, None)
         self.scale_signals.pop(uid, None)
+        if old is not None:
+            self._unbind(old)
         if old is None or not old.node:
             return False
         self.requested[old.node] = self.requested[old.node] - old.requests
         self.version += 1
         return True
+
+    def _unbind(self, pod: PodInfo) -> None:
+        apps = self.apps_by_node.get(pod.node or "")
+        if apps is not None and pod.app:
+            apps[(pod.namespace, pod.app)] -= 1
+            if apps[(pod.namespace, pod.app)] <= 0:
+                del apps[(pod.namespace, pod.app)]
+            if not apps:
+                del self.apps_by_node[pod.node or ""]
+
+    def apps_on_node(self, node: str) -> list[tuple[str, str]]:
+        """The apps (namespace, name) with pods bound to the node, as their labels say."""
+        return list(self.apps_by_node.get(node, ()))
 
     def record_scale_signal(self, pod_uid: str, answer: str, when: datetime) -> None:
         """The autoscaler's latest answer (COMING or REFUSED) about the pod: answers can flip (Nominated,

@@ -37,6 +37,7 @@ from falapp_operator.k8s.cache import (
     KARPENTER,
     SCALE_UP_REASONS,
     ClusterCache,
+    NodeInfo,
     PoolNodes,
     autoscaler_answer,
     nodepool_nodes,
@@ -309,6 +310,8 @@ class Controller:
         self._placement_catalogue = None
         self.cache.forget_node_matches()
         self._free_by_type.clear()
+        for key in [k for k in self._nodeless_since if k[0] == name]:  # its nodes are other ones now
+            del self._nodeless_since[key]
         self._machinetype_status.pop(name, None)
         if deleted:
             self.catalogue.pop(name, None)
@@ -335,11 +338,14 @@ class Controller:
             self._free_by_type.clear()
             if was_typed or (not deleted and self.cache.of_any_type(name, self.catalogue.values())):
                 self._capacity_changed()
-            if was_schedulable and (deleted or not self.cache.nodes[name].schedulable):
+            node = None if deleted else self.cache.nodes[name]
+            if node is not None and node.schedulable:
+                self._not_nodeless(node)
+            if deleted or (was_schedulable and node is not None and not node.schedulable):
                 # its replicas may have nowhere left to go (a lost pool): no pod event says so while the
                 # pods bound to a deleted node wait for the pod garbage collector
-                for app in {(p.namespace, p.app) for p in self.cache.pods.values() if p.node == name and p.app}:
-                    self.queue.add(("app", *app))
+                for namespace, app in self.cache.apps_on_node(name):
+                    self.app_event(namespace, app)
 
     def pod_event(self, body: JsonMapping, deleted: bool) -> None:
         meta = body["metadata"]
@@ -599,6 +605,14 @@ class Controller:
             else:  # first seen now: later than the last node went, never earlier
                 self._nodeless_since.setdefault(key, self.api.clock.now())
         return cached[1]
+
+    def _not_nodeless(self, node: NodeInfo) -> None:
+        """A schedulable node of a type seen without any: that time is over, whether or not an app of
+        the type is reconciled before the type is lost again (a stale time would skip the timeout)."""
+        for key in list(self._nodeless_since):
+            machine_type = self.catalogue.get(key[0])
+            if machine_type is None or machine_type.spec.matches_node(node.labels, node.taints, key[1]):
+                del self._nodeless_since[key]
 
     def _nodeless_for(self, spec: FalAppSpec) -> dict[str, datetime]:
         """Candidate types without any Ready, schedulable node, and since when (as _free_of saw it)."""

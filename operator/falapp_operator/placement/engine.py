@@ -126,31 +126,38 @@ class _Planner:
         since then: its own pod (unbound, or bound to a deleted node; the oldest first), or one the
         ReplicaSet has yet to make, named so that no write is aimed at it (a pod name has no '/'); pods
         beyond the type's count are on their way out and left out. The timeout still runs from then
-        (nodes may come back). A gated pod is not the scheduler's yet; a rollout under way keeps its pods
-        as they are. Without the time the operator asked (a Deployment of an older version), a pod counts
-        from its creation and a missing one is waited for."""
+        (nodes may come back). A gated pod is not the scheduler's yet; a rollout under way is ignored
+        unless replicas still run there (a cordoned pool). Without the time the operator asked, a pod
+        counts from its creation and a missing one is waited for."""
         pods = list(self.pods)
         for type_name, count in self.observed_counts.items():
             option, since = self.by_name.get(type_name), observed.nodeless_since.get(type_name)
-            if option is None or since is None or option.autoscaled or self.rolling(type_name):
+            if option is None or since is None or option.autoscaled:
                 continue
+            on_type = self.pods_on(type_name)
+            rolling = self.rolling(type_name)
+            if rolling and any(p.bound and not p.node_gone for p in on_type):
+                continue  # old and new replicas still running there (a cordoned pool): the rollout's call
+            # one revision for all (mid-rollout, none is left to protect); missing ones as their siblings
+            revision = "" if rolling else next((p.revision for p in on_type), "")
             grown_at = observed.grown_at.get(type_name)
             message = f"no Ready, schedulable node of machine type {option.display}"
-            on_type = self.pods_on(type_name)
             homeless = max(0, count - sum(p.bound and not p.node_gone for p in on_type))  # not running there
             pending = sorted((p for p in on_type if p.pending or p.node_gone), key=lambda p: p.created)
             lost = {p.name: p for p in pending[:homeless]}
             pods = [p for p in pods if p.machine_type != type_name or p.name in lost or not (p.pending or p.node_gone)]
-            pods = [self._lost(p, max(since, grown_at or p.created), message) if p.name in lost else p
+            pods = [self._lost(p, max(since, grown_at or p.created), message, revision) if p.name in lost else p
                     for p in pods]
             if grown_at is not None:
                 since = max(since, grown_at)
                 pods += [PodView(f"{type_name}/lost-{i}", type_name, created=since, unschedulable_since=since,
-                                 scheduler_message=message) for i in range(homeless - len(lost))]
+                                 scheduler_message=message, revision=revision) for i in range(homeless - len(lost))]
         return pods
 
     @staticmethod
-    def _lost(pod: PodView, since: datetime, message: str) -> PodView:
+    def _lost(pod: PodView, since: datetime, message: str, revision: str) -> PodView:
+        if pod.revision != revision:
+            pod = replace(pod, current=True, revision=revision)
         if pod.node_gone:  # bound to nothing any more: pending, as its replacement would be
             pod = replace(pod, bound=False, ready=False, bound_since=None)
         if pod.gated or pod.scale_up_coming:

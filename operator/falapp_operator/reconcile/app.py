@@ -122,6 +122,9 @@ def _probe_budget(spec: FalAppSpec) -> float:
     return (probe.initial_delay_seconds or 0) + period * (probe.failure_threshold or 3) + period
 
 
+CLOCK_LEEWAY = timedelta(minutes=1)
+
+
 def plan(snap: AppSnapshot) -> AppPlan:
     problem = app_name_problem(snap.ref.name, snap.spec)  # an app created before the CRD checked it
     resolution = resolve(snap.spec, snap.catalogue, snap.ref.namespace, snap.namespace_labels)
@@ -134,6 +137,9 @@ def plan(snap: AppSnapshot) -> AppPlan:
     hashes = {t: children.template_hash(template) for t, template in templates.items()}
     pods = tuple(replace(p, current=p.template == hashes[p.machine_type]) if p.machine_type in hashes else p
                  for p in snap.pods)
+    # a time to come is no time the operator wrote (anyone who may edit the Deployment can write one);
+    # a minute's leeway for the clock (its offset to the API server's is known to a second)
+    grown_at = {t: at for t, at in snap.grown_at.items() if at <= snap.now + CLOCK_LEEWAY}
     observed = Observed(
         counts=snap.counts,
         surge=snap.surge,
@@ -142,7 +148,7 @@ def plan(snap: AppSnapshot) -> AppPlan:
         attempts=_attempts_from_status(snap.status, by_display),
         uncreatable=snap.replica_failures,
         nodeless_since=snap.nodeless_since,
-        grown_at=snap.grown_at,
+        grown_at=grown_at,
     )
     decision = decide(resolution.options, snap.spec.replicas, policy_of(snap.spec), observed, snap.free, snap.now)
     # a pod is marked so its ReplicaSet removes it first; one whose type keeps no replica goes anyway
@@ -156,9 +162,9 @@ def plan(snap: AppSnapshot) -> AppPlan:
     for option in resolution.options:
         count = decision.counts.get(option.name, 0)
         if count:
-            grown_at = snap.now if count > snap.counts.get(option.name, 0) else snap.grown_at.get(option.name)
+            grown = snap.now if count > snap.counts.get(option.name, 0) else grown_at.get(option.name)
             result.deployments.append(children.deployment(snap.ref, option, templates[option.name], count,
-                                                          decision.surge, grown_at))
+                                                          decision.surge, grown))
     for type_name in snap.counts:
         if decision.counts.get(type_name, 0) == 0:
             result.delete_deployments.append(type_name)

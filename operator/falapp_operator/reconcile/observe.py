@@ -107,7 +107,8 @@ def pod_view(pod: JsonMapping, scale_up_coming: bool, now: datetime, scale_up_re
         gated=bool(spec.get("schedulingGates")),
         bound_since=parse_time(scheduled.get("lastTransitionTime")) if scheduled.get("status") == "True" else None,
         failing=container_failure(status),
-        ready=conditions.get("Ready", {}).get("status") == "True",
+        # on a deleted node it runs nowhere, whatever its last status said
+        ready=conditions.get("Ready", {}).get("status") == "True" and not (node_gone and spec.get("nodeName")),
         terminating=bool(meta.get("deletionTimestamp")) or status.get("phase") in ("Succeeded", "Failed"),
         unschedulable_since=(parse_time(scheduled.get("lastTransitionTime")) or now) if unschedulable else None,
         scheduler_message=scheduled.get("message", "") if unschedulable else "",
