@@ -105,6 +105,8 @@ class Controller:
         self._free_by_type: dict[tuple[str, bool], tuple[int, list[NodeFree]]] = {}
         # since when (as first seen) a type has had no Ready, schedulable node at all, per (type, NVENC)
         self._nodeless_since: dict[tuple[str, bool], datetime] = {}
+        # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
+        self._started_at: datetime | None = None  # set by start
         self._insufficient: dict[tuple[str, str], str] = {}
         self._replica_gauge: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
         # what placement reads of each MachineType, as last seen
@@ -127,6 +129,7 @@ class Controller:
         """Fill the caches from a LIST before any reconcile, so no decision sees a half-known cluster:
         catalogue, nodes, pods, and the autoscalers' announcements about pods (events); then keep them
         current. Reads only: reconciling (and every write) starts with `lead`."""
+        self._started_at = self.api.clock.now()
         for body in await self.api.list_machinetypes():
             self.machinetype_event(body, deleted=False)
         for body in await self.api.list_namespaces():
@@ -508,7 +511,7 @@ class Controller:
                       if TYPE_LABEL in (p["metadata"].get("labels") or {})],
                 free=self._free_for(spec, (namespace, name)),
                 nodeless_since=self._nodeless_for(spec),
-                grown_at=state.grown_at,
+                grown_at={t: state.grown_at.get(t, self._started_at or now) for t in state.counts},
                 now=now,
                 replica_failures=state.replica_failures,
                 namespace_labels=self.namespace_labels.get(namespace),
