@@ -101,9 +101,11 @@ class ClusterCache:
     # pod uid -> (answer, time) of the newest autoscaler event about it
     scale_signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     version: int = 0  # bumps whenever free capacity may have changed anywhere
+    claims_version: int = 0  # bumps whenever the pods that claim room change
     # node names per (machine type, nvenc), cleared when nodes or machine types change
     _matches: dict[tuple[str, bool], list[str]] = field(default_factory=dict)
-    _typed: set[str] | None = None  # nodes of any machine type (None: not computed since a change)
+    # per node, its free room as each GPU resource name reads it; dropped when the node or its pods change
+    _free: dict[str, dict[str | None, NodeFree]] = field(default_factory=dict)
 
     # --- updates (return whether capacity somewhere may have grown) ---------------------------
     def upsert_node(self, body: JsonMapping) -> bool:
@@ -113,12 +115,15 @@ class ClusterCache:
         changed = old is None or old != info
         if old is None or old.labels != info.labels or old.taints != info.taints:
             self.forget_node_matches()
+        if changed:
+            self._free.pop(info.name, None)
         self.version += changed
         return changed
 
     def remove_node(self, name: str) -> bool:
         self.version += 1
         self.forget_node_matches()
+        self._free.pop(name, None)
         return self.nodes.pop(name, None) is not None
 
     def upsert_pod(self, body: JsonMapping) -> bool:
@@ -132,26 +137,30 @@ class ClusterCache:
         if info.node and info.app:
             self.apps_by_node.setdefault(info.node, Counter())[(info.namespace, info.app)] += 1
         if info.claims_room:
+            self.claims_version += self.claiming.get(info.uid) != info
             self.claiming[info.uid] = info
         else:
-            self.claiming.pop(info.uid, None)
+            self.claims_version += self.claiming.pop(info.uid, None) is not None
         if old is not None and old.node:
             self.requested[old.node] = self.requested[old.node] - old.requests
+            self._free.pop(old.node, None)
         if info.node:
             self.requested[info.node] = self.requested.get(info.node, Resources()) + info.requests
+            self._free.pop(info.node, None)
         if (old.node if old else None) != info.node or (old and old.requests != info.requests):
             self.version += 1
         return old is not None and old.node is not None and info.node != old.node
 
     def remove_pod(self, uid: str) -> bool:
         old = self.pods.pop(uid, None)
-        self.claiming.pop(uid, None)
+        self.claims_version += self.claiming.pop(uid, None) is not None
         self.scale_signals.pop(uid, None)
         if old is not None:
             self._unbind(old)
         if old is None or not old.node:
             return False
         self.requested[old.node] = self.requested[old.node] - old.requests
+        self._free.pop(old.node, None)
         self.version += 1
         return True
 
@@ -186,13 +195,12 @@ class ClusterCache:
     def forget_node_matches(self) -> None:
         """A node or machine type changed: which nodes are of which type is computed again."""
         self._matches.clear()
-        self._typed = None
 
     def of_any_type(self, node: str, machine_types: Iterable[MachineType]) -> bool:
-        """Whether pods of some machine type can land on the node (room freed there matters)."""
-        if self._typed is None:
-            self._typed = {n.name for mt in machine_types for n in self.nodes_of_type(mt)}
-        return node in self._typed
+        """Whether pods of some machine type can land on the node (room freed there matters). Looks at
+        this node only: at start-up every node of a large cluster is asked in turn."""
+        info = self.nodes.get(node)
+        return info is not None and any(mt.spec.matches_node(info.labels, info.taints, False) for mt in machine_types)
 
     # --- queries -------------------------------------------------------------------------------
     def nodes_of_type(self, machine_type: MachineType, nvenc: bool = False) -> list[NodeInfo]:
@@ -211,8 +219,12 @@ class ClusterCache:
         for node in nodes:
             if not node.schedulable:
                 continue
-            left = (node.allocatable - self.requested.get(node.name, nothing)).counting(gpu_resource)
-            out.append(NodeFree(left.gpus, left.cpu_milli, left.memory_bytes))
+            known = self._free.setdefault(node.name, {})
+            free = known.get(gpu_resource)
+            if free is None:
+                left = (node.allocatable - self.requested.get(node.name, nothing)).counting(gpu_resource)
+                free = known[gpu_resource] = NodeFree(left.gpus, left.cpu_milli, left.memory_bytes)
+            out.append(free)
         return out
 
     def pending_claims(self, apps: Container[tuple[str, str]],
@@ -221,10 +233,18 @@ class ClusterCache:
         app `exclude`: room another app must not count on. A pod the scheduler found no room for
         claims none (nor does anyone's pod that merely carries our labels)."""
         claims: dict[str, list[Resources]] = {}
+        for type_name, pods in self.claims_by_app().items():
+            for app, requests in pods:
+                if app != exclude and app in apps:
+                    claims.setdefault(type_name, []).append(requests)
+        return claims
+
+    def claims_by_app(self) -> dict[str, list[tuple[tuple[str, str], Resources]]]:
+        """Requests of our pods about to be bound, per machine type, each with its app (namespace, name)."""
+        claims: dict[str, list[tuple[tuple[str, str], Resources]]] = {}
         for pod in self.claiming.values():
-            key = (pod.namespace, pod.app or "")
-            if pod.machine_type and key != exclude and key in apps:
-                claims.setdefault(pod.machine_type, []).append(pod.requests)
+            if pod.machine_type:
+                claims.setdefault(pod.machine_type, []).append(((pod.namespace, pod.app or ""), pod.requests))
         return claims
 
     def app_pods(self, machine_type: str) -> list[PodInfo]:

@@ -105,6 +105,8 @@ class Controller:
         self._free_by_type: dict[tuple[str, bool], tuple[int, list[NodeFree]]] = {}
         # since when (as first seen) a type has had no Ready, schedulable node at all, per (type, NVENC)
         self._nodeless_since: dict[tuple[str, bool], datetime] = {}
+        # other apps' pods about to be bound, per type, counted as their type's GPUs: (cache.claims_version, ...)
+        self._pending_claims: tuple[int, dict[str, list[tuple[tuple[str, str], Demand]]]] | None = None
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
         self._started_at: datetime | None = None  # set by start
         self._insufficient: dict[tuple[str, str], str] = {}
@@ -311,7 +313,7 @@ class Controller:
             return
         self._machinetype_seen[name] = seen
         self._placement_catalogue = None
-        self.cache.forget_node_matches()
+        self._pending_claims = None  # counted as the types named their GPUs        self.cache.forget_node_matches()
         self._free_by_type.clear()
         for key in [k for k in self._nodeless_since if k[0] == name]:  # its nodes are other ones now
             del self._nodeless_since[key]
@@ -561,10 +563,16 @@ class Controller:
 
     def _claims(self, exclude: tuple[str, str]) -> dict[str, list[Demand]]:
         claims: dict[str, list[Demand]] = {}
-        for type_name, pods in self.cache.pending_claims(self.apps, exclude).items():
-            # a pod's GPUs are read as its type names them
-            gpu_resource = self.catalogue[type_name].spec.gpu_resource if type_name in self.catalogue else None
-            claims[type_name] = [requests.counting(gpu_resource) for requests in pods]
+        if self._pending_claims is None or self._pending_claims[0] != self.cache.claims_version:
+            counted: dict[str, list[tuple[tuple[str, str], Demand]]] = {}
+            for type_name, pods in self.cache.claims_by_app().items():
+                # a pod's GPUs are read as its type names them
+                machine_type = self.catalogue.get(type_name)
+                gpu_resource = machine_type.spec.gpu_resource if machine_type is not None else None
+                counted[type_name] = [(app, requests.counting(gpu_resource)) for app, requests in pods]
+            self._pending_claims = (self.cache.claims_version, counted)
+        for type_name, demands in self._pending_claims[1].items():  # as cache.pending_claims, counted once
+            claims[type_name] = [demand for app, demand in demands if app != exclude and app in self.apps]
         deadline = time.monotonic() - EXPECTATION_TTL
         for key, expected in list(self.expected.items()):
             expected[:] = [e for e in expected if e[2] > deadline]
