@@ -20,6 +20,7 @@ from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, FalAppSpec
 from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.reconcile.children import deployment_name
+from falapp_operator.reconcile.writes import counts_only
 from falapp_operator.settings import OperatorSettings
 from tests.unit.fake_api import FakeApiServer, serving
 
@@ -448,3 +449,30 @@ async def test_a_deleted_node_wakes_the_apps_with_pods_on_it(rig: Rig) -> None:
     controller.node_event(node("a1"), deleted=True)  # none of its pods there
     queued = [await controller.queue.get() for _ in range(len(controller.queue))]
     assert KEY not in queued, queued
+
+
+async def test_replicas_coming_up_one_by_one_cost_one_status_write_a_second(rig: Rig) -> None:
+    """A status change of counts only (one more replica) within a second of the last status write waits
+    for the rest of that second, and is then written as it is then; one with other writes goes at once."""
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    rig.pod_of(H100, "p1", "h1")
+    assert await rig.reconcile() == [], "a replica more, a moment after the last status write"
+    assert rig.status()["replicas"] == 0
+    rig.pod_of(H100, "p2", "h1")
+    assert await rig.reconcile() == []
+    rig.controller._status_written[APP] -= 1.0  # the second is over
+    assert await rig.reconcile() == [STATUS]
+    assert rig.status()["replicas"] == 2, "both in one write"
+    rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, {**falapp(replicas=3), "status": rig.status()}))
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS], "a change of spec shows at once"
+
+
+def test_a_status_patch_of_counts_only_is_told_from_one_that_turns_a_condition() -> None:
+    ready = {"observedGeneration": 1, "readyReplicas": 1,
+             "conditions": [{"type": "Ready", "status": "False", "reason": "ReplicasNotReady", "message": "1/2"}]}
+    more = {**ready, "readyReplicas": 2, "conditions": [{**ready["conditions"][0], "message": "2/2"}]}
+    assert counts_only(ready, more)
+    assert not counts_only(ready, {**more, "observedGeneration": 2})
+    assert not counts_only(ready, {**more, "conditions": [{"type": "Ready", "status": "True"}]})
+    assert not counts_only(ready, {**more, "attempts": [{"machineType": "GPU-H100"}]})

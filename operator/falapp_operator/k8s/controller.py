@@ -62,6 +62,7 @@ from falapp_operator.reconcile.observe import (
 )
 from falapp_operator.reconcile.writes import (
     child_writes,
+    counts_only,
     name_conflict,
     needs_apply,
     object_version,
@@ -71,6 +72,10 @@ from falapp_operator.settings import OperatorSettings
 
 logger = logging.getLogger("falapp_operator")
 EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its pod is seen
+# an app's status write that only updates counts (no condition turns, nothing else written, the same
+# generation) waits until this long after its last one: replicas coming up one by one cost one write
+# a second, not one each
+STATUS_COALESCE = 1.0
 UNKNOWN_OUTCOME = frozenset({0, 408, 500, 502, 503, 504})  # no answer, or none saying whether it was written
 QueueKey: TypeAlias = tuple[str, ...]  # ("app", namespace, name) or ("machinetypes",)
 
@@ -105,6 +110,7 @@ class Controller:
         self._free_by_type: dict[tuple[str, bool], tuple[int, list[NodeFree]]] = {}
         # since when (as first seen) a type has had no Ready, schedulable node at all, per (type, NVENC)
         self._nodeless_since: dict[tuple[str, bool], datetime] = {}
+        self._status_written: dict[tuple[str, str], float] = {}  # app -> when its status was last written
         # other apps' pods about to be bound, per type, counted as their type's GPUs: (cache.claims_version, ...)
         self._pending_claims: tuple[int, dict[str, list[tuple[tuple[str, str], Demand]]]] | None = None
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
@@ -478,6 +484,7 @@ class Controller:
             self._applied.pop((namespace, name), None)
             self._unsure.discard((namespace, name))
             self._refusal_posted.pop((namespace, name), None)
+            self._status_written.pop((namespace, name), None)
             if body is None:
                 self.apps.discard((namespace, name))
                 self.generations.pop((namespace, name), None)
@@ -643,7 +650,7 @@ class Controller:
         refused = invalid(ref, generation, FalAppStatus.model_validate(status), problem, self.api.clock.now(),
                           snap.pods if snap else (), reason=reason)
         try:
-            await self._write_status(ref.namespace, ref.name, status, refused.status)
+            await self._write_status(ref.namespace, ref.name, status, refused.status, at_once=True)
         except ApiError:  # the status itself refused: the event is all that shows it, once per problem
             if self._refusal_posted.get((ref.namespace, ref.name)) != (reason, problem):
                 self._refusal_posted[(ref.namespace, ref.name)] = (reason, problem)
@@ -722,7 +729,7 @@ class Controller:
                     self.services.wrote(answer, app)
                     applied[ref.name] = object_version(answer)
                     wrote = True
-            wrote = await self._write_status(namespace, ref.name, status, result.status) or wrote
+            wrote = await self._write_status(namespace, ref.name, status, result.status, wrote) or wrote
         except ApiError as e:
             if e.status in UNKNOWN_OUTCOME:  # the write may have happened: do not trust the stores on it
                 self._unsure.add(app)
@@ -744,11 +751,18 @@ class Controller:
             self._background(self.api.post_event(involved, event.type, event.reason, event.message))
 
     async def _write_status(self, namespace: str, name: str, current: JsonMapping,
-                            desired: FalAppStatus) -> bool:
+                            desired: FalAppStatus, at_once: bool) -> bool:
+        """`at_once`: this reconcile wrote something else first, or the status must go now (a refusal)."""
         patch = desired.to_patch()
         if not status_changed(current, patch):
             return False
-        self.falapps.wrote(await self.api.patch_falapp_status(namespace, name, patch), (namespace, name))
+        app = (namespace, name)
+        wait = self._status_written.get(app, -STATUS_COALESCE) + STATUS_COALESCE - time.monotonic()
+        if wait > 0 and not at_once and counts_only(current, patch):
+            self.queue.add_after(("app", namespace, name), wait)  # written then, as it is then
+            return False
+        self.falapps.wrote(await self.api.patch_falapp_status(namespace, name, patch), app)
+        self._status_written[app] = time.monotonic()
         return True
 
     def _background(self, coroutine: Coroutine[object, object, None]) -> None:

@@ -73,6 +73,16 @@ def status_changed(current: JsonMapping, desired: JsonMapping) -> bool:
     return any(current.get(k) != v for k, v in desired.items())
 
 
+def counts_only(current: JsonMapping, desired: JsonMapping) -> bool:
+    """The status patch changes numbers and words, not its meaning: the same generation observed, every
+    condition with the status it had, the same attempts and probes (a replica Ready more or less)."""
+    def turns(status: JsonMapping) -> dict[str, str]:
+        return {c.get("type", ""): c.get("status", "") for c in status.get("conditions") or []}
+    return (current.get("observedGeneration") == desired.get("observedGeneration")
+            and turns(current) == turns(desired)
+            and all(current.get(k) == desired.get(k) for k in ("attempts", "probes") if k in desired))
+
+
 def _replicas(deployment: JsonMapping | None) -> int:
     replicas: int = 0 if deployment is None else (deployment.get("spec") or {}).get("replicas", 0)
     return replicas
