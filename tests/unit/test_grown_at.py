@@ -11,7 +11,7 @@ from falapp_operator.api import format_micro_time, parse_time_or_none
 from falapp_operator.api.names import GROWN_ANNOTATION
 from falapp_operator.reconcile.app import plan
 from falapp_operator.reconcile.observe import children_state
-from tests.unit.status_samples import A100, H100, NOW, pod, snapshot, spec
+from tests.unit.status_samples import A100, H100, NOW, pod, room, snapshot, spec
 
 
 def grown_at_written(snap) -> dict[str, str | None]:
@@ -43,3 +43,14 @@ def test_what_is_not_a_time_reads_as_none() -> None:
                                "annotations": {GROWN_ANNOTATION: "0001-01-01T00:00:00+01:00"}},
                   "spec": {"replicas": 1}}
     assert children_state([deployment]).grown_at == {}
+
+
+def test_a_deployment_of_an_older_version_counts_as_raised_before_the_start_and_is_not_written_for_it() -> None:
+    started = NOW - timedelta(minutes=5)
+    steady = snapshot(spec(replicas=1), counts={H100: 1}, pods=[pod("h1", H100, ready=True)])
+    assert grown_at_written(replace(steady, raised_before=started)) == {H100: None}, "no write on upgrade"
+    # and its replicas that went with a lost pool are not waited for until its next raise
+    lost = replace(snapshot(spec(replicas=2), counts={H100: 2}, free={H100: [], A100: room()}),
+                   nodeless_since={H100: NOW - timedelta(minutes=2)}, raised_before=started)
+    assert plan(lost).decision.counts == {A100: 2}
+    assert plan(replace(lost, raised_before=None)).decision.counts == {H100: 2}, "else awaited"

@@ -75,6 +75,9 @@ class AppSnapshot:
     nodeless_since: Mapping[str, datetime] = field(default_factory=dict)
     # when the operator last raised each type's replicas, where its Deployment says so
     grown_at: Mapping[str, datetime] = field(default_factory=dict)
+    # a Deployment without that time was raised before this (by an older version: before the operator
+    # started); counted so, not written (an upgrade writes nothing for it)
+    raised_before: datetime | None = None
 
 
 @dataclass
@@ -148,7 +151,8 @@ def plan(snap: AppSnapshot) -> AppPlan:
         attempts=_attempts_from_status(snap.status, by_display),
         uncreatable=snap.replica_failures,
         nodeless_since=snap.nodeless_since,
-        grown_at=grown_at,
+        grown_at=grown_at if snap.raised_before is None else {t: grown_at.get(t, snap.raised_before)
+                                                              for t in snap.counts},
     )
     decision = decide(resolution.options, snap.spec.replicas, policy_of(snap.spec), observed, snap.free, snap.now)
     # a pod is marked so its ReplicaSet removes it first; one whose type keeps no replica goes anyway
