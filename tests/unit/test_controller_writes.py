@@ -476,3 +476,32 @@ def test_a_status_patch_of_counts_only_is_told_from_one_that_turns_a_condition()
     assert not counts_only(ready, {**more, "observedGeneration": 2})
     assert not counts_only(ready, {**more, "conditions": [{"type": "Ready", "status": "True"}]})
     assert not counts_only(ready, {**more, "attempts": [{"machineType": "GPU-H100"}]})
+
+
+async def test_a_machine_types_new_selector_is_seen_at_once_and_its_labels_change_nothing(rig: Rig) -> None:
+    """Which nodes are of a type is computed again when the type's spec changes (not only when nodes
+    change); a label or annotation alone (a GitOps tool's) leaves its 'no node since' time as it was."""
+    controller = rig.controller
+    spec = FalAppSpec.model_validate(falapp()["spec"])
+    assert controller._free_of(controller.catalogue["gpu-h100"], False) != []
+    h100 = rig.fake.objects[f"{MACHINETYPES}/gpu-h100"]
+    moved = {**h100, "spec": {**h100["spec"], "nodeSelector": {"pool": "elsewhere"}},
+             "metadata": {**h100["metadata"], "generation": 2}}
+    controller.machinetype_event(moved, deleted=False)
+    assert controller._free_of(controller.catalogue["gpu-h100"], False) == [], "the old node list was kept"
+    since = controller._nodeless_for(spec)["gpu-h100"]
+    relabelled = {**moved, "metadata": {**moved["metadata"], "annotations": {"gitops.example/synced": "now"}}}
+    controller.machinetype_event(relabelled, deleted=False)
+    assert controller._nodeless_for(spec)["gpu-h100"] == since
+
+
+def test_only_a_node_seen_and_then_deleted_is_deleted() -> None:
+    from falapp_operator.k8s.cache import ClusterCache
+    cache = ClusterCache()
+    assert not cache.deleted("n1"), "a node not seen yet may only be new (the watches race)"
+    cache.upsert_node(node("h1"))
+    assert not cache.deleted("h1")
+    cache.remove_node("h1")
+    assert cache.deleted("h1") and not cache.deleted(None)
+    cache.upsert_node(node("h1"))
+    assert not cache.deleted("h1"), "back again"

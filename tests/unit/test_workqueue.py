@@ -130,3 +130,12 @@ async def test_close_cancels_every_wake_up() -> None:
     assert await nothing_within(queue, 0.05)
     queue.add(B)  # no longer backing off
     assert await take(queue) == B
+
+
+async def test_work_put_off_a_while_is_not_handed_out_ahead_of_decisions_due() -> None:
+    queue = WorkQueue()
+    queue.add_after(A, 0.01, due=False)  # a status write put off
+    queue.add_after(B, 0.02)  # a timeout expiring
+    queue.add(C)
+    await asyncio.sleep(0.05)
+    assert [await take(queue) for _ in range(3)] == [B, C, A]

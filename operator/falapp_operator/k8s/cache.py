@@ -24,6 +24,9 @@ SCALE_UP_REASONS = SCALE_UP_COMING | {SCALE_UP_NOT_COMING, FAILED_SCHEDULING}
 COMING, REFUSED = "coming", "refused"
 
 
+
+DELETED_NODES_KEPT = 10_000  # names of deleted nodes remembered (pods bound to them wait for the pod GC)
+
 @dataclass(frozen=True)
 class PoolNodes:
     """What every node a Karpenter NodePool makes carries: labels and scheduling taints."""
@@ -106,12 +109,14 @@ class ClusterCache:
     _matches: dict[tuple[str, bool], list[str]] = field(default_factory=dict)
     # per node, its free room as each GPU resource name reads it; dropped when the node or its pods change
     _free: dict[str, dict[str | None, NodeFree]] = field(default_factory=dict)
+    _deleted: dict[str, None] = field(default_factory=dict)  # names of nodes deleted lately, oldest first
 
     # --- updates (return whether capacity somewhere may have grown) ---------------------------
     def upsert_node(self, body: JsonMapping) -> bool:
         info = node_info(body)
         old = self.nodes.get(info.name)
         self.nodes[info.name] = info
+        self._deleted.pop(info.name, None)
         changed = old is None or old != info
         if old is None or old.labels != info.labels or old.taints != info.taints:
             self.forget_node_matches()
@@ -124,7 +129,15 @@ class ClusterCache:
         self.version += 1
         self.forget_node_matches()
         self._free.pop(name, None)
+        if name in self.nodes:
+            self._deleted[name] = None
+            while len(self._deleted) > DELETED_NODES_KEPT:
+                del self._deleted[next(iter(self._deleted))]
         return self.nodes.pop(name, None) is not None
+
+    def deleted(self, node: str | None) -> bool:
+        """The node was seen and then deleted (one not seen yet may only be new: watches race)."""
+        return node is not None and node in self._deleted and node not in self.nodes
 
     def upsert_pod(self, body: JsonMapping) -> bool:
         info = pod_info(body)

@@ -317,12 +317,16 @@ class Controller:
                 self._machinetype_status[name] = MachineTypeStatus.model_validate(body.get("status") or {})
                 self._touch_machinetypes()
             return
+        previous = self._machinetype_seen.get(name)
         self._machinetype_seen[name] = seen
         self._placement_catalogue = None
-        self._pending_claims = None  # counted as the types named their GPUs        self.cache.forget_node_matches()
+        self._pending_claims = None  # counted as the types named their GPUs
+        self.cache.forget_node_matches()
         self._free_by_type.clear()
-        for key in [k for k in self._nodeless_since if k[0] == name]:  # its nodes are other ones now
-            del self._nodeless_since[key]
+        if deleted or previous is None or previous[1] != body.get("spec"):
+            # its nodes may be other ones now (a label or annotation, e.g. a GitOps tool's, changes none)
+            for key in [k for k in self._nodeless_since if k[0] == name]:
+                del self._nodeless_since[key]
         self._machinetype_status.pop(name, None)
         if deleted:
             self.catalogue.pop(name, None)
@@ -516,7 +520,7 @@ class Controller:
                 surge=state.surge,
                 pods=[pod_view(p, self.cache.scale_up_coming(p["metadata"]["uid"]), now,
                                self.cache.scale_up_refused(p["metadata"]["uid"]),
-                               (p.get("spec") or {}).get("nodeName") not in self.cache.nodes) for p in pods
+                               self.cache.deleted((p.get("spec") or {}).get("nodeName"))) for p in pods
                       if TYPE_LABEL in (p["metadata"].get("labels") or {})],
                 free=self._free_for(spec, (namespace, name)),
                 nodeless_since=self._nodeless_for(spec),
@@ -709,6 +713,7 @@ class Controller:
                 if write.kind == "history":
                     assert write.body is not None, "a history write carries its status patch"
                     self.falapps.wrote(await self.api.patch_falapp_status(namespace, ref.name, write.body), app)
+                    self._status_written[app] = time.monotonic()
                     status.update(write.body)  # a refusal further on builds on what is recorded now
                 elif write.kind == "apply":
                     assert write.body is not None, "an apply carries the desired object"
@@ -760,7 +765,8 @@ class Controller:
         app = (namespace, name)
         wait = self._status_written.get(app, -STATUS_COALESCE) + STATUS_COALESCE - time.monotonic()
         if wait > 0 and not at_once and counts_only(current, patch):
-            self.queue.add_after(("app", namespace, name), wait)  # written then, as it is then
+            # written then, as it is then; behind apps whose decisions fall due
+            self.queue.add_after(("app", namespace, name), wait, due=False)
             return False
         self.falapps.wrote(await self.api.patch_falapp_status(namespace, name, patch), app)
         self._status_written[app] = time.monotonic()

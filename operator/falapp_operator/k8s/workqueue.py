@@ -50,11 +50,12 @@ class WorkQueue(Generic[K]):
             self._ready.remove(key)
             self._due.append(key)
 
-    def add_after(self, key: K, delay: float) -> None:
+    def add_after(self, key: K, delay: float, due: bool = True) -> None:
+        """`due`: a decision falls due then (handed out first); not for routine work put off a while."""
         if key in self._backing_off:
             return
         if delay <= 0:
-            self.add(key)
+            self.add(key, due=due)
             return
         loop = asyncio.get_running_loop()
         when = loop.time() + delay
@@ -63,7 +64,7 @@ class WorkQueue(Generic[K]):
             if timer.when() <= when:
                 return
             timer.cancel()
-        self._timers[key] = loop.call_at(when, self._fire, key)
+        self._timers[key] = loop.call_at(when, self._fire, key, due)
 
     def retry_after(self, key: K, delay: float) -> None:
         """Process the key again after `delay`, and not sooner unless an urgent add comes."""
@@ -74,10 +75,10 @@ class WorkQueue(Generic[K]):
         self._backing_off.add(key)
         self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
 
-    def _fire(self, key: K) -> None:
+    def _fire(self, key: K, due: bool = True) -> None:
         self._timers.pop(key, None)
         self._backing_off.discard(key)
-        self.add(key, due=True)
+        self.add(key, due=due)
 
     async def get(self) -> K:
         await self._count.acquire()
