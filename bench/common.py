@@ -360,8 +360,10 @@ class Operator:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.source), env.get("PYTHONPATH")]))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "falapp_operator", "run"], env=env, stdout=log,
-                                         stderr=subprocess.STDOUT)
+            # BENCH_PROFILE=FILE: the operator runs under cProfile, its stats written to FILE when it stops
+            profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+            self.proc = subprocess.Popen([sys.executable, *profile, "-m", "falapp_operator", "run"], env=env,
+                                         stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while self.metric("falapp_leader") != 1:
             if self.proc.poll() is not None:
