@@ -4,7 +4,8 @@ scheduler alone placing the same pods, in one run.
 
 Apps prefer [H100, A100] (unschedulableTimeout --timeout, never returning); the A100 pool has room for
 all of them. Once every replica is Ready on H100, every H100 node is deleted and the replicas on them
-force-deleted (a lost pool: nothing is left to drain). Then:
+force-deleted (a lost pool: nothing is left to drain; `--pods gc` leaves them bound to the deleted nodes
+for the pod garbage collector, as a real node deletion does). Then:
   operator run    from the node deletion request until every replica is Ready on A100; the apps wait
                   their unschedulableTimeout by design, so the compared time is this minus the timeout;
   scheduler alone the operator stopped and the FalApps deleted (their pods gone), the same number of
@@ -13,7 +14,7 @@ force-deleted (a lost pool: nothing is left to drain). Then:
 Prints both, their ratio, the control plane's and the operator's CPU, and writes Ready-over-time of
 both to a PNG.
 
-    .venv/bin/python bench/mass_fallback.py [--apps 100] [--replicas 4] [--nodes 100] [--timeout 3s]
+    .venv/bin/python bench/mass_fallback.py [--apps 100] [--replicas 4] [--nodes 100] [--timeout 3s] [--pods force|gc]
 
 Needs `hack/cluster.sh up`; starts its own operator unless --external-operator (then the scheduler-alone
 run shares the machine with it). Removes what it created.
@@ -113,9 +114,10 @@ class Stages:
 
 class MassFallback:
     def __init__(self, cluster: Cluster, operator: Operator | None, apps: int, replicas: int, nodes: int,
-                 timeout_s: float):
+                 timeout_s: float, force_delete_pods: bool = True):
         self.cluster, self.operator = cluster, operator
         self.apps, self.replicas, self.node_count, self.timeout_s = apps, replicas, nodes, timeout_s
+        self.force_delete_pods = force_delete_pods
         rid = uuid.uuid4().hex[:6]
         self.namespace = f"massfb-{rid}"
         self.first, self.next = f"massfb{rid}-h100", f"massfb{rid}-a100"
@@ -158,9 +160,12 @@ class MassFallback:
             removed = stages.since = time.time()
             await c.delete_all("v1", "Node", selector=f"{POOL_LABEL}={self.first}")
             nodes_deleted = time.time() - removed
-            await c.delete_all("v1", "Pod", self.namespace, selector=f"{TYPE_LABEL}={self.first}", grace=0)
+            if self.force_delete_pods:
+                await c.delete_all("v1", "Pod", self.namespace, selector=f"{TYPE_LABEL}={self.first}", grace=0)
             deleted = time.time() - removed
-            print(f"  nodes deleted in {nodes_deleted:.2f}s, their pods by {deleted:.2f}s", flush=True)
+            print(f"  nodes deleted in {nodes_deleted:.2f}s, their pods "
+                  + (f"by {deleted:.2f}s" if self.force_delete_pods else "left to the pod garbage collector"),
+                  flush=True)
             await until(lambda: pods.counts[self.next] == self.total, 600,
                         f"{self.total} replicas Ready on {self.next}", watches)
             series = [(t - removed, n) for t, n in pods.series[self.next]]
@@ -237,12 +242,13 @@ async def measure(args: argparse.Namespace) -> dict:
     cluster = Cluster()
     operator = None if args.external_operator else Operator(cluster.kubeconfig, "mass-fallback", args.operator_rev)
     async with cluster:
-        bench = MassFallback(cluster, operator, args.apps, args.replicas, args.nodes, float(args.timeout.rstrip("s")))
+        bench = MassFallback(cluster, operator, args.apps, args.replicas, args.nodes, float(args.timeout.rstrip("s")),
+                             force_delete_pods=args.pods == "force")
         try:
             await bench.setup()
             if operator:
                 operator.start()
-            result = {"apps": args.apps, "replicas": bench.total, "nodes_removed": args.nodes,
+            result = {"apps": args.apps, "replicas": bench.total, "nodes_removed": args.nodes, "pods": args.pods,
                       "timeout_s": bench.timeout_s, "load_before": load(),
                       "operator_revision": operator.revision if operator else "external"}
             result["operator"] = await bench.operator_run()
@@ -265,6 +271,9 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=4, help="replicas per app")
     parser.add_argument("--nodes", type=int, default=100, help="nodes of each type (8 GPUs each)")
     parser.add_argument("--timeout", default="3s", help="unschedulableTimeout of every app (seconds, e.g. 3s)")
+    parser.add_argument("--pods", choices=("force", "gc"), default="force",
+                        help="the lost nodes' pods: force-deleted with them (then replaced on the lost type), or "
+                             "left to the pod garbage collector, as after a real node deletion (it takes ~40 s)")
     parser.add_argument("--plot", default=str(DOCS / "mass-fallback.png"), help="PNG to write; 'none' for none")
     parser.add_argument("--external-operator", action="store_true", help="an operator is already running")
     parser.add_argument("--operator-rev", default=None, help="run operator/ as of this git revision (e.g. HEAD) "
