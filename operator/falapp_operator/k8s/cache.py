@@ -22,10 +22,8 @@ KARPENTER = "karpenter"
 FAILED_SCHEDULING = "FailedScheduling"  # Karpenter's refusal (the scheduler's own use of it is not)
 SCALE_UP_REASONS = SCALE_UP_COMING | {SCALE_UP_NOT_COMING, FAILED_SCHEDULING}
 COMING, REFUSED = "coming", "refused"
-
-
-
 DELETED_NODES_KEPT = 10_000  # names of deleted nodes remembered (pods bound to them wait for the pod GC)
+
 
 @dataclass(frozen=True)
 class PoolNodes:
@@ -209,10 +207,11 @@ class ClusterCache:
         """A node or machine type changed: which nodes are of which type is computed again."""
         self._matches.clear()
 
-    def of_any_type(self, node: str, machine_types: Iterable[MachineType]) -> bool:
-        """Whether pods of some machine type can land on the node (room freed there matters). Looks at
-        this node only: at start-up every node of a large cluster is asked in turn."""
-        info = self.nodes.get(node)
+    def of_any_type(self, node: str, machine_types: Iterable[MachineType], info: NodeInfo | None = None) -> bool:
+        """Whether pods of some machine type can land on the node (room freed there matters); `info`: the
+        node as it was (or is), else as the cache has it. Looks at this node only: at start-up every node
+        of a large cluster is asked in turn."""
+        info = info or self.nodes.get(node)
         return info is not None and any(mt.spec.matches_node(info.labels, info.taints, False) for mt in machine_types)
 
     # --- queries -------------------------------------------------------------------------------

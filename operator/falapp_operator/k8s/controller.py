@@ -346,17 +346,16 @@ class Controller:
         if self._watched_during_resync is not None:
             self._watched_during_resync.add(body["metadata"]["name"])
         name = body["metadata"]["name"]
-        was_typed = name in self.cache.nodes and self.cache.of_any_type(name, self.catalogue.values())
-        was_schedulable = name in self.cache.nodes and self.cache.nodes[name].schedulable
+        old = self.cache.nodes.get(name)  # (a heartbeat changes nothing read here: nothing more is done)
         changed = self.cache.remove_node(name) if deleted else self.cache.upsert_node(body)
         if changed:
             self._free_by_type.clear()
-            if was_typed or (not deleted and self.cache.of_any_type(name, self.catalogue.values())):
-                self._capacity_changed()
             node = None if deleted else self.cache.nodes[name]
+            if any(n is not None and self.cache.of_any_type(n.name, self.catalogue.values(), n) for n in (old, node)):
+                self._capacity_changed()
             if node is not None and node.schedulable:
                 self._not_nodeless(node)
-            if deleted or (was_schedulable and node is not None and not node.schedulable):
+            if deleted or (old is not None and old.schedulable and node is not None and not node.schedulable):
                 # its replicas may have nowhere left to go (a lost pool): no pod event says so while the
                 # pods bound to a deleted node wait for the pod garbage collector
                 for namespace, app in self.cache.apps_on_node(name):
