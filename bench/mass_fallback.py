@@ -40,6 +40,7 @@ from common import (
     ReadyPods,
     fake_node,
     load,
+    metric_samples,
     one_gpu_app,
     plain_deployment,
     pod_ready,
@@ -49,9 +50,11 @@ from common import (
     until,
 )
 
+WRITES = "falapp_api_writes_total"
 STAGES = (("replaced", "replacements created on the lost type (controller manager)"),
           ("unschedulable", "replacements seen Unschedulable (scheduler)"),
           ("asked", "replicas the next type's Deployments ask for (operator)"),
+          ("replicasets", "replicas the next type's ReplicaSets ask for (controller manager)"),
           ("created", "pods created on the next type (controller manager)"),
           ("bound", "pods bound (scheduler)"),
           ("ready", "pods Ready (KWOK)"))
@@ -66,7 +69,7 @@ class Stages:
         self.since: float | None = None  # set when the nodes are removed
         self.lost: set[str] = set()  # pods there were before
         self.seen: dict[str, set[str]] = {name: set() for name, _ in STAGES}
-        self.asked: dict[str, int] = {}  # next type's Deployment -> spec.replicas
+        self.asked: dict[str, dict[str, int]] = {"Deployment": {}, "ReplicaSet": {}}  # next type's -> spec.replicas
         self.series: dict[str, list[tuple[float, int]]] = {name: [] for name, _ in STAGES}
 
     def _mark(self, stage: str, key: str, now: float) -> None:
@@ -94,12 +97,19 @@ class Stages:
                 self._mark("ready", name, now)
 
     def observe_deployment(self, event: str, deployment: dict, now: float) -> None:
-        if (deployment["metadata"].get("labels") or {}).get(TYPE_LABEL) != self.next:
+        self._observe_asking("Deployment", "asked", event, deployment, now)
+
+    def observe_replicaset(self, event: str, replicaset: dict, now: float) -> None:
+        self._observe_asking("ReplicaSet", "replicasets", event, replicaset, now)
+
+    def _observe_asking(self, kind: str, stage: str, event: str, obj: dict, now: float) -> None:
+        if (obj["metadata"].get("labels") or {}).get(TYPE_LABEL) != self.next:
             return
-        self.asked[deployment["metadata"]["name"]] = 0 if event == "DELETED" else deployment["spec"].get("replicas", 0)
-        asked = sum(self.asked.values())
-        if self.since is not None and asked > (self.series["asked"][-1][1] if self.series["asked"] else 0):
-            self.series["asked"].append((now - self.since, asked))
+        asking = self.asked[kind]
+        asking[obj["metadata"]["name"]] = 0 if event == "DELETED" else obj["spec"].get("replicas", 0)
+        asked = sum(asking.values())
+        if self.since is not None and asked > (self.series[stage][-1][1] if self.series[stage] else 0):
+            self.series[stage].append((now - self.since, asked))
 
     def report(self, total: int) -> dict:
         out = {}
@@ -145,6 +155,8 @@ class MassFallback:
 
         watches = [asyncio.create_task(c.watch("v1", "Pod", self.namespace, observe_pod, stop)),
                    asyncio.create_task(c.watch("apps/v1", "Deployment", self.namespace, stages.observe_deployment,
+                                               stop)),
+                   asyncio.create_task(c.watch("apps/v1", "ReplicaSet", self.namespace, stages.observe_replicaset,
                                                stop))]
         try:
             types = [self.first, self.next]
@@ -156,6 +168,7 @@ class MassFallback:
                   "nodes", flush=True)
             await asyncio.sleep(5)  # status writes of the start settle
             cpu, operator_cpu = ControlPlaneCPU(), self.operator.cpu_seconds() if self.operator else 0.0
+            writes_before = metric_samples(self.operator.metrics(), WRITES) if self.operator else {}
             before = cpu.read()
             removed = stages.since = time.time()
             await c.delete_all("v1", "Node", selector=f"{POOL_LABEL}={self.first}")
@@ -176,6 +189,9 @@ class MassFallback:
                       "asked_series": stages.series["asked"]}
             if self.operator:
                 result["operator_cpu_s"] = round(self.operator.cpu_seconds() - operator_cpu, 1)
+                result["operator_writes"] = {labels: int(n - writes_before.get(labels, 0)) for labels, n
+                                             in metric_samples(self.operator.metrics(), WRITES).items()
+                                             if n != writes_before.get(labels, 0)}
             return result
         finally:
             stop.set()

@@ -111,7 +111,8 @@ def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str], apps: 
              world: World) -> tuple[dict[str, list[NodeFree]], dict[str, datetime]]:
     """Controller._free_for: free room per candidate type, less other apps' pending pods; and
     Controller._nodeless_for: the types without a Ready, schedulable node, since a reconcile first saw
-    them so (kept in the world's memo, so unlike the operator's it outlives a crash)."""
+    them so (the operator knows from the node event; here a reconcile follows each change in the same
+    step). Kept in the world's memo, so unlike the operator's it outlives a crash."""
     out, nodeless = {}, {}
     claims = _pending_claims(cache, apps, app)
     seen_nodeless = world.memo.setdefault("nodeless_since", {})

@@ -391,15 +391,16 @@ async def test_room_freed_on_a_node_of_a_type_wakes_the_apps_waiting_for_room(ri
     assert await controller.queue.get() == KEY
 
 
-async def test_a_type_without_schedulable_nodes_is_known_from_when_a_reconcile_first_saw_it(rig: Rig) -> None:
-    """What the engine's lost-pool rule rests on: a type's 'no node at all' time is the first reconcile that
-    saw its view empty (never earlier), and it is forgotten as soon as a node is back."""
+async def test_a_type_without_schedulable_nodes_is_known_from_when_its_last_node_went(rig: Rig) -> None:
+    """What the engine's lost-pool rule rests on: a type's 'no node at all' time is when the operator saw
+    its last node go (never earlier), and it is forgotten as soon as a node is back."""
     rig.create_app(falapp())
     await rig.reconcile()
     spec = FalAppSpec.model_validate(falapp()["spec"])
     assert rig.controller._nodeless_for(spec) == {}
-    rig.controller.node_event(node("h1"), deleted=True)
     before = rig.api.clock.now()
+    rig.controller.node_event(node("h1"), deleted=True)
+    assert list(rig.controller._nodeless_since) == [("gpu-h100", False)], "known only once an app looks"
     await rig.reconcile()
     since = rig.controller._nodeless_for(spec)
     assert list(since) == ["gpu-h100"] and since["gpu-h100"] >= before
@@ -449,6 +450,29 @@ async def test_a_deleted_node_wakes_the_apps_with_pods_on_it(rig: Rig) -> None:
     controller.node_event(node("a1"), deleted=True)  # none of its pods there
     queued = [await controller.queue.get() for _ in range(len(controller.queue))]
     assert KEY not in queued, queued
+
+
+async def test_the_last_node_of_a_type_going_wakes_every_app_with_replicas_of_the_type(rig: Rig) -> None:
+    """A lost pool's apps must hear of the loss when it happens: the pods on the nodes that went first woke
+    their apps while nodes were left, and an app whose pods are elsewhere (pending, or on a node that went
+    earlier) would otherwise wait for its next pod event before its timeout even starts."""
+    rig.create_app(falapp())
+    await rig.reconcile()
+    rig.pod_of(H100, "p1", "h1")
+    controller = rig.controller
+    controller.node_event(node("h2"), deleted=False)
+    spec = FalAppSpec.model_validate(falapp()["spec"])
+    controller.node_event(node("h1"), deleted=True)  # its pod's node: the app wakes, H100 has a node left
+    assert await controller.queue.get() == KEY
+    controller.queue.done(KEY)
+    assert controller._nodeless_for(spec) == {}
+    before = rig.api.clock.now()
+    controller.node_event(node("h2"), deleted=True)  # no pod of the app there, but the type's last node
+    assert await controller.queue.get() == KEY
+    controller.queue.done(KEY)
+    assert controller._nodeless_for(spec)["gpu-h100"] >= before
+    controller.node_event(node("a1"), deleted=True)  # the other listed type: the app has no replica there
+    assert len(controller.queue) == 0
 
 
 async def test_replicas_coming_up_one_by_one_cost_one_status_write_a_second(rig: Rig) -> None:

@@ -360,6 +360,8 @@ class Controller:
                 # pods bound to a deleted node wait for the pod garbage collector
                 for namespace, app in self.cache.apps_on_node(name):
                     self.app_event(namespace, app)
+                if old is not None:
+                    self._lost_types(old)
 
     def pod_event(self, body: JsonMapping, deleted: bool) -> None:
         meta = body["metadata"]
@@ -627,6 +629,20 @@ class Controller:
             else:  # first seen now: later than the last node went, never earlier
                 self._nodeless_since.setdefault(key, self.api.clock.now())
         return cached[1]
+
+    def _lost_types(self, node: NodeInfo) -> None:
+        """The node that went was its type's last schedulable one: the type's time without nodes starts
+        now, and every app with a Deployment of it hears so now. (The apps with pods on the node were
+        woken while other nodes were left; nothing else would wake them before their next pod event.)"""
+        lost = {mt.metadata.name for mt in self.catalogue.values()
+                if mt.spec.matches_node(node.labels, node.taints, False) and not self._free_of(mt, False)}
+        if not lost:
+            return
+        for deployment in list(self.deployments.objects.values()):
+            meta = deployment["metadata"]
+            labels = meta.get("labels") or {}
+            if labels.get(TYPE_LABEL) in lost and labels.get(APP_LABEL):
+                self.app_event(meta.get("namespace") or "", labels[APP_LABEL])
 
     def _not_nodeless(self, node: NodeInfo) -> None:
         """A schedulable node of a type seen without any: that time is over, whether or not an app of
