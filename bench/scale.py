@@ -124,6 +124,7 @@ class Scale:
             before = cpu.read()
             if op:
                 op_cpu, op_reconciles = op.cpu_seconds(), op.metric("falapp_reconciles_total") or 0
+                writes_before = metric_samples(op.metrics(), "falapp_api_writes_total")
             started = time.time()
             await c.create([one_gpu_app(f"app-{i}", namespace, self.preference(i), self.replicas)
                             for i in range(self.apps)])
@@ -142,6 +143,9 @@ class Scale:
                 result["reconciles"] = int(reconciles)
                 result["operator_cpu_s"] = round(op.cpu_seconds() - op_cpu, 1)
                 result["cpu_s_per_1000_reconciles"] = round(result["operator_cpu_s"] * 1000 / max(reconciles, 1), 1)
+                result["writes"] = {labels: int(n - writes_before.get(labels, 0)) for labels, n
+                                    in metric_samples(op.metrics(), "falapp_api_writes_total").items()
+                                    if n != writes_before.get(labels, 0)}
                 result.update(await self.idle(idle))
         finally:
             stop.set()

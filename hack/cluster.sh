@@ -15,7 +15,8 @@
 #   hack/cluster.sh bindir              print the directory with the cluster binaries (kubectl included)
 #
 # Environment: FALAPP_STATE (state dir, default <repo>/.state/cluster), FALAPP_CACHE (build cache,
-# default ~/.cache/falapp-operator), FALAPP_API_PORT (default 16443), FALAPP_ETCD_PORT (default 23790).
+# default ~/.cache/falapp-operator), FALAPP_API_PORT (default 16443), FALAPP_ETCD_PORT (default 23790),
+# FALAPP_APISERVER_PROFILING=true (the API server's /debug/pprof, to see where a benchmark's time goes).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
@@ -173,7 +174,7 @@ cmd_up() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
-    --max-requests-inflight 1000 --max-mutating-requests-inflight 500 --profiling=false
+    --max-requests-inflight 1000 --max-mutating-requests-inflight 500 --profiling=${FALAPP_APISERVER_PROFILING:-false}
   wait_for kube-apiserver 60 curl -sf --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
     "https://127.0.0.1:$api_port/readyz"
 

@@ -492,6 +492,29 @@ async def test_replicas_coming_up_one_by_one_cost_one_status_write_a_second(rig:
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS], "a change of spec shows at once"
 
 
+async def test_many_apps_waiting_to_write_counts_share_a_budget_of_writes_a_second(rig: Rig) -> None:
+    """With more apps waiting to write counts than status_counts_rate per second, each app writes them
+    less often than once a second (apps waiting / rate); a condition that turns is still written at once."""
+    controller = rig.controller
+    controller.settings.status_counts_rate = 2.0
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    controller._counts_waiting.update((NS, f"other-{i}") for i in range(5))  # six apps wait: one write each 3 s
+    rig.pod_of(H100, "p1", "h1")
+    assert await rig.reconcile() == []
+    controller._status_written[APP] -= 1.0
+    assert await rig.reconcile() == [], "written after a second while five other apps wait"
+    controller._status_written[APP] -= 2.0
+    assert await rig.reconcile() == [STATUS]
+    assert APP not in controller._counts_waiting
+    for name in ("p1", "p2"):  # both Ready: the app's Ready condition turns True
+        pod = rig.pod_of(H100, name, "h1")
+        pod["status"]["conditions"].append({"type": "Ready", "status": "True"})
+        controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/{name}", pod), deleted=False)
+    writes = await rig.reconcile()
+    assert writes[:1] == [STATUS] and rig.status()["readyReplicas"] == 2, "Ready turning True waited its turn"
+
+
 def test_a_status_patch_of_counts_only_is_told_from_one_that_turns_a_condition() -> None:
     ready = {"observedGeneration": 1, "readyReplicas": 1,
              "conditions": [{"type": "Ready", "status": "False", "reason": "ReplicasNotReady", "message": "1/2"}]}

@@ -73,8 +73,8 @@ from falapp_operator.settings import OperatorSettings
 logger = logging.getLogger("falapp_operator")
 EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its pod is seen
 # an app's status write that only updates counts (no condition turns, nothing else written, the same
-# generation) waits until this long after its last one: replicas coming up one by one cost one write
-# a second, not one each
+# generation) waits until at least this long after its last one: replicas coming up one by one cost one
+# write a second, not one each (longer when many apps wait: settings.status_counts_rate)
 STATUS_COALESCE = 1.0
 UNKNOWN_OUTCOME = frozenset({0, 408, 500, 502, 503, 504})  # no answer, or none saying whether it was written
 QueueKey: TypeAlias = tuple[str, ...]  # ("app", namespace, name) or ("machinetypes",)
@@ -111,6 +111,7 @@ class Controller:
         # since when (as first seen) a type has had no Ready, schedulable node at all, per (type, NVENC)
         self._nodeless_since: dict[tuple[str, bool], datetime] = {}
         self._status_written: dict[tuple[str, str], float] = {}  # app -> when its status was last written
+        self._counts_waiting: set[tuple[str, str]] = set()  # apps whose counts-only status write waits
         # other apps' pods about to be bound, per type, counted as their type's GPUs: (cache.claims_version, ...)
         self._pending_claims: tuple[int, dict[str, list[tuple[tuple[str, str], Demand]]]] | None = None
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
@@ -490,6 +491,7 @@ class Controller:
             self._unsure.discard((namespace, name))
             self._refusal_posted.pop((namespace, name), None)
             self._status_written.pop((namespace, name), None)
+            self._counts_waiting.discard((namespace, name))
             if body is None:
                 self.apps.discard((namespace, name))
                 self.generations.pop((namespace, name), None)
@@ -729,6 +731,7 @@ class Controller:
                     assert write.body is not None, "a history write carries its status patch"
                     self.falapps.wrote(await self.api.patch_falapp_status(namespace, ref.name, write.body), app)
                     self._status_written[app] = time.monotonic()
+                    self._counts_waiting.discard(app)
                     status.update(write.body)  # a refusal further on builds on what is recorded now
                 elif write.kind == "apply":
                     assert write.body is not None, "an apply carries the desired object"
@@ -778,13 +781,19 @@ class Controller:
         if not status_changed(current, patch):
             return False
         app = (namespace, name)
-        wait = self._status_written.get(app, -STATUS_COALESCE) + STATUS_COALESCE - time.monotonic()
-        if wait > 0 and not at_once and counts_only(current, patch):
-            # written then, as it is then; behind apps whose decisions fall due
-            self.queue.add_after(("app", namespace, name), wait, due=False)
-            return False
+        if not at_once and counts_only(current, patch):
+            # many apps changing at once (a mass fallback, a rollout of hundreds) share a budget of such
+            # writes: counts are news for people, the API server's time is placement's
+            self._counts_waiting.add(app)
+            interval = max(STATUS_COALESCE, len(self._counts_waiting) / self.settings.status_counts_rate)
+            wait = self._status_written.get(app, -interval) + interval - time.monotonic()
+            if wait > 0:
+                # written then, as it is then; behind apps whose decisions fall due
+                self.queue.add_after(("app", namespace, name), wait, due=False)
+                return False
         self.falapps.wrote(await self.api.patch_falapp_status(namespace, name, patch), app)
         self._status_written[app] = time.monotonic()
+        self._counts_waiting.discard(app)
         return True
 
     def _background(self, coroutine: Coroutine[object, object, None]) -> None:
