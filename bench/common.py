@@ -37,8 +37,8 @@ from tests.builders import pool_machine_type as pool_machine_type  # noqa: E402
 CLUSTER = REPO / "hack" / "cluster.sh"
 DOCS = REPO / "docs"
 COMPONENTS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
-PLURALS = {"Node": "nodes", "Namespace": "namespaces", "Deployment": "deployments", "ReplicaSet": "replicasets", "Pod": "pods",
-           "FalApp": "falapps", "MachineType": "machinetypes"}
+PLURALS = {"Node": "nodes", "Namespace": "namespaces", "Deployment": "deployments", "ReplicaSet": "replicasets",
+           "Pod": "pods", "FalApp": "falapps", "MachineType": "machinetypes"}
 RETRIED = {429, 500, 502, 503, 504}
 
 

@@ -11,6 +11,7 @@ Warning event, and retried at the slowest rate."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Hashable
 
 import pytest
@@ -475,6 +476,26 @@ async def test_the_last_node_of_a_type_going_wakes_every_app_with_replicas_of_th
     assert len(controller.queue) == 0
 
 
+async def test_a_type_lost_to_a_taint_wakes_its_apps_and_its_nodes_deletion_later_does_not(rig: Rig) -> None:
+    """A pool tainted away (maintenance, remediation) is lost as much as a deleted one; deleting its nodes
+    afterwards changes nothing more and wakes no app again."""
+    rig.create_app(falapp())
+    await rig.reconcile()
+    controller = rig.controller
+    spec = FalAppSpec.model_validate(falapp()["spec"])
+    tainted = node("h1")
+    tainted["spec"]["taints"] = [{"key": "maintenance", "value": "gpu", "effect": "NoSchedule"}]
+    before = rig.api.clock.now()
+    controller.node_event(tainted, deleted=False)
+    assert await controller.queue.get() == KEY
+    controller.queue.done(KEY)
+    since = controller._nodeless_for(spec)["gpu-h100"]
+    assert since >= before
+    controller.node_event(tainted, deleted=True)
+    assert len(controller.queue) == 0, "a node no longer of the type woke its apps again"
+    assert controller._nodeless_for(spec)["gpu-h100"] == since
+
+
 async def test_replicas_coming_up_one_by_one_cost_one_status_write_a_second(rig: Rig) -> None:
     """A status change of counts only (one more replica) within a second of the last status write waits
     for the rest of that second, and is then written as it is then; one with other writes goes at once."""
@@ -492,27 +513,39 @@ async def test_replicas_coming_up_one_by_one_cost_one_status_write_a_second(rig:
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS], "a change of spec shows at once"
 
 
-async def test_many_apps_waiting_to_write_counts_share_a_budget_of_writes_a_second(rig: Rig) -> None:
-    """With more apps waiting to write counts than status_counts_rate per second, each app writes them
-    less often than once a second (apps waiting / rate); a condition that turns is still written at once."""
+async def test_counts_only_status_writes_of_all_apps_take_turns_at_the_budgets_rate(rig: Rig) -> None:
+    """Past its own second, an app's counts-only write takes the next free turn of status_counts_rate a
+    second across all apps, and waits for it; a turn not used (the counts went back) is not kept; a
+    condition that turns is written at once, turn or no turn."""
     controller = rig.controller
     controller.settings.status_counts_rate = 2.0
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
-    controller._counts_waiting.update((NS, f"other-{i}") for i in range(5))  # six apps wait: one write each 3 s
-    rig.pod_of(H100, "p1", "h1")
-    assert await rig.reconcile() == []
     controller._status_written[APP] -= 1.0
-    assert await rig.reconcile() == [], "written after a second while five other apps wait"
-    controller._status_written[APP] -= 2.0
+    controller._next_counts_slot = time.monotonic() + 3.0  # other apps hold the next six turns
+    p1 = rig.pod_of(H100, "p1", "h1")
+    assert await rig.reconcile() == [], "written ahead of six apps waiting for their turns"
+    turn = controller._counts_slots[APP]
+    assert turn >= controller._next_counts_slot - 0.5 - 0.01 and controller._next_counts_slot == turn + 0.5
+    controller._counts_slots[APP] -= 3.0  # its turn comes
     assert await rig.reconcile() == [STATUS]
-    assert APP not in controller._counts_waiting
-    for name in ("p1", "p2"):  # both Ready: the app's Ready condition turns True
-        pod = rig.pod_of(H100, name, "h1")
-        pod["status"]["conditions"].append({"type": "Ready", "status": "True"})
-        controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/{name}", pod), deleted=False)
+    assert rig.status()["replicas"] == 1 and APP not in controller._counts_slots
+    controller._status_written[APP] -= 1.0
+    controller._next_counts_slot = time.monotonic() + 3.0
+    unready = [dict(c) for c in p1["status"]["conditions"]]
+    p1["status"]["conditions"].append({"type": "Ready", "status": "True"})  # Ready, then not again
+    controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", p1), deleted=False)
+    assert await rig.reconcile() == [] and APP in controller._counts_slots
+    controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", {**p1, "status": {
+        **p1["status"], "conditions": unready}}), deleted=False)
+    assert await rig.reconcile() == [] and APP not in controller._counts_slots, "a turn kept for nothing"
+    controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", p1), deleted=False)
+    p2 = rig.pod_of(H100, "p2", "h1")
+    p2["status"]["conditions"].append({"type": "Ready", "status": "True"})
+    controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p2", p2), deleted=False)
+    controller._next_counts_slot = time.monotonic() + 3.0
     writes = await rig.reconcile()
-    assert writes[:1] == [STATUS] and rig.status()["readyReplicas"] == 2, "Ready turning True waited its turn"
+    assert writes[:1] == [STATUS] and rig.status()["readyReplicas"] == 2, "Ready turning True waited for a turn"
 
 
 def test_a_status_patch_of_counts_only_is_told_from_one_that_turns_a_condition() -> None:
@@ -522,6 +555,7 @@ def test_a_status_patch_of_counts_only_is_told_from_one_that_turns_a_condition()
     assert counts_only(ready, more)
     assert not counts_only(ready, {**more, "observedGeneration": 2})
     assert not counts_only(ready, {**more, "conditions": [{"type": "Ready", "status": "True"}]})
+    assert not counts_only(ready, {**more, "conditions": [{**more["conditions"][0], "reason": "InsufficientCapacity"}]})
     assert not counts_only(ready, {**more, "attempts": [{"machineType": "GPU-H100"}]})
 
 

@@ -111,7 +111,9 @@ class Controller:
         # since when (as first seen) a type has had no Ready, schedulable node at all, per (type, NVENC)
         self._nodeless_since: dict[tuple[str, bool], datetime] = {}
         self._status_written: dict[tuple[str, str], float] = {}  # app -> when its status was last written
-        self._counts_waiting: set[tuple[str, str]] = set()  # apps whose counts-only status write waits
+        # counts-only status writes: app -> the time (monotonic) its deferred write has, and the next free one
+        self._counts_slots: dict[tuple[str, str], float] = {}
+        self._next_counts_slot = 0.0
         # other apps' pods about to be bound, per type, counted as their type's GPUs: (cache.claims_version, ...)
         self._pending_claims: tuple[int, dict[str, list[tuple[tuple[str, str], Demand]]]] | None = None
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
@@ -361,8 +363,8 @@ class Controller:
                 # pods bound to a deleted node wait for the pod garbage collector
                 for namespace, app in self.cache.apps_on_node(name):
                     self.app_event(namespace, app)
-                if old is not None:
-                    self._lost_types(old)
+            if old is not None and old.schedulable:
+                self._lost_types(old, node)
 
     def pod_event(self, body: JsonMapping, deleted: bool) -> None:
         meta = body["metadata"]
@@ -491,7 +493,7 @@ class Controller:
             self._unsure.discard((namespace, name))
             self._refusal_posted.pop((namespace, name), None)
             self._status_written.pop((namespace, name), None)
-            self._counts_waiting.discard((namespace, name))
+            self._counts_slots.pop((namespace, name), None)
             if body is None:
                 self.apps.discard((namespace, name))
                 self.generations.pop((namespace, name), None)
@@ -632,12 +634,27 @@ class Controller:
                 self._nodeless_since.setdefault(key, self.api.clock.now())
         return cached[1]
 
-    def _lost_types(self, node: NodeInfo) -> None:
-        """The node that went was its type's last schedulable one: the type's time without nodes starts
-        now, and every app with a Deployment of it hears so now. (The apps with pods on the node were
-        woken while other nodes were left; nothing else would wake them before their next pod event.)"""
-        lost = {mt.metadata.name for mt in self.catalogue.values()
-                if mt.spec.matches_node(node.labels, node.taints, False) and not self._free_of(mt, False)}
+    def _lost_types(self, old: NodeInfo, node: NodeInfo | None) -> None:
+        """The node was a schedulable one of fixed-size types and is no more (deleted, cordoned, NotReady,
+        tainted or relabelled away; `node`: as it is now, None when deleted). Where it was the type's last
+        (for NVENC apps: its last NVENC node), the type's time without nodes starts now, and every app with
+        a Deployment of the type hears so now: the apps whose pods were on nodes that went earlier were
+        woken then, while nodes were left, and nothing else would wake them before their next pod event."""
+        lost = set()
+        for machine_type in self.placement_catalogue():
+            if machine_type.spec.autoscaled:  # no node is its normal state: the lost-pool rule skips it
+                continue
+            for nvenc in (False, True) if machine_type.spec.nvenc_node_selector else (False,):
+                if not machine_type.spec.matches_node(old.labels, old.taints, nvenc):
+                    break  # an NVENC node is one of the type's nodes first
+                if node is not None and node.schedulable and machine_type.spec.matches_node(node.labels, node.taints,
+                                                                                            nvenc):
+                    continue
+                if not any(n.schedulable and n.name != old.name and machine_type.spec.matches_node(n.labels, n.taints,
+                                                                                                   nvenc)
+                           for n in self.cache.nodes.values()):  # stops at the first one left
+                    self._nodeless_since.setdefault((machine_type.metadata.name, nvenc), self.api.clock.now())
+                    lost.add(machine_type.metadata.name)
         if not lost:
             return
         for deployment in list(self.deployments.objects.values()):
@@ -731,7 +748,7 @@ class Controller:
                     assert write.body is not None, "a history write carries its status patch"
                     self.falapps.wrote(await self.api.patch_falapp_status(namespace, ref.name, write.body), app)
                     self._status_written[app] = time.monotonic()
-                    self._counts_waiting.discard(app)
+                    self._counts_slots.pop(app, None)
                     status.update(write.body)  # a refusal further on builds on what is recorded now
                 elif write.kind == "apply":
                     assert write.body is not None, "an apply carries the desired object"
@@ -778,22 +795,29 @@ class Controller:
                             desired: FalAppStatus, at_once: bool) -> bool:
         """`at_once`: this reconcile wrote something else first, or the status must go now (a refusal)."""
         patch = desired.to_patch()
+        app = (namespace, name)
+        slot = self._counts_slots.pop(app, None)
         if not status_changed(current, patch):
             return False
-        app = (namespace, name)
         if not at_once and counts_only(current, patch):
-            # many apps changing at once (a mass fallback, a rollout of hundreds) share a budget of such
-            # writes: counts are news for people, the API server's time is placement's
-            self._counts_waiting.add(app)
-            interval = max(STATUS_COALESCE, len(self._counts_waiting) / self.settings.status_counts_rate)
-            wait = self._status_written.get(app, -interval) + interval - time.monotonic()
-            if wait > 0:
+            # each app's at most once a second, and all apps' at most status_counts_rate a second, in
+            # turn: counts are news for people, and the API server's time is placement's when many
+            # apps change at once (a custom resource's status write is one of its dearest requests)
+            now = time.monotonic()
+            if slot is None:
+                own = self._status_written.get(app, -STATUS_COALESCE) + STATUS_COALESCE
+                if own > now:  # its own second first; then it takes its turn
+                    self.queue.add_after(("app", namespace, name), own - now, due=False)
+                    return False
+                slot = max(now, self._next_counts_slot)
+                self._next_counts_slot = slot + 1 / self.settings.status_counts_rate
+            if slot > now:
+                self._counts_slots[app] = slot
                 # written then, as it is then; behind apps whose decisions fall due
-                self.queue.add_after(("app", namespace, name), wait, due=False)
+                self.queue.add_after(("app", namespace, name), slot - now, due=False)
                 return False
         self.falapps.wrote(await self.api.patch_falapp_status(namespace, name, patch), app)
         self._status_written[app] = time.monotonic()
-        self._counts_waiting.discard(app)
         return True
 
     def _background(self, coroutine: Coroutine[object, object, None]) -> None:

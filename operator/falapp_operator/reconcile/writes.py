@@ -74,10 +74,11 @@ def status_changed(current: JsonMapping, desired: JsonMapping) -> bool:
 
 
 def counts_only(current: JsonMapping, desired: JsonMapping) -> bool:
-    """The status patch changes numbers and words, not its meaning: the same generation observed, every
-    condition with the status it had, the same attempts and probes (a replica Ready more or less)."""
-    def turns(status: JsonMapping) -> dict[str, str]:
-        return {c.get("type", ""): c.get("status", "") for c in status.get("conditions") or []}
+    """The status patch changes numbers and messages, not its meaning: the same generation observed, every
+    condition with the status and reason it had (Ready=False ReplicasNotReady turning InsufficientCapacity
+    is news), the same attempts and probes (a replica Ready more or less)."""
+    def turns(status: JsonMapping) -> dict[str, tuple[str, str]]:
+        return {c.get("type", ""): (c.get("status", ""), c.get("reason", "")) for c in status.get("conditions") or []}
     return (current.get("observedGeneration") == desired.get("observedGeneration")
             and turns(current) == turns(desired)
             and all(current.get(k) == desired.get(k) for k in ("attempts", "probes") if k in desired))
