@@ -13,9 +13,9 @@ class OperatorSettings(BaseSettings):
     workers: int = Field(64, ge=1, description="Apps reconciled concurrently (a reconcile waits on API writes, not on "
                          "CPU: in a burst of fallbacks more of them overlap).")
     status_counts_rate: float = Field(
-        20.0, gt=0, description="FalApp status writes per second, across all apps, that only update counts and "
-        "messages (each app's at most once a second besides); they take turns. Conditions, moves and new "
-        "generations are written at once.")
+        20.0, ge=1, description="FalApp status writes per second, across all apps, that only update counts and "
+        "messages (each app's at most once a second besides); the apps waiting take turns, oldest first. "
+        "Conditions, moves and new generations are written at once.")
     metrics_port: int = Field(8080, ge=0, description="Prometheus /metrics port; 0 turns it off.")
     machine_type_status_delay: float = Field(
         2.0, ge=0, description="Seconds to batch capacity changes before writing MachineType status.")

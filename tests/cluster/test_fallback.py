@@ -223,6 +223,9 @@ def test_metrics_count_fallbacks(kctl, running_operator, pools):
     wait_until(lambda: line in running_operator.metrics(), timeout=20, message=line)
     # a real fallback: fast appears but takes no pods, so a new replica there goes Unschedulable
     pools.add_node("fast", gpus=8, pods=0)
+    # the operator must know the node first: to a type without nodes, a new replica is never sent
+    wait_until(lambda: (kctl.get("machinetype", fast.lower()).get("status") or {}).get("nodes") == 1, timeout=20,
+               message=f"the operator sees {fast}'s node")
     kctl.run("scale", "falapp/metered", "--replicas=2")
     wait_placement(kctl, "metered", {slow.lower(): 2}, timeout=30)
     fell = f'falapp_fallbacks_total{{from_type="{fast}",namespace="{kctl.namespace}",to_type="{slow}"}} 1.0'

@@ -514,38 +514,91 @@ async def test_replicas_coming_up_one_by_one_cost_one_status_write_a_second(rig:
 
 
 async def test_counts_only_status_writes_of_all_apps_take_turns_at_the_budgets_rate(rig: Rig) -> None:
-    """Past its own second, an app's counts-only write takes the next free turn of status_counts_rate a
-    second across all apps, and waits for it; a turn not used (the counts went back) is not kept; a
-    condition that turns is written at once, turn or no turn."""
+    """Past its own second, an app's counts-only write waits in line behind the apps waiting before it,
+    one turn each 1/status_counts_rate s; an app whose counts go back leaves the line without using a
+    turn (the line does not grow with flapping apps); a condition that turns is written at once."""
     controller = rig.controller
     controller.settings.status_counts_rate = 2.0
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
     controller._status_written[APP] -= 1.0
-    controller._next_counts_slot = time.monotonic() + 3.0  # other apps hold the next six turns
+    others = [(NS, f"other-{i}") for i in range(3)]
+    controller._counts_waiting.update(dict.fromkeys(others))  # three apps wait before it
+    controller._last_counts_turn = time.monotonic()
     p1 = rig.pod_of(H100, "p1", "h1")
-    assert await rig.reconcile() == [], "written ahead of six apps waiting for their turns"
-    turn = controller._counts_slots[APP]
-    assert turn >= controller._next_counts_slot - 0.5 - 0.01 and controller._next_counts_slot == turn + 0.5
-    controller._counts_slots[APP] -= 3.0  # its turn comes
+    assert await rig.reconcile() == [], "written ahead of three apps waiting"
+    assert list(controller._counts_waiting) == [*others, APP]
+    for app in others:  # their turns, one each half second
+        controller._give_counts_turn()
+        assert app in controller._counts_turn_given
+        controller._forget_counts_turn(app)
+    assert await rig.reconcile() == [], "written before its turn"
+    controller._give_counts_turn()
+    assert await controller.queue.get() == KEY, "its turn did not wake it"
+    controller.queue.done(KEY)
     assert await rig.reconcile() == [STATUS]
-    assert rig.status()["replicas"] == 1 and APP not in controller._counts_slots
+    assert rig.status()["replicas"] == 1 and not controller._counts_waiting and not controller._counts_turn_given
+    # a flap: Ready and back, while another app holds the line
     controller._status_written[APP] -= 1.0
-    controller._next_counts_slot = time.monotonic() + 3.0
+    controller._counts_waiting[(NS, "other")] = None
     unready = [dict(c) for c in p1["status"]["conditions"]]
-    p1["status"]["conditions"].append({"type": "Ready", "status": "True"})  # Ready, then not again
+    p1["status"]["conditions"].append({"type": "Ready", "status": "True"})
     controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", p1), deleted=False)
-    assert await rig.reconcile() == [] and APP in controller._counts_slots
+    assert await rig.reconcile() == [] and APP in controller._counts_waiting
     controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", {**p1, "status": {
         **p1["status"], "conditions": unready}}), deleted=False)
-    assert await rig.reconcile() == [] and APP not in controller._counts_slots, "a turn kept for nothing"
+    assert await rig.reconcile() == [] and APP not in controller._counts_waiting, "in line for nothing"
+    # both Ready: the Ready condition turns True, written at once whoever waits
     controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", p1), deleted=False)
     p2 = rig.pod_of(H100, "p2", "h1")
     p2["status"]["conditions"].append({"type": "Ready", "status": "True"})
     controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p2", p2), deleted=False)
-    controller._next_counts_slot = time.monotonic() + 3.0
     writes = await rig.reconcile()
     assert writes[:1] == [STATUS] and rig.status()["readyReplicas"] == 2, "Ready turning True waited for a turn"
+
+
+async def test_a_turn_whose_write_failed_is_kept_for_the_retry(rig: Rig) -> None:
+    controller = rig.controller
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    controller._status_written[APP] -= 1.0
+    rig.pod_of(H100, "p1", "h1")
+    rig.fake.fail("PATCH", "/falapps/llm/status", 429)
+    with pytest.raises(ApiError):
+        await rig.reconcile()
+    assert APP in controller._counts_turn_given
+    controller._last_counts_turn = time.monotonic()  # someone else's turn just now
+    assert await rig.reconcile() == [STATUS], "the retry waited for a new turn"
+
+
+async def test_a_warning_is_posted_once_while_the_status_that_records_it_waits_its_turn(rig: Rig) -> None:
+    """InsufficientCapacity's message (the scheduler's words) changing is a counts-only change: while
+    its status write waits in line, each reconcile would find the warning news again."""
+    controller = rig.controller
+    body = falapp(replicas=2)
+    body["spec"]["machineTypes"] = ["GPU-H100"]
+    rig.create_app(body)
+    await rig.reconcile()
+    controller.pod_event({"metadata": {"name": "hog", "uid": "hog", "namespace": "batch"},
+                          "spec": {"nodeName": "h1", "containers": [{"resources": {"requests": {
+                              "nvidia.com/gpu": "7"}}}]}, "status": {"phase": "Running"}}, deleted=False)
+    rig.pod_of(H100, "ok", "h1")
+    stuck = rig.pod_of(H100, "stuck", None)
+    assert EVENTS in await rig.reconcile()
+    controller._counts_waiting[(NS, "other")] = None  # a line: the new message's write waits
+    posted = 0
+    for i in range(3):
+        controller._status_written[APP] -= 5
+        message = f"0/{10 + i} nodes are available: {i} Insufficient nvidia.com/gpu"
+        condition = {**stuck["status"]["conditions"][0], "message": message}
+        controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/stuck", {
+            **stuck, "status": {**stuck["status"], "conditions": [condition]}}), deleted=False)
+        for _ in range(3):
+            controller.queue.add(KEY)
+            writes = await rig.reconcile()
+            assert STATUS not in writes
+            posted += writes.count(EVENTS)
+    assert posted == 3, "one warning per new message, not one per reconcile"
 
 
 def test_a_status_patch_of_counts_only_is_told_from_one_that_turns_a_condition() -> None:

@@ -111,9 +111,14 @@ class Controller:
         # since when (as first seen) a type has had no Ready, schedulable node at all, per (type, NVENC)
         self._nodeless_since: dict[tuple[str, bool], datetime] = {}
         self._status_written: dict[tuple[str, str], float] = {}  # app -> when its status was last written
-        # counts-only status writes: app -> the time (monotonic) its deferred write has, and the next free one
-        self._counts_slots: dict[tuple[str, str], float] = {}
-        self._next_counts_slot = 0.0
+        # counts-only status writes take turns (status_counts_rate a second): the apps waiting, oldest first,
+        # those whose turn came, and when the last turn was given
+        self._counts_waiting: dict[tuple[str, str], None] = {}
+        self._counts_turn_given: set[tuple[str, str]] = set()
+        self._last_counts_turn = -1.0e9
+        self._counts_ticker: asyncio.TimerHandle | None = None
+        # app -> (reason, message) of the last Warning posted while its status had not caught up with it
+        self._warned: dict[tuple[str, str], tuple[str, str]] = {}
         # other apps' pods about to be bound, per type, counted as their type's GPUs: (cache.claims_version, ...)
         self._pending_claims: tuple[int, dict[str, list[tuple[tuple[str, str], Demand]]]] | None = None
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
@@ -198,6 +203,8 @@ class Controller:
 
     async def stop(self) -> None:
         self.queue.close()
+        if self._counts_ticker is not None:
+            self._counts_ticker.cancel()
         tasks = [*self._workers, *self._informer_tasks, *(t for t in (self._resync, self._pod_watch) if t)]
         for task in tasks:
             task.cancel()
@@ -493,7 +500,8 @@ class Controller:
             self._unsure.discard((namespace, name))
             self._refusal_posted.pop((namespace, name), None)
             self._status_written.pop((namespace, name), None)
-            self._counts_slots.pop((namespace, name), None)
+            self._forget_counts_turn((namespace, name))
+            self._warned.pop((namespace, name), None)
             if body is None:
                 self.apps.discard((namespace, name))
                 self.generations.pop((namespace, name), None)
@@ -748,7 +756,7 @@ class Controller:
                     assert write.body is not None, "a history write carries its status patch"
                     self.falapps.wrote(await self.api.patch_falapp_status(namespace, ref.name, write.body), app)
                     self._status_written[app] = time.monotonic()
-                    self._counts_slots.pop(app, None)
+                    self._forget_counts_turn(app)
                     status.update(write.body)  # a refusal further on builds on what is recorded now
                 elif write.kind == "apply":
                     assert write.body is not None, "an apply carries the desired object"
@@ -788,7 +796,14 @@ class Controller:
     def _post_events(self, ref: children.AppRef, result: AppPlan) -> None:
         involved = {"apiVersion": API_VERSION, "kind": "FalApp", "name": ref.name, "namespace": ref.namespace,
                     "uid": ref.uid}
+        app = (ref.namespace, ref.name)
         for event in result.events:
+            if event.type == "Warning":
+                # the plan tells news from the recorded status; while a counts-only write waits its turn,
+                # the same warning would be news again at every reconcile
+                if self._warned.get(app) == (event.reason, event.message):
+                    continue
+                self._warned[app] = (event.reason, event.message)
             self._background(self.api.post_event(involved, event.type, event.reason, event.message))
 
     async def _write_status(self, namespace: str, name: str, current: JsonMapping,
@@ -796,29 +811,65 @@ class Controller:
         """`at_once`: this reconcile wrote something else first, or the status must go now (a refusal)."""
         patch = desired.to_patch()
         app = (namespace, name)
-        slot = self._counts_slots.pop(app, None)
         if not status_changed(current, patch):
+            self._forget_counts_turn(app)  # it went back: the app waits for nothing (and holds no turn)
             return False
-        if not at_once and counts_only(current, patch):
-            # each app's at most once a second, and all apps' at most status_counts_rate a second, in
-            # turn: counts are news for people, and the API server's time is placement's when many
-            # apps change at once (a custom resource's status write is one of its dearest requests)
-            now = time.monotonic()
-            if slot is None:
-                own = self._status_written.get(app, -STATUS_COALESCE) + STATUS_COALESCE
-                if own > now:  # its own second first; then it takes its turn
-                    self.queue.add_after(("app", namespace, name), own - now, due=False)
-                    return False
-                slot = max(now, self._next_counts_slot)
-                self._next_counts_slot = slot + 1 / self.settings.status_counts_rate
-            if slot > now:
-                self._counts_slots[app] = slot
-                # written then, as it is then; behind apps whose decisions fall due
-                self.queue.add_after(("app", namespace, name), slot - now, due=False)
+        counts = not at_once and counts_only(current, patch)
+        if counts:
+            own = self._status_written.get(app, -STATUS_COALESCE) + STATUS_COALESCE - time.monotonic()
+            if own > 0:  # its own second first
+                self.queue.add_after(("app", namespace, name), own, due=False)
                 return False
-        self.falapps.wrote(await self.api.patch_falapp_status(namespace, name, patch), app)
+            if not self._counts_turn(app):
+                return False  # woken when its turn comes; written then, as it is then
+        else:
+            self._forget_counts_turn(app)
+        try:
+            self.falapps.wrote(await self.api.patch_falapp_status(namespace, name, patch), app)
+        except ApiError:
+            if counts:  # the retry writes at once: the turn was this app's
+                self._counts_turn_given.add(app)
+            raise
         self._status_written[app] = time.monotonic()
+        self._warned.pop(app, None)  # the status says it now: the plan sees what was said
         return True
+
+    # --- turns of counts-only status writes ----------------------------------------------------------
+    # Counts are news for people, and the API server's time is placement's when many apps change at once
+    # (a mass fallback, hundreds of apps rolling out): a custom resource's status write is one of its
+    # dearest requests. The apps waiting take turns, oldest first, at status_counts_rate a second; an
+    # app whose counts go back leaves the line without using a turn, so the line is the apps waiting.
+    def _counts_turn(self, app: tuple[str, str]) -> bool:
+        """Whether the app's counts-only status write may go now; if not, it waits in line."""
+        if app in self._counts_turn_given:
+            self._counts_turn_given.discard(app)
+            return True
+        now = time.monotonic()
+        if not self._counts_waiting and now - self._last_counts_turn >= 1 / self.settings.status_counts_rate:
+            self._last_counts_turn = now
+            return True
+        self._counts_waiting.setdefault(app)
+        self._next_counts_turn()
+        return False
+
+    def _next_counts_turn(self) -> None:
+        if self._counts_ticker is None and self._counts_waiting:
+            delay = self._last_counts_turn + 1 / self.settings.status_counts_rate - time.monotonic()
+            self._counts_ticker = asyncio.get_running_loop().call_later(max(delay, 0.0), self._give_counts_turn)
+
+    def _give_counts_turn(self) -> None:
+        self._counts_ticker = None
+        if self._counts_waiting:
+            app = next(iter(self._counts_waiting))
+            del self._counts_waiting[app]
+            self._counts_turn_given.add(app)
+            self._last_counts_turn = time.monotonic()
+            self.queue.add(("app", *app), due=False)
+        self._next_counts_turn()
+
+    def _forget_counts_turn(self, app: tuple[str, str]) -> None:
+        self._counts_waiting.pop(app, None)
+        self._counts_turn_given.discard(app)
 
     def _background(self, coroutine: Coroutine[object, object, None]) -> None:
         """Fire-and-forget writes (events) that must not delay the next placement step."""
