@@ -530,9 +530,13 @@ async def test_counts_only_status_writes_of_all_apps_take_turns_at_the_budgets_r
     assert list(controller._counts_waiting) == [*others, APP]
     for app in others:  # their turns, one each half second
         controller._give_counts_turn()
+        assert app not in controller._counts_turn_given, "a turn sooner than half a second after the last"
+        controller._last_counts_turn -= 0.5
+        controller._give_counts_turn()
         assert app in controller._counts_turn_given
         controller._forget_counts_turn(app)
     assert await rig.reconcile() == [], "written before its turn"
+    controller._last_counts_turn -= 0.5
     controller._give_counts_turn()
     assert await controller.queue.get() == KEY, "its turn did not wake it"
     controller.queue.done(KEY)
@@ -569,6 +573,28 @@ async def test_a_turn_whose_write_failed_is_kept_for_the_retry(rig: Rig) -> None
     assert APP in controller._counts_turn_given
     controller._last_counts_turn = time.monotonic()  # someone else's turn just now
     assert await rig.reconcile() == [STATUS], "the retry waited for a new turn"
+
+
+async def test_turns_are_not_given_while_a_seconds_worth_is_unused(rig: Rig) -> None:
+    """Workers held up (a slow API server) leave turns unused; more are not given until they are, or the
+    apps holding them would all write at once when the workers come back."""
+    controller = rig.controller
+    controller.settings.status_counts_rate = 2.0
+    controller._counts_turn_given.update({(NS, "a"), (NS, "b")})
+    controller._counts_waiting[(NS, "c")] = None
+    controller._last_counts_turn -= 10
+    controller._give_counts_turn()
+    assert (NS, "c") in controller._counts_waiting and controller._counts_ticker is not None
+    controller._forget_counts_turn((NS, "a"))
+    controller._counts_ticker.cancel()
+    controller._give_counts_turn()
+    assert (NS, "c") in controller._counts_turn_given
+    assert controller._counts_turn_given and controller._counts_waiting == {}
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    controller._status_written[APP] -= 1.0
+    rig.pod_of(H100, "p1", "h1")
+    assert await rig.reconcile() == [], "a turn at once while others' turns were unused"
 
 
 async def test_a_warning_is_posted_once_while_the_status_that_records_it_waits_its_turn(rig: Rig) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Coroutine
@@ -205,6 +206,7 @@ class Controller:
         self.queue.close()
         if self._counts_ticker is not None:
             self._counts_ticker.cancel()
+            self._counts_ticker = None
         tasks = [*self._workers, *self._informer_tasks, *(t for t in (self._resync, self._pod_watch) if t)]
         for task in tasks:
             task.cancel()
@@ -813,6 +815,7 @@ class Controller:
         app = (namespace, name)
         if not status_changed(current, patch):
             self._forget_counts_turn(app)  # it went back: the app waits for nothing (and holds no turn)
+            self._warned.pop(app, None)  # the status says all the plan says: a warning from now on is news
             return False
         counts = not at_once and counts_only(current, patch)
         if counts:
@@ -845,7 +848,8 @@ class Controller:
             self._counts_turn_given.discard(app)
             return True
         now = time.monotonic()
-        if not self._counts_waiting and now - self._last_counts_turn >= 1 / self.settings.status_counts_rate:
+        if (not self._counts_waiting and not self._counts_turn_given
+                and now - self._last_counts_turn >= 1 / self.settings.status_counts_rate):
             self._last_counts_turn = now
             return True
         self._counts_waiting.setdefault(app)
@@ -859,6 +863,14 @@ class Controller:
 
     def _give_counts_turn(self) -> None:
         self._counts_ticker = None
+        rate = self.settings.status_counts_rate
+        # not sooner than 1/rate after the last turn (an app may have had one at once meanwhile), and not
+        # while a second's worth of turns is still unused (workers held up: they would all write at once)
+        early = self._last_counts_turn + 1 / rate - time.monotonic()
+        if early > 0.001 or len(self._counts_turn_given) >= max(1, math.ceil(rate)):
+            self._counts_ticker = asyncio.get_running_loop().call_later(early if early > 0.001 else 1 / rate,
+                                                                        self._give_counts_turn)
+            return
         if self._counts_waiting:
             app = next(iter(self._counts_waiting))
             del self._counts_waiting[app]
