@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, FalAppSpec
+from falapp_operator.api.names import APP_LABEL, TYPE_LABEL
 from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.reconcile.children import deployment_name
@@ -371,6 +372,29 @@ async def test_an_event_the_api_refuses_fails_nothing_and_is_logged(rig: Rig, ca
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS, EVENTS]
     assert rig.stalled() is not None
     assert "could not post an event" in caplog.text and "events is forbidden" in caplog.text
+
+
+async def test_other_apps_pending_replicas_take_room_and_an_apps_own_do_not(rig: Rig) -> None:
+    """The room an app sees on a type is less the replicas other apps have pending there (about to be
+    bound), not its own; an app gone (its reconcile found no FalApp) claims nothing."""
+    controller = rig.controller
+    spec = FalAppSpec.model_validate(falapp()["spec"])
+    labels = {"app.kubernetes.io/managed-by": "falapp-operator"}
+
+    def pending(name: str, app: str, gpus: int) -> None:
+        controller.pod_event({"metadata": {"name": name, "uid": name, "namespace": NS, "labels": {
+            **labels, APP_LABEL: app, TYPE_LABEL: "gpu-h100"}}, "spec": {"containers": [{"resources": {
+                "requests": {"nvidia.com/gpu": str(gpus)}}}]}, "status": {"phase": "Pending"}}, deleted=False)
+
+    for app in ("llm", "other"):
+        controller.app_event(NS, app)
+    pending("o1", "other", 3)
+    pending("o2", "other", 3)
+    pending("l1", "llm", 1)
+    assert [n.gpus for n in controller._free_for(spec, APP)["gpu-h100"]] == [2], "other's two pending replicas"
+    assert [n.gpus for n in controller._free_for(spec, (NS, "other"))["gpu-h100"]] == [7], "llm's one"
+    await controller.reconcile_app(NS, "other")  # no such FalApp: forgotten, its pods claim nothing
+    assert [n.gpus for n in controller._free_for(spec, APP)["gpu-h100"]] == [8]
 
 
 async def test_room_freed_on_a_node_of_a_type_wakes_the_apps_waiting_for_room(rig: Rig) -> None:

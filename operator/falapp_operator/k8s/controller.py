@@ -47,9 +47,9 @@ from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.informer import Informer
 from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store, version
 from falapp_operator.k8s.workqueue import WorkQueue
-from falapp_operator.placement import Move, NodeFree, TypeOption, after_claims
+from falapp_operator.placement import Move, NodeFree, TypeOption, after_shapes, shape_of
 from falapp_operator.placement.eligibility import candidate_types, resolve
-from falapp_operator.placement.snapshot import Demand
+from falapp_operator.placement.snapshot import Shape
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, invalid, plan
 from falapp_operator.reconcile.observe import (
@@ -121,11 +121,15 @@ class Controller:
         # app -> (reason, message) of the last Warning posted while its status had not caught up with it
         self._warned: dict[tuple[str, str], tuple[str, str]] = {}
         # other apps' pods about to be bound, per type, counted as their type's GPUs: (cache.claims_version, ...)
-        self._pending_claims: tuple[int, dict[str, list[tuple[tuple[str, str], Demand]]]] | None = None
+        # (claims_version, apps version) -> per type: all apps' pending shapes, and each app's own
+        self._pending_claims: tuple[tuple[int, int], dict[str, Counter[Shape]],
+                                    dict[str, dict[tuple[str, str], Counter[Shape]]]] | None = None
+        self._apps_version = 0
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
         self._started_at: datetime | None = None  # set by start
         self._insufficient: dict[tuple[str, str], str] = {}
         self._replica_gauge: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
+        self._replica_totals: Counter[tuple[str, str, str]] = Counter()  # (namespace, type, state) -> replicas
         # what placement reads of each MachineType, as last seen
         self._machinetype_seen: dict[str, tuple[object, ...]] = {}
         self._machinetype_written: dict[str, int] = {}  # resourceVersion of our last status write per type
@@ -281,7 +285,9 @@ class Controller:
     def app_event(self, namespace: str, name: str, generation: int | None = None, uid: str = "") -> None:
         if self.settings.manages(namespace):
             key = (namespace, name)
-            self.apps.add(key)
+            if key not in self.apps:
+                self.apps.add(key)
+                self._apps_version += 1  # whose pending pods claim room
             # a new spec (or a new app of the same name) is urgent: it cuts short a failing app's back-off
             urgent = generation is not None and self.generations.get(key) != (uid, generation)
             if generation is not None:
@@ -505,7 +511,9 @@ class Controller:
             self._forget_counts_turn((namespace, name))
             self._warned.pop((namespace, name), None)
             if body is None:
-                self.apps.discard((namespace, name))
+                if (namespace, name) in self.apps:
+                    self.apps.discard((namespace, name))
+                    self._apps_version += 1
                 self.generations.pop((namespace, name), None)
             self._forget_metrics(namespace, name)
             return
@@ -585,21 +593,30 @@ class Controller:
         for machine_type in candidate_types(spec, self.catalogue.values()):
             name = machine_type.metadata.name
             free = self._free_of(machine_type, spec.requires_nvenc)
-            out[name] = after_claims(free, claims[name]) if name in claims else free
+            out[name] = after_shapes(free, claims[name]) if name in claims else free
         return out
 
-    def _claims(self, exclude: tuple[str, str]) -> dict[str, list[Demand]]:
-        claims: dict[str, list[Demand]] = {}
-        if self._pending_claims is None or self._pending_claims[0] != self.cache.claims_version:
-            counted: dict[str, list[tuple[tuple[str, str], Demand]]] = {}
+    def _claims(self, exclude: tuple[str, str]) -> dict[str, Counter[Shape]]:
+        """Other apps' pending replicas (and those just asked for) per machine type, counted by shape.
+        All apps' are counted once per change of the pending pods; each app's own are taken off, so a
+        reconcile costs the shapes, not the pods (thousands pending in a large rollout)."""
+        version = (self.cache.claims_version, self._apps_version)
+        if self._pending_claims is None or self._pending_claims[0] != version:
+            totals: dict[str, Counter[Shape]] = {}
+            own: dict[str, dict[tuple[str, str], Counter[Shape]]] = {}
             for type_name, pods in self.cache.claims_by_app().items():
                 # a pod's GPUs are read as its type names them
                 machine_type = self.catalogue.get(type_name)
                 gpu_resource = machine_type.spec.gpu_resource if machine_type is not None else None
-                counted[type_name] = [(app, requests.counting(gpu_resource)) for app, requests in pods]
-            self._pending_claims = (self.cache.claims_version, counted)
-        for type_name, demands in self._pending_claims[1].items():  # as cache.pending_claims, counted once
-            claims[type_name] = [demand for app, demand in demands if app != exclude and app in self.apps]
+                for app, requests in pods:
+                    if app in self.apps:  # as cache.pending_claims
+                        shape = shape_of(requests.counting(gpu_resource))
+                        totals.setdefault(type_name, Counter())[shape] += 1
+                        own.setdefault(type_name, {}).setdefault(app, Counter())[shape] += 1
+            self._pending_claims = (version, totals, own)
+        _, totals, own = self._pending_claims
+        claims = {type_name: total - own[type_name][exclude] if exclude in own[type_name] else Counter(total)
+                  for type_name, total in totals.items()}
         deadline = time.monotonic() - EXPECTATION_TTL
         for key, expected in list(self.expected.items()):
             expected[:] = [e for e in expected if e[2] > deadline]
@@ -607,8 +624,9 @@ class Controller:
                 del self.expected[key]
             elif key != exclude:
                 for type_name, option, _ in expected:
-                    claims.setdefault(type_name, []).append(option)
+                    claims.setdefault(type_name, Counter())[shape_of(option)] += 1
         return claims
+
 
     def _expect(self, namespace: str, name: str, snap: AppSnapshot, result: AppPlan) -> None:
         """Remember the replicas this plan asked for until their pods show up in the cache."""
@@ -951,11 +969,14 @@ class Controller:
         metrics.INSUFFICIENT.labels(namespace).set(sum(1 for ns in self._insufficient.values() if ns == namespace))
 
     def _set_replica_gauge(self, namespace: str, name: str, counts: dict[tuple[str, str], int]) -> None:
+        """falapp_replicas per namespace, type and state: the app's counts replace its old ones in the
+        totals (summing every app's at each reconcile cost O(apps))."""
         old = self._replica_gauge.pop((namespace, name), {})
         if counts:
             self._replica_gauge[(namespace, name)] = counts
         for key in set(old) | set(counts):
-            total = sum(c.get(key, 0) for (ns, _), c in self._replica_gauge.items() if ns == namespace)
+            total = self._replica_totals[(namespace, *key)] + counts.get(key, 0) - old.get(key, 0)
+            self._replica_totals[(namespace, *key)] = total
             metrics.REPLICAS.labels(namespace, key[0], key[1]).set(total)
 
     def _forget_metrics(self, namespace: str, name: str) -> None:

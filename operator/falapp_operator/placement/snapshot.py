@@ -168,13 +168,26 @@ class Room:
         return on_demand and option.autoscaled
 
 
+Shape = tuple[int, int, int]  # a demand's (gpus, cpu_milli, memory_bytes)
+
+
+def shape_of(demand: Demand) -> Shape:
+    return demand.gpus, demand.cpu_milli, demand.memory_bytes
+
+
 def after_claims(free: Sequence[NodeFree], claims: Iterable[Demand]) -> list[NodeFree]:
     """Free room once the claims (other apps' pending replicas) are placed first-fit, largest first; a
     claim that fits nowhere takes nothing. Claims of one shape are placed together, as many on a node
     as fit: a mass fallback has hundreds of claims, on hundreds of nodes, at every reconcile."""
+    return after_shapes(free, Counter(shape_of(c) for c in claims))
+
+
+def after_shapes(free: Sequence[NodeFree], shapes: Mapping[Shape, int]) -> list[NodeFree]:
+    """after_claims, the claims counted by shape (how many of each)."""
     nodes = list(free)
-    shapes = Counter((c.gpus, c.cpu_milli, c.memory_bytes) for c in claims)
     for (gpus, cpu, memory), count in sorted(shapes.items(), reverse=True):
+        if count <= 0:
+            continue
         if not (gpus or cpu or memory):
             continue  # takes nothing
         for i, node in enumerate(nodes):
