@@ -146,19 +146,23 @@ class MassFallback:
             f"{POOL_LABEL} in ({self.first},{self.next})")
         c.k("create", "namespace", self.namespace)
 
-    async def operator_run(self) -> dict:
-        c, stop = self.cluster, asyncio.Event()
-        pods, stages = ReadyPods(TYPE_LABEL), Stages(self.first, self.next)
+    def watch_stages(self, pods: ReadyPods, stages: Stages, stop: asyncio.Event) -> list[asyncio.Task]:
+        """The namespace's pods, Deployments and ReplicaSets, as `pods` and `stages` count them."""
+        c = self.cluster
 
         def observe_pod(event: str, pod: dict, now: float) -> None:
             pods.observe(event, pod, now)
             stages.observe_pod(event, pod, now)
 
-        watches = [asyncio.create_task(c.watch("v1", "Pod", self.namespace, observe_pod, stop)),
-                   asyncio.create_task(c.watch("apps/v1", "Deployment", self.namespace, stages.observe_deployment,
-                                               stop)),
-                   asyncio.create_task(c.watch("apps/v1", "ReplicaSet", self.namespace, stages.observe_replicaset,
-                                               stop))]
+        return [asyncio.create_task(c.watch("v1", "Pod", self.namespace, observe_pod, stop)),
+                asyncio.create_task(c.watch("apps/v1", "Deployment", self.namespace, stages.observe_deployment, stop)),
+                asyncio.create_task(c.watch("apps/v1", "ReplicaSet", self.namespace, stages.observe_replicaset, stop))]
+
+    async def operator_run(self) -> dict:
+        c, stop = self.cluster, asyncio.Event()
+        pods, stages = ReadyPods(TYPE_LABEL), Stages(self.first, self.next)
+
+        watches = self.watch_stages(pods, stages, stop)
         try:
             types = [self.first, self.next]
             await c.create([one_gpu_app(f"app-{i}", self.namespace, types, self.replicas, self.timeout_s)
@@ -210,15 +214,7 @@ class MassFallback:
         await c.wait_gone("v1", "Pod", self.namespace)
         pods, stages = ReadyPods("bench/app"), Stages(self.first, self.next)
 
-        def observe_pod(event: str, pod: dict, now: float) -> None:
-            pods.observe(event, pod, now)
-            stages.observe_pod(event, pod, now)
-
-        watches = [asyncio.create_task(c.watch("v1", "Pod", self.namespace, observe_pod, stop)),
-                   asyncio.create_task(c.watch("apps/v1", "Deployment", self.namespace, stages.observe_deployment,
-                                               stop)),
-                   asyncio.create_task(c.watch("apps/v1", "ReplicaSet", self.namespace, stages.observe_replicaset,
-                                               stop))]
+        watches = self.watch_stages(pods, stages, stop)
         deployments = [plain_deployment(f"plain-{i}", self.namespace, self.next, self.replicas)
                        for i in range(self.apps)]
         for d in deployments:  # the type's label too, for the stages (nothing selects on it)

@@ -103,3 +103,25 @@ def test_replicas_of_a_lost_pool_move_before_the_controller_manager_replaces_the
         assert time.time() - lost >= TIMEOUT - 1, "the timeout was not waited out"
         assert app_pods(kctl, "unreplaced") == [], "no pod can have been made with the controller manager frozen"
     wait_placement(kctl, "unreplaced", {slow.lower(): 2}, timeout=60)
+
+
+def test_the_last_node_going_starts_the_wait_of_apps_whose_node_went_earlier(kctl, running_operator, pools):
+    """The app's replica is on the node that goes first, while another node of the type is left. When the
+    type's last node goes, no pod of the app is on it (the orphan waits for the pod garbage collector),
+    yet the app falls back one timeout later, not when the garbage collector comes."""
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    first, other = pools.add_node("fast", gpus=8), pools.add_node("fast", gpus=8)
+    pools.add_node("slow", gpus=8)
+    place(kctl, "early", fast, slow, replicas=1)
+    on = app_pods(kctl, "early")[0]["spec"]["nodeName"]
+    last = other if on == first else first
+    pools.remove_node(on)
+    wait_until(lambda: (kctl.get("machinetype", fast.lower()).get("status") or {}).get("nodes") == 1, timeout=20,
+               message=f"the operator sees one {fast} node left")
+    lost = time.time()
+    pools.remove_node(last)
+    wait_until(lambda: asked(kctl, "early") == {slow.lower(): 1}, timeout=TIMEOUT + 15,
+               message="the replica asked for on the next type a timeout after the last node went")
+    assert time.time() - lost >= TIMEOUT - 1, "the timeout was not waited out"
+    assert [p for p in kctl.get("pods", None, "-l", "fal.ai/app=early")["items"] if p["spec"].get("nodeName") == on], \
+        "the orphan was gone already: the pod garbage collector, not the node's deletion, woke the app"

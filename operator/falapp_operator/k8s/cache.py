@@ -224,6 +224,15 @@ class ClusterCache:
                                   if machine_type.spec.matches_node(n.labels, n.taints, nvenc)]
         return [self.nodes[n] for n in self._matches[key] if n in self.nodes]
 
+    def any_schedulable(self, machine_type: MachineType, nvenc: bool = False) -> bool:
+        """Whether a pod of the type can land on some Ready, uncordoned node; stops at the first (the
+        node list per type is not rebuilt for it: a node's deletion has just dropped them all)."""
+        key = (machine_type.metadata.name, nvenc)
+        if key in self._matches:
+            return any(self.nodes[n].schedulable for n in self._matches[key] if n in self.nodes)
+        return any(n.schedulable and machine_type.spec.matches_node(n.labels, n.taints, nvenc)
+                   for n in self.nodes.values())
+
     def free(self, nodes: Iterable[NodeInfo], gpu_resource: str | None) -> list[NodeFree]:
         """Unrequested room on the schedulable ones, GPUs counted as `gpu_resource` (a machine type's)."""
         out = []

@@ -678,9 +678,7 @@ class Controller:
                 if node is not None and node.schedulable and machine_type.spec.matches_node(node.labels, node.taints,
                                                                                             nvenc):
                     continue
-                if not any(n.schedulable and n.name != old.name and machine_type.spec.matches_node(n.labels, n.taints,
-                                                                                                   nvenc)
-                           for n in self.cache.nodes.values()):  # stops at the first one left
+                if not self.cache.any_schedulable(machine_type, nvenc):
                     self._nodeless_since.setdefault((machine_type.metadata.name, nvenc), self.api.clock.now())
                     lost.add(machine_type.metadata.name)
         if not lost:
