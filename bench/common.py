@@ -210,6 +210,18 @@ class Cluster:
 
         await asyncio.gather(*(one(o) for o in objects))
 
+    async def wait_nodes_ready(self, selector: str, count: int, within: float) -> None:
+        """Until `count` nodes the selector picks are Ready: one LIST a second (`kubectl wait` watches
+        the nodes one after another: minutes for thousands)."""
+        started = time.monotonic()
+        while True:
+            nodes = (await self.request("GET", self.path("v1", "Node"), query=[("labelSelector", selector)]))["items"]
+            if sum(pod_ready(n) for n in nodes) >= count:  # a node's Ready condition has a pod's shape
+                return
+            if time.monotonic() - started > within:
+                raise TimeoutError(f"{count} nodes ({selector}) Ready: not reached in {within:.0f}s")
+            await asyncio.sleep(1)
+
     async def delete_all(self, api_version: str, kind: str, namespace: str | None = None, selector: str = "",
                          grace: int | None = None, concurrency: int = 32) -> None:
         """DELETE every object the selector picks, `concurrency` at a time (the API server's own

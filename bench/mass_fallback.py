@@ -142,8 +142,7 @@ class MassFallback:
         c.apply([pool_machine_type(self.first), pool_machine_type(self.next)])
         await c.create([fake_node(f"{pool}-{i}", pool) for pool in (self.first, self.next)
                         for i in range(self.node_count)])
-        c.k("wait", "--for=condition=Ready", "--timeout=300s", "nodes", "-l",
-            f"{POOL_LABEL} in ({self.first},{self.next})")
+        await c.wait_nodes_ready(f"{POOL_LABEL} in ({self.first},{self.next})", 2 * self.node_count, 300)
         c.k("create", "namespace", self.namespace)
 
     def watch_stages(self, pods: ReadyPods, stages: Stages, stop: asyncio.Event) -> list[asyncio.Task]:

@@ -74,8 +74,7 @@ class Scale:
         started = time.monotonic()
         await c.create([fake_node(f"{self.prefix}-n{i}", self.types[i % len(self.types)])
                         for i in range(self.node_count)])
-        c.k("wait", "--for=condition=Ready", "--timeout=900s", "nodes", "-l",
-            f"{POOL_LABEL} in ({','.join(self.types)})")
+        await c.wait_nodes_ready(f"{POOL_LABEL} in ({','.join(self.types)})", self.node_count, 900)
         print(f"  {self.node_count} nodes Ready in {time.monotonic() - started:.0f}s", flush=True)
 
     async def scheduler_alone(self) -> dict:

@@ -1,7 +1,7 @@
 """One reconcile of one FalApp against the world's objects, assembled as `Controller.reconcile_app` does.
 
 Everything the operator decides comes from its own code: `ClusterCache` for free room per node,
-`after_claims` for other apps' pending pods, `children_state` and `pod_view` for the snapshot, `plan`
+`ClaimTally` and `after_shapes` for other apps' pending pods, `children_state` and `pod_view` for the snapshot, `plan`
 for the decision, `child_writes` for the ordered writes, `status_changed` for the status write (last).
 The only mirrored piece is `free_for` (Controller._free_for over `ClusterCache.nodes_of_type`), minus
 the controller's short-lived "expected replicas" claims: in the model the Deployment controller
@@ -14,14 +14,13 @@ writes leaves exactly what those k writes did.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, FalAppStatus, MachineType
 from falapp_operator.api.names import DELETE_FIRST, TYPE_LABEL
 from falapp_operator.k8s.cache import COMING, ClusterCache
-from falapp_operator.placement import NodeFree, after_claims
+from falapp_operator.placement import NodeFree, after_shapes
 from falapp_operator.placement.eligibility import candidate_types
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, plan
@@ -100,11 +99,13 @@ def build_cache(world: World) -> ClusterCache:
 
 
 def _pending_claims(cache: ClusterCache, apps: set[tuple[str, str]], exclude: tuple[str, str]) -> dict:
-    """Controller._claims without the short-lived expectations (see the module doc). The cache's
-    signature is changing under concurrent work: newer ones also take the known apps."""
-    if "apps" in inspect.signature(cache.pending_claims).parameters:
-        return cache.pending_claims(apps, exclude)
-    return cache.pending_claims(exclude=exclude)
+    """Controller._claims without the short-lived expectations (see the module doc)."""
+    cache.claims.count_gpus_as({m.metadata.name: m.spec.gpu_resource for m in CATALOGUE})
+    for gone in cache.claims.admitted() - apps:
+        cache.claims.retire(gone)
+    for known in apps:
+        cache.claims.admit(known)
+    return cache.claims.others(exclude)
 
 
 def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str], apps: set[tuple[str, str]],
@@ -118,9 +119,8 @@ def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str], apps: 
     seen_nodeless = world.memo.setdefault("nodeless_since", {})
     for machine_type in candidate_types(spec, CATALOGUE):
         name = machine_type.metadata.name
-        gpu_resource = machine_type.spec.gpu_resource
-        free = cache.free(cache.nodes_of_type(machine_type, spec.requires_nvenc), gpu_resource)
-        out[name] = after_claims(free, [c.counting(gpu_resource) for c in claims[name]]) if name in claims else free
+        free = cache.free(cache.nodes_of_type(machine_type, spec.requires_nvenc), machine_type.spec.gpu_resource)
+        out[name] = after_shapes(free, claims[name]) if name in claims else free
         key = (name, spec.requires_nvenc)
         if free:
             seen_nodeless.pop(key, None)

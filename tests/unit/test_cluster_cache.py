@@ -5,6 +5,7 @@ requests is beyond doubt; how requests of init containers and overhead add up is
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import pytest
@@ -13,16 +14,17 @@ from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, MachineType
 from falapp_operator.api.names import APP_LABEL, TYPE_LABEL
 from falapp_operator.api.resources import Resources
 from falapp_operator.k8s.cache import ClusterCache
-from falapp_operator.placement import NodeFree
+from falapp_operator.placement import NodeFree, shape_of
+from falapp_operator.placement.snapshot import Shape
 from tests.builders import GPU
 
 GiB = 2**30
 H100 = "NVIDIA-H100-80GB-HBM3"
 
 
-def claim(gpus: int) -> Resources:
+def shape(gpus: int) -> Shape:
     """What a pending replica of `pod(...)` with `gpus` GPUs asks for."""
-    return Resources.parse({GPU: str(gpus), "cpu": "4", "memory": "16Gi"})
+    return shape_of(Resources.parse({GPU: str(gpus), "cpu": "4", "memory": "16Gi"}).counting(GPU))
 
 
 def node(name: str, gpus: int = 8, cpu: str = "64", memory: str = "512Gi", ready: bool = True,
@@ -190,11 +192,13 @@ def test_pending_pods_of_other_apps_claim_room_on_their_type(cache: ClusterCache
     cache.upsert_pod(pod("bound", "n1", gpus=4, app="sdxl"))
     cache.upsert_pod(pod("hopeless", None, gpus=8, app="sdxl", unschedulable=True))  # the scheduler found no room
     cache.upsert_pod(pod("stranger", None, gpus=8, app="intruder"))  # carries the labels, is no managed app's
-    apps = {("team-a", "llm"), ("team-a", "sdxl")}
-    assert cache.pending_claims(apps, exclude=("team-a", "llm")) == {"gpu-h100": [claim(2)]}
-    assert cache.pending_claims(apps, exclude=("team-a", "sdxl")) == {"gpu-h100": [claim(1)]}
+    cache.claims.count_gpus_as({"gpu-h100": GPU})
+    for app in ("llm", "sdxl"):
+        cache.claims.admit(("team-a", app))
+    assert cache.claims.others(("team-a", "llm")) == {"gpu-h100": Counter({shape(2): 1})}
+    assert cache.claims.others(("team-a", "sdxl")) == {"gpu-h100": Counter({shape(1): 1})}
     cache.upsert_pod(pod("theirs", "n2", gpus=2, app="sdxl"))  # bound: its room is taken on the node now
-    assert cache.pending_claims(apps, exclude=("team-a", "llm")) == {}
+    assert cache.claims.others(("team-a", "llm")) == {}
     assert free(cache, "n2").gpus == 6
 
 

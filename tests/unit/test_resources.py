@@ -13,7 +13,7 @@ from falapp_operator.api import MachineType
 from falapp_operator.api.resources import Resources, pod_requests
 from falapp_operator.api.units import whole
 from falapp_operator.k8s.cache import ClusterCache
-from falapp_operator.placement import NodeFree, after_claims
+from falapp_operator.placement import NodeFree, after_claims, after_shapes
 from tests import builders
 
 GI = 2**30
@@ -176,10 +176,10 @@ def test_a_pending_pod_claims_gpus_under_its_types_resource_name() -> None:
     cache = ClusterCache()
     cache.upsert_node(node("n1", **{AMD: "8"}))
     cache.upsert_pod(pod("waiting", None, spec(c({AMD: "6"}, {AMD: "6"})), type_name="gpu-mi300"))
-    claims = cache.pending_claims({("team-b", "other")})
-    gpu_resource = mi300.spec.gpu_resource
-    free = cache.free(cache.nodes.values(), gpu_resource)
-    assert after_claims(free, [r.counting(gpu_resource) for r in claims["gpu-mi300"]])[0].gpus == 2
+    cache.claims.count_gpus_as({"gpu-mi300": mi300.spec.gpu_resource})
+    cache.claims.admit(("team-b", "other"))  # (the pod builder's namespace and app)
+    free = cache.free(cache.nodes.values(), mi300.spec.gpu_resource)
+    assert after_shapes(free, cache.claims.others(("team-b", "mine"))["gpu-mi300"])[0].gpus == 2
 
 
 async def test_the_controller_reads_free_gpus_of_a_type_under_its_resource_name() -> None:

@@ -6,7 +6,7 @@ Fed by watch events (kopf) and a startup LIST; holds a few numbers per object, n
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -14,6 +14,7 @@ from falapp_operator.api import JsonMapping, MachineType
 from falapp_operator.api.names import APP_LABEL, KARPENTER_NODEPOOL_LABEL, TYPE_LABEL
 from falapp_operator.api.nodes import Taint, scheduling_taints
 from falapp_operator.api.resources import Resources, pod_requests
+from falapp_operator.k8s.claims import ClaimTally
 from falapp_operator.placement import NodeFree
 
 SCALE_UP_COMING = frozenset({"TriggeredScaleUp", "Nominated"})
@@ -96,13 +97,12 @@ class PodInfo:
 class ClusterCache:
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     pods: dict[str, PodInfo] = field(default_factory=dict)
-    claiming: dict[str, PodInfo] = field(default_factory=dict)  # the pods that claim room (a few of them)
     apps_by_node: dict[str, Counter[tuple[str, str]]] = field(default_factory=dict)  # our pods bound there
     requested: dict[str, Resources] = field(default_factory=dict)  # per node, by live pods bound to it
     # pod uid -> (answer, time) of the newest autoscaler event about it
     scale_signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     version: int = 0  # bumps whenever free capacity may have changed anywhere
-    claims_version: int = 0  # bumps whenever the pods that claim room change
+    claims: ClaimTally = field(default_factory=ClaimTally)  # the claiming pods' shapes, per type and app
     # node names per (machine type, nvenc), cleared when nodes or machine types change
     _matches: dict[tuple[str, bool], list[str]] = field(default_factory=dict)
     # per node, its free room as each GPU resource name reads it; dropped when the node or its pods change
@@ -148,10 +148,9 @@ class ClusterCache:
         if info.node and info.app:
             self.apps_by_node.setdefault(info.node, Counter())[(info.namespace, info.app)] += 1
         if info.claims_room:
-            self.claims_version += self.claiming.get(info.uid) != info
-            self.claiming[info.uid] = info
+            self.claims.claim(info.uid, info.machine_type or "", (info.namespace, info.app or ""), info.requests)
         else:
-            self.claims_version += self.claiming.pop(info.uid, None) is not None
+            self.claims.release(info.uid)
         if old is not None and old.node:
             self.requested[old.node] = self.requested[old.node] - old.requests
             self._free.pop(old.node, None)
@@ -164,7 +163,7 @@ class ClusterCache:
 
     def remove_pod(self, uid: str) -> bool:
         old = self.pods.pop(uid, None)
-        self.claims_version += self.claiming.pop(uid, None) is not None
+        self.claims.release(uid)
         self.scale_signals.pop(uid, None)
         if old is not None:
             self._unbind(old)
@@ -247,26 +246,6 @@ class ClusterCache:
                 free = known[gpu_resource] = NodeFree(left.gpus, left.cpu_milli, left.memory_bytes)
             out.append(free)
         return out
-
-    def pending_claims(self, apps: Container[tuple[str, str]],
-                       exclude: tuple[str, str] | None = None) -> dict[str, list[Resources]]:
-        """Requests of pods of `apps` (namespace, name) about to be bound, per machine type, except
-        app `exclude`: room another app must not count on. A pod the scheduler found no room for
-        claims none (nor does anyone's pod that merely carries our labels)."""
-        claims: dict[str, list[Resources]] = {}
-        for type_name, pods in self.claims_by_app().items():
-            for app, requests in pods:
-                if app != exclude and app in apps:
-                    claims.setdefault(type_name, []).append(requests)
-        return claims
-
-    def claims_by_app(self) -> dict[str, list[tuple[tuple[str, str], Resources]]]:
-        """Requests of our pods about to be bound, per machine type, each with its app (namespace, name)."""
-        claims: dict[str, list[tuple[tuple[str, str], Resources]]] = {}
-        for pod in self.claiming.values():
-            if pod.machine_type:
-                claims.setdefault(pod.machine_type, []).append(((pod.namespace, pod.app or ""), pod.requests))
-        return claims
 
     def app_pods(self, machine_type: str) -> list[PodInfo]:
         return [p for p in self.pods.values() if p.machine_type == machine_type]

@@ -120,11 +120,6 @@ class Controller:
         self._counts_ticker: asyncio.TimerHandle | None = None
         # app -> (reason, message) of the last Warning posted while its status had not caught up with it
         self._warned: dict[tuple[str, str], tuple[str, str]] = {}
-        # other apps' pods about to be bound, per type, counted as their type's GPUs: (cache.claims_version, ...)
-        # (claims_version, apps version) -> per type: all apps' pending shapes, and each app's own
-        self._pending_claims: tuple[tuple[int, int], dict[str, Counter[Shape]],
-                                    dict[str, dict[tuple[str, str], Counter[Shape]]]] | None = None
-        self._apps_version = 0
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
         self._started_at: datetime | None = None  # set by start
         self._insufficient: dict[tuple[str, str], str] = {}
@@ -287,7 +282,7 @@ class Controller:
             key = (namespace, name)
             if key not in self.apps:
                 self.apps.add(key)
-                self._apps_version += 1  # whose pending pods claim room
+                self.cache.claims.admit(key)  # its pending pods claim room
             # a new spec (or a new app of the same name) is urgent: it cuts short a failing app's back-off
             urgent = generation is not None and self.generations.get(key) != (uid, generation)
             if generation is not None:
@@ -338,7 +333,6 @@ class Controller:
         previous = self._machinetype_seen.get(name)
         self._machinetype_seen[name] = seen
         self._placement_catalogue = None
-        self._pending_claims = None  # counted as the types named their GPUs
         self.cache.forget_node_matches()
         self._free_by_type.clear()
         if deleted or previous is None or previous[1] != body.get("spec"):
@@ -356,6 +350,8 @@ class Controller:
             except ValidationError as e:
                 logger.warning("MachineType %s is invalid and ignored: %s", name, e)
                 self.catalogue.pop(name, None)
+        # pending pods are counted as their types name their GPUs
+        self.cache.claims.count_gpus_as({n: m.spec.gpu_resource for n, m in self.catalogue.items()})
         for namespace, app in list(self.apps):  # the catalogue changed: every app may place differently
             self.queue.add(("app", namespace, app))
         self._touch_machinetypes()
@@ -513,7 +509,7 @@ class Controller:
             if body is None:
                 if (namespace, name) in self.apps:
                     self.apps.discard((namespace, name))
-                    self._apps_version += 1
+                    self.cache.claims.retire((namespace, name))
                 self.generations.pop((namespace, name), None)
             self._forget_metrics(namespace, name)
             return
@@ -597,26 +593,8 @@ class Controller:
         return out
 
     def _claims(self, exclude: tuple[str, str]) -> dict[str, Counter[Shape]]:
-        """Other apps' pending replicas (and those just asked for) per machine type, counted by shape.
-        All apps' are counted once per change of the pending pods; each app's own are taken off, so a
-        reconcile costs the shapes, not the pods (thousands pending in a large rollout)."""
-        version = (self.cache.claims_version, self._apps_version)
-        if self._pending_claims is None or self._pending_claims[0] != version:
-            totals: dict[str, Counter[Shape]] = {}
-            own: dict[str, dict[tuple[str, str], Counter[Shape]]] = {}
-            for type_name, pods in self.cache.claims_by_app().items():
-                # a pod's GPUs are read as its type names them
-                machine_type = self.catalogue.get(type_name)
-                gpu_resource = machine_type.spec.gpu_resource if machine_type is not None else None
-                for app, requests in pods:
-                    if app in self.apps:  # as cache.pending_claims
-                        shape = shape_of(requests.counting(gpu_resource))
-                        totals.setdefault(type_name, Counter())[shape] += 1
-                        own.setdefault(type_name, {}).setdefault(app, Counter())[shape] += 1
-            self._pending_claims = (version, totals, own)
-        _, totals, own = self._pending_claims
-        claims = {type_name: total - own[type_name][exclude] if exclude in own[type_name] else Counter(total)
-                  for type_name, total in totals.items()}
+        """Other apps' pending replicas (and those just asked for) per machine type, counted by shape."""
+        claims = self.cache.claims.others(exclude)
         deadline = time.monotonic() - EXPECTATION_TTL
         for key, expected in list(self.expected.items()):
             expected[:] = [e for e in expected if e[2] > deadline]
@@ -626,7 +604,6 @@ class Controller:
                 for type_name, option, _ in expected:
                     claims.setdefault(type_name, Counter())[shape_of(option)] += 1
         return claims
-
 
     def _expect(self, namespace: str, name: str, snap: AppSnapshot, result: AppPlan) -> None:
         """Remember the replicas this plan asked for until their pods show up in the cache."""
