@@ -1,11 +1,12 @@
-"""ClaimTally kept pod by pod says what counting every pending pod afresh says, after any sequence of
-pods claiming and releasing, apps coming and going, and the catalogue renaming a type's GPUs."""
+"""ClaimTally kept pod by pod says what counting every pending pod and every replica asked for afresh
+says, after any sequence of pods claiming and releasing, replicas asked for, seen and expiring, apps
+coming and going, and the catalogue renaming a type's GPUs."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from falapp_operator.api.resources import Resources
@@ -18,29 +19,59 @@ APPS = (("team-a", "llm"), ("team-a", "sdxl"), ("team-b", "llm"))
 REQUESTS = [Resources.parse(r) for r in ({NVIDIA: "1", "cpu": "4"}, {NVIDIA: "8", "memory": "1Ti"},
                                           {AMD: "2", "cpu": "1"}, {"cpu": "500m"}, {})]
 
+SHAPES = [(1, 4000, 0), (8, 0, 2**40), (0, 500, 0)]
+
 ops = st.one_of(
     st.tuples(st.just("claim"), st.integers(0, 7), st.sampled_from(TYPES), st.sampled_from(APPS),
               st.sampled_from(REQUESTS)),
     st.tuples(st.just("release"), st.integers(0, 7)),
     st.tuples(st.sampled_from(["admit", "retire"]), st.sampled_from(APPS)),
     st.tuples(st.just("gpus"), st.fixed_dictionaries({t: st.sampled_from([NVIDIA, AMD, None]) for t in TYPES})),
+    st.tuples(st.just("expect"), st.sampled_from(APPS), st.sampled_from(TYPES), st.sampled_from(SHAPES),
+              st.integers(0, 3)),
+    st.tuples(st.just("seen"), st.sampled_from(APPS), st.sampled_from(TYPES)),
+    st.tuples(st.just("expire"), st.integers(0, 2)),
+    st.tuples(st.just("forget"), st.sampled_from(APPS)),
 )
 
 
-def recount(pods: dict, admitted: set, gpus: dict, exclude: tuple[str, str]) -> dict[str, Counter]:
+def recount(pods: dict, expected: dict, admitted: set, gpus: dict, exclude: tuple[str, str]) -> dict[str, Counter]:
     out: dict[str, Counter] = {}
     for machine_type, app, requests in pods.values():
         if app in admitted and app != exclude:
             out.setdefault(machine_type, Counter())[shape_of(requests.counting(gpus.get(machine_type)))] += 1
+    for (app, machine_type), entries in expected.items():
+        for _, shape in entries:
+            if app in admitted and app != exclude:
+                out.setdefault(machine_type, Counter())[shape] += 1
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.lists(ops, max_size=60))
+# replicas asked for exactly `age` ago expire (found by mutating the expiry's comparison)
+@example([("admit", APPS[0]), ("expect", APPS[0], "cpu", SHAPES[0], 2), ("expire", 1)])
+# a replica seen is the oldest one asked for: the newer ones outlive it
+@example([("admit", APPS[0]), ("expect", APPS[0], "cpu", SHAPES[0], 1), ("expect", APPS[0], "cpu", SHAPES[1], 1),
+          ("seen", APPS[0], "cpu"), ("expire", 2)])
 def test_the_tally_matches_a_recount_after_every_change(changes: list) -> None:
     tally, pods, admitted, gpus = ClaimTally(), {}, set(), {}
-    for change in changes:
+    expected: dict[tuple, list] = {}  # (app, type) -> [(when, shape)], oldest first
+    for now, change in enumerate(changes):
         match change:
+            case ("expect", app, machine_type, shape, count):
+                tally.expect(app, machine_type, shape, count, now)
+                expected.setdefault((app, machine_type), []).extend([(now, shape)] * count)
+            case ("seen", app, machine_type):
+                tally.seen(app, machine_type)
+                if expected.get((app, machine_type)):
+                    expected[app, machine_type].pop(0)
+            case ("expire", age):
+                tally.expire(now - age)
+                expected = {k: [e for e in v if e[0] > now - age] for k, v in expected.items()}
+            case ("forget", app):
+                tally.forget_expected(app)
+                expected = {k: v for k, v in expected.items() if k[0] != app}
             case ("claim", uid, machine_type, app, requests):
                 tally.claim(str(uid), machine_type, app, requests)
                 pods[str(uid)] = (machine_type, app, requests)
@@ -57,7 +88,7 @@ def test_the_tally_matches_a_recount_after_every_change(changes: list) -> None:
                 tally.count_gpus_as(mapping)
                 gpus = dict(mapping)
         for app in APPS:
-            assert tally.others(app) == recount(pods, admitted, gpus, app), (change, app)
+            assert tally.others(app) == recount(pods, expected, admitted, gpus, app), (change, app)
 
 
 def test_an_app_that_is_not_admitted_claims_nothing_and_its_own_pods_still_count_for_others() -> None:

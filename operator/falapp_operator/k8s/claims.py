@@ -1,10 +1,11 @@
-"""Room about to be taken: the shapes of the managed apps' pods about to be bound, per machine type, kept
-up to date pod by pod. A reconcile reads other apps' claims in O(shapes), not O(pending pods): a large
-rollout has thousands pending, and every pod event used to make the next reconcile count them all."""
+"""Room about to be taken: the shapes of the managed apps' pods about to be bound, and of the replicas an
+app just asked for whose pods are not seen yet, per machine type, kept up to date pod by pod. A reconcile
+reads other apps' claims in O(shapes), not O(pending pods): a large rollout has thousands pending, and
+every pod event used to make the next reconcile count them all."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Hashable, Mapping
 from typing import TypeVar
 
@@ -22,17 +23,47 @@ class ClaimTally:
         self._apps: set[App] = set()  # whose pods claim room (a pod merely carrying an app's label does not)
         self._own: dict[str, dict[App, Counter[Shape]]] = {}  # per type, per app (admitted or not)
         self._totals: dict[str, Counter[Shape]] = {}  # per type, the admitted apps' together
+        # replicas asked for, per app and type: (when, shape), oldest first; and every batch, oldest first
+        self._expected: dict[App, dict[str, deque[tuple[float, Shape]]]] = {}
+        self._expected_batches: deque[tuple[float, App, str]] = deque()
 
     # --- changes -----------------------------------------------------------------------------------
     def claim(self, uid: str, machine_type: str, app: App, requests: Resources) -> None:
         self.release(uid)
         self._pods[uid] = (machine_type, app, requests)
-        self._count(machine_type, app, requests, 1)
+        self._count(machine_type, app, self._shape(machine_type, requests), 1)
 
     def release(self, uid: str) -> None:
         counted = self._pods.pop(uid, None)
         if counted is not None:
-            self._count(*counted, -1)
+            machine_type, app, requests = counted
+            self._count(machine_type, app, self._shape(machine_type, requests), -1)
+
+    def expect(self, app: App, machine_type: str, shape: Shape, count: int, at: float) -> None:
+        """`count` replicas just asked for: they claim room until their pods are seen or they expire."""
+        if count > 0:
+            self._expected.setdefault(app, {}).setdefault(machine_type, deque()).extend([(at, shape)] * count)
+            self._expected_batches.append((at, app, machine_type))
+            self._count(machine_type, app, shape, count)
+
+    def seen(self, app: App, machine_type: str) -> None:
+        """A new pod of the app on the type: the oldest replica expected there has come."""
+        by_type = self._expected.get(app)
+        if by_type and machine_type in by_type:
+            self._unexpect(app, by_type, machine_type, by_type[machine_type].popleft())
+
+    def expire(self, deadline: float) -> None:
+        """Replicas asked for at or before `deadline` whose pods never came claim nothing any more."""
+        while self._expected_batches and self._expected_batches[0][0] <= deadline:
+            _, app, machine_type = self._expected_batches.popleft()
+            by_type = self._expected.get(app) or {}
+            while machine_type in by_type and by_type[machine_type][0][0] <= deadline:
+                self._unexpect(app, by_type, machine_type, by_type[machine_type].popleft())
+
+    def forget_expected(self, app: App) -> None:
+        for machine_type, queue in self._expected.pop(app, {}).items():
+            for _, shape in queue:
+                self._count(machine_type, app, shape, -1)
 
     def admit(self, app: App) -> None:
         if app not in self._apps:
@@ -52,7 +83,11 @@ class ClaimTally:
         self._own.clear()
         self._totals.clear()
         for machine_type, app, requests in self._pods.values():
-            self._count(machine_type, app, requests, 1)
+            self._count(machine_type, app, self._shape(machine_type, requests), 1)
+        for app, by_type in self._expected.items():
+            for machine_type, queue in by_type.items():
+                for _, shape in queue:
+                    self._count(machine_type, app, shape, 1)
 
     # --- reads -------------------------------------------------------------------------------------
     def admitted(self) -> frozenset[App]:
@@ -68,11 +103,23 @@ class ClaimTally:
                 out[machine_type] = rest
         return out
 
-    def _count(self, machine_type: str, app: App, requests: Resources, sign: int) -> None:
-        shape = shape_of(requests.counting(self._gpu_resource.get(machine_type)))
-        _add(self._own.setdefault(machine_type, {}), app, shape, sign)
+    def _shape(self, machine_type: str, requests: Resources) -> Shape:
+        return shape_of(requests.counting(self._gpu_resource.get(machine_type)))
+
+    def _count(self, machine_type: str, app: App, shape: Shape, n: int) -> None:
+        _add(self._own.setdefault(machine_type, {}), app, shape, n)
+        if not self._own[machine_type]:
+            del self._own[machine_type]
         if app in self._apps:
-            _add(self._totals, machine_type, shape, sign)
+            _add(self._totals, machine_type, shape, n)
+
+    def _unexpect(self, app: App, by_type: dict[str, deque[tuple[float, Shape]]], machine_type: str,
+                  entry: tuple[float, Shape]) -> None:
+        self._count(machine_type, app, entry[1], -1)
+        if not by_type[machine_type]:
+            del by_type[machine_type]
+            if not by_type:
+                del self._expected[app]
 
     def _move_totals(self, app: App, sign: int) -> None:
         for machine_type, by_app in self._own.items():

@@ -47,7 +47,7 @@ from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.informer import Informer
 from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store, version
 from falapp_operator.k8s.workqueue import WorkQueue
-from falapp_operator.placement import Move, NodeFree, TypeOption, after_shapes, shape_of
+from falapp_operator.placement import Move, NodeFree, after_shapes, shape_of
 from falapp_operator.placement.eligibility import candidate_types, resolve
 from falapp_operator.placement.snapshot import Shape
 from falapp_operator.reconcile import children
@@ -97,7 +97,6 @@ class Controller:
         self.waiting: set[tuple[str, str]] = set()  # apps that would use freed capacity
         self.failures: dict[QueueKey, int] = {}
         # replicas asked for but whose pods are not seen yet: (namespace, app) -> [(type, requests, at)]
-        self.expected: dict[tuple[str, str], list[tuple[str, TypeOption, float]]] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._resync: asyncio.Task[None] | None = None
         self._pod_watch: asyncio.Task[None] | None = None
@@ -499,7 +498,7 @@ class Controller:
         # there any more (not even an event), and its children go with it
         if body is None or body["metadata"].get("deletionTimestamp") or namespace in self.terminating:
             self.waiting.discard((namespace, name))
-            self.expected.pop((namespace, name), None)
+            self.cache.claims.forget_expected((namespace, name))
             self._applied.pop((namespace, name), None)
             self._unsure.discard((namespace, name))
             self._refusal_posted.pop((namespace, name), None)
@@ -555,7 +554,7 @@ class Controller:
             conflict, service = await self._name_conflict(ref, labelled, result)
             if conflict is not None:
                 # an object of that name is not this app's: write nothing, not even over a stale view
-                self.expected.pop((namespace, name), None)
+                self.cache.claims.forget_expected((namespace, name))
                 await self._refuse(ref, generation, status, conflict, snap, "NameConflict")
                 return
             await self._execute(ref, body, deployments, pods, result, service)
@@ -594,36 +593,24 @@ class Controller:
 
     def _claims(self, exclude: tuple[str, str]) -> dict[str, Counter[Shape]]:
         """Other apps' pending replicas (and those just asked for) per machine type, counted by shape."""
-        claims = self.cache.claims.others(exclude)
-        deadline = time.monotonic() - EXPECTATION_TTL
-        for key, expected in list(self.expected.items()):
-            expected[:] = [e for e in expected if e[2] > deadline]
-            if not expected:
-                del self.expected[key]
-            elif key != exclude:
-                for type_name, option, _ in expected:
-                    claims.setdefault(type_name, Counter())[shape_of(option)] += 1
-        return claims
+        self.cache.claims.expire(time.monotonic() - EXPECTATION_TTL)
+        return self.cache.claims.others(exclude)
 
     def _expect(self, namespace: str, name: str, snap: AppSnapshot, result: AppPlan) -> None:
         """Remember the replicas this plan asked for until their pods show up in the cache."""
         if result.decision is None:
             return
+        added = {t: n - snap.counts.get(t, 0) for t, n in result.decision.counts.items() if n > snap.counts.get(t, 0)}
+        if not added:
+            return
         options = {o.name: o for o in resolve(snap.spec, snap.catalogue, namespace, snap.namespace_labels).options}
         at = time.monotonic()
-        for type_name, count in result.decision.counts.items():
-            option = options.get(type_name)
-            added = count - snap.counts.get(type_name, 0)
-            if option is not None and added > 0:
-                self.expected.setdefault((namespace, name), []).extend([(type_name, option, at)] * added)
+        for type_name, count in added.items():
+            if (option := options.get(type_name)) is not None:
+                self.cache.claims.expect((namespace, name), type_name, shape_of(option), count, at)
 
     def _seen(self, namespace: str, app: str, type_name: str) -> None:
-        expected = self.expected.get((namespace, app))
-        if expected:
-            for i, entry in enumerate(expected):
-                if entry[0] == type_name:
-                    del expected[i]
-                    break
+        self.cache.claims.seen((namespace, app), type_name)
 
     def _free_of(self, machine_type: MachineType, nvenc: bool) -> list[NodeFree]:
         """Free room per node of a type, reused until capacity changes anywhere (cache.version)."""
