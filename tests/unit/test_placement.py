@@ -27,6 +27,7 @@ from falapp_operator.placement import (
     decide,
     probe_backoff,
 )
+from falapp_operator.placement.snapshot import FreeOnRead
 from tests.builders import NOW, UNSCHEDULABLE, option
 from tests.builders import free as node
 from tests.builders import replica as pod
@@ -681,3 +682,19 @@ def test_two_refusing_pools_make_one_round_then_wait() -> None:
         counts = dict(got.counts)
         now += s(5)
     assert moves == [(H100, h200), (h200, A100), (A100, H100)], moves
+
+
+@pytest.mark.parametrize("case", params(CASES))
+def test_free_room_computed_when_read_decides_the_same(case: Case) -> None:
+    lazy = FreeOnRead(case.free, lambda type_name: case.free[type_name])
+    assert decide(case.options, case.replicas, case.policy, case.observed(), lazy, NOW) == case.decide()
+
+
+def test_an_app_settled_on_its_preferred_type_reads_no_free_room() -> None:
+    """The controller computes a type's free room (hundreds of nodes) only when the planner reads it."""
+    case = next(c for c in CASES if c.id == "empty-app/room-everywhere")
+    settled = Observed({H100: 3}, None, tuple(pod(f"r{i}", H100, ready=True) for i in range(3)), {}, ())
+    read: list[str] = []
+    lazy = FreeOnRead(case.free, lambda type_name: read.append(type_name) or case.free[type_name])
+    assert decide(case.options, case.replicas, case.policy, settled, lazy, NOW).transitions == []
+    assert read == []

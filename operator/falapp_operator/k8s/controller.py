@@ -49,7 +49,7 @@ from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store, version
 from falapp_operator.k8s.workqueue import WorkQueue
 from falapp_operator.placement import Move, NodeFree, after_shapes, shape_of
 from falapp_operator.placement.eligibility import candidate_types, resolve
-from falapp_operator.placement.snapshot import Shape
+from falapp_operator.placement.snapshot import FreeOnRead, Shape
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, invalid, plan
 from falapp_operator.reconcile.observe import (
@@ -580,16 +580,17 @@ class Controller:
         self._record_metrics(namespace, name, snap, result)
 
     # --- capacity, as this app may use it ------------------------------------------------------------
-    def _free_for(self, spec: FalAppSpec, app: tuple[str, str]) -> dict[str, list[NodeFree]]:
+    def _free_for(self, spec: FalAppSpec, app: tuple[str, str]) -> FreeOnRead:
         """Free room per candidate type, less what other apps' replicas already claim there: their pending
-        pods and the replicas they just asked for (so freed room is promised to one app at a time)."""
-        out = {}
+        pods and the replicas they just asked for (so freed room is promised to one app at a time).
+        Each type is computed when the planner first reads it, from the claims as they are now."""
         claims = self._claims(exclude=app)
-        for machine_type in candidate_types(spec, self.catalogue.values()):
-            name = machine_type.metadata.name
-            free = self._free_of(machine_type, spec.requires_nvenc)
-            out[name] = after_shapes(free, claims[name]) if name in claims else free
-        return out
+        types = {m.metadata.name: m for m in candidate_types(spec, self.catalogue.values())}
+
+        def free(name: str) -> list[NodeFree]:
+            nodes = self._free_of(types[name], spec.requires_nvenc)
+            return after_shapes(nodes, claims[name]) if name in claims else nodes
+        return FreeOnRead(types, free)
 
     def _claims(self, exclude: tuple[str, str]) -> dict[str, Counter[Shape]]:
         """Other apps' pending replicas (and those just asked for) per machine type, counted by shape."""
@@ -620,10 +621,6 @@ class Controller:
             nodes = self.cache.nodes_of_type(machine_type, nvenc)
             cached = (self.cache.version, self.cache.free(nodes, machine_type.spec.gpu_resource))
             self._free_by_type[key] = cached
-            if cached[1]:
-                self._nodeless_since.pop(key, None)
-            else:  # first seen now: later than the last node went, never earlier
-                self._nodeless_since.setdefault(key, self.api.clock.now())
         return cached[1]
 
     def _lost_types(self, old: NodeInfo, node: NodeInfo | None) -> None:
@@ -662,13 +659,14 @@ class Controller:
                 del self._nodeless_since[key]
 
     def _nodeless_for(self, spec: FalAppSpec) -> dict[str, datetime]:
-        """Candidate types without any Ready, schedulable node, and since when (as _free_of saw it)."""
+        """Candidate types without any Ready, schedulable node, and since when (as first seen so)."""
         out = {}
         for machine_type in candidate_types(spec, self.catalogue.values()):
-            self._free_of(machine_type, spec.requires_nvenc)  # current (cached until capacity changes)
-            since = self._nodeless_since.get((machine_type.metadata.name, spec.requires_nvenc))
-            if since is not None:
-                out[machine_type.metadata.name] = since
+            key = (machine_type.metadata.name, spec.requires_nvenc)
+            if self.cache.any_schedulable(machine_type, spec.requires_nvenc):
+                self._nodeless_since.pop(key, None)
+            else:  # first seen now: later than the last node went, never earlier
+                out[key[0]] = self._nodeless_since.setdefault(key, self.api.clock.now())
         return out
 
     # --- writes of one reconcile -------------------------------------------------------------------

@@ -6,7 +6,7 @@ The k8s layer builds these from watched pods/nodes and the app's Deployments; th
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -148,19 +148,50 @@ class Observed:
     grown_at: Mapping[str, datetime] = field(default_factory=dict)
 
 
+class FreeOnRead(Mapping[str, Sequence[NodeFree]]):
+    """Free room per type, each type computed when first read: a reconcile often reads one of its
+    candidate types, or none (a free list is per node of the type: hundreds of nodes)."""
+
+    def __init__(self, types: Iterable[str], compute: Callable[[str], Sequence[NodeFree]]):
+        self._types = list(dict.fromkeys(types))
+        self._compute = compute
+        self._read: dict[str, Sequence[NodeFree]] = {}
+
+    def __getitem__(self, type_name: str) -> Sequence[NodeFree]:
+        if type_name not in self._read:
+            if type_name not in self._types:
+                raise KeyError(type_name)
+            self._read[type_name] = self._compute(type_name)
+        return self._read[type_name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+
 class Room:
     """Mutable what-if copy of free capacity per type; placing a replica consumes room first-fit."""
 
     def __init__(self, free_by_type: Mapping[str, Iterable[NodeFree]]):
-        self._free = {t: list(nodes) for t, nodes in free_by_type.items()}
+        # a type is read (and copied) when first asked about: the mapping may compute it only then
+        self._source = free_by_type
+        self._free: dict[str, list[NodeFree]] = {}
+
+    def _nodes(self, type_name: str) -> list[NodeFree]:
+        nodes = self._free.get(type_name)
+        if nodes is None:
+            nodes = self._free[type_name] = list(self._source.get(type_name, ()))
+        return nodes
 
     def has_room(self, option: TypeOption) -> bool:
-        return option.autoscaled or any(n.fits(option) for n in self._free.get(option.name, ()))
+        return option.autoscaled or any(n.fits(option) for n in self._nodes(option.name))
 
     def take(self, option: TypeOption, on_demand: bool = True) -> bool:
         """Room for one replica: on a node (taken), or, with `on_demand`, on an autoscaled type (its
         autoscaler is asked)."""
-        nodes = self._free.get(option.name, [])
+        nodes = self._nodes(option.name)
         for i, node in enumerate(nodes):
             if node.fits(option):
                 nodes[i] = node.minus(option)
