@@ -11,6 +11,7 @@ Warning event, and retried at the slowest rate."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
 
@@ -689,3 +690,25 @@ def test_only_a_node_seen_and_then_deleted_is_deleted() -> None:
     assert cache.deleted("h1") and not cache.deleted(None)
     cache.upsert_node(node("h1"))
     assert not cache.deleted("h1"), "back again"
+
+
+async def test_a_burst_of_an_apps_pod_events_makes_one_reconcile_and_a_spec_change_none_later(rig: Rig) -> None:
+    """A rollout's pods are created, bound and become Ready moments apart: one reconcile for the burst,
+    event_batch_window after its first event; the user's own change is not held back by it."""
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    controller, loop = rig.controller, asyncio.get_running_loop()
+    started = loop.time()
+    rig.pod_of(H100, "p1", None)
+    rig.pod_of(H100, "p1", "h1")
+    rig.pod_of(H100, "p2", "h1")
+    assert len(controller.queue) == 0  # waiting for the others of the burst
+    assert await asyncio.wait_for(controller.queue.get(), 2) == KEY
+    assert loop.time() - started >= controller.settings.event_batch_window
+    controller.queue.done(KEY)
+    assert len(controller.queue) == 0
+    rig.pod_of(H100, "p2", None)  # another burst starts...
+    changed = copy.deepcopy(rig.fake.objects[FALAPP])
+    changed["metadata"]["generation"] = 2  # ...and the user edits the spec meanwhile
+    controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, changed))
+    assert len(controller.queue) == 1  # at once

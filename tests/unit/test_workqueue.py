@@ -139,3 +139,33 @@ async def test_work_put_off_a_while_is_not_handed_out_ahead_of_decisions_due() -
     queue.add(C)
     await asyncio.sleep(0.05)
     assert [await take(queue) for _ in range(3)] == [B, C, A]
+
+
+async def test_events_within_the_batch_window_make_one_pass_after_it() -> None:
+    queue = WorkQueue()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(5):  # a rollout's pods: created, bound, Ready, moments apart
+        queue.add_batched(A, 0.1)
+        await asyncio.sleep(0.01)
+    assert len(queue) == 0
+    assert await take(queue) == A
+    assert loop.time() - started >= 0.1
+    queue.done(A)
+    assert await nothing_within(queue, 0.15)  # the later events waited for the same pass
+
+
+async def test_a_batched_event_for_a_key_already_waiting_adds_no_delay_and_no_pass() -> None:
+    queue = WorkQueue()
+    queue.add(A)
+    queue.add_batched(A, 10)
+    assert len(queue) == 1 and await take(queue) == A
+    queue.done(A)
+    assert await nothing_within(queue, 0.05)
+
+
+async def test_a_decision_due_sooner_than_the_window_is_not_put_off() -> None:
+    queue = WorkQueue()
+    queue.add_after(A, 0.02)  # an unschedulable timeout runs out
+    queue.add_batched(A, 10)
+    assert await take(queue) == A

@@ -276,7 +276,10 @@ class Controller:
                 logger.warning("resync of nodes and pods failed: %s", e)
 
     # --- event intake (called by handlers) -------------------------------------------------------
-    def app_event(self, namespace: str, name: str, generation: int | None = None, uid: str = "") -> None:
+    def app_event(self, namespace: str, name: str, generation: int | None = None, uid: str = "",
+                  batch: bool = False) -> None:
+        """Something about the app changed; `batch`: an event of its pods or children, reconciled together
+        with those that follow it within settings.event_batch_window."""
         if self.settings.manages(namespace):
             key = (namespace, name)
             if key not in self.apps:
@@ -286,7 +289,10 @@ class Controller:
             urgent = generation is not None and self.generations.get(key) != (uid, generation)
             if generation is not None:
                 self.generations[key] = (uid, generation)
-            self.queue.add(("app", namespace, name), urgent=urgent)
+            if batch and not urgent:
+                self.queue.add_batched(("app", namespace, name), self.settings.event_batch_window)
+            else:
+                self.queue.add(("app", namespace, name), urgent=urgent)
 
     def placement_catalogue(self) -> list[MachineType]:
         """The catalogue placement uses: a type whose nodes a Karpenter NodePool makes counts as
@@ -389,7 +395,7 @@ class Controller:
             if new and not deleted:
                 self._seen(meta["namespace"], app, (meta.get("labels") or {}).get(TYPE_LABEL, ""))
             if changed or new or deleted:
-                self.app_event(meta.get("namespace") or (old.namespace if old else ""), app)
+                self.app_event(meta.get("namespace") or (old.namespace if old else ""), app, batch=True)
             self._touch_machinetypes()
         # room freed on a node no machine type uses (CPU churn elsewhere) wakes nobody
         if freed and old is not None and old.node and self.cache.of_any_type(old.node, self.catalogue.values()):
@@ -425,7 +431,7 @@ class Controller:
                                      ((old or {}).get("metadata", {}).get("labels") or {}).get(APP_LABEL)}
             for app in apps:
                 if app is not None:
-                    self.app_event(meta["namespace"], app)
+                    self.app_event(meta["namespace"], app, batch=True)
 
     def scale_signal_watched(self, kind: str, body: JsonMapping) -> None:
         if kind != "DELETED":

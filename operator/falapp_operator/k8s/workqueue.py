@@ -50,6 +50,14 @@ class WorkQueue(Generic[K]):
             self._ready.remove(key)
             self._due.append(key)
 
+    def add_batched(self, key: K, window: float) -> None:
+        """An event about the key: processed once `window` has passed, with any others that come meanwhile
+        (one pass for a burst of them); no later than it would be anyway when the key waits already."""
+        if key in self._queued or window <= 0:
+            self.add(key)
+        else:
+            self.add_after(key, window, due=False)
+
     def add_after(self, key: K, delay: float, due: bool = True) -> None:
         """`due`: a decision falls due then (handed out first); not for routine work put off a while."""
         if key in self._backing_off:
