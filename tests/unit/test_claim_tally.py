@@ -51,6 +51,9 @@ def recount(pods: dict, expected: dict, admitted: set, gpus: dict, exclude: tupl
 @given(st.lists(ops, max_size=60))
 # replicas asked for exactly `age` ago expire (found by mutating the expiry's comparison)
 @example([("admit", APPS[0]), ("expect", APPS[0], "cpu", SHAPES[0], 2), ("expire", 1)])
+# a batch expiring takes only its own replicas, not the newer ones of the same app and type (found in review)
+@example([("admit", APPS[0]), ("expect", APPS[0], "cpu", SHAPES[0], 1), ("expect", APPS[0], "cpu", SHAPES[0], 1),
+          ("expire", 2)])
 # a replica seen is the oldest one asked for: the newer ones outlive it
 @example([("admit", APPS[0]), ("expect", APPS[0], "cpu", SHAPES[0], 1), ("expect", APPS[0], "cpu", SHAPES[1], 1),
           ("seen", APPS[0], "cpu"), ("expire", 2)])

@@ -712,3 +712,44 @@ async def test_a_burst_of_an_apps_pod_events_makes_one_reconcile_and_a_spec_chan
     changed["metadata"]["generation"] = 2  # ...and the user edits the spec meanwhile
     controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, changed))
     assert len(controller.queue) == 1  # at once
+
+
+async def test_replicas_just_asked_for_claim_room_until_their_pods_come_or_they_expire(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Freed room is promised to one app at a time: the replicas an app's reconcile asked for take room
+    from the others' view before their pods exist; a pod seen takes over its replica's claim (and gives
+    it back when it goes); replicas whose pods never come stop claiming after EXPECTATION_TTL."""
+    controller, other = rig.controller, (NS, "other")
+    spec = FalAppSpec.model_validate(falapp()["spec"])
+    controller.app_event(*other)
+
+    def others_view() -> list[int]:
+        return [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]]
+
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()  # llm asks for 2 replicas on H100 (one node of 8 GPUs)
+    assert others_view() == [6]
+    template = rig.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["template"]
+    pending = {"metadata": {"name": "p1", "uid": "p1", "namespace": NS, "labels": template["metadata"]["labels"]},
+               "spec": {"containers": template["spec"]["containers"]}, "status": {"phase": "Pending"}}
+    controller.pod_event(pending, deleted=False)
+    assert others_view() == [6], "the pod claims what its replica claimed, not both"
+    controller.pod_event(pending, deleted=True)
+    assert others_view() == [7], "a pending pod gone claims nothing (its replica was seen)"
+    monkeypatch.setattr("falapp_operator.k8s.controller.EXPECTATION_TTL", -1.0)
+    assert others_view() == [8], "the other replica's pod never came"
+
+
+async def test_a_deleted_apps_asked_for_replicas_claim_nothing(rig: Rig) -> None:
+    controller, other = rig.controller, (NS, "other")
+    spec = FalAppSpec.model_validate(falapp()["spec"])
+    controller.app_event(*other)
+    rig.create_app(falapp(replicas=3))
+    await rig.reconcile()
+    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [5]
+    del rig.fake.objects[FALAPP]
+    gone = falapp()
+    gone["metadata"]["resourceVersion"] = "999999"
+    controller.falapp_watched("DELETED", gone)
+    await rig.reconcile()
+    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [8]

@@ -219,14 +219,20 @@ class ClusterCache:
         generated Deployment selects them; NVENC apps also need the type's encoder selector."""
         key = (machine_type.metadata.name, nvenc)
         if key not in self._matches:
-            self._matches[key] = [n.name for n in self.nodes.values()
-                                  if machine_type.spec.matches_node(n.labels, n.taints, nvenc)]
+            self._index(machine_type, nvenc)
         return [self.nodes[n] for n in self._matches[key] if n in self.nodes]
 
-    def any_schedulable(self, machine_type: MachineType, nvenc: bool = False) -> bool:
-        """Whether a pod of the type can land on some Ready, uncordoned node; stops at the first (the
-        node list per type is not rebuilt for it: a node's deletion has just dropped them all)."""
+    def _index(self, machine_type: MachineType, nvenc: bool) -> None:
+        self._matches[(machine_type.metadata.name, nvenc)] = [
+            n.name for n in self.nodes.values() if machine_type.spec.matches_node(n.labels, n.taints, nvenc)]
+
+    def any_schedulable(self, machine_type: MachineType, nvenc: bool = False, index: bool = False) -> bool:
+        """Whether a pod of the type can land on some Ready, uncordoned node; stops at the first, unless
+        `index`: then the type's node list is built when missing, for the next asks (a reconcile's; not
+        a node event's: each node deleted drops them all)."""
         key = (machine_type.metadata.name, nvenc)
+        if index and key not in self._matches:
+            self._index(machine_type, nvenc)
         if key in self._matches:
             return any(self.nodes[n].schedulable for n in self._matches[key] if n in self.nodes)
         return any(n.schedulable and machine_type.spec.matches_node(n.labels, n.taints, nvenc)

@@ -93,15 +93,17 @@ class ClaimTally:
     def admitted(self) -> frozenset[App]:
         return frozenset(self._apps)
 
+    def others_on(self, app: App, machine_type: str) -> Counter[Shape]:
+        """The shapes the admitted apps other than `app` are about to take on the type."""
+        total = self._totals.get(machine_type)
+        if not total:
+            return Counter()
+        own = self._own.get(machine_type, {}).get(app) if app in self._apps else None
+        return total - own if own else Counter(total)
+
     def others(self, app: App) -> dict[str, Counter[Shape]]:
-        """Per machine type, the shapes the admitted apps other than `app` are about to take."""
-        out = {}
-        for machine_type, total in self._totals.items():
-            own = self._own.get(machine_type, {}).get(app) if app in self._apps else None
-            rest = total - own if own else Counter(total)
-            if rest:
-                out[machine_type] = rest
-        return out
+        """others_on for every type some admitted app's replicas are about to take room on."""
+        return {t: rest for t in self._totals if (rest := self.others_on(app, t))}
 
     def _shape(self, machine_type: str, requests: Resources) -> Shape:
         return shape_of(requests.counting(self._gpu_resource.get(machine_type)))

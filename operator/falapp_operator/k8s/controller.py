@@ -49,7 +49,7 @@ from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store, version
 from falapp_operator.k8s.workqueue import WorkQueue
 from falapp_operator.placement import Move, NodeFree, after_shapes, shape_of
 from falapp_operator.placement.eligibility import candidate_types, resolve
-from falapp_operator.placement.snapshot import FreeOnRead, Shape
+from falapp_operator.placement.snapshot import FreeOnRead
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, invalid, plan
 from falapp_operator.reconcile.observe import (
@@ -96,7 +96,6 @@ class Controller:
         self.generations: dict[tuple[str, str], tuple[str, int]] = {}  # last (uid, generation) per app
         self.waiting: set[tuple[str, str]] = set()  # apps that would use freed capacity
         self.failures: dict[QueueKey, int] = {}
-        # replicas asked for but whose pods are not seen yet: (namespace, app) -> [(type, requests, at)]
         self._workers: list[asyncio.Task[None]] = []
         self._resync: asyncio.Task[None] | None = None
         self._pod_watch: asyncio.Task[None] | None = None
@@ -589,19 +588,15 @@ class Controller:
     def _free_for(self, spec: FalAppSpec, app: tuple[str, str]) -> FreeOnRead:
         """Free room per candidate type, less what other apps' replicas already claim there: their pending
         pods and the replicas they just asked for (so freed room is promised to one app at a time).
-        Each type is computed when the planner first reads it, from the claims as they are now."""
-        claims = self._claims(exclude=app)
+        Each type is computed when the planner first reads it (within the same plan: nothing changes)."""
+        self.cache.claims.expire(time.monotonic() - EXPECTATION_TTL)
         types = {m.metadata.name: m for m in candidate_types(spec, self.catalogue.values())}
 
         def free(name: str) -> list[NodeFree]:
             nodes = self._free_of(types[name], spec.requires_nvenc)
-            return after_shapes(nodes, claims[name]) if name in claims else nodes
+            claims = self.cache.claims.others_on(app, name)
+            return after_shapes(nodes, claims) if claims else nodes
         return FreeOnRead(types, free)
-
-    def _claims(self, exclude: tuple[str, str]) -> dict[str, Counter[Shape]]:
-        """Other apps' pending replicas (and those just asked for) per machine type, counted by shape."""
-        self.cache.claims.expire(time.monotonic() - EXPECTATION_TTL)
-        return self.cache.claims.others(exclude)
 
     def _expect(self, namespace: str, name: str, snap: AppSnapshot, result: AppPlan) -> None:
         """Remember the replicas this plan asked for until their pods show up in the cache."""
@@ -669,7 +664,7 @@ class Controller:
         out = {}
         for machine_type in candidate_types(spec, self.catalogue.values()):
             key = (machine_type.metadata.name, spec.requires_nvenc)
-            if self.cache.any_schedulable(machine_type, spec.requires_nvenc):
+            if self.cache.any_schedulable(machine_type, spec.requires_nvenc, index=True):
                 self._nodeless_since.pop(key, None)
             else:  # first seen now: later than the last node went, never earlier
                 out[key[0]] = self._nodeless_since.setdefault(key, self.api.clock.now())

@@ -164,6 +164,9 @@ class FreeOnRead(Mapping[str, Sequence[NodeFree]]):
             self._read[type_name] = self._compute(type_name)
         return self._read[type_name]
 
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._types  # (Mapping's own would compute it, and take its errors for "no")
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._types)
 
@@ -182,7 +185,8 @@ class Room:
     def _nodes(self, type_name: str) -> list[NodeFree]:
         nodes = self._free.get(type_name)
         if nodes is None:
-            nodes = self._free[type_name] = list(self._source.get(type_name, ()))
+            # (not .get(): an error computing the type must not read as "no room there")
+            nodes = self._free[type_name] = list(self._source[type_name]) if type_name in self._source else []
         return nodes
 
     def has_room(self, option: TypeOption) -> bool:
