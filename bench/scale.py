@@ -54,6 +54,40 @@ POOLS = ("a", "b", "c", "d")
 SETTLE_S = 10  # after everything is Ready, before the idle window: the last status writes land
 
 
+class Progress:
+    """When each object of a run first reached each stage (Deployment made, ReplicaSet asking, pod
+    created, bound), from the namespace's watches: where the time between the creates and Ready goes."""
+
+    STAGES = ("deployments", "replicasets", "pods created", "pods bound")
+
+    def __init__(self) -> None:
+        self.first: dict[str, dict[str, float]] = {stage: {} for stage in self.STAGES}
+
+    def _mark(self, stage: str, name: str, now: float) -> None:
+        self.first[stage].setdefault(name, now)
+
+    def observe_deployment(self, event: str, deployment: dict, now: float) -> None:
+        self._mark("deployments", deployment["metadata"]["name"], now)
+
+    def observe_replicaset(self, event: str, replicaset: dict, now: float) -> None:
+        if (replicaset.get("spec") or {}).get("replicas"):
+            self._mark("replicasets", replicaset["metadata"]["name"], now)
+
+    def observe_pod(self, event: str, pod: dict, now: float) -> None:
+        self._mark("pods created", pod["metadata"]["name"], now)
+        if (pod.get("spec") or {}).get("nodeName"):
+            self._mark("pods bound", pod["metadata"]["name"], now)
+
+    def summary(self, started: float) -> dict[str, str]:
+        """Per stage: seconds after `started` when half and when all had reached it."""
+        out = {}
+        for stage, times in self.first.items():
+            ordered = sorted(t - started for t in times.values())
+            if ordered:
+                out[stage] = f"{ordered[len(ordered) // 2]:.1f} / {ordered[-1]:.1f} s ({len(ordered)})"
+        return out
+
+
 class Scale:
     def __init__(self, cluster: Cluster, operator: Operator | None, apps: int, replicas: int, nodes: int):
         self.cluster, self.operator = cluster, operator
@@ -81,8 +115,8 @@ class Scale:
         c, stop = self.cluster, asyncio.Event()
         namespace = f"{self.prefix}-plain"
         c.k("create", "namespace", namespace)
-        pods = ReadyPods("bench/app")
-        watch = asyncio.create_task(c.watch("v1", "Pod", namespace, pods.observe, stop))
+        pods, progress = ReadyPods("bench/app"), Progress()
+        watches = self.watch_progress(namespace, pods, progress, stop)
         try:
             await asyncio.sleep(1)
             cpu = ControlPlaneCPU()
@@ -91,30 +125,44 @@ class Scale:
             await c.create([plain_deployment(f"plain-{i}", namespace, self.preference(i)[0], self.replicas)
                             for i in range(self.apps)])
             created = time.time() - started
-            await until(lambda: pods.total() == self.total, 3600, f"{self.total} plain pods Ready", [watch])
+            await until(lambda: pods.total() == self.total, 3600, f"{self.total} plain pods Ready", watches)
             series = [(t - started, n) for t, n in pods.total_series]
             result = {"create_requests_s": round(created, 1), "all_ready_s": round(series[-1][0], 1),
+                      "stages_half_all": progress.summary(started),
                       "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series}
         finally:
             stop.set()
-            watch.cancel()
+            for w in watches:
+                w.cancel()
         print(f"  scheduler alone: {self.total} pods Ready in {result['all_ready_s']:.0f}s; deleting them", flush=True)
         c.k("delete", "namespace", namespace, "--wait=false")
         await c.wait_gone("v1", "Pod", namespace, within=1800)
         return result
 
+    def watch_progress(self, namespace: str, pods: ReadyPods, progress: Progress,
+                       stop: asyncio.Event) -> list[asyncio.Task]:
+        c = self.cluster
+
+        def observe_pod(event: str, pod: dict, now: float) -> None:
+            pods.observe(event, pod, now)
+            progress.observe_pod(event, pod, now)
+
+        return [asyncio.create_task(c.watch("v1", "Pod", namespace, observe_pod, stop)),
+                asyncio.create_task(c.watch("apps/v1", "Deployment", namespace, progress.observe_deployment, stop)),
+                asyncio.create_task(c.watch("apps/v1", "ReplicaSet", namespace, progress.observe_replicaset, stop))]
+
     async def with_operator(self, idle: float) -> dict:
         c, stop, op = self.cluster, asyncio.Event(), self.operator
         namespace = f"{self.prefix}-apps"
         c.k("create", "namespace", namespace)
-        pods = ReadyPods(APP_LABEL)
+        pods, progress = ReadyPods(APP_LABEL), Progress()
         apps_ready: dict[str, float] = {}
 
         def observe_app(event: str, app: dict, now: float) -> None:
             if event != "DELETED" and app_ready(app):
                 apps_ready.setdefault(app["metadata"]["name"], now)
 
-        watches = [asyncio.create_task(c.watch("v1", "Pod", namespace, pods.observe, stop)),
+        watches = [*self.watch_progress(namespace, pods, progress, stop),
                    asyncio.create_task(c.watch("fal.ai/v1alpha1", "FalApp", namespace, observe_app, stop))]
         result: dict = {}
         try:
@@ -134,6 +182,7 @@ class Scale:
             print(f"  operator: {self.total} replicas Ready in {result['all_ready_s']:.0f}s", flush=True)
             await until(lambda: len(apps_ready) == self.apps, 3600, f"{self.apps} FalApps Ready", watches)
             result["apps_ready_s"] = round(max(apps_ready.values()) - started, 1)
+            result["stages_half_all"] = progress.summary(started)
             result["control_plane_cpu_s"] = ControlPlaneCPU.spent(before, cpu.read())
             result["series"] = series
             if op:
@@ -248,6 +297,9 @@ def main() -> int:
     print(f"  operator:        all replicas Ready {op['all_ready_s']:.0f}s, all FalApps Ready "
           f"{op['apps_ready_s']:.0f}s after the first create (creates took {op['create_requests_s']:.0f}s)")
     print(f"  ratio (replicas Ready): {result['ratio']:.2f}x")
+    for stage in Progress.STAGES:
+        print(f"  {stage + ':':14} half / all at {base['stages_half_all'].get(stage, '-'):>22} alone, "
+              f"{op['stages_half_all'].get(stage, '-'):>22} with the operator")
     if "rss_mib" in op:
         print(f"  operator: RSS {op['rss_mib']:.0f} MiB; idle {op['idle_writes_per_min']} writes/min, "
               f"{op['idle_reads_per_min']} reads/min {op.get('idle_reads_by_label', '')}; "
