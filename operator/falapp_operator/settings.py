@@ -13,7 +13,7 @@ class OperatorSettings(BaseSettings):
     workers: int = Field(64, ge=1, description="Apps reconciled concurrently (a reconcile waits on API writes, not on "
                          "CPU: in a burst of fallbacks more of them overlap).")
     status_counts_rate: float = Field(
-        20.0, ge=1, description="FalApp status writes per second, across all apps, that only update counts and "
+        10.0, ge=1, description="FalApp status writes per second, across all apps, that only update counts and "
         "messages (each app's at most once a second besides); the apps waiting take turns, oldest first. "
         "Conditions, moves and new generations are written at once.")
     event_batch_window: float = Field(
