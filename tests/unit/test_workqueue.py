@@ -169,3 +169,14 @@ async def test_a_decision_due_sooner_than_the_window_is_not_put_off() -> None:
     queue.add_after(A, 0.02)  # an unschedulable timeout runs out
     queue.add_batched(A, 10)
     assert await take(queue) == A
+
+
+async def test_a_batched_event_just_before_a_decision_falls_due_keeps_the_key_ahead_of_others() -> None:
+    """Its pass comes first, as the decision's would have: in a burst, routine events queue other keys."""
+    queue = WorkQueue()
+    queue.add_after(A, 0.05)  # an unschedulable timeout runs out soon
+    queue.add_batched(A, 0.02)  # an event about A comes just before: its pass replaces the timer
+    await asyncio.sleep(0.01)
+    queue.add(B)  # another app's routine event
+    await asyncio.sleep(0.05)
+    assert [await take(queue) for _ in range(2)] == [A, B]

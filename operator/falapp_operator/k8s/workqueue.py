@@ -29,6 +29,7 @@ class WorkQueue(Generic[K]):
         self._dirty: dict[K, bool] = {}  # processed keys added again -> whether due
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._backing_off: set[K] = set()
+        self._due_timers: set[K] = set()  # keys whose timer hands them out ahead of others
 
     def add(self, key: K, urgent: bool = False, due: bool = False) -> None:
         if key in self._backing_off:
@@ -38,6 +39,7 @@ class WorkQueue(Generic[K]):
             timer = self._timers.pop(key, None)
             if timer is not None:  # the back-off's
                 timer.cancel()
+                self._due_timers.discard(key)
         # a delay still running is kept: should the key still wait in the queue when it runs out, it
         # moves ahead then (a reconcile before it sets the same delay again, which changes nothing)
         if key in self._processing:
@@ -72,7 +74,13 @@ class WorkQueue(Generic[K]):
             if timer.when() <= when:
                 return
             timer.cancel()
+            # a decision falling due after it keeps its place ahead: this pass may come just before it
+            due = due or key in self._due_timers
         self._timers[key] = loop.call_at(when, self._fire, key, due)
+        if due:
+            self._due_timers.add(key)
+        else:
+            self._due_timers.discard(key)
 
     def retry_after(self, key: K, delay: float) -> None:
         """Process the key again after `delay`, and not sooner unless an urgent add comes."""
@@ -82,9 +90,11 @@ class WorkQueue(Generic[K]):
         self._dirty.pop(key, None)
         self._backing_off.add(key)
         self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+        self._due_timers.add(key)
 
     def _fire(self, key: K, due: bool = True) -> None:
         self._timers.pop(key, None)
+        self._due_timers.discard(key)
         self._backing_off.discard(key)
         self.add(key, due=due)
 
@@ -107,4 +117,5 @@ class WorkQueue(Generic[K]):
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._due_timers.clear()
         self._backing_off.clear()
