@@ -17,10 +17,10 @@ class OperatorSettings(BaseSettings):
         "messages (each app's at most once a second besides); the apps waiting take turns, oldest first. "
         "Conditions, moves and new generations are written at once.")
     event_batch_window: float = Field(
-        0.2, ge=0, description="Seconds an app's pod or Deployment event waits for others about the same app "
-        "before the app is reconciled: one reconcile for a burst (a rollout's pods are created, bound and become "
-        "Ready within moments of each other). Spec changes, lost nodes and decisions falling due are not "
-        "delayed; 0 reconciles at every event.")
+        0.2, ge=0, description="Seconds an event of an app's pods or children (Deployments, Service) waits for "
+        "others about the same app before the app is reconciled: one reconcile for a burst (a rollout's pods are "
+        "created, bound and become Ready within moments of each other). Spec changes, lost nodes and decisions "
+        "falling due are not delayed; 0 reconciles at every event.")
     metrics_port: int = Field(8080, ge=0, description="Prometheus /metrics port; 0 turns it off.")
     machine_type_status_delay: float = Field(
         2.0, ge=0, description="Seconds to batch capacity changes before writing MachineType status.")

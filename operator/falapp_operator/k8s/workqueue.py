@@ -29,7 +29,9 @@ class WorkQueue(Generic[K]):
         self._dirty: dict[K, bool] = {}  # processed keys added again -> whether due
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._backing_off: set[K] = set()
-        self._due_timers: set[K] = set()  # keys whose timer hands them out ahead of others
+        # a batch of events waiting for its pass: apart from the timers above, so a batch neither moves
+        # a decision's time nor takes its place ahead of others
+        self._batches: dict[K, asyncio.TimerHandle] = {}
 
     def add(self, key: K, urgent: bool = False, due: bool = False) -> None:
         if key in self._backing_off:
@@ -39,7 +41,6 @@ class WorkQueue(Generic[K]):
             timer = self._timers.pop(key, None)
             if timer is not None:  # the back-off's
                 timer.cancel()
-                self._due_timers.discard(key)
         # a delay still running is kept: should the key still wait in the queue when it runs out, it
         # moves ahead then (a reconcile before it sets the same delay again, which changes nothing)
         if key in self._processing:
@@ -53,12 +54,16 @@ class WorkQueue(Generic[K]):
             self._due.append(key)
 
     def add_batched(self, key: K, window: float) -> None:
-        """An event about the key: processed once `window` has passed, with any others that come meanwhile
-        (one pass for a burst of them); no later than it would be anyway when the key waits already."""
-        if key in self._queued or window <= 0:
+        """An event about the key: a routine pass once `window` has passed, shared with the events that
+        come meanwhile (one pass for a burst), and with any pass handed out before then."""
+        if window <= 0:
             self.add(key)
-        else:
-            self.add_after(key, window, due=False)
+        elif key not in self._queued and key not in self._dirty and key not in self._batches:
+            self._batches[key] = asyncio.get_running_loop().call_later(window, self._batch_due, key)
+
+    def _batch_due(self, key: K) -> None:
+        del self._batches[key]
+        self.add(key)
 
     def add_after(self, key: K, delay: float, due: bool = True) -> None:
         """`due`: a decision falls due then (handed out first); not for routine work put off a while."""
@@ -74,13 +79,7 @@ class WorkQueue(Generic[K]):
             if timer.when() <= when:
                 return
             timer.cancel()
-            # a decision falling due after it keeps its place ahead: this pass may come just before it
-            due = due or key in self._due_timers
         self._timers[key] = loop.call_at(when, self._fire, key, due)
-        if due:
-            self._due_timers.add(key)
-        else:
-            self._due_timers.discard(key)
 
     def retry_after(self, key: K, delay: float) -> None:
         """Process the key again after `delay`, and not sooner unless an urgent add comes."""
@@ -90,11 +89,9 @@ class WorkQueue(Generic[K]):
         self._dirty.pop(key, None)
         self._backing_off.add(key)
         self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
-        self._due_timers.add(key)
 
     def _fire(self, key: K, due: bool = True) -> None:
         self._timers.pop(key, None)
-        self._due_timers.discard(key)
         self._backing_off.discard(key)
         self.add(key, due=due)
 
@@ -102,6 +99,9 @@ class WorkQueue(Generic[K]):
         await self._count.acquire()
         key = self._due.popleft() if self._due else self._ready.popleft()
         self._queued.discard(key)
+        batch = self._batches.pop(key, None)
+        if batch is not None:  # this pass sees the batch's events
+            batch.cancel()
         self._processing.add(key)
         return key
 
@@ -117,5 +117,7 @@ class WorkQueue(Generic[K]):
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        self._due_timers.clear()
+        for batch in self._batches.values():
+            batch.cancel()
+        self._batches.clear()
         self._backing_off.clear()
