@@ -753,3 +753,40 @@ async def test_a_deleted_apps_asked_for_replicas_claim_nothing(rig: Rig) -> None
     controller.falapp_watched("DELETED", gone)
     await rig.reconcile()
     assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [8]
+
+
+async def test_a_type_whose_nodes_have_no_encoder_has_no_nodes_for_an_nvenc_app_only(rig: Rig) -> None:
+    """An NVENC app counts a type's time without nodes from the type's NVENC nodes: L40 nodes without the
+    encoder label are nodes for other apps, none for it, until one with the label comes."""
+    controller = rig.controller
+    l40 = copy.deepcopy(rig.fake.objects[f"{MACHINETYPES}/gpu-l40"])
+    l40["spec"]["nvencNodeSelector"] = {"fal.ai/nvenc": "true"}
+    controller.machinetype_event(rig.fake.put(f"{MACHINETYPES}/gpu-l40", l40), deleted=False)
+    plain = node("h1")
+    plain["metadata"] = {"name": "l1", "labels": {GPU_PRODUCT_LABEL: "NVIDIA-L40S"}}
+    controller.node_event(plain, deleted=False)
+    video = FalAppSpec.model_validate({**falapp()["spec"], "machineTypes": ["GPU-L40"], "requiresNvenc": True})
+    other = FalAppSpec.model_validate({**falapp()["spec"], "machineTypes": ["GPU-L40"]})
+    assert list(controller._nodeless_for(video)) == ["gpu-l40"]
+    assert controller._nodeless_for(other) == {}
+    encoder = copy.deepcopy(plain)
+    encoder["metadata"] = {"name": "l2", "labels": {GPU_PRODUCT_LABEL: "NVIDIA-L40S", "fal.ai/nvenc": "true"}}
+    controller.node_event(encoder, deleted=False)
+    assert controller._nodeless_for(video) == {}
+
+
+async def test_a_burst_of_an_apps_deployment_events_makes_one_reconcile(rig: Rig) -> None:
+    """The controller manager writes a Deployment's status at each replica: one reconcile for a burst."""
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    controller = rig.controller
+    deployment = rig.fake.objects[f"{DEPLOYMENTS}/{H100}"]
+    for ready in (0, 1, 2):  # its status, as the controller manager updates it
+        changed = copy.deepcopy(deployment)
+        changed["status"] = {"replicas": 2, "readyReplicas": ready, "observedGeneration": 1}
+        changed["metadata"]["generation"] = deployment["metadata"].get("generation", 1) + ready
+        controller.child_watched(controller.deployments, "MODIFIED", rig.fake.put(f"{DEPLOYMENTS}/{H100}", changed))
+    assert len(controller.queue) == 0
+    assert await asyncio.wait_for(controller.queue.get(), 2) == KEY
+    controller.queue.done(KEY)
+    assert len(controller.queue) == 0
