@@ -3,6 +3,7 @@ overhead), and the capacity view counting each machine type's GPUs under the typ
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from falapp_operator.api import MachineType
 from falapp_operator.api.resources import Resources, pod_requests
 from falapp_operator.api.units import whole
 from falapp_operator.k8s.cache import ClusterCache
-from falapp_operator.placement import NodeFree, after_claims, after_shapes
+from falapp_operator.placement import NodeFree, after_shapes, shape_of
 from tests import builders
 
 GI = 2**30
@@ -202,7 +203,7 @@ async def test_the_controller_reads_free_gpus_of_a_type_under_its_resource_name(
 
 
 def first_fit_one_by_one(free: list[NodeFree], claims: list[NodeFree]) -> list[NodeFree]:
-    """The plain rule after_claims implements faster: each claim, largest first, on the first node it fits."""
+    """The plain rule after_shapes implements faster: each claim, largest first, on the first node it fits."""
     nodes = list(free)
     for claim in sorted(claims, key=lambda d: (d.gpus, d.cpu_milli, d.memory_bytes), reverse=True):
         for i, node in enumerate(nodes):
@@ -221,4 +222,4 @@ room = st.builds(NodeFree, st.integers(-2, 16), st.integers(-1000, 64_000), st.i
 @settings(max_examples=300, deadline=None)
 def test_claims_of_one_shape_placed_together_land_as_one_by_one(free: list[NodeFree],
                                                                  claims: list[NodeFree]) -> None:
-    assert after_claims(free, claims) == first_fit_one_by_one(free, claims)
+    assert after_shapes(free, Counter(shape_of(c) for c in claims)) == first_fit_one_by_one(free, claims)

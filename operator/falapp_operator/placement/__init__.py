@@ -10,13 +10,12 @@ from falapp_operator.placement.snapshot import (
     ProbeRetry,
     Surge,
     TypeOption,
-    after_claims,
     after_shapes,
     shape_of,
 )
 
 __all__ = [
     "Decision", "Move", "NodeFree", "Observed", "PastMove", "Policy", "PodView", "ProbeRetry",
-    "Surge", "Transition", "TypeOption", "after_claims", "after_shapes", "decide", "probe_backoff",
+    "Surge", "Transition", "TypeOption", "after_shapes", "decide", "probe_backoff",
     "shape_of",
 ]

@@ -5,7 +5,6 @@ The k8s layer builds these from watched pods/nodes and the app's Deployments; th
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -210,15 +209,10 @@ def shape_of(demand: Demand) -> Shape:
     return demand.gpus, demand.cpu_milli, demand.memory_bytes
 
 
-def after_claims(free: Sequence[NodeFree], claims: Iterable[Demand]) -> list[NodeFree]:
-    """Free room once the claims (other apps' pending replicas) are placed first-fit, largest first; a
-    claim that fits nowhere takes nothing. Claims of one shape are placed together, as many on a node
-    as fit: a mass fallback has hundreds of claims, on hundreds of nodes, at every reconcile."""
-    return after_shapes(free, Counter(shape_of(c) for c in claims))
-
-
 def after_shapes(free: Sequence[NodeFree], shapes: Mapping[Shape, int]) -> list[NodeFree]:
-    """after_claims, the claims counted by shape (how many of each)."""
+    """Free room once the claims (other apps' pending replicas, counted by shape) are placed first-fit,
+    largest first; a claim that fits nowhere takes nothing. Claims of one shape are placed together, as
+    many on a node as fit: a mass fallback has hundreds of claims, on hundreds of nodes."""
     nodes = list(free)
     for (gpus, cpu, memory), count in sorted(shapes.items(), reverse=True):
         if count <= 0:
