@@ -136,6 +136,9 @@ def test_return_disabled_keeps_replicas_where_they_are(kctl, running_operator, p
     kctl.apply(falapp("stay", [fast, slow], gpus=4, replicas=1, return_to_preferred=False))
     before = wait_placement(kctl, "stay", {slow.lower(): 1})
     pools.add_node("fast", gpus=8)
+    # the operator must know the node first: to a type without nodes, a new replica is never sent
+    wait_until(lambda: (kctl.get("machinetype", fast.lower()).get("status") or {}).get("nodes") == 1, timeout=20,
+               message=f"the operator sees {fast}'s node")
     # new replicas prefer fast, the existing one is not moved
     kctl.run("scale", "falapp/stay", "--replicas=2")
     after = wait_placement(kctl, "stay", {fast.lower(): 1, slow.lower(): 1})
