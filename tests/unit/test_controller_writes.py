@@ -272,6 +272,43 @@ async def test_a_status_write_for_an_app_deleted_meanwhile_is_no_error(rig: Rig)
     rig.create_app(falapp())
     del rig.fake.objects[FALAPP]
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
+    # gone before its watch said so: forgotten, and the events that come still change nothing
+    assert rig.controller.falapps.get(APP) is None and APP not in rig.controller.apps
+    rig.pod_of(H100, "p1", "h1")
+    assert await rig.reconcile() == []
+
+
+async def test_an_app_whose_namespace_went_before_its_watch_said_so_is_forgotten_without_an_event(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """An operator starting while a namespace is deleted may list apps whose namespace is gone by its
+    first writes: each write answers 404, and posting the Warning would fail too (at every reconcile).
+    The app is read again; gone, it is forgotten: no refusal, no event, no warning in the log."""
+    rig.create_app(falapp())
+    del rig.fake.objects[FALAPP]
+    gone = f'namespaces "{NS}" not found'
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 404, gone, "NotFound")
+    rig.fake.fail("POST", "/events", 404, gone, "NotFound", times=5)
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", f"GET {FALAPP}"]
+    assert rig.controller.falapps.get(APP) is None and APP not in rig.controller.apps
+    assert await rig.reconcile() == []
+    assert "could not post" not in caplog.text and "RequestRejected" not in caplog.text
+
+
+async def test_a_404_for_an_app_still_there_is_shown_on_it(rig: Rig) -> None:
+    """A 404 of another object (a Deployment deleted meanwhile): the app is there, so the refusal is news."""
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 404, f'deployments.apps "{H100}" not found', "NotFound")
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", f"GET {FALAPP}", STATUS, EVENTS]
+    stalled = rig.stalled()
+    assert stalled is not None and stalled["reason"] == "RequestRejected"
+
+
+async def test_an_event_of_a_namespace_gone_is_no_warning(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 422, "spec.template: Invalid value")
+    rig.fake.fail("POST", "/events", 404, f'namespaces "{NS}" not found', "NotFound")
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS, EVENTS]
+    assert "could not post an event" not in caplog.text
 
 
 async def test_failures_back_off_exponentially_and_a_success_resets_it(rig: Rig,

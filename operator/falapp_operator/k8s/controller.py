@@ -81,6 +81,17 @@ UNKNOWN_OUTCOME = frozenset({0, 408, 500, 502, 503, 504})  # no answer, or none 
 QueueKey: TypeAlias = tuple[str, ...]  # ("app", namespace, name) or ("machinetypes",)
 
 
+class AppGone(Exception):
+    """The app's own write answered 404: it was deleted before its watch said so."""
+
+
+def gone_if_none(answer: JsonObject | None) -> JsonObject:
+    """A FalApp status write's answer; None (404) means the app is gone."""
+    if answer is None:
+        raise AppGone
+    return answer
+
+
 class Controller:
     def __init__(self, api: KubeApi, settings: OperatorSettings):
         self.api = api
@@ -491,6 +502,16 @@ class Controller:
 
     # --- one app -------------------------------------------------------------------------------------
     async def reconcile_app(self, namespace: str, name: str) -> None:
+        try:
+            await self._reconcile_app(namespace, name)
+        except AppGone:
+            # deleted before its watch said so (with its namespace, or while this operator started): nothing
+            # more is written for it, not even an event (its namespace may be gone: every post would fail)
+            logger.debug("%s/%s: gone from the API", namespace, name)
+            self.falapps.refresh((namespace, name), (namespace, name), None)
+            self._forget_app(namespace, name, gone=True)
+
+    async def _reconcile_app(self, namespace: str, name: str) -> None:
         logger.debug("reconcile %s/%s", namespace, name)
         key = (namespace, name)
         if key in self._unsure or any(s.overdue(key) for s in (self.falapps, self.deployments, self.services,
@@ -502,20 +523,7 @@ class Controller:
         # an app being deleted, or in a namespace being deleted, is left alone: nothing can be created
         # there any more (not even an event), and its children go with it
         if body is None or body["metadata"].get("deletionTimestamp") or namespace in self.terminating:
-            self.waiting.discard((namespace, name))
-            self.cache.claims.forget_expected((namespace, name))
-            self._applied.pop((namespace, name), None)
-            self._unsure.discard((namespace, name))
-            self._refusal_posted.pop((namespace, name), None)
-            self._status_written.pop((namespace, name), None)
-            self._forget_counts_turn((namespace, name))
-            self._warned.pop((namespace, name), None)
-            if body is None:
-                if (namespace, name) in self.apps:
-                    self.apps.discard((namespace, name))
-                    self.cache.claims.retire((namespace, name))
-                self.generations.pop((namespace, name), None)
-            self._forget_metrics(namespace, name)
+            self._forget_app(namespace, name, gone=body is None)
             return
         meta = body["metadata"]
         ref = children.AppRef(name, namespace, meta["uid"])
@@ -566,6 +574,8 @@ class Controller:
         except ApiError as e:
             if e.transient:
                 raise
+            if e.status == 404 and await self.api.get_falapp(namespace, name) is None:
+                raise AppGone from e  # "namespaces ... not found": the app went with it
             # the API refused a read or write for this app: say so on the app, retry at the slowest rate
             await self._refuse(ref, generation, status, str(e), snap, "RequestRejected")
             return
@@ -583,6 +593,25 @@ class Controller:
         else:
             self.waiting.discard((namespace, name))
         self._record_metrics(namespace, name, snap, result)
+
+    def _forget_app(self, namespace: str, name: str, gone: bool) -> None:
+        """What the controller holds for an app it leaves alone: deleted (`gone`), being deleted, or in a
+        namespace being deleted."""
+        app = (namespace, name)
+        self.waiting.discard(app)
+        self.cache.claims.forget_expected(app)
+        self._applied.pop(app, None)
+        self._unsure.discard(app)
+        self._refusal_posted.pop(app, None)
+        self._status_written.pop(app, None)
+        self._forget_counts_turn(app)
+        self._warned.pop(app, None)
+        if gone:
+            if app in self.apps:
+                self.apps.discard(app)
+                self.cache.claims.retire(app)
+            self.generations.pop(app, None)
+        self._forget_metrics(namespace, name)
 
     # --- capacity, as this app may use it ------------------------------------------------------------
     def _free_for(self, spec: FalAppSpec, app: tuple[str, str]) -> FreeOnRead:
@@ -735,7 +764,8 @@ class Controller:
             for write in writes:
                 if write.kind == "history":
                     assert write.body is not None, "a history write carries its status patch"
-                    self.falapps.wrote(await self.api.patch_falapp_status(namespace, ref.name, write.body), app)
+                    self.falapps.wrote(gone_if_none(await self.api.patch_falapp_status(namespace, ref.name,
+                                                                                       write.body)), app)
                     self._status_written[app] = time.monotonic()
                     self._forget_counts_turn(app)
                     status.update(write.body)  # a refusal further on builds on what is recorded now
@@ -807,7 +837,7 @@ class Controller:
         else:
             self._forget_counts_turn(app)
         try:
-            self.falapps.wrote(await self.api.patch_falapp_status(namespace, name, patch), app)
+            self.falapps.wrote(gone_if_none(await self.api.patch_falapp_status(namespace, name, patch)), app)
         except ApiError:
             if counts:  # the retry writes at once: the turn was this app's
                 self._counts_turn_given.add(app)
@@ -870,8 +900,11 @@ class Controller:
 
     def _posted(self, task: asyncio.Task[None]) -> None:
         self._pending_posts.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning("could not post an event: %s", task.exception())
+        if not task.cancelled() and (error := task.exception()) is not None:
+            if isinstance(error, ApiError) and error.status == 404:  # its namespace is gone, the app with it
+                logger.debug("event not posted: %s", error)
+            else:
+                logger.warning("could not post an event: %s", error)
 
     # --- machine type capacity view ---------------------------------------------------------------
     async def reconcile_machinetypes(self) -> None:
