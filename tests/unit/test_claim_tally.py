@@ -32,6 +32,7 @@ ops = st.one_of(
     st.tuples(st.just("seen"), st.sampled_from(APPS), st.sampled_from(TYPES)),
     st.tuples(st.just("expire"), st.integers(0, 2)),
     st.tuples(st.just("forget"), st.sampled_from(APPS)),
+    st.tuples(st.just("at_most"), st.sampled_from(APPS), st.sampled_from(TYPES), st.integers(-1, 3)),
 )
 
 
@@ -57,6 +58,9 @@ def recount(pods: dict, expected: dict, admitted: set, gpus: dict, exclude: tupl
 # a replica seen is the oldest one asked for: the newer ones outlive it
 @example([("admit", APPS[0]), ("expect", APPS[0], "cpu", SHAPES[0], 1), ("expect", APPS[0], "cpu", SHAPES[1], 1),
           ("seen", APPS[0], "cpu"), ("expire", 2)])
+# fewer asked for: the newest go, and the oldest still expire with their batch
+@example([("admit", APPS[0]), ("expect", APPS[0], "cpu", SHAPES[0], 1), ("expect", APPS[0], "cpu", SHAPES[1], 2),
+          ("at_most", APPS[0], "cpu", 2), ("expire", 2), ("expire", 0)])
 def test_the_tally_matches_a_recount_after_every_change(changes: list) -> None:
     tally, pods, admitted, gpus = ClaimTally(), {}, set(), {}
     expected: dict[tuple, list] = {}  # (app, type) -> [(when, shape)], oldest first
@@ -72,6 +76,10 @@ def test_the_tally_matches_a_recount_after_every_change(changes: list) -> None:
             case ("expire", age):
                 tally.expire(now - age)
                 expected = {k: [e for e in v if e[0] > now - age] for k, v in expected.items()}
+            case ("at_most", app, machine_type, count):
+                tally.expect_at_most(app, machine_type, count)
+                kept = expected.get((app, machine_type), [])[:max(count, 0)]  # the oldest stay
+                expected[app, machine_type] = kept
             case ("forget", app):
                 tally.forget_expected(app)
                 expected = {k: v for k, v in expected.items() if k[0] != app}
@@ -91,6 +99,7 @@ def test_the_tally_matches_a_recount_after_every_change(changes: list) -> None:
                 tally.count_gpus_as(mapping)
                 gpus = dict(mapping)
         for app in APPS:
+            assert tally.expecting(app) == {t: len(v) for (a, t), v in expected.items() if a == app and v}
             assert tally.others(app) == recount(pods, expected, admitted, gpus, app), (change, app)
 
 

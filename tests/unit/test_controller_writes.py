@@ -777,6 +777,49 @@ async def test_replicas_just_asked_for_claim_room_until_their_pods_come_or_they_
     assert others_view() == [8], "the other replica's pod never came"
 
 
+async def test_replicas_asked_for_and_then_not_claim_nothing(rig: Rig) -> None:
+    """Scaled down before the pods of the last ask came: only the replicas still to come claim room."""
+    controller, other = rig.controller, (NS, "other")
+    spec = FalAppSpec.model_validate(falapp()["spec"])
+    controller.app_event(*other)
+    rig.create_app(falapp(replicas=3))
+    await rig.reconcile()
+    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [5]
+    pod = rig.pod_of(H100, "p1", None)  # one of the three has come, pending (not for long)
+    pod["status"] = {"phase": "Pending"}
+    controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", pod), deleted=False)
+    smaller = falapp(replicas=2)
+    smaller["metadata"]["generation"] = 2
+    controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, smaller))
+    await rig.reconcile()
+    assert rig.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["replicas"] == 2
+    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [6], "the pod and one to come"
+    smaller["metadata"]["generation"] = 3
+    smaller["spec"]["replicas"] = 1
+    controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, smaller))
+    await rig.reconcile()
+    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [7], "the pod alone"
+
+
+async def test_a_pod_first_seen_by_a_resync_meets_its_replicas_claim(rig: Rig) -> None:
+    """A pod whose watch event was lost (the watch expired) comes with the next LIST: its replica asked
+    for claims no room beside it."""
+    controller, other = rig.controller, (NS, "other")
+    spec = FalAppSpec.model_validate(falapp()["spec"])
+    controller.app_event(*other)
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    template = rig.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["template"]
+    rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", {
+        "metadata": {"name": "p1", "uid": "p1", "namespace": NS, "labels": template["metadata"]["labels"]},
+        "spec": {"containers": template["spec"]["containers"]}, "status": {"phase": "Pending"}})
+    for name in ("h1", "a1"):
+        rig.fake.put(f"/api/v1/nodes/{name}", node(name))
+    await controller.resync()
+    assert "p1" in controller.cache.pods
+    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [6]
+
+
 async def test_a_deleted_apps_asked_for_replicas_claim_nothing(rig: Rig) -> None:
     controller, other = rig.controller, (NS, "other")
     spec = FalAppSpec.model_validate(falapp()["spec"])

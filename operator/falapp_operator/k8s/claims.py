@@ -52,6 +52,17 @@ class ClaimTally:
         if by_type and machine_type in by_type:
             self._unexpect(app, by_type, machine_type, by_type[machine_type].popleft())
 
+    def expect_at_most(self, app: App, machine_type: str, count: int) -> None:
+        """At most `count` replicas of the app are still to come on the type (it was asked for fewer
+        before the pods of the last ask came): the newest expected beyond that claim nothing."""
+        by_type = self._expected.get(app)
+        while by_type and machine_type in by_type and len(by_type[machine_type]) > max(count, 0):
+            self._unexpect(app, by_type, machine_type, by_type[machine_type].pop())
+
+    def expecting(self, app: App) -> dict[str, int]:
+        """Replicas of the app expected per type, their pods not seen yet."""
+        return {machine_type: len(queue) for machine_type, queue in (self._expected.get(app) or {}).items()}
+
     def expire(self, deadline: float) -> None:
         """Replicas asked for at or before `deadline` whose pods never came claim nothing any more."""
         while self._expected_batches and self._expected_batches[0][0] <= deadline:

@@ -238,10 +238,15 @@ class Controller:
                 listed_pods: set[str] = set()
 
                 def listed(body: JsonMapping) -> None:  # pods go into the cache page by page
-                    listed_pods.add(body["metadata"]["uid"])
-                    if body["metadata"]["uid"] not in newer:
+                    meta = body["metadata"]
+                    listed_pods.add(meta["uid"])
+                    if meta["uid"] not in newer:
+                        new = meta["uid"] not in self.cache.pods
                         self.cache.upsert_pod(body)
                         self._app_pod(body, "ADDED")
+                        labels = meta.get("labels") or {}
+                        if new and labels.get(APP_LABEL):  # a replica asked for has come (its watch event lost)
+                            self._seen(meta["namespace"], labels[APP_LABEL], labels.get(TYPE_LABEL, ""))
                 self._pods_version = await self.api.list_pods(listed)
             finally:
                 self._watched_during_resync = None
@@ -631,7 +636,14 @@ class Controller:
         """Remember the replicas this plan asked for until their pods show up in the cache."""
         if result.decision is None:
             return
-        added = {t: n - snap.counts.get(t, 0) for t, n in result.decision.counts.items() if n > snap.counts.get(t, 0)}
+        app = (namespace, name)
+        counts = result.decision.counts
+        # asked for fewer than before the pods of an earlier ask came (a scale-down, a move back): at most
+        # the new count less the pods there are still to come
+        pods = Counter(p.machine_type for p in snap.pods)
+        for type_name in self.cache.claims.expecting(app):
+            self.cache.claims.expect_at_most(app, type_name, counts.get(type_name, 0) - pods[type_name])
+        added = {t: n - snap.counts.get(t, 0) for t, n in counts.items() if n > snap.counts.get(t, 0)}
         if not added:
             return
         options = {o.name: o for o in resolve(snap.spec, snap.catalogue, namespace, snap.namespace_labels).options}
