@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Hashable
 
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, FalAppSpec
 from falapp_operator.api.names import APP_LABEL, TYPE_LABEL
@@ -271,11 +272,63 @@ async def test_a_name_taken_meanwhile_conflicts_then_is_shown_once_the_watch_rep
 async def test_a_status_write_for_an_app_deleted_meanwhile_is_no_error(rig: Rig) -> None:
     rig.create_app(falapp())
     del rig.fake.objects[FALAPP]
-    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS, f"GET {FALAPP}"]
     # gone before its watch said so: forgotten, and the events that come still change nothing
     assert rig.controller.falapps.get(APP) is None and APP not in rig.controller.apps
     rig.pod_of(H100, "p1", "h1")
     assert await rig.reconcile() == []
+
+
+def replica_samples() -> dict[tuple[str, str], float]:
+    return {(s.labels["machine_type"], s.labels["state"]): s.value for m in REGISTRY.collect()
+            if m.name == "falapp_replicas" for s in m.samples if s.labels.get("namespace") == NS}
+
+
+async def test_an_app_deleted_before_its_move_is_written_moves_nothing_and_its_metrics_go(rig: Rig) -> None:
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    rig.pod_of(H100, "running", "h1")
+    rig.pod_of(H100, "stuck", None)  # unschedulable for longer than the app's timeout
+    await rig.reconcile()  # FellBack
+    assert any(replica_samples().values())
+    rig.pod_of(A100, "moved", None)  # the replica on A100 is stuck too: it falls back again (to nowhere)
+    del rig.fake.objects[FALAPP]
+    assert await rig.reconcile() == [STATUS, f"GET {FALAPP}"]  # the history write found it gone: no apply
+    assert rig.controller.falapps.get(APP) is None and APP not in rig.controller.apps
+    assert not any(replica_samples().values())
+
+
+async def test_a_status_answering_404_for_an_app_that_is_there_is_shown_and_the_app_kept(rig: Rig) -> None:
+    """A CRD without its status subresource: every status write answers 404 while the app is there."""
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", "/falapps/llm/status", 404, 'falapps.fal.ai "llm" not found', "NotFound", times=4)
+    with pytest.raises(ApiError):  # retried with back-off by the worker
+        await rig.reconcile()
+    assert rig.controller.falapps.get(APP) is not None and APP in rig.controller.apps
+    event = rig.fake.requests[-1].body
+    assert (event["type"], event["reason"]) == ("Warning", "RequestRejected")
+    assert "status subresource" in event["message"]
+
+
+async def test_an_app_recreated_under_its_name_while_the_old_ones_write_was_refused_is_kept(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig.create_app(falapp())
+    written = rig.api.patch_falapp_status
+
+    async def deleted_and_recreated_meanwhile(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        old = rig.fake.objects.pop(FALAPP)
+        old["metadata"]["resourceVersion"] = "999998"
+        rig.controller.falapp_watched("DELETED", old)
+        answer = await written(*args, **kwargs)
+        new = falapp()
+        new["metadata"]["uid"] = "app-2"
+        rig.controller.falapp_watched("ADDED", rig.fake.put(FALAPP, new))
+        return answer
+    monkeypatch.setattr(rig.api, "patch_falapp_status", deleted_and_recreated_meanwhile)
+    await rig.reconcile()
+    stored = rig.controller.falapps.get(APP)
+    assert stored is not None and stored["metadata"]["uid"] == "app-2"
+    assert len(rig.controller.queue) == 1  # the new one is reconciled
 
 
 async def test_an_app_whose_namespace_went_before_its_watch_said_so_is_forgotten_without_an_event(
@@ -799,6 +852,45 @@ async def test_replicas_asked_for_and_then_not_claim_nothing(rig: Rig) -> None:
     controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, smaller))
     await rig.reconcile()
     assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [7], "the pod alone"
+
+
+async def test_pods_that_go_do_not_stand_for_replicas_still_to_come(rig: Rig) -> None:
+    """An evicted (Failed) pod stays until the pod garbage collector removes it: it is no replica, and
+    the replicas asked for beside it still claim room."""
+    controller, other = rig.controller, (NS, "other")
+    spec = FalAppSpec.model_validate(falapp()["spec"])
+    controller.app_event(*other)
+    rig.create_app(falapp(replicas=1))
+    await rig.reconcile()
+    running = rig.pod_of(H100, "p1", "h1")
+    evicted = rig.pod_of(H100, "p0", "h1")
+    evicted["status"] = {"phase": "Failed", "reason": "Evicted"}
+    controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p0", evicted), deleted=False)
+    assert running["spec"]["nodeName"] == "h1"
+    bigger = falapp(replicas=3)
+    bigger["metadata"]["generation"] = 2
+    controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, bigger))
+    await rig.reconcile()  # 2 more asked for
+    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [5]
+    controller.app_event(*APP)
+    await rig.reconcile()  # an event before their pods come
+    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [5]
+
+
+async def test_a_pod_listed_again_by_a_resync_meets_no_second_claim(rig: Rig) -> None:
+    controller, other = rig.controller, (NS, "other")
+    spec = FalAppSpec.model_validate(falapp()["spec"])
+    controller.app_event(*other)
+    rig.create_app(falapp(replicas=3))
+    await rig.reconcile()
+    template = rig.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["template"]
+    pod = {"metadata": {"name": "p1", "uid": "p1", "namespace": NS, "labels": template["metadata"]["labels"]},
+           "spec": {"containers": template["spec"]["containers"]}, "status": {"phase": "Pending"}}
+    controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", pod), deleted=False)
+    for name in ("h1", "a1"):
+        rig.fake.put(f"/api/v1/nodes/{name}", node(name))
+    await controller.resync()
+    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [5], "1 pending, 2 to come"
 
 
 async def test_a_pod_first_seen_by_a_resync_meets_its_replicas_claim(rig: Rig) -> None:

@@ -82,14 +82,11 @@ QueueKey: TypeAlias = tuple[str, ...]  # ("app", namespace, name) or ("machinety
 
 
 class AppGone(Exception):
-    """The app's own write answered 404: it was deleted before its watch said so."""
+    """The app (this uid) is no longer in the API: it was deleted before its watch said so."""
 
-
-def gone_if_none(answer: JsonObject | None) -> JsonObject:
-    """A FalApp status write's answer; None (404) means the app is gone."""
-    if answer is None:
-        raise AppGone
-    return answer
+    def __init__(self, uid: str):
+        super().__init__(uid)
+        self.uid = uid
 
 
 class Controller:
@@ -509,10 +506,14 @@ class Controller:
     async def reconcile_app(self, namespace: str, name: str) -> None:
         try:
             await self._reconcile_app(namespace, name)
-        except AppGone:
+        except AppGone as gone:
             # deleted before its watch said so (with its namespace, or while this operator started): nothing
             # more is written for it, not even an event (its namespace may be gone: every post would fail)
-            logger.debug("%s/%s: gone from the API", namespace, name)
+            stored = self.falapps.get((namespace, name))
+            if stored is not None and stored["metadata"].get("uid") != gone.uid:
+                self.queue.add(("app", namespace, name))  # one of the same name came meanwhile: it is news
+                return
+            logger.info("%s/%s: deleted (its writes answer 404); its watch has not said so yet", namespace, name)
             self.falapps.refresh((namespace, name), (namespace, name), None)
             self._forget_app(namespace, name, gone=True)
 
@@ -579,8 +580,8 @@ class Controller:
         except ApiError as e:
             if e.transient:
                 raise
-            if e.status == 404 and await self.api.get_falapp(namespace, name) is None:
-                raise AppGone from e  # "namespaces ... not found": the app went with it
+            if e.status == 404 and await self._gone(namespace, name, ref.uid):
+                raise AppGone(ref.uid) from e  # e.g. "namespaces ... not found": the app went with it
             # the API refused a read or write for this app: say so on the app, retry at the slowest rate
             await self._refuse(ref, generation, status, str(e), snap, "RequestRejected")
             return
@@ -640,7 +641,7 @@ class Controller:
         counts = result.decision.counts
         # asked for fewer than before the pods of an earlier ask came (a scale-down, a move back): at most
         # the new count less the pods there are still to come
-        pods = Counter(p.machine_type for p in snap.pods)
+        pods = Counter(p.machine_type for p in snap.pods if not p.terminating)  # the ones that stay
         for type_name in self.cache.claims.expecting(app):
             self.cache.claims.expect_at_most(app, type_name, counts.get(type_name, 0) - pods[type_name])
         added = {t: n - snap.counts.get(t, 0) for t, n in counts.items() if n > snap.counts.get(t, 0)}
@@ -719,7 +720,7 @@ class Controller:
         refused = invalid(ref, generation, FalAppStatus.model_validate(status), problem, self.api.clock.now(),
                           snap.pods if snap else (), reason=reason)
         try:
-            await self._write_status(ref.namespace, ref.name, status, refused.status, at_once=True)
+            await self._write_status(ref.namespace, ref.name, ref.uid, status, refused.status, at_once=True)
         except ApiError:  # the status itself refused: the event is all that shows it, once per problem
             if self._refusal_posted.get((ref.namespace, ref.name)) != (reason, problem):
                 self._refusal_posted[(ref.namespace, ref.name)] = (reason, problem)
@@ -776,8 +777,7 @@ class Controller:
             for write in writes:
                 if write.kind == "history":
                     assert write.body is not None, "a history write carries its status patch"
-                    self.falapps.wrote(gone_if_none(await self.api.patch_falapp_status(namespace, ref.name,
-                                                                                       write.body)), app)
+                    self.falapps.wrote(await self._patch_status(namespace, ref.name, ref.uid, write.body), app)
                     self._status_written[app] = time.monotonic()
                     self._forget_counts_turn(app)
                     status.update(write.body)  # a refusal further on builds on what is recorded now
@@ -801,7 +801,7 @@ class Controller:
                     self.services.wrote(answer, app)
                     applied[ref.name] = object_version(answer)
                     wrote = True
-            wrote = await self._write_status(namespace, ref.name, status, result.status, wrote) or wrote
+            wrote = await self._write_status(namespace, ref.name, ref.uid, status, result.status, wrote) or wrote
         except ApiError as e:
             if e.status in UNKNOWN_OUTCOME:  # the write may have happened: do not trust the stores on it
                 self._unsure.add(app)
@@ -829,7 +829,23 @@ class Controller:
                 self._warned[app] = (event.reason, event.message)
             self._background(self.api.post_event(involved, event.type, event.reason, event.message))
 
-    async def _write_status(self, namespace: str, name: str, current: JsonMapping,
+    async def _gone(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether the app of this uid is no longer in the API (read fresh: its watch may lag)."""
+        live = await self.api.get_falapp(namespace, name)
+        return live is None or live["metadata"].get("uid") != uid
+
+    async def _patch_status(self, namespace: str, name: str, uid: str, patch: JsonMapping) -> JsonObject:
+        """The app's status written; AppGone if it is no longer there. A 404 for an app that is there (a
+        status subresource missing from its CRD) is an error to show."""
+        answer = await self.api.patch_falapp_status(namespace, name, patch)
+        if answer is not None:
+            return answer
+        if await self._gone(namespace, name, uid):
+            raise AppGone(uid)
+        raise ApiError(404, "NotFound", "the FalApp is there but its status answers 404: is the CRD's status "
+                       "subresource missing?", f"FalApp {namespace}/{name} status")
+
+    async def _write_status(self, namespace: str, name: str, uid: str, current: JsonMapping,
                             desired: FalAppStatus, at_once: bool) -> bool:
         """`at_once`: this reconcile wrote something else first, or the status must go now (a refusal)."""
         patch = desired.to_patch()
@@ -849,7 +865,7 @@ class Controller:
         else:
             self._forget_counts_turn(app)
         try:
-            self.falapps.wrote(gone_if_none(await self.api.patch_falapp_status(namespace, name, patch)), app)
+            self.falapps.wrote(await self._patch_status(namespace, name, uid, patch), app)
         except ApiError:
             if counts:  # the retry writes at once: the turn was this app's
                 self._counts_turn_given.add(app)
