@@ -76,6 +76,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy so far, whatever the process (/proc/stat):
+    with the components' own, it tells a run that had the machine to itself from one that shared it."""
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy(spent: float, wall: float) -> float:
+    """Percent of the machine's cores busy over `wall` seconds in which they spent `spent` CPU seconds."""
+    return round(100 * spent / (wall * (os.cpu_count() or 1)), 1)
+
+
+async def quiet_machine(below_percent: float = 25.0, over_s: float = 5.0, within: float = 180.0) -> float:
+    """Wait until the machine's cores were less than `below_percent` busy over the last `over_s` seconds
+    (the work of setting up a run, e.g. thousands of nodes made Ready, done): a run does not share the
+    machine with what came before it. Gives up after `within` seconds; the time waited."""
+    started = time.monotonic()
+    readings = [(started, machine_cpu_seconds())]
+    while True:
+        await asyncio.sleep(1)
+        now = time.monotonic()
+        readings.append((now, machine_cpu_seconds()))
+        while len(readings) > 2 and now - readings[1][0] >= over_s:
+            readings.pop(0)
+        (t0, cpu0), (t1, cpu1) = readings[0], readings[-1]
+        if (t1 - t0 >= over_s and machine_busy(cpu1 - cpu0, t1 - t0) < below_percent) or now - started > within:
+            return now - started
+
+
 def rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024

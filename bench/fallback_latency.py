@@ -42,6 +42,7 @@ from common import (
     percentile,
     pool_machine_type,
     pyplot,
+    quiet_machine,
     save_plot,
     until,
 )
@@ -104,7 +105,7 @@ class Bench:
         watches = [asyncio.create_task(c.watch("v1", "Pod", self.namespace, self.observe_pod, stop)),
                    asyncio.create_task(c.watch("apps/v1", "Deployment", self.namespace, self.observe_deployment,
                                                stop))]
-        await asyncio.sleep(1)
+        print(f"  machine quiet after {await quiet_machine():.0f}s", flush=True)
         cpu = ControlPlaneCPU()
         before = cpu.read()
         started = time.monotonic()

@@ -47,6 +47,7 @@ from common import (
     pod_ready,
     pool_machine_type,
     pyplot,
+    quiet_machine,
     save_plot,
     until,
 )
@@ -171,6 +172,7 @@ class MassFallback:
             print(f"  {self.total} replicas Ready on {self.first} in {placed:.1f}s; removing its {self.node_count} "
                   "nodes", flush=True)
             await asyncio.sleep(5)  # status writes of the start settle
+            print(f"  machine quiet after {await quiet_machine():.0f}s", flush=True)
             cpu, operator_cpu = ControlPlaneCPU(), self.operator.cpu_seconds() if self.operator else 0.0
             writes_before = metric_samples(self.operator.metrics(), WRITES) if self.operator else {}
             reconciles_before = (self.operator.metric("falapp_reconciles_total") or 0) if self.operator else 0
@@ -220,7 +222,7 @@ class MassFallback:
             for meta in (d["metadata"], d["spec"]["template"]["metadata"]):
                 meta.setdefault("labels", {})[TYPE_LABEL] = self.next
         try:
-            await asyncio.sleep(1)
+            print(f"  machine quiet after {await quiet_machine():.0f}s", flush=True)
             cpu = ControlPlaneCPU()
             before = cpu.read()
             started = stages.since = time.time()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -40,12 +41,15 @@ from common import (
     app_ready,
     fake_node,
     load,
+    machine_busy,
+    machine_cpu_seconds,
     metric_samples,
     metric_value,
     one_gpu_app,
     plain_deployment,
     pool_machine_type,
     pyplot,
+    quiet_machine,
     save_plot,
     until,
 )
@@ -118,9 +122,9 @@ class Scale:
         pods, progress = ReadyPods("bench/app"), Progress()
         watches = self.watch_progress(namespace, pods, progress, stop)
         try:
-            await asyncio.sleep(1)
+            print(f"  machine quiet after {await quiet_machine():.0f}s", flush=True)
             cpu = ControlPlaneCPU()
-            before = cpu.read()
+            before, machine_before = cpu.read(), machine_cpu_seconds()
             started = time.time()
             await c.create([plain_deployment(f"plain-{i}", namespace, self.preference(i)[0], self.replicas)
                             for i in range(self.apps)])
@@ -129,7 +133,8 @@ class Scale:
             series = [(t - started, n) for t, n in pods.total_series]
             result = {"create_requests_s": round(created, 1), "all_ready_s": round(series[-1][0], 1),
                       "stages_half_all": progress.summary(started),
-                      "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series}
+                      "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()),
+                      **machine_use(machine_before, started), "series": series}
         finally:
             stop.set()
             for w in watches:
@@ -166,9 +171,9 @@ class Scale:
                    asyncio.create_task(c.watch("fal.ai/v1alpha1", "FalApp", namespace, observe_app, stop))]
         result: dict = {}
         try:
-            await asyncio.sleep(1)
+            print(f"  machine quiet after {await quiet_machine():.0f}s", flush=True)
             cpu = ControlPlaneCPU()
-            before = cpu.read()
+            before, machine_before = cpu.read(), machine_cpu_seconds()
             if op:
                 op_cpu, op_reconciles = op.cpu_seconds(), op.metric("falapp_reconciles_total") or 0
                 writes_before = metric_samples(op.metrics(), "falapp_api_writes_total")
@@ -184,6 +189,9 @@ class Scale:
             result["apps_ready_s"] = round(max(apps_ready.values()) - started, 1)
             result["stages_half_all"] = progress.summary(started)
             result["control_plane_cpu_s"] = ControlPlaneCPU.spent(before, cpu.read())
+            result.update(machine_use(machine_before, started))
+            if op:  # over the same span as the components'
+                result["operator_cpu_s_until_ready"] = round(op.cpu_seconds() - op_cpu, 1)
             result["series"] = series
             if op:
                 await asyncio.sleep(SETTLE_S)
@@ -272,6 +280,19 @@ async def measure(args: argparse.Namespace) -> dict:
     return result
 
 
+def machine_use(machine_before: float, started: float) -> dict:
+    """The whole machine's CPU from `machine_before` (read just before `started`) until now."""
+    spent = machine_cpu_seconds() - machine_before
+    return {"machine_cpu_s": round(spent, 1), "machine_busy_percent": machine_busy(spent, time.time() - started)}
+
+
+def cpu_line(run: dict, operator_cpu: float | None = None) -> str:
+    components = sum(run["control_plane_cpu_s"].values()) + (operator_cpu or 0)
+    return (f"{components:.0f} CPU-s in the components{' and the operator' if operator_cpu is not None else ''}, "
+            f"{run['machine_cpu_s']:.0f} in the whole machine: {run['machine_busy_percent']:.0f}% of its "
+            f"{os.cpu_count()} cores busy")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apps", type=int, default=1000)
@@ -297,6 +318,8 @@ def main() -> int:
     print(f"  operator:        all replicas Ready {op['all_ready_s']:.0f}s, all FalApps Ready "
           f"{op['apps_ready_s']:.0f}s after the first create (creates took {op['create_requests_s']:.0f}s)")
     print(f"  ratio (replicas Ready): {result['ratio']:.2f}x")
+    print(f"  CPU alone:             {cpu_line(base)}")
+    print(f"  CPU with the operator: {cpu_line(op, op.get('operator_cpu_s_until_ready'))}")
     for stage in Progress.STAGES:
         print(f"  {stage + ':':14} half / all at {base['stages_half_all'].get(stage, '-'):>22} alone, "
               f"{op['stages_half_all'].get(stage, '-'):>22} with the operator")
