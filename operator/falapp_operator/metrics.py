@@ -26,5 +26,8 @@ API_WRITES = Counter("falapp_api_writes_total", "Write requests the operator sen
 API_READS = Counter("falapp_api_reads_total", "Read requests the operator sent to the API server, by what they "
                     "read: get_<kind> (one object by name), list_<resource> (a page of a LIST), list_app_<resource> "
                     "(one app's children, read fresh), watch_<resource> (a watch started).", ["read"])
+STATUS_COUNTS_RATE = Gauge("falapp_status_counts_rate", "Counts-only FalApp status writes allowed a second now: "
+                           "FALAPP_STATUS_COUNTS_RATE, lower while status writes take longer than "
+                           "FALAPP_STATUS_COUNTS_LATENCY.")
 LEADER = Gauge("falapp_leader", "1 while this process reconciles: it holds the leader Lease, or runs without "
                "leader election.")

@@ -16,6 +16,10 @@ class OperatorSettings(BaseSettings):
         10.0, ge=1, description="FalApp status writes per second, across all apps, that only update counts and "
         "messages (each app's at most once a second besides); the apps waiting take turns, oldest first. "
         "Conditions, moves and new generations are written at once.")
+    status_counts_latency: float = Field(
+        0.05, gt=0, description="Seconds a FalApp status write may take (a moving average of the API server's "
+        "answers) with counts-only writes at status_counts_rate; beyond it their rate falls in proportion, down "
+        "to 1 a second: when the API server is slow, its time goes to placement, and counts wait.")
     event_batch_window: float = Field(
         0.2, ge=0, description="Seconds an event of an app's pods or children (Deployments, Service) waits for "
         "others about the same app before the app is reconciled: one reconcile for a burst (a rollout's pods are "

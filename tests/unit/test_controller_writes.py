@@ -676,6 +676,36 @@ async def test_counts_only_status_writes_of_all_apps_take_turns_at_the_budgets_r
     assert writes[:1] == [STATUS] and rig.status()["readyReplicas"] == 2, "Ready turning True waited for a turn"
 
 
+async def test_turns_slow_down_while_the_api_answers_status_writes_slowly(rig: Rig) -> None:
+    """Counts wait when the API server is busy: status writes answered in more than status_counts_latency
+    (a moving average) lower the turns' rate in proportion, down to one a second; fast answers bring it back."""
+    controller = rig.controller
+    controller.settings.status_counts_rate, controller.settings.status_counts_latency = 10.0, 0.05
+    rig.create_app(falapp())
+    await rig.reconcile()  # answered at once by the fake
+    assert controller._counts_rate() == 10.0
+    assert REGISTRY.get_sample_value("falapp_status_counts_rate") == 10.0
+    rig.fake.slow("PATCH", "/falapps/llm/status", 0.1, times=15)
+    for _ in range(15):  # 0.1 s answers: twice the latency allowed, half the rate
+        await controller._patch_status(NS, "llm", "app-1", {"status": {}})
+    assert 4.0 <= controller._counts_rate() <= 5.5
+    assert REGISTRY.get_sample_value("falapp_status_counts_rate") == controller._counts_rate()
+    # the turns follow: none sooner than 1/rate after the last
+    controller._counts_waiting[(NS, "other")] = None
+    controller._last_counts_turn = time.monotonic() - 0.15
+    controller._give_counts_turn()
+    assert not controller._counts_turn_given, "a turn 0.15 s after the last at 5 a second"
+    controller._last_counts_turn -= 0.1
+    controller._give_counts_turn()
+    assert controller._counts_turn_given == {(NS, "other")}
+    controller._status_latency = 0.0
+    controller._status_answered_in(5.0)  # 1 s on average: 20 times the latency allowed
+    assert controller._counts_rate() == 1.0, "never below one a second"
+    for _ in range(40):
+        controller._status_answered_in(0.01)
+    assert controller._counts_rate() == 10.0, "fast answers bring the full rate back"
+
+
 async def test_a_turn_whose_write_failed_is_kept_for_the_retry(rig: Rig) -> None:
     controller = rig.controller
     rig.create_app(falapp(replicas=2))

@@ -77,6 +77,7 @@ EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its 
 # generation) waits until at least this long after its last one: replicas coming up one by one cost one
 # write a second, not one each (longer when many apps wait: settings.status_counts_rate)
 STATUS_COALESCE = 1.0
+STATUS_LATENCY_WEIGHT = 0.2  # of the latest answer in the moving average of status writes' answer times
 UNKNOWN_OUTCOME = frozenset({0, 408, 500, 502, 503, 504})  # no answer, or none saying whether it was written
 QueueKey: TypeAlias = tuple[str, ...]  # ("app", namespace, name) or ("machinetypes",)
 
@@ -123,6 +124,7 @@ class Controller:
         self._counts_waiting: dict[tuple[str, str], None] = {}
         self._counts_turn_given: set[tuple[str, str]] = set()
         self._last_counts_turn = -1.0e9
+        self._status_latency = 0.0  # moving average of the API's answer time to status writes, seconds
         self._counts_ticker: asyncio.TimerHandle | None = None
         # app -> (reason, message) of the last Warning posted while its status had not caught up with it
         self._warned: dict[tuple[str, str], tuple[str, str]] = {}
@@ -837,7 +839,9 @@ class Controller:
     async def _patch_status(self, namespace: str, name: str, uid: str, patch: JsonMapping) -> JsonObject:
         """The app's status written; AppGone if it is no longer there. A 404 for an app that is there (a
         status subresource missing from its CRD) is an error to show."""
+        sent = time.monotonic()
         answer = await self.api.patch_falapp_status(namespace, name, patch)
+        self._status_answered_in(time.monotonic() - sent)
         if answer is not None:
             return answer
         if await self._gone(namespace, name, uid):
@@ -877,7 +881,7 @@ class Controller:
     # --- turns of counts-only status writes ----------------------------------------------------------
     # Counts are news for people, and the API server's time is placement's when many apps change at once
     # (a mass fallback, hundreds of apps rolling out): a custom resource's status write is one of its
-    # dearest requests. The apps waiting take turns, oldest first, at status_counts_rate a second; an
+    # dearest requests. The apps waiting take turns, oldest first, at _counts_rate() a second; an
     # app whose counts go back leaves the line without using a turn, so the line is the apps waiting.
     def _counts_turn(self, app: tuple[str, str]) -> bool:
         """Whether the app's counts-only status write may go now; if not, it waits in line."""
@@ -886,7 +890,7 @@ class Controller:
             return True
         now = time.monotonic()
         if (not self._counts_waiting and not self._counts_turn_given
-                and now - self._last_counts_turn >= 1 / self.settings.status_counts_rate):
+                and now - self._last_counts_turn >= 1 / self._counts_rate()):
             self._last_counts_turn = now
             return True
         self._counts_waiting.setdefault(app)
@@ -895,12 +899,12 @@ class Controller:
 
     def _next_counts_turn(self) -> None:
         if self._counts_ticker is None and self._counts_waiting:
-            delay = self._last_counts_turn + 1 / self.settings.status_counts_rate - time.monotonic()
+            delay = self._last_counts_turn + 1 / self._counts_rate() - time.monotonic()
             self._counts_ticker = asyncio.get_running_loop().call_later(max(delay, 0.0), self._give_counts_turn)
 
     def _give_counts_turn(self) -> None:
         self._counts_ticker = None
-        rate = self.settings.status_counts_rate
+        rate = self._counts_rate()
         # not sooner than 1/rate after the last turn (an app may have had one at once meanwhile), and not
         # while a second's worth of turns is still unused (workers held up: they would all write at once)
         early = self._last_counts_turn + 1 / rate - time.monotonic()
@@ -915,6 +919,16 @@ class Controller:
             self._last_counts_turn = time.monotonic()
             self.queue.add(("app", *app), due=False)
         self._next_counts_turn()
+
+    def _status_answered_in(self, seconds: float) -> None:
+        self._status_latency += STATUS_LATENCY_WEIGHT * (seconds - self._status_latency)
+        metrics.STATUS_COUNTS_RATE.set(self._counts_rate())
+
+    def _counts_rate(self) -> float:
+        """Counts-only writes a second: status_counts_rate while status writes are answered within
+        status_counts_latency, less in proportion when slower (the API server is busy: placement first)."""
+        rate, slower = self.settings.status_counts_rate, self._status_latency / self.settings.status_counts_latency
+        return rate if slower <= 1 else max(1.0, rate / slower)
 
     def _forget_counts_turn(self, app: tuple[str, str]) -> None:
         self._counts_waiting.pop(app, None)
