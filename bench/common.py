@@ -88,10 +88,10 @@ def machine_busy(spent: float, wall: float) -> float:
     return round(100 * spent / (wall * (os.cpu_count() or 1)), 1)
 
 
-async def quiet_machine(below_percent: float = 25.0, over_s: float = 5.0, within: float = 180.0) -> float:
+async def quiet_machine(below_percent: float = 25.0, over_s: float = 5.0, within: float = 180.0) -> str:
     """Wait until the machine's cores were less than `below_percent` busy over the last `over_s` seconds
     (the work of setting up a run, e.g. thousands of nodes made Ready, done): a run does not share the
-    machine with what came before it. Gives up after `within` seconds; the time waited."""
+    machine with what came before it. Gives up after `within` seconds; says which it was, to print."""
     started = time.monotonic()
     readings = [(started, machine_cpu_seconds())]
     while True:
@@ -101,8 +101,11 @@ async def quiet_machine(below_percent: float = 25.0, over_s: float = 5.0, within
         while len(readings) > 2 and now - readings[1][0] >= over_s:
             readings.pop(0)
         (t0, cpu0), (t1, cpu1) = readings[0], readings[-1]
-        if (t1 - t0 >= over_s and machine_busy(cpu1 - cpu0, t1 - t0) < below_percent) or now - started > within:
-            return now - started
+        busy = machine_busy(cpu1 - cpu0, t1 - t0)
+        if t1 - t0 >= over_s and busy < below_percent:
+            return f"machine quiet after {now - started:.0f}s"
+        if now - started > within:
+            return f"machine NOT quiet after {now - started:.0f}s ({busy:.0f}% busy): the run shares it"
 
 
 def rss_mib(pid: int) -> float:

@@ -105,7 +105,7 @@ class Bench:
         watches = [asyncio.create_task(c.watch("v1", "Pod", self.namespace, self.observe_pod, stop)),
                    asyncio.create_task(c.watch("apps/v1", "Deployment", self.namespace, self.observe_deployment,
                                                stop))]
-        print(f"  machine quiet after {await quiet_machine():.0f}s", flush=True)
+        print(f"  {await quiet_machine()}", flush=True)
         cpu = ControlPlaneCPU()
         before = cpu.read()
         started = time.monotonic()

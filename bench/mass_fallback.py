@@ -172,7 +172,7 @@ class MassFallback:
             print(f"  {self.total} replicas Ready on {self.first} in {placed:.1f}s; removing its {self.node_count} "
                   "nodes", flush=True)
             await asyncio.sleep(5)  # status writes of the start settle
-            print(f"  machine quiet after {await quiet_machine():.0f}s", flush=True)
+            print(f"  {await quiet_machine()}", flush=True)
             cpu, operator_cpu = ControlPlaneCPU(), self.operator.cpu_seconds() if self.operator else 0.0
             writes_before = metric_samples(self.operator.metrics(), WRITES) if self.operator else {}
             reconciles_before = (self.operator.metric("falapp_reconciles_total") or 0) if self.operator else 0
@@ -222,7 +222,7 @@ class MassFallback:
             for meta in (d["metadata"], d["spec"]["template"]["metadata"]):
                 meta.setdefault("labels", {})[TYPE_LABEL] = self.next
         try:
-            print(f"  machine quiet after {await quiet_machine():.0f}s", flush=True)
+            print(f"  {await quiet_machine()}", flush=True)
             cpu = ControlPlaneCPU()
             before = cpu.read()
             started = stages.since = time.time()

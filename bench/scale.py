@@ -122,7 +122,7 @@ class Scale:
         pods, progress = ReadyPods("bench/app"), Progress()
         watches = self.watch_progress(namespace, pods, progress, stop)
         try:
-            print(f"  machine quiet after {await quiet_machine():.0f}s", flush=True)
+            print(f"  {await quiet_machine()}", flush=True)
             cpu = ControlPlaneCPU()
             before, machine_before = cpu.read(), machine_cpu_seconds()
             started = time.time()
@@ -171,7 +171,7 @@ class Scale:
                    asyncio.create_task(c.watch("fal.ai/v1alpha1", "FalApp", namespace, observe_app, stop))]
         result: dict = {}
         try:
-            print(f"  machine quiet after {await quiet_machine():.0f}s", flush=True)
+            print(f"  {await quiet_machine()}", flush=True)
             cpu = ControlPlaneCPU()
             before, machine_before = cpu.read(), machine_cpu_seconds()
             if op:

@@ -110,10 +110,11 @@ class FakeApiServer:
 
     # --- what tests set up and read ---------------------------------------------------------------
     def fail(self, method: str, path: str, status: int, message: str = "", reason: str = "",
-             times: int = 1) -> None:
-        """Answer the next `times` requests `method` whose path ends with `path` with an error Status."""
+             times: int = 1, after: float = 0.0) -> None:
+        """Answer the next `times` requests `method` whose path ends with `path` with an error Status
+        (`after` seconds)."""
         self._scripted.append(Scripted(method, path, status, message or f"scripted {status}",
-                                       reason or REASONS.get(status, "Unknown"), times))
+                                       reason or REASONS.get(status, "Unknown"), times, after))
 
     def slow(self, method: str, path: str, seconds: float, times: int = 1) -> None:
         """Answer the next `times` requests `method` whose path ends with `path` only after `seconds`."""
@@ -143,9 +144,9 @@ class FakeApiServer:
         for scripted in self._scripted:
             if scripted.method == request.method and request.path.endswith(scripted.path) and scripted.times:
                 scripted.times -= 1
+                await asyncio.sleep(scripted.delay)
                 if scripted.status:
                     return self._error(scripted.status, scripted.reason, scripted.message)
-                await asyncio.sleep(scripted.delay)
                 break
         if request.method == "GET" and request.query.get("watch", "").lower() == "true":
             return await self._watch(request)

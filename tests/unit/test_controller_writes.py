@@ -678,32 +678,63 @@ async def test_counts_only_status_writes_of_all_apps_take_turns_at_the_budgets_r
 
 async def test_turns_slow_down_while_the_api_answers_status_writes_slowly(rig: Rig) -> None:
     """Counts wait when the API server is busy: status writes answered in more than status_counts_latency
-    (a moving average) lower the turns' rate in proportion, down to one a second; fast answers bring it back."""
+    (a moving average) lower the turns' rate in proportion, down to one a second; fast answers, or time
+    without answers, bring it back."""
     controller = rig.controller
     controller.settings.status_counts_rate, controller.settings.status_counts_latency = 10.0, 0.05
     rig.create_app(falapp())
     await rig.reconcile()  # answered at once by the fake
     assert controller._counts_rate() == 10.0
     assert REGISTRY.get_sample_value("falapp_status_counts_rate") == 10.0
-    rig.fake.slow("PATCH", "/falapps/llm/status", 0.1, times=15)
-    for _ in range(15):  # 0.1 s answers: twice the latency allowed, half the rate
+    controller._status_latency = 0.0
+    rig.fake.slow("PATCH", "/falapps/llm/status", 0.1)
+    await controller._patch_status(NS, "llm", "app-1", {"status": {}})
+    assert 0.2 * 0.1 <= controller._latency_now() <= 0.2 * 0.15, "one answer moves the average by a fifth"
+    rig.fake.slow("PATCH", "/falapps/llm/status", 0.1, times=14)
+    for _ in range(14):  # 0.1 s answers: twice the latency allowed, half the rate
         await controller._patch_status(NS, "llm", "app-1", {"status": {}})
     assert 4.0 <= controller._counts_rate() <= 5.5
-    assert REGISTRY.get_sample_value("falapp_status_counts_rate") == controller._counts_rate()
-    # the turns follow: none sooner than 1/rate after the last
+    assert REGISTRY.get_sample_value("falapp_status_counts_rate") == pytest.approx(controller._counts_rate(), 0.05)
+    # the turns follow: none sooner than 1/rate after the last (5 a second here)
+    controller._status_latency, controller._status_latency_at = 0.1, time.monotonic()
     controller._counts_waiting[(NS, "other")] = None
-    controller._last_counts_turn = time.monotonic() - 0.15
+    controller._last_counts_turn = time.monotonic() - 0.1
     controller._give_counts_turn()
-    assert not controller._counts_turn_given, "a turn 0.15 s after the last at 5 a second"
-    controller._last_counts_turn -= 0.1
+    assert not controller._counts_turn_given, "a turn 0.1 s after the last at 5 a second"
+    controller._last_counts_turn -= 0.2
     controller._give_counts_turn()
     assert controller._counts_turn_given == {(NS, "other")}
-    controller._status_latency = 0.0
-    controller._status_answered_in(5.0)  # 1 s on average: 20 times the latency allowed
+    controller._forget_counts_turn((NS, "other"))  # a lone app too: at once only 1/rate after the last turn
+    controller._last_counts_turn = time.monotonic() - 0.1
+    assert not controller._counts_turn((NS, "lone")), "written 0.1 s after the last turn at 5 a second"
+    controller._forget_counts_turn((NS, "lone"))
+    controller._last_counts_turn -= 0.2
+    assert controller._counts_turn((NS, "lone"))
+    # at the slowest, a turn held by an app whose write failed (kept for its retry) stops no one
+    controller._status_latency, controller._status_latency_at = 1.0, time.monotonic()
     assert controller._counts_rate() == 1.0, "never below one a second"
-    for _ in range(40):
-        controller._status_answered_in(0.01)
-    assert controller._counts_rate() == 10.0, "fast answers bring the full rate back"
+    controller._counts_waiting[(NS, "next")] = None
+    controller._last_counts_turn -= 2.0
+    controller._give_counts_turn()
+    assert (NS, "next") in controller._counts_turn_given
+    # a lone answer, however slow, counts for at most ten times the latency allowed
+    controller._status_latency = 0.0
+    controller._status_answered_in(30.0)
+    assert controller._counts_rate() == pytest.approx(5.0, 0.01)
+    # a refusal of an overloaded API server is an answer too
+    rig.fake.fail("PATCH", "/falapps/llm/status", 503, after=0.1)
+    controller._status_latency = 0.0
+    with pytest.raises(ApiError):
+        await controller._patch_status(NS, "llm", "app-1", {"status": {}})
+    assert controller._latency_now() >= 0.2 * 0.1
+    # fast answers bring the full rate back; so does time without any answer
+    rig.fake.slow("PATCH", "/falapps/llm/status", 0.0, times=1)
+    controller._status_latency = 0.5
+    for _ in range(12):
+        await controller._patch_status(NS, "llm", "app-1", {"status": {}})
+    assert controller._counts_rate() == 10.0, "fast answers"
+    controller._status_latency, controller._status_latency_at = 0.5, time.monotonic() - 30.0
+    assert controller._counts_rate() == 10.0, "30 s without answers"
 
 
 async def test_a_turn_whose_write_failed_is_kept_for_the_retry(rig: Rig) -> None:

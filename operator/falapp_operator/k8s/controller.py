@@ -78,6 +78,8 @@ EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its 
 # write a second, not one each (longer when many apps wait: settings.status_counts_rate)
 STATUS_COALESCE = 1.0
 STATUS_LATENCY_WEIGHT = 0.2  # of the latest answer in the moving average of status writes' answer times
+STATUS_LATENCY_CAP = 10.0  # one answer counts for at most this many times settings.status_counts_latency
+STATUS_LATENCY_FADE = 10.0  # seconds for the average to fall to 1/e without answers
 UNKNOWN_OUTCOME = frozenset({0, 408, 500, 502, 503, 504})  # no answer, or none saying whether it was written
 QueueKey: TypeAlias = tuple[str, ...]  # ("app", namespace, name) or ("machinetypes",)
 
@@ -125,6 +127,8 @@ class Controller:
         self._counts_turn_given: set[tuple[str, str]] = set()
         self._last_counts_turn = -1.0e9
         self._status_latency = 0.0  # moving average of the API's answer time to status writes, seconds
+        self._status_latency_at = time.monotonic()  # when it was last updated (it fades from there)
+        metrics.STATUS_COUNTS_RATE.set(settings.status_counts_rate)
         self._counts_ticker: asyncio.TimerHandle | None = None
         # app -> (reason, message) of the last Warning posted while its status had not caught up with it
         self._warned: dict[tuple[str, str], tuple[str, str]] = {}
@@ -840,7 +844,12 @@ class Controller:
         """The app's status written; AppGone if it is no longer there. A 404 for an app that is there (a
         status subresource missing from its CRD) is an error to show."""
         sent = time.monotonic()
-        answer = await self.api.patch_falapp_status(namespace, name, patch)
+        try:
+            answer = await self.api.patch_falapp_status(namespace, name, patch)
+        except ApiError as e:
+            if e.transient:  # overloaded, or no answer in time: the strongest sign of a busy API server
+                self._status_answered_in(time.monotonic() - sent)
+            raise
         self._status_answered_in(time.monotonic() - sent)
         if answer is not None:
             return answer
@@ -908,7 +917,7 @@ class Controller:
         # not sooner than 1/rate after the last turn (an app may have had one at once meanwhile), and not
         # while a second's worth of turns is still unused (workers held up: they would all write at once)
         early = self._last_counts_turn + 1 / rate - time.monotonic()
-        if early > 0.001 or len(self._counts_turn_given) >= max(1, math.ceil(rate)):
+        if early > 0.001 or len(self._counts_turn_given) >= max(1, math.ceil(self.settings.status_counts_rate)):
             self._counts_ticker = asyncio.get_running_loop().call_later(early if early > 0.001 else 1 / rate,
                                                                         self._give_counts_turn)
             return
@@ -921,13 +930,23 @@ class Controller:
         self._next_counts_turn()
 
     def _status_answered_in(self, seconds: float) -> None:
-        self._status_latency += STATUS_LATENCY_WEIGHT * (seconds - self._status_latency)
+        """One status write's answer time into the moving average; one answer counts for at most
+        STATUS_LATENCY_CAP times the latency allowed (a lone slow answer, e.g. a tenant's huge object,
+        slows the turns a little, not to the floor)."""
+        seconds = min(seconds, STATUS_LATENCY_CAP * self.settings.status_counts_latency)
+        self._status_latency = self._latency_now() + STATUS_LATENCY_WEIGHT * (seconds - self._latency_now())
+        self._status_latency_at = time.monotonic()
         metrics.STATUS_COUNTS_RATE.set(self._counts_rate())
+
+    def _latency_now(self) -> float:
+        """The moving average, fading as time passes without answers (no write since: nothing is slow)."""
+        idle = time.monotonic() - self._status_latency_at
+        return self._status_latency * math.exp(-idle / STATUS_LATENCY_FADE) if idle > 0 else self._status_latency
 
     def _counts_rate(self) -> float:
         """Counts-only writes a second: status_counts_rate while status writes are answered within
         status_counts_latency, less in proportion when slower (the API server is busy: placement first)."""
-        rate, slower = self.settings.status_counts_rate, self._status_latency / self.settings.status_counts_latency
+        rate, slower = self.settings.status_counts_rate, self._latency_now() / self.settings.status_counts_latency
         return rate if slower <= 1 else max(1.0, rate / slower)
 
     def _forget_counts_turn(self, app: tuple[str, str]) -> None:
