@@ -30,6 +30,7 @@ from tests.unit.fake_api import FakeApiServer, serving
 
 NS = "team-a"
 APP = (NS, "llm")
+OTHER = (NS, "other")  # another app of the namespace, whose view of free room the tests read
 KEY = ("app", NS, "llm")
 FALAPP = f"/apis/fal.ai/v1alpha1/namespaces/{NS}/falapps/llm"
 STATUS = f"PATCH {FALAPP}/status"
@@ -87,6 +88,22 @@ class Rig:
         stored = self.fake.put(f"/api/v1/namespaces/{NS}/pods/{name}", body)
         self.controller.pod_event(stored, deleted=False)
         return stored
+
+    def pending_pod(self, name: str) -> dict:
+        """A pod of the H100 Deployment's template, just created: not scheduled yet."""
+        template = self.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["template"]
+        return {"metadata": {"name": name, "uid": name, "namespace": NS, "labels": template["metadata"]["labels"]},
+                "spec": {"containers": template["spec"]["containers"]}, "status": {"phase": "Pending"}}
+
+    def nodes_in_api(self) -> None:
+        """The nodes the controller heard of, stored in the fake for a re-list to find."""
+        for name in ("h1", "a1"):
+            self.fake.put(f"/api/v1/nodes/{name}", node(name))
+
+    def other_app_sees(self) -> list[int]:
+        """Free GPUs of each H100 node as another one-GPU app of the namespace (OTHER) sees them."""
+        spec = FalAppSpec.model_validate(falapp()["spec"])
+        return [n.gpus for n in self.controller._free_for(spec, OTHER)["gpu-h100"]]
 
     async def reconcile(self) -> list[str]:
         """One reconcile of the app; the requests it made (events posted in the background included)."""
@@ -870,35 +887,27 @@ async def test_replicas_just_asked_for_claim_room_until_their_pods_come_or_they_
     """Freed room is promised to one app at a time: the replicas an app's reconcile asked for take room
     from the others' view before their pods exist; a pod seen takes over its replica's claim (and gives
     it back when it goes); replicas whose pods never come stop claiming after EXPECTATION_TTL."""
-    controller, other = rig.controller, (NS, "other")
-    spec = FalAppSpec.model_validate(falapp()["spec"])
-    controller.app_event(*other)
-
-    def others_view() -> list[int]:
-        return [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]]
-
+    controller = rig.controller
+    controller.app_event(*OTHER)
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()  # llm asks for 2 replicas on H100 (one node of 8 GPUs)
-    assert others_view() == [6]
-    template = rig.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["template"]
-    pending = {"metadata": {"name": "p1", "uid": "p1", "namespace": NS, "labels": template["metadata"]["labels"]},
-               "spec": {"containers": template["spec"]["containers"]}, "status": {"phase": "Pending"}}
+    assert rig.other_app_sees() == [6]
+    pending = rig.pending_pod("p1")
     controller.pod_event(pending, deleted=False)
-    assert others_view() == [6], "the pod claims what its replica claimed, not both"
+    assert rig.other_app_sees() == [6], "the pod claims what its replica claimed, not both"
     controller.pod_event(pending, deleted=True)
-    assert others_view() == [7], "a pending pod gone claims nothing (its replica was seen)"
+    assert rig.other_app_sees() == [7], "a pending pod gone claims nothing (its replica was seen)"
     monkeypatch.setattr("falapp_operator.k8s.controller.EXPECTATION_TTL", -1.0)
-    assert others_view() == [8], "the other replica's pod never came"
+    assert rig.other_app_sees() == [8], "the other replica's pod never came"
 
 
 async def test_replicas_asked_for_and_then_not_claim_nothing(rig: Rig) -> None:
     """Scaled down before the pods of the last ask came: only the replicas still to come claim room."""
-    controller, other = rig.controller, (NS, "other")
-    spec = FalAppSpec.model_validate(falapp()["spec"])
-    controller.app_event(*other)
+    controller = rig.controller
+    controller.app_event(*OTHER)
     rig.create_app(falapp(replicas=3))
     await rig.reconcile()
-    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [5]
+    assert rig.other_app_sees() == [5]
     pod = rig.pod_of(H100, "p1", None)  # one of the three has come, pending (not for long)
     pod["status"] = {"phase": "Pending"}
     controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", pod), deleted=False)
@@ -907,20 +916,19 @@ async def test_replicas_asked_for_and_then_not_claim_nothing(rig: Rig) -> None:
     controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, smaller))
     await rig.reconcile()
     assert rig.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["replicas"] == 2
-    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [6], "the pod and one to come"
+    assert rig.other_app_sees() == [6], "the pod and one to come"
     smaller["metadata"]["generation"] = 3
     smaller["spec"]["replicas"] = 1
     controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, smaller))
     await rig.reconcile()
-    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [7], "the pod alone"
+    assert rig.other_app_sees() == [7], "the pod alone"
 
 
 async def test_pods_that_go_do_not_stand_for_replicas_still_to_come(rig: Rig) -> None:
     """An evicted (Failed) pod stays until the pod garbage collector removes it: it is no replica, and
     the replicas asked for beside it still claim room."""
-    controller, other = rig.controller, (NS, "other")
-    spec = FalAppSpec.model_validate(falapp()["spec"])
-    controller.app_event(*other)
+    controller = rig.controller
+    controller.app_event(*OTHER)
     rig.create_app(falapp(replicas=1))
     await rig.reconcile()
     running = rig.pod_of(H100, "p1", "h1")
@@ -932,60 +940,49 @@ async def test_pods_that_go_do_not_stand_for_replicas_still_to_come(rig: Rig) ->
     bigger["metadata"]["generation"] = 2
     controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, bigger))
     await rig.reconcile()  # 2 more asked for
-    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [5]
+    assert rig.other_app_sees() == [5]
     controller.app_event(*APP)
     await rig.reconcile()  # an event before their pods come
-    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [5]
+    assert rig.other_app_sees() == [5]
 
 
 async def test_a_pod_listed_again_by_a_resync_meets_no_second_claim(rig: Rig) -> None:
-    controller, other = rig.controller, (NS, "other")
-    spec = FalAppSpec.model_validate(falapp()["spec"])
-    controller.app_event(*other)
+    controller = rig.controller
+    controller.app_event(*OTHER)
     rig.create_app(falapp(replicas=3))
     await rig.reconcile()
-    template = rig.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["template"]
-    pod = {"metadata": {"name": "p1", "uid": "p1", "namespace": NS, "labels": template["metadata"]["labels"]},
-           "spec": {"containers": template["spec"]["containers"]}, "status": {"phase": "Pending"}}
-    controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", pod), deleted=False)
-    for name in ("h1", "a1"):
-        rig.fake.put(f"/api/v1/nodes/{name}", node(name))
+    controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", rig.pending_pod("p1")), deleted=False)
+    rig.nodes_in_api()
     await controller.resync()
-    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [5], "1 pending, 2 to come"
+    assert rig.other_app_sees() == [5], "1 pending, 2 to come"
 
 
 async def test_a_pod_first_seen_by_a_resync_meets_its_replicas_claim(rig: Rig) -> None:
     """A pod whose watch event was lost (the watch expired) comes with the next LIST: its replica asked
     for claims no room beside it."""
-    controller, other = rig.controller, (NS, "other")
-    spec = FalAppSpec.model_validate(falapp()["spec"])
-    controller.app_event(*other)
+    controller = rig.controller
+    controller.app_event(*OTHER)
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
-    template = rig.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["template"]
-    rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", {
-        "metadata": {"name": "p1", "uid": "p1", "namespace": NS, "labels": template["metadata"]["labels"]},
-        "spec": {"containers": template["spec"]["containers"]}, "status": {"phase": "Pending"}})
-    for name in ("h1", "a1"):
-        rig.fake.put(f"/api/v1/nodes/{name}", node(name))
+    rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", rig.pending_pod("p1"))  # its watch event lost
+    rig.nodes_in_api()
     await controller.resync()
     assert "p1" in controller.cache.pods
-    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [6]
+    assert rig.other_app_sees() == [6]
 
 
 async def test_a_deleted_apps_asked_for_replicas_claim_nothing(rig: Rig) -> None:
-    controller, other = rig.controller, (NS, "other")
-    spec = FalAppSpec.model_validate(falapp()["spec"])
-    controller.app_event(*other)
+    controller = rig.controller
+    controller.app_event(*OTHER)
     rig.create_app(falapp(replicas=3))
     await rig.reconcile()
-    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [5]
+    assert rig.other_app_sees() == [5]
     del rig.fake.objects[FALAPP]
     gone = falapp()
     gone["metadata"]["resourceVersion"] = "999999"
     controller.falapp_watched("DELETED", gone)
     await rig.reconcile()
-    assert [n.gpus for n in controller._free_for(spec, other)["gpu-h100"]] == [8]
+    assert rig.other_app_sees() == [8]
 
 
 async def test_a_type_whose_nodes_have_no_encoder_has_no_nodes_for_an_nvenc_app_only(rig: Rig) -> None:
