@@ -52,6 +52,14 @@ class PrivatePools:
                                                 check=False).returncode == 0, timeout=30, message=f"{name} Ready")
         return name
 
+    def operator_sees(self, pool: str, nodes: int, timeout: float = 20) -> None:
+        """Wait until the operator's view holds `nodes` schedulable nodes of the pool (its MachineType's
+        status says so): a node Ready in the API may not be in the operator's view yet, as the watches
+        of nodes and of FalApps are separate streams, and a decision on that view is not the one a test
+        of "room on this type" means to check."""
+        wait_until(lambda: (self.kubectl.get("machinetype", f"{self.prefix}-{pool}").get("status") or {})
+                   .get("nodes") == nodes, timeout=timeout, message=f"the operator sees {nodes} {pool} node(s)")
+
     def remove_node(self, name: str) -> None:
         self.kubectl.run("delete", "node", name, "--wait=false")
         self.nodes.remove(name)

@@ -137,8 +137,7 @@ def test_return_disabled_keeps_replicas_where_they_are(kctl, running_operator, p
     before = wait_placement(kctl, "stay", {slow.lower(): 1})
     pools.add_node("fast", gpus=8)
     # the operator must know the node first: to a type without nodes, a new replica is never sent
-    wait_until(lambda: (kctl.get("machinetype", fast.lower()).get("status") or {}).get("nodes") == 1, timeout=20,
-               message=f"the operator sees {fast}'s node")
+    pools.operator_sees("fast", nodes=1)
     # new replicas prefer fast, the existing one is not moved
     kctl.run("scale", "falapp/stay", "--replicas=2")
     after = wait_placement(kctl, "stay", {fast.lower(): 1, slow.lower(): 1})
@@ -218,6 +217,7 @@ def test_machine_type_status_shows_capacity(kctl, kubectl, running_operator, poo
 def test_metrics_count_fallbacks(kctl, running_operator, pools):
     fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
     pools.add_node("slow", gpus=8)
+    pools.operator_sees("slow", nodes=1)  # else the first replica may go to fast and fall back: two fallbacks
     kctl.apply(falapp("metered", [fast, slow], gpus=1, replicas=1, timeout="2s", return_to_preferred=False))
     # no fast node: pending on fast is placed there only if the view says no room anywhere, so the
     # view puts it on slow directly; the replica gauge must show it
@@ -227,8 +227,7 @@ def test_metrics_count_fallbacks(kctl, running_operator, pools):
     # a real fallback: fast appears but takes no pods, so a new replica there goes Unschedulable
     pools.add_node("fast", gpus=8, pods=0)
     # the operator must know the node first: to a type without nodes, a new replica is never sent
-    wait_until(lambda: (kctl.get("machinetype", fast.lower()).get("status") or {}).get("nodes") == 1, timeout=20,
-               message=f"the operator sees {fast}'s node")
+    pools.operator_sees("fast", nodes=1)
     kctl.run("scale", "falapp/metered", "--replicas=2")
     wait_placement(kctl, "metered", {slow.lower(): 2}, timeout=30)
     fell = f'falapp_fallbacks_total{{from_type="{fast}",namespace="{kctl.namespace}",to_type="{slow}"}} 1.0'

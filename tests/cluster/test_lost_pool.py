@@ -116,8 +116,7 @@ def test_the_last_node_going_starts_the_wait_of_apps_whose_node_went_earlier(kct
     on = app_pods(kctl, "early")[0]["spec"]["nodeName"]
     last = other if on == first else first
     pools.remove_node(on)
-    wait_until(lambda: (kctl.get("machinetype", fast.lower()).get("status") or {}).get("nodes") == 1, timeout=20,
-               message=f"the operator sees one {fast} node left")
+    pools.operator_sees("fast", nodes=1)
     lost = time.time()
     pools.remove_node(last)
     wait_until(lambda: asked(kctl, "early") == {slow.lower(): 1}, timeout=TIMEOUT + 15,
