@@ -103,6 +103,40 @@ def test_server_clock_is_known_to_a_round_trip_though_the_date_header_has_whole_
     assert abs(clock.offset - (123.45 - 60)) < 0.05, clock.offset
 
 
+def test_a_burst_of_answers_within_one_second_leaves_the_offset_as_known():
+    """Many apps falling back at once: hundreds of answers within one server second, slow under load.
+    They must not push out what the answers before them said (each of them alone allows any offset
+    over a second): every timeout would move with the error."""
+    from email.utils import formatdate
+    for true_offset in (0.0, 0.4, -0.7):
+        clock = ServerClock()
+        local = 1_800_000_000.0
+        for _ in range(200):  # a minute of answers at every phase of the second, 5 ms round trips
+            local += 0.37
+            clock.observe(formatdate(local + true_offset + 0.0025, usegmt=True), sent=local, received=local + 0.005)
+        burst = float(int(local + true_offset) + 1) - true_offset + 0.02  # just past a server second's edge
+        for i in range(500):  # within 0.2 s, each answered in 50 ms
+            sent = burst + i * 0.0004
+            clock.observe(formatdate(sent + true_offset + 0.01, usegmt=True), sent=sent, received=sent + 0.05)
+        assert abs(clock.offset - true_offset) < 0.05, (true_offset, clock.offset)
+
+
+def test_the_offset_follows_clocks_drifting_apart():
+    """Answers that no longer fit the newest one go, and only those: starting over from one answer
+    would leave the offset open over a whole second each time the drift outgrew the intersection."""
+    from email.utils import formatdate
+    clock = ServerClock()
+    local = 1_800_000_000.0
+    errors = []
+    for i in range(9730):  # an hour, an answer every 0.37 s; the clocks drift 0.3 s apart meanwhile
+        local += 0.37
+        true_offset = 0.3 * i / 9730
+        clock.observe(formatdate(local + true_offset + 0.0025, usegmt=True), sent=local, received=local + 0.005)
+        if i >= 100:  # after the first half minute
+            errors.append(abs(clock.offset - true_offset))
+    assert max(errors) < 0.05, max(errors)
+
+
 async def test_a_key_whose_delay_ran_out_goes_before_keys_queued_by_events():
     queue = WorkQueue()
     for name in ("a", "b", "c"):

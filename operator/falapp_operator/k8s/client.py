@@ -84,14 +84,20 @@ class ServerClock:
 
     The header has whole seconds: one answer only says the server's clock read [D, D+1) at some local
     moment between sending and receiving, which bounds the offset (server minus local) to a second-wide
-    interval. The intervals of recent answers are intersected; once answers fall on both sides of a
-    second's edge the offset is known to about a round trip. (A guess per answer is off by up to half a
-    second, and answers of one burst all share the same error: every timeout would be.)"""
+    interval. The intervals of the answers of the last WINDOW seconds are intersected; once answers fall
+    on both sides of a second's edge the offset is known to about a round trip. An answer that no
+    longer fits older ones wins over them (the clocks drifted apart, or one was stepped).
+    A window in time, not in answers: a burst (hundreds of answers within one second, as when many apps
+    fall back at once) would push out every answer but its own, all of one second: the offset would be
+    off by up to half a second, and so every timeout. (A guess per answer is off as much.)"""
 
-    WINDOW = 64  # answers whose bounds are intersected
+    WINDOW = 300.0  # seconds of answers intersected (clocks drift apart by far less than a round trip meanwhile)
 
     def __init__(self) -> None:
-        self._bounds: deque[tuple[float, float]] = deque(maxlen=self.WINDOW)
+        # sliding-window maximum of the lower bounds and minimum of the upper ones: (received, bound),
+        # each deque ordered so that its first entry is the tightest bound still in the window
+        self._lows: deque[tuple[float, float]] = deque()
+        self._highs: deque[tuple[float, float]] = deque()
         self.offset = 0.0
 
     def observe(self, date_header: str | None, sent: float | None = None, received: float | None = None) -> None:
@@ -104,14 +110,22 @@ class ServerClock:
             return
         received = time.time() if received is None else received
         sent = received if sent is None else sent
-        bound = (server - received, server + 1 - sent)
-        self._bounds.append(bound)
-        low, high = max(b[0] for b in self._bounds), min(b[1] for b in self._bounds)
-        if low > high:  # no offset fits every answer: a clock was stepped; start again from this one
-            self._bounds.clear()
-            self._bounds.append(bound)
-            low, high = bound
-        self.offset = (low + high) / 2
+        low, high = server - received, server + 1 - sent
+        for bounds in (self._lows, self._highs):
+            while bounds and bounds[0][0] < received - self.WINDOW:
+                bounds.popleft()
+        # older answers this one contradicts go: the clocks drifted apart since, or one was stepped (then all go)
+        while self._lows and self._lows[0][1] > high:
+            self._lows.popleft()
+        while self._highs and self._highs[0][1] < low:
+            self._highs.popleft()
+        while self._lows and self._lows[-1][1] <= low:  # a later, tighter bound: the older one never rules again
+            self._lows.pop()
+        self._lows.append((received, low))
+        while self._highs and self._highs[-1][1] >= high:
+            self._highs.pop()
+        self._highs.append((received, high))
+        self.offset = (self._lows[0][1] + self._highs[0][1]) / 2
 
     def now(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self.offset)
