@@ -23,6 +23,7 @@ from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, FalAppSpec
 from falapp_operator.api.names import APP_LABEL, TYPE_LABEL
 from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
 from falapp_operator.k8s.controller import Controller
+from falapp_operator.k8s.gate import Priority, WriteGate
 from falapp_operator.reconcile.children import deployment_name
 from falapp_operator.reconcile.writes import counts_only
 from falapp_operator.settings import OperatorSettings
@@ -1020,3 +1021,26 @@ async def test_a_burst_of_an_apps_deployment_events_makes_one_reconcile(rig: Rig
     assert await asyncio.wait_for(controller.queue.get(), 2) == KEY
     controller.queue.done(KEY)
     assert len(controller.queue) == 0
+
+
+async def test_each_write_of_a_move_passes_the_gate_at_its_priority(rig: Rig) -> None:
+    """What the replacement waits on (the history, the new home growing) is urgent; the rest tidies up
+    (the mark, the old type going, the status) and the event comes last (see k8s/gate.py)."""
+    passed: list[Priority] = []
+
+    class RecordingGate(WriteGate):
+        def slot(self, priority: Priority):  # type: ignore[no-untyped-def]
+            passed.append(priority)
+            return super().slot(priority)
+
+    rig.controller._gate = RecordingGate(1)
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    passed.clear()
+    rig.pod_of(H100, "running", "h1")
+    rig.pod_of(H100, "stuck", None)
+    assert await rig.reconcile() == [STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"PATCH /api/v1/namespaces/{NS}/pods/stuck",
+                                     f"PATCH {DEPLOYMENTS}/{H100}", STATUS, EVENTS]
+    U, N, L = Priority.URGENT, Priority.NORMAL, Priority.LOW
+    assert passed == [U, U, N, N, N, L]
+    assert rig.controller._gate._in_flight == 0, "a write kept its slot"

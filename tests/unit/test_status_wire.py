@@ -64,6 +64,8 @@ def test_a_fallback_writes_its_history_first_then_the_whole_status() -> None:
     }
     writes = child_writes(result, REF, [], [], "falapp-operator", status=RECORDED)
     assert [w.kind for w in writes] == ["history", "apply", "apply", "mark"]
+    # the history and the Deployments that grow (here both: none is live yet) go first when many apps move
+    assert [w.urgent for w in writes] == [True, True, True, False]
     assert writes[0].body == {"attempts": attempts, "probes": RECORDED["probes"]}
 
 

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Coroutine
 from datetime import datetime
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 from pydantic import ValidationError
 
@@ -44,6 +44,7 @@ from falapp_operator.k8s.cache import (
     nodepool_nodes,
 )
 from falapp_operator.k8s.client import ApiError, KubeApi
+from falapp_operator.k8s.gate import Priority, WriteGate
 from falapp_operator.k8s.informer import Informer
 from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store, version
 from falapp_operator.k8s.workqueue import WorkQueue
@@ -71,6 +72,7 @@ from falapp_operator.reconcile.writes import (
 )
 from falapp_operator.settings import OperatorSettings
 
+T = TypeVar("T")
 logger = logging.getLogger("falapp_operator")
 EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its pod is seen
 # an app's status write that only updates counts (no condition turns, nothing else written, the same
@@ -95,6 +97,7 @@ class AppGone(Exception):
 class Controller:
     def __init__(self, api: KubeApi, settings: OperatorSettings):
         self.api = api
+        self._gate = WriteGate(settings.writes_in_flight)
         self.settings = settings
         self.cache = ClusterCache()
         self.catalogue: dict[str, MachineType] = {}  # as declared
@@ -783,27 +786,31 @@ class Controller:
             for write in writes:
                 if write.kind == "history":
                     assert write.body is not None, "a history write carries its status patch"
-                    self.falapps.wrote(await self._patch_status(namespace, ref.name, ref.uid, write.body), app)
+                    self.falapps.wrote(await self._sent(Priority.URGENT, self._patch_status(
+                        namespace, ref.name, ref.uid, write.body)), app)
                     self._status_written[app] = time.monotonic()
                     self._forget_counts_turn(app)
                     status.update(write.body)  # a refusal further on builds on what is recorded now
                 elif write.kind == "apply":
                     assert write.body is not None, "an apply carries the desired object"
-                    answer = await self.api.apply(write.body, write.create)
+                    answer = await self._sent(Priority.URGENT if write.urgent else Priority.NORMAL,
+                                              self.api.apply(write.body, write.create))
                     self.deployments.wrote(answer, app)
                     applied[write.name] = object_version(answer)
                 elif write.kind == "mark":
-                    self.app_pods.wrote(await self.api.mark_pod_for_deletion(namespace, write.name), app)
+                    self.app_pods.wrote(await self._sent(Priority.NORMAL, self.api.mark_pod_for_deletion(
+                        namespace, write.name)), app)
                 elif write.kind == "resize_unlisted":
                     assert write.body is not None, "a resize carries its merge patch"
-                    self.deployments.wrote(await self.api.resize_unlisted(namespace, write.name, write.body), app)
+                    self.deployments.wrote(await self._sent(Priority.NORMAL, self.api.resize_unlisted(
+                        namespace, write.name, write.body)), app)
                 else:
-                    await self.api.delete_deployment(namespace, write.name)
+                    await self._sent(Priority.NORMAL, self.api.delete_deployment(namespace, write.name))
                     self.deployments.deleted((namespace, write.name), app)
             if result.service is not None:
                 if service is None or needs_apply(service, result.service, self.settings.field_manager,
                                                   applied.get(ref.name)):
-                    answer = await self.api.apply(result.service, create=service is None)
+                    answer = await self._sent(Priority.NORMAL, self.api.apply(result.service, create=service is None))
                     self.services.wrote(answer, app)
                     applied[ref.name] = object_version(answer)
                     wrote = True
@@ -833,7 +840,16 @@ class Controller:
                 if self._warned.get(app) == (event.reason, event.message):
                     continue
                 self._warned[app] = (event.reason, event.message)
-            self._background(self.api.post_event(involved, event.type, event.reason, event.message))
+            self._background(self._sent(Priority.LOW, self.api.post_event(involved, event.type, event.reason,
+                                                                          event.message)))
+
+    async def _sent(self, priority: Priority, write: Coroutine[object, object, T]) -> T:
+        """An app write, sent when the gate lets it through (see k8s/gate.py)."""
+        try:
+            async with self._gate.slot(priority):
+                return await write
+        finally:
+            write.close()  # not sent if cancelled while waiting (no-op once it ran)
 
     async def _gone(self, namespace: str, name: str, uid: str) -> bool:
         """Whether the app of this uid is no longer in the API (read fresh: its watch may lag)."""
@@ -878,7 +894,7 @@ class Controller:
         else:
             self._forget_counts_turn(app)
         try:
-            self.falapps.wrote(await self._patch_status(namespace, name, uid, patch), app)
+            self.falapps.wrote(await self._sent(Priority.NORMAL, self._patch_status(namespace, name, uid, patch)), app)
         except ApiError:
             if counts:  # the retry writes at once: the turn was this app's
                 self._counts_turn_given.add(app)

@@ -1,0 +1,73 @@
+"""The gate on app writes in flight: a limit, and the order in which writes waiting get through."""
+
+from __future__ import annotations
+
+import asyncio
+
+from falapp_operator.k8s.gate import Priority, WriteGate
+
+
+async def _write(gate: WriteGate, priority: Priority, name: str, sent: list[str], hold: asyncio.Event,
+                 in_flight: list[int]) -> None:
+    async with gate.slot(priority):
+        sent.append(name)
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight[1], in_flight[0])
+        await hold.wait()
+        in_flight[0] -= 1
+
+
+async def test_writes_waiting_go_by_priority_then_as_they_came_and_never_more_than_the_limit() -> None:
+    gate, hold, sent, in_flight = WriteGate(2), asyncio.Event(), [], [0, 0]
+    tasks = [asyncio.create_task(_write(gate, p, n, sent, hold, in_flight)) for p, n in [
+        (Priority.LOW, "event-1"), (Priority.NORMAL, "status-1"),  # in flight at once
+        (Priority.LOW, "event-2"), (Priority.NORMAL, "shrink-1"), (Priority.URGENT, "grow-2"),
+        (Priority.NORMAL, "status-2"), (Priority.URGENT, "history-3"), (Priority.URGENT, "grow-3")]]
+    await asyncio.sleep(0.01)
+    assert sent == ["event-1", "status-1"] and gate.waiting == 6
+    hold.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 2)
+    assert sent == ["event-1", "status-1", "grow-2", "history-3", "grow-3", "shrink-1", "status-2", "event-2"]
+    assert in_flight[1] == 2
+
+
+async def test_a_write_cancelled_while_waiting_takes_no_slot() -> None:
+    gate, hold, sent, in_flight = WriteGate(1), asyncio.Event(), [], [0, 0]
+    first = asyncio.create_task(_write(gate, Priority.NORMAL, "first", sent, hold, in_flight))
+    await asyncio.sleep(0.01)
+    cancelled = asyncio.create_task(_write(gate, Priority.URGENT, "cancelled", sent, hold, in_flight))
+    last = asyncio.create_task(_write(gate, Priority.LOW, "last", sent, hold, in_flight))
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    hold.set()
+    await asyncio.wait_for(asyncio.gather(first, last), 2)
+    assert sent == ["first", "last"]
+    # the slots all came back: as many writes as the limit go through at once again
+    hold.clear()
+    again = asyncio.create_task(_write(gate, Priority.LOW, "again", sent, hold, in_flight))
+    await asyncio.sleep(0.01)
+    assert sent[-1] == "again" and gate.waiting == 0
+    hold.set()
+    await asyncio.wait_for(again, 2)
+
+
+async def test_a_slot_handed_to_a_write_cancelled_in_that_moment_passes_on() -> None:
+    gate, hold, sent, in_flight = WriteGate(1), asyncio.Event(), [], [0, 0]
+    tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def first() -> None:
+        async with gate.slot(Priority.NORMAL):
+            sent.append("first")
+            await hold.wait()
+        tasks["handed"].cancel()  # its slot was just handed over; the waiter has not run yet
+
+    tasks["first"] = asyncio.create_task(first())
+    await asyncio.sleep(0.01)
+    tasks["handed"] = asyncio.create_task(_write(gate, Priority.URGENT, "handed", sent, hold, in_flight))
+    tasks["after"] = asyncio.create_task(_write(gate, Priority.LOW, "after", sent, hold, in_flight))
+    await asyncio.sleep(0.01)
+    hold.set()
+    await asyncio.wait_for(asyncio.gather(tasks["first"], tasks["after"]), 2)
+    assert tasks["handed"].cancelled()
+    assert sent == ["first", "after"]
+    assert gate._in_flight == 0 and gate.waiting == 0
