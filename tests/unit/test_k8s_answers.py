@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -135,6 +136,60 @@ def test_the_offset_follows_clocks_drifting_apart():
         if i >= 100:  # after the first half minute
             errors.append(abs(clock.offset - true_offset))
     assert max(errors) < 0.05, max(errors)
+
+
+def _answers(clock: ServerClock, local: float, count: int, every: float, offset: float,
+             round_trip: float = 0.005) -> float:
+    """`count` answers `every` seconds from `local`, the server `offset` ahead; the last local time."""
+    from email.utils import formatdate
+    for _ in range(count):
+        local += every
+        clock.observe(formatdate(local + offset + round_trip / 2, usegmt=True), sent=local,
+                      received=local + round_trip)
+    return local
+
+
+def test_a_burst_after_a_quiet_hour_rests_on_the_answers_before_it():
+    """The operator sends nothing while all is well: the answers of an hour ago still bound the offset
+    (loosened by the drift allowed), and a burst within one second does not open it to half a second."""
+    from email.utils import formatdate
+    for true_offset in (0.0, 0.4, -0.7):
+        clock = ServerClock()
+        local = _answers(clock, 1_800_000_000.0, 200, 0.37, true_offset)
+        burst = float(int(local + 3600 + true_offset) + 1) - true_offset + 0.02  # an hour later, past an edge
+        for i in range(500):
+            sent = burst + i * 0.0004
+            clock.observe(formatdate(sent + true_offset + 0.01, usegmt=True), sent=sent, received=sent + 0.05)
+        assert abs(clock.offset - true_offset) < 0.1, (true_offset, clock.offset)
+
+
+def test_api_servers_whose_clocks_differ_a_little_keep_the_offset_between_them():
+    """Several API servers behind one address, clocks 50 ms apart: an answer of one contradicts bounds
+    from the other; what goes is only what it contradicts, never all but one answer."""
+    clock = ServerClock()
+    local, errors = 1_800_000_000.0, []
+    for i in range(4000):
+        skew = 0.025 if i % 2 else -0.025
+        local = _answers(clock, local, 1, 0.05 + (i % 7) * 0.013, skew)
+        if i >= 200:
+            errors.append(abs(clock.offset))
+    assert max(errors) < 0.05, max(errors)
+
+
+def test_the_server_clock_stepped_forward_is_followed():
+    clock = ServerClock()
+    local = _answers(clock, 1_800_000_000.0, 100, 0.37, 0.0)
+    _answers(clock, local, 40, 0.37, 2.0)
+    assert abs(clock.offset - 2.0) < 0.05, clock.offset
+
+
+async def test_a_proxys_error_page_does_not_set_the_clock():
+    clock = ServerClock()
+    _answers(clock, time.time() - 40, 100, 0.37, 0.0)
+    before = clock.offset
+    with pytest.raises(ApiError):
+        await answer(Response(502, b"bad gateway", date=datetime.now(UTC) + timedelta(seconds=3)), clock)
+    assert clock.offset == before
 
 
 async def test_a_key_whose_delay_ran_out_goes_before_keys_queued_by_events():

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -84,20 +85,24 @@ class ServerClock:
 
     The header has whole seconds: one answer only says the server's clock read [D, D+1) at some local
     moment between sending and receiving, which bounds the offset (server minus local) to a second-wide
-    interval. The intervals of the answers of the last WINDOW seconds are intersected; once answers fall
-    on both sides of a second's edge the offset is known to about a round trip. An answer that no
-    longer fits older ones wins over them (the clocks drifted apart, or one was stepped).
-    A window in time, not in answers: a burst (hundreds of answers within one second, as when many apps
-    fall back at once) would push out every answer but its own, all of one second: the offset would be
-    off by up to half a second, and so every timeout. (A guess per answer is off as much.)"""
+    interval. The intervals of the answers are intersected; once answers fall on both sides of a
+    second's edge the offset is known to about a round trip. Kept: the tightest bounds of each of the
+    last BUCKETS local seconds that had answers, however long ago (the operator sends nothing while
+    all is well, and the first burst after a quiet hour must not rest on its own second alone: hundreds
+    of answers within one second leave the offset open over half a second, and so every timeout).
+    A bound loosens with age by DRIFT (how fast two clocks may drift apart); one an answer contradicts
+    even so goes (the clocks drifted faster, or one was stepped), its second's other bound stays.
+    (A guess per answer is off by up to half a second.)"""
 
-    WINDOW = 300.0  # seconds of answers intersected (clocks drift apart by far less than a round trip meanwhile)
+    BUCKETS = 128
+    DRIFT = 5e-5  # 50 ppm, a free-running quartz clock's worst; NTP keeps clocks far closer
 
     def __init__(self) -> None:
-        # sliding-window maximum of the lower bounds and minimum of the upper ones: (received, bound),
-        # each deque ordered so that its first entry is the tightest bound still in the window
-        self._lows: deque[tuple[float, float]] = deque()
-        self._highs: deque[tuple[float, float]] = deque()
+        # local second -> [lower, upper] bound of the offset as keys that never reorder as they age:
+        # lower + DRIFT*t and upper - DRIFT*t (t: local time of the answer); at time T the bounds are
+        # key - DRIFT*T and key + DRIFT*T
+        self._seconds: OrderedDict[int, list[float]] = OrderedDict()
+        self._low_key, self._high_key = -math.inf, math.inf
         self.offset = 0.0
 
     def observe(self, date_header: str | None, sent: float | None = None, received: float | None = None) -> None:
@@ -111,21 +116,24 @@ class ServerClock:
         received = time.time() if received is None else received
         sent = received if sent is None else sent
         low, high = server - received, server + 1 - sent
-        for bounds in (self._lows, self._highs):
-            while bounds and bounds[0][0] < received - self.WINDOW:
-                bounds.popleft()
-        # older answers this one contradicts go: the clocks drifted apart since, or one was stepped (then all go)
-        while self._lows and self._lows[0][1] > high:
-            self._lows.popleft()
-        while self._highs and self._highs[0][1] < low:
-            self._highs.popleft()
-        while self._lows and self._lows[-1][1] <= low:  # a later, tighter bound: the older one never rules again
-            self._lows.pop()
-        self._lows.append((received, low))
-        while self._highs and self._highs[-1][1] >= high:
-            self._highs.pop()
-        self._highs.append((received, high))
-        self.offset = (self._lows[0][1] + self._highs[0][1]) / 2
+        aged = self.DRIFT * received
+        if self._low_key - aged > high:  # older lower bounds this answer contradicts go
+            for bounds in self._seconds.values():
+                bounds[0] = -math.inf if bounds[0] - aged > high else bounds[0]
+            self._low_key = max((b[0] for b in self._seconds.values()), default=-math.inf)
+        if self._high_key + aged < low:
+            for bounds in self._seconds.values():
+                bounds[1] = math.inf if bounds[1] + aged < low else bounds[1]
+            self._high_key = min((b[1] for b in self._seconds.values()), default=math.inf)
+        low_key, high_key = low + aged, high - aged
+        bounds = self._seconds.setdefault(int(received), [low_key, high_key])
+        bounds[0], bounds[1] = max(bounds[0], low_key), min(bounds[1], high_key)
+        self._low_key, self._high_key = max(self._low_key, low_key), min(self._high_key, high_key)
+        if len(self._seconds) > self.BUCKETS:
+            self._seconds.popitem(last=False)
+            self._low_key = max(b[0] for b in self._seconds.values())
+            self._high_key = min(b[1] for b in self._seconds.values())
+        self.offset = (self._low_key + self._high_key) / 2  # (the ageing of the two bounds cancels out)
 
     def now(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self.offset)
@@ -147,7 +155,7 @@ async def _answer(coro: Awaitable[object], what: str, clock: ServerClock | None 
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
         raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
     try:
-        if clock is not None:
+        if clock is not None and response.status < 500:  # a 5xx may be a proxy's, with the proxy's clock
             clock.observe(response.headers.get("Date"), sent, time.time())
         data = await response.read()
         if response.status >= 400:
