@@ -12,10 +12,11 @@ class OperatorSettings(BaseSettings):
     field_manager: str = Field("falapp-operator", description="Server-side apply field manager of children.")
     workers: int = Field(256, ge=1, description="Apps reconciled concurrently (a reconcile waits on API writes, not "
                          "on CPU: in a burst of fallbacks more of them overlap).")
-    writes_in_flight: int = Field(
-        16, ge=1, description="App writes (Deployments, pods, FalApp status, events) sent to the API server at once; "
-        "more wait, those that start replacements (a move's history, a growing Deployment) first, so that when "
-        "many apps move at once each replacement is asked for before the others' tidying up.")
+    requests_in_flight: int = Field(
+        16, ge=1, description="App requests (writes of Deployments, pods, FalApp status and events; reads of an "
+        "app afresh) sent to the API server at once. More wait, those that start replacements (a move's history, "
+        "a Deployment that grows) first, so that when many apps move at once each replacement is asked for before "
+        "the others' tidying up; none waits over a second behind more urgent ones.")
     status_counts_rate: float = Field(
         10.0, ge=1, description="FalApp status writes per second, across all apps, that only update counts and "
         "messages (each app's at most once a second besides); the apps waiting take turns, oldest first. "

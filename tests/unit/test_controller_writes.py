@@ -706,11 +706,11 @@ async def test_turns_slow_down_while_the_api_answers_status_writes_slowly(rig: R
     assert REGISTRY.get_sample_value("falapp_status_counts_rate") == 10.0
     controller._status_latency = 0.0
     rig.fake.slow("PATCH", "/falapps/llm/status", 0.1)
-    await controller._patch_status(NS, "llm", "app-1", {"status": {}})
+    await controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
     assert 0.2 * 0.1 <= controller._latency_now() <= 0.2 * 0.15, "one answer moves the average by a fifth"
     rig.fake.slow("PATCH", "/falapps/llm/status", 0.1, times=14)
     for _ in range(14):  # 0.1 s answers: twice the latency allowed, half the rate
-        await controller._patch_status(NS, "llm", "app-1", {"status": {}})
+        await controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
     assert 4.0 <= controller._counts_rate() <= 5.5
     assert REGISTRY.get_sample_value("falapp_status_counts_rate") == pytest.approx(controller._counts_rate(), 0.05)
     # the turns follow: none sooner than 1/rate after the last (5 a second here)
@@ -743,16 +743,24 @@ async def test_turns_slow_down_while_the_api_answers_status_writes_slowly(rig: R
     rig.fake.fail("PATCH", "/falapps/llm/status", 503, after=0.1)
     controller._status_latency = 0.0
     with pytest.raises(ApiError):
-        await controller._patch_status(NS, "llm", "app-1", {"status": {}})
+        await controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
     assert controller._latency_now() >= 0.2 * 0.1
     # fast answers bring the full rate back; so does time without any answer
     rig.fake.slow("PATCH", "/falapps/llm/status", 0.0, times=1)
     controller._status_latency = 0.5
     for _ in range(12):
-        await controller._patch_status(NS, "llm", "app-1", {"status": {}})
+        await controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
     assert controller._counts_rate() == 10.0, "fast answers"
     controller._status_latency, controller._status_latency_at = 0.5, time.monotonic() - 30.0
     assert controller._counts_rate() == 10.0, "30 s without answers"
+    # a write waiting 0.1 s for a slot (others' writes in flight) counts as a slow answer
+    controller._gate = WriteGate(1)
+    controller._status_latency = 0.0
+    async with controller._gate.slot(Priority.URGENT):
+        waiting = asyncio.create_task(controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL))
+        await asyncio.sleep(0.1)
+    await waiting
+    assert controller._latency_now() >= 0.2 * 0.1
 
 
 async def test_a_turn_whose_write_failed_is_kept_for_the_retry(rig: Rig) -> None:
@@ -1043,4 +1051,28 @@ async def test_each_write_of_a_move_passes_the_gate_at_its_priority(rig: Rig) ->
                                      f"PATCH {DEPLOYMENTS}/{H100}", STATUS, EVENTS]
     U, N, L = Priority.URGENT, Priority.NORMAL, Priority.LOW
     assert passed == [U, U, N, N, N, L]
-    assert rig.controller._gate._in_flight == 0, "a write kept its slot"
+    assert rig.controller._gate.in_flight == 0, "a write kept its slot"
+
+
+async def test_a_request_cancelled_while_waiting_for_a_slot_is_never_sent(rig: Rig) -> None:
+    """A worker cancelled (the operator stopping) while its write waits: the write never goes, and is
+    closed rather than left unawaited."""
+    rig.controller._gate = WriteGate(1)
+    hold, started = asyncio.Event(), []
+
+    async def request(name: str) -> str:
+        started.append(name)
+        await hold.wait()
+        return name
+
+    first = asyncio.create_task(rig.controller._sent(Priority.NORMAL, request("first")))
+    await asyncio.sleep(0.01)
+    queued = request("queued")
+    waiting = asyncio.create_task(rig.controller._sent(Priority.URGENT, queued))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    hold.set()
+    assert await asyncio.wait_for(first, 2) == "first"
+    assert started == ["first"] and waiting.cancelled()
+    assert queued.cr_frame is None, "the request was left unawaited, not closed"
+    assert rig.controller._gate.in_flight == 0

@@ -69,6 +69,22 @@ def test_a_fallback_writes_its_history_first_then_the_whole_status() -> None:
     assert writes[0].body == {"attempts": attempts, "probes": RECORDED["probes"]}
 
 
+def test_only_a_deployment_asking_for_more_replicas_is_urgent() -> None:
+    """A template change (a new image: a rollout) or a re-apply over someone's edit keeps the replicas:
+    no replacement waits on it, so it does not go before others' writes (see k8s/gate.py)."""
+    from falapp_operator.api.names import HASH_ANNOTATION
+    pods = [pod("sdxl-h-1", ready=True), pod("sdxl-h-2", ready=True)]
+    result = plan(snapshot(spec(), status=RECORDED, counts={H100: 2}, pods=pods, free={H100: room(), A100: room()}))
+    live = copy.deepcopy(result.deployments)
+    for d in live:
+        d["metadata"]["annotations"][HASH_ANNOTATION] = "an older template"
+    writes = child_writes(result, REF, live, [], "falapp-operator", status=RECORDED)
+    assert [(w.kind, w.urgent) for w in writes] == [("apply", False)]
+    live[0]["spec"]["replicas"] = 1  # one more asked for: urgent
+    writes = child_writes(result, REF, live, [], "falapp-operator", status=RECORDED)
+    assert [(w.kind, w.urgent) for w in writes] == [("apply", True)]
+
+
 def test_the_history_keeps_the_newest_twenty_attempts() -> None:
     full = [{**RECORDED["attempts"][0], "start": f"2025-01-01T10:{i:02d}:00Z"} for i in range(20)]
     pods = [pod("sdxl-h-1", ready=True), pod("sdxl-h-2", unschedulable_for=90)]

@@ -97,7 +97,7 @@ class AppGone(Exception):
 class Controller:
     def __init__(self, api: KubeApi, settings: OperatorSettings):
         self.api = api
-        self._gate = WriteGate(settings.writes_in_flight)
+        self._gate = WriteGate(settings.requests_in_flight)
         self.settings = settings
         self.cache = ClusterCache()
         self.catalogue: dict[str, MachineType] = {}  # as declared
@@ -221,7 +221,9 @@ class Controller:
         if self._counts_ticker is not None:
             self._counts_ticker.cancel()
             self._counts_ticker = None
-        tasks = [*self._workers, *self._informer_tasks, *(t for t in (self._resync, self._pod_watch) if t)]
+        # events still waiting for a slot go unposted: nothing may write once the controller stops
+        tasks = [*self._workers, *self._pending_posts, *self._informer_tasks,
+                 *(t for t in (self._resync, self._pod_watch) if t)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -763,13 +765,14 @@ class Controller:
         no answer, or is not back from its watch in time (a watch event lost)."""
         app = (namespace, name)
         logger.info("%s/%s: reading the app fresh from the API", namespace, name)
-        self.falapps.refresh(app, app, await self.api.get_falapp(namespace, name))
-        self.services.refresh(app, app, await self.api.get_service(namespace, service_name(name)))
+        self.falapps.refresh(app, app, await self._sent(Priority.URGENT, self.api.get_falapp(namespace, name)))
+        self.services.refresh(app, app, await self._sent(Priority.URGENT, self.api.get_service(
+            namespace, service_name(name))))
         selector = f"{APP_LABEL}={name}"
         for store, resource in ((self.deployments, "deployments"), (self.app_pods, "pods")):
             items: list[JsonObject] = []
-            listed_at = await self.api.list_objects(resource, items.append, namespace, label_selector=selector,
-                                                    read=f"list_app_{resource}")
+            listed_at = await self._sent(Priority.URGENT, self.api.list_objects(
+                resource, items.append, namespace, label_selector=selector, read=f"list_app_{resource}"))
             store.refresh_app(app, namespace, items, listed_at)
         self._unsure.discard(app)
 
@@ -786,8 +789,8 @@ class Controller:
             for write in writes:
                 if write.kind == "history":
                     assert write.body is not None, "a history write carries its status patch"
-                    self.falapps.wrote(await self._sent(Priority.URGENT, self._patch_status(
-                        namespace, ref.name, ref.uid, write.body)), app)
+                    self.falapps.wrote(await self._patch_status(namespace, ref.name, ref.uid, write.body,
+                                                                Priority.URGENT), app)
                     self._status_written[app] = time.monotonic()
                     self._forget_counts_turn(app)
                     status.update(write.body)  # a refusal further on builds on what is recorded now
@@ -843,25 +846,29 @@ class Controller:
             self._background(self._sent(Priority.LOW, self.api.post_event(involved, event.type, event.reason,
                                                                           event.message)))
 
-    async def _sent(self, priority: Priority, write: Coroutine[object, object, T]) -> T:
-        """An app write, sent when the gate lets it through (see k8s/gate.py)."""
+    async def _sent(self, priority: Priority, request: Coroutine[object, object, T]) -> T:
+        """An app request, sent when the gate lets it through (see k8s/gate.py)."""
+        asked = time.monotonic()
         try:
             async with self._gate.slot(priority):
-                return await write
+                metrics.API_WAIT.labels(priority.name.lower()).observe(time.monotonic() - asked)
+                return await request
         finally:
-            write.close()  # not sent if cancelled while waiting (no-op once it ran)
+            request.close()  # not sent if cancelled while waiting (no-op once it ran)
 
     async def _gone(self, namespace: str, name: str, uid: str) -> bool:
         """Whether the app of this uid is no longer in the API (read fresh: its watch may lag)."""
-        live = await self.api.get_falapp(namespace, name)
+        live = await self._sent(Priority.URGENT, self.api.get_falapp(namespace, name))
         return live is None or live["metadata"].get("uid") != uid
 
-    async def _patch_status(self, namespace: str, name: str, uid: str, patch: JsonMapping) -> JsonObject:
+    async def _patch_status(self, namespace: str, name: str, uid: str, patch: JsonMapping,
+                            priority: Priority) -> JsonObject:
         """The app's status written; AppGone if it is no longer there. A 404 for an app that is there (a
-        status subresource missing from its CRD) is an error to show."""
+        status subresource missing from its CRD) is an error to show. Its time, the wait for a slot
+        included (writes queued here are as much a sign of a busy API server), sets the counts rate."""
         sent = time.monotonic()
         try:
-            answer = await self.api.patch_falapp_status(namespace, name, patch)
+            answer = await self._sent(priority, self.api.patch_falapp_status(namespace, name, patch))
         except ApiError as e:
             if e.transient:  # overloaded, or no answer in time: the strongest sign of a busy API server
                 self._status_answered_in(time.monotonic() - sent)
@@ -894,7 +901,7 @@ class Controller:
         else:
             self._forget_counts_turn(app)
         try:
-            self.falapps.wrote(await self._sent(Priority.NORMAL, self._patch_status(namespace, name, uid, patch)), app)
+            self.falapps.wrote(await self._patch_status(namespace, name, uid, patch, Priority.NORMAL), app)
         except ApiError:
             if counts:  # the retry writes at once: the turn was this app's
                 self._counts_turn_given.add(app)

@@ -31,7 +31,7 @@ class Write:
     # "apply": the desired object; "resize_unlisted", "history" (of the FalApp's status): a merge patch
     body: JsonMapping | None = None
     create: bool = False  # "apply" of an object not there when planned: no force (a conflict, not a takeover)
-    grows: bool = False  # "apply" of a Deployment asking for at least the replicas it has
+    grows: bool = False  # "apply" of a Deployment asking for more replicas than it has (a template change: no)
 
     @property
     def urgent(self) -> bool:
@@ -55,8 +55,8 @@ def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Json
     growing = [d for d in changed if d["spec"]["replicas"] >= _replicas(live.get(d["metadata"]["name"]))]
     history = plan.history.to_patch() if plan.history is not None else None
     writes = [Write("history", ref.name, history)] if history and status_changed(status or {}, history) else []
-    writes += [Write("apply", d["metadata"]["name"], d, create=d["metadata"]["name"] not in live, grows=True)
-               for d in growing]
+    writes += [Write("apply", d["metadata"]["name"], d, create=d["metadata"]["name"] not in live,
+                     grows=d["spec"]["replicas"] > _replicas(live.get(d["metadata"]["name"]))) for d in growing]
     writes += [Write("mark", name) for name in plan.mark_for_deletion if name not in marked]
     writes += [Write("apply", d["metadata"]["name"], d) for d in changed if d not in growing]
     writes += [Write("resize_unlisted", deployment_name(ref.name, t), children.resize_patch(n))
