@@ -183,12 +183,28 @@ def test_the_server_clock_stepped_forward_is_followed():
     assert abs(clock.offset - 2.0) < 0.05, clock.offset
 
 
-async def test_a_proxys_error_page_does_not_set_the_clock():
+@pytest.mark.parametrize("status", [429, 502])
+async def test_a_proxys_error_page_does_not_set_the_clock_and_the_api_servers_own_error_does(status: int):
     clock = ServerClock()
     _answers(clock, time.time() - 40, 100, 0.37, 0.0)
     before = clock.offset
+    ahead = datetime.now(UTC) + timedelta(seconds=3)
     with pytest.raises(ApiError):
-        await answer(Response(502, b"bad gateway", date=datetime.now(UTC) + timedelta(seconds=3)), clock)
+        await answer(Response(status, b"<html>too many requests</html>", date=ahead), clock)
+    assert clock.offset == before
+    with pytest.raises(ApiError):
+        await answer(Response(status, {"kind": "Status", "reason": "TooManyRequests", "message": "slow down"},
+                              date=ahead), clock)
+    assert clock.offset > before + 1
+
+
+def test_an_answer_received_before_it_was_sent_bounds_nothing():
+    """The local clock stepped back while the request was out."""
+    from email.utils import formatdate
+    clock = ServerClock()
+    _answers(clock, 1_800_000_000.0, 100, 0.37, 0.0)
+    before = clock.offset
+    clock.observe(formatdate(1_800_000_100.0, usegmt=True), sent=1_800_000_100.0, received=1_800_000_095.0)
     assert clock.offset == before
 
 

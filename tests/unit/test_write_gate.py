@@ -76,7 +76,7 @@ async def test_a_slot_handed_to_a_write_cancelled_in_that_moment_passes_on() -> 
 async def test_a_request_waiting_longer_than_max_wait_goes_next_whatever_its_priority() -> None:
     """A tenant rolling out thousands of apps keeps urgent writes coming: another's status and events
     still go, a little later."""
-    gate = WriteGate(1, max_wait=0.05)
+    gate = WriteGate(1)  # the default max_wait: a second
     sent: list[str] = []
     stop = asyncio.Event()
 
@@ -99,6 +99,6 @@ async def test_a_request_waiting_longer_than_max_wait_goes_next_whatever_its_pri
     waited = asyncio.get_running_loop().time() - started
     stop.set()
     await asyncio.gather(*floods)
-    assert 0.05 <= waited < 0.5, waited
+    assert 1.0 <= waited < 1.5, waited
     assert gate.in_flight == 0
 

@@ -115,6 +115,8 @@ class ServerClock:
             return
         received = time.time() if received is None else received
         sent = received if sent is None else sent
+        if received < sent:  # the local clock was stepped back meanwhile: the answer bounds nothing
+            return
         low, high = server - received, server + 1 - sent
         aged = self.DRIFT * received
         if self._low_key - aged > high:  # older lower bounds this answer contradicts go
@@ -154,10 +156,11 @@ async def _answer(coro: Awaitable[object], what: str, clock: ServerClock | None 
         raise _from_exception(e, what) from e
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
         raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
+    received = time.time()
     try:
-        if clock is not None and response.status < 500:  # a 5xx may be a proxy's, with the proxy's clock
-            clock.observe(response.headers.get("Date"), sent, time.time())
         data = await response.read()
+        if clock is not None and (response.status < 400 or _kubernetes_status(data)):
+            clock.observe(response.headers.get("Date"), sent, received)  # not a proxy's page, with its clock
         if response.status >= 400:
             raise _from_body(response.status, response.reason or "", data, what)
         body: JsonObject | None = json.loads(data) if data else None  # the API answers with objects
@@ -166,6 +169,15 @@ async def _answer(coro: Awaitable[object], what: str, clock: ServerClock | None 
         raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
     finally:
         response.release()
+
+
+def _kubernetes_status(data: bytes) -> bool:
+    """Whether an error answer is the API server's own (a Status object), not a proxy's."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("kind") == "Status"
 
 
 def _from_body(status: int, reason: str, data: bytes, what: str) -> ApiError:

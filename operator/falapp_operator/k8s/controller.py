@@ -765,13 +765,13 @@ class Controller:
         no answer, or is not back from its watch in time (a watch event lost)."""
         app = (namespace, name)
         logger.info("%s/%s: reading the app fresh from the API", namespace, name)
-        self.falapps.refresh(app, app, await self._sent(Priority.URGENT, self.api.get_falapp(namespace, name)))
-        self.services.refresh(app, app, await self._sent(Priority.URGENT, self.api.get_service(
+        self.falapps.refresh(app, app, await self._sent(Priority.NORMAL, self.api.get_falapp(namespace, name)))
+        self.services.refresh(app, app, await self._sent(Priority.NORMAL, self.api.get_service(
             namespace, service_name(name))))
         selector = f"{APP_LABEL}={name}"
         for store, resource in ((self.deployments, "deployments"), (self.app_pods, "pods")):
             items: list[JsonObject] = []
-            listed_at = await self._sent(Priority.URGENT, self.api.list_objects(
+            listed_at = await self._sent(Priority.NORMAL, self.api.list_objects(
                 resource, items.append, namespace, label_selector=selector, read=f"list_app_{resource}"))
             store.refresh_app(app, namespace, items, listed_at)
         self._unsure.discard(app)
@@ -843,8 +843,11 @@ class Controller:
                 if self._warned.get(app) == (event.reason, event.message):
                     continue
                 self._warned[app] = (event.reason, event.message)
-            self._background(self._sent(Priority.LOW, self.api.post_event(involved, event.type, event.reason,
-                                                                          event.message)))
+            self._background(self._post_event(involved, event.type, event.reason, event.message))
+
+    async def _post_event(self, involved: JsonMapping, event_type: str, reason: str, message: str) -> None:
+        # the request is made here, not by the caller: a task cancelled before it starts leaves none unawaited
+        await self._sent(Priority.LOW, self.api.post_event(involved, event_type, reason, message))
 
     async def _sent(self, priority: Priority, request: Coroutine[object, object, T]) -> T:
         """An app request, sent when the gate lets it through (see k8s/gate.py)."""
@@ -858,22 +861,27 @@ class Controller:
 
     async def _gone(self, namespace: str, name: str, uid: str) -> bool:
         """Whether the app of this uid is no longer in the API (read fresh: its watch may lag)."""
-        live = await self._sent(Priority.URGENT, self.api.get_falapp(namespace, name))
+        live = await self._sent(Priority.NORMAL, self.api.get_falapp(namespace, name))
         return live is None or live["metadata"].get("uid") != uid
 
-    async def _patch_status(self, namespace: str, name: str, uid: str, patch: JsonMapping,
-                            priority: Priority) -> JsonObject:
-        """The app's status written; AppGone if it is no longer there. A 404 for an app that is there (a
-        status subresource missing from its CRD) is an error to show. Its time, the wait for a slot
-        included (writes queued here are as much a sign of a busy API server), sets the counts rate."""
+    async def _timed_status_patch(self, namespace: str, name: str, patch: JsonMapping) -> JsonObject | None:
+        """The status write itself; its time (not its wait for a slot: that says how busy the operator
+        is, and counts-only writes wait last anyway) sets the counts rate."""
         sent = time.monotonic()
         try:
-            answer = await self._sent(priority, self.api.patch_falapp_status(namespace, name, patch))
+            answer = await self.api.patch_falapp_status(namespace, name, patch)
         except ApiError as e:
             if e.transient:  # overloaded, or no answer in time: the strongest sign of a busy API server
                 self._status_answered_in(time.monotonic() - sent)
             raise
         self._status_answered_in(time.monotonic() - sent)
+        return answer
+
+    async def _patch_status(self, namespace: str, name: str, uid: str, patch: JsonMapping,
+                            priority: Priority) -> JsonObject:
+        """The app's status written; AppGone if it is no longer there. A 404 for an app that is there (a
+        status subresource missing from its CRD) is an error to show."""
+        answer = await self._sent(priority, self._timed_status_patch(namespace, name, patch))
         if answer is not None:
             return answer
         if await self._gone(namespace, name, uid):
@@ -901,7 +909,9 @@ class Controller:
         else:
             self._forget_counts_turn(app)
         try:
-            self.falapps.wrote(await self._patch_status(namespace, name, uid, patch, Priority.NORMAL), app)
+            # counts are news for people: placement's requests and the full status go first
+            self.falapps.wrote(await self._patch_status(namespace, name, uid, patch,
+                                                        Priority.LOW if counts else Priority.NORMAL), app)
         except ApiError:
             if counts:  # the retry writes at once: the turn was this app's
                 self._counts_turn_given.add(app)
