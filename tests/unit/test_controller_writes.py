@@ -1049,8 +1049,7 @@ async def test_each_write_of_a_move_passes_the_gate_at_its_priority(rig: Rig) ->
     rig.pod_of(H100, "stuck", None)
     assert await rig.reconcile() == [STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"PATCH /api/v1/namespaces/{NS}/pods/stuck",
                                      f"PATCH {DEPLOYMENTS}/{H100}", STATUS, EVENTS]
-    U, N, L = Priority.URGENT, Priority.NORMAL, Priority.LOW
-    assert passed == [U, U, N, N, N, L]
+    assert passed == [Priority.URGENT, Priority.GROW, Priority.NORMAL, Priority.NORMAL, Priority.NORMAL, Priority.LOW]
     assert rig.controller._gate.in_flight == 0, "a write kept its slot"
 
 

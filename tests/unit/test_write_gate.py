@@ -21,13 +21,13 @@ async def test_writes_waiting_go_by_priority_then_as_they_came_and_never_more_th
     gate, hold, sent, in_flight = WriteGate(2), asyncio.Event(), [], [0, 0]
     tasks = [asyncio.create_task(_write(gate, p, n, sent, hold, in_flight)) for p, n in [
         (Priority.LOW, "event-1"), (Priority.NORMAL, "status-1"),  # in flight at once
-        (Priority.LOW, "event-2"), (Priority.NORMAL, "shrink-1"), (Priority.URGENT, "grow-2"),
-        (Priority.NORMAL, "status-2"), (Priority.URGENT, "history-3"), (Priority.URGENT, "grow-3")]]
+        (Priority.LOW, "event-2"), (Priority.NORMAL, "shrink-1"), (Priority.URGENT, "history-2"),
+        (Priority.NORMAL, "status-2"), (Priority.URGENT, "history-3"), (Priority.GROW, "grow-1")]]
     await asyncio.sleep(0.01)
     assert sent == ["event-1", "status-1"]
     hold.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 2)
-    assert sent == ["event-1", "status-1", "grow-2", "history-3", "grow-3", "shrink-1", "status-2", "event-2"]
+    assert sent == ["event-1", "status-1", "grow-1", "history-2", "history-3", "shrink-1", "status-2", "event-2"]
     assert in_flight[1] == 2
 
 

@@ -796,7 +796,7 @@ class Controller:
                     status.update(write.body)  # a refusal further on builds on what is recorded now
                 elif write.kind == "apply":
                     assert write.body is not None, "an apply carries the desired object"
-                    answer = await self._sent(Priority.URGENT if write.urgent else Priority.NORMAL,
+                    answer = await self._sent(Priority.GROW if write.urgent else Priority.NORMAL,
                                               self.api.apply(write.body, write.create))
                     self.deployments.wrote(answer, app)
                     applied[write.name] = object_version(answer)
