@@ -14,9 +14,9 @@ class OperatorSettings(BaseSettings):
                          "on CPU: in a burst of fallbacks more of them overlap).")
     requests_in_flight: int = Field(
         16, ge=1, description="App requests (writes of Deployments, pods, FalApp status and events; reads of an "
-        "app afresh) sent to the API server at once. More wait, those that start replacements (a move's history, "
-        "a Deployment that grows) first, so that when many apps move at once each replacement is asked for before "
-        "the others' tidying up; none waits over a second behind more urgent ones.")
+        "app afresh) sent to the API server at once. More wait, those that start replacements (a Deployment that "
+        "grows, a move's history) first, so that when many apps move at once each replacement is asked for before "
+        "the others' tidying up; one that has waited a second behind more urgent ones gets every fourth slot.")
     status_counts_rate: float = Field(
         10.0, ge=1, description="FalApp status writes per second, across all apps, that only update counts and "
         "messages (each app's at most once a second besides); the apps waiting take turns, oldest first. "
