@@ -28,7 +28,7 @@ API_READS = Counter("falapp_api_reads_total", "Read requests the operator sent t
                     "(one app's children, read fresh), watch_<resource> (a watch started).", ["read"])
 API_WAIT = Histogram("falapp_api_request_wait_seconds", "Seconds an app request waited for one of "
                      "FALAPP_REQUESTS_IN_FLIGHT slots, by priority: grow (the Deployment a replacement waits on), "
-                     "urgent (a move's history), normal (shrinks, marks, deletions, full status, fresh reads), "
+                     "history (a move's history), normal (shrinks, marks, deletions, full status, fresh reads), "
                      "low (counts-only status, events).", ["priority"],
                      buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 STATUS_COUNTS_RATE = Gauge("falapp_status_counts_rate", "Counts-only FalApp status writes allowed a second now: "

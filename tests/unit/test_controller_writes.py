@@ -23,7 +23,7 @@ from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, FalAppSpec, 
 from falapp_operator.api.names import APP_LABEL, TYPE_LABEL
 from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
 from falapp_operator.k8s.controller import Controller
-from falapp_operator.k8s.gate import Priority, WriteGate
+from falapp_operator.k8s.gate import Priority, RequestGate
 from falapp_operator.reconcile.children import deployment_name
 from falapp_operator.reconcile.writes import counts_only
 from falapp_operator.settings import OperatorSettings
@@ -754,9 +754,9 @@ async def test_turns_slow_down_while_the_api_answers_status_writes_slowly(rig: R
     controller._status_latency, controller._status_latency_at = 0.5, time.monotonic() - 30.0
     assert controller._counts_rate() == 10.0, "30 s without answers"
     # a write waiting 0.1 s for a slot (others' writes in flight) is no slow answer: the API was quick
-    controller._gate = WriteGate(1)
+    controller._gate = RequestGate(1)
     controller._status_latency = 0.0
-    async with controller._gate.slot(Priority.URGENT):
+    async with controller._gate.slot(Priority.HISTORY):
         waiting = asyncio.create_task(controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.LOW))
         await asyncio.sleep(0.1)
     await waiting
@@ -1036,7 +1036,7 @@ async def test_each_write_of_a_move_passes_the_gate_at_its_priority(rig: Rig) ->
     (the mark, the old type going, the status) and the event comes last (see k8s/gate.py)."""
     passed: list[Priority] = []
 
-    class RecordingGate(WriteGate):
+    class RecordingGate(RequestGate):
         def slot(self, priority: Priority):  # type: ignore[no-untyped-def]
             passed.append(priority)
             return super().slot(priority)
@@ -1049,14 +1049,14 @@ async def test_each_write_of_a_move_passes_the_gate_at_its_priority(rig: Rig) ->
     rig.pod_of(H100, "stuck", None)
     assert await rig.reconcile() == [STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"PATCH /api/v1/namespaces/{NS}/pods/stuck",
                                      f"PATCH {DEPLOYMENTS}/{H100}", STATUS, EVENTS]
-    assert passed == [Priority.URGENT, Priority.GROW, Priority.NORMAL, Priority.NORMAL, Priority.NORMAL, Priority.LOW]
+    assert passed == [Priority.HISTORY, Priority.GROW, Priority.NORMAL, Priority.NORMAL, Priority.NORMAL, Priority.LOW]
     assert rig.controller._gate.in_flight == 0, "a write kept its slot"
 
 
 async def test_a_request_cancelled_while_waiting_for_a_slot_is_never_sent(rig: Rig) -> None:
     """A worker cancelled (the operator stopping) while its write waits: the write never goes, and is
     closed rather than left unawaited."""
-    rig.controller._gate = WriteGate(1)
+    rig.controller._gate = RequestGate(1)
     hold, started = asyncio.Event(), []
 
     async def request(name: str) -> str:
@@ -1067,7 +1067,7 @@ async def test_a_request_cancelled_while_waiting_for_a_slot_is_never_sent(rig: R
     first = asyncio.create_task(rig.controller._sent(Priority.NORMAL, request("first")))
     await asyncio.sleep(0.01)
     queued = request("queued")
-    waiting = asyncio.create_task(rig.controller._sent(Priority.URGENT, queued))
+    waiting = asyncio.create_task(rig.controller._sent(Priority.HISTORY, queued))
     await asyncio.sleep(0.01)
     waiting.cancel()
     hold.set()
@@ -1080,7 +1080,7 @@ async def test_a_request_cancelled_while_waiting_for_a_slot_is_never_sent(rig: R
 async def test_counts_only_status_waits_last_and_a_turned_condition_does_not(rig: Rig) -> None:
     passed: list[Priority] = []
 
-    class RecordingGate(WriteGate):
+    class RecordingGate(RequestGate):
         def slot(self, priority: Priority):  # type: ignore[no-untyped-def]
             passed.append(priority)
             return super().slot(priority)
@@ -1106,9 +1106,9 @@ async def test_counts_only_status_waits_last_and_a_turned_condition_does_not(rig
 
 async def test_stopping_cancels_events_still_waiting_for_a_slot(rig: Rig) -> None:
     controller = rig.controller
-    controller._gate = WriteGate(1)
+    controller._gate = RequestGate(1)
     involved = {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp", "name": "llm", "namespace": NS, "uid": "app-1"}
-    async with controller._gate.slot(Priority.URGENT):
+    async with controller._gate.slot(Priority.HISTORY):
         rig.fake.requests.clear()
         controller._background(controller._post_event(involved, "Normal", "FellBack", "moved"))
         await asyncio.sleep(0.01)

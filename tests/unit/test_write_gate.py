@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from falapp_operator.k8s.gate import Priority, WriteGate
+from falapp_operator.k8s.gate import Priority, RequestGate
 
 
-async def _write(gate: WriteGate, priority: Priority, name: str, sent: list[str], hold: asyncio.Event,
+async def _write(gate: RequestGate, priority: Priority, name: str, sent: list[str], hold: asyncio.Event,
                  in_flight: list[int]) -> None:
     async with gate.slot(priority):
         sent.append(name)
@@ -18,11 +18,11 @@ async def _write(gate: WriteGate, priority: Priority, name: str, sent: list[str]
 
 
 async def test_writes_waiting_go_by_priority_then_as_they_came_and_never_more_than_the_limit() -> None:
-    gate, hold, sent, in_flight = WriteGate(2), asyncio.Event(), [], [0, 0]
+    gate, hold, sent, in_flight = RequestGate(2), asyncio.Event(), [], [0, 0]
     tasks = [asyncio.create_task(_write(gate, p, n, sent, hold, in_flight)) for p, n in [
         (Priority.LOW, "event-1"), (Priority.NORMAL, "status-1"),  # in flight at once
-        (Priority.LOW, "event-2"), (Priority.NORMAL, "shrink-1"), (Priority.URGENT, "history-2"),
-        (Priority.NORMAL, "status-2"), (Priority.URGENT, "history-3"), (Priority.GROW, "grow-1")]]
+        (Priority.LOW, "event-2"), (Priority.NORMAL, "shrink-1"), (Priority.HISTORY, "history-2"),
+        (Priority.NORMAL, "status-2"), (Priority.HISTORY, "history-3"), (Priority.GROW, "grow-1")]]
     await asyncio.sleep(0.01)
     assert sent == ["event-1", "status-1"]
     hold.set()
@@ -32,10 +32,10 @@ async def test_writes_waiting_go_by_priority_then_as_they_came_and_never_more_th
 
 
 async def test_a_write_cancelled_while_waiting_takes_no_slot() -> None:
-    gate, hold, sent, in_flight = WriteGate(1), asyncio.Event(), [], [0, 0]
+    gate, hold, sent, in_flight = RequestGate(1), asyncio.Event(), [], [0, 0]
     first = asyncio.create_task(_write(gate, Priority.NORMAL, "first", sent, hold, in_flight))
     await asyncio.sleep(0.01)
-    cancelled = asyncio.create_task(_write(gate, Priority.URGENT, "cancelled", sent, hold, in_flight))
+    cancelled = asyncio.create_task(_write(gate, Priority.HISTORY, "cancelled", sent, hold, in_flight))
     last = asyncio.create_task(_write(gate, Priority.LOW, "last", sent, hold, in_flight))
     await asyncio.sleep(0.01)
     cancelled.cancel()
@@ -52,7 +52,7 @@ async def test_a_write_cancelled_while_waiting_takes_no_slot() -> None:
 
 
 async def test_a_slot_handed_to_a_write_cancelled_in_that_moment_passes_on() -> None:
-    gate, hold, sent, in_flight = WriteGate(1), asyncio.Event(), [], [0, 0]
+    gate, hold, sent, in_flight = RequestGate(1), asyncio.Event(), [], [0, 0]
     tasks: dict[str, asyncio.Task[None]] = {}
 
     async def first() -> None:
@@ -63,7 +63,7 @@ async def test_a_slot_handed_to_a_write_cancelled_in_that_moment_passes_on() -> 
 
     tasks["first"] = asyncio.create_task(first())
     await asyncio.sleep(0.01)
-    tasks["handed"] = asyncio.create_task(_write(gate, Priority.URGENT, "handed", sent, hold, in_flight))
+    tasks["handed"] = asyncio.create_task(_write(gate, Priority.HISTORY, "handed", sent, hold, in_flight))
     tasks["after"] = asyncio.create_task(_write(gate, Priority.LOW, "after", sent, hold, in_flight))
     await asyncio.sleep(0.01)
     hold.set()
@@ -76,14 +76,14 @@ async def test_a_slot_handed_to_a_write_cancelled_in_that_moment_passes_on() -> 
 async def test_a_request_waiting_longer_than_max_wait_goes_next_whatever_its_priority() -> None:
     """A tenant rolling out thousands of apps keeps urgent writes coming: another's status and events
     still go, a little later."""
-    gate = WriteGate(1)  # the default max_wait: a second
+    gate = RequestGate(1)  # the default max_wait: a second
     sent: list[str] = []
     stop = asyncio.Event()
 
     async def urgent_flood() -> None:
         n = 0
         while not stop.is_set():
-            async with gate.slot(Priority.URGENT):
+            async with gate.slot(Priority.HISTORY):
                 sent.append(f"urgent-{n}")
                 await asyncio.sleep(0.005)
             n += 1

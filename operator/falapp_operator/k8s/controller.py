@@ -44,7 +44,7 @@ from falapp_operator.k8s.cache import (
     nodepool_nodes,
 )
 from falapp_operator.k8s.client import ApiError, KubeApi
-from falapp_operator.k8s.gate import Priority, WriteGate
+from falapp_operator.k8s.gate import Priority, RequestGate
 from falapp_operator.k8s.informer import Informer
 from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store, version
 from falapp_operator.k8s.workqueue import WorkQueue
@@ -97,7 +97,7 @@ class AppGone(Exception):
 class Controller:
     def __init__(self, api: KubeApi, settings: OperatorSettings):
         self.api = api
-        self._gate = WriteGate(settings.requests_in_flight)
+        self._gate = RequestGate(settings.requests_in_flight)
         self.settings = settings
         self.cache = ClusterCache()
         self.catalogue: dict[str, MachineType] = {}  # as declared
@@ -790,7 +790,7 @@ class Controller:
                 if write.kind == "history":
                     assert write.body is not None, "a history write carries its status patch"
                     self.falapps.wrote(await self._patch_status(namespace, ref.name, ref.uid, write.body,
-                                                                Priority.URGENT), app)
+                                                                Priority.HISTORY), app)
                     self._status_written[app] = time.monotonic()
                     self._forget_counts_turn(app)
                     status.update(write.body)  # a refusal further on builds on what is recorded now

@@ -26,12 +26,12 @@ class Priority(IntEnum):
     # histories: a move started is finished first, so half the apps have their replacements in about
     # half the time, not all of them only at the end
     GROW = 0
-    URGENT = 1  # a move's history, the first of its writes
+    HISTORY = 1  # a move's history, the first of its writes
     NORMAL = 2  # shrinks, marks, deletions, full status writes, a reconcile's fresh reads
     LOW = 3  # counts-only status writes, events
 
 
-class WriteGate:
+class RequestGate:
     """At most `limit` requests in flight; a request waiting goes by priority, then first come (see the
     module's note for the oldest one's share)."""
 
