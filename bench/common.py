@@ -24,13 +24,17 @@ from pathlib import Path
 import aiohttp
 from kubernetes_asyncio import client, config
 
+from falapp_operator.api import FalAppSpec, MachineType
+from falapp_operator.placement.eligibility import type_option
+from falapp_operator.reconcile.children import AppRef, deployment, pod_template
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/x.py`: the objects come from the tests' builders
     sys.path.insert(0, str(REPO))
 
 # the scripts take these from here too
 from tests.builders import APP_LABEL as APP_LABEL  # noqa: E402
-from tests.builders import GPU_TOLERATION, POOL_LABEL, falapp, fallback, pool_node  # noqa: E402
+from tests.builders import POOL_LABEL, falapp, fallback, pool_node  # noqa: E402
 from tests.builders import TYPE_LABEL as TYPE_LABEL  # noqa: E402
 from tests.builders import pool_machine_type as pool_machine_type  # noqa: E402
 
@@ -145,17 +149,17 @@ def one_gpu_app(name: str, namespace: str, types: list[str], replicas: int, time
 
 
 def plain_deployment(name: str, namespace: str, pool: str, replicas: int) -> dict:
-    """What the scheduler alone places: a Deployment with the pod a one-GPU app gets on `pool`'s type
-    (its node selector, toleration and requests), no operator involved."""
-    requests = {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "1"}
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"bench/app": name}},
-                     "template": {"metadata": {"labels": {"bench/app": name}},
-                                  "spec": {"nodeSelector": {POOL_LABEL: pool}, "tolerations": [GPU_TOLERATION],
-                                           "containers": [{"name": "app", "image": "registry.example.com/app:1",
-                                                           "resources": {"requests": requests,
-                                                                         "limits": {"memory": "1Gi",
-                                                                                    "nvidia.com/gpu": "1"}}}]}}}}
+    """What the scheduler alone places: the Deployment the operator makes for a one-GPU app on `pool`'s
+    type (pool_machine_type), built by the operator's own code, so its pods are the same pods (requests,
+    node selector, toleration, labels, security settings), but made by hand: no FalApp, no owner, no
+    operator. Its pods carry APP_LABEL=`name` and TYPE_LABEL=`pool`."""
+    machine_type = MachineType.model_validate(pool_machine_type(pool))
+    spec = FalAppSpec.model_validate(one_gpu_app(name, namespace, [machine_type.display_name], replicas)["spec"])
+    option = type_option(spec, machine_type)
+    app = AppRef(name=name, namespace=namespace, uid="")
+    body = deployment(app, option, pod_template(app, spec, option, machine_type), replicas, surge=None)
+    del body["metadata"]["ownerReferences"]
+    return body
 
 
 def pod_ready(pod: dict) -> bool:

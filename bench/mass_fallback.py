@@ -9,8 +9,8 @@ for the pod garbage collector, as a real node deletion does). Then:
   operator run    from the node deletion request until every replica is Ready on A100; the apps wait
                   their unschedulableTimeout by design, so the compared time is this minus the timeout;
   scheduler alone the operator stopped and the FalApps deleted (their pods gone), the same number of
-                  replicas as plain Deployments with the A100 node selector, toleration and requests,
-                  from the first create request until every pod is Ready.
+                  replicas as plain Deployments on A100 with the operator's own pod template (the
+                  same pods), from the first create request until every pod is Ready.
 Prints both, their ratio, the control plane's and the operator's CPU, and writes Ready-over-time of
 both to a PNG.
 
@@ -213,14 +213,11 @@ class MassFallback:
             self.operator.stop()
         await c.delete_all("fal.ai/v1alpha1", "FalApp", self.namespace)
         await c.wait_gone("v1", "Pod", self.namespace)
-        pods, stages = ReadyPods("bench/app"), Stages(self.first, self.next)
+        pods, stages = ReadyPods(TYPE_LABEL), Stages(self.first, self.next)
 
         watches = self.watch_stages(pods, stages, stop)
         deployments = [plain_deployment(f"plain-{i}", self.namespace, self.next, self.replicas)
                        for i in range(self.apps)]
-        for d in deployments:  # the type's label too, for the stages (nothing selects on it)
-            for meta in (d["metadata"], d["spec"]["template"]["metadata"]):
-                meta.setdefault("labels", {})[TYPE_LABEL] = self.next
         try:
             print(f"  {await quiet_machine()}", flush=True)
             cpu = ControlPlaneCPU()

@@ -4,9 +4,10 @@ plain Deployments (one per app, no operator), in one run.
 
 Four machine types of --nodes/4 nodes each; app i prefers three of them starting at type i mod 4, and
 its first choice has room, so both runs place every replica on the same type. In order:
-  scheduler alone  no operator running: --apps plain Deployments of --replicas pods each, with the node
-                   selector, toleration and requests of the app's first type, from the first create
-                   request until every pod is Ready; then they are deleted (and their pods gone);
+  scheduler alone  no operator running: --apps plain Deployments of --replicas pods each, the operator's
+                   own Deployment for the app's first type made by hand (the same pods: requests, node
+                   selector, toleration, labels, security settings), from the first create request
+                   until every pod is Ready; then they are deleted (and their pods gone);
   operator         the operator started (its startup LISTs are not counted), --apps FalApps created at
                    once, from the first create request until every replica is Ready, and until every
                    FalApp says Ready; then --idle seconds with nothing changing.
@@ -119,7 +120,7 @@ class Scale:
         c, stop = self.cluster, asyncio.Event()
         namespace = f"{self.prefix}-plain"
         c.k("create", "namespace", namespace)
-        pods, progress = ReadyPods("bench/app"), Progress()
+        pods, progress = ReadyPods(APP_LABEL), Progress()
         watches = self.watch_progress(namespace, pods, progress, stop)
         try:
             print(f"  {await quiet_machine()}", flush=True)
