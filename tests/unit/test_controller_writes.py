@@ -1115,3 +1115,27 @@ async def test_stopping_cancels_events_still_waiting_for_a_slot(rig: Rig) -> Non
         await controller.stop()
     assert not controller._pending_posts
     assert [str(r) for r in rig.fake.requests if r.method == "POST"] == []
+
+
+async def test_an_edit_of_the_app_or_of_its_type_reaches_the_pod_template(rig: Rig) -> None:
+    """Templates are kept across reconciles: an edit of either side must still change them."""
+    def applied_container() -> dict:
+        (only,) = rig.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["template"]["spec"]["containers"]
+        return only
+
+    rig.create_app(falapp())
+    await rig.reconcile()
+    assert applied_container()["resources"]["requests"]["cpu"] == "12000m"
+    h100 = copy.deepcopy(rig.fake.objects[f"{MACHINETYPES}/gpu-h100"])
+    h100["metadata"]["generation"] = 2
+    h100["spec"]["resources"]["cpu"] = "3"
+    rig.controller.machinetype_event(rig.fake.put(f"{MACHINETYPES}/gpu-h100", h100), deleted=False)
+    assert f"PATCH {DEPLOYMENTS}/{H100}" in await rig.reconcile()
+    assert applied_container()["resources"]["requests"]["cpu"] == "3000m"
+    edited = falapp()
+    edited["metadata"]["generation"] = 2
+    edited["spec"]["image"] = "img:2"
+    rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, edited))
+    assert f"PATCH {DEPLOYMENTS}/{H100}" in await rig.reconcile()
+    assert applied_container()["image"] == "img:2"
+    assert applied_container()["resources"]["requests"]["cpu"] == "3000m"

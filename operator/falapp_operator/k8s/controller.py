@@ -103,6 +103,7 @@ class Controller:
         self.catalogue: dict[str, MachineType] = {}  # as declared
         self.nodepools: dict[str, PoolNodes] = {}  # Karpenter NodePool -> what the nodes it makes carry
         self._placement_catalogue: list[MachineType] | None = None  # with autoscaled types marked
+        self._templates = children.TemplateCache()  # pod templates, valid while the catalogue stays
         self.namespace_labels: dict[str, dict[str, str]] = {}  # only the labels: no whole bodies kept
         self.terminating: set[str] = set()  # namespaces being deleted: their apps go with them
         self.queue: WorkQueue[QueueKey] = WorkQueue()
@@ -317,6 +318,11 @@ class Controller:
             else:
                 self.queue.add(("app", namespace, name), urgent=urgent)
 
+    def _catalogue_changed(self) -> None:
+        """The placement catalogue is built again when next asked for, and the templates made from it."""
+        self._placement_catalogue = None
+        self._templates.clear()
+
     def placement_catalogue(self) -> list[MachineType]:
         """The catalogue placement uses: a type whose nodes a Karpenter NodePool makes counts as
         autoscaled (as if its spec said so)."""
@@ -341,7 +347,7 @@ class Controller:
             self.nodepools.pop(name, None)
         else:
             self.nodepools[name] = nodepool_nodes(body)
-        self._placement_catalogue = None
+        self._catalogue_changed()
         if {m.metadata.name for m in self.placement_catalogue() if m.spec.autoscaled} != before:
             for namespace, app in sorted(self.apps):
                 self.queue.add(("app", namespace, app))
@@ -360,7 +366,7 @@ class Controller:
             return
         previous = self._machinetype_seen.get(name)
         self._machinetype_seen[name] = seen
-        self._placement_catalogue = None
+        self._catalogue_changed()
         self.cache.forget_node_matches()
         self._free_by_type.clear()
         if deleted or previous is None or previous[1] != body.get("spec"):
@@ -577,6 +583,7 @@ class Controller:
                 now=now,
                 replica_failures=state.replica_failures,
                 namespace_labels=self.namespace_labels.get(namespace),
+                templates=self._templates,
             )
             result = plan(snap)
             # before the first await: an app planned after this one sees the room as taken
@@ -623,6 +630,7 @@ class Controller:
         self._status_written.pop(app, None)
         self._forget_counts_turn(app)
         self._warned.pop(app, None)
+        self._templates.forget(namespace, name)
         if gone:
             if app in self.apps:
                 self.apps.discard(app)

@@ -78,6 +78,8 @@ class AppSnapshot:
     # a Deployment without that time was raised before this (by an older version: before the operator
     # started); counted so, not written (an upgrade writes nothing for it)
     raised_before: datetime | None = None
+    # the controller's pod templates, kept across reconciles; None: built afresh
+    templates: children.TemplateCache | None = None
 
 
 @dataclass
@@ -135,11 +137,20 @@ def plan(snap: AppSnapshot) -> AppPlan:
     if problem:
         return invalid(snap.ref, snap.generation, snap.status, problem, snap.now, snap.pods)
     by_display = {m.display_name: m.metadata.name for m in resolution.types.values()}
-    templates = {o.name: children.pod_template(snap.ref, snap.spec, o, resolution.types[o.name])
-                 for o in resolution.options}
-    hashes = {t: children.template_hash(template) for t, template in templates.items()}
-    pods = tuple(replace(p, current=p.template == hashes[p.machine_type]) if p.machine_type in hashes else p
-                 for p in snap.pods)
+    options = {o.name: o for o in resolution.options}
+    made: dict[str, JsonObject] = {}
+
+    def template(type_name: str) -> JsonObject:
+        """Built when first needed: a reconcile uses one or two of its candidate types."""
+        if type_name not in made:
+            option, machine_type = options[type_name], resolution.types[type_name]
+            made[type_name] = (children.pod_template(snap.ref, snap.spec, option, machine_type)
+                               if snap.templates is None else
+                               snap.templates.template(snap.ref, snap.generation, snap.spec, option, machine_type))
+        return made[type_name]
+
+    pods = tuple(replace(p, current=p.template == children.template_hash(template(p.machine_type)))
+                 if p.machine_type in options else p for p in snap.pods)
     # a time to come is no time the operator wrote (anyone who may edit the Deployment can write one);
     # a minute's leeway for the clock (its offset to the API server's is known to a second)
     grown_at = {t: at for t, at in snap.grown_at.items() if at <= snap.now + CLOCK_LEEWAY}
@@ -167,7 +178,7 @@ def plan(snap: AppSnapshot) -> AppPlan:
         count = decision.counts.get(option.name, 0)
         if count:
             grown = snap.now if count > snap.counts.get(option.name, 0) else grown_at.get(option.name)
-            result.deployments.append(children.deployment(snap.ref, option, templates[option.name], count,
+            result.deployments.append(children.deployment(snap.ref, option, template(option.name), count,
                                                           decision.surge, grown))
     for type_name in snap.counts:
         if decision.counts.get(type_name, 0) == 0:

@@ -161,6 +161,36 @@ def pod_template(app: AppRef, spec: FalAppSpec, option: TypeOption, machine_type
     return template
 
 
+class TemplateCache:
+    """Each app's pod templates per machine type, kept while its spec (uid and generation) and the
+    catalogue stay as they were: a template depends on nothing else, and building and hashing it at
+    every reconcile is a good part of a reconcile's time at scale. The owner clears it when the catalogue
+    changes and forgets an app that is gone. Templates handed out are shared: read only."""
+
+    def __init__(self) -> None:
+        self._apps: dict[tuple[str, str], tuple[str, int, dict[str, JsonObject]]] = {}
+
+    def template(self, app: AppRef, generation: int, spec: FalAppSpec, option: TypeOption,
+                 machine_type: MachineType) -> JsonObject:
+        key = (app.namespace, app.name)
+        entry = self._apps.get(key)
+        if entry is None or entry[0] != app.uid or entry[1] != generation:
+            entry = self._apps[key] = (app.uid, generation, {})
+        made = entry[2]
+        if option.name not in made:
+            made[option.name] = pod_template(app, spec, option, machine_type)
+        return made[option.name]
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._apps.pop((namespace, name), None)
+
+    def clear(self) -> None:
+        self._apps.clear()
+
+    def __len__(self) -> int:
+        return len(self._apps)
+
+
 def template_hash(template: JsonMapping) -> str:
     digest: str = template["metadata"]["annotations"][TEMPLATE_ANNOTATION]
     return digest
