@@ -9,10 +9,13 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, MachineType
 from falapp_operator.api.names import APP_LABEL, TYPE_LABEL
 from falapp_operator.api.resources import Resources
+from falapp_operator.k8s import cache as cache_module
 from falapp_operator.k8s.cache import ClusterCache
 from falapp_operator.placement import NodeFree, shape_of
 from falapp_operator.placement.snapshot import Shape
@@ -215,3 +218,64 @@ def test_a_pods_autoscaler_answer_is_the_newest_and_goes_with_the_pod(cache: Clu
     assert cache.scale_up_refused("uid-a") and not cache.scale_up_coming("uid-a")
     cache.remove_pod("uid-a")
     assert not cache.scale_up_refused("uid-a") and cache.scale_signals == {}
+
+
+NODES = ("n1", "n2", "n3", "n4")
+PODS = ("p1", "p2", "p3", "p4", "p5", "p6")
+# what happens to the cluster, one step at a time; "read" asks for the type's free room in between
+MOSTLY = st.sampled_from((True, True, True, False))
+STEPS = st.one_of(
+    st.tuples(st.just("node"), st.sampled_from(NODES), st.integers(0, 8), MOSTLY, MOSTLY.map(lambda b: not b),
+              st.sampled_from([H100, H100, "NVIDIA-A100-SXM4-80GB"])),
+    st.tuples(st.just("node gone"), st.sampled_from(NODES)),
+    st.tuples(st.just("pod"), st.sampled_from(PODS), st.sampled_from((None, *NODES)), st.integers(0, 3)),
+    st.tuples(st.just("pod gone"), st.sampled_from(PODS)),
+    st.tuples(st.just("read")),
+)
+
+
+def from_scratch(cache: ClusterCache, machine_type: MachineType) -> list[NodeFree]:
+    """The type's free room, computed afresh from the nodes and pods the cache holds."""
+    out = []
+    for info in cache.nodes.values():
+        if not info.schedulable or not machine_type.spec.matches_node(info.labels, info.taints, False):
+            continue
+        used = Resources()
+        for p in cache.pods.values():
+            if p.node == info.name:
+                used = used + p.requests
+        left = (info.allocatable - used).counting(GPU)
+        out.append(NodeFree(left.gpus, left.cpu_milli, left.memory_bytes))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(STEPS, min_size=5, max_size=80), kept=st.sampled_from([4, 4096]))
+@example(steps=[("read",), ("pod", "p1", "n1", 2), ("read",)], kept=4096).via("a bound pod's node not updated")
+@example(steps=[("read",), ("pod", "p1", "n1", 1), *(("pod", f"p{i}", "n2", 1) for i in range(2, 6)), ("read",)],
+         kept=4).via("the log ran out")
+def test_a_types_free_room_kept_across_changes_is_what_it_would_be_afresh(steps: list[tuple], kept: int) -> None:
+    """free_of_type brings its list up to date from the nodes whose pods changed (a short log of them:
+    `kept` 4 makes it run out often); whatever happened, it reads as computed from scratch. Three H100
+    nodes and an A100 one to start with."""
+    old_kept, cache_module.POD_CHANGES_KEPT = cache_module.POD_CHANGES_KEPT, kept
+    try:
+        cache, machine_type = ClusterCache(), h100()
+        for name in NODES:
+            cache.upsert_node(node(name, product=H100 if name != "n4" else "NVIDIA-A100-SXM4-80GB"))
+        for step in steps:
+            if step[0] == "node":
+                _, name, gpus, ready, cordoned, product = step
+                cache.upsert_node(node(name, gpus=gpus, ready=ready, cordoned=cordoned, product=product))
+            elif step[0] == "node gone":
+                cache.remove_node(step[1])
+            elif step[0] == "pod":
+                _, name, node_name, gpus = step
+                cache.upsert_pod(pod(name, node_name, gpus=gpus))
+            elif step[0] == "pod gone":
+                cache.remove_pod(f"uid-{step[1]}")
+            else:
+                assert cache.free_of_type(machine_type) == from_scratch(cache, machine_type), steps
+        assert cache.free_of_type(machine_type) == from_scratch(cache, machine_type)
+    finally:
+        cache_module.POD_CHANGES_KEPT = old_kept

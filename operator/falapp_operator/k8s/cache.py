@@ -5,6 +5,7 @@ Fed by watch events (kopf) and a startup LIST; holds a few numbers per object, n
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ FAILED_SCHEDULING = "FailedScheduling"  # Karpenter's refusal (the scheduler's o
 SCALE_UP_REASONS = SCALE_UP_COMING | {SCALE_UP_NOT_COMING, FAILED_SCHEDULING}
 COMING, REFUSED = "coming", "refused"
 DELETED_NODES_KEPT = 10_000  # names of deleted nodes remembered (pods bound to them wait for the pod GC)
+POD_CHANGES_KEPT = 4096  # nodes whose pods changed, kept to bring each type's free room up to date
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,15 @@ class PodInfo:
         return bool(self.machine_type) and not self.node and not self.unschedulable
 
 
+@dataclass(frozen=True)
+class TypeFree:
+    """Free room on a type's schedulable nodes, in the type's node order, as of a cache version."""
+
+    version: int
+    free: list[NodeFree]
+    index: Mapping[str, int]  # node name -> its place in `free`
+
+
 @dataclass
 class ClusterCache:
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
@@ -108,6 +119,11 @@ class ClusterCache:
     # per node, its free room as each GPU resource name reads it; dropped when the node or its pods change
     _free: dict[str, dict[str | None, NodeFree]] = field(default_factory=dict)
     _deleted: dict[str, None] = field(default_factory=dict)  # names of nodes deleted lately, oldest first
+    # per (machine type, nvenc), built again when a node changes, brought up to date when pods do
+    _type_free: dict[tuple[str, bool], TypeFree] = field(default_factory=dict)
+    # (version, node) for each change of a node's pods since the last node change; complete above _changes_from
+    _pod_changes: list[tuple[int, str]] = field(default_factory=list)
+    _changes_from: int = 0
 
     # --- updates (return whether capacity somewhere may have grown) ---------------------------
     def upsert_node(self, body: JsonMapping) -> bool:
@@ -120,11 +136,11 @@ class ClusterCache:
             self.forget_node_matches()
         if changed:
             self._free.pop(info.name, None)
-        self.version += changed
+            self._node_changed()
         return changed
 
     def remove_node(self, name: str) -> bool:
-        self.version += 1
+        self._node_changed()
         self.forget_node_matches()
         self._free.pop(name, None)
         if name in self.nodes:
@@ -158,7 +174,7 @@ class ClusterCache:
             self.requested[info.node] = self.requested.get(info.node, Resources()) + info.requests
             self._free.pop(info.node, None)
         if (old.node if old else None) != info.node or (old and old.requests != info.requests):
-            self.version += 1
+            self._pods_changed(*{n for n in (old.node if old else None, info.node) if n})
         return old is not None and old.node is not None and info.node != old.node
 
     def remove_pod(self, uid: str) -> bool:
@@ -171,8 +187,33 @@ class ClusterCache:
             return False
         self.requested[old.node] = self.requested[old.node] - old.requests
         self._free.pop(old.node, None)
-        self.version += 1
+        self._pods_changed(old.node)
         return True
+
+    def _node_changed(self) -> None:
+        """A node came, went or changed: each type's free room is built again when next asked for."""
+        self.version += 1
+        self._type_free.clear()
+        self._pod_changes.clear()
+        self._changes_from = self.version
+
+    def _pods_changed(self, *nodes: str) -> None:
+        """The pods bound to these nodes changed: only their entries in the types' free room go stale."""
+        self.version += 1
+        self._pod_changes.extend((self.version, node) for node in nodes)
+        if len(self._pod_changes) > POD_CHANGES_KEPT:
+            dropped = self._pod_changes[: POD_CHANGES_KEPT // 2]
+            del self._pod_changes[: POD_CHANGES_KEPT // 2]
+            self._changes_from = dropped[-1][0]  # (a change's nodes are logged together: none left half)
+            while self._pod_changes and self._pod_changes[0][0] <= self._changes_from:
+                del self._pod_changes[0]
+
+    def _nodes_changed_since(self, version: int) -> set[str] | None:
+        """The nodes whose pods changed after `version`; None when that is no longer known."""
+        if version < self._changes_from:
+            return None
+        start = bisect_right(self._pod_changes, version, key=lambda change: change[0])
+        return {node for _, node in self._pod_changes[start:]}
 
     def _unbind(self, pod: PodInfo) -> None:
         apps = self.apps_by_node.get(pod.node or "")
@@ -205,6 +246,7 @@ class ClusterCache:
     def forget_node_matches(self) -> None:
         """A node or machine type changed: which nodes are of which type is computed again."""
         self._matches.clear()
+        self._type_free.clear()
 
     def of_any_type(self, node: str, machine_types: Iterable[MachineType], info: NodeInfo | None = None) -> bool:
         """Whether pods of some machine type can land on the node (room freed there matters); `info`: the
@@ -240,18 +282,37 @@ class ClusterCache:
 
     def free(self, nodes: Iterable[NodeInfo], gpu_resource: str | None) -> list[NodeFree]:
         """Unrequested room on the schedulable ones, GPUs counted as `gpu_resource` (a machine type's)."""
-        out = []
-        nothing = Resources()
-        for node in nodes:
-            if not node.schedulable:
-                continue
-            known = self._free.setdefault(node.name, {})
-            free = known.get(gpu_resource)
-            if free is None:
-                left = (node.allocatable - self.requested.get(node.name, nothing)).counting(gpu_resource)
-                free = known[gpu_resource] = NodeFree(left.gpus, left.cpu_milli, left.memory_bytes)
-            out.append(free)
-        return out
+        return [self._node_free(node, gpu_resource) for node in nodes if node.schedulable]
+
+    def _node_free(self, node: NodeInfo, gpu_resource: str | None) -> NodeFree:
+        known = self._free.setdefault(node.name, {})
+        free = known.get(gpu_resource)
+        if free is None:
+            left = (node.allocatable - self.requested.get(node.name, Resources())).counting(gpu_resource)
+            free = known[gpu_resource] = NodeFree(left.gpus, left.cpu_milli, left.memory_bytes)
+        return free
+
+    def free_of_type(self, machine_type: MachineType, nvenc: bool = False) -> list[NodeFree]:
+        """Free room on each schedulable node of the type (see nodes_of_type), in their order. Kept per
+        type: a change of pods updates the entries of their nodes only (at scale pods bind many times a
+        second, and a type has hundreds of nodes); a change of nodes builds it again. Read only."""
+        key = (machine_type.metadata.name, nvenc)
+        kept = self._type_free.get(key)
+        if kept is not None and kept.version == self.version:
+            return kept.free
+        gpu_resource = machine_type.spec.gpu_resource
+        changed = None if kept is None else self._nodes_changed_since(kept.version)
+        if kept is not None and changed is not None and len(changed) <= len(kept.free) // 4 + 1:
+            free = list(kept.free)
+            for name in changed:
+                if (i := kept.index.get(name)) is not None:
+                    free[i] = self._node_free(self.nodes[name], gpu_resource)
+            kept = TypeFree(self.version, free, kept.index)
+        else:
+            nodes = [n for n in self.nodes_of_type(machine_type, nvenc) if n.schedulable]
+            kept = TypeFree(self.version, self.free(nodes, gpu_resource), {n.name: i for i, n in enumerate(nodes)})
+        self._type_free[key] = kept
+        return kept.free
 
     def app_pods(self, machine_type: str) -> list[PodInfo]:
         return [p for p in self.pods.values() if p.machine_type == machine_type]

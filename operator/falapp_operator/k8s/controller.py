@@ -121,7 +121,6 @@ class Controller:
         self._applied: dict[tuple[str, str], dict[str, str]] = {}
         self._pending_posts: set[asyncio.Task[None]] = set()
         self._machinetype_status: dict[str, MachineTypeStatus] = {}
-        self._free_by_type: dict[tuple[str, bool], tuple[int, list[NodeFree]]] = {}
         # since when (as first seen) a type has had no Ready, schedulable node at all, per (type, NVENC)
         self._nodeless_since: dict[tuple[str, bool], datetime] = {}
         self._status_written: dict[tuple[str, str], float] = {}  # app -> when its status was last written
@@ -368,7 +367,6 @@ class Controller:
         self._machinetype_seen[name] = seen
         self._catalogue_changed()
         self.cache.forget_node_matches()
-        self._free_by_type.clear()
         if deleted or previous is None or previous[1] != body.get("spec"):
             # its nodes may be other ones now (a label or annotation, e.g. a GitOps tool's, changes none)
             for key in [k for k in self._nodeless_since if k[0] == name]:
@@ -397,7 +395,6 @@ class Controller:
         old = self.cache.nodes.get(name)  # (a heartbeat changes nothing read here: nothing more is done)
         changed = self.cache.remove_node(name) if deleted else self.cache.upsert_node(body)
         if changed:
-            self._free_by_type.clear()
             node = None if deleted else self.cache.nodes[name]
             if any(n is not None and self.cache.of_any_type(n.name, self.catalogue.values(), n) for n in (old, node)):
                 self._capacity_changed()
@@ -647,7 +644,7 @@ class Controller:
         types = {m.metadata.name: m for m in candidate_types(spec, self.catalogue.values())}
 
         def free(name: str) -> list[NodeFree]:
-            nodes = self._free_of(types[name], spec.requires_nvenc)
+            nodes = self.cache.free_of_type(types[name], spec.requires_nvenc)
             claims = self.cache.claims.others_on(app, name)
             return after_shapes(nodes, claims) if claims else nodes
         return FreeOnRead(types, free)
@@ -674,16 +671,6 @@ class Controller:
 
     def _seen(self, namespace: str, app: str, type_name: str) -> None:
         self.cache.claims.seen((namespace, app), type_name)
-
-    def _free_of(self, machine_type: MachineType, nvenc: bool) -> list[NodeFree]:
-        """Free room per node of a type, reused until capacity changes anywhere (cache.version)."""
-        key = (machine_type.metadata.name, nvenc)
-        cached = self._free_by_type.get(key)
-        if cached is None or cached[0] != self.cache.version:
-            nodes = self.cache.nodes_of_type(machine_type, nvenc)
-            cached = (self.cache.version, self.cache.free(nodes, machine_type.spec.gpu_resource))
-            self._free_by_type[key] = cached
-        return cached[1]
 
     def _lost_types(self, old: NodeInfo, node: NodeInfo | None) -> None:
         """The node was a schedulable one of fixed-size types and is no more (deleted, cordoned, NotReady,
