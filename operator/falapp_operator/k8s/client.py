@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -14,6 +13,7 @@ from email.utils import parsedate_to_datetime
 from typing import TypeAlias, cast
 
 import aiohttp
+import orjson
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -163,7 +163,7 @@ async def _answer(coro: Awaitable[object], what: str, clock: ServerClock | None 
             clock.observe(response.headers.get("Date"), sent, received)  # not a proxy's page, with its clock
         if response.status >= 400:
             raise _from_body(response.status, response.reason or "", data, what)
-        body: JsonObject | None = json.loads(data) if data else None  # the API answers with objects
+        body: JsonObject | None = orjson.loads(data) if data else None  # the API answers with objects
         return body
     except (aiohttp.ClientError, TimeoutError) as e:
         raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
@@ -174,7 +174,7 @@ async def _answer(coro: Awaitable[object], what: str, clock: ServerClock | None 
 def _kubernetes_status(data: bytes) -> bool:
     """Whether an error answer is the API server's own (a Status object), not a proxy's."""
     try:
-        body = json.loads(data)
+        body = orjson.loads(data)
     except ValueError:
         return False
     return isinstance(body, dict) and body.get("kind") == "Status"
@@ -183,7 +183,7 @@ def _kubernetes_status(data: bytes) -> bool:
 def _from_body(status: int, reason: str, data: bytes, what: str) -> ApiError:
     message = truncate(data.decode(errors="replace"), 2048)  # a body not from the API server (a proxy's page)
     try:
-        body = json.loads(data)
+        body = orjson.loads(data)
         if isinstance(body, dict):
             message, reason = body.get("message") or message, body.get("reason") or reason
     except ValueError:
@@ -328,7 +328,7 @@ class KubeApi:
             async for line in response.content:
                 if not line.strip():
                     continue
-                event = json.loads(line)
+                event = orjson.loads(line)
                 if event["type"] == "ERROR":
                     status = event.get("object") or {}
                     raise ApiError(status.get("code") or 500, status.get("reason") or "", status.get("message") or "",
