@@ -148,17 +148,25 @@ def one_gpu_app(name: str, namespace: str, types: list[str], replicas: int, time
                   fallback=None if timeout_s is None else fallback(f"{timeout_s:g}s", return_to_preferred=False))
 
 
+BASELINE_APP_LABEL = "bench/app"  # the baseline's pods: the operator's, under a label it does not read
+
+
 def plain_deployment(name: str, namespace: str, pool: str, replicas: int) -> dict:
     """What the scheduler alone places: the Deployment the operator makes for a one-GPU app on `pool`'s
-    type (pool_machine_type), built by the operator's own code, so its pods are the same pods (requests,
-    node selector, toleration, labels, security settings), but made by hand: no FalApp, no owner, no
-    operator. Its pods carry APP_LABEL=`name` and TYPE_LABEL=`pool`."""
+    type (pool_machine_type), built by the operator's code in this checkout (with --operator-rev the
+    operator run's may differ), so its pods are the same pods (requests, node selector, toleration,
+    labels, security settings), but made by hand: no FalApp, no owner. The app's label becomes
+    BASELINE_APP_LABEL=`name` (same size): a running operator would take them for an app's pods.
+    TYPE_LABEL=`pool` stays."""
     machine_type = MachineType.model_validate(pool_machine_type(pool))
     spec = FalAppSpec.model_validate(one_gpu_app(name, namespace, [machine_type.display_name], replicas)["spec"])
     option = type_option(spec, machine_type)
     app = AppRef(name=name, namespace=namespace, uid="")
     body = deployment(app, option, pod_template(app, spec, option, machine_type), replicas, surge=None)
     del body["metadata"]["ownerReferences"]
+    for labels in (body["metadata"]["labels"], body["spec"]["selector"]["matchLabels"],
+                   body["spec"]["template"]["metadata"]["labels"]):
+        labels[BASELINE_APP_LABEL] = labels.pop(APP_LABEL)
     return body
 
 

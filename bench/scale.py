@@ -34,6 +34,7 @@ from pathlib import Path
 
 from common import (
     APP_LABEL,
+    BASELINE_APP_LABEL,
     POOL_LABEL,
     Cluster,
     ControlPlaneCPU,
@@ -120,7 +121,7 @@ class Scale:
         c, stop = self.cluster, asyncio.Event()
         namespace = f"{self.prefix}-plain"
         c.k("create", "namespace", namespace)
-        pods, progress = ReadyPods(APP_LABEL), Progress()
+        pods, progress = ReadyPods(BASELINE_APP_LABEL), Progress()
         watches = self.watch_progress(namespace, pods, progress, stop)
         try:
             print(f"  {await quiet_machine()}", flush=True)

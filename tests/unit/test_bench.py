@@ -45,6 +45,26 @@ def test_the_objects_the_benchmarks_create_are_valid():
     assert node["metadata"]["labels"][builders.POOL_LABEL] == "bench-a"
 
 
+def test_the_baseline_places_the_operators_own_pods_with_no_owner_and_no_app_label():
+    """The scheduler-alone runs compare with the same pods: the operator's template for the app's first
+    type, but no FalApp owns them and no label makes the operator take them for an app's."""
+    from falapp_operator.api import FalAppSpec, MachineType
+    from falapp_operator.placement.eligibility import type_option
+    from falapp_operator.reconcile.children import AppRef, pod_template
+
+    common = load_common()
+    plain = common.plain_deployment("plain-0", "bench", "bench-a", 5)
+    machine_type = MachineType.model_validate(common.pool_machine_type("bench-a"))
+    spec = FalAppSpec.model_validate(common.one_gpu_app("plain-0", "bench", ["BENCH-A"], 5)["spec"])
+    template = pod_template(AppRef("plain-0", "bench", "uid"), spec, type_option(spec, machine_type), machine_type)
+    assert plain["spec"]["template"]["spec"] == template["spec"]
+    assert plain["spec"]["replicas"] == 5 and "ownerReferences" not in plain["metadata"]
+    labels = plain["spec"]["template"]["metadata"]["labels"]
+    assert builders.APP_LABEL not in labels and labels[common.BASELINE_APP_LABEL] == "plain-0"
+    assert labels[builders.TYPE_LABEL] == "bench-a"
+    assert plain["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
 @pytest.mark.parametrize("events, counts, total_series", [
     ([("ADDED", pod("a", False), 1)], {}, []),
     ([("ADDED", pod("a", True), 1), ("MODIFIED", pod("a", True), 2)], {"h100": 1}, [(1, 1)]),

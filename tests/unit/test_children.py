@@ -194,18 +194,21 @@ def test_the_service_exposes_the_apps_ports_across_its_types(ports: list[dict], 
     assert HASH_ANNOTATION in body["metadata"]["annotations"]
 
 
-def test_a_template_is_kept_for_the_apps_generation_and_built_again_for_a_new_one() -> None:
+def test_a_template_is_kept_while_the_apps_spec_stays_and_built_again_when_it_changes() -> None:
     cache, h100 = children.TemplateCache(), machine_type("gpu-h100")
-    first = cache.template(REF, 1, app(), option(), h100)
+    first = cache.template(REF, app(), option(), h100)
     assert first == children.pod_template(REF, app(), option(), h100)
-    assert cache.template(REF, 1, app(), option(), h100) is first, "the same spec built twice"
-    edited = cache.template(REF, 2, app(image="img:2"), option(), h100)
+    assert cache.template(REF, app(), option(), h100) is first, "the same spec built twice"
+    edited = cache.template(REF, app(image="img:2"), option(), h100)
     assert container({"spec": {"template": edited}})["image"] == "img:2"
-    # an app deleted and created again under its name has a new uid, its generation back at 1
-    again = cache.template(AppRef(REF.name, REF.namespace, "uid-2"), 1, app(image="img:3"), option(), h100)
+    # a spec changed with no new generation (a default the CRD added, read from etcd): built again too
+    defaulted = cache.template(REF, app(image="img:2", automountServiceAccountToken=True), option(), h100)
+    assert defaulted["spec"]["automountServiceAccountToken"] is True
+    # an app deleted and created again under its name has a new uid
+    again = cache.template(AppRef(REF.name, REF.namespace, "uid-2"), app(image="img:3"), option(), h100)
     assert container({"spec": {"template": again}})["image"] == "img:3"
     cache.forget(REF.namespace, REF.name)
     assert len(cache) == 0
-    cache.template(REF, 1, app(), option(), h100)
+    cache.template(REF, app(), option(), h100)
     cache.clear()
-    assert cache.template(REF, 1, app(), option(cpu_milli=3000), h100) != first, "kept across a catalogue change"
+    assert cache.template(REF, app(), option(cpu_milli=3000), h100) != first, "kept across a catalogue change"

@@ -222,19 +222,22 @@ def test_a_pods_autoscaler_answer_is_the_newest_and_goes_with_the_pod(cache: Clu
 
 NODES = ("n1", "n2", "n3", "n4")
 PODS = ("p1", "p2", "p3", "p4", "p5", "p6")
-# what happens to the cluster, one step at a time; "read" asks for the type's free room in between
+A100 = "NVIDIA-A100-SXM4-80GB"
 MOSTLY = st.sampled_from((True, True, True, False))
+# what happens to the cluster, one step at a time; "read" asks for a type's free room in between
 STEPS = st.one_of(
     st.tuples(st.just("node"), st.sampled_from(NODES), st.integers(0, 8), MOSTLY, MOSTLY.map(lambda b: not b),
-              st.sampled_from([H100, H100, "NVIDIA-A100-SXM4-80GB"])),
+              st.sampled_from([H100, H100, A100]), st.sampled_from([None, None, "maintenance"])),
     st.tuples(st.just("node gone"), st.sampled_from(NODES)),
-    st.tuples(st.just("pod"), st.sampled_from(PODS), st.sampled_from((None, *NODES)), st.integers(0, 3)),
+    st.tuples(st.just("pod"), st.sampled_from(PODS), st.sampled_from((None, *NODES)), st.integers(0, 3),
+              st.sampled_from(["Running", "Running", "Succeeded"])),
     st.tuples(st.just("pod gone"), st.sampled_from(PODS)),
-    st.tuples(st.just("read")),
+    st.tuples(st.just("machine type edited")),
+    st.tuples(st.just("read"), st.sampled_from(["gpu-h100", "gpu-a100"])),
 )
 
 
-def from_scratch(cache: ClusterCache, machine_type: MachineType) -> list[NodeFree]:
+def from_scratch(cache: ClusterCache, machine_type: MachineType) -> tuple[NodeFree, ...]:
     """The type's free room, computed afresh from the nodes and pods the cache holds."""
     out = []
     for info in cache.nodes.values():
@@ -246,36 +249,49 @@ def from_scratch(cache: ClusterCache, machine_type: MachineType) -> list[NodeFre
                 used = used + p.requests
         left = (info.allocatable - used).counting(GPU)
         out.append(NodeFree(left.gpus, left.cpu_milli, left.memory_bytes))
-    return out
+    return tuple(out)
 
 
 @settings(max_examples=300, deadline=None)
-@given(steps=st.lists(STEPS, min_size=5, max_size=80), kept=st.sampled_from([4, 4096]))
-@example(steps=[("read",), ("pod", "p1", "n1", 2), ("read",)], kept=4096).via("a bound pod's node not updated")
-@example(steps=[("read",), ("pod", "p1", "n1", 1), *(("pod", f"p{i}", "n2", 1) for i in range(2, 6)), ("read",)],
+@given(steps=st.lists(STEPS, min_size=5, max_size=80), kept=st.sampled_from([2, 4, 4096]))
+@example(steps=[("read", "gpu-h100"), ("pod", "p1", "n1", 2, "Running"), ("read", "gpu-h100")],
+         kept=4096).via("a bound pod's node not updated")
+@example(steps=[("read", "gpu-h100"), ("pod", "p1", "n1", 1, "Running"),
+                *(("pod", f"p{i}", "n2", 1, "Running") for i in range(2, 6)), ("read", "gpu-h100")],
          kept=4).via("the log ran out")
 def test_a_types_free_room_kept_across_changes_is_what_it_would_be_afresh(steps: list[tuple], kept: int) -> None:
     """free_of_type brings its list up to date from the nodes whose pods changed (a short log of them:
-    `kept` 4 makes it run out often); whatever happened, it reads as computed from scratch. Three H100
-    nodes and an A100 one to start with."""
+    `kept` 2 or 4 makes it run out often); whatever happened, each type reads as computed from scratch,
+    and what it handed out before stays as it was. Three H100 nodes and an A100 one to start with."""
     old_kept, cache_module.POD_CHANGES_KEPT = cache_module.POD_CHANGES_KEPT, kept
     try:
-        cache, machine_type = ClusterCache(), h100()
+        cache = ClusterCache()
+        types = {m.metadata.name: m for m in DEFAULT_CATALOG if m.metadata.name in ("gpu-h100", "gpu-a100")}
         for name in NODES:
-            cache.upsert_node(node(name, product=H100 if name != "n4" else "NVIDIA-A100-SXM4-80GB"))
+            cache.upsert_node(node(name, product=H100 if name != "n4" else A100))
+        handed_out: list[tuple[tuple[NodeFree, ...], tuple[NodeFree, ...]]] = []
         for step in steps:
             if step[0] == "node":
-                _, name, gpus, ready, cordoned, product = step
-                cache.upsert_node(node(name, gpus=gpus, ready=ready, cordoned=cordoned, product=product))
+                _, name, gpus, ready, cordoned, product, taint = step
+                taints = [{"key": taint, "effect": "NoSchedule"}] if taint else None
+                cache.upsert_node(node(name, gpus=gpus, ready=ready, cordoned=cordoned, product=product,
+                                       taints=taints))
             elif step[0] == "node gone":
                 cache.remove_node(step[1])
             elif step[0] == "pod":
-                _, name, node_name, gpus = step
-                cache.upsert_pod(pod(name, node_name, gpus=gpus))
+                _, name, node_name, gpus, phase = step
+                cache.upsert_pod(pod(name, node_name, gpus=gpus, phase=phase))
             elif step[0] == "pod gone":
                 cache.remove_pod(f"uid-{step[1]}")
+            elif step[0] == "machine type edited":
+                cache.forget_node_matches()
             else:
-                assert cache.free_of_type(machine_type) == from_scratch(cache, machine_type), steps
-        assert cache.free_of_type(machine_type) == from_scratch(cache, machine_type)
+                machine_type = types[step[1]]
+                free = cache.free_of_type(machine_type)
+                assert free == from_scratch(cache, machine_type), steps
+                handed_out.append((free, tuple(free)))
+        for machine_type in types.values():
+            assert cache.free_of_type(machine_type) == from_scratch(cache, machine_type)
+        assert all(free == copy for free, copy in handed_out), "a list handed out changed"
     finally:
         cache_module.POD_CHANGES_KEPT = old_kept

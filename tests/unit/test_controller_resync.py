@@ -180,6 +180,10 @@ async def test_a_type_whose_nodes_a_nodepool_makes_counts_as_autoscaled():
                      "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]}}}}
         controller.nodepool_event(pool, deleted=False)
         assert autoscaled() == {"gpu-h100"} and ("app", "team-a", "llm") in controller.queue._queued
+        # Karpenter writing the pool's status (as its nodes come and go) changes nothing placement reads
+        catalogue = controller.placement_catalogue()
+        controller.nodepool_event({**pool, "status": {"resources": {"nodes": "3"}}}, deleted=False)
+        assert controller.placement_catalogue() is catalogue
         # an untainted pool makes nodes CPU types could use too: only a declaration makes those autoscaled
         controller.nodepool_event({"metadata": {"name": "general"}, "spec": {"template": {}}}, deleted=False)
         assert autoscaled() == {"gpu-h100"}

@@ -845,12 +845,12 @@ async def test_a_machine_types_new_selector_is_seen_at_once_and_its_labels_chang
     change); a label or annotation alone (a GitOps tool's) leaves its 'no node since' time as it was."""
     controller = rig.controller
     spec = FalAppSpec.model_validate(falapp()["spec"])
-    assert controller.cache.free_of_type(controller.catalogue["gpu-h100"], False) != []
+    assert controller.cache.free_of_type(controller.catalogue["gpu-h100"], False) != ()
     h100 = rig.fake.objects[f"{MACHINETYPES}/gpu-h100"]
     moved = {**h100, "spec": {**h100["spec"], "nodeSelector": {"pool": "elsewhere"}},
              "metadata": {**h100["metadata"], "generation": 2}}
     controller.machinetype_event(moved, deleted=False)
-    assert controller.cache.free_of_type(controller.catalogue["gpu-h100"], False) == [], "the old node list was kept"
+    assert controller.cache.free_of_type(controller.catalogue["gpu-h100"], False) == (), "the old node list was kept"
     since = controller._nodeless_for(spec)["gpu-h100"]
     relabelled = {**moved, "metadata": {**moved["metadata"], "annotations": {"gitops.example/synced": "now"}}}
     controller.machinetype_event(relabelled, deleted=False)
@@ -1139,3 +1139,8 @@ async def test_an_edit_of_the_app_or_of_its_type_reaches_the_pod_template(rig: R
     assert f"PATCH {DEPLOYMENTS}/{H100}" in await rig.reconcile()
     assert applied_container()["image"] == "img:2"
     assert applied_container()["resources"]["requests"]["cpu"] == "3000m"
+    # what the API server returns can change with no new generation (a default added to the CRD)
+    edited["spec"]["image"] = "img:3"
+    rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, edited))
+    assert f"PATCH {DEPLOYMENTS}/{H100}" in await rig.reconcile()
+    assert applied_container()["image"] == "img:3"

@@ -100,7 +100,7 @@ class TypeFree:
     """Free room on a type's schedulable nodes, in the type's node order, as of a cache version."""
 
     version: int
-    free: list[NodeFree]
+    free: tuple[NodeFree, ...]
     index: Mapping[str, int]  # node name -> its place in `free`
 
 
@@ -292,26 +292,29 @@ class ClusterCache:
             free = known[gpu_resource] = NodeFree(left.gpus, left.cpu_milli, left.memory_bytes)
         return free
 
-    def free_of_type(self, machine_type: MachineType, nvenc: bool = False) -> list[NodeFree]:
+    def free_of_type(self, machine_type: MachineType, nvenc: bool = False) -> tuple[NodeFree, ...]:
         """Free room on each schedulable node of the type (see nodes_of_type), in their order. Kept per
         type: a change of pods updates the entries of their nodes only (at scale pods bind many times a
-        second, and a type has hundreds of nodes); a change of nodes builds it again. Read only."""
+        second, and a type has hundreds of nodes); a change of nodes builds it again."""
         key = (machine_type.metadata.name, nvenc)
         kept = self._type_free.get(key)
         if kept is not None and kept.version == self.version:
             return kept.free
-        gpu_resource = machine_type.spec.gpu_resource
         changed = None if kept is None else self._nodes_changed_since(kept.version)
-        if kept is not None and changed is not None and len(changed) <= len(kept.free) // 4 + 1:
-            free = list(kept.free)
-            for name in changed:
-                if (i := kept.index.get(name)) is not None:
-                    free[i] = self._node_free(self.nodes[name], gpu_resource)
-            kept = TypeFree(self.version, free, kept.index)
-        else:
-            nodes = [n for n in self.nodes_of_type(machine_type, nvenc) if n.schedulable]
-            kept = TypeFree(self.version, self.free(nodes, gpu_resource), {n.name: i for i, n in enumerate(nodes)})
-        self._type_free[key] = kept
+        if kept is not None and changed is not None:
+            hits = [(i, name) for name in changed if (i := kept.index.get(name)) is not None]
+            if len(hits) <= len(kept.free) // 4 + 1:
+                free = kept.free
+                if hits:
+                    entries = list(free)
+                    for i, name in hits:
+                        entries[i] = self._node_free(self.nodes[name], machine_type.spec.gpu_resource)
+                    free = tuple(entries)
+                kept = self._type_free[key] = TypeFree(self.version, free, kept.index)
+                return kept.free
+        nodes = [n for n in self.nodes_of_type(machine_type, nvenc) if n.schedulable]
+        kept = self._type_free[key] = TypeFree(self.version, tuple(self.free(nodes, machine_type.spec.gpu_resource)),
+                                               {n.name: i for i, n in enumerate(nodes)})
         return kept.free
 
     def app_pods(self, machine_type: str) -> list[PodInfo]:

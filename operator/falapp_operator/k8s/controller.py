@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from datetime import datetime
 from typing import TypeAlias, TypeVar
 
@@ -341,11 +341,14 @@ class Controller:
     def nodepool_event(self, body: JsonMapping, deleted: bool) -> None:
         """A Karpenter NodePool appeared, changed or went: which types are autoscaled may have changed."""
         name = body["metadata"]["name"]
+        nodes = None if deleted else nodepool_nodes(body)
+        if nodes == self.nodepools.get(name):
+            return  # its status only (Karpenter writes it as nodes come and go): nothing read here
         before = {m.metadata.name for m in self.placement_catalogue() if m.spec.autoscaled}
-        if deleted:
+        if nodes is None:
             self.nodepools.pop(name, None)
         else:
-            self.nodepools[name] = nodepool_nodes(body)
+            self.nodepools[name] = nodes
         self._catalogue_changed()
         if {m.metadata.name for m in self.placement_catalogue() if m.spec.autoscaled} != before:
             for namespace, app in sorted(self.apps):
@@ -643,7 +646,7 @@ class Controller:
         self.cache.claims.expire(time.monotonic() - EXPECTATION_TTL)
         types = {m.metadata.name: m for m in candidate_types(spec, self.catalogue.values())}
 
-        def free(name: str) -> list[NodeFree]:
+        def free(name: str) -> Sequence[NodeFree]:
             nodes = self.cache.free_of_type(types[name], spec.requires_nvenc)
             claims = self.cache.claims.others_on(app, name)
             return after_shapes(nodes, claims) if claims else nodes

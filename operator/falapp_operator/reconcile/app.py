@@ -146,7 +146,7 @@ def plan(snap: AppSnapshot) -> AppPlan:
             option, machine_type = options[type_name], resolution.types[type_name]
             made[type_name] = (children.pod_template(snap.ref, snap.spec, option, machine_type)
                                if snap.templates is None else
-                               snap.templates.template(snap.ref, snap.generation, snap.spec, option, machine_type))
+                               snap.templates.template(snap.ref, snap.spec, option, machine_type))
         return made[type_name]
 
     pods = tuple(replace(p, current=p.template == children.template_hash(template(p.machine_type)))

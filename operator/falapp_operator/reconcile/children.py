@@ -162,20 +162,21 @@ def pod_template(app: AppRef, spec: FalAppSpec, option: TypeOption, machine_type
 
 
 class TemplateCache:
-    """Each app's pod templates per machine type, kept while its spec (uid and generation) and the
-    catalogue stay as they were: a template depends on nothing else, and building and hashing it at
-    every reconcile is a good part of a reconcile's time at scale. The owner clears it when the catalogue
-    changes and forgets an app that is gone. Templates handed out are shared: read only."""
+    """Each app's pod templates per machine type, kept while its spec and the catalogue stay as they
+    were: a template depends on nothing else, and building and hashing it at every reconcile is a good
+    part of a reconcile's time at scale. The spec is compared, not its generation: the API server can
+    change what it returns without a new generation (a default added to the CRD). The owner clears it
+    when the catalogue changes and forgets an app that is gone. Templates handed out are shared: read
+    only."""
 
     def __init__(self) -> None:
-        self._apps: dict[tuple[str, str], tuple[str, int, dict[str, JsonObject]]] = {}
+        self._apps: dict[tuple[str, str], tuple[str, FalAppSpec, dict[str, JsonObject]]] = {}
 
-    def template(self, app: AppRef, generation: int, spec: FalAppSpec, option: TypeOption,
-                 machine_type: MachineType) -> JsonObject:
+    def template(self, app: AppRef, spec: FalAppSpec, option: TypeOption, machine_type: MachineType) -> JsonObject:
         key = (app.namespace, app.name)
         entry = self._apps.get(key)
-        if entry is None or entry[0] != app.uid or entry[1] != generation:
-            entry = self._apps[key] = (app.uid, generation, {})
+        if entry is None or entry[0] != app.uid or entry[1] != spec:
+            entry = self._apps[key] = (app.uid, spec, {})
         made = entry[2]
         if option.name not in made:
             made[option.name] = pod_template(app, spec, option, machine_type)
