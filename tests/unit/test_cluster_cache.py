@@ -295,3 +295,31 @@ def test_a_types_free_room_kept_across_changes_is_what_it_would_be_afresh(steps:
         assert all(free == copy for free, copy in handed_out), "a list handed out changed"
     finally:
         cache_module.POD_CHANGES_KEPT = old_kept
+
+
+def test_a_gated_pod_claims_no_room_until_its_gates_are_removed(cache: ClusterCache) -> None:
+    """The scheduler does not look at a pod with scheduling gates (it may wait for ever, e.g. for a
+    queue's admission): its labels alone must not hold room other apps could take."""
+    cache.claims.count_gpus_as({"gpu-h100": GPU})
+    cache.claims.admit(("team-a", "llm"))
+    gated = pod("gated", None, gpus=8, app="sdxl")
+    gated["spec"]["schedulingGates"] = [{"name": "example.com/queue"}]
+    cache.upsert_pod(gated)
+    cache.claims.admit(("team-a", "sdxl"))
+    assert cache.claims.others(("team-a", "llm")) == {}
+    del gated["spec"]["schedulingGates"]
+    cache.upsert_pod(gated)
+    assert cache.claims.others(("team-a", "llm")) == {"gpu-h100": Counter({shape(8): 1})}
+
+
+def test_a_deleted_nodes_entry_goes_with_its_last_pod(cache: ClusterCache) -> None:
+    """Node names come and go with an autoscaler: nothing is kept for a node gone once its pods are."""
+    cache.upsert_pod(pod("a", "n1"))
+    cache.upsert_pod(pod("b", "n1"))
+    cache.remove_node("n1")
+    assert "n1" in cache.requested, "its pods still hold room until the pod GC deletes them"
+    cache.remove_pod("uid-a")
+    cache.remove_pod("uid-b")
+    assert "n1" not in cache.requested
+    cache.remove_node("n2")  # no pods at all
+    assert "n2" not in cache.requested and "n2" not in cache._free

@@ -87,7 +87,9 @@ class PodInfo:
     requests: Resources  # as the scheduler counts them (init containers, overhead)
     app: str | None  # FalApp name for our pods
     machine_type: str | None
-    unschedulable: bool = False  # the scheduler found no node for it: it claims no room
+    # the scheduler found no node for it, or will not look until its scheduling gates are removed: it
+    # claims no room (a gated pod can wait for ever)
+    unschedulable: bool = False
 
     @property
     def claims_room(self) -> bool:
@@ -143,6 +145,8 @@ class ClusterCache:
         self._node_changed()
         self.forget_node_matches()
         self._free.pop(name, None)
+        if self.requested.get(name) == Resources():  # (pods still bound to it keep theirs until they go)
+            del self.requested[name]
         if name in self.nodes:
             self._deleted[name] = None
             while len(self._deleted) > DELETED_NODES_KEPT:
@@ -168,8 +172,7 @@ class ClusterCache:
         else:
             self.claims.release(info.uid)
         if old is not None and old.node:
-            self.requested[old.node] = self.requested[old.node] - old.requests
-            self._free.pop(old.node, None)
+            self._release(old.node, old.requests)
         if info.node:
             self.requested[info.node] = self.requested.get(info.node, Resources()) + info.requests
             self._free.pop(info.node, None)
@@ -185,10 +188,19 @@ class ClusterCache:
             self._unbind(old)
         if old is None or not old.node:
             return False
-        self.requested[old.node] = self.requested[old.node] - old.requests
-        self._free.pop(old.node, None)
+        self._release(old.node, old.requests)
         self._pods_changed(old.node)
         return True
+
+    def _release(self, node: str, requests: Resources) -> None:
+        """A pod no longer holds room on the node. A node gone keeps no entry once its last pod goes
+        (node names come and go with an autoscaler)."""
+        left = self.requested[node] - requests
+        if node not in self.nodes and left == Resources():
+            del self.requested[node]
+        else:
+            self.requested[node] = left
+        self._free.pop(node, None)
 
     def _node_changed(self) -> None:
         """A node came, went or changed: each type's free room is built again when next asked for."""
@@ -339,8 +351,9 @@ def pod_info(body: JsonMapping) -> PodInfo | None:
     if status.get("phase") in ("Succeeded", "Failed"):
         return None
     labels = meta.get("labels") or {}
-    unschedulable = any(c.get("type") == "PodScheduled" and c.get("status") == "False"
-                        and c.get("reason") == "Unschedulable" for c in status.get("conditions") or [])
+    unschedulable = bool(spec.get("schedulingGates")) or any(
+        c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+        for c in status.get("conditions") or [])
     return PodInfo(uid=meta["uid"], namespace=meta.get("namespace", ""), node=spec.get("nodeName"),
                    requests=_or_nothing(lambda: pod_requests(spec)), app=labels.get(APP_LABEL),
                    machine_type=labels.get(TYPE_LABEL), unschedulable=unschedulable)
