@@ -156,8 +156,9 @@ def plain_deployment(name: str, namespace: str, pool: str, replicas: int) -> dic
     type (pool_machine_type), built by the operator's code in this checkout (with --operator-rev the
     operator run's may differ), so its pods are the same pods (requests, node selector, toleration,
     labels, security settings), but made by hand: no FalApp, no owner. The app's label becomes
-    BASELINE_APP_LABEL=`name` (same size): a running operator would take them for an app's pods.
-    TYPE_LABEL=`pool` stays."""
+    BASELINE_APP_LABEL=`name` (a running operator would take them for an app's pods; the hash
+    annotations, computed before, no longer describe the object: nothing reads them). TYPE_LABEL=`pool`
+    stays."""
     machine_type = MachineType.model_validate(pool_machine_type(pool))
     spec = FalAppSpec.model_validate(one_gpu_app(name, namespace, [machine_type.display_name], replicas)["spec"])
     option = type_option(spec, machine_type)

@@ -229,8 +229,9 @@ STEPS = st.one_of(
     st.tuples(st.just("node"), st.sampled_from(NODES), st.integers(0, 8), MOSTLY, MOSTLY.map(lambda b: not b),
               st.sampled_from([H100, H100, A100]), st.sampled_from([None, None, "maintenance"])),
     st.tuples(st.just("node gone"), st.sampled_from(NODES)),
-    st.tuples(st.just("pod"), st.sampled_from(PODS), st.sampled_from((None, *NODES)), st.integers(0, 3),
-              st.sampled_from(["Running", "Running", "Succeeded"])),
+    # gpus None: a pod that requests nothing (BestEffort); "ghost": a node never seen
+    st.tuples(st.just("pod"), st.sampled_from(PODS), st.sampled_from((None, *NODES, "ghost")),
+              st.sampled_from((0, 1, 2, 3, None)), st.sampled_from(["Running", "Running", "Succeeded"])),
     st.tuples(st.just("pod gone"), st.sampled_from(PODS)),
     st.tuples(st.just("machine type edited")),
     st.tuples(st.just("read"), st.sampled_from(["gpu-h100", "gpu-a100"])),
@@ -256,6 +257,8 @@ def from_scratch(cache: ClusterCache, machine_type: MachineType) -> tuple[NodeFr
 @given(steps=st.lists(STEPS, min_size=5, max_size=80), kept=st.sampled_from([2, 4, 4096]))
 @example(steps=[("read", "gpu-h100"), ("pod", "p1", "n1", 2, "Running"), ("read", "gpu-h100")],
          kept=4096).via("a bound pod's node not updated")
+@example(steps=[("pod", "p1", "n1", None, "Running"), ("node gone", "n1"), ("pod", "p1", "n1", None, "Running"),
+                ("pod gone", "p1")], kept=4096).via("a node gone with a pod requesting nothing on it")
 @example(steps=[("read", "gpu-h100"), ("pod", "p1", "n1", 1, "Running"),
                 *(("pod", f"p{i}", "n2", 1, "Running") for i in range(2, 6)), ("read", "gpu-h100")],
          kept=4).via("the log ran out")
@@ -280,7 +283,10 @@ def test_a_types_free_room_kept_across_changes_is_what_it_would_be_afresh(steps:
                 cache.remove_node(step[1])
             elif step[0] == "pod":
                 _, name, node_name, gpus, phase = step
-                cache.upsert_pod(pod(name, node_name, gpus=gpus, phase=phase))
+                body = pod(name, node_name, gpus=gpus or 0, phase=phase)
+                if gpus is None:
+                    body["spec"]["containers"][0]["resources"] = {}
+                cache.upsert_pod(body)
             elif step[0] == "pod gone":
                 cache.remove_pod(f"uid-{step[1]}")
             elif step[0] == "machine type edited":
@@ -290,6 +296,14 @@ def test_a_types_free_room_kept_across_changes_is_what_it_would_be_afresh(steps:
                 free = cache.free_of_type(machine_type)
                 assert free == from_scratch(cache, machine_type), steps
                 handed_out.append((free, tuple(free)))
+            # what each node's pods hold, and nothing kept for a node gone with none left
+            held: dict[str, Resources] = {}
+            for p in cache.pods.values():
+                if p.node:
+                    held[p.node] = held.get(p.node, Resources()) + p.requests
+            assert {n: r for n, r in cache.requested.items() if r != Resources()} == \
+                {n: r for n, r in held.items() if r != Resources()}, steps
+            assert all(n in cache.nodes or n in held for n in cache.requested), steps
         for machine_type in types.values():
             assert cache.free_of_type(machine_type) == from_scratch(cache, machine_type)
         assert all(free == copy for free, copy in handed_out), "a list handed out changed"

@@ -195,9 +195,10 @@ class ClusterCache:
     def _release(self, node: str, requests: Resources) -> None:
         """A pod no longer holds room on the node. A node gone keeps no entry once its last pod goes
         (node names come and go with an autoscaler)."""
-        left = self.requested[node] - requests
+        # (no entry: the node went while only pods requesting nothing were bound to it)
+        left = self.requested.get(node, Resources()) - requests
         if node not in self.nodes and left == Resources():
-            del self.requested[node]
+            self.requested.pop(node, None)
         else:
             self.requested[node] = left
         self._free.pop(node, None)

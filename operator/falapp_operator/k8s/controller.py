@@ -297,6 +297,8 @@ class Controller:
                 await self.resync()
             except ApiError as e:
                 logger.warning("resync of nodes and pods failed: %s", e)
+            except Exception:  # a body the handlers did not expect: the resyncs must not end for good
+                logger.exception("resync of nodes and pods failed")
 
     # --- event intake (called by handlers) -------------------------------------------------------
     def app_event(self, namespace: str, name: str, generation: int | None = None, uid: str = "",
