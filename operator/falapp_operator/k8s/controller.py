@@ -1013,7 +1013,7 @@ class Controller:
             status = MachineTypeStatus(
                 nodes=len(nodes),
                 allocatable_gpus=sum(n.allocatable.counting(gpu_resource).gpus for n in nodes),
-                free_gpus=sum(max(f.gpus, 0) for f in self.cache.free(nodes, gpu_resource)),
+                free_gpus=sum(max(f.gpus, 0) for f in self.cache.free_of_type(machine_type)),
                 placed_replicas=placed[name],
                 pending_replicas=pending[name],
                 autoscaled=bool(machine_type.spec.autoscaled) or self._detected_autoscaled(machine_type),
