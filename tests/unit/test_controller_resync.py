@@ -195,3 +195,27 @@ async def test_a_type_whose_nodes_a_nodepool_makes_counts_as_autoscaled():
         controller.nodepool_event(pool, deleted=True)
     finally:
         await controller.stop()
+
+
+async def test_the_periodic_resync_survives_an_error_it_did_not_expect():
+    """A body the handlers did not expect must not end the resyncs for good (the pod watch survives
+    the same way): the next period resyncs again."""
+    controller = Controller(ListingApi([node("n1")], []),
+                            OperatorSettings(workers=1, resync_period=0.01, metrics_port=0))
+    calls = 0
+    again = asyncio.Event()
+
+    async def resync() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyError("a pod bound to a node gone")
+        again.set()
+
+    controller.resync = resync  # type: ignore[method-assign]
+    loop = asyncio.create_task(controller._resync_loop())
+    try:
+        await asyncio.wait_for(again.wait(), 5)
+    finally:
+        loop.cancel()
+    assert calls >= 2
