@@ -85,3 +85,25 @@ def test_a_sidecar_and_overhead_hold_cpu_on_their_node(kctl: Kubectl, running_op
                           init=[container("proxy", {"cpu": "2"}, restartPolicy="Always")],
                           runtimeClassName=runtime_class)
     fill_and_place(kctl, pools, "overheadfull", pod)
+
+
+def test_a_gated_pod_holds_no_room_in_the_operators_view(kctl: Kubectl, running_operator: OperatorProcess,
+                                                          pools: PrivatePools) -> None:
+    """A pending pod labelled as an app's replica on a type is counted as room about to be taken; one
+    with scheduling gates is not looked at by the scheduler until they go (it may wait for ever): it
+    must not send other apps elsewhere. Here a tenant's gated pod claims the whole fast node."""
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    pools.add_node("fast", gpus=8)
+    pools.add_node("slow", gpus=16)
+    kctl.apply(falapp("holder", [slow], gpus=8, replicas=1))
+    wait_placement(kctl, "holder", {slow.lower(): 1})
+    gated = other_teams_pod("held", f"{pools.prefix}-fast", [container("app", {"cpu": "100m", GPU: "8"})],
+                            schedulingGates=[{"name": "example.com/admission"}])
+    gated["metadata"]["labels"] = {"fal.ai/app": "holder", "fal.ai/machine-type": fast.lower()}
+    kctl.apply(gated)
+    wait_until(lambda: (kctl.get("machinetype", fast.lower()).get("status") or {}).get("pendingReplicas") == 1,
+               timeout=30, message="the operator sees the gated pod")
+    pools.operator_sees("fast", 1)
+    kctl.apply(falapp("newcomer", [fast, slow], gpus=8, replicas=1, timeout="10m"))
+    wait_placement(kctl, "newcomer", {fast.lower(): 1})
+    assert all(p["metadata"]["labels"]["fal.ai/machine-type"] == fast.lower() for p in app_pods(kctl, "newcomer"))
