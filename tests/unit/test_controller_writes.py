@@ -25,7 +25,7 @@ from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.gate import Priority, RequestGate
 from falapp_operator.reconcile.children import deployment_name
-from falapp_operator.reconcile.writes import counts_only
+from falapp_operator.reconcile.writes import counts_only, first_sight
 from falapp_operator.settings import OperatorSettings
 from tests.unit.fake_api import FakeApiServer, serving
 
@@ -222,6 +222,7 @@ async def test_a_status_refused_again_for_the_same_problem_posts_no_second_event
     def refuse(message: str) -> None:
         rig.fake.fail("PATCH", "/falapps/llm/status", 422, message, "Invalid", times=2)
 
+    rig.controller.settings.status_counts_rate = 1e6  # turns of status writes are not what this is about
     rig.create_app(falapp())
     refuse("status.machines: Too long")
     with pytest.raises(ApiError):
@@ -640,6 +641,7 @@ async def test_replicas_coming_up_one_by_one_cost_one_status_write_a_second(rig:
     rig.pod_of(H100, "p2", "h1")
     assert await rig.reconcile() == []
     rig.controller._status_written[APP] -= 1.0  # the second is over
+    rig.controller._last_counts_turn -= 1.0  # and the turn the first status took
     assert await rig.reconcile() == [STATUS]
     assert rig.status()["replicas"] == 2, "both in one write"
     rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, {**falapp(replicas=3), "status": rig.status()}))
@@ -768,6 +770,7 @@ async def test_a_turn_whose_write_failed_is_kept_for_the_retry(rig: Rig) -> None
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
     controller._status_written[APP] -= 1.0
+    controller._last_counts_turn -= 1.0
     rig.pod_of(H100, "p1", "h1")
     rig.fake.fail("PATCH", "/falapps/llm/status", 429)
     with pytest.raises(ApiError):
@@ -782,6 +785,8 @@ async def test_turns_are_not_given_while_a_seconds_worth_is_unused(rig: Rig) -> 
     apps holding them would all write at once when the workers come back."""
     controller = rig.controller
     controller.settings.status_counts_rate = 2.0
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
     controller._counts_turn_given.update({(NS, "a"), (NS, "b")})
     controller._counts_waiting[(NS, "c")] = None
     controller._last_counts_turn -= 10
@@ -792,8 +797,6 @@ async def test_turns_are_not_given_while_a_seconds_worth_is_unused(rig: Rig) -> 
     controller._give_counts_turn()
     assert (NS, "c") in controller._counts_turn_given
     assert controller._counts_turn_given and controller._counts_waiting == {}
-    rig.create_app(falapp(replicas=2))
-    await rig.reconcile()
     controller._status_written[APP] -= 1.0
     rig.pod_of(H100, "p1", "h1")
     assert await rig.reconcile() == [], "a turn at once while others' turns were unused"
@@ -839,6 +842,63 @@ def test_a_status_patch_of_counts_only_is_told_from_one_that_turns_a_condition()
     assert not counts_only(ready, {**more, "conditions": [{**more["conditions"][0], "reason": "InsufficientCapacity"}]})
     assert not counts_only(ready, {**more, "attempts": [{"machineType": "GPU-H100"}]})
 
+
+
+def _condition(kind: str, status: str, reason: str) -> dict:
+    return {"type": kind, "status": status, "reason": reason, "message": "0/2 replicas ready", "observedGeneration": 1}
+
+
+STARTING = [_condition("Ready", "False", "ReplicasNotReady"), _condition("Reconciling", "True", "ReplicasNotReady"),
+            _condition("Stalled", "False", "SpecValid"), _condition("FallbackActive", "False", "OnPreferred")]
+
+
+@pytest.mark.parametrize(("current", "desired", "waits"), [
+    ({"observedGeneration": 0}, {"observedGeneration": 1, "replicas": 0, "conditions": STARTING}, True),
+    ({}, {"observedGeneration": 1, "attempts": [], "probes": [], "conditions": STARTING}, True),
+    # news about a new app: it fell back, cannot run, is refused, or is Ready already
+    ({}, {"observedGeneration": 1, "conditions": [*STARTING[:3], _condition("FallbackActive", "True", "FellBack")]},
+     False),
+    ({}, {"observedGeneration": 1, "conditions": [_condition("Ready", "False", "InsufficientCapacity")]}, False),
+    ({}, {"observedGeneration": 1, "conditions": [_condition("Stalled", "True", "RequestRejected")]}, False),
+    ({}, {"observedGeneration": 1, "conditions": [_condition("Ready", "True", "AllReplicasReady")]}, False),
+    ({}, {"observedGeneration": 1, "conditions": STARTING, "attempts": [{"machineType": "GPU-H100"}]}, False),
+    # not the first status: a new generation of an app already written is news
+    ({"observedGeneration": 1, "conditions": STARTING}, {"observedGeneration": 2, "conditions": STARTING}, False),
+    ({"conditions": STARTING}, {"observedGeneration": 1, "conditions": STARTING}, False),
+])
+def test_a_new_apps_first_status_waits_only_when_it_says_its_replicas_are_starting(
+        current: dict, desired: dict, waits: bool) -> None:
+    assert first_sight(current, desired) is waits
+
+
+async def test_a_new_apps_first_status_takes_its_turn_and_ready_before_it_costs_one_write(rig: Rig) -> None:
+    """Many apps created at once: the first status of each (observedGeneration 0 until then, InProgress to
+    kstatus) waits in line like counts, after its Deployment is applied at once; an app whose replicas are
+    Ready before its turn has one status write, Ready at once; one whose first status is news (it fell
+    back) is written at once whoever waits."""
+    controller = rig.controller
+    controller.settings.status_counts_rate = 2.0
+    others = [(NS, f"other-{i}") for i in range(3)]
+    controller._counts_waiting.update(dict.fromkeys(others))
+    controller._last_counts_turn = time.monotonic()
+    rig.create_app(falapp(replicas=1))
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}"], "the Deployment at once, the status waits"
+    assert list(controller._counts_waiting) == [*others, APP] and not rig.status().get("observedGeneration")
+    pod = rig.pod_of(H100, "p1", "h1")
+    pod["status"]["conditions"].append({"type": "Ready", "status": "True"})
+    controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", pod), deleted=False)
+    assert await rig.reconcile() == [STATUS], "Ready waited for a turn"
+    ready = next(c for c in rig.status()["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], rig.status()["observedGeneration"]) == ("True", 1)
+    assert APP not in controller._counts_waiting, "in line for a write already made"
+    # a new app whose preferred type has no node falls back at once: news, written at once
+    controller.node_event(node("h1"), deleted=True)
+    moved = falapp(replicas=1)
+    moved["metadata"]["uid"] = "app-2"
+    rig.create_app(moved)
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{A100}", STATUS]
+    fallback = next(c for c in rig.status()["conditions"] if c["type"] == "FallbackActive")
+    assert fallback["status"] == "True" and APP not in controller._counts_waiting
 
 async def test_a_machine_types_new_selector_is_seen_at_once_and_its_labels_change_nothing(rig: Rig) -> None:
     """Which nodes are of a type is computed again when the type's spec changes (not only when nodes
@@ -1092,6 +1152,7 @@ async def test_counts_only_status_waits_last_and_a_turned_condition_does_not(rig
     current = rig.status()
     counts = FalAppStatus.model_validate({**current, "readyReplicas": 1})
     controller._status_written.clear()  # its own second is over
+    controller._last_counts_turn -= 1.0  # and the turn its first status took
     assert await controller._write_status(NS, "llm", "app-1", current, counts, at_once=False)
     assert passed == [Priority.LOW]
     passed.clear()

@@ -65,6 +65,7 @@ from falapp_operator.reconcile.observe import (
 from falapp_operator.reconcile.writes import (
     child_writes,
     counts_only,
+    first_sight,
     name_conflict,
     needs_apply,
     object_version,
@@ -904,6 +905,8 @@ class Controller:
             if own > 0:  # its own second first
                 self.queue.add_after(("app", namespace, name), own, due=False)
                 return False
+        takes_turn = counts or first_sight(current, patch)
+        if takes_turn:
             if not self._counts_turn(app):
                 return False  # woken when its turn comes; written then, as it is then
         else:
@@ -911,9 +914,9 @@ class Controller:
         try:
             # counts are news for people: placement's requests and the full status go first
             self.falapps.wrote(await self._patch_status(namespace, name, uid, patch,
-                                                        Priority.LOW if counts else Priority.NORMAL), app)
+                                                        Priority.LOW if takes_turn else Priority.NORMAL), app)
         except ApiError:
-            if counts:  # the retry writes at once: the turn was this app's
+            if takes_turn:  # the retry writes at once: the turn was this app's
                 self._counts_turn_given.add(app)
             raise
         self._status_written[app] = time.monotonic()

@@ -92,6 +92,25 @@ def counts_only(current: JsonMapping, desired: JsonMapping) -> bool:
             and all(current.get(k) == desired.get(k) for k in ("attempts", "probes") if k in desired))
 
 
+# The conditions of a new app whose replicas are starting where it prefers: nothing yet that someone
+# must hear of at once (see first_sight).
+STARTING = {"Ready": ("False", "ReplicasNotReady"), "Reconciling": ("True", "ReplicasNotReady"),
+            "Stalled": ("False", "SpecValid"), "FallbackActive": ("False", "OnPreferred")}
+
+
+def first_sight(current: JsonMapping, desired: JsonMapping) -> bool:
+    """The patch is a new app's first status and says only that its replicas are starting where it prefers.
+    Until it is written the app shows the CRD's default status (observedGeneration 0), which kstatus
+    (Helm --wait, Flux, Argo CD) reads as InProgress, as it would read this patch: so under load it may
+    take its turn like counts, and an app Ready before its turn costs one status write, not two. A new
+    app that falls back, fails, or is refused is news, written at once."""
+    if current.get("observedGeneration") or current.get("conditions"):
+        return False
+    turns = {c.get("type", ""): (c.get("status", ""), c.get("reason", "")) for c in desired.get("conditions") or []}
+    return (not desired.get("attempts") and not desired.get("probes")
+            and all(STARTING.get(kind) == turn for kind, turn in turns.items()))
+
+
 def _replicas(deployment: JsonMapping | None) -> int:
     replicas: int = 0 if deployment is None else (deployment.get("spec") or {}).get("replicas", 0)
     return replicas
