@@ -34,5 +34,8 @@ API_WAIT = Histogram("falapp_api_request_wait_seconds", "Seconds an app request 
 STATUS_COUNTS_RATE = Gauge("falapp_status_counts_rate", "Counts-only FalApp status writes allowed a second now: "
                            "FALAPP_STATUS_COUNTS_RATE, lower while status writes take longer than "
                            "FALAPP_STATUS_COUNTS_LATENCY.")
+STATUS_WRITES_WAITING = Gauge("falapp_status_writes_waiting", "FalApp status writes waiting for a turn: "
+                              "counts-only ones, and new apps' first statuses while they only say the replicas "
+                              "are starting.")
 LEADER = Gauge("falapp_leader", "1 while this process reconciles: it holds the leader Lease, or runs without "
                "leader election.")

@@ -19,10 +19,11 @@ class OperatorSettings(BaseSettings):
         "the others' tidying up; one that has waited a second behind more urgent ones gets every fourth slot.")
     status_counts_rate: float = Field(
         10.0, ge=1, description="FalApp status writes per second, across all apps, that only update counts and "
-        "messages (each app's at most once a second besides); the apps waiting take turns, oldest first. "
+        "messages (each app's at most once a second besides); the apps waiting take turns, namespaces in turn "
+        "and each namespace's apps oldest first. "
         "So does a new app's first status while it only says the replicas are starting on the app's first "
         "choice (until then the app shows observedGeneration 0: InProgress to kstatus). Conditions that turn, "
-        "moves and new generations of an app are written at once.")
+        "moves and new generations of an app already written are written at once.")
     status_counts_latency: float = Field(
         0.05, gt=0, description="Seconds a FalApp status write may take (a moving average of the API server's "
         "answers) with counts-only writes at status_counts_rate; beyond it their rate falls in proportion, down "

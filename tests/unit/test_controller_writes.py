@@ -658,7 +658,8 @@ async def test_counts_only_status_writes_of_all_apps_take_turns_at_the_budgets_r
     await rig.reconcile()
     controller._status_written[APP] -= 1.0
     others = [(NS, f"other-{i}") for i in range(3)]
-    controller._counts_waiting.update(dict.fromkeys(others))  # three apps wait before it
+    for other in others:  # three apps wait before it
+        controller._counts_waiting.add(other)
     controller._last_counts_turn = time.monotonic()
     p1 = rig.pod_of(H100, "p1", "h1")
     assert await rig.reconcile() == [], "written ahead of three apps waiting"
@@ -679,7 +680,7 @@ async def test_counts_only_status_writes_of_all_apps_take_turns_at_the_budgets_r
     assert rig.status()["replicas"] == 1 and not controller._counts_waiting and not controller._counts_turn_given
     # a flap: Ready and back, while another app holds the line
     controller._status_written[APP] -= 1.0
-    controller._counts_waiting[(NS, "other")] = None
+    controller._counts_waiting.add((NS, "other"))
     unready = [dict(c) for c in p1["status"]["conditions"]]
     p1["status"]["conditions"].append({"type": "Ready", "status": "True"})
     controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", p1), deleted=False)
@@ -717,7 +718,7 @@ async def test_turns_slow_down_while_the_api_answers_status_writes_slowly(rig: R
     assert REGISTRY.get_sample_value("falapp_status_counts_rate") == pytest.approx(controller._counts_rate(), 0.05)
     # the turns follow: none sooner than 1/rate after the last (5 a second here)
     controller._status_latency, controller._status_latency_at = 0.1, time.monotonic()
-    controller._counts_waiting[(NS, "other")] = None
+    controller._counts_waiting.add((NS, "other"))
     controller._last_counts_turn = time.monotonic() - 0.1
     controller._give_counts_turn()
     assert not controller._counts_turn_given, "a turn 0.1 s after the last at 5 a second"
@@ -733,7 +734,7 @@ async def test_turns_slow_down_while_the_api_answers_status_writes_slowly(rig: R
     # at the slowest, a turn held by an app whose write failed (kept for its retry) stops no one
     controller._status_latency, controller._status_latency_at = 1.0, time.monotonic()
     assert controller._counts_rate() == 1.0, "never below one a second"
-    controller._counts_waiting[(NS, "next")] = None
+    controller._counts_waiting.add((NS, "next"))
     controller._last_counts_turn -= 2.0
     controller._give_counts_turn()
     assert (NS, "next") in controller._counts_turn_given
@@ -788,7 +789,7 @@ async def test_turns_are_not_given_while_a_seconds_worth_is_unused(rig: Rig) -> 
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
     controller._counts_turn_given.update({(NS, "a"), (NS, "b")})
-    controller._counts_waiting[(NS, "c")] = None
+    controller._counts_waiting.add((NS, "c"))
     controller._last_counts_turn -= 10
     controller._give_counts_turn()
     assert (NS, "c") in controller._counts_waiting and controller._counts_ticker is not None
@@ -796,7 +797,7 @@ async def test_turns_are_not_given_while_a_seconds_worth_is_unused(rig: Rig) -> 
     controller._counts_ticker.cancel()
     controller._give_counts_turn()
     assert (NS, "c") in controller._counts_turn_given
-    assert controller._counts_turn_given and controller._counts_waiting == {}
+    assert controller._counts_turn_given and not controller._counts_waiting
     controller._status_written[APP] -= 1.0
     rig.pod_of(H100, "p1", "h1")
     assert await rig.reconcile() == [], "a turn at once while others' turns were unused"
@@ -816,7 +817,7 @@ async def test_a_warning_is_posted_once_while_the_status_that_records_it_waits_i
     rig.pod_of(H100, "ok", "h1")
     stuck = rig.pod_of(H100, "stuck", None)
     assert EVENTS in await rig.reconcile()
-    controller._counts_waiting[(NS, "other")] = None  # a line: the new message's write waits
+    controller._counts_waiting.add((NS, "other"))  # a line: the new message's write waits
     posted = 0
     for i in range(3):
         controller._status_written[APP] -= 5
@@ -848,20 +849,25 @@ def _condition(kind: str, status: str, reason: str) -> dict:
     return {"type": kind, "status": status, "reason": reason, "message": "0/2 replicas ready", "observedGeneration": 1}
 
 
+UNOBSERVED = {"observedGeneration": 0}  # the CRD's default status
 STARTING = [_condition("Ready", "False", "ReplicasNotReady"), _condition("Reconciling", "True", "ReplicasNotReady"),
             _condition("Stalled", "False", "SpecValid"), _condition("FallbackActive", "False", "OnPreferred")]
 
 
 @pytest.mark.parametrize(("current", "desired", "waits"), [
     ({"observedGeneration": 0}, {"observedGeneration": 1, "replicas": 0, "conditions": STARTING}, True),
-    ({}, {"observedGeneration": 1, "attempts": [], "probes": [], "conditions": STARTING}, True),
+    ({"observedGeneration": 0}, {"observedGeneration": 1, "attempts": [], "probes": [], "conditions": STARTING},
+     True),
+    # no status at all (a CRD without the default): kstatus reads it as Current, not InProgress
+    ({}, {"observedGeneration": 1, "conditions": STARTING}, False),
     # news about a new app: it fell back, cannot run, is refused, or is Ready already
-    ({}, {"observedGeneration": 1, "conditions": [*STARTING[:3], _condition("FallbackActive", "True", "FellBack")]},
+    (UNOBSERVED, {"observedGeneration": 1,
+                  "conditions": [*STARTING[:3], _condition("FallbackActive", "True", "FellBack")]}, False),
+    (UNOBSERVED, {"observedGeneration": 1, "conditions": [_condition("Ready", "False", "InsufficientCapacity")]},
      False),
-    ({}, {"observedGeneration": 1, "conditions": [_condition("Ready", "False", "InsufficientCapacity")]}, False),
-    ({}, {"observedGeneration": 1, "conditions": [_condition("Stalled", "True", "RequestRejected")]}, False),
-    ({}, {"observedGeneration": 1, "conditions": [_condition("Ready", "True", "AllReplicasReady")]}, False),
-    ({}, {"observedGeneration": 1, "conditions": STARTING, "attempts": [{"machineType": "GPU-H100"}]}, False),
+    (UNOBSERVED, {"observedGeneration": 1, "conditions": [_condition("Stalled", "True", "RequestRejected")]}, False),
+    (UNOBSERVED, {"observedGeneration": 1, "conditions": [_condition("Ready", "True", "AllReplicasReady")]}, False),
+    (UNOBSERVED, {"observedGeneration": 1, "conditions": STARTING, "attempts": [{"machineType": "GPU-H100"}]}, False),
     # not the first status: a new generation of an app already written is news
     ({"observedGeneration": 1, "conditions": STARTING}, {"observedGeneration": 2, "conditions": STARTING}, False),
     ({"conditions": STARTING}, {"observedGeneration": 1, "conditions": STARTING}, False),
@@ -871,34 +877,73 @@ def test_a_new_apps_first_status_waits_only_when_it_says_its_replicas_are_starti
     assert first_sight(current, desired) is waits
 
 
-async def test_a_new_apps_first_status_takes_its_turn_and_ready_before_it_costs_one_write(rig: Rig) -> None:
-    """Many apps created at once: the first status of each (observedGeneration 0 until then, InProgress to
-    kstatus) waits in line like counts, after its Deployment is applied at once; an app whose replicas are
-    Ready before its turn has one status write, Ready at once; one whose first status is news (it fell
-    back) is written at once whoever waits."""
+def unobserved(body: dict) -> dict:
+    """A FalApp as the API server shows it when just created: the CRD's default status."""
+    return {**body, "status": dict(UNOBSERVED)}
+
+
+async def test_a_new_apps_first_status_takes_its_turn_namespaces_in_turn(rig: Rig) -> None:
+    """Many apps created at once: the Deployment of each is applied at once, its first status (saying the
+    replicas are starting; the app reads InProgress meanwhile) waits in line like counts, and is written as
+    it is when the turn comes. Another tenant's burst holds it up by one turn, not by the burst."""
     controller = rig.controller
     controller.settings.status_counts_rate = 2.0
-    others = [(NS, f"other-{i}") for i in range(3)]
-    controller._counts_waiting.update(dict.fromkeys(others))
+    burst = [("team-b", f"app-{i}") for i in range(3)]
+    for app in burst:
+        controller._counts_waiting.add(app)
     controller._last_counts_turn = time.monotonic()
-    rig.create_app(falapp(replicas=1))
+    rig.create_app(unobserved(falapp(replicas=2)))
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}"], "the Deployment at once, the status waits"
-    assert list(controller._counts_waiting) == [*others, APP] and not rig.status().get("observedGeneration")
+    assert rig.status() == UNOBSERVED
+    assert list(controller._counts_waiting) == [burst[0], APP, *burst[1:]]
+    assert REGISTRY.get_sample_value("falapp_status_writes_waiting") == 4
+    for expected in (burst[0], APP):
+        controller._last_counts_turn -= 0.5
+        controller._give_counts_turn()
+        assert expected in controller._counts_turn_given
+    rig.pod_of(H100, "p1", "h1")  # one replica of two running, not Ready
+    assert await rig.reconcile() == [STATUS], "its turn came"
+    status = rig.status()
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (status["observedGeneration"], status["replicas"], ready["status"], ready["reason"]) == (
+        1, 1, "False", "ReplicasNotReady")
+    assert APP not in controller._counts_turn_given and APP not in controller._counts_waiting
+
+
+async def test_a_new_app_ready_before_its_turn_costs_one_status_write(rig: Rig) -> None:
+    controller = rig.controller
+    controller.settings.status_counts_rate = 2.0
+    for i in range(3):
+        controller._counts_waiting.add((NS, f"other-{i}"))
+    controller._last_counts_turn = time.monotonic()
+    rig.create_app(unobserved(falapp(replicas=1)))
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}"]
     pod = rig.pod_of(H100, "p1", "h1")
     pod["status"]["conditions"].append({"type": "Ready", "status": "True"})
     controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", pod), deleted=False)
-    assert await rig.reconcile() == [STATUS], "Ready waited for a turn"
+    assert await rig.reconcile() == [STATUS], "Ready is written at once, whoever waits"
     ready = next(c for c in rig.status()["conditions"] if c["type"] == "Ready")
     assert (ready["status"], rig.status()["observedGeneration"]) == ("True", 1)
     assert APP not in controller._counts_waiting, "in line for a write already made"
-    # a new app whose preferred type has no node falls back at once: news, written at once
-    controller.node_event(node("h1"), deleted=True)
-    moved = falapp(replicas=1)
-    moved["metadata"]["uid"] = "app-2"
-    rig.create_app(moved)
-    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{A100}", STATUS]
+    assert REGISTRY.get_sample_value("falapp_status_writes_waiting") == 3
+
+
+@pytest.mark.parametrize("default_status", [True, False])
+async def test_a_new_apps_first_status_that_is_news_is_written_at_once(rig: Rig, default_status: bool) -> None:
+    """A new app that falls back (its first choice has no node) is news; an app with no status at all (its
+    CRD installed without the default) reads as Current to kstatus until written: both at once."""
+    controller = rig.controller
+    for i in range(3):
+        controller._counts_waiting.add((NS, f"other-{i}"))
+    controller._last_counts_turn = time.monotonic()
+    if default_status:
+        controller.node_event(node("h1"), deleted=True)
+    rig.create_app(unobserved(falapp()) if default_status else falapp())
+    writes = await rig.reconcile()
+    assert writes == [f"PATCH {DEPLOYMENTS}/{A100 if default_status else H100}", STATUS]
     fallback = next(c for c in rig.status()["conditions"] if c["type"] == "FallbackActive")
-    assert fallback["status"] == "True" and APP not in controller._counts_waiting
+    assert fallback["status"] == ("True" if default_status else "False") and APP not in controller._counts_waiting
+
 
 async def test_a_machine_types_new_selector_is_seen_at_once_and_its_labels_change_nothing(rig: Rig) -> None:
     """Which nodes are of a type is computed again when the type's spec changes (not only when nodes

@@ -7,7 +7,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Hashable
 
-from falapp_operator.k8s.workqueue import WorkQueue
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from falapp_operator.k8s.workqueue import TurnLine, WorkQueue
 
 A, B, C = ("app", "ns", "a"), ("app", "ns", "b"), ("app", "ns", "c")
 
@@ -214,3 +218,44 @@ async def test_a_steady_stream_of_events_still_gets_a_pass_every_window() -> Non
     task.cancel()
     gaps = [b - a for a, b in zip([started, *passes], passes, strict=False)]
     assert len(passes) >= 4 and max(gaps) < 0.25, gaps
+
+
+def test_namespaces_take_turns_and_each_namespaces_apps_go_oldest_first() -> None:
+    line = TurnLine()
+    for app in [("a", "1"), ("a", "2"), ("a", "3"), ("b", "1"), ("a", "1"), ("c", "1"), ("b", "2")]:
+        line.add(app)  # ("a", "1") again: keeps its place
+    assert len(line) == 6 and ("b", "2") in line and ("b", "3") not in line
+    assert list(line) == [("a", "1"), ("b", "1"), ("c", "1"), ("a", "2"), ("b", "2"), ("a", "3")]
+    line.discard(("b", "1"))
+    line.discard(("z", "9"))  # not waiting: nothing
+    assert [line.pop() for _ in range(len(line))] == [("a", "1"), ("b", "2"), ("c", "1"), ("a", "2"), ("a", "3")]
+    assert not line
+    with pytest.raises(IndexError):
+        line.pop()
+
+
+@given(st.lists(st.tuples(st.sampled_from(["add", "discard", "pop"]), st.sampled_from("abc"), st.sampled_from("xyz"))))
+def test_turns_come_in_the_order_the_line_shows_and_no_app_waits_twice(steps: list[tuple[str, str, str]]) -> None:
+    """Whatever the adds and discards: iterating shows the order of the turns, every app waiting is popped
+    once, and a namespace never has two turns while another waits."""
+    line, waiting = TurnLine(), set()
+    for op, namespace, name in steps:
+        app = (namespace, name)
+        if op == "add":
+            line.add(app)
+            waiting.add(app)
+        elif op == "discard":
+            line.discard(app)
+            waiting.discard(app)
+        elif line:
+            shown = list(line)
+            popped = line.pop()
+            assert popped == shown[0] and list(line) == shown[1:]
+            waiting.discard(popped)
+        assert len(line) == len(waiting) and set(line) == waiting
+    order = list(line)
+    popped = [line.pop() for _ in range(len(line))]
+    assert popped == order and sorted(popped) == sorted(waiting)
+    for i in range(1, len(popped)):  # a namespace turns again only when none else waits between
+        if popped[i][0] == popped[i - 1][0]:
+            assert all(app[0] == popped[i][0] for app in popped[i:])

@@ -47,7 +47,7 @@ from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.gate import Priority, RequestGate
 from falapp_operator.k8s.informer import Informer
 from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store, version
-from falapp_operator.k8s.workqueue import WorkQueue
+from falapp_operator.k8s.workqueue import TurnLine, WorkQueue
 from falapp_operator.placement import Move, NodeFree, after_shapes, shape_of
 from falapp_operator.placement.eligibility import candidate_types, resolve
 from falapp_operator.placement.snapshot import FreeOnRead
@@ -125,9 +125,9 @@ class Controller:
         # since when (as first seen) a type has had no Ready, schedulable node at all, per (type, NVENC)
         self._nodeless_since: dict[tuple[str, bool], datetime] = {}
         self._status_written: dict[tuple[str, str], float] = {}  # app -> when its status was last written
-        # counts-only status writes take turns (status_counts_rate a second): the apps waiting, oldest first,
-        # those whose turn came, and when the last turn was given
-        self._counts_waiting: dict[tuple[str, str], None] = {}
+        # counts-only status writes take turns (status_counts_rate a second): the apps waiting (namespaces in
+        # turn, each one's oldest first), those whose turn came, and when the last turn was given
+        self._counts_waiting = TurnLine()
         self._counts_turn_given: set[tuple[str, str]] = set()
         self._last_counts_turn = -1.0e9
         self._status_latency = 0.0  # moving average of the API's answer time to status writes, seconds
@@ -892,7 +892,9 @@ class Controller:
 
     async def _write_status(self, namespace: str, name: str, uid: str, current: JsonMapping,
                             desired: FalAppStatus, at_once: bool) -> bool:
-        """`at_once`: this reconcile wrote something else first, or the status must go now (a refusal)."""
+        """`at_once`: this reconcile wrote something else first, or the status must go now (a refusal).
+        A new app's first status that only says its replicas are starting takes its turn all the same: the
+        app reads InProgress meanwhile, and one write is saved when its replicas are Ready first."""
         patch = desired.to_patch()
         app = (namespace, name)
         if not status_changed(current, patch):
@@ -926,10 +928,12 @@ class Controller:
     # --- turns of counts-only status writes ----------------------------------------------------------
     # Counts are news for people, and the API server's time is placement's when many apps change at once
     # (a mass fallback, hundreds of apps rolling out): a custom resource's status write is one of its
-    # dearest requests. The apps waiting take turns, oldest first, at _counts_rate() a second; an
-    # app whose counts go back leaves the line without using a turn, so the line is the apps waiting.
+    # dearest requests. The apps waiting take turns at _counts_rate() a second, namespaces in turn and each
+    # namespace's apps oldest first (one tenant's burst does not hold up the others); an app whose counts
+    # go back leaves the line without using a turn, so the line is the apps waiting. A new app's first
+    # status takes turns too while it only says the replicas are starting (see writes.first_sight).
     def _counts_turn(self, app: tuple[str, str]) -> bool:
-        """Whether the app's counts-only status write may go now; if not, it waits in line."""
+        """Whether the app's status write that takes turns may go now; if not, it waits in line."""
         if app in self._counts_turn_given:
             self._counts_turn_given.discard(app)
             return True
@@ -938,7 +942,8 @@ class Controller:
                 and now - self._last_counts_turn >= 1 / self._counts_rate()):
             self._last_counts_turn = now
             return True
-        self._counts_waiting.setdefault(app)
+        self._counts_waiting.add(app)
+        metrics.STATUS_WRITES_WAITING.set(len(self._counts_waiting))
         self._next_counts_turn()
         return False
 
@@ -958,8 +963,8 @@ class Controller:
                                                                         self._give_counts_turn)
             return
         if self._counts_waiting:
-            app = next(iter(self._counts_waiting))
-            del self._counts_waiting[app]
+            app = self._counts_waiting.pop()
+            metrics.STATUS_WRITES_WAITING.set(len(self._counts_waiting))
             self._counts_turn_given.add(app)
             self._last_counts_turn = time.monotonic()
             self.queue.add(("app", *app), due=False)
@@ -986,7 +991,8 @@ class Controller:
         return rate if slower <= 1 else max(1.0, rate / slower)
 
     def _forget_counts_turn(self, app: tuple[str, str]) -> None:
-        self._counts_waiting.pop(app, None)
+        self._counts_waiting.discard(app)
+        metrics.STATUS_WRITES_WAITING.set(len(self._counts_waiting))
         self._counts_turn_given.discard(app)
 
     def _background(self, coroutine: Coroutine[object, object, None]) -> None:

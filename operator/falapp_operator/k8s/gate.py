@@ -28,7 +28,7 @@ class Priority(IntEnum):
     GROW = 0
     HISTORY = 1  # a move's history, the first of its writes
     NORMAL = 2  # shrinks, marks, deletions, full status writes, a reconcile's fresh reads
-    LOW = 3  # counts-only status writes, events
+    LOW = 3  # status writes that take turns (counts only, a new app's first), events
 
 
 class RequestGate:

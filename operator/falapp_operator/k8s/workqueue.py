@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)  # a key: what one worker processes at a time
@@ -121,3 +121,61 @@ class WorkQueue(Generic[K]):
             batch.cancel()
         self._batches.clear()
         self._backing_off.clear()
+
+
+App = tuple[str, str]  # (namespace, name)
+
+
+class TurnLine:
+    """Apps waiting for a turn. Namespaces take turns, each namespace's apps oldest first: a tenant that
+    creates a thousand apps at once delays another tenant's app by one turn a round, not by the thousand.
+    Iterating gives the apps in the order their turns would come."""
+
+    def __init__(self) -> None:
+        # namespace -> its apps waiting, oldest first; the namespace whose turn is next first
+        self._by_namespace: dict[str, dict[App, None]] = {}
+        self._count = 0
+
+    def add(self, app: App) -> None:
+        """In line at the end of its namespace's apps (an app already waiting keeps its place)."""
+        apps = self._by_namespace.setdefault(app[0], {})
+        if app not in apps:
+            apps[app] = None
+            self._count += 1
+
+    def discard(self, app: App) -> None:
+        apps = self._by_namespace.get(app[0])
+        if apps is not None and app in apps:
+            del apps[app]
+            self._count -= 1
+            if not apps:
+                del self._by_namespace[app[0]]
+
+    def pop(self) -> App:
+        """The app whose turn it is; its namespace goes to the end of the round. IndexError if none waits."""
+        if not self._by_namespace:
+            raise IndexError("no app waits for a turn")
+        namespace = next(iter(self._by_namespace))
+        apps = self._by_namespace.pop(namespace)
+        app = next(iter(apps))
+        del apps[app]
+        self._count -= 1
+        if apps:
+            self._by_namespace[namespace] = apps
+        return app
+
+    def __contains__(self, app: object) -> bool:
+        return isinstance(app, tuple) and app in self._by_namespace.get(app[0], {})
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[App]:
+        rounds = [iter(list(apps)) for apps in self._by_namespace.values()]
+        while rounds:
+            for each in list(rounds):
+                app = next(each, None)
+                if app is None:
+                    rounds.remove(each)
+                else:
+                    yield app

@@ -103,8 +103,9 @@ def first_sight(current: JsonMapping, desired: JsonMapping) -> bool:
     Until it is written the app shows the CRD's default status (observedGeneration 0), which kstatus
     (Helm --wait, Flux, Argo CD) reads as InProgress, as it would read this patch: so under load it may
     take its turn like counts, and an app Ready before its turn costs one status write, not two. A new
-    app that falls back, fails, or is refused is news, written at once."""
-    if current.get("observedGeneration") or current.get("conditions"):
+    app that falls back, fails, or is refused is news, written at once. So is the first status of an app
+    with no status at all (a CRD installed without the default): kstatus would read it as Current."""
+    if current.get("observedGeneration") != 0 or current.get("conditions"):
         return False
     turns = {c.get("type", ""): (c.get("status", ""), c.get("reason", "")) for c in desired.get("conditions") or []}
     return (not desired.get("attempts") and not desired.get("probes")
