@@ -3,22 +3,26 @@
 plain Deployments (one per app, no operator), in one run.
 
 Four machine types of --nodes/4 nodes each; app i prefers three of them starting at type i mod 4, and
-its first choice has room, so both runs place every replica on the same type. In order:
+its first choice has room, so all runs place every replica on the same type. In order:
   scheduler alone  no operator running: --apps plain Deployments of --replicas pods each, the operator's
                    own Deployment for the app's first type made by hand (the same pods: requests, node
                    selector, toleration, labels, security settings), from the first create request
                    until every pod is Ready; then they are deleted (and their pods gone);
   operator         the operator started (its startup LISTs are not counted), --apps FalApps created at
                    once, from the first create request until every replica is Ready, and until every
-                   FalApp says Ready; then --idle seconds with nothing changing.
-Prints both times and their ratio, the operator's RSS, its API writes and reads per minute when idle,
-its CPU seconds per 1,000 reconciles, and the control plane's CPU in each run; writes Ready-over-time of
-both runs to a PNG (--plot).
+                   FalApp says Ready; then --idle seconds with nothing changing; then the operator is
+                   stopped and the apps deleted (and their pods gone);
+  scheduler again  the first run once more: a run on a cluster that has already created and deleted
+                   5000 pods is slower (etcd, caches and heaps have grown), so the operator, which runs
+                   second, is compared with the mean of a run before it and a run after it.
+Prints the times and the ratios (against the mean, and against each plain run), the operator's RSS, its
+API writes and reads per minute when idle, its CPU seconds per 1,000 reconciles, and the control plane's
+CPU in each run; writes Ready-over-time of the runs to a PNG (--plot).
 
     .venv/bin/python bench/scale.py [--apps 1000] [--replicas 5] [--nodes 2000] [--idle 60]
 
 Needs `hack/cluster.sh up`; starts its own operator unless --external-operator (then the scheduler-alone
-run shares the machine with it, and the operator's own numbers are not measured). Removes what it created.
+runs share the machine with it, and the operator's own numbers are not measured). Removes what it created.
 """
 
 from __future__ import annotations
@@ -117,9 +121,9 @@ class Scale:
         await c.wait_nodes_ready(f"{POOL_LABEL} in ({','.join(self.types)})", self.node_count, 900)
         print(f"  {self.node_count} nodes Ready in {time.monotonic() - started:.0f}s", flush=True)
 
-    async def scheduler_alone(self) -> dict:
+    async def scheduler_alone(self, run: str) -> dict:
         c, stop = self.cluster, asyncio.Event()
-        namespace = f"{self.prefix}-plain"
+        namespace = f"{self.prefix}-{run}"
         c.k("create", "namespace", namespace)
         pods, progress = ReadyPods(BASELINE_APP_LABEL), Progress()
         watches = self.watch_progress(namespace, pods, progress, stop)
@@ -142,9 +146,12 @@ class Scale:
             for w in watches:
                 w.cancel()
         print(f"  scheduler alone: {self.total} pods Ready in {result['all_ready_s']:.0f}s; deleting them", flush=True)
-        c.k("delete", "namespace", namespace, "--wait=false")
-        await c.wait_gone("v1", "Pod", namespace, within=1800)
+        await self.remove(namespace)
         return result
+
+    async def remove(self, namespace: str) -> None:
+        self.cluster.k("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
+        await self.cluster.wait_gone("v1", "Pod", namespace, within=1800)
 
     def watch_progress(self, namespace: str, pods: ReadyPods, progress: Progress,
                        stop: asyncio.Event) -> list[asyncio.Task]:
@@ -235,9 +242,10 @@ class Scale:
         c = self.cluster
         if self.operator:
             self.operator.stop()
-        for namespace in (f"{self.prefix}-plain", f"{self.prefix}-apps"):
+        namespaces = [f"{self.prefix}-{run}" for run in ("plain", "apps", "plain-again")]
+        for namespace in namespaces:
             c.k("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
-        for namespace in (f"{self.prefix}-plain", f"{self.prefix}-apps"):
+        for namespace in namespaces:
             await c.wait_gone("v1", "Pod", namespace, within=1800)
         await c.delete_all("v1", "Node", selector=f"{POOL_LABEL} in ({','.join(self.types)})")
         c.k("delete", "machinetypes", *self.types, "--wait=false", "--ignore-not-found")
@@ -249,7 +257,8 @@ def plot(result: dict, path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for key, label, style in (("operator", "FalApps (operator)", "-"),
-                              ("scheduler_alone", "plain Deployments (scheduler alone)", "--")):
+                              ("scheduler_alone", "plain Deployments (scheduler alone), before", "--"),
+                              ("scheduler_again", "plain Deployments (scheduler alone), after", ":")):
         run = result[key]
         xs, ys = [0.0], [0]
         for t, n in run["series"]:
@@ -258,7 +267,7 @@ def plot(result: dict, path: Path) -> None:
         ax.plot(xs, ys, linestyle=style, label=f"{label}: all Ready at {run['all_ready_s']:.0f} s")
     save_plot(plt, fig, ax, path, "seconds since the first create request", "replicas Ready",
               f"{result['apps']} apps, {result['replicas']} replicas, {result['nodes']} nodes: "
-              f"{result['ratio']:.2f}x the scheduler alone")
+              f"{result['ratio']:.2f}x the scheduler alone (mean of before and after)")
 
 
 async def measure(args: argparse.Namespace) -> dict:
@@ -270,15 +279,22 @@ async def measure(args: argparse.Namespace) -> dict:
         bench = Scale(cluster, operator, args.apps, args.replicas, args.nodes)
         try:
             await bench.setup()
-            result["scheduler_alone"] = await bench.scheduler_alone()
+            result["scheduler_alone"] = await bench.scheduler_alone("plain")
             result["load_scheduler_run"] = load()
             if operator:
                 operator.start(timeout=300)
             result["operator"] = await bench.with_operator(args.idle)
             result["load_operator_run"] = load()
+            if operator:
+                operator.stop()
+            await bench.remove(f"{bench.prefix}-apps")
+            result["scheduler_again"] = await bench.scheduler_alone("plain-again")
         finally:
             await bench.cleanup()
-    result["ratio"] = round(result["operator"]["all_ready_s"] / result["scheduler_alone"]["all_ready_s"], 2)
+    took = result["operator"]["all_ready_s"]
+    before, after = result["scheduler_alone"]["all_ready_s"], result["scheduler_again"]["all_ready_s"]
+    result["ratio"] = round(took / ((before + after) / 2), 2)
+    result["ratio_to_before"], result["ratio_to_after"] = round(took / before, 2), round(took / after, 2)
     return result
 
 
@@ -309,18 +325,22 @@ def main() -> int:
     if -(-args.apps // len(POOLS)) * args.replicas > 8 * (args.nodes // len(POOLS)):
         parser.error("every app's first machine type must have room: apps/4 * replicas <= 8 GPUs * nodes/4")
     result = asyncio.run(measure(args))
-    series = {k: result[k].pop("series") for k in ("operator", "scheduler_alone")}
+    runs = ("operator", "scheduler_alone", "scheduler_again")
+    series = {k: result[k].pop("series") for k in runs}
     print(json.dumps(result, indent=2))
-    op, base = result["operator"], result["scheduler_alone"]
+    op, base, again = result["operator"], result["scheduler_alone"], result["scheduler_again"]
     print(f"\n{result['apps']} apps, {result['replicas']} replicas, {result['nodes']} nodes; operator "
           f"{result['operator_revision']}; load {result['load_before']} before, {result['load_operator_run']} "
           "after the operator run")
     print(f"  scheduler alone: all Ready {base['all_ready_s']:.0f}s after the first create "
-          f"(creates took {base['create_requests_s']:.0f}s)")
+          f"(creates took {base['create_requests_s']:.0f}s); run again after the operator's: "
+          f"{again['all_ready_s']:.0f}s (creates took {again['create_requests_s']:.0f}s)")
     print(f"  operator:        all replicas Ready {op['all_ready_s']:.0f}s, all FalApps Ready "
           f"{op['apps_ready_s']:.0f}s after the first create (creates took {op['create_requests_s']:.0f}s)")
-    print(f"  ratio (replicas Ready): {result['ratio']:.2f}x")
+    print(f"  ratio (replicas Ready): {result['ratio']:.2f}x the mean of the plain runs; "
+          f"{result['ratio_to_before']:.2f}x the run before, {result['ratio_to_after']:.2f}x the run after")
     print(f"  CPU alone:             {cpu_line(base)}")
+    print(f"  CPU alone, again:      {cpu_line(again)}")
     print(f"  CPU with the operator: {cpu_line(op, op.get('operator_cpu_s_until_ready'))}")
     for stage in Progress.STAGES:
         print(f"  {stage + ':':14} half / all at {base['stages_half_all'].get(stage, '-'):>22} alone, "
