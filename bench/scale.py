@@ -268,7 +268,7 @@ def plot(result: dict, path: Path) -> None:
         ax.plot(xs, ys, linestyle=style, label=f"{label}: all Ready at {run['all_ready_s']:.0f} s")
     save_plot(plt, fig, ax, path, "seconds since the first create request", "replicas Ready",
               f"{result['apps']} apps, {result['replicas']} replicas, {result['nodes']} nodes: "
-              f"{result['ratio']:.2f}x the scheduler alone (mean of before and after)")
+              f"{result['ratio']:.2f}x the plain runs' mean")
 
 
 async def measure(args: argparse.Namespace) -> dict:
