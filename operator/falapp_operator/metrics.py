@@ -29,9 +29,10 @@ API_READS = Counter("falapp_api_reads_total", "Read requests the operator sent t
 API_WAIT = Histogram("falapp_api_request_wait_seconds", "Seconds an app request waited for one of "
                      "FALAPP_REQUESTS_IN_FLIGHT slots, by priority: grow (the Deployment a replacement waits on), "
                      "history (a move's history), normal (shrinks, marks, deletions, full status, fresh reads), "
-                     "low (counts-only status, events).", ["priority"],
+                     "low (status writes that take turns: counts only, a new app's first; events).", ["priority"],
                      buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-STATUS_COUNTS_RATE = Gauge("falapp_status_counts_rate", "Counts-only FalApp status writes allowed a second now: "
+STATUS_COUNTS_RATE = Gauge("falapp_status_counts_rate", "FalApp status writes that take turns (counts only, a new "
+                           "app's first) allowed a second now: "
                            "FALAPP_STATUS_COUNTS_RATE, lower while status writes take longer than "
                            "FALAPP_STATUS_COUNTS_LATENCY.")
 STATUS_WRITES_WAITING = Gauge("falapp_status_writes_waiting", "FalApp status writes waiting for a turn: "

@@ -724,7 +724,7 @@ async def test_turns_slow_down_while_the_api_answers_status_writes_slowly(rig: R
     assert not controller._counts_turn_given, "a turn 0.1 s after the last at 5 a second"
     controller._last_counts_turn -= 0.2
     controller._give_counts_turn()
-    assert controller._counts_turn_given == {(NS, "other")}
+    assert set(controller._counts_turn_given) == {(NS, "other")}
     controller._forget_counts_turn((NS, "other"))  # a lone app too: at once only 1/rate after the last turn
     controller._last_counts_turn = time.monotonic() - 0.1
     assert not controller._counts_turn((NS, "lone")), "written 0.1 s after the last turn at 5 a second"
@@ -788,7 +788,7 @@ async def test_turns_are_not_given_while_a_seconds_worth_is_unused(rig: Rig) -> 
     controller.settings.status_counts_rate = 2.0
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
-    controller._counts_turn_given.update({(NS, "a"), (NS, "b")})
+    controller._counts_turn_given.update(dict.fromkeys([(NS, "a"), (NS, "b")], time.monotonic()))
     controller._counts_waiting.add((NS, "c"))
     controller._last_counts_turn -= 10
     controller._give_counts_turn()
@@ -927,6 +927,54 @@ async def test_a_new_app_ready_before_its_turn_costs_one_status_write(rig: Rig) 
     assert APP not in controller._counts_waiting, "in line for a write already made"
     assert REGISTRY.get_sample_value("falapp_status_writes_waiting") == 3
 
+
+
+async def test_a_new_apps_first_status_waits_for_a_turn_at_most_status_first_wait(rig: Rig) -> None:
+    """Bounded: past status_first_wait the first status is written at once, turns or not (an HPA aimed at
+    the app reads status.selector, people read the columns); the app is woken for it."""
+    controller = rig.controller
+    controller.settings.status_counts_rate, controller.settings.status_first_wait = 2.0, 5.0
+    for i in range(3):
+        controller._counts_waiting.add((NS, f"other-{i}"))
+    controller._last_counts_turn = time.monotonic()
+    rig.create_app(unobserved(falapp(replicas=2)))
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}"]
+    wake = controller.queue._timers[KEY].when() - asyncio.get_running_loop().time()
+    assert 4.9 < wake < 5.1, "not woken when its wait is over"
+    assert await rig.reconcile() == [] and APP in controller._counts_waiting, "a wait begins once, not again"
+    controller._first_waiting_since[APP] -= 5.0  # its wait is over
+    assert await rig.reconcile() == [STATUS]
+    assert rig.status()["observedGeneration"] == 1 and APP not in controller._counts_waiting
+    assert APP not in controller._first_waiting_since
+
+
+async def test_status_first_wait_0_writes_every_first_status_at_once(rig: Rig) -> None:
+    controller = rig.controller
+    controller.settings.status_first_wait = 0.0
+    controller._counts_waiting.add((NS, "other"))
+    controller._last_counts_turn = time.monotonic()
+    rig.create_app(unobserved(falapp(replicas=2)))
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
+
+
+async def test_turns_held_by_apps_in_back_off_do_not_stop_the_others(rig: Rig) -> None:
+    """Apps given a turn while they wait out a back-off (their apply failing) hold it until their retry;
+    after TURN_HELD those turns no longer count as about to be used, and the line goes on."""
+    controller = rig.controller
+    controller.settings.status_counts_rate = 10.0
+    stuck = [("team-b", f"app-{i}") for i in range(10)]
+    controller._counts_turn_given.update(dict.fromkeys(stuck, time.monotonic()))
+    controller._counts_waiting.add(APP)
+    controller._last_counts_turn -= 10
+    controller._give_counts_turn()
+    assert APP not in controller._counts_turn_given, "a second's worth of turns just given, unused"
+    controller._counts_ticker.cancel()
+    controller._counts_ticker = None
+    for app in stuck:
+        controller._counts_turn_given[app] -= 2.0  # given two seconds ago, still unused
+    controller._give_counts_turn()
+    assert APP in controller._counts_turn_given and not controller._counts_waiting
+    assert all(app in controller._counts_turn_given for app in stuck), "their retries still write at once"
 
 @pytest.mark.parametrize("default_status", [True, False])
 async def test_a_new_apps_first_status_that_is_news_is_written_at_once(rig: Rig, default_status: bool) -> None:

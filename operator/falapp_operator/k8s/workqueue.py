@@ -127,8 +127,8 @@ App = tuple[str, str]  # (namespace, name)
 
 
 class TurnLine:
-    """Apps waiting for a turn. Namespaces take turns, each namespace's apps oldest first: a tenant that
-    creates a thousand apps at once delays another tenant's app by one turn a round, not by the thousand.
+    """Apps waiting for a turn. Namespaces take turns, each namespace's apps oldest first: a namespace with
+    a thousand apps waiting delays another namespace's app by one turn a round, not by the thousand.
     Iterating gives the apps in the order their turns would come."""
 
     def __init__(self) -> None:
@@ -165,7 +165,7 @@ class TurnLine:
         return app
 
     def __contains__(self, app: object) -> bool:
-        return isinstance(app, tuple) and app in self._by_namespace.get(app[0], {})
+        return isinstance(app, tuple) and len(app) == 2 and app in self._by_namespace.get(app[0], {})
 
     def __len__(self) -> int:
         return self._count
