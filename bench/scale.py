@@ -22,8 +22,9 @@ CPU in each run; writes Ready-over-time of the runs to a PNG (--plot).
 
     .venv/bin/python bench/scale.py [--apps 1000] [--replicas 5] [--nodes 2000] [--idle 60]
 
-Needs `hack/cluster.sh up`; starts its own operator unless --external-operator (then the scheduler-alone
-runs share the machine with it, and the operator's own numbers are not measured). Removes what it created.
+Needs `hack/cluster.sh up`; starts its own operator unless --external-operator (then the operator keeps
+running through both plain runs, watching their pods: they share the machine with it, which makes them
+slower and the ratio kinder; the operator's own numbers are not measured). Removes what it created.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ class Scale:
         pods, progress = ReadyPods(BASELINE_APP_LABEL), Progress()
         watches = self.watch_progress(namespace, pods, progress, stop)
         try:
-            print(f"  {await quiet_machine()}", flush=True)
+            quiet = await quiet_machine()
+            print(f"  {quiet}", flush=True)
             cpu = ControlPlaneCPU()
             before, machine_before = cpu.read(), machine_cpu_seconds()
             started = time.time()
@@ -138,7 +140,8 @@ class Scale:
             created = time.time() - started
             await until(lambda: pods.total() == self.total, 3600, f"{self.total} plain pods Ready", watches)
             series = [(t - started, n) for t, n in pods.total_series]
-            result = {"create_requests_s": round(created, 1), "all_ready_s": round(series[-1][0], 1),
+            result = {"before_start": quiet, "create_requests_s": round(created, 1),
+                      "all_ready_s": round(series[-1][0], 1),
                       "stages_half_all": progress.summary(started),
                       "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()),
                       **machine_use(machine_before, started), "series": series}
@@ -151,8 +154,12 @@ class Scale:
         return result
 
     async def remove(self, namespace: str) -> None:
+        """The namespace deleted, and gone: its pods, and the rest (the FalApps, Deployments, ReplicaSets,
+        Events) too, so their deletion does not run into the next run."""
         self.cluster.k("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
         await self.cluster.wait_gone("v1", "Pod", namespace, within=1800)
+        await self.cluster.wait_gone("v1", "Namespace", selector=f"kubernetes.io/metadata.name={namespace}",
+                                     within=1800)
 
     def watch_progress(self, namespace: str, pods: ReadyPods, progress: Progress,
                        stop: asyncio.Event) -> list[asyncio.Task]:
@@ -181,7 +188,8 @@ class Scale:
                    asyncio.create_task(c.watch("fal.ai/v1alpha1", "FalApp", namespace, observe_app, stop))]
         result: dict = {}
         try:
-            print(f"  {await quiet_machine()}", flush=True)
+            result["before_start"] = await quiet_machine()
+            print(f"  {result['before_start']}", flush=True)
             cpu = ControlPlaneCPU()
             before, machine_before = cpu.read(), machine_cpu_seconds()
             if op:
@@ -290,6 +298,7 @@ async def measure(args: argparse.Namespace) -> dict:
                 operator.stop()
             await bench.remove(f"{bench.prefix}-apps")
             result["scheduler_again"] = await bench.scheduler_alone("plain-again")
+            result["load_again_run"] = load()
         finally:
             await bench.cleanup()
     took = result["operator"]["all_ready_s"]
@@ -345,7 +354,8 @@ def main() -> int:
     print(f"  CPU with the operator: {cpu_line(op, op.get('operator_cpu_s_until_ready'))}")
     for stage in Progress.STAGES:
         print(f"  {stage + ':':14} half / all at {base['stages_half_all'].get(stage, '-'):>22} alone, "
-              f"{op['stages_half_all'].get(stage, '-'):>22} with the operator")
+              f"{op['stages_half_all'].get(stage, '-'):>22} with the operator, "
+              f"{again['stages_half_all'].get(stage, '-'):>22} alone again")
     if "rss_mib" in op:
         print(f"  operator: RSS {op['rss_mib']:.0f} MiB; idle {op['idle_writes_per_min']} writes/min, "
               f"{op['idle_reads_per_min']} reads/min {op.get('idle_reads_by_label', '')}; "
