@@ -12,10 +12,10 @@ its first choice has room, so all runs place every replica on the same type. In 
                    once, from the first create request until every replica is Ready, and until every
                    FalApp says Ready; then --idle seconds with nothing changing; then the operator is
                    stopped and the apps deleted (and their pods gone);
-  scheduler again  the first run once more. The plain run varies by a tenth from run to run on the
-                   same cluster, either way (55 s then 50 s; 52 s then 55 s), and the operator's run
-                   always comes second: it is compared with the mean of a plain run before it and one
-                   after it, not with one of them.
+  scheduler again  the first run once more. The same plain run takes 50-68 s from run to run (the run
+                   after was the faster in four of five runs, by 1-8 s, and 13 s slower in one), and
+                   the operator's run always comes second: it is compared with the mean of a plain run
+                   before it and one after it, not with one of them.
 Prints the times and the ratios (against the mean, and against each plain run), the operator's RSS, its
 API writes and reads per minute when idle, its CPU seconds per 1,000 reconciles, and the control plane's
 CPU in each run; writes Ready-over-time of the runs to a PNG (--plot).

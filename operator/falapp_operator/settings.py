@@ -26,8 +26,9 @@ class OperatorSettings(BaseSettings):
         "moves and new generations of an app already written are written at once.")
     status_first_wait: float = Field(
         10.0, ge=0, description="Seconds at most a new app's first status waits for a turn (see "
-        "status_counts_rate) before it is written at once: until then `kubectl get` shows no columns and an "
-        "HPA aimed at the app has no status.selector; 0 writes every first status at once.")
+        "status_counts_rate), from its first wait until it is written; then it goes without one, still after "
+        "other apps' placement requests. Until then `kubectl get` shows no columns and an HPA aimed at the app "
+        "has no status.selector; 0 writes every first status at once.")
     status_counts_latency: float = Field(
         0.05, gt=0, description="Seconds a FalApp status write may take (a moving average of the API server's "
         "answers) with counts-only writes at status_counts_rate; beyond it their rate falls in proportion, down "

@@ -930,22 +930,36 @@ async def test_a_new_app_ready_before_its_turn_costs_one_status_write(rig: Rig) 
 
 
 async def test_a_new_apps_first_status_waits_for_a_turn_at_most_status_first_wait(rig: Rig) -> None:
-    """Bounded: past status_first_wait the first status is written at once, turns or not (an HPA aimed at
-    the app reads status.selector, people read the columns); the app is woken for it."""
+    """Bounded: past status_first_wait (counted from its first wait until it is written) the first status
+    goes without a turn (an HPA aimed at the app reads status.selector, people read the columns), still
+    behind other apps' placement requests; the app is woken for it, also after a failed reconcile's
+    back-off took its timer, and a refused write does not start the wait again."""
     controller = rig.controller
     controller.settings.status_counts_rate, controller.settings.status_first_wait = 2.0, 5.0
     for i in range(3):
         controller._counts_waiting.add((NS, f"other-{i}"))
     controller._last_counts_turn = time.monotonic()
+    loop = asyncio.get_running_loop()
     rig.create_app(unobserved(falapp(replicas=2)))
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}"]
-    wake = controller.queue._timers[KEY].when() - asyncio.get_running_loop().time()
-    assert 4.9 < wake < 5.1, "not woken when its wait is over"
-    assert await rig.reconcile() == [] and APP in controller._counts_waiting, "a wait begins once, not again"
-    controller._first_waiting_since[APP] -= 5.0  # its wait is over
-    assert await rig.reconcile() == [STATUS]
-    assert rig.status()["observedGeneration"] == 1 and APP not in controller._counts_waiting
-    assert APP not in controller._first_waiting_since
+    assert 4.9 < controller.queue._timers[KEY].when() - loop.time() < 5.1, "not woken when its wait is over"
+    controller._first_waiting_since[APP] -= 2.0  # two seconds on, a failed reconcile backs off
+    controller.queue.retry_after(KEY, 0.01)
+    assert await asyncio.wait_for(controller.queue.get(), 1) == KEY
+    controller.queue.done(KEY)
+    assert await rig.reconcile() == [] and APP in controller._counts_waiting
+    assert 2.9 < controller.queue._timers[KEY].when() - loop.time() < 3.1, "the wake went with the back-off"
+    controller._first_waiting_since[APP] -= 3.0  # its wait is over; the write is refused for now
+    rig.fake.fail("PATCH", "/falapps/llm/status", 503)
+    with pytest.raises(ApiError):
+        await rig.reconcile()
+    assert APP not in controller._counts_waiting
+    low = REGISTRY.get_sample_value("falapp_api_request_wait_seconds_count", {"priority": "low"}) or 0
+    writes = await rig.reconcile()  # the app read afresh first: a 503 may have been written
+    assert writes[-1] == STATUS and writes.count(STATUS) == 1, "the retry waited again"
+    assert REGISTRY.get_sample_value("falapp_api_request_wait_seconds_count", {"priority": "low"}) == low + 1, \
+        "past its turns, not past other apps' placement requests"
+    assert rig.status()["observedGeneration"] == 1 and APP not in controller._first_waiting_since
 
 
 async def test_status_first_wait_0_writes_every_first_status_at_once(rig: Rig) -> None:
@@ -958,23 +972,24 @@ async def test_status_first_wait_0_writes_every_first_status_at_once(rig: Rig) -
 
 
 async def test_turns_held_by_apps_in_back_off_do_not_stop_the_others(rig: Rig) -> None:
-    """Apps given a turn while they wait out a back-off (their apply failing) hold it until their retry;
-    after TURN_HELD those turns no longer count as about to be used, and the line goes on."""
+    """Apps given a turn while they wait out a back-off (their apply failing) hold it until their retry:
+    those turns do not count as about to be used, and the line goes on; turns of apps merely queued
+    (workers held up) still do, or they would all write at once when the workers come back."""
     controller = rig.controller
     controller.settings.status_counts_rate = 10.0
-    stuck = [("team-b", f"app-{i}") for i in range(10)]
-    controller._counts_turn_given.update(dict.fromkeys(stuck, time.monotonic()))
+    held = [("team-b", f"app-{i}") for i in range(10)]
+    controller._counts_turn_given.update(held)
     controller._counts_waiting.add(APP)
     controller._last_counts_turn -= 10
     controller._give_counts_turn()
-    assert APP not in controller._counts_turn_given, "a second's worth of turns just given, unused"
+    assert APP not in controller._counts_turn_given, "a second's worth of turns unused, the workers behind"
     controller._counts_ticker.cancel()
     controller._counts_ticker = None
-    for app in stuck:
-        controller._counts_turn_given[app] -= 2.0  # given two seconds ago, still unused
+    for app in held:
+        controller.queue.retry_after(("app", *app), 60.0)
     controller._give_counts_turn()
     assert APP in controller._counts_turn_given and not controller._counts_waiting
-    assert all(app in controller._counts_turn_given for app in stuck), "their retries still write at once"
+    assert all(app in controller._counts_turn_given for app in held), "their retries still write at once"
 
 @pytest.mark.parametrize("default_status", [True, False])
 async def test_a_new_apps_first_status_that_is_news_is_written_at_once(rig: Rig, default_status: bool) -> None:

@@ -80,7 +80,6 @@ EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its 
 # generation) waits until at least this long after its last one: replicas coming up one by one cost one
 # write a second, not one each (longer when many apps wait: settings.status_counts_rate)
 STATUS_COALESCE = 1.0
-TURN_HELD = 1.0  # seconds a status turn given counts as about to be used (see _turns_unused)
 STATUS_LATENCY_WEIGHT = 0.2  # of the latest answer in the moving average of status writes' answer times
 STATUS_LATENCY_CAP = 10.0  # one answer counts for at most this many times settings.status_counts_latency
 STATUS_LATENCY_FADE = 10.0  # seconds for the average to fall to 1/e without answers
@@ -129,7 +128,7 @@ class Controller:
         # counts-only status writes take turns (status_counts_rate a second): the apps waiting (namespaces in
         # turn, each one's oldest first), those whose turn came, and when the last turn was given
         self._counts_waiting = TurnLine()
-        self._counts_turn_given: dict[tuple[str, str], float] = {}  # app -> when its turn was given
+        self._counts_turn_given: set[tuple[str, str]] = set()
         self._first_waiting_since: dict[tuple[str, str], float] = {}  # app -> when its first status began to wait
         self._last_counts_turn = -1.0e9
         self._status_latency = 0.0  # moving average of the API's answer time to status writes, seconds
@@ -634,6 +633,7 @@ class Controller:
         self._refusal_posted.pop(app, None)
         self._status_written.pop(app, None)
         self._forget_counts_turn(app)
+        self._first_waiting_since.pop(app, None)
         self._warned.pop(app, None)
         self._templates.forget(namespace, name)
         if gone:
@@ -901,6 +901,7 @@ class Controller:
         app = (namespace, name)
         if not status_changed(current, patch):
             self._forget_counts_turn(app)  # it went back: the app waits for nothing (and holds no turn)
+            self._first_waiting_since.pop(app, None)
             self._warned.pop(app, None)  # the status says all the plan says: a warning from now on is news
             return False
         counts = not at_once and counts_only(current, patch)
@@ -909,19 +910,21 @@ class Controller:
             if own > 0:  # its own second first
                 self.queue.add_after(("app", namespace, name), own, due=False)
                 return False
-        takes_turn = counts or (first_sight(current, patch) and self._first_may_wait(app))
+        first = not counts and first_sight(current, patch)
+        takes_turn = counts or (first and self._first_may_wait(app))
         if takes_turn:
             if not self._counts_turn(app):
                 return False  # woken when its turn comes; written then, as it is then
         else:
             self._forget_counts_turn(app)
         try:
-            # counts are news for people: placement's requests and the full status go first
+            # counts are news for people: placement's requests and the full status go first (so does a
+            # first status that waited its longest: past its turns, not past other apps' requests)
             self.falapps.wrote(await self._patch_status(namespace, name, uid, patch,
-                                                        Priority.LOW if takes_turn else Priority.NORMAL), app)
+                                                        Priority.LOW if counts or first else Priority.NORMAL), app)
         except ApiError:
             if takes_turn:  # the retry writes at once: the turn was this app's
-                self._counts_turn_given[app] = time.monotonic()
+                self._counts_turn_given.add(app)
             raise
         self._status_written[app] = time.monotonic()
         self._first_waiting_since.pop(app, None)
@@ -929,15 +932,14 @@ class Controller:
         return True
 
     def _first_may_wait(self, app: tuple[str, str]) -> bool:
-        """A new app's first status waits for a turn at most status_first_wait seconds: after that it is
-        written at once (the app is woken then)."""
+        """A new app's first status waits for a turn at most status_first_wait seconds, from when it first
+        waited until it is written: after that it goes without one. The app is woken then (the timer set
+        again at every wait: a failed reconcile's back-off, or a sooner wake, replaces it)."""
         now = time.monotonic()
-        since = self._first_waiting_since.setdefault(app, now)
-        left = since + self.settings.status_first_wait - now
+        left = self._first_waiting_since.setdefault(app, now) + self.settings.status_first_wait - now
         if left <= 0:
             return False
-        if since == now:
-            self.queue.add_after(("app", *app), left + 0.01, due=False)
+        self.queue.add_after(("app", *app), left + 0.01, due=False)
         return True
 
     # --- turns of counts-only status writes ----------------------------------------------------------
@@ -949,10 +951,11 @@ class Controller:
     # status takes turns too while it only says the replicas are starting (see writes.first_sight).
     def _counts_turn(self, app: tuple[str, str]) -> bool:
         """Whether the app's status write that takes turns may go now; if not, it waits in line."""
-        if self._counts_turn_given.pop(app, None) is not None:
+        if app in self._counts_turn_given:
+            self._counts_turn_given.discard(app)
             return True
         now = time.monotonic()
-        if (not self._counts_waiting and not self._turns_unused(now)
+        if (not self._counts_waiting and not self._turns_unused()
                 and now - self._last_counts_turn >= 1 / self._counts_rate()):
             self._last_counts_turn = now
             return True
@@ -961,11 +964,10 @@ class Controller:
         self._next_counts_turn()
         return False
 
-    def _turns_unused(self, now: float) -> int:
-        """Turns given in the last TURN_HELD seconds and not used yet. An app given a turn while it waits
-        out a back-off (its apply failing, say) holds it until its retry: that must not stop the turns
-        of everyone else."""
-        return sum(1 for given in self._counts_turn_given.values() if now - given < TURN_HELD)
+    def _turns_unused(self) -> int:
+        """Turns given and not used yet, but for apps waiting out a back-off (their apply failing, say):
+        those hold theirs until their retry, which must not stop the turns of everyone else."""
+        return sum(1 for app in self._counts_turn_given if not self.queue.backing_off(("app", *app)))
 
     def _next_counts_turn(self) -> None:
         if self._counts_ticker is None and self._counts_waiting:
@@ -978,14 +980,15 @@ class Controller:
         # not sooner than 1/rate after the last turn (an app may have had one at once meanwhile), and not
         # while a second's worth of turns is still unused (workers held up: they would all write at once)
         early = self._last_counts_turn + 1 / rate - time.monotonic()
-        if early > 0.001 or self._turns_unused(time.monotonic()) >= max(1, math.ceil(self.settings.status_counts_rate)):
+        if early > 0.001 or self._turns_unused() >= max(1, math.ceil(self.settings.status_counts_rate)):
             self._counts_ticker = asyncio.get_running_loop().call_later(early if early > 0.001 else 1 / rate,
                                                                         self._give_counts_turn)
             return
         if self._counts_waiting:
             app = self._counts_waiting.pop()
             metrics.STATUS_WRITES_WAITING.set(len(self._counts_waiting))
-            self._last_counts_turn = self._counts_turn_given[app] = time.monotonic()
+            self._counts_turn_given.add(app)
+            self._last_counts_turn = time.monotonic()
             self.queue.add(("app", *app), due=False)
         self._next_counts_turn()
 
@@ -1012,8 +1015,7 @@ class Controller:
     def _forget_counts_turn(self, app: tuple[str, str]) -> None:
         self._counts_waiting.discard(app)
         metrics.STATUS_WRITES_WAITING.set(len(self._counts_waiting))
-        self._counts_turn_given.pop(app, None)
-        self._first_waiting_since.pop(app, None)
+        self._counts_turn_given.discard(app)
 
     def _background(self, coroutine: Coroutine[object, object, None]) -> None:
         """Fire-and-forget writes (events) that must not delay the next placement step."""

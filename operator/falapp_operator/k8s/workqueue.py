@@ -81,6 +81,10 @@ class WorkQueue(Generic[K]):
             timer.cancel()
         self._timers[key] = loop.call_at(when, self._fire, key, due)
 
+    def backing_off(self, key: K) -> bool:
+        """The key failed and waits out its back-off (see retry_after)."""
+        return key in self._backing_off
+
     def retry_after(self, key: K, delay: float) -> None:
         """Process the key again after `delay`, and not sooner unless an urgent add comes."""
         timer = self._timers.pop(key, None)
