@@ -788,7 +788,7 @@ async def test_turns_are_not_given_while_a_seconds_worth_is_unused(rig: Rig) -> 
     controller.settings.status_counts_rate = 2.0
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
-    controller._counts_turn_given.update(dict.fromkeys([(NS, "a"), (NS, "b")], time.monotonic()))
+    controller._counts_turn_given.update([(NS, "a"), (NS, "b")])
     controller._counts_waiting.add((NS, "c"))
     controller._last_counts_turn -= 10
     controller._give_counts_turn()
@@ -967,8 +967,19 @@ async def test_status_first_wait_0_writes_every_first_status_at_once(rig: Rig) -
     controller.settings.status_first_wait = 0.0
     controller._counts_waiting.add((NS, "other"))
     controller._last_counts_turn = time.monotonic()
+    low = REGISTRY.get_sample_value("falapp_api_request_wait_seconds_count", {"priority": "low"}) or 0
     rig.create_app(unobserved(falapp(replicas=2)))
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
+    assert (REGISTRY.get_sample_value("falapp_api_request_wait_seconds_count", {"priority": "low"}) or 0) == low, \
+        "at once is at normal priority"
+    assert KEY not in controller.queue._timers, "nothing to wake for"
+
+
+async def test_a_first_status_written_at_its_turn_leaves_no_wake_behind(rig: Rig) -> None:
+    controller = rig.controller
+    rig.create_app(unobserved(falapp(replicas=2)))
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS], "the line is empty: its turn at once"
+    assert KEY not in controller.queue._timers and APP not in controller._first_waiting_since
 
 
 async def test_turns_held_by_apps_in_back_off_do_not_stop_the_others(rig: Rig) -> None:

@@ -259,3 +259,26 @@ def test_turns_come_in_the_order_the_line_shows_and_no_app_waits_twice(steps: li
     for i in range(1, len(popped)):  # a namespace turns again only when none else waits between
         if popped[i][0] == popped[i - 1][0]:
             assert all(app[0] == popped[i][0] for app in popped[i:])
+
+
+async def test_a_decision_falling_due_behind_a_sooner_routine_wake_is_handed_out_first() -> None:
+    """One timer a key, at the soonest wake-up: when a routine wake (due=False) is sooner than a decision
+    falling due, or replaces one, the key is still handed out ahead of routine keys when it fires."""
+    for routine_first in (True, False):
+        queue: WorkQueue = WorkQueue()
+        if routine_first:
+            queue.add_after(A, 0.05, due=False)
+            queue.add_after(A, 0.5)  # later: the timer stays the sooner one, now due
+        else:
+            queue.add_after(A, 0.5)
+            queue.add_after(A, 0.05, due=False)  # sooner: replaces it, still due
+        queue.add(B)  # routine, queued before A's wake fires
+        await asyncio.sleep(0.1)
+        assert await take(queue) == A, "the decision waited behind a routine key"
+        assert await take(queue) == B
+    routine: WorkQueue = WorkQueue()
+    routine.add_after(A, 0.05, due=False)
+    routine.add_after(A, 0.5, due=False)
+    routine.add(B)
+    await asyncio.sleep(0.1)
+    assert await take(routine) == B, "routine wakes stay routine"

@@ -910,10 +910,15 @@ class Controller:
             if own > 0:  # its own second first
                 self.queue.add_after(("app", namespace, name), own, due=False)
                 return False
-        first = not counts and first_sight(current, patch)
-        takes_turn = counts or (first and self._first_may_wait(app))
+        # a new app's first status, when it may wait (status_first_wait > 0), waits at low priority, its
+        # turn or not: it is not news
+        first = not counts and self.settings.status_first_wait > 0 and first_sight(current, patch)
+        wait_left = self._first_wait_left(app) if first else 0.0
+        takes_turn = counts or wait_left > 0
         if takes_turn:
             if not self._counts_turn(app):
+                if first:  # woken when its wait is over (set again at every wait: a back-off takes it)
+                    self.queue.add_after(("app", namespace, name), wait_left + 0.01, due=False)
                 return False  # woken when its turn comes; written then, as it is then
         else:
             self._forget_counts_turn(app)
@@ -931,16 +936,11 @@ class Controller:
         self._warned.pop(app, None)  # the status says it now: the plan sees what was said
         return True
 
-    def _first_may_wait(self, app: tuple[str, str]) -> bool:
-        """A new app's first status waits for a turn at most status_first_wait seconds, from when it first
-        waited until it is written: after that it goes without one. The app is woken then (the timer set
-        again at every wait: a failed reconcile's back-off, or a sooner wake, replaces it)."""
+    def _first_wait_left(self, app: tuple[str, str]) -> float:
+        """Seconds a new app's first status may still wait for a turn: status_first_wait from when it first
+        waited until it is written (a refused write does not start it again); after that it goes without."""
         now = time.monotonic()
-        left = self._first_waiting_since.setdefault(app, now) + self.settings.status_first_wait - now
-        if left <= 0:
-            return False
-        self.queue.add_after(("app", *app), left + 0.01, due=False)
-        return True
+        return self._first_waiting_since.setdefault(app, now) + self.settings.status_first_wait - now
 
     # --- turns of counts-only status writes ----------------------------------------------------------
     # Counts are news for people, and the API server's time is placement's when many apps change at once

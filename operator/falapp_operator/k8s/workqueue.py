@@ -28,6 +28,7 @@ class WorkQueue(Generic[K]):
         self._processing: set[K] = set()
         self._dirty: dict[K, bool] = {}  # processed keys added again -> whether due
         self._timers: dict[K, asyncio.TimerHandle] = {}
+        self._due_timers: set[K] = set()  # keys whose timer stands for a decision falling due
         self._backing_off: set[K] = set()
         # a batch of events waiting for its pass: apart from the timers above, so a batch neither moves
         # a decision's time nor takes its place ahead of others
@@ -39,6 +40,7 @@ class WorkQueue(Generic[K]):
                 return
             self._backing_off.discard(key)
             timer = self._timers.pop(key, None)
+            self._due_timers.discard(key)
             if timer is not None:  # the back-off's
                 timer.cancel()
         # a delay still running is kept: should the key still wait in the queue when it runs out, it
@@ -72,14 +74,26 @@ class WorkQueue(Generic[K]):
         if delay <= 0:
             self.add(key, due=due)
             return
-        loop = asyncio.get_running_loop()
-        when = loop.time() + delay
+        when = asyncio.get_running_loop().time() + delay
+        # one timer a key, at the soonest wake-up; due if any wake-up it stands for is a decision (its pass
+        # sets the later ones again), or a decision would wait behind routine keys when the workers are behind
         timer = self._timers.get(key)
         if timer is not None:
+            due = due or key in self._due_timers
             if timer.when() <= when:
+                if due and key not in self._due_timers:
+                    timer.cancel()
+                    self._set_timer(key, timer.when(), due=True)
                 return
             timer.cancel()
-        self._timers[key] = loop.call_at(when, self._fire, key, due)
+        self._set_timer(key, when, due)
+
+    def _set_timer(self, key: K, when: float, due: bool) -> None:
+        self._timers[key] = asyncio.get_running_loop().call_at(when, self._fire, key, due)
+        if due:
+            self._due_timers.add(key)
+        else:
+            self._due_timers.discard(key)
 
     def backing_off(self, key: K) -> bool:
         """The key failed and waits out its back-off (see retry_after)."""
@@ -92,10 +106,11 @@ class WorkQueue(Generic[K]):
             timer.cancel()
         self._dirty.pop(key, None)
         self._backing_off.add(key)
-        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+        self._set_timer(key, asyncio.get_running_loop().time() + delay, due=True)
 
     def _fire(self, key: K, due: bool = True) -> None:
         self._timers.pop(key, None)
+        self._due_timers.discard(key)
         self._backing_off.discard(key)
         self.add(key, due=due)
 
@@ -121,6 +136,7 @@ class WorkQueue(Generic[K]):
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._due_timers.clear()
         for batch in self._batches.values():
             batch.cancel()
         self._batches.clear()
