@@ -942,13 +942,13 @@ async def test_a_new_apps_first_status_waits_for_a_turn_at_most_status_first_wai
     loop = asyncio.get_running_loop()
     rig.create_app(unobserved(falapp(replicas=2)))
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}"]
-    assert 4.9 < controller.queue._timers[KEY].when() - loop.time() < 5.1, "not woken when its wait is over"
+    assert 4.9 < controller.queue._routine_timers[KEY].when() - loop.time() < 5.1, "not woken when its wait is over"
     controller._first_waiting_since[APP] -= 2.0  # two seconds on, a failed reconcile backs off
     controller.queue.retry_after(KEY, 0.01)
     assert await asyncio.wait_for(controller.queue.get(), 1) == KEY
     controller.queue.done(KEY)
     assert await rig.reconcile() == [] and APP in controller._counts_waiting
-    assert 2.9 < controller.queue._timers[KEY].when() - loop.time() < 3.1, "the wake went with the back-off"
+    assert 2.9 < controller.queue._routine_timers[KEY].when() - loop.time() < 3.1, "the wake went with the back-off"
     controller._first_waiting_since[APP] -= 3.0  # its wait is over; the write is refused for now
     rig.fake.fail("PATCH", "/falapps/llm/status", 503)
     with pytest.raises(ApiError):
@@ -972,14 +972,14 @@ async def test_status_first_wait_0_writes_every_first_status_at_once(rig: Rig) -
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
     assert (REGISTRY.get_sample_value("falapp_api_request_wait_seconds_count", {"priority": "low"}) or 0) == low, \
         "at once is at normal priority"
-    assert KEY not in controller.queue._timers, "nothing to wake for"
+    assert KEY not in controller.queue._routine_timers, "nothing to wake for"
 
 
 async def test_a_first_status_written_at_its_turn_leaves_no_wake_behind(rig: Rig) -> None:
     controller = rig.controller
     rig.create_app(unobserved(falapp(replicas=2)))
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS], "the line is empty: its turn at once"
-    assert KEY not in controller.queue._timers and APP not in controller._first_waiting_since
+    assert KEY not in controller.queue._routine_timers and APP not in controller._first_waiting_since
 
 
 async def test_turns_held_by_apps_in_back_off_do_not_stop_the_others(rig: Rig) -> None:

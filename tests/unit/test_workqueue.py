@@ -261,24 +261,34 @@ def test_turns_come_in_the_order_the_line_shows_and_no_app_waits_twice(steps: li
             assert all(app[0] == popped[i][0] for app in popped[i:])
 
 
-async def test_a_decision_falling_due_behind_a_sooner_routine_wake_is_handed_out_first() -> None:
-    """One timer a key, at the soonest wake-up: when a routine wake (due=False) is sooner than a decision
-    falling due, or replaces one, the key is still handed out ahead of routine keys when it fires."""
+async def test_a_sooner_routine_wake_neither_drops_a_decision_nor_goes_ahead_as_one() -> None:
+    """A routine wake (due=False) sooner than the key's decision fires as routine work, behind keys queued
+    before it; the decision still falls due at its own time and moves the key ahead then. A routine wake
+    later than the decision is dropped: the decision's pass sets it again."""
     for routine_first in (True, False):
         queue: WorkQueue = WorkQueue()
         if routine_first:
             queue.add_after(A, 0.05, due=False)
-            queue.add_after(A, 0.5)  # later: the timer stays the sooner one, now due
+            queue.add_after(A, 0.3)
         else:
-            queue.add_after(A, 0.5)
-            queue.add_after(A, 0.05, due=False)  # sooner: replaces it, still due
-        queue.add(B)  # routine, queued before A's wake fires
-        await asyncio.sleep(0.1)
-        assert await take(queue) == A, "the decision waited behind a routine key"
-        assert await take(queue) == B
-    routine: WorkQueue = WorkQueue()
-    routine.add_after(A, 0.05, due=False)
-    routine.add_after(A, 0.5, due=False)
-    routine.add(B)
+            queue.add_after(A, 0.3)
+            queue.add_after(A, 0.05, due=False)
+        queue.add(B)
+        await asyncio.sleep(0.1)  # the routine wake fired; nothing is due yet
+        queue.add(C)
+        assert len(queue) == 3
+        await asyncio.sleep(0.3)  # the decision fell due while A still waited
+        assert [await take(queue) for _ in range(3)] == [A, B, C], "the decision waited behind routine keys"
+    queue = WorkQueue()
+    queue.add_after(A, 0.05, due=False)
+    queue.add_after(A, 0.5)
+    queue.add(B)
     await asyncio.sleep(0.1)
-    assert await take(routine) == B, "routine wakes stay routine"
+    assert await take(queue) == B, "a routine wake went ahead as a decision"
+    assert await take(queue) == A
+    queue.done(A)
+    queue.done(B)
+    queue.add_after(A, 0.05)
+    queue.add_after(A, 0.5, due=False)  # later than the decision: dropped
+    assert A not in queue._routine_timers
+    queue.close()

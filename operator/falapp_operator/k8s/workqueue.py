@@ -1,5 +1,6 @@
 """A keyed work queue: each key is processed by one worker at a time, duplicates coalesce,
-delayed adds keep only the earliest wake-up (the model of client-go's workqueue).
+delayed adds keep only the earliest wake-up (the model of client-go's workqueue): the earliest decision
+falling due, and apart from it routine work put off a while, kept only while sooner than the decision.
 
 A key that failed waits out its back-off (`retry_after`): ordinary adds do not cut it short, so a
 failing reconcile is retried at its back-off rate, not at the rate its watch events arrive. An
@@ -27,8 +28,10 @@ class WorkQueue(Generic[K]):
         self._queued: set[K] = set()
         self._processing: set[K] = set()
         self._dirty: dict[K, bool] = {}  # processed keys added again -> whether due
-        self._timers: dict[K, asyncio.TimerHandle] = {}
-        self._due_timers: set[K] = set()  # keys whose timer stands for a decision falling due
+        self._timers: dict[K, asyncio.TimerHandle] = {}  # the soonest decision falling due, or a back-off's end
+        # routine work put off a while (due=False), while sooner than the key's decision: kept apart, so a
+        # routine wake neither drops the decision's time nor takes its place ahead of others
+        self._routine_timers: dict[K, asyncio.TimerHandle] = {}
         self._backing_off: set[K] = set()
         # a batch of events waiting for its pass: apart from the timers above, so a batch neither moves
         # a decision's time nor takes its place ahead of others
@@ -40,7 +43,6 @@ class WorkQueue(Generic[K]):
                 return
             self._backing_off.discard(key)
             timer = self._timers.pop(key, None)
-            self._due_timers.discard(key)
             if timer is not None:  # the back-off's
                 timer.cancel()
         # a delay still running is kept: should the key still wait in the queue when it runs out, it
@@ -74,26 +76,30 @@ class WorkQueue(Generic[K]):
         if delay <= 0:
             self.add(key, due=due)
             return
-        when = asyncio.get_running_loop().time() + delay
-        # one timer a key, at the soonest wake-up; due if any wake-up it stands for is a decision (its pass
-        # sets the later ones again), or a decision would wait behind routine keys when the workers are behind
-        timer = self._timers.get(key)
-        if timer is not None:
-            due = due or key in self._due_timers
-            if timer.when() <= when:
-                if due and key not in self._due_timers:
-                    timer.cancel()
-                    self._set_timer(key, timer.when(), due=True)
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        decision = self._timers.get(key)
+        if not due:  # routine: only while sooner than the key's decision (whose pass sets it again)
+            routine = self._routine_timers.get(key)
+            if (decision is not None and decision.when() <= when) or (routine is not None and routine.when() <= when):
                 return
-            timer.cancel()
-        self._set_timer(key, when, due)
+            if routine is not None:
+                routine.cancel()
+            self._routine_timers[key] = loop.call_at(when, self._fire_routine, key)
+            return
+        if decision is not None:
+            if decision.when() <= when:
+                return
+            decision.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+        routine = self._routine_timers.get(key)
+        if routine is not None and routine.when() >= when:
+            routine.cancel()
+            del self._routine_timers[key]
 
-    def _set_timer(self, key: K, when: float, due: bool) -> None:
-        self._timers[key] = asyncio.get_running_loop().call_at(when, self._fire, key, due)
-        if due:
-            self._due_timers.add(key)
-        else:
-            self._due_timers.discard(key)
+    def _fire_routine(self, key: K) -> None:
+        del self._routine_timers[key]
+        self.add(key)
 
     def backing_off(self, key: K) -> bool:
         """The key failed and waits out its back-off (see retry_after)."""
@@ -104,15 +110,17 @@ class WorkQueue(Generic[K]):
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
+        routine = self._routine_timers.pop(key, None)
+        if routine is not None:  # a back-off is waited out whatever was put off
+            routine.cancel()
         self._dirty.pop(key, None)
         self._backing_off.add(key)
-        self._set_timer(key, asyncio.get_running_loop().time() + delay, due=True)
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
 
-    def _fire(self, key: K, due: bool = True) -> None:
+    def _fire(self, key: K) -> None:
         self._timers.pop(key, None)
-        self._due_timers.discard(key)
         self._backing_off.discard(key)
-        self.add(key, due=due)
+        self.add(key, due=True)
 
     async def get(self) -> K:
         await self._count.acquire()
@@ -133,10 +141,10 @@ class WorkQueue(Generic[K]):
         return len(self._queued)
 
     def close(self) -> None:
-        for timer in self._timers.values():
+        for timer in [*self._timers.values(), *self._routine_timers.values()]:
             timer.cancel()
         self._timers.clear()
-        self._due_timers.clear()
+        self._routine_timers.clear()
         for batch in self._batches.values():
             batch.cancel()
         self._batches.clear()
