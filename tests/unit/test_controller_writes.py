@@ -972,14 +972,15 @@ async def test_status_first_wait_0_writes_every_first_status_at_once(rig: Rig) -
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
     assert (REGISTRY.get_sample_value("falapp_api_request_wait_seconds_count", {"priority": "low"}) or 0) == low, \
         "at once is at normal priority"
-    assert KEY not in controller.queue._routine_timers, "nothing to wake for"
+    assert KEY not in controller.queue._routine_timers and KEY not in controller.queue._timers, "nothing to wake for"
 
 
 async def test_a_first_status_written_at_its_turn_leaves_no_wake_behind(rig: Rig) -> None:
     controller = rig.controller
     rig.create_app(unobserved(falapp(replicas=2)))
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS], "the line is empty: its turn at once"
-    assert KEY not in controller.queue._routine_timers and APP not in controller._first_waiting_since
+    assert KEY not in controller.queue._routine_timers and KEY not in controller.queue._timers
+    assert APP not in controller._first_waiting_since
 
 
 async def test_turns_held_by_apps_in_back_off_do_not_stop_the_others(rig: Rig) -> None:
