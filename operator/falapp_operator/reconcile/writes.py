@@ -85,10 +85,8 @@ def counts_only(current: JsonMapping, desired: JsonMapping) -> bool:
     """The status patch changes numbers and messages, not its meaning: the same generation observed, every
     condition with the status and reason it had (Ready=False ReplicasNotReady turning InsufficientCapacity
     is news), the same attempts and probes (a replica Ready more or less)."""
-    def turns(status: JsonMapping) -> dict[str, tuple[str, str]]:
-        return {c.get("type", ""): (c.get("status", ""), c.get("reason", "")) for c in status.get("conditions") or []}
     return (current.get("observedGeneration") == desired.get("observedGeneration")
-            and turns(current) == turns(desired)
+            and _turns(current) == _turns(desired)
             and all(current.get(k) == desired.get(k) for k in ("attempts", "probes") if k in desired))
 
 
@@ -107,9 +105,13 @@ def first_sight(current: JsonMapping, desired: JsonMapping) -> bool:
     with no status at all (a CRD installed without the default): kstatus would read it as Current."""
     if current.get("observedGeneration") != 0 or current.get("conditions"):
         return False
-    turns = {c.get("type", ""): (c.get("status", ""), c.get("reason", "")) for c in desired.get("conditions") or []}
     return (not desired.get("attempts") and not desired.get("probes")
-            and all(STARTING.get(kind) == turn for kind, turn in turns.items()))
+            and all(STARTING.get(kind) == turn for kind, turn in _turns(desired).items()))
+
+
+def _turns(status: JsonMapping) -> dict[str, tuple[str, str]]:
+    """Each condition's status and reason: what a status says, apart from its numbers and messages."""
+    return {c.get("type", ""): (c.get("status", ""), c.get("reason", "")) for c in status.get("conditions") or []}
 
 
 def _replicas(deployment: JsonMapping | None) -> int:
