@@ -526,6 +526,32 @@ async def test_room_freed_on_a_node_of_a_type_wakes_the_apps_waiting_for_room(ri
     assert await controller.queue.get() == KEY
 
 
+async def test_room_that_comes_while_an_app_is_reconciled_wakes_it_once_more(rig: Rig) -> None:
+    """The app's reconcile read the view before the room came, and until it ends the app is not known to
+    wait for room (a new app here; in the cluster tests a catalogue edit made its type a worse one): the
+    room wakes it again once the reconcile is done, not only at the next unrelated event."""
+    controller, queue = rig.controller, rig.controller.queue
+    cordoned = node("h1")
+    cordoned["spec"]["unschedulable"] = True
+    controller.node_event(cordoned, deleted=False)
+    rig.create_app(falapp())
+    while len(queue):
+        queue.done(await queue.get())
+    queue.add(KEY)
+    assert await queue.get() == KEY  # a worker takes the app
+    rig.fake.slow("PATCH", f"deployments/{A100}", 0.3)  # H100 has no room: it is placed on A100
+    reconcile = asyncio.create_task(controller.reconcile_app(*APP))
+    deadline = time.monotonic() + 5
+    while f"PATCH {DEPLOYMENTS}/{A100}" not in map(str, rig.fake.requests):
+        assert time.monotonic() < deadline, rig.fake.requests
+        await asyncio.sleep(0.01)
+    controller.node_event(node("h1"), deleted=False)  # uncordoned while the reconcile writes
+    await reconcile
+    assert APP in controller.waiting
+    queue.done(KEY)
+    assert len(queue) == 1 and await queue.get() == KEY, "room that came during the reconcile woke nobody"
+
+
 async def test_a_type_without_schedulable_nodes_is_known_from_when_its_last_node_went(rig: Rig) -> None:
     """What the engine's lost-pool rule rests on: a type's 'no node at all' time is when the operator saw
     its last node go (never earlier), and it is forgotten as soon as a node is back."""

@@ -487,7 +487,11 @@ class Controller:
         self.app_event(pod.namespace, pod.app)
 
     def _capacity_changed(self) -> None:
-        for namespace, name in list(self.waiting):
+        # and the apps being reconciled now: each read the view before this change, and one that has not
+        # finished is not among those waiting yet (a catalogue edit made its type a worse one, say), so
+        # nothing else would wake it
+        in_flight = [(key[1], key[2]) for key in self.queue.in_flight() if key[0] == "app"]
+        for namespace, name in [*self.waiting, *in_flight]:
             self.queue.add(("app", namespace, name))
         self._touch_machinetypes()
 
