@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -42,23 +41,10 @@ class Candidate(OperatorProcess):
     """`falapp-operator run --leader-elect` with its own identity, Lease namespace and log."""
 
     def __init__(self, kubeconfig: Path, log_dir: Path, identity: str, namespace: str, args: list[str] = ()):
-        super().__init__(kubeconfig, log_dir)
+        super().__init__(kubeconfig, log_dir, args, env={"FALAPP_LEADER_ELECTION_NAMESPACE": namespace,
+                                                          "FALAPP_LEADER_ELECTION_IDENTITY": identity})
         self.log_path = log_dir / f"operator-{identity}.log"
-        self.identity, self.namespace, self.args = identity, namespace, list(args)
-
-    def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "FALAPP_METRICS_PORT": str(self.metrics_port),
-               "FALAPP_MACHINE_TYPE_STATUS_DELAY": "0.2", "FALAPP_ERROR_BACKOFF_MAX": "5",
-               "FALAPP_LEADER_ELECTION_NAMESPACE": self.namespace, "FALAPP_LEADER_ELECTION_IDENTITY": self.identity}
-        env.pop("KUBERNETES_SERVICE_HOST", None)
-        with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "falapp_operator", "run", *self.args], env=env,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(self._serving_metrics, timeout=60, message=f"{self.identity} metrics endpoint")
-
-    def sample(self, name: str) -> float:
-        """Sum of a metric's samples (all labels)."""
-        return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", self.metrics(), re.M))
+        self.identity, self.namespace = identity, namespace
 
     def writes(self) -> float:
         return self.sample("falapp_api_writes_total")
@@ -70,14 +56,6 @@ class Candidate(OperatorProcess):
 def holder(kctl: Kubectl) -> str | None:
     got = kctl.run("get", "lease", LEASE, "-o", "jsonpath={.spec.holderIdentity}", check=False)
     return got.stdout.strip() if got.returncode == 0 else None
-
-
-@pytest.fixture
-def no_session_operator(running_operator):
-    """The session's operator (no leader election) would write too: stopped for the test."""
-    running_operator.stop()
-    yield
-    running_operator.start()
 
 
 @pytest.fixture
