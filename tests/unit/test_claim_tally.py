@@ -117,3 +117,35 @@ def test_an_app_that_is_not_admitted_claims_nothing_and_its_own_pods_still_count
     tally.retire(APPS[1])
     tally.release("u1")
     assert tally.others(APPS[2]) == {}
+
+
+def test_room_given_up_is_told_apart_from_a_claim_that_only_moves() -> None:
+    """given_up (which wakes the apps waiting for room) counts room an admitted app's claims gave up for
+    good, not a pod bound or a replica whose pod came (the room is still taken): every bind in a rollout
+    of thousands would wake them all."""
+    tally = ClaimTally()
+    tally.count_gpus_as({"gpu-h100": NVIDIA})
+    one_gpu, app, stranger = REQUESTS[0], APPS[0], APPS[1]
+    tally.admit(app)
+    steps = [
+        (lambda: tally.claim("u1", "gpu-h100", app, one_gpu), 0),
+        (lambda: tally.release("u1"), 0),  # bound (or judged unschedulable)
+        (lambda: tally.claim("u2", "gpu-h100", app, one_gpu), 0),
+        (lambda: tally.release("u2", gone=True), 1),  # deleted while pending
+        (lambda: tally.release("u2", gone=True), 0),  # nothing claimed any more
+        (lambda: tally.expect(app, "gpu-h100", SHAPES[0], 3, at=1.0), 0),
+        (lambda: tally.seen(app, "gpu-h100"), 0),  # its pod came: the pod claims now
+        (lambda: tally.expect_at_most(app, "gpu-h100", 1), 1),  # asked for fewer
+        (lambda: tally.expire(deadline=1.0), 1),  # the last one never came
+        (lambda: tally.expire(deadline=2.0), 0),
+        (lambda: tally.claim("u3", "gpu-h100", stranger, one_gpu), 0),
+        (lambda: tally.release("u3", gone=True), 0),  # a pod merely labelled as an app claimed nothing
+        (lambda: tally.claim("u4", "gpu-h100", app, one_gpu), 0),
+        (lambda: tally.retire(app), 1),  # the app no longer counted: its claim goes
+        (lambda: tally.retire(app), 0),
+    ]
+    for i, (step, gives_up) in enumerate(steps):
+        before = tally.given_up
+        step()
+        assert tally.given_up - before == gives_up, f"step {i}"
+    assert tally.oldest_expected() is None  # every replica asked for came or expired

@@ -326,6 +326,22 @@ def test_a_gated_pod_claims_no_room_until_its_gates_are_removed(cache: ClusterCa
     assert cache.claims.others(("team-a", "llm")) == {"gpu-h100": Counter({shape(8): 1})}
 
 
+def test_a_pod_no_scheduler_of_ours_looks_at_claims_no_room(cache: ClusterCache) -> None:
+    """A pod labelled as an app's replica but for another scheduler (a tenant's, or one that does not
+    exist) may stay pending for ever, and the scheduler never marks it: it must not hide a type's room
+    from every other app. The operator's replicas are the default scheduler's."""
+    cache.claims.count_gpus_as({"gpu-h100": GPU})
+    cache.claims.admit(("team-a", "llm"))
+    cache.claims.admit(("team-a", "sdxl"))
+    phantom = pod("phantom", None, gpus=8, app="sdxl")
+    phantom["spec"]["schedulerName"] = "nobody"
+    cache.upsert_pod(phantom)
+    assert cache.claims.others(("team-a", "llm")) == {}
+    phantom["spec"]["schedulerName"] = "default-scheduler"
+    cache.upsert_pod(phantom)
+    assert cache.claims.others(("team-a", "llm")) == {"gpu-h100": Counter({shape(8): 1})}
+
+
 def test_a_deleted_nodes_entry_goes_with_its_last_pod(cache: ClusterCache) -> None:
     """Node names come and go with an autoscaler: nothing is kept for a node gone once its pods are."""
     cache.upsert_pod(pod("a", "n1"))

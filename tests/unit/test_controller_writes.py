@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, FalAppSpec, FalAppStatus
 from falapp_operator.api.names import APP_LABEL, TYPE_LABEL
+from falapp_operator.k8s import controller as controller_module
 from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.gate import Priority, RequestGate
@@ -550,6 +551,88 @@ async def test_room_that_comes_while_an_app_is_reconciled_wakes_it_once_more(rig
     assert APP in controller.waiting
     queue.done(KEY)
     assert len(queue) == 1 and await queue.get() == KEY, "room that came during the reconcile woke nobody"
+
+
+async def test_room_that_comes_while_an_app_is_placed_where_it_prefers_does_not_wake_it(rig: Rig) -> None:
+    controller, queue = rig.controller, rig.controller.queue
+    rig.create_app(falapp())
+    assert await queue.get() == KEY
+    rig.fake.slow("PATCH", f"deployments/{H100}", 0.3)
+    reconcile = asyncio.create_task(controller.reconcile_app(*APP))
+    deadline = time.monotonic() + 5
+    while f"PATCH {DEPLOYMENTS}/{H100}" not in map(str, rig.fake.requests):
+        assert time.monotonic() < deadline, rig.fake.requests
+        await asyncio.sleep(0.01)
+    controller.node_event(node("h2"), deleted=False)  # more room on H100, while the reconcile writes
+    await reconcile
+    queue.done(KEY)
+    assert APP not in controller.waiting and len(queue) == 0, "an app where it prefers was reconciled again"
+
+
+async def drained(controller: Controller) -> None:
+    while len(controller.queue):
+        controller.queue.done(await controller.queue.get())
+
+
+def off_preferred_other(controller: Controller) -> None:
+    """Another app of the namespace runs replicas off its preferred type (its next move, up, is the
+    operator's call on free room); a third one merely has replicas pending (the scheduler's to place)."""
+    for app in (OTHER, (NS, "pending")):
+        controller.apps.add(app)
+        controller.waiting.add(app)
+    controller.off_preferred.add(OTHER)
+
+
+def woken(controller: Controller) -> set[tuple[str, str]]:
+    return {key[1:] for key in controller.queue._queued if key[0] == "app"}
+
+
+async def test_room_a_pending_pod_claimed_wakes_the_apps_waiting_for_room_when_the_pod_goes(rig: Rig) -> None:
+    """A replica about to be bound claims room on the view; deleted before it was (its app scaled down,
+    or deleted), the room is free again, and the apps waiting for it look, as when a pod leaves a node."""
+    controller = rig.controller
+    rig.create_app(falapp())
+    await rig.reconcile()
+    pending = rig.pending_pod("p1")
+    controller.pod_event(pending, deleted=False)
+    assert rig.other_app_sees() == [7], "the pending replica claims a GPU"
+    off_preferred_other(controller)
+    await drained(controller)
+    controller.pod_event(pending, deleted=True)
+    assert rig.other_app_sees() == [8]
+    assert woken(controller) == {OTHER}, "room a pending pod gave up woke nobody, or the merely pending too"
+
+
+async def test_replicas_asked_for_whose_pods_never_came_free_their_room_for_the_apps_waiting(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replicas an app asked for claim room until their pods come, or EXPECTATION_TTL; then the apps waiting
+    for room look again, though nothing else happens in the cluster."""
+    monkeypatch.setattr(controller_module, "EXPECTATION_TTL", 0.3)
+    controller = rig.controller
+    rig.create_app(falapp())
+    await rig.reconcile()  # asks for a replica on H100; its pod never comes (the ReplicaSet is slow)
+    assert rig.other_app_sees() == [7]
+    off_preferred_other(controller)
+    await drained(controller)
+    deadline = time.monotonic() + 5
+    while not woken(controller):
+        assert time.monotonic() < deadline, "room of replicas that never came woke nobody"
+        await asyncio.sleep(0.02)
+    assert woken(controller) == {OTHER}
+    assert rig.other_app_sees() == [8]
+
+
+async def test_an_app_gone_before_its_replicas_came_frees_their_room_for_the_apps_waiting(rig: Rig) -> None:
+    controller = rig.controller
+    rig.create_app(falapp())
+    await rig.reconcile()
+    off_preferred_other(controller)
+    await drained(controller)
+    del rig.fake.objects[FALAPP]
+    controller.falapp_watched("DELETED", {"metadata": {"name": "llm", "namespace": NS, "uid": "app-1"}})
+    await rig.reconcile()
+    assert rig.other_app_sees() == [8]
+    assert woken(controller) == {OTHER}, "room of a deleted app's replicas woke nobody"
 
 
 async def test_a_type_without_schedulable_nodes_is_known_from_when_its_last_node_went(rig: Rig) -> None:

@@ -24,6 +24,7 @@ KARPENTER = "karpenter"
 FAILED_SCHEDULING = "FailedScheduling"  # Karpenter's refusal (the scheduler's own use of it is not)
 SCALE_UP_REASONS = SCALE_UP_COMING | {SCALE_UP_NOT_COMING, FAILED_SCHEDULING}
 COMING, REFUSED = "coming", "refused"
+DEFAULT_SCHEDULER = "default-scheduler"  # the API server's default spec.schedulerName: the operator's pods'
 DELETED_NODES_KEPT = 10_000  # names of deleted nodes remembered (pods bound to them wait for the pod GC)
 POD_CHANGES_KEPT = 4096  # nodes whose pods changed, kept to bring each type's free room up to date
 
@@ -87,8 +88,9 @@ class PodInfo:
     requests: Resources  # as the scheduler counts them (init containers, overhead)
     app: str | None  # FalApp name for our pods
     machine_type: str | None
-    # the scheduler found no node for it, or will not look until its scheduling gates are removed: it
-    # claims no room (a gated pod can wait for ever)
+    # the scheduler found no node for it, or will not look until its scheduling gates are removed, or it is
+    # another scheduler's (or none's): it claims no room (a gated pod can wait for ever; so can one whose
+    # scheduler never comes, and the operator's replicas are the default scheduler's)
     unschedulable: bool = False
 
     @property
@@ -182,7 +184,7 @@ class ClusterCache:
 
     def remove_pod(self, uid: str) -> bool:
         old = self.pods.pop(uid, None)
-        self.claims.release(uid)
+        self.claims.release(uid, gone=True)
         self.scale_signals.pop(uid, None)
         if old is not None:
             self._unbind(old)
@@ -352,9 +354,9 @@ def pod_info(body: JsonMapping) -> PodInfo | None:
     if status.get("phase") in ("Succeeded", "Failed"):
         return None
     labels = meta.get("labels") or {}
-    unschedulable = bool(spec.get("schedulingGates")) or any(
-        c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
-        for c in status.get("conditions") or [])
+    unschedulable = bool(spec.get("schedulingGates")) or spec.get("schedulerName", DEFAULT_SCHEDULER) != \
+        DEFAULT_SCHEDULER or any(c.get("type") == "PodScheduled" and c.get("status") == "False"
+                                 and c.get("reason") == "Unschedulable" for c in status.get("conditions") or [])
     return PodInfo(uid=meta["uid"], namespace=meta.get("namespace", ""), node=spec.get("nodeName"),
                    requests=_or_nothing(lambda: pod_requests(spec)), app=labels.get(APP_LABEL),
                    machine_type=labels.get(TYPE_LABEL), unschedulable=unschedulable)

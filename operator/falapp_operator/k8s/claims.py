@@ -26,6 +26,10 @@ class ClaimTally:
         # replicas asked for, per app and type: (when, shape), oldest first; and every batch, oldest first
         self._expected: dict[App, dict[str, deque[tuple[float, Shape]]]] = {}
         self._expected_batches: deque[tuple[float, App, str]] = deque()
+        # times room the admitted apps claimed was given up, not taken: a pending pod gone, replicas asked
+        # for that never came or are no longer wanted, an app no longer counted (apps waiting for room
+        # look again; a pod bound, or a replica whose pod came, only moves the claim)
+        self.given_up = 0
 
     # --- changes -----------------------------------------------------------------------------------
     def claim(self, uid: str, machine_type: str, app: App, requests: Resources) -> None:
@@ -33,11 +37,13 @@ class ClaimTally:
         self._pods[uid] = (machine_type, app, requests)
         self._count(machine_type, app, self._shape(machine_type, requests), 1)
 
-    def release(self, uid: str) -> None:
+    def release(self, uid: str, gone: bool = False) -> None:
+        """The pod claims no room any more: bound, judged unschedulable, or (`gone`) deleted."""
         counted = self._pods.pop(uid, None)
         if counted is not None:
             machine_type, app, requests = counted
             self._count(machine_type, app, self._shape(machine_type, requests), -1)
+            self._given_up(app, gone)
 
     def expect(self, app: App, machine_type: str, shape: Shape, count: int, at: float) -> None:
         """`count` replicas just asked for: they claim room until their pods are seen or they expire."""
@@ -58,6 +64,7 @@ class ClaimTally:
         by_type = self._expected.get(app)
         while by_type and machine_type in by_type and len(by_type[machine_type]) > max(count, 0):
             self._unexpect(app, by_type, machine_type, by_type[machine_type].pop())
+            self._given_up(app)
 
     def expecting(self, app: App) -> dict[str, int]:
         """Replicas of the app expected per type, their pods not seen yet."""
@@ -70,11 +77,17 @@ class ClaimTally:
             by_type = self._expected.get(app) or {}
             while machine_type in by_type and by_type[machine_type][0][0] <= deadline:
                 self._unexpect(app, by_type, machine_type, by_type[machine_type].popleft())
+                self._given_up(app)
+
+    def oldest_expected(self) -> float | None:
+        """When the oldest replica still expected was asked for."""
+        return self._expected_batches[0][0] if self._expected_batches else None
 
     def forget_expected(self, app: App) -> None:
         for machine_type, queue in self._expected.pop(app, {}).items():
             for _, shape in queue:
                 self._count(machine_type, app, shape, -1)
+                self._given_up(app)
 
     def admit(self, app: App) -> None:
         if app not in self._apps:
@@ -84,6 +97,7 @@ class ClaimTally:
     def retire(self, app: App) -> None:
         if app in self._apps:
             self._move_totals(app, -1)
+            self._given_up(app, any(app in by_app for by_app in self._own.values()))
             self._apps.discard(app)
 
     def count_gpus_as(self, gpu_resources: Mapping[str, str | None]) -> None:
@@ -125,6 +139,10 @@ class ClaimTally:
             del self._own[machine_type]
         if app in self._apps:
             _add(self._totals, machine_type, shape, n)
+
+    def _given_up(self, app: App, really: bool = True) -> None:
+        if really and app in self._apps:
+            self.given_up += 1
 
     def _unexpect(self, app: App, by_type: dict[str, deque[tuple[float, Shape]]], machine_type: str,
                   entry: tuple[float, Shape]) -> None:

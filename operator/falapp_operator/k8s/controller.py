@@ -111,6 +111,11 @@ class Controller:
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
         self.generations: dict[tuple[str, str], tuple[str, int]] = {}  # last (uid, generation) per app
         self.waiting: set[tuple[str, str]] = set()  # apps that would use freed capacity
+        self.off_preferred: set[tuple[str, str]] = set()  # of those, apps with replicas off their preferred type
+        # room freed, and claimed room given up, so far: a reconcile knows whether either came while it wrote
+        self._capacity_changes = 0
+        self._claims_given_up = 0  # ClaimTally.given_up as last acted on
+        self._claims_expiry: asyncio.TimerHandle | None = None  # when the oldest replica asked for expires
         self.failures: dict[QueueKey, int] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._resync: asyncio.Task[None] | None = None
@@ -223,6 +228,9 @@ class Controller:
         if self._counts_ticker is not None:
             self._counts_ticker.cancel()
             self._counts_ticker = None
+        if self._claims_expiry is not None:
+            self._claims_expiry.cancel()
+            self._claims_expiry = None
         # events still waiting for a slot go unposted: nothing may write once the controller stops
         tasks = [*self._workers, *self._pending_posts, *self._informer_tasks,
                  *(t for t in (self._resync, self._pod_watch) if t)]
@@ -436,6 +444,7 @@ class Controller:
         elif not app and not deleted and (now := self.cache.pods.get(meta["uid"])) is not None and now.node and (
                 old is None or old.node != now.node) and self.cache.of_any_type(now.node, self.catalogue.values()):
             self._touch_machinetypes()  # another team's pod took room on a type's node: its status shows it
+        self._claims_changed()
 
     def _app_pod(self, body: JsonMapping, kind: str) -> bool:
         """Keep the slim copy of a pod of a managed app (whether a reconcile may see it differently)."""
@@ -487,13 +496,38 @@ class Controller:
         self.app_event(pod.namespace, pod.app)
 
     def _capacity_changed(self) -> None:
-        # and the apps being reconciled now: each read the view before this change, and one that has not
-        # finished is not among those waiting yet (a catalogue edit made its type a worse one, say), so
-        # nothing else would wake it
-        in_flight = [(key[1], key[2]) for key in self.queue.in_flight() if key[0] == "app"]
-        for namespace, name in [*self.waiting, *in_flight]:
+        self._capacity_changes += 1  # (an app being reconciled now is not among those waiting yet)
+        for namespace, name in list(self.waiting):
             self.queue.add(("app", namespace, name))
         self._touch_machinetypes()
+
+    def _claims_changed(self) -> bool:
+        """Room the apps' pending replicas claimed was given up (a pending pod deleted, replicas asked for
+        that never came or are no longer wanted, an app gone): the room is free in the view. The apps with
+        replicas off their preferred type look again; those merely pending are the scheduler's to place (it
+        hears of a pod deleted), and in a burst of thousands, replicas whose pods come late expire every
+        second. Whether so."""
+        given_up = self.cache.claims.given_up
+        if given_up == self._claims_given_up:
+            return False
+        self._claims_given_up = given_up
+        for namespace, name in list(self.off_preferred):
+            self.queue.add(("app", namespace, name))
+        return True
+
+    def _expire_claims(self) -> None:
+        """Replicas asked for whose pods never came claim nothing after EXPECTATION_TTL, whether or not any
+        reconcile reads the room then."""
+        self._claims_expiry = None
+        self.cache.claims.expire(time.monotonic() - EXPECTATION_TTL)
+        self._claims_changed()
+        self._expire_claims_later()
+
+    def _expire_claims_later(self) -> None:
+        oldest = self.cache.claims.oldest_expected()
+        if oldest is not None and self._claims_expiry is None:
+            delay = max(0.0, oldest + EXPECTATION_TTL - time.monotonic()) + 0.05
+            self._claims_expiry = asyncio.get_running_loop().call_later(delay, self._expire_claims)
 
     def _touch_machinetypes(self) -> None:
         self.queue.add_after(("machinetypes",), self.settings.machine_type_status_delay)
@@ -569,6 +603,7 @@ class Controller:
                                                            problem, self.api.clock.now()))
             return
         snap: AppSnapshot | None = None
+        capacity_seen, claims_seen = self._capacity_changes, self._claims_given_up
         try:
             labelled = self.deployments.of_app(namespace, name)
             deployments = [d for d in labelled if controller_uid(d) == ref.uid]
@@ -596,10 +631,13 @@ class Controller:
             result = plan(snap)
             # before the first await: an app planned after this one sees the room as taken
             self._expect(namespace, name, snap, result)
+            self._claims_changed()  # it asked for fewer, or asks expired as it read them: others look again
+            claims_seen = self._claims_given_up
             conflict, service = await self._name_conflict(ref, labelled, result)
             if conflict is not None:
                 # an object of that name is not this app's: write nothing, not even over a stale view
                 self.cache.claims.forget_expected((namespace, name))
+                self._claims_changed()
                 await self._refuse(ref, generation, status, conflict, snap, "NameConflict")
                 return
             await self._execute(ref, body, deployments, pods, result, service)
@@ -620,10 +658,13 @@ class Controller:
         if result.requeue_at is not None:
             # just past the deadline (a wake a hair early, e.g. the clock's offset moved, only looks again)
             self.queue.add_after(("app", namespace, name), (result.requeue_at - now).total_seconds() + 0.01)
-        if result.waiting_for_room:
-            self.waiting.add((namespace, name))
-        else:
-            self.waiting.discard((namespace, name))
+        (self.waiting.add if result.waiting_for_room else self.waiting.discard)((namespace, name))
+        (self.off_preferred.add if result.off_preferred else self.off_preferred.discard)((namespace, name))
+        if (result.waiting_for_room and self._capacity_changes != capacity_seen) or (
+                result.off_preferred and self._claims_given_up != claims_seen):
+            # room came while this reconcile wrote, after it read the view: nothing else would wake the app
+            # (it was not among those waiting yet: new, or a catalogue edit made its type a worse one)
+            self.queue.add(("app", namespace, name))
         self._record_metrics(namespace, name, snap, result)
 
     def _forget_app(self, namespace: str, name: str, gone: bool) -> None:
@@ -631,6 +672,7 @@ class Controller:
         namespace being deleted."""
         app = (namespace, name)
         self.waiting.discard(app)
+        self.off_preferred.discard(app)
         self.cache.claims.forget_expected(app)
         self._applied.pop(app, None)
         self._unsure.discard(app)
@@ -646,6 +688,7 @@ class Controller:
                 self.cache.claims.retire(app)
             self.generations.pop(app, None)
         self._forget_metrics(namespace, name)
+        self._claims_changed()
 
     # --- capacity, as this app may use it ------------------------------------------------------------
     def _free_for(self, spec: FalAppSpec, app: tuple[str, str]) -> FreeOnRead:
@@ -680,6 +723,7 @@ class Controller:
         for type_name, count in added.items():
             if (option := options.get(type_name)) is not None:
                 self.cache.claims.expect((namespace, name), type_name, shape_of(option), count, at)
+        self._expire_claims_later()
 
     def _seen(self, namespace: str, app: str, type_name: str) -> None:
         self.cache.claims.seen((namespace, app), type_name)

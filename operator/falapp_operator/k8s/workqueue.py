@@ -137,10 +137,6 @@ class WorkQueue(Generic[K]):
         if key in self._dirty:
             self.add(key, due=self._dirty.pop(key))
 
-    def in_flight(self) -> list[K]:
-        """The keys being processed now (added again, each is processed once more after it is done)."""
-        return list(self._processing)
-
     def __len__(self) -> int:
         return len(self._queued)
 

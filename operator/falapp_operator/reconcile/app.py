@@ -106,6 +106,7 @@ class AppPlan:
     requeue_at: datetime | None = None
     decision: Decision | None = None
     waiting_for_room: bool = False  # pending replicas or replicas off their preferred type
+    off_preferred: bool = False  # replicas off their preferred type: moving them up is the operator's call
 
 
 def policy_of(spec: FalAppSpec) -> Policy:
@@ -191,7 +192,8 @@ def plan(snap: AppSnapshot) -> AppPlan:
     if any(tr.move not in (Move.SCALED_UP, Move.SCALED_DOWN) for tr in decision.transitions):
         result.history = FalAppStatus(attempts=result.status.attempts, probes=result.status.probes)
     preferred = resolution.options[0].name
-    result.waiting_for_room = any(p.pending for p in pods) or any(t != preferred for t in decision.counts)
+    result.off_preferred = any(t != preferred for t in decision.counts)
+    result.waiting_for_room = result.off_preferred or any(p.pending for p in pods)
     return result
 
 
