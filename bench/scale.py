@@ -16,11 +16,14 @@ its first choice has room, so all runs place every replica on the same type. In 
                    after was the faster in four of five runs, by 1-8 s, and 13 s slower in one), and
                    the operator's run always comes second: it is compared with the mean of a plain run
                    before it and one after it, not with one of them.
+With --rounds N the operator's run and the plain run after it are repeated N times (each plain run is
+the one after a round and the one before the next); the round with the median ratio is reported in full,
+every round's times and ratio besides, and all operator runs against all plain runs (pooled).
 Prints the times and the ratios (against the mean, and against each plain run), the operator's RSS, its
 API writes and reads per minute when idle, its CPU seconds per 1,000 reconciles, and the control plane's
 CPU in each run; writes Ready-over-time of the runs to a PNG (--plot).
 
-    .venv/bin/python bench/scale.py [--apps 1000] [--replicas 5] [--nodes 2000] [--idle 60]
+    .venv/bin/python bench/scale.py [--apps 1000] [--replicas 5] [--nodes 2000] [--idle 60] [--rounds 1]
 
 Needs `hack/cluster.sh up`; starts its own operator unless --external-operator (then the operator keeps
 running through both plain runs, watching their pods: they share the machine with it, which makes them
@@ -108,6 +111,7 @@ class Scale:
         self.prefix = f"scale{rid}"
         self.types = [f"{self.prefix}-{p}" for p in POOLS]
         self.total = apps * replicas
+        self.namespaces: list[str] = []
 
     def preference(self, i: int) -> list[str]:
         start = i % len(self.types)
@@ -125,8 +129,7 @@ class Scale:
 
     async def scheduler_alone(self, run: str) -> dict:
         c, stop = self.cluster, asyncio.Event()
-        namespace = f"{self.prefix}-{run}"
-        c.k("create", "namespace", namespace)
+        namespace = self.namespace(run)
         pods, progress = ReadyPods(BASELINE_APP_LABEL), Progress()
         watches = self.watch_progress(namespace, pods, progress, stop)
         try:
@@ -153,6 +156,13 @@ class Scale:
         await self.remove(namespace)
         return result
 
+    def namespace(self, run: str) -> str:
+        """A new namespace for one run, removed at the end if a run left it."""
+        namespace = f"{self.prefix}-{run}"
+        self.cluster.k("create", "namespace", namespace)
+        self.namespaces.append(namespace)
+        return namespace
+
     async def remove(self, namespace: str) -> None:
         """The namespace deleted, and gone: its pods, and the rest (the FalApps, Deployments, ReplicaSets,
         Events) too, so their deletion does not run into the next run."""
@@ -173,10 +183,9 @@ class Scale:
                 asyncio.create_task(c.watch("apps/v1", "Deployment", namespace, progress.observe_deployment, stop)),
                 asyncio.create_task(c.watch("apps/v1", "ReplicaSet", namespace, progress.observe_replicaset, stop))]
 
-    async def with_operator(self, idle: float) -> dict:
+    async def with_operator(self, idle: float, run: str) -> dict:
         c, stop, op = self.cluster, asyncio.Event(), self.operator
-        namespace = f"{self.prefix}-apps"
-        c.k("create", "namespace", namespace)
+        namespace = self.namespace(run)
         pods, progress = ReadyPods(APP_LABEL), Progress()
         apps_ready: dict[str, float] = {}
 
@@ -251,10 +260,9 @@ class Scale:
         c = self.cluster
         if self.operator:
             self.operator.stop()
-        namespaces = [f"{self.prefix}-{run}" for run in ("plain", "apps", "plain-again")]
-        for namespace in namespaces:
+        for namespace in self.namespaces:
             c.k("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
-        for namespace in namespaces:
+        for namespace in self.namespaces:
             await c.wait_gone("v1", "Pod", namespace, within=1800)
         await c.delete_all("v1", "Node", selector=f"{POOL_LABEL} in ({','.join(self.types)})")
         c.k("delete", "machinetypes", *self.types, "--wait=false", "--ignore-not-found")
@@ -280,32 +288,51 @@ def plot(result: dict, path: Path) -> None:
 
 
 async def measure(args: argparse.Namespace) -> dict:
+    """A plain run, then `--rounds` times: the operator's run and a plain run after it. Each round is
+    compared with the plain runs on either side of it; the round with the median ratio is reported in
+    full, the others by their times."""
     cluster = Cluster()
     operator = None if args.external_operator else Operator(cluster.kubeconfig, "scale", args.operator_rev)
     result = {"apps": args.apps, "replicas": args.apps * args.replicas, "nodes": args.nodes,
               "operator_revision": operator.revision if operator else "external", "load_before": load()}
+    rounds: list[dict] = []
     async with cluster:
         bench = Scale(cluster, operator, args.apps, args.replicas, args.nodes)
         try:
             await bench.setup()
-            result["scheduler_alone"] = await bench.scheduler_alone("plain")
-            result["load_scheduler_run"] = load()
-            if operator:
-                operator.start(timeout=300)
-            result["operator"] = await bench.with_operator(args.idle)
-            result["load_operator_run"] = load()
-            if operator:
-                operator.stop()
-            await bench.remove(f"{bench.prefix}-apps")
-            result["scheduler_again"] = await bench.scheduler_alone("plain-again")
-            result["load_again_run"] = load()
+            plains = [await bench.scheduler_alone("plain-0")]
+            loads = [load()]
+            for i in range(args.rounds):
+                if operator:
+                    operator.start(timeout=300)
+                run = await bench.with_operator(args.idle, f"apps-{i}")
+                load_operator = load()
+                if operator:
+                    operator.stop()
+                await bench.remove(f"{bench.prefix}-apps-{i}")
+                plains.append(await bench.scheduler_alone(f"plain-{i + 1}"))
+                loads.append(load())
+                took, before, after = (run["all_ready_s"], plains[i]["all_ready_s"], plains[i + 1]["all_ready_s"])
+                rounds.append({"operator": run, "scheduler_alone": plains[i], "scheduler_again": plains[i + 1],
+                               "load_scheduler_run": loads[i], "load_operator_run": load_operator,
+                               "load_again_run": loads[i + 1], "ratio": round(took / ((before + after) / 2), 2),
+                               "ratio_to_before": round(took / before, 2), "ratio_to_after": round(took / after, 2)})
+                if args.rounds > 1:
+                    print(f"  round {i + 1}/{args.rounds}: {took:.0f}s against {before:.0f} / {after:.0f}s: "
+                          f"{rounds[-1]['ratio']:.2f}x", flush=True)
         finally:
             await bench.cleanup()
-    took = result["operator"]["all_ready_s"]
-    before, after = result["scheduler_alone"]["all_ready_s"], result["scheduler_again"]["all_ready_s"]
-    result["ratio"] = round(took / ((before + after) / 2), 2)
-    result["ratio_to_before"], result["ratio_to_after"] = round(took / before, 2), round(took / after, 2)
-    return result
+    median = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]  # of two, the worse
+    operator_mean = sum(r["operator"]["all_ready_s"] for r in rounds) / len(rounds)
+    plain_mean = sum(p["all_ready_s"] for p in plains) / len(plains)
+    return {**result, **median, "rounds": [
+        {"operator_s": r["operator"]["all_ready_s"], "before_s": r["scheduler_alone"]["all_ready_s"],
+         "after_s": r["scheduler_again"]["all_ready_s"], "ratio": r["ratio"],
+         "machine_cpu_s": [r[k]["machine_cpu_s"] for k in ("scheduler_alone", "operator", "scheduler_again")],
+         "operator_cpu_s": r["operator"].get("operator_cpu_s"), "reconciles": r["operator"].get("reconciles"),
+         "status_writes": (r["operator"].get("writes") or {}).get('write="status"'),
+         "stages_all": {k: r["operator"]["stages_half_all"].get(k) for k in Progress.STAGES}} for r in rounds],
+        "pooled_ratio": round(operator_mean / plain_mean, 2)}
 
 
 def machine_use(machine_before: float, started: float) -> dict:
@@ -329,6 +356,8 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=60, help="seconds to count idle API writes and reads")
     parser.add_argument("--plot", default="none", help="PNG of Ready-over-time to write (default: none)")
     parser.add_argument("--external-operator", action="store_true", help="an operator is already running")
+    parser.add_argument("--rounds", type=int, default=1, help="operator runs, each followed by a plain run; the "
+                        "round with the median ratio is reported in full")
     parser.add_argument("--operator-rev", default=None, help="run operator/ as of this git revision (e.g. HEAD) "
                         "instead of the working tree")
     args = parser.parse_args()
@@ -349,6 +378,11 @@ def main() -> int:
           f"{op['apps_ready_s']:.0f}s after the first create (creates took {op['create_requests_s']:.0f}s)")
     print(f"  ratio (replicas Ready): {result['ratio']:.2f}x the mean of the plain runs; "
           f"{result['ratio_to_before']:.2f}x the run before, {result['ratio_to_after']:.2f}x the run after")
+    if len(result["rounds"]) > 1:
+        print("  rounds (operator / plain before / after: ratio): " + ", ".join(
+            f"{r['operator_s']:.0f} / {r['before_s']:.0f} / {r['after_s']:.0f}s: {r['ratio']:.2f}x"
+            for r in result["rounds"]) + f"; the median above; all operator runs against all plain runs: "
+            f"{result['pooled_ratio']:.2f}x")
     print(f"  CPU alone:             {cpu_line(base)}")
     print(f"  CPU alone, again:      {cpu_line(again)}")
     print(f"  CPU with the operator: {cpu_line(op, op.get('operator_cpu_s_until_ready'))}")
