@@ -76,6 +76,9 @@ from falapp_operator.settings import OperatorSettings
 T = TypeVar("T")
 logger = logging.getLogger("falapp_operator")
 EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its pod is seen
+# room claimed and given up wakes the apps off their preferred type once in this long, however many claims
+# went (a lost pool's hundreds of doomed replacements are deleted one by one): no decision falls due then
+CLAIMS_WAKE_WINDOW = 1.0
 # an app's status write that only updates counts (no condition turns, nothing else written, the same
 # generation) waits until at least this long after its last one: replicas coming up one by one cost one
 # write a second, not one each (longer when many apps wait: settings.status_counts_rate)
@@ -512,7 +515,7 @@ class Controller:
             return False
         self._claims_given_up = given_up
         for namespace, name in list(self.off_preferred):
-            self.queue.add(("app", namespace, name))
+            self.queue.add_batched(("app", namespace, name), CLAIMS_WAKE_WINDOW)
         return True
 
     def _expire_claims(self) -> None:
