@@ -361,6 +361,8 @@ def main() -> int:
     parser.add_argument("--operator-rev", default=None, help="run operator/ as of this git revision (e.g. HEAD) "
                         "instead of the working tree")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if -(-args.apps // len(POOLS)) * args.replicas > 8 * (args.nodes // len(POOLS)):
         parser.error("every app's first machine type must have room: apps/4 * replicas <= 8 GPUs * nodes/4")
     result = asyncio.run(measure(args))

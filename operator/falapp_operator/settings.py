@@ -47,6 +47,12 @@ class OperatorSettings(BaseSettings):
     resync_period: float = Field(
         600.0, ge=0, description="Seconds between full LISTs of nodes and pods that correct the capacity view "
         "for anything the watches missed; 0 turns it off.")
+    scheduler_names: str = Field(
+        "default-scheduler", description="Comma-separated spec.schedulerName values whose pending pods claim room "
+        "in the operator's view (so freed room is promised to one app at a time): the default scheduler's, which "
+        "the operator's replicas ask for, and any a mutating webhook gives them instead (e.g. HAMi's or "
+        "Volcano's; the operator warns when it sees one). A pending pod for another scheduler claims nothing: one "
+        "labelled as a replica that no scheduler ever looks at would hide its room from every app.")
     watch_namespaces: str = Field(
         "", description="Comma-separated namespaces whose FalApps are managed; empty: all (set by --namespace).")
     # Leader election (the chart turns it on; a single local process, as in the demo, runs without it).
@@ -74,3 +80,7 @@ class OperatorSettings(BaseSettings):
 
     def manages(self, namespace: str) -> bool:
         return not self.watch_namespaces or namespace in self.watch_namespaces.split(",")
+
+    def claiming_schedulers(self) -> frozenset[str]:
+        """scheduler_names as a set."""
+        return frozenset(n.strip() for n in self.scheduler_names.split(",") if n.strip())

@@ -30,8 +30,8 @@ def test_a_burst_of_new_apps_writes_first_statuses_in_turn_and_within_the_bound(
     operator = OperatorProcess(kctl.kubeconfig, tmp_path, args=["--namespace", kctl.namespace],
                                env={"FALAPP_STATUS_COUNTS_RATE": str(RATE),
                                     "FALAPP_STATUS_FIRST_WAIT": str(FIRST_WAIT)})
-    started = time.monotonic()
     operator.start()
+    started = time.monotonic()  # it serves metrics: its watches list what there is next
     try:
         assert operator.sample("falapp_status_counts_rate") == RATE
         first_seen: dict[str, float] = {}  # app -> when its status was first seen written

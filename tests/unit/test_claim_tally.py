@@ -120,32 +120,32 @@ def test_an_app_that_is_not_admitted_claims_nothing_and_its_own_pods_still_count
 
 
 def test_room_given_up_is_told_apart_from_a_claim_that_only_moves() -> None:
-    """given_up (which wakes the apps waiting for room) counts room an admitted app's claims gave up for
-    good, not a pod bound or a replica whose pod came (the room is still taken): every bind in a rollout
-    of thousands would wake them all."""
+    """given_up (which wakes the apps that would move to those types) holds the types where an admitted
+    app's claims gave up room for good, not where a pod bound or a replica's pod came (the room is still
+    taken: every bind in a rollout of thousands would wake them), nor where replicas asked for expired
+    (their pods are mostly late, not lost)."""
     tally = ClaimTally()
-    tally.count_gpus_as({"gpu-h100": NVIDIA})
+    tally.count_gpus_as({"gpu-h100": NVIDIA, "gpu-mi300": AMD})
     one_gpu, app, stranger = REQUESTS[0], APPS[0], APPS[1]
     tally.admit(app)
     steps = [
-        (lambda: tally.claim("u1", "gpu-h100", app, one_gpu), 0),
-        (lambda: tally.release("u1"), 0),  # bound (or judged unschedulable)
-        (lambda: tally.claim("u2", "gpu-h100", app, one_gpu), 0),
-        (lambda: tally.release("u2", gone=True), 1),  # deleted while pending
-        (lambda: tally.release("u2", gone=True), 0),  # nothing claimed any more
-        (lambda: tally.expect(app, "gpu-h100", SHAPES[0], 3, at=1.0), 0),
-        (lambda: tally.seen(app, "gpu-h100"), 0),  # its pod came: the pod claims now
-        (lambda: tally.expect_at_most(app, "gpu-h100", 1), 1),  # asked for fewer
-        (lambda: tally.expire(deadline=1.0), 1),  # the last one never came
-        (lambda: tally.expire(deadline=2.0), 0),
-        (lambda: tally.claim("u3", "gpu-h100", stranger, one_gpu), 0),
-        (lambda: tally.release("u3", gone=True), 0),  # a pod merely labelled as an app claimed nothing
-        (lambda: tally.claim("u4", "gpu-h100", app, one_gpu), 0),
-        (lambda: tally.retire(app), 1),  # the app no longer counted: its claim goes
-        (lambda: tally.retire(app), 0),
+        (lambda: tally.claim("u1", "gpu-h100", app, one_gpu), set()),
+        (lambda: tally.release("u1"), set()),  # bound (or judged unschedulable)
+        (lambda: tally.claim("u2", "gpu-h100", app, one_gpu), set()),
+        (lambda: tally.release("u2", gone=True), {"gpu-h100"}),  # deleted while pending
+        (lambda: tally.release("u2", gone=True), set()),  # nothing claimed any more
+        (lambda: tally.expect(app, "gpu-mi300", SHAPES[0], 3, at=1.0), set()),
+        (lambda: tally.seen(app, "gpu-mi300"), set()),  # its pod came: the pod claims now
+        (lambda: tally.expect_at_most(app, "gpu-mi300", 1), {"gpu-mi300"}),  # asked for fewer
+        (lambda: tally.expire(deadline=1.0), set()),  # the last one is late
+        (lambda: tally.claim("u3", "gpu-h100", stranger, one_gpu), set()),
+        (lambda: tally.release("u3", gone=True), set()),  # a pod merely labelled as an app claimed nothing
+        (lambda: tally.claim("u4", "gpu-h100", app, one_gpu), set()),
+        (lambda: tally.expect(app, "gpu-mi300", SHAPES[0], 1, at=2.0), set()),
+        (lambda: tally.retire(app), {"gpu-h100", "gpu-mi300"}),  # the app no longer counted: its claims go
+        (lambda: tally.retire(app), set()),
     ]
-    for i, (step, gives_up) in enumerate(steps):
-        before = tally.given_up
+    for i, (step, types) in enumerate(steps):
+        tally.given_up.clear()
         step()
-        assert tally.given_up - before == gives_up, f"step {i}"
-    assert tally.oldest_expected() is None  # every replica asked for came or expired
+        assert tally.given_up == types, f"step {i}"

@@ -19,6 +19,7 @@ from falapp_operator.k8s import cache as cache_module
 from falapp_operator.k8s.cache import ClusterCache
 from falapp_operator.placement import NodeFree, shape_of
 from falapp_operator.placement.snapshot import Shape
+from falapp_operator.settings import OperatorSettings
 from tests.builders import GPU
 
 GiB = 2**30
@@ -339,6 +340,20 @@ def test_a_pod_no_scheduler_of_ours_looks_at_claims_no_room(cache: ClusterCache)
     assert cache.claims.others(("team-a", "llm")) == {}
     phantom["spec"]["schedulerName"] = "default-scheduler"
     cache.upsert_pod(phantom)
+    assert cache.claims.others(("team-a", "llm")) == {"gpu-h100": Counter({shape(8): 1})}
+
+
+def test_a_scheduler_a_webhook_gives_the_replicas_is_named_in_the_settings() -> None:
+    """Where a mutating webhook gives GPU pods another scheduler (HAMi, Volcano), FALAPP_SCHEDULER_NAMES
+    names it, and the replicas' pending pods claim room again."""
+    settings = OperatorSettings(scheduler_names="default-scheduler, hami-scheduler", metrics_port=0)
+    cache = ClusterCache(scheduler_names=settings.claiming_schedulers())
+    cache.claims.count_gpus_as({"gpu-h100": GPU})
+    cache.claims.admit(("team-a", "llm"))
+    cache.claims.admit(("team-a", "sdxl"))
+    replica = pod("replica", None, gpus=8, app="sdxl")
+    replica["spec"]["schedulerName"] = "hami-scheduler"
+    cache.upsert_pod(replica)
     assert cache.claims.others(("team-a", "llm")) == {"gpu-h100": Counter({shape(8): 1})}
 
 

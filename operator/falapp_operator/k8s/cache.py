@@ -89,8 +89,8 @@ class PodInfo:
     app: str | None  # FalApp name for our pods
     machine_type: str | None
     # the scheduler found no node for it, or will not look until its scheduling gates are removed, or it is
-    # another scheduler's (or none's): it claims no room (a gated pod can wait for ever; so can one whose
-    # scheduler never comes, and the operator's replicas are the default scheduler's)
+    # for a scheduler not in FALAPP_SCHEDULER_NAMES: it claims no room (a gated pod can wait for ever; so
+    # can one whose scheduler never comes)
     unschedulable: bool = False
 
     @property
@@ -118,6 +118,8 @@ class ClusterCache:
     scale_signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     version: int = 0  # bumps whenever free capacity may have changed anywhere
     claims: ClaimTally = field(default_factory=ClaimTally)  # the claiming pods' shapes, per type and app
+    # spec.schedulerName values whose pending pods claim room (FALAPP_SCHEDULER_NAMES)
+    scheduler_names: frozenset[str] = frozenset({DEFAULT_SCHEDULER})
     # node names per (machine type, nvenc), cleared when nodes or machine types change
     _matches: dict[tuple[str, bool], list[str]] = field(default_factory=dict)
     # per node, its free room as each GPU resource name reads it; dropped when the node or its pods change
@@ -160,7 +162,7 @@ class ClusterCache:
         return node is not None and node in self._deleted and node not in self.nodes
 
     def upsert_pod(self, body: JsonMapping) -> bool:
-        info = pod_info(body)
+        info = pod_info(body, self.scheduler_names)
         if info is None:  # finished or terminating: no longer holds its node's resources
             return self.remove_pod(body["metadata"]["uid"])
         old = self.pods.get(info.uid)
@@ -348,14 +350,14 @@ def node_info(body: JsonMapping) -> NodeInfo:
     )
 
 
-def pod_info(body: JsonMapping) -> PodInfo | None:
+def pod_info(body: JsonMapping, scheduler_names: frozenset[str] = frozenset({DEFAULT_SCHEDULER})) -> PodInfo | None:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     # a terminating pod still holds its node's resources (the scheduler counts it until it is gone)
     if status.get("phase") in ("Succeeded", "Failed"):
         return None
     labels = meta.get("labels") or {}
-    unschedulable = bool(spec.get("schedulingGates")) or spec.get("schedulerName", DEFAULT_SCHEDULER) != \
-        DEFAULT_SCHEDULER or any(c.get("type") == "PodScheduled" and c.get("status") == "False"
+    unschedulable = bool(spec.get("schedulingGates")) or spec.get("schedulerName", DEFAULT_SCHEDULER) not in \
+        scheduler_names or any(c.get("type") == "PodScheduled" and c.get("status") == "False"
                                  and c.get("reason") == "Unschedulable" for c in status.get("conditions") or [])
     return PodInfo(uid=meta["uid"], namespace=meta.get("namespace", ""), node=spec.get("nodeName"),
                    requests=_or_nothing(lambda: pod_requests(spec)), app=labels.get(APP_LABEL),

@@ -26,10 +26,11 @@ class ClaimTally:
         # replicas asked for, per app and type: (when, shape), oldest first; and every batch, oldest first
         self._expected: dict[App, dict[str, deque[tuple[float, Shape]]]] = {}
         self._expected_batches: deque[tuple[float, App, str]] = deque()
-        # times room the admitted apps claimed was given up, not taken: a pending pod gone, replicas asked
-        # for that never came or are no longer wanted, an app no longer counted (apps waiting for room
-        # look again; a pod bound, or a replica whose pod came, only moves the claim)
-        self.given_up = 0
+        # the types where room the admitted apps claimed was given up, not taken, since last taken: a pending
+        # pod gone, replicas asked for that are no longer wanted, an app no longer counted (apps that would
+        # move there look again). A pod bound, or a replica whose pod came, only moves the claim; replicas
+        # asked for whose pods are merely late (a burst of thousands) expire without a word
+        self.given_up: set[str] = set()
 
     # --- changes -----------------------------------------------------------------------------------
     def claim(self, uid: str, machine_type: str, app: App, requests: Resources) -> None:
@@ -43,7 +44,7 @@ class ClaimTally:
         if counted is not None:
             machine_type, app, requests = counted
             self._count(machine_type, app, self._shape(machine_type, requests), -1)
-            self._given_up(app, gone)
+            self._given_up(app, machine_type, gone)
 
     def expect(self, app: App, machine_type: str, shape: Shape, count: int, at: float) -> None:
         """`count` replicas just asked for: they claim room until their pods are seen or they expire."""
@@ -64,7 +65,7 @@ class ClaimTally:
         by_type = self._expected.get(app)
         while by_type and machine_type in by_type and len(by_type[machine_type]) > max(count, 0):
             self._unexpect(app, by_type, machine_type, by_type[machine_type].pop())
-            self._given_up(app)
+            self._given_up(app, machine_type)
 
     def expecting(self, app: App) -> dict[str, int]:
         """Replicas of the app expected per type, their pods not seen yet."""
@@ -77,17 +78,12 @@ class ClaimTally:
             by_type = self._expected.get(app) or {}
             while machine_type in by_type and by_type[machine_type][0][0] <= deadline:
                 self._unexpect(app, by_type, machine_type, by_type[machine_type].popleft())
-                self._given_up(app)
-
-    def oldest_expected(self) -> float | None:
-        """When the oldest replica still expected was asked for."""
-        return self._expected_batches[0][0] if self._expected_batches else None
 
     def forget_expected(self, app: App) -> None:
         for machine_type, queue in self._expected.pop(app, {}).items():
             for _, shape in queue:
                 self._count(machine_type, app, shape, -1)
-                self._given_up(app)
+                self._given_up(app, machine_type)
 
     def admit(self, app: App) -> None:
         if app not in self._apps:
@@ -97,7 +93,8 @@ class ClaimTally:
     def retire(self, app: App) -> None:
         if app in self._apps:
             self._move_totals(app, -1)
-            self._given_up(app, any(app in by_app for by_app in self._own.values()))
+            for machine_type, by_app in self._own.items():
+                self._given_up(app, machine_type, app in by_app)
             self._apps.discard(app)
 
     def count_gpus_as(self, gpu_resources: Mapping[str, str | None]) -> None:
@@ -140,9 +137,9 @@ class ClaimTally:
         if app in self._apps:
             _add(self._totals, machine_type, shape, n)
 
-    def _given_up(self, app: App, really: bool = True) -> None:
+    def _given_up(self, app: App, machine_type: str, really: bool = True) -> None:
         if really and app in self._apps:
-            self.given_up += 1
+            self.given_up.add(machine_type)
 
     def _unexpect(self, app: App, by_type: dict[str, deque[tuple[float, Shape]]], machine_type: str,
                   entry: tuple[float, Shape]) -> None:

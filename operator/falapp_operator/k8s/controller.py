@@ -76,7 +76,7 @@ from falapp_operator.settings import OperatorSettings
 T = TypeVar("T")
 logger = logging.getLogger("falapp_operator")
 EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its pod is seen
-# room claimed and given up wakes the apps off their preferred type once in this long, however many claims
+# room claimed and given up wakes the apps that would move there once in this long, however many claims
 # went (a lost pool's hundreds of doomed replacements are deleted one by one): no decision falls due then
 CLAIMS_WAKE_WINDOW = 1.0
 # an app's status write that only updates counts (no condition turns, nothing else written, the same
@@ -103,7 +103,8 @@ class Controller:
         self.api = api
         self._gate = RequestGate(settings.requests_in_flight)
         self.settings = settings
-        self.cache = ClusterCache()
+        self.cache = ClusterCache(scheduler_names=settings.claiming_schedulers())
+        self._other_schedulers: set[str] = set()  # unlisted scheduler names seen on replicas, warned about once
         self.catalogue: dict[str, MachineType] = {}  # as declared
         self.nodepools: dict[str, PoolNodes] = {}  # Karpenter NodePool -> what the nodes it makes carry
         self._placement_catalogue: list[MachineType] | None = None  # with autoscaled types marked
@@ -114,11 +115,11 @@ class Controller:
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
         self.generations: dict[tuple[str, str], tuple[str, int]] = {}  # last (uid, generation) per app
         self.waiting: set[tuple[str, str]] = set()  # apps that would use freed capacity
-        self.off_preferred: set[tuple[str, str]] = set()  # of those, apps with replicas off their preferred type
+        # of those, apps with replicas off their preferred type, and the types they would move up to
+        self.off_preferred: dict[tuple[str, str], frozenset[str]] = {}
         # room freed, and claimed room given up, so far: a reconcile knows whether either came while it wrote
         self._capacity_changes = 0
-        self._claims_given_up = 0  # ClaimTally.given_up as last acted on
-        self._claims_expiry: asyncio.TimerHandle | None = None  # when the oldest replica asked for expires
+        self._claims_given_up = 0
         self.failures: dict[QueueKey, int] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._resync: asyncio.Task[None] | None = None
@@ -231,9 +232,6 @@ class Controller:
         if self._counts_ticker is not None:
             self._counts_ticker.cancel()
             self._counts_ticker = None
-        if self._claims_expiry is not None:
-            self._claims_expiry.cancel()
-            self._claims_expiry = None
         # events still waiting for a slot go unposted: nothing may write once the controller stops
         tasks = [*self._workers, *self._pending_posts, *self._informer_tasks,
                  *(t for t in (self._resync, self._pod_watch) if t)]
@@ -273,6 +271,7 @@ class Controller:
                 self._watched_during_resync = None
             for uid in [u for u in self.cache.pods if u not in listed_pods and u not in newer]:
                 self.pod_event({"metadata": {"uid": uid, "namespace": self.cache.pods[uid].namespace}}, deleted=True)
+            self._claims_changed()  # a pending pod the LIST found finished claims no more
 
     async def _watch_pods(self) -> None:
         """Every pod of the cluster, read-only, whichever namespaces FalApps are watched in: free room
@@ -435,6 +434,8 @@ class Controller:
         freed = self.cache.remove_pod(meta["uid"]) if deleted else self.cache.upsert_pod(body)
         app = (meta.get("labels") or {}).get(APP_LABEL) or (old.app if old and deleted else None)
         changed = self._app_pod(body, "DELETED" if deleted else "MODIFIED")
+        if app and not deleted:
+            self._warn_other_scheduler(meta, body.get("spec") or {})
         if app:
             if new and not deleted:
                 self._seen(meta["namespace"], app, (meta.get("labels") or {}).get(TYPE_LABEL, ""))
@@ -448,6 +449,16 @@ class Controller:
                 old is None or old.node != now.node) and self.cache.of_any_type(now.node, self.catalogue.values()):
             self._touch_machinetypes()  # another team's pod took room on a type's node: its status shows it
         self._claims_changed()
+
+    def _warn_other_scheduler(self, meta: JsonMapping, spec: JsonMapping) -> None:
+        name = spec.get("schedulerName")
+        if (name and name not in self.cache.scheduler_names and name not in self._other_schedulers
+                and len(self._other_schedulers) < 10 and self.settings.manages(meta.get("namespace", ""))):
+            self._other_schedulers.add(name)
+            logger.warning("pod %s/%s of FalApp %s asks for scheduler %r, not in FALAPP_SCHEDULER_NAMES: pending "
+                           "pods for it claim no room, so freed room may be promised to two apps at once; add "
+                           "it if a webhook sets it on the operator's pods", meta.get("namespace"), meta.get("name"),
+                           (meta.get("labels") or {}).get(APP_LABEL), name)
 
     def _app_pod(self, body: JsonMapping, kind: str) -> bool:
         """Keep the slim copy of a pod of a managed app (whether a reconcile may see it differently)."""
@@ -504,33 +515,19 @@ class Controller:
             self.queue.add(("app", namespace, name))
         self._touch_machinetypes()
 
-    def _claims_changed(self) -> bool:
+    def _claims_changed(self, current: tuple[str, str] | None = None) -> None:
         """Room the apps' pending replicas claimed was given up (a pending pod deleted, replicas asked for
-        that never came or are no longer wanted, an app gone): the room is free in the view. The apps with
-        replicas off their preferred type look again; those merely pending are the scheduler's to place (it
-        hears of a pod deleted), and in a burst of thousands, replicas whose pods come late expire every
-        second. Whether so."""
+        that are no longer wanted, an app gone): the room is free in the view, and the apps with replicas
+        off their preferred type that would move up there look again (but `current`, whose reconcile read
+        it). Apps merely pending are the scheduler's to place: it hears of a pod deleted itself."""
         given_up = self.cache.claims.given_up
-        if given_up == self._claims_given_up:
-            return False
-        self._claims_given_up = given_up
-        for namespace, name in list(self.off_preferred):
-            self.queue.add_batched(("app", namespace, name), CLAIMS_WAKE_WINDOW)
-        return True
-
-    def _expire_claims(self) -> None:
-        """Replicas asked for whose pods never came claim nothing after EXPECTATION_TTL, whether or not any
-        reconcile reads the room then."""
-        self._claims_expiry = None
-        self.cache.claims.expire(time.monotonic() - EXPECTATION_TTL)
-        self._claims_changed()
-        self._expire_claims_later()
-
-    def _expire_claims_later(self) -> None:
-        oldest = self.cache.claims.oldest_expected()
-        if oldest is not None and self._claims_expiry is None:
-            delay = max(0.0, oldest + EXPECTATION_TTL - time.monotonic()) + 0.05
-            self._claims_expiry = asyncio.get_running_loop().call_later(delay, self._expire_claims)
+        if not given_up:
+            return
+        self._claims_given_up += 1
+        for app, better in list(self.off_preferred.items()):
+            if app != current and not better.isdisjoint(given_up):
+                self.queue.add_batched(("app", *app), CLAIMS_WAKE_WINDOW)
+        given_up.clear()
 
     def _touch_machinetypes(self) -> None:
         self.queue.add_after(("machinetypes",), self.settings.machine_type_status_delay)
@@ -634,7 +631,7 @@ class Controller:
             result = plan(snap)
             # before the first await: an app planned after this one sees the room as taken
             self._expect(namespace, name, snap, result)
-            self._claims_changed()  # it asked for fewer, or asks expired as it read them: others look again
+            self._claims_changed(current=(namespace, name))  # it asked for fewer: others look again
             claims_seen = self._claims_given_up
             conflict, service = await self._name_conflict(ref, labelled, result)
             if conflict is not None:
@@ -662,12 +659,16 @@ class Controller:
             # just past the deadline (a wake a hair early, e.g. the clock's offset moved, only looks again)
             self.queue.add_after(("app", namespace, name), (result.requeue_at - now).total_seconds() + 0.01)
         (self.waiting.add if result.waiting_for_room else self.waiting.discard)((namespace, name))
-        (self.off_preferred.add if result.off_preferred else self.off_preferred.discard)((namespace, name))
-        if (result.waiting_for_room and self._capacity_changes != capacity_seen) or (
-                result.off_preferred and self._claims_given_up != claims_seen):
-            # room came while this reconcile wrote, after it read the view: nothing else would wake the app
-            # (it was not among those waiting yet: new, or a catalogue edit made its type a worse one)
+        if result.better_types:
+            self.off_preferred[(namespace, name)] = result.better_types
+        else:
+            self.off_preferred.pop((namespace, name), None)
+        # room came while this reconcile wrote, after it read the view: nothing else would wake the app (it
+        # was not among those waiting yet: new, or a catalogue edit made its type a worse one)
+        if result.waiting_for_room and self._capacity_changes != capacity_seen:
             self.queue.add(("app", namespace, name))
+        elif result.better_types and self._claims_given_up != claims_seen:
+            self.queue.add_batched(("app", namespace, name), CLAIMS_WAKE_WINDOW)
         self._record_metrics(namespace, name, snap, result)
 
     def _forget_app(self, namespace: str, name: str, gone: bool) -> None:
@@ -675,7 +676,7 @@ class Controller:
         namespace being deleted."""
         app = (namespace, name)
         self.waiting.discard(app)
-        self.off_preferred.discard(app)
+        self.off_preferred.pop(app, None)
         self.cache.claims.forget_expected(app)
         self._applied.pop(app, None)
         self._unsure.discard(app)
@@ -726,7 +727,6 @@ class Controller:
         for type_name, count in added.items():
             if (option := options.get(type_name)) is not None:
                 self.cache.claims.expect((namespace, name), type_name, shape_of(option), count, at)
-        self._expire_claims_later()
 
     def _seen(self, namespace: str, app: str, type_name: str) -> None:
         self.cache.claims.seen((namespace, app), type_name)

@@ -106,7 +106,8 @@ class AppPlan:
     requeue_at: datetime | None = None
     decision: Decision | None = None
     waiting_for_room: bool = False  # pending replicas or replicas off their preferred type
-    off_preferred: bool = False  # replicas off their preferred type: moving them up is the operator's call
+    # replicas off their preferred type: the types they would move up to (moving them is the operator's call)
+    better_types: frozenset[str] = frozenset()
 
 
 def policy_of(spec: FalAppSpec) -> Policy:
@@ -191,9 +192,10 @@ def plan(snap: AppSnapshot) -> AppPlan:
     result.status, result.events = _status(replace(snap, pods=pods), resolution, decision)
     if any(tr.move not in (Move.SCALED_UP, Move.SCALED_DOWN) for tr in decision.transitions):
         result.history = FalAppStatus(attempts=result.status.attempts, probes=result.status.probes)
-    preferred = resolution.options[0].name
-    result.off_preferred = any(t != preferred for t in decision.counts)
-    result.waiting_for_room = result.off_preferred or any(p.pending for p in pods)
+    ranks = {o.name: i for i, o in enumerate(resolution.options)}
+    worst = max((ranks.get(t, len(ranks)) for t in decision.counts), default=0)
+    result.better_types = frozenset(o.name for o in resolution.options[:worst])
+    result.waiting_for_room = bool(result.better_types) or any(p.pending for p in pods)
     return result
 
 
