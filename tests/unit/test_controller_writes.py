@@ -635,6 +635,45 @@ async def test_replicas_no_longer_wanted_free_their_room_for_the_apps_that_would
     assert not woken(controller) - {APP}, "a late pod's room woke apps"
 
 
+def hog(name: str = "hog") -> dict:
+    """Another app's replica about to be bound, asking for all eight GPUs of an H100 node."""
+    return {"metadata": {"name": name, "uid": name, "namespace": NS,
+                         "labels": {APP_LABEL: "other", TYPE_LABEL: "gpu-h100"}},
+            "spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"nvidia.com/gpu": "8"}}}]},
+            "status": {"phase": "Pending"}}
+
+
+async def test_an_app_that_fell_back_for_want_of_room_another_claimed_looks_again_when_the_claim_goes(
+        rig: Rig) -> None:
+    controller = rig.controller
+    controller.pod_event(hog(), deleted=False)
+    rig.create_app(falapp())
+    assert f"PATCH {DEPLOYMENTS}/{A100}" in await rig.reconcile()  # H100 spoken for: placed on A100
+    assert controller.off_preferred[APP] == {"gpu-h100"}
+    await drained(controller)
+    controller.pod_event(hog(), deleted=True)
+    assert APP in woken(controller), "the app off its preferred type slept through the room given up"
+
+
+async def test_room_given_up_while_an_app_is_reconciled_wakes_it_once_more(rig: Rig) -> None:
+    controller, queue = rig.controller, rig.controller.queue
+    controller.pod_event(hog(), deleted=False)
+    rig.create_app(falapp())
+    await drained(controller)
+    queue.add(KEY)
+    assert await queue.get() == KEY
+    rig.fake.slow("PATCH", f"deployments/{A100}", 0.3)
+    reconcile = asyncio.create_task(controller.reconcile_app(*APP))
+    deadline = time.monotonic() + 5
+    while f"PATCH {DEPLOYMENTS}/{A100}" not in map(str, rig.fake.requests):
+        assert time.monotonic() < deadline, rig.fake.requests
+        await asyncio.sleep(0.01)
+    controller.pod_event(hog(), deleted=True)  # the claim on H100 given up while the app goes to A100
+    await reconcile
+    queue.done(KEY)
+    assert KEY in queue._batches or KEY in queue._queued, "room given up during the reconcile woke nobody"
+
+
 async def test_an_app_gone_before_its_replicas_came_frees_their_room_for_the_apps_waiting(rig: Rig) -> None:
     controller = rig.controller
     rig.create_app(falapp())
