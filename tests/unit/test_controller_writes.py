@@ -674,6 +674,30 @@ async def test_room_given_up_while_an_app_is_reconciled_wakes_it_once_more(rig: 
     assert KEY in queue._batches or KEY in queue._queued, "room given up during the reconcile woke nobody"
 
 
+async def test_replicas_the_replicaset_cannot_create_claim_no_room(rig: Rig) -> None:
+    """A tenant's app asks for more replicas than its namespace's GPU quota allows: the ReplicaSet says it
+    cannot create them (ReplicaFailure). Those claim no room, however often the app is scaled, and the
+    apps that would move to the type look again."""
+    controller = rig.controller
+    rig.create_app(falapp(replicas=4))
+    await rig.reconcile()
+    assert rig.other_app_sees() == [4], "the replicas asked for take half the node"
+    off_preferred_other(controller)
+    await drained(controller)
+    refused = copy.deepcopy(rig.fake.objects[f"{DEPLOYMENTS}/{H100}"])
+    refused["status"] = {"replicas": 0, "observedGeneration": 1, "conditions": [{
+        "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+        "message": 'pods "x" is forbidden: exceeded quota: gpus, requested: requests.nvidia.com/gpu=1'}]}
+    controller.child_watched(controller.deployments, "MODIFIED", rig.fake.put(f"{DEPLOYMENTS}/{H100}", refused))
+    await rig.reconcile()
+    assert rig.other_app_sees() == [8]
+    assert only_other_woken(controller), woken(controller)
+    controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, {**falapp(replicas=6), "metadata": {
+        **falapp()["metadata"], "generation": 2}}))
+    await rig.reconcile()
+    assert rig.other_app_sees() == [8], "scaled up again, the replicas that cannot come hid the room"
+
+
 async def test_an_app_gone_before_its_replicas_came_frees_their_room_for_the_apps_waiting(rig: Rig) -> None:
     controller = rig.controller
     rig.create_app(falapp())

@@ -717,9 +717,13 @@ class Controller:
         # asked for fewer than before the pods of an earlier ask came (a scale-down, a move back): at most
         # the new count less the pods there are still to come
         pods = Counter(p.machine_type for p in snap.pods if not p.terminating)  # the ones that stay
+        # none are to come where the ReplicaSet cannot create pods (the namespace's quota, a webhook): they
+        # would hide the room from others for EXPECTATION_TTL, again at each scale-up
         for type_name in self.cache.claims.expecting(app):
-            self.cache.claims.expect_at_most(app, type_name, counts.get(type_name, 0) - pods[type_name])
-        added = {t: n - snap.counts.get(t, 0) for t, n in counts.items() if n > snap.counts.get(t, 0)}
+            coming = 0 if type_name in snap.replica_failures else counts.get(type_name, 0) - pods[type_name]
+            self.cache.claims.expect_at_most(app, type_name, coming)
+        added = {t: n - snap.counts.get(t, 0) for t, n in counts.items()
+                 if n > snap.counts.get(t, 0) and t not in snap.replica_failures}
         if not added:
             return
         options = {o.name: o for o in resolve(snap.spec, snap.catalogue, namespace, snap.namespace_labels).options}
