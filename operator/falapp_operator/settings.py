@@ -72,6 +72,13 @@ class OperatorSettings(BaseSettings):
     retry_period: float = Field(2.0, ge=0.2, description="Seconds between renewals, and between a candidate's tries.")
 
     @model_validator(mode="after")
+    def _some_scheduler(self) -> OperatorSettings:
+        if not self.claiming_schedulers():
+            raise ValueError("scheduler_names must name at least one scheduler (default-scheduler: the operator's "
+                             "replicas ask for it unless a webhook gives them another)")
+        return self
+
+    @model_validator(mode="after")
     def _lease_timing(self) -> OperatorSettings:
         if not self.retry_period < self.renew_deadline < self.lease_duration:
             raise ValueError("leader election needs retry_period < renew_deadline < lease_duration "

@@ -355,6 +355,8 @@ def test_a_scheduler_a_webhook_gives_the_replicas_is_named_in_the_settings() -> 
     replica["spec"]["schedulerName"] = "hami-scheduler"
     cache.upsert_pod(replica)
     assert cache.claims.others(("team-a", "llm")) == {"gpu-h100": Counter({shape(8): 1})}
+    with pytest.raises(ValueError, match="scheduler_names must name at least one scheduler"):
+        OperatorSettings(scheduler_names=" , ", metrics_port=0)  # would turn every claim off
 
 
 def test_a_deleted_nodes_entry_goes_with_its_last_pod(cache: ClusterCache) -> None:

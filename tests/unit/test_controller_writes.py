@@ -674,28 +674,45 @@ async def test_room_given_up_while_an_app_is_reconciled_wakes_it_once_more(rig: 
     assert KEY in queue._batches or KEY in queue._queued, "room given up during the reconcile woke nobody"
 
 
-async def test_replicas_the_replicaset_cannot_create_claim_no_room(rig: Rig) -> None:
-    """A tenant's app asks for more replicas than its namespace's GPU quota allows: the ReplicaSet says it
-    cannot create them (ReplicaFailure). Those claim no room, however often the app is scaled, and the
-    apps that would move to the type look again."""
-    controller = rig.controller
-    rig.create_app(falapp(replicas=4))
-    await rig.reconcile()
-    assert rig.other_app_sees() == [4], "the replicas asked for take half the node"
-    off_preferred_other(controller)
-    await drained(controller)
+def deployment_failing(rig: Rig, reason: str) -> None:
+    """The H100 Deployment as the controller manager reports a ReplicaFailure of `reason`."""
     refused = copy.deepcopy(rig.fake.objects[f"{DEPLOYMENTS}/{H100}"])
     refused["status"] = {"replicas": 0, "observedGeneration": 1, "conditions": [{
-        "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+        "type": "ReplicaFailure", "status": "True", "reason": reason,
         "message": 'pods "x" is forbidden: exceeded quota: gpus, requested: requests.nvidia.com/gpu=1'}]}
-    controller.child_watched(controller.deployments, "MODIFIED", rig.fake.put(f"{DEPLOYMENTS}/{H100}", refused))
+    rig.controller.child_watched(rig.controller.deployments, "MODIFIED", rig.fake.put(f"{DEPLOYMENTS}/{H100}", refused))
+
+
+def scale(rig: Rig, replicas: int, generation: int) -> None:
+    rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, {**falapp(replicas=replicas), "metadata": {
+        **falapp()["metadata"], "generation": generation}}))
+
+
+async def test_replicas_asked_for_where_the_replicaset_cannot_create_pods_claim_no_room(rig: Rig) -> None:
+    """A tenant's app scaled beyond its namespace's GPU quota: the ReplicaSet's creates fail. Replicas asked
+    for before that claim room until they expire (a webhook timing out fails a create for seconds only),
+    but further asks claim nothing while creates fail, however often the app is scaled."""
+    rig.create_app(falapp(replicas=1))
     await rig.reconcile()
-    assert rig.other_app_sees() == [8]
-    assert only_other_woken(controller), woken(controller)
-    controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, {**falapp(replicas=6), "metadata": {
-        **falapp()["metadata"], "generation": 2}}))
+    assert rig.other_app_sees() == [7]
+    deployment_failing(rig, "FailedCreate")
+    scale(rig, 2, 2)
     await rig.reconcile()
-    assert rig.other_app_sees() == [8], "scaled up again, the replicas that cannot come hid the room"
+    assert rig.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["replicas"] == 2
+    assert rig.other_app_sees() == [7], "a replica asked for while creates fail claimed room"
+    deployment_failing(rig, "FailedDelete")  # deleting failed, creating did not
+    scale(rig, 3, 3)
+    await rig.reconcile()
+    assert rig.other_app_sees() == [6]
+
+
+async def test_a_reconcile_retried_after_a_failed_write_asks_for_its_replicas_once(rig: Rig) -> None:
+    rig.create_app(falapp(replicas=2))
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 503)
+    with pytest.raises(ApiError):
+        await rig.reconcile()
+    await rig.reconcile()
+    assert rig.other_app_sees() == [6], "the replicas asked for were counted twice"
 
 
 async def test_an_app_gone_before_its_replicas_came_frees_their_room_for_the_apps_waiting(rig: Rig) -> None:

@@ -625,6 +625,7 @@ class Controller:
                 raised_before=self._started_at or now,
                 now=now,
                 replica_failures=state.replica_failures,
+                create_failing=frozenset(state.create_failing),
                 namespace_labels=self.namespace_labels.get(namespace),
                 templates=self._templates,
             )
@@ -717,13 +718,15 @@ class Controller:
         # asked for fewer than before the pods of an earlier ask came (a scale-down, a move back): at most
         # the new count less the pods there are still to come
         pods = Counter(p.machine_type for p in snap.pods if not p.terminating)  # the ones that stay
-        # none are to come where the ReplicaSet cannot create pods (the namespace's quota, a webhook): they
-        # would hide the room from others for EXPECTATION_TTL, again at each scale-up
         for type_name in self.cache.claims.expecting(app):
-            coming = 0 if type_name in snap.replica_failures else counts.get(type_name, 0) - pods[type_name]
-            self.cache.claims.expect_at_most(app, type_name, coming)
-        added = {t: n - snap.counts.get(t, 0) for t, n in counts.items()
-                 if n > snap.counts.get(t, 0) and t not in snap.replica_failures}
+            self.cache.claims.expect_at_most(app, type_name, counts.get(type_name, 0) - pods[type_name])
+        expecting = self.cache.claims.expecting(app)
+        # newly asked for, and not expected yet (a reconcile retried after its write failed asks again);
+        # none where the ReplicaSet's last creates failed (the namespace's quota, a webhook): a tenant's app
+        # scaled beyond its quota would hide the room from others again at each ask
+        added = {t: min(n - snap.counts.get(t, 0), n - pods[t] - expecting.get(t, 0)) for t, n in counts.items()
+                 if t not in snap.create_failing}
+        added = {t: n for t, n in added.items() if n > 0}
         if not added:
             return
         options = {o.name: o for o in resolve(snap.spec, snap.catalogue, namespace, snap.namespace_labels).options}

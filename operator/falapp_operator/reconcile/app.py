@@ -68,6 +68,7 @@ class AppSnapshot:
     now: datetime
     # why the controller manager cannot create a type's pods (e.g. quota), per machine type
     replica_failures: Mapping[str, str] = field(default_factory=dict)
+    create_failing: frozenset[str] = frozenset()  # of those, where its last creates failed (FailedCreate)
     # labels of the app's namespace, for MachineType namespaceSelectors; None = not known (then only
     # types without a selector may be used)
     namespace_labels: Mapping[str, str] | None = None

@@ -39,6 +39,7 @@ class ChildrenState:
     surge: Surge | None = None
     # the controller manager's own reason for not creating pods (quota, admission): type -> message
     replica_failures: dict[str, str] = field(default_factory=dict)
+    create_failing: set[str] = field(default_factory=set)  # of those, where creating pods failed (FailedCreate)
     # when the operator last raised the Deployment's replicas (GROWN_ANNOTATION), where it says so
     grown_at: dict[str, datetime] = field(default_factory=dict)
 
@@ -88,6 +89,8 @@ def children_state(deployments: Iterable[JsonMapping], owner_uid: str | None = N
         for condition in (body.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
                 state.replica_failures[type_name] = condition.get("message") or condition.get("reason") or ""
+                if condition.get("reason") == "FailedCreate":
+                    state.create_failing.add(type_name)
     return state
 
 
