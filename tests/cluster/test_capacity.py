@@ -87,18 +87,21 @@ def test_a_sidecar_and_overhead_hold_cpu_on_their_node(kctl: Kubectl, running_op
     fill_and_place(kctl, pools, "overheadfull", pod)
 
 
-def test_a_gated_pod_holds_no_room_in_the_operators_view(kctl: Kubectl, running_operator: OperatorProcess,
-                                                          pools: PrivatePools) -> None:
+@pytest.mark.parametrize("waiting", [{"schedulingGates": [{"name": "example.com/admission"}]},
+                                     {"schedulerName": "nobody"}], ids=["gated", "another-scheduler"])
+def test_a_pod_no_scheduler_looks_at_holds_no_room_in_the_operators_view(
+        kctl: Kubectl, running_operator: OperatorProcess, pools: PrivatePools, waiting: dict[str, Any]) -> None:
     """A pending pod labelled as an app's replica on a type is counted as room about to be taken; one
-    with scheduling gates is not looked at by the scheduler until they go (it may wait for ever): it
-    must not send other apps elsewhere. Here a tenant's gated pod claims the whole fast node."""
+    with scheduling gates is not looked at by the scheduler until they go, and one for a scheduler not in
+    FALAPP_SCHEDULER_NAMES perhaps never (either may wait for ever): it must not send other apps
+    elsewhere. Here a tenant's such pod claims the whole fast node."""
     fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
     pools.add_node("fast", gpus=8)
     pools.add_node("slow", gpus=16)
     kctl.apply(falapp("holder", [slow], gpus=8, replicas=1))
     wait_placement(kctl, "holder", {slow.lower(): 1})
     gated = other_teams_pod("held", f"{pools.prefix}-fast", [container("app", {"cpu": "100m", GPU: "8"})],
-                            schedulingGates=[{"name": "example.com/admission"}])
+                            **waiting)
     gated["metadata"]["labels"] = {"fal.ai/app": "holder", "fal.ai/machine-type": fast.lower()}
     kctl.apply(gated)
     wait_until(lambda: (kctl.get("machinetype", fast.lower()).get("status") or {}).get("pendingReplicas") == 1,

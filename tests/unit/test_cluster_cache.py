@@ -327,14 +327,19 @@ def test_a_gated_pod_claims_no_room_until_its_gates_are_removed(cache: ClusterCa
     assert cache.claims.others(("team-a", "llm")) == {"gpu-h100": Counter({shape(8): 1})}
 
 
+def sdxl_pending(cache: ClusterCache, name: str) -> dict:
+    """A pending 8-GPU pod of the sdxl app, to be stored; sdxl and llm both admitted."""
+    cache.claims.count_gpus_as({"gpu-h100": GPU})
+    cache.claims.admit(("team-a", "llm"))
+    cache.claims.admit(("team-a", "sdxl"))
+    return pod(name, None, gpus=8, app="sdxl")
+
+
 def test_a_pod_no_scheduler_of_ours_looks_at_claims_no_room(cache: ClusterCache) -> None:
     """A pod labelled as an app's replica but for another scheduler (a tenant's, or one that does not
     exist) may stay pending for ever, and the scheduler never marks it: it must not hide a type's room
     from every other app. The operator's replicas are the default scheduler's."""
-    cache.claims.count_gpus_as({"gpu-h100": GPU})
-    cache.claims.admit(("team-a", "llm"))
-    cache.claims.admit(("team-a", "sdxl"))
-    phantom = pod("phantom", None, gpus=8, app="sdxl")
+    phantom = sdxl_pending(cache, "phantom")
     phantom["spec"]["schedulerName"] = "nobody"
     cache.upsert_pod(phantom)
     assert cache.claims.others(("team-a", "llm")) == {}
@@ -348,10 +353,7 @@ def test_a_scheduler_a_webhook_gives_the_replicas_is_named_in_the_settings() -> 
     names it, and the replicas' pending pods claim room again."""
     settings = OperatorSettings(scheduler_names="default-scheduler, hami-scheduler", metrics_port=0)
     cache = ClusterCache(scheduler_names=settings.claiming_schedulers())
-    cache.claims.count_gpus_as({"gpu-h100": GPU})
-    cache.claims.admit(("team-a", "llm"))
-    cache.claims.admit(("team-a", "sdxl"))
-    replica = pod("replica", None, gpus=8, app="sdxl")
+    replica = sdxl_pending(cache, "replica")
     replica["spec"]["schedulerName"] = "hami-scheduler"
     cache.upsert_pod(replica)
     assert cache.claims.others(("team-a", "llm")) == {"gpu-h100": Counter({shape(8): 1})}

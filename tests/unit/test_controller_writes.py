@@ -527,6 +527,17 @@ async def test_room_freed_on_a_node_of_a_type_wakes_the_apps_waiting_for_room(ri
     assert await controller.queue.get() == KEY
 
 
+async def reconcile_writing(rig: Rig, deployment: str) -> asyncio.Task[None]:
+    """The app's reconcile, under way: its write of `deployment` is in flight (the API answers in 0.3 s)."""
+    rig.fake.slow("PATCH", f"deployments/{deployment}", 0.3)
+    reconcile = asyncio.create_task(rig.controller.reconcile_app(*APP))
+    deadline = time.monotonic() + 5
+    while f"PATCH {DEPLOYMENTS}/{deployment}" not in map(str, rig.fake.requests):
+        assert time.monotonic() < deadline, rig.fake.requests
+        await asyncio.sleep(0.01)
+    return reconcile
+
+
 async def test_room_that_comes_while_an_app_is_reconciled_wakes_it_once_more(rig: Rig) -> None:
     """The app's reconcile read the view before the room came, and until it ends the app is not known to
     wait for room (a new app here; in the cluster tests a catalogue edit made its type a worse one): the
@@ -540,12 +551,7 @@ async def test_room_that_comes_while_an_app_is_reconciled_wakes_it_once_more(rig
         queue.done(await queue.get())
     queue.add(KEY)
     assert await queue.get() == KEY  # a worker takes the app
-    rig.fake.slow("PATCH", f"deployments/{A100}", 0.3)  # H100 has no room: it is placed on A100
-    reconcile = asyncio.create_task(controller.reconcile_app(*APP))
-    deadline = time.monotonic() + 5
-    while f"PATCH {DEPLOYMENTS}/{A100}" not in map(str, rig.fake.requests):
-        assert time.monotonic() < deadline, rig.fake.requests
-        await asyncio.sleep(0.01)
+    reconcile = await reconcile_writing(rig, A100)  # H100 has no room: it is placed on A100
     controller.node_event(node("h1"), deleted=False)  # uncordoned while the reconcile writes
     await reconcile
     assert APP in controller.waiting
@@ -557,12 +563,7 @@ async def test_room_that_comes_while_an_app_is_placed_where_it_prefers_does_not_
     controller, queue = rig.controller, rig.controller.queue
     rig.create_app(falapp())
     assert await queue.get() == KEY
-    rig.fake.slow("PATCH", f"deployments/{H100}", 0.3)
-    reconcile = asyncio.create_task(controller.reconcile_app(*APP))
-    deadline = time.monotonic() + 5
-    while f"PATCH {DEPLOYMENTS}/{H100}" not in map(str, rig.fake.requests):
-        assert time.monotonic() < deadline, rig.fake.requests
-        await asyncio.sleep(0.01)
+    reconcile = await reconcile_writing(rig, H100)
     controller.node_event(node("h2"), deleted=False)  # more room on H100, while the reconcile writes
     await reconcile
     queue.done(KEY)
@@ -662,12 +663,7 @@ async def test_room_given_up_while_an_app_is_reconciled_wakes_it_once_more(rig: 
     await drained(controller)
     queue.add(KEY)
     assert await queue.get() == KEY
-    rig.fake.slow("PATCH", f"deployments/{A100}", 0.3)
-    reconcile = asyncio.create_task(controller.reconcile_app(*APP))
-    deadline = time.monotonic() + 5
-    while f"PATCH {DEPLOYMENTS}/{A100}" not in map(str, rig.fake.requests):
-        assert time.monotonic() < deadline, rig.fake.requests
-        await asyncio.sleep(0.01)
+    reconcile = await reconcile_writing(rig, A100)
     controller.pod_event(hog(), deleted=True)  # the claim on H100 given up while the app goes to A100
     await reconcile
     queue.done(KEY)
