@@ -70,16 +70,19 @@ SETTLE_S = 10  # after everything is Ready, before the idle window: the last sta
 
 
 class Progress:
-    """When each object of a run first reached each stage (Deployment made, ReplicaSet asking, pod
-    created, bound), from the namespace's watches: where the time between the creates and Ready goes."""
+    """When each object of a run first reached each stage (FalApp made, Deployment made, ReplicaSet asking,
+    pod created, bound), from the namespace's watches: where the time between the creates and Ready goes."""
 
-    STAGES = ("deployments", "replicasets", "pods created", "pods bound")
+    STAGES = ("falapps", "deployments", "replicasets", "pods created", "pods bound")
 
     def __init__(self) -> None:
         self.first: dict[str, dict[str, float]] = {stage: {} for stage in self.STAGES}
 
     def _mark(self, stage: str, name: str, now: float) -> None:
         self.first[stage].setdefault(name, now)
+
+    def observe_falapp(self, event: str, app: dict, now: float) -> None:
+        self._mark("falapps", app["metadata"]["name"], now)
 
     def observe_deployment(self, event: str, deployment: dict, now: float) -> None:
         self._mark("deployments", deployment["metadata"]["name"], now)
@@ -190,6 +193,7 @@ class Scale:
         apps_ready: dict[str, float] = {}
 
         def observe_app(event: str, app: dict, now: float) -> None:
+            progress.observe_falapp(event, app, now)
             if event != "DELETED" and app_ready(app):
                 apps_ready.setdefault(app["metadata"]["name"], now)
 
@@ -204,6 +208,8 @@ class Scale:
             if op:
                 op_cpu, op_reconciles = op.cpu_seconds(), op.metric("falapp_reconciles_total") or 0
                 writes_before = metric_samples(op.metrics(), "falapp_api_writes_total")
+                waits_before = {m: metric_samples(op.metrics(), f"falapp_api_request_wait_seconds_{m}")
+                                for m in ("sum", "count")}
             started = time.time()
             await c.create([one_gpu_app(f"app-{i}", namespace, self.preference(i), self.replicas)
                             for i in range(self.apps)])
@@ -219,6 +225,7 @@ class Scale:
             result.update(machine_use(machine_before, started))
             if op:  # over the same span as the components'
                 result["operator_cpu_s_until_ready"] = round(op.cpu_seconds() - op_cpu, 1)
+                result["request_wait_s"] = request_waits(op.metrics(), waits_before)
             result["series"] = series
             if op:
                 await asyncio.sleep(SETTLE_S)
@@ -266,6 +273,18 @@ class Scale:
             await c.wait_gone("v1", "Pod", namespace, within=1800)
         await c.delete_all("v1", "Node", selector=f"{POOL_LABEL} in ({','.join(self.types)})")
         c.k("delete", "machinetypes", *self.types, "--wait=false", "--ignore-not-found")
+
+
+def request_waits(metrics: str, before: dict[str, dict[str, float]]) -> dict[str, str]:
+    """Per priority: the operator's requests in the run, and their mean wait for a slot in its gate."""
+    sums, counts = (metric_samples(metrics, f"falapp_api_request_wait_seconds_{m}") for m in ("sum", "count"))
+    out = {}
+    for labels, count in counts.items():
+        n = count - before["count"].get(labels, 0)
+        if n:
+            waited = sums.get(labels, 0) - before["sum"].get(labels, 0)
+            out[labels.split('"')[1]] = f"{int(n)} requests, mean wait {waited / n:.3f} s"
+    return out
 
 
 def plot(result: dict, path: Path) -> None:
@@ -397,6 +416,8 @@ def main() -> int:
               f"{op['idle_reads_per_min']} reads/min {op.get('idle_reads_by_label', '')}; "
               f"{op['cpu_s_per_1000_reconciles']} CPU-s per 1,000 reconciles "
               f"({op['reconciles']} reconciles, {op['operator_cpu_s']} CPU-s)")
+    for priority, waits in op.get("request_wait_s", {}).items():
+        print(f"  operator's {priority} requests until all Ready: {waits}")
     if args.plot != "none":
         for k, s in series.items():
             result[k]["series"] = s
