@@ -14,6 +14,7 @@ from falapp_operator.api import (
     parse_duration,
     parse_quantity,
 )
+from falapp_operator.api.units import whole
 
 DURATIONS = [
     ("90s", timedelta(seconds=90)),
@@ -88,3 +89,20 @@ def test_cpu_millis_rounds_up(value: str | int, want: int) -> None:
 @pytest.mark.parametrize(("value", "want"), [("512Mi", 536870912), ("1Gi", 2**30), ("1k", 1000), ("100m", 1)])
 def test_memory_bytes(value: str, want: int) -> None:
     assert memory_bytes(value) == want
+
+
+def test_parsed_amounts_are_remembered_by_type_and_errors_are_not() -> None:
+    """Amounts are parsed once per spelling: 1 remembered is not True, 1.0 is not "1.0", and a refused
+    value is refused again (a cache must not turn an error into the last good answer)."""
+    assert whole(1) == 1 and whole(1) == 1
+    for _ in range(2):
+        with pytest.raises(ValueError, match="invalid quantity"):
+            whole(True)
+        with pytest.raises(ValueError, match="invalid quantity"):
+            whole("1x")
+    assert whole(0.5, 1000) == 500 and whole("0.5", 1000) == 500
+    assert cpu_millis("0.5") == 500 and memory_bytes("0.5") == 1  # the same spelling, another scale
+    assert whole(Decimal("2.5")) == 3  # not one a cache holds by value: parsed each time
+    assert parse_duration("90s") == parse_duration("90s") == timedelta(seconds=90)
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration("90")

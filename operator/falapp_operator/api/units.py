@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION_UNIT_SECONDS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600)}
@@ -17,6 +18,12 @@ def parse_duration(text: str) -> timedelta:
     """
     if not isinstance(text, str) or not text:
         raise ValueError(f"invalid duration {text!r}: expected e.g. 90s, 1m30s, 500ms, 2h")
+    return _parse_duration(text)
+
+
+# a handful of spellings recur in every reconcile (each app's timeouts): parsed once each
+@lru_cache(maxsize=1024)
+def _parse_duration(text: str) -> timedelta:
     pos, total = 0, Decimal(0)
     for match in _DURATION_PART.finditer(text):
         if match.start() != pos:
@@ -96,6 +103,12 @@ INT64_DIGITS = 18
 def whole(value: str | int | float, scale: int = 1, what: str = "quantity") -> int:
     """A quantity times `scale` as a whole number, rounded up (as the scheduler rounds requests).
     Raises ValueError when it is not a quantity or does not fit in 64 bits."""
+    # every pod's and node's amounts are parsed at each of their events, and a few spellings recur (`1`,
+    # `8`, `16Gi`): those of the kinds a cache can hold are parsed once each
+    return (_whole_recurring if isinstance(value, str | int | float) else _whole)(value, scale, what)
+
+
+def _whole(value: str | int | float, scale: int, what: str) -> int:
     try:
         amount = parse_quantity(value) * scale
         if amount.adjusted() > INT64_DIGITS:
@@ -103,6 +116,9 @@ def whole(value: str | int | float, scale: int = 1, what: str = "quantity") -> i
         return int(amount.to_integral_value(rounding="ROUND_CEILING"))
     except ArithmeticError as exc:
         raise ValueError(f"{what} {value!r} is out of range") from exc
+
+
+_whole_recurring = lru_cache(maxsize=4096, typed=True)(_whole)  # typed: True is not taken for 1
 
 
 def cpu_millis(value: str | int | float) -> int:
