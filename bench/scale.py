@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -207,8 +208,9 @@ class Scale:
             before, machine_before = cpu.read(), machine_cpu_seconds()
             if op:
                 op_cpu, op_reconciles = op.cpu_seconds(), op.metric("falapp_reconciles_total") or 0
-                writes_before = metric_samples(op.metrics(), "falapp_api_writes_total")
-                waits_before = {m: metric_samples(op.metrics(), f"falapp_api_request_wait_seconds_{m}")
+                metrics_before = op.metrics()  # one scrape: the counts below are of the same moment
+                writes_before = metric_samples(metrics_before, "falapp_api_writes_total")
+                waits_before = {m: metric_samples(metrics_before, f"falapp_api_request_wait_seconds_{m}")
                                 for m in ("sum", "count")}
             started = time.time()
             await c.create([one_gpu_app(f"app-{i}", namespace, self.preference(i), self.replicas)
@@ -280,10 +282,11 @@ def request_waits(metrics: str, before: dict[str, dict[str, float]]) -> dict[str
     sums, counts = (metric_samples(metrics, f"falapp_api_request_wait_seconds_{m}") for m in ("sum", "count"))
     out = {}
     for labels, count in counts.items():
+        priority = re.search(r'priority="([^"]*)"', labels)
         n = count - before["count"].get(labels, 0)
-        if n:
+        if priority and n:
             waited = sums.get(labels, 0) - before["sum"].get(labels, 0)
-            out[labels.split('"')[1]] = f"{int(n)} requests, mean wait {waited / n:.3f} s"
+            out[priority.group(1)] = f"{int(n)} requests, mean wait {waited / n:.3f} s"
     return out
 
 
@@ -416,8 +419,9 @@ def main() -> int:
               f"{op['idle_reads_per_min']} reads/min {op.get('idle_reads_by_label', '')}; "
               f"{op['cpu_s_per_1000_reconciles']} CPU-s per 1,000 reconciles "
               f"({op['reconciles']} reconciles, {op['operator_cpu_s']} CPU-s)")
-    for priority, waits in op.get("request_wait_s", {}).items():
-        print(f"  operator's {priority} requests until all Ready: {waits}")
+    if "request_wait_s" in op:
+        for priority, waits in op["request_wait_s"].items() or [("app", "n/a (no falapp_api_request_wait_seconds)")]:
+            print(f"  operator's {priority} requests until all Ready: {waits}")
     if args.plot != "none":
         for k, s in series.items():
             result[k]["series"] = s

@@ -13,6 +13,7 @@ from falapp_operator.api import (
     memory_bytes,
     parse_duration,
     parse_quantity,
+    units,
 )
 from falapp_operator.api.units import whole
 
@@ -91,18 +92,33 @@ def test_memory_bytes(value: str, want: int) -> None:
     assert memory_bytes(value) == want
 
 
-def test_parsed_amounts_are_remembered_by_type_and_errors_are_not() -> None:
-    """Amounts are parsed once per spelling: 1 remembered is not True, 1.0 is not "1.0", and a refused
-    value is refused again (a cache must not turn an error into the last good answer)."""
-    assert whole(1) == 1 and whole(1) == 1
+def test_parsed_amounts_are_remembered_by_type_and_spelling() -> None:
+    """Amounts and durations are parsed once per spelling; 1 remembered is not taken for True or 1.0,
+    nor the same spelling at another scale; a refused value is refused again; long spellings and kinds
+    a cache cannot hold (Decimal: sNaN does not even hash) are parsed each time, as before."""
+    units._whole_recurring.cache_clear()
+    units._parse_duration.cache_clear()
+    assert whole("16Gi") == whole("16Gi") == 16 * 2**30
+    assert units._whole_recurring.cache_info().hits == 1
+    assert whole(1) == 1 and whole(1.5) == 2
     for _ in range(2):
         with pytest.raises(ValueError, match="invalid quantity"):
             whole(True)
         with pytest.raises(ValueError, match="invalid quantity"):
             whole("1x")
-    assert whole(0.5, 1000) == 500 and whole("0.5", 1000) == 500
     assert cpu_millis("0.5") == 500 and memory_bytes("0.5") == 1  # the same spelling, another scale
-    assert whole(Decimal("2.5")) == 3  # not one a cache holds by value: parsed each time
+    long = "0" * 100 + "1"
+    assert whole(long) == 1 and whole(Decimal("2.5")) == 3
+    with pytest.raises(ValueError, match="invalid quantity"):
+        whole(Decimal("sNaN"))  # type: ignore[arg-type]
+    cached = units._whole_recurring.cache_info().currsize
+    assert whole(long) == 1 and units._whole_recurring.cache_info().currsize == cached  # not kept
     assert parse_duration("90s") == parse_duration("90s") == timedelta(seconds=90)
-    with pytest.raises(ValueError, match="invalid duration"):
-        parse_duration("90")
+    assert units._parse_duration.cache_info().hits == 1
+
+
+def test_a_duration_too_long_for_a_timedelta_is_refused_as_invalid() -> None:
+    """Well formed but beyond what a timedelta holds: a ValueError (which validation turns into a
+    field error), never an OverflowError that would fail every reconcile of the app."""
+    with pytest.raises(ValueError, match="out of range"):
+        parse_duration("9999999999999999999999999999h")

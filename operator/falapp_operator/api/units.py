@@ -32,7 +32,10 @@ def _parse_duration(text: str) -> timedelta:
         pos = match.end()
     if pos != len(text):
         raise ValueError(f"invalid duration {text!r}: expected e.g. 90s, 1m30s, 500ms, 2h")
-    return timedelta(seconds=float(total))
+    try:
+        return timedelta(seconds=float(total))
+    except OverflowError as exc:  # a spelling the API's own check refuses too; never another error type
+        raise ValueError(f"duration {text!r} is out of range") from exc
 
 
 def format_duration(value: timedelta) -> str:
@@ -98,14 +101,17 @@ def parse_quantity(value: str | int | float) -> Decimal:
 # the scheduler counts amounts as 64-bit integers: anything larger is no amount it can fit anywhere, and
 # turning a number like 9e999990 into an int would hold the event loop for seconds
 INT64_DIGITS = 18
+MAX_CACHED_SPELLING = 64  # the CRDs' longest quantity; the API server writes pods' amounts shorter
 
 
 def whole(value: str | int | float, scale: int = 1, what: str = "quantity") -> int:
     """A quantity times `scale` as a whole number, rounded up (as the scheduler rounds requests).
     Raises ValueError when it is not a quantity or does not fit in 64 bits."""
     # every pod's and node's amounts are parsed at each of their events, and a few spellings recur (`1`,
-    # `8`, `16Gi`): those of the kinds a cache can hold are parsed once each
-    return (_whole_recurring if isinstance(value, str | int | float) else _whole)(value, scale, what)
+    # `8`, `16Gi`): parsed once each. Only short spellings of plain types are kept (a Decimal may not
+    # even hash: sNaN), so the cache holds at most a few hundred kilobytes whatever it is fed
+    recurring = isinstance(value, int | float) or (isinstance(value, str) and len(value) <= MAX_CACHED_SPELLING)
+    return (_whole_recurring if recurring else _whole)(value, scale, what)
 
 
 def _whole(value: str | int | float, scale: int, what: str) -> int:
