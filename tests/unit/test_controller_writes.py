@@ -670,12 +670,15 @@ async def test_room_given_up_while_an_app_is_reconciled_wakes_it_once_more(rig: 
     assert KEY in queue._batches or KEY in queue._queued, "room given up during the reconcile woke nobody"
 
 
-def deployment_failing(rig: Rig, reason: str) -> None:
+QUOTA_REFUSAL = 'pods "x" is forbidden: exceeded quota: gpus, requested: requests.nvidia.com/gpu=1'
+WEBHOOK_TIMEOUT = 'Internal error occurred: failed calling webhook "gpu.example": context deadline exceeded'
+
+
+def deployment_failing(rig: Rig, reason: str, message: str = WEBHOOK_TIMEOUT) -> None:
     """The H100 Deployment as the controller manager reports a ReplicaFailure of `reason`."""
     refused = copy.deepcopy(rig.fake.objects[f"{DEPLOYMENTS}/{H100}"])
     refused["status"] = {"replicas": 0, "observedGeneration": 1, "conditions": [{
-        "type": "ReplicaFailure", "status": "True", "reason": reason,
-        "message": 'pods "x" is forbidden: exceeded quota: gpus, requested: requests.nvidia.com/gpu=1'}]}
+        "type": "ReplicaFailure", "status": "True", "reason": reason, "message": message}]}
     rig.controller.child_watched(rig.controller.deployments, "MODIFIED", rig.fake.put(f"{DEPLOYMENTS}/{H100}", refused))
 
 
@@ -685,9 +688,9 @@ def scale(rig: Rig, replicas: int, generation: int) -> None:
 
 
 async def test_replicas_asked_for_where_the_replicaset_cannot_create_pods_claim_no_room(rig: Rig) -> None:
-    """A tenant's app scaled beyond its namespace's GPU quota: the ReplicaSet's creates fail. Replicas asked
-    for before that claim room until they expire (a webhook timing out fails a create for seconds only),
-    but further asks claim nothing while creates fail, however often the app is scaled."""
+    """The ReplicaSet's creates fail (a webhook timing out). Replicas asked for before that claim room
+    until they expire (the failure may last seconds only), but further asks claim nothing while creates
+    fail, however often the app is scaled."""
     rig.create_app(falapp(replicas=1))
     await rig.reconcile()
     assert rig.other_app_sees() == [7]
@@ -700,6 +703,25 @@ async def test_replicas_asked_for_where_the_replicaset_cannot_create_pods_claim_
     scale(rig, 3, 3)
     await rig.reconcile()
     assert rig.other_app_sees() == [6]
+
+
+async def test_replicas_the_namespaces_quota_refuses_give_their_room_back_at_once(rig: Rig) -> None:
+    """A tenant's app scaled beyond its namespace's GPU quota: the quota's refusal is definite, so the
+    replicas asked for before it stop claiming room as soon as the app hears of it (not 30 s later), and
+    the apps that would move to that type look again. Its pods that exist still claim theirs."""
+    controller = rig.controller
+    rig.create_app(falapp(replicas=1))
+    await rig.reconcile()
+    assert rig.other_app_sees() == [7]
+    off_preferred_other(controller)
+    await drained(controller)
+    deployment_failing(rig, "FailedCreate", QUOTA_REFUSAL)
+    await rig.reconcile()
+    assert rig.other_app_sees() == [8], "room the quota will not let the app use stayed claimed"
+    assert only_other_woken(controller), woken(controller)
+    scale(rig, 2, 2)
+    await rig.reconcile()
+    assert rig.other_app_sees() == [8], "a replica asked for while the quota refuses claimed room"
 
 
 async def test_a_reconcile_retried_after_a_failed_write_asks_for_its_replicas_once(rig: Rig) -> None:

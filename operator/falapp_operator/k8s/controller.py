@@ -79,6 +79,9 @@ EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its 
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
 # went (a lost pool's hundreds of doomed replacements are deleted one by one): no decision falls due then
 CLAIMS_WAKE_WINDOW = 1.0
+# what the quota admission plugin says when a namespace's ResourceQuota refuses an object (its ReplicaSet
+# reports it as FailedCreate): `pods "x" is forbidden: exceeded quota: gpus, requested: ...`
+QUOTA_EXCEEDED = "exceeded quota"
 # an app's status write that only updates counts (no condition turns, nothing else written, the same
 # generation) waits until at least this long after its last one: replicas coming up one by one cost one
 # write a second, not one each (longer when many apps wait: settings.status_counts_rate)
@@ -719,7 +722,12 @@ class Controller:
         # the new count less the pods there are still to come
         pods = Counter(p.machine_type for p in snap.pods if not p.terminating)  # the ones that stay
         for type_name in self.cache.claims.expecting(app):
-            self.cache.claims.expect_at_most(app, type_name, counts.get(type_name, 0) - pods[type_name])
+            # the namespace's quota refuses the pods (definite, unlike a webhook timing out): none still to
+            # come will until quota is freed, and then their pods claim room themselves; the room goes back
+            # now, not when the asks expire (a tenant beyond its quota hid it from everyone that long)
+            refused = type_name in snap.create_failing and QUOTA_EXCEEDED in snap.replica_failures.get(type_name, "")
+            to_come = 0 if refused else counts.get(type_name, 0) - pods[type_name]
+            self.cache.claims.expect_at_most(app, type_name, to_come)
         expecting = self.cache.claims.expecting(app)
         # newly asked for, and not expected yet (a reconcile retried after its write failed asks again);
         # none where the ReplicaSet's last creates failed (the namespace's quota, a webhook): a tenant's app
