@@ -10,6 +10,8 @@ the operator did not count the pod as smaller than the scheduler does either.
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +20,7 @@ import pytest
 from tests.builders import POOL_LABEL
 from tests.cluster.builders import PrivatePools, falapp
 from tests.cluster.conftest import OperatorProcess
-from tests.cluster.helpers import app_pods, events_for, wait_placement
+from tests.cluster.helpers import app_pods, events_for, wait_condition, wait_placement
 from tests.kube import Kubectl, condition, wait_until
 
 GPU = "nvidia.com/gpu"
@@ -110,3 +112,39 @@ def test_a_pod_no_scheduler_looks_at_holds_no_room_in_the_operators_view(
     kctl.apply(falapp("newcomer", [fast, slow], gpus=8, replicas=1, timeout="10m"))
     wait_placement(kctl, "newcomer", {fast.lower(): 1})
     assert all(p["metadata"]["labels"]["fal.ai/machine-type"] == fast.lower() for p in app_pods(kctl, "newcomer"))
+
+
+@pytest.fixture
+def quota_tenant(kubectl: Kubectl) -> Iterator[Kubectl]:
+    """Another tenant's namespace, whose ResourceQuota allows no GPU at all."""
+    name = f"t-quota-{uuid.uuid4().hex[:6]}"
+    kubectl.run("create", "namespace", name)
+    tenant = kubectl.in_namespace(name)
+    tenant.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpus"},
+                  "spec": {"hard": {f"requests.{GPU}": "0"}}})
+    # until the controller manager has counted the namespace, the quota refuses with "status unknown"
+    wait_until(lambda: (tenant.get("resourcequota", "gpus").get("status") or {}).get("hard"), timeout=30,
+               message="the quota in force")
+    yield tenant
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_replicas_a_tenants_quota_keeps_refusing_hold_no_room_in_the_operators_view(
+        kctl: Kubectl, running_operator: OperatorProcess, pools: PrivatePools, quota_tenant: Kubectl) -> None:
+    """A tenant's app asks for the whole fast node beyond its namespace's GPU quota: the operator asked
+    for the replica, so it counted the room as taken until its pod came. The quota refuses the pod; once
+    the refusal has lasted QUOTA_REFUSAL_LASTING (10 s: a tight quota refuses an app's own fallback for a
+    moment) the room is free again in the operator's view, and another tenant's app that went to the slow
+    type meanwhile moves up, well before the ask would have expired (30 s; nothing wakes the app then)."""
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    pools.add_node("fast", gpus=8)
+    pools.add_node("slow", gpus=8)
+    pools.operator_sees("fast", 1)
+    asked = time.monotonic()
+    quota_tenant.apply(falapp("greedy", [fast], gpus=8, replicas=1))
+    stalled = wait_condition(quota_tenant, "falapp", "greedy", "Stalled", "True", "ReplicaFailure", timeout=30)
+    assert "exceeded quota" in stalled["message"], stalled
+    kctl.apply(falapp("newcomer", [fast, slow], gpus=8, replicas=1, timeout="10m"))
+    wait_placement(kctl, "newcomer", {fast.lower(): 1}, timeout=60)
+    assert time.monotonic() - asked < 27, "on the fast type only once the refused ask had expired"
+    assert not app_pods(quota_tenant, "greedy")

@@ -14,12 +14,13 @@ import asyncio
 import copy
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
+from datetime import timedelta
 
 import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
 
-from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, FalAppSpec, FalAppStatus
+from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, FalAppSpec, FalAppStatus, format_time
 from falapp_operator.api.names import APP_LABEL, TYPE_LABEL
 from falapp_operator.k8s import controller as controller_module
 from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
@@ -674,11 +675,14 @@ QUOTA_REFUSAL = 'pods "x" is forbidden: exceeded quota: gpus, requested: request
 WEBHOOK_TIMEOUT = 'Internal error occurred: failed calling webhook "gpu.example": context deadline exceeded'
 
 
-def deployment_failing(rig: Rig, reason: str, message: str = WEBHOOK_TIMEOUT) -> None:
-    """The H100 Deployment as the controller manager reports a ReplicaFailure of `reason`."""
+def deployment_failing(rig: Rig, reason: str, message: str = WEBHOOK_TIMEOUT, lasted: float = 0) -> None:
+    """The H100 Deployment as the controller manager reports a ReplicaFailure of `reason`, first reported
+    `lasted` seconds ago by the API server's clock."""
     refused = copy.deepcopy(rig.fake.objects[f"{DEPLOYMENTS}/{H100}"])
+    since = format_time(rig.api.clock.now() - timedelta(seconds=lasted))
     refused["status"] = {"replicas": 0, "observedGeneration": 1, "conditions": [{
-        "type": "ReplicaFailure", "status": "True", "reason": reason, "message": message}]}
+        "type": "ReplicaFailure", "status": "True", "reason": reason, "message": message,
+        "lastTransitionTime": since}]}
     rig.controller.child_watched(rig.controller.deployments, "MODIFIED", rig.fake.put(f"{DEPLOYMENTS}/{H100}", refused))
 
 
@@ -705,17 +709,25 @@ async def test_replicas_asked_for_where_the_replicaset_cannot_create_pods_claim_
     assert rig.other_app_sees() == [6]
 
 
-async def test_replicas_the_namespaces_quota_refuses_give_their_room_back_at_once(rig: Rig) -> None:
-    """A tenant's app scaled beyond its namespace's GPU quota: the quota's refusal is definite, so the
-    replicas asked for before it stop claiming room as soon as the app hears of it (not 30 s later), and
-    the apps that would move to that type look again. Its pods that exist still claim theirs."""
-    controller = rig.controller
+async def test_replicas_the_namespaces_quota_keeps_refusing_give_their_room_back(rig: Rig) -> None:
+    """A tenant's app scaled beyond its namespace's GPU quota. A refusal of a moment keeps the claim (an
+    app's own fallback grows the next type before its stuck pod is gone and counted out of a tight
+    quota: the ReplicaSet's retry a second later succeeds), and the app looks again when the refusal has
+    lasted QUOTA_REFUSAL_LASTING; one that lasted that long gives the room back then, not when the ask
+    expires (30 s), and the apps that would move to that type look again."""
+    controller, loop = rig.controller, asyncio.get_running_loop()
     rig.create_app(falapp(replicas=1))
     await rig.reconcile()
     assert rig.other_app_sees() == [7]
     off_preferred_other(controller)
     await drained(controller)
-    deployment_failing(rig, "FailedCreate", QUOTA_REFUSAL)
+    deployment_failing(rig, "FailedCreate", QUOTA_REFUSAL, lasted=1)
+    await rig.reconcile()
+    assert rig.other_app_sees() == [7], "room given back at a refusal of a moment"
+    lasting = controller_module.QUOTA_REFUSAL_LASTING
+    assert lasting - 2 < controller.queue._routine_timers[KEY].when() - loop.time() < lasting, "not woken then"
+    await drained(controller)
+    deployment_failing(rig, "FailedCreate", QUOTA_REFUSAL, lasted=lasting)
     await rig.reconcile()
     assert rig.other_app_sees() == [8], "room the quota will not let the app use stayed claimed"
     assert only_other_woken(controller), woken(controller)

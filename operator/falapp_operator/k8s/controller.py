@@ -79,9 +79,11 @@ EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its 
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
 # went (a lost pool's hundreds of doomed replacements are deleted one by one): no decision falls due then
 CLAIMS_WAKE_WINDOW = 1.0
-# what the quota admission plugin says when a namespace's ResourceQuota refuses an object (its ReplicaSet
-# reports it as FailedCreate): `pods "x" is forbidden: exceeded quota: gpus, requested: ...`
-QUOTA_EXCEEDED = "exceeded quota"
+# seconds the namespace's quota must have refused a type's pods before the replicas asked for there stop
+# claiming room: an app's own fallback grows the next type before its stuck pod is gone and the quota
+# counted again, which a tight quota refuses for a second or two (the ReplicaSet retries); room given
+# back then would be promised twice
+QUOTA_REFUSAL_LASTING = 10.0
 # an app's status write that only updates counts (no condition turns, nothing else written, the same
 # generation) waits until at least this long after its last one: replicas coming up one by one cost one
 # write a second, not one each (longer when many apps wait: settings.status_counts_rate)
@@ -629,6 +631,7 @@ class Controller:
                 now=now,
                 replica_failures=state.replica_failures,
                 create_failing=frozenset(state.create_failing),
+                quota_refused_since=state.quota_refused_since,
                 namespace_labels=self.namespace_labels.get(namespace),
                 templates=self._templates,
             )
@@ -722,11 +725,17 @@ class Controller:
         # the new count less the pods there are still to come
         pods = Counter(p.machine_type for p in snap.pods if not p.terminating)  # the ones that stay
         for type_name in self.cache.claims.expecting(app):
-            # the namespace's quota refuses the pods (definite, unlike a webhook timing out): none still to
-            # come will until quota is freed, and then their pods claim room themselves; the room goes back
-            # now, not when the asks expire (a tenant beyond its quota hid it from everyone that long)
-            refused = type_name in snap.create_failing and QUOTA_EXCEEDED in snap.replica_failures.get(type_name, "")
-            to_come = 0 if refused else counts.get(type_name, 0) - pods[type_name]
+            to_come = counts.get(type_name, 0) - pods[type_name]
+            # the namespace's quota has refused the pods for a while (not a webhook timing out, not the
+            # moment of the app's own move): none still to come will until quota is freed, and then their
+            # pods claim room themselves; the room goes back now, not when the asks expire (a tenant
+            # beyond its quota hid it from everyone that long)
+            if (refused := snap.quota_refused_since.get(type_name)) is not None:
+                left = QUOTA_REFUSAL_LASTING - (snap.now - refused).total_seconds()
+                if left <= 0:
+                    to_come = 0
+                else:
+                    self.queue.add_after(("app", namespace, name), left + 0.01, due=False)
             self.cache.claims.expect_at_most(app, type_name, to_come)
         expecting = self.cache.claims.expecting(app)
         # newly asked for, and not expected yet (a reconcile retried after its write failed asks again);

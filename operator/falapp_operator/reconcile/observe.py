@@ -28,6 +28,10 @@ from falapp_operator.reconcile.children import decode_surge
 # managers whose fields on our children are the cluster's own bookkeeping
 OWN_STATUS_MANAGERS = frozenset({"kube-controller-manager"})
 
+# what the quota admission plugin says when a namespace's ResourceQuota refuses an object (a ReplicaSet
+# reports it as FailedCreate): `pods "x" is forbidden: exceeded quota: gpus, requested: ...`
+QUOTA_EXCEEDED = "exceeded quota"
+
 Body = TypeVar("Body", bound=JsonMapping)  # an object as given: a whole one, or what slim_pod keeps of it
 
 
@@ -40,6 +44,8 @@ class ChildrenState:
     # the controller manager's own reason for not creating pods (quota, admission): type -> message
     replica_failures: dict[str, str] = field(default_factory=dict)
     create_failing: set[str] = field(default_factory=set)  # of those, where creating pods failed (FailedCreate)
+    # of those, where the namespace's quota refused the pods, and since when the Deployment has said so
+    quota_refused_since: dict[str, datetime] = field(default_factory=dict)
     # when the operator last raised the Deployment's replicas (GROWN_ANNOTATION), where it says so
     grown_at: dict[str, datetime] = field(default_factory=dict)
 
@@ -91,6 +97,9 @@ def children_state(deployments: Iterable[JsonMapping], owner_uid: str | None = N
                 state.replica_failures[type_name] = condition.get("message") or condition.get("reason") or ""
                 if condition.get("reason") == "FailedCreate":
                     state.create_failing.add(type_name)
+                    since = parse_time_or_none(condition.get("lastTransitionTime"))
+                    if QUOTA_EXCEEDED in (condition.get("message") or "") and since is not None:
+                        state.quota_refused_since[type_name] = since
     return state
 
 
@@ -182,7 +191,7 @@ def slim_child(body: JsonMapping, field_manager: str) -> JsonObject:
     out["metadata"]["managedFields"] = others_managed_fields(meta, field_manager)
     if "replicas" in (body.get("spec") or {}):
         out["spec"] = {"replicas": body["spec"]["replicas"]}
-    failures = [_pick(c, ("type", "status", "reason", "message"))
+    failures = [_pick(c, ("type", "status", "reason", "message", "lastTransitionTime"))
                 for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "ReplicaFailure"]
     if failures:
         out["status"] = {"conditions": failures}
