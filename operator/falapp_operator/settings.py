@@ -13,7 +13,7 @@ class OperatorSettings(BaseSettings):
     workers: int = Field(256, ge=1, description="Apps reconciled concurrently (a reconcile waits on API writes, not "
                          "on CPU: in a burst of fallbacks more of them overlap).")
     requests_in_flight: int = Field(
-        16, ge=1, description="App requests (writes of Deployments, pods, FalApp status and events; reads of an "
+        48, ge=1, description="App requests (writes of Deployments, pods, FalApp status and events; reads of an "
         "app afresh) sent to the API server at once. More wait, those that start replacements (a Deployment that "
         "grows, a move's history) first, so that when many apps move at once each replacement is asked for before "
         "the others' tidying up; one that has waited a second behind more urgent ones gets every fourth slot.")
