@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable
 from datetime import timedelta
 
@@ -709,13 +710,21 @@ async def test_replicas_asked_for_where_the_replicaset_cannot_create_pods_claim_
     assert rig.other_app_sees() == [6]
 
 
+def asked_earlier(controller: Controller, seconds: float) -> None:
+    """The app's replicas expected on H100 as if asked for `seconds` earlier."""
+    by_type = controller.cache.claims._expected[APP]
+    by_type["gpu-h100"] = deque((at - seconds, shape) for at, shape in by_type["gpu-h100"])
+
+
 async def test_replicas_the_namespaces_quota_keeps_refusing_give_their_room_back(rig: Rig) -> None:
     """A tenant's app scaled beyond its namespace's GPU quota. A refusal of a moment keeps the claim (an
     app's own fallback grows the next type before its stuck pod is gone and counted out of a tight
-    quota: the ReplicaSet's retry a second later succeeds), and the app looks again when the refusal has
-    lasted QUOTA_REFUSAL_LASTING; one that lasted that long gives the room back then, not when the ask
-    expires (30 s), and the apps that would move to that type look again."""
+    quota: the ReplicaSet's retry a second later succeeds), and so does a refusal reported as old for a
+    replica asked for a moment ago (the condition reported late, or kept from an earlier refusal); the
+    app looks again when both have lasted QUOTA_REFUSAL_LASTING, and then the room goes back, not when the
+    ask expires (30 s), and the apps that would move to that type look again."""
     controller, loop = rig.controller, asyncio.get_running_loop()
+    lasting = controller_module.QUOTA_REFUSAL_LASTING
     rig.create_app(falapp(replicas=1))
     await rig.reconcile()
     assert rig.other_app_sees() == [7]
@@ -724,16 +733,30 @@ async def test_replicas_the_namespaces_quota_keeps_refusing_give_their_room_back
     deployment_failing(rig, "FailedCreate", QUOTA_REFUSAL, lasted=1)
     await rig.reconcile()
     assert rig.other_app_sees() == [7], "room given back at a refusal of a moment"
-    lasting = controller_module.QUOTA_REFUSAL_LASTING
     assert lasting - 2 < controller.queue._routine_timers[KEY].when() - loop.time() < lasting, "not woken then"
+    deployment_failing(rig, "FailedCreate", QUOTA_REFUSAL, lasted=lasting + 60)
+    await rig.reconcile()
+    assert rig.other_app_sees() == [7], "room asked for a moment ago given back on an old refusal"
+    assert controller.queue._routine_timers[KEY].when() - loop.time() < lasting, "not woken when the ask is old"
     await drained(controller)
-    deployment_failing(rig, "FailedCreate", QUOTA_REFUSAL, lasted=lasting)
+    asked_earlier(controller, lasting)
     await rig.reconcile()
     assert rig.other_app_sees() == [8], "room the quota will not let the app use stayed claimed"
     assert only_other_woken(controller), woken(controller)
     scale(rig, 2, 2)
     await rig.reconcile()
     assert rig.other_app_sees() == [8], "a replica asked for while the quota refuses claimed room"
+
+
+async def test_replicas_a_webhook_keeps_failing_claim_room_until_they_expire(rig: Rig) -> None:
+    """Only the quota's refusal gives room back early: a create failing for another reason (a webhook
+    timing out) may pass at the next try, so the replicas asked for claim their room until they expire."""
+    rig.create_app(falapp(replicas=1))
+    await rig.reconcile()
+    deployment_failing(rig, "FailedCreate", WEBHOOK_TIMEOUT, lasted=100)
+    asked_earlier(rig.controller, 20)
+    await rig.reconcile()
+    assert rig.other_app_sees() == [7]
 
 
 async def test_a_reconcile_retried_after_a_failed_write_asks_for_its_replicas_once(rig: Rig) -> None:

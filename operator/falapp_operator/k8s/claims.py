@@ -67,6 +67,15 @@ class ClaimTally:
             self._unexpect(app, by_type, machine_type, by_type[machine_type].pop())
             self._given_up(app, machine_type)
 
+    def give_up_asked_before(self, app: App, machine_type: str, at: float) -> float | None:
+        """The replicas of the app expected on the type that were asked for at or before `at` will not
+        come: they claim nothing any more. Returns when the oldest one left was asked for (None: none)."""
+        by_type = self._expected.get(app)
+        while by_type and machine_type in by_type and by_type[machine_type][0][0] <= at:
+            self._unexpect(app, by_type, machine_type, by_type[machine_type].popleft())
+            self._given_up(app, machine_type)
+        return by_type[machine_type][0][0] if by_type and machine_type in by_type else None
+
     def expecting(self, app: App) -> dict[str, int]:
         """Replicas of the app expected per type, their pods not seen yet."""
         return {machine_type: len(queue) for machine_type, queue in (self._expected.get(app) or {}).items()}

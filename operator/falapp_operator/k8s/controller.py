@@ -79,11 +79,11 @@ EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its 
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
 # went (a lost pool's hundreds of doomed replacements are deleted one by one): no decision falls due then
 CLAIMS_WAKE_WINDOW = 1.0
-# seconds the namespace's quota must have refused a type's pods before the replicas asked for there stop
-# claiming room: an app's own fallback grows the next type before its stuck pod is gone and the quota
-# counted again, which a tight quota refuses for a second or two (the ReplicaSet retries); room given
-# back then would be promised twice
-QUOTA_REFUSAL_LASTING = 10.0
+# seconds the namespace's quota must have refused a type's pods, and the replicas asked for there must
+# have waited, before those stop claiming room: an app's own fallback grows the next type before its
+# stuck pod is gone and the quota counted again, which a tight quota refuses for a second or two (the
+# ReplicaSet retries); room given back then would be promised twice
+QUOTA_REFUSAL_LASTING = 12.0  # past the ReplicaSet's retry at about 10 s
 # an app's status write that only updates counts (no condition turns, nothing else written, the same
 # generation) waits until at least this long after its last one: replicas coming up one by one cost one
 # write a second, not one each (longer when many apps wait: settings.status_counts_rate)
@@ -725,18 +725,21 @@ class Controller:
         # the new count less the pods there are still to come
         pods = Counter(p.machine_type for p in snap.pods if not p.terminating)  # the ones that stay
         for type_name in self.cache.claims.expecting(app):
-            to_come = counts.get(type_name, 0) - pods[type_name]
             # the namespace's quota has refused the pods for a while (not a webhook timing out, not the
-            # moment of the app's own move): none still to come will until quota is freed, and then their
-            # pods claim room themselves; the room goes back now, not when the asks expire (a tenant
-            # beyond its quota hid it from everyone that long)
+            # moment of the app's own move): those asked for that long ago will not come until quota is
+            # freed (then their pods claim room themselves), so their room goes back now, not when the
+            # asks expire (a tenant beyond its quota hid it from everyone that long). Both the refusal and
+            # the ask must be that old: the condition may be reported late (the controller manager
+            # behind), kept from an earlier refusal, or stamped by a clock behind the API server's
             if (refused := snap.quota_refused_since.get(type_name)) is not None:
-                left = QUOTA_REFUSAL_LASTING - (snap.now - refused).total_seconds()
-                if left <= 0:
-                    to_come = 0
-                else:
+                left: float | None = QUOTA_REFUSAL_LASTING - (snap.now - refused).total_seconds()
+                if left is not None and left <= 0:
+                    now = time.monotonic()
+                    oldest = self.cache.claims.give_up_asked_before(app, type_name, now - QUOTA_REFUSAL_LASTING)
+                    left = None if oldest is None else oldest + QUOTA_REFUSAL_LASTING - now
+                if left is not None:
                     self.queue.add_after(("app", namespace, name), left + 0.01, due=False)
-            self.cache.claims.expect_at_most(app, type_name, to_come)
+            self.cache.claims.expect_at_most(app, type_name, counts.get(type_name, 0) - pods[type_name])
         expecting = self.cache.claims.expecting(app)
         # newly asked for, and not expected yet (a reconcile retried after its write failed asks again);
         # none where the ReplicaSet's last creates failed (the namespace's quota, a webhook): a tenant's app
