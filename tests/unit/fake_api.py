@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 
-from falapp_operator.k8s.client import APPLY, MERGE, KubeApi, _without_env_lookups
+from falapp_operator.k8s.client import APPLY, MERGE, KubeApi, api_client
 
 FIELD_MANAGER = "falapp-operator"
 
@@ -260,7 +260,7 @@ async def serving(fake: FakeApiServer | None = None) -> AsyncIterator[tuple[Fake
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     configuration = client.Configuration(host=str(server.make_url("")).rstrip("/"))
-    api = KubeApi(_without_env_lookups(client.ApiClient(configuration)), FIELD_MANAGER)  # as load_config makes it
+    api = KubeApi(api_client(configuration), FIELD_MANAGER)  # as load_config makes it
     try:
         yield fake, api
     finally:

@@ -258,3 +258,24 @@ async def test_an_informer_continues_from_the_last_version_and_lists_again_when_
     calls = [(r.query.get("watch", "").lower() == "true", r.query.get("resourceVersion")) for r in fake.requests
              if r.path == DEPLOYMENTS]
     assert calls[:5] == [(False, None), (True, "99"), (True, "130"), (False, None), (True, "99")]
+
+
+async def test_the_client_holds_more_requests_at_once_than_kubernetes_asyncios_pool_of_100(
+        served: tuple[FakeApiServer, KubeApi]) -> None:
+    """Watches (eight per watched namespace) and the gate's requests share one client: a pool of its own
+    would hold urgent writes behind those let through first, and enough namespaces' watches every
+    connection (the leader's Lease renewals included). 120 requests the server holds for 10 s must all
+    reach it at once."""
+    fake, api = served
+    fake.slow("GET", "/falapps/held", 10, times=120)
+    requests = [asyncio.create_task(api.get_falapp("team-a", "held")) for _ in range(120)]
+    try:
+        for _ in range(500):
+            if len(fake.requests) >= 120:
+                break
+            await asyncio.sleep(0.01)
+        assert len(fake.requests) == 120, f"only {len(fake.requests)} of 120 reached the server at once"
+    finally:
+        for request in requests:
+            request.cancel()
+        await asyncio.gather(*requests, return_exceptions=True)

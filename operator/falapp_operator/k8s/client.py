@@ -36,7 +36,16 @@ async def load_config() -> client.ApiClient:
         config.load_incluster_config()
     else:
         await config.load_kube_config()
-    return _without_env_lookups(client.ApiClient())
+    return api_client(client.Configuration.get_default_copy())
+
+
+def api_client(configuration: client.Configuration) -> client.ApiClient:
+    """The operator's client. Its connections are not limited (kubernetes_asyncio's default is 100): the
+    app requests are (settings.requests_in_flight, let through by priority), and a second, unordered limit
+    under the watches (eight per watched namespace) would let tidying up hold urgent writes, and enough
+    namespaces' watches hold every connection, the leader's Lease renewals included."""
+    configuration.connection_pool_maxsize = 0  # aiohttp: no limit
+    return _without_env_lookups(client.ApiClient(configuration))
 
 
 def _without_env_lookups(api_client: client.ApiClient) -> client.ApiClient:
