@@ -732,12 +732,12 @@ class Controller:
             # the ask must be that old: the condition may be reported late (the controller manager
             # behind), kept from an earlier refusal, or stamped by a clock behind the API server's
             if (refused := snap.quota_refused_since.get(type_name)) is not None:
-                left: float | None = QUOTA_REFUSAL_LASTING - (snap.now - refused).total_seconds()
-                if left is not None and left <= 0:
+                left = QUOTA_REFUSAL_LASTING - (snap.now - refused).total_seconds()
+                if left <= 0:  # the refusal has lasted: the asks as old go; look again when the next is
                     now = time.monotonic()
                     oldest = self.cache.claims.give_up_asked_before(app, type_name, now - QUOTA_REFUSAL_LASTING)
-                    left = None if oldest is None else oldest + QUOTA_REFUSAL_LASTING - now
-                if left is not None:
+                    left = 0.0 if oldest is None else oldest + QUOTA_REFUSAL_LASTING - now
+                if left > 0:
                     self.queue.add_after(("app", namespace, name), left + 0.01, due=False)
             self.cache.claims.expect_at_most(app, type_name, counts.get(type_name, 0) - pods[type_name])
         expecting = self.cache.claims.expecting(app)
