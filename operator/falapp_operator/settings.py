@@ -38,6 +38,12 @@ class OperatorSettings(BaseSettings):
         "others about the same app before the app is reconciled: one reconcile for a burst (a rollout's pods are "
         "created, bound and become Ready within moments of each other). Spec changes, lost nodes and decisions "
         "falling due are not delayed; 0 reconciles at every event.")
+    progress_batch_window: float = Field(
+        1.0, ge=0, description="Seconds a pod's mere progress (created, bound, Ready, as expected) waits for "
+        "other events about the same app before the app is reconciled: such news changes only the app's "
+        "counts, so a slower pass saves reconciles when thousands of replicas start at once. News that may "
+        "change a decision (unschedulable, failing, deleted, no longer Ready; a replica becoming Ready while "
+        "the app moves one) waits event_batch_window and brings the pass forward; 0 reconciles at every event.")
     metrics_port: int = Field(8080, ge=0, description="Prometheus /metrics port; 0 turns it off.")
     machine_type_status_delay: float = Field(
         2.0, ge=0, description="Seconds to batch capacity changes before writing MachineType status.")

@@ -1326,6 +1326,27 @@ async def test_a_burst_of_an_apps_pod_events_makes_one_reconcile_and_a_spec_chan
     assert len(controller.queue) == 1  # at once
 
 
+async def test_a_replicas_mere_progress_waits_the_longer_window_and_news_brings_its_pass_forward(rig: Rig) -> None:
+    """Thousands of replicas starting at once: being made, bound and Ready changes an app's counts only,
+    one pass per progress_batch_window; a replica found unschedulable meanwhile is news (event_batch_window)."""
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    controller, loop = rig.controller, asyncio.get_running_loop()
+    controller.settings.progress_batch_window = 0.6
+    started = loop.time()
+    pending = rig.pending_pod("p1")
+    controller.pod_event(pending, deleted=False)  # made, not judged yet
+    controller.pod_event({**pending, "spec": {**pending["spec"], "nodeName": "h1"}}, deleted=False)  # bound
+    assert await asyncio.wait_for(controller.queue.get(), 2) == KEY
+    assert loop.time() - started >= 0.6
+    controller.queue.done(KEY)
+    started = loop.time()
+    controller.pod_event(rig.pending_pod("p2"), deleted=False)
+    rig.pod_of(H100, "p3", None)  # unschedulable: news
+    assert await asyncio.wait_for(controller.queue.get(), 2) == KEY
+    assert controller.settings.event_batch_window <= loop.time() - started < 0.6
+
+
 async def test_replicas_just_asked_for_claim_room_until_their_pods_come_or_they_expire(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """Freed room is promised to one app at a time: the replicas an app's reconcile asked for take room

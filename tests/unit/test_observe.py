@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 
-from falapp_operator.reconcile.observe import pod_view
+import pytest
+
+from falapp_operator.api.names import APP_LABEL, DELETION_COST, REVISION_LABEL, TEMPLATE_ANNOTATION, TYPE_LABEL
+from falapp_operator.reconcile.observe import pod_view, progress_only, slim_pod
 from tests import builders
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -68,3 +72,80 @@ def test_transient_start_troubles_are_left_to_the_startup_timeout() -> None:
 def test_a_missing_secret_fails_without_a_message_too() -> None:
     statuses = [{"name": "app", "state": {"waiting": {"reason": "CreateContainerConfigError"}}}]
     assert pod_view(pod([SCHEDULED], statuses), False, NOW).failing == "CreateContainerConfigError"
+
+
+# --- mere progress or news (progress_only): how long an app's pod event may wait for others ---------
+
+UNSCHEDULABLE = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "lastTransitionTime": "2025-01-01T11:10:00Z", "message": "0/4 nodes are available"}
+RUNNING = [{"name": "app", "restartCount": 0, "state": {"running": {}}}]
+CRASHING = [{"name": "app", "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]
+
+
+def made(**changes: object) -> dict:
+    """A replica's pod just made by its ReplicaSet (labels and annotations as the operator's template)."""
+    body = builders.pod("p", created="2025-01-01T11:00:00Z", phase="Pending",
+                        labels={APP_LABEL: "llm", TYPE_LABEL: "gpu-h100", REVISION_LABEL: "r1"})
+    body["metadata"]["annotations"] = {TEMPLATE_ANNOTATION: "t1"}
+    for path, value in changes.items():
+        where, key = {"node": ("spec", "nodeName"), "nominated": ("status", "nominatedNodeName"),
+                      "gates": ("spec", "schedulingGates"), "phase": ("status", "phase")}[path]
+        body[where][key] = value
+    return body
+
+
+def with_conditions(body: dict, *conditions: dict, statuses: list[dict] | None = None) -> dict:
+    body = copy.deepcopy(body)
+    body["status"]["conditions"] = list(conditions)
+    if statuses is not None:
+        body["status"]["containerStatuses"] = statuses
+    return body
+
+
+def annotated(body: dict, **annotations: str) -> dict:
+    body = copy.deepcopy(body)
+    body["metadata"]["annotations"] = {**body["metadata"]["annotations"], **annotations}
+    return body
+
+
+PENDING = made()
+BOUND = with_conditions(made(node="n1"), SCHEDULED)
+READY = with_conditions(made(node="n1", phase="Running"), SCHEDULED, {"type": "Ready", "status": "True"},
+                        statuses=RUNNING)
+STUCK = with_conditions(PENDING, UNSCHEDULABLE)
+DELETING = copy.deepcopy(READY)
+DELETING["metadata"]["deletionTimestamp"] = "2025-01-01T11:40:00Z"
+
+PROGRESS_CASES = [
+    # (what happened, held before (None: new), now, the app moving a replica, mere progress)
+    ("made, not judged yet", None, PENDING, False, True),
+    ("bound", PENDING, BOUND, False, True),
+    ("Ready", BOUND, READY, False, True),
+    ("made, bound and Ready between two events", PENDING, READY, False, True),
+    ("nothing the reconcile reads", READY, copy.deepcopy(READY), False, True),
+    ("Ready while a replica moves: the next step waits on it", BOUND, READY, True, False),
+    ("bound while a replica moves", PENDING, BOUND, True, True),
+    ("new and already unschedulable (seen late)", None, STUCK, False, False),
+    ("new and gated", None, made(gates=[{"name": "queue"}]), False, False),
+    ("new and marked to go first", None, annotated(PENDING, **{DELETION_COST: "-1000"}), False, False),
+    ("unschedulable", PENDING, STUCK, False, False),
+    ("the scheduler's word changed", STUCK, with_conditions(PENDING, {**UNSCHEDULABLE, "message": "0/5 nodes"}),
+     False, False),
+    ("unschedulable, then bound", STUCK, BOUND, False, False),
+    ("an autoscaler nominated a node", PENDING, made(nominated="n9"), False, False),
+    ("no longer Ready", READY, with_conditions(READY, SCHEDULED, {"type": "Ready", "status": "False"}), False, False),
+    ("crash-looping", BOUND, with_conditions(BOUND, SCHEDULED, statuses=CRASHING), False, False),
+    ("being deleted", READY, DELETING, False, False),
+    ("finished", READY, made(node="n1", phase="Failed"), False, False),
+    ("marked to go first", READY, annotated(READY, **{DELETION_COST: "-1000"}),
+     False, False),
+    ("a new template", READY, annotated(READY, **{TEMPLATE_ANNOTATION: "t2"}), False, False),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "moving", "expected"), [case[1:] for case in PROGRESS_CASES],
+                         ids=[case[0] for case in PROGRESS_CASES])
+def test_mere_progress_is_told_from_news(old: dict | None, new: dict, moving: bool, expected: bool) -> None:
+    assert progress_only(old, new, moving) is expected
+    # the controller holds slim copies: they read the same
+    assert progress_only(None if old is None else slim_pod(old), slim_pod(new), moving) is expected

@@ -159,6 +159,19 @@ async def test_events_within_the_batch_window_make_one_pass_after_it() -> None:
     assert await nothing_within(queue, 0.15)  # the later events waited for the same pass
 
 
+async def test_news_brings_a_batch_of_mere_progress_forward_and_progress_never_puts_news_off() -> None:
+    queue = WorkQueue()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    queue.add_batched(A, 10)  # a replica bound: counts only, a slow pass will do
+    queue.add_batched(A, 0.05)  # another turned unschedulable: its pass within the short window
+    queue.add_batched(A, 10)  # more progress: not later for it
+    assert await take(queue) == A
+    assert loop.time() - started < 1
+    queue.done(A)
+    assert await nothing_within(queue, 0.1)  # the long batch went with it
+
+
 async def test_a_batched_event_for_a_key_already_waiting_adds_no_delay_and_no_pass() -> None:
     queue = WorkQueue()
     queue.add(A)

@@ -32,7 +32,7 @@ from falapp_operator.api import (
     MachineTypeStatus,
     parse_time,
 )
-from falapp_operator.api.names import APP_LABEL, TYPE_LABEL, service_name
+from falapp_operator.api.names import APP_LABEL, SURGE_ANNOTATION, TYPE_LABEL, service_name
 from falapp_operator.k8s.cache import (
     FAILED_SCHEDULING,
     KARPENTER,
@@ -58,6 +58,7 @@ from falapp_operator.reconcile.observe import (
     controller_uid,
     made_by,
     pod_view,
+    progress_only,
     slim_child,
     slim_falapp,
     slim_pod,
@@ -319,9 +320,10 @@ class Controller:
 
     # --- event intake (called by handlers) -------------------------------------------------------
     def app_event(self, namespace: str, name: str, generation: int | None = None, uid: str = "",
-                  batch: bool = False) -> None:
+                  batch: bool = False, progress: bool = False) -> None:
         """Something about the app changed; `batch`: an event of its pods or children, reconciled together
-        with those that follow it within settings.event_batch_window."""
+        with those that follow it within settings.event_batch_window (`progress`: a pod's mere progress,
+        observe.progress_only: within settings.progress_batch_window)."""
         if self.settings.manages(namespace):
             key = (namespace, name)
             if key not in self.apps:
@@ -332,7 +334,8 @@ class Controller:
             if generation is not None:
                 self.generations[key] = (uid, generation)
             if batch and not urgent:
-                self.queue.add_batched(("app", namespace, name), self.settings.event_batch_window)
+                self.queue.add_batched(("app", namespace, name), self.settings.progress_batch_window
+                                       if progress else self.settings.event_batch_window)
             else:
                 self.queue.add(("app", namespace, name), urgent=urgent)
 
@@ -438,14 +441,17 @@ class Controller:
         new = old is None
         freed = self.cache.remove_pod(meta["uid"]) if deleted else self.cache.upsert_pod(body)
         app = (meta.get("labels") or {}).get(APP_LABEL) or (old.app if old and deleted else None)
+        held = None if deleted or "name" not in meta else self.app_pods.get((meta.get("namespace") or "", meta["name"]))
         changed = self._app_pod(body, "DELETED" if deleted else "MODIFIED")
         if app and not deleted:
             self._warn_other_scheduler(meta, body.get("spec") or {})
         if app:
+            namespace = meta.get("namespace") or (old.namespace if old else "")
             if new and not deleted:
                 self._seen(meta["namespace"], app, (meta.get("labels") or {}).get(TYPE_LABEL, ""))
             if changed or new or deleted:
-                self.app_event(meta.get("namespace") or (old.namespace if old else ""), app, batch=True)
+                self.app_event(namespace, app, batch=True, progress=not deleted and progress_only(
+                    held, body, moving=self._moving(namespace, app)))
             self._touch_machinetypes()
         # room freed on a node no machine type uses (CPU churn elsewhere) wakes nobody
         if freed and old is not None and old.node and self.cache.of_any_type(old.node, self.catalogue.values()):
@@ -454,6 +460,11 @@ class Controller:
                 old is None or old.node != now.node) and self.cache.of_any_type(now.node, self.catalogue.values()):
             self._touch_machinetypes()  # another team's pod took room on a type's node: its status shows it
         self._claims_changed()
+
+    def _moving(self, namespace: str, app: str) -> bool:
+        """Whether the app has a make-before-break replica in flight (a move, a probe of a better type)."""
+        return any((d["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION)
+                   for d in self.deployments.of_app(namespace, app))
 
     def _warn_other_scheduler(self, meta: JsonMapping, spec: JsonMapping) -> None:
         name = spec.get("schedulerName")

@@ -59,11 +59,19 @@ class WorkQueue(Generic[K]):
 
     def add_batched(self, key: K, window: float) -> None:
         """An event about the key: a routine pass once `window` has passed, shared with the events that
-        come meanwhile (one pass for a burst), and with any pass handed out before then."""
+        come meanwhile (one pass for a burst), and with any pass handed out before then. A shorter
+        window than the batch's own brings its pass forward (news that may change a decision joins
+        a batch of mere progress)."""
         if window <= 0:
             self.add(key)
-        elif key not in self._queued and key not in self._dirty and key not in self._batches:
-            self._batches[key] = asyncio.get_running_loop().call_later(window, self._batch_due, key)
+        elif key not in self._queued and key not in self._dirty:
+            loop = asyncio.get_running_loop()
+            batch = self._batches.get(key)
+            if batch is not None:
+                if batch.when() <= loop.time() + window:
+                    return
+                batch.cancel()
+            self._batches[key] = loop.call_later(window, self._batch_due, key)
 
     def _batch_due(self, key: K) -> None:
         del self._batches[key]

@@ -7,7 +7,7 @@ the objects of its model cluster, so both decide from the same reading of the sa
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -130,6 +130,34 @@ def pod_view(pod: JsonMapping, scale_up_coming: bool, now: datetime, scale_up_re
         template=(meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION, ""),
         revision=(meta.get("labels") or {}).get("pod-template-hash", ""),
     )
+
+
+def progress_only(old: JsonMapping | None, new: JsonMapping, moving: bool) -> bool:
+    """Whether a pod's change (`old`: as held before, None: new; whole or as slim_pod keeps it) is mere
+    progress of a replica starting as expected: made and not judged yet, bound, Ready, with nothing else
+    that pod_view reads changed, nor its deletion mark. Such news changes the app's counts, not a decision,
+    unless the app is moving a replica (`moving`: one in flight, whose Ready lets the next step go).
+    Anything else is news: unschedulable, an autoscaler's word, gated, failing, deleted, no longer Ready,
+    a new template."""
+    now = pod_view(new, False, EPOCH)
+    if old is None:
+        return not (now.gated or now.failing or now.terminating or now.unschedulable_since
+                    or now.scale_up_coming or _marked(new))
+    was = pod_view(old, False, EPOCH)
+    return (_still(was) == _still(now) and _marked(old) == _marked(new) and was.bound <= now.bound
+            and was.ready <= now.ready and not (moving and now.ready and not was.ready))
+
+
+EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def _still(view: PodView) -> PodView:
+    """The view but for what moves forward as a replica starts."""
+    return replace(view, bound=False, bound_since=None, ready=False)
+
+
+def _marked(pod: JsonMapping) -> str | None:
+    return (pod["metadata"].get("annotations") or {}).get(DELETION_COST)
 
 
 # a container waiting for one of these will not start by itself: an image name that cannot be pulled
