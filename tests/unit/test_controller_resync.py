@@ -5,6 +5,7 @@ periodic resync, and its room counts as free again. Autoscaler announcements are
 from __future__ import annotations
 
 import asyncio
+import copy
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL
 from falapp_operator.k8s.client import ServerClock
@@ -89,6 +90,31 @@ async def test_resync_drops_a_pod_whose_deletion_the_watch_missed():
         api.nodes = []
         await controller.resync()
         assert controller.cache.nodes == {}
+    finally:
+        await controller.stop()
+
+
+async def test_a_pod_that_changed_while_the_watch_was_away_queues_its_app():
+    """A replica bound, Ready or failing during the gap is news to its app once the LIST shows it."""
+    pending = builders.pod("p1", namespace="team-a", uid="uid-p1", phase="Pending",
+                           labels={builders.APP_LABEL: "llm", builders.TYPE_LABEL: "gpu-h100"},
+                           requests={builders.GPU: "1", "cpu": "1", "memory": "1Gi"})
+    pending["metadata"]["resourceVersion"] = "5"
+    api = ListingApi([node("n1")], [pending])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0,
+                                                  event_batch_window=0))
+    await controller.start()
+    try:
+        controller.queue._queued.clear()
+        await controller.resync()
+        assert ("app", "team-a", "llm") not in controller.queue._queued, "nothing changed: nothing to look at"
+        running = copy.deepcopy(pending)
+        running["metadata"]["resourceVersion"] = "9"
+        running["spec"]["nodeName"] = "n1"
+        running["status"]["conditions"].append({"type": "Ready", "status": "True"})
+        api.pods = [running]
+        await controller.resync()
+        assert ("app", "team-a", "llm") in controller.queue._queued
     finally:
         await controller.stop()
 

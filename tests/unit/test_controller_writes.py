@@ -22,7 +22,7 @@ import pytest_asyncio
 from prometheus_client import REGISTRY
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, FalAppSpec, FalAppStatus, format_time
-from falapp_operator.api.names import APP_LABEL, TYPE_LABEL
+from falapp_operator.api.names import APP_LABEL, SURGE_ANNOTATION, TYPE_LABEL
 from falapp_operator.k8s import controller as controller_module
 from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
 from falapp_operator.k8s.controller import Controller
@@ -1345,6 +1345,68 @@ async def test_a_replicas_mere_progress_waits_the_longer_window_and_news_brings_
     rig.pod_of(H100, "p3", None)  # unschedulable: news
     assert await asyncio.wait_for(controller.queue.get(), 2) == KEY
     assert controller.settings.event_batch_window <= loop.time() - started < 0.6
+
+
+async def wait_for_pass(controller: Controller) -> float:
+    """Seconds until the app's next pass is handed out (and done with)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while (key := await asyncio.wait_for(controller.queue.get(), 3)) != KEY:
+        controller.queue.done(key)  # the MachineTypes' status pass: not the app's
+    controller.queue.done(KEY)
+    return loop.time() - started
+
+
+def ready(rig: Rig, body: dict) -> dict:
+    """The pod Ready, as the API stores it (a new resourceVersion)."""
+    body = copy.deepcopy(body)
+    body["status"]["conditions"].append({"type": "Ready", "status": "True"})
+    return rig.fake.put(f"/api/v1/namespaces/{NS}/pods/{body['metadata']['name']}", body)
+
+
+async def test_the_replica_that_makes_the_app_ready_is_news(rig: Rig) -> None:
+    """Its Ready condition turns (kubectl wait, Helm --wait, Argo CD): not put off like counts."""
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    controller = rig.controller
+    controller.settings.progress_batch_window = 0.6
+    first, second = rig.pod_of(H100, "p1", "h1"), rig.pod_of(H100, "p2", "h1")
+    await wait_for_pass(controller)
+    controller.pod_event(ready(rig, first), deleted=False)
+    assert await wait_for_pass(controller) >= 0.6, "one of two Ready: counts"
+    controller.pod_event(ready(rig, second), deleted=False)
+    assert await wait_for_pass(controller) < 0.6, "two of two Ready: the app is Ready"
+
+
+async def test_while_a_replica_is_in_flight_its_progress_is_news(rig: Rig) -> None:
+    """A make-before-break replica (a move, a probe of a better type): its Ready lets the next step go."""
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    controller = rig.controller
+    controller.settings.progress_batch_window = 0.6
+    pending = rig.pending_pod("p1")
+    controller.pod_event(pending, deleted=False)
+    assert await wait_for_pass(controller) >= 0.6, "steady: its progress waits"
+    in_flight = copy.deepcopy(rig.fake.objects[f"{DEPLOYMENTS}/{H100}"])
+    in_flight["metadata"].setdefault("annotations", {})[SURGE_ANNOTATION] = "gpu-h100:1"
+    controller.child_watched(controller.deployments, "MODIFIED", rig.fake.put(f"{DEPLOYMENTS}/{H100}", in_flight))
+    await wait_for_pass(controller)
+    controller.pod_event({**pending, "spec": {**pending["spec"], "nodeName": "h1"}}, deleted=False)
+    assert await wait_for_pass(controller) < 0.6
+
+
+async def test_mid_rollout_a_replicas_progress_is_news(rig: Rig) -> None:
+    """A rollout restart's new revision: the engine steps rollouts by the revisions' pods."""
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    controller = rig.controller
+    controller.settings.progress_batch_window = 0.6
+    rig.pod_of(H100, "p1", "h1")
+    await wait_for_pass(controller)
+    restarted = rig.pending_pod("p2")
+    restarted["metadata"]["labels"] = {**restarted["metadata"]["labels"], "pod-template-hash": "r2"}
+    controller.pod_event(restarted, deleted=False)
+    assert await wait_for_pass(controller) < 0.6
 
 
 async def test_replicas_just_asked_for_claim_room_until_their_pods_come_or_they_expire(

@@ -87,6 +87,7 @@ def made(**changes: object) -> dict:
     body = builders.pod("p", created="2025-01-01T11:00:00Z", phase="Pending",
                         labels={APP_LABEL: "llm", TYPE_LABEL: "gpu-h100", REVISION_LABEL: "r1"})
     body["metadata"]["annotations"] = {TEMPLATE_ANNOTATION: "t1"}
+    body["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "llm-r1", "uid": "rs-1", "controller": True}]
     for path, value in changes.items():
         where, key = {"node": ("spec", "nodeName"), "nominated": ("status", "nominatedNodeName"),
                       "gates": ("spec", "schedulingGates"), "phase": ("status", "phase")}[path]
@@ -116,36 +117,42 @@ STUCK = with_conditions(PENDING, UNSCHEDULABLE)
 DELETING = copy.deepcopy(READY)
 DELETING["metadata"]["deletionTimestamp"] = "2025-01-01T11:40:00Z"
 
+ORPHANED = copy.deepcopy(READY)
+ORPHANED["metadata"]["ownerReferences"] = []
+
 PROGRESS_CASES = [
-    # (what happened, held before (None: new), now, the app moving a replica, mere progress)
-    ("made, not judged yet", None, PENDING, False, True),
-    ("bound", PENDING, BOUND, False, True),
-    ("Ready", BOUND, READY, False, True),
-    ("made, bound and Ready between two events", PENDING, READY, False, True),
-    ("nothing the reconcile reads", READY, copy.deepcopy(READY), False, True),
-    ("Ready while a replica moves: the next step waits on it", BOUND, READY, True, False),
-    ("bound while a replica moves", PENDING, BOUND, True, True),
-    ("new and already unschedulable (seen late)", None, STUCK, False, False),
-    ("new and gated", None, made(gates=[{"name": "queue"}]), False, False),
-    ("new and marked to go first", None, annotated(PENDING, **{DELETION_COST: "-1000"}), False, False),
-    ("unschedulable", PENDING, STUCK, False, False),
+    # (what happened, held before (None: new), now, the app steady, mere progress)
+    ("made, not judged yet", None, PENDING, True, True),
+    ("bound", PENDING, BOUND, True, True),
+    ("Ready", BOUND, READY, True, True),
+    ("made, bound and Ready between two events", PENDING, READY, True, True),
+    ("nothing the reconcile reads", READY, copy.deepcopy(READY), True, True),
+    ("first seen Ready", None, READY, True, True),
+    ("Ready while the app moves a replica, is off its preferred type or short of room", BOUND, READY, False, False),
+    ("bound while the app is not steady", PENDING, BOUND, False, False),
+    ("made while the app is not steady", None, PENDING, False, False),
+    ("new and already unschedulable (seen late)", None, STUCK, True, False),
+    ("new and gated", None, made(gates=[{"name": "queue"}]), True, False),
+    ("new and marked to go first", None, annotated(PENDING, **{DELETION_COST: "-1000"}), True, False),
+    ("unschedulable", PENDING, STUCK, True, False),
     ("the scheduler's word changed", STUCK, with_conditions(PENDING, {**UNSCHEDULABLE, "message": "0/5 nodes"}),
-     False, False),
-    ("unschedulable, then bound", STUCK, BOUND, False, False),
-    ("an autoscaler nominated a node", PENDING, made(nominated="n9"), False, False),
-    ("no longer Ready", READY, with_conditions(READY, SCHEDULED, {"type": "Ready", "status": "False"}), False, False),
-    ("crash-looping", BOUND, with_conditions(BOUND, SCHEDULED, statuses=CRASHING), False, False),
-    ("being deleted", READY, DELETING, False, False),
-    ("finished", READY, made(node="n1", phase="Failed"), False, False),
-    ("marked to go first", READY, annotated(READY, **{DELETION_COST: "-1000"}),
-     False, False),
-    ("a new template", READY, annotated(READY, **{TEMPLATE_ANNOTATION: "t2"}), False, False),
+     True, False),
+    ("unschedulable, then bound", STUCK, BOUND, True, False),
+    ("an autoscaler nominated a node", PENDING, made(nominated="n9"), True, False),
+    ("no longer Ready", READY, with_conditions(READY, SCHEDULED, {"type": "Ready", "status": "False"}), True, False),
+    ("crash-looping", BOUND, with_conditions(BOUND, SCHEDULED, statuses=CRASHING), True, False),
+    ("being deleted", READY, DELETING, True, False),
+    ("finished", READY, made(node="n1", phase="Failed"), True, False),
+    ("marked to go first", READY, annotated(READY, **{DELETION_COST: "-1000"}), True, False),
+    ("a new template", READY, annotated(READY, **{TEMPLATE_ANNOTATION: "t2"}), True, False),
+    ("released by its ReplicaSet", READY, ORPHANED, True, False),
 ]
 
 
-@pytest.mark.parametrize(("old", "new", "moving", "expected"), [case[1:] for case in PROGRESS_CASES],
+@pytest.mark.parametrize(("old", "new", "steady", "expected"), [case[1:] for case in PROGRESS_CASES],
                          ids=[case[0] for case in PROGRESS_CASES])
-def test_mere_progress_is_told_from_news(old: dict | None, new: dict, moving: bool, expected: bool) -> None:
-    assert progress_only(old, new, moving) is expected
-    # the controller holds slim copies: they read the same
-    assert progress_only(None if old is None else slim_pod(old), slim_pod(new), moving) is expected
+def test_mere_progress_is_told_from_news(old: dict | None, new: dict, steady: bool, expected: bool) -> None:
+    assert progress_only(old, new, steady) is expected
+    # the controller holds a slim copy of what it saw last, and the watch brings the whole pod
+    assert progress_only(None if old is None else slim_pod(old), new, steady) is expected
+    assert progress_only(None if old is None else slim_pod(old), slim_pod(new), steady) is expected

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from falapp_operator import metrics
 from falapp_operator.api import (
     API_VERSION,
+    ConditionType,
     FalAppSpec,
     FalAppStatus,
     JsonMapping,
@@ -32,7 +33,7 @@ from falapp_operator.api import (
     MachineTypeStatus,
     parse_time,
 )
-from falapp_operator.api.names import APP_LABEL, SURGE_ANNOTATION, TYPE_LABEL, service_name
+from falapp_operator.api.names import APP_LABEL, REVISION_LABEL, SURGE_ANNOTATION, TYPE_LABEL, service_name
 from falapp_operator.k8s.cache import (
     FAILED_SCHEDULING,
     KARPENTER,
@@ -52,11 +53,12 @@ from falapp_operator.placement import Move, NodeFree, after_shapes, shape_of
 from falapp_operator.placement.eligibility import candidate_types, resolve
 from falapp_operator.placement.snapshot import FreeOnRead
 from falapp_operator.reconcile import children
-from falapp_operator.reconcile.app import AppPlan, AppSnapshot, invalid, plan
+from falapp_operator.reconcile.app import STEADY_READY_REASONS, AppPlan, AppSnapshot, invalid, plan
 from falapp_operator.reconcile.observe import (
     children_state,
     controller_uid,
     made_by,
+    pod_ready,
     pod_view,
     progress_only,
     slim_child,
@@ -268,10 +270,12 @@ class Controller:
                     if meta["uid"] not in newer:
                         new = meta["uid"] not in self.cache.pods
                         self.cache.upsert_pod(body)
-                        self._app_pod(body, "ADDED")
+                        changed = self._app_pod(body, "ADDED")
                         labels = meta.get("labels") or {}
                         if new and labels.get(APP_LABEL):  # a replica asked for has come (its watch event lost)
                             self._seen(meta["namespace"], labels[APP_LABEL], labels.get(TYPE_LABEL, ""))
+                        if changed and labels.get(APP_LABEL):  # changed while the watch was away: news
+                            self.app_event(meta["namespace"], labels[APP_LABEL], batch=True)
                 self._pods_version = await self.api.list_pods(listed)
             finally:
                 self._watched_during_resync = None
@@ -451,7 +455,7 @@ class Controller:
                 self._seen(meta["namespace"], app, (meta.get("labels") or {}).get(TYPE_LABEL, ""))
             if changed or new or deleted:
                 self.app_event(namespace, app, batch=True, progress=not deleted and progress_only(
-                    held, body, moving=self._moving(namespace, app)))
+                    held, body, steady=self._steady(namespace, app)) and not self._completes(namespace, app))
             self._touch_machinetypes()
         # room freed on a node no machine type uses (CPU churn elsewhere) wakes nobody
         if freed and old is not None and old.node and self.cache.of_any_type(old.node, self.catalogue.values()):
@@ -461,10 +465,32 @@ class Controller:
             self._touch_machinetypes()  # another team's pod took room on a type's node: its status shows it
         self._claims_changed()
 
-    def _moving(self, namespace: str, app: str) -> bool:
-        """Whether the app has a make-before-break replica in flight (a move, a probe of a better type)."""
-        return any((d["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION)
-                   for d in self.deployments.of_app(namespace, app))
+    def _steady(self, namespace: str, app: str) -> bool:
+        """Whether the app's replicas are only starting or running, so that a replica's progress changes
+        its counts alone (see observe.progress_only): not while a make-before-break replica is in flight
+        (its Ready lets the next step go), nor off its preferred type (a probe waits for the replicas to
+        be placed), nor mid-rollout (pods of two revisions on a type: a rollout restart's too), nor while its Ready
+        condition says more than that (no room, a rollout, a failure)."""
+        if (namespace, app) in self.off_preferred or any(
+                (d["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION)
+                for d in self.deployments.of_app(namespace, app)):
+            return False
+        labels = [p["metadata"].get("labels") or {} for p in self.app_pods.of_app(namespace, app)]
+        revisions = {(held.get(TYPE_LABEL), held.get(REVISION_LABEL)) for held in labels}
+        if len(revisions) > len({machine_type for machine_type, _ in revisions}):
+            return False
+        stored = self.falapps.get((namespace, app))
+        conditions = ((stored or {}).get("status") or {}).get("conditions") or []
+        ready = next((c.get("reason") for c in conditions if c.get("type") == ConditionType.READY.value), None)
+        return ready in STEADY_READY_REASONS
+
+    def _completes(self, namespace: str, app: str) -> bool:
+        """Whether the app's pods Ready, as held now, make up its wanted replicas: its Ready condition
+        turns (kubectl wait, Helm --wait and Argo CD read it), news however it came."""
+        stored = self.falapps.get((namespace, app))
+        wanted = ((stored or {}).get("spec") or {}).get("replicas")
+        return isinstance(wanted, int) and sum(
+            pod_ready(p) for p in self.app_pods.of_app(namespace, app)) >= wanted
 
     def _warn_other_scheduler(self, meta: JsonMapping, spec: JsonMapping) -> None:
         name = spec.get("schedulerName")

@@ -134,6 +134,10 @@ def _probe_budget(spec: FalAppSpec) -> float:
 
 CLOCK_LEEWAY = timedelta(minutes=1)
 
+# the app's Ready condition reasons (None: no status yet) under which a replica being made, bound or
+# Ready only changes its counts (see _status: the other reasons turn on such news)
+STEADY_READY_REASONS = frozenset({None, "ReplicasNotReady", "AllReplicasReady"})
+
 
 def plan(snap: AppSnapshot) -> AppPlan:
     problem = app_name_problem(snap.ref.name, snap.spec)  # an app created before the CRD checked it

@@ -120,7 +120,7 @@ def pod_view(pod: JsonMapping, scale_up_coming: bool, now: datetime, scale_up_re
         bound_since=parse_time(scheduled.get("lastTransitionTime")) if scheduled.get("status") == "True" else None,
         failing=container_failure(status),
         # on a deleted node it runs nowhere, whatever its last status said
-        ready=conditions.get("Ready", {}).get("status") == "True" and not (node_gone and spec.get("nodeName")),
+        ready=pod_ready(pod) and not (node_gone and spec.get("nodeName")),
         terminating=bool(meta.get("deletionTimestamp")) or status.get("phase") in ("Succeeded", "Failed"),
         unschedulable_since=(parse_time(scheduled.get("lastTransitionTime")) or now) if unschedulable else None,
         scheduler_message=scheduled.get("message", "") if unschedulable else "",
@@ -132,20 +132,22 @@ def pod_view(pod: JsonMapping, scale_up_coming: bool, now: datetime, scale_up_re
     )
 
 
-def progress_only(old: JsonMapping | None, new: JsonMapping, moving: bool) -> bool:
+def progress_only(old: JsonMapping | None, new: JsonMapping, steady: bool) -> bool:
     """Whether a pod's change (`old`: as held before, None: new; whole or as slim_pod keeps it) is mere
     progress of a replica starting as expected: made and not judged yet, bound, Ready, with nothing else
-    that pod_view reads changed, nor its deletion mark. Such news changes the app's counts, not a decision,
-    unless the app is moving a replica (`moving`: one in flight, whose Ready lets the next step go).
-    Anything else is news: unschedulable, an autoscaler's word, gated, failing, deleted, no longer Ready,
-    a new template."""
+    that pod_view or made_by reads changed (nor its deletion mark). Such news changes the app's counts,
+    not a decision, while the app is `steady` (see Controller._steady: no replica in flight, nothing to
+    move back, no condition but starting or running). Anything else is news: unschedulable, an
+    autoscaler's word, gated, failing, deleted, no longer Ready, a new template or owner."""
+    if not steady:
+        return False
     now = pod_view(new, False, EPOCH)
     if old is None:
         return not (now.gated or now.failing or now.terminating or now.unschedulable_since
                     or now.scale_up_coming or _marked(new))
     was = pod_view(old, False, EPOCH)
     return (_still(was) == _still(now) and _marked(old) == _marked(new) and was.bound <= now.bound
-            and was.ready <= now.ready and not (moving and now.ready and not was.ready))
+            and was.ready <= now.ready and controller_uid(old) == controller_uid(new))
 
 
 EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -158,6 +160,12 @@ def _still(view: PodView) -> PodView:
 
 def _marked(pod: JsonMapping) -> str | None:
     return (pod["metadata"].get("annotations") or {}).get(DELETION_COST)
+
+
+def pod_ready(pod: JsonMapping) -> bool:
+    """The pod's Ready condition is True (as its kubelet last said)."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
 
 
 # a container waiting for one of these will not start by itself: an image name that cannot be pulled
