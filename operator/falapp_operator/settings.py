@@ -40,11 +40,12 @@ class OperatorSettings(BaseSettings):
         "falling due are not delayed; 0 reconciles at every event.")
     progress_batch_window: float = Field(
         1.0, ge=0, description="Seconds a pod's mere progress waits for other events about the same app before "
-        "the app is reconciled, at least event_batch_window: a replica made, bound or Ready while the app is "
+        "the app is reconciled (event_batch_window if that is longer): a replica made, bound or Ready while the app is "
         "only starting or running replicas where it prefers changes its counts alone, so a slower pass saves "
         "reconciles when thousands of replicas start at once. News waits event_batch_window and brings the "
         "pass forward: unschedulable, failing, deleted, no longer Ready, the replica that makes the app Ready, "
-        "and any event of an app moving a replica, off its preferred type, rolling out or short of room.")
+        "and any event of an app moving a replica, off its preferred type, with a replica waiting on its "
+        "unschedulable timeout, rolling out, or whose Ready condition says more than starting or running.")
     metrics_port: int = Field(8080, ge=0, description="Prometheus /metrics port; 0 turns it off.")
     machine_type_status_delay: float = Field(
         2.0, ge=0, description="Seconds to batch capacity changes before writing MachineType status.")
@@ -77,14 +78,6 @@ class OperatorSettings(BaseSettings):
     renew_deadline: float = Field(10.0, ge=1, description="Seconds the leader keeps trying to renew before it "
                                   "stops writing and exits (to be restarted as a candidate).")
     retry_period: float = Field(2.0, ge=0.2, description="Seconds between renewals, and between a candidate's tries.")
-
-    @model_validator(mode="after")
-    def _progress_not_before_news(self) -> OperatorSettings:
-        if self.progress_batch_window < self.event_batch_window:
-            raise ValueError(f"progress_batch_window ({self.progress_batch_window}) must be at least "
-                             f"event_batch_window ({self.event_batch_window}): a replica's mere progress "
-                             "may wait longer than news, never less")
-        return self
 
     @model_validator(mode="after")
     def _some_scheduler(self) -> OperatorSettings:

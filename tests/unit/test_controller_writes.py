@@ -94,9 +94,12 @@ class Rig:
         return stored
 
     def pending_pod(self, name: str) -> dict:
-        """A pod of the H100 Deployment's template, just created: not scheduled yet."""
+        """A pod of the H100 Deployment's template (its ReplicaSet's, as pod_of), just created: not scheduled yet."""
         template = self.fake.objects[f"{DEPLOYMENTS}/{H100}"]["spec"]["template"]
-        return {"metadata": {"name": name, "uid": name, "namespace": NS, "labels": template["metadata"]["labels"]},
+        return {"metadata": {"name": name, "uid": name, "namespace": NS,
+                             "labels": {**template["metadata"]["labels"], "pod-template-hash": "r1"},
+                             "ownerReferences": [{"kind": "ReplicaSet", "name": f"{H100}-r1", "uid": "rs-1",
+                                                  "controller": True}]},
                 "spec": {"containers": template["spec"]["containers"]}, "status": {"phase": "Pending"}}
 
     def nodes_in_api(self) -> None:
@@ -1347,10 +1350,10 @@ async def test_a_replicas_mere_progress_waits_the_longer_window_and_news_brings_
     assert controller.settings.event_batch_window <= loop.time() - started < 0.6
 
 
-async def wait_for_pass(controller: Controller) -> float:
-    """Seconds until the app's next pass is handed out (and done with)."""
+async def wait_for_pass(controller: Controller, started: float | None = None) -> float:
+    """Seconds from `started` (default: now) until the app's next pass is handed out (and done with)."""
     loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = loop.time() if started is None else started
     while (key := await asyncio.wait_for(controller.queue.get(), 3)) != KEY:
         controller.queue.done(key)  # the MachineTypes' status pass: not the app's
     controller.queue.done(KEY)
@@ -1372,8 +1375,9 @@ async def test_the_replica_that_makes_the_app_ready_is_news(rig: Rig) -> None:
     controller.settings.progress_batch_window = 0.6
     first, second = rig.pod_of(H100, "p1", "h1"), rig.pod_of(H100, "p2", "h1")
     await wait_for_pass(controller)
+    started = asyncio.get_running_loop().time()
     controller.pod_event(ready(rig, first), deleted=False)
-    assert await wait_for_pass(controller) >= 0.6, "one of two Ready: counts"
+    assert await wait_for_pass(controller, started) >= 0.6, "one of two Ready: counts"
     controller.pod_event(ready(rig, second), deleted=False)
     assert await wait_for_pass(controller) < 0.6, "two of two Ready: the app is Ready"
 
@@ -1385,8 +1389,9 @@ async def test_while_a_replica_is_in_flight_its_progress_is_news(rig: Rig) -> No
     controller = rig.controller
     controller.settings.progress_batch_window = 0.6
     pending = rig.pending_pod("p1")
+    started = asyncio.get_running_loop().time()
     controller.pod_event(pending, deleted=False)
-    assert await wait_for_pass(controller) >= 0.6, "steady: its progress waits"
+    assert await wait_for_pass(controller, started) >= 0.6, "steady: its progress waits"
     in_flight = copy.deepcopy(rig.fake.objects[f"{DEPLOYMENTS}/{H100}"])
     in_flight["metadata"].setdefault("annotations", {})[SURGE_ANNOTATION] = "gpu-h100:1"
     controller.child_watched(controller.deployments, "MODIFIED", rig.fake.put(f"{DEPLOYMENTS}/{H100}", in_flight))
@@ -1407,6 +1412,37 @@ async def test_mid_rollout_a_replicas_progress_is_news(rig: Rig) -> None:
     restarted["metadata"]["labels"] = {**restarted["metadata"]["labels"], "pod-template-hash": "r2"}
     controller.pod_event(restarted, deleted=False)
     assert await wait_for_pass(controller) < 0.6
+
+
+@pytest.mark.parametrize("unsteady", ["off its preferred type", "short of room", "a replica waiting on its timeout"])
+async def test_an_app_not_only_starting_or_running_replicas_hears_its_replicas_progress_soon(
+        rig: Rig, unsteady: str) -> None:
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    controller = rig.controller
+    controller.settings.progress_batch_window = 0.6
+    if unsteady == "off its preferred type":
+        controller.off_preferred[(NS, "llm")] = frozenset({"gpu-h100"})
+    elif unsteady == "short of room":
+        stored = copy.deepcopy(rig.fake.objects[FALAPP])
+        stored["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "InsufficientCapacity"}]
+        controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, stored))
+        await wait_for_pass(controller)
+    else:
+        rig.pod_of(H100, "p0", None)
+        await wait_for_pass(controller)
+    controller.pod_event(rig.pending_pod("p1"), deleted=False)
+    assert await wait_for_pass(controller) < 0.6
+
+
+async def test_progress_never_waits_less_than_news(rig: Rig) -> None:
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    controller = rig.controller
+    controller.settings.progress_batch_window, controller.settings.event_batch_window = 0.0, 0.5
+    started = asyncio.get_running_loop().time()
+    controller.pod_event(rig.pending_pod("p1"), deleted=False)
+    assert await wait_for_pass(controller, started) >= 0.5
 
 
 async def test_replicas_just_asked_for_claim_room_until_their_pods_come_or_they_expire(

@@ -59,6 +59,8 @@ from falapp_operator.reconcile.observe import (
     controller_uid,
     made_by,
     pod_ready,
+    pod_terminating,
+    pod_unschedulable,
     pod_view,
     progress_only,
     slim_child,
@@ -338,8 +340,9 @@ class Controller:
             if generation is not None:
                 self.generations[key] = (uid, generation)
             if batch and not urgent:
-                self.queue.add_batched(("app", namespace, name), self.settings.progress_batch_window
-                                       if progress else self.settings.event_batch_window)
+                window = self.settings.event_batch_window
+                self.queue.add_batched(("app", namespace, name),
+                                       max(window, self.settings.progress_batch_window) if progress else window)
             else:
                 self.queue.add(("app", namespace, name), urgent=urgent)
 
@@ -454,8 +457,10 @@ class Controller:
             if new and not deleted:
                 self._seen(meta["namespace"], app, (meta.get("labels") or {}).get(TYPE_LABEL, ""))
             if changed or new or deleted:
-                self.app_event(namespace, app, batch=True, progress=not deleted and progress_only(
-                    held, body, steady=self._steady(namespace, app)) and not self._completes(namespace, app))
+                # cheapest first: most events of a steady app's start are progress, the app's scans last
+                progress = (not deleted and progress_only(held, body, steady=True) and self._steady(namespace, app)
+                            and not (pod_ready(body) and self._completes(namespace, app)))
+                self.app_event(namespace, app, batch=True, progress=progress)
             self._touch_machinetypes()
         # room freed on a node no machine type uses (CPU churn elsewhere) wakes nobody
         if freed and old is not None and old.node and self.cache.of_any_type(old.node, self.catalogue.values()):
@@ -469,26 +474,35 @@ class Controller:
         """Whether the app's replicas are only starting or running, so that a replica's progress changes
         its counts alone (see observe.progress_only): not while a make-before-break replica is in flight
         (its Ready lets the next step go), nor off its preferred type (a probe waits for the replicas to
-        be placed), nor mid-rollout (pods of two revisions on a type: a rollout restart's too), nor while its Ready
-        condition says more than that (no room, a rollout, a failure)."""
-        if (namespace, app) in self.off_preferred or any(
-                (d["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION)
-                for d in self.deployments.of_app(namespace, app)):
-            return False
-        labels = [p["metadata"].get("labels") or {} for p in self.app_pods.of_app(namespace, app)]
-        revisions = {(held.get(TYPE_LABEL), held.get(REVISION_LABEL)) for held in labels}
-        if len(revisions) > len({machine_type for machine_type, _ in revisions}):
+        be placed), nor while its Ready condition says more than that (no room, a rollout, a failure), nor
+        while a replica waits on its unschedulable timeout, nor mid-rollout (pods of two revisions on a type:
+        a rollout restart's too)."""
+        if (namespace, app) in self.off_preferred:
             return False
         stored = self.falapps.get((namespace, app))
         conditions = ((stored or {}).get("status") or {}).get("conditions") or []
-        ready = next((c.get("reason") for c in conditions if c.get("type") == ConditionType.READY.value), None)
-        return ready in STEADY_READY_REASONS
+        if next((c.get("reason") for c in conditions if c.get("type") == ConditionType.READY.value),
+                None) not in STEADY_READY_REASONS:
+            return False
+        if any((d["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION)
+               for d in self.deployments.of_app(namespace, app)):
+            return False
+        revisions: dict[str | None, str | None] = {}
+        for pod in self.app_pods.of_app(namespace, app):
+            if pod_terminating(pod):
+                continue
+            if pod_unschedulable(pod):
+                return False  # a replica waiting on its timeout: a replacement made or bound may let it move
+            labels = pod["metadata"].get("labels") or {}
+            if revisions.setdefault(labels.get(TYPE_LABEL), labels.get(REVISION_LABEL)) != labels.get(REVISION_LABEL):
+                return False
+        return True
 
     def _completes(self, namespace: str, app: str) -> bool:
         """Whether the app's pods Ready, as held now, make up its wanted replicas: its Ready condition
         turns (kubectl wait, Helm --wait and Argo CD read it), news however it came."""
         stored = self.falapps.get((namespace, app))
-        wanted = ((stored or {}).get("spec") or {}).get("replicas")
+        wanted = ((stored or {}).get("spec") or {}).get("replicas", FalAppSpec.model_fields["replicas"].default)
         return isinstance(wanted, int) and sum(
             pod_ready(p) for p in self.app_pods.of_app(namespace, app)) >= wanted
 
@@ -673,7 +687,12 @@ class Controller:
                 templates=self._templates,
             )
             result = plan(snap)
-            # before the first await: an app planned after this one sees the room as taken
+            # before the first await: an app planned after this one sees the room as taken, and its pods'
+            # events while the writes go out are judged by where the app is going (see _steady)
+            if result.better_types:
+                self.off_preferred[(namespace, name)] = result.better_types
+            else:
+                self.off_preferred.pop((namespace, name), None)
             self._expect(namespace, name, snap, result)
             self._claims_changed(current=(namespace, name))  # it asked for fewer: others look again
             claims_seen = self._claims_given_up
@@ -703,10 +722,6 @@ class Controller:
             # just past the deadline (a wake a hair early, e.g. the clock's offset moved, only looks again)
             self.queue.add_after(("app", namespace, name), (result.requeue_at - now).total_seconds() + 0.01)
         (self.waiting.add if result.waiting_for_room else self.waiting.discard)((namespace, name))
-        if result.better_types:
-            self.off_preferred[(namespace, name)] = result.better_types
-        else:
-            self.off_preferred.pop((namespace, name), None)
         # room came while this reconcile wrote, after it read the view: nothing else would wake the app (it
         # was not among those waiting yet: new, or a catalogue edit made its type a worse one)
         if result.waiting_for_room and self._capacity_changes != capacity_seen:

@@ -110,7 +110,7 @@ def pod_view(pod: JsonMapping, scale_up_coming: bool, now: datetime, scale_up_re
     meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     scheduled = conditions.get("PodScheduled", {})
-    unschedulable = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+    unschedulable = _unschedulable(scheduled)
     return PodView(
         name=meta["name"],
         machine_type=(meta.get("labels") or {}).get(TYPE_LABEL, ""),
@@ -121,7 +121,7 @@ def pod_view(pod: JsonMapping, scale_up_coming: bool, now: datetime, scale_up_re
         failing=container_failure(status),
         # on a deleted node it runs nowhere, whatever its last status said
         ready=pod_ready(pod) and not (node_gone and spec.get("nodeName")),
-        terminating=bool(meta.get("deletionTimestamp")) or status.get("phase") in ("Succeeded", "Failed"),
+        terminating=pod_terminating(pod),
         unschedulable_since=(parse_time(scheduled.get("lastTransitionTime")) or now) if unschedulable else None,
         scheduler_message=scheduled.get("message", "") if unschedulable else "",
         scale_up_coming=bool(status.get("nominatedNodeName")) or scale_up_coming,
@@ -160,6 +160,22 @@ def _still(view: PodView) -> PodView:
 
 def _marked(pod: JsonMapping) -> str | None:
     return (pod["metadata"].get("annotations") or {}).get(DELETION_COST)
+
+
+def pod_terminating(pod: JsonMapping) -> bool:
+    """Being deleted, or finished: no replica any more."""
+    return bool(pod["metadata"].get("deletionTimestamp")) or (pod.get("status") or {}).get("phase") in (
+        "Succeeded", "Failed")
+
+
+def pod_unschedulable(pod: JsonMapping) -> bool:
+    """The scheduler found no node for it (as it last said)."""
+    return any(c.get("type") == "PodScheduled" and _unschedulable(c)
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _unschedulable(scheduled: JsonMapping) -> bool:
+    return scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
 
 
 def pod_ready(pod: JsonMapping) -> bool:
