@@ -1445,6 +1445,21 @@ async def test_progress_never_waits_less_than_news(rig: Rig) -> None:
     assert await wait_for_pass(controller, started) >= 0.5
 
 
+async def test_a_pod_of_the_old_revision_on_its_way_out_leaves_the_app_steady(rig: Rig) -> None:
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    controller = rig.controller
+    controller.settings.progress_batch_window = 0.6
+    leaving = rig.pending_pod("p0")
+    leaving["metadata"]["labels"] = {**leaving["metadata"]["labels"], "pod-template-hash": "r0"}
+    leaving["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+    controller.pod_event(leaving, deleted=False)
+    await wait_for_pass(controller)
+    started = asyncio.get_running_loop().time()
+    controller.pod_event(rig.pending_pod("p1"), deleted=False)
+    assert await wait_for_pass(controller, started) >= 0.6, "progress: the old revision's pod is going"
+
+
 async def test_replicas_just_asked_for_claim_room_until_their_pods_come_or_they_expire(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """Freed room is promised to one app at a time: the replicas an app's reconcile asked for take room

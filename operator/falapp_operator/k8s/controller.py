@@ -653,6 +653,7 @@ class Controller:
         try:
             spec = FalAppSpec.model_validate(body.get("spec") or {})
         except ValidationError as e:
+            self.off_preferred.pop(key, None)  # it goes nowhere until its spec is fixed
             first = e.errors()[0]
             problem = "spec." + ".".join(str(p) for p in first["loc"]) + ": " + first["msg"]
             await self._execute(ref, body, [], [], invalid(ref, generation, FalAppStatus.model_validate(status),
@@ -700,6 +701,7 @@ class Controller:
             if conflict is not None:
                 # an object of that name is not this app's: write nothing, not even over a stale view
                 self.cache.claims.forget_expected((namespace, name))
+                self.off_preferred.pop((namespace, name), None)  # it goes nowhere: nothing to wake it for
                 self._claims_changed()
                 await self._refuse(ref, generation, status, conflict, snap, "NameConflict")
                 return
