@@ -55,6 +55,7 @@ from common import (
 WRITES = "falapp_api_writes_total"
 STAGES = (("replaced", "replacements created on the lost type (controller manager)"),
           ("unschedulable", "replacements seen Unschedulable (scheduler)"),
+          ("gone", "replacements on the lost type deleted (controller manager)"),
           ("asked", "replicas the next type's Deployments ask for (operator)"),
           ("replicasets", "replicas the next type's ReplicaSets ask for (controller manager)"),
           ("created", "pods created on the next type (controller manager)"),
@@ -84,7 +85,11 @@ class Stages:
         if self.since is None:
             self.lost.add(name)
             return
-        if event == "DELETED" or name in self.lost:
+        if name in self.lost:
+            return
+        if event == "DELETED":
+            if name in self.seen["replaced"]:
+                self._mark("gone", name, now)
             return
         if kind == self.first:
             self._mark("replaced", name, now)
@@ -343,7 +348,8 @@ def main() -> int:
           "first create alone):")
     for name, label in STAGES:
         stage, alone = op["stages"][name], base["stages"][name]
-        print(f"    {label:<66} {stage['count']:>4}  half at {stage['half_s']}s, last at {stage['last_s']}s"
+        half = "-" if stage["half_s"] is None else f"{stage['half_s']}s"
+        print(f"    {label:<66} {stage['count']:>4}  half at {half}, last at {stage['last_s']}s"
               + (f"  (alone: half at {alone['half_s']}s, last at {alone['last_s']}s)" if alone["count"] else ""))
     if args.plot != "none":
         for k, s in series.items():
