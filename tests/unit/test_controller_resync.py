@@ -119,6 +119,27 @@ async def test_a_pod_that_changed_while_the_watch_was_away_queues_its_app():
         await controller.stop()
 
 
+async def test_a_pod_that_finished_while_the_watch_was_away_wakes_the_apps_waiting_for_room():
+    running = pod("batch-job", "n1")
+    running["metadata"]["resourceVersion"] = "5"
+    api = ListingApi([node("n1")], [running])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        assert controller.cache.free(controller.cache.nodes.values(), "nvidia.com/gpu")[0].gpus == 0
+        controller.waiting.add(("team-a", "other"))
+        controller.queue._queued.clear()
+        finished = copy.deepcopy(running)
+        finished["metadata"]["resourceVersion"] = "9"
+        finished["status"]["phase"] = "Succeeded"  # its LIST still shows it, on its node, finished
+        api.pods = [finished]
+        await controller.resync()
+        assert controller.cache.free(controller.cache.nodes.values(), "nvidia.com/gpu")[0].gpus == 8
+        assert ("app", "team-a", "other") in controller.queue._queued, "an app waiting for room was not woken"
+    finally:
+        await controller.stop()
+
+
 async def test_resync_does_not_undo_what_the_watch_said_meanwhile():
     api = ListingApi([node("n1")], [pod("old", "n1")])
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))

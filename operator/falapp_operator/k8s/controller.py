@@ -270,8 +270,12 @@ class Controller:
                     meta = body["metadata"]
                     listed_pods.add(meta["uid"])
                     if meta["uid"] not in newer:
-                        new = meta["uid"] not in self.cache.pods
-                        self.cache.upsert_pod(body)
+                        old = self.cache.pods.get(meta["uid"])
+                        new = old is None
+                        # finished or gone from its node while the watch was away: as its event would
+                        if (self.cache.upsert_pod(body) and old is not None and old.node
+                                and self.cache.of_any_type(old.node, self.catalogue.values())):
+                            self._capacity_changed()
                         changed = self._app_pod(body, "ADDED")
                         labels = meta.get("labels") or {}
                         if new and labels.get(APP_LABEL):  # a replica asked for has come (its watch event lost)
