@@ -1329,25 +1329,42 @@ async def test_a_burst_of_an_apps_pod_events_makes_one_reconcile_and_a_spec_chan
     assert len(controller.queue) == 1  # at once
 
 
-async def test_a_replicas_mere_progress_waits_the_longer_window_and_news_brings_its_pass_forward(rig: Rig) -> None:
-    """Thousands of replicas starting at once: being made, bound and Ready changes an app's counts only,
-    one pass per progress_batch_window; a replica found unschedulable meanwhile is news (event_batch_window)."""
+PROGRESS_WINDOW = 0.6  # the batching tests' progress_batch_window (the event window stays 0.2 s)
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def batching(rig: Rig) -> Controller:
+    """The controller once an app of two replicas has been reconciled, its progress window PROGRESS_WINDOW."""
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
-    controller, loop = rig.controller, asyncio.get_running_loop()
-    controller.settings.progress_batch_window = 0.6
+    rig.controller.settings.progress_batch_window = PROGRESS_WINDOW
+    return rig.controller
+
+
+def of_revision(rig: Rig, name: str, revision: str) -> dict:
+    """A pending pod of the H100 Deployment's ReplicaSet for `revision` (pod-template-hash)."""
+    body = rig.pending_pod(name)
+    body["metadata"]["labels"] = {**body["metadata"]["labels"], "pod-template-hash": revision}
+    return body
+
+
+async def test_a_replicas_mere_progress_waits_the_longer_window_and_news_brings_its_pass_forward(
+        rig: Rig, batching: Controller) -> None:
+    """Thousands of replicas starting at once: being made, bound and Ready changes an app's counts only,
+    one pass per progress_batch_window; a replica found unschedulable meanwhile is news (event_batch_window)."""
+    controller, loop = batching, asyncio.get_running_loop()
     started = loop.time()
     pending = rig.pending_pod("p1")
     controller.pod_event(pending, deleted=False)  # made, not judged yet
     controller.pod_event({**pending, "spec": {**pending["spec"], "nodeName": "h1"}}, deleted=False)  # bound
     assert await asyncio.wait_for(controller.queue.get(), 2) == KEY
-    assert loop.time() - started >= 0.6
+    assert loop.time() - started >= PROGRESS_WINDOW
     controller.queue.done(KEY)
     started = loop.time()
     controller.pod_event(rig.pending_pod("p2"), deleted=False)
     rig.pod_of(H100, "p3", None)  # unschedulable: news
     assert await asyncio.wait_for(controller.queue.get(), 2) == KEY
-    assert controller.settings.event_batch_window <= loop.time() - started < 0.6
+    assert controller.settings.event_batch_window <= loop.time() - started < PROGRESS_WINDOW
 
 
 async def wait_for_pass(controller: Controller, started: float | None = None) -> float:
@@ -1367,60 +1384,46 @@ def ready(rig: Rig, body: dict) -> dict:
     return rig.fake.put(f"/api/v1/namespaces/{NS}/pods/{body['metadata']['name']}", body)
 
 
-async def test_the_replica_that_makes_the_app_ready_is_news(rig: Rig) -> None:
+async def test_the_replica_that_makes_the_app_ready_is_news(rig: Rig, batching: Controller) -> None:
     """Its Ready condition turns (kubectl wait, Helm --wait, Argo CD): not put off like counts."""
-    rig.create_app(falapp(replicas=2))
-    await rig.reconcile()
-    controller = rig.controller
-    controller.settings.progress_batch_window = 0.6
+    controller = batching
     first, second = rig.pod_of(H100, "p1", "h1"), rig.pod_of(H100, "p2", "h1")
     await wait_for_pass(controller)
     started = asyncio.get_running_loop().time()
     controller.pod_event(ready(rig, first), deleted=False)
-    assert await wait_for_pass(controller, started) >= 0.6, "one of two Ready: counts"
+    assert await wait_for_pass(controller, started) >= PROGRESS_WINDOW, "one of two Ready: counts"
     controller.pod_event(ready(rig, second), deleted=False)
-    assert await wait_for_pass(controller) < 0.6, "two of two Ready: the app is Ready"
+    assert await wait_for_pass(controller) < PROGRESS_WINDOW, "two of two Ready: the app is Ready"
 
 
-async def test_while_a_replica_is_in_flight_its_progress_is_news(rig: Rig) -> None:
+async def test_while_a_replica_is_in_flight_its_progress_is_news(rig: Rig, batching: Controller) -> None:
     """A make-before-break replica (a move, a probe of a better type): its Ready lets the next step go."""
-    rig.create_app(falapp(replicas=2))
-    await rig.reconcile()
-    controller = rig.controller
-    controller.settings.progress_batch_window = 0.6
+    controller = batching
     pending = rig.pending_pod("p1")
     started = asyncio.get_running_loop().time()
     controller.pod_event(pending, deleted=False)
-    assert await wait_for_pass(controller, started) >= 0.6, "steady: its progress waits"
+    assert await wait_for_pass(controller, started) >= PROGRESS_WINDOW, "steady: its progress waits"
     in_flight = copy.deepcopy(rig.fake.objects[f"{DEPLOYMENTS}/{H100}"])
     in_flight["metadata"].setdefault("annotations", {})[SURGE_ANNOTATION] = "gpu-h100:1"
     controller.child_watched(controller.deployments, "MODIFIED", rig.fake.put(f"{DEPLOYMENTS}/{H100}", in_flight))
     await wait_for_pass(controller)
     controller.pod_event({**pending, "spec": {**pending["spec"], "nodeName": "h1"}}, deleted=False)
-    assert await wait_for_pass(controller) < 0.6
+    assert await wait_for_pass(controller) < PROGRESS_WINDOW
 
 
-async def test_mid_rollout_a_replicas_progress_is_news(rig: Rig) -> None:
+async def test_mid_rollout_a_replicas_progress_is_news(rig: Rig, batching: Controller) -> None:
     """A rollout restart's new revision: the engine steps rollouts by the revisions' pods."""
-    rig.create_app(falapp(replicas=2))
-    await rig.reconcile()
-    controller = rig.controller
-    controller.settings.progress_batch_window = 0.6
+    controller = batching
     rig.pod_of(H100, "p1", "h1")
     await wait_for_pass(controller)
-    restarted = rig.pending_pod("p2")
-    restarted["metadata"]["labels"] = {**restarted["metadata"]["labels"], "pod-template-hash": "r2"}
-    controller.pod_event(restarted, deleted=False)
-    assert await wait_for_pass(controller) < 0.6
+    controller.pod_event(of_revision(rig, "p2", "r2"), deleted=False)
+    assert await wait_for_pass(controller) < PROGRESS_WINDOW
 
 
 @pytest.mark.parametrize("unsteady", ["off its preferred type", "short of room", "a replica waiting on its timeout"])
 async def test_an_app_not_only_starting_or_running_replicas_hears_its_replicas_progress_soon(
-        rig: Rig, unsteady: str) -> None:
-    rig.create_app(falapp(replicas=2))
-    await rig.reconcile()
-    controller = rig.controller
-    controller.settings.progress_batch_window = 0.6
+        rig: Rig, batching: Controller, unsteady: str) -> None:
+    controller = batching
     if unsteady == "off its preferred type":
         controller.off_preferred[(NS, "llm")] = frozenset({"gpu-h100"})
     elif unsteady == "short of room":
@@ -1432,32 +1435,26 @@ async def test_an_app_not_only_starting_or_running_replicas_hears_its_replicas_p
         rig.pod_of(H100, "p0", None)
         await wait_for_pass(controller)
     controller.pod_event(rig.pending_pod("p1"), deleted=False)
-    assert await wait_for_pass(controller) < 0.6
+    assert await wait_for_pass(controller) < PROGRESS_WINDOW
 
 
-async def test_progress_never_waits_less_than_news(rig: Rig) -> None:
-    rig.create_app(falapp(replicas=2))
-    await rig.reconcile()
-    controller = rig.controller
+async def test_progress_never_waits_less_than_news(rig: Rig, batching: Controller) -> None:
+    controller = batching
     controller.settings.progress_batch_window, controller.settings.event_batch_window = 0.0, 0.5
     started = asyncio.get_running_loop().time()
     controller.pod_event(rig.pending_pod("p1"), deleted=False)
     assert await wait_for_pass(controller, started) >= 0.5
 
 
-async def test_a_pod_of_the_old_revision_on_its_way_out_leaves_the_app_steady(rig: Rig) -> None:
-    rig.create_app(falapp(replicas=2))
-    await rig.reconcile()
-    controller = rig.controller
-    controller.settings.progress_batch_window = 0.6
-    leaving = rig.pending_pod("p0")
-    leaving["metadata"]["labels"] = {**leaving["metadata"]["labels"], "pod-template-hash": "r0"}
+async def test_a_pod_of_the_old_revision_on_its_way_out_leaves_the_app_steady(rig: Rig, batching: Controller) -> None:
+    controller = batching
+    leaving = of_revision(rig, "p0", "r0")
     leaving["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
     controller.pod_event(leaving, deleted=False)
     await wait_for_pass(controller)
     started = asyncio.get_running_loop().time()
     controller.pod_event(rig.pending_pod("p1"), deleted=False)
-    assert await wait_for_pass(controller, started) >= 0.6, "progress: the old revision's pod is going"
+    assert await wait_for_pass(controller, started) >= PROGRESS_WINDOW, "progress: the old revision's pod is going"
 
 
 async def test_replicas_just_asked_for_claim_room_until_their_pods_come_or_they_expire(
