@@ -40,6 +40,7 @@ from falapp_operator.k8s.cache import (
     SCALE_UP_REASONS,
     ClusterCache,
     NodeInfo,
+    PodInfo,
     PoolNodes,
     autoscaler_answer,
     nodepool_nodes,
@@ -273,9 +274,7 @@ class Controller:
                         old = self.cache.pods.get(meta["uid"])
                         new = old is None
                         # finished or gone from its node while the watch was away: as its event would
-                        if (self.cache.upsert_pod(body) and old is not None and old.node
-                                and self.cache.of_any_type(old.node, self.catalogue.values())):
-                            self._capacity_changed()
+                        self._room_freed(old, self.cache.upsert_pod(body))
                         changed = self._app_pod(body, "ADDED")
                         labels = meta.get("labels") or {}
                         if new and labels.get(APP_LABEL):  # a replica asked for has come (its watch event lost)
@@ -466,13 +465,19 @@ class Controller:
                             and not (pod_ready(body) and self._completes(namespace, app)))
                 self.app_event(namespace, app, batch=True, progress=progress)
             self._touch_machinetypes()
-        # room freed on a node no machine type uses (CPU churn elsewhere) wakes nobody
-        if freed and old is not None and old.node and self.cache.of_any_type(old.node, self.catalogue.values()):
-            self._capacity_changed()
-        elif not app and not deleted and (now := self.cache.pods.get(meta["uid"])) is not None and now.node and (
+        if not self._room_freed(old, freed) and not app and not deleted and (
+                now := self.cache.pods.get(meta["uid"])) is not None and now.node and (
                 old is None or old.node != now.node) and self.cache.of_any_type(now.node, self.catalogue.values()):
             self._touch_machinetypes()  # another team's pod took room on a type's node: its status shows it
         self._claims_changed()
+
+    def _room_freed(self, old: PodInfo | None, freed: bool) -> bool:
+        """A pod left its node (`freed`, as the cache said; `old`: as it was): where the node is one of a
+        machine type's, apps waiting for room look again (CPU churn elsewhere wakes nobody)."""
+        if freed and old is not None and old.node and self.cache.of_any_type(old.node, self.catalogue.values()):
+            self._capacity_changed()
+            return True
+        return False
 
     def _steady(self, namespace: str, app: str) -> bool:
         """Whether the app's replicas are only starting or running, so that a replica's progress changes
