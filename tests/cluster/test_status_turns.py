@@ -10,6 +10,7 @@ import time
 
 from tests.cluster.builders import falapp
 from tests.cluster.conftest import OperatorProcess
+from tests.cluster.helpers import wait_placement
 from tests.kube import Kubectl, condition, wait_until
 
 APPS = 60
@@ -62,5 +63,32 @@ def test_a_burst_of_new_apps_writes_first_statuses_in_turn_and_within_the_bound(
         # at most one write each, and counts-only ones (the scheduler's word on the pods) at the line's rate
         writes = operator.sample("falapp_api_writes_total", write="status")
         assert APPS <= writes <= APPS + RATE * (time.monotonic() - started + 1), writes
+    finally:
+        operator.stop()
+
+
+PROGRESS_WINDOW = 30  # seconds a replica's mere progress may wait: far longer than the app takes to start
+
+
+def test_the_replica_that_makes_an_app_ready_turns_its_condition_however_long_progress_may_wait(
+        kctl: Kubectl, no_session_operator, pools, tmp_path):
+    """Replicas made, bound and Ready while their app only starts wait FALAPP_PROGRESS_BATCH_WINDOW for its
+    pass (counts only); the last one is news: the Ready condition (kubectl wait, Helm --wait) turns at once."""
+    fast = pools.machine_type("fast")
+    pools.add_node("fast", gpus=8)
+    operator = OperatorProcess(kctl.kubeconfig, tmp_path, args=["--namespace", kctl.namespace],
+                               env={"FALAPP_PROGRESS_BATCH_WINDOW": str(PROGRESS_WINDOW),
+                                    "FALAPP_STATUS_FIRST_WAIT": "0"})  # nothing else looks again meanwhile
+    operator.start()
+    try:
+        pools.operator_sees("fast", 1)
+        kctl.apply(falapp("starts", [fast], replicas=3, timeout="10m"))
+        wait_placement(kctl, "starts", {pools.types[-1]: 3})
+        all_ready = time.monotonic()
+        app = wait_until(lambda: (a := kctl.get("falapp", "starts")) and (c := condition(a, "Ready"))
+                         and c["status"] == "True" and a, timeout=PROGRESS_WINDOW / 3,
+                         message="the app Ready, well within the progress window")
+        assert app["status"]["readyReplicas"] == 3, app["status"]
+        assert time.monotonic() - all_ready < PROGRESS_WINDOW / 3
     finally:
         operator.stop()
