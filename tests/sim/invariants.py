@@ -26,6 +26,8 @@ d. No stuck replica left behind: a pod Unschedulable past its deadline (unschedu
    - its type is mid-rollout and the pod is of the old revision (the rollout replaces it), or of the
      new one while a make-before-break replica is in flight (one at a time) or in the reconcile that
      completed a move off its type (the rollout's room is being made; the scheduler binds it next);
+   - it is the pod a parked Deployment keeps and no node was announced for it: it stands for no
+     replica in particular, the held replicas count from the loss (or the type's last raise);
    - that reconcile made other moves: once, it may be left to the next reconcile (which comes right
      away, as the moves changed objects).
    Reconciles happen each step when anything changed, else at the plan's requeue time: a deadline
@@ -209,6 +211,9 @@ class Invariants:
             if deadline > now:
                 continue
             current = pod.deployment in deployments and deployments[pod.deployment].revision == pod.revision
+            if pod.deployment in deployments and deployments[pod.deployment].body["metadata"]["annotations"].get(
+                    PARKED_ANNOTATION) and not pod.scale_up_coming:
+                continue  # kept by a parked Deployment: it stands for no replica (they count from the loss)
             if pod.machine_type in rolling and not current:
                 continue  # a pod of the revision being replaced: the rollout removes it
             if pod.machine_type not in listed and (decision.surge is not None or rolling & listed):

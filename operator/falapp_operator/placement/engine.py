@@ -150,20 +150,17 @@ class _Planner:
             message = f"no Ready, schedulable node of machine type {option.display}"
             homeless = max(0, count - sum(p.bound and not p.node_gone for p in on_type))  # not running there
             pending = sorted((p for p in on_type if p.pending or p.node_gone), key=lambda p: p.created)
-            waited: list[datetime] = []
             if type_name in observed.parked:
                 # the pod a parked Deployment keeps stands for no replica in particular (moving it would
-                # not remove it): all of them have waited as long as it has; it keeps its own identity
-                # only where an autoscaler answered for it
-                waited = [w for p in pending if not (p.scale_up_coming or p.gated) and (w := self._lost(
-                    p, max(since, grown_at or p.created), message, revision).unschedulable_since) is not None]
+                # not remove it, and it would move again at the next pass): the held replicas count from
+                # the loss or the last raise; it keeps its own identity only where an autoscaler answered
                 pending = [p for p in pending if p.scale_up_coming or p.gated]
             lost = {p.name: p for p in pending[:homeless]}
             pods = [p for p in pods if p.machine_type != type_name or p.name in lost or not (p.pending or p.node_gone)]
             pods = [self._lost(p, max(since, grown_at or p.created), message, revision) if p.name in lost else p
                     for p in pods]
             if grown_at is not None or type_name in observed.parked:  # (a parked type's pods never come)
-                since = min([max(since, grown_at or since), *waited])
+                since = max(since, grown_at or since)
                 pods += [PodView(f"{type_name}/lost-{i}", type_name, created=since, unschedulable_since=since,
                                  scheduler_message=message, revision=revision) for i in range(homeless - len(lost))]
         return pods

@@ -218,14 +218,18 @@ def parked_types(options: Sequence[TypeOption], counts: Mapping[str, int], nodel
                  pods: Sequence[PodView]) -> frozenset[str]:
     """The types whose Deployment is parked, held at children.PARKED_PODS: listed, of fixed size, with no
     Ready, schedulable node at all, none of the app's replicas running there (bound to a node that still
-    exists: a cordoned pool's replicas keep serving), and more replicas than that. Their pods could only
+    exists: a cordoned pool's replicas keep serving) or stuck there since before the loss (their wait
+    goes on), and more replicas than that. Their pods could only
     queue at the scheduler: after a whole pool is lost, the controller manager replaces hundreds of
     replicas there and the scheduler tries each in turn before the replicas that move. Their count stays
     (the timeout runs from when the type lost its last node) and comes back the moment a node does. An
     autoscaled type needs its pods: they ask for nodes."""
-    running = {p.machine_type for p in pods if p.bound and not p.node_gone and not p.terminating}
+    # replicas running there, or stuck there before the loss (their pods keep the time they have waited)
+    kept = {p.machine_type for p in pods if not p.terminating and (
+        (p.bound and not p.node_gone) or (p.unschedulable_since is not None and p.machine_type in nodeless_since
+                                          and p.unschedulable_since < nodeless_since[p.machine_type]))}
     return frozenset(o.name for o in options if counts.get(o.name, 0) > children.PARKED_PODS
-                     and o.name in nodeless_since and not o.autoscaled and o.name not in running)
+                     and o.name in nodeless_since and not o.autoscaled and o.name not in kept)
 
 
 def invalid(ref: AppRef, generation: int, status: FalAppStatus, problem: str, now: datetime,
