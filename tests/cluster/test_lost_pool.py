@@ -139,8 +139,20 @@ def test_a_lost_pool_is_parked_with_one_pod_until_a_node_comes_back(kctl, runnin
         return (deployment["spec"].get("replicas"), (deployment["metadata"].get("annotations") or {}).get(
             PARKED_ANNOTATION)) == (1, "3")
     wait_until(parked, timeout=30, message="the lost type's Deployment keeps one pod and holds 3 replicas")
-    wait_until(lambda: len(app_pods(kctl, "parked")) == 1,
-               timeout=30, message="one pod left, pending, for the replicas of the lost type")
+    seen: list[tuple] = []
+
+    def one_pending_pod() -> bool:
+        pods = app_pods(kctl, "parked")
+        seen[:] = [(p["metadata"]["name"], p["spec"].get("nodeName"), p["status"].get("phase")) for p in pods]
+        return len(pods) == 1 and not pods[0]["spec"].get("nodeName")
+    try:
+        wait_until(one_pending_pod, timeout=30, message="one pod left, pending, for the lost type's replicas")
+    except AssertionError as e:
+        rs = [(r["metadata"]["name"], r["spec"].get("replicas"), r["status"].get("replicas"))
+              for r in kctl.get("replicasets", None, "-l", "fal.ai/app=parked")["items"]]
+        dep = {t: (d["spec"].get("replicas"), d["metadata"].get("annotations"), d.get("status"))
+               for t, d in deployments(kctl, "parked").items()}
+        raise AssertionError(f"{e}; the app's pods: {seen}; rs {rs}; deps {dep}; {time.time()}") from None
     app = kctl.get("falapps", "parked")
     ready = next(c for c in app["status"]["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "ReplicasNotReady" and "2 held for" in ready["message"], ready

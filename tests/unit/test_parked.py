@@ -70,6 +70,8 @@ def test_what_is_not_parked() -> None:
     assert written(cordoned) == {H100: (3, None)}
     # a replica stuck there since before the loss: its pod keeps the time it has waited
     assert written(plan(lost_pool(pods=[pod("h1", H100, unschedulable_for=30)]))) == {H100: (3, None)}
+    # (a replacement the scheduler marked as the operator heard of the loss is none: marks have whole seconds)
+    assert written(plan(lost_pool(pods=[pod("h1", H100, unschedulable_for=2)]))) == {H100: (1, "3")}
     # one replica: nothing to hold back
     assert written(plan(lost_pool(replicas=1, pods=[pod("h1", H100, unschedulable_for=0)]))) == {H100: (1, None)}
     # a type with a node: the scheduler's call

@@ -27,6 +27,8 @@ from falapp_operator.placement.snapshot import (
 
 PROBE_BACKOFF_BASE = timedelta(seconds=60)
 PROBE_BACKOFF_MAX = timedelta(hours=1)
+# how far apart two times of one moment may read: API timestamps have whole seconds, and the operator's
+# estimate of the server's clock (and the moment it hears of a change) is not exact
 SINCE_SLACK = timedelta(seconds=2)
 
 

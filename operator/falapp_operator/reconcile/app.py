@@ -24,6 +24,7 @@ from falapp_operator.api.status import (
     summarize_placements,
 )
 from falapp_operator.placement import (
+    SINCE_SLACK,
     Decision,
     Move,
     NodeFree,
@@ -224,10 +225,11 @@ def parked_types(options: Sequence[TypeOption], counts: Mapping[str, int], nodel
     replicas there and the scheduler tries each in turn before the replicas that move. Their count stays
     (the timeout runs from when the type lost its last node) and comes back the moment a node does. An
     autoscaled type needs its pods: they ask for nodes."""
-    # replicas running there, or stuck there before the loss (their pods keep the time they have waited)
+    # replicas running there, or stuck there before the loss (their pods keep the time they have waited;
+    # a replacement the scheduler marked as the operator heard of the loss is no such replica)
     kept = {p.machine_type for p in pods if not p.terminating and (
         (p.bound and not p.node_gone) or (p.unschedulable_since is not None and p.machine_type in nodeless_since
-                                          and p.unschedulable_since < nodeless_since[p.machine_type]))}
+                                          and p.unschedulable_since < nodeless_since[p.machine_type] - SINCE_SLACK))}
     return frozenset(o.name for o in options if counts.get(o.name, 0) > children.PARKED_PODS
                      and o.name in nodeless_since and not o.autoscaled and o.name not in kept)
 
