@@ -3,8 +3,7 @@
 The replicas there fall back their unschedulableTimeout after the operator saw the type without nodes,
 without waiting for what the rest of the control plane would take its time over: the pod garbage
 collector (pods bound to a deleted node stay about 40 s), or the controller manager making
-replacements (frozen here with SIGSTOP, as when it is behind on hundreds of them). Meanwhile the lost
-type's Deployment is parked: it keeps one pod and holds the others' count, until a node comes back.
+replacements (frozen here with SIGSTOP, as when it is behind on hundreds of them).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 
 from falapp_operator.api import parse_time
-from falapp_operator.api.names import GROWN_ANNOTATION, PARKED_ANNOTATION
+from falapp_operator.api.names import GROWN_ANNOTATION
 from tests.builders import TYPE_LABEL
 from tests.cluster.builders import falapp
 from tests.cluster.helpers import app_pods, events_for, wait_placement
@@ -125,41 +124,3 @@ def test_the_last_node_going_starts_the_wait_of_apps_whose_node_went_earlier(kct
     assert time.time() - lost >= TIMEOUT - 1, "the timeout was not waited out"
     assert [p for p in kctl.get("pods", None, "-l", "fal.ai/app=early")["items"] if p["spec"].get("nodeName") == on], \
         "the orphan was gone already: the pod garbage collector, not the node's deletion, woke the app"
-
-
-def test_a_lost_pool_is_parked_with_one_pod_until_a_node_comes_back(kctl, running_operator, pools, two_pools):
-    fast, slow = two_pools
-    kctl.apply(falapp("parked", [fast, slow], replicas=3, timeout="300s"))
-    wait_placement(kctl, "parked", {fast.lower(): 3})
-    lose_pool(pools, fast)
-    kctl.run("delete", "pods", "-l", "fal.ai/app=parked", "--grace-period=0", "--force")
-
-    def parked() -> bool:
-        deployment = deployments(kctl, "parked").get(fast.lower()) or {"metadata": {}, "spec": {}}
-        return (deployment["spec"].get("replicas"), (deployment["metadata"].get("annotations") or {}).get(
-            PARKED_ANNOTATION)) == (1, "3")
-    wait_until(parked, timeout=30, message="the lost type's Deployment keeps one pod and holds 3 replicas")
-    seen: list[tuple] = []
-
-    def one_pending_pod() -> bool:
-        pods = app_pods(kctl, "parked")
-        seen[:] = [(p["metadata"]["name"], p["spec"].get("nodeName"), p["status"].get("phase")) for p in pods]
-        return len(pods) == 1 and not pods[0]["spec"].get("nodeName")
-    try:
-        wait_until(one_pending_pod, timeout=30, message="one pod left, pending, for the lost type's replicas")
-    except AssertionError as e:
-        rs = [(r["metadata"]["name"], r["spec"].get("replicas"), r["status"].get("replicas"))
-              for r in kctl.get("replicasets", None, "-l", "fal.ai/app=parked")["items"]]
-        dep = {t: (d["spec"].get("replicas"), d["metadata"].get("annotations"), d.get("status"))
-               for t, d in deployments(kctl, "parked").items()}
-        raise AssertionError(f"{e}; the app's pods: {seen}; rs {rs}; deps {dep}; {time.time()}") from None
-    app = kctl.get("falapps", "parked")
-    ready = next(c for c in app["status"]["conditions"] if c["type"] == "Ready")
-    assert ready["reason"] == "ReplicasNotReady" and "2 held for" in ready["message"], ready
-    assert app["status"]["placements"][0]["replicas"] == 3, "the app's count stays where it is"
-
-    pools.add_node("fast", gpus=8)
-    wait_placement(kctl, "parked", {fast.lower(): 3}, timeout=60)
-    deployment = deployments(kctl, "parked")[fast.lower()]
-    assert deployment["spec"]["replicas"] == 3 and PARKED_ANNOTATION not in deployment["metadata"]["annotations"]
-    assert not events_for(kctl, "parked", "FellBack"), "nothing moved: the node came back within the timeout"

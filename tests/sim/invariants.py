@@ -15,8 +15,7 @@ c. Convergence: with no events the cluster settles within QUIET_STEPS quiet step
    to give it room kept while removing the origin's pod would take a Ready one); each pod Ready, or pending
    with the plan saying InsufficientCapacity and no other listed type having room for it; no pod on a
    type while a more preferred listed type has room for one more replica (for pods on listed types
-   only with returnToPreferred); status Ready=True when every replica is Ready on a listed type. Replicas
-   a parked Deployment holds count as pending pods.
+   only with returnToPreferred); status Ready=True when every replica is Ready on a listed type.
 d. No stuck replica left behind: a pod Unschedulable past its deadline (unschedulableTimeout, plus
    scaleUpTimeout once a node was announced for it) is gone after the first reconcile at or after the
    deadline, unless
@@ -26,8 +25,6 @@ d. No stuck replica left behind: a pod Unschedulable past its deadline (unschedu
    - its type is mid-rollout and the pod is of the old revision (the rollout replaces it), or of the
      new one while a make-before-break replica is in flight (one at a time) or in the reconcile that
      completed a move off its type (the rollout's room is being made; the scheduler binds it next);
-   - it is the pod a parked Deployment keeps and no node was announced for it: it stands for no
-     replica in particular, the held replicas count from the loss (or the type's last raise);
    - that reconcile made other moves: once, it may be left to the next reconcile (which comes right
      away, as the moves changed objects).
    Reconciles happen each step when anything changed, else at the plan's requeue time: a deadline
@@ -41,8 +38,7 @@ f. Ready=True is earned: when the status says Ready=True and the operator's last
    current revision, at least `replicas` pods are Ready, and the only pods not Ready are the replicas
    in flight.
 g. The writes realize the plan: after a complete reconcile each type's Deployment holds the count
-   the plan decided (no Deployment for a type with none); a type the plan parks (no node at all, none
-   of the app's replicas running there) keeps PARKED_PODS with that count in its annotation, and only it.
+   the plan decided (no Deployment for a type with none).
 """
 
 from __future__ import annotations
@@ -51,10 +47,10 @@ from collections import Counter
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from falapp_operator.api.names import PARKED_ANNOTATION, SURGE_ANNOTATION
+from falapp_operator.api.names import SURGE_ANNOTATION
 from falapp_operator.placement import Move
 from falapp_operator.placement.eligibility import resolve
-from falapp_operator.reconcile.children import PARKED_PODS, decode_surge
+from falapp_operator.reconcile.children import decode_surge
 from tests.sim.driver import CATALOGUE, build_cache, free_for
 from tests.sim.objects import NAMESPACE
 
@@ -173,18 +169,10 @@ class Invariants:
     def plan_written(self, name: str) -> None:
         if name not in self.sim.reconciled or self.stale(name):
             return
-        plan = self.sim.outcomes[name].plan
-        decision = plan.decision
+        decision = self.sim.outcomes[name].plan.decision
         if decision is None:
             return
-        # a parked Deployment (its type has no node) keeps PARKED_PODS and holds its count in an annotation
-        sizes = {}
-        for d in self.sim.world.deployments_of(name):
-            held = d.body["metadata"]["annotations"].get(PARKED_ANNOTATION)
-            if bool(held) != (d.machine_type in plan.parked) or (held and d.replicas != PARKED_PODS):
-                self.fail("g", name, f"{d.machine_type}: parked {plan.parked}, but the Deployment holds "
-                                     f"{d.replicas} replicas and parks {held!r}")
-            sizes[d.machine_type] = int(held) if held else d.replicas
+        sizes = {d.machine_type: d.replicas for d in self.sim.world.deployments_of(name)}
         wanted = {t: n for t, n in decision.counts.items() if n > 0}
         if sizes != wanted:
             self.fail("g", name, f"the plan decided {wanted} but the Deployments hold {sizes}")
@@ -211,9 +199,6 @@ class Invariants:
             if deadline > now:
                 continue
             current = pod.deployment in deployments and deployments[pod.deployment].revision == pod.revision
-            if pod.deployment in deployments and deployments[pod.deployment].body["metadata"]["annotations"].get(
-                    PARKED_ANNOTATION) and not pod.scale_up_coming:
-                continue  # kept by a parked Deployment: it stands for no replica (they count from the loss)
             if pod.machine_type in rolling and not current:
                 continue  # a pod of the revision being replaced: the rollout removes it
             if pod.machine_type not in listed and (decision.surge is not None or rolling & listed):
@@ -298,12 +283,8 @@ class Invariants:
             rolling = self.rolling_types(name)
             stuck = says_no_room(plan)  # no room anywhere: a rollout cannot finish
             in_flight = len(self.surges_of(name))
-            # replicas a parked Deployment holds without a pod (its type has no node) are pending ones
-            held = {d.machine_type: int(count) - d.replicas for d in world.deployments_of(name)
-                    if (count := d.body["metadata"]["annotations"].get(PARKED_ANNOTATION))}
-            replicas = len(pods) + sum(held.values())
-            if replicas != spec.replicas and not (stuck and replicas <= spec.replicas + in_flight + len(rolling)):
-                self.fail("c", name, f"settled with {len(pods)} pods and {held} held for {spec.replicas} replicas")
+            if len(pods) != spec.replicas and not (stuck and len(pods) <= spec.replicas + in_flight + len(rolling)):
+                self.fail("c", name, f"settled with {len(pods)} pods for {spec.replicas} replicas")
             if rolling and not stuck:
                 self.fail("c", name, f"settled mid-rollout on {sorted(rolling)}")
 
@@ -328,13 +309,7 @@ class Invariants:
                 better = [t for t, r in rank.items() if r < here and room(t)]
                 if better:
                     self.fail("c", name, f"settled with {pod.name} on {pod.machine_type} while {better} have room")
-            for type_name in held:
-                better = [t for t in rank if t != type_name and room(t)]
-                if better:
-                    self.fail("c", name, f"settled with replicas held for {type_name} while {better} have room")
-                if not stuck:
-                    self.fail("c", name, f"settled with replicas held for {type_name} and no InsufficientCapacity")
             ready = ready_condition(app.status) or {}
-            if not held and all(p.ready and p.machine_type in rank for p in pods) and ready.get("status") != "True":
+            if all(p.ready and p.machine_type in rank for p in pods) and ready.get("status") != "True":
                 self.fail("c", name, f"settled with every replica Ready but Ready={ready.get('status')} "
                                      f"({ready.get('reason')}: {ready.get('message')})")

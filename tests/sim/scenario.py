@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from falapp_operator.api import parse_time
-from falapp_operator.api.names import DELETION_COST, PARKED_ANNOTATION
+from falapp_operator.api.names import DELETION_COST
 from falapp_operator.placement import Transition
 from tests.sim.driver import App, Outcome, reconcile
 from tests.sim.invariants import Invariants, Violation
@@ -290,9 +290,7 @@ class Sim:
                 continue
             app, decision = self.apps[name], outcome.plan.decision
             pods = " ".join(self._pod_text(p) for p in world.pods_of(name))
-            # a parked Deployment: its size, then the replicas it holds (`=1/3`)
-            deps = " ".join(f"{d.machine_type}={d.replicas}" + (f"/{held}" if (held := d.body["metadata"][
-                "annotations"].get(PARKED_ANNOTATION)) else "") for d in world.deployments_of(name))
+            deps = " ".join(f"{d.machine_type}={d.replicas}" for d in world.deployments_of(name))
             moves = ", ".join(f"{t.move.value}({t.from_type}->{t.to_type})" for t in decision.transitions) \
                 if decision else ""
             ready = next((c for c in app.status.get("conditions") or [] if c["type"] == "Ready"), None)

@@ -14,11 +14,9 @@ from falapp_operator.api import API_VERSION, DEFAULT_CATALOG, FalAppSpec, Machin
 from falapp_operator.placement import Surge
 from falapp_operator.placement.snapshot import TypeOption
 from falapp_operator.reconcile import children
-from falapp_operator.reconcile.observe import children_state
 from falapp_operator.reconcile.children import (
     APP_LABEL,
     HASH_ANNOTATION,
-    PARKED_ANNOTATION,
     SURGE_ANNOTATION,
     TEMPLATE_ANNOTATION,
     TYPE_LABEL,
@@ -173,30 +171,8 @@ def test_the_surge_mark_is_on_the_deployment_it_grows_only() -> None:
 
 
 def test_a_resize_of_an_unlisted_type_clears_the_marks_and_keeps_the_template() -> None:
-    assert children.resize_patch(2) == {
-        "metadata": {"annotations": {SURGE_ANNOTATION: "", HASH_ANNOTATION: "", PARKED_ANNOTATION: ""}},
-        "spec": {"replicas": 2}}
-
-
-def test_a_parked_deployment_keeps_one_pod_and_remembers_its_replicas() -> None:
-    spec, opt, mt = app(), option(), machine_type("gpu-h100")
-    template = children.pod_template(REF, spec, opt, mt)
-    parked = children.deployment(REF, opt, template, 3, None, parked=True)
-    running = children.deployment(REF, opt, template, 3, None)
-    assert parked["spec"]["replicas"] == children.PARKED_PODS == 1
-    assert parked["metadata"]["annotations"][PARKED_ANNOTATION] == "3"
-    assert children_state([parked]).counts == {"gpu-h100": 3} and children_state([parked]).parked == {"gpu-h100"}
-    assert running["spec"]["replicas"] == 3 and PARKED_ANNOTATION not in running["metadata"]["annotations"]
-    assert children_state([running]).counts == {"gpu-h100": 3} and not children_state([running]).parked
-    assert parked["spec"]["template"] == running["spec"]["template"]  # no rollout when parked or unparked
-
-
-@pytest.mark.parametrize("value", ["", "-1", "x", "1.5", "٣", "9999999"])
-def test_a_parked_count_that_is_no_count_leaves_the_deployment_unparked(value: str) -> None:
-    body = children.deployment(REF, option(), children.pod_template(REF, app(), option(), machine_type("gpu-h100")),
-                               2, None)
-    body["metadata"]["annotations"][PARKED_ANNOTATION] = value
-    assert children_state([body]).counts == {"gpu-h100": 2} and not children_state([body]).parked
+    assert children.resize_patch(2) == {"metadata": {"annotations": {SURGE_ANNOTATION: "", HASH_ANNOTATION: ""}},
+                                        "spec": {"replicas": 2}}
 
 
 @pytest.mark.parametrize(("ports", "want"), [

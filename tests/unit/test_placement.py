@@ -67,7 +67,6 @@ class Case:
     uncreatable: dict[str, str] = field(default_factory=dict)
     nodeless_since: dict[str, datetime] = field(default_factory=dict)  # types seen with no schedulable node
     grown_at: dict[str, datetime] = field(default_factory=dict)  # when the operator last raised each type
-    parked: frozenset[str] = frozenset()  # types whose Deployment keeps one pod and holds the rest
     want_counts: dict[str, int]
     want_surge: str | None = None  # the type of the make-before-break replica in flight
     want_moves: list[Move] = field(default_factory=list)
@@ -79,7 +78,7 @@ class Case:
 
     def observed(self) -> Observed:
         return Observed(self.counts, self.surge, tuple(self.pods), self.probes, self.attempts, self.uncreatable,
-                        self.nodeless_since, self.grown_at, self.parked)
+                        self.nodeless_since, self.grown_at)
 
     def decide(self) -> Decision:
         return decide(self.options, self.replicas, self.policy, self.observed(), self.free, NOW)
@@ -455,32 +454,6 @@ CASES = [
          counts={H100: 1}, pods=[pod("h1", H100, ready=True, node_gone=True)],
          free={H100: [node(gpus=0)], A100: [node()]}, grown_at=LONG_AGO,
          want_counts={H100: 1}),
-    # 5c. a parked pool: its Deployment keeps one pod (for autoscalers) and holds the other replicas
-    Case(id="pool-parked/the-held-replicas-and-the-kept-pod-move-together", replicas=3, counts={H100: 3},
-         parked=frozenset({H100}), pods=[pod("h1", H100, created=NOW - s(2))],
-         free={H100: [], A100: [node(gpus=24)]}, nodeless_since={H100: NOW - s(61)}, grown_at=LONG_AGO,
-         want_counts={A100: 3}, want_moves=[Move.FELL_BACK] * 3,
-         want_delete_first=[f"{H100}/lost-0", f"{H100}/lost-1", f"{H100}/lost-2"]),
-    Case(id="pool-parked/the-held-replicas-wait-out-the-timeout-from-the-loss", replicas=3, counts={H100: 3},
-         parked=frozenset({H100}), pods=[pod("h1", H100, created=NOW - s(2))],
-         free={H100: [], A100: [node(gpus=24)]}, nodeless_since={H100: NOW - s(10)}, grown_at=LONG_AGO,
-         want_counts={H100: 3}, want_requeue_at=NOW + s(50)),
-    # the kept pod stands for no replica in particular (it moving alone would not remove it, and it would
-    # move again at each pass): the held replicas count from the loss, whatever its own mark says
-    Case(id="pool-parked/the-held-replicas-count-from-the-loss-whatever-the-kept-pod-says", replicas=3,
-         counts={H100: 3}, parked=frozenset({H100}), pods=[stuck_pod("h1", H100, since=NOW - s(70))],
-         free={H100: [], A100: [node(gpus=24)]}, nodeless_since={H100: NOW - s(10)}, grown_at=LONG_AGO,
-         want_counts={H100: 3}, want_requeue_at=NOW + s(50)),
-    Case(id="pool-parked/a-kept-pod-an-autoscaler-answered-for-waits-on-its-own", replicas=3, counts={H100: 3},
-         parked=frozenset({H100}), pods=[stuck_pod("h1", H100, since=NOW - s(61), scale_up_coming=True)],
-         free={H100: [], A100: [node(gpus=24)]}, nodeless_since={H100: NOW - s(61)}, grown_at=LONG_AGO,
-         want_counts={H100: 1, A100: 2}, want_moves=[Move.FELL_BACK] * 2,
-         want_delete_first=[f"{H100}/lost-0", f"{H100}/lost-1"], want_requeue_at=NOW + s(899)),
-    # a node came back: the held replicas' pods are coming (the pass is not one before they exist)
-    Case(id="pool-parked/a-node-back-the-held-replicas-are-coming", replicas=3, counts={H100: 3},
-         parked=frozenset({H100}), pods=[stuck_pod("h1", H100)], free={H100: [node(gpus=0)], A100: [node(gpus=24)]},
-         grown_at=LONG_AGO,
-         want_counts={H100: 2, A100: 1}, want_moves=[Move.FELL_BACK], want_delete_first=["h1"]),
     Case(id="pool-lost/missing-replicas-join-their-siblings-revision", replicas=2, counts={H100: 2},
          pods=[pod("h1", H100, revision="r1")], free={H100: [], A100: [node(gpus=16)]},
          nodeless_since={H100: NOW - s(61)}, grown_at=LONG_AGO,

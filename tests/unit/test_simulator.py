@@ -280,38 +280,6 @@ def test_regression_types_without_nodes_do_not_pass_replicas_back_and_forth() ->
                  steps=(Step(10),) * 8 + (Step(10, SetTypes("a", (H100, A100))), Step(5), Step(5), Step(5))))
 
 
-def test_regression_a_parked_pools_kept_pod_moves_once_not_at_every_pass() -> None:
-    """No node at all; b scales to 3 with its replicas parked on both types (each Deployment keeping one
-    pod). (Was, when the kept pod counted as a replica of its own: moving it did not remove it (the
-    Deployment still kept one), so it moved again at each pass: 4 moves A100 -> H100 for 3 replicas,
-    invariant e. It now stands for no replica in particular; the held replicas move together.)"""
-    run(Scenario(apps=(AppConfig("a", (H100,), replicas=1, gpus=1, unschedulable=30, scale_up=60, ready_after=10),
-                       AppConfig("b", (H100, A100), replicas=1, gpus=2, unschedulable=60, scale_up=180,
-                                 ready_after=30)),
-                 nodes=(), steps=(Step(10),) * 7 + (Step(10, Scale("b", 3)),)))
-
-
-def test_regression_replicas_stuck_before_their_pool_was_lost_get_no_more_time() -> None:
-    """Three replicas too big for the only H100 node are stuck from t=20 s (timeout 60 s); the node goes
-    at t=70 s and an A100 node with room comes at t=75 s. (Was, in the first form of parking: the pool
-    was parked and the held replicas counted from the loss, so they moved at t=130 s, not at their
-    deadline, t=80 s. A pool whose replicas were stuck there before the loss is not parked.)"""
-    sim = run(Scenario(apps=(AppConfig("a", (H100, A100), replicas=3, gpus=2, unschedulable=60),),
-                       nodes=((H100, 1),), steps=(Step(10),) * 5 + (Step(20, LoseNode(1)), Step(5, AddNode(A100, 8)),
-                                                                   Step(5), Step(5))))
-    fell = [step for step, name, t in sim.history if name == "a" and t.move == Move.FELL_BACK]
-    assert fell == [8, 8, 8], f"all three at t=80 s (step 8), not later: {fell}"
-
-
-def test_regression_a_parked_pool_whose_node_comes_back_moves_its_stuck_pod_on_time() -> None:
-    """The only H100 node is NotReady for 30 s while three replicas too big for it wait there: the pool is
-    parked, then given its pods back. (Was: the pass that gave them back saw one pod for three replicas,
-    not converged, and left the stuck one past its deadline: invariant d.)"""
-    run(Scenario(apps=(AppConfig("a", (H100, A100), replicas=3, gpus=2, unschedulable=30, scale_up=60,
-                                 ready_after=10),),
-                 nodes=((H100, 1),), steps=(Step(10), Step(10, NodeDown(4, 30)))))
-
-
 def test_example_a_lost_pool_falls_back_a_timeout_after_the_loss() -> None:
     """Both H100 nodes die; A100 has room. The replicas fall back once the timeout (30 s) has run
     from when the operator saw H100 without nodes, not from when the scheduler marked the replacements."""

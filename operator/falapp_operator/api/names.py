@@ -15,9 +15,6 @@ SURGE_ANNOTATION = f"{GROUP}/surge"  # on the Deployment of the make-before-brea
 # on a Deployment: when the operator last raised its replicas (a replica lost with its node has had no
 # place since then at the latest, whether its pod was replaced yet or not)
 GROWN_ANNOTATION = f"{GROUP}/grown-at"
-# on a Deployment held at 0 while its type has no node at all: the replicas the app has there (its pods
-# would only queue at the scheduler, ahead of the replicas that move)
-PARKED_ANNOTATION = f"{GROUP}/parked-replicas"
 HASH_ANNOTATION = f"{GROUP}/applied-hash"  # a digest of the desired object: unchanged, no write
 TEMPLATE_ANNOTATION = f"{GROUP}/template-hash"  # on pods: which template (revision) they run
 

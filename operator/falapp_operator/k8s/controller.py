@@ -688,7 +688,6 @@ class Controller:
                 free=self._free_for(spec, (namespace, name)),
                 nodeless_since=self._nodeless_for(spec),
                 grown_at=state.grown_at,
-                parked=frozenset(state.parked),
                 raised_before=self._started_at or now,
                 now=now,
                 replica_failures=state.replica_failures,
@@ -784,10 +783,7 @@ class Controller:
         if result.decision is None:
             return
         app = (namespace, name)
-        # a parked type makes the pods it keeps only (once unparked, all)
-        counts = {t: min(n, children.PARKED_PODS) if t in result.parked else n
-                  for t, n in result.decision.counts.items()}
-        asked_before = {t: min(n, children.PARKED_PODS) if t in snap.parked else n for t, n in snap.counts.items()}
+        counts = result.decision.counts
         # asked for fewer than before the pods of an earlier ask came (a scale-down, a move back): at most
         # the new count less the pods there are still to come
         pods = Counter(p.machine_type for p in snap.pods if not p.terminating)  # the ones that stay
@@ -811,7 +807,7 @@ class Controller:
         # newly asked for, and not expected yet (a reconcile retried after its write failed asks again);
         # none where the ReplicaSet's last creates failed (the namespace's quota, a webhook): a tenant's app
         # scaled beyond its quota would hide the room from others again at each ask
-        added = {t: min(n - asked_before.get(t, 0), n - pods[t] - expecting.get(t, 0)) for t, n in counts.items()
+        added = {t: min(n - snap.counts.get(t, 0), n - pods[t] - expecting.get(t, 0)) for t, n in counts.items()
                  if t not in snap.create_failing}
         added = {t: n for t, n in added.items() if n > 0}
         if not added:

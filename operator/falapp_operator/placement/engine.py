@@ -27,8 +27,6 @@ from falapp_operator.placement.snapshot import (
 
 PROBE_BACKOFF_BASE = timedelta(seconds=60)
 PROBE_BACKOFF_MAX = timedelta(hours=1)
-# how far apart two times of one moment may read: API timestamps have whole seconds, and the operator's
-# estimate of the server's clock (and the moment it hears of a change) is not exact
 SINCE_SLACK = timedelta(seconds=2)
 
 
@@ -130,17 +128,11 @@ class _Planner:
         beyond the type's count are on their way out and left out. The timeout still runs from then
         (nodes may come back). A gated pod is not the scheduler's yet; a rollout under way is ignored
         unless replicas still run there (a cordoned pool). Without the time the operator asked, a pod
-        counts from its creation and a missing one is waited for, unless the type is parked (its Deployment held
-        at 0: no pod comes)."""
+        counts from its creation and a missing one is waited for."""
         pods = list(self.pods)
         for type_name, count in self.observed_counts.items():
             option, since = self.by_name.get(type_name), observed.nodeless_since.get(type_name)
             if option is None or since is None or option.autoscaled:
-                if type_name in observed.parked:  # a node came back (or the type changed): its pods come now
-                    kept = [p for p in pods if p.machine_type == type_name]
-                    current, revision = (kept[0].current, kept[0].revision) if kept else (True, "")
-                    pods += [PodView(f"{type_name}/coming-{i}", type_name, created=self.now, current=current,
-                                     revision=revision) for i in range(count - len(kept))]
                 continue
             on_type = self.pods_on(type_name)
             rolling = self.rolling(type_name)
@@ -152,17 +144,12 @@ class _Planner:
             message = f"no Ready, schedulable node of machine type {option.display}"
             homeless = max(0, count - sum(p.bound and not p.node_gone for p in on_type))  # not running there
             pending = sorted((p for p in on_type if p.pending or p.node_gone), key=lambda p: p.created)
-            if type_name in observed.parked:
-                # the pod a parked Deployment keeps stands for no replica in particular (moving it would
-                # not remove it, and it would move again at the next pass): the held replicas count from
-                # the loss or the last raise; it keeps its own identity only where an autoscaler answered
-                pending = [p for p in pending if p.scale_up_coming or p.gated]
             lost = {p.name: p for p in pending[:homeless]}
             pods = [p for p in pods if p.machine_type != type_name or p.name in lost or not (p.pending or p.node_gone)]
             pods = [self._lost(p, max(since, grown_at or p.created), message, revision) if p.name in lost else p
                     for p in pods]
-            if grown_at is not None or type_name in observed.parked:  # (a parked type's pods never come)
-                since = max(since, grown_at or since)
+            if grown_at is not None:
+                since = max(since, grown_at)
                 pods += [PodView(f"{type_name}/lost-{i}", type_name, created=since, unschedulable_since=since,
                                  scheduler_message=message, revision=revision) for i in range(homeless - len(lost))]
         return pods

@@ -145,8 +145,6 @@ class Observed:
     nodeless_since: Mapping[str, datetime] = field(default_factory=dict)
     # when this operator last raised each type's Deployment (unknown: made by an older version)
     grown_at: Mapping[str, datetime] = field(default_factory=dict)
-    # types whose Deployment is held at 0 while they have no node: their replicas' pods are not made
-    parked: frozenset[str] = frozenset()
 
 
 class FreeOnRead(Mapping[str, Sequence[NodeFree]]):

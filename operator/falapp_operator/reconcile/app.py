@@ -24,7 +24,6 @@ from falapp_operator.api.status import (
     summarize_placements,
 )
 from falapp_operator.placement import (
-    SINCE_SLACK,
     Decision,
     Move,
     NodeFree,
@@ -35,7 +34,6 @@ from falapp_operator.placement import (
     ProbeRetry,
     Surge,
     Transition,
-    TypeOption,
     decide,
 )
 from falapp_operator.placement.eligibility import Resolution, resolve
@@ -80,8 +78,6 @@ class AppSnapshot:
     nodeless_since: Mapping[str, datetime] = field(default_factory=dict)
     # when the operator last raised each type's replicas, where its Deployment says so
     grown_at: Mapping[str, datetime] = field(default_factory=dict)
-    # types whose Deployment is parked (held at PARKED_PODS, its count in an annotation; `counts` has that)
-    parked: frozenset[str] = frozenset()
     # a Deployment without that time was raised before this (by an older version: before the operator
     # started); counted so, not written (an upgrade writes nothing for it)
     raised_before: datetime | None = None
@@ -115,7 +111,6 @@ class AppPlan:
     waiting_for_room: bool = False  # pending replicas or replicas off their preferred type
     # replicas off their preferred type: the types they would move up to (moving them is the operator's call)
     better_types: frozenset[str] = frozenset()
-    parked: frozenset[str] = frozenset()  # types whose Deployment this plan parks (see parked_types)
 
 
 def policy_of(spec: FalAppSpec) -> Policy:
@@ -178,7 +173,6 @@ def plan(snap: AppSnapshot) -> AppPlan:
         nodeless_since=snap.nodeless_since,
         grown_at=grown_at if snap.raised_before is None else {t: grown_at.get(t, snap.raised_before)
                                                               for t in snap.counts},
-        parked=snap.parked,
     )
     decision = decide(resolution.options, snap.spec.replicas, policy_of(snap.spec), observed, snap.free, snap.now)
     # a pod is marked so its ReplicaSet removes it first; one whose type keeps no replica goes anyway
@@ -189,49 +183,27 @@ def plan(snap: AppSnapshot) -> AppPlan:
                                         if decision.counts.get(type_of.get(name, ""), 0) > 0])
     # a Deployment per type in use; at scale, zero-replica Deployments for every listed type would
     # triple the objects the API server and controller manager keep
-    result.parked = parked_types(resolution.options, decision.counts, snap.nodeless_since, pods)
     for option in resolution.options:
         count = decision.counts.get(option.name, 0)
         if count:
             grown = snap.now if count > snap.counts.get(option.name, 0) else grown_at.get(option.name)
             result.deployments.append(children.deployment(snap.ref, option, template(option.name), count,
-                                                          decision.surge, grown, option.name in result.parked))
+                                                          decision.surge, grown))
     for type_name in snap.counts:
         if decision.counts.get(type_name, 0) == 0:
             result.delete_deployments.append(type_name)
     for type_name, count in decision.counts.items():
-        if type_name not in options and (count != snap.counts.get(type_name) or type_name in snap.parked):
-            # (a type parked while listed is drained from its pods: it gets them back)
+        if type_name not in resolution.types and count != snap.counts.get(type_name):
             result.rescale_unlisted[type_name] = count
     result.service = children.service(snap.ref, snap.spec)
-    result.status, result.events = _status(replace(snap, pods=pods), resolution, decision, result.parked)
+    result.status, result.events = _status(replace(snap, pods=pods), resolution, decision)
     if any(tr.move not in (Move.SCALED_UP, Move.SCALED_DOWN) for tr in decision.transitions):
         result.history = FalAppStatus(attempts=result.status.attempts, probes=result.status.probes)
     ranks = {o.name: i for i, o in enumerate(resolution.options)}
     worst = max((ranks.get(t, len(ranks)) for t in decision.counts), default=0)
     result.better_types = frozenset(o.name for o in resolution.options[:worst])
-    # a parked type's replicas wait for a node of it as pending ones would
-    result.waiting_for_room = bool(result.better_types) or bool(result.parked) or any(p.pending for p in pods)
+    result.waiting_for_room = bool(result.better_types) or any(p.pending for p in pods)
     return result
-
-
-def parked_types(options: Sequence[TypeOption], counts: Mapping[str, int], nodeless_since: Mapping[str, datetime],
-                 pods: Sequence[PodView]) -> frozenset[str]:
-    """The types whose Deployment is parked, held at children.PARKED_PODS: listed, of fixed size, with no
-    Ready, schedulable node at all, none of the app's replicas running there (bound to a node that still
-    exists: a cordoned pool's replicas keep serving) or stuck there since before the loss (their wait
-    goes on), and more replicas than that. Their pods could only
-    queue at the scheduler: after a whole pool is lost, the controller manager replaces hundreds of
-    replicas there and the scheduler tries each in turn before the replicas that move. Their count stays
-    (the timeout runs from when the type lost its last node) and comes back the moment a node does. An
-    autoscaled type needs its pods: they ask for nodes."""
-    # replicas running there, or stuck there before the loss (their pods keep the time they have waited;
-    # a replacement the scheduler marked as the operator heard of the loss is no such replica)
-    kept = {p.machine_type for p in pods if not p.terminating and (
-        (p.bound and not p.node_gone) or (p.unschedulable_since is not None and p.machine_type in nodeless_since
-                                          and p.unschedulable_since < nodeless_since[p.machine_type] - SINCE_SLACK))}
-    return frozenset(o.name for o in options if counts.get(o.name, 0) > children.PARKED_PODS
-                     and o.name in nodeless_since and not o.autoscaled and o.name not in kept)
 
 
 def invalid(ref: AppRef, generation: int, status: FalAppStatus, problem: str, now: datetime,
@@ -296,8 +268,7 @@ def candidates_summary(resolution: Resolution) -> str:
     return ",".join(out)
 
 
-def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision,
-            parked: frozenset[str] = frozenset()) -> tuple[FalAppStatus, list[Event]]:
+def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tuple[FalAppStatus, list[Event]]:
     display = {o.name: o.display for o in resolution.options}
     gpus = {o.name: o.gpus for o in resolution.options}
     # where the app's GPU count is chosen per type (gpuMemory), events name it with the type
@@ -394,9 +365,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision,
     elif rolling:
         ready_state = ("False", "RollingOut", f"{current_ready}/{wanted} replicas ready on the current spec")
     else:
-        held = "".join(f"; {decision.counts[t] - children.PARKED_PODS} held for {display[t]} without a pod, "
-                       f"as it has no Ready, schedulable node" for t in in_use if t in parked)
-        ready_state = ("False", "ReplicasNotReady", f"{current_ready}/{wanted} replicas ready{held}")
+        ready_state = ("False", "ReplicasNotReady", f"{current_ready}/{wanted} replicas ready")
     conditions = set_condition(conditions, ConditionType.READY, ready_state[0], reason=ready_state[1],
                                message=ready_state[2], observed_generation=gen, now=now)
     if ready_state[0] == "False" and ready_state[1] in ("InsufficientCapacity", "ReplicaFailure") and (

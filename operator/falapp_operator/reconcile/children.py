@@ -26,7 +26,6 @@ from falapp_operator.api import (
 from falapp_operator.api.names import (
     APP_LABEL,
     GROWN_ANNOTATION,
-    PARKED_ANNOTATION,
     HASH_ANNOTATION,
     MANAGED_BY,
     SURGE_ANNOTATION,
@@ -201,25 +200,15 @@ def template_hash(template: JsonMapping) -> str:
 def resize_patch(replicas: int) -> JsonObject:
     """Merge patch giving a Deployment whose type is no longer listed a new size, its template kept.
     It clears the make-before-break mark (it cannot outlive the resize) and the applied hash (the
-    object no longer is what was applied: if the type is listed again, it is applied again); a parked
-    Deployment gets its replicas back (an unlisted type is drained from its pods)."""
-    return {"metadata": {"annotations": {SURGE_ANNOTATION: "", HASH_ANNOTATION: "", PARKED_ANNOTATION: ""}},
-            "spec": {"replicas": replicas}}
-
-
-# pods a parked Deployment keeps (see app.parked_types): one pending replica per app shows the type is
-# wanted to an autoscaler that adds nodes for pending pods, though the type is not declared autoscaled
-PARKED_PODS = 1
+    object no longer is what was applied: if the type is listed again, it is applied again)."""
+    return {"metadata": {"annotations": {SURGE_ANNOTATION: "", HASH_ANNOTATION: ""}}, "spec": {"replicas": replicas}}
 
 
 def deployment(app: AppRef, option: TypeOption, template: JsonObject, replicas: int, surge: Surge | None,
-               grown_at: datetime | None = None, parked: bool = False) -> JsonObject:
-    """`parked`: the type has no node at all; the Deployment keeps PARKED_PODS and remembers `replicas`."""
+               grown_at: datetime | None = None) -> JsonObject:
     annotations = {SURGE_ANNOTATION: encode_surge(surge) if surge and surge.to_type == option.name else ""}
     if grown_at is not None:
         annotations[GROWN_ANNOTATION] = format_micro_time(grown_at)
-    if parked:
-        annotations[PARKED_ANNOTATION] = str(replicas)
     body = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -231,7 +220,7 @@ def deployment(app: AppRef, option: TypeOption, template: JsonObject, replicas: 
             "ownerReferences": [app.owner_reference()],
         },
         "spec": {
-            "replicas": min(replicas, PARKED_PODS) if parked else replicas,
+            "replicas": replicas,
             "selector": {"matchLabels": {APP_LABEL: app.name, TYPE_LABEL: option.name}},
             "strategy": ROLLOUT,
             "template": template,

@@ -17,7 +17,6 @@ from falapp_operator.api.names import (
     DELETION_COST,
     GROWN_ANNOTATION,
     HASH_ANNOTATION,
-    PARKED_ANNOTATION,
     REVISION_LABEL,
     SURGE_ANNOTATION,
     TEMPLATE_ANNOTATION,
@@ -49,16 +48,6 @@ class ChildrenState:
     quota_refused_since: dict[str, datetime] = field(default_factory=dict)
     # when the operator last raised the Deployment's replicas (GROWN_ANNOTATION), where it says so
     grown_at: dict[str, datetime] = field(default_factory=dict)
-    # types whose Deployment the operator holds at 0 (PARKED_ANNOTATION): their count is the annotation's
-    parked: set[str] = field(default_factory=set)
-
-
-def parked_count(annotations: JsonMapping) -> int | None:
-    """The replicas a parked Deployment holds back, or None when it is not parked ("" or no number)."""
-    value = annotations.get(PARKED_ANNOTATION)
-    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or len(value) > 6:
-        return None
-    return int(value)
 
 
 def machine_type_of(obj: JsonMapping) -> str | None:
@@ -95,16 +84,12 @@ def children_state(deployments: Iterable[JsonMapping], owner_uid: str | None = N
         type_name = machine_type_of(body)
         if type_name is None or (owner_uid is not None and controller_uid(body) != owner_uid):
             continue
-        annotations = body["metadata"].get("annotations") or {}
-        parked = parked_count(annotations)
-        state.counts[type_name] = ((body.get("spec") or {}).get("replicas", 0) or 0) if parked is None else parked
-        if parked is not None:
-            state.parked.add(type_name)
-        surge = decode_surge(type_name, annotations.get(SURGE_ANNOTATION))
+        state.counts[type_name] = (body.get("spec") or {}).get("replicas", 0) or 0
+        surge = decode_surge(type_name, ((body["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION)))
         # one is in flight; a mark left on a Deployment whose type was unlisted meanwhile is older
         if surge is not None and (state.surge is None or _since(surge) > _since(state.surge)):
             state.surge = surge
-        grown_at = parse_time_or_none(annotations.get(GROWN_ANNOTATION))
+        grown_at = parse_time_or_none((body["metadata"].get("annotations") or {}).get(GROWN_ANNOTATION))
         if grown_at is not None:
             state.grown_at[type_name] = grown_at
         for condition in (body.get("status") or {}).get("conditions") or []:
@@ -251,8 +236,7 @@ def slim_child(body: JsonMapping, field_manager: str) -> JsonObject:
     """A Deployment or Service of an app, as children_state, made_by, name_conflict and needs_apply
     read it; anyone else's only as name_conflict reads it (name and controller: its name is taken)."""
     meta = body["metadata"]
-    out = {"metadata": _meta(meta, (APP_LABEL, TYPE_LABEL), (HASH_ANNOTATION, SURGE_ANNOTATION, GROWN_ANNOTATION,
-                                                                    PARKED_ANNOTATION))}
+    out = {"metadata": _meta(meta, (APP_LABEL, TYPE_LABEL), (HASH_ANNOTATION, SURGE_ANNOTATION, GROWN_ANNOTATION))}
     if not out["metadata"]["labels"].get(APP_LABEL):
         del out["metadata"]["labels"], out["metadata"]["annotations"]
         return out
