@@ -60,7 +60,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object)
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = FINALIZER
     settings.watching.chunk_size = PAGE  # kopf's initial LISTs are paged too
-    api = KubeApi(await load_config(), config.field_manager)
+    api = KubeApi(await load_config(), config.field_manager, config.api_request_timeout)
     controller = Controller(api, config)
     await controller.start()
     memo.controller = controller

@@ -260,6 +260,21 @@ async def test_an_informer_continues_from_the_last_version_and_lists_again_when_
     assert calls[:5] == [(False, None), (True, "99"), (True, "130"), (False, None), (True, "99")]
 
 
+async def test_a_request_the_server_never_answers_ends_as_a_transient_error_naming_what_it_was_for(
+        served: tuple[FakeApiServer, KubeApi]) -> None:
+    """kubernetes_asyncio sets no time limit: a silent connection would hold a reconcile for good."""
+    fake, api = served
+    api.request_timeout = 0.3
+    fake.slow("GET", "/falapps/silent", 30)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ApiError) as raised:
+        await api.get_falapp("team-a", "silent")
+    assert asyncio.get_running_loop().time() - started < 5, "it waited on the server"
+    assert raised.value.transient and raised.value.reason == "TimeoutError", raised.value
+    assert "FalApp team-a/silent" in str(raised.value)
+    assert await api.get_falapp("team-a", "silent") is None, "the next request goes as usual"
+
+
 async def test_the_client_holds_more_requests_at_once_than_kubernetes_asyncios_pool_of_100(
         served: tuple[FakeApiServer, KubeApi]) -> None:
     """Watches (eight per watched namespace) and the gate's requests share one client: a pool of its own

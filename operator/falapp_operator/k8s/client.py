@@ -206,9 +206,12 @@ def _from_exception(e: ApiException, what: str) -> ApiError:
 
 
 class KubeApi:
-    def __init__(self, api_client: client.ApiClient, field_manager: str) -> None:
+    def __init__(self, api_client: client.ApiClient, field_manager: str, request_timeout: float = 90.0) -> None:
         self.api_client = api_client
         self.field_manager = field_manager
+        # seconds a request (not a watch) may take: kubernetes_asyncio sets no limit, and a connection that
+        # went silent (an API server gone without closing it) would hold its reconcile for good
+        self.request_timeout = request_timeout
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
@@ -223,6 +226,7 @@ class KubeApi:
         metrics.API_WRITES.labels(what).inc()
 
     async def _call(self, what: str, call: ApiCall, *args: object, **kwargs: object) -> JsonObject | None:
+        kwargs.setdefault("_request_timeout", aiohttp.ClientTimeout(total=self.request_timeout))
         return await _answer(call(*args, _preload_content=False, **kwargs), what, self.clock)
 
     async def _object(self, what: str, call: ApiCall, *args: object, **kwargs: object) -> JsonObject:
