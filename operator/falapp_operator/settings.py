@@ -18,9 +18,10 @@ class OperatorSettings(BaseSettings):
         "grows, a move's history) first, so that when many apps move at once each replacement is asked for before "
         "the others' tidying up; one that has waited a second behind more urgent ones gets every fourth slot.")
     api_request_timeout: float = Field(
-        90.0, gt=0, description="Seconds an API request (not a watch) may take before the operator gives up on it "
-        "and retries, as for any transient error: a connection that went silent (an API server gone without "
-        "closing it) never answers. Above the API server's own 60 s, so that its answer comes first.")
+        90.0, gt=0, description="Seconds an API request (not a watch) may go without a byte of its answer before "
+        "the operator gives up on it and retries, as for any transient error: a connection that went silent (an "
+        "API server gone without closing it) never answers. Keep it above the API server's --request-timeout "
+        "(60 s by default), so that the server's own answer comes first.")
     status_counts_rate: float = Field(
         10.0, ge=1, description="FalApp status writes per second, across all apps, that only update counts and "
         "messages (each app's at most once a second besides); the apps waiting take turns, namespaces in turn "

@@ -270,9 +270,20 @@ async def test_a_request_the_server_never_answers_ends_as_a_transient_error_nami
     with pytest.raises(ApiError) as raised:
         await api.get_falapp("team-a", "silent")
     assert asyncio.get_running_loop().time() - started < 5, "it waited on the server"
-    assert raised.value.transient and raised.value.reason == "TimeoutError", raised.value
+    assert raised.value.transient and "no answer within 0.3s" in str(raised.value), raised.value
     assert "FalApp team-a/silent" in str(raised.value)
     assert await api.get_falapp("team-a", "silent") is None, "the next request goes as usual"
+
+
+async def test_a_callers_own_limit_on_a_request_wins(served: tuple[FakeApiServer, KubeApi]) -> None:
+    """The Lease's requests keep their renew deadline, whatever the limit of the others."""
+    fake, api = served
+    api.request_timeout = 0.2
+    fake.slow("GET", "/falapps/patient", 0.6)
+    with pytest.raises(ApiError) as raised:  # absent: answered, after 0.6 s
+        await api._call("FalApp team-a/patient", api.custom.get_namespaced_custom_object, "fal.ai", "v1alpha1",
+                        "team-a", "falapps", "patient", _request_timeout=5)
+    assert raised.value.status == 404, raised.value
 
 
 async def test_the_client_holds_more_requests_at_once_than_kubernetes_asyncios_pool_of_100(

@@ -205,6 +205,9 @@ def _from_exception(e: ApiException, what: str) -> ApiError:
     return _from_body(e.status or 0, e.reason or "", body, what)
 
 
+CONNECT_TIMEOUT = 30  # seconds to open a connection to the API server
+
+
 class KubeApi:
     def __init__(self, api_client: client.ApiClient, field_manager: str, request_timeout: float = 90.0) -> None:
         self.api_client = api_client
@@ -226,8 +229,17 @@ class KubeApi:
         metrics.API_WRITES.labels(what).inc()
 
     async def _call(self, what: str, call: ApiCall, *args: object, **kwargs: object) -> JsonObject | None:
-        kwargs.setdefault("_request_timeout", aiohttp.ClientTimeout(total=self.request_timeout))
-        return await _answer(call(*args, _preload_content=False, **kwargs), what, self.clock)
+        if "_request_timeout" in kwargs:  # the caller's own limit (the Lease's renew deadline)
+            return await _answer(call(*args, _preload_content=False, **kwargs), what, self.clock)
+        # silence, not length: a long answer that keeps coming is no dead connection
+        limit = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=self.request_timeout)
+        try:
+            return await _answer(call(*args, _preload_content=False, _request_timeout=limit, **kwargs), what,
+                                 self.clock)
+        except ApiError as e:
+            if e.status == 0 and isinstance(e.__cause__, TimeoutError):
+                raise ApiError(0, e.reason, f"no answer within {self.request_timeout:g}s", what) from e
+            raise
 
     async def _object(self, what: str, call: ApiCall, *args: object, **kwargs: object) -> JsonObject:
         """A call whose answer is an object (any but a delete's)."""
@@ -329,7 +341,7 @@ class KubeApi:
             response = await _response(call(
                 *args, watch=True, resource_version=resource_version, allow_watch_bookmarks=True,
                 timeout_seconds=server_timeout, _preload_content=False,
-                _request_timeout=aiohttp.ClientTimeout(sock_connect=30, sock_read=server_timeout + 30),
+                _request_timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=server_timeout + 30),
                 **self._selectors(label_selector, field_selector)))
         except ApiException as e:
             raise _from_exception(e, what) from e
