@@ -212,8 +212,9 @@ class KubeApi:
     def __init__(self, api_client: client.ApiClient, field_manager: str, request_timeout: float = 90.0) -> None:
         self.api_client = api_client
         self.field_manager = field_manager
-        # seconds a request (not a watch) may take: kubernetes_asyncio sets no limit, and a connection that
-        # went silent (an API server gone without closing it) would hold its reconcile for good
+        # seconds a request (not a watch) may go without a byte of its answer: kubernetes_asyncio sets no
+        # limit, and a connection that went silent (an API server gone without closing it) would hold its
+        # reconcile for good
         self.request_timeout = request_timeout
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
@@ -229,15 +230,14 @@ class KubeApi:
         metrics.API_WRITES.labels(what).inc()
 
     async def _call(self, what: str, call: ApiCall, *args: object, **kwargs: object) -> JsonObject | None:
-        if "_request_timeout" in kwargs:  # the caller's own limit (the Lease's renew deadline)
-            return await _answer(call(*args, _preload_content=False, **kwargs), what, self.clock)
-        # silence, not length: a long answer that keeps coming is no dead connection
-        limit = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=self.request_timeout)
+        own = "_request_timeout" in kwargs  # the caller's own limit (the Lease's renew deadline)
+        if not own:  # silence, not length: a long answer that keeps coming is no dead connection
+            kwargs["_request_timeout"] = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT,
+                                                               sock_read=self.request_timeout)
         try:
-            return await _answer(call(*args, _preload_content=False, _request_timeout=limit, **kwargs), what,
-                                 self.clock)
+            return await _answer(call(*args, _preload_content=False, **kwargs), what, self.clock)
         except ApiError as e:
-            if e.status == 0 and isinstance(e.__cause__, TimeoutError):
+            if not own and e.status == 0 and isinstance(e.__cause__, TimeoutError):
                 raise ApiError(0, e.reason, f"no answer within {self.request_timeout:g}s", what) from e
             raise
 
