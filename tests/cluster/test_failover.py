@@ -281,3 +281,31 @@ async def test_pod_list_is_paged_and_the_watch_continues_from_it(kubectl: Kubect
         assert expired.value.status == 410, expired.value
     finally:
         await api.close()
+
+
+async def test_a_request_to_an_api_server_gone_silent_fails_after_the_limit_and_the_next_goes_through(
+        kubectl: Kubectl, kctl: Kubectl, namespace: str):
+    """The API server frozen (SIGSTOP: its connections stay open, nothing answers): the operator's request
+    ends after its limit as a transient error saying so, instead of waiting for good; once the server goes
+    on, the next request is answered."""
+    from kubernetes_asyncio import config
+
+    from falapp_operator.k8s.client import KubeApi  # imported here: the other tests run it as a process
+
+    api = KubeApi(await config.new_client_from_config(config_file=str(kubectl.kubeconfig), persist_config=False),
+                  "falapp-test", request_timeout=2)
+    try:
+        assert await api.get_falapp(namespace, "absent") is None  # a connection is open
+        subprocess.run([str(CLUSTER), "pause", "kube-apiserver"], check=True)
+        try:
+            started = time.monotonic()
+            with pytest.raises(ApiError) as silent:
+                await asyncio.wait_for(api.get_falapp(namespace, "absent"), 60)
+            waited = time.monotonic() - started
+        finally:
+            subprocess.run([str(CLUSTER), "resume", "kube-apiserver"], check=True)
+        assert silent.value.transient and "no answer within 2s" in str(silent.value), silent.value
+        assert 1.5 <= waited < 30, f"gave up after {waited:.1f}s"
+        assert await api.get_falapp(namespace, "absent") is None, "answered once the server goes on"
+    finally:
+        await api.close()
