@@ -283,6 +283,12 @@ async def test_pod_list_is_paged_and_the_watch_continues_from_it(kubectl: Kubect
         await api.close()
 
 
+async def api_server(action: str) -> None:
+    """hack/cluster.sh pause|resume kube-apiserver (SIGSTOP / SIGCONT)."""
+    process = await asyncio.create_subprocess_exec(str(CLUSTER), action, "kube-apiserver")
+    assert await process.wait() == 0, f"{action} kube-apiserver failed"
+
+
 async def test_a_request_to_an_api_server_gone_silent_fails_after_the_limit_and_the_next_goes_through(
         kubectl: Kubectl, kctl: Kubectl, namespace: str):
     """The API server frozen (SIGSTOP: its connections stay open, nothing answers): the operator's request
@@ -296,14 +302,14 @@ async def test_a_request_to_an_api_server_gone_silent_fails_after_the_limit_and_
                   "falapp-test", request_timeout=2)
     try:
         assert await api.get_falapp(namespace, "absent") is None  # a connection is open
-        subprocess.run([str(CLUSTER), "pause", "kube-apiserver"], check=True)
+        await api_server("pause")
         try:
             started = time.monotonic()
             with pytest.raises(ApiError) as silent:
                 await asyncio.wait_for(api.get_falapp(namespace, "absent"), 60)
             waited = time.monotonic() - started
         finally:
-            subprocess.run([str(CLUSTER), "resume", "kube-apiserver"], check=True)
+            await api_server("resume")
         assert silent.value.transient and "no answer within 2s" in str(silent.value), silent.value
         assert 1.5 <= waited < 30, f"gave up after {waited:.1f}s"
         assert await api.get_falapp(namespace, "absent") is None, "answered once the server goes on"
