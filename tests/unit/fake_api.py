@@ -252,17 +252,26 @@ class FakeApiServer:
 
 
 @asynccontextmanager
-async def serving(fake: FakeApiServer | None = None) -> AsyncIterator[tuple[FakeApiServer, KubeApi]]:
-    """The fake server on a loopback port, and the operator's client pointed at it."""
-    fake = fake or FakeApiServer()
+async def listening(fake: FakeApiServer) -> AsyncIterator[TestServer]:
+    """The fake server on a loopback port."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", fake.handle)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
-    configuration = client.Configuration(host=str(server.make_url("")).rstrip("/"))
-    api = KubeApi(api_client(configuration), FIELD_MANAGER)  # as load_config makes it
     try:
-        yield fake, api
+        yield server
     finally:
-        await api.close()
         await server.close()
+
+
+@asynccontextmanager
+async def serving(fake: FakeApiServer | None = None) -> AsyncIterator[tuple[FakeApiServer, KubeApi]]:
+    """The fake server on a loopback port, and the operator's client pointed at it."""
+    fake = fake or FakeApiServer()
+    async with listening(fake) as server:
+        configuration = client.Configuration(host=str(server.make_url("")).rstrip("/"))
+        api = KubeApi(api_client(configuration), FIELD_MANAGER)  # as load_config makes it
+        try:
+            yield fake, api
+        finally:
+            await api.close()
