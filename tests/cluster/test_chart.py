@@ -537,6 +537,14 @@ def _managers(kubectl: Kubectl, kind: str, name: str, subresource: str | None = 
             if (subresource is None or f.get("subresource") == subresource)}
 
 
+def flow_schema_of(kubectl: Kubectl, *request: str, check: bool = True) -> str:
+    """The uid of the FlowSchema the API server filed a kubectl request under (its response header)."""
+    answer = kubectl.run(*request, "-v=8", check=check)
+    found = re.search(r"X-Kubernetes-Pf-Flowschema-Uid:\s*([0-9a-f-]+)", answer.stderr, re.IGNORECASE)
+    assert found, answer.stderr[-2000:]
+    return found.group(1)
+
+
 @pytest.mark.parametrize("scope", ["cluster-wide", "watch-namespace"])
 def test_operator_runs_with_only_the_chart_rbac(scope: str, kubectl: Kubectl, kctl: Kubectl, namespace: str,
                                                 crds, tools: Path, running_operator, tmp_path: Path):
@@ -562,6 +570,11 @@ def test_operator_runs_with_only_the_chart_rbac(scope: str, kubectl: Kubectl, kc
         refused = Kubectl(kubectl.binary, sa_kubeconfig, namespace).run("get", "secrets", check=False)
         assert refused.returncode != 0 and "Forbidden" in refused.stderr, refused.stderr
         assert kubectl.run("auth", "can-i", "delete", "nodes", f"--as={sa}", check=False).stdout.strip() == "no"
+        # API Priority and Fairness: the API server files its requests under the chart's FlowSchemas
+        as_operator = Kubectl(kubectl.binary, sa_kubeconfig, namespace)
+        assert flow_schema_of(as_operator, "get", "falapps") == kubectl.get("flowschema", release)["metadata"]["uid"]
+        assert flow_schema_of(as_operator, "get", "lease", release, check=False) == \
+            kubectl.get("flowschema", f"{release}-leader-election")["metadata"]["uid"]
 
         running_operator.stop()
         proof = TokenOperator(sa_kubeconfig, tmp_path, operator_args, lease_env)
