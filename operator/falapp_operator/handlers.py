@@ -10,6 +10,7 @@ compares versions with its own writes, and lets the API server filter Events by 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -60,17 +61,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object)
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = FINALIZER
     settings.watching.chunk_size = PAGE  # kopf's initial LISTs are paged too
-    if config.metrics_port and not memo.get("metrics_served"):  # once: kopf runs a failed startup again
-        start_http_server(config.metrics_port)
-        memo.metrics_served = True
     api = KubeApi(await load_config(), config.field_manager, config.api_request_timeout)
     controller = Controller(api, config)
     try:
         await controller.start()  # reads only; its watches start once every LIST has answered
     except BaseException:
-        await api.close()  # kopf runs a failed startup again, with a new client: none left open
+        with contextlib.suppress(Exception):  # the start's own error is the one to show
+            await api.close()  # kopf runs a failed startup again, with a new client: none left open
         raise
     memo.controller = controller
+    if config.metrics_port:  # once started: a scrape that answers means the caches are full
+        start_http_server(config.metrics_port)
     if not config.leader_elect:
         metrics.LEADER.set(1)
         controller.lead()
