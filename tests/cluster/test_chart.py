@@ -187,12 +187,14 @@ def test_helm_lint(tools: Path, values: str):
 
 def test_helm_lint_refuses_bad_values(tools: Path):
     for bad in ("logFormat=xml", "watchNamespaces={Not_A_Namespace}", "catalog.machineTypes[0].name=GPU-H100",
-                "metrics.port=0", "unknownKey=1", "leaderElection.leaseDuration=1", "networkPolicy.allowAll=true"):
+                "metrics.port=0", "unknownKey=1", "leaderElection.leaseDuration=1", "networkPolicy.allowAll=true",
+                "apiPriority.concurrencyShares=0"):
         result = helm(tools, "lint", str(CHART), "--set", bad, check=False)
         assert result.returncode != 0, bad
     # two operators without leader election would both write; timings out of order: refused, saying why
     for bad, message in ((["leaderElection.enabled=false"], "replicaCount > 1 needs leaderElection.enabled"),
-                         (["leaderElection.renewDeadline=20"], "retryPeriod < renewDeadline < leaseDuration")):
+                         (["leaderElection.renewDeadline=20"], "retryPeriod < renewDeadline < leaseDuration"),
+                         (["serviceAccount.create=false"], "needs the operator's own ServiceAccount")):
         result = helm(tools, "template", "x", str(CHART), *[a for b in bad for a in ("--set", b)], check=False)
         assert result.returncode != 0 and message in result.stderr, result.stderr
 
@@ -537,12 +539,14 @@ def _managers(kubectl: Kubectl, kind: str, name: str, subresource: str | None = 
             if (subresource is None or f.get("subresource") == subresource)}
 
 
-def flow_schema_of(kubectl: Kubectl, *request: str, check: bool = True) -> str:
-    """The uid of the FlowSchema the API server filed a kubectl request under (its response header)."""
-    answer = kubectl.run(*request, "-v=8", check=check)
-    found = re.search(r"X-Kubernetes-Pf-Flowschema-Uid:\s*([0-9a-f-]+)", answer.stderr, re.IGNORECASE)
-    assert found, answer.stderr[-2000:]
-    return found.group(1)
+def filed_under(kubectl: Kubectl, path: str) -> tuple[str, str]:
+    """The uids of the FlowSchema and the priority level the API server filed one request under (its
+    response headers); `get --raw` sends that request alone, with no discovery before it."""
+    answer = kubectl.run("get", "--raw", path, "-v=8", check=False)
+    found = {name.lower(): set(re.findall(rf"X-Kubernetes-Pf-{name}-Uid:\s*([0-9a-f-]+)", answer.stderr, re.I))
+             for name in ("Flowschema", "Prioritylevel")}
+    assert all(len(uids) == 1 for uids in found.values()), answer.stderr[-2000:]
+    return found["flowschema"].pop(), found["prioritylevel"].pop()
 
 
 @pytest.mark.parametrize("scope", ["cluster-wide", "watch-namespace"])
@@ -570,11 +574,15 @@ def test_operator_runs_with_only_the_chart_rbac(scope: str, kubectl: Kubectl, kc
         refused = Kubectl(kubectl.binary, sa_kubeconfig, namespace).run("get", "secrets", check=False)
         assert refused.returncode != 0 and "Forbidden" in refused.stderr, refused.stderr
         assert kubectl.run("auth", "can-i", "delete", "nodes", f"--as={sa}", check=False).stdout.strip() == "no"
-        # API Priority and Fairness: the API server files its requests under the chart's FlowSchemas
+        # API Priority and Fairness: the API server files its requests under the chart's FlowSchemas, in
+        # the chart's priority level; its Lease's in the control plane's leader-election level
         as_operator = Kubectl(kubectl.binary, sa_kubeconfig, namespace)
-        assert flow_schema_of(as_operator, "get", "falapps") == kubectl.get("flowschema", release)["metadata"]["uid"]
-        assert flow_schema_of(as_operator, "get", "lease", release, check=False) == \
-            kubectl.get("flowschema", f"{release}-leader-election")["metadata"]["uid"]
+        assert filed_under(as_operator, f"/apis/fal.ai/v1alpha1/namespaces/{namespace}/falapps") == (
+            kubectl.get("flowschema", release)["metadata"]["uid"],
+            kubectl.get("prioritylevelconfiguration", release)["metadata"]["uid"])
+        assert filed_under(as_operator, f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{release}") == (
+            kubectl.get("flowschema", f"{release}-leader-election")["metadata"]["uid"],
+            kubectl.get("prioritylevelconfiguration", "leader-election")["metadata"]["uid"])
 
         running_operator.stop()
         proof = TokenOperator(sa_kubeconfig, tmp_path, operator_args, lease_env)
