@@ -8,9 +8,14 @@ force-deleted (a lost pool: nothing is left to drain; `--pods gc` leaves them bo
 for the pod garbage collector, as a real node deletion does). Then:
   operator run    from the node deletion request until every replica is Ready on A100; the apps wait
                   their unschedulableTimeout by design, so the compared time is this minus the timeout;
-  scheduler alone the operator stopped and the FalApps deleted (their pods gone), the same number of
-                  replicas as plain Deployments on A100 with the operator's own pod template (the
-                  same pods), from the first create request until every pod is Ready.
+  moved by hand   the operator stopped and the FalApps deleted, the H100 nodes back; the same pods as
+                  plain Deployments on H100 (and on A100 at 0), the same loss, and at exactly the
+                  timeout each A100 Deployment scaled up and each H100 one down: the operator's
+                  writes with nothing to decide, no status and no events (what the operator adds
+                  to the drain itself), until every replica is Ready on A100;
+  scheduler alone the same number of replicas as plain Deployments on A100 with the operator's own
+                  pod template (the same pods) on a quiet cluster, from the first create request
+                  until every pod is Ready.
 Prints both, their ratio, the control plane's and the operator's CPU, and writes Ready-over-time of
 both to a PNG.
 
@@ -163,6 +168,20 @@ class MassFallback:
                 asyncio.create_task(c.watch("apps/v1", "Deployment", self.namespace, stages.observe_deployment, stop)),
                 asyncio.create_task(c.watch("apps/v1", "ReplicaSet", self.namespace, stages.observe_replicaset, stop))]
 
+    async def remove_first_type(self, removed: float) -> float:
+        """Every node of the first type deleted at once, then (unless left to the pod garbage collector)
+        their pods force-deleted: when the last request was answered, in seconds since `removed`."""
+        c = self.cluster
+        await c.delete_all("v1", "Node", selector=f"{POOL_LABEL}={self.first}")
+        nodes_deleted = time.time() - removed
+        if self.force_delete_pods:
+            await c.delete_all("v1", "Pod", self.namespace, selector=f"{TYPE_LABEL}={self.first}", grace=0)
+        deleted = time.time() - removed
+        print(f"  nodes deleted in {nodes_deleted:.2f}s, their pods "
+              + (f"by {deleted:.2f}s" if self.force_delete_pods else "left to the pod garbage collector"),
+              flush=True)
+        return deleted
+
     async def operator_run(self) -> dict:
         c, stop = self.cluster, asyncio.Event()
         pods, stages = ReadyPods(TYPE_LABEL), Stages(self.first, self.next)
@@ -181,16 +200,9 @@ class MassFallback:
             cpu, operator_cpu = ControlPlaneCPU(), self.operator.cpu_seconds() if self.operator else 0.0
             writes_before = metric_samples(self.operator.metrics(), WRITES) if self.operator else {}
             reconciles_before = (self.operator.metric("falapp_reconciles_total") or 0) if self.operator else 0
-            before = cpu.read()
+            before, bench_cpu = cpu.read(), time.process_time()
             removed = stages.since = time.time()
-            await c.delete_all("v1", "Node", selector=f"{POOL_LABEL}={self.first}")
-            nodes_deleted = time.time() - removed
-            if self.force_delete_pods:
-                await c.delete_all("v1", "Pod", self.namespace, selector=f"{TYPE_LABEL}={self.first}", grace=0)
-            deleted = time.time() - removed
-            print(f"  nodes deleted in {nodes_deleted:.2f}s, their pods "
-                  + (f"by {deleted:.2f}s" if self.force_delete_pods else "left to the pod garbage collector"),
-                  flush=True)
+            deleted = await self.remove_first_type(removed)
             await until(lambda: pods.counts[self.next] == self.total, 600,
                         f"{self.total} replicas Ready on {self.next}", watches)
             series = [(t - removed, n) for t, n in pods.series[self.next]]
@@ -198,7 +210,7 @@ class MassFallback:
                       "half_ready_s": round(next(t for t, n in series if n >= self.total / 2), 2),
                       "stages": stages.report(self.total),
                       "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series,
-                      "asked_series": stages.series["asked"]}
+                      "bench_cpu_s": round(time.process_time() - bench_cpu, 1), "asked_series": stages.series["asked"]}
             if self.operator:
                 result["operator_cpu_s"] = round(self.operator.cpu_seconds() - operator_cpu, 1)
                 result["operator_reconciles"] = int((self.operator.metric("falapp_reconciles_total") or 0)
@@ -212,12 +224,54 @@ class MassFallback:
             for w in watches:
                 w.cancel()
 
-    async def scheduler_run(self) -> dict:
-        c, stop = self.cluster, asyncio.Event()
+    async def clear_operator_run(self) -> None:
+        """The operator stopped and the FalApps deleted, their pods gone."""
         if self.operator:
             self.operator.stop()
-        await c.delete_all("fal.ai/v1alpha1", "FalApp", self.namespace)
-        await c.wait_gone("v1", "Pod", self.namespace)
+        await self.cluster.delete_all("fal.ai/v1alpha1", "FalApp", self.namespace)
+        await self.cluster.wait_gone("v1", "Pod", self.namespace)
+
+    async def by_hand_run(self) -> dict:
+        """The same loss of the same pods as plain Deployments, moved by hand at the timeout with nothing
+        to decide: each app's Deployment on the next type (made at 0) scaled up, then the lost type's
+        scaled to 0; the writes of the operator's moves without their wait, status or events."""
+        c, stop = self.cluster, asyncio.Event()
+        pods, stages = ReadyPods(TYPE_LABEL), Stages(self.first, self.next)
+        await c.create([fake_node(f"{self.first}-{i}", self.first) for i in range(self.node_count)])
+        await c.wait_nodes_ready(f"{POOL_LABEL}={self.first}", self.node_count, 300)
+        watches = self.watch_stages(pods, stages, stop)
+        lost = [plain_deployment(f"hand-{i}", self.namespace, self.first, self.replicas) for i in range(self.apps)]
+        spare = [plain_deployment(f"hand-{i}", self.namespace, self.next, 0) for i in range(self.apps)]
+        try:
+            await c.create(lost + spare)
+            await until(lambda: pods.counts[self.first] == self.total, 600,
+                        f"{self.total} plain pods Ready on {self.first}", watches)
+            await asyncio.sleep(5)  # as in the operator run
+            print(f"  {await quiet_machine()}", flush=True)
+            cpu = ControlPlaneCPU()
+            before, bench_cpu = cpu.read(), time.process_time()
+            removed = stages.since = time.time()
+            await self.remove_first_type(removed)
+            await asyncio.sleep(max(0.0, removed + self.timeout_s - time.time()))
+            for deployments, replicas in ((spare, self.replicas), (lost, 0)):  # the growth first, as the operator
+                await c.scale_all(deployments, replicas)
+            await until(lambda: pods.counts[self.next] == self.total, 600,
+                        f"{self.total} plain pods Ready on {self.next}", watches)
+            series = [(t - removed, n) for t, n in pods.series[self.next]]
+            return {"all_ready_s": round(series[-1][0], 2),
+                    "half_ready_s": round(next(t for t, n in series if n >= self.total / 2), 2),
+                    "stages": stages.report(self.total),
+                    "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series,
+                    "bench_cpu_s": round(time.process_time() - bench_cpu, 1)}
+        finally:
+            stop.set()
+            for w in watches:
+                w.cancel()
+            await c.delete_all("apps/v1", "Deployment", self.namespace)
+            await c.wait_gone("v1", "Pod", self.namespace)
+
+    async def scheduler_run(self) -> dict:
+        c, stop = self.cluster, asyncio.Event()
         pods, stages = ReadyPods(TYPE_LABEL), Stages(self.first, self.next)
 
         watches = self.watch_stages(pods, stages, stop)
@@ -226,7 +280,7 @@ class MassFallback:
         try:
             print(f"  {await quiet_machine()}", flush=True)
             cpu = ControlPlaneCPU()
-            before = cpu.read()
+            before, bench_cpu = cpu.read(), time.process_time()
             started = stages.since = time.time()
             await c.create(deployments)
             created = time.time() - started
@@ -235,7 +289,8 @@ class MassFallback:
             return {"create_requests_s": round(created, 2), "all_ready_s": round(series[-1][0], 2),
                     "half_ready_s": round(next(t for t, n in series if n >= self.total / 2), 2),
                     "stages": stages.report(self.total),
-                    "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series}
+                    "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series,
+                    "bench_cpu_s": round(time.process_time() - bench_cpu, 1)}
         finally:
             stop.set()
             for w in watches:
@@ -264,12 +319,14 @@ def plot(result: dict, path: Path) -> None:
          label="operator run: replicas the A100 Deployments ask for")
     line(op["series"], 0, color="tab:blue",
          label=f"operator: H100 nodes removed at 0, all Ready on A100 at {op['all_ready_s']:.1f} s")
+    line(result["by_hand"]["series"], 0, color="tab:green", linestyle="-.",
+         label=f"moved by hand at {timeout:g} s (plain Deployments): {result['by_hand']['all_ready_s']:.1f} s")
     line(base["series"], timeout, color="tab:orange", linestyle="--",
          label=f"scheduler alone (plain Deployments on A100, created at {timeout:g} s): {base['all_ready_s']:.1f} s")
     ax.axvline(timeout, color="grey", linestyle=":", label=f"unschedulableTimeout {timeout:g} s")
     save_plot(plt, fig, ax, path, "seconds since every H100 node was removed", "replicas Ready on A100",
               f"{result['replicas']} replicas of {result['apps']} apps lose their machine type: "
-              f"{result['ratio']:.2f}x the scheduler alone")
+              f"{result['ratio']:.2f}x the scheduler alone, {result['ratio_to_by_hand']:.2f}x a move by hand")
 
 
 async def measure(args: argparse.Namespace) -> dict:
@@ -288,6 +345,8 @@ async def measure(args: argparse.Namespace) -> dict:
                       "operator_revision": operator.revision if operator else "external"}
             result["operator"] = await bench.operator_run()
             result["load_operator_run"] = load()
+            await bench.clear_operator_run()
+            result["by_hand"] = await bench.by_hand_run()
             result["scheduler_alone"] = await bench.scheduler_run()
         finally:
             if operator:
@@ -297,6 +356,8 @@ async def measure(args: argparse.Namespace) -> dict:
     compared = result["operator"]["all_ready_s"] - bench.timeout_s
     result["operator_minus_timeout_s"] = round(compared, 2)
     result["ratio"] = round(compared / result["scheduler_alone"]["all_ready_s"], 2)
+    result["by_hand_minus_timeout_s"] = round(result["by_hand"]["all_ready_s"] - bench.timeout_s, 2)
+    result["ratio_to_by_hand"] = round(compared / result["by_hand_minus_timeout_s"], 2)
     return result
 
 
@@ -309,7 +370,8 @@ async def measure_rounds(args: argparse.Namespace) -> dict:
         if args.rounds > 1:
             print(f"  round {i + 1}/{args.rounds}: ratio {rounds[-1]['ratio']:.2f}x", flush=True)
     median = sorted(rounds, key=lambda r: r["ratio"])[(len(rounds) - 1) // 2]
-    return {**median, "rounds": [{k: r[k] for k in ("ratio", "operator_minus_timeout_s")}
+    return {**median, "rounds": [{k: r[k] for k in ("ratio", "operator_minus_timeout_s", "ratio_to_by_hand",
+                                                    "by_hand_minus_timeout_s")}
                                  | {"scheduler_alone_s": r["scheduler_alone"]["all_ready_s"]} for r in rounds]}
 
 
@@ -330,7 +392,7 @@ def main() -> int:
                         "instead of the working tree")
     args = parser.parse_args()
     result = asyncio.run(measure_rounds(args))
-    series = {k: result[k].pop("series") for k in ("operator", "scheduler_alone")}
+    series = {k: result[k].pop("series") for k in ("operator", "by_hand", "scheduler_alone")}
     asked = result["operator"].pop("asked_series")
     print(json.dumps(result, indent=2))
     op, base = result["operator"], result["scheduler_alone"]
@@ -341,16 +403,25 @@ def main() -> int:
           f"({result['operator_minus_timeout_s']:.1f}s beyond the timeout; half at {op['half_ready_s']:.1f}s)")
     print(f"  scheduler alone: all Ready {base['all_ready_s']:.1f}s after the first create (half at "
           f"{base['half_ready_s']:.1f}s)")
+    hand = result["by_hand"]
+    print(f"  moved by hand:   all Ready on A100 {hand['all_ready_s']:.1f}s after the nodes went "
+          f"({result['by_hand_minus_timeout_s']:.1f}s beyond the timeout; half at {hand['half_ready_s']:.1f}s)")
     ratios = ", ".join(f"{r['ratio']:.2f}x" for r in result["rounds"])
     print(f"  ratio (operator - timeout) / scheduler alone: {result['ratio']:.2f}x"
           + (f" (median of {len(result['rounds'])} rounds: {ratios})" if len(result["rounds"]) > 1 else ""))
-    print("  stage by stage (replicas reaching it; seconds since the nodes went in the operator run, since the "
-          "first create alone):")
+    by_hand = ", ".join(f"{r['ratio_to_by_hand']:.2f}x" for r in result["rounds"])
+    print(f"  ratio (operator - timeout) / (moved by hand - timeout), the same round: {result['ratio_to_by_hand']:.2f}x"
+          + (f" (rounds: {by_hand})" if len(result["rounds"]) > 1 else ""))
+    print("  stage by stage (replicas reaching it; seconds since the nodes went in the operator run and by "
+          "hand, since the first create alone):")
+
+    def at(stage: dict) -> str:
+        return f"half at {'-' if stage['half_s'] is None else str(stage['half_s']) + 's'}, last at {stage['last_s']}s"
     for name, label in STAGES:
-        stage, alone = op["stages"][name], base["stages"][name]
-        half = "-" if stage["half_s"] is None else f"{stage['half_s']}s"
-        print(f"    {label:<66} {stage['count']:>4}  half at {half}, last at {stage['last_s']}s"
-              + (f"  (alone: half at {alone['half_s']}s, last at {alone['last_s']}s)" if alone["count"] else ""))
+        stage, by_hand, alone = op["stages"][name], hand["stages"][name], base["stages"][name]
+        print(f"    {label:<66} {stage['count']:>4}  {at(stage)}"
+              + (f"  (by hand: {at(by_hand)})" if by_hand["count"] else "")
+              + (f"  (alone: {at(alone)})" if alone["count"] else ""))
     if args.plot != "none":
         for k, s in series.items():
             result[k]["series"] = s
