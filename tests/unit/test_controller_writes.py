@@ -564,6 +564,25 @@ async def test_room_that_comes_while_an_app_is_reconciled_wakes_it_once_more(rig
     assert len(queue) == 1 and await queue.get() == KEY, "room that came during the reconcile woke nobody"
 
 
+async def test_an_app_that_never_returns_is_not_woken_by_room_on_the_type_it_prefers(rig: Rig) -> None:
+    """returnToPreferred: false: placed on its second type, the app has nothing to do when room comes
+    back on the first, so that room wakes nobody (it used to queue every such app for a no-op pass)."""
+    controller, queue = rig.controller, rig.controller.queue
+    cordoned = node("h1")
+    cordoned["spec"]["unschedulable"] = True
+    controller.node_event(cordoned, deleted=False)
+    body = falapp()
+    body["spec"]["fallback"] = {"returnToPreferred": False}
+    rig.create_app(body)
+    await rig.reconcile()
+    assert rig.fake.objects[f"{DEPLOYMENTS}/{A100}"]["spec"]["replicas"] == 1  # H100 had no room
+    assert f"{DEPLOYMENTS}/{H100}" not in rig.fake.objects
+    await drained(controller)
+    assert APP not in controller.off_preferred and APP not in controller.waiting
+    controller.node_event(node("h1"), deleted=False)  # room on the type it prefers
+    assert len(queue) == 0 and not woken(controller), "an app that never returns was woken by room"
+
+
 async def test_room_that_comes_while_an_app_is_placed_where_it_prefers_does_not_wake_it(rig: Rig) -> None:
     controller, queue = rig.controller, rig.controller.queue
     rig.create_app(falapp())

@@ -201,7 +201,10 @@ def plan(snap: AppSnapshot) -> AppPlan:
         result.history = FalAppStatus(attempts=result.status.attempts, probes=result.status.probes)
     ranks = {o.name: i for i, o in enumerate(resolution.options)}
     worst = max((ranks.get(t, len(ranks)) for t in decision.counts), default=0)
-    result.better_types = frozenset(o.name for o in resolution.options[:worst])
+    # an app that never returns moves up only off a type no longer listed (the drain): room elsewhere
+    # changes nothing for it, and its replicas' progress is news no sooner than any app's
+    if snap.spec.fallback.return_to_preferred or worst == len(ranks):
+        result.better_types = frozenset(o.name for o in resolution.options[:worst])
     result.waiting_for_room = bool(result.better_types) or any(p.pending for p in pods)
     return result
 
