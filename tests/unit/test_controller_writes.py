@@ -680,6 +680,27 @@ async def test_an_app_that_fell_back_for_want_of_room_another_claimed_looks_agai
     assert APP in woken(controller), "the app off its preferred type slept through the room given up"
 
 
+@pytest.mark.parametrize("replica", ["running", "pending"])
+async def test_an_app_that_never_returns_looks_again_when_room_is_given_up_only_for_a_pending_replica(
+        rig: Rig, replica: str) -> None:
+    """returnToPreferred: false: a replica running on the second type stays there, so room given up
+    on the first wakes nobody; a replica pending there still moves up, so it does."""
+    controller = rig.controller
+    controller.pod_event(hog(), deleted=False)
+    body = falapp()
+    body["spec"]["fallback"] = {"returnToPreferred": False}
+    rig.create_app(body)
+    assert f"PATCH {DEPLOYMENTS}/{A100}" in await rig.reconcile()  # H100 spoken for: placed on A100
+    rig.pod_of(A100, "llm-1", "a1" if replica == "running" else None)
+    await rig.reconcile()
+    await drained(controller)
+    for batch in controller.queue._batches.values():  # the pod's own event: seen by the reconcile above
+        batch.cancel()
+    controller.queue._batches.clear()
+    controller.pod_event(hog(), deleted=True)
+    assert (APP in woken(controller)) == (replica == "pending"), woken(controller)
+
+
 async def test_room_given_up_while_an_app_is_reconciled_wakes_it_once_more(rig: Rig) -> None:
     controller, queue = rig.controller, rig.controller.queue
     controller.pod_event(hog(), deleted=False)

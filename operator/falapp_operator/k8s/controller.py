@@ -482,10 +482,10 @@ class Controller:
     def _steady(self, namespace: str, app: str) -> bool:
         """Whether the app's replicas are only starting or running, so that a replica's progress changes
         its counts alone (see observe.progress_only): not while a make-before-break replica is in flight
-        (its Ready lets the next step go), nor off its preferred type (a probe waits for the replicas to
-        be placed), nor while its Ready condition says more than that (no room, a rollout, a failure), nor
-        while a replica waits on its unschedulable timeout, nor mid-rollout (pods of two revisions on a type:
-        a rollout restart's too)."""
+        (its Ready lets the next step go), nor off its preferred type with a move up to make (a probe waits
+        for the replicas to be placed), nor while its Ready condition says more than that (no room, a
+        rollout, a failure), nor while a replica waits on its unschedulable timeout, nor mid-rollout (pods
+        of two revisions on a type: a rollout restart's too)."""
         if (namespace, app) in self.off_preferred:
             return False
         stored = self.falapps.get((namespace, app))

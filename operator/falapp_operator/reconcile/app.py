@@ -109,7 +109,8 @@ class AppPlan:
     requeue_at: datetime | None = None
     decision: Decision | None = None
     waiting_for_room: bool = False  # pending replicas or replicas off their preferred type
-    # replicas off their preferred type: the types they would move up to (moving them is the operator's call)
+    # replicas off their preferred type: the types they would move up to (moving them is the operator's call;
+    # of an app that never returns, only its pending replicas and those on a type no longer listed)
     better_types: frozenset[str] = frozenset()
 
 
@@ -201,10 +202,11 @@ def plan(snap: AppSnapshot) -> AppPlan:
         result.history = FalAppStatus(attempts=result.status.attempts, probes=result.status.probes)
     ranks = {o.name: i for i, o in enumerate(resolution.options)}
     worst = max((ranks.get(t, len(ranks)) for t in decision.counts), default=0)
-    # an app that never returns moves up only off a type no longer listed (the drain): room elsewhere
-    # changes nothing for it, and its replicas' progress is news no sooner than any app's
-    if snap.spec.fallback.return_to_preferred or worst == len(ranks):
-        result.better_types = frozenset(o.name for o in resolution.options[:worst])
+    if not (snap.spec.fallback.return_to_preferred or worst == len(ranks)):
+        # an app that never returns moves up only its pending replicas (and off a type no longer listed,
+        # the drain): room above its running ones changes nothing, their progress is news no sooner
+        worst = max((ranks.get(p.machine_type, len(ranks)) for p in pods if p.pending), default=0)
+    result.better_types = frozenset(o.name for o in resolution.options[:worst])
     result.waiting_for_room = bool(result.better_types) or any(p.pending for p in pods)
     return result
 
