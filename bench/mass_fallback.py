@@ -9,8 +9,9 @@ for the pod garbage collector, as a real node deletion does). Then:
   operator run    from the node deletion request until every replica is Ready on A100; the apps wait
                   their unschedulableTimeout by design, so the compared time is this minus the timeout;
   moved by hand   the operator stopped and the FalApps deleted, the H100 nodes back; the same pods as
-                  plain Deployments on H100 (and on A100 at 0), the same loss, and at exactly the
-                  timeout each A100 Deployment scaled up and each H100 one down: the operator's
+                  plain Deployments on H100 (and on A100 at 0), the same loss, and the moment the
+                  timeout runs out (from the last node's deletion, as the operator counts) each
+                  A100 Deployment scaled up and each H100 one down: the operator's
                   writes with nothing to decide, no status and no events (what the operator adds
                   to the drain itself), until every replica is Ready on A100;
   scheduler alone the same number of replicas as plain Deployments on A100 with the operator's own
@@ -168,9 +169,10 @@ class MassFallback:
                 asyncio.create_task(c.watch("apps/v1", "Deployment", self.namespace, stages.observe_deployment, stop)),
                 asyncio.create_task(c.watch("apps/v1", "ReplicaSet", self.namespace, stages.observe_replicaset, stop))]
 
-    async def remove_first_type(self, removed: float) -> float:
+    async def remove_first_type(self, removed: float) -> tuple[float, float]:
         """Every node of the first type deleted at once, then (unless left to the pod garbage collector)
-        their pods force-deleted: when the last request was answered, in seconds since `removed`."""
+        their pods force-deleted: when the last node's and the last pod's requests were answered, in
+        seconds since `removed`."""
         c = self.cluster
         await c.delete_all("v1", "Node", selector=f"{POOL_LABEL}={self.first}")
         nodes_deleted = time.time() - removed
@@ -180,7 +182,7 @@ class MassFallback:
         print(f"  nodes deleted in {nodes_deleted:.2f}s, their pods "
               + (f"by {deleted:.2f}s" if self.force_delete_pods else "left to the pod garbage collector"),
               flush=True)
-        return deleted
+        return nodes_deleted, deleted
 
     async def operator_run(self) -> dict:
         c, stop = self.cluster, asyncio.Event()
@@ -202,7 +204,7 @@ class MassFallback:
             reconciles_before = (self.operator.metric("falapp_reconciles_total") or 0) if self.operator else 0
             before, bench_cpu = cpu.read(), time.process_time()
             removed = stages.since = time.time()
-            deleted = await self.remove_first_type(removed)
+            _, deleted = await self.remove_first_type(removed)
             await until(lambda: pods.counts[self.next] == self.total, 600,
                         f"{self.total} replicas Ready on {self.next}", watches)
             series = [(t - removed, n) for t, n in pods.series[self.next]]
@@ -232,9 +234,10 @@ class MassFallback:
         await self.cluster.wait_gone("v1", "Pod", self.namespace)
 
     async def by_hand_run(self) -> dict:
-        """The same loss of the same pods as plain Deployments, moved by hand at the timeout with nothing
-        to decide: each app's Deployment on the next type (made at 0) scaled up, then the lost type's
-        scaled to 0; the writes of the operator's moves without their wait, status or events."""
+        """The same loss of the same pods as plain Deployments, moved by hand the moment the timeout runs
+        out (counted, as the operator counts, from when the type's last node was gone) with nothing to
+        decide: each app's Deployment on the next type (made at 0) scaled up, then the lost type's scaled
+        to 0; the writes of the operator's moves without their wait, status or events."""
         c, stop = self.cluster, asyncio.Event()
         pods, stages = ReadyPods(TYPE_LABEL), Stages(self.first, self.next)
         await c.create([fake_node(f"{self.first}-{i}", self.first) for i in range(self.node_count)])
@@ -251,8 +254,9 @@ class MassFallback:
             cpu = ControlPlaneCPU()
             before, bench_cpu = cpu.read(), time.process_time()
             removed = stages.since = time.time()
-            await self.remove_first_type(removed)
-            await asyncio.sleep(max(0.0, removed + self.timeout_s - time.time()))
+            nodes_gone, _ = await self.remove_first_type(removed)
+            # the operator's rule: the timeout runs from when the type has no node left
+            await asyncio.sleep(max(0.0, removed + nodes_gone + self.timeout_s - time.time()))
             for deployments, replicas in ((spare, self.replicas), (lost, 0)):  # the growth first, as the operator
                 await c.scale_all(deployments, replicas)
             await until(lambda: pods.counts[self.next] == self.total, 600,
@@ -320,7 +324,7 @@ def plot(result: dict, path: Path) -> None:
     line(op["series"], 0, color="tab:blue",
          label=f"operator: H100 nodes removed at 0, all Ready on A100 at {op['all_ready_s']:.1f} s")
     line(result["by_hand"]["series"], 0, color="tab:green", linestyle="-.",
-         label=f"moved by hand at {timeout:g} s (plain Deployments): {result['by_hand']['all_ready_s']:.1f} s")
+         label=f"moved by hand as the timeout ran out (plain Deployments): {result['by_hand']['all_ready_s']:.1f} s")
     line(base["series"], timeout, color="tab:orange", linestyle="--",
          label=f"scheduler alone (plain Deployments on A100, created at {timeout:g} s): {base['all_ready_s']:.1f} s")
     ax.axvline(timeout, color="grey", linestyle=":", label=f"unschedulableTimeout {timeout:g} s")
