@@ -329,7 +329,7 @@ def plot(result: dict, path: Path) -> None:
          label=f"scheduler alone (plain Deployments on A100, created at {timeout:g} s): {base['all_ready_s']:.1f} s")
     ax.axvline(timeout, color="grey", linestyle=":", label=f"unschedulableTimeout {timeout:g} s")
     save_plot(plt, fig, ax, path, "seconds since every H100 node was removed", "replicas Ready on A100",
-              f"{result['replicas']} replicas of {result['apps']} apps lose their machine type: "
+              f"{result['replicas']} replicas of {result['apps']} apps lose their machine type:\n"
               f"{result['ratio']:.2f}x the scheduler alone, {result['ratio_to_by_hand']:.2f}x a move by hand")
 
 
