@@ -283,20 +283,6 @@ class Cluster:
 
         await asyncio.gather(*(one(n) for n in names))
 
-    async def scale_all(self, objects: list[dict], replicas: int, concurrency: int = 32) -> None:
-        """Set every object's replicas through its scale subresource, `concurrency` at a time."""
-        limit = asyncio.Semaphore(concurrency)
-
-        async def one(obj: dict) -> None:
-            meta = obj["metadata"]
-            scale = {"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": replicas},
-                     "metadata": {"name": meta["name"], "namespace": meta["namespace"]}}
-            async with limit:
-                await self.request("PUT", self.path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
-                                   + "/scale", scale)
-
-        await asyncio.gather(*(one(o) for o in objects))
-
     async def remove_pools(self, namespace: str, pools: Iterable[str]) -> None:
         """Remove a run: its namespace (waiting until its pods are gone), the pools' nodes and MachineTypes."""
         pools = list(pools)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Mass fallback on the local cluster: every node of one machine type removed at once, against the
-scheduler alone placing the same pods, in one run.
+scheduler alone placing the same pods and the same loss moved by hand, in one run.
 
 Apps prefer [H100, A100] (unschedulableTimeout --timeout, never returning); the A100 pool has room for
 all of them. Once every replica is Ready on H100, every H100 node is deleted and the replicas on them
@@ -9,22 +9,25 @@ for the pod garbage collector, as a real node deletion does). Then:
   operator run    from the node deletion request until every replica is Ready on A100; the apps wait
                   their unschedulableTimeout by design, so the compared time is this minus the timeout;
   moved by hand   the operator stopped and the FalApps deleted, the H100 nodes back; the same pods as
-                  plain Deployments on H100 (and on A100 at 0), the same loss, and the moment the
-                  timeout runs out (from the last node's deletion, as the operator counts) each
-                  A100 Deployment scaled up and each H100 one down: the operator's
-                  writes with nothing to decide, no status and no events (what the operator adds
-                  to the drain itself), until every replica is Ready on A100;
+                  plain Deployments on H100, the same loss, and the moment the timeout runs out
+                  (from the last node's deletion, as the operator counts) the operator's writes of
+                  the move with nothing to decide, no status and no events: each app's A100
+                  Deployment created at its full size, then its H100 one deleted (in the
+                  background, its pods left to the garbage collector); until every replica is
+                  Ready on A100, less the timeout. What the drain costs the control plane
+                  without the operator;
   scheduler alone the same number of replicas as plain Deployments on A100 with the operator's own
                   pod template (the same pods) on a quiet cluster, from the first create request
                   until every pod is Ready.
-Prints both, their ratio, the control plane's and the operator's CPU, and writes Ready-over-time of
-both to a PNG.
+The runs go in that order in every round. Prints the three, the operator's time against the scheduler
+alone (the target) and against the move by hand, each stage, the control plane's, the operator's and the
+benchmark's own CPU, and writes Ready-over-time of the three to a PNG.
 
     .venv/bin/python bench/mass_fallback.py [--apps 100] [--replicas 4] [--nodes 100] [--timeout 3s] [--pods force|gc]
         [--rounds 1]
 
-Needs `hack/cluster.sh up`; starts its own operator unless --external-operator (then the scheduler-alone
-run shares the machine with it). Removes what it created.
+Needs `hack/cluster.sh up`; starts its own operator unless --external-operator (then the runs by hand and
+of the scheduler alone share the machine with it, its watches included). Removes what it created.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ WRITES = "falapp_api_writes_total"
 STAGES = (("replaced", "replacements created on the lost type (controller manager)"),
           ("unschedulable", "replacements seen Unschedulable (scheduler)"),
           ("gone", "replacements on the lost type deleted (controller manager)"),
-          ("asked", "replicas the next type's Deployments ask for (operator)"),
+          ("asked", "replicas the next type's Deployments ask for (operator, by hand)"),
           ("replicasets", "replicas the next type's ReplicaSets ask for (controller manager)"),
           ("created", "pods created on the next type (controller manager)"),
           ("bound", "pods bound (scheduler)"),
@@ -70,8 +73,8 @@ STAGES = (("replaced", "replacements created on the lost type (controller manage
 
 
 class Stages:
-    """Where the operator run's time goes: how many replicas have reached each stage (STAGES) since the
-    nodes were removed, over time, as the watches see them."""
+    """Where a run's time goes: how many replicas have reached each stage (STAGES) since the nodes were
+    removed (since the first create, alone), over time, as the watches see them."""
 
     def __init__(self, first: str, next_: str):
         self.first, self.next = first, next_
@@ -169,20 +172,23 @@ class MassFallback:
                 asyncio.create_task(c.watch("apps/v1", "Deployment", self.namespace, stages.observe_deployment, stop)),
                 asyncio.create_task(c.watch("apps/v1", "ReplicaSet", self.namespace, stages.observe_replicaset, stop))]
 
-    async def remove_first_type(self, removed: float) -> tuple[float, float]:
-        """Every node of the first type deleted at once, then (unless left to the pod garbage collector)
-        their pods force-deleted: when the last node's and the last pod's requests were answered, in
-        seconds since `removed`."""
+    async def remove_first_type(self, removed: float) -> tuple[float, asyncio.Task[float]]:
+        """Every node of the first type deleted at once: when the last request was answered, in seconds
+        since `removed`; and their pods being force-deleted (unless left to the pod garbage collector),
+        a task ending when the last request was answered."""
         c = self.cluster
         await c.delete_all("v1", "Node", selector=f"{POOL_LABEL}={self.first}")
         nodes_deleted = time.time() - removed
-        if self.force_delete_pods:
-            await c.delete_all("v1", "Pod", self.namespace, selector=f"{TYPE_LABEL}={self.first}", grace=0)
-        deleted = time.time() - removed
-        print(f"  nodes deleted in {nodes_deleted:.2f}s, their pods "
-              + (f"by {deleted:.2f}s" if self.force_delete_pods else "left to the pod garbage collector"),
-              flush=True)
-        return nodes_deleted, deleted
+
+        async def pods() -> float:
+            if self.force_delete_pods:
+                await c.delete_all("v1", "Pod", self.namespace, selector=f"{TYPE_LABEL}={self.first}", grace=0)
+            deleted = time.time() - removed
+            print(f"  nodes deleted in {nodes_deleted:.2f}s, their pods "
+                  + (f"by {deleted:.2f}s" if self.force_delete_pods else "left to the pod garbage collector"),
+                  flush=True)
+            return deleted
+        return nodes_deleted, asyncio.create_task(pods())
 
     async def operator_run(self) -> dict:
         c, stop = self.cluster, asyncio.Event()
@@ -204,7 +210,8 @@ class MassFallback:
             reconciles_before = (self.operator.metric("falapp_reconciles_total") or 0) if self.operator else 0
             before, bench_cpu = cpu.read(), time.process_time()
             removed = stages.since = time.time()
-            _, deleted = await self.remove_first_type(removed)
+            _, pods_deleted = await self.remove_first_type(removed)
+            deleted = await pods_deleted
             await until(lambda: pods.counts[self.next] == self.total, 600,
                         f"{self.total} replicas Ready on {self.next}", watches)
             series = [(t - removed, n) for t, n in pods.series[self.next]]
@@ -236,17 +243,17 @@ class MassFallback:
     async def by_hand_run(self) -> dict:
         """The same loss of the same pods as plain Deployments, moved by hand the moment the timeout runs
         out (counted, as the operator counts, from when the type's last node was gone) with nothing to
-        decide: each app's Deployment on the next type (made at 0) scaled up, then the lost type's scaled
-        to 0; the writes of the operator's moves without their wait, status or events."""
+        decide: the writes of the operator's moves (each app's Deployment on the next type created at its
+        full size, then the lost type's deleted) without their wait, history, status or events."""
         c, stop = self.cluster, asyncio.Event()
         pods, stages = ReadyPods(TYPE_LABEL), Stages(self.first, self.next)
         await c.create([fake_node(f"{self.first}-{i}", self.first) for i in range(self.node_count)])
         await c.wait_nodes_ready(f"{POOL_LABEL}={self.first}", self.node_count, 300)
         watches = self.watch_stages(pods, stages, stop)
         lost = [plain_deployment(f"hand-{i}", self.namespace, self.first, self.replicas) for i in range(self.apps)]
-        spare = [plain_deployment(f"hand-{i}", self.namespace, self.next, 0) for i in range(self.apps)]
+        grown = [plain_deployment(f"hand-{i}", self.namespace, self.next, self.replicas) for i in range(self.apps)]
         try:
-            await c.create(lost + spare)
+            await c.create(lost)
             await until(lambda: pods.counts[self.first] == self.total, 600,
                         f"{self.total} plain pods Ready on {self.first}", watches)
             await asyncio.sleep(5)  # as in the operator run
@@ -254,15 +261,18 @@ class MassFallback:
             cpu = ControlPlaneCPU()
             before, bench_cpu = cpu.read(), time.process_time()
             removed = stages.since = time.time()
-            nodes_gone, _ = await self.remove_first_type(removed)
-            # the operator's rule: the timeout runs from when the type has no node left
+            nodes_gone, pods_deleted = await self.remove_first_type(removed)
+            # the operator's rule: the timeout runs from when the type has no node left (the pods' deletion
+            # goes on meanwhile, as in the operator run)
             await asyncio.sleep(max(0.0, removed + nodes_gone + self.timeout_s - time.time()))
-            for deployments, replicas in ((spare, self.replicas), (lost, 0)):  # the growth first, as the operator
-                await c.scale_all(deployments, replicas)
+            await c.create(grown)  # the growth first, as the operator sends it
+            await c.delete_all("apps/v1", "Deployment", self.namespace, selector=f"{TYPE_LABEL}={self.first}")
+            moved = time.time() - removed
+            await pods_deleted
             await until(lambda: pods.counts[self.next] == self.total, 600,
                         f"{self.total} plain pods Ready on {self.next}", watches)
             series = [(t - removed, n) for t, n in pods.series[self.next]]
-            return {"all_ready_s": round(series[-1][0], 2),
+            return {"all_ready_s": round(series[-1][0], 2), "moved_s": round(moved, 2),
                     "half_ready_s": round(next(t for t, n in series if n >= self.total / 2), 2),
                     "stages": stages.report(self.total),
                     "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series,
@@ -334,7 +344,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 async def measure(args: argparse.Namespace) -> dict:
-    """One round: a fresh namespace and pools, the operator run, then the scheduler alone."""
+    """One round: a fresh namespace and pools, the operator run, the move by hand, then the scheduler alone."""
     cluster = Cluster()
     operator = None if args.external_operator else Operator(cluster.kubeconfig, "mass-fallback", args.operator_rev)
     async with cluster:
@@ -358,25 +368,30 @@ async def measure(args: argparse.Namespace) -> dict:
             await bench.cleanup()
     result["load_after"] = load()
     compared = result["operator"]["all_ready_s"] - bench.timeout_s
+    by_hand = result["by_hand"]["all_ready_s"] - bench.timeout_s
+    alone = result["scheduler_alone"]["all_ready_s"]
     result["operator_minus_timeout_s"] = round(compared, 2)
-    result["ratio"] = round(compared / result["scheduler_alone"]["all_ready_s"], 2)
-    result["by_hand_minus_timeout_s"] = round(result["by_hand"]["all_ready_s"] - bench.timeout_s, 2)
-    result["ratio_to_by_hand"] = round(compared / result["by_hand_minus_timeout_s"], 2)
+    result["ratio"] = round(compared / alone, 2)  # the target's
+    result["by_hand_minus_timeout_s"] = round(by_hand, 2)
+    result["ratio_to_by_hand"] = round(compared / by_hand, 2)
+    result["by_hand_ratio"] = round(by_hand / alone, 2)
     return result
 
 
 async def measure_rounds(args: argparse.Namespace) -> dict:
     """`--rounds` rounds one after the other (on 2 shared cores one round's ratio varies by a fifth);
-    the round with the median ratio is reported in full, with every round's ratio."""
+    the round with the median ratio (the target's) is reported in full, with every round's ratios and
+    the median of each."""
     rounds = []
     for i in range(args.rounds):
         rounds.append(await measure(args))
         if args.rounds > 1:
             print(f"  round {i + 1}/{args.rounds}: ratio {rounds[-1]['ratio']:.2f}x", flush=True)
     median = sorted(rounds, key=lambda r: r["ratio"])[(len(rounds) - 1) // 2]
-    return {**median, "rounds": [{k: r[k] for k in ("ratio", "operator_minus_timeout_s", "ratio_to_by_hand",
-                                                    "by_hand_minus_timeout_s")}
-                                 | {"scheduler_alone_s": r["scheduler_alone"]["all_ready_s"]} for r in rounds]}
+    ratios = ("ratio", "ratio_to_by_hand", "by_hand_ratio")
+    return {**median, "medians": {k: sorted(r[k] for r in rounds)[(len(rounds) - 1) // 2] for k in ratios},
+            "rounds": [{k: r[k] for k in (*ratios, "operator_minus_timeout_s", "by_hand_minus_timeout_s")}
+                       | {"scheduler_alone_s": r["scheduler_alone"]["all_ready_s"]} for r in rounds]}
 
 
 def main() -> int:
@@ -409,13 +424,15 @@ def main() -> int:
           f"{base['half_ready_s']:.1f}s)")
     hand = result["by_hand"]
     print(f"  moved by hand:   all Ready on A100 {hand['all_ready_s']:.1f}s after the nodes went "
-          f"({result['by_hand_minus_timeout_s']:.1f}s beyond the timeout; half at {hand['half_ready_s']:.1f}s)")
-    ratios = ", ".join(f"{r['ratio']:.2f}x" for r in result["rounds"])
-    print(f"  ratio (operator - timeout) / scheduler alone: {result['ratio']:.2f}x"
-          + (f" (median of {len(result['rounds'])} rounds: {ratios})" if len(result["rounds"]) > 1 else ""))
-    by_hand = ", ".join(f"{r['ratio_to_by_hand']:.2f}x" for r in result["rounds"])
-    print(f"  ratio (operator - timeout) / (moved by hand - timeout), the same round: {result['ratio_to_by_hand']:.2f}x"
-          + (f" (rounds: {by_hand})" if len(result["rounds"]) > 1 else ""))
+          f"({result['by_hand_minus_timeout_s']:.1f}s beyond the timeout; half at {hand['half_ready_s']:.1f}s; "
+          f"moved by {hand['moved_s']:.1f}s)")
+    for key, what in (("ratio", "(operator - timeout) / scheduler alone, the target's"),
+                      ("ratio_to_by_hand", "(operator - timeout) / (moved by hand - timeout)"),
+                      ("by_hand_ratio", "(moved by hand - timeout) / scheduler alone")):
+        each = ", ".join(f"{r[key]:.2f}x" for r in result["rounds"])
+        print(f"  {what}: {result[key]:.2f}x"
+              + (f" (this round; median of {len(result['rounds'])} rounds {result['medians'][key]:.2f}x: {each})"
+                 if len(result["rounds"]) > 1 else ""))
     print("  stage by stage (replicas reaching it; seconds since the nodes went in the operator run and by "
           "hand, since the first create alone):")
 
