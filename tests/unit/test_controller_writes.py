@@ -701,6 +701,27 @@ async def test_an_app_that_never_returns_looks_again_when_room_is_given_up_only_
     assert (APP in woken(controller)) == (replica == "pending"), woken(controller)
 
 
+@pytest.mark.parametrize("relabelled", ["other", None])
+async def test_a_pod_relabelled_away_from_an_app_wakes_the_app_it_left(rig: Rig, relabelled: str | None) -> None:
+    """Someone takes a replica out of its app (its app label changed or removed, e.g. to keep it for
+    debugging): the app it left counts it no more, so it is reconciled, and so is the app it joined."""
+    controller = rig.controller
+    rig.create_app(falapp())
+    await rig.reconcile()
+    pod = rig.pod_of(H100, "llm-1", "h1")
+    await drained(controller)
+    for batch in controller.queue._batches.values():
+        batch.cancel()
+    controller.queue._batches.clear()
+    labels = {k: v for k, v in pod["metadata"]["labels"].items() if k != APP_LABEL}
+    if relabelled:
+        labels[APP_LABEL] = relabelled
+    controller.pod_event({**pod, "metadata": {**pod["metadata"], "labels": labels, "resourceVersion": "999"}},
+                         deleted=False)
+    assert woken(controller) == {APP} | ({(NS, relabelled)} if relabelled else set())
+    assert controller.app_pods.of_app(*APP) == []
+
+
 async def test_room_given_up_while_an_app_is_reconciled_wakes_it_once_more(rig: Rig) -> None:
     controller, queue = rig.controller, rig.controller.queue
     controller.pod_event(hog(), deleted=False)

@@ -455,6 +455,8 @@ class Controller:
         changed = self._app_pod(body, "DELETED" if deleted else "MODIFIED")
         if app and not deleted:
             self._warn_other_scheduler(meta, body.get("spec") or {})
+        if old is not None and old.app and old.app != app:  # its app label changed or went: one replica fewer
+            self.app_event(old.namespace, old.app, batch=True)
         if app:
             namespace = meta.get("namespace") or (old.namespace if old else "")
             if new and not deleted:
