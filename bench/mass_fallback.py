@@ -252,6 +252,7 @@ class MassFallback:
         watches = self.watch_stages(pods, stages, stop)
         lost = [plain_deployment(f"hand-{i}", self.namespace, self.first, self.replicas) for i in range(self.apps)]
         grown = [plain_deployment(f"hand-{i}", self.namespace, self.next, self.replicas) for i in range(self.apps)]
+        pods_deleted: asyncio.Task[float] | None = None
         try:
             await c.create(lost)
             await until(lambda: pods.counts[self.first] == self.total, 600,
@@ -281,6 +282,9 @@ class MassFallback:
             stop.set()
             for w in watches:
                 w.cancel()
+            if pods_deleted is not None and not pods_deleted.done():  # the run failed before it ended
+                pods_deleted.cancel()
+                await asyncio.gather(pods_deleted, return_exceptions=True)
             await c.delete_all("apps/v1", "Deployment", self.namespace)
             await c.wait_gone("v1", "Pod", self.namespace)
 

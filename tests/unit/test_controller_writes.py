@@ -702,9 +702,12 @@ async def test_an_app_that_never_returns_looks_again_when_room_is_given_up_only_
 
 
 @pytest.mark.parametrize("relabelled", ["other", None])
-async def test_a_pod_relabelled_away_from_an_app_wakes_the_app_it_left(rig: Rig, relabelled: str | None) -> None:
+@pytest.mark.parametrize("seen_by", ["watch", "resync"])
+async def test_a_pod_relabelled_away_from_an_app_wakes_the_app_it_left(rig: Rig, relabelled: str | None,
+                                                                        seen_by: str) -> None:
     """Someone takes a replica out of its app (its app label changed or removed, e.g. to keep it for
-    debugging): the app it left counts it no more, so it is reconciled, and so is the app it joined."""
+    debugging): the app it left counts it no more, so it is reconciled, and so is the app it joined;
+    whether the watch tells it or a resync finds it (the watch away meanwhile)."""
     controller = rig.controller
     rig.create_app(falapp())
     await rig.reconcile()
@@ -716,8 +719,13 @@ async def test_a_pod_relabelled_away_from_an_app_wakes_the_app_it_left(rig: Rig,
     labels = {k: v for k, v in pod["metadata"]["labels"].items() if k != APP_LABEL}
     if relabelled:
         labels[APP_LABEL] = relabelled
-    controller.pod_event({**pod, "metadata": {**pod["metadata"], "labels": labels, "resourceVersion": "999"}},
-                         deleted=False)
+    relabelled_pod = {**pod, "metadata": {**pod["metadata"], "labels": labels, "resourceVersion": "999"}}
+    if seen_by == "watch":
+        controller.pod_event(relabelled_pod, deleted=False)
+    else:
+        rig.fake.put(f"/api/v1/namespaces/{NS}/pods/llm-1", relabelled_pod)
+        rig.nodes_in_api()
+        await controller.resync()
     assert woken(controller) == {APP} | ({(NS, relabelled)} if relabelled else set())
     assert controller.app_pods.of_app(*APP) == []
 

@@ -273,6 +273,7 @@ class Controller:
                     if meta["uid"] not in newer:
                         old = self.cache.pods.get(meta["uid"])
                         new = old is None
+                        self._left_app(old, (meta.get("labels") or {}).get(APP_LABEL))
                         # finished or gone from its node while the watch was away: as its event would
                         self._room_freed(old, self.cache.upsert_pod(body))
                         changed = self._app_pod(body, "ADDED")
@@ -455,8 +456,7 @@ class Controller:
         changed = self._app_pod(body, "DELETED" if deleted else "MODIFIED")
         if app and not deleted:
             self._warn_other_scheduler(meta, body.get("spec") or {})
-        if old is not None and old.app and old.app != app:  # its app label changed or went: one replica fewer
-            self.app_event(old.namespace, old.app, batch=True)
+        self._left_app(old, app)
         if app:
             namespace = meta.get("namespace") or (old.namespace if old else "")
             if new and not deleted:
@@ -472,6 +472,11 @@ class Controller:
                 old is None or old.node != now.node) and self.cache.of_any_type(now.node, self.catalogue.values()):
             self._touch_machinetypes()  # another team's pod took room on a type's node: its status shows it
         self._claims_changed()
+
+    def _left_app(self, old: PodInfo | None, app: str | None) -> None:
+        """A pod whose app label was changed or taken off: the app it left counts one replica fewer."""
+        if old is not None and old.app and old.app != app:
+            self.app_event(old.namespace, old.app, batch=True)
 
     def _room_freed(self, old: PodInfo | None, freed: bool) -> bool:
         """A pod left its node (`freed`, as the cache said; `old`: as it was): where the node is one of a
