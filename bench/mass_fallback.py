@@ -138,6 +138,12 @@ class Stages:
         return out
 
 
+def stop_watching(stop: asyncio.Event, watches: list[asyncio.Task]) -> None:
+    stop.set()
+    for w in watches:
+        w.cancel()
+
+
 class MassFallback:
     def __init__(self, cluster: Cluster, operator: Operator | None, apps: int, replicas: int, nodes: int,
                  timeout_s: float, force_delete_pods: bool = True):
@@ -171,6 +177,16 @@ class MassFallback:
         return [asyncio.create_task(c.watch("v1", "Pod", self.namespace, observe_pod, stop)),
                 asyncio.create_task(c.watch("apps/v1", "Deployment", self.namespace, stages.observe_deployment, stop)),
                 asyncio.create_task(c.watch("apps/v1", "ReplicaSet", self.namespace, stages.observe_replicaset, stop))]
+
+    def run_result(self, series: list[tuple[float, int]], stages: Stages, cpu: ControlPlaneCPU,
+                   cpu_before: dict[str, float], bench_cpu_before: float) -> dict:
+        """What every run reports: Ready over time (`series`, seconds since its start), when all and half
+        were Ready, each stage, and the CPU since the readings taken at its start."""
+        return {"all_ready_s": round(series[-1][0], 2),
+                "half_ready_s": round(next(t for t, n in series if n >= self.total / 2), 2),
+                "stages": stages.report(self.total),
+                "control_plane_cpu_s": ControlPlaneCPU.spent(cpu_before, cpu.read()), "series": series,
+                "bench_cpu_s": round(time.process_time() - bench_cpu_before, 1)}
 
     async def remove_first_type(self, removed: float) -> tuple[float, asyncio.Task[float]]:
         """Every node of the first type deleted at once: when the last request was answered, in seconds
@@ -214,12 +230,9 @@ class MassFallback:
             deleted = await pods_deleted
             await until(lambda: pods.counts[self.next] == self.total, 600,
                         f"{self.total} replicas Ready on {self.next}", watches)
-            series = [(t - removed, n) for t, n in pods.series[self.next]]
-            result = {"delete_requests_s": round(deleted, 2), "all_ready_s": round(series[-1][0], 2),
-                      "half_ready_s": round(next(t for t, n in series if n >= self.total / 2), 2),
-                      "stages": stages.report(self.total),
-                      "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series,
-                      "bench_cpu_s": round(time.process_time() - bench_cpu, 1), "asked_series": stages.series["asked"]}
+            result = {**self.run_result([(t - removed, n) for t, n in pods.series[self.next]], stages,
+                                        cpu, before, bench_cpu),
+                      "delete_requests_s": round(deleted, 2), "asked_series": stages.series["asked"]}
             if self.operator:
                 result["operator_cpu_s"] = round(self.operator.cpu_seconds() - operator_cpu, 1)
                 result["operator_reconciles"] = int((self.operator.metric("falapp_reconciles_total") or 0)
@@ -229,9 +242,7 @@ class MassFallback:
                                              if n != writes_before.get(labels, 0)}
             return result
         finally:
-            stop.set()
-            for w in watches:
-                w.cancel()
+            stop_watching(stop, watches)
 
     async def clear_operator_run(self) -> None:
         """The operator stopped and the FalApps deleted, their pods gone."""
@@ -272,16 +283,10 @@ class MassFallback:
             await pods_deleted
             await until(lambda: pods.counts[self.next] == self.total, 600,
                         f"{self.total} plain pods Ready on {self.next}", watches)
-            series = [(t - removed, n) for t, n in pods.series[self.next]]
-            return {"all_ready_s": round(series[-1][0], 2), "moved_s": round(moved, 2),
-                    "half_ready_s": round(next(t for t, n in series if n >= self.total / 2), 2),
-                    "stages": stages.report(self.total),
-                    "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series,
-                    "bench_cpu_s": round(time.process_time() - bench_cpu, 1)}
+            return {**self.run_result([(t - removed, n) for t, n in pods.series[self.next]], stages,
+                                      cpu, before, bench_cpu), "moved_s": round(moved, 2)}
         finally:
-            stop.set()
-            for w in watches:
-                w.cancel()
+            stop_watching(stop, watches)
             if pods_deleted is not None and not pods_deleted.done():  # the run failed before it ended
                 pods_deleted.cancel()
                 await asyncio.gather(pods_deleted, return_exceptions=True)
@@ -303,16 +308,10 @@ class MassFallback:
             await c.create(deployments)
             created = time.time() - started
             await until(lambda: pods.total() == self.total, 600, f"{self.total} plain pods Ready", watches)
-            series = [(t - started, n) for t, n in pods.total_series]
-            return {"create_requests_s": round(created, 2), "all_ready_s": round(series[-1][0], 2),
-                    "half_ready_s": round(next(t for t, n in series if n >= self.total / 2), 2),
-                    "stages": stages.report(self.total),
-                    "control_plane_cpu_s": ControlPlaneCPU.spent(before, cpu.read()), "series": series,
-                    "bench_cpu_s": round(time.process_time() - bench_cpu, 1)}
+            return {**self.run_result([(t - started, n) for t, n in pods.total_series], stages,
+                                      cpu, before, bench_cpu), "create_requests_s": round(created, 2)}
         finally:
-            stop.set()
-            for w in watches:
-                w.cancel()
+            stop_watching(stop, watches)
 
     async def cleanup(self) -> None:
         await self.cluster.remove_pools(self.namespace, (self.first, self.next))
