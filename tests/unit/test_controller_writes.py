@@ -1688,6 +1688,27 @@ async def test_each_write_of_a_move_passes_the_gate_at_its_priority(rig: Rig) ->
     assert rig.controller._gate.in_flight == 0, "a write kept its slot"
 
 
+async def test_the_type_left_whole_goes_with_the_growth_while_its_pods_wait_for_the_scheduler(rig: Rig) -> None:
+    """Every replica stuck on H100 moves: the H100 Deployment's deletion takes its waiting pods out of the
+    scheduler's queue, where they are tried before the A100 ones, so it is as urgent as the growth."""
+    passed: list[Priority] = []
+
+    class RecordingGate(RequestGate):
+        def slot(self, priority: Priority):  # type: ignore[no-untyped-def]
+            passed.append(priority)
+            return super().slot(priority)
+
+    rig.controller._gate = RecordingGate(1)
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    passed.clear()
+    rig.pod_of(H100, "stuck-1", None)
+    rig.pod_of(H100, "stuck-2", None)
+    assert await rig.reconcile() == [STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"DELETE {DEPLOYMENTS}/{H100}", STATUS,
+                                     EVENTS]
+    assert passed == [Priority.HISTORY, Priority.GROW, Priority.GROW, Priority.NORMAL, Priority.LOW]
+
+
 async def test_a_request_cancelled_while_waiting_for_a_slot_is_never_sent(rig: Rig) -> None:
     """A worker cancelled (the operator stopping) while its write waits: the write never goes, and is
     closed rather than left unawaited."""

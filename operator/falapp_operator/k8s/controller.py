@@ -438,9 +438,10 @@ class Controller:
                 self._not_nodeless(node)
             if deleted or (old is not None and old.schedulable and node is not None and not node.schedulable):
                 # its replicas may have nowhere left to go (a lost pool): no pod event says so while the
-                # pods bound to a deleted node wait for the pod garbage collector
+                # pods bound to a deleted node wait for the pod garbage collector. Batched: a pool's nodes
+                # go one after another, and the lost pool's clock is kept here, not by the reconcile
                 for namespace, app in self.cache.apps_on_node(name):
-                    self.app_event(namespace, app)
+                    self.app_event(namespace, app, batch=True)
             if old is not None and old.schedulable:
                 self._lost_types(old, node)
 
@@ -959,7 +960,8 @@ class Controller:
                     self.deployments.wrote(await self._sent(Priority.NORMAL, self.api.resize_unlisted(
                         namespace, write.name, write.body)), app)
                 else:
-                    await self._sent(Priority.NORMAL, self.api.delete_deployment(namespace, write.name))
+                    await self._sent(Priority.GROW if write.urgent else Priority.NORMAL,
+                                     self.api.delete_deployment(namespace, write.name))
                     self.deployments.deleted((namespace, write.name), app)
             if result.service is not None:
                 if service is None or needs_apply(service, result.service, self.settings.field_manager,
