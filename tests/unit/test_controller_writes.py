@@ -899,11 +899,13 @@ async def test_a_deleted_node_wakes_the_apps_with_pods_on_it(rig: Rig) -> None:
     await rig.reconcile()
     rig.pod_of(H100, "p1", "h1")
     controller = rig.controller
+    controller.node_event(node("h2"), deleted=False)  # h1 is not the type's last node
     while len(controller.queue):
         controller.queue.done(await controller.queue.get())
     down = node("h1")
     down["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
     controller.node_event(down, deleted=False)
+    assert len(controller.queue) == 0, "batched with the pods' events"
     assert await controller.queue.get() == KEY
     controller.queue.done(KEY)
     controller.node_event(down, deleted=True)  # NotReady first, then deleted
@@ -1686,27 +1688,6 @@ async def test_each_write_of_a_move_passes_the_gate_at_its_priority(rig: Rig) ->
                                      f"PATCH {DEPLOYMENTS}/{H100}", STATUS, EVENTS]
     assert passed == [Priority.HISTORY, Priority.GROW, Priority.NORMAL, Priority.NORMAL, Priority.NORMAL, Priority.LOW]
     assert rig.controller._gate.in_flight == 0, "a write kept its slot"
-
-
-async def test_the_type_left_whole_goes_with_the_growth_while_its_pods_wait_for_the_scheduler(rig: Rig) -> None:
-    """Every replica stuck on H100 moves: the H100 Deployment's deletion takes its waiting pods out of the
-    scheduler's queue, where they are tried before the A100 ones, so it is as urgent as the growth."""
-    passed: list[Priority] = []
-
-    class RecordingGate(RequestGate):
-        def slot(self, priority: Priority):  # type: ignore[no-untyped-def]
-            passed.append(priority)
-            return super().slot(priority)
-
-    rig.controller._gate = RecordingGate(1)
-    rig.create_app(falapp(replicas=2))
-    await rig.reconcile()
-    passed.clear()
-    rig.pod_of(H100, "stuck-1", None)
-    rig.pod_of(H100, "stuck-2", None)
-    assert await rig.reconcile() == [STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"DELETE {DEPLOYMENTS}/{H100}", STATUS,
-                                     EVENTS]
-    assert passed == [Priority.HISTORY, Priority.GROW, Priority.GROW, Priority.NORMAL, Priority.LOW]
 
 
 async def test_a_request_cancelled_while_waiting_for_a_slot_is_never_sent(rig: Rig) -> None:

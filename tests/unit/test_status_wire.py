@@ -85,28 +85,6 @@ def test_only_a_deployment_asking_for_more_replicas_is_urgent() -> None:
     assert [(w.kind, w.urgent) for w in writes] == [("apply", True)]
 
 
-def test_deleting_a_deployment_whose_pods_wait_for_the_scheduler_is_urgent() -> None:
-    """A lost pool's Deployment goes while the controller manager's replacements wait on it: the scheduler
-    tries each of them before the replacements asked for elsewhere, so its deletion goes with the growth.
-    Pods still bound (to a deleted node, say) or already terminating wait for nothing."""
-    from falapp_operator.api.names import TYPE_LABEL
-    from falapp_operator.reconcile.app import AppPlan
-
-    def pod_json(name: str, node: str | None, terminating: bool = False) -> dict[str, Any]:
-        meta: dict[str, Any] = {"name": name, "labels": {TYPE_LABEL: H100}}
-        if terminating:
-            meta["deletionTimestamp"] = "2025-01-01T12:00:00Z"
-        return {"metadata": meta, "spec": {"nodeName": node} if node else {}, "status": {}}
-
-    lost = AppPlan(delete_deployments=[H100])
-    for pods, urgent in (([pod_json("waiting", None)], True),
-                         ([pod_json("on-a-deleted-node", "gone-1")], False),
-                         ([pod_json("going", None, terminating=True)], False),
-                         ([], False)):
-        writes = child_writes(lost, REF, [], pods, "falapp-operator", status=RECORDED)
-        assert [(w.kind, w.urgent) for w in writes] == [("delete_deployment", urgent)], pods
-
-
 def test_the_history_keeps_the_newest_twenty_attempts() -> None:
     full = [{**RECORDED["attempts"][0], "start": f"2025-01-01T10:{i:02d}:00Z"} for i in range(20)]
     pods = [pod("sdxl-h-1", ready=True), pod("sdxl-h-2", unschedulable_for=90)]

@@ -439,7 +439,8 @@ class Controller:
             if deleted or (old is not None and old.schedulable and node is not None and not node.schedulable):
                 # its replicas may have nowhere left to go (a lost pool): no pod event says so while the
                 # pods bound to a deleted node wait for the pod garbage collector. Batched: a pool's nodes
-                # go one after another, and the lost pool's clock is kept here, not by the reconcile
+                # go one after another; its last going wakes its apps at once (_lost_types), and keeps the
+                # time it went
                 for namespace, app in self.cache.apps_on_node(name):
                     self.app_event(namespace, app, batch=True)
             if old is not None and old.schedulable:
@@ -960,8 +961,7 @@ class Controller:
                     self.deployments.wrote(await self._sent(Priority.NORMAL, self.api.resize_unlisted(
                         namespace, write.name, write.body)), app)
                 else:
-                    await self._sent(Priority.GROW if write.urgent else Priority.NORMAL,
-                                     self.api.delete_deployment(namespace, write.name))
+                    await self._sent(Priority.NORMAL, self.api.delete_deployment(namespace, write.name))
                     self.deployments.deleted((namespace, write.name), app)
             if result.service is not None:
                 if service is None or needs_apply(service, result.service, self.settings.field_manager,

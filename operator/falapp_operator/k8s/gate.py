@@ -2,8 +2,7 @@
 lost, hundreds of timeouts falling due together), the API server answers one request after another
 whatever the order they came in; held here instead, the writes that start replacements (a move's
 history, the Deployment that grows) go before those that only tidy up (shrinks, marks, status, events),
-so the last app's replacement is asked for after every app's urgent writes, not after all their writes
-(and a lost pool's doomed pods, which the scheduler tries first, are deleted with it).
+so the last app's replacement is asked for after every app's urgent writes, not after all their writes.
 A request that has waited `max_wait` behind more urgent ones gets every AGED_SHARE-th slot, first come
 first served: a tenant rolling out thousands of apps slows others' status and events, never stops them,
 and urgent requests keep the other slots."""
@@ -23,10 +22,9 @@ AGED_SHARE = 4  # one slot in four may go to the oldest request once it waited m
 
 
 class Priority(IntEnum):
-    # the Deployment a replacement waits on, and a deleted one whose waiting pods the scheduler would try
-    # before it; after its move's history it goes before other moves' histories: a move started is
-    # finished first, so half the apps have their replacements in about half the time, not all of them
-    # only at the end
+    # the Deployment a replacement waits on; after its move's history it goes before other moves'
+    # histories: a move started is finished first, so half the apps have their replacements in about
+    # half the time, not all of them only at the end
     GROW = 0
     HISTORY = 1  # a move's history, the first of its writes
     NORMAL = 2  # shrinks, marks, deletions, full status writes, a reconcile's fresh reads

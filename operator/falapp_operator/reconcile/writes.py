@@ -1,9 +1,7 @@
 """The writes one reconcile makes, in order, from its plan and the children as they are now. Pure.
 
 Order matters for availability: grow first (the replacement starts sooner), then mark the pods to go,
-then shrink; the status last, so it never claims what was not written. A Deployment deleted while pods of
-it wait for the scheduler (a lost pool's replacements) goes as urgently as the growth: the scheduler tries
-each of those doomed pods before the replacements asked for behind them. Only the history of the moves
+then shrink; the status last, so it never claims what was not written. Only the history of the moves
 about to be written goes first: a crash half-way must not make the next reconcile forget a move
 (a refused write leaves a move in the history that did not happen; the retry records it again).
 The controller performs them one by one and stops at the first the API refuses; the simulator under
@@ -17,10 +15,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from falapp_operator.api import JsonMapping
-from falapp_operator.api.names import DELETE_FIRST, DELETION_COST, HASH_ANNOTATION, TYPE_LABEL, deployment_name
+from falapp_operator.api.names import DELETE_FIRST, DELETION_COST, HASH_ANNOTATION, deployment_name
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan
-from falapp_operator.reconcile.observe import controller_uid, others_managed_fields, pod_terminating
+from falapp_operator.reconcile.observe import controller_uid, others_managed_fields
 
 # fields others may set on our children without it being drift (kubectl rollout restart, tools' notes)
 FOREIGN_OK = ("f:metadata", "f:status", "f:spec.f:template.f:metadata.f:annotations")
@@ -34,14 +32,12 @@ class Write:
     body: JsonMapping | None = None
     create: bool = False  # "apply" of an object not there when planned: no force (a conflict, not a takeover)
     grows: bool = False  # "apply" of a Deployment asking for more replicas than it has (a template change: no)
-    # "delete_deployment" of a Deployment with pods waiting for the scheduler, which tries them first
-    unblocks: bool = False
 
     @property
     def urgent(self) -> bool:
-        """A replacement waits on it: a move's history, a Deployment that grows, one deleted whose pods the
-        scheduler would try before it (when many apps move at once, these go first; see k8s/gate.py)."""
-        return self.kind == "history" or (self.kind == "apply" and self.grows) or self.unblocks
+        """A replacement waits on it: a move's history, a Deployment that grows (when many apps move at
+        once, these go first; see k8s/gate.py)."""
+        return self.kind == "history" or (self.kind == "apply" and self.grows)
 
 
 def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[JsonMapping],
@@ -65,10 +61,7 @@ def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Json
     writes += [Write("apply", d["metadata"]["name"], d) for d in changed if d not in growing]
     writes += [Write("resize_unlisted", deployment_name(ref.name, t), children.resize_patch(n))
                for t, n in plan.rescale_unlisted.items()]
-    waiting = {(p["metadata"].get("labels") or {}).get(TYPE_LABEL) for p in pods
-               if not (p.get("spec") or {}).get("nodeName") and not pod_terminating(p)}
-    writes += [Write("delete_deployment", deployment_name(ref.name, t), unblocks=t in waiting)
-               for t in plan.delete_deployments]
+    writes += [Write("delete_deployment", deployment_name(ref.name, t)) for t in plan.delete_deployments]
     return writes
 
 
