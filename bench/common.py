@@ -221,13 +221,13 @@ class Cluster:
         return f"{path}/{name}" if name else path
 
     async def request(self, method: str, path: str, body: dict | None = None, query: Iterable = (),
-                      ok: Iterable[int] = ()) -> dict:
-        """One API call with plain JSON; retries throttling, server errors and dropped connections; raises
-        on any other refusal unless its status is in `ok`."""
+                      ok: Iterable[int] = (), content_type: str = "application/json") -> dict:
+        """One API call with plain JSON (a PATCH says which kind in `content_type`); retries throttling,
+        server errors and dropped connections; raises on any other refusal unless its status is in `ok`."""
         for attempt in range(8):
             try:
                 response = await self.api.call_api(path, method, query_params=list(query), body=body,
-                                                   header_params={"Content-Type": "application/json"},
+                                                   header_params={"Content-Type": content_type},
                                                    _preload_content=False, _request_timeout=120)
                 try:
                     data = await response.read()

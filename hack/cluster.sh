@@ -18,7 +18,9 @@
 #
 # Environment: FALAPP_STATE (state dir, default <repo>/.state/cluster), FALAPP_CACHE (build cache,
 # default ~/.cache/falapp-operator), FALAPP_API_PORT (default 16443), FALAPP_ETCD_PORT (default 23790),
-# FALAPP_APISERVER_PROFILING=true (the API server's /debug/pprof, to see where a benchmark's time goes).
+# FALAPP_APISERVER_PROFILING=true (the API server's /debug/pprof, to see where a benchmark's time goes),
+# FALAPP_SCHEDULER_FEATURE_GATES (kube-scheduler's --feature-gates, e.g. SchedulerAsyncAPICalls=true;
+# default: none, the release's defaults; read when the scheduler starts: `down` then `up` to change it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
@@ -197,7 +199,8 @@ leaderElection: {leaderElect: false}
 EOF
   start kube-scheduler "$bin/kube-scheduler" --config "$state/kube-scheduler.yaml" \
     --authentication-kubeconfig "$pki/kube-scheduler.kubeconfig" \
-    --authorization-kubeconfig "$pki/kube-scheduler.kubeconfig" --secure-port 0
+    --authorization-kubeconfig "$pki/kube-scheduler.kubeconfig" --secure-port 0 \
+    ${FALAPP_SCHEDULER_FEATURE_GATES:+--feature-gates="$FALAPP_SCHEDULER_FEATURE_GATES"}
   # long node leases: thousands of fake nodes renewing every 10 s would saturate a 2-core API server
   kwok_stages >"$state/kwok-stages.yaml"
   start kwok "$bin/kwok" --kubeconfig "$pki/admin.kubeconfig" --config "$state/kwok-stages.yaml" \

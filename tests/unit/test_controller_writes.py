@@ -932,6 +932,7 @@ async def test_the_last_node_of_a_type_going_wakes_every_app_with_replicas_of_th
     assert controller._nodeless_for(spec) == {}
     before = rig.api.clock.now()
     controller.node_event(node("h2"), deleted=True)  # no pod of the app there, but the type's last node
+    assert len(controller.queue) == 1, "woken at once, not batched"
     assert await controller.queue.get() == KEY
     controller.queue.done(KEY)
     assert controller._nodeless_for(spec)["gpu-h100"] >= before

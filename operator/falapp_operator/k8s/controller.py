@@ -439,8 +439,8 @@ class Controller:
             if deleted or (old is not None and old.schedulable and node is not None and not node.schedulable):
                 # its replicas may have nowhere left to go (a lost pool): no pod event says so while the
                 # pods bound to a deleted node wait for the pod garbage collector. Batched: a pool's nodes
-                # go one after another; its last going wakes its apps at once (_lost_types), and keeps the
-                # time it went
+                # go one after another; a fixed-size type's last going wakes its apps at once (_lost_types),
+                # which keeps the time it went
                 for namespace, app in self.cache.apps_on_node(name):
                     self.app_event(namespace, app, batch=True)
             if old is not None and old.schedulable:
