@@ -11,8 +11,9 @@ Needs `hack/cluster.sh up`; installs the CRDs of the working tree; removes what 
 an unschedulableTimeout, cpu and memory, a liveness probe and pod labels (fields with rules); the status
 it writes holds two counts only (a real one is bigger: a lower bound). Writes go round-robin over
 `--objects` objects of each kind, so they do not conflict; after a warm-up, the kinds take turns in each
-round, and the API server's idle CPU over the same time is subtracted. Prints JSON and, per kind, the
-median over the rounds of the API server's and etcd's CPU per write.
+round, and the API server's idle CPU (its rate measured before the rounds) over each kind's time is
+subtracted. Prints JSON and, per kind, the median over the rounds of the API server's and etcd's CPU
+per write.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ Kind = tuple[Callable[[int], str], Callable[[int], dict]]  # (path of write i, i
 
 async def idle_rate(cpu: ControlPlaneCPU, seconds: float = 5.0) -> dict[str, float]:
     """CPU seconds per second each component spends with nothing asked of it."""
-    before = cpu.read()
+    before, started = cpu.read(), time.monotonic()
     await asyncio.sleep(seconds)
-    after = cpu.read()
-    return {c: (after[c] - before[c]) / seconds for c in before}
+    after, spent = cpu.read(), time.monotonic() - started
+    return {c: (after[c] - before[c]) / spent for c in before}
 
 
 async def write_all(cluster: Cluster, kind: Kind, writes: int, concurrency: int) -> None:

@@ -20,7 +20,7 @@
 # default ~/.cache/falapp-operator), FALAPP_API_PORT (default 16443), FALAPP_ETCD_PORT (default 23790),
 # FALAPP_APISERVER_PROFILING=true (the API server's /debug/pprof, to see where a benchmark's time goes),
 # FALAPP_SCHEDULER_FEATURE_GATES (kube-scheduler's --feature-gates, e.g. SchedulerAsyncAPICalls=true;
-# default: none, the release's defaults; read when the scheduler starts: `down` then `up` to change it).
+# default: none, the release's defaults; read when the scheduler starts: `restart kube-scheduler`).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")

@@ -41,8 +41,8 @@ class OperatorSettings(BaseSettings):
     event_batch_window: float = Field(
         0.2, ge=0, description="Seconds an event of an app's pods or children (Deployments, Service) waits for "
         "others about the same app before the app is reconciled: one reconcile for a burst (a rollout's pods are "
-        "created, bound and become Ready within moments of each other), and so does a node lost while its type "
-        "has others (a pool's nodes go one after another). Spec changes, a fixed-size type's last node lost and "
+        "created, bound and become Ready within moments of each other), and so does a node lost (a pool's nodes "
+        "go one after another) unless it was a fixed-size type's last. Spec changes, that last node lost and "
         "decisions falling due are not delayed; 0 reconciles at every event.")
     progress_batch_window: float = Field(
         1.0, ge=0, description="Seconds a pod's mere progress waits for other events about the same app before "
