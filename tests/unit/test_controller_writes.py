@@ -680,6 +680,26 @@ async def test_an_app_that_fell_back_for_want_of_room_another_claimed_looks_agai
     assert APP in woken(controller), "the app off its preferred type slept through the room given up"
 
 
+async def test_a_claim_given_up_on_a_type_without_nodes_wakes_nobody(rig: Rig) -> None:
+    """A lost pool's replacements go (their Deployment deleted in the move) before the scheduler judged
+    them: with no node of the type left, their claims held no room, so the apps that would move there
+    are not woken for it, a hundred at a time; once a node is back, a claim going wakes them again."""
+    controller = rig.controller
+    controller.pod_event(hog(), deleted=False)
+    rig.create_app(falapp())
+    assert f"PATCH {DEPLOYMENTS}/{A100}" in await rig.reconcile()  # H100 spoken for: placed on A100
+    assert controller.off_preferred[APP] == {"gpu-h100"}
+    controller.node_event(node("h1"), deleted=True)
+    await drained(controller)
+    controller.pod_event(hog(), deleted=True)
+    assert APP not in woken(controller), "a claim on a type without nodes woke the app"
+    controller.node_event(node("h1"), deleted=False)
+    await drained(controller)
+    controller.pod_event(hog("hog-2"), deleted=False)
+    controller.pod_event(hog("hog-2"), deleted=True)
+    assert APP in woken(controller)
+
+
 @pytest.mark.parametrize("replica", ["running", "pending"])
 async def test_an_app_that_never_returns_looks_again_when_room_is_given_up_only_for_a_pending_replica(
         rig: Rig, replica: str) -> None:
@@ -1417,6 +1437,7 @@ def of_revision(rig: Rig, name: str, revision: str) -> dict:
     """A pending pod of the H100 Deployment's ReplicaSet for `revision` (pod-template-hash)."""
     body = rig.pending_pod(name)
     body["metadata"]["labels"] = {**body["metadata"]["labels"], "pod-template-hash": revision}
+    body["metadata"]["ownerReferences"] = [{**body["metadata"]["ownerReferences"][0], "name": f"{H100}-{revision}"}]
     return body
 
 
@@ -1527,6 +1548,46 @@ async def test_a_pod_of_the_old_revision_on_its_way_out_leaves_the_app_steady(ri
     started = asyncio.get_running_loop().time()
     controller.pod_event(rig.pending_pod("p1"), deleted=False)
     assert await wait_for_pass(controller, started) >= PROGRESS_WINDOW, "progress: the old revision's pod is going"
+
+
+def of_a_deployment_gone(rig: Rig, name: str) -> dict:
+    """An unschedulable pod left by a Deployment the app no longer has (deleted in a move: the garbage
+    collector's to delete), carrying the app's labels."""
+    body = rig.pending_pod(name)
+    body["metadata"]["ownerReferences"] = [{**body["metadata"]["ownerReferences"][0], "name": "llm-gone-r1"}]
+    body["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                     "lastTransitionTime": "2025-01-01T00:00:00Z"}]
+    return body
+
+
+@pytest.mark.parametrize("event", ["made", "unschedulable", "deleted"])
+async def test_a_pod_no_deployment_of_the_app_made_is_no_news(rig: Rig, batching: Controller, event: str) -> None:
+    """A lost pool's doomed replacements, once the move deleted their Deployment, change nothing the
+    reconcile reads (it reads the replicas its Deployments made): their events wait the progress window,
+    even while the app is mid-move."""
+    controller = batching
+    controller.off_preferred[(NS, "llm")] = frozenset({"gpu-h100"})  # unsteady: a replica's news is soon
+    doomed = of_a_deployment_gone(rig, "p9")
+    if event != "made":
+        controller.pod_event({**doomed, "status": {"phase": "Pending"}}, deleted=False)
+        await wait_for_pass(controller)
+    started = asyncio.get_running_loop().time()
+    controller.pod_event(doomed, deleted=event == "deleted")
+    assert await wait_for_pass(controller, started) >= PROGRESS_WINDOW
+
+
+async def test_a_doomed_pod_of_a_deployment_gone_leaves_the_app_steady(rig: Rig, batching: Controller) -> None:
+    """Only the app's own replicas waiting on their timeout make its replicas' progress news."""
+    controller = batching
+    controller.pod_event(of_a_deployment_gone(rig, "p9"), deleted=False)
+    await wait_for_pass(controller)
+    started = asyncio.get_running_loop().time()
+    controller.pod_event(rig.pending_pod("p1"), deleted=False)
+    assert await wait_for_pass(controller, started) >= PROGRESS_WINDOW, "progress: the doomed pod is no replica"
+    rig.pod_of(H100, "p0", None)  # the app's own replica found no node: its replicas' progress is news again
+    await wait_for_pass(controller)
+    controller.pod_event(rig.pending_pod("p2"), deleted=False)
+    assert await wait_for_pass(controller) < PROGRESS_WINDOW
 
 
 async def test_replicas_just_asked_for_claim_room_until_their_pods_come_or_they_expire(

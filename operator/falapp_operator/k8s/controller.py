@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from datetime import datetime
 from typing import TypeAlias, TypeVar
 
@@ -80,6 +80,7 @@ from falapp_operator.reconcile.writes import (
 from falapp_operator.settings import OperatorSettings
 
 T = TypeVar("T")
+Obj = TypeVar("Obj", bound=JsonMapping)
 logger = logging.getLogger("falapp_operator")
 EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its pod is seen
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
@@ -464,9 +465,13 @@ class Controller:
             if new and not deleted:
                 self._seen(meta["namespace"], app, (meta.get("labels") or {}).get(TYPE_LABEL, ""))
             if changed or new or deleted:
-                # cheapest first: most events of a steady app's start are progress, the app's scans last
-                progress = (not deleted and progress_only(held, body, steady=True) and self._steady(namespace, app)
-                            and not (pod_ready(body) and self._completes(namespace, app)))
+                # cheapest first: most events of a steady app's start are progress, the app's scans last. A
+                # pod none of the app's Deployments made (its Deployment deleted in a move, the garbage
+                # collector's to delete; anyone's pod carrying the label) is no replica: the reconcile does
+                # not read it, so nothing about it is news
+                progress = ("name" in meta and not self._replicas(namespace, app, [body])) or (
+                    not deleted and progress_only(held, body, steady=True) and self._steady(namespace, app)
+                    and not (pod_ready(body) and self._completes(namespace, app)))
                 self.app_event(namespace, app, batch=True, progress=progress)
             self._touch_machinetypes()
         if not self._room_freed(old, freed) and not app and not deleted and (
@@ -506,7 +511,7 @@ class Controller:
                for d in self.deployments.of_app(namespace, app)):
             return False
         revisions: dict[str | None, str | None] = {}
-        for pod in self.app_pods.of_app(namespace, app):
+        for pod in self._replicas(namespace, app):
             if pod_terminating(pod):
                 continue
             if pod_unschedulable(pod):
@@ -521,8 +526,21 @@ class Controller:
         turns (kubectl wait, Helm --wait and Argo CD read it), news however it came."""
         stored = self.falapps.get((namespace, app))
         wanted = ((stored or {}).get("spec") or {}).get("replicas", FalAppSpec.model_fields["replicas"].default)
-        return isinstance(wanted, int) and sum(
-            pod_ready(p) for p in self.app_pods.of_app(namespace, app)) >= wanted
+        return isinstance(wanted, int) and sum(pod_ready(p) for p in self._replicas(namespace, app)) >= wanted
+
+    def _replicas(self, namespace: str, app: str, pods: Iterable[JsonMapping] | None = None) -> list[JsonMapping]:
+        """Of `pods` (the app's pods as held), those its own Deployments made (observe.made_by): the
+        replicas its reconcile reads."""
+        stored = self.falapps.get((namespace, app))
+        uid = (stored or {}).get("metadata", {}).get("uid")
+        return made_by(self.app_pods.of_app(namespace, app) if pods is None else pods,
+                       self._own_deployments(self.deployments.of_app(namespace, app), uid))
+
+    @staticmethod
+    def _own_deployments(labelled: Iterable[Obj], uid: str | None) -> list[Obj]:
+        """Of the Deployments carrying an app's label, those it controls (an old app's of the same name
+        are not its)."""
+        return [d for d in labelled if uid is not None and controller_uid(d) == uid]
 
     def _warn_other_scheduler(self, meta: JsonMapping, spec: JsonMapping) -> None:
         name = spec.get("schedulerName")
@@ -597,11 +615,17 @@ class Controller:
         given_up = self.cache.claims.given_up
         if not given_up:
             return
+        # a claim on a type without a schedulable node held no room (a lost pool's doomed replacements
+        # going): the view has none there to free, so nobody looks again
+        freed = {t for t in given_up
+                 if (m := self.catalogue.get(t)) is None or self.cache.any_schedulable(m, index=True)}
+        given_up.clear()
+        if not freed:
+            return
         self._claims_given_up += 1
         for app, better in list(self.off_preferred.items()):
-            if app != current and not better.isdisjoint(given_up):
+            if app != current and not better.isdisjoint(freed):
                 self.queue.add_batched(("app", *app), CLAIMS_WAKE_WINDOW)
-        given_up.clear()
 
     def _touch_machinetypes(self) -> None:
         self.queue.add_after(("machinetypes",), self.settings.machine_type_status_delay)
@@ -681,7 +705,7 @@ class Controller:
         capacity_seen, claims_seen = self._capacity_changes, self._claims_given_up
         try:
             labelled = self.deployments.of_app(namespace, name)
-            deployments = [d for d in labelled if controller_uid(d) == ref.uid]
+            deployments = self._own_deployments(labelled, ref.uid)
             pods = made_by(self.app_pods.of_app(namespace, name), deployments)
             now = self.api.clock.now()
             state = children_state(deployments, ref.uid)
