@@ -199,6 +199,24 @@ def test_helm_lint_refuses_bad_values(tools: Path):
         assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
+def test_the_chart_refuses_a_cluster_too_old_for_it_saying_what_to_do(tools: Path):
+    """Installed on a cluster too old for what it holds, the chart fails before anything is applied,
+    naming the version it needs (and, for the admission policies, the value that turns them off)."""
+    too_old = helm(tools, "template", "x", str(CHART), "--kube-version", "1.28.9", check=False)
+    assert too_old.returncode != 0 and "requires kubeVersion: >=1.29.0-0" in too_old.stderr, too_old.stderr
+    for version in ("1.31.4", "v1.31.9-eks-5e0fdde"):
+        no_policies = helm(tools, "template", "x", str(CHART), "--kube-version", version, check=False)
+        assert no_policies.returncode != 0, version
+        assert "tenancy.admissionPolicy.enabled needs Kubernetes 1.32" in no_policies.stderr, no_policies.stderr
+    docs = render(tools, "--kube-version", "1.31.4", "--set", "tenancy.admissionPolicy.enabled=false")
+    assert of_kind(docs, "Deployment") and not of_kind(docs, "ValidatingAdmissionPolicy")
+    policies = [d["metadata"]["name"] for d in of_kind(render(tools), "ValidatingAdmissionPolicy")]
+    assert policies
+    for version in ("1.32.0", "v1.32.1-gke.1002000"):
+        rendered = of_kind(render(tools, "--kube-version", version), "ValidatingAdmissionPolicy")
+        assert [d["metadata"]["name"] for d in rendered] == policies, version
+
+
 @pytest.mark.parametrize("values", sorted(VALUE_SETS))
 def test_template_is_valid_for_kubeconform_strict(tools: Path, schema_dir: Path, values: str):
     manifests = helm(tools, "template", "falapp-operator", str(CHART), "--namespace", "falapp-system",
