@@ -694,6 +694,7 @@ async def test_a_claim_given_up_on_a_type_without_nodes_wakes_nobody(rig: Rig) -
     controller.pod_event(hog(), deleted=True)
     assert APP not in woken(controller), "a claim on a type without nodes woke the app"
     controller.node_event(node("h1"), deleted=False)
+    assert APP in woken(controller), "the node back is what wakes the app"
     await drained(controller)
     controller.pod_event(hog("hog-2"), deleted=False)
     controller.pod_event(hog("hog-2"), deleted=True)
@@ -762,6 +763,23 @@ async def test_room_given_up_while_an_app_is_reconciled_wakes_it_once_more(rig: 
     await reconcile
     queue.done(KEY)
     assert KEY in queue._batches or KEY in queue._queued, "room given up during the reconcile woke nobody"
+
+
+async def test_a_claim_given_up_on_a_type_without_nodes_while_an_app_is_reconciled_wakes_it_no_more(
+        rig: Rig) -> None:
+    controller, queue = rig.controller, rig.controller.queue
+    controller.node_event(node("h1"), deleted=True)
+    controller.pod_event(hog(), deleted=False)
+    rig.create_app(falapp())
+    await drained(controller)
+    queue.add(KEY)
+    assert await queue.get() == KEY
+    reconcile = await reconcile_writing(rig, A100)
+    controller.pod_event(hog(), deleted=True)  # its claim on H100, which has no node, goes meanwhile
+    await reconcile
+    queue.done(KEY)
+    assert controller.off_preferred[APP] == {"gpu-h100"}
+    assert KEY not in queue._batches and KEY not in queue._queued, "a claim that held no room woke the app"
 
 
 QUOTA_REFUSAL = 'pods "x" is forbidden: exceeded quota: gpus, requested: requests.nvidia.com/gpu=1'
@@ -1588,6 +1606,45 @@ async def test_a_doomed_pod_of_a_deployment_gone_leaves_the_app_steady(rig: Rig,
     await wait_for_pass(controller)
     controller.pod_event(rig.pending_pod("p2"), deleted=False)
     assert await wait_for_pass(controller) < PROGRESS_WINDOW
+
+
+async def test_a_replica_a_resync_finds_gone_is_news(rig: Rig, batching: Controller) -> None:
+    """A LIST that no longer has a replica tells its deletion by uid alone: that is a replica lost, news."""
+    controller = batching
+    rig.pod_of(H100, "p0", "h1")
+    await wait_for_pass(controller)
+    controller.pod_event({"metadata": {"uid": "uid-p0", "namespace": NS}}, deleted=True)
+    assert await wait_for_pass(controller) < PROGRESS_WINDOW
+
+
+def running(body: dict) -> dict:
+    return {**body, "spec": {**body["spec"], "nodeName": "h1"},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+async def test_a_pod_no_deployment_of_the_app_made_does_not_make_it_ready(rig: Rig, batching: Controller) -> None:
+    """Two replicas wanted: a Ready pod its Deployments did not make, beside one Ready replica, is not the
+    second replica, so that replica's Ready is progress, not the app turning Ready."""
+    controller = batching
+    controller.pod_event(running(of_a_deployment_gone(rig, "p9")), deleted=False)
+    await wait_for_pass(controller)
+    started = asyncio.get_running_loop().time()
+    controller.pod_event(running(rig.pending_pod("p1")), deleted=False)
+    assert await wait_for_pass(controller, started) >= PROGRESS_WINDOW
+
+
+async def test_the_pods_of_an_older_apps_deployment_of_the_same_name_are_no_news(
+        rig: Rig, batching: Controller) -> None:
+    """A Deployment of the app's name and labels controlled by another FalApp (an app of the same name
+    deleted before this one was made) made no replica of it."""
+    controller = batching
+    older = copy.deepcopy(rig.fake.objects[f"{DEPLOYMENTS}/{H100}"])
+    older["metadata"]["ownerReferences"] = [{**older["metadata"]["ownerReferences"][0], "uid": "app-0"}]
+    controller.child_watched(controller.deployments, "MODIFIED", rig.fake.put(f"{DEPLOYMENTS}/{H100}", older))
+    await wait_for_pass(controller)
+    started = asyncio.get_running_loop().time()
+    rig.pod_of(H100, "p0", None)  # unschedulable: news, were it a replica
+    assert await wait_for_pass(controller, started) >= PROGRESS_WINDOW
 
 
 async def test_replicas_just_asked_for_claim_room_until_their_pods_come_or_they_expire(

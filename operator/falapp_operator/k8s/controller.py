@@ -468,7 +468,8 @@ class Controller:
                 # cheapest first: most events of a steady app's start are progress, the app's scans last. A
                 # pod none of the app's Deployments made (its Deployment deleted in a move, the garbage
                 # collector's to delete; anyone's pod carrying the label) is no replica: the reconcile does
-                # not read it, so nothing about it is news
+                # not read it, so nothing about it is news. Still a pass, not none: should the store not
+                # hold a Deployment yet when its pods are seen, the pass comes a second later, not never
                 progress = ("name" in meta and not self._replicas(namespace, app, [body])) or (
                     not deleted and progress_only(held, body, steady=True) and self._steady(namespace, app)
                     and not (pod_ready(body) and self._completes(namespace, app)))
@@ -507,11 +508,12 @@ class Controller:
         if next((c.get("reason") for c in conditions if c.get("type") == ConditionType.READY.value),
                 None) not in STEADY_READY_REASONS:
             return False
-        if any((d["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION)
-               for d in self.deployments.of_app(namespace, app)):
+        own = self._own_deployments(self.deployments.of_app(namespace, app),
+                                    (stored or {}).get("metadata", {}).get("uid"))
+        if any((d["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION) for d in own):
             return False
         revisions: dict[str | None, str | None] = {}
-        for pod in self._replicas(namespace, app):
+        for pod in made_by(self.app_pods.of_app(namespace, app), own):
             if pod_terminating(pod):
                 continue
             if pod_unschedulable(pod):
