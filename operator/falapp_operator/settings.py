@@ -52,7 +52,8 @@ class OperatorSettings(BaseSettings):
         "pass forward: unschedulable, failing, deleted, no longer Ready, the replica that makes the app Ready, "
         "and any event of an app moving a replica, off its preferred type with a move up to make, with a "
         "replica waiting on its unschedulable timeout, rolling out, or whose Ready condition says more than "
-        "starting or running. A pod none of the app's Deployments made is no replica: never news.")
+        "starting or running. A pod none of the app's Deployments made is no replica: never news (but its deletion "
+        "a resync finds, known by uid alone).")
     metrics_port: int = Field(8080, ge=0, description="Prometheus /metrics port; 0 turns it off.")
     machine_type_status_delay: float = Field(
         2.0, ge=0, description="Seconds to batch capacity changes before writing MachineType status.")

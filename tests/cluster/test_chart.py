@@ -204,15 +204,15 @@ def test_the_chart_refuses_a_cluster_too_old_for_it_saying_what_to_do(tools: Pat
     naming the version it needs (and, for the admission policies, the value that turns them off)."""
     too_old = helm(tools, "template", "x", str(CHART), "--kube-version", "1.28.9", check=False)
     assert too_old.returncode != 0 and "requires kubeVersion: >=1.29.0-0" in too_old.stderr, too_old.stderr
-    for version in ("1.31.4", "v1.31.9-eks-5e0fdde"):
+    for version in ("1.31.4", "v1.31.9-eks-5e0fdde", "v1.32", "1.32.5", "v1.32.0+k3s1"):
         no_policies = helm(tools, "template", "x", str(CHART), "--kube-version", version, check=False)
         assert no_policies.returncode != 0, version
-        assert "tenancy.admissionPolicy.enabled needs Kubernetes 1.32" in no_policies.stderr, no_policies.stderr
-    docs = render(tools, "--kube-version", "1.31.4", "--set", "tenancy.admissionPolicy.enabled=false")
+        assert "tenancy.admissionPolicy.enabled needs Kubernetes 1.33" in no_policies.stderr, no_policies.stderr
+    docs = render(tools, "--kube-version", "1.29.0", "--set", "tenancy.admissionPolicy.enabled=false")
     assert of_kind(docs, "Deployment") and not of_kind(docs, "ValidatingAdmissionPolicy")
     policies = [d["metadata"]["name"] for d in of_kind(render(tools), "ValidatingAdmissionPolicy")]
     assert policies
-    for version in ("1.32.0", "v1.32.1-gke.1002000"):
+    for version in ("1.33.0", "v1.33", "v1.33.1-gke.1002000", "v1.33.0+k3s1"):
         rendered = of_kind(render(tools, "--kube-version", version), "ValidatingAdmissionPolicy")
         assert [d["metadata"]["name"] for d in rendered] == policies, version
 

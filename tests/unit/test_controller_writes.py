@@ -765,6 +765,21 @@ async def test_room_given_up_while_an_app_is_reconciled_wakes_it_once_more(rig: 
     assert KEY in queue._batches or KEY in queue._queued, "room given up during the reconcile woke nobody"
 
 
+async def test_claims_given_up_on_a_type_with_nodes_and_one_without_wake_only_the_apps_of_the_first(
+        rig: Rig) -> None:
+    controller = rig.controller
+    pods = [hog("on-h100"), hog("on-a100")]  # a third app's, about to be bound
+    for pod, machine_type in zip(pods, ("gpu-h100", "gpu-a100"), strict=True):
+        pod["metadata"]["labels"] = {APP_LABEL: "third", TYPE_LABEL: machine_type}
+        controller.pod_event(pod, deleted=False)
+    off_preferred_other(controller)  # OTHER would move up to H100, "elsewhere" to A100
+    controller.node_event(node("h1"), deleted=True)
+    await drained(controller)
+    for pod in pods:
+        controller.pod_event(pod, deleted=True)
+    assert woken(controller) - {(NS, "third")} == {(NS, "elsewhere")}, woken(controller)
+
+
 async def test_a_claim_given_up_on_a_type_without_nodes_while_an_app_is_reconciled_wakes_it_no_more(
         rig: Rig) -> None:
     controller, queue = rig.controller, rig.controller.queue
@@ -1644,6 +1659,21 @@ async def test_the_pods_of_an_older_apps_deployment_of_the_same_name_are_no_news
     await wait_for_pass(controller)
     started = asyncio.get_running_loop().time()
     rig.pod_of(H100, "p0", None)  # unschedulable: news, were it a replica
+    assert await wait_for_pass(controller, started) >= PROGRESS_WINDOW
+
+
+async def test_a_make_before_break_mark_on_an_older_apps_deployment_leaves_the_app_steady(
+        rig: Rig, batching: Controller) -> None:
+    """Only the app's own Deployments say a replica of it is in flight."""
+    controller = batching
+    older = copy.deepcopy(rig.fake.objects[f"{DEPLOYMENTS}/{H100}"])
+    older["metadata"].update(name=A100, uid="dep-old", annotations={SURGE_ANNOTATION: "x"},
+                             labels={**older["metadata"]["labels"], TYPE_LABEL: "gpu-a100"})
+    older["metadata"]["ownerReferences"] = [{**older["metadata"]["ownerReferences"][0], "uid": "app-0"}]
+    controller.child_watched(controller.deployments, "ADDED", rig.fake.put(f"{DEPLOYMENTS}/{A100}", older))
+    await wait_for_pass(controller)
+    started = asyncio.get_running_loop().time()
+    controller.pod_event(rig.pending_pod("p1"), deleted=False)
     assert await wait_for_pass(controller, started) >= PROGRESS_WINDOW
 
 
