@@ -751,8 +751,13 @@ async def test_a_pod_relabelled_away_from_an_app_wakes_the_app_it_left(rig: Rig,
     assert controller.app_pods.of_app(*APP) == []
 
 
-async def test_room_given_up_while_an_app_is_reconciled_wakes_it_once_more(rig: Rig) -> None:
+@pytest.mark.parametrize("h100_nodes", [True, False])
+async def test_room_given_up_while_an_app_is_reconciled_wakes_it_once_more(rig: Rig, h100_nodes: bool) -> None:
+    """A claim on H100 given up while the app goes to A100 wakes it again once the reconcile is done;
+    on an H100 type without nodes the claim held no room, and it does not."""
     controller, queue = rig.controller, rig.controller.queue
+    if not h100_nodes:
+        controller.node_event(node("h1"), deleted=True)
     controller.pod_event(hog(), deleted=False)
     rig.create_app(falapp())
     await drained(controller)
@@ -762,7 +767,11 @@ async def test_room_given_up_while_an_app_is_reconciled_wakes_it_once_more(rig: 
     controller.pod_event(hog(), deleted=True)  # the claim on H100 given up while the app goes to A100
     await reconcile
     queue.done(KEY)
-    assert KEY in queue._batches or KEY in queue._queued, "room given up during the reconcile woke nobody"
+    if h100_nodes:
+        assert KEY in queue._batches or KEY in queue._queued, "room given up during the reconcile woke nobody"
+    else:
+        assert controller.off_preferred[APP] == {"gpu-h100"}
+        assert KEY not in queue._batches and KEY not in queue._queued, "a claim that held no room woke the app"
 
 
 async def test_claims_given_up_on_a_type_with_nodes_and_one_without_wake_only_the_apps_of_the_first(
@@ -778,23 +787,6 @@ async def test_claims_given_up_on_a_type_with_nodes_and_one_without_wake_only_th
     for pod in pods:
         controller.pod_event(pod, deleted=True)
     assert woken(controller) - {(NS, "third")} == {(NS, "elsewhere")}, woken(controller)
-
-
-async def test_a_claim_given_up_on_a_type_without_nodes_while_an_app_is_reconciled_wakes_it_no_more(
-        rig: Rig) -> None:
-    controller, queue = rig.controller, rig.controller.queue
-    controller.node_event(node("h1"), deleted=True)
-    controller.pod_event(hog(), deleted=False)
-    rig.create_app(falapp())
-    await drained(controller)
-    queue.add(KEY)
-    assert await queue.get() == KEY
-    reconcile = await reconcile_writing(rig, A100)
-    controller.pod_event(hog(), deleted=True)  # its claim on H100, which has no node, goes meanwhile
-    await reconcile
-    queue.done(KEY)
-    assert controller.off_preferred[APP] == {"gpu-h100"}
-    assert KEY not in queue._batches and KEY not in queue._queued, "a claim that held no room woke the app"
 
 
 QUOTA_REFUSAL = 'pods "x" is forbidden: exceeded quota: gpus, requested: requests.nvidia.com/gpu=1'

@@ -508,8 +508,7 @@ class Controller:
         if next((c.get("reason") for c in conditions if c.get("type") == ConditionType.READY.value),
                 None) not in STEADY_READY_REASONS:
             return False
-        own = self._own_deployments(self.deployments.of_app(namespace, app),
-                                    (stored or {}).get("metadata", {}).get("uid"))
+        own = self._app_deployments(namespace, app)
         if any((d["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION) for d in own):
             return False
         revisions: dict[str | None, str | None] = {}
@@ -533,10 +532,14 @@ class Controller:
     def _replicas(self, namespace: str, app: str, pods: Iterable[JsonMapping] | None = None) -> list[JsonMapping]:
         """Of `pods` (the app's pods as held), those its own Deployments made (observe.made_by): the
         replicas its reconcile reads."""
-        stored = self.falapps.get((namespace, app))
-        uid = (stored or {}).get("metadata", {}).get("uid")
         return made_by(self.app_pods.of_app(namespace, app) if pods is None else pods,
-                       self._own_deployments(self.deployments.of_app(namespace, app), uid))
+                       self._app_deployments(namespace, app))
+
+    def _app_deployments(self, namespace: str, app: str) -> list[JsonObject]:
+        """The Deployments the app (as stored) controls."""
+        stored = self.falapps.get((namespace, app))
+        return self._own_deployments(self.deployments.of_app(namespace, app),
+                                     (stored or {}).get("metadata", {}).get("uid"))
 
     @staticmethod
     def _own_deployments(labelled: Iterable[Obj], uid: str | None) -> list[Obj]:
