@@ -332,10 +332,14 @@ def test_rbac_is_least_privilege(tools: Path, values: str):
     # children carry blockOwnerDeletion: OwnerReferencesPermissionEnforcement checks update on finalizers
     assert _verbs(docs, "ClusterRole" if values == "defaults" else "Role", "fal.ai", "falapps/finalizers") == {
         "update"}
-    # nodes read-only; pods read-only except patching the pod-deletion-cost annotation
+    # nodes read-only; pods read-only except patching the pod-deletion-cost annotation and deleting a
+    # deleted Deployment's pods no node runs, with their ReplicaSets (the operator-pod-writes and
+    # operator-replicaset-deletes policies hold it to that)
     assert _verbs(docs, "ClusterRole", "", "nodes") == {"get", "list", "watch"}
     assert _verbs(docs, "ClusterRole", "", "pods") | _verbs(docs, "Role", "", "pods") == {
-        "get", "list", "watch", "patch"}
+        "get", "list", "watch", "patch", "delete"}
+    assert _verbs(docs, "ClusterRole", "apps", "replicasets") | _verbs(docs, "Role", "apps", "replicasets") == {
+        "delete"}
     assert _verbs(docs, "ClusterRole", "fal.ai", "machinetypes") == {"get", "list", "watch"}
     assert _verbs(docs, "ClusterRole", "fal.ai", "machinetypes/status") == {"patch"}
     # namespace labels decide MachineType entitlements (kopf also lists namespaces when it serves some)
@@ -348,8 +352,8 @@ def test_rbac_is_least_privilege(tools: Path, values: str):
         assert {r["metadata"]["namespace"] for r in of_kind(docs, "RoleBinding")} == {
             "team-a", "team-b", "falapp-system"}
         # FalApps, Deployments, Services and events only where FalApps are watched
-        for resource in ("falapps", "deployments", "services", "events"):
-            group = {"falapps": "fal.ai", "deployments": "apps"}.get(resource, "")
+        for resource in ("falapps", "deployments", "replicasets", "services", "events"):
+            group = {"falapps": "fal.ai", "deployments": "apps", "replicasets": "apps"}.get(resource, "")
             assert not _verbs(docs, "ClusterRole", group, resource), resource
             assert _verbs(docs, "Role", group, resource, "team-a"), resource
         [binding] = of_kind(docs, "ClusterRoleBinding")

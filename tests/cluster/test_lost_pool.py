@@ -46,9 +46,9 @@ def frozen_controller_manager() -> Iterator[None]:
         subprocess.run([str(CLUSTER), "resume", "kube-controller-manager"], check=True)
 
 
-def place(kctl: Kubectl, app: str, fast: str, slow: str, replicas: int) -> None:
+def place(kctl: Kubectl, app: str, fast: str, slow: str, replicas: int, timeout: float = TIMEOUT) -> None:
     """The app's replicas Ready on `fast`; its Deployment says when the operator asked for them."""
-    kctl.apply(falapp(app, [fast, slow], replicas=replicas, timeout=f"{TIMEOUT}s"))
+    kctl.apply(falapp(app, [fast, slow], replicas=replicas, timeout=f"{timeout:g}s"))
     wait_placement(kctl, app, {fast.lower(): replicas})
     grown = deployments(kctl, app)[fast.lower()]["metadata"]["annotations"][GROWN_ANNOTATION]
     assert parse_time(grown) is not None, f"the operator says when it asked for the replicas: {grown!r}"
@@ -103,6 +103,39 @@ def test_replicas_of_a_lost_pool_move_before_the_controller_manager_replaces_the
         assert time.time() - lost >= TIMEOUT - 1, "the timeout was not waited out"
         assert app_pods(kctl, "unreplaced") == [], "no pod can have been made with the controller manager frozen"
     wait_placement(kctl, "unreplaced", {slow.lower(): 2}, timeout=60)
+
+
+def test_a_lost_pools_replacements_are_deleted_by_the_move_not_left_to_the_garbage_collector(
+        kctl, running_operator, pools, two_pools):
+    """The controller manager replaced the lost replicas on the lost type, where no node can take them.
+    The move deletes them with their ReplicaSet, so the scheduler does not try them before the
+    replacements on the next type: here with the controller manager (and its garbage collector) frozen
+    once they exist, so only the operator can have deleted them."""
+    fast, slow = two_pools
+    timeout = 8  # the replacements made and the controller manager frozen within it
+    place(kctl, "doomed", fast, slow, replicas=2, timeout=timeout)
+    lost = lose_pool(pools, fast)
+    kctl.run("delete", "pods", "-l", "fal.ai/app=doomed", "--grace-period=0", "--force")
+
+    def waiting_on_fast() -> list[dict]:
+        return [p for p in app_pods(kctl, "doomed") if p["metadata"]["labels"][TYPE_LABEL] == fast.lower()
+                and not p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")]
+
+    doomed = wait_until(lambda: len(pods := waiting_on_fast()) == 2 and pods, timeout=timeout - 3,
+                        message="the controller manager's replacements on the lost type")
+    replicasets = kctl.get("replicasets", None, "-l", "fal.ai/app=doomed")["items"]
+    with frozen_controller_manager():
+        assert asked(kctl, "doomed") == {fast.lower(): 2}, "moved before the controller manager was frozen"
+        wait_until(lambda: asked(kctl, "doomed") == {slow.lower(): 2}, timeout=timeout + 15,
+                   message="both replicas asked for on the next type")
+        assert time.time() - lost >= timeout - 1, "the timeout was not waited out"
+        wait_until(lambda: not waiting_on_fast(), timeout=10, message="the replacements on the lost type deleted")
+        left = {p["metadata"]["uid"] for p in kctl.get("pods", None, "-l", "fal.ai/app=doomed")["items"]}
+        assert not left & {p["metadata"]["uid"] for p in doomed}, "a replacement on the lost type is left"
+        sets = {r["metadata"]["uid"] for r in kctl.get("replicasets", None, "-l", "fal.ai/app=doomed")["items"]}
+        fast_sets = {r["metadata"]["uid"] for r in replicasets if r["metadata"]["labels"][TYPE_LABEL] == fast.lower()}
+        assert fast_sets and not sets & fast_sets, "the lost type's ReplicaSet is left"
+    wait_placement(kctl, "doomed", {slow.lower(): 2}, timeout=60)
 
 
 def test_the_last_node_going_starts_the_wait_of_apps_whose_node_went_earlier(kctl, running_operator, pools):

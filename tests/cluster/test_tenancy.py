@@ -40,7 +40,7 @@ def policy(kubectl: Kubectl, crds, tools: Path) -> None:  # noqa: F811
             if d["kind"] in POLICY_KINDS]
     names = sorted(d["metadata"]["name"] for d in of_kind(docs, "ValidatingAdmissionPolicy"))
     assert names == ["falapp-operator-falapp-entitlements", "falapp-operator-falapp-tenancy",
-                     "falapp-operator-operator-pod-writes"], names
+                     "falapp-operator-operator-pod-writes", "falapp-operator-operator-replicaset-deletes"], names
     assert sorted(d["spec"]["policyName"] for d in of_kind(docs, "ValidatingAdmissionPolicyBinding")) == names
     kubectl.apply(docs)
     kubectl.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
@@ -411,3 +411,45 @@ def test_the_operators_account_may_only_mark_pods_for_deletion(kctl: Kubectl, na
     pod = kctl.get("pod", "victim")
     assert pod["spec"]["containers"][0]["image"] == "registry.example.com/db:1"
     assert pod["metadata"]["labels"] == {"app": "db"}
+
+
+
+def deployment_of_pods(name: str, labels: dict, **pod_spec: object) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"d": name}},
+                     "template": {"metadata": {"labels": {**labels, "d": name}},
+                                  "spec": {"containers": [{"name": "c", "image": "registry.example.com/x:1"}],
+                                           **pod_spec}}}}
+
+
+def test_the_operators_account_may_only_delete_a_falapps_pods_no_node_runs_and_its_replicasets(
+        kctl: Kubectl, namespace: str, policy):
+    """The chart's third policy: a deleted Deployment's pods no node runs go at once, their ReplicaSets
+    first; nothing else of a pod's or a ReplicaSet's may be deleted with the operator's credentials."""
+    operator = "system:serviceaccount:falapp-system:falapp-operator"
+    kctl.run("create", "role", "deleter", "--verb=get,list,delete", "--resource=pods,replicasets.apps")
+    kctl.run("create", "rolebinding", "deleter", "--role=deleter", f"--user={operator}")
+    app = {"fal.ai/app": "llm"}
+    kctl.apply([deployment_of_pods("waiting", app, nodeSelector={"example.com/no-such": "node"}),
+                deployment_of_pods("bound", app, nodeName="no-such-node"),  # bound at creation
+                deployment_of_pods("db", {"app": "db"}, nodeSelector={"example.com/no-such": "node"})])
+
+    def pods_of(name: str) -> list[dict]:
+        return kctl.get("pods", None, "-l", f"d={name}")["items"]
+
+    pods = {d: wait_until(lambda d=d: pods_of(d), timeout=60, message=f"{d}'s pod")[0]
+            for d in ("waiting", "bound", "db")}
+    sets = {d: kctl.get("replicasets", None, "-l", f"d={d}")["items"][0] for d in ("waiting", "db")}
+    as_operator = kctl.as_user(operator)
+    wait_until(lambda: as_operator.run("auth", "can-i", "delete", "pods", check=False).returncode == 0,
+               timeout=30, message="the operator's role in force")
+    refusals = (("pod", pods["bound"], "may only delete a FalApp's pods that no node runs"),
+                ("pod", pods["db"], "may only delete a FalApp's pods that no node runs"),
+                ("replicaset", sets["db"], "may only delete a FalApp's ReplicaSets"))
+    for kind, obj, message in refusals:
+        answer = as_operator.run("delete", kind, obj["metadata"]["name"], "--wait=false", check=False)
+        assert answer.returncode != 0 and message in answer.stderr, (kind, obj["metadata"]["name"], answer)
+    as_operator.run("delete", "pod", pods["waiting"]["metadata"]["name"], "--wait=false")
+    as_operator.run("delete", "replicaset", sets["waiting"]["metadata"]["name"], "--wait=false")
+    for kind, obj, _ in refusals:
+        assert kctl.get(kind, obj["metadata"]["name"])["metadata"]["uid"] == obj["metadata"]["uid"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from falapp_operator.api.names import deployment_name
 from falapp_operator.reconcile.children import AppRef
 from falapp_operator.reconcile.observe import children_state, made_by
-from falapp_operator.reconcile.writes import name_conflict
+from falapp_operator.reconcile.writes import left_waiting, name_conflict
 from tests.builders import APP_LABEL, TYPE_LABEL
 
 REF = AppRef("sdxl", "team-a", "uid-sdxl")
@@ -66,3 +66,28 @@ def test_only_pods_the_apps_replicasets_made_are_its_replicas() -> None:
     not_controller = labelled_pod("adopted", {**rs, "controller": False})
     assert [p["metadata"]["name"] for p in made_by([ours, decoy, other_rs, wrong_hash, not_controller],
                                                    deployments)] == [ours["metadata"]["name"]]
+
+
+def waiting_pod(name: str, replicaset: str, node: str | None = None, revision: str = "5d8f") -> dict:
+    """A pod of the ReplicaSet `replicaset` (uid `uid-<replicaset>`), bound to `node` or waiting."""
+    owner = {"kind": "ReplicaSet", "name": replicaset, "uid": f"uid-{replicaset}", "controller": True}
+    pod = labelled_pod(name, owner, revision)
+    pod["metadata"]["uid"] = f"uid-{name}"
+    pod["spec"] = {"nodeName": node} if node is not None else {}
+    return pod
+
+
+def test_a_deleted_deployments_pods_no_node_runs_are_deleted_with_their_replicasets_first() -> None:
+    gone = "sdxl-gpu-h100-a1b2c3"
+    pods = [waiting_pod("w1", f"{gone}-5d8f"), waiting_pod("w2", f"{gone}-5d8f"),
+            waiting_pod("old", f"{gone}-77aa", revision="77aa"),  # an older rollout's, also waiting
+            waiting_pod("running", f"{gone}-5d8f", node="h1"),  # left to the garbage collector: ends gracefully
+            waiting_pod("bound-empty", f"{gone}-5d8f", node=""),  # an empty nodeName binds nothing
+            waiting_pod("kept", "sdxl-gpu-a100-d4e5f6-5d8f"),  # the next type's: the app's own
+            {**labelled_pod("decoy", None), "spec": {}}]  # carries the app's labels, made by hand
+    replicasets, deleted = left_waiting(pods, gone)
+    assert replicasets == [(f"{gone}-5d8f", f"uid-{gone}-5d8f"), (f"{gone}-77aa", f"uid-{gone}-77aa")]
+    assert deleted == [("bound-empty", "uid-bound-empty"), ("old", "uid-old"), ("w1", "uid-w1"), ("w2", "uid-w2")]
+    assert left_waiting(pods, "sdxl-gpu-l4-000000") == ([], [])
+    assert left_waiting([waiting_pod("running", f"{gone}-5d8f", node="h1")], gone) == ([], []), \
+        "a ReplicaSet whose pods all run stays for the garbage collector"

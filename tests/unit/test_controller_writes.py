@@ -39,6 +39,8 @@ KEY = ("app", NS, "llm")
 FALAPP = f"/apis/fal.ai/v1alpha1/namespaces/{NS}/falapps/llm"
 STATUS = f"PATCH {FALAPP}/status"
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
+REPLICASETS = f"/apis/apps/v1/namespaces/{NS}/replicasets"
+PODS = f"/api/v1/namespaces/{NS}/pods"
 MACHINETYPES = "/apis/fal.ai/v1alpha1/machinetypes"
 H100, A100 = deployment_name("llm", "gpu-h100"), deployment_name("llm", "gpu-a100")
 EVENTS = f"POST /api/v1/namespaces/{NS}/events"
@@ -179,10 +181,30 @@ async def test_the_last_replica_of_a_type_moves_before_its_deployment_goes(rig: 
     rig.create_app(falapp(replicas=1))
     await rig.reconcile()
     rig.pod_of(H100, "stuck", None)
-    # the stuck pod is not marked to go first: its Deployment keeps no replica, every pod of it goes
-    assert await rig.reconcile() == [STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"DELETE {DEPLOYMENTS}/{H100}", STATUS,
-                                     EVENTS]
-    assert f"{DEPLOYMENTS}/{H100}" not in rig.fake.objects
+    stranger = rig.pending_pod("stranger")  # the app's labels, made by hand: no replica of it
+    stranger["metadata"]["ownerReferences"] = []
+    rig.controller.pod_event(rig.fake.put(f"{PODS}/stranger", stranger), deleted=False)
+    rig.fake.put(f"{REPLICASETS}/{H100}-r1", {"metadata": {"name": f"{H100}-r1", "namespace": NS, "uid": "rs-1"}})
+    # the stuck pod is not marked to go first: its Deployment keeps no replica, every pod of it goes; the
+    # stuck one at once, its ReplicaSet first (it would replace it), not left to the garbage collector
+    assert await rig.reconcile() == [STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"DELETE {DEPLOYMENTS}/{H100}",
+                                     f"DELETE {REPLICASETS}/{H100}-r1", f"DELETE {PODS}/stuck", STATUS, EVENTS]
+    assert f"{DEPLOYMENTS}/{H100}" not in rig.fake.objects and f"{PODS}/stranger" in rig.fake.objects
+    for deleted in rig.fake.requests[3:5]:
+        assert deleted.body == {"preconditions": {"uid": "rs-1" if "replicasets" in deleted.path else "uid-stuck"},
+                                "propagationPolicy": "Background"}, deleted.body
+
+
+async def test_a_refused_deletion_of_a_deleted_deployments_waiting_pod_is_shown_on_the_app(rig: Rig) -> None:
+    rig.create_app(falapp(replicas=1))
+    await rig.reconcile()
+    rig.pod_of(H100, "stuck", None)
+    message = 'pods "stuck" is forbidden: User "system:serviceaccount:ops:falapp-operator" cannot delete resource'
+    rig.fake.fail("DELETE", "/pods/stuck", 403, message)
+    assert await rig.reconcile() == [STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"DELETE {DEPLOYMENTS}/{H100}",
+                                     f"DELETE {REPLICASETS}/{H100}-r1", f"DELETE {PODS}/stuck", STATUS, EVENTS]
+    stalled = rig.stalled()
+    assert stalled is not None and stalled["message"] == f"Pod {NS}/stuck: 403 Forbidden: {message}"
 
 
 @pytest.mark.parametrize(("status", "reason", "message"), [

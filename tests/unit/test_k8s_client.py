@@ -100,6 +100,25 @@ async def test_a_delete_is_in_the_background_and_other_refusals_are_raised(
         await api.delete_deployment(NS, "other")
 
 
+async def test_a_waiting_pod_or_replicaset_is_deleted_only_as_the_object_of_its_uid(
+        served: tuple[FakeApiServer, KubeApi]) -> None:
+    """Gone meanwhile (404) or replaced by another of the same name (409: the uid precondition failed) is
+    nothing left to do; another refusal is raised."""
+    fake, api = served
+    fake.put(f"{PODS}/p1", {"metadata": {"name": "p1", "namespace": NS, "uid": "u1"}})
+    await api.delete_waiting("Pod", NS, "p1", "u1")
+    assert f"{PODS}/p1" not in fake.objects
+    assert fake.requests[-1].body == {"preconditions": {"uid": "u1"}, "propagationPolicy": "Background"}
+    await api.delete_waiting("ReplicaSet", NS, "gone", "u2")
+    assert str(fake.requests[-1]) == f"DELETE /apis/apps/v1/namespaces/{NS}/replicasets/gone"
+    fake.fail("DELETE", "/pods/p2", 409, "Precondition failed: UID in precondition: u3, UID in object meta: u4")
+    await api.delete_waiting("Pod", NS, "p2", "u3")
+    fake.fail("DELETE", "/replicasets/rs", 403, 'replicasets.apps "rs" is forbidden')
+    with pytest.raises(ApiError, match="ReplicaSet team-a/rs: 403 Forbidden"):
+        await api.delete_waiting("ReplicaSet", NS, "rs", "u5")
+    assert api.writes == 4
+
+
 async def test_merge_patches_mark_pods_resize_and_write_status(served: tuple[FakeApiServer, KubeApi]) -> None:
     fake, api = served
     fake.put(f"{PODS}/p1", {"metadata": {"name": "p1", "namespace": NS, "annotations": {"keep": "me"}}})

@@ -103,10 +103,15 @@ RBAC rules. Each verb is one the operator (falapp_operator/k8s/client.py) or kop
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch, delete]
-# the pod-deletion-cost annotation: which replica the ReplicaSet removes first
+# the pod-deletion-cost annotation: which replica the ReplicaSet removes first; a deleted Deployment's
+# pods that no node runs, and their ReplicaSets first, are deleted at once (the scheduler would try each
+# before the replacements elsewhere)
 - apiGroups: [""]
   resources: [pods]
-  verbs: [patch]
+  verbs: [patch, delete]
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [delete]
 # posting events (operator and kopf); watching autoscaler events (TriggeredScaleUp, Nominated, ...)
 - apiGroups: [""]
   resources: [events]

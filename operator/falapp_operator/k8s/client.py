@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import TypeAlias, cast
+from typing import Literal, TypeAlias, cast
 
 import aiohttp
 import orjson
@@ -409,6 +409,18 @@ class KubeApi:
     async def delete_deployment(self, namespace: str, name: str) -> None:
         await self._delete(f"Deployment {namespace}/{name}", self.apps.delete_namespaced_deployment,
                            namespace, name)
+
+    async def delete_waiting(self, kind: Literal["ReplicaSet", "Pod"], namespace: str, name: str, uid: str) -> None:
+        """Delete a ReplicaSet or pod of a Deployment the operator deleted (see writes.left_waiting), only
+        if it is still the object of this uid: gone (404) or another of the same name (409) is no error."""
+        self._wrote("delete")
+        call = self.apps.delete_namespaced_replica_set if kind == "ReplicaSet" else self.core.delete_namespaced_pod
+        try:
+            await self._call(f"{kind} {namespace}/{name}", call, name, namespace,
+                             body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"})
+        except ApiError as e:
+            if e.status not in (404, 409):
+                raise
 
     async def delete_service(self, namespace: str, name: str) -> None:
         await self._delete(f"Service {namespace}/{name}", self.core.delete_namespaced_service, namespace, name)

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Coroutine, Iterable, Sequence
 from datetime import datetime
-from typing import TypeAlias, TypeVar
+from typing import Literal, TypeAlias, TypeVar
 
 from pydantic import ValidationError
 
@@ -72,6 +72,7 @@ from falapp_operator.reconcile.writes import (
     child_writes,
     counts_only,
     first_sight,
+    left_waiting,
     name_conflict,
     needs_apply,
     object_version,
@@ -992,6 +993,7 @@ class Controller:
                 else:
                     await self._sent(Priority.NORMAL, self.api.delete_deployment(namespace, write.name))
                     self.deployments.deleted((namespace, write.name), app)
+                    await self._delete_waiting(namespace, app, write.name)
             if result.service is not None:
                 if service is None or needs_apply(service, result.service, self.settings.field_manager,
                                                   applied.get(ref.name)):
@@ -1030,6 +1032,18 @@ class Controller:
     async def _post_event(self, involved: JsonMapping, event_type: str, reason: str, message: str) -> None:
         # the request is made here, not by the caller: a task cancelled before it starts leaves none unawaited
         await self._sent(Priority.LOW, self.api.post_event(involved, event_type, reason, message))
+
+    async def _delete_waiting(self, namespace: str, app: tuple[str, str], deployment: str) -> None:
+        """The pods of a deleted Deployment that no node runs, and their ReplicaSets first (see
+        writes.left_waiting); the first refusal is raised once every request is answered."""
+        replicasets, pods = left_waiting(self.app_pods.of_app(*app), deployment)
+        kinds: tuple[tuple[Literal["ReplicaSet", "Pod"], list[tuple[str, str]]], ...] = (
+            ("ReplicaSet", replicasets), ("Pod", pods))
+        for kind, refs in kinds:
+            answers = await asyncio.gather(*(self._sent(Priority.NORMAL, self.api.delete_waiting(
+                kind, namespace, name, uid)) for name, uid in refs), return_exceptions=True)
+            if (refused := next((a for a in answers if isinstance(a, BaseException)), None)) is not None:
+                raise refused
 
     async def _sent(self, priority: Priority, request: Coroutine[object, object, T]) -> T:
         """An app request, sent when the gate lets it through (see k8s/gate.py)."""

@@ -10,7 +10,7 @@ tests/ performs them on its model cluster and may crash between any two.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +18,9 @@ from falapp_operator.api import JsonMapping
 from falapp_operator.api.names import DELETE_FIRST, DELETION_COST, HASH_ANNOTATION, deployment_name
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan
-from falapp_operator.reconcile.observe import controller_uid, others_managed_fields
+from falapp_operator.reconcile.observe import controller_uid, made_by, others_managed_fields
+
+Ref = tuple[str, str]  # an object's name and uid
 
 # fields others may set on our children without it being drift (kubectl rollout restart, tools' notes)
 FOREIGN_OK = ("f:metadata", "f:status", "f:spec.f:template.f:metadata.f:annotations")
@@ -63,6 +65,20 @@ def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Json
                for t, n in plan.rescale_unlisted.items()]
     writes += [Write("delete_deployment", deployment_name(ref.name, t)) for t in plan.delete_deployments]
     return writes
+
+
+def left_waiting(pods: Iterable[JsonMapping], deployment: str) -> tuple[list[Ref], list[Ref]]:
+    """Of an app's pods, those the Deployment `deployment` (being deleted) made that no node runs, as
+    (name, uid), and the ReplicaSets controlling them: the operator deletes them itself, the ReplicaSets
+    first (they would replace the pods), rather than leave them to the garbage collector. Meanwhile the
+    scheduler would try each (a failed attempt costs it a status write and an Event) before the
+    replacements on the next type queued behind them, and their claims would hold room. Pods a node runs
+    are left to the garbage collector, which ends them gracefully."""
+    waiting = [p for p in made_by(pods, [{"metadata": {"name": deployment}}])
+               if not (p.get("spec") or {}).get("nodeName")]
+    owners = {(r["name"], r["uid"]) for p in waiting for r in p["metadata"].get("ownerReferences") or []
+              if r.get("controller") and r.get("uid")}
+    return sorted(owners), sorted((p["metadata"]["name"], p["metadata"]["uid"]) for p in waiting)
 
 
 def name_conflict(kind: str, live: JsonMapping | None, ref: children.AppRef) -> str | None:
