@@ -64,7 +64,11 @@ def test_only_pods_the_apps_replicasets_made_are_its_replicas() -> None:
     other_rs = labelled_pod("other", {**rs, "name": "someone-else-5d8f"})
     wrong_hash = labelled_pod("stale", rs, revision="9999")
     not_controller = labelled_pod("adopted", {**rs, "controller": False})
-    assert [p["metadata"]["name"] for p in made_by([ours, decoy, other_rs, wrong_hash, not_controller],
+    # a hash with a '-' would let a hand-made pod name another Deployment's ReplicaSet, here that of the
+    # Deployment "sdxl-gpu-h100-a1b2c3-gpu-a100-abcdef" (its ReplicaSet "...-gpu-a100-abcdef-5d8f") as ours
+    forged = labelled_pod("forged", {**rs, "name": "sdxl-gpu-h100-a1b2c3-gpu-a100-abcdef-5d8f"},
+                          revision="gpu-a100-abcdef-5d8f")
+    assert [p["metadata"]["name"] for p in made_by([ours, decoy, other_rs, wrong_hash, not_controller, forged],
                                                    deployments)] == [ours["metadata"]["name"]]
 
 

@@ -993,7 +993,7 @@ class Controller:
                 else:
                     await self._sent(Priority.NORMAL, self.api.delete_deployment(namespace, write.name))
                     self.deployments.deleted((namespace, write.name), app)
-                    await self._delete_waiting(namespace, app, write.name)
+                    await self._delete_waiting(ref, write.name)
             if result.service is not None:
                 if service is None or needs_apply(service, result.service, self.settings.field_manager,
                                                   applied.get(ref.name)):
@@ -1033,17 +1033,29 @@ class Controller:
         # the request is made here, not by the caller: a task cancelled before it starts leaves none unawaited
         await self._sent(Priority.LOW, self.api.post_event(involved, event_type, reason, message))
 
-    async def _delete_waiting(self, namespace: str, app: tuple[str, str], deployment: str) -> None:
+    async def _delete_waiting(self, ref: children.AppRef, deployment: str) -> None:
         """The pods of a deleted Deployment that no node runs, and their ReplicaSets first (see
-        writes.left_waiting); the first refusal is raised once every request is answered."""
-        replicasets, pods = left_waiting(self.app_pods.of_app(*app), deployment)
+        writes.left_waiting). Best effort: what is not deleted (refused, say a pod bound meanwhile or
+        RBAC of an older chart, or no answer) is the garbage collector's, as before; a refusal is
+        logged and told in a Warning event, and the app's reconcile goes on."""
+        replicasets, pods = left_waiting(self.app_pods.of_app(ref.namespace, ref.name), deployment)
         kinds: tuple[tuple[Literal["ReplicaSet", "Pod"], list[tuple[str, str]]], ...] = (
             ("ReplicaSet", replicasets), ("Pod", pods))
         for kind, refs in kinds:
             answers = await asyncio.gather(*(self._sent(Priority.NORMAL, self.api.delete_waiting(
-                kind, namespace, name, uid)) for name, uid in refs), return_exceptions=True)
-            if (refused := next((a for a in answers if isinstance(a, BaseException)), None)) is not None:
-                raise refused
+                kind, ref.namespace, name, uid)) for name, uid in refs), return_exceptions=True)
+            for answer in answers:
+                if isinstance(answer, ApiError):
+                    logger.warning("%s/%s: %s; left to the garbage collector", ref.namespace, ref.name, answer)
+                    involved = {"apiVersion": API_VERSION, "kind": "FalApp", "name": ref.name,
+                                "namespace": ref.namespace, "uid": ref.uid}
+                    self._background(self._post_event(
+                        involved, "Warning", "CleanupRefused",
+                        f"{answer}; what Deployment {deployment} left waiting for a node is left to the "
+                        "garbage collector"))
+                    return
+                if isinstance(answer, BaseException):
+                    raise answer
 
     async def _sent(self, priority: Priority, request: Coroutine[object, object, T]) -> T:
         """An app request, sent when the gate lets it through (see k8s/gate.py)."""

@@ -70,7 +70,9 @@ def made_by(pods: Iterable[Body], deployments: Iterable[JsonMapping]) -> list[Bo
         meta = pod["metadata"]
         owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
         revision = (meta.get("labels") or {}).get("pod-template-hash", "")
-        if (owner is not None and owner.get("kind") == "ReplicaSet" and revision
+        # a hash is letters and digits: with a '-' in it, a hand-made pod could name another Deployment's
+        # ReplicaSet as one of these (`<deployment>-<x>-<y>`)
+        if (owner is not None and owner.get("kind") == "ReplicaSet" and revision.isalnum()
                 and owner.get("name", "").removesuffix(f"-{revision}") in names
                 and owner.get("name", "").endswith(f"-{revision}")):
             out.append(pod)

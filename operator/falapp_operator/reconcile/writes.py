@@ -73,7 +73,8 @@ def left_waiting(pods: Iterable[JsonMapping], deployment: str) -> tuple[list[Ref
     first (they would replace the pods), rather than leave them to the garbage collector. Meanwhile the
     scheduler would try each (a failed attempt costs it a status write and an Event) before the
     replacements on the next type queued behind them, and their claims would hold room. Pods a node runs
-    are left to the garbage collector, which ends them gracefully."""
+    stay the garbage collector's, as before (the chart's policy lets the operator delete no such pod), and
+    so does whatever this misses (a pod made after the view, a refusal)."""
     waiting = [p for p in made_by(pods, [{"metadata": {"name": deployment}}])
                if not (p.get("spec") or {}).get("nodeName")]
     owners = {(r["name"], r["uid"]) for p in waiting for r in p["metadata"].get("ownerReferences") or []
