@@ -13,9 +13,10 @@ for the pod garbage collector, as a real node deletion does). Then:
                   (from the last node's deletion, as the operator counts) the operator's writes of
                   the move with nothing to decide, no status and no events: each app's A100
                   Deployment created at its full size, then its H100 one deleted (in the
-                  background, its pods left to the garbage collector); until every replica is
-                  Ready on A100, less the timeout. What the drain costs the control plane
-                  without the operator;
+                  background, its pods left to the garbage collector: the operator deletes those
+                  no node runs itself, with their ReplicaSets, which the hand does not); until
+                  every replica is Ready on A100, less the timeout. What the drain costs the
+                  control plane without the operator;
   scheduler alone the same number of replicas as plain Deployments on A100 with the operator's own
                   pod template (the same pods) on a quiet cluster, from the first create request
                   until every pod is Ready.
@@ -255,7 +256,8 @@ class MassFallback:
         """The same loss of the same pods as plain Deployments, moved by hand the moment the timeout runs
         out (counted, as the operator counts, from when the type's last node was gone) with nothing to
         decide: the writes of the operator's moves (each app's Deployment on the next type created at its
-        full size, then the lost type's deleted) without their wait, history, status or events."""
+        full size, then the lost type's deleted) without their wait, history, status or events, nor the
+        deletion of the lost type's waiting pods and their ReplicaSets (the garbage collector's here)."""
         c, stop = self.cluster, asyncio.Event()
         pods, stages = ReadyPods(TYPE_LABEL), Stages(self.first, self.next)
         await c.create([fake_node(f"{self.first}-{i}", self.first) for i in range(self.node_count)])
