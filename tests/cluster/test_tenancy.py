@@ -424,8 +424,9 @@ def deployment_of_pods(name: str, labels: dict, **pod_spec: object) -> dict:
 
 def test_the_operators_account_may_only_delete_a_falapps_pods_no_node_runs_and_its_replicasets(
         kctl: Kubectl, namespace: str, policy):
-    """The chart's third policy: a deleted Deployment's pods no node runs go at once, their ReplicaSets
-    first; nothing else of a pod's or a ReplicaSet's may be deleted with the operator's credentials."""
+    """The chart's third and fourth policies: a deleted Deployment's pods no node runs go at once, their
+    ReplicaSets first; no other pod, and no ReplicaSet but a labelled one a Deployment controls, may be
+    deleted with the operator's credentials."""
     operator = "system:serviceaccount:falapp-system:falapp-operator"
     kctl.run("create", "role", "deleter", "--verb=get,list,delete", "--resource=pods,replicasets.apps")
     kctl.run("create", "rolebinding", "deleter", "--role=deleter", f"--user={operator}")
@@ -443,9 +444,10 @@ def test_the_operators_account_may_only_delete_a_falapps_pods_no_node_runs_and_i
     as_operator = kctl.as_user(operator)
     wait_until(lambda: as_operator.run("auth", "can-i", "delete", "pods", check=False).returncode == 0,
                timeout=30, message="the operator's role in force")
-    refusals = (("pod", pods["bound"], "may only delete a FalApp's pods that no node runs"),
-                ("pod", pods["db"], "may only delete a FalApp's pods that no node runs"),
-                ("replicaset", sets["db"], "may only delete a FalApp's ReplicaSets"))
+    pod_refusal = "may only delete pods labelled fal.ai/app, controlled by a ReplicaSet, that no node runs"
+    refusals = (("pod", pods["bound"], pod_refusal), ("pod", pods["db"], pod_refusal),
+                ("replicaset", sets["db"], "may only delete ReplicaSets labelled fal.ai/app and controlled by a "
+                                           "Deployment"))
     for kind, obj, message in refusals:
         answer = as_operator.run("delete", kind, obj["metadata"]["name"], "--wait=false", check=False)
         assert answer.returncode != 0 and message in answer.stderr, (kind, obj["metadata"]["name"], answer)

@@ -27,7 +27,7 @@ from falapp_operator.k8s import controller as controller_module
 from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.gate import Priority, RequestGate
-from falapp_operator.reconcile.children import deployment_name
+from falapp_operator.reconcile.children import AppRef, deployment_name
 from falapp_operator.reconcile.writes import counts_only, first_sight
 from falapp_operator.settings import OperatorSettings
 from tests.unit.fake_api import FakeApiServer, serving
@@ -200,7 +200,8 @@ async def test_a_refused_deletion_of_what_a_deleted_deployment_left_waiting_is_t
         rig: Rig, refused: str) -> None:
     """Best effort: a pod bound meanwhile (the operator's policy refuses it), or an older chart's RBAC, leaves
     it to the garbage collector; the move's status and events still go out, and the app is not Stalled.
-    A refused ReplicaSet stops its pods' deletion: it would replace them."""
+    A refused ReplicaSet stops the pods' deletion (it would replace them): the garbage collector takes
+    over."""
     rig.create_app(falapp(replicas=1))
     await rig.reconcile()
     rig.pod_of(H100, "stuck", None)
@@ -216,6 +217,37 @@ async def test_a_refused_deletion_of_what_a_deleted_deployment_left_waiting_is_t
     warning = next(e for e in events if e["reason"] == "CleanupRefused")
     assert warning["type"] == "Warning" and message in warning["message"] and "garbage collector" in warning["message"]
     assert any(e["reason"] == "FellBack" for e in events)
+
+
+async def test_a_transient_error_clearing_what_a_deleted_deployment_left_is_only_logged(rig: Rig) -> None:
+    """An overloaded API server answering 503 to a best-effort deletion posts no Warning (on-call would look
+    for a refusal), stalls nothing, and raises nothing: the garbage collector takes over."""
+    rig.create_app(falapp(replicas=1))
+    await rig.reconcile()
+    rig.pod_of(H100, "stuck", None)
+    rig.fake.fail("DELETE", f"/replicasets/{H100}-r1", 503, "the server is currently unable to handle the request")
+    sent = await rig.reconcile()
+    assert sent == [STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"DELETE {DEPLOYMENTS}/{H100}",
+                    f"DELETE {REPLICASETS}/{H100}-r1", STATUS, EVENTS]
+    assert [r.body["reason"] for r in rig.fake.requests if str(r) == EVENTS] == ["FellBack"]
+    assert rig.stalled() is None
+
+
+async def test_the_same_refusal_clearing_what_deleted_deployments_left_is_told_once(rig: Rig) -> None:
+    """A Deployment deleted again (say a finalizer held it and it came back on a fresh read) meeting the same
+    refusal tells it once."""
+    rig.create_app(falapp(replicas=1))
+    await rig.reconcile()
+    rig.pod_of(H100, "stuck", None)
+    message = 'replicasets.apps "x" is forbidden: cannot delete resource'
+    rig.fake.fail("DELETE", f"/replicasets/{H100}-r1", 403, message, times=2)
+    app = AppRef(name="llm", namespace=NS, uid="app-1")
+    rig.fake.requests.clear()
+    for _ in range(2):  # the pod held in the store: each pass tries its ReplicaSet again
+        await rig.controller._delete_waiting(app, H100)
+    await asyncio.gather(*rig.controller._pending_posts, return_exceptions=True)
+    warnings = [r.body for r in rig.fake.requests if str(r) == EVENTS]
+    assert [w["reason"] for w in warnings] == ["CleanupRefused"] and message in warnings[0]["message"]
 
 
 @pytest.mark.parametrize(("status", "reason", "message"), [

@@ -1036,8 +1036,10 @@ class Controller:
     async def _delete_waiting(self, ref: children.AppRef, deployment: str) -> None:
         """The pods of a deleted Deployment that no node runs, and their ReplicaSets first (see
         writes.left_waiting). Best effort: what is not deleted (refused, say a pod bound meanwhile or
-        RBAC of an older chart, or no answer) is the garbage collector's, as before; a refusal is
-        logged and told in a Warning event, and the app's reconcile goes on."""
+        RBAC of an older chart, or no answer) is the garbage collector's, as before, and the app's
+        reconcile goes on. A refusal stops the rest (a ReplicaSet left would replace its pods) and is
+        told in a Warning event, once while it stays the same; a transient error (an overloaded API
+        server) is only logged."""
         replicasets, pods = left_waiting(self.app_pods.of_app(ref.namespace, ref.name), deployment)
         kinds: tuple[tuple[Literal["ReplicaSet", "Pod"], list[tuple[str, str]]], ...] = (
             ("ReplicaSet", replicasets), ("Pod", pods))
@@ -1046,13 +1048,17 @@ class Controller:
                 kind, ref.namespace, name, uid)) for name, uid in refs), return_exceptions=True)
             for answer in answers:
                 if isinstance(answer, ApiError):
-                    logger.warning("%s/%s: %s; left to the garbage collector", ref.namespace, ref.name, answer)
-                    involved = {"apiVersion": API_VERSION, "kind": "FalApp", "name": ref.name,
-                                "namespace": ref.namespace, "uid": ref.uid}
-                    self._background(self._post_event(
-                        involved, "Warning", "CleanupRefused",
-                        f"{answer}; what Deployment {deployment} left waiting for a node is left to the "
-                        "garbage collector"))
+                    message = (f"{answer}; what Deployment {deployment} left waiting for a node is left to "
+                               "the garbage collector")
+                    if answer.transient:
+                        logger.info("%s/%s: %s", ref.namespace, ref.name, message)
+                        return
+                    logger.warning("%s/%s: %s", ref.namespace, ref.name, message)
+                    if self._warned.get((ref.namespace, ref.name)) != ("CleanupRefused", message):
+                        self._warned[(ref.namespace, ref.name)] = ("CleanupRefused", message)
+                        involved = {"apiVersion": API_VERSION, "kind": "FalApp", "name": ref.name,
+                                    "namespace": ref.namespace, "uid": ref.uid}
+                        self._background(self._post_event(involved, "Warning", "CleanupRefused", message))
                     return
                 if isinstance(answer, BaseException):
                     raise answer

@@ -72,7 +72,7 @@ def made_by(pods: Iterable[Body], deployments: Iterable[JsonMapping]) -> list[Bo
         revision = (meta.get("labels") or {}).get("pod-template-hash", "")
         # a hash is letters and digits: with a '-' in it, a hand-made pod could name another Deployment's
         # ReplicaSet as one of these (`<deployment>-<x>-<y>`)
-        if (owner is not None and owner.get("kind") == "ReplicaSet" and revision.isalnum()
+        if (owner is not None and owner.get("kind") == "ReplicaSet" and revision.isascii() and revision.isalnum()
                 and owner.get("name", "").removesuffix(f"-{revision}") in names
                 and owner.get("name", "").endswith(f"-{revision}")):
             out.append(pod)
