@@ -412,25 +412,25 @@ class KubeApi:
 
     async def delete_waiting(self, kind: Literal["ReplicaSet", "Pod"], namespace: str, name: str, uid: str) -> None:
         """Delete a ReplicaSet or pod of a Deployment the operator deleted (see writes.left_waiting), only
-        if it is still the object of this uid: gone (404) or another of the same name (409) is no error."""
-        self._wrote("delete")
+        if it is still the object of this uid: another of the same name (409) is no error either."""
         call = self.apps.delete_namespaced_replica_set if kind == "ReplicaSet" else self.core.delete_namespaced_pod
-        try:
-            await self._call(f"{kind} {namespace}/{name}", call, name, namespace,
-                             body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"})
-        except ApiError as e:
-            if e.status not in (404, 409):
-                raise
+        await self._delete(f"{kind} {namespace}/{name}", call, namespace, name, uid)
 
     async def delete_service(self, namespace: str, name: str) -> None:
         await self._delete(f"Service {namespace}/{name}", self.core.delete_namespaced_service, namespace, name)
 
-    async def _delete(self, what: str, call: ApiCall, namespace: str, name: str) -> None:
+    async def _delete(self, what: str, call: ApiCall, namespace: str, name: str, uid: str | None = None) -> None:
+        """A delete in the background; gone already (404) is no error, nor, with `uid` (a precondition),
+        another object of the same name (409)."""
         self._wrote("delete")
         try:
-            await self._call(what, call, name, namespace, propagation_policy="Background")
+            if uid is None:
+                await self._call(what, call, name, namespace, propagation_policy="Background")
+            else:
+                await self._call(what, call, name, namespace,
+                                 body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"})
         except ApiError as e:
-            if e.status != 404:
+            if e.status != 404 and not (uid is not None and e.status == 409):
                 raise
 
     async def mark_pod_for_deletion(self, namespace: str, name: str) -> JsonObject | None:

@@ -1016,9 +1016,14 @@ class Controller:
         if any(s.overdue(app) for s in (self.falapps, self.deployments, self.services, self.app_pods)):
             self.queue.add(("app", *app))
 
+    @staticmethod
+    def _involved(ref: children.AppRef) -> JsonMapping:
+        """The FalApp as an event's involvedObject."""
+        return {"apiVersion": API_VERSION, "kind": "FalApp", "name": ref.name, "namespace": ref.namespace,
+                "uid": ref.uid}
+
     def _post_events(self, ref: children.AppRef, result: AppPlan) -> None:
-        involved = {"apiVersion": API_VERSION, "kind": "FalApp", "name": ref.name, "namespace": ref.namespace,
-                    "uid": ref.uid}
+        involved = self._involved(ref)
         app = (ref.namespace, ref.name)
         for event in result.events:
             if event.type == "Warning":
@@ -1038,8 +1043,8 @@ class Controller:
         writes.left_waiting). Best effort: what is not deleted (refused, say a pod bound meanwhile or
         RBAC of an older chart, or no answer) is the garbage collector's, as before, and the app's
         reconcile goes on. A refusal stops the rest (a ReplicaSet left would replace its pods) and is
-        told in a Warning event, once while it stays the same; a transient error (an overloaded API
-        server) is only logged."""
+        told in a Warning event, not again for the same refusal until the app's status is next written
+        (as the plan's warnings); a transient error (an overloaded API server) is only logged."""
         replicasets, pods = left_waiting(self.app_pods.of_app(ref.namespace, ref.name), deployment)
         kinds: tuple[tuple[Literal["ReplicaSet", "Pod"], list[tuple[str, str]]], ...] = (
             ("ReplicaSet", replicasets), ("Pod", pods))
@@ -1056,9 +1061,8 @@ class Controller:
                     logger.warning("%s/%s: %s", ref.namespace, ref.name, message)
                     if self._warned.get((ref.namespace, ref.name)) != ("CleanupRefused", message):
                         self._warned[(ref.namespace, ref.name)] = ("CleanupRefused", message)
-                        involved = {"apiVersion": API_VERSION, "kind": "FalApp", "name": ref.name,
-                                    "namespace": ref.namespace, "uid": ref.uid}
-                        self._background(self._post_event(involved, "Warning", "CleanupRefused", message))
+                        self._background(self._post_event(self._involved(ref), "Warning", "CleanupRefused",
+                                                          message))
                     return
                 if isinstance(answer, BaseException):
                     raise answer
