@@ -13,6 +13,9 @@
 #                                       controller manager that falls behind, on demand
 #   hack/cluster.sh compact             compact etcd's history up to now, as the API server does every
 #                                       5 minutes: a watch from an older version gets 410 Gone
+#   hack/cluster.sh etcd-put KEY <JSON  store an object in etcd under KEY (e.g. /registry/fal.ai/falapps/
+#                                       NS/NAME), past the API server: a state it can leave behind itself
+#                                       (an object in a namespace that is gone) made on demand
 #   hack/cluster.sh kubeconfig          print the admin kubeconfig path
 #   hack/cluster.sh bindir              print the directory with the cluster binaries (kubectl included)
 #
@@ -256,6 +259,17 @@ cmd_compact() { # through etcd's JSON gateway: the current revision, then compac
   log "etcd compacted up to revision $revision"
 }
 
+cmd_etcd_put() { # KEY, the value on stdin; through etcd's JSON gateway (keys and values in base64)
+  running etcd || die "etcd is not running"
+  [[ -n "${1:-}" ]] || die "usage: $0 etcd-put KEY <VALUE"
+  local request answer
+  request=$(KEY="$1" "$python" -c 'import base64, json, os, sys
+b64 = lambda data: base64.b64encode(data).decode()
+print(json.dumps({"key": b64(os.environ["KEY"].encode()), "value": b64(sys.stdin.buffer.read())}))')
+  answer=$(curl -sS --max-time 30 -X POST "http://127.0.0.1:$etcd_port/v3/kv/put" -d "$request")
+  case "$answer" in *'"header"'*) ;; *) die "etcd put: $answer" ;; esac
+}
+
 cmd_down() {
   local c
   for c in karpenter kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
@@ -282,7 +296,8 @@ case "${1:-}" in
   pause) cmd_signal STOP "${2:-}" ;;
   resume) cmd_signal CONT "${2:-}" ;;
   compact) cmd_compact ;;
+  etcd-put) shift; cmd_etcd_put "$@" ;;
   kubeconfig) echo "$pki/admin.kubeconfig" ;;
   bindir) bindir ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -7,10 +7,16 @@ object, a Warning event, and recovery once the cause is gone.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import uuid
+from datetime import UTC, datetime
+
 from falapp_operator.api.names import deployment_name
 from tests.cluster.builders import falapp
 from tests.cluster.helpers import events_for, wait_condition, wait_placement
 from tests.cluster.test_chart import TokenOperator, token_kubeconfig
+from tests.conftest import CLUSTER
 from tests.kube import Kubectl, condition, wait_until
 
 
@@ -114,3 +120,38 @@ def test_rbac_refusal_is_shown(kubectl: Kubectl, kctl: Kubectl, namespace: str, 
             limited.stop()
         kubectl.run("delete", "clusterrolebinding,clusterrole", role, check=False)
         running_operator.start()
+
+
+def test_an_app_its_namespace_left_behind_is_told_once_and_placed_when_the_namespace_is_back(
+        kubectl, kctl, running_operator, pools):
+    """A namespace's deletion can leave objects stored without it (the API server restarted during it:
+    the rig's API server and etcd restarts do so at times). Every write there answers 404 about the
+    namespace: the operator says so once and goes on, without retrying the app, until the namespace is
+    back. The state is made on demand by storing the FalApp in etcd past the API server."""
+    gpu = pools.machine_type("orphan")
+    pools.add_node("orphan", gpus=8)
+    gone = f"gone-{uuid.uuid4().hex[:8]}"
+    app = falapp("left", [gpu], gpus=1)
+    app["metadata"].update(namespace=gone, uid=str(uuid.uuid4()), generation=1,
+                           creationTimestamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    subprocess.run([str(CLUSTER), "etcd-put", f"/registry/fal.ai/falapps/{gone}/left"], input=json.dumps(app),
+                   text=True, check=True, capture_output=True)
+    left = kubectl.in_namespace(gone)
+    told = f"{gone}/left: its namespace no longer exists"
+    try:
+        assert left.get("falapp", "left")["metadata"]["uid"] == app["metadata"]["uid"]  # stored, served
+        assert kubectl.run("get", "namespace", gone, check=False).returncode != 0
+        wait_until(lambda: told in running_operator.log(), timeout=30, message="the orphan told")
+        # the operator goes on with the others
+        kctl.apply(falapp("alive", [gpu], gpus=1))
+        wait_placement(kctl, "alive", {gpu.lower(): 1}, timeout=60)
+        log = running_operator.log()
+        assert log.count(told) == 1 and f'namespaces "{gone}" not found' in log, log[-3000:]
+        assert f"reconcile of ('app', '{gone}', 'left') failed" not in log
+        # the namespace again: the app is its own app there, placed and told Ready
+        kubectl.run("create", "namespace", gone)
+        wait_placement(left, "left", {gpu.lower(): 1}, timeout=60)
+        wait_condition(left, "falapp", "left", "Ready", timeout=30)
+    finally:
+        left.run("delete", "falapp", "left", "--ignore-not-found", "--wait=false", check=False)
+        kubectl.run("delete", "namespace", gone, "--ignore-not-found", "--wait=false", check=False)

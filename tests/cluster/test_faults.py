@@ -1,7 +1,7 @@
 """Control-plane faults in the middle of a fallback and of a return: the API server and etcd restart
 (same data), the operator's watches and requests fail for a while; the app converges with no replica
-lost or duplicated. Run last in the session's order of files: the restart takes the cluster away for
-a few seconds."""
+lost or duplicated. The restart takes the cluster away for a few seconds, and a namespace being deleted
+meanwhile may leave its objects behind (see test_api_errors' app left behind)."""
 
 from __future__ import annotations
 

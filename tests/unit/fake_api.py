@@ -58,6 +58,7 @@ class Scripted:
     reason: str
     times: int
     delay: float = 0.0
+    kind: str = ""  # the answer's details.kind: what it is about
 
 
 # the reasons the API server gives with these codes
@@ -73,10 +74,11 @@ def is_collection(path: str) -> bool:
     return len(rest) == 1 or (len(rest) == 3 and rest[0] == "namespaces")
 
 
-def status_body(code: int, reason: str, message: str) -> dict:
-    """A Kubernetes Status, as the API server answers an error."""
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+def status_body(code: int, reason: str, message: str, kind: str = "") -> dict:
+    """A Kubernetes Status, as the API server answers an error (`kind`: what it is about, as details say)."""
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
             "reason": reason, "code": code}
+    return body | {"details": {"kind": kind}} if kind else body
 
 
 def merge(target: Any, patch: Any) -> Any:
@@ -110,11 +112,11 @@ class FakeApiServer:
 
     # --- what tests set up and read ---------------------------------------------------------------
     def fail(self, method: str, path: str, status: int, message: str = "", reason: str = "",
-             times: int = 1, after: float = 0.0) -> None:
+             times: int = 1, after: float = 0.0, kind: str = "") -> None:
         """Answer the next `times` requests `method` whose path ends with `path` with an error Status
-        (`after` seconds)."""
+        (`after` seconds; `kind`: the kind of object it says it is about)."""
         self._scripted.append(Scripted(method, path, status, message or f"scripted {status}",
-                                       reason or REASONS.get(status, "Unknown"), times, after))
+                                       reason or REASONS.get(status, "Unknown"), times, after, kind))
 
     def slow(self, method: str, path: str, seconds: float, times: int = 1) -> None:
         """Answer the next `times` requests `method` whose path ends with `path` only after `seconds`."""
@@ -146,7 +148,7 @@ class FakeApiServer:
                 scripted.times -= 1
                 await asyncio.sleep(scripted.delay)
                 if scripted.status:
-                    return self._error(scripted.status, scripted.reason, scripted.message)
+                    return self._error(scripted.status, scripted.reason, scripted.message, scripted.kind)
                 break
         if request.method == "GET" and request.query.get("watch", "").lower() == "true":
             return await self._watch(request)
@@ -244,11 +246,12 @@ class FakeApiServer:
 
     def _not_found(self, path: str) -> web.Response:
         head, name = collection_of(path)
-        return self._error(404, "NotFound", f'{head.rpartition("/")[2]} "{name}" not found')
+        resource = head.rpartition("/")[2]
+        return self._error(404, "NotFound", f'{resource} "{name}" not found', resource)
 
     @staticmethod
-    def _error(code: int, reason: str, message: str) -> web.Response:
-        return web.json_response(status_body(code, reason, message), status=code)
+    def _error(code: int, reason: str, message: str, kind: str = "") -> web.Response:
+        return web.json_response(status_body(code, reason, message, kind), status=code)
 
 
 @asynccontextmanager

@@ -429,12 +429,55 @@ async def test_an_app_whose_namespace_went_before_its_watch_said_so_is_forgotten
     rig.create_app(falapp())
     del rig.fake.objects[FALAPP]
     gone = f'namespaces "{NS}" not found'
-    rig.fake.fail("PATCH", f"/deployments/{H100}", 404, gone, "NotFound")
-    rig.fake.fail("POST", "/events", 404, gone, "NotFound", times=5)
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 404, gone, "NotFound", kind="namespaces")
+    rig.fake.fail("POST", "/events", 404, gone, "NotFound", times=5, kind="namespaces")
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", f"GET {FALAPP}"]
     assert rig.controller.falapps.get(APP) is None and APP not in rig.controller.apps
     assert await rig.reconcile() == []
     assert "could not post" not in caplog.text and "RequestRejected" not in caplog.text
+
+
+async def test_an_app_that_outlived_its_namespace_is_told_once_and_left_alone_until_the_namespace_is_back(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """The app is stored, its namespace is not (a namespace's deletion the API server did not finish: it
+    restarted meanwhile): every write there answers 404 about the namespace. One warning with the API's
+    message, no retry, no refusal to write; it is placed again once a namespace of that name is back."""
+    rig.create_app(falapp())
+    gone = f'namespaces "{NS}" not found'
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 404, gone, "NotFound", kind="namespaces")
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", f"GET {FALAPP}"]  # no error: no retry
+    assert APP in rig.controller.orphans and rig.controller.falapps.get(APP) is not None
+    told = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(told) == 1 and "namespace no longer exists" in told[0] and gone in told[0], told
+    rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, falapp(replicas=2)))  # edited meanwhile
+    assert len(rig.controller.queue) == 1
+    assert await rig.reconcile() == []  # nothing tried, nothing told again
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == told
+    rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=True)
+    assert len(rig.controller.queue) == 0
+    rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=False)  # created again
+    assert APP not in rig.controller.orphans and len(rig.controller.queue) == 1
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
+    assert rig.status()["machines"] == "GPU-H100x2"
+
+
+async def test_a_status_write_answering_that_the_namespace_is_gone_leaves_the_app_alone(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """The status write (the only write an app whose Deployment is applied may need) tells it too; an app
+    deleted with its namespace meanwhile is only forgotten, without a warning."""
+    rig.create_app(falapp())
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
+    rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, {**falapp(), "status": {}}))
+    gone = f'namespaces "{NS}" not found'
+    rig.fake.fail("PATCH", "/falapps/llm/status", 404, gone, "NotFound", kind="namespaces", times=2)
+    assert await rig.reconcile() == [STATUS, f"GET {FALAPP}"]
+    assert APP in rig.controller.orphans
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"][0].count(gone) == 1
+    del rig.fake.objects[FALAPP]  # deleted (by hand): forgotten, and its name free for a new one
+    rig.controller.falapp_watched("DELETED", {**falapp(), "metadata": {**falapp()["metadata"],
+                                                                        "resourceVersion": "999999"}})
+    assert await rig.reconcile() == []
+    assert APP not in rig.controller.orphans and APP not in rig.controller.apps
 
 
 async def test_a_404_for_an_app_still_there_is_shown_on_it(rig: Rig) -> None:

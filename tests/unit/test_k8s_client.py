@@ -88,6 +88,23 @@ async def test_writes_of_objects_gone_meanwhile_are_not_errors(served: tuple[Fak
     assert len(fake.requests) == 6 and api.writes == 6
 
 
+async def test_a_write_whose_namespace_is_gone_is_an_error_saying_so(served: tuple[FakeApiServer, KubeApi]) -> None:
+    """The API server answers 404 about the namespace, not the object: the object may still be stored
+    (a namespace's deletion left it behind), so it is no "gone meanwhile"."""
+    fake, api = served
+    gone = f'namespaces "{NS}" not found'
+    for method, path in (("PATCH", "/pods/p"), ("PATCH", "/deployments/d"), ("PATCH", "/falapps/llm/status")):
+        fake.fail(method, path, 404, gone, "NotFound", kind="namespaces")
+    writes = (api.mark_pod_for_deletion(NS, "p"), api.resize_unlisted(NS, "d", {"spec": {"replicas": 0}}),
+              api.patch_falapp_status(NS, "llm", {"replicas": 1}))
+    for write in writes:
+        with pytest.raises(ApiError) as raised:
+            await write
+        assert raised.value.namespace_gone and not raised.value.object_gone and raised.value.message == gone
+    fake.fail("PATCH", "/falapps/other/status", 404, 'falapps.fal.ai "other" not found', "NotFound", kind="falapps")
+    assert await api.patch_falapp_status(NS, "other", {"replicas": 1}) is None  # about the object: gone
+
+
 async def test_a_delete_is_in_the_background_and_other_refusals_are_raised(
         served: tuple[FakeApiServer, KubeApi]) -> None:
     fake, api = served

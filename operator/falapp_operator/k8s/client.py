@@ -69,19 +69,31 @@ class ApiError(Exception):
 
     TRANSIENT = frozenset({408, 409, 429, 500, 502, 503, 504})
 
-    def __init__(self, status: int, reason: str, message: str, what: str = ""):
+    def __init__(self, status: int, reason: str, message: str, what: str = "", kind: str = ""):
         super().__init__(f"{what + ': ' if what else ''}{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
         self.what = what
+        self.kind = kind  # the kind of object the API server's answer is about (its details.kind), if it says
 
     @property
     def transient(self) -> bool:
         return self.status in self.TRANSIENT or self.status == 0
 
+    @property
+    def namespace_gone(self) -> bool:
+        """A write's 404 about its namespace, not its object: the namespace no longer exists (the API
+        server's namespace lifecycle check answers so), though objects stored in it may still be there."""
+        return self.status == 404 and self.kind == "namespaces"
+
+    @property
+    def object_gone(self) -> bool:
+        """A 404 about the object itself: deleted meanwhile."""
+        return self.status == 404 and not self.namespace_gone
+
     def about(self, what: str) -> ApiError:
-        return ApiError(self.status, self.reason, self.message, what)
+        return ApiError(self.status, self.reason, self.message, what, self.kind)
 
 
 class NotLeading(RuntimeError):
@@ -191,13 +203,16 @@ def _kubernetes_status(data: bytes) -> bool:
 
 def _from_body(status: int, reason: str, data: bytes, what: str) -> ApiError:
     message = truncate(data.decode(errors="replace"), 2048)  # a body not from the API server (a proxy's page)
+    kind = ""
     try:
         body = orjson.loads(data)
         if isinstance(body, dict):
             message, reason = body.get("message") or message, body.get("reason") or reason
+            details = body.get("details")
+            kind = str(details.get("kind") or "") if isinstance(details, dict) else ""
     except ValueError:
         pass
-    return ApiError(status, reason, message, what)
+    return ApiError(status, reason, message, what, kind)
 
 
 def _from_exception(e: ApiException, what: str) -> ApiError:
@@ -265,7 +280,7 @@ class KubeApi:
         try:
             return await self._call(what, call, *args)
         except ApiError as e:
-            if e.status == 404:
+            if e.object_gone:
                 return None
             raise
 
@@ -402,7 +417,7 @@ class KubeApi:
             return await self._call(f"Deployment {namespace}/{name}", self.apps.patch_namespaced_deployment,
                                     name, namespace, body, field_manager=self.field_manager, _content_type=MERGE)
         except ApiError as e:
-            if e.status != 404:
+            if not e.object_gone:
                 raise
             return None
 
@@ -430,7 +445,7 @@ class KubeApi:
                 await self._call(what, call, name, namespace,
                                  body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"})
         except ApiError as e:
-            if e.status != 404 and not (uid is not None and e.status == 409):
+            if not e.object_gone and not (uid is not None and e.status == 409):
                 raise
 
     async def mark_pod_for_deletion(self, namespace: str, name: str) -> JsonObject | None:
@@ -442,7 +457,7 @@ class KubeApi:
                                     {"metadata": {"annotations": {DELETION_COST: DELETE_FIRST}}},
                                     field_manager=self.field_manager, _content_type=MERGE)
         except ApiError as e:
-            if e.status != 404:
+            if not e.object_gone:
                 raise
             return None
 
@@ -456,7 +471,7 @@ class KubeApi:
                                     GROUP, VERSION, namespace, "falapps", name, {"status": status},
                                     field_manager=self.field_manager, _content_type=MERGE)
         except ApiError as e:
-            if e.status != 404:
+            if not e.object_gone:
                 raise
             return None
 
@@ -467,7 +482,7 @@ class KubeApi:
                                     GROUP, VERSION, "machinetypes", name, {"status": status},
                                     field_manager=self.field_manager, _content_type=MERGE)
         except ApiError as e:
-            if e.status != 404:
+            if not e.object_gone:
                 raise
             return None
 

@@ -124,6 +124,7 @@ class Controller:
         self._templates = children.TemplateCache()  # pod templates, valid while the catalogue stays
         self.namespace_labels: dict[str, dict[str, str]] = {}  # only the labels: no whole bodies kept
         self.terminating: set[str] = set()  # namespaces being deleted: their apps go with them
+        self.orphans: set[tuple[str, str]] = set()  # apps whose namespace is gone, left alone (see _orphaned)
         self.queue: WorkQueue[QueueKey] = WorkQueue()
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
         self.generations: dict[tuple[str, str], tuple[str, int]] = {}  # last (uid, generation) per app
@@ -218,7 +219,7 @@ class Controller:
 
     def namespace_event(self, body: JsonMapping, deleted: bool) -> None:
         """Keep each namespace's labels (entitlements to MachineTypes); when they change, its apps are
-        placed again."""
+        placed again (and when a namespace comes, the apps its predecessor of that name left behind)."""
         name = body["metadata"]["name"]
         labels = None if deleted else dict(body["metadata"].get("labels") or {})
         known = name in self.namespace_labels
@@ -228,7 +229,12 @@ class Controller:
             self.terminating.discard(name)
         if labels is None:
             self.namespace_labels.pop(name, None)
-        elif self.namespace_labels.get(name) != labels:
+            return
+        if not known:  # a namespace of that name again: the apps it had left behind are its apps now
+            for left_behind in sorted(a for a in self.orphans if a[0] == name):
+                self.orphans.discard(left_behind)
+                self.queue.add(("app", *left_behind))
+        if self.namespace_labels.get(name) != labels:
             self.namespace_labels[name] = labels
             if known:
                 for namespace, app in sorted(self.apps):
@@ -669,16 +675,29 @@ class Controller:
     async def reconcile_app(self, namespace: str, name: str) -> None:
         try:
             await self._reconcile_app(namespace, name)
-        except AppGone as gone:
-            # deleted before its watch said so (with its namespace, or while this operator started): nothing
-            # more is written for it, not even an event (its namespace may be gone: every post would fail)
+        except ApiError as e:
+            if not e.namespace_gone:
+                raise
+            # its namespace is gone: the app with it (as its namespace's deletion goes), or not (see _orphaned)
             stored = self.falapps.get((namespace, name))
-            if stored is not None and stored["metadata"].get("uid") != gone.uid:
-                self.queue.add(("app", namespace, name))  # one of the same name came meanwhile: it is news
-                return
-            logger.info("%s/%s: deleted (its writes answer 404); its watch has not said so yet", namespace, name)
-            self.falapps.refresh((namespace, name), (namespace, name), None)
-            self._forget_app(namespace, name, gone=True)
+            uid = "" if stored is None else stored["metadata"].get("uid", "")
+            if await self._gone(namespace, name, uid):
+                self._app_gone(namespace, name, uid)
+            else:
+                self._orphaned(namespace, name, e)
+        except AppGone as gone:
+            self._app_gone(namespace, name, gone.uid)
+
+    def _app_gone(self, namespace: str, name: str, uid: str) -> None:
+        """Deleted before its watch said so (with its namespace, or while this operator started): nothing
+        more is written for it, not even an event (its namespace may be gone: every post would fail)."""
+        stored = self.falapps.get((namespace, name))
+        if stored is not None and stored["metadata"].get("uid") != uid:
+            self.queue.add(("app", namespace, name))  # one of the same name came meanwhile: it is news
+            return
+        logger.info("%s/%s: deleted (its writes answer 404); its watch has not said so yet", namespace, name)
+        self.falapps.refresh((namespace, name), (namespace, name), None)
+        self._forget_app(namespace, name, gone=True)
 
     async def _reconcile_app(self, namespace: str, name: str) -> None:
         logger.debug("reconcile %s/%s", namespace, name)
@@ -693,6 +712,8 @@ class Controller:
         # there any more (not even an event), and its children go with it
         if body is None or body["metadata"].get("deletionTimestamp") or namespace in self.terminating:
             self._forget_app(namespace, name, gone=body is None)
+            return
+        if key in self.orphans:  # its namespace is gone: nothing can be written for it (see _orphaned)
             return
         meta = body["metadata"]
         ref = children.AppRef(name, namespace, meta["uid"])
@@ -757,8 +778,10 @@ class Controller:
         except ApiError as e:
             if e.transient:
                 raise
+            if e.namespace_gone:
+                raise  # nothing to refuse it with there (see reconcile_app)
             if e.status == 404 and await self._gone(namespace, name, ref.uid):
-                raise AppGone(ref.uid) from e  # e.g. "namespaces ... not found": the app went with it
+                raise AppGone(ref.uid) from e
             # the API refused a read or write for this app: say so on the app, retry at the slowest rate
             await self._refuse(ref, generation, status, str(e), snap, "RequestRejected")
             return
@@ -780,6 +803,18 @@ class Controller:
             self.queue.add_batched(("app", namespace, name), CLAIMS_WAKE_WINDOW)
         self._record_metrics(namespace, name, snap, result)
 
+    def _orphaned(self, namespace: str, name: str, error: ApiError) -> None:
+        """The app is stored but its namespace is gone (the namespace's deletion did not take it: e.g.
+        the API server restarted meanwhile): every write there answers 404, events included. Told once,
+        left alone (no retries) until it is deleted or a namespace of that name comes back."""
+        app = (namespace, name)
+        if app not in self.orphans:
+            self.orphans.add(app)
+            logger.warning("%s/%s: its namespace no longer exists (%s): nothing can be written for it; left "
+                           "alone until a namespace %s is created again or the FalApp is deleted "
+                           "(kubectl delete falapp -n %s %s)", namespace, name, error, namespace, namespace, name)
+        self._forget_app(namespace, name, gone=False)
+
     def _forget_app(self, namespace: str, name: str, gone: bool) -> None:
         """What the controller holds for an app it leaves alone: deleted (`gone`), being deleted, or in a
         namespace being deleted."""
@@ -796,6 +831,7 @@ class Controller:
         self._warned.pop(app, None)
         self._templates.forget(namespace, name)
         if gone:
+            self.orphans.discard(app)
             if app in self.apps:
                 self.apps.discard(app)
                 self.cache.claims.retire(app)
@@ -1098,7 +1134,8 @@ class Controller:
     async def _patch_status(self, namespace: str, name: str, uid: str, patch: JsonMapping,
                             priority: Priority) -> JsonObject:
         """The app's status written; AppGone if it is no longer there. A 404 for an app that is there (a
-        status subresource missing from its CRD) is an error to show."""
+        status subresource missing from its CRD) is an error to show; one about its namespace is raised
+        as it is (see reconcile_app)."""
         answer = await self._sent(priority, self._timed_status_patch(namespace, name, patch))
         if answer is not None:
             return answer
