@@ -261,13 +261,14 @@ cmd_compact() { # through etcd's JSON gateway: the current revision, then compac
 
 cmd_etcd_put() { # KEY, the value on stdin; through etcd's JSON gateway (keys and values in base64)
   running etcd || die "etcd is not running"
-  [[ -n "${1:-}" ]] || die "usage: $0 etcd-put KEY <VALUE"
+  [[ -n "${1:-}" ]] || die "usage: $0 etcd-put KEY <JSON"
   local request answer
   request=$(KEY="$1" "$python" -c 'import base64, json, os, sys
 b64 = lambda data: base64.b64encode(data).decode()
 print(json.dumps({"key": b64(os.environ["KEY"].encode()), "value": b64(sys.stdin.buffer.read())}))')
-  answer=$(curl -sS --max-time 30 -X POST "http://127.0.0.1:$etcd_port/v3/kv/put" -d "$request")
+  answer=$(curl -sS --max-time 30 -X POST "http://127.0.0.1:$etcd_port/v3/kv/put" --data-binary "$request")
   case "$answer" in *'"header"'*) ;; *) die "etcd put: $answer" ;; esac
+  log "etcd: stored $1"
 }
 
 cmd_down() {

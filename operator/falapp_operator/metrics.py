@@ -17,6 +17,8 @@ PENDING_SECONDS = Histogram("falapp_unschedulable_seconds",
                             ["machine_type"], buckets=(1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600))
 INSUFFICIENT = Gauge("falapp_insufficient_capacity_apps", "FalApps with replicas no listed type can take.",
                      ["namespace"])
+APPS_LEFT_BEHIND = Gauge("falapp_apps_left_behind", "FalApps stored in a namespace that is gone (its deletion "
+                         "left them behind): nothing can be written for them; delete them or create the namespace.")
 RECONCILES = Counter("falapp_reconciles_total", "App reconciles by result (ok, error).", ["result"])
 RECONCILE_SECONDS = Histogram("falapp_reconcile_duration_seconds", "Time spent in one app reconcile.",
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))

@@ -138,10 +138,12 @@ def test_an_app_its_namespace_left_behind_is_told_once_and_placed_when_the_names
                    text=True, check=True, capture_output=True)
     left = kubectl.in_namespace(gone)
     told = f"{gone}/left: its namespace no longer exists"
+    left_behind = running_operator.sample("falapp_apps_left_behind")  # (others' may be there: a restart's)
     try:
         assert left.get("falapp", "left")["metadata"]["uid"] == app["metadata"]["uid"]  # stored, served
         assert kubectl.run("get", "namespace", gone, check=False).returncode != 0
         wait_until(lambda: told in running_operator.log(), timeout=30, message="the orphan told")
+        assert running_operator.sample("falapp_apps_left_behind") == left_behind + 1
         # the operator goes on with the others
         kctl.apply(falapp("alive", [gpu], gpus=1))
         wait_placement(kctl, "alive", {gpu.lower(): 1}, timeout=60)
@@ -152,6 +154,7 @@ def test_an_app_its_namespace_left_behind_is_told_once_and_placed_when_the_names
         kubectl.run("create", "namespace", gone)
         wait_placement(left, "left", {gpu.lower(): 1}, timeout=60)
         wait_condition(left, "falapp", "left", "Ready", timeout=30)
+        assert running_operator.sample("falapp_apps_left_behind") == left_behind
     finally:
         left.run("delete", "falapp", "left", "--ignore-not-found", "--wait=false", check=False)
         kubectl.run("delete", "namespace", gone, "--ignore-not-found", "--wait=false", check=False)

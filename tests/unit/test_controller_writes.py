@@ -437,47 +437,77 @@ async def test_an_app_whose_namespace_went_before_its_watch_said_so_is_forgotten
     assert "could not post" not in caplog.text and "RequestRejected" not in caplog.text
 
 
+NAMESPACE = f"/api/v1/namespaces/{NS}"
+NAMESPACE_GONE = f'namespaces "{NS}" not found'
+
+
+def warnings_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
 async def test_an_app_that_outlived_its_namespace_is_told_once_and_left_alone_until_the_namespace_is_back(
         rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     """The app is stored, its namespace is not (a namespace's deletion the API server did not finish: it
-    restarted meanwhile): every write there answers 404 about the namespace. One warning with the API's
-    message, no retry, no refusal to write; it is placed again once a namespace of that name is back."""
+    restarted meanwhile): every write there answers 404 about the namespace. The app and the namespace
+    are read fresh (both answers decide); one warning with the API's message, no retry, no refusal to
+    write; it is placed again once a namespace of that name is seen, though the operator knew the name
+    (a watch that listed again after the restart never said DELETED)."""
+    rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=False)  # known before, never DELETED
     rig.create_app(falapp())
-    gone = f'namespaces "{NS}" not found'
-    rig.fake.fail("PATCH", f"/deployments/{H100}", 404, gone, "NotFound", kind="namespaces")
-    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", f"GET {FALAPP}"]  # no error: no retry
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
+    # no error: not retried
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", f"GET {FALAPP}", f"GET {NAMESPACE}"]
     assert APP in rig.controller.orphans and rig.controller.falapps.get(APP) is not None
-    told = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(told) == 1 and "namespace no longer exists" in told[0] and gone in told[0], told
+    assert REGISTRY.get_sample_value("falapp_apps_left_behind") == 1
+    told = warnings_logged(caplog)
+    assert len(told) == 1 and "namespace no longer exists" in told[0] and NAMESPACE_GONE in told[0], told
     rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, falapp(replicas=2)))  # edited meanwhile
     assert len(rig.controller.queue) == 1
     assert await rig.reconcile() == []  # nothing tried, nothing told again
-    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == told
-    rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=True)
-    assert len(rig.controller.queue) == 0
-    rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=False)  # created again
+    assert warnings_logged(caplog) == told
+    rig.fake.put(NAMESPACE, {"metadata": {"name": NS}})
+    rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=False)  # created again, same labels
     assert APP not in rig.controller.orphans and len(rig.controller.queue) == 1
+    assert REGISTRY.get_sample_value("falapp_apps_left_behind") == 0
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
     assert rig.status()["machines"] == "GPU-H100x2"
 
 
+async def test_a_404_about_a_namespace_that_is_there_is_retried_not_left_alone(rig: Rig) -> None:
+    """The namespace was made again between the write and the check, or the answer was not the API
+    server's own (an admission webhook may answer anything): the app is not left behind, the error goes
+    to the worker's back-off."""
+    rig.fake.put(NAMESPACE, {"metadata": {"name": NS}})
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
+    with pytest.raises(ApiError) as raised:
+        await rig.reconcile()
+    assert raised.value.namespace_gone and APP not in rig.controller.orphans
+    assert [str(r) for r in rig.fake.requests] == [f"PATCH {DEPLOYMENTS}/{H100}", f"GET {FALAPP}",
+                                                    f"GET {NAMESPACE}"]
+
+
 async def test_a_status_write_answering_that_the_namespace_is_gone_leaves_the_app_alone(
         rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
-    """The status write (the only write an app whose Deployment is applied may need) tells it too; an app
-    deleted with its namespace meanwhile is only forgotten, without a warning."""
+    """The status write (the only write an app whose Deployment is applied may need) tells it too; a
+    FalApp deleted by hand then is forgotten, and a new one of that name told about again."""
     rig.create_app(falapp())
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
     rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, {**falapp(), "status": {}}))
-    gone = f'namespaces "{NS}" not found'
-    rig.fake.fail("PATCH", "/falapps/llm/status", 404, gone, "NotFound", kind="namespaces", times=2)
-    assert await rig.reconcile() == [STATUS, f"GET {FALAPP}"]
+    # twice: without the check, the refusal's own status write would meet the second
+    rig.fake.fail("PATCH", "/falapps/llm/status", 404, NAMESPACE_GONE, "NotFound", kind="namespaces", times=2)
+    assert await rig.reconcile() == [STATUS, f"GET {FALAPP}", f"GET {NAMESPACE}"]
     assert APP in rig.controller.orphans
-    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"][0].count(gone) == 1
-    del rig.fake.objects[FALAPP]  # deleted (by hand): forgotten, and its name free for a new one
+    assert len(told := warnings_logged(caplog)) == 1 and told[0].count(NAMESPACE_GONE) == 1, told
+    del rig.fake.objects[FALAPP]  # deleted (by hand): forgotten
     rig.controller.falapp_watched("DELETED", {**falapp(), "metadata": {**falapp()["metadata"],
                                                                         "resourceVersion": "999999"}})
     assert await rig.reconcile() == []
     assert APP not in rig.controller.orphans and APP not in rig.controller.apps
+    rig.create_app(falapp())  # stored there again the same way: news again
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
+    await rig.reconcile()
+    assert APP in rig.controller.orphans and len(warnings_logged(caplog)) == 2
 
 
 async def test_a_404_for_an_app_still_there_is_shown_on_it(rig: Rig) -> None:
@@ -492,7 +522,7 @@ async def test_a_404_for_an_app_still_there_is_shown_on_it(rig: Rig) -> None:
 async def test_an_event_of_a_namespace_gone_is_no_warning(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     rig.create_app(falapp())
     rig.fake.fail("PATCH", f"/deployments/{H100}", 422, "spec.template: Invalid value")
-    rig.fake.fail("POST", "/events", 404, f'namespaces "{NS}" not found', "NotFound")
+    rig.fake.fail("POST", "/events", 404, f'namespaces "{NS}" not found', "NotFound", kind="namespaces")
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS, EVENTS]
     assert "could not post an event" not in caplog.text
 

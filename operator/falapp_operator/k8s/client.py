@@ -69,13 +69,14 @@ class ApiError(Exception):
 
     TRANSIENT = frozenset({408, 409, 429, 500, 502, 503, 504})
 
-    def __init__(self, status: int, reason: str, message: str, what: str = "", kind: str = ""):
+    def __init__(self, status: int, reason: str, message: str, what: str = "", details_kind: str = ""):
         super().__init__(f"{what + ': ' if what else ''}{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
         self.what = what
-        self.kind = kind  # the kind of object the API server's answer is about (its details.kind), if it says
+        # what the API server's answer is about (its details.kind: a resource, e.g. "namespaces"), if it says
+        self.details_kind = details_kind
 
     @property
     def transient(self) -> bool:
@@ -85,15 +86,16 @@ class ApiError(Exception):
     def namespace_gone(self) -> bool:
         """A write's 404 about its namespace, not its object: the namespace no longer exists (the API
         server's namespace lifecycle check answers so), though objects stored in it may still be there."""
-        return self.status == 404 and self.kind == "namespaces"
+        return self.status == 404 and self.details_kind == "namespaces"
 
     @property
     def object_gone(self) -> bool:
-        """A 404 about the object itself: deleted meanwhile."""
+        """A 404 not about the namespace: the object is not there (deleted meanwhile), or its path is not
+        served (a subresource the CRD lacks)."""
         return self.status == 404 and not self.namespace_gone
 
     def about(self, what: str) -> ApiError:
-        return ApiError(self.status, self.reason, self.message, what, self.kind)
+        return ApiError(self.status, self.reason, self.message, what, self.details_kind)
 
 
 class NotLeading(RuntimeError):
@@ -203,16 +205,16 @@ def _kubernetes_status(data: bytes) -> bool:
 
 def _from_body(status: int, reason: str, data: bytes, what: str) -> ApiError:
     message = truncate(data.decode(errors="replace"), 2048)  # a body not from the API server (a proxy's page)
-    kind = ""
+    details_kind = ""
     try:
         body = orjson.loads(data)
         if isinstance(body, dict):
             message, reason = body.get("message") or message, body.get("reason") or reason
             details = body.get("details")
-            kind = str(details.get("kind") or "") if isinstance(details, dict) else ""
+            details_kind = str(details.get("kind") or "") if isinstance(details, dict) else ""
     except ValueError:
         pass
-    return ApiError(status, reason, message, what, kind)
+    return ApiError(status, reason, message, what, details_kind)
 
 
 def _from_exception(e: ApiException, what: str) -> ApiError:
@@ -280,7 +282,7 @@ class KubeApi:
         try:
             return await self._call(what, call, *args)
         except ApiError as e:
-            if e.object_gone:
+            if e.status == 404:  # a read's 404 is about its object (admission checks no read): a Namespace too
                 return None
             raise
 
@@ -299,6 +301,9 @@ class KubeApi:
             token = page["metadata"].get("continue")
             if not token:
                 return
+
+    async def get_namespace(self, name: str) -> JsonObject | None:
+        return await self._get("get_namespace", f"Namespace {name}", self.core.read_namespace, name)
 
     async def list_namespaces(self) -> list[JsonObject]:
         return [n async for n in self._pages("namespaces", "Namespaces", self.core.list_namespace)]
@@ -435,8 +440,8 @@ class KubeApi:
         await self._delete(f"Service {namespace}/{name}", self.core.delete_namespaced_service, namespace, name)
 
     async def _delete(self, what: str, call: ApiCall, namespace: str, name: str, uid: str | None = None) -> None:
-        """A delete in the background; gone already (404) is no error, nor, with `uid` (a precondition),
-        another object of the same name (409)."""
+        """A delete in the background; gone already (404: the API server lets deletes through to a namespace
+        that is gone) is no error, nor, with `uid` (a precondition), another object of the same name (409)."""
         self._wrote("delete")
         try:
             if uid is None:

@@ -111,6 +111,14 @@ class AppGone(Exception):
         self.uid = uid
 
 
+class NamespaceGone(Exception):
+    """A write for the app (this uid) answered that its namespace is not there (see reconcile_app)."""
+
+    def __init__(self, uid: str, error: ApiError):
+        super().__init__(uid, error)
+        self.uid, self.error = uid, error
+
+
 class Controller:
     def __init__(self, api: KubeApi, settings: OperatorSettings):
         self.api = api
@@ -125,6 +133,7 @@ class Controller:
         self.namespace_labels: dict[str, dict[str, str]] = {}  # only the labels: no whole bodies kept
         self.terminating: set[str] = set()  # namespaces being deleted: their apps go with them
         self.orphans: set[tuple[str, str]] = set()  # apps whose namespace is gone, left alone (see _orphaned)
+        self._orphans_told: set[tuple[str, str, str]] = set()  # (namespace, name, uid): told once
         self.queue: WorkQueue[QueueKey] = WorkQueue()
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
         self.generations: dict[tuple[str, str], tuple[str, int]] = {}  # last (uid, generation) per app
@@ -219,7 +228,7 @@ class Controller:
 
     def namespace_event(self, body: JsonMapping, deleted: bool) -> None:
         """Keep each namespace's labels (entitlements to MachineTypes); when they change, its apps are
-        placed again (and when a namespace comes, the apps its predecessor of that name left behind)."""
+        placed again (and, whenever it is seen, the apps a namespace of that name left behind)."""
         name = body["metadata"]["name"]
         labels = None if deleted else dict(body["metadata"].get("labels") or {})
         known = name in self.namespace_labels
@@ -230,10 +239,8 @@ class Controller:
         if labels is None:
             self.namespace_labels.pop(name, None)
             return
-        if not known:  # a namespace of that name again: the apps it had left behind are its apps now
-            for left_behind in sorted(a for a in self.orphans if a[0] == name):
-                self.orphans.discard(left_behind)
-                self.queue.add(("app", *left_behind))
+        if name not in self.terminating:  # it is there: apps left behind by one of that name are its apps now
+            self._release_orphans(name)
         if self.namespace_labels.get(name) != labels:
             self.namespace_labels[name] = labels
             if known:
@@ -675,16 +682,14 @@ class Controller:
     async def reconcile_app(self, namespace: str, name: str) -> None:
         try:
             await self._reconcile_app(namespace, name)
-        except ApiError as e:
-            if not e.namespace_gone:
-                raise
-            # its namespace is gone: the app with it (as its namespace's deletion goes), or not (see _orphaned)
-            stored = self.falapps.get((namespace, name))
-            uid = "" if stored is None else stored["metadata"].get("uid", "")
-            if await self._gone(namespace, name, uid):
-                self._app_gone(namespace, name, uid)
+        except NamespaceGone as lost:
+            # the app went with its namespace (as a namespace's deletion goes), or was left behind
+            if await self._gone(namespace, name, lost.uid):
+                self._app_gone(namespace, name, lost.uid)
+            elif await self._sent(Priority.NORMAL, self.api.get_namespace(namespace)) is not None:
+                raise lost.error from None  # there after all (made again meanwhile, or a webhook's answer): retried
             else:
-                self._orphaned(namespace, name, e)
+                self._orphaned(namespace, name, lost.uid, lost.error)
         except AppGone as gone:
             self._app_gone(namespace, name, gone.uid)
 
@@ -779,7 +784,7 @@ class Controller:
             if e.transient:
                 raise
             if e.namespace_gone:
-                raise  # nothing to refuse it with there (see reconcile_app)
+                raise NamespaceGone(ref.uid, e) from e  # nothing to refuse it with there
             if e.status == 404 and await self._gone(namespace, name, ref.uid):
                 raise AppGone(ref.uid) from e
             # the API refused a read or write for this app: say so on the app, retry at the slowest rate
@@ -803,21 +808,29 @@ class Controller:
             self.queue.add_batched(("app", namespace, name), CLAIMS_WAKE_WINDOW)
         self._record_metrics(namespace, name, snap, result)
 
-    def _orphaned(self, namespace: str, name: str, error: ApiError) -> None:
-        """The app is stored but its namespace is gone (the namespace's deletion did not take it: e.g.
-        the API server restarted meanwhile): every write there answers 404, events included. Told once,
-        left alone (no retries) until it is deleted or a namespace of that name comes back."""
+    def _orphaned(self, namespace: str, name: str, uid: str, error: ApiError) -> None:
+        """The app is stored but its namespace is gone (the namespace's deletion left it behind: e.g. the
+        API server restarted meanwhile): every write there answers 404, events included. Told once (by
+        this process), left alone (no retries) until it is deleted or a namespace of that name is seen."""
         app = (namespace, name)
-        if app not in self.orphans:
-            self.orphans.add(app)
+        self.orphans.add(app)
+        metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
+        if (namespace, name, uid) not in self._orphans_told:
+            self._orphans_told.add((namespace, name, uid))
             logger.warning("%s/%s: its namespace no longer exists (%s): nothing can be written for it; left "
                            "alone until a namespace %s is created again or the FalApp is deleted "
                            "(kubectl delete falapp -n %s %s)", namespace, name, error, namespace, namespace, name)
         self._forget_app(namespace, name, gone=False)
 
+    def _release_orphans(self, namespace: str) -> None:
+        for app in sorted(a for a in self.orphans if a[0] == namespace):
+            self.orphans.discard(app)
+            self.queue.add(("app", *app))
+        metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
+
     def _forget_app(self, namespace: str, name: str, gone: bool) -> None:
-        """What the controller holds for an app it leaves alone: deleted (`gone`), being deleted, or in a
-        namespace being deleted."""
+        """What the controller holds for an app it leaves alone: deleted (`gone`), being deleted, in a
+        namespace being deleted, or left behind by its namespace (see _orphaned)."""
         app = (namespace, name)
         self.waiting.discard(app)
         self.off_preferred.pop(app, None)
@@ -832,6 +845,9 @@ class Controller:
         self._templates.forget(namespace, name)
         if gone:
             self.orphans.discard(app)
+            metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
+            if self._orphans_told:
+                self._orphans_told = {t for t in self._orphans_told if t[:2] != app}
             if app in self.apps:
                 self.apps.discard(app)
                 self.cache.claims.retire(app)
@@ -1134,9 +1150,14 @@ class Controller:
     async def _patch_status(self, namespace: str, name: str, uid: str, patch: JsonMapping,
                             priority: Priority) -> JsonObject:
         """The app's status written; AppGone if it is no longer there. A 404 for an app that is there (a
-        status subresource missing from its CRD) is an error to show; one about its namespace is raised
-        as it is (see reconcile_app)."""
-        answer = await self._sent(priority, self._timed_status_patch(namespace, name, patch))
+        status subresource missing from its CRD) is an error to show; NamespaceGone if the answer is that
+        its namespace is not there."""
+        try:
+            answer = await self._sent(priority, self._timed_status_patch(namespace, name, patch))
+        except ApiError as e:
+            if e.namespace_gone:
+                raise NamespaceGone(uid, e) from e
+            raise
         if answer is not None:
             return answer
         if await self._gone(namespace, name, uid):
@@ -1278,7 +1299,7 @@ class Controller:
     def _posted(self, task: asyncio.Task[None]) -> None:
         self._pending_posts.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
-            if isinstance(error, ApiError) and error.status == 404:  # its namespace is gone, the app with it
+            if isinstance(error, ApiError) and error.namespace_gone:  # the app went with it, or was left behind
                 logger.debug("event not posted: %s", error)
             else:
                 logger.warning("could not post an event: %s", error)
