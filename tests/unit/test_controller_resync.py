@@ -185,8 +185,28 @@ async def test_namespace_labels_are_known_from_the_start_and_a_change_places_its
         assert len(controller.queue) == 0
         controller.namespace_event(namespace("team-a", team="a", gpu="h100"), deleted=False)
         assert len(controller.queue) == 1 and controller.namespace_labels["team-a"] == {"team": "a", "gpu": "h100"}
-        controller.namespace_event(namespace("team-b"), deleted=True)
-        assert "team-b" not in controller.namespace_labels
+        controller.queue._queued.clear()
+        controller.namespace_event(namespace("team-b"), deleted=True)  # its apps went with it, or were left behind
+        assert "team-b" not in controller.namespace_labels and controller.queue._queued == {("app", "team-b", "sdxl")}
+    finally:
+        await controller.stop()
+
+
+async def test_a_namespace_gone_while_the_watch_was_away_is_dropped_and_its_apps_looked_at_again():
+    """A watch that lists again (after an API server restart) tells no DELETED: the resync's LIST does.
+    Its apps, held while it was being deleted, are looked at again (gone, or left behind)."""
+    being_deleted = {**namespace("team-b"), "metadata": {**namespace("team-b")["metadata"],
+                                                          "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    api = ListingApi([node("n1")], [], namespaces=[namespace("team-a"), being_deleted])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        assert controller.terminating == {"team-b"}
+        controller.apps |= {("team-a", "llm"), ("team-b", "sdxl")}
+        api.namespaces = [namespace("team-a")]
+        await controller.resync()
+        assert set(controller.namespace_labels) == {"team-a"} and controller.terminating == set()
+        assert controller.queue._queued == {("app", "team-b", "sdxl")}
     finally:
         await controller.stop()
 

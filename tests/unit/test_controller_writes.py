@@ -465,6 +465,9 @@ async def test_an_app_that_outlived_its_namespace_is_told_once_and_left_alone_un
     assert len(rig.controller.queue) == 1
     assert await rig.reconcile() == []  # nothing tried, nothing told again
     assert warnings_logged(caplog) == told
+    rig.controller.namespace_event({"metadata": {"name": NS, "deletionTimestamp": "2026-01-01T00:00:00Z"}},
+                                   deleted=False)  # (a stale event of the old one) being deleted: still parked
+    assert APP in rig.controller.orphans and len(rig.controller.queue) == 0
     rig.fake.put(NAMESPACE, {"metadata": {"name": NS}})
     rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=False)  # created again, same labels
     assert APP not in rig.controller.orphans and len(rig.controller.queue) == 1
@@ -490,12 +493,12 @@ async def test_a_404_about_a_namespace_that_is_there_is_retried_not_left_alone(r
 async def test_a_status_write_answering_that_the_namespace_is_gone_leaves_the_app_alone(
         rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     """The status write (the only write an app whose Deployment is applied may need) tells it too; a
-    FalApp deleted by hand then is forgotten, and a new one of that name told about again."""
+    FalApp deleted by hand then is forgotten (and counted no more), and a new one of that name told
+    about again."""
     rig.create_app(falapp())
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
     rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, {**falapp(), "status": {}}))
-    # twice: without the check, the refusal's own status write would meet the second
-    rig.fake.fail("PATCH", "/falapps/llm/status", 404, NAMESPACE_GONE, "NotFound", kind="namespaces", times=2)
+    rig.fake.fail("PATCH", "/falapps/llm/status", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
     assert await rig.reconcile() == [STATUS, f"GET {FALAPP}", f"GET {NAMESPACE}"]
     assert APP in rig.controller.orphans
     assert len(told := warnings_logged(caplog)) == 1 and told[0].count(NAMESPACE_GONE) == 1, told
@@ -504,10 +507,75 @@ async def test_a_status_write_answering_that_the_namespace_is_gone_leaves_the_ap
                                                                         "resourceVersion": "999999"}})
     assert await rig.reconcile() == []
     assert APP not in rig.controller.orphans and APP not in rig.controller.apps
-    rig.create_app(falapp())  # stored there again the same way: news again
+    assert REGISTRY.get_sample_value("falapp_apps_left_behind") == 0
+    again = falapp()
+    again["metadata"]["uid"] = "app-2"
+    rig.create_app(again)  # another one stored there the same way (the old one's Deployment there): news again
+    rig.fake.fail("PATCH", "/falapps/llm/status", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
+    assert await rig.reconcile() == [STATUS, f"GET {FALAPP}", f"GET {NAMESPACE}"]
+    assert APP in rig.controller.orphans and len(warnings_logged(caplog)) == 2
+
+
+async def test_another_app_of_that_name_is_not_taken_for_the_one_parked(rig: Rig) -> None:
+    rig.create_app(falapp())
     rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
     await rig.reconcile()
-    assert APP in rig.controller.orphans and len(warnings_logged(caplog)) == 2
+    assert APP in rig.controller.orphans
+    again = falapp()
+    again["metadata"]["uid"] = "app-2"
+    rig.controller.falapp_watched("ADDED", rig.fake.put(FALAPP, again))  # the old one's DELETED never told
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]  # looked at: its writes tell
+    assert APP not in rig.controller.orphans and REGISTRY.get_sample_value("falapp_apps_left_behind") == 0
+
+
+async def test_an_invalid_app_left_behind_is_left_alone_too(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """Its refusal (InvalidSpec) is a status write outside the writes that place it: that one tells too."""
+    invalid = falapp()
+    invalid["spec"]["machineTypes"] = ["GPU-NOPE"]
+    rig.create_app(invalid)
+    rig.fake.fail("PATCH", "/falapps/llm/status", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
+    assert await rig.reconcile() == [STATUS, f"GET {FALAPP}", f"GET {NAMESPACE}"]
+    assert APP in rig.controller.orphans and len(warnings_logged(caplog)) == 1
+
+
+async def test_a_namespace_seen_while_it_is_checked_leaves_the_app_to_be_looked_at_again(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Made again between the API server's answer (not there) and the check's end, its event handled
+    first: the app is not parked (nothing would release it), it is looked at again shortly."""
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
+    read = rig.api.get_namespace
+
+    async def made_again_meanwhile(name: str) -> dict | None:
+        answer = await read(name)
+        rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=False)
+        return answer
+    monkeypatch.setattr(rig.api, "get_namespace", made_again_meanwhile)
+    await rig.reconcile()
+    assert APP not in rig.controller.orphans and ("app", *APP) in rig.controller.queue._routine_timers
+
+
+async def test_an_app_its_namespace_deletion_held_is_looked_at_when_the_namespace_goes_or_is_there_again(
+        rig: Rig) -> None:
+    """While its namespace is being deleted the app is left alone (nothing can be created there). A
+    deletion that left it behind: the namespace's DELETED (or its absence from a resync's LIST) has it
+    looked at, and parked; the namespace there again without a DELETED ever told (the watch listed again
+    after an API server restart): it is placed."""
+    rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=False)
+    terminating = {"metadata": {"name": NS, "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    rig.controller.namespace_event(terminating, deleted=False)
+    rig.create_app(falapp())
+    assert await rig.reconcile() == []  # held
+    rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=False)  # there again, same labels
+    assert len(rig.controller.queue) == 1
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
+    rig.controller.namespace_event(terminating, deleted=False)
+    rig.controller.namespace_event(terminating, deleted=True)
+    assert len(rig.controller.queue) == 1
+    rig.fake.fail("PATCH", "/falapps/llm/status", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
+    rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, {**falapp(), "status": {}}))
+    await rig.reconcile()
+    assert APP in rig.controller.orphans
 
 
 async def test_a_404_for_an_app_still_there_is_shown_on_it(rig: Rig) -> None:

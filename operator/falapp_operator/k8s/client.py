@@ -94,9 +94,6 @@ class ApiError(Exception):
         served (a subresource the CRD lacks)."""
         return self.status == 404 and not self.namespace_gone
 
-    def about(self, what: str) -> ApiError:
-        return ApiError(self.status, self.reason, self.message, what, self.details_kind)
-
 
 class NotLeading(RuntimeError):
     """A write attempted while this process does not hold the leader Lease: refused before it is sent."""

@@ -83,6 +83,7 @@ from falapp_operator.settings import OperatorSettings
 T = TypeVar("T")
 Obj = TypeVar("Obj", bound=JsonMapping)
 logger = logging.getLogger("falapp_operator")
+NAMESPACE_MARK = "namespace/"  # a namespace's name among the node names and pod uids a resync's watches saw
 EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its pod is seen
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
 # went (a lost pool's hundreds of doomed replacements are deleted one by one): no decision falls due then
@@ -132,8 +133,10 @@ class Controller:
         self._templates = children.TemplateCache()  # pod templates, valid while the catalogue stays
         self.namespace_labels: dict[str, dict[str, str]] = {}  # only the labels: no whole bodies kept
         self.terminating: set[str] = set()  # namespaces being deleted: their apps go with them
-        self.orphans: set[tuple[str, str]] = set()  # apps whose namespace is gone, left alone (see _orphaned)
-        self._orphans_told: set[tuple[str, str, str]] = set()  # (namespace, name, uid): told once
+        # apps whose namespace is gone, left alone (see _orphaned): the uid of the one parked
+        self.orphans: dict[tuple[str, str], str] = {}
+        self._orphans_told: set[tuple[str, str]] = set()  # told once, parked again or not, until deleted
+        self._namespace_events = 0  # namespace events handled: one during a check of a namespace voids it
         self.queue: WorkQueue[QueueKey] = WorkQueue()
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
         self.generations: dict[tuple[str, str], tuple[str, int]] = {}  # last (uid, generation) per app
@@ -197,9 +200,7 @@ class Controller:
         self._started_at = self.api.clock.now()
         for body in await self.api.list_machinetypes():
             self.machinetype_event(body, deleted=False)
-        for body in await self.api.list_namespaces():
-            self.namespace_event(body, deleted=False)
-        await self.resync()
+        await self.resync()  # namespaces, nodes, pods
         namespaces: list[str | None] = [n for n in self.settings.watch_namespaces.split(",") if n] or [None]
         for namespace in namespaces:  # FalApps and their children: only where FalApps are managed
             self._informers += [
@@ -228,25 +229,36 @@ class Controller:
 
     def namespace_event(self, body: JsonMapping, deleted: bool) -> None:
         """Keep each namespace's labels (entitlements to MachineTypes); when they change, its apps are
-        placed again (and, whenever it is seen, the apps a namespace of that name left behind)."""
+        placed again. Its apps are looked at again too when it goes (each one went with it or was left
+        behind, see _orphaned) and when one of that name is there again (what the old one left behind is
+        its now: parked apps, and those its deletion had put on hold)."""
         name = body["metadata"]["name"]
+        self._namespace_events += 1
+        if self._watched_during_resync is not None:
+            self._watched_during_resync.add(NAMESPACE_MARK + name)
         labels = None if deleted else dict(body["metadata"].get("labels") or {})
-        known = name in self.namespace_labels
+        known, was_terminating = name in self.namespace_labels, name in self.terminating
         if not deleted and body["metadata"].get("deletionTimestamp"):
             self.terminating.add(name)
         else:
             self.terminating.discard(name)
         if labels is None:
             self.namespace_labels.pop(name, None)
+            self._queue_namespace(name)
             return
-        if name not in self.terminating:  # it is there: apps left behind by one of that name are its apps now
+        if name not in self.terminating:  # it is there (an event proves it)
             self._release_orphans(name)
+            if was_terminating or not known:
+                self._queue_namespace(name)
         if self.namespace_labels.get(name) != labels:
             self.namespace_labels[name] = labels
             if known:
-                for namespace, app in sorted(self.apps):
-                    if namespace == name:
-                        self.queue.add(("app", namespace, app))
+                self._queue_namespace(name)
+
+    def _queue_namespace(self, namespace: str) -> None:
+        for app_namespace, app in sorted(self.apps):
+            if app_namespace == namespace:
+                self.queue.add(("app", app_namespace, app))
 
     def lead(self) -> None:
         """Start reconciling queued apps: only the leader (or a process without leader election) does."""
@@ -266,11 +278,21 @@ class Controller:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def resync(self) -> None:
-        """Nodes and pods from a fresh LIST; drops what the watches missed (e.g. deletions during a
-        re-list after the watch expired), keeps what they added meanwhile."""
+        """Namespaces, nodes and pods from a fresh LIST; drops what the watches missed (e.g. deletions
+        during a re-list after the watch expired: no DELETED is told then), keeps what they added meanwhile."""
         async with self._resync_lock:
             self._watched_during_resync = set()  # the watches' word on these is newer than the LIST's
             try:
+                namespaces = await self.api.list_namespaces()
+                newer = self._watched_during_resync
+                listed_namespaces = {n["metadata"]["name"] for n in namespaces}
+                for name in [n for n in self.namespace_labels
+                             if n not in listed_namespaces and NAMESPACE_MARK + n not in newer]:
+                    self.namespace_event({"metadata": {"name": name}}, deleted=True)
+                for body in namespaces:
+                    if NAMESPACE_MARK + body["metadata"]["name"] not in newer:
+                        self.namespace_event(body, deleted=False)
+                del namespaces
                 nodes = await self.api.list_nodes()
                 newer = self._watched_during_resync
                 listed_nodes = {n["metadata"]["name"] for n in nodes}
@@ -686,10 +708,14 @@ class Controller:
             # the app went with its namespace (as a namespace's deletion goes), or was left behind
             if await self._gone(namespace, name, lost.uid):
                 self._app_gone(namespace, name, lost.uid)
-            elif await self._sent(Priority.NORMAL, self.api.get_namespace(namespace)) is not None:
+                return
+            events = self._namespace_events
+            if await self._sent(Priority.NORMAL, self.api.get_namespace(namespace)) is not None:
                 raise lost.error from None  # there after all (made again meanwhile, or a webhook's answer): retried
-            else:
-                self._orphaned(namespace, name, lost.uid, lost.error)
+            if self._namespace_events != events:  # one may have come meanwhile, its event handled already
+                self.queue.add_after(("app", namespace, name), 1.0, due=False)
+                return
+            self._orphaned(namespace, name, lost.uid, lost.error)
         except AppGone as gone:
             self._app_gone(namespace, name, gone.uid)
 
@@ -719,7 +745,11 @@ class Controller:
             self._forget_app(namespace, name, gone=body is None)
             return
         if key in self.orphans:  # its namespace is gone: nothing can be written for it (see _orphaned)
-            return
+            if self.orphans[key] == body["metadata"].get("uid"):
+                return
+            del self.orphans[key]  # another one of that name (the old one's DELETED never told): news
+            metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
+            self._orphans_told.discard(key)
         meta = body["metadata"]
         ref = children.AppRef(name, namespace, meta["uid"])
         status = body["status"] = body.get("status") or {}  # one dict: the writes below update it
@@ -813,10 +843,10 @@ class Controller:
         API server restarted meanwhile): every write there answers 404, events included. Told once (by
         this process), left alone (no retries) until it is deleted or a namespace of that name is seen."""
         app = (namespace, name)
-        self.orphans.add(app)
+        self.orphans[app] = uid
         metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
-        if (namespace, name, uid) not in self._orphans_told:
-            self._orphans_told.add((namespace, name, uid))
+        if app not in self._orphans_told:
+            self._orphans_told.add(app)
             logger.warning("%s/%s: its namespace no longer exists (%s): nothing can be written for it; left "
                            "alone until a namespace %s is created again or the FalApp is deleted "
                            "(kubectl delete falapp -n %s %s)", namespace, name, error, namespace, namespace, name)
@@ -824,7 +854,7 @@ class Controller:
 
     def _release_orphans(self, namespace: str) -> None:
         for app in sorted(a for a in self.orphans if a[0] == namespace):
-            self.orphans.discard(app)
+            del self.orphans[app]
             self.queue.add(("app", *app))
         metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
 
@@ -844,10 +874,9 @@ class Controller:
         self._warned.pop(app, None)
         self._templates.forget(namespace, name)
         if gone:
-            self.orphans.discard(app)
+            self.orphans.pop(app, None)
             metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
-            if self._orphans_told:
-                self._orphans_told = {t for t in self._orphans_told if t[:2] != app}
+            self._orphans_told.discard(app)
             if app in self.apps:
                 self.apps.discard(app)
                 self.cache.claims.retire(app)
