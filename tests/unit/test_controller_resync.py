@@ -34,6 +34,9 @@ class ListingApi:
     async def list_namespaces(self) -> list[dict]:
         return self.namespaces
 
+    async def get_namespace(self, name: str) -> dict | None:
+        return next((n for n in self.namespaces if n["metadata"]["name"] == name), None)
+
     async def list_machinetypes(self) -> list[dict]:
         return [m.model_dump(by_alias=True, exclude_none=True, mode="json") for m in DEFAULT_CATALOG]
 
@@ -286,3 +289,22 @@ async def test_the_periodic_resync_survives_an_error_it_did_not_expect():
     finally:
         loop.cancel()
     assert calls >= 2
+
+
+async def test_resync_does_not_undo_what_the_namespace_watch_said_meanwhile():
+    api = ListingApi([node("n1")], [], namespaces=[namespace("team-a"), namespace("team-b")])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        listed = api.list_namespaces
+
+        async def watched_meanwhile() -> list[dict]:
+            answer = await listed()  # the LIST's answer predates both events
+            controller.namespace_event(namespace("team-c"), deleted=False)
+            controller.namespace_event(namespace("team-b"), deleted=True)
+            return answer
+        api.list_namespaces = watched_meanwhile
+        await controller.resync()
+        assert set(controller.namespace_labels) == {"team-a", "team-c"}
+    finally:
+        await controller.stop()

@@ -465,15 +465,21 @@ async def test_an_app_that_outlived_its_namespace_is_told_once_and_left_alone_un
     assert len(rig.controller.queue) == 1
     assert await rig.reconcile() == []  # nothing tried, nothing told again
     assert warnings_logged(caplog) == told
-    rig.controller.namespace_event({"metadata": {"name": NS, "deletionTimestamp": "2026-01-01T00:00:00Z"}},
-                                   deleted=False)  # (a stale event of the old one) being deleted: still parked
-    assert APP in rig.controller.orphans and len(rig.controller.queue) == 0
     rig.fake.put(NAMESPACE, {"metadata": {"name": NS}})
     rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=False)  # created again, same labels
     assert APP not in rig.controller.orphans and len(rig.controller.queue) == 1
     assert REGISTRY.get_sample_value("falapp_apps_left_behind") == 0
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
     assert rig.status()["machines"] == "GPU-H100x2"
+
+
+async def test_an_event_of_its_namespace_being_deleted_releases_nothing(rig: Rig) -> None:
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
+    await rig.reconcile()
+    rig.controller.namespace_event({"metadata": {"name": NS, "deletionTimestamp": "2026-01-01T00:00:00Z"}},
+                                   deleted=False)  # a stale event of the old one
+    assert APP in rig.controller.orphans and len(rig.controller.queue) == 0
 
 
 async def test_a_404_about_a_namespace_that_is_there_is_retried_not_left_alone(rig: Rig) -> None:
@@ -516,7 +522,8 @@ async def test_a_status_write_answering_that_the_namespace_is_gone_leaves_the_ap
     assert APP in rig.controller.orphans and len(warnings_logged(caplog)) == 2
 
 
-async def test_another_app_of_that_name_is_not_taken_for_the_one_parked(rig: Rig) -> None:
+async def test_another_app_of_that_name_is_not_taken_for_the_one_parked(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     rig.create_app(falapp())
     rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
     await rig.reconcile()
@@ -524,8 +531,9 @@ async def test_another_app_of_that_name_is_not_taken_for_the_one_parked(rig: Rig
     again = falapp()
     again["metadata"]["uid"] = "app-2"
     rig.controller.falapp_watched("ADDED", rig.fake.put(FALAPP, again))  # the old one's DELETED never told
-    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]  # looked at: its writes tell
-    assert APP not in rig.controller.orphans and REGISTRY.get_sample_value("falapp_apps_left_behind") == 0
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", f"GET {FALAPP}", f"GET {NAMESPACE}"]
+    assert rig.controller.orphans == {APP: "app-2"} and len(warnings_logged(caplog)) == 2  # told: it is news
 
 
 async def test_an_invalid_app_left_behind_is_left_alone_too(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
@@ -552,7 +560,25 @@ async def test_a_namespace_seen_while_it_is_checked_leaves_the_app_to_be_looked_
         return answer
     monkeypatch.setattr(rig.api, "get_namespace", made_again_meanwhile)
     await rig.reconcile()
-    assert APP not in rig.controller.orphans and ("app", *APP) in rig.controller.queue._routine_timers
+    assert APP not in rig.controller.orphans
+    key = await asyncio.wait_for(rig.controller.queue.get(), timeout=5)  # looked at again, shortly
+    rig.controller.queue.done(key)
+    assert key == ("app", *APP)
+
+
+async def test_another_namespaces_event_during_the_check_changes_nothing(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
+    read = rig.api.get_namespace
+
+    async def another_changed_meanwhile(name: str) -> dict | None:
+        answer = await read(name)
+        rig.controller.namespace_event({"metadata": {"name": "team-b"}}, deleted=False)
+        return answer
+    monkeypatch.setattr(rig.api, "get_namespace", another_changed_meanwhile)
+    await rig.reconcile()
+    assert APP in rig.controller.orphans and not rig.controller._checking
 
 
 async def test_an_app_its_namespace_deletion_held_is_looked_at_when_the_namespace_goes_or_is_there_again(
@@ -572,10 +598,13 @@ async def test_an_app_its_namespace_deletion_held_is_looked_at_when_the_namespac
     rig.controller.namespace_event(terminating, deleted=False)
     rig.controller.namespace_event(terminating, deleted=True)
     assert len(rig.controller.queue) == 1
-    rig.fake.fail("PATCH", "/falapps/llm/status", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
-    rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, {**falapp(), "status": {}}))
-    await rig.reconcile()
+    # nothing to write (placed, its status as it is): the namespace is read to know
+    assert await rig.reconcile() == [f"GET {NAMESPACE}", f"GET {FALAPP}", f"GET {NAMESPACE}"]
     assert APP in rig.controller.orphans
+    assert REGISTRY.get_sample_value("falapp_apps_left_behind") == 1
+    rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=False)  # one of that name, new to it
+    assert APP not in rig.controller.orphans and len(rig.controller.queue) == 1
+    assert await rig.reconcile() == []  # placed already, its status as it is: nothing to write, nothing read
 
 
 async def test_a_404_for_an_app_still_there_is_shown_on_it(rig: Rig) -> None:

@@ -175,7 +175,7 @@ class ClusterApi(ListingApi):
     """The reads and writes one reconcile makes, on objects kept here; counts reads."""
 
     def __init__(self) -> None:
-        super().__init__([node("n1")], [])
+        super().__init__([node("n1")], [], namespaces=[{"metadata": {"name": "team-a"}}])
         self.rv = itertools.count(100)
         self.reads: list[str] = []
         self.writes: list[str] = []
@@ -273,6 +273,21 @@ async def test_a_settled_app_is_reconciled_without_api_reads(controller: Control
     assert len(controller.queue) == 0, "our own writes coming back queued the app"
     await controller.reconcile_app("team-a", "llm")
     assert api.reads == [] and api.writes == []
+
+
+async def test_an_app_listed_at_start_in_a_namespace_not_listed_is_left_alone_though_nothing_is_written():
+    """Left behind by its namespace's deletion while no operator ran, placed before that: it may have
+    nothing to write, so no write would tell; its namespace, absent from the LIST, is read."""
+    api = ClusterApi()
+    api.namespaces = []
+    api.objects[("FalApp", "llm")] = falapp()
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        await controller.reconcile_app("team-a", "llm")
+        assert controller.orphans == {("team-a", "llm"): "app-1"} and api.writes == []
+    finally:
+        await controller.stop()
 
 
 async def test_a_name_held_by_another_object_is_known_without_a_read(controller: Controller):

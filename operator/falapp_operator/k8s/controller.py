@@ -136,7 +136,13 @@ class Controller:
         # apps whose namespace is gone, left alone (see _orphaned): the uid of the one parked
         self.orphans: dict[tuple[str, str], str] = {}
         self._orphans_told: set[tuple[str, str]] = set()  # told once, parked again or not, until deleted
-        self._namespace_events = 0  # namespace events handled: one during a check of a namespace voids it
+        # namespaces read to know whether an app was left behind, with the reads in flight; and those an
+        # event was about meanwhile (it may have come after the answer: the check is void)
+        self._checking: Counter[str] = Counter()
+        self._seen_while_checking: set[str] = set()
+        # namespaces of known apps seen to go (DELETED) or missing from a LIST, until seen again: their
+        # apps' reconciles read the namespace, as they may have nothing to write (no write would tell)
+        self.gone_namespaces: set[str] = set()
         self.queue: WorkQueue[QueueKey] = WorkQueue()
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
         self.generations: dict[tuple[str, str], tuple[str, int]] = {}  # last (uid, generation) per app
@@ -195,8 +201,8 @@ class Controller:
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         """Fill the caches from a LIST before any reconcile, so no decision sees a half-known cluster:
-        catalogue, nodes, pods, and the autoscalers' announcements about pods (events); then keep them
-        current. Reads only: reconciling (and every write) starts with `lead`."""
+        catalogue, namespaces, nodes, pods, and the autoscalers' announcements about pods (events); then
+        keep them current. Reads only: reconciling (and every write) starts with `lead`."""
         self._started_at = self.api.clock.now()
         for body in await self.api.list_machinetypes():
             self.machinetype_event(body, deleted=False)
@@ -222,6 +228,7 @@ class Controller:
                                                 field_selector=selector, track_deletions=False))
         for informer in self._informers:  # every store full before the first reconcile
             await informer.sync()
+        self._apps_without_namespace()
         self._informer_tasks = [asyncio.create_task(i.run(), name=f"falapp-watch-{i.what}") for i in self._informers]
         self._pod_watch = asyncio.create_task(self._watch_pods(), name="falapp-pod-watch")
         if self.settings.resync_period:
@@ -233,7 +240,8 @@ class Controller:
         behind, see _orphaned) and when one of that name is there again (what the old one left behind is
         its now: parked apps, and those its deletion had put on hold)."""
         name = body["metadata"]["name"]
-        self._namespace_events += 1
+        if name in self._checking:
+            self._seen_while_checking.add(name)
         if self._watched_during_resync is not None:
             self._watched_during_resync.add(NAMESPACE_MARK + name)
         labels = None if deleted else dict(body["metadata"].get("labels") or {})
@@ -244,21 +252,32 @@ class Controller:
             self.terminating.discard(name)
         if labels is None:
             self.namespace_labels.pop(name, None)
-            self._queue_namespace(name)
+            if self._queue_namespace(name):
+                self.gone_namespaces.add(name)
             return
+        self.gone_namespaces.discard(name)
         if name not in self.terminating:  # it is there (an event proves it)
             self._release_orphans(name)
-            if was_terminating or not known:
+            if was_terminating:  # its apps were held (see _reconcile_app): the deletion is over
                 self._queue_namespace(name)
         if self.namespace_labels.get(name) != labels:
             self.namespace_labels[name] = labels
             if known:
                 self._queue_namespace(name)
 
-    def _queue_namespace(self, namespace: str) -> None:
-        for app_namespace, app in sorted(self.apps):
-            if app_namespace == namespace:
-                self.queue.add(("app", app_namespace, app))
+    def _apps_without_namespace(self) -> None:
+        """Apps whose namespace the last LIST of namespaces did not have: looked at (see gone_namespaces)."""
+        missing = {namespace for namespace, _ in self.apps if namespace not in self.namespace_labels}
+        for namespace in sorted(missing - self.gone_namespaces):
+            self._queue_namespace(namespace)
+        self.gone_namespaces = missing
+
+    def _queue_namespace(self, namespace: str) -> bool:
+        """Its apps queued; whether it has any."""
+        apps = sorted([app for app_namespace, app in self.apps if app_namespace == namespace])
+        for app in apps:
+            self.queue.add(("app", namespace, app))
+        return bool(apps)
 
     def lead(self) -> None:
         """Start reconciling queued apps: only the leader (or a process without leader election) does."""
@@ -293,6 +312,7 @@ class Controller:
                     if NAMESPACE_MARK + body["metadata"]["name"] not in newer:
                         self.namespace_event(body, deleted=False)
                 del namespaces
+                self._apps_without_namespace()
                 nodes = await self.api.list_nodes()
                 newer = self._watched_during_resync
                 listed_nodes = {n["metadata"]["name"] for n in nodes}
@@ -361,9 +381,9 @@ class Controller:
             try:
                 await self.resync()
             except ApiError as e:
-                logger.warning("resync of nodes and pods failed: %s", e)
+                logger.warning("resync of namespaces, nodes and pods failed: %s", e)
             except Exception:  # a body the handlers did not expect: the resyncs must not end for good
-                logger.exception("resync of nodes and pods failed")
+                logger.exception("resync of namespaces, nodes and pods failed")
 
     # --- event intake (called by handlers) -------------------------------------------------------
     def app_event(self, namespace: str, name: str, generation: int | None = None, uid: str = "",
@@ -709,10 +729,19 @@ class Controller:
             if await self._gone(namespace, name, lost.uid):
                 self._app_gone(namespace, name, lost.uid)
                 return
-            events = self._namespace_events
-            if await self._sent(Priority.NORMAL, self.api.get_namespace(namespace)) is not None:
+            self._checking[namespace] += 1
+            try:
+                there = await self._sent(Priority.NORMAL, self.api.get_namespace(namespace)) is not None
+                seen = namespace in self._seen_while_checking
+            finally:
+                self._checking[namespace] -= 1
+                if not self._checking[namespace]:
+                    del self._checking[namespace]
+                    self._seen_while_checking.discard(namespace)
+            if there:
                 raise lost.error from None  # there after all (made again meanwhile, or a webhook's answer): retried
-            if self._namespace_events != events:  # one may have come meanwhile, its event handled already
+            if seen:  # it may have come after the answer, its event handled already: nothing would release it
+                logger.debug("%s/%s: namespace seen while it was read; looking again", namespace, name)
                 self.queue.add_after(("app", namespace, name), 1.0, due=False)
                 return
             self._orphaned(namespace, name, lost.uid, lost.error)
@@ -750,6 +779,10 @@ class Controller:
             del self.orphans[key]  # another one of that name (the old one's DELETED never told): news
             metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
             self._orphans_told.discard(key)
+        if namespace in self.gone_namespaces:  # its apps may have nothing to write: no write would tell
+            if await self._sent(Priority.NORMAL, self.api.get_namespace(namespace)) is None:
+                raise NamespaceGone(body["metadata"].get("uid", ""), ApiError(
+                    404, "NotFound", f'namespaces "{namespace}" not found', f"Namespace {namespace}", "namespaces"))
         meta = body["metadata"]
         ref = children.AppRef(name, namespace, meta["uid"])
         status = body["status"] = body.get("status") or {}  # one dict: the writes below update it
