@@ -473,13 +473,21 @@ async def test_an_app_that_outlived_its_namespace_is_told_once_and_left_alone_un
     assert rig.status()["machines"] == "GPU-H100x2"
 
 
+async def test_an_app_seen_before_its_namespace_is_placed_again_once_the_namespace_is_seen(rig: Rig) -> None:
+    """Its namespace's labels unknown, types that select namespaces refuse it meanwhile: they decide."""
+    rig.create_app(falapp())
+    await rig.reconcile()
+    rig.controller.namespace_event({"metadata": {"name": NS, "labels": {"team": "a"}}}, deleted=False)
+    assert len(rig.controller.queue) == 1
+
+
 async def test_an_event_of_its_namespace_being_deleted_releases_nothing(rig: Rig) -> None:
     rig.create_app(falapp())
     rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
     await rig.reconcile()
     rig.controller.namespace_event({"metadata": {"name": NS, "deletionTimestamp": "2026-01-01T00:00:00Z"}},
                                    deleted=False)  # a stale event of the old one
-    assert APP in rig.controller.orphans and len(rig.controller.queue) == 0
+    assert await rig.reconcile() == [] and APP in rig.controller.orphans
 
 
 async def test_a_404_about_a_namespace_that_is_there_is_retried_not_left_alone(rig: Rig) -> None:

@@ -290,6 +290,41 @@ async def test_an_app_listed_at_start_in_a_namespace_not_listed_is_left_alone_th
         await controller.stop()
 
 
+async def test_a_namespace_missing_from_a_list_is_read_once_there_its_apps_go_on():
+    """Created after the LIST, its event still to come: one read says it is there; its apps are placed."""
+    api = ClusterApi()
+    api.namespaces = []
+    api.objects[("FalApp", "llm")] = falapp()
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        api.namespaces = [{"metadata": {"name": "team-a"}}]
+        await controller.reconcile_app("team-a", "llm")
+        assert api.writes == ["apply Deployment", "status"] and not controller.orphans
+        assert controller.gone_namespaces == set()  # read no more
+    finally:
+        await controller.stop()
+
+
+async def test_a_resync_finds_an_app_whose_namespace_it_never_saw_and_that_has_nothing_to_write(
+        controller: Controller):
+    api: ClusterApi = controller.api
+    other = falapp()
+    other["metadata"].update(namespace="team-z", name="other", uid="app-z")
+    api.objects[("FalApp", "other")] = other
+    controller.falapp_watched("ADDED", copy.deepcopy(other))  # its namespace's events never came
+    await controller.reconcile_app("team-z", "other")
+    await drain(controller)
+    echo(controller)
+    await drain(controller)
+    await controller.reconcile_app("team-z", "other")
+    writes = list(api.writes)
+    await controller.resync()  # the LIST has no team-z
+    assert ("app", "team-z", "other") in controller.queue._queued
+    await controller.reconcile_app("team-z", "other")
+    assert controller.orphans == {("team-z", "other"): "app-z"} and api.writes == writes
+
+
 async def test_a_name_held_by_another_object_is_known_without_a_read(controller: Controller):
     from falapp_operator.api.names import deployment_name
     api: ClusterApi = controller.api

@@ -245,7 +245,7 @@ class Controller:
         if self._watched_during_resync is not None:
             self._watched_during_resync.add(NAMESPACE_MARK + name)
         labels = None if deleted else dict(body["metadata"].get("labels") or {})
-        known, was_terminating = name in self.namespace_labels, name in self.terminating
+        was_terminating = name in self.terminating
         if not deleted and body["metadata"].get("deletionTimestamp"):
             self.terminating.add(name)
         else:
@@ -260,10 +260,10 @@ class Controller:
             self._release_orphans(name)
             if was_terminating:  # its apps were held (see _reconcile_app): the deletion is over
                 self._queue_namespace(name)
-        if self.namespace_labels.get(name) != labels:
+        if self.namespace_labels.get(name) != labels:  # (unknown before too: an app seen before its namespace
+            # was placed without its entitlements)
             self.namespace_labels[name] = labels
-            if known:
-                self._queue_namespace(name)
+            self._queue_namespace(name)
 
     def _apps_without_namespace(self) -> None:
         """Apps whose namespace the last LIST of namespaces did not have: looked at (see gone_namespaces)."""
@@ -780,7 +780,10 @@ class Controller:
             metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
             self._orphans_told.discard(key)
         if namespace in self.gone_namespaces:  # its apps may have nothing to write: no write would tell
-            if await self._sent(Priority.NORMAL, self.api.get_namespace(namespace)) is None:
+            there = await self._sent(Priority.NORMAL, self.api.get_namespace(namespace))
+            if there is not None and not there["metadata"].get("deletionTimestamp"):
+                self.gone_namespaces.discard(namespace)  # (its event is still to come)
+            elif there is None:
                 raise NamespaceGone(body["metadata"].get("uid", ""), ApiError(
                     404, "NotFound", f'namespaces "{namespace}" not found', f"Namespace {namespace}", "namespaces"))
         meta = body["metadata"]
@@ -914,6 +917,8 @@ class Controller:
                 self.apps.discard(app)
                 self.cache.claims.retire(app)
             self.generations.pop(app, None)
+            if namespace in self.gone_namespaces and not any(n == namespace for n, _ in self.apps):
+                self.gone_namespaces.discard(namespace)  # its last app: nothing left to read it for
         self._forget_metrics(namespace, name)
         self._claims_changed()
 
