@@ -306,6 +306,20 @@ async def test_a_namespace_missing_from_a_list_is_read_once_there_its_apps_go_on
         await controller.stop()
 
 
+async def test_a_namespace_a_read_finds_being_deleted_leaves_its_app_alone():
+    api = ClusterApi()
+    api.namespaces = []
+    api.objects[("FalApp", "llm")] = falapp()
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        api.namespaces = [{"metadata": {"name": "team-a", "deletionTimestamp": "2026-01-01T00:00:00Z"}}]
+        await controller.reconcile_app("team-a", "llm")
+        assert api.writes == [] and not controller.orphans and controller.gone_namespaces == {"team-a"}
+    finally:
+        await controller.stop()
+
+
 async def test_a_resync_finds_an_app_whose_namespace_it_never_saw_and_that_has_nothing_to_write(
         controller: Controller):
     api: ClusterApi = controller.api

@@ -729,16 +729,8 @@ class Controller:
             if await self._gone(namespace, name, lost.uid):
                 self._app_gone(namespace, name, lost.uid)
                 return
-            self._checking[namespace] += 1
-            try:
-                there = await self._sent(Priority.NORMAL, self.api.get_namespace(namespace)) is not None
-                seen = namespace in self._seen_while_checking
-            finally:
-                self._checking[namespace] -= 1
-                if not self._checking[namespace]:
-                    del self._checking[namespace]
-                    self._seen_while_checking.discard(namespace)
-            if there:
+            there, seen = await self._read_namespace(namespace)
+            if there is not None:
                 raise lost.error from None  # there after all (made again meanwhile, or a webhook's answer): retried
             if seen:  # it may have come after the answer, its event handled already: nothing would release it
                 logger.debug("%s/%s: namespace seen while it was read; looking again", namespace, name)
@@ -747,6 +739,19 @@ class Controller:
             self._orphaned(namespace, name, lost.uid, lost.error)
         except AppGone as gone:
             self._app_gone(namespace, name, gone.uid)
+
+    async def _read_namespace(self, namespace: str) -> tuple[JsonObject | None, bool]:
+        """The namespace read fresh; and whether an event about it came meanwhile (the answer may predate
+        it, and that event is handled already)."""
+        self._checking[namespace] += 1
+        try:
+            answer = await self._sent(Priority.NORMAL, self.api.get_namespace(namespace))
+            return answer, namespace in self._seen_while_checking
+        finally:
+            self._checking[namespace] -= 1
+            if not self._checking[namespace]:
+                del self._checking[namespace]
+                self._seen_while_checking.discard(namespace)
 
     def _app_gone(self, namespace: str, name: str, uid: str) -> None:
         """Deleted before its watch said so (with its namespace, or while this operator started): nothing
@@ -780,12 +785,17 @@ class Controller:
             metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
             self._orphans_told.discard(key)
         if namespace in self.gone_namespaces:  # its apps may have nothing to write: no write would tell
-            there = await self._sent(Priority.NORMAL, self.api.get_namespace(namespace))
-            if there is not None and not there["metadata"].get("deletionTimestamp"):
-                self.gone_namespaces.discard(namespace)  # (its event is still to come)
-            elif there is None:
+            there, seen = await self._read_namespace(namespace)
+            if there is None:
                 raise NamespaceGone(body["metadata"].get("uid", ""), ApiError(
                     404, "NotFound", f'namespaces "{namespace}" not found', f"Namespace {namespace}", "namespaces"))
+            if there["metadata"].get("deletionTimestamp"):  # being deleted: left alone, as its event will say
+                self._forget_app(namespace, name, gone=False)
+                # (should its events be missed, a later look tells whether the deletion left it behind)
+                self.queue.add_after(("app", namespace, name), self.settings.error_backoff_max, due=False)
+                return
+            if not seen:  # there (its event is still to come): read no more
+                self.gone_namespaces.discard(namespace)
         meta = body["metadata"]
         ref = children.AppRef(name, namespace, meta["uid"])
         status = body["status"] = body.get("status") or {}  # one dict: the writes below update it
@@ -889,6 +899,8 @@ class Controller:
         self._forget_app(namespace, name, gone=False)
 
     def _release_orphans(self, namespace: str) -> None:
+        if not self.orphans:
+            return
         for app in sorted(a for a in self.orphans if a[0] == namespace):
             del self.orphans[app]
             self.queue.add(("app", *app))
