@@ -7,8 +7,10 @@ changed queues nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import itertools
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -275,49 +277,42 @@ async def test_a_settled_app_is_reconciled_without_api_reads(controller: Control
     assert api.reads == [] and api.writes == []
 
 
-async def test_an_app_listed_at_start_in_a_namespace_not_listed_is_left_alone_though_nothing_is_written():
-    """Left behind by its namespace's deletion while no operator ran, placed before that: it may have
-    nothing to write, so no write would tell; its namespace, absent from the LIST, is read."""
+@contextlib.asynccontextmanager
+async def started_where_no_namespace_was_listed() -> AsyncIterator[tuple[Controller, ClusterApi]]:
+    """A controller started with the app "llm" of team-a listed, its namespace not."""
     api = ClusterApi()
     api.namespaces = []
     api.objects[("FalApp", "llm")] = falapp()
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
     await controller.start()
     try:
-        await controller.reconcile_app("team-a", "llm")
-        assert controller.orphans == {("team-a", "llm"): "app-1"} and api.writes == []
+        yield controller, api
     finally:
         await controller.stop()
+
+
+async def test_an_app_listed_at_start_in_a_namespace_not_listed_is_left_alone_though_nothing_is_written():
+    """Left behind by its namespace's deletion while no operator ran, placed before that: it may have
+    nothing to write, so no write would tell; its namespace, absent from the LIST, is read."""
+    async with started_where_no_namespace_was_listed() as (controller, api):
+        await controller.reconcile_app("team-a", "llm")
+        assert controller.orphans == {("team-a", "llm"): "app-1"} and api.writes == []
 
 
 async def test_a_namespace_missing_from_a_list_is_read_once_there_its_apps_go_on():
     """Created after the LIST, its event still to come: one read says it is there; its apps are placed."""
-    api = ClusterApi()
-    api.namespaces = []
-    api.objects[("FalApp", "llm")] = falapp()
-    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
-    await controller.start()
-    try:
+    async with started_where_no_namespace_was_listed() as (controller, api):
         api.namespaces = [{"metadata": {"name": "team-a"}}]
         await controller.reconcile_app("team-a", "llm")
         assert api.writes == ["apply Deployment", "status"] and not controller.orphans
         assert controller.gone_namespaces == set()  # read no more
-    finally:
-        await controller.stop()
 
 
 async def test_a_namespace_a_read_finds_being_deleted_leaves_its_app_alone():
-    api = ClusterApi()
-    api.namespaces = []
-    api.objects[("FalApp", "llm")] = falapp()
-    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
-    await controller.start()
-    try:
+    async with started_where_no_namespace_was_listed() as (controller, api):
         api.namespaces = [{"metadata": {"name": "team-a", "deletionTimestamp": "2026-01-01T00:00:00Z"}}]
         await controller.reconcile_app("team-a", "llm")
         assert api.writes == [] and not controller.orphans and controller.gone_namespaces == {"team-a"}
-    finally:
-        await controller.stop()
 
 
 async def test_a_resync_finds_an_app_whose_namespace_it_never_saw_and_that_has_nothing_to_write(

@@ -781,9 +781,7 @@ class Controller:
         if key in self.orphans:  # its namespace is gone: nothing can be written for it (see _orphaned)
             if self.orphans[key] == body["metadata"].get("uid"):
                 return
-            del self.orphans[key]  # another one of that name (the old one's DELETED never told): news
-            metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
-            self._orphans_told.discard(key)
+            self._forget_orphan(key)  # another one of that name (the old one's DELETED never told): news
         if namespace in self.gone_namespaces:  # its apps may have nothing to write: no write would tell
             there, seen = await self._read_namespace(namespace)
             if there is None:
@@ -898,6 +896,12 @@ class Controller:
                            "(kubectl delete falapp -n %s %s)", namespace, name, error, namespace, namespace, name)
         self._forget_app(namespace, name, gone=False)
 
+    def _forget_orphan(self, app: tuple[str, str]) -> None:
+        """The parked app is no longer this one (deleted, or another of its name): told no more either."""
+        if self.orphans.pop(app, None) is not None:
+            metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
+        self._orphans_told.discard(app)
+
     def _release_orphans(self, namespace: str) -> None:
         if not self.orphans:
             return
@@ -922,9 +926,7 @@ class Controller:
         self._warned.pop(app, None)
         self._templates.forget(namespace, name)
         if gone:
-            self.orphans.pop(app, None)
-            metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
-            self._orphans_told.discard(app)
+            self._forget_orphan(app)
             if app in self.apps:
                 self.apps.discard(app)
                 self.cache.claims.retire(app)
