@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from falapp_operator.api.names import deployment_name
 from tests.builders import POOL_LABEL
 from tests.cluster.builders import PrivatePools, falapp
 from tests.cluster.conftest import OperatorProcess
@@ -148,4 +149,34 @@ def test_replicas_a_tenants_quota_keeps_refusing_hold_no_room_in_the_operators_v
     kctl.apply(falapp("newcomer", [fast, slow], gpus=8, replicas=1, timeout="10m"))
     wait_placement(kctl, "newcomer", {fast.lower(): 1}, timeout=60)
     assert time.monotonic() - asked < 28, "on the fast type only once the refused ask had expired"
+    assert not app_pods(quota_tenant, "greedy")
+
+
+def test_a_tenant_beyond_its_quota_hides_no_room_by_scaling_to_zero_and_back(
+        kctl: Kubectl, running_operator: OperatorProcess, pools: PrivatePools, quota_tenant: Kubectl) -> None:
+    """The quota's refusal is seen on the app's Deployment, which goes with its last replica: scaled to
+    zero and back, the app asks again on a new Deployment that reports no refusal yet. The namespace's
+    refusal is remembered, so that ask claims no room, and another tenant's app created right after it
+    goes straight to the fast type. (Without: the fresh ask claimed the whole fast node until a new
+    refusal had lasted 12 s, so the newcomer went to the slow type first and moved up later, and a tenant
+    toggling its replicas could hide the room from everyone.)"""
+    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
+    pools.add_node("fast", gpus=8)
+    pools.add_node("slow", gpus=8)
+    pools.operator_sees("fast", 1)
+    quota_tenant.apply(falapp("greedy", [fast], gpus=8, replicas=1))
+    stalled = wait_condition(quota_tenant, "falapp", "greedy", "Stalled", "True", "ReplicaFailure", timeout=30)
+    assert "exceeded quota" in stalled["message"], stalled
+    deployment = deployment_name("greedy", fast.lower())
+
+    def greedy_deployments() -> list[dict]:
+        return [d for d in quota_tenant.get("deployments")["items"] if d["metadata"]["name"] == deployment]
+    quota_tenant.apply(falapp("greedy", [fast], gpus=8, replicas=0))
+    wait_until(lambda: not greedy_deployments(), timeout=30, message="greedy's Deployment gone with its replicas")
+    quota_tenant.apply(falapp("greedy", [fast], gpus=8, replicas=1))
+    wait_until(greedy_deployments, timeout=30, message="greedy asking again on a new Deployment")
+    kctl.apply(falapp("newcomer", [fast, slow], gpus=8, replicas=1, timeout="10m"))
+    wait_placement(kctl, "newcomer", {fast.lower(): 1}, timeout=60)
+    detours = [e["message"] for e in events_for(kctl, "newcomer") if slow.lower() in e["message"].lower()]
+    assert not detours, f"the newcomer went to the slow type first: {detours}"
     assert not app_pods(quota_tenant, "greedy")

@@ -1108,6 +1108,35 @@ async def test_replicas_the_namespaces_quota_keeps_refusing_give_their_room_back
     assert rig.other_app_sees() == [8], "a replica asked for while the quota refuses claimed room"
 
 
+async def test_a_tenant_beyond_its_quota_claims_no_room_by_scaling_to_zero_and_back(rig: Rig) -> None:
+    """The refusal is seen on the Deployment, which goes with the app's last replica: scaled to zero and
+    back, the app asks afresh on a new Deployment that reports no refusal yet. The namespace's refusal is
+    remembered for QUOTA_REFUSAL_MEMORY, so those asks claim nothing (else a tenant toggling its replicas
+    would hide the room from everyone); asks after that claim again, and so does another namespace's."""
+    controller = rig.controller
+    rig.create_app(falapp(replicas=1))
+    await rig.reconcile()
+    deployment_failing(rig, "FailedCreate", QUOTA_REFUSAL, lasted=1)
+    await rig.reconcile()
+    for generation, replicas in ((2, 0), (3, 2), (4, 0), (5, 1)):
+        scale(rig, replicas, generation)
+        await rig.reconcile()
+        assert (f"{DEPLOYMENTS}/{H100}" in rig.fake.objects) == (replicas > 0)
+        assert rig.other_app_sees() == [8], f"{replicas} replicas asked for afresh claimed room the quota refuses"
+    assert controller._quota_refused_lately("team-b", ()) == set(), "another namespace's asks claim as ever"
+    refused = controller._quota_refused[NS]
+    refused["gpu-h100"] -= controller_module.QUOTA_REFUSAL_MEMORY + 1  # that long since it was last seen
+    for generation, replicas in ((6, 0), (7, 1)):
+        scale(rig, replicas, generation)
+        await rig.reconcile()
+    assert rig.other_app_sees() == [7], "an ask long after the last refusal claims room again"
+    assert NS not in controller._quota_refused, "a refusal past its memory is forgotten"
+    deployment_failing(rig, "FailedCreate", QUOTA_REFUSAL, lasted=1)
+    await rig.reconcile()
+    controller.namespace_event({"metadata": {"name": NS}}, deleted=True)
+    assert NS not in controller._quota_refused, "a namespace gone takes its quota's refusals along"
+
+
 async def test_replicas_a_webhook_keeps_failing_claim_room_until_they_expire(rig: Rig) -> None:
     """Only the quota's refusal gives room back early: a create failing for another reason (a webhook
     timing out) may pass at the next try, so the replicas asked for claim their room until they expire."""

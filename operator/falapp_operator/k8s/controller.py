@@ -93,6 +93,11 @@ CLAIMS_WAKE_WINDOW = 1.0
 # stuck pod is gone and the quota counted again, which a tight quota refuses for a second or two (the
 # ReplicaSet retries); room given back then would be promised twice
 QUOTA_REFUSAL_LASTING = 12.0  # past the ReplicaSet's retry at about 10 s
+# seconds a namespace's quota refusal of a type's pods is remembered after it was last seen: replicas
+# asked for there meanwhile claim no room. The refusal is seen on the Deployment, which goes with its
+# last replica: a tenant beyond its quota scaling to zero and back would otherwise claim room afresh at
+# each ask, for QUOTA_REFUSAL_LASTING, and hide it from everyone for as long as it kept doing so
+QUOTA_REFUSAL_MEMORY = 300.0
 # an app's status write that only updates counts (no condition turns, nothing else written, the same
 # generation) waits until at least this long after its last one: replicas coming up one by one cost one
 # write a second, not one each (longer when many apps wait: settings.status_counts_rate)
@@ -181,6 +186,8 @@ class Controller:
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
         self._started_at: datetime | None = None  # set by start
         self._insufficient: dict[tuple[str, str], str] = {}
+        # namespace -> machine type -> when (monotonic) its quota was last seen refusing pods there
+        self._quota_refused: dict[str, dict[str, float]] = {}
         self._replica_gauge: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
         self._replica_totals: Counter[tuple[str, str, str]] = Counter()  # (namespace, type, state) -> replicas
         # what placement reads of each MachineType, as last seen
@@ -252,6 +259,7 @@ class Controller:
             self.terminating.discard(name)
         if labels is None:
             self.namespace_labels.pop(name, None)
+            self._quota_refused.pop(name, None)  # its quota went with it
             if self._queue_namespace(name):
                 self.gone_namespaces.add(name)
             return
@@ -977,10 +985,12 @@ class Controller:
             self.cache.claims.expect_at_most(app, type_name, counts.get(type_name, 0) - pods[type_name])
         expecting = self.cache.claims.expecting(app)
         # newly asked for, and not expected yet (a reconcile retried after its write failed asks again);
-        # none where the ReplicaSet's last creates failed (the namespace's quota, a webhook): a tenant's app
-        # scaled beyond its quota would hide the room from others again at each ask
+        # none where the ReplicaSet's last creates failed (the namespace's quota, a webhook), nor where the
+        # namespace's quota refused the type's pods lately: a tenant's app scaled beyond its quota would
+        # hide the room from others again at each ask
+        refused_lately = self._quota_refused_lately(namespace, snap.quota_refused_since)
         added = {t: min(n - snap.counts.get(t, 0), n - pods[t] - expecting.get(t, 0)) for t, n in counts.items()
-                 if t not in snap.create_failing}
+                 if t not in snap.create_failing and t not in refused_lately}
         added = {t: n for t, n in added.items() if n > 0}
         if not added:
             return
@@ -989,6 +999,22 @@ class Controller:
         for type_name, count in added.items():
             if (option := options.get(type_name)) is not None:
                 self.cache.claims.expect((namespace, name), type_name, shape_of(option), count, at)
+
+    def _quota_refused_lately(self, namespace: str, refusing_now: Iterable[str]) -> set[str]:
+        """The types whose pods the namespace's quota refused within QUOTA_REFUSAL_MEMORY (`refusing_now`:
+        those an app's Deployment says it refuses now), whichever app of the namespace it refused."""
+        now = time.monotonic()
+        refused = self._quota_refused.get(namespace)
+        for type_name in refusing_now:
+            refused = self._quota_refused.setdefault(namespace, {})
+            refused[type_name] = now
+        if not refused:
+            return set()
+        for type_name in [t for t, at in refused.items() if at < now - QUOTA_REFUSAL_MEMORY]:
+            del refused[type_name]
+        if not refused:
+            del self._quota_refused[namespace]
+        return set(refused)
 
     def _seen(self, namespace: str, app: str, type_name: str) -> None:
         self.cache.claims.seen((namespace, app), type_name)
