@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable
@@ -1108,33 +1109,41 @@ async def test_replicas_the_namespaces_quota_keeps_refusing_give_their_room_back
     assert rig.other_app_sees() == [8], "a replica asked for while the quota refuses claimed room"
 
 
-async def test_a_tenant_beyond_its_quota_claims_no_room_by_scaling_to_zero_and_back(rig: Rig) -> None:
-    """The refusal is seen on the Deployment, which goes with the app's last replica: scaled to zero and
-    back, the app asks afresh on a new Deployment that reports no refusal yet. The namespace's refusal is
-    remembered for QUOTA_REFUSAL_MEMORY, so those asks claim nothing (else a tenant toggling its replicas
-    would hide the room from everyone); asks after that claim again, and so does another namespace's."""
+SERVICE_ACCOUNT_MISSING = ('pods "x" is forbidden: error looking up service account team-a/nobody: '
+                           'serviceaccount "nobody" not found')
+
+
+@pytest.mark.parametrize("failure", [QUOTA_REFUSAL, SERVICE_ACCOUNT_MISSING])
+async def test_an_app_whose_pods_cannot_be_created_claims_no_room_by_scaling_to_zero_and_back(
+        rig: Rig, failure: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The failure is seen on the Deployment, which goes with the app's last replica: scaled to zero and
+    back, the app asks afresh on a new Deployment that reports nothing yet. The namespace's failing creates
+    on the type are remembered for CREATE_FAILURE_MEMORY (told once in the log), so those asks claim nothing
+    (else a tenant toggling its replicas would hide the room from everyone); asks after that claim again."""
     controller = rig.controller
     rig.create_app(falapp(replicas=1))
     await rig.reconcile()
-    deployment_failing(rig, "FailedCreate", QUOTA_REFUSAL, lasted=1)
-    await rig.reconcile()
-    for generation, replicas in ((2, 0), (3, 2), (4, 0), (5, 1)):
-        scale(rig, replicas, generation)
+    deployment_failing(rig, "FailedCreate", failure, lasted=1)
+    with caplog.at_level(logging.INFO, logger="falapp_operator"):
         await rig.reconcile()
-        assert (f"{DEPLOYMENTS}/{H100}" in rig.fake.objects) == (replicas > 0)
-        assert rig.other_app_sees() == [8], f"{replicas} replicas asked for afresh claimed room the quota refuses"
-    assert controller._quota_refused_lately("team-b", ()) == set(), "another namespace's asks claim as ever"
-    refused = controller._quota_refused[NS]
-    refused["gpu-h100"] -= controller_module.QUOTA_REFUSAL_MEMORY + 1  # that long since it was last seen
+        for generation, replicas in ((2, 0), (3, 2), (4, 0), (5, 1)):
+            scale(rig, replicas, generation)
+            await rig.reconcile()
+            assert (f"{DEPLOYMENTS}/{H100}" in rig.fake.objects) == (replicas > 0)
+            assert rig.other_app_sees() == [8], f"{replicas} replicas asked for afresh claimed room"
+    told = [r.getMessage() for r in caplog.records if "pods cannot be created on gpu-h100" in r.getMessage()]
+    assert len(told) == 1 and failure in told[0], told
+    # that long since the failure was last seen (the controller reads time.monotonic, as the claims do)
+    controller._creates_failed[NS]["gpu-h100"] -= controller_module.CREATE_FAILURE_MEMORY + 1
     for generation, replicas in ((6, 0), (7, 1)):
         scale(rig, replicas, generation)
         await rig.reconcile()
-    assert rig.other_app_sees() == [7], "an ask long after the last refusal claims room again"
-    assert NS not in controller._quota_refused, "a refusal past its memory is forgotten"
-    deployment_failing(rig, "FailedCreate", QUOTA_REFUSAL, lasted=1)
+    assert rig.other_app_sees() == [7], "an ask long after the last failure claims room again"
+    assert NS not in controller._creates_failed, "a failure past its memory is forgotten"
+    deployment_failing(rig, "FailedCreate", failure, lasted=1)
     await rig.reconcile()
     controller.namespace_event({"metadata": {"name": NS}}, deleted=True)
-    assert NS not in controller._quota_refused, "a namespace gone takes its quota's refusals along"
+    assert NS not in controller._creates_failed, "a namespace gone takes what was failing there along"
 
 
 async def test_replicas_a_webhook_keeps_failing_claim_room_until_they_expire(rig: Rig) -> None:

@@ -31,6 +31,14 @@ OWN_STATUS_MANAGERS = frozenset({"kube-controller-manager"})
 # what the quota admission plugin says when a namespace's ResourceQuota refuses an object (a ReplicaSet
 # reports it as FailedCreate): `pods "x" is forbidden: exceeded quota: gpus, requested: ...`
 QUOTA_EXCEEDED = "exceeded quota"
+# what the API server says when it refuses a pod for as long as nothing changes (its quota, a ServiceAccount
+# not there, Pod Security, a validating webhook's denial, an invalid pod), unlike a webhook it could not call
+REFUSED_FOR_GOOD = ("is forbidden", "denied the request", "is invalid")
+
+
+def refused_for_good(message: str) -> bool:
+    """Whether a ReplicaSet's FailedCreate message is a refusal that the next try would get too."""
+    return any(words in message for words in REFUSED_FOR_GOOD)
 
 Body = TypeVar("Body", bound=JsonMapping)  # an object as given: a whole one, or what slim_pod keeps of it
 
