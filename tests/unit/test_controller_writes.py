@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, FalAppSpec, FalAppStatus, format_time
 from falapp_operator.api.names import APP_LABEL, SURGE_ANNOTATION, TYPE_LABEL
 from falapp_operator.k8s import controller as controller_module
+from falapp_operator.k8s.claims import RefusedCreates
 from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.gate import Priority, RequestGate
@@ -1114,36 +1115,78 @@ SERVICE_ACCOUNT_MISSING = ('pods "x" is forbidden: error looking up service acco
 
 
 @pytest.mark.parametrize("failure", [QUOTA_REFUSAL, SERVICE_ACCOUNT_MISSING])
-async def test_an_app_whose_pods_cannot_be_created_claims_no_room_by_scaling_to_zero_and_back(
+async def test_an_app_whose_pods_are_refused_claims_no_room_by_scaling_to_zero_and_back(
         rig: Rig, failure: str, caplog: pytest.LogCaptureFixture) -> None:
-    """The failure is seen on the Deployment, which goes with the app's last replica: scaled to zero and
-    back, the app asks afresh on a new Deployment that reports nothing yet. The namespace's failing creates
-    on the type are remembered for CREATE_FAILURE_MEMORY (told once in the log), so those asks claim nothing
-    (else a tenant toggling its replicas would hide the room from everyone); asks after that claim again."""
-    controller = rig.controller
+    """The refusal is seen on the Deployment, which goes with the app's last replica: scaled to zero and
+    back, the app asks afresh on a new Deployment that reports nothing yet. The refusal is remembered for
+    CREATE_FAILURE_MEMORY (told once in the log), so those asks claim nothing (else a tenant toggling its
+    replicas would hide the room from everyone); asks after that claim again."""
+    controller, now = rig.controller, [0.0]
+    memory = controller_module.CREATE_FAILURE_MEMORY
+    controller.refused_creates = RefusedCreates(memory, clock=lambda: now[0])
     rig.create_app(falapp(replicas=1))
     await rig.reconcile()
     deployment_failing(rig, "FailedCreate", failure, lasted=1)
     with caplog.at_level(logging.INFO, logger="falapp_operator"):
         await rig.reconcile()
         for generation, replicas in ((2, 0), (3, 2), (4, 0), (5, 1)):
+            now[0] += 60
             scale(rig, replicas, generation)
             await rig.reconcile()
             assert (f"{DEPLOYMENTS}/{H100}" in rig.fake.objects) == (replicas > 0)
             assert rig.other_app_sees() == [8], f"{replicas} replicas asked for afresh claimed room"
-    told = [r.getMessage() for r in caplog.records if "pods cannot be created on gpu-h100" in r.getMessage()]
+    told = [r.getMessage() for r in caplog.records if "pods refused on gpu-h100" in r.getMessage()]
     assert len(told) == 1 and failure in told[0], told
-    # that long since the failure was last seen (the controller reads time.monotonic, as the claims do)
-    controller._creates_failed[NS]["gpu-h100"] -= controller_module.CREATE_FAILURE_MEMORY + 1
+    now[0] += memory + 1  # that long since the refusal was last seen
     for generation, replicas in ((6, 0), (7, 1)):
         scale(rig, replicas, generation)
         await rig.reconcile()
-    assert rig.other_app_sees() == [7], "an ask long after the last failure claims room again"
-    assert NS not in controller._creates_failed, "a failure past its memory is forgotten"
-    deployment_failing(rig, "FailedCreate", failure, lasted=1)
+    assert rig.other_app_sees() == [7], "an ask long after the last refusal claims room again"
+
+
+def test_a_quota_refusal_holds_the_namespaces_claims_and_another_the_apps_own_until_its_pod_comes() -> None:
+    """A namespace's quota refuses every app of it; a ServiceAccount not there, or a webhook's denial, is
+    the refused app's own, and over once one of its pods is created there. Both end CREATE_FAILURE_MEMORY
+    after the last look that saw them, and with the namespace."""
+    now = [0.0]
+    refused = RefusedCreates(300.0, clock=lambda: now[0])
+    llm, sdxl, elsewhere = ("team-a", "llm"), ("team-a", "sdxl"), ("team-b", "llm")
+    assert refused.note(llm, "gpu-h100", quota=True) and not refused.note(llm, "gpu-h100", quota=True)
+    assert refused.note(sdxl, "gpu-a100", quota=False)
+    assert refused.refused(llm) == {"gpu-h100"} and refused.refused(sdxl) == {"gpu-h100", "gpu-a100"}
+    assert refused.refused(elsewhere) == set()
+    refused.created(sdxl, "gpu-h100")  # the quota's refusal is not the app's to end
+    refused.created(sdxl, "gpu-a100")
+    assert refused.refused(sdxl) == {"gpu-h100"}
+    refused.note(sdxl, "gpu-a100", quota=False)
+    now[0] = 299.0
+    refused.note(llm, "gpu-h100", quota=True)  # seen again: remembered from now
+    now[0] = 301.0
+    assert refused.refused(sdxl) == {"gpu-h100"}, "the app's own refusal outlived its memory"
+    assert refused.note(elsewhere, "gpu-h100", quota=True), "(sweeps what is past its memory)"
+    assert refused._by_app == {}, "an old refusal kept after a sweep"
+    now[0] = 600.0
+    assert refused.refused(llm) == set()
+    refused.note(sdxl, "gpu-a100", quota=False)
+    refused.forget_namespace("team-a")
+    assert refused.refused(sdxl) == set() and refused.refused(elsewhere) == {"gpu-h100"}
+
+
+async def test_an_apps_own_refusal_ends_when_one_of_its_pods_is_created_there(rig: Rig) -> None:
+    """A ServiceAccount that was missing is there now: the app's first pod on the type ends the refusal,
+    and its next asks claim room again."""
+    rig.create_app(falapp(replicas=1))
     await rig.reconcile()
-    controller.namespace_event({"metadata": {"name": NS}}, deleted=True)
-    assert NS not in controller._creates_failed, "a namespace gone takes what was failing there along"
+    deployment_failing(rig, "FailedCreate", SERVICE_ACCOUNT_MISSING, lasted=1)
+    await rig.reconcile()
+    for generation, replicas in ((2, 0), (3, 2)):
+        scale(rig, replicas, generation)
+        await rig.reconcile()
+    assert rig.other_app_sees() == [8]
+    rig.pod_of(H100, "llm-1", None)  # created, and judged unschedulable: it claims nothing itself
+    scale(rig, 3, 4)
+    await rig.reconcile()
+    assert rig.other_app_sees() == [7], "a replica asked for after the app's pod came claimed no room"
 
 
 async def test_replicas_a_webhook_keeps_failing_claim_room_until_they_expire(rig: Rig) -> None:

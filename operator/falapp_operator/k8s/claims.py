@@ -5,8 +5,9 @@ every pod event used to make the next reconcile count them all."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TypeVar
 
 from falapp_operator.api.resources import Resources
@@ -162,6 +163,59 @@ class ClaimTally:
         for machine_type, by_app in self._own.items():
             for shape, n in (by_app.get(app) or {}).items():
                 _add(self._totals, machine_type, shape, sign * n)
+
+
+class RefusedCreates:
+    """Where the API server refused an app's pods for good (see observe.refused_for_good), remembered for
+    `memory` seconds from the last look that saw it: replicas asked for there claim no room meanwhile. The
+    refusal shows on the app's Deployment, which goes with its last replica: a tenant scaling to zero and
+    back would otherwise claim the room afresh at each ask and could hide it from everyone. A namespace's
+    quota refuses every app of the namespace; any other refusal (a ServiceAccount not there, a webhook's
+    denial) is the app's own, and ends when one of its pods is created on that type."""
+
+    def __init__(self, memory: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.memory, self.clock = memory, clock
+        self._by_namespace: dict[str, dict[str, float]] = {}  # quota refusals: namespace -> type -> when
+        self._by_app: dict[App, dict[str, float]] = {}  # the app's own: app -> type -> when
+        self._swept = clock()
+
+    def note(self, app: App, machine_type: str, quota: bool) -> bool:
+        """The app's creates on the type are refused now (`quota`: by its namespace's quota); whether
+        this was not remembered yet."""
+        now = self.clock()
+        if now - self._swept > self.memory:
+            self._sweep(now)
+        seen = self._by_namespace.setdefault(app[0], {}) if quota else self._by_app.setdefault(app, {})
+        new = machine_type not in seen
+        seen[machine_type] = now
+        return new
+
+    def created(self, app: App, machine_type: str) -> None:
+        """A pod of the app came on the type: its own refusal there is over."""
+        seen = self._by_app.get(app)
+        if seen is not None and seen.pop(machine_type, None) is not None and not seen:
+            del self._by_app[app]
+
+    def refused(self, app: App) -> set[str]:
+        """The types where the app's asks claim no room now."""
+        since = self.clock() - self.memory
+        return {t for seen in (self._by_namespace.get(app[0]), self._by_app.get(app)) if seen
+                for t, at in seen.items() if at >= since}
+
+    def forget_namespace(self, namespace: str) -> None:
+        """The namespace is gone, and its quota and apps with it."""
+        self._by_namespace.pop(namespace, None)
+        for app in [a for a in self._by_app if a[0] == namespace]:
+            del self._by_app[app]
+
+    def _sweep(self, now: float) -> None:
+        self._swept, since = now, now - self.memory
+        self._by_namespace = {k: kept for k, seen in self._by_namespace.items() if (kept := _kept(seen, since))}
+        self._by_app = {k: kept for k, seen in self._by_app.items() if (kept := _kept(seen, since))}
+
+
+def _kept(seen: dict[str, float], since: float) -> dict[str, float]:
+    return {t: at for t, at in seen.items() if at >= since}
 
 
 def _add(counters: dict[K, Counter[Shape]], key: K, shape: Shape, n: int) -> None:

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from datetime import datetime
 from typing import Literal, TypeAlias, TypeVar
 
@@ -45,6 +45,7 @@ from falapp_operator.k8s.cache import (
     autoscaler_answer,
     nodepool_nodes,
 )
+from falapp_operator.k8s.claims import RefusedCreates
 from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.gate import Priority, RequestGate
 from falapp_operator.k8s.informer import Informer
@@ -56,6 +57,7 @@ from falapp_operator.placement.snapshot import FreeOnRead
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import STEADY_READY_REASONS, AppPlan, AppSnapshot, invalid, plan
 from falapp_operator.reconcile.observe import (
+    QUOTA_EXCEEDED,
     children_state,
     controller_uid,
     made_by,
@@ -94,12 +96,8 @@ CLAIMS_WAKE_WINDOW = 1.0
 # stuck pod is gone and the quota counted again, which a tight quota refuses for a second or two (the
 # ReplicaSet retries); room given back then would be promised twice
 QUOTA_REFUSAL_LASTING = 12.0  # past the ReplicaSet's retry at about 10 s
-# seconds creates of a namespace's pods on a type refused for good (its quota, a ServiceAccount that is not
-# there, a webhook's denial; not a webhook timing out) are remembered after they were last seen: replicas
-# its apps ask for there meanwhile claim no room. The refusal shows on the app's Deployment, which goes
-# with its last replica: a tenant whose pods are refused, scaling to zero and back, would otherwise claim
-# the room afresh at each ask (for 12 s or more, see above and EXPECTATION_TTL) and hide it from everyone
-# for as long as it kept doing so
+# seconds a refusal of an app's pods for good is remembered from the last look that saw it (see
+# claims.RefusedCreates): longer than any toggle of a tenant's replicas could hope to wait out cheaply
 CREATE_FAILURE_MEMORY = 300.0
 # an app's status write that only updates counts (no condition turns, nothing else written, the same
 # generation) waits until at least this long after its last one: replicas coming up one by one cost one
@@ -189,8 +187,7 @@ class Controller:
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
         self._started_at: datetime | None = None  # set by start
         self._insufficient: dict[tuple[str, str], str] = {}
-        # namespace -> machine type -> when (monotonic) creates of its pods there were last seen failing
-        self._creates_failed: dict[str, dict[str, float]] = {}
+        self.refused_creates = RefusedCreates(CREATE_FAILURE_MEMORY)
         self._replica_gauge: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
         self._replica_totals: Counter[tuple[str, str, str]] = Counter()  # (namespace, type, state) -> replicas
         # what placement reads of each MachineType, as last seen
@@ -262,7 +259,7 @@ class Controller:
             self.terminating.discard(name)
         if labels is None:
             self.namespace_labels.pop(name, None)
-            self._creates_failed.pop(name, None)  # its quota and ServiceAccounts went with it
+            self.refused_creates.forget_namespace(name)  # its quota and apps went with it
             if self._queue_namespace(name):
                 self.gone_namespaces.add(name)
             return
@@ -988,14 +985,12 @@ class Controller:
             self.cache.claims.expect_at_most(app, type_name, counts.get(type_name, 0) - pods[type_name])
         expecting = self.cache.claims.expecting(app)
         # newly asked for, and not expected yet (a reconcile retried after its write failed asks again);
-        # none where the ReplicaSet's last creates failed (the namespace's quota, a webhook), nor where
-        # creates of the namespace's pods failed lately (see CREATE_FAILURE_MEMORY): a tenant's app scaled
-        # beyond its quota would hide the room from others again at each ask
-        self._note_failed_creates(snap.ref, {t: m for t in snap.create_failing
-                                             if refused_for_good(m := snap.replica_failures.get(t, ""))})
-        failed_lately = self._creates_failed_lately(namespace)
+        # none where the ReplicaSet's last creates failed (the namespace's quota, a webhook), nor where the
+        # app's pods were refused lately (claims.RefusedCreates): a tenant's app scaled beyond its quota
+        # would hide the room from others again at each ask
+        refused_types = self._refused_lately(snap)
         added = {t: min(n - snap.counts.get(t, 0), n - pods[t] - expecting.get(t, 0)) for t, n in counts.items()
-                 if t not in snap.create_failing and t not in failed_lately}
+                 if t not in snap.create_failing and t not in refused_types}
         added = {t: n for t, n in added.items() if n > 0}
         if not added:
             return
@@ -1005,32 +1000,22 @@ class Controller:
             if (option := options.get(type_name)) is not None:
                 self.cache.claims.expect((namespace, name), type_name, shape_of(option), count, at)
 
-    def _note_failed_creates(self, app: children.AppRef, failures: Mapping[str, str]) -> None:
-        """The types where the app's Deployment says creates of its pods fail (type -> message): replicas
-        any app of the namespace asks for there claim no room for CREATE_FAILURE_MEMORY from now."""
-        if not failures:
-            return
-        now, seen = time.monotonic(), self._creates_failed.setdefault(app.namespace, {})
-        for type_name, message in failures.items():
-            if type_name not in seen:
-                logger.info("%s/%s: pods cannot be created on %s (%s): replicas the namespace's apps ask for "
-                            "there claim no room for %.0f s", app.namespace, app.name, type_name, message,
-                            CREATE_FAILURE_MEMORY)
-            seen[type_name] = now
-
-    def _creates_failed_lately(self, namespace: str) -> set[str]:
-        """The types where creates of the namespace's pods were seen failing within CREATE_FAILURE_MEMORY."""
-        seen = self._creates_failed.get(namespace)
-        if not seen:
-            return set()
-        for type_name in [t for t, at in seen.items() if at < time.monotonic() - CREATE_FAILURE_MEMORY]:
-            del seen[type_name]
-        if not seen:
-            del self._creates_failed[namespace]
-        return set(seen)
+    def _refused_lately(self, snap: AppSnapshot) -> set[str]:
+        """The types where the app's asks claim no room: its Deployments' refusals for good are noted first
+        (one log line when one is new)."""
+        app = (snap.ref.namespace, snap.ref.name)
+        for type_name in snap.create_failing:
+            message = snap.replica_failures.get(type_name, "")
+            quota = QUOTA_EXCEEDED in message
+            if refused_for_good(message) and self.refused_creates.note(app, type_name, quota):
+                logger.info("%s/%s: pods refused on %s (%s): replicas %s asks for there claim no room for %.0f s%s",
+                            *app, type_name, message, "any app of the namespace" if quota else "it",
+                            CREATE_FAILURE_MEMORY, "" if quota else " or until one of its pods is created there")
+        return self.refused_creates.refused(app)
 
     def _seen(self, namespace: str, app: str, type_name: str) -> None:
         self.cache.claims.seen((namespace, app), type_name)
+        self.refused_creates.created((namespace, app), type_name)
 
     def _lost_types(self, old: NodeInfo, node: NodeInfo | None) -> None:
         """The node was a schedulable one of fixed-size types and is no more (deleted, cordoned, NotReady,
