@@ -30,6 +30,7 @@ from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.gate import Priority, RequestGate
 from falapp_operator.reconcile.children import AppRef, deployment_name
+from falapp_operator.reconcile.observe import refused_for_good
 from falapp_operator.reconcile.writes import counts_only, first_sight
 from falapp_operator.settings import OperatorSettings
 from tests.unit.fake_api import FakeApiServer, serving
@@ -1167,9 +1168,18 @@ def test_a_quota_refusal_holds_the_namespaces_claims_and_another_the_apps_own_un
     assert refused._by_app == {}, "an old refusal kept after a sweep"
     now[0] = 600.0
     assert refused.refused(llm) == set()
+    assert refused.note(llm, "gpu-h100", quota=True), "a refusal seen again past its memory is told as new"
     refused.note(sdxl, "gpu-a100", quota=False)
     refused.forget_namespace("team-a")
     assert refused.refused(sdxl) == set() and refused.refused(elsewhere) == {"gpu-h100"}
+
+
+@pytest.mark.parametrize(("message", "for_good"), [
+    (QUOTA_REFUSAL, True), (SERVICE_ACCOUNT_MISSING, True), (WEBHOOK_TIMEOUT, False),
+    ('admission webhook "gpu.example" denied the request: no GPUs for this team', True),
+    ('pods "x" is forbidden: status unknown for quota: gpus, resource: requests.nvidia.com/gpu', False)])
+def test_which_refusals_are_for_good(message: str, for_good: bool) -> None:
+    assert refused_for_good(message) is for_good
 
 
 async def test_an_apps_own_refusal_ends_when_one_of_its_pods_is_created_there(rig: Rig) -> None:
@@ -1183,8 +1193,16 @@ async def test_an_apps_own_refusal_ends_when_one_of_its_pods_is_created_there(ri
         scale(rig, replicas, generation)
         await rig.reconcile()
     assert rig.other_app_sees() == [8]
-    rig.pod_of(H100, "llm-1", None)  # created, and judged unschedulable: it claims nothing itself
+    by_hand = rig.pending_pod("by-hand")  # the app's labels, no ReplicaSet of its: anyone's pod
+    del by_hand["metadata"]["ownerReferences"]
+    by_hand["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                        "lastTransitionTime": "2025-01-01T00:00:00Z"}]  # (claiming nothing itself)
+    rig.controller.pod_event(rig.fake.put(f"{PODS}/by-hand", by_hand), deleted=False)
     scale(rig, 3, 4)
+    await rig.reconcile()
+    assert rig.other_app_sees() == [8], "a pod made by hand with the app's labels ended its refusal"
+    rig.pod_of(H100, "llm-1", None)  # its ReplicaSet's, judged unschedulable: it claims nothing itself
+    scale(rig, 4, 5)
     await rig.reconcile()
     assert rig.other_app_sees() == [7], "a replica asked for after the app's pod came claimed no room"
 

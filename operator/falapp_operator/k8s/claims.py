@@ -5,6 +5,7 @@ every pod event used to make the next reconcile count them all."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Mapping
@@ -171,7 +172,7 @@ class RefusedCreates:
     refusal shows on the app's Deployment, which goes with its last replica: a tenant scaling to zero and
     back would otherwise claim the room afresh at each ask and could hide it from everyone. A namespace's
     quota refuses every app of the namespace; any other refusal (a ServiceAccount not there, a webhook's
-    denial) is the app's own, and ends when one of its pods is created on that type."""
+    denial) is the app's own, and ends when a pod of its Deployment's is there on that type."""
 
     def __init__(self, memory: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.memory, self.clock = memory, clock
@@ -186,12 +187,12 @@ class RefusedCreates:
         if now - self._swept > self.memory:
             self._sweep(now)
         seen = self._by_namespace.setdefault(app[0], {}) if quota else self._by_app.setdefault(app, {})
-        new = machine_type not in seen
+        new = seen.get(machine_type, -math.inf) < now - self.memory
         seen[machine_type] = now
         return new
 
     def created(self, app: App, machine_type: str) -> None:
-        """A pod of the app came on the type: its own refusal there is over."""
+        """The app's Deployment made a pod on the type and reports no failure: its own refusal is over."""
         seen = self._by_app.get(app)
         if seen is not None and seen.pop(machine_type, None) is not None and not seen:
             del self._by_app[app]

@@ -1002,20 +1002,23 @@ class Controller:
 
     def _refused_lately(self, snap: AppSnapshot) -> set[str]:
         """The types where the app's asks claim no room: its Deployments' refusals for good are noted first
-        (one log line when one is new)."""
+        (a log line when one starts), and its own end where its Deployment made a pod and reports no
+        failure (a pod merely carrying its labels, which a tenant may make by hand, ends nothing)."""
         app = (snap.ref.namespace, snap.ref.name)
+        for type_name in {p.machine_type for p in snap.pods if not p.terminating} - snap.create_failing:
+            self.refused_creates.created(app, type_name)
         for type_name in snap.create_failing:
             message = snap.replica_failures.get(type_name, "")
             quota = QUOTA_EXCEEDED in message
             if refused_for_good(message) and self.refused_creates.note(app, type_name, quota):
-                logger.info("%s/%s: pods refused on %s (%s): replicas %s asks for there claim no room for %.0f s%s",
-                            *app, type_name, message, "any app of the namespace" if quota else "it",
-                            CREATE_FAILURE_MEMORY, "" if quota else " or until one of its pods is created there")
+                logger.info("%s/%s: pods refused on %s (%s): replicas %s asks for there claim no room until "
+                            "%.0f s after a reconcile last sees the refusal%s", *app, type_name, message,
+                            f"any app of namespace {app[0]}" if quota else "it", CREATE_FAILURE_MEMORY,
+                            "" if quota else ", or one of its pods is created there")
         return self.refused_creates.refused(app)
 
     def _seen(self, namespace: str, app: str, type_name: str) -> None:
         self.cache.claims.seen((namespace, app), type_name)
-        self.refused_creates.created((namespace, app), type_name)
 
     def _lost_types(self, old: NodeInfo, node: NodeInfo | None) -> None:
         """The node was a schedulable one of fixed-size types and is no more (deleted, cordoned, NotReady,
