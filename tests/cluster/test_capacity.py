@@ -130,26 +130,31 @@ def quota_tenant(kubectl: Kubectl) -> Iterator[Kubectl]:
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 
-def test_replicas_a_tenants_quota_keeps_refusing_hold_no_room_in_the_operators_view(
-        kctl: Kubectl, running_operator: OperatorProcess, pools: PrivatePools, quota_tenant: Kubectl) -> None:
-    """A tenant's app asks for the whole fast node beyond its namespace's GPU quota: the operator asked
-    for the replica, so it counted the room as taken until its pod came. The quota refuses the pod; once
-    the refusal and the ask have lasted QUOTA_REFUSAL_LASTING (12 s: a tight quota refuses an app's own
-    fallback for a moment) the room is free again in the operator's view, and another tenant's app that
-    went to the slow type meanwhile moves up, before the ask would have expired (30 s; nothing wakes the
-    app then)."""
+@pytest.mark.parametrize("refusal", ["exceeded quota", "service account"])
+def test_replicas_refused_for_good_hold_no_room_in_the_operators_view(
+        kctl: Kubectl, running_operator: OperatorProcess, pools: PrivatePools, request: pytest.FixtureRequest,
+        refusal: str) -> None:
+    """A tenant's app asks for the whole fast node beyond its namespace's GPU quota, or naming a
+    ServiceAccount that is not there: the operator asked for the replica, so it counted the room as
+    taken until its pod came. The API server refuses the pod; once the refusal and the ask have lasted
+    REFUSAL_LASTING (12 s: a tight quota refuses an app's own fallback for a moment) the room is free
+    again in the operator's view, and another tenant's app that went to the slow type meanwhile moves up,
+    before the ask would have expired (30 s; nothing wakes the app then)."""
+    quota = refusal == "exceeded quota"
+    tenant: Kubectl = request.getfixturevalue("quota_tenant" if quota else "tenant")
+    greedy = {} if quota else {"serviceAccountName": "nobody"}
     fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
     pools.add_node("fast", gpus=8)
     pools.add_node("slow", gpus=8)
     pools.operator_sees("fast", 1)
     asked = time.monotonic()
-    quota_tenant.apply(falapp("greedy", [fast], gpus=8, replicas=1))
-    stalled = wait_condition(quota_tenant, "falapp", "greedy", "Stalled", "True", "ReplicaFailure", timeout=30)
-    assert "exceeded quota" in stalled["message"], stalled
+    tenant.apply(falapp("greedy", [fast], gpus=8, replicas=1, **greedy))
+    stalled = wait_condition(tenant, "falapp", "greedy", "Stalled", "True", "ReplicaFailure", timeout=30)
+    assert refusal in stalled["message"], stalled
     kctl.apply(falapp("newcomer", [fast, slow], gpus=8, replicas=1, timeout="10m"))
     wait_placement(kctl, "newcomer", {fast.lower(): 1}, timeout=60)
     assert time.monotonic() - asked < 28, "on the fast type only once the refused ask had expired"
-    assert not app_pods(quota_tenant, "greedy")
+    assert not app_pods(tenant, "greedy")
 
 
 @pytest.fixture

@@ -1079,40 +1079,42 @@ def asked_earlier(controller: Controller, seconds: float) -> None:
     by_type["gpu-h100"] = deque((at - seconds, shape) for at, shape in by_type["gpu-h100"])
 
 
-async def test_replicas_the_namespaces_quota_keeps_refusing_give_their_room_back(rig: Rig) -> None:
-    """A tenant's app scaled beyond its namespace's GPU quota. A refusal of a moment keeps the claim (an
-    app's own fallback grows the next type before its stuck pod is gone and counted out of a tight
-    quota: the ReplicaSet's retry a second later succeeds), and so does a refusal reported as old for a
-    replica asked for a moment ago (the condition reported late, or kept from an earlier refusal); the
-    app looks again when both have lasted QUOTA_REFUSAL_LASTING, and then the room goes back, not when the
-    ask expires (30 s), and the apps that would move to that type look again."""
+SERVICE_ACCOUNT_MISSING = ('pods "x" is forbidden: error looking up service account team-a/nobody: '
+                           'serviceaccount "nobody" not found')
+
+
+@pytest.mark.parametrize("refusal", [QUOTA_REFUSAL, SERVICE_ACCOUNT_MISSING])
+async def test_replicas_refused_for_good_give_their_room_back(rig: Rig, refusal: str) -> None:
+    """A tenant's app scaled beyond its namespace's GPU quota, or naming a ServiceAccount that is not
+    there. A refusal of a moment keeps the claim (an app's own fallback grows the next type before its
+    stuck pod is gone and counted out of a tight quota: the ReplicaSet's retry a second later succeeds),
+    and so does a refusal reported as old for a replica asked for a moment ago (the condition reported
+    late, or kept from an earlier refusal); the app looks again when both have lasted REFUSAL_LASTING, and
+    then the room goes back, not when the ask expires (30 s), and the apps that would move to that type
+    look again."""
     controller, loop = rig.controller, asyncio.get_running_loop()
-    lasting = controller_module.QUOTA_REFUSAL_LASTING
+    lasting = controller_module.REFUSAL_LASTING
     rig.create_app(falapp(replicas=1))
     await rig.reconcile()
     assert rig.other_app_sees() == [7]
     off_preferred_other(controller)
     await drained(controller)
-    deployment_failing(rig, "FailedCreate", QUOTA_REFUSAL, lasted=1)
+    deployment_failing(rig, "FailedCreate", refusal, lasted=1)
     await rig.reconcile()
     assert rig.other_app_sees() == [7], "room given back at a refusal of a moment"
     assert lasting - 2 < controller.queue._routine_timers[KEY].when() - loop.time() < lasting, "not woken then"
-    deployment_failing(rig, "FailedCreate", QUOTA_REFUSAL, lasted=lasting + 60)
+    deployment_failing(rig, "FailedCreate", refusal, lasted=lasting + 60)
     await rig.reconcile()
     assert rig.other_app_sees() == [7], "room asked for a moment ago given back on an old refusal"
     assert controller.queue._routine_timers[KEY].when() - loop.time() < lasting, "not woken when the ask is old"
     await drained(controller)
     asked_earlier(controller, lasting)
     await rig.reconcile()
-    assert rig.other_app_sees() == [8], "room the quota will not let the app use stayed claimed"
+    assert rig.other_app_sees() == [8], "room the refusal will not let the app use stayed claimed"
     assert only_other_woken(controller), woken(controller)
     scale(rig, 2, 2)
     await rig.reconcile()
-    assert rig.other_app_sees() == [8], "a replica asked for while the quota refuses claimed room"
-
-
-SERVICE_ACCOUNT_MISSING = ('pods "x" is forbidden: error looking up service account team-a/nobody: '
-                           'serviceaccount "nobody" not found')
+    assert rig.other_app_sees() == [8], "a replica asked for while refused claimed room"
 
 
 @pytest.mark.parametrize("failure", [QUOTA_REFUSAL, SERVICE_ACCOUNT_MISSING])

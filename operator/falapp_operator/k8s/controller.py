@@ -91,11 +91,12 @@ EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its 
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
 # went (a lost pool's hundreds of doomed replacements are deleted one by one): no decision falls due then
 CLAIMS_WAKE_WINDOW = 1.0
-# seconds the namespace's quota must have refused a type's pods, and the replicas asked for there must
-# have waited, before those stop claiming room: an app's own fallback grows the next type before its
-# stuck pod is gone and the quota counted again, which a tight quota refuses for a second or two (the
-# ReplicaSet retries); room given back then would be promised twice
-QUOTA_REFUSAL_LASTING = 12.0  # past the ReplicaSet's retry at about 10 s
+# seconds a type's pods must have been refused for good (the namespace's quota, a ServiceAccount not there,
+# a webhook's denial), and the replicas asked for there must have waited, before those stop claiming room:
+# an app's own fallback grows the next type before its stuck pod is gone and the quota counted again,
+# which a tight quota refuses for a second or two (the ReplicaSet retries); room given back then would be
+# promised twice
+REFUSAL_LASTING = 12.0  # past the ReplicaSet's retry at about 10 s
 # seconds a refusal of an app's pods for good is remembered from the last look that saw it (see
 # claims.RefusedCreates): longer than any toggle of a tenant's replicas could hope to wait out cheaply
 CREATE_FAILURE_MEMORY = 300.0
@@ -839,7 +840,7 @@ class Controller:
                 now=now,
                 replica_failures=state.replica_failures,
                 create_failing=frozenset(state.create_failing),
-                quota_refused_since=state.quota_refused_since,
+                refused_since=state.refused_since,
                 namespace_labels=self.namespace_labels.get(namespace),
                 templates=self._templates,
             )
@@ -968,18 +969,19 @@ class Controller:
         # the new count less the pods there are still to come
         pods = Counter(p.machine_type for p in snap.pods if not p.terminating)  # the ones that stay
         for type_name in self.cache.claims.expecting(app):
-            # the namespace's quota has refused the pods for a while (not a webhook timing out, not the
-            # moment of the app's own move): those asked for that long ago will not come until quota is
-            # freed (then their pods claim room themselves), so their room goes back now, not when the
-            # asks expire (a tenant beyond its quota hid it from everyone that long). Both the refusal and
+            # the pods have been refused for good for a while (the namespace's quota, a ServiceAccount not
+            # there; not a webhook timing out, not the moment of the app's own move): those asked for that
+            # long ago will not come until someone acts (then their pods claim room themselves), so their
+            # room goes back now, not when the asks expire (a tenant beyond its quota hid it from everyone
+            # that long). Both the refusal and
             # the ask must be that old: the condition may be reported late (the controller manager
             # behind), kept from an earlier refusal, or stamped by a clock behind the API server's
-            if (refused := snap.quota_refused_since.get(type_name)) is not None:
-                left = QUOTA_REFUSAL_LASTING - (snap.now - refused).total_seconds()
+            if (refused := snap.refused_since.get(type_name)) is not None:
+                left = REFUSAL_LASTING - (snap.now - refused).total_seconds()
                 if left <= 0:  # the refusal has lasted: the asks as old go; look again when the next is
                     now = time.monotonic()
-                    oldest = self.cache.claims.give_up_asked_before(app, type_name, now - QUOTA_REFUSAL_LASTING)
-                    left = 0.0 if oldest is None else oldest + QUOTA_REFUSAL_LASTING - now
+                    oldest = self.cache.claims.give_up_asked_before(app, type_name, now - REFUSAL_LASTING)
+                    left = 0.0 if oldest is None else oldest + REFUSAL_LASTING - now
                 if left > 0:
                     self.queue.add_after(("app", namespace, name), left + 0.01, due=False)
             self.cache.claims.expect_at_most(app, type_name, counts.get(type_name, 0) - pods[type_name])

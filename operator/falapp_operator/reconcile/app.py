@@ -69,8 +69,9 @@ class AppSnapshot:
     # why the controller manager cannot create a type's pods (e.g. quota), per machine type
     replica_failures: Mapping[str, str] = field(default_factory=dict)
     create_failing: frozenset[str] = frozenset()  # of those, where its last creates failed (FailedCreate)
-    # of those, where the namespace's quota refused the pods, and since when (the Deployment's condition)
-    quota_refused_since: Mapping[str, datetime] = field(default_factory=dict)
+    # of those, where the pods were refused for good (a quota, a ServiceAccount not there, a webhook's
+    # denial: observe.refused_for_good), and since when (the Deployment's condition)
+    refused_since: Mapping[str, datetime] = field(default_factory=dict)
     # labels of the app's namespace, for MachineType namespaceSelectors; None = not known (then only
     # types without a selector may be used)
     namespace_labels: Mapping[str, str] | None = None

@@ -56,8 +56,9 @@ class ChildrenState:
     # the controller manager's own reason for not creating pods (quota, admission): type -> message
     replica_failures: dict[str, str] = field(default_factory=dict)
     create_failing: set[str] = field(default_factory=set)  # of those, where creating pods failed (FailedCreate)
-    # of those, where the namespace's quota refused the pods, and since when the Deployment has said so
-    quota_refused_since: dict[str, datetime] = field(default_factory=dict)
+    # of those, where the pods were refused for good (refused_for_good), and since when the Deployment
+    # has said so
+    refused_since: dict[str, datetime] = field(default_factory=dict)
     # when the operator last raised the Deployment's replicas (GROWN_ANNOTATION), where it says so
     grown_at: dict[str, datetime] = field(default_factory=dict)
 
@@ -112,8 +113,8 @@ def children_state(deployments: Iterable[JsonMapping], owner_uid: str | None = N
                 if condition.get("reason") == "FailedCreate":
                     state.create_failing.add(type_name)
                     since = parse_time_or_none(condition.get("lastTransitionTime"))
-                    if QUOTA_EXCEEDED in (condition.get("message") or "") and since is not None:
-                        state.quota_refused_since[type_name] = since
+                    if refused_for_good(condition.get("message") or "") and since is not None:
+                        state.refused_since[type_name] = since
     return state
 
 
