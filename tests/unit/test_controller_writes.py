@@ -1179,7 +1179,9 @@ def test_a_quota_refusal_holds_the_namespaces_claims_and_another_the_apps_own_un
 @pytest.mark.parametrize(("message", "for_good"), [
     (QUOTA_REFUSAL, True), (SERVICE_ACCOUNT_MISSING, True), (WEBHOOK_TIMEOUT, False),
     ('admission webhook "gpu.example" denied the request: no GPUs for this team', True),
-    ('pods "x" is forbidden: status unknown for quota: gpus, resource: requests.nvidia.com/gpu', False)])
+    ('pods "x" is forbidden: status unknown for quota: gpus, resource: requests.nvidia.com/gpu', False),
+    ('pods "x" is forbidden: User "system:serviceaccount:kube-system:replicaset-controller" cannot create '
+     'resource "pods" in API group "" in the namespace "team-a"', False)])
 def test_which_refusals_are_for_good(message: str, for_good: bool) -> None:
     assert refused_for_good(message) is for_good
 
@@ -1210,7 +1212,7 @@ async def test_an_apps_own_refusal_ends_when_one_of_its_pods_is_created_there(ri
 
 
 async def test_replicas_a_webhook_keeps_failing_claim_room_until_they_expire(rig: Rig) -> None:
-    """Only the quota's refusal gives room back early: a create failing for another reason (a webhook
+    """Only a refusal for good gives room back early: a create failing for another reason (a webhook
     timing out) may pass at the next try, so the replicas asked for claim their room until they expire."""
     rig.create_app(falapp(replicas=1))
     await rig.reconcile()

@@ -970,7 +970,8 @@ class Controller:
         pods = Counter(p.machine_type for p in snap.pods if not p.terminating)  # the ones that stay
         for type_name in self.cache.claims.expecting(app):
             # the pods have been refused for good for a while (the namespace's quota, a ServiceAccount not
-            # there; not a webhook timing out, not the moment of the app's own move): those asked for that
+            # there, a webhook's denial; not a webhook timing out, not the moment of the app's own move, see
+            # observe.refused_for_good: the condition's first message decides): those asked for that
             # long ago will not come until someone acts (then their pods claim room themselves), so their
             # room goes back now, not when the asks expire (a tenant beyond its quota hid it from everyone
             # that long). Both the refusal and

@@ -34,15 +34,16 @@ QUOTA_EXCEEDED = "exceeded quota"
 # what the API server says when it refuses a pod for as long as nothing changes (its quota, a ServiceAccount
 # not there, Pod Security, a validating webhook's denial, an invalid pod), unlike a webhook it could not call
 REFUSED_FOR_GOOD = ("is forbidden", "denied the request", "is invalid")
-# ... but for a quota the controller manager has not counted yet (one just made or changed): seconds only
-QUOTA_NOT_COUNTED = "status unknown for quota"
+# ... but for a quota the controller manager has not counted yet (one just made or changed), or the
+# ReplicaSet controller's own permission refused (RBAC while an API server restarts): seconds only
+NOT_FOR_GOOD = ("status unknown for quota", "cannot create resource")
 
 
 def refused_for_good(message: str) -> bool:
     """Whether a ReplicaSet's FailedCreate message (the first of the failures it reports in a row: the
     Deployment keeps the condition's message while the failure lasts) is a refusal the next try would get
     too."""
-    return QUOTA_NOT_COUNTED not in message and any(words in message for words in REFUSED_FOR_GOOD)
+    return not any(words in message for words in NOT_FOR_GOOD) and any(words in message for words in REFUSED_FOR_GOOD)
 
 Body = TypeVar("Body", bound=JsonMapping)  # an object as given: a whole one, or what slim_pod keeps of it
 
