@@ -140,6 +140,20 @@ def test_replicas_refused_for_good_hold_no_room_in_the_operators_view(
     REFUSAL_LASTING (12 s: a tight quota refuses an app's own fallback for a moment) the room is free
     again in the operator's view, and another tenant's app that went to the slow type meanwhile moves up,
     before the ask would have expired (30 s; nothing wakes the app then)."""
+    asked = time.monotonic()
+    tenant, greedy, fast, slow = refused_greedy(request, pools, refusal)
+    kctl.apply(falapp("newcomer", [fast, slow], gpus=8, replicas=1, timeout="10m"))
+    wait_placement(kctl, "newcomer", {fast.lower(): 1}, timeout=60)
+    assert time.monotonic() - asked < 28, "on the fast type only once the refused ask had expired"
+    assert not app_pods(tenant, "greedy")
+
+
+def refused_greedy(request: pytest.FixtureRequest, pools: PrivatePools,
+                   refusal: str) -> tuple[Kubectl, dict[str, str], str, str]:
+    """A fast and a slow 8-GPU node, and another tenant's app "greedy" asking for the whole fast one, its
+    pod refused for good: beyond its namespace's GPU quota ("exceeded quota"), or naming a ServiceAccount
+    that is not there ("service account"); once the refusal shows on the app. Returns the tenant, what
+    greedy's spec adds, and the fast and slow types."""
     quota = refusal == "exceeded quota"
     tenant: Kubectl = request.getfixturevalue("quota_tenant" if quota else "tenant")
     greedy = {} if quota else {"serviceAccountName": "nobody"}
@@ -147,14 +161,10 @@ def test_replicas_refused_for_good_hold_no_room_in_the_operators_view(
     pools.add_node("fast", gpus=8)
     pools.add_node("slow", gpus=8)
     pools.operator_sees("fast", 1)
-    asked = time.monotonic()
     tenant.apply(falapp("greedy", [fast], gpus=8, replicas=1, **greedy))
     stalled = wait_condition(tenant, "falapp", "greedy", "Stalled", "True", "ReplicaFailure", timeout=30)
     assert refusal in stalled["message"], stalled
-    kctl.apply(falapp("newcomer", [fast, slow], gpus=8, replicas=1, timeout="10m"))
-    wait_placement(kctl, "newcomer", {fast.lower(): 1}, timeout=60)
-    assert time.monotonic() - asked < 28, "on the fast type only once the refused ask had expired"
-    assert not app_pods(tenant, "greedy")
+    return tenant, greedy, fast, slow
 
 
 @pytest.fixture
@@ -177,16 +187,7 @@ def test_a_tenant_whose_pods_are_refused_hides_no_room_by_scaling_to_zero_and_ba
     to the fast type. (Without: the fresh ask claimed the whole fast node for 12 s or more, so the
     newcomer went to the slow type first and moved up later, and a tenant toggling its replicas could
     hide the room from everyone.)"""
-    quota = refusal == "exceeded quota"
-    tenant: Kubectl = request.getfixturevalue("quota_tenant" if quota else "tenant")
-    greedy = {} if quota else {"serviceAccountName": "nobody"}
-    fast, slow = pools.machine_type("fast"), pools.machine_type("slow")
-    pools.add_node("fast", gpus=8)
-    pools.add_node("slow", gpus=8)
-    pools.operator_sees("fast", 1)
-    tenant.apply(falapp("greedy", [fast], gpus=8, replicas=1, **greedy))
-    stalled = wait_condition(tenant, "falapp", "greedy", "Stalled", "True", "ReplicaFailure", timeout=30)
-    assert refusal in stalled["message"], stalled
+    tenant, greedy, fast, slow = refused_greedy(request, pools, refusal)
     deployment = deployment_name("greedy", fast.lower())
 
     def greedy_deployments() -> list[dict]:
