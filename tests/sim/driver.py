@@ -144,7 +144,8 @@ def snapshot(world: World, app: App, apps: set[tuple[str, str]]) -> tuple[AppSna
         counts=state.counts, surge=state.surge,
         pods=[pod_view(p, cache.scale_up_coming(p["metadata"]["uid"]), now) for p in pods
               if TYPE_LABEL in (p["metadata"].get("labels") or {})],
-        free=free, nodeless_since=nodeless, grown_at=state.grown_at, now=now, replica_failures=state.replica_failures,
+        free=free, nodeless_since=nodeless, grown_at=state.grown_at,
+        recorded_moves=state.recorded_moves, now=now, replica_failures=state.replica_failures,
     )
     return snap, deployments, pods
 

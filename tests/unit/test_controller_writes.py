@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import time
 from collections import deque
@@ -23,7 +24,7 @@ import pytest_asyncio
 from prometheus_client import REGISTRY
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, FalAppSpec, FalAppStatus, format_time
-from falapp_operator.api.names import APP_LABEL, SURGE_ANNOTATION, TYPE_LABEL
+from falapp_operator.api.names import APP_LABEL, MOVES_ANNOTATION, SURGE_ANNOTATION, TYPE_LABEL
 from falapp_operator.k8s import controller as controller_module
 from falapp_operator.k8s.claims import RefusedCreates
 from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
@@ -144,6 +145,8 @@ async def rig() -> AsyncIterator[Rig]:
         rig = Rig(fake, api)
         yield rig
         await rig.controller.stop()
+        for app in list(rig.controller._replica_gauge):  # the gauges are the process's: none left to the next test
+            rig.controller._forget_metrics(*app)
 
 
 async def test_a_new_app_gets_its_deployment_and_service_then_its_status(rig: Rig) -> None:
@@ -164,20 +167,27 @@ async def test_a_replica_falls_back_make_before_break_and_the_status_comes_last(
     rig.pod_of(H100, "stuck", None)  # unschedulable for longer than the app's timeout
     writes = await rig.reconcile()
     assert writes == [
-        STATUS,  # the move's history first: a crash half-way does not forget it
-        f"PATCH {DEPLOYMENTS}/{A100}",  # the new home grows
+        f"PATCH {DEPLOYMENTS}/{A100}",  # the new home grows, the move's history on it (a crash forgets none)
         f"PATCH /api/v1/namespaces/{NS}/pods/stuck",  # the replica that goes is the stuck one
         f"PATCH {DEPLOYMENTS}/{H100}",  # then the old type shrinks
         STATUS,
         EVENTS,
     ]
-    history, grow, mark, shrink, status, event = rig.fake.requests
-    assert [a["outcome"] for a in history.body["status"]["attempts"]] == ["FellBack"]
+    grow, mark, shrink, status, event = rig.fake.requests
+    recorded = json.loads(grow.body["metadata"]["annotations"][MOVES_ANNOTATION])
+    assert [a["outcome"] for a in recorded["attempts"]] == ["FellBack"]
+    assert [a["outcome"] for a in status.body["status"]["attempts"]] == ["FellBack"]
+    assert MOVES_ANNOTATION not in shrink.body["metadata"]["annotations"], "a shrink records the move again"
     assert grow.body["spec"]["replicas"] == 1 and not grow.force
     assert shrink.body["spec"]["replicas"] == 1 and shrink.force
     assert mark.content_type == MERGE
     assert status.body["status"]["machines"] == "GPU-H100x1,GPU-A100x1"
     assert event.body["reason"] == "FellBack" and "0/2 nodes fit" in event.body["message"]
+    # the pods as the controller manager leaves them: the history carried on, nothing written again
+    rig.controller.pod_event(rig.fake.objects.pop(f"/api/v1/namespaces/{NS}/pods/stuck"), deleted=True)
+    rig.pod_of(A100, "moved", "a1")
+    sent = await rig.reconcile() + await rig.reconcile()
+    assert not [w for w in sent if DEPLOYMENTS in w], sent
 
 
 async def test_the_last_replica_of_a_type_moves_before_its_deployment_goes(rig: Rig) -> None:
@@ -190,10 +200,10 @@ async def test_the_last_replica_of_a_type_moves_before_its_deployment_goes(rig: 
     rig.fake.put(f"{REPLICASETS}/{H100}-r1", {"metadata": {"name": f"{H100}-r1", "namespace": NS, "uid": "rs-1"}})
     # the stuck pod is not marked to go first: its Deployment keeps no replica, every pod of it goes; the
     # stuck one at once, its ReplicaSet first (it would replace it), not left to the garbage collector
-    assert await rig.reconcile() == [STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"DELETE {DEPLOYMENTS}/{H100}",
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{A100}", f"DELETE {DEPLOYMENTS}/{H100}",
                                      f"DELETE {REPLICASETS}/{H100}-r1", f"DELETE {PODS}/stuck", STATUS, EVENTS]
     assert f"{DEPLOYMENTS}/{H100}" not in rig.fake.objects and f"{PODS}/stranger" in rig.fake.objects
-    for deleted in rig.fake.requests[3:5]:
+    for deleted in rig.fake.requests[2:4]:
         assert deleted.body == {"preconditions": {"uid": "rs-1" if "replicasets" in deleted.path else "uid-stuck"},
                                 "propagationPolicy": "Background"}, deleted.body
 
@@ -212,7 +222,7 @@ async def test_a_refused_deletion_of_what_a_deleted_deployment_left_waiting_is_t
     rig.fake.fail("DELETE", f"/replicasets/{H100}-r1" if refused == "replicasets" else "/pods/stuck", 403, message)
     sent = await rig.reconcile()
     deletes = [f"DELETE {REPLICASETS}/{H100}-r1"] + ([f"DELETE {PODS}/stuck"] if refused == "pods" else [])
-    assert sorted(sent) == sorted([STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"DELETE {DEPLOYMENTS}/{H100}", *deletes,
+    assert sorted(sent) == sorted([f"PATCH {DEPLOYMENTS}/{A100}", f"DELETE {DEPLOYMENTS}/{H100}", *deletes,
                                    STATUS, EVENTS, EVENTS])
     assert rig.stalled() is None
     assert [c["status"] for c in rig.status()["conditions"] if c["type"] == "FallbackActive"] == ["True"]
@@ -230,7 +240,7 @@ async def test_a_transient_error_clearing_what_a_deleted_deployment_left_is_only
     rig.pod_of(H100, "stuck", None)
     rig.fake.fail("DELETE", f"/replicasets/{H100}-r1", 503, "the server is currently unable to handle the request")
     sent = await rig.reconcile()
-    assert sent == [STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"DELETE {DEPLOYMENTS}/{H100}",
+    assert sent == [f"PATCH {DEPLOYMENTS}/{A100}", f"DELETE {DEPLOYMENTS}/{H100}",
                     f"DELETE {REPLICASETS}/{H100}-r1", STATUS, EVENTS]
     assert [r.body["reason"] for r in rig.fake.requests if str(r) == EVENTS] == ["FellBack"]
     assert rig.stalled() is None
@@ -377,7 +387,9 @@ def replica_samples() -> dict[tuple[str, str], float]:
             if m.name == "falapp_replicas" for s in m.samples if s.labels.get("namespace") == NS}
 
 
-async def test_an_app_deleted_before_its_move_is_written_moves_nothing_and_its_metrics_go(rig: Rig) -> None:
+async def test_an_app_deleted_before_its_move_is_written_is_forgotten_and_its_metrics_go(rig: Rig) -> None:
+    """The move's Deployment writes may go out (their owner reference hands what they make to the garbage
+    collector); the status write finds the app gone: nothing more is written for it."""
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
     rig.pod_of(H100, "running", "h1")
@@ -386,7 +398,9 @@ async def test_an_app_deleted_before_its_move_is_written_moves_nothing_and_its_m
     assert any(replica_samples().values())
     rig.pod_of(A100, "moved", None)  # the replica on A100 is stuck too: it falls back again (to nowhere)
     del rig.fake.objects[FALAPP]
-    assert await rig.reconcile() == [STATUS, f"GET {FALAPP}"]  # the history write found it gone: no apply
+    sent = await rig.reconcile()
+    assert sent[0] == f"PATCH {DEPLOYMENTS}/{H100}" and sent[-2:] == [STATUS, f"GET {FALAPP}"], sent
+    assert EVENTS not in sent
     assert rig.controller.falapps.get(APP) is None and APP not in rig.controller.apps
     assert not any(replica_samples().values())
 
@@ -2156,7 +2170,7 @@ async def test_a_burst_of_an_apps_deployment_events_makes_one_reconcile(rig: Rig
 
 
 async def test_each_write_of_a_move_passes_the_gate_at_its_priority(rig: Rig) -> None:
-    """What the replacement waits on (the history, the new home growing) is urgent; the rest tidies up
+    """What the replacement waits on (the new home growing, the move's history on it) is urgent; the rest tidies up
     (the mark, the old type going, the status) and the event comes last (see k8s/gate.py)."""
     passed: list[Priority] = []
 
@@ -2171,9 +2185,9 @@ async def test_each_write_of_a_move_passes_the_gate_at_its_priority(rig: Rig) ->
     passed.clear()
     rig.pod_of(H100, "running", "h1")
     rig.pod_of(H100, "stuck", None)
-    assert await rig.reconcile() == [STATUS, f"PATCH {DEPLOYMENTS}/{A100}", f"PATCH /api/v1/namespaces/{NS}/pods/stuck",
+    assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{A100}", f"PATCH /api/v1/namespaces/{NS}/pods/stuck",
                                      f"PATCH {DEPLOYMENTS}/{H100}", STATUS, EVENTS]
-    assert passed == [Priority.HISTORY, Priority.GROW, Priority.NORMAL, Priority.NORMAL, Priority.NORMAL, Priority.LOW]
+    assert passed == [Priority.GROW, Priority.NORMAL, Priority.NORMAL, Priority.NORMAL, Priority.LOW]
     assert rig.controller._gate.in_flight == 0, "a write kept its slot"
 
 

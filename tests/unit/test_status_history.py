@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from falapp_operator.api.names import HASH_ANNOTATION, MOVES_ANNOTATION, TYPE_LABEL
+from falapp_operator.api.status import (
+    MAX_ATTEMPTS,
+    MAX_RECORDED_MOVES,
+    Attempt,
+    FalAppStatus,
+    ProbeBackoff,
+    decode_recorded_moves,
+    encode_recorded_moves,
+    with_recorded_moves,
+)
+from falapp_operator.placement import Move
 from falapp_operator.reconcile.app import plan
-from tests.unit.status_samples import A100, H100, pod, snapshot, spec
+from tests.unit.status_samples import A100, H100, NOW, pod, room, snapshot, spec
 
 
 def test_a_burst_of_fallbacks_is_one_history_entry_and_one_event() -> None:
@@ -17,3 +35,95 @@ def test_a_burst_of_fallbacks_is_one_history_entry_and_one_event() -> None:
     assert attempts[0]["start"] == "2025-01-01T11:58:30Z"  # the earliest of them
     fell_back = [e for e in result.events if e.reason == "FellBack"]
     assert len(fell_back) == 1 and fell_back[0].message.startswith("30 replicas: replica moved from GPU-H100")
+
+
+# --- a move's history recorded on the Deployment it grows (api/status.with_recorded_moves) ---------------
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def attempt(machine_type: str, ended_min: int, outcome: str = "FellBack") -> Attempt:
+    """A stay on `machine_type` ended `ended_min` minutes after T0 (began a minute before)."""
+    end = T0 + timedelta(minutes=ended_min)
+    return Attempt(machine_type=machine_type, start=end - timedelta(minutes=1), end=end, outcome=outcome)
+
+
+def probe(machine_type: str, failures: int) -> ProbeBackoff:
+    return ProbeBackoff(machine_type=machine_type, failures=failures, next_attempt=T0 + timedelta(hours=1))
+
+
+def history(*attempts: Attempt, probes: tuple[ProbeBackoff, ...] = ()) -> FalAppStatus:
+    return FalAppStatus(attempts=list(attempts), probes=list(probes))
+
+
+def recorded(*attempts: Attempt, probes: tuple[ProbeBackoff, ...] = ()) -> str:
+    return encode_recorded_moves(attempts, probes)
+
+
+LATEST = T0 + timedelta(minutes=30)
+
+
+@pytest.mark.parametrize(("status", "annotations", "attempts", "probes"), [
+    pytest.param(history(attempt("GPU-H100", 1)), [], ["GPU-H100@1"], [], id="none recorded"),
+    pytest.param(history(attempt("GPU-H100", 1)), [recorded(attempt("GPU-A100", 5), probes=(probe("GPU-H100", 2),))],
+                 ["GPU-H100@1", "GPU-A100@5"], [("GPU-H100", 2)], id="a move the status missed (a crash)"),
+    pytest.param(history(), [recorded(attempt("GPU-A100", 5))], ["GPU-A100@5"], [], id="into an empty history"),
+    pytest.param(history(attempt("GPU-H100", 1), attempt("GPU-A100", 5), probes=(probe("GPU-H100", 1),)),
+                 [recorded(attempt("GPU-A100", 5), probes=(probe("GPU-H100", 2),))],
+                 ["GPU-H100@1", "GPU-A100@5"], [("GPU-H100", 1)], id="recorded in the status too: the status's"),
+    pytest.param(history(attempt("GPU-H100", 9)), [recorded(attempt("GPU-A100", 5))], ["GPU-H100@9"], [],
+                 id="older than the status's newest: recorded and passed since, or fell out"),
+    pytest.param(history(attempt("GPU-H100", 1)), [recorded(attempt("GPU-A100", 60))], ["GPU-H100@1"], [],
+                 id="ending after the latest time believed (written by hand)"),
+    pytest.param(history(attempt("GPU-H100", 1)), [recorded(attempt("GPU-A100", 5)), recorded(attempt("GPU-A100", 5))],
+                 ["GPU-H100@1", "GPU-A100@5"], [], id="on two Deployments grown together: once"),
+    pytest.param(history(attempt("GPU-H100", 1)),
+                 [recorded(attempt("GPU-L40", 7), probes=(probe("GPU-L40", 3),)),
+                  recorded(attempt("GPU-A100", 5), probes=(probe("GPU-A100", 1),))],
+                 ["GPU-H100@1", "GPU-A100@5", "GPU-L40@7"], [("GPU-L40", 3)],
+                 id="two moves: in order, the newest's back-offs"),
+    pytest.param(history(*(attempt("GPU-H100", i) for i in range(MAX_ATTEMPTS))), [recorded(attempt("GPU-A100", 25))],
+                 [f"GPU-H100@{i}" for i in range(1, MAX_ATTEMPTS)] + ["GPU-A100@25"], [], id="bounded"),
+])
+def test_the_moves_recorded_on_deployments_join_the_history_the_status_lacks(
+        status: FalAppStatus, annotations: list[str], attempts: list[str], probes: list[tuple[str, int]]) -> None:
+    merged = with_recorded_moves(status, filter(None, map(decode_recorded_moves, annotations)), LATEST)
+    assert [f"{a.machine_type}@{int((a.end - T0).total_seconds() // 60)}" for a in merged.attempts] == attempts
+    assert [(p.machine_type, p.failures) for p in merged.probes] == probes
+    if merged.attempts == status.attempts:
+        assert merged is status, "nothing taken: the same status (the plan writes no history for it)"
+
+
+@pytest.mark.parametrize("text", [
+    None, "", "not json", "[]", '{"attempts": "x"}', '{"attempts": [{"machineType": "GPU-H100"}]}',
+    '{"conditions": [], "attempts": []}',  # more than moves: no status is written from a Deployment
+    json.dumps({"attempts": [{"machineType": "GPU-H100", "start": "2025-01-01T12:00:00Z", "end": "2025-01-01T12:01:00Z",
+                              "outcome": "FellBack", "message": "x" * MAX_RECORDED_MOVES}]}),
+])
+def test_an_annotation_that_is_no_record_of_moves_is_ignored(text: str | None) -> None:
+    assert decode_recorded_moves(text) is None
+
+
+def test_a_move_rides_on_the_deployment_it_grows_and_a_crash_before_the_status_forgets_none() -> None:
+    """The fallback's history goes on the A100 Deployment it grows, not into a status write of its own. The
+    operator dies before the status: the next plan reads the move from that Deployment, writes it into the
+    status first, decides nothing again, and keeps the annotation as it is (no write for it)."""
+    app_spec = spec(["GPU-H100", "GPU-A100"], replicas=1)
+    moved = plan(snapshot(app_spec, counts={H100: 1}, pods=[pod("h0", H100, unschedulable_for=61)],
+                          free={H100: [], A100: room()}))
+    a100 = next(d for d in moved.deployments if d["metadata"]["labels"][TYPE_LABEL] == A100)
+    assert moved.history_on == {a100["metadata"]["name"]}
+    annotation = a100["metadata"]["annotations"][MOVES_ANNOTATION]
+    assert [a.outcome for a in decode_recorded_moves(annotation).attempts] == ["FellBack"]
+
+    after = replace(snapshot(app_spec, counts={A100: 1}, pods=[pod("a0", A100)], free={H100: [], A100: room()}),
+                    recorded_moves={A100: annotation}, grown_at={A100: NOW})  # the status as before the move
+    again = plan(after)
+    assert again.history is not None and [a.outcome for a in again.history.attempts] == ["FellBack"]
+    assert not again.history_on, "nothing grows: the history goes into the status first"
+    assert not [t for t in again.decision.transitions if t.move == Move.FELL_BACK]
+    kept = next(d for d in again.deployments if d["metadata"]["labels"][TYPE_LABEL] == A100)
+    assert kept["metadata"]["annotations"][MOVES_ANNOTATION] == annotation
+    assert kept["metadata"]["annotations"][HASH_ANNOTATION] == a100["metadata"]["annotations"][HASH_ANNOTATION]
+
+    recorded_now = replace(after, status=FalAppStatus.model_validate(again.status.to_patch()))
+    assert plan(recorded_now).history is None, "the status holds it: nothing more to record"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from falapp_operator.api.common import MAX_MACHINE_TYPES, MAX_MESSAGE, StatusModel, Timestamp, list_map, truncate
 from falapp_operator.api.conditions import Condition
+from falapp_operator.api.times import format_time
 
 MAX_ATTEMPTS = 20
 
@@ -121,6 +124,58 @@ class FalAppStatus(StatusModel):
 def append_attempt(attempts: Iterable[Attempt], attempt: Attempt) -> list[Attempt]:
     """History with `attempt` appended, keeping the newest MAX_ATTEMPTS."""
     return [*attempts, attempt][-MAX_ATTEMPTS:]
+
+
+def same_attempt(recorded: Attempt, entry: Attempt) -> bool:
+    """The same stay ended the same way (times as written, to the second): a move decided again after
+    the operator stopped half-way, or recorded in two places."""
+    return (recorded.machine_type, format_time(recorded.start), recorded.outcome) == (
+        entry.machine_type, format_time(entry.start), entry.outcome)
+
+
+# A move's history rides on the Deployment it grows (its first write) as these attempts and back-offs,
+# and reaches the status with the reconcile's last write; a crash between leaves it on the Deployment.
+MAX_RECORDED_MOVES = 64 * 1024  # characters of such an annotation read (MAX_ATTEMPTS entries fit)
+
+
+def encode_recorded_moves(attempts: Iterable[Attempt], probes: Iterable[ProbeBackoff]) -> str:
+    return json.dumps(FalAppStatus(attempts=list(attempts), probes=list(probes)).to_patch(),
+                      sort_keys=True, separators=(",", ":"))
+
+
+def decode_recorded_moves(text: object) -> FalAppStatus | None:
+    """The moves a Deployment's annotation records; None when it is not one (anyone who may edit the
+    Deployment can write it: it is checked like a status, and only ever adds to the app's own history)."""
+    if not isinstance(text, str) or not text or len(text) > MAX_RECORDED_MOVES:
+        return None
+    try:
+        recorded = FalAppStatus.model_validate(json.loads(text))
+    except (ValueError, ValidationError):
+        return None
+    return recorded if set(recorded.model_fields_set) <= {"attempts", "probes"} else None
+
+
+def with_recorded_moves(status: FalAppStatus, recorded: Iterable[FalAppStatus], latest: datetime) -> FalAppStatus:
+    """The status with the moves its app's Deployments record that it does not: an attempt it holds
+    neither itself nor anything newer than (older ones fell out of the bounded history, or were
+    recorded and passed since), ending no later than `latest`. The back-offs come with the newest
+    attempts taken. The same status when there is none."""
+    newest = max((a.end or a.start for a in status.attempts), default=None)
+    taken: list[Attempt] = []
+    probes: list[ProbeBackoff] | None = None
+    for moves in sorted(recorded, key=lambda m: max((a.end or a.start for a in m.attempts), default=latest)):
+        fresh = [a for a in moves.attempts if a.end is not None and a.end <= latest
+                 and (newest is None or a.end >= newest)
+                 and not any(same_attempt(known, a) for known in (*status.attempts, *taken))]
+        if fresh:
+            taken += fresh
+            probes = moves.probes if "probes" in moves.model_fields_set else probes
+    if not taken:
+        return status
+    attempts = list(status.attempts)
+    for attempt in sorted(taken, key=lambda a: (a.end or a.start)):
+        attempts = append_attempt(attempts, attempt)
+    return status.model_copy(update={"attempts": attempts} | ({"probes": probes} if probes is not None else {}))
 
 
 def summarize_placements(placements: Iterable[Placement]) -> str:

@@ -836,6 +836,7 @@ class Controller:
                 free=self._free_for(spec, (namespace, name)),
                 nodeless_since=self._nodeless_for(spec),
                 grown_at=state.grown_at,
+                recorded_moves=state.recorded_moves,
                 raised_before=self._started_at or now,
                 now=now,
                 replica_failures=state.replica_failures,

@@ -11,7 +11,6 @@ from falapp_operator.api import (
     JsonObject,
     MachineType,
     app_name_problem,
-    format_time,
     truncate,
 )
 from falapp_operator.api.conditions import ConditionStatus, ConditionType, get_condition, set_condition
@@ -21,7 +20,11 @@ from falapp_operator.api.status import (
     Placement,
     ProbeBackoff,
     append_attempt,
+    decode_recorded_moves,
+    encode_recorded_moves,
+    same_attempt,
     summarize_placements,
+    with_recorded_moves,
 )
 from falapp_operator.placement import (
     Decision,
@@ -79,6 +82,9 @@ class AppSnapshot:
     nodeless_since: Mapping[str, datetime] = field(default_factory=dict)
     # when the operator last raised each type's replicas, where its Deployment says so
     grown_at: Mapping[str, datetime] = field(default_factory=dict)
+    # the moves each type's Deployment records (its MOVES_ANNOTATION as written): a status written
+    # without them predates a crash, and they are history all the same
+    recorded_moves: Mapping[str, str] = field(default_factory=dict)
     # a Deployment without that time was raised before this (by an older version: before the operator
     # started); counted so, not written (an upgrade writes nothing for it)
     raised_before: datetime | None = None
@@ -103,8 +109,11 @@ class AppPlan:
     # written as its merge patch (FalAppStatus.to_patch): the fields it sets replace the stored ones
     status: FalAppStatus = field(default_factory=FalAppStatus)
     # the status's memory of this decision (attempt history, probe back-offs, the only fields set):
-    # written before the children, so a crash between the child writes and the status write forgets no move
+    # recorded before the children change, so a crash between the child writes and the status write
+    # forgets no move: on the Deployments it grows (`history_on`, written first; see with_recorded_moves),
+    # else written into the status first
     history: FalAppStatus | None = None
+    history_on: frozenset[str] = frozenset()  # names of the Deployments carrying it
     events: list[Event] = field(default_factory=list)
     mark_for_deletion: list[str] = field(default_factory=list)  # pods the ReplicaSets remove first
     requeue_at: datetime | None = None
@@ -150,6 +159,9 @@ def plan(snap: AppSnapshot) -> AppPlan:
     by_display = {m.display_name: m.metadata.name for m in resolution.types.values()}
     options = {o.name: o for o in resolution.options}
     made: dict[str, JsonObject] = {}
+    recorded = snap.status  # as the status has it; the moves the Deployments add to it are history too
+    snap = replace(snap, status=with_recorded_moves(recorded, filter(None, map(
+        decode_recorded_moves, snap.recorded_moves.values())), snap.now + CLOCK_LEEWAY))
 
     def template(type_name: str) -> JsonObject:
         """Built when first needed: a reconcile uses one or two of its candidate types."""
@@ -183,14 +195,27 @@ def plan(snap: AppSnapshot) -> AppPlan:
     result = AppPlan(decision=decision, requeue_at=decision.requeue_at,
                      mark_for_deletion=[name for name in decision.delete_first
                                         if decision.counts.get(type_of.get(name, ""), 0) > 0])
+    result.status, result.events = _status(replace(snap, pods=pods), resolution, decision)
+    moves = None
+    if (any(tr.move not in (Move.SCALED_UP, Move.SCALED_DOWN) for tr in decision.transitions)
+            or snap.status is not recorded):
+        result.history = FalAppStatus(attempts=result.status.attempts, probes=result.status.probes)
+        # what the status does not hold yet, onto each Deployment this grows (the first writes)
+        moves = encode_recorded_moves((a for a in result.status.attempts
+                                       if not any(same_attempt(known, a) for known in recorded.attempts)),
+                                      result.status.probes)
     # a Deployment per type in use; at scale, zero-replica Deployments for every listed type would
     # triple the objects the API server and controller manager keep
     for option in resolution.options:
         count = decision.counts.get(option.name, 0)
         if count:
-            grown = snap.now if count > snap.counts.get(option.name, 0) else grown_at.get(option.name)
+            grows = count > snap.counts.get(option.name, 0)
+            grown = snap.now if grows else grown_at.get(option.name)
+            carried = moves if grows and moves else snap.recorded_moves.get(option.name)
             result.deployments.append(children.deployment(snap.ref, option, template(option.name), count,
-                                                          decision.surge, grown))
+                                                          decision.surge, grown, carried))
+            if grows and moves:
+                result.history_on |= {result.deployments[-1]["metadata"]["name"]}
     for type_name in snap.counts:
         if decision.counts.get(type_name, 0) == 0:
             result.delete_deployments.append(type_name)
@@ -198,9 +223,6 @@ def plan(snap: AppSnapshot) -> AppPlan:
         if type_name not in resolution.types and count != snap.counts.get(type_name):
             result.rescale_unlisted[type_name] = count
     result.service = children.service(snap.ref, snap.spec)
-    result.status, result.events = _status(replace(snap, pods=pods), resolution, decision)
-    if any(tr.move not in (Move.SCALED_UP, Move.SCALED_DOWN) for tr in decision.transitions):
-        result.history = FalAppStatus(attempts=result.status.attempts, probes=result.status.probes)
     ranks = {o.name: i for i, o in enumerate(resolution.options)}
     worst = max((ranks.get(t, len(ranks)) for t in decision.counts), default=0)
     if not (snap.spec.fallback.return_to_preferred or worst == len(ranks)):
@@ -252,13 +274,6 @@ def _probes_from_status(status: FalAppStatus, by_display: Mapping[str, str]) -> 
 def _attempts_from_status(status: FalAppStatus, by_display: Mapping[str, str]) -> tuple[PastMove, ...]:
     return tuple(PastMove(by_display.get(a.machine_type, a.machine_type), a.outcome, a.end, a.message or "", a.start)
                  for a in status.attempts)
-
-
-def _same_attempt(recorded: Attempt, entry: Attempt) -> bool:
-    """The same stay ended the same way: a move decided again after the operator stopped half-way
-    (times as written, to the second)."""
-    return (recorded.machine_type, format_time(recorded.start), recorded.outcome) == (
-        entry.machine_type, format_time(entry.start), entry.outcome)
 
 
 def candidates_summary(resolution: Resolution) -> str:
@@ -318,7 +333,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         entry = Attempt(machine_type=tried or "", start=start or snap.now, end=snap.now, outcome=tr.move.value,
                               message=truncate(tr.message or ""), replicas=count if count > 1 else None)
         recorded = (*snap.status.attempts, *new_attempts)
-        if start is None or not any(_same_attempt(a, entry) for a in recorded):  # not when decided again
+        if start is None or not any(same_attempt(a, entry) for a in recorded):  # not when decided again
             new_attempts.append(entry)
         kind, reason = EVENT_REASONS.get(tr.move, ("Normal", tr.move.value))
         src, dst = src_named, dst_named

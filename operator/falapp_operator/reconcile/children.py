@@ -28,6 +28,7 @@ from falapp_operator.api.names import (
     GROWN_ANNOTATION,
     HASH_ANNOTATION,
     MANAGED_BY,
+    MOVES_ANNOTATION,
     SURGE_ANNOTATION,
     TEMPLATE_ANNOTATION,
     TYPE_LABEL,
@@ -205,10 +206,12 @@ def resize_patch(replicas: int) -> JsonObject:
 
 
 def deployment(app: AppRef, option: TypeOption, template: JsonObject, replicas: int, surge: Surge | None,
-               grown_at: datetime | None = None) -> JsonObject:
+               grown_at: datetime | None = None, recorded_moves: str | None = None) -> JsonObject:
     annotations = {SURGE_ANNOTATION: encode_surge(surge) if surge and surge.to_type == option.name else ""}
     if grown_at is not None:
         annotations[GROWN_ANNOTATION] = format_micro_time(grown_at)
+    if recorded_moves:
+        annotations[MOVES_ANNOTATION] = recorded_moves
     body = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -17,6 +17,7 @@ from falapp_operator.api.names import (
     DELETION_COST,
     GROWN_ANNOTATION,
     HASH_ANNOTATION,
+    MOVES_ANNOTATION,
     REVISION_LABEL,
     SURGE_ANNOTATION,
     TEMPLATE_ANNOTATION,
@@ -62,6 +63,8 @@ class ChildrenState:
     refused_since: dict[str, datetime] = field(default_factory=dict)
     # when the operator last raised the Deployment's replicas (GROWN_ANNOTATION), where it says so
     grown_at: dict[str, datetime] = field(default_factory=dict)
+    # the moves the reconcile that last raised it recorded there (MOVES_ANNOTATION, as written)
+    recorded_moves: dict[str, str] = field(default_factory=dict)
 
 
 def machine_type_of(obj: JsonMapping) -> str | None:
@@ -108,6 +111,8 @@ def children_state(deployments: Iterable[JsonMapping], owner_uid: str | None = N
         grown_at = parse_time_or_none((body["metadata"].get("annotations") or {}).get(GROWN_ANNOTATION))
         if grown_at is not None:
             state.grown_at[type_name] = grown_at
+        if moves := (body["metadata"].get("annotations") or {}).get(MOVES_ANNOTATION):
+            state.recorded_moves[type_name] = moves
         for condition in (body.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
                 state.replica_failures[type_name] = condition.get("message") or condition.get("reason") or ""
@@ -252,7 +257,8 @@ def slim_child(body: JsonMapping, field_manager: str) -> JsonObject:
     """A Deployment or Service of an app, as children_state, made_by, name_conflict and needs_apply
     read it; anyone else's only as name_conflict reads it (name and controller: its name is taken)."""
     meta = body["metadata"]
-    out = {"metadata": _meta(meta, (APP_LABEL, TYPE_LABEL), (HASH_ANNOTATION, SURGE_ANNOTATION, GROWN_ANNOTATION))}
+    out = {"metadata": _meta(meta, (APP_LABEL, TYPE_LABEL), (HASH_ANNOTATION, SURGE_ANNOTATION, GROWN_ANNOTATION,
+                                                                    MOVES_ANNOTATION))}
     if not out["metadata"]["labels"].get(APP_LABEL):
         del out["metadata"]["labels"], out["metadata"]["annotations"]
         return out

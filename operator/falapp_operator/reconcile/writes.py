@@ -2,8 +2,10 @@
 
 Order matters for availability: grow first (the replacement starts sooner), then mark the pods to go,
 then shrink; the status last, so it never claims what was not written. Only the history of the moves
-about to be written goes first: a crash half-way must not make the next reconcile forget a move
-(a refused write leaves a move in the history that did not happen; the retry records it again).
+about to be written goes first: a crash half-way must not make the next reconcile forget a move. It
+rides on the first Deployment the plan grows (one write, and the replacement waits on nothing); a plan
+that grows none writes it into the status first (a refused write then leaves a move in the history
+that did not happen; the retry records it again).
 The controller performs them one by one and stops at the first the API refuses; the simulator under
 tests/ performs them on its model cluster and may crash between any two.
 """
@@ -45,9 +47,10 @@ class Write:
 def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[JsonMapping],
                  pods: Sequence[JsonMapping], field_manager: str, applied: Mapping[str, str] | None = None,
                  status: JsonMapping | None = None) -> list[Write]:
-    """The history of the plan's moves (into the app's status), then Deployment and pod writes; the
-    Service and the full status are the caller's last steps. `applied`: object name -> its version
-    right after this operator's last apply (see needs_apply); `status`: the app's status now."""
+    """The history of the plan's moves (into the app's status, unless the first Deployment it grows
+    carries it), then Deployment and pod writes; the Service and the full status are the caller's last
+    steps. `applied`: object name -> its version right after this operator's last apply (see
+    needs_apply); `status`: the app's status now."""
     applied = applied or {}
     live = {d["metadata"]["name"]: d for d in deployments}
     marked = {p["metadata"]["name"] for p in pods
@@ -56,7 +59,9 @@ def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Json
                or needs_apply(current, d, field_manager, applied.get(d["metadata"]["name"]))]
     growing = [d for d in changed if d["spec"]["replicas"] >= _replicas(live.get(d["metadata"]["name"]))]
     history = plan.history.to_patch() if plan.history is not None else None
-    writes = [Write("history", ref.name, history)] if history and status_changed(status or {}, history) else []
+    rides = bool(growing) and growing[0]["metadata"]["name"] in plan.history_on
+    writes = [Write("history", ref.name, history)] if (history and not rides
+                                                       and status_changed(status or {}, history)) else []
     writes += [Write("apply", d["metadata"]["name"], d, create=d["metadata"]["name"] not in live,
                      grows=d["spec"]["replicas"] > _replicas(live.get(d["metadata"]["name"]))) for d in growing]
     writes += [Write("mark", name) for name in plan.mark_for_deletion if name not in marked]
