@@ -190,6 +190,21 @@ async def test_a_replica_falls_back_make_before_break_and_the_status_comes_last(
     assert not [w for w in sent if DEPLOYMENTS in w], sent
 
 
+async def test_a_move_half_written_when_a_write_is_refused_is_in_the_history_the_refusal_writes(rig: Rig) -> None:
+    """The new home grew (the move's history on it), then the old type's shrink is refused: the Stalled
+    status tells the move too, as it happened."""
+    rig.create_app(falapp(replicas=2))
+    await rig.reconcile()
+    rig.pod_of(H100, "running", "h1")
+    rig.pod_of(H100, "stuck", None)
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 403, 'deployments.apps "x" is forbidden: by policy')
+    sent = await rig.reconcile()
+    assert sent[:3] == [f"PATCH {DEPLOYMENTS}/{A100}", f"PATCH /api/v1/namespaces/{NS}/pods/stuck",
+                        f"PATCH {DEPLOYMENTS}/{H100}"] and STATUS in sent[3:], sent
+    assert rig.stalled() is not None and "by policy" in rig.stalled()["message"]
+    assert [a["outcome"] for a in rig.status()["attempts"]] == ["FellBack"]
+
+
 async def test_the_last_replica_of_a_type_moves_before_its_deployment_goes(rig: Rig) -> None:
     rig.create_app(falapp(replicas=1))
     await rig.reconcile()

@@ -93,14 +93,51 @@ def test_the_moves_recorded_on_deployments_join_the_history_the_status_lacks(
         assert merged is status, "nothing taken: the same status (the plan writes no history for it)"
 
 
+def forged(**fields: object) -> str:
+    entry = {"machineType": "GPU-H100", "start": "2025-01-01T12:00:00Z", "end": "2025-01-01T12:01:00Z",
+             "outcome": "FellBack", **fields}
+    return json.dumps({"attempts": [{k: v for k, v in entry.items() if v is not None}]})
+
+
 @pytest.mark.parametrize("text", [
     None, "", "not json", "[]", '{"attempts": "x"}', '{"attempts": [{"machineType": "GPU-H100"}]}',
     '{"conditions": [], "attempts": []}',  # more than moves: no status is written from a Deployment
-    json.dumps({"attempts": [{"machineType": "GPU-H100", "start": "2025-01-01T12:00:00Z", "end": "2025-01-01T12:01:00Z",
-                              "outcome": "FellBack", "message": "x" * MAX_RECORDED_MOVES}]}),
+    forged(message="x" * MAX_RECORDED_MOVES),  # longer than any the operator writes
+    "[" * 60_000,  # nested past the parser's recursion limit
+    forged(end=None), forged(end="2025-01-01T11:00:00Z"),  # not ended, or ended before it began
+    forged(replicas=10**30),  # beyond any count the status may hold (int64)
+    json.dumps({"probes": [{"machineType": "GPU-H100", "failures": 10**30}]}),
 ])
 def test_an_annotation_that_is_no_record_of_moves_is_ignored(text: str | None) -> None:
     assert decode_recorded_moves(text) is None
+
+
+def test_the_longest_record_the_operator_writes_reads_back() -> None:
+    """Twenty attempts with messages of 1024 characters outside ASCII: written as they are, not escaped."""
+    moves = [attempt("GPU-H100", i).model_copy(update={"message": "\N{GRINNING FACE}" * 1024}) for i in range(20)]
+    text = recorded(*moves, probes=(probe("GPU-H100", 3),))
+    assert decode_recorded_moves(text) == history(*moves, probes=(probe("GPU-H100", 3),))
+
+
+def test_merging_again_changes_nothing_even_past_the_bound() -> None:
+    """Twenty-two records ending in the same second on two Deployments (written by hand) against a full
+    history: the newest twenty in one order; merged again, the status is the same object (no write)."""
+    status = history(*(attempt("GPU-H100", i) for i in range(MAX_ATTEMPTS)))
+    same_end = [Attempt(machine_type=f"GPU-{i}", start=T0, end=T0 + timedelta(minutes=25), outcome="FellBack")
+                for i in range(22)]
+    annotations = [decode_recorded_moves(recorded(*same_end[:11])), decode_recorded_moves(recorded(*same_end[11:]))]
+    once = with_recorded_moves(status, annotations, LATEST)
+    assert len(once.attempts) == MAX_ATTEMPTS and once is not status
+    assert with_recorded_moves(once, annotations, LATEST) is once
+    assert with_recorded_moves(once, annotations[::-1], LATEST) is once
+
+
+def test_a_record_a_little_older_than_the_newest_entry_is_taken() -> None:
+    """The operator's estimate of the API server's clock moved back a second between two moves."""
+    newest = attempt("GPU-H100", 5)
+    slightly_older = attempt("GPU-A100", 5).model_copy(update={"end": newest.end - timedelta(seconds=1)})
+    merged = with_recorded_moves(history(newest), [decode_recorded_moves(recorded(slightly_older))], LATEST)
+    assert [a.machine_type for a in merged.attempts] == ["GPU-A100", "GPU-H100"]
 
 
 def test_a_move_rides_on_the_deployment_it_grows_and_a_crash_before_the_status_forgets_none() -> None:

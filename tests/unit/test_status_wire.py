@@ -5,12 +5,15 @@ here before kstatus, Argo CD or the printer columns read it differently."""
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from falapp_operator.api import FalAppStatus, MachineTypeStatus
+from falapp_operator.api.names import HASH_ANNOTATION, MOVES_ANNOTATION, deployment_name
 from falapp_operator.k8s.client import KubeApi
 from falapp_operator.k8s.controller import Controller
+from falapp_operator.placement import Move, Surge
 from falapp_operator.reconcile.app import invalid, plan
 from falapp_operator.reconcile.writes import child_writes
 from falapp_operator.settings import OperatorSettings
@@ -38,9 +41,10 @@ def condition(type_: str, status: str, reason: str, message: str) -> dict[str, A
             "lastTransitionTime": "2025-01-01T12:00:00Z", "observedGeneration": 1}
 
 
-def test_a_fallback_writes_its_history_first_then_the_whole_status() -> None:
-    """One replica stuck on GPU-H100 for 90s falls back to GPU-A100: the history patch (attempts and
-    probes only) goes before the children, the full status last; unchanged entries are kept as read."""
+def test_a_fallback_records_its_history_on_the_deployment_it_grows_then_the_whole_status() -> None:
+    """One replica stuck on GPU-H100 for 90s falls back to GPU-A100: the new attempt and the probes go
+    out on the A100 Deployment, written first; the full status last; unchanged entries are kept as read.
+    Without a Deployment it grows first, the history is a status patch of its own, before the children."""
     pods = [pod("sdxl-h-1", ready=True), pod("sdxl-h-2", unschedulable_for=90)]
     result = plan(snapshot(spec(), status=RECORDED, counts={H100: 2}, pods=pods, free={H100: [], A100: room()}))
     attempts = [RECORDED["attempts"][0], FELL_BACK]
@@ -62,11 +66,37 @@ def test_a_fallback_writes_its_history_first_then_the_whole_status() -> None:
             condition("FallbackActive", "True", "FellBack", "1 on GPU-A100 (preferred: GPU-H100)"),
         ],
     }
-    writes = child_writes(result, REF, [], [], "falapp-operator", status=RECORDED)
-    assert [w.kind for w in writes] == ["history", "apply", "apply", "mark"]
-    # the history and the Deployments that grow (here both: none is live yet) go first when many apps move
-    assert [w.urgent for w in writes] == [True, True, True, False]
+    h100 = {"metadata": {"name": deployment_name(REF.name, H100), "annotations": {HASH_ANNOTATION: "as it was"}},
+            "spec": {"replicas": 2}}
+    writes = child_writes(result, REF, [h100], [], "falapp-operator", status=RECORDED)
+    assert [(w.kind, w.name, w.urgent) for w in writes] == [
+        ("apply", deployment_name(REF.name, A100), True), ("mark", "sdxl-h-2", False),
+        ("apply", deployment_name(REF.name, H100), False)]
+    assert json.loads(writes[0].body["metadata"]["annotations"][MOVES_ANNOTATION]) == {
+        "attempts": [FELL_BACK], "probes": RECORDED["probes"]}
+    assert MOVES_ANNOTATION not in writes[2].body["metadata"]["annotations"]
+
+    # a template change of H100 listed before the grow (say the image changed too): the history first
+    changed = {**h100, "spec": {"replicas": 1}}
+    writes = child_writes(result, REF, [changed], [], "falapp-operator", status=RECORDED)
+    assert [(w.kind, w.urgent) for w in writes] == [("history", True), ("apply", False), ("apply", True),
+                                                    ("mark", False)]
     assert writes[0].body == {"attempts": attempts, "probes": RECORDED["probes"]}
+
+
+def test_a_move_that_grows_nothing_writes_its_history_into_the_status_first() -> None:
+    """The last step of a return: the extra replica on GPU-H100 is Ready, GPU-A100 gives one back. Nothing
+    grows, so the move's history is a status patch of its own, the first write."""
+    pods = [pod("sdxl-h-1", ready=True), pod("sdxl-a-1", A100, ready=True)]
+    surge = Surge(from_type=A100, to_type=H100, since=NOW - timedelta(minutes=2), ready_at=NOW - timedelta(minutes=1))
+    result = plan(snapshot(spec(replicas=1), status=RECORDED, counts={H100: 1, A100: 1}, pods=pods, surge=surge,
+                           free={H100: room(), A100: room()}))
+    assert [t.move for t in result.decision.transitions] == [Move.RETURNED] and not result.history_on
+    live = [{"metadata": {"name": deployment_name(REF.name, t), "annotations": {HASH_ANNOTATION: "as it was"}},
+             "spec": {"replicas": 1}} for t in (H100, A100)]
+    writes = child_writes(result, REF, live, [], "falapp-operator", status=RECORDED)
+    assert [w.kind for w in writes][:1] == ["history"] and writes[0].urgent
+    assert [a["outcome"] for a in writes[0].body["attempts"]][-1] == "ReturnedToPreferred"
 
 
 def test_only_a_deployment_asking_for_more_replicas_is_urgent() -> None:

@@ -15,8 +15,8 @@ SURGE_ANNOTATION = f"{GROUP}/surge"  # on the Deployment of the make-before-brea
 # on a Deployment: when the operator last raised its replicas (a replica lost with its node has had no
 # place since then at the latest, whether its pod was replaced yet or not)
 GROWN_ANNOTATION = f"{GROUP}/grown-at"
-# on a Deployment: the moves (attempts, back-offs) of the reconcile that last raised it, recorded with that
-# write so that a crash before the status write forgets none (see api/status.with_recorded_moves)
+# on a Deployment: the moves (attempts, back-offs) of the last reconcile that raised it and made a move,
+# recorded with that write so a crash before the status write forgets none (api/status.with_recorded_moves)
 MOVES_ANNOTATION = f"{GROUP}/recorded-moves"
 HASH_ANNOTATION = f"{GROUP}/applied-hash"  # a digest of the desired object: unchanged, no write
 TEMPLATE_ANNOTATION = f"{GROUP}/template-hash"  # on pods: which template (revision) they run

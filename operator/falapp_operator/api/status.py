@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
@@ -135,47 +135,63 @@ def same_attempt(recorded: Attempt, entry: Attempt) -> bool:
 
 # A move's history rides on the Deployment it grows (its first write) as these attempts and back-offs,
 # and reaches the status with the reconcile's last write; a crash between leaves it on the Deployment.
-MAX_RECORDED_MOVES = 64 * 1024  # characters of such an annotation read (MAX_ATTEMPTS entries fit)
+MAX_RECORDED_MOVES = 128 * 1024  # characters of such an annotation read (MAX_ATTEMPTS entries fit)
+MAX_RECORDED_COUNT = 1_000_000  # a count read from one (replicas moved, probe failures): an int64 and more
+# a record may end this much before the status's newest entry: the operator's estimate of the API
+# server's clock may move back between two moves (its offset is known to about a second)
+RECORDED_LEEWAY = timedelta(seconds=5)
 
 
 def encode_recorded_moves(attempts: Iterable[Attempt], probes: Iterable[ProbeBackoff]) -> str:
     return json.dumps(FalAppStatus(attempts=list(attempts), probes=list(probes)).to_patch(),
-                      sort_keys=True, separators=(",", ":"))
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def decode_recorded_moves(text: object) -> FalAppStatus | None:
-    """The moves a Deployment's annotation records; None when it is not one (anyone who may edit the
-    Deployment can write it: it is checked like a status, and only ever adds to the app's own history)."""
+    """The moves a Deployment's annotation records; None when it is not one. Anyone who may edit the
+    Deployment can write it: it is checked like a status and for sense (each attempt ended, no earlier
+    than it began; counts in range), and only ever adds to its own app's history."""
     if not isinstance(text, str) or not text or len(text) > MAX_RECORDED_MOVES:
         return None
     try:
         recorded = FalAppStatus.model_validate(json.loads(text))
-    except (ValueError, ValidationError):
+    except (ValueError, ValidationError, RecursionError):
         return None
-    return recorded if set(recorded.model_fields_set) <= {"attempts", "probes"} else None
+    if not set(recorded.model_fields_set) <= {"attempts", "probes"}:
+        return None
+    if any(a.end is None or a.end < a.start or (a.replicas or 0) > MAX_RECORDED_COUNT for a in recorded.attempts):
+        return None
+    return recorded if all(p.failures <= MAX_RECORDED_COUNT for p in recorded.probes) else None
 
 
 def with_recorded_moves(status: FalAppStatus, recorded: Iterable[FalAppStatus], latest: datetime) -> FalAppStatus:
-    """The status with the moves its app's Deployments record that it does not: an attempt it holds
-    neither itself nor anything newer than (older ones fell out of the bounded history, or were
-    recorded and passed since), ending no later than `latest`. The back-offs come with the newest
-    attempts taken. The same status when there is none."""
+    """The status with the moves its app's Deployments record that it does not hold: attempts ending no
+    earlier than its newest (less RECORDED_LEEWAY; older ones were recorded and passed since) and no
+    later than `latest`. The history keeps the newest MAX_ATTEMPTS in the order of their ends, so merging
+    again changes nothing (what falls out of the bound stays out); the back-offs come with the newest
+    attempt taken. The same status when nothing is taken."""
     newest = max((a.end or a.start for a in status.attempts), default=None)
     taken: list[Attempt] = []
     probes: list[ProbeBackoff] | None = None
-    for moves in sorted(recorded, key=lambda m: max((a.end or a.start for a in m.attempts), default=latest)):
+    probes_at: datetime | None = None
+    for moves in recorded:
         fresh = [a for a in moves.attempts if a.end is not None and a.end <= latest
-                 and (newest is None or a.end >= newest)
+                 and (newest is None or a.end >= newest - RECORDED_LEEWAY)
                  and not any(same_attempt(known, a) for known in (*status.attempts, *taken))]
-        if fresh:
-            taken += fresh
-            probes = moves.probes if "probes" in moves.model_fields_set else probes
-    if not taken:
+        taken += fresh
+        last = max((a.end for a in fresh if a.end is not None), default=None)
+        if last is not None and "probes" in moves.model_fields_set and (probes_at is None or last > probes_at):
+            probes, probes_at = moves.probes, last
+    attempts = sorted([*status.attempts, *taken], key=_history_order)[-MAX_ATTEMPTS:]
+    if not taken or attempts == list(status.attempts):
         return status
-    attempts = list(status.attempts)
-    for attempt in sorted(taken, key=lambda a: (a.end or a.start)):
-        attempts = append_attempt(attempts, attempt)
     return status.model_copy(update={"attempts": attempts} | ({"probes": probes} if probes is not None else {}))
+
+
+def _history_order(attempt: Attempt) -> tuple[datetime, str, str, str]:
+    """By end, then what tells two attempts apart (same_attempt): a total order, so the newest
+    MAX_ATTEMPTS are the same whichever comes first."""
+    return attempt.end or attempt.start, format_time(attempt.start), attempt.machine_type, attempt.outcome
 
 
 def summarize_placements(placements: Iterable[Placement]) -> str:

@@ -1147,6 +1147,8 @@ class Controller:
                                               self.api.apply(write.body, write.create))
                     self.deployments.wrote(answer, app)
                     applied[write.name] = object_version(answer)
+                    if write.name in result.history_on and result.history is not None:
+                        status.update(result.history.to_patch())  # recorded now, as a history write is
                 elif write.kind == "mark":
                     self.app_pods.wrote(await self._sent(Priority.NORMAL, self.api.mark_pod_for_deletion(
                         namespace, write.name)), app)

@@ -22,11 +22,11 @@ AGED_SHARE = 4  # one slot in four may go to the oldest request once it waited m
 
 
 class Priority(IntEnum):
-    # the Deployment a replacement waits on; after its move's history it goes before other moves'
+    # the Deployment a replacement waits on (a move's history rides on it); it goes before other moves'
     # histories: a move started is finished first, so half the apps have their replacements in about
     # half the time, not all of them only at the end
     GROW = 0
-    HISTORY = 1  # a move's history, the first of its writes
+    HISTORY = 1  # the history of a move that grows nothing (a return's shrink, a drain), its first write
     NORMAL = 2  # shrinks, marks, deletions, full status writes, a reconcile's fresh reads
     LOW = 3  # status writes that take turns (counts only, a new app's first), events
 

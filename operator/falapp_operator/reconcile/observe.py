@@ -63,7 +63,7 @@ class ChildrenState:
     refused_since: dict[str, datetime] = field(default_factory=dict)
     # when the operator last raised the Deployment's replicas (GROWN_ANNOTATION), where it says so
     grown_at: dict[str, datetime] = field(default_factory=dict)
-    # the moves the reconcile that last raised it recorded there (MOVES_ANNOTATION, as written)
+    # the moves recorded there by the last reconcile that raised it with a move (MOVES_ANNOTATION, as written)
     recorded_moves: dict[str, str] = field(default_factory=dict)
 
 

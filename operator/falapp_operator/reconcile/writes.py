@@ -3,9 +3,9 @@
 Order matters for availability: grow first (the replacement starts sooner), then mark the pods to go,
 then shrink; the status last, so it never claims what was not written. Only the history of the moves
 about to be written goes first: a crash half-way must not make the next reconcile forget a move. It
-rides on the first Deployment the plan grows (one write, and the replacement waits on nothing); a plan
-that grows none writes it into the status first (a refused write then leaves a move in the history
-that did not happen; the retry records it again).
+rides on the plan's first write when that is a Deployment it grows (one write, and the replacement
+waits on nothing); otherwise it is written into the status first (a refused write then leaves a move
+in the history that did not happen; the retry records it again).
 The controller performs them one by one and stops at the first the API refuses; the simulator under
 tests/ performs them on its model cluster and may crash between any two.
 """
