@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube import Kubectl
+from tests.kube import Kubectl, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = REPO / "hack" / "cluster.sh"
@@ -37,9 +37,14 @@ def kubectl() -> Kubectl:
 
 @pytest.fixture
 def namespace(kubectl: Kubectl) -> str:
-    """A fresh namespace per test, deleted afterwards (without waiting)."""
+    """A fresh namespace per test, deleted afterwards (without waiting). Ready once its default
+    ServiceAccount is there: until the controller manager has made it, every pod create there is refused
+    (after a control-plane restart its informers may take a while to see the new namespace)."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     kubectl.run("create", "namespace", name)
+    wait_until(lambda: kubectl.run("get", "serviceaccount", "default", "--namespace", name,
+                                   check=False).returncode == 0,
+               timeout=120, message=f"the default ServiceAccount of namespace {name}")
     yield name
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
