@@ -42,11 +42,13 @@ def namespace(kubectl: Kubectl) -> str:
     (after a control-plane restart its informers may take a while to see the new namespace)."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     kubectl.run("create", "namespace", name)
-    wait_until(lambda: kubectl.run("get", "serviceaccount", "default", "--namespace", name,
-                                   check=False).returncode == 0,
-               timeout=120, message=f"the default ServiceAccount of namespace {name}")
-    yield name
-    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+    try:
+        wait_until(lambda: kubectl.run("get", "serviceaccount", "default", "--namespace", name,
+                                       check=False).returncode == 0,
+                   timeout=120, message=f"the default ServiceAccount of namespace {name}")
+        yield name
+    finally:
+        kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from falapp_operator.api.names import HASH_ANNOTATION, MOVES_ANNOTATION, TYPE_LABEL
 from falapp_operator.api.status import (
@@ -59,7 +61,8 @@ def recorded(*attempts: Attempt, probes: tuple[ProbeBackoff, ...] = ()) -> str:
     return encode_recorded_moves(attempts, probes)
 
 
-LATEST = T0 + timedelta(minutes=30)
+LATEST = T0 + timedelta(minutes=30)  # now, for the merge
+LONGEST = timedelta(hours=1)  # the longest probe back-off
 
 
 @pytest.mark.parametrize(("status", "annotations", "attempts", "probes"), [
@@ -86,7 +89,7 @@ LATEST = T0 + timedelta(minutes=30)
 ])
 def test_the_moves_recorded_on_deployments_join_the_history_the_status_lacks(
         status: FalAppStatus, annotations: list[str], attempts: list[str], probes: list[tuple[str, int]]) -> None:
-    merged = with_recorded_moves(status, filter(None, map(decode_recorded_moves, annotations)), LATEST)
+    merged = with_recorded_moves(status, filter(None, map(decode_recorded_moves, annotations)), LATEST, LONGEST)
     assert [f"{a.machine_type}@{int((a.end - T0).total_seconds() // 60)}" for a in merged.attempts] == attempts
     assert [(p.machine_type, p.failures) for p in merged.probes] == probes
     if merged.attempts == status.attempts:
@@ -106,6 +109,8 @@ def forged(**fields: object) -> str:
     "[" * 60_000,  # nested past the parser's recursion limit
     forged(end=None), forged(end="2025-01-01T11:00:00Z"),  # not ended, or ended before it began
     forged(replicas=10**30),  # beyond any count the status may hold (int64)
+    forged(start="0001-01-01T00:00:00+01:00"),  # before the first UTC instant
+    forged(start="0500-01-01T00:00:00Z"),  # before any time the operator writes
     json.dumps({"probes": [{"machineType": "GPU-H100", "failures": 10**30}]}),
 ])
 def test_an_annotation_that_is_no_record_of_moves_is_ignored(text: str | None) -> None:
@@ -126,18 +131,74 @@ def test_merging_again_changes_nothing_even_past_the_bound() -> None:
     same_end = [Attempt(machine_type=f"GPU-{i}", start=T0, end=T0 + timedelta(minutes=25), outcome="FellBack")
                 for i in range(22)]
     annotations = [decode_recorded_moves(recorded(*same_end[:11])), decode_recorded_moves(recorded(*same_end[11:]))]
-    once = with_recorded_moves(status, annotations, LATEST)
+    once = with_recorded_moves(status, annotations, LATEST, LONGEST)
     assert len(once.attempts) == MAX_ATTEMPTS and once is not status
-    assert with_recorded_moves(once, annotations, LATEST) is once
-    assert with_recorded_moves(once, annotations[::-1], LATEST) is once
+    assert with_recorded_moves(once, annotations, LATEST, LONGEST) is once
+    assert with_recorded_moves(once, annotations[::-1], LATEST, LONGEST) is once
+
+
+def wire(status: FalAppStatus) -> FalAppStatus:
+    """As written and read back."""
+    return FalAppStatus.model_validate(json.loads(json.dumps(status.to_patch())))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.tuples(st.sampled_from("ABC"), st.integers(0, 20), st.integers(0, 3)), max_size=MAX_ATTEMPTS),
+       st.lists(st.lists(st.tuples(st.sampled_from("ABC"), st.integers(0, 20), st.integers(0, 3),
+                                   st.sampled_from([0, 500_000])), max_size=12), min_size=1, max_size=3))
+def test_merging_what_was_written_again_changes_nothing(
+        in_status: list[tuple[str, int, int]], in_records: list[list[tuple[str, int, int, int]]]) -> None:
+    """Any status, any records (ends within seconds of each other, some with fractions of a second as a
+    hand may write them): once the merged status is written and read back, merging again changes nothing."""
+    def entry(kind: str, end_s: int, lasted_s: int, micro: int = 0) -> Attempt:
+        end = T0 + timedelta(seconds=end_s, microseconds=micro)
+        return Attempt(machine_type=f"GPU-{kind}", start=end - timedelta(seconds=lasted_s), end=end, outcome="FellBack")
+    status = wire(history(*(entry(*e) for e in in_status)))
+    records = [decode_recorded_moves(recorded(*(entry(*e) for e in r))) for r in in_records]
+    merged = wire(with_recorded_moves(status, records, LATEST, LONGEST))
+    assert with_recorded_moves(merged, records, LATEST, LONGEST) is merged
+
+
+def test_regression_a_record_ending_within_a_second_does_not_rotate_the_history() -> None:
+    """Twenty-one records ending in the same second, one of them half a second later (written by hand):
+    the history written and read back holds whole seconds, so the record's own order must be the same.
+    (Was: the merge sorted on the fraction, the status read back did not: every pass wrote the status.)"""
+    def entry(kind: str, start: str, end: str) -> dict:
+        return {"machineType": kind, "start": start, "end": end, "outcome": "FellBack"}
+    same = [entry(f"GPU-T{i:02}", "2025-01-01T12:00:05Z", "2025-01-01T12:00:10Z") for i in range(20)]
+    late = entry("GPU-X", "2025-01-01T12:00:01Z", "2025-01-01T12:00:10.5Z")
+    records = [decode_recorded_moves(json.dumps({"attempts": same[:10]})),
+               decode_recorded_moves(json.dumps({"attempts": [*same[10:], late]}))]
+    status = wire(with_recorded_moves(history(), records, LATEST, LONGEST))
+    assert with_recorded_moves(status, records, LATEST, LONGEST) is status
+
+
+def test_a_recovered_move_goes_after_the_status_entries() -> None:
+    """Ends may run back a little (the clock's estimate): the status's entries keep their order, the
+    record taken comes last, as the move would have been written."""
+    x, y = attempt("GPU-H100", 5), attempt("GPU-A100", 5)
+    y = y.model_copy(update={"end": x.end - timedelta(seconds=1)})
+    z = attempt("GPU-L40", 5).model_copy(update={"end": x.end - timedelta(seconds=2)})
+    merged = with_recorded_moves(history(x, y), [decode_recorded_moves(recorded(z))], LATEST, LONGEST)
+    assert [a.machine_type for a in merged.attempts] == ["GPU-H100", "GPU-A100", "GPU-L40"]
+
+
+def test_what_a_record_may_say_is_bounded() -> None:
+    """Written by hand: the same move three times is one; a back-off past the longest one is cut to it."""
+    move = attempt("GPU-A100", 5)
+    far = ProbeBackoff(machine_type="GPU-H100", failures=3, next_attempt=datetime(9999, 1, 1, tzinfo=UTC))
+    merged = with_recorded_moves(history(attempt("GPU-H100", 1)),
+                                 [decode_recorded_moves(recorded(move, move, move, probes=(far,)))], LATEST, LONGEST)
+    assert [a.machine_type for a in merged.attempts] == ["GPU-H100", "GPU-A100"]
+    assert merged.probes[0].next_attempt == LATEST + LONGEST
 
 
 def test_a_record_a_little_older_than_the_newest_entry_is_taken() -> None:
     """The operator's estimate of the API server's clock moved back a second between two moves."""
     newest = attempt("GPU-H100", 5)
     slightly_older = attempt("GPU-A100", 5).model_copy(update={"end": newest.end - timedelta(seconds=1)})
-    merged = with_recorded_moves(history(newest), [decode_recorded_moves(recorded(slightly_older))], LATEST)
-    assert [a.machine_type for a in merged.attempts] == ["GPU-A100", "GPU-H100"]
+    merged = with_recorded_moves(history(newest), [decode_recorded_moves(recorded(slightly_older))], LATEST, LONGEST)
+    assert [a.machine_type for a in merged.attempts] == ["GPU-H100", "GPU-A100"]
 
 
 def test_a_move_rides_on_the_deployment_it_grows_and_a_crash_before_the_status_forgets_none() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
@@ -135,10 +135,11 @@ def same_attempt(recorded: Attempt, entry: Attempt) -> bool:
 
 # A move's history rides on the Deployment it grows (its first write) as these attempts and back-offs,
 # and reaches the status with the reconcile's last write; a crash between leaves it on the Deployment.
-MAX_RECORDED_MOVES = 128 * 1024  # characters of such an annotation read (MAX_ATTEMPTS entries fit)
-MAX_RECORDED_COUNT = 1_000_000  # a count read from one (replicas moved, probe failures): an int64 and more
-# a record may end this much before the status's newest entry: the operator's estimate of the API
-# server's clock may move back between two moves (its offset is known to about a second)
+MAX_RECORDED_MOVES = 192 * 1024  # characters of such an annotation read (MAX_ATTEMPTS entries, escaped, fit)
+MAX_RECORDED_COUNT = 1_000_000  # a count read from one (replicas moved, probe failures)
+EARLIEST_RECORDED = datetime(1970, 1, 1, tzinfo=UTC)  # no time written by the operator is older
+# a record may end this much before the status's newest entry (the operator's estimate of the API
+# server's clock may move back between two moves: its offset is known to about a second), or after now
 RECORDED_LEEWAY = timedelta(seconds=5)
 
 
@@ -148,50 +149,77 @@ def encode_recorded_moves(attempts: Iterable[Attempt], probes: Iterable[ProbeBac
 
 
 def decode_recorded_moves(text: object) -> FalAppStatus | None:
-    """The moves a Deployment's annotation records; None when it is not one. Anyone who may edit the
-    Deployment can write it: it is checked like a status and for sense (each attempt ended, no earlier
-    than it began; counts in range), and only ever adds to its own app's history."""
+    """The moves a Deployment's annotation records, its times to the second as the status holds them;
+    None when it is not one. Anyone who may edit the Deployment can write it: it is checked like a
+    status and for sense (each attempt ended, no earlier than it began; times since 1970, counts in
+    range), and it reaches only its own app's history (with_recorded_moves bounds what it can say)."""
     if not isinstance(text, str) or not text or len(text) > MAX_RECORDED_MOVES:
         return None
     try:
         recorded = FalAppStatus.model_validate(json.loads(text))
-    except (ValueError, ValidationError, RecursionError):
+    except (ValueError, ValidationError, RecursionError, OverflowError):
         return None
     if not set(recorded.model_fields_set) <= {"attempts", "probes"}:
         return None
-    if any(a.end is None or a.end < a.start or (a.replicas or 0) > MAX_RECORDED_COUNT for a in recorded.attempts):
+    attempts = [a.model_copy(update={"start": _to_second(a.start), "end": _to_second(a.end)})
+                for a in recorded.attempts]
+    probes = [p.model_copy(update={"next_attempt": _to_second(p.next_attempt)}) for p in recorded.probes]
+    times = [t for a in attempts for t in (a.start, a.end)] + [p.next_attempt for p in probes]
+    if (any(a.end is None or a.end < a.start or (a.replicas or 0) > MAX_RECORDED_COUNT for a in attempts)
+            or any(p.failures > MAX_RECORDED_COUNT for p in probes)
+            or any(t is not None and t < EARLIEST_RECORDED for t in times)):
         return None
-    return recorded if all(p.failures <= MAX_RECORDED_COUNT for p in recorded.probes) else None
+    return recorded.model_copy(update={"attempts": attempts, "probes": probes})
 
 
-def with_recorded_moves(status: FalAppStatus, recorded: Iterable[FalAppStatus], latest: datetime) -> FalAppStatus:
-    """The status with the moves its app's Deployments record that it does not hold: attempts ending no
-    earlier than its newest (less RECORDED_LEEWAY; older ones were recorded and passed since) and no
-    later than `latest`. The history keeps the newest MAX_ATTEMPTS in the order of their ends, so merging
-    again changes nothing (what falls out of the bound stays out); the back-offs come with the newest
-    attempt taken. The same status when nothing is taken."""
+def _to_second(value: datetime | None) -> datetime | None:
+    return value.replace(microsecond=0) if value is not None else None
+
+
+def with_recorded_moves(status: FalAppStatus, recorded: Iterable[FalAppStatus], now: datetime,
+                        longest_backoff: timedelta) -> FalAppStatus:
+    """The status with the moves its app's Deployments record that it does not hold: attempts ending
+    no earlier than its newest (less RECORDED_LEEWAY: older ones were recorded and passed since) and not
+    after `now` (plus the leeway). Of the status's and those, the newest MAX_ATTEMPTS in one total order
+    stay, the status's first in their order: merging again changes nothing (what falls out of the bound
+    stays out). The back-offs come with the newest attempt taken, none later than `longest_backoff` from
+    now. The same status when nothing is taken."""
     newest = max((a.end or a.start for a in status.attempts), default=None)
+    latest = now + RECORDED_LEEWAY
     taken: list[Attempt] = []
     probes: list[ProbeBackoff] | None = None
     probes_at: datetime | None = None
     for moves in recorded:
-        fresh = [a for a in moves.attempts if a.end is not None and a.end <= latest
-                 and (newest is None or a.end >= newest - RECORDED_LEEWAY)
-                 and not any(same_attempt(known, a) for known in (*status.attempts, *taken))]
-        taken += fresh
-        last = max((a.end for a in fresh if a.end is not None), default=None)
+        last = None
+        for attempt in moves.attempts:
+            if (attempt.end is not None and attempt.end <= latest
+                    and (newest is None or attempt.end >= newest - RECORDED_LEEWAY)
+                    and not any(same_attempt(known, attempt) for known in (*status.attempts, *taken))):
+                taken.append(attempt)
+                last = attempt.end if last is None else max(last, attempt.end)
         if last is not None and "probes" in moves.model_fields_set and (probes_at is None or last > probes_at):
             probes, probes_at = moves.probes, last
-    attempts = sorted([*status.attempts, *taken], key=_history_order)[-MAX_ATTEMPTS:]
-    if not taken or attempts == list(status.attempts):
+    if not taken:
         return status
-    return status.model_copy(update={"attempts": attempts} | ({"probes": probes} if probes is not None else {}))
+    pool = [*status.attempts, *taken]
+    kept = set(sorted(range(len(pool)), key=lambda i: _history_order(pool[i]))[-MAX_ATTEMPTS:])
+    attempts = [a for i, a in enumerate(status.attempts) if i in kept] + sorted(
+        (a for i, a in enumerate(taken, len(status.attempts)) if i in kept), key=_history_order)
+    if attempts == list(status.attempts):
+        return status
+    update: dict[str, Any] = {"attempts": attempts}
+    if probes is not None:
+        until = now + longest_backoff
+        update["probes"] = [p.model_copy(update={"next_attempt": min(p.next_attempt, until)})
+                            if p.next_attempt is not None else p for p in probes]
+    return status.model_copy(update=update)
 
 
-def _history_order(attempt: Attempt) -> tuple[datetime, str, str, str]:
-    """By end, then what tells two attempts apart (same_attempt): a total order, so the newest
-    MAX_ATTEMPTS are the same whichever comes first."""
-    return attempt.end or attempt.start, format_time(attempt.start), attempt.machine_type, attempt.outcome
+def _history_order(attempt: Attempt) -> tuple[datetime, str, str, str, str, int]:
+    """By end, then what tells two attempts apart: a total order, so which MAX_ATTEMPTS are the newest
+    does not depend on the order they come in."""
+    return (attempt.end or attempt.start, format_time(attempt.start), attempt.machine_type, attempt.outcome,
+            attempt.message or "", attempt.replicas or 1)
 
 
 def summarize_placements(placements: Iterable[Placement]) -> str:

@@ -1074,7 +1074,8 @@ class Controller:
     async def _refuse(self, ref: children.AppRef, generation: int, status: JsonMapping, problem: str,
                       snap: AppSnapshot | None, reason: str) -> None:
         """Stalled with `reason` and the problem, a Warning event; retried at the slowest rate. `status`:
-        the app's status as recorded now (with any history written since it was read)."""
+        the app's status as recorded now (with any history written since it was read, into the status or
+        on a Deployment that grew)."""
         refused = invalid(ref, generation, FalAppStatus.model_validate(status), problem, self.api.clock.now(),
                           snap.pods if snap else (), reason=reason)
         try:

@@ -1,6 +1,6 @@
 """Pure placement: which machine type each replica should run on. No kopf, no I/O."""
 
-from falapp_operator.placement.engine import Decision, Move, Transition, decide, probe_backoff
+from falapp_operator.placement.engine import PROBE_BACKOFF_MAX, Decision, Move, Transition, decide, probe_backoff
 from falapp_operator.placement.snapshot import (
     NodeFree,
     Observed,
@@ -15,7 +15,7 @@ from falapp_operator.placement.snapshot import (
 )
 
 __all__ = [
-    "Decision", "Move", "NodeFree", "Observed", "PastMove", "Policy", "PodView", "ProbeRetry",
+    "PROBE_BACKOFF_MAX", "Decision", "Move", "NodeFree", "Observed", "PastMove", "Policy", "PodView", "ProbeRetry",
     "Surge", "Transition", "TypeOption", "after_shapes", "decide", "probe_backoff",
     "shape_of",
 ]

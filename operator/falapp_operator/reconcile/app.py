@@ -27,6 +27,7 @@ from falapp_operator.api.status import (
     with_recorded_moves,
 )
 from falapp_operator.placement import (
+    PROBE_BACKOFF_MAX,
     Decision,
     Move,
     NodeFree,
@@ -161,7 +162,7 @@ def plan(snap: AppSnapshot) -> AppPlan:
     made: dict[str, JsonObject] = {}
     recorded = snap.status  # as the status has it; the moves the Deployments add to it are history too
     snap = replace(snap, status=with_recorded_moves(recorded, filter(None, map(
-        decode_recorded_moves, snap.recorded_moves.values())), snap.now + CLOCK_LEEWAY))
+        decode_recorded_moves, snap.recorded_moves.values())), snap.now, PROBE_BACKOFF_MAX))
 
     def template(type_name: str) -> JsonObject:
         """Built when first needed: a reconcile uses one or two of its candidate types."""
