@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime
 
 from falapp_operator.api import format_time, parse_time
+from falapp_operator.api.names import APP_LABEL, MOVES_ANNOTATION, TYPE_LABEL
 from tests.cluster.builders import falapp
 from tests.cluster.conftest import settle
 from tests.cluster.helpers import app_pods, events_for, ready_by_type, wait_condition, wait_placement
@@ -36,6 +38,11 @@ def test_stuck_replica_overflows_alone_and_running_ones_stay(kctl, kubectl, runn
     attempt = next(a for a in status["attempts"] if a["outcome"] == "FellBack")
     assert attempt["machineType"] == fast and "Too many pods" in attempt["message"]
     assert status["machines"] == f"{fast}x1,{slow}x1"
+    # the move went out with the Deployment it grew, where a restart before the status would read it
+    grown = next(d for d in kctl.get("deployments", None, "-l", f"{APP_LABEL}=ovf")["items"]
+                 if d["metadata"]["labels"][TYPE_LABEL] == slow.lower())
+    recorded = json.loads(grown["metadata"]["annotations"][MOVES_ANNOTATION])["attempts"]
+    assert [(a["machineType"], a["outcome"], a["start"]) for a in recorded] == [(fast, "FellBack", attempt["start"])]
     c = condition(kctl.get("falapp", "ovf"), "FallbackActive")
     assert c["status"] == "True" and slow in c["message"]
 
