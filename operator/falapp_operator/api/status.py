@@ -129,8 +129,12 @@ def append_attempt(attempts: Iterable[Attempt], attempt: Attempt) -> list[Attemp
 def same_attempt(recorded: Attempt, entry: Attempt) -> bool:
     """The same stay ended the same way (times as written, to the second): a move decided again after
     the operator stopped half-way, or recorded in two places."""
-    return (recorded.machine_type, format_time(recorded.start), recorded.outcome) == (
-        entry.machine_type, format_time(entry.start), entry.outcome)
+    return attempt_key(recorded) == attempt_key(entry)
+
+
+def attempt_key(attempt: Attempt) -> tuple[str, str, str]:
+    """What tells one stay and its ending from another (see same_attempt)."""
+    return attempt.machine_type, format_time(attempt.start), attempt.outcome
 
 
 # A move's history rides on the Deployment it grows (its first write) as these attempts and back-offs,
@@ -186,15 +190,20 @@ def with_recorded_moves(status: FalAppStatus, recorded: Iterable[FalAppStatus], 
     now. The same status when nothing is taken."""
     newest = max((a.end or a.start for a in status.attempts), default=None)
     latest = now + RECORDED_LEEWAY
+    known: set[tuple[str, str, str]] | None = None  # the status's and those taken (read once a record needs it)
     taken: list[Attempt] = []
     probes: list[ProbeBackoff] | None = None
     probes_at: datetime | None = None
     for moves in recorded:
         last = None
         for attempt in moves.attempts:
-            if (attempt.end is not None and attempt.end <= latest
-                    and (newest is None or attempt.end >= newest - RECORDED_LEEWAY)
-                    and not any(same_attempt(known, attempt) for known in (*status.attempts, *taken))):
+            if (attempt.end is None or attempt.end > latest
+                    or (newest is not None and attempt.end < newest - RECORDED_LEEWAY)):
+                continue
+            if known is None:
+                known = {attempt_key(a) for a in status.attempts}
+            if (key := attempt_key(attempt)) not in known:
+                known.add(key)
                 taken.append(attempt)
                 last = attempt.end if last is None else max(last, attempt.end)
         if last is not None and "probes" in moves.model_fields_set and (probes_at is None or last > probes_at):

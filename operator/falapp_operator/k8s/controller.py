@@ -975,9 +975,9 @@ class Controller:
             # observe.refused_for_good: the condition's first message decides): those asked for that
             # long ago will not come until someone acts (then their pods claim room themselves), so their
             # room goes back now, not when the asks expire (a tenant beyond its quota hid it from everyone
-            # that long). Both the refusal and
-            # the ask must be that old: the condition may be reported late (the controller manager
-            # behind), kept from an earlier refusal, or stamped by a clock behind the API server's
+            # that long). Both the refusal and the ask must be that old: the condition may be reported
+            # late (the controller manager behind), kept from an earlier refusal, or stamped by a clock
+            # behind the API server's
             if (refused := snap.refused_since.get(type_name)) is not None:
                 left = REFUSAL_LASTING - (snap.now - refused).total_seconds()
                 if left <= 0:  # the refusal has lasted: the asks as old go; look again when the next is
