@@ -690,6 +690,19 @@ async def test_failures_back_off_exponentially_and_a_success_resets_it(rig: Rig,
     assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 0.5]
 
 
+async def test_a_key_failing_for_days_keeps_its_worker_and_its_back_off(rig: Rig) -> None:
+    """The 1025th failure in a row (a webhook down for 17 hours at the longest back-off): the delay is still
+    a number. (Was: 0.5 * 2 ** 1024 raised OverflowError inside the worker, which ended it silently and left
+    the key never retried; a key failing on every pass took every worker within minutes.)"""
+    rig.controller.failures[KEY] = 1024
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 503)
+    rig.controller.lead()
+    await wait_for(lambda: rig.controller.failures[KEY] == 1025)
+    await wait_for(lambda: rig.controller.queue.backing_off(KEY))
+    assert not any(worker.done() for worker in rig.controller._workers)
+
+
 async def wait_for(condition: Callable[[], bool]) -> None:
     deadline = asyncio.get_running_loop().time() + 5.0
     while not condition():

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from falapp_operator.k8s.workqueue import TurnLine, WorkQueue
+from falapp_operator.k8s.workqueue import TurnLine, WorkQueue, backoff
 
 A, B, C = ("app", "ns", "a"), ("app", "ns", "b"), ("app", "ns", "c")
 
@@ -308,3 +308,11 @@ async def test_a_sooner_routine_wake_neither_drops_a_decision_nor_goes_ahead_as_
     assert A not in queue._routine_timers
     queue.close()
 
+
+
+@pytest.mark.parametrize(("failures", "ceiling", "delay"), [
+    (1, 60.0, 0.5), (2, 60.0, 1.0), (4, 60.0, 4.0), (8, 60.0, 60.0), (1025, 60.0, 60.0), (10**9, 3600.0, 3600.0),
+    (0, 10.0, 0.5),  # not a failure count, but no shorter than the first wait
+])
+def test_backoff_doubles_from_half_a_second_up_to_its_ceiling(failures: int, ceiling: float, delay: float) -> None:
+    assert backoff(failures, ceiling) == delay

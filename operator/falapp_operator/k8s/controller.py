@@ -50,7 +50,7 @@ from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.gate import Priority, RequestGate
 from falapp_operator.k8s.informer import Informer
 from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store, version
-from falapp_operator.k8s.workqueue import TurnLine, WorkQueue
+from falapp_operator.k8s.workqueue import TurnLine, WorkQueue, backoff
 from falapp_operator.placement import Move, NodeFree, after_shapes, shape_of
 from falapp_operator.placement.eligibility import candidate_types, resolve
 from falapp_operator.placement.snapshot import FreeOnRead
@@ -374,12 +374,12 @@ class Controller:
                     self._pods_version = None
                     continue
                 failures += 1
-                delay = min(0.5 * 2 ** min(failures - 1, 10), 10.0)  # short: the capacity view goes stale meanwhile
+                delay = backoff(failures, 10.0)  # short: the capacity view goes stale meanwhile
                 logger.warning("pod watch failed (attempt %d), retrying in %.1fs: %s", failures, delay, e)
                 await asyncio.sleep(delay)
             except Exception:  # a body the handlers did not expect: the watch must not end for good
                 failures += 1
-                delay = min(0.5 * 2 ** min(failures - 1, 10), 10.0)
+                delay = backoff(failures, 10.0)
                 logger.exception("pod watch failed (attempt %d), listing pods again in %.1fs", failures, delay)
                 self._pods_version = None
                 await asyncio.sleep(delay)
@@ -718,7 +718,7 @@ class Controller:
             except Exception as e:
                 failures = self.failures.get(key, 0) + 1
                 self.failures[key] = failures
-                delay = min(0.5 * 2 ** (failures - 1), self.settings.error_backoff_max)
+                delay = backoff(failures, self.settings.error_backoff_max)
                 if isinstance(e, ApiError):
                     logger.warning("reconcile of %s failed (attempt %d), retrying in %.1fs: %s",
                                    key, failures, delay, e)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from falapp_operator.api import JsonObject
 from falapp_operator.k8s.client import ApiError, KubeApi
+from falapp_operator.k8s.workqueue import backoff
 
 logger = logging.getLogger("falapp_operator")
 EVENTS = ("ADDED", "MODIFIED", "DELETED")
@@ -76,13 +77,13 @@ class Informer:
                     self.version = None
                     continue
                 failures += 1
-                delay = min(0.5 * 2 ** min(failures - 1, 10), 10.0)
+                delay = backoff(failures, 10.0)
                 logger.warning("watch of %s failed (attempt %d), retrying in %.1fs: %s", self.what, failures,
                                delay, e)
                 await asyncio.sleep(delay)
             except Exception:  # a body the handler did not expect: the watch must not end for good
                 failures += 1
-                delay = min(0.5 * 2 ** min(failures - 1, 10), 10.0)
+                delay = backoff(failures, 10.0)
                 logger.exception("watch of %s failed (attempt %d), listing again in %.1fs", self.what, failures,
                                  delay)
                 self.version = None  # the failed event (and what followed) comes back with the LIST

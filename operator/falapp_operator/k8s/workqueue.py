@@ -20,6 +20,12 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)  # a key: what one worker processes at a time
 
 
+def backoff(failures: int, ceiling: float) -> float:
+    """The wait after the `failures`-th failure in a row (1, 2, ...): 0.5 s doubling up to `ceiling`. The
+    exponent is bounded, so a key failing for days still gets a number (2 ** 1024 is no float)."""
+    return min(0.5 * 2.0 ** min(max(failures, 1) - 1, 40), ceiling)
+
+
 class WorkQueue(Generic[K]):
     def __init__(self) -> None:
         self._ready: deque[K] = deque()
