@@ -2311,3 +2311,32 @@ async def test_an_edit_of_the_app_or_of_its_type_reaches_the_pod_template(rig: R
     rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, edited))
     assert f"PATCH {DEPLOYMENTS}/{H100}" in await rig.reconcile()
     assert applied_container()["image"] == "img:3"
+
+
+async def test_a_deployment_deleted_with_its_app_is_not_made_again_before_the_app_watch_tells(rig: Rig) -> None:
+    """`kubectl delete falapp` (background): the app is gone at once, the garbage collector deletes its
+    Deployment, and that DELETED may come before the app's own on its watch. The reconcile it wakes reads
+    the app fresh and makes nothing. (Was: it applied the Deployment again, owned by the deleted app: GPU
+    pods started and killed until the app's watch caught up.)"""
+    rig.create_app(falapp())
+    await rig.reconcile()
+    deployment = rig.fake.objects.pop(f"{DEPLOYMENTS}/{H100}")
+    del rig.fake.objects[FALAPP]
+    rig.controller.child_watched(rig.controller.deployments, "DELETED", {
+        **deployment, "metadata": {**deployment["metadata"], "resourceVersion": "999"}})
+    requests = await rig.reconcile()
+    assert not [r for r in requests if "/deployments" in r and not r.startswith("GET")], requests
+    assert f"{DEPLOYMENTS}/{H100}" not in rig.fake.objects
+    assert rig.controller.falapps.get(APP) is None
+
+
+async def test_a_deployment_someone_deleted_is_made_again(rig: Rig) -> None:
+    """The app is there: its Deployment deleted by hand is made again (after the fresh read)."""
+    rig.create_app(falapp())
+    await rig.reconcile()
+    deployment = rig.fake.objects.pop(f"{DEPLOYMENTS}/{H100}")
+    rig.controller.child_watched(rig.controller.deployments, "DELETED", {
+        **deployment, "metadata": {**deployment["metadata"], "resourceVersion": "999"}})
+    requests = await rig.reconcile()
+    assert any(r.startswith("GET") and r.endswith(FALAPP) for r in requests), requests
+    assert f"{DEPLOYMENTS}/{H100}" in rig.fake.objects

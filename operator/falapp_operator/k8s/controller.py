@@ -202,7 +202,8 @@ class Controller:
         self.app_pods = Store(slim_pod, index_label=APP_LABEL)
         self._informers: list[Informer] = []
         self._informer_tasks: list[asyncio.Task[None]] = []
-        self._unsure: set[tuple[str, str]] = set()  # apps whose last write got no answer: read them fresh
+        # apps whose last write got no answer, or whose child someone deleted: read them fresh
+        self._unsure: set[tuple[str, str]] = set()
         # (reason, problem) last posted per app whose status write is refused: one event, not one per retry
         self._refusal_posted: dict[tuple[str, str], tuple[str, str]] = {}
 
@@ -648,8 +649,14 @@ class Controller:
             apps: set[str | None] = {(meta.get("labels") or {}).get(APP_LABEL),
                                      ((old or {}).get("metadata", {}).get("labels") or {}).get(APP_LABEL)}
             for app in apps:
-                if app is not None:
-                    self.app_event(meta["namespace"], app, batch=True)
+                if app is None:
+                    continue
+                if kind == "DELETED" and meta["namespace"] not in self.terminating:
+                    # deleted, not by the operator: its app may be gone too (a FalApp deleted in the
+                    # background takes its children after it, and its own DELETED may come later on its
+                    # watch): read fresh before making it again, not a Deployment of a deleted app
+                    self._unsure.add((meta["namespace"], app))
+                self.app_event(meta["namespace"], app, batch=True)
 
     def scale_signal_watched(self, kind: str, body: JsonMapping) -> None:
         if kind != "DELETED":
