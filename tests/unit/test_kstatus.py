@@ -12,10 +12,13 @@ in this order, and is Current when none applies:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from falapp_operator.reconcile.app import plan
 from tests.unit import status_samples
-from tests.unit.status_samples import SAMPLES
+from tests.unit.status_samples import A100, H100, SAMPLES, pod, snapshot, spec
 
 
 def kstatus(obj: dict) -> tuple[str, str]:
@@ -71,6 +74,19 @@ def test_no_capacity_is_in_progress_not_failed():
     c = conditions(obj)
     assert c["Ready"]["reason"] == "InsufficientCapacity" and c["Stalled"]["status"] == "False"
     assert kstatus(obj)[0] == "InProgress"
+
+
+def test_no_capacity_with_a_scheduler_message_longer_than_a_condition_holds():
+    """The scheduler lists one reason per distinct taint: on a cluster with hundreds of team taints its
+    message outgrows a condition's 32768 characters. The Ready condition carries it cut, with "...".
+    (Was: the status model refused it, every reconcile raised, and no InsufficientCapacity was said.)"""
+    taints = ", ".join(f"1 node(s) had untolerated taint {{dedicated: team-{i:03d}}}" for i in range(800))
+    message = f"0/802 nodes are available: 2 Insufficient nvidia.com/gpu, {taints}."
+    pending = [replace(pod("sdxl-a-1", A100, unschedulable_for=300), scheduler_message=message)]
+    status = plan(snapshot(spec(replicas=1), counts={A100: 1}, pods=pending, free={H100: [], A100: []})).status
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert ready.reason == "InsufficientCapacity"
+    assert ready.message is not None and len(ready.message) == 32768 and ready.message.endswith("...")
 
 
 def test_stalled_is_terminal_and_names_the_problem():

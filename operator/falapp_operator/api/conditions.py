@@ -9,7 +9,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from falapp_operator.api.common import CONDITION_REASON, CONDITION_TYPE, StatusModel, Timestamp
+from falapp_operator.api.common import CONDITION_REASON, CONDITION_TYPE, StatusModel, Timestamp, truncate
+
+# metav1.Condition's limit: a longer message (the scheduler's, listing hundreds of taints) is cut to it
+CONDITION_MESSAGE_MAX = 32768
 
 
 class ConditionType(StrEnum):
@@ -40,7 +43,7 @@ class Condition(StatusModel):
         description="Machine-readable CamelCase reason for the last transition, e.g. InsufficientCapacity.",
     )
     message: str | None = Field(
-        None, max_length=32768, description="Human-readable details about the last transition."
+        None, max_length=CONDITION_MESSAGE_MAX, description="Human-readable details about the last transition."
     )
     last_transition_time: Timestamp | None = Field(
         None, description="When the condition last changed from one status to another."
@@ -94,5 +97,6 @@ def set_condition(
 
 def _condition(type_: str, status: ConditionStatus, reason: str, message: str, since: datetime,
                observed_generation: int | None) -> Condition:
-    return Condition(type=type_, status=status, reason=reason, message=message,
-                     last_transition_time=since, observed_generation=observed_generation)
+    return Condition(type=type_, status=status, reason=reason,
+                     message=truncate(message, CONDITION_MESSAGE_MAX), last_transition_time=since,
+                     observed_generation=observed_generation)
