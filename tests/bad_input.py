@@ -189,6 +189,11 @@ BAD_FALAPPS: list[BadCase] = [
         "port must be a number 1-65535 or a port name",
     ),
     BadCase(
+        "probe-period-over-int32",
+        falapp(startupProbe={"exec": {"command": ["true"]}, "periodSeconds": 2**31}),
+        "spec.startupProbe.periodSeconds",
+    ),
+    BadCase(
         "probe-period-zero",
         falapp(readinessProbe={**_HTTP, "periodSeconds": 0}),
         "spec.readinessProbe.periodSeconds",

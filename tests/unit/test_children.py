@@ -212,3 +212,22 @@ def test_a_template_is_kept_while_the_apps_spec_stays_and_built_again_when_it_ch
     cache.template(REF, app(), option(), h100)
     cache.clear()
     assert cache.template(REF, app(), option(cpu_milli=3000), h100) != first, "kept across a catalogue change"
+
+
+@pytest.mark.parametrize(("value", "want"), [
+    ('{"from": "gpu-h100", "since": "2025-01-01T00:00:00Z"}',
+     Surge("gpu-a100", "gpu-h100", datetime(2025, 1, 1, tzinfo=UTC))),
+    ("1", Surge("gpu-a100")),
+    ("0", None),
+    ("not json", None),
+    ('["gpu-h100"]', None),
+    # edits by anyone who may annotate the app's Deployments: read as far as they make sense, never raise
+    # (was: a list as origin raised TypeError, year 1 OverflowError, in every reconcile of the app)
+    ('{"from": ["gpu-h100"], "since": "2025-01-01T00:00:00Z"}',
+     Surge("gpu-a100", None, datetime(2025, 1, 1, tzinfo=UTC))),
+    ('{"from": "gpu-h100", "since": "0001-01-01T00:00:00Z"}', Surge("gpu-a100", "gpu-h100")),
+    ('{"from": "gpu-h100", "since": "9999-12-31T23:59:59Z"}', Surge("gpu-a100", "gpu-h100")),
+    ('{"from": "gpu-h100", "readyAt": "1969-12-31T23:59:59Z"}', Surge("gpu-a100", "gpu-h100")),
+])
+def test_the_surge_mark_is_read_as_far_as_it_makes_sense(value: str, want: Surge | None) -> None:
+    assert children.decode_surge("gpu-a100", value) == want

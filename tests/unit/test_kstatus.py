@@ -16,7 +16,8 @@ from dataclasses import replace
 
 import pytest
 
-from falapp_operator.reconcile.app import plan
+from falapp_operator.api.podspec import Probe
+from falapp_operator.reconcile.app import STARTUP_BUDGET_MAX, plan, policy_of
 from tests.unit import status_samples
 from tests.unit.status_samples import A100, H100, SAMPLES, pod, snapshot, spec
 
@@ -136,3 +137,13 @@ def test_the_rules_themselves():
     assert kstatus(obj([("Stalled", "True")], observed=2))[0] == "InProgress"
     assert kstatus(obj([("Stalled", "True")], observed=None))[0] == "Failed"
     assert kstatus({"kind": "FalApp", "metadata": {"generation": 1}})[0] == "Current"
+
+
+def test_a_startup_probe_at_the_int32_maximums_buys_a_year_and_plans():
+    """periodSeconds and failureThreshold at 2**31 - 1 (what the API server takes): the make-before-break
+    replica's start budget is a year, and the app plans. (Was: OverflowError in every reconcile.)"""
+    probe = {"exec": {"command": ["true"]}, "periodSeconds": 2**31 - 1, "failureThreshold": 2**31 - 1}
+    app_spec = spec(replicas=1).model_copy(update={"startup_probe": Probe.model_validate(probe)})
+    assert policy_of(app_spec).startup_timeout == STARTUP_BUDGET_MAX
+    status = plan(snapshot(app_spec, counts={H100: 1}, pods=[pod("sdxl-h-1", H100, ready=True)])).status
+    assert next(c for c in status.conditions if c.type == "Ready").status == "True"

@@ -27,6 +27,8 @@ from falapp_operator.api.units import parse_duration, parse_quantity
 
 GROUP = "fal.ai"
 MAX_MACHINE_TYPES = 8  # entries of FalApp spec.machineTypes
+# the largest value of Kubernetes' int32 fields
+INT32_MAX = 2**31 - 1
 MAX_MESSAGE = 1024  # characters of a message the operator writes (attempts, candidates, events)
 VERSION = "v1alpha1"
 API_VERSION: Final = "fal.ai/v1alpha1"  # spelled out, so that it is the models' Literal to a type checker

@@ -112,8 +112,8 @@ class Fallback(ApiModel):
         "30m",
         description="How long a make-before-break replica (return, drain, or the move that gives a rollout "
         "room) may take from being scheduled to its first Ready before it counts as failed (1s..24h; never "
-        "less than the startupProbe allows); one whose container keeps crashing (CrashLoopBackOff after 3 "
-        "restarts), names an invalid image or misses a Secret/ConfigMap fails at once.",
+        "less than the startupProbe allows, up to a year); one whose container keeps crashing (CrashLoopBackOff "
+        "after 3 restarts), names an invalid image or misses a Secret/ConfigMap fails at once.",
     )
     return_to_preferred: bool = Field(
         True,

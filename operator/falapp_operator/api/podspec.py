@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from falapp_operator.api.common import (
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
+    INT32_MAX,
     PORT_NAME_MESSAGE,
     ApiModel,
     CelRule,
@@ -246,17 +247,22 @@ class Probe(ApiModel):
     tcp_socket: TCPSocketAction | None = Field(None, description="TCP connect check.")
     exec_: ExecAction | None = Field(None, alias="exec", description="Command check.")
     grpc: GRPCAction | None = Field(None, description="gRPC health check.")
-    initial_delay_seconds: int | None = Field(None, ge=0, description="Seconds before the first probe.")
-    period_seconds: int | None = Field(None, ge=1, description="Seconds between probes (default 10).")
+    initial_delay_seconds: int | None = Field(
+        None, ge=0, le=INT32_MAX, description="Seconds before the first probe."
+    )
+    period_seconds: int | None = Field(
+        None, ge=1, le=INT32_MAX, description="Seconds between probes (default 10)."
+    )
     timeout_seconds: int | None = Field(
-        None, ge=1, description="Seconds until a probe times out (default 1)."
+        None, ge=1, le=INT32_MAX, description="Seconds until a probe times out (default 1)."
     )
     failure_threshold: int | None = Field(
-        None, ge=1, description="Consecutive failures that count as failed (default 3)."
+        None, ge=1, le=INT32_MAX, description="Consecutive failures that count as failed (default 3)."
     )
     success_threshold: int | None = Field(
         None,
         ge=1,
+        le=INT32_MAX,
         description="Consecutive successes that count as succeeded (default 1; must be 1 for "
         "liveness and startup probes).",
     )

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from falapp_operator.api.common import MAX_MACHINE_TYPES, MAX_MESSAGE, StatusModel, Timestamp, list_map, truncate
 from falapp_operator.api.conditions import Condition
-from falapp_operator.api.times import format_time
+from falapp_operator.api.times import EARLIEST_SENSIBLE, format_time
 
 MAX_ATTEMPTS = 20
 
@@ -141,7 +141,7 @@ def attempt_key(attempt: Attempt) -> tuple[str, str, str]:
 # and reaches the status with the reconcile's last write; a crash between leaves it on the Deployment.
 MAX_RECORDED_MOVES = 192 * 1024  # characters of such an annotation read (MAX_ATTEMPTS entries, escaped, fit)
 MAX_RECORDED_COUNT = 1_000_000  # a count read from one (replicas moved, probe failures)
-EARLIEST_RECORDED = datetime(1970, 1, 1, tzinfo=UTC)  # no time written by the operator is older
+EARLIEST_RECORDED = EARLIEST_SENSIBLE  # no time written by the operator is older
 # a record may end this much before the status's newest entry (the operator's estimate of the API
 # server's clock may move back between two moves: its offset is known to about a second), or after now
 RECORDED_LEEWAY = timedelta(seconds=5)

@@ -29,11 +29,19 @@ def parse_time(text: str | None) -> datetime | None:
     return utc(datetime.fromisoformat(text.replace("Z", "+00:00"))) if text else None
 
 
+# no time the operator or the cluster writes falls outside these; one that does (year 1, year 9999) would
+# overflow the moment a duration is added to it or taken from it
+EARLIEST_SENSIBLE = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_SENSIBLE = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def parse_time_or_none(value: object) -> datetime | None:
-    """Like parse_time, for a value anyone may have written (an annotation): None unless it is a timestamp."""
+    """Like parse_time, for a value anyone may have written (an annotation): None unless it is a timestamp
+    between 1970 and the year 9000."""
     if not isinstance(value, str):
         return None
     try:
-        return parse_time(value)
+        parsed = parse_time(value)
     except (ValueError, OverflowError):  # OverflowError: e.g. year 1 with a positive offset
         return None
+    return parsed if parsed is not None and EARLIEST_SENSIBLE <= parsed < LATEST_SENSIBLE else None

@@ -44,6 +44,9 @@ from falapp_operator.placement.eligibility import Resolution, resolve
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.children import AppRef
 
+# the longest start a startupProbe can buy a make-before-break replica before it counts as failed
+STARTUP_BUDGET_MAX = timedelta(days=365)
+
 EVENT_REASONS = {
     Move.FELL_BACK: ("Normal", "FellBack"),
     Move.RETURNED: ("Normal", "ReturnedToPreferred"),
@@ -141,7 +144,9 @@ def _probe_budget(spec: FalAppSpec) -> float:
     if probe is None:
         return 0.0
     period = probe.period_seconds or 10
-    return (probe.initial_delay_seconds or 0) + period * (probe.failure_threshold or 3) + period
+    budget = (probe.initial_delay_seconds or 0) + period * (probe.failure_threshold or 3) + period
+    # int32 fields allow 2**62 seconds, which no time holds: a year is "never judged" already
+    return min(budget, STARTUP_BUDGET_MAX.total_seconds())
 
 
 CLOCK_LEEWAY = timedelta(minutes=1)

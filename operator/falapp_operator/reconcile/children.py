@@ -251,8 +251,9 @@ def decode_surge(type_name: str, value: str | None) -> Surge | None:
         return Surge(type_name) if data > 0 else None
     if not isinstance(data, dict):
         return None
-    return Surge(type_name, data.get("from") or None, parse_time_or_none(data.get("since")),
-                 parse_time_or_none(data.get("readyAt")))
+    origin = data.get("from")  # anyone may edit it: a type's name or nothing
+    return Surge(type_name, origin if isinstance(origin, str) and origin else None,
+                 parse_time_or_none(data.get("since")), parse_time_or_none(data.get("readyAt")))
 
 
 def service(app: AppRef, spec: FalAppSpec) -> JsonObject | None:
