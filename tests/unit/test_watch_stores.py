@@ -173,6 +173,31 @@ def test_slim_copies_read_as_the_whole_objects():
                                 "spec": {"replicas": 1}, "status": {"x": 1}}
 
 
+BIG = "x" * (250 * 1024)  # annotations may take 256 KiB of an object
+
+
+def test_the_stores_keep_little_of_what_a_tenant_may_stuff_into_objects():
+    """Whoever may create Deployments or pods in a managed namespace may label them as an app's and fill
+    their annotations: the stores keep a few hundred bytes of each, however many there are. (Was: every
+    annotation the operator reads was kept whole: a thousand such objects held 250 MB, past the chart's
+    memory limit, and the operator crash-looped for every tenant.)"""
+    squatter = deployment(0, rv=5, name="junk-1")
+    squatter["metadata"]["ownerReferences"] = []
+    squatter["metadata"]["annotations"] = {"fal.ai/recorded-moves": BIG, "fal.ai/applied-hash": BIG}
+    pod = full_pod()
+    pod["metadata"]["annotations"] = {"fal.ai/template-hash": BIG, "controller.kubernetes.io/pod-deletion-cost": BIG}
+    owned = deployment(2, rv=6)
+    owned["metadata"]["annotations"] = {"fal.ai/applied-hash": BIG, "fal.ai/surge": "1",
+                                        "fal.ai/recorded-moves": '{"attempts": []}'}
+    for slim in (slim_child(squatter, "falapp-operator"), slim_pod(pod), slim_child(owned, "falapp-operator")):
+        assert len(str(slim)) < 4096, slim
+    # what the reconcile reads of them is still there: the squatter's name and owner (a name conflict), the
+    # owned Deployment's short annotations
+    assert slim_child(squatter, "falapp-operator")["metadata"]["name"] == "junk-1"
+    assert slim_child(owned, "falapp-operator")["metadata"]["annotations"] == {
+        "fal.ai/surge": "1", "fal.ai/recorded-moves": '{"attempts": []}'}
+
+
 class ClusterApi(ListingApi):
     """The reads and writes one reconcile makes, on objects kept here; counts reads."""
 

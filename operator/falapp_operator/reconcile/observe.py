@@ -6,7 +6,7 @@ the objects of its model cluster, so both decide from the same reading of the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -23,6 +23,7 @@ from falapp_operator.api.names import (
     TEMPLATE_ANNOTATION,
     TYPE_LABEL,
 )
+from falapp_operator.api.status import MAX_RECORDED_MOVES
 from falapp_operator.placement import PodView, Surge
 from falapp_operator.reconcile.children import decode_surge
 
@@ -242,11 +243,23 @@ def _pick(values: JsonMapping | None, keys: Iterable[str]) -> JsonObject:
     return {k: values[k] for k in keys if values and k in values}
 
 
-def _meta(meta: JsonMapping, labels: Iterable[str], annotations: Iterable[str]) -> JsonObject:
+# how long a value of each annotation the operator writes may be and still be read: anyone who may edit
+# an object may make its annotations 256 KiB, which the stores would hold for as long as the object lives
+SHORT_ANNOTATION = 256
+_CHILD_ANNOTATIONS = {HASH_ANNOTATION: SHORT_ANNOTATION, SURGE_ANNOTATION: SHORT_ANNOTATION,
+                      GROWN_ANNOTATION: SHORT_ANNOTATION, MOVES_ANNOTATION: MAX_RECORDED_MOVES}
+_POD_ANNOTATIONS = {TEMPLATE_ANNOTATION: SHORT_ANNOTATION, DELETION_COST: SHORT_ANNOTATION}
+
+
+def _meta(meta: JsonMapping, labels: Iterable[str], annotations: Mapping[str, int]) -> JsonObject:
+    """The metadata the reconcile reads; an annotation longer than its limit is left out (no reader would
+    take it)."""
     out = _pick(meta, ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
                        "deletionTimestamp"))
     out["labels"] = _pick(meta.get("labels"), labels)
-    out["annotations"] = _pick(meta.get("annotations"), annotations)
+    given = meta.get("annotations") or {}
+    out["annotations"] = {k: given[k] for k, limit in annotations.items()
+                          if isinstance(given.get(k), str) and len(given[k]) <= limit}
     owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
     if owner is not None:
         out["ownerReferences"] = [_pick(owner, ("apiVersion", "kind", "name", "uid", "controller"))]
@@ -255,11 +268,12 @@ def _meta(meta: JsonMapping, labels: Iterable[str], annotations: Iterable[str]) 
 
 def slim_child(body: JsonMapping, field_manager: str) -> JsonObject:
     """A Deployment or Service of an app, as children_state, made_by, name_conflict and needs_apply
-    read it; anyone else's only as name_conflict reads it (name and controller: its name is taken)."""
+    read it; anyone else's only as name_conflict reads it (name and controller: its name is taken),
+    also when it carries an app's label without being a FalApp's."""
     meta = body["metadata"]
-    out = {"metadata": _meta(meta, (APP_LABEL, TYPE_LABEL), (HASH_ANNOTATION, SURGE_ANNOTATION, GROWN_ANNOTATION,
-                                                                    MOVES_ANNOTATION))}
-    if not out["metadata"]["labels"].get(APP_LABEL):
+    out = {"metadata": _meta(meta, (APP_LABEL, TYPE_LABEL), _CHILD_ANNOTATIONS)}
+    owner = (out["metadata"].get("ownerReferences") or [{}])[0]
+    if not out["metadata"]["labels"].get(APP_LABEL) or owner.get("kind") != "FalApp":
         del out["metadata"]["labels"], out["metadata"]["annotations"]
         return out
     out["metadata"]["managedFields"] = others_managed_fields(meta, field_manager)
@@ -289,8 +303,7 @@ def slim_pod(body: JsonMapping) -> JsonObject:
     for key in ("initContainerStatuses", "containerStatuses"):
         if status.get(key):
             out_status[key] = [_container_status(c) for c in status[key]]
-    return {"metadata": _meta(body["metadata"], (APP_LABEL, TYPE_LABEL, REVISION_LABEL),
-                              (TEMPLATE_ANNOTATION, DELETION_COST)),
+    return {"metadata": _meta(body["metadata"], (APP_LABEL, TYPE_LABEL, REVISION_LABEL), _POD_ANNOTATIONS),
             "spec": _pick(spec, ("nodeName", "schedulingGates")), "status": out_status}
 
 
