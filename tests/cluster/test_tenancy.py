@@ -141,7 +141,7 @@ def _mount(volume: dict) -> dict:
 SECRET_READ = ("get", "secrets", "db-creds")
 POLICY_ATTACKS = {
     "envFrom-secretRef": Attack(
-        {"envFrom": [{"secretRef": {"name": "db-creds"}}]},
+        {"envFrom": [{"secretRef": {"name": "db-creds"}, "prefix": "APP_"}]},
         "spec.envFrom[0].secretRef: user {who} may not get secret db-creds in namespace {ns}", SECRET_READ),
     "env-secretKeyRef": Attack(
         {"env": [{"name": "MODE", "value": "x"},
@@ -153,7 +153,7 @@ POLICY_ATTACKS = {
         "spec.env[0].valueFrom.configMapKeyRef: user {who} may not get configmap settings in namespace {ns}",
         ("get", "configmaps", "settings")),
     "envFrom-configMapRef": Attack(
-        {"envFrom": [{"configMapRef": {"name": "settings"}}]},
+        {"envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "APP_"}]},
         "spec.envFrom[0].configMapRef: user {who} may not get configmap settings in namespace {ns}",
         ("get", "configmaps", "settings")),
     "volume-secret": Attack(
@@ -173,7 +173,8 @@ POLICY_ATTACKS = {
         ("get", "secrets", "regcred")),
     # the second reference is the one refused: the first (a readable Secret) passes
     "second-of-two-secrets": Attack(
-        {"envFrom": [{"secretRef": {"name": "public"}}, {"secretRef": {"name": "db-creds"}}]},
+        {"envFrom": [{"secretRef": {"name": "public"}, "prefix": "A_"},
+                     {"secretRef": {"name": "db-creds"}, "prefix": "B_"}]},
         "spec.envFrom[1].secretRef: user {who} may not get secret db-creds in namespace {ns}", SECRET_READ,
         needs=(("get", "secrets", "public"),)),
     # many keys of one Secret: one check, named by its first reference
@@ -259,6 +260,13 @@ SCHEMA_ATTACKS = {
         {"envFrom": [{"prefix": "NVIDIA_", "configMapRef": {"name": "settings"}}]},
         'spec.envFrom[0].prefix: Invalid value: "NVIDIA_": prefix may not start with NVIDIA_',
         allowed_spec={"envFrom": [{"prefix": "APP_", "configMapRef": {"name": "settings"}}]},
+        needs=(("get", "configmaps", "settings"),)),
+    # with GPUs, an unprefixed source could carry NVIDIA_VISIBLE_DEVICES=all past the device plugin's
+    "envFrom-unprefixed-with-gpus": Attack(
+        {"machineTypes": ["GPU-H100"], "numGpus": 1, "envFrom": [{"configMapRef": {"name": "settings"}}]},
+        "every envFrom entry of an app with GPUs needs a prefix",
+        allowed_spec={"machineTypes": ["GPU-H100"], "numGpus": 1,
+                      "envFrom": [{"prefix": "APP_", "configMapRef": {"name": "settings"}}]},
         needs=(("get", "configmaps", "settings"),)),
     "annotation-pod-deletion-cost": Attack(
         {"podAnnotations": {"controller.kubernetes.io/pod-deletion-cost": "-1000"}},

@@ -157,6 +157,24 @@ NUM_GPUS_WITH_MEMORY = (
     "it over several GPUs"
 )
 NUM_GPUS_WITH_SPLIT = "numGpus may not be set with splitAcrossGpus: the GPU count is chosen per machine type"
+# the Service's name of an unnamed port is port-<containerPort> (children.service): it must not collide
+PORT_NAMES_UNIQUE = "ports: two ports may not have the same name"
+UNNAMED_PORTS_SHARE_A_NUMBER = (
+    "ports: unnamed ports need different numbers (the Service calls an unnamed port port-<containerPort>): "
+    "name ports that share a number, e.g. TCP and UDP 53"
+)
+PORT_NAMED_AFTER_ANOTHER = (
+    "ports: a port named port-<number> needs every port named (the Service calls an unnamed port "
+    "port-<containerPort>)"
+)
+# the GPU device plugin's NVIDIA_VISIBLE_DEVICES comes before the container's variables, so a key of that
+# name in an unprefixed envFrom source would replace it (the GPU runtime then exposes every GPU of the
+# node); pods without GPUs have it pinned to void by an env entry, which wins over envFrom
+ENV_FROM_NEEDS_PREFIX = (
+    "every envFrom entry of an app with GPUs needs a prefix (keys named NVIDIA_* would become variables the "
+    "GPU runtime reads: NVIDIA_VISIBLE_DEVICES=all exposes every GPU of the node); numGpus: 0 says the app "
+    "has none"
+)
 
 _SPEC_RULES = x_validations(
     cel(
@@ -189,6 +207,8 @@ _SPEC_RULES = x_validations(
         field_path=".numGpus"),
     cel("!has(self.splitAcrossGpus) || !self.splitAcrossGpus || !has(self.numGpus)", NUM_GPUS_WITH_SPLIT,
         field_path=".numGpus"),
+    cel("!has(self.envFrom) || (has(self.numGpus) && self.numGpus == 0) || "
+        "self.envFrom.all(e, has(e.prefix) && size(e.prefix) > 0)", ENV_FROM_NEEDS_PREFIX, field_path=".envFrom"),
 )
 
 
@@ -261,8 +281,17 @@ class FalAppSpec(ApiModel):
     ports: list[ContainerPort] = Field(
         default_factory=list,
         max_length=64,
-        description="Ports the app listens on.",
-        json_schema_extra=list_map("containerPort", "protocol"),
+        description="Ports the app listens on. The Service calls an unnamed one port-<containerPort>, so "
+        "names are unique, unnamed ports have different numbers, and names of that form need every port named.",
+        json_schema_extra={**list_map("containerPort", "protocol"), **x_validations(
+            cel("self.all(p, !has(p.name) || self.exists_one(q, has(q.name) && q.name == p.name))",
+                PORT_NAMES_UNIQUE),
+            cel("self.all(p, has(p.name) || "
+                "self.exists_one(q, !has(q.name) && q.containerPort == p.containerPort))",
+                UNNAMED_PORTS_SHARE_A_NUMBER),
+            cel("self.all(p, has(p.name)) || self.all(p, !has(p.name) || !p.name.matches('^port-[0-9]+$'))",
+                PORT_NAMED_AFTER_ANOTHER),
+        )},
     )
     readiness_probe: Probe | None = Field(None, description="When a replica is ready to serve.")
     liveness_probe: Probe | None = Field(None, description="When a replica must be restarted.")
@@ -331,6 +360,14 @@ class FalAppSpec(ApiModel):
     def _rules(self) -> FalAppSpec:
         _unique(self.env, lambda e: e.name, "env")
         _unique(self.ports, lambda p: (p.container_port, p.protocol), "ports")
+        named = [p.name for p in self.ports if p.name]
+        unnamed = [p.container_port for p in self.ports if not p.name]
+        if len(set(named)) < len(named):
+            raise ValueError(PORT_NAMES_UNIQUE)
+        if len(set(unnamed)) < len(unnamed):
+            raise ValueError(UNNAMED_PORTS_SHARE_A_NUMBER)
+        if unnamed and any(re.fullmatch(r"port-[0-9]+", name) for name in named):
+            raise ValueError(PORT_NAMED_AFTER_ANOTHER)
         _unique(self.volumes, lambda v: v.name, "volumes")
         _unique(self.volume_mounts, lambda m: m.mount_path, "volumeMounts")
         _unique(self.image_pull_secrets, lambda s: s.name, "imagePullSecrets")
@@ -351,6 +388,9 @@ class FalAppSpec(ApiModel):
             raise ValueError(NUM_GPUS_WITH_MEMORY)
         if self.split_across_gpus and self.num_gpus is not None:
             raise ValueError(NUM_GPUS_WITH_SPLIT)
+        unprefixed = next((i for i, e in enumerate(self.env_from) if not e.prefix), None)
+        if self.num_gpus != 0 and unprefixed is not None:
+            raise ValueError(f"envFrom[{unprefixed}].prefix: {ENV_FROM_NEEDS_PREFIX}")
         return self
 
 

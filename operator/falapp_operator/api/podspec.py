@@ -160,8 +160,9 @@ class EnvFromSource(ApiModel):
         max_length=256,
         pattern=ENV_PREFIX,
         description="Prefix added to every variable name. It may not make names starting with "
-        f"{RESERVED_ENV_PREFIX}. Without a prefix, keys named {RESERVED_ENV_PREFIX}* would become variables: "
-        "on pods without GPUs the operator pins NVIDIA_VISIBLE_DEVICES=void, which takes precedence.",
+        f"{RESERVED_ENV_PREFIX}. Required in an app with GPUs (keys named {RESERVED_ENV_PREFIX}* would "
+        "become variables the GPU runtime reads); on pods without GPUs the operator pins "
+        "NVIDIA_VISIBLE_DEVICES=void, which takes precedence.",
         json_schema_extra=x_validations(
             cel(
                 f"!self.startsWith('{RESERVED_ENV_PREFIX}') && "

@@ -259,6 +259,7 @@ def decode_surge(type_name: str, value: str | None) -> Surge | None:
 def service(app: AppRef, spec: FalAppSpec) -> JsonObject | None:
     if not spec.ports:
         return None
+    # names unique: the model refuses ports that would share one (FalAppSpec.ports)
     ports = [{"name": p.name or f"port-{p.container_port}", "port": p.container_port,
               "targetPort": p.container_port, "protocol": p.protocol} for p in spec.ports]
     return with_hash({
