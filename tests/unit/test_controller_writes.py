@@ -30,6 +30,7 @@ from falapp_operator.k8s.claims import RefusedCreates
 from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.gate import Priority, RequestGate
+from falapp_operator.reconcile.app import AppPlan, AppSnapshot
 from falapp_operator.reconcile.children import AppRef, deployment_name
 from falapp_operator.reconcile.observe import refused_for_good
 from falapp_operator.reconcile.writes import counts_only, first_sight
@@ -2340,3 +2341,23 @@ async def test_a_deployment_someone_deleted_is_made_again(rig: Rig) -> None:
     requests = await rig.reconcile()
     assert any(r.startswith("GET") and r.endswith(FALAPP) for r in requests), requests
     assert f"{DEPLOYMENTS}/{H100}" in rig.fake.objects
+
+
+async def test_a_reconcile_that_raises_is_told_on_the_app_once_and_retried(rig: Rig,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reconcile failing with what no API answer explains (the operator's fault, met on some input) shows
+    on the app: a Warning event ReconcileFailed with the error, once while the error stays the same, and
+    the app is retried at its back-off. (Was: only a log line; the user saw nothing change, no condition,
+    no event.)"""
+    def broken(snap: AppSnapshot) -> AppPlan:
+        raise RuntimeError("a case the planner never met")
+    monkeypatch.setattr(controller_module, "plan", broken)
+    rig.controller.settings.error_backoff_max = 0.05
+    rig.create_app(falapp())
+    rig.controller.lead()
+    await wait_for(lambda: rig.controller.failures.get(KEY, 0) >= 3)
+    await asyncio.gather(*rig.controller._pending_posts, return_exceptions=True)
+    told = [r.body for r in rig.fake.requests if str(r) == EVENTS]
+    assert [(e["type"], e["reason"]) for e in told] == [("Warning", "ReconcileFailed")]
+    assert "RuntimeError: a case the planner never met" in told[0]["message"]
+    assert told[0]["involvedObject"]["uid"] == "app-1"

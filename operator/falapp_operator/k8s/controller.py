@@ -32,6 +32,7 @@ from falapp_operator.api import (
     MachineType,
     MachineTypeStatus,
     parse_time,
+    truncate,
 )
 from falapp_operator.api.names import APP_LABEL, REVISION_LABEL, SURGE_ANNOTATION, TYPE_LABEL, service_name
 from falapp_operator.k8s.cache import (
@@ -206,6 +207,8 @@ class Controller:
         self._unsure: set[tuple[str, str]] = set()
         # (reason, problem) last posted per app whose status write is refused: one event, not one per retry
         self._refusal_posted: dict[tuple[str, str], tuple[str, str]] = {}
+        # the failure last told per work-queue key (see _tell_failure)
+        self._failure_told: dict[tuple[str, ...], str] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -719,6 +722,7 @@ class Controller:
                 else:
                     await self.reconcile_machinetypes()
                 self.failures.pop(key, None)
+                self._failure_told.pop(key, None)
                 metrics.RECONCILES.labels("ok").inc()
             except asyncio.CancelledError:
                 raise
@@ -731,10 +735,26 @@ class Controller:
                                    key, failures, delay, e)
                 else:
                     logger.exception("reconcile of %s failed (attempt %d); retrying in %.1fs", key, failures, delay)
+                    self._tell_failure(key, e)
                 metrics.RECONCILES.labels("error").inc()
                 self.queue.retry_after(key, delay)
             finally:
                 self.queue.done(key)
+
+    def _tell_failure(self, key: tuple[str, ...], error: Exception) -> None:
+        """A reconcile of an app that raised what no API answer explains (the operator's own fault, met on
+        some input): a Warning event on the app says so, once per error, besides the log; it is retried
+        at its back-off."""
+        if key[0] != "app" or (body := self.falapps.get((key[1], key[2]))) is None:
+            return
+        message = truncate(f"{type(error).__name__}: {error}")
+        if self._failure_told.get(key) == message:
+            return
+        self._failure_told[key] = message
+        involved = self._involved(children.AppRef(key[2], key[1], body["metadata"].get("uid", "")))
+        self._background(self._post_event(
+            involved, "Warning", "ReconcileFailed",
+            f"the operator could not reconcile this app and retries with back-off; report it: {message}"))
 
     # --- one app -------------------------------------------------------------------------------------
     async def reconcile_app(self, namespace: str, name: str) -> None:
@@ -937,6 +957,7 @@ class Controller:
         self._applied.pop(app, None)
         self._unsure.discard(app)
         self._refusal_posted.pop(app, None)
+        self._failure_told.pop(("app", *app), None)
         self._status_written.pop(app, None)
         self._forget_counts_turn(app)
         self._first_waiting_since.pop(app, None)
