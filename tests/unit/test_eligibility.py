@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, find_machine_type
-from falapp_operator.placement.eligibility import candidate_types, gpus_per_replica, type_option, why_not
+from falapp_operator.placement.eligibility import candidate_types, gpus_per_replica, resolve, type_option, why_not
+from tests.builders import falapp_spec, machine_type_model
 
 
 def _spec(num_gpus: int | None = None, requires_nvenc: bool = False,
@@ -77,3 +78,15 @@ def test_what_a_replica_requests_on_a_type(type_name: str, num_gpus: int | None,
     assert machine_type is not None
     option = type_option(_spec(num_gpus), machine_type)
     assert (option.gpus, option.cpu_milli, option.memory_bytes) == want
+
+
+def test_types_sharing_a_display_name_go_by_their_object_names() -> None:
+    """Two pools of one GPU under two label schemes, both called GPU-H100: an app choosing by VRAM gets both,
+    and the status (one placement per type, keyed by its name) tells them apart by object name. (Was: two
+    placements named GPU-H100, which the API server refused: the app Stalled with RequestRejected.)"""
+    gke = machine_type_model("h100-gke", displayName="GPU-H100", gpu={"maxGpusPerReplica": 8, "vram": "80Gi"})
+    karpenter = machine_type_model("h100-karpenter", displayName="GPU-H100",
+                                   gpu={"maxGpusPerReplica": 8, "vram": "80Gi"})
+    a100 = machine_type_model("a100", displayName="GPU-A100", gpu={"maxGpusPerReplica": 8, "vram": "80Gi"})
+    resolution = resolve(falapp_spec(machineTypes=None, gpuMemory="60Gi"), [gke, karpenter, a100])
+    assert sorted(o.display for o in resolution.options) == ["GPU-A100", "h100-gke", "h100-karpenter"]

@@ -16,8 +16,9 @@ Besides what each type can host, the catalogue decides three things a schema can
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from falapp_operator.api import FalAppSpec, MachineType
@@ -199,7 +200,11 @@ class _Hosts:
         self.options.append(option)
 
     def resolution(self, problem: str | None) -> Resolution:
-        return Resolution(options=self.options if problem is None else [], types=self.types,
+        # the status names types by display name, one entry per type: two pools of one GPU may share
+        # one (say GPU-H100 under two label schemes), then those go by their object names
+        shared = {d for d, n in Counter(o.display for o in self.options).items() if n > 1}
+        options = [replace(o, display=o.name) if o.display in shared else o for o in self.options]
+        return Resolution(options=options if problem is None else [], types=self.types,
                           skipped=self.skipped, problem=problem)
 
 

@@ -162,7 +162,7 @@ def plan(snap: AppSnapshot) -> AppPlan:
     problem = problem or resolution.problem
     if problem:
         return invalid(snap.ref, snap.generation, snap.status, problem, snap.now, snap.pods)
-    by_display = {m.display_name: m.metadata.name for m in resolution.types.values()}
+    by_display = {o.display: o.name for o in resolution.options}  # the names the status goes by
     options = {o.name: o for o in resolution.options}
     made: dict[str, JsonObject] = {}
     recorded = snap.status  # as the status has it; the moves the Deployments add to it are history too
