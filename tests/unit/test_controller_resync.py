@@ -29,6 +29,8 @@ class ListingApi:
 
     def __init__(self, nodes: list[dict], pods: list[dict], events: list[dict] = (), namespaces: list[dict] = ()):
         self.nodes, self.pods, self.events, self.namespaces = nodes, pods, list(events), list(namespaces)
+        self.machinetypes = [m.model_dump(by_alias=True, exclude_none=True, mode="json") for m in DEFAULT_CATALOG]
+        self.nodepools: list[dict] = []
         self.clock = ServerClock()
 
     async def list_namespaces(self) -> list[dict]:
@@ -38,7 +40,10 @@ class ListingApi:
         return next((n for n in self.namespaces if n["metadata"]["name"] == name), None)
 
     async def list_machinetypes(self) -> list[dict]:
-        return [m.model_dump(by_alias=True, exclude_none=True, mode="json") for m in DEFAULT_CATALOG]
+        return self.machinetypes
+
+    async def list_nodepools(self) -> list[dict]:
+        return self.nodepools
 
     async def list_nodes(self) -> list[dict]:
         return self.nodes
@@ -263,6 +268,45 @@ async def test_a_type_whose_nodes_a_nodepool_makes_counts_as_autoscaled():
         controller.machinetype_event(declared, deleted=False)
         assert autoscaled() == set()
         controller.nodepool_event(pool, deleted=True)
+    finally:
+        await controller.stop()
+
+
+H100_POOL = {"metadata": {"name": "h100"}, "spec": {"template": {
+    "metadata": {"labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
+    "spec": {"requirements": [{"key": "nvidia.com/gpu.count", "operator": "In", "values": ["8"]}],
+             "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]}}}}
+
+
+async def test_nodepools_are_known_before_the_first_reconcile():
+    """Karpenter's pools are listed at start, with the catalogue: the first reconciles wait on an autoscaled
+    type's scaleUpTimeout, not its unschedulableTimeout. (Was: known only once the NodePool watch told,
+    after reconciling had begun.)"""
+    api = ListingApi([node("n1")], [])
+    api.nodepools = [H100_POOL]
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        assert {m.metadata.name for m in controller.placement_catalogue() if m.spec.autoscaled} == {"gpu-h100"}
+    finally:
+        await controller.stop()
+
+
+async def test_a_machinetype_or_nodepool_deleted_while_the_watch_was_away_is_dropped():
+    """A watch that lists again (after an API server restart) tells no DELETED: the resync's LIST does, for
+    the catalogue and Karpenter's pools too. (Was: a deleted MachineType stayed in the catalogue, apps kept
+    replicas on it, and a deleted pool kept its type autoscaled, until the operator restarted.)"""
+    api = ListingApi([node("n1")], [])
+    api.nodepools = [H100_POOL]
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        assert "gpu-a100" in controller.catalogue
+        api.machinetypes = [m for m in api.machinetypes if m["metadata"]["name"] != "gpu-a100"]
+        api.nodepools = []
+        await controller.resync()
+        assert "gpu-a100" not in controller.catalogue and "gpu-h100" in controller.catalogue
+        assert not any(m.spec.autoscaled for m in controller.placement_catalogue())
     finally:
         await controller.stop()
 

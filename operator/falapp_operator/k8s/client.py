@@ -287,6 +287,16 @@ class KubeApi:
         return [m async for m in self._pages("machinetypes", "MachineTypes", self.custom.list_cluster_custom_object,
                                              GROUP, VERSION, "machinetypes")]
 
+    async def list_nodepools(self) -> list[JsonObject]:
+        """Karpenter's NodePools; none where Karpenter is not installed (its API is not served: 404)."""
+        try:
+            return [p async for p in self._pages("nodepools", "NodePools", self.custom.list_cluster_custom_object,
+                                                 "karpenter.sh", "v1", "nodepools")]
+        except ApiError as e:
+            if e.status == 404:
+                return []
+            raise
+
     async def _pages(self, resource: str, what: str, call: ApiCall, *args: object,
                      **kwargs: object) -> AsyncIterator[JsonObject]:
         token = None

@@ -88,6 +88,7 @@ T = TypeVar("T")
 Obj = TypeVar("Obj", bound=JsonMapping)
 logger = logging.getLogger("falapp_operator")
 NAMESPACE_MARK = "namespace/"  # a namespace's name among the node names and pod uids a resync's watches saw
+MACHINETYPE_MARK, NODEPOOL_MARK = "machinetype/", "nodepool/"  # likewise
 EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its pod is seen
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
 # went (a lost pool's hundreds of doomed replacements are deleted one by one): no decision falls due then
@@ -216,9 +217,7 @@ class Controller:
         catalogue, namespaces, nodes, pods, and the autoscalers' announcements about pods (events); then
         keep them current. Reads only: reconciling (and every write) starts with `lead`."""
         self._started_at = self.api.clock.now()
-        for body in await self.api.list_machinetypes():
-            self.machinetype_event(body, deleted=False)
-        await self.resync()  # namespaces, nodes, pods
+        await self.resync()  # machine types, NodePools, namespaces, nodes, pods
         namespaces: list[str | None] = [n for n in self.settings.watch_namespaces.split(",") if n] or [None]
         for namespace in namespaces:  # FalApps and their children: only where FalApps are managed
             self._informers += [
@@ -310,11 +309,23 @@ class Controller:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def resync(self) -> None:
-        """Namespaces, nodes and pods from a fresh LIST; drops what the watches missed (e.g. deletions
-        during a re-list after the watch expired: no DELETED is told then), keeps what they added meanwhile."""
+        """Machine types, Karpenter NodePools, namespaces, nodes and pods from a fresh LIST; drops what the
+        watches missed (e.g. deletions during a re-list after the watch expired: no DELETED is told then),
+        keeps what they added meanwhile."""
         async with self._resync_lock:
             self._watched_during_resync = set()  # the watches' word on these is newer than the LIST's
             try:
+                for mark, listing, known, event in (
+                        (MACHINETYPE_MARK, self.api.list_machinetypes, self._machinetype_seen, self.machinetype_event),
+                        (NODEPOOL_MARK, self.api.list_nodepools, self.nodepools, self.nodepool_event)):
+                    items = await listing()
+                    newer = self._watched_during_resync
+                    names = {b["metadata"]["name"] for b in items}
+                    for name in [n for n in known if n not in names and mark + n not in newer]:
+                        event({"metadata": {"name": name}}, deleted=True)
+                    for body in items:
+                        if mark + body["metadata"]["name"] not in newer:
+                            event(body, deleted=False)
                 namespaces = await self.api.list_namespaces()
                 newer = self._watched_during_resync
                 listed_namespaces = {n["metadata"]["name"] for n in namespaces}
@@ -444,6 +455,8 @@ class Controller:
     def nodepool_event(self, body: JsonMapping, deleted: bool) -> None:
         """A Karpenter NodePool appeared, changed or went: which types are autoscaled may have changed."""
         name = body["metadata"]["name"]
+        if self._watched_during_resync is not None:
+            self._watched_during_resync.add(NODEPOOL_MARK + name)
         nodes = None if deleted else nodepool_nodes(body)
         if nodes == self.nodepools.get(name):
             return  # its status only (Karpenter writes it as nodes come and go): nothing read here
@@ -461,6 +474,8 @@ class Controller:
     def machinetype_event(self, body: JsonMapping, deleted: bool) -> None:
         meta = body["metadata"]
         name = meta["name"]
+        if self._watched_during_resync is not None:
+            self._watched_during_resync.add(MACHINETYPE_MARK + name)
         seen = (meta.get("generation"), body.get("spec"), meta.get("labels"), meta.get("annotations"))
         if not deleted and name in self.catalogue and self._machinetype_seen.get(name) == seen:
             # only its status changed: nothing placement reads. Our own status write coming back (or
