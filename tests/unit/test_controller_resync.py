@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL
 from falapp_operator.k8s.client import ServerClock
@@ -123,6 +124,30 @@ async def test_a_pod_that_changed_while_the_watch_was_away_queues_its_app():
         api.pods = [running]
         await controller.resync()
         assert ("app", "team-a", "llm") in controller.queue._queued
+    finally:
+        await controller.stop()
+
+
+async def test_an_apps_finished_pod_is_no_new_replica_and_goes_when_the_list_lacks_it():
+    """An evicted replica (phase Failed) takes no room, so the cache does not hold it; the app's store does.
+    A resync is no news of a replica come (was: each one took back a replica the app had asked for, and
+    the room it asked for looked free to another app), and a LIST without it drops it (was: kept for good)."""
+    evicted = builders.pod("evicted", namespace="team-a", uid="uid-evicted", phase="Failed",
+                           labels={builders.APP_LABEL: "llm", builders.TYPE_LABEL: "gpu-h100"},
+                           requests={builders.GPU: "1", "cpu": "1", "memory": "1Gi"})
+    evicted["metadata"]["resourceVersion"] = "5"
+    api = ListingApi([node("n1")], [evicted])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        app = ("team-a", "llm")
+        assert [p["metadata"]["name"] for p in controller.app_pods.of_app(*app)] == ["evicted"]
+        controller.cache.claims.expect(app, "gpu-h100", (1, 1000, 2**30), 1, time.monotonic())
+        await controller.resync()
+        assert controller.cache.claims.expecting(app) == {"gpu-h100": 1}
+        api.pods = []
+        await controller.resync()
+        assert controller.app_pods.of_app(*app) == []
     finally:
         await controller.stop()
 

@@ -353,7 +353,7 @@ class Controller:
                     listed_pods.add(meta["uid"])
                     if meta["uid"] not in newer:
                         old = self.cache.pods.get(meta["uid"])
-                        new = old is None
+                        new = old is None and not self._held_pod(meta)
                         self._left_app(old, (meta.get("labels") or {}).get(APP_LABEL))
                         # finished or gone from its node while the watch was away: as its event would
                         self._room_freed(old, self.cache.upsert_pod(body))
@@ -368,6 +368,10 @@ class Controller:
                 self._watched_during_resync = None
             for uid in [u for u in self.cache.pods if u not in listed_pods and u not in newer]:
                 self.pod_event({"metadata": {"uid": uid, "namespace": self.cache.pods[uid].namespace}}, deleted=True)
+            # an app's finished pod is in the app's store only (it takes no room): gone too if not listed
+            for uid, namespace in [(u, b["metadata"].get("namespace")) for b in self.app_pods.objects.values()
+                                   if (u := b["metadata"].get("uid")) and u not in listed_pods and u not in newer]:
+                self.pod_event({"metadata": {"uid": uid, "namespace": namespace}}, deleted=True)
             self._claims_changed()  # a pending pod the LIST found finished claims no more
 
     async def _watch_pods(self) -> None:
@@ -536,7 +540,7 @@ class Controller:
         if self._watched_during_resync is not None:
             self._watched_during_resync.add(meta["uid"])
         old = self.cache.pods.get(meta["uid"])
-        new = old is None
+        new = old is None and not self._held_pod(meta)
         freed = self.cache.remove_pod(meta["uid"]) if deleted else self.cache.upsert_pod(body)
         app = (meta.get("labels") or {}).get(APP_LABEL) or (old.app if old and deleted else None)
         held = None if deleted or "name" not in meta else self.app_pods.get((meta.get("namespace") or "", meta["name"]))
@@ -564,6 +568,12 @@ class Controller:
                 old is None or old.node != now.node) and self.cache.of_any_type(now.node, self.catalogue.values()):
             self._touch_machinetypes()  # another team's pod took room on a type's node: its status shows it
         self._claims_changed()
+
+    def _held_pod(self, meta: JsonMapping) -> bool:
+        """Whether the app's store holds this pod already (a finished one is there, not in the cache): not a
+        replica that has just come."""
+        held = self.app_pods.get((meta.get("namespace") or "", meta.get("name") or ""))
+        return held is not None and held["metadata"].get("uid") == meta["uid"]
 
     def _left_app(self, old: PodInfo | None, app: str | None) -> None:
         """A pod whose app label was changed or taken off: the app it left counts one replica fewer."""
