@@ -80,6 +80,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object)
                             config.leader_election_identity or default_identity(), config.lease_duration,
                             config.renew_deadline, config.retry_period)
     api.may_write = elector.leading  # every write is refused unless this process leads, at that moment
+    api.leading_for = elector.time_left  # and must be answered while it still does
     settings.posting.enabled = False  # kopf's own events too
     memo.elector = elector
     memo.election = asyncio.create_task(_lead(elector, controller, settings, memo), name="falapp-leader-election")

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import pytest_asyncio
 
-from falapp_operator.k8s.client import KubeApi, NotLeading
+from falapp_operator.k8s.client import ApiError, KubeApi, NotLeading
 from falapp_operator.k8s.leader import LeaderElector
 from tests.unit.fake_api import FakeApiServer, serving
 
@@ -170,3 +170,22 @@ async def test_a_candidate_never_elected_releases_nothing(served: tuple[FakeApiS
     fake, api = served
     await candidate(api, "a").release()
     assert fake.requests == []
+
+
+async def test_a_write_not_answered_while_its_sender_leads_is_given_up(served: tuple[FakeApiServer, KubeApi]) -> None:
+    """A write sent just before the renewal deadline and held up (a saturated API server) must not land
+    after a standby has taken over: the client gives up on it when leadership would end, and its outcome
+    is unknown (a transient error: the next leader reads fresh). (Was: it waited up to the request timeout,
+    landing under the same field manager over the new leader's writes.)"""
+    fake, api = served
+    elector = candidate(api, "a")
+    api.may_write, api.leading_for = elector.leading, elector.time_left
+    campaign = Campaign(elector)
+    await asyncio.wait_for(campaign.elected.wait(), 2)
+    fake.fail("GET", LEASE, 503, times=1000)  # no renewal from now on: leadership ends within RENEW_DEADLINE
+    fake.slow("PATCH", "/falapps/llm/status", 2 * DURATION)
+    sent = time.monotonic()
+    with pytest.raises(ApiError) as refused:
+        await api.patch_falapp_status("team-a", "llm", {})
+    assert refused.value.transient and time.monotonic() - sent <= RENEW_DEADLINE + 0.2
+    await asyncio.wait_for(campaign.task, 2 * DURATION)

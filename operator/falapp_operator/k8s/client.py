@@ -236,23 +236,32 @@ class KubeApi:
         self.clock = ServerClock()
         self.writes = 0  # API write requests made, for the idle-writes benchmark
         self.may_write: Callable[[], bool] = lambda: True  # leader election's fence
+        # seconds this process still leads for (leader election: until its renewal deadline)
+        self.leading_for: Callable[[], float] = lambda: math.inf
 
-    def _wrote(self, what: str) -> None:
+    def _wrote(self, what: str) -> float | None:
+        """Count a write about to be sent; its time limit: a write must be answered while this process
+        leads (one sent late, landing after a standby took over, would undo the new leader's writes)."""
         if not self.may_write():
             raise NotLeading(f"not the leader: {what} not written")
         self.writes += 1
         metrics.API_WRITES.labels(what).inc()
+        left = self.leading_for()
+        return None if math.isinf(left) else max(left, 0.001)
 
     async def _call(self, what: str, call: ApiCall, *args: object, **kwargs: object) -> JsonObject | None:
+        """`budget=`: a write's whole time limit (see _wrote)."""
+        budget = cast(float | None, kwargs.pop("budget", None))
         own = "_request_timeout" in kwargs  # the caller's own limit (the Lease's renew deadline)
         if not own:  # silence, not length: a long answer that keeps coming is no dead connection
             kwargs["_request_timeout"] = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT,
-                                                               sock_read=self.request_timeout)
+                                                               sock_read=self.request_timeout, total=budget)
         try:
             return await _answer(call(*args, _preload_content=False, **kwargs), what, self.clock)
         except ApiError as e:
             if not own and e.status == 0 and isinstance(e.__cause__, TimeoutError):
-                raise ApiError(0, e.reason, f"no answer within {self.request_timeout:g}s", what) from e
+                limit = f"{self.request_timeout:g}s" + (f" (or the {budget:.1f}s it led for)" if budget else "")
+                raise ApiError(0, e.reason, f"no answer within {limit}", what) from e
             raise
 
     async def _object(self, what: str, call: ApiCall, *args: object, **kwargs: object) -> JsonObject:
@@ -408,7 +417,7 @@ class KubeApi:
         """Server-side apply of a Deployment or Service we own; returns the object as applied. `create`:
         it was absent a moment ago; then fields someone else set meanwhile are a conflict (409), not
         taken over by force."""
-        self._wrote("apply")
+        budget = self._wrote("apply")
         meta = body["metadata"]
         call: ApiCall
         if body["kind"] == "Deployment":
@@ -419,15 +428,16 @@ class KubeApi:
             raise ValueError(f"cannot apply {body['kind']}")
         return await self._object(f"{body['kind']} {meta['namespace']}/{meta['name']}", call, meta["name"],
                                 meta["namespace"], body, field_manager=self.field_manager, force=not create,
-                                _content_type=APPLY)
+                                _content_type=APPLY, budget=budget)
 
     async def resize_unlisted(self, namespace: str, name: str, body: JsonMapping) -> JsonObject | None:
         """Merge-patch a Deployment whose type is no longer listed (see children.resize_patch); returns
         it as patched (None: gone)."""
-        self._wrote("resize")
+        budget = self._wrote("resize")
         try:
             return await self._call(f"Deployment {namespace}/{name}", self.apps.patch_namespaced_deployment,
-                                    name, namespace, body, field_manager=self.field_manager, _content_type=MERGE)
+                                    name, namespace, body, field_manager=self.field_manager, _content_type=MERGE,
+                                    budget=budget)
         except ApiError as e:
             if not e.object_gone:
                 raise
@@ -449,12 +459,12 @@ class KubeApi:
     async def _delete(self, what: str, call: ApiCall, namespace: str, name: str, uid: str | None = None) -> None:
         """A delete in the background; gone already (404: the API server lets deletes through to a namespace
         that is gone) is no error, nor, with `uid` (a precondition), another object of the same name (409)."""
-        self._wrote("delete")
+        budget = self._wrote("delete")
         try:
             if uid is None:
-                await self._call(what, call, name, namespace, propagation_policy="Background")
+                await self._call(what, call, name, namespace, propagation_policy="Background", budget=budget)
             else:
-                await self._call(what, call, name, namespace,
+                await self._call(what, call, name, namespace, budget=budget,
                                  body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"})
         except ApiError as e:
             if not e.object_gone and not (uid is not None and e.status == 409):
@@ -463,11 +473,11 @@ class KubeApi:
     async def mark_pod_for_deletion(self, namespace: str, name: str) -> JsonObject | None:
         """Lowest pod-deletion-cost: the ReplicaSet removes this pod first when its type shrinks. Returns
         the pod as patched (None: gone)."""
-        self._wrote("mark")
+        budget = self._wrote("mark")
         try:
             return await self._call(f"Pod {namespace}/{name}", self.core.patch_namespaced_pod, name, namespace,
                                     {"metadata": {"annotations": {DELETION_COST: DELETE_FIRST}}},
-                                    field_manager=self.field_manager, _content_type=MERGE)
+                                    field_manager=self.field_manager, _content_type=MERGE, budget=budget)
         except ApiError as e:
             if not e.object_gone:
                 raise
@@ -476,23 +486,23 @@ class KubeApi:
     async def patch_falapp_status(self, namespace: str, name: str, status: JsonMapping) -> JsonObject | None:
         """Merge patch of the status subresource; returns the FalApp as patched (None: deleted meanwhile,
         which is not an error)."""
-        self._wrote("status")
+        budget = self._wrote("status")
         try:
             return await self._call(f"FalApp {namespace}/{name} status",
                                     self.custom.patch_namespaced_custom_object_status,
                                     GROUP, VERSION, namespace, "falapps", name, {"status": status},
-                                    field_manager=self.field_manager, _content_type=MERGE)
+                                    field_manager=self.field_manager, _content_type=MERGE, budget=budget)
         except ApiError as e:
             if not e.object_gone:
                 raise
             return None
 
     async def patch_machinetype_status(self, name: str, status: JsonMapping) -> JsonObject | None:
-        self._wrote("machinetype_status")
+        budget = self._wrote("machinetype_status")
         try:
             return await self._call(f"MachineType {name} status", self.custom.patch_cluster_custom_object_status,
                                     GROUP, VERSION, "machinetypes", name, {"status": status},
-                                    field_manager=self.field_manager, _content_type=MERGE)
+                                    field_manager=self.field_manager, _content_type=MERGE, budget=budget)
         except ApiError as e:
             if not e.object_gone:
                 raise

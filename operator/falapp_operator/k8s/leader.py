@@ -86,6 +86,11 @@ class LeaderElector:
         """True while this process may write: it holds the Lease and its renewal deadline has not passed."""
         return self._leading and time.monotonic() < self._valid_until
 
+    def time_left(self) -> float:
+        """Seconds this process still leads for: a write must be answered within them (a renewal since
+        moves the deadline on, for the writes sent after it)."""
+        return max(self._valid_until - time.monotonic(), 0.0) if self._leading else 0.0
+
     async def run(self, on_elected: Callable[[], None]) -> None:
         """Campaign until elected, call `on_elected`, then renew; returns as soon as leadership is lost."""
         logger.info("%s: candidate %s waiting for the leader Lease", self.what, self.identity)
