@@ -599,17 +599,33 @@ def test_no_swap_of_stuck_replicas_even_when_the_view_shows_room() -> None:
     assert not ((H100, A100) in moves and (A100, H100) in moves), moves
 
 
-def test_a_type_that_refuses_again_after_a_return_cools_down_longer() -> None:
-    once = (PastMove(H100, Move.FELL_BACK, NOW - s(70), MSG, NOW - s(140)),)
-    twice = once + (PastMove(H100, Move.FELL_BACK, NOW - s(10), MSG, NOW - s(50)),)
-    for attempts, cooled_until in ((once[:1], None), (twice, NOW - s(10) + s(120))):
-        case = Case(id="cool", replicas=1, counts={A100: 1}, pods=[pod("a1", A100, ready=True)],
-                    free={H100: [node()]}, attempts=attempts, want_counts={})
-        got = case.decide()
-        if cooled_until is None:
-            assert got.surge is not None and got.surge.to_type == H100  # the timeout is over: try again
-        else:
-            assert got.surge is None and got.requeue_at == cooled_until  # twice refused: twice as long
+@pytest.mark.parametrize(("room_seen", "falls", "cooled_until"), [
+    (True, 1, None),  # the timeout is over: try again
+    (True, 2, NOW - s(10) + s(120)),  # refused twice though the view showed room: twice as long
+    # refused twice where the view showed no room either (a round through the types while nothing had
+    # room): no more than one timeout, so room that comes later is used within a timeout
+    (False, 2, NOW - s(10) + s(60)),
+])
+def test_a_type_that_refuses_again_after_a_return_cools_down_longer(room_seen: bool, falls: int,
+                                                                    cooled_until: datetime | None) -> None:
+    attempts = (PastMove(H100, Move.FELL_BACK, NOW - s(70), MSG, NOW - s(140), room_seen),
+                PastMove(H100, Move.FELL_BACK, NOW - s(10), MSG, NOW - s(50), room_seen))[:falls]
+    case = Case(id="cool", replicas=1, counts={A100: 1}, pods=[pod("a1", A100, ready=True)],
+                free={H100: [node()]}, attempts=attempts, want_counts={})
+    got = case.decide()
+    if cooled_until is None:
+        assert got.surge is not None and got.surge.to_type == H100
+    else:
+        assert got.surge is None and got.requeue_at == cooled_until
+
+
+def test_a_fallback_says_whether_the_view_showed_room_where_the_scheduler_refused() -> None:
+    """The fallback off a type with room in the view is one the view does not explain (room_seen); off a
+    type without room, it is explained."""
+    stuck = pod("h1", H100, since=NOW - s(120))
+    for free, seen in (({H100: [node()], A100: [node()]}, True), ({H100: [], A100: [node()]}, False)):
+        got = Case(id="seen", replicas=1, counts={H100: 1}, pods=[stuck], free=free, want_counts={}).decide()
+        assert [(t.move, t.room_seen) for t in got.transitions] == [(Move.FELL_BACK, seen)]
 
 
 # --- autoscaled types: room on demand, the autoscaler's answer decides ---------------------------------

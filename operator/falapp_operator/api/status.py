@@ -51,6 +51,12 @@ class Attempt(StatusModel):
     replicas: int | None = Field(
         None, ge=1, description="How many replicas made this move together (absent: one)."
     )
+    room_seen: bool | None = Field(
+        None,
+        description="A fallback the operator's capacity view did not explain: it showed room on the type "
+        "when the scheduler refused it (a volume's zone, an affinity the view cannot see). Such refusals, "
+        "repeated within the hour, keep the type out of the app's fallbacks longer.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -52,6 +52,7 @@ class Transition:
     # when the stay it ends began (a stuck pod's unschedulable time, a make-before-break start): the
     # same move decided again after a crash carries the same start, so history records it once
     start: datetime | None = None
+    room_seen: bool = False  # a fallback off a type the view showed room on (see _cooling)
 
 
 @dataclass
@@ -106,6 +107,7 @@ class _Planner:
         self.observed_counts = {t: n for t, n in observed.counts.items() if n > 0}
         self.pods = self._on_lost_pools(observed)
         self.room = Room(free)
+        self.room_seen: set[str] = set()  # pending pods the view has room on a node for (reserve_pending)
         counts = dict(self.observed_counts)
         surge = observed.surge
         if surge is not None and (counts.get(surge.to_type, 0) <= 0 or sum(counts.values()) <= replicas):
@@ -247,8 +249,8 @@ class _Planner:
             counts[to_type] = counts.get(to_type, 0) + 1
 
     def record(self, move: Move, from_type: str | None, to_type: str | None, message: str = "",
-               start: datetime | None = None) -> None:
-        self.decision.transitions.append(Transition(move, from_type, to_type, message, start))
+               start: datetime | None = None, room_seen: bool = False) -> None:
+        self.decision.transitions.append(Transition(move, from_type, to_type, message, start, room_seen))
 
     def first_with_room(self, exclude: str | None = None, before_rank: int | None = None,
                         allow_cooling: bool = True, allow_backoff: bool = True,
@@ -289,19 +291,20 @@ class _Planner:
 
     def _cooling(self, observed: Observed) -> set[str]:
         """Types a replica of this app fell back from within the last unschedulableTimeout, doubled for
-        each time within the hour a replica came back there and got stuck again: a type the scheduler
-        keeps refusing although the capacity view shows room (a volume's zone, a node affinity the view
-        cannot see) is not retried at the timeout's rate for good."""
-        falls: dict[str, list[tuple[datetime, datetime | None]]] = {}  # type -> (end, start) of each
+        each time within the hour a replica came back there and got stuck again although the capacity view
+        showed room (a volume's zone, a node affinity the view cannot see): such a type is not retried at
+        the timeout's rate for good. Falls the view explains (no room there: a replica's round through the
+        types while nothing has room) double nothing, so room that comes later is used within a timeout."""
+        falls: dict[str, list[tuple[datetime, datetime | None, bool]]] = {}  # type -> (end, start, room seen)
         for attempt in observed.attempts:
             if attempt.outcome == Move.FELL_BACK and attempt.end is not None:
-                falls.setdefault(attempt.machine_type, []).append((attempt.end, attempt.start))
+                falls.setdefault(attempt.machine_type, []).append((attempt.end, attempt.start, attempt.room_seen))
         cooling = set()
         for type_name, stays in falls.items():
-            recent = [(end, start) for end, start in stays if end > self.now - PROBE_BACKOFF_MAX]
+            recent = [(end, start) for end, start, seen in stays if seen and end > self.now - PROBE_BACKOFF_MAX]
             repeats = sum(1 for _, start in recent if start is not None and any(end < start for end, _ in recent))
             wait = min(self.policy.unschedulable_timeout * (1 << min(repeats, 16)), PROBE_BACKOFF_MAX)
-            until = max(end for end, _ in stays) + wait
+            until = max(end for end, _, _ in stays) + wait
             if until > self.now:
                 cooling.add(type_name)
                 self.decision.wake_at(until)
@@ -425,11 +428,14 @@ class _Planner:
                 d.wake_at(self.now + self.policy.unschedulable_timeout)
 
     def reserve_pending(self) -> None:
-        """Our pending pods will land where there is room; take it before placing anything else."""
+        """Our pending pods will land where there is room; take it before placing anything else. Those
+        the view has room on a node for are noted: a refusal of theirs the view does not explain."""
         for option in self.options:
             for pod in self.pods_on(option.name):
-                if pod.pending:
-                    self.room.take(option)
+                if pod.pending and not self.room.take(option, on_demand=False):
+                    self.room.take(option)  # an autoscaled type's: asked, no node's room taken
+                elif pod.pending:
+                    self.room_seen.add(pod.name)
 
     def scale_down(self) -> None:
         """Fewer replicas: a replica in flight becomes an ordinary one, then replicas that are not Ready
@@ -486,7 +492,8 @@ class _Planner:
                 entered.add(target.name)
                 self.shift(option.name, target.name)
                 d.delete_first.append(pod.name)
-                self.record(Move.FELL_BACK, option.name, target.name, pod.scheduler_message, pod.unschedulable_since)
+                self.record(Move.FELL_BACK, option.name, target.name, pod.scheduler_message, pod.unschedulable_since,
+                            room_seen=pod.name in self.room_seen)
         if d.insufficient:
             display = {o.name: o.display for o in self.options}
             for type_name, message in self.last_messages().items():

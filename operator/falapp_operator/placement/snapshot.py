@@ -128,6 +128,7 @@ class PastMove:
     end: datetime | None
     message: str = ""  # the scheduler's message, for fallbacks
     start: datetime | None = None
+    room_seen: bool = False  # a fallback whose type showed room in the view (Attempt.room_seen)
 
 
 @dataclass(frozen=True)

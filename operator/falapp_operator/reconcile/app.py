@@ -278,8 +278,8 @@ def _probes_from_status(status: FalAppStatus, by_display: Mapping[str, str]) -> 
 
 
 def _attempts_from_status(status: FalAppStatus, by_display: Mapping[str, str]) -> tuple[PastMove, ...]:
-    return tuple(PastMove(by_display.get(a.machine_type, a.machine_type), a.outcome, a.end, a.message or "", a.start)
-                 for a in status.attempts)
+    return tuple(PastMove(by_display.get(a.machine_type, a.machine_type), a.outcome, a.end, a.message or "", a.start,
+                          bool(a.room_seen)) for a in status.attempts)
 
 
 def candidates_summary(resolution: Resolution) -> str:
@@ -337,7 +337,8 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         start = min((s for s in starts if s is not None), default=None)
         tried = dst if tr.move == Move.PROBE_FAILED else src or dst
         entry = Attempt(machine_type=tried or "", start=start or snap.now, end=snap.now, outcome=tr.move.value,
-                              message=truncate(tr.message or ""), replicas=count if count > 1 else None)
+                        message=truncate(tr.message or ""), replicas=count if count > 1 else None,
+                        room_seen=True if any(t.room_seen for t in same) else None)
         recorded = (*snap.status.attempts, *new_attempts)
         if start is None or not any(same_attempt(a, entry) for a in recorded):  # not when decided again
             new_attempts.append(entry)
