@@ -315,21 +315,6 @@ BAD_FALAPPS: list[BadCase] = [
                 "spec.envFrom[0].prefix", "reserved for the GPU runtime")
         for prefix in ["NVIDIA_", "NVIDIA_VISIBLE_", "NVIDIA", "N"]
     ],
-    BadCase("env-from-unprefixed-with-gpus", falapp(envFrom=[{"configMapRef": {"name": "c"}}]), "spec.envFrom",
-            "every envFrom entry of an app with GPUs needs a prefix"),
-    BadCase("env-from-empty-prefix-with-gpus",
-            falapp(numGpus=1, envFrom=[{"configMapRef": {"name": "c"}, "prefix": "A_"},
-                                       {"secretRef": {"name": "s"}, "prefix": ""}]),
-            "spec.envFrom", "every envFrom entry of an app with GPUs needs a prefix"),
-    BadCase("ports-same-name", falapp(ports=[{"containerPort": 8080, "name": "http"},
-                                             {"containerPort": 8081, "name": "http"}]),
-            "spec.ports", "two ports may not have the same name"),
-    BadCase("ports-unnamed-share-a-number", falapp(ports=[{"containerPort": 53, "protocol": "TCP"},
-                                                          {"containerPort": 53, "protocol": "UDP"}]),
-            "spec.ports", "unnamed ports need different numbers"),
-    BadCase("ports-named-after-another", falapp(ports=[{"containerPort": 8080, "name": "port-80"},
-                                                       {"containerPort": 80}]),
-            "spec.ports", "a port named port-<number> needs every port named"),
     BadCase("quantity-huge-exponent", falapp(resources={"cpu": "1e1000000"}), "spec.resources.cpu"),
     BadCase("quantity-fraction-exponent", falapp(resources={"cpu": "1e1.5"}), "spec.resources.cpu"),
     BadCase("quantity-too-large", falapp(resources={"memory": "2Pi"}), "spec.resources.memory",
@@ -464,6 +449,8 @@ BAD_MACHINETYPES: list[BadCase] = [
 # unplaceable. The operator stalls it (Stalled=True, InvalidSpec) naming the field and creates nothing.
 CATALOGUE = "needs the MachineType catalogue: neither the CRD schema nor the FalApp model sees it"
 ENTITLEMENT = "needs the catalogue and the namespace's labels: only the operator sees both"
+CHILDREN = ("judged by the operator, not the schema: a rule added to the CRD would refuse even the status writes "
+            "of apps stored before it (and whether an app has GPUs depends on the catalogue)")
 PRIVATE = "GPU-PRIVATE"  # the MachineType a row adds to the catalogue (renamed per cluster test namespace)
 
 
@@ -493,6 +480,23 @@ BAD_FOR_THE_OPERATOR: list[BadCase] = [
             "spec.tolerations[0].key", "dedicated is tolerated by machine type", Judge.OPERATOR, CATALOGUE,
             words=(PRIVATE,), machine_type=_private(tolerations=[
                 {"key": "dedicated", "operator": "Equal", "value": "team-b", "effect": "NoSchedule"}])),
+    BadCase("env-from-unprefixed-with-gpus", falapp(envFrom=[{"configMapRef": {"name": "c"}}]),
+            "spec.envFrom[0].prefix", "every envFrom entry of an app with GPUs needs a prefix", Judge.OPERATOR,
+            CHILDREN),
+    BadCase("env-from-empty-prefix-with-gpus",
+            falapp(numGpus=1, envFrom=[{"configMapRef": {"name": "c"}, "prefix": "A_"},
+                                       {"secretRef": {"name": "s"}, "prefix": ""}]),
+            "spec.envFrom[1].prefix", "every envFrom entry of an app with GPUs needs a prefix", Judge.OPERATOR,
+            CHILDREN),
+    BadCase("ports-same-name", falapp(ports=[{"containerPort": 8080, "name": "http"},
+                                             {"containerPort": 8081, "name": "http"}]),
+            "spec.ports", "two ports may not have the same name", Judge.OPERATOR, CHILDREN),
+    BadCase("ports-unnamed-share-a-number", falapp(ports=[{"containerPort": 53, "protocol": "TCP"},
+                                                          {"containerPort": 53, "protocol": "UDP"}]),
+            "spec.ports", "unnamed ports need different numbers", Judge.OPERATOR, CHILDREN),
+    BadCase("ports-named-after-another", falapp(ports=[{"containerPort": 8080, "name": "port-80"},
+                                                       {"containerPort": 80}]),
+            "spec.ports", "port name port-80 is the Service's name for an unnamed port", Judge.OPERATOR, CHILDREN),
     BadCase("requests-too-large-for-kubernetes", falapp(machineTypes=[PRIVATE], numGpus=16), "spec.numGpus",
             "too large for Kubernetes", Judge.OPERATOR, CATALOGUE, words=("cpu request", PRIVATE),
             machine_type=_private(resources={"cpu": "1P", "memory": "1Gi"}, gpu={"maxGpusPerReplica": 16})),
@@ -588,6 +592,10 @@ GOOD_FALAPPS: list[GoodCase] = [
     ),
     GoodCase("ports-sharing-a-number-named", falapp(ports=[{"containerPort": 53, "name": "dns-tcp"},
                                                            {"containerPort": 53, "protocol": "UDP"}])),
+    GoodCase("port-named-like-a-number-it-is-not", falapp(ports=[{"containerPort": 8080, "name": "port-8080"},
+                                                                {"containerPort": 9090}])),
+    GoodCase("env-from-unprefixed-on-cpu-types", falapp(machineTypes=["M", "L"],
+                                                        envFrom=[{"configMapRef": {"name": "c"}}])),
     GoodCase("env-from-unprefixed-without-gpus",
              falapp(machineTypes=["XS"], numGpus=0, envFrom=[{"configMapRef": {"name": "c"}, "prefix": ""}])),
     GoodCase("quantity-largest", falapp(resources={"cpu": "1P", "memory": "1e15"})),

@@ -261,13 +261,6 @@ SCHEMA_ATTACKS = {
         'spec.envFrom[0].prefix: Invalid value: "NVIDIA_": prefix may not start with NVIDIA_',
         allowed_spec={"envFrom": [{"prefix": "APP_", "configMapRef": {"name": "settings"}}]},
         needs=(("get", "configmaps", "settings"),)),
-    # with GPUs, an unprefixed source could carry NVIDIA_VISIBLE_DEVICES=all past the device plugin's
-    "envFrom-unprefixed-with-gpus": Attack(
-        {"machineTypes": ["GPU-H100"], "numGpus": 1, "envFrom": [{"configMapRef": {"name": "settings"}}]},
-        "every envFrom entry of an app with GPUs needs a prefix",
-        allowed_spec={"machineTypes": ["GPU-H100"], "numGpus": 1,
-                      "envFrom": [{"prefix": "APP_", "configMapRef": {"name": "settings"}}]},
-        needs=(("get", "configmaps", "settings"),)),
     "annotation-pod-deletion-cost": Attack(
         {"podAnnotations": {"controller.kubernetes.io/pod-deletion-cost": "-1000"}},
         "spec.podAnnotations: Invalid value: podAnnotations key controller.kubernetes.io/pod-deletion-cost "

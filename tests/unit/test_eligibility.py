@@ -90,3 +90,14 @@ def test_types_sharing_a_display_name_go_by_their_object_names() -> None:
     a100 = machine_type_model("a100", displayName="GPU-A100", gpu={"maxGpusPerReplica": 8, "vram": "80Gi"})
     resolution = resolve(falapp_spec(machineTypes=None, gpuMemory="60Gi"), [gke, karpenter, a100])
     assert sorted(o.display for o in resolution.options) == ["GPU-A100", "h100-gke", "h100-karpenter"]
+
+
+def test_an_unprefixed_env_from_source_is_a_problem_only_where_replicas_get_gpus() -> None:
+    """An app without numGpus on CPU types has no GPU (its pods get NVIDIA_VISIBLE_DEVICES=void); on GPU
+    types its replicas get one, and an unprefixed source could carry NVIDIA_VISIBLE_DEVICES past the
+    device plugin's."""
+    env_from = [{"configMapRef": {"name": "c"}}]
+    catalogue = list(DEFAULT_CATALOG)
+    assert resolve(falapp_spec(machineTypes=["M", "L"], envFrom=env_from), catalogue).problem is None
+    problem = resolve(falapp_spec(machineTypes=["M", "GPU-H100"], envFrom=env_from), catalogue).problem
+    assert problem is not None and problem.startswith("spec.envFrom[0].prefix: ")

@@ -157,16 +157,15 @@ NUM_GPUS_WITH_MEMORY = (
     "it over several GPUs"
 )
 NUM_GPUS_WITH_SPLIT = "numGpus may not be set with splitAcrossGpus: the GPU count is chosen per machine type"
-# the Service's name of an unnamed port is port-<containerPort> (children.service): it must not collide
-PORT_NAMES_UNIQUE = "ports: two ports may not have the same name"
+# the Service's name of an unnamed port is port-<containerPort> (children.service): it must not collide.
+# These, and the envFrom prefix of an app with GPUs, are judged by the operator (eligibility.spec_problem),
+# not by the CRD: a rule added to the schema would refuse even the status writes of objects stored before it
+PORT_NAMES_UNIQUE = "two ports may not have the same name"
 UNNAMED_PORTS_SHARE_A_NUMBER = (
-    "ports: unnamed ports need different numbers (the Service calls an unnamed port port-<containerPort>): "
-    "name ports that share a number, e.g. TCP and UDP 53"
+    "unnamed ports need different numbers (the Service calls an unnamed port port-<containerPort>): name "
+    "ports that share a number, e.g. TCP and UDP 53"
 )
-PORT_NAMED_AFTER_ANOTHER = (
-    "ports: a port named port-<number> needs every port named (the Service calls an unnamed port "
-    "port-<containerPort>)"
-)
+PORT_NAMED_AFTER_ANOTHER = "is the Service's name for an unnamed port (port-<containerPort>): choose another"
 # the GPU device plugin's NVIDIA_VISIBLE_DEVICES comes before the container's variables, so a key of that
 # name in an unprefixed envFrom source would replace it (the GPU runtime then exposes every GPU of the
 # node); pods without GPUs have it pinned to void by an env entry, which wins over envFrom
@@ -207,8 +206,6 @@ _SPEC_RULES = x_validations(
         field_path=".numGpus"),
     cel("!has(self.splitAcrossGpus) || !self.splitAcrossGpus || !has(self.numGpus)", NUM_GPUS_WITH_SPLIT,
         field_path=".numGpus"),
-    cel("!has(self.envFrom) || (has(self.numGpus) && self.numGpus == 0) || "
-        "self.envFrom.all(e, has(e.prefix) && size(e.prefix) > 0)", ENV_FROM_NEEDS_PREFIX, field_path=".envFrom"),
 )
 
 
@@ -282,16 +279,9 @@ class FalAppSpec(ApiModel):
         default_factory=list,
         max_length=64,
         description="Ports the app listens on. The Service calls an unnamed one port-<containerPort>, so "
-        "names are unique, unnamed ports have different numbers, and names of that form need every port named.",
-        json_schema_extra={**list_map("containerPort", "protocol"), **x_validations(
-            cel("self.all(p, !has(p.name) || self.exists_one(q, has(q.name) && q.name == p.name))",
-                PORT_NAMES_UNIQUE),
-            cel("self.all(p, has(p.name) || "
-                "self.exists_one(q, !has(q.name) && q.containerPort == p.containerPort))",
-                UNNAMED_PORTS_SHARE_A_NUMBER),
-            cel("self.all(p, has(p.name)) || self.all(p, !has(p.name) || !p.name.matches('^port-[0-9]+$'))",
-                PORT_NAMED_AFTER_ANOTHER),
-        )},
+        "names are unique, unnamed ports have different numbers, and no port is named after an unnamed one "
+        "(the operator stalls the app as InvalidSpec otherwise).",
+        json_schema_extra=list_map("containerPort", "protocol"),
     )
     readiness_probe: Probe | None = Field(None, description="When a replica is ready to serve.")
     liveness_probe: Probe | None = Field(None, description="When a replica must be restarted.")
@@ -360,14 +350,6 @@ class FalAppSpec(ApiModel):
     def _rules(self) -> FalAppSpec:
         _unique(self.env, lambda e: e.name, "env")
         _unique(self.ports, lambda p: (p.container_port, p.protocol), "ports")
-        named = [p.name for p in self.ports if p.name]
-        unnamed = [p.container_port for p in self.ports if not p.name]
-        if len(set(named)) < len(named):
-            raise ValueError(PORT_NAMES_UNIQUE)
-        if len(set(unnamed)) < len(unnamed):
-            raise ValueError(UNNAMED_PORTS_SHARE_A_NUMBER)
-        if unnamed and any(re.fullmatch(r"port-[0-9]+", name) for name in named):
-            raise ValueError(PORT_NAMED_AFTER_ANOTHER)
         _unique(self.volumes, lambda v: v.name, "volumes")
         _unique(self.volume_mounts, lambda m: m.mount_path, "volumeMounts")
         _unique(self.image_pull_secrets, lambda s: s.name, "imagePullSecrets")
@@ -388,9 +370,6 @@ class FalAppSpec(ApiModel):
             raise ValueError(NUM_GPUS_WITH_MEMORY)
         if self.split_across_gpus and self.num_gpus is not None:
             raise ValueError(NUM_GPUS_WITH_SPLIT)
-        unprefixed = next((i for i, e in enumerate(self.env_from) if not e.prefix), None)
-        if self.num_gpus != 0 and unprefixed is not None:
-            raise ValueError(f"envFrom[{unprefixed}].prefix: {ENV_FROM_NEEDS_PREFIX}")
         return self
 
 

@@ -23,6 +23,12 @@ from decimal import Decimal
 
 from falapp_operator.api import FalAppSpec, MachineType
 from falapp_operator.api.common import MAX_MACHINE_TYPES
+from falapp_operator.api.falapp import (
+    ENV_FROM_NEEDS_PREFIX,
+    PORT_NAMED_AFTER_ANOTHER,
+    PORT_NAMES_UNIQUE,
+    UNNAMED_PORTS_SHARE_A_NUMBER,
+)
 from falapp_operator.api.machinetype import GpuSpec, find_machine_type
 from falapp_operator.api.units import cpu_millis, memory_bytes, parse_quantity
 from falapp_operator.placement.snapshot import TypeOption
@@ -212,7 +218,32 @@ def resolve(spec: FalAppSpec, catalogue: Iterable[MachineType], namespace: str =
             namespace_labels: Mapping[str, str] | None = None) -> Resolution:
     """The types that can host the app, in preference order, or the problem that makes the spec
     invalid. `namespace_labels` are the labels of the app's namespace (None: not known)."""
-    catalogue = list(catalogue)
+    resolution = _resolve(spec, list(catalogue), namespace, namespace_labels)
+    if resolution.problem is None and (problem := spec_problem(spec, resolution.options)) is not None:
+        return Resolution(types=resolution.types, skipped=resolution.skipped, problem=problem)
+    return resolution
+
+
+def spec_problem(spec: FalAppSpec, options: Iterable[TypeOption]) -> str | None:
+    """What the schema lets through but the app's children could not be made of: ports whose Service names
+    collide, and an unprefixed envFrom source in an app with GPUs (see falapp.ENV_FROM_NEEDS_PREFIX)."""
+    named = [p.name for p in spec.ports if p.name]
+    unnamed = [p.container_port for p in spec.ports if not p.name]
+    if len(set(named)) < len(named):
+        return f"spec.ports: {PORT_NAMES_UNIQUE}"
+    if len(set(unnamed)) < len(unnamed):
+        return f"spec.ports: {UNNAMED_PORTS_SHARE_A_NUMBER}"
+    clash = next((name for name in named if name in {f"port-{n}" for n in unnamed}), None)
+    if clash is not None:
+        return f"spec.ports: port name {clash} {PORT_NAMED_AFTER_ANOTHER}"
+    unprefixed = next((i for i, source in enumerate(spec.env_from) if not source.prefix), None)
+    if unprefixed is not None and any(o.gpus for o in options):
+        return f"spec.envFrom[{unprefixed}].prefix: {ENV_FROM_NEEDS_PREFIX}"
+    return None
+
+
+def _resolve(spec: FalAppSpec, catalogue: list[MachineType], namespace: str,
+             namespace_labels: Mapping[str, str] | None) -> Resolution:
     if spec.machine_types is None:
         return _resolve_by_vram(spec, catalogue, namespace, namespace_labels)
     hosts = _Hosts(spec)
