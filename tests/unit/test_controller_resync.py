@@ -9,7 +9,7 @@ import copy
 import time
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL
-from falapp_operator.k8s.client import ServerClock
+from falapp_operator.k8s.client import ApiError, ServerClock
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.settings import OperatorSettings
 from tests import builders
@@ -332,6 +332,44 @@ async def test_a_machinetype_or_nodepool_deleted_while_the_watch_was_away_is_dro
         await controller.resync()
         assert "gpu-a100" not in controller.catalogue and "gpu-h100" in controller.catalogue
         assert not any(m.spec.autoscaled for m in controller.placement_catalogue())
+    finally:
+        await controller.stop()
+
+
+async def test_a_nodepool_list_refused_stops_neither_the_start_nor_the_pods_correction():
+    """Karpenter's API answering 500 (its conversion webhook down) or 403: the pools are kept as known and
+    the rest of the resync goes on. (Was: start raised, and after a pod watch's 410 no pod was listed.)"""
+    api = ListingApi([node("n1")], [pod("gone", "n1")])
+
+    async def refused() -> list[dict]:
+        raise ApiError(500, "InternalError", "conversion webhook for karpenter.sh/v1, Kind=NodePool failed")
+    api.list_nodepools = refused
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        assert "uid-gone" in controller.cache.pods
+        api.pods = []
+        await controller.resync()
+        assert "uid-gone" not in controller.cache.pods
+    finally:
+        await controller.stop()
+
+
+async def test_a_resync_that_finds_the_catalogue_unchanged_queues_nothing():
+    """Nothing changed, an invalid MachineType included (ignored, with a warning when it came): the resync
+    queues no app. (Was: the invalid one, never in the catalogue, was taken as new at every resync and
+    queued every app.)"""
+    api = ListingApi([node("n1")], [], namespaces=[namespace("team-a")])
+    api.machinetypes.append({"apiVersion": "fal.ai/v1alpha1", "kind": "MachineType",
+                             "metadata": {"name": "broken", "generation": 1}, "spec": {"noSuchField": 1}})
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        assert "broken" not in controller.catalogue
+        controller.apps.add(("team-a", "llm"))
+        controller.queue._queued.clear()
+        await controller.resync()
+        assert ("app", "team-a", "llm") not in controller.queue._queued
     finally:
         await controller.stop()
 

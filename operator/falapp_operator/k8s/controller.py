@@ -318,7 +318,15 @@ class Controller:
                 for mark, listing, known, event in (
                         (MACHINETYPE_MARK, self.api.list_machinetypes, self._machinetype_seen, self.machinetype_event),
                         (NODEPOOL_MARK, self.api.list_nodepools, self.nodepools, self.nodepool_event)):
-                    items = await listing()
+                    try:
+                        items = await listing()
+                    except ApiError as e:
+                        if mark == MACHINETYPE_MARK and not self._machinetype_seen:  # no catalogue at all yet
+                            raise
+                        # kept as the watches say: the pods' correction below matters more (a NodePool API
+                        # refused, say Karpenter's conversion webhook down, must not stop it)
+                        logger.warning("resync: %s not listed, kept as known: %s", mark.rstrip("/"), e)
+                        continue
                     newer = self._watched_during_resync
                     names = {b["metadata"]["name"] for b in items}
                     for name in [n for n in known if n not in names and mark + n not in newer]:
@@ -481,10 +489,11 @@ class Controller:
         if self._watched_during_resync is not None:
             self._watched_during_resync.add(MACHINETYPE_MARK + name)
         seen = (meta.get("generation"), body.get("spec"), meta.get("labels"), meta.get("annotations"))
-        if not deleted and name in self.catalogue and self._machinetype_seen.get(name) == seen:
-            # only its status changed: nothing placement reads. Our own status write coming back (or
-            # an older one) changes nothing; anyone else's is corrected by the next status pass
-            if (version(body) or 0) > self._machinetype_written.get(name, 0):
+        if not deleted and self._machinetype_seen.get(name) == seen:
+            # only its status changed: nothing placement reads (nor, for a type refused as invalid, a
+            # reason to say so again). Our own status write coming back (or an older one) changes
+            # nothing; anyone else's is corrected by the next status pass
+            if name in self.catalogue and (version(body) or 0) > self._machinetype_written.get(name, 0):
                 self._machinetype_status[name] = MachineTypeStatus.model_validate(body.get("status") or {})
                 self._touch_machinetypes()
             return
