@@ -88,6 +88,10 @@ def test_no_capacity_with_a_scheduler_message_longer_than_a_condition_holds():
     ready = next(c for c in status.conditions if c.type == "Ready")
     assert ready.reason == "InsufficientCapacity"
     assert ready.message is not None and len(ready.message) == 32768 and ready.message.endswith("...")
+    # planned again on the status it wrote: the same news, no second Warning (was: the cut message never
+    # equalled the whole one, and every reconcile posted the InsufficientCapacity event again)
+    again = plan(snapshot(spec(replicas=1), status=status, counts={A100: 1}, pods=pending, free={H100: [], A100: []}))
+    assert [e.reason for e in again.events if e.type == "Warning"] == []
 
 
 def test_stalled_is_terminal_and_names_the_problem():

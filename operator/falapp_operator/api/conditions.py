@@ -95,8 +95,12 @@ def set_condition(
     return result
 
 
+def condition_message(message: str) -> str:
+    """The message as a condition holds it (cut to its limit): what a later one is compared with."""
+    return truncate(message, CONDITION_MESSAGE_MAX)
+
+
 def _condition(type_: str, status: ConditionStatus, reason: str, message: str, since: datetime,
                observed_generation: int | None) -> Condition:
-    return Condition(type=type_, status=status, reason=reason,
-                     message=truncate(message, CONDITION_MESSAGE_MAX), last_transition_time=since,
-                     observed_generation=observed_generation)
+    return Condition(type=type_, status=status, reason=reason, message=condition_message(message),
+                     last_transition_time=since, observed_generation=observed_generation)

@@ -13,7 +13,13 @@ from falapp_operator.api import (
     app_name_problem,
     truncate,
 )
-from falapp_operator.api.conditions import ConditionStatus, ConditionType, get_condition, set_condition
+from falapp_operator.api.conditions import (
+    ConditionStatus,
+    ConditionType,
+    condition_message,
+    get_condition,
+    set_condition,
+)
 from falapp_operator.api.status import (
     Attempt,
     FalAppStatus,
@@ -263,7 +269,7 @@ def invalid(ref: AppRef, generation: int, status: FalAppStatus, problem: str, no
     if reason == "InvalidSpec":
         new_status.candidates = ""  # nothing resolves: the old list would mislead
     events = []
-    if previous is None or not previous.is_true or previous.message != problem:
+    if previous is None or not previous.is_true or previous.message != condition_message(problem):
         events.append(Event("Warning", reason, problem))
     return AppPlan(status=new_status, events=events)
 
@@ -398,7 +404,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
                                message=ready_state[2], observed_generation=gen, now=now)
     if ready_state[0] == "False" and ready_state[1] in ("InsufficientCapacity", "ReplicaFailure") and (
             previous_ready is None or previous_ready.reason != ready_state[1]
-            or previous_ready.message != ready_state[2]):
+            or previous_ready.message != condition_message(ready_state[2])):
         events.append(Event("Warning", ready_state[1], ready_state[2]))
     busy = ready_state[0] != "True" and stalled[0] != "True"  # kstatus: Stalled is Failed, not InProgress
     conditions = set_condition(conditions, ConditionType.RECONCILING, "True" if busy else "False",
