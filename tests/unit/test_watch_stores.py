@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from falapp_operator.api import DEFAULT_CATALOG, MachineTypeStatus
+from falapp_operator.api.names import deployment_name
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store
 from falapp_operator.reconcile.observe import (
@@ -31,11 +32,14 @@ from tests.unit.test_controller_resync import ListingApi, node
 from tests.unit.test_observe import NOW
 
 APP = ("team-a", "llm")
+H100_DEP, A100_DEP = deployment_name("llm", "gpu-h100"), deployment_name("llm", "gpu-a100")
 
 
-def deployment(replicas: int, rv: int, uid: str = "d-1", name: str = "llm-h100") -> dict:
-    return {"metadata": {"name": name, "namespace": "team-a", "uid": uid, "resourceVersion": str(rv),
-                         "generation": replicas, "labels": {"fal.ai/app": "llm", "fal.ai/machine-type": "gpu-h100"},
+def deployment(replicas: int, rv: int, uid: str = "d-1", name: str | None = None,
+               machine_type: str = "gpu-h100") -> dict:
+    return {"metadata": {"name": name or deployment_name("llm", machine_type), "namespace": "team-a", "uid": uid,
+                         "resourceVersion": str(rv),
+                         "generation": replicas, "labels": {"fal.ai/app": "llm", "fal.ai/machine-type": machine_type},
                          "ownerReferences": [{"kind": "FalApp", "name": "llm", "uid": "app-1", "controller": True}]},
             "spec": {"replicas": replicas}}
 
@@ -71,7 +75,7 @@ def test_a_watch_event_older_than_our_write_does_not_win():
     later = deployment(3, rv=10)
     later["status"] = {"readyReplicas": 3, "conditions": [{"type": "Available", "status": "True"}]}
     assert s.observe("MODIFIED", later) is False
-    assert s.get(("team-a", "llm-h100"))["metadata"]["resourceVersion"] == "10"
+    assert s.get(("team-a", H100_DEP))["metadata"]["resourceVersion"] == "10"
     later["status"]["conditions"].append({"type": "ReplicaFailure", "status": "True", "message": "quota"})
     later["metadata"]["resourceVersion"] = "11"
     assert s.observe("MODIFIED", later) is True
@@ -81,7 +85,7 @@ def test_a_child_we_deleted_does_not_come_back_from_a_stale_event():
     clock = Clock()
     s = store(clock)
     s.observe("ADDED", deployment(2, rv=5))
-    s.deleted(("team-a", "llm-h100"), APP)
+    s.deleted(("team-a", H100_DEP), APP)
     assert s.of_app("team-a", "llm") == []
     assert s.observe("MODIFIED", deployment(2, rv=6)) is False  # in flight before the delete
     assert s.of_app("team-a", "llm") == []
@@ -118,7 +122,7 @@ def test_a_relist_does_not_undo_a_write_made_after_its_snapshot():
     s = store()
     s.wrote(deployment(3, rv=30), APP)
     # the informer re-listed at version 25 (before our write) and reports what its LIST lacks as deleted
-    s.observe("DELETED", {"metadata": {"uid": "d-1", "namespace": "team-a", "name": "llm-h100",
+    s.observe("DELETED", {"metadata": {"uid": "d-1", "namespace": "team-a", "name": H100_DEP,
                                        "resourceVersion": "25"}})
     assert replicas(s) == [3]
 
@@ -146,7 +150,7 @@ def full_pod() -> dict:
 
 
 def test_slim_copies_read_as_the_whole_objects():
-    pod, dep = full_pod(), deployment(2, rv=5, name="llm-h100")
+    pod, dep = full_pod(), deployment(2, rv=5)
     dep["metadata"]["annotations"] = {"fal.ai/surge": "", "fal.ai/applied-hash": "h1",
                                       "kubectl.kubernetes.io/last-applied-configuration": "{...}"}
     dep["metadata"]["managedFields"] = [
@@ -156,7 +160,7 @@ def test_slim_copies_read_as_the_whole_objects():
     dep["status"] = {"conditions": [{"type": "ReplicaFailure", "status": "True", "message": "exceeded quota"},
                                     {"type": "Available", "status": "True"}]}
     dep["metadata"]["ownerReferences"][0]["uid"] = "app-1"
-    pod["metadata"]["ownerReferences"][0]["name"] = "llm-h100-abc"
+    pod["metadata"]["ownerReferences"][0]["name"] = f"{H100_DEP}-abc"
     slim_d, slim_p = slim_child(dep, "falapp-operator"), slim_pod(pod)
     assert made_by([slim_p], [slim_d]) == [slim_p] and made_by([pod], [dep]) == [pod]
     assert pod_view(slim_p, False, NOW) == pod_view(pod, False, NOW)
@@ -189,8 +193,20 @@ def test_the_stores_keep_little_of_what_a_tenant_may_stuff_into_objects():
     owned = deployment(2, rv=6)
     owned["metadata"]["annotations"] = {"fal.ai/applied-hash": BIG, "fal.ai/surge": "1",
                                         "fal.ai/recorded-moves": '{"attempts": []}'}
-    for slim in (slim_child(squatter, "falapp-operator"), slim_pod(pod), slim_child(owned, "falapp-operator")):
+    # one that names its own FalApp as controller (no extra right needed) under another name than the
+    # operator gives: as a squatter (was: kept whole, 192 KiB of moves and any managedFields)
+    disguised = deployment(0, rv=7, name="junk-2")
+    disguised["metadata"]["annotations"] = {"fal.ai/recorded-moves": "x" * (190 * 1024)}
+    # the operator's own Deployment, with another manager's fields: only whether one is outside what others
+    # may set is kept (was: every entry whole)
+    owned["metadata"]["managedFields"] = [
+        {"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:metadata": {"f:labels": {
+            f"f:team.example.com/label-{i}": {} for i in range(5000)}}, "f:spec": {"f:paused": {}}}}]
+    for slim in (slim_child(squatter, "falapp-operator"), slim_pod(pod), slim_child(owned, "falapp-operator"),
+                 slim_child(disguised, "falapp-operator")):
         assert len(str(slim)) < 4096, slim
+    assert slim_child(owned, "falapp-operator")["metadata"]["managedFields"] == [
+        {"manager": "kubectl", "fieldsV1": {"f:spec": {"f:paused": {}}}}]
     # what the reconcile reads of them is still there: the squatter's name and owner (a name conflict), the
     # owned Deployment's short annotations
     assert slim_child(squatter, "falapp-operator")["metadata"]["name"] == "junk-1"
@@ -455,7 +471,7 @@ async def test_an_expired_watch_lists_again_and_reports_what_went_meanwhile():
 
     class Api:
         def __init__(self) -> None:
-            self.items = [deployment(2, rv=5), deployment(1, rv=6, uid="d-2", name="llm-a100")]
+            self.items = [deployment(2, rv=5), deployment(1, rv=6, uid="d-2", machine_type="gpu-a100")]
             self.watches = 0
 
         async def list_objects(self, resource, each, *args):
@@ -474,15 +490,15 @@ async def test_an_expired_watch_lists_again_and_reports_what_went_meanwhile():
     api, seen = Api(), []
     informer = Informer(api, "deployments", lambda kind, body: seen.append((kind, body["metadata"]["name"])))
     await informer.sync()
-    assert seen == [("ADDED", "llm-h100"), ("ADDED", "llm-a100")]
+    assert seen == [("ADDED", H100_DEP), ("ADDED", A100_DEP)]
     api.items = api.items[:1]  # llm-a100 goes while the watch is away: no event ever says so
     task = asyncio.create_task(informer.run())
     try:
         for _ in range(100):
-            if ("DELETED", "llm-a100") in seen:
+            if ("DELETED", A100_DEP) in seen:
                 break
             await asyncio.sleep(0.01)
-        assert seen[2:] == [("MODIFIED", "llm-h100"), ("ADDED", "llm-h100"), ("DELETED", "llm-a100")]
+        assert seen[2:] == [("MODIFIED", H100_DEP), ("ADDED", H100_DEP), ("DELETED", A100_DEP)]
         assert api.watches == 2 and informer.version == "10"
     finally:
         task.cancel()
@@ -505,23 +521,23 @@ def test_a_relist_does_not_drop_an_object_made_again_under_the_same_name():
     s = store()
     s.observe("ADDED", deployment(2, rv=5, uid="d-1"))
     s.observe("ADDED", deployment(1, rv=20, uid="d-2"))  # listed again
-    s.observe("DELETED", {"metadata": {"uid": "d-1", "namespace": "team-a", "name": "llm-h100",
+    s.observe("DELETED", {"metadata": {"uid": "d-1", "namespace": "team-a", "name": H100_DEP,
                                        "resourceVersion": "25"}})
     assert replicas(s) == [1], "the object made again was dropped with the old one"
-    assert s.key_of_uid("d-2") == ("team-a", "llm-h100")
+    assert s.key_of_uid("d-2") == ("team-a", H100_DEP)
 
 
 def test_a_fresh_list_keeps_what_the_watch_reported_after_its_snapshot():
     s = store()
     s.observe("ADDED", deployment(2, rv=5))
     # while the fresh LIST (snapshot at version 40) is on its way, the watch reports a new child
-    s.observe("ADDED", deployment(1, rv=45, uid="d-2", name="llm-a100"))
+    s.observe("ADDED", deployment(1, rv=45, uid="d-2", machine_type="gpu-a100"))
     s.refresh_app(APP, "team-a", [deployment(2, rv=5)], list_version="40")
-    assert [d["metadata"]["name"] for d in s.of_app("team-a", "llm")] == ["llm-a100", "llm-h100"], \
+    assert [d["metadata"]["name"] for d in s.of_app("team-a", "llm")] == [A100_DEP, H100_DEP], \
         "a child made after the LIST's snapshot was dropped"
     # one the LIST should have had is gone
     s.refresh_app(APP, "team-a", [deployment(2, rv=5)], list_version="50")
-    assert [d["metadata"]["name"] for d in s.of_app("team-a", "llm")] == ["llm-h100"]
+    assert [d["metadata"]["name"] for d in s.of_app("team-a", "llm")] == [H100_DEP]
 
 
 async def test_a_watch_whose_handler_fails_keeps_watching(caplog):

@@ -22,6 +22,8 @@ from falapp_operator.api.names import (
     SURGE_ANNOTATION,
     TEMPLATE_ANNOTATION,
     TYPE_LABEL,
+    deployment_name,
+    service_name,
 )
 from falapp_operator.api.status import MAX_RECORDED_MOVES
 from falapp_operator.placement import PodView, Surge
@@ -232,6 +234,35 @@ def _since(surge: Surge) -> datetime:
 # --- what the controller keeps of each object: only the fields read above and in writes.py ---------
 # (same shapes as the API's objects, so the functions here take either; the simulator feeds whole ones)
 
+# fields others may set on our children without it being drift (kubectl rollout restart, tools' notes)
+FOREIGN_OK = ("f:metadata", "f:status", "f:spec.f:template.f:metadata.f:annotations")
+
+
+def field_paths(fields: JsonMapping, prefix: str = "") -> list[str]:
+    """Leaf paths of a managedFields fieldsV1 set, e.g. `f:spec.f:replicas`."""
+    paths: list[str] = []
+    for key, sub in fields.items():
+        if key == ".":
+            continue
+        path = f"{prefix}.{key}" if prefix else key
+        paths.extend(field_paths(sub, path) if isinstance(sub, Mapping) and sub else [path])
+    return paths
+
+
+def _first_foreign(fields: JsonMapping, prefix: str = "") -> JsonObject | None:
+    """The fieldsV1 set cut to its first leaf outside FOREIGN_OK (None: all are inside)."""
+    for key, sub in fields.items():
+        if key == ".":
+            continue
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(sub, Mapping) and sub:
+            if (found := _first_foreign(sub, path)) is not None:
+                return {key: found}
+        elif not path.startswith(FOREIGN_OK):
+            return {key: {}}
+    return None
+
+
 def others_managed_fields(meta: JsonMapping, field_manager: str) -> list[JsonObject]:
     """managedFields entries of other managers than this operator and the cluster's own status
     bookkeeping: whose changes to a child may be drift (see writes.needs_apply)."""
@@ -269,14 +300,21 @@ def _meta(meta: JsonMapping, labels: Iterable[str], annotations: Mapping[str, in
 def slim_child(body: JsonMapping, field_manager: str) -> JsonObject:
     """A Deployment or Service of an app, as children_state, made_by, name_conflict and needs_apply
     read it; anyone else's only as name_conflict reads it (name and controller: its name is taken),
-    also when it carries an app's label without being a FalApp's."""
+    also when it carries an app's label without being what the operator makes for that app (its FalApp
+    the controller, and the name the operator gives it: anyone may write the rest)."""
     meta = body["metadata"]
     out = {"metadata": _meta(meta, (APP_LABEL, TYPE_LABEL), _CHILD_ANNOTATIONS)}
+    labels = out["metadata"]["labels"]
+    app = labels.get(APP_LABEL)
     owner = (out["metadata"].get("ownerReferences") or [{}])[0]
-    if not out["metadata"]["labels"].get(APP_LABEL) or owner.get("kind") != "FalApp":
+    if not app or owner.get("kind") != "FalApp" or owner.get("name") != app or meta.get("name") not in (
+            service_name(app), deployment_name(app, labels.get(TYPE_LABEL) or "")):
         del out["metadata"]["labels"], out["metadata"]["annotations"]
         return out
-    out["metadata"]["managedFields"] = others_managed_fields(meta, field_manager)
+    # of others' fields, only whether one is outside what others may set (see writes.needs_apply)
+    out["metadata"]["managedFields"] = [
+        {"manager": e.get("manager"), "fieldsV1": foreign} for e in others_managed_fields(meta, field_manager)
+        if (foreign := _first_foreign(e.get("fieldsV1") or {})) is not None]
     if "replicas" in (body.get("spec") or {}):
         out["spec"] = {"replicas": body["spec"]["replicas"]}
     failures = [_pick(c, ("type", "status", "reason", "message", "lastTransitionTime"))

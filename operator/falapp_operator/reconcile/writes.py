@@ -20,13 +20,9 @@ from falapp_operator.api import JsonMapping
 from falapp_operator.api.names import DELETE_FIRST, DELETION_COST, HASH_ANNOTATION, deployment_name
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan
-from falapp_operator.reconcile.observe import controller_uid, made_by, others_managed_fields
+from falapp_operator.reconcile.observe import FOREIGN_OK, controller_uid, field_paths, made_by, others_managed_fields
 
 Ref = tuple[str, str]  # an object's name and uid
-
-# fields others may set on our children without it being drift (kubectl rollout restart, tools' notes)
-FOREIGN_OK = ("f:metadata", "f:status", "f:spec.f:template.f:metadata.f:annotations")
-
 
 @dataclass(frozen=True)
 class Write:
@@ -159,17 +155,6 @@ def needs_apply(current: JsonMapping, desired: JsonMapping, field_manager: str,
     if applied_version is not None and object_version(current) == applied_version:
         return False
     for entry in others_managed_fields(meta, field_manager):
-        if any(not path.startswith(FOREIGN_OK) for path in _field_paths(entry.get("fieldsV1") or {})):
+        if any(not path.startswith(FOREIGN_OK) for path in field_paths(entry.get("fieldsV1") or {})):
             return True
     return False
-
-
-def _field_paths(fields: JsonMapping, prefix: str = "") -> list[str]:
-    """Leaf paths of a managedFields fieldsV1 set, e.g. `f:spec.f:replicas`."""
-    paths: list[str] = []
-    for key, sub in fields.items():
-        if key == ".":
-            continue
-        path = f"{prefix}.{key}" if prefix else key
-        paths.extend(_field_paths(sub, path) if isinstance(sub, Mapping) and sub else [path])
-    return paths
