@@ -74,6 +74,7 @@ class LeaderElector:
         self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
         self._leading = False
         self._valid_until = 0.0  # monotonic: the leader writes only before this
+        self._held_until = 0.0  # monotonic: no one else may hold the Lease before this
         self._observed_version: str | None = None
         self._observed_at = 0.0  # monotonic: when the Lease was last seen to change
         self.holder: str | None = None  # the holder as last read
@@ -87,9 +88,9 @@ class LeaderElector:
         return self._leading and time.monotonic() < self._valid_until
 
     def time_left(self) -> float:
-        """Seconds this process still leads for: a write must be answered within them (a renewal since
-        moves the deadline on, for the writes sent after it)."""
-        return max(self._valid_until - time.monotonic(), 0.0) if self._leading else 0.0
+        """Seconds a write sent now has before another candidate may take the Lease over (from the last
+        renewal's start, the Lease's duration: 13-15 s with the defaults while renewals succeed)."""
+        return max(self._held_until - time.monotonic(), 0.0) if self._leading else 0.0
 
     async def run(self, on_elected: Callable[[], None]) -> None:
         """Campaign until elected, call `on_elected`, then renew; returns as soon as leadership is lost."""
@@ -181,6 +182,9 @@ class LeaderElector:
         self._observed_version, self._observed_at = written["metadata"].get("resourceVersion"), time.monotonic()
         self.holder = self.identity
         self._valid_until = started + self.renew_deadline
+        # no other candidate takes the Lease before its duration has run from when it saw this renewal,
+        # which it saw after this process began it: a write answered before then cannot land over theirs
+        self._held_until = started + self.lease_duration
         return True
 
     async def _request(self, verb: str, call: ApiCall, *args: object) -> JsonObject:
