@@ -2361,3 +2361,17 @@ async def test_a_reconcile_that_raises_is_told_on_the_app_once_and_retried(rig: 
     assert [(e["type"], e["reason"]) for e in told] == [("Warning", "ReconcileFailed")]
     assert "RuntimeError: a case the planner never met" in told[0]["message"]
     assert told[0]["involvedObject"]["uid"] == "app-1"
+
+
+async def test_a_labelled_deployment_the_operator_did_not_make_costs_no_read_when_deleted(rig: Rig) -> None:
+    """Anyone may create and delete a Deployment labelled as an app's: its deletion is no sign the app is
+    gone, so no fresh read of the app follows (four reads each)."""
+    rig.create_app(falapp())
+    await rig.reconcile()
+    junk = {"metadata": {"name": "junk", "namespace": NS, "uid": "junk-1", "resourceVersion": "500",
+                         "labels": {APP_LABEL: "llm", TYPE_LABEL: "gpu-h100"}}, "spec": {"replicas": 0}}
+    rig.controller.child_watched(rig.controller.deployments, "ADDED", junk)
+    rig.controller.child_watched(rig.controller.deployments, "DELETED", {
+        **junk, "metadata": {**junk["metadata"], "resourceVersion": "501"}})
+    requests = await rig.reconcile()
+    assert not [r for r in requests if r.startswith("GET")], requests

@@ -688,10 +688,14 @@ class Controller:
             for app in apps:
                 if app is None:
                     continue
-                if kind == "DELETED" and meta["namespace"] not in self.terminating:
-                    # deleted, not by the operator: its app may be gone too (a FalApp deleted in the
-                    # background takes its children after it, and its own DELETED may come later on its
-                    # watch): read fresh before making it again, not a Deployment of a deleted app
+                held = ((old or {}).get("metadata", {}).get("labels") or {}).get(APP_LABEL) == app
+                if (kind == "DELETED" and held and meta["namespace"] not in self.terminating
+                        and not self.queue.processing(("app", meta["namespace"], app))):
+                    # one the operator made for the app (the store keeps labels of those only), deleted by
+                    # someone else (not by a reconcile of the app in flight, whose delete's answer may come
+                    # after its event): the app may be gone too (a FalApp deleted in the background takes
+                    # its children after it, its own DELETED may come later on its watch): read it fresh
+                    # before making it again, not a Deployment of a deleted app
                     self._unsure.add((meta["namespace"], app))
                 self.app_event(meta["namespace"], app, batch=True)
 
