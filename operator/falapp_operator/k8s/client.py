@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -20,6 +21,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from falapp_operator import metrics
 from falapp_operator.api import GROUP, VERSION, JsonMapping, JsonObject, format_time, truncate
 from falapp_operator.api.names import DELETE_FIRST, DELETION_COST
+
+logger = logging.getLogger(__name__)
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -220,6 +223,9 @@ def _from_exception(e: ApiException, what: str) -> ApiError:
 
 
 CONNECT_TIMEOUT = 30  # seconds to open a connection to the API server
+# seconds a watch may say nothing: the API server sends a bookmark a minute to watches that ask for them,
+# so longer silence is a connection that died without a word (a host lost, a load balancer's state lost)
+WATCH_SILENCE = 90.0
 
 
 class KubeApi:
@@ -377,7 +383,8 @@ class KubeApi:
             response = await _response(call(
                 *args, watch=True, resource_version=resource_version, allow_watch_bookmarks=True,
                 timeout_seconds=server_timeout, _preload_content=False,
-                _request_timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=server_timeout + 30),
+                _request_timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT,
+                                                       sock_read=min(server_timeout + 30, WATCH_SILENCE)),
                 **self._selectors(label_selector, field_selector)))
         except ApiException as e:
             raise _from_exception(e, what) from e
@@ -395,7 +402,9 @@ class KubeApi:
                     raise ApiError(status.get("code") or 500, status.get("reason") or "", status.get("message") or "",
                                    what)
                 yield event["type"], event["object"]
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:  # ValueError: a cut line (bad JSON)
+        except TimeoutError:  # silent too long: ends as if the server ended it; the caller watches again
+            logger.info("%s: nothing for %gs, not even a bookmark: watching again", what, WATCH_SILENCE)
+        except (aiohttp.ClientError, ValueError) as e:  # ValueError: a cut line (bad JSON)
             raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
         finally:
             response.release()
