@@ -2375,3 +2375,33 @@ async def test_a_labelled_deployment_the_operator_did_not_make_costs_no_read_whe
         **junk, "metadata": {**junk["metadata"], "resourceVersion": "501"}})
     requests = await rig.reconcile()
     assert not [r for r in requests if r.startswith("GET")], requests
+
+
+async def test_a_deployment_deleted_with_its_app_during_a_reconcile_of_the_app_is_not_made_again(rig: Rig) -> None:
+    """As above, while a reconcile of the app is under way (a pod's progress woke it): the deletion is
+    still no delete of the operator's own, so the next pass reads the app fresh and makes nothing."""
+    rig.create_app(falapp())
+    await rig.reconcile()
+    queue = rig.controller.queue
+    queue.add(KEY)
+    assert await queue.get() == KEY  # a worker has the app
+    deployment = rig.fake.objects.pop(f"{DEPLOYMENTS}/{H100}")
+    del rig.fake.objects[FALAPP]
+    rig.controller.child_watched(rig.controller.deployments, "DELETED", {
+        **deployment, "metadata": {**deployment["metadata"], "resourceVersion": "999"}})
+    queue.done(KEY)
+    await rig.reconcile()
+    assert f"{DEPLOYMENTS}/{H100}" not in rig.fake.objects
+
+
+def test_a_delete_of_the_operators_own_in_flight_is_no_sign_the_app_is_gone(rig: Rig) -> None:
+    """The watch may report the operator's own delete before its answer comes: no fresh read for it."""
+    rig.create_app(falapp())
+    deployment = {"metadata": {"name": H100, "namespace": NS, "uid": "d-1", "resourceVersion": "5",
+                               "labels": {APP_LABEL: "llm", TYPE_LABEL: "gpu-h100"},
+                               "ownerReferences": [AppRef("llm", NS, "app-1").owner_reference()]}}
+    rig.controller.child_watched(rig.controller.deployments, "ADDED", deployment)
+    rig.controller._deleting.add((NS, H100))
+    rig.controller.child_watched(rig.controller.deployments, "DELETED", {
+        **deployment, "metadata": {**deployment["metadata"], "resourceVersion": "6"}})
+    assert APP not in rig.controller._unsure

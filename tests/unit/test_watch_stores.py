@@ -40,7 +40,8 @@ def deployment(replicas: int, rv: int, uid: str = "d-1", name: str | None = None
     return {"metadata": {"name": name or deployment_name("llm", machine_type), "namespace": "team-a", "uid": uid,
                          "resourceVersion": str(rv),
                          "generation": replicas, "labels": {"fal.ai/app": "llm", "fal.ai/machine-type": machine_type},
-                         "ownerReferences": [{"kind": "FalApp", "name": "llm", "uid": "app-1", "controller": True}]},
+                         "ownerReferences": [{"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp", "name": "llm",
+                                              "uid": "app-1", "controller": True}]},
             "spec": {"replicas": replicas}}
 
 
@@ -202,8 +203,19 @@ def test_the_stores_keep_little_of_what_a_tenant_may_stuff_into_objects():
     owned["metadata"]["managedFields"] = [
         {"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:metadata": {"f:labels": {
             f"f:team.example.com/label-{i}": {} for i in range(5000)}}, "f:spec": {"f:paused": {}}}}]
+    # its FalApp named as controller, but of another API (the garbage collector would never delete it), or
+    # under a type the catalogue does not know, or a Service: no move's record is kept
+    bogus_api = deployment(0, rv=8)
+    bogus_api["metadata"]["ownerReferences"][0]["apiVersion"] = "bogus.example/v1"
+    unknown_type = deployment(0, rv=9, machine_type="gpu-nope-1")
+    service = {"metadata": {**deployment(0, rv=10)["metadata"], "name": "llm"}}
+    for body in (bogus_api, unknown_type, service):
+        body["metadata"]["annotations"] = {"fal.ai/recorded-moves": "x" * (190 * 1024)}
+    known = {"gpu-h100", "gpu-a100"}.__contains__
     for slim in (slim_child(squatter, "falapp-operator"), slim_pod(pod), slim_child(owned, "falapp-operator"),
-                 slim_child(disguised, "falapp-operator")):
+                 slim_child(disguised, "falapp-operator"), slim_child(bogus_api, "falapp-operator"),
+                 slim_child(unknown_type, "falapp-operator", known_type=known),
+                 slim_child(service, "falapp-operator", "Service")):
         assert len(str(slim)) < 4096, slim
     assert slim_child(owned, "falapp-operator")["metadata"]["managedFields"] == [
         {"manager": "kubectl", "fieldsV1": {"f:spec": {"f:paused": {}}}}]

@@ -199,13 +199,15 @@ class Controller:
         # what reconciles read, fed by watches (and the answers to our writes): slim copies only
         field_manager = settings.field_manager
         self.falapps = Store(slim_falapp)
-        self.deployments = Store(lambda body: slim_child(body, field_manager), index_label=APP_LABEL)
-        self.services = Store(lambda body: slim_child(body, field_manager), index_label=APP_LABEL)
+        self.deployments = Store(lambda body: slim_child(body, field_manager, "Deployment", self._known_type),
+                                 index_label=APP_LABEL)
+        self.services = Store(lambda body: slim_child(body, field_manager, "Service"), index_label=APP_LABEL)
         self.app_pods = Store(slim_pod, index_label=APP_LABEL)
         self._informers: list[Informer] = []
         self._informer_tasks: list[asyncio.Task[None]] = []
         # apps whose last write got no answer, or whose child someone deleted: read them fresh
         self._unsure: set[tuple[str, str]] = set()
+        self._deleting: set[tuple[str, str]] = set()  # children the operator's deletes in flight are for
         # (reason, problem) last posted per app whose status write is refused: one event, not one per retry
         self._refusal_posted: dict[tuple[str, str], tuple[str, str]] = {}
         # the failure last told per work-queue key (see _tell_failure)
@@ -578,6 +580,10 @@ class Controller:
             self._touch_machinetypes()  # another team's pod took room on a type's node: its status shows it
         self._claims_changed()
 
+    def _known_type(self, name: str) -> bool:
+        """A machine type the catalogue holds or held (listed before any child is)."""
+        return name in self._machinetype_seen or name in self.catalogue
+
     def _held_pod(self, meta: JsonMapping) -> bool:
         """Whether the app's store holds this pod already (a finished one is there, not in the cache): not a
         replica that has just come."""
@@ -690,11 +696,11 @@ class Controller:
                     continue
                 held = ((old or {}).get("metadata", {}).get("labels") or {}).get(APP_LABEL) == app
                 if (kind == "DELETED" and held and meta["namespace"] not in self.terminating
-                        and not self.queue.processing(("app", meta["namespace"], app))):
+                        and (meta["namespace"], meta["name"]) not in self._deleting):
                     # one the operator made for the app (the store keeps labels of those only), deleted by
-                    # someone else (not by a reconcile of the app in flight, whose delete's answer may come
-                    # after its event): the app may be gone too (a FalApp deleted in the background takes
-                    # its children after it, its own DELETED may come later on its watch): read it fresh
+                    # someone else (not by a delete of the operator's in flight, whose answer may come after
+                    # the event): the app may be gone too (a FalApp deleted in the background takes its
+                    # children after it, its own DELETED may come later on its watch): read it fresh
                     # before making it again, not a Deployment of a deleted app
                     self._unsure.add((meta["namespace"], app))
                 self.app_event(meta["namespace"], app, batch=True)
@@ -1224,7 +1230,11 @@ class Controller:
                     self.deployments.wrote(await self._sent(Priority.NORMAL, self.api.resize_unlisted(
                         namespace, write.name, write.body)), app)
                 else:
-                    await self._sent(Priority.NORMAL, self.api.delete_deployment(namespace, write.name))
+                    self._deleting.add((namespace, write.name))
+                    try:
+                        await self._sent(Priority.NORMAL, self.api.delete_deployment(namespace, write.name))
+                    finally:
+                        self._deleting.discard((namespace, write.name))
                     self.deployments.deleted((namespace, write.name), app)
                     await self._delete_waiting(ref, write.name)
             if result.service is not None:

@@ -183,8 +183,10 @@ class LeaderElector:
         self.holder = self.identity
         self._valid_until = started + self.renew_deadline
         # no other candidate takes the Lease before its duration has run from when it saw this renewal,
-        # which it saw after this process began it: a write answered before then cannot land over theirs
-        self._held_until = started + self.lease_duration
+        # which it saw after this process began it: a write answered before then cannot land over theirs.
+        # Less half the gap to the renewal deadline: a write the client gave up on may still be carried out
+        # by the API server (and the event loop may start a request's timer late)
+        self._held_until = started + self.lease_duration - (self.lease_duration - self.renew_deadline) / 2
         return True
 
     async def _request(self, verb: str, call: ApiCall, *args: object) -> JsonObject:

@@ -115,10 +115,6 @@ class WorkQueue(Generic[K]):
         del self._routine_timers[key]
         self.add(key)
 
-    def processing(self, key: K) -> bool:
-        """Whether a worker has the key now."""
-        return key in self._processing
-
     def backing_off(self, key: K) -> bool:
         """The key failed and waits out its back-off (see retry_after)."""
         return key in self._backing_off

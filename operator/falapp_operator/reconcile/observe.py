@@ -6,12 +6,12 @@ the objects of its model cluster, so both decide from the same reading of the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 
-from falapp_operator.api import JsonMapping, JsonObject, parse_time, parse_time_or_none
+from falapp_operator.api import API_VERSION, JsonMapping, JsonObject, parse_time, parse_time_or_none
 from falapp_operator.api.names import (
     APP_LABEL,
     DELETION_COST,
@@ -297,20 +297,27 @@ def _meta(meta: JsonMapping, labels: Iterable[str], annotations: Mapping[str, in
     return out
 
 
-def slim_child(body: JsonMapping, field_manager: str) -> JsonObject:
+def slim_child(body: JsonMapping, field_manager: str, kind: Literal["Deployment", "Service"] = "Deployment",
+               known_type: Callable[[str], bool] = lambda _: True) -> JsonObject:
     """A Deployment or Service of an app, as children_state, made_by, name_conflict and needs_apply
     read it; anyone else's only as name_conflict reads it (name and controller: its name is taken),
-    also when it carries an app's label without being what the operator makes for that app (its FalApp
-    the controller, and the name the operator gives it: anyone may write the rest)."""
+    also when it carries an app's label without being what the operator makes for that app: a FalApp
+    (of this API: the garbage collector deletes one whose FalApp is not there) named as the label says
+    its controller, and the name the operator gives it. A move's record is kept on a Deployment of a
+    type the catalogue knows (`known_type`) only: a tenant may make such objects for its own app under
+    any type's name, which must not cost the operator what a record may hold (MAX_RECORDED_MOVES)."""
     meta = body["metadata"]
     out = {"metadata": _meta(meta, (APP_LABEL, TYPE_LABEL), _CHILD_ANNOTATIONS)}
-    labels = out["metadata"]["labels"]
-    app = labels.get(APP_LABEL)
+    labels, annotations = out["metadata"]["labels"], out["metadata"]["annotations"]
+    app, type_name = labels.get(APP_LABEL), labels.get(TYPE_LABEL) or ""
     owner = (out["metadata"].get("ownerReferences") or [{}])[0]
-    if not app or owner.get("kind") != "FalApp" or owner.get("name") != app or meta.get("name") not in (
-            service_name(app), deployment_name(app, labels.get(TYPE_LABEL) or "")):
+    made = service_name(app) if kind == "Service" else deployment_name(app, type_name) if app else None
+    if (not app or owner.get("kind") != "FalApp" or owner.get("apiVersion") != API_VERSION
+            or owner.get("name") != app or meta.get("name") != made):
         del out["metadata"]["labels"], out["metadata"]["annotations"]
         return out
+    if kind == "Service" or not known_type(type_name):
+        annotations.pop(MOVES_ANNOTATION, None)
     # of others' fields, only whether one is outside what others may set (see writes.needs_apply)
     out["metadata"]["managedFields"] = [
         {"manager": e.get("manager"), "fieldsV1": foreign} for e in others_managed_fields(meta, field_manager)
