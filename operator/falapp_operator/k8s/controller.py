@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime
 from typing import Literal, TypeAlias, TypeVar
 
@@ -329,33 +329,12 @@ class Controller:
                         # refused, say Karpenter's conversion webhook down, must not stop it)
                         logger.warning("resync: %s not listed, kept as known: %s", mark.rstrip("/"), e)
                         continue
-                    newer = self._watched_during_resync
-                    names = {b["metadata"]["name"] for b in items}
-                    for name in [n for n in known if n not in names and mark + n not in newer]:
-                        event({"metadata": {"name": name}}, deleted=True)
-                    for body in items:
-                        if mark + body["metadata"]["name"] not in newer:
-                            event(body, deleted=False)
-                namespaces = await self.api.list_namespaces()
-                newer = self._watched_during_resync
-                listed_namespaces = {n["metadata"]["name"] for n in namespaces}
-                for name in [n for n in self.namespace_labels
-                             if n not in listed_namespaces and NAMESPACE_MARK + n not in newer]:
-                    self.namespace_event({"metadata": {"name": name}}, deleted=True)
-                for body in namespaces:
-                    if NAMESPACE_MARK + body["metadata"]["name"] not in newer:
-                        self.namespace_event(body, deleted=False)
-                del namespaces
+                    self._take_listing(mark, items, known, event)
+                self._take_listing(NAMESPACE_MARK, await self.api.list_namespaces(), self.namespace_labels,
+                                   self.namespace_event)
                 self._apps_without_namespace()
-                nodes = await self.api.list_nodes()
+                self._take_listing("", await self.api.list_nodes(), self.cache.nodes, self.node_event)
                 newer = self._watched_during_resync
-                listed_nodes = {n["metadata"]["name"] for n in nodes}
-                for name in [n for n in self.cache.nodes if n not in listed_nodes and n not in newer]:
-                    self.node_event({"metadata": {"name": name}}, deleted=True)
-                for body in nodes:
-                    if body["metadata"]["name"] not in newer:
-                        self.node_event(body, deleted=False)
-                del nodes
                 listed_pods: set[str] = set()
 
                 def listed(body: JsonMapping) -> None:  # pods go into the cache page by page
@@ -383,6 +362,18 @@ class Controller:
                                    if (u := b["metadata"].get("uid")) and u not in listed_pods and u not in newer]:
                 self.pod_event({"metadata": {"uid": uid, "namespace": namespace}}, deleted=True)
             self._claims_changed()  # a pending pod the LIST found finished claims no more
+
+    def _take_listing(self, mark: str, items: list[JsonObject], known: Iterable[str],
+                      event: Callable[[JsonMapping, bool], None]) -> None:
+        """A LIST of objects known by name: each told as its watch would (`event`), and those `known` but
+        not listed as deleted; not those the watch told of meanwhile (`mark` + name: newer than the LIST)."""
+        newer = self._watched_during_resync or set()
+        names = {b["metadata"]["name"] for b in items}
+        for name in [n for n in known if n not in names and mark + n not in newer]:
+            event({"metadata": {"name": name}}, True)
+        for body in items:
+            if mark + body["metadata"]["name"] not in newer:
+                event(body, False)
 
     async def _watch_pods(self) -> None:
         """Every pod of the cluster, read-only, whichever namespaces FalApps are watched in: free room
