@@ -238,25 +238,15 @@ def _since(surge: Surge) -> datetime:
 FOREIGN_OK = ("f:metadata", "f:status", "f:spec.f:template.f:metadata.f:annotations")
 
 
-def field_paths(fields: JsonMapping, prefix: str = "") -> list[str]:
-    """Leaf paths of a managedFields fieldsV1 set, e.g. `f:spec.f:replicas`."""
-    paths: list[str] = []
-    for key, sub in fields.items():
-        if key == ".":
-            continue
-        path = f"{prefix}.{key}" if prefix else key
-        paths.extend(field_paths(sub, path) if isinstance(sub, Mapping) and sub else [path])
-    return paths
-
-
-def _first_foreign(fields: JsonMapping, prefix: str = "") -> JsonObject | None:
-    """The fieldsV1 set cut to its first leaf outside FOREIGN_OK (None: all are inside)."""
+def first_foreign(fields: JsonMapping, prefix: str = "") -> JsonObject | None:
+    """A managedFields fieldsV1 set cut to its first leaf (a path such as `f:spec.f:replicas`) outside
+    FOREIGN_OK; None when every leaf is inside: another manager's fields that are no drift."""
     for key, sub in fields.items():
         if key == ".":
             continue
         path = f"{prefix}.{key}" if prefix else key
         if isinstance(sub, Mapping) and sub:
-            if (found := _first_foreign(sub, path)) is not None:
+            if (found := first_foreign(sub, path)) is not None:
                 return {key: found}
         elif not path.startswith(FOREIGN_OK):
             return {key: {}}
@@ -321,7 +311,7 @@ def slim_child(body: JsonMapping, field_manager: str, kind: Literal["Deployment"
     # of others' fields, only whether one is outside what others may set (see writes.needs_apply)
     out["metadata"]["managedFields"] = [
         {"manager": e.get("manager"), "fieldsV1": foreign} for e in others_managed_fields(meta, field_manager)
-        if (foreign := _first_foreign(e.get("fieldsV1") or {})) is not None]
+        if (foreign := first_foreign(e.get("fieldsV1") or {})) is not None]
     if "replicas" in (body.get("spec") or {}):
         out["spec"] = {"replicas": body["spec"]["replicas"]}
     failures = [_pick(c, ("type", "status", "reason", "message", "lastTransitionTime"))

@@ -20,7 +20,7 @@ from falapp_operator.api import JsonMapping
 from falapp_operator.api.names import DELETE_FIRST, DELETION_COST, HASH_ANNOTATION, deployment_name
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan
-from falapp_operator.reconcile.observe import FOREIGN_OK, controller_uid, field_paths, made_by, others_managed_fields
+from falapp_operator.reconcile.observe import controller_uid, first_foreign, made_by, others_managed_fields
 
 Ref = tuple[str, str]  # an object's name and uid
 
@@ -155,6 +155,6 @@ def needs_apply(current: JsonMapping, desired: JsonMapping, field_manager: str,
     if applied_version is not None and object_version(current) == applied_version:
         return False
     for entry in others_managed_fields(meta, field_manager):
-        if any(not path.startswith(FOREIGN_OK) for path in field_paths(entry.get("fieldsV1") or {})):
+        if first_foreign(entry.get("fieldsV1") or {}) is not None:
             return True
     return False
