@@ -572,8 +572,8 @@ class Controller:
         self._claims_changed()
 
     def _known_type(self, name: str) -> bool:
-        """A machine type the catalogue holds or held (listed before any child is)."""
-        return name in self._machinetype_seen or name in self.catalogue
+        """A machine type seen (valid or not; listed before any child is)."""
+        return name in self._machinetype_seen
 
     def _held_pod(self, meta: JsonMapping) -> bool:
         """Whether the app's store holds this pod already (a finished one is there, not in the cache): not a
