@@ -163,7 +163,7 @@ def plain_deployment(name: str, namespace: str, pool: str, replicas: int) -> dic
     spec = FalAppSpec.model_validate(one_gpu_app(name, namespace, [machine_type.display_name], replicas)["spec"])
     option = type_option(spec, machine_type)
     app = AppRef(name=name, namespace=namespace, uid="")
-    body = deployment(app, option, pod_template(app, spec, option, machine_type), replicas, surge=None)
+    body = deployment(app, option, pod_template(app, spec, option, machine_type), replicas)
     del body["metadata"]["ownerReferences"]
     for labels in (body["metadata"]["labels"], body["spec"]["selector"]["matchLabels"],
                    body["spec"]["template"]["metadata"]["labels"]):

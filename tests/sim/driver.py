@@ -141,7 +141,7 @@ def snapshot(world: World, app: App, apps: set[tuple[str, str]]) -> tuple[AppSna
     snap = AppSnapshot(
         ref=app.ref, generation=app.generation, spec=spec, status=FalAppStatus.model_validate(app.status),
         catalogue=CATALOGUE,
-        counts=state.counts, surge=state.surge,
+        counts=state.counts, surge=state.surge, cover=state.cover,
         pods=[pod_view(p, cache.scale_up_coming(p["metadata"]["uid"]), now) for p in pods
               if TYPE_LABEL in (p["metadata"].get("labels") or {})],
         free=free, nodeless_since=nodeless, grown_at=state.grown_at,

@@ -7,7 +7,8 @@ a. Ready never drops needlessly: per app, Ready pods after a step >= min(replica
 b. Bounded pods: when the operator's last word stands (its last reconcile of the app did not crash),
    live pods <= replicas + 1 + the number of the app's types with a rollout in progress. The +1 is
    the one make-before-break replica in flight (return probe, drain, or the replica that unblocks a
-   rollout); each rolling type may hold one pod more than its Deployment's size (RollingUpdate
+   rollout), +2 while that replica's move is held and a cover runs beside it (both marked on their
+   Deployments); each rolling type may hold one pod more than its Deployment's size (RollingUpdate
    maxSurge 1). After a crash the next complete reconcile restores the bound.
 c. Convergence: with no events the cluster settles within QUIET_STEPS quiet steps (see scenario.py).
    Once settled, per app: pods == replicas, all of their Deployment's current revision (unless the
@@ -50,7 +51,7 @@ from typing import TYPE_CHECKING
 from falapp_operator.api.names import SURGE_ANNOTATION
 from falapp_operator.placement import Move
 from falapp_operator.placement.eligibility import resolve
-from falapp_operator.reconcile.children import decode_surge
+from falapp_operator.reconcile.children import decode_marks
 from tests.sim.driver import CATALOGUE, build_cache, free_for
 from tests.sim.objects import NAMESPACE
 
@@ -149,7 +150,7 @@ class Invariants:
     def surges_of(self, name: str) -> list:
         """The make-before-break marks on the app's Deployments."""
         return [s for d in self.sim.world.deployments_of(name)
-                if (s := decode_surge(d.machine_type, d.body["metadata"]["annotations"].get(SURGE_ANNOTATION)))]
+                for s in decode_marks(d.machine_type, d.body["metadata"]["annotations"].get(SURGE_ANNOTATION))]
 
     def rolling_types(self, name: str) -> set[str]:
         deployments = self.sim.world.deployments
@@ -162,8 +163,9 @@ class Invariants:
         replicas = self.sim.apps[name].validated().replicas
         rolling = self.rolling_types(name)
         live = len(self.sim.world.pods_of(name))
-        if live > replicas + 1 + len(rolling):
-            self.fail("b", name, f"{live} live pods > {replicas} replicas + 1 + {len(rolling)} rolling types")
+        in_flight = max(1, len(self.surges_of(name)))
+        if live > replicas + in_flight + len(rolling):
+            self.fail("b", name, f"{live} live pods > {replicas} replicas + {in_flight} + {len(rolling)} rolling types")
 
     # --- g -----------------------------------------------------------------------------------------
     def plan_written(self, name: str) -> None:

@@ -21,22 +21,7 @@ class KnownBug:
     matches: Callable[[Violation], bool]
 
 
-def _held_move_leaves_rollout_pending_beside_room(violation: Violation) -> bool:
-    """A move off a full type mid-rollout is Ready but held (finishing it would take a Ready pod of
-    the old revision); the rollout's new pod stays pending although a third type has room, as only
-    one make-before-break replica may be in flight."""
-    if violation.letter != "c" or "pending while" not in violation.detail or violation.sim is None:
-        return False
-    invariants = violation.sim.invariants
-    return any(s.from_type in invariants.rolling_types(name)
-               for name in violation.app.split(",") if name in violation.sim.apps
-               for s in invariants.surges_of(name))
-
-
-KNOWN_BUGS = [
-    KnownBug(("test_regression_held_move_leaves_the_rollout_pending_beside_free_room",),
-             _held_move_leaves_rollout_pending_beside_room),
-]
+KNOWN_BUGS: list[KnownBug] = []
 
 
 def known(violation: Violation) -> KnownBug | None:

@@ -296,8 +296,8 @@ class Sim:
             ready = next((c for c in app.status.get("conditions") or [] if c["type"] == "Ready"), None)
             self.log.append(f"    {name} r={app.validated().replicas} deps[{deps}] pods[{pods}]")
             crashed = f" CRASHED after {outcome.applied}/{len(outcome.writes)} writes" if outcome.crashed else ""
-            surge = f" surge={decision.surge.from_type}->{decision.surge.to_type}" if decision and decision.surge \
-                else ""
+            surge = "".join(f" {'cover' if e.cover else 'surge'}={e.from_type}->{e.to_type}"
+                            for e in (decision.extras() if decision else ()))
             insufficient = sorted(decision.insufficient) if decision else []
             self.log.append(f"      moves[{moves}]{surge} insufficient={insufficient}"
                             f" Ready={ready['status'] if ready else '?'}/{ready.get('reason') if ready else ''}"

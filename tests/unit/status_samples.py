@@ -50,7 +50,7 @@ def current_templates(app_spec: FalAppSpec) -> dict[str, str]:
 def snapshot(app_spec: FalAppSpec, *, status: FalAppStatus | dict | None = None, counts: dict[str, int] | None = None,
              pods: list[PodView] = (), free: dict[str, list[NodeFree]] | None = None,
              generation: int = 1, old_pods: list[PodView] = (), surge: Surge | None = None,
-             replica_failures: dict[str, str] | None = None) -> AppSnapshot:
+             replica_failures: dict[str, str] | None = None, cover: Surge | None = None) -> AppSnapshot:
     """`pods` run the current spec; `old_pods` an earlier one (a rollout under way); `status` as read
     (a dict: the object's status as the API returns it)."""
     templates = current_templates(app_spec)
@@ -61,7 +61,7 @@ def snapshot(app_spec: FalAppSpec, *, status: FalAppStatus | dict | None = None,
     return AppSnapshot(ref=REF, generation=generation, spec=app_spec, status=status,
                        catalogue=list(DEFAULT_CATALOG), counts=counts or {}, surge=surge, pods=list(pods),
                        free=free if free is not None else {H100: room(), A100: room()}, now=NOW,
-                       replica_failures=replica_failures or {})
+                       replica_failures=replica_failures or {}, cover=cover)
 
 
 def falapp(status: FalAppStatus | dict, generation: int = 1, app_spec: FalAppSpec | None = None) -> dict:

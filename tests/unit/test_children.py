@@ -5,6 +5,7 @@ replica (GPUs under the type's resource name), where its pods may land, and the 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from falapp_operator.reconcile.children import (
     TYPE_LABEL,
     AppRef,
 )
+from falapp_operator.reconcile.observe import children_state
 
 REF = AppRef("sdxl", "team-a", "uid-1")
 GiB = 2**30
@@ -45,8 +47,8 @@ def option(name: str = "gpu-h100", gpus: int = 1, cpu_milli: int = 12000, memory
 
 
 def build(spec: FalAppSpec, opt: TypeOption, mt: MachineType, replicas: int = 2,
-          surge: Surge | None = None) -> dict:
-    return children.deployment(REF, opt, children.pod_template(REF, spec, opt, mt), replicas, surge)
+          marks: list[Surge] | None = None) -> dict:
+    return children.deployment(REF, opt, children.pod_template(REF, spec, opt, mt), replicas, marks or [])
 
 
 def container(body: dict) -> dict:
@@ -163,11 +165,27 @@ def test_hashes_change_exactly_with_what_is_desired(change: dict, template_chang
 
 def test_the_surge_mark_is_on_the_deployment_it_grows_only() -> None:
     surge = Surge("gpu-h100", "gpu-a100", datetime(2025, 1, 1, tzinfo=UTC))
-    grows = build(app(), option(), machine_type("gpu-h100"), surge=surge)
-    other = build(app(machineTypes=["GPU-A100"]), option("gpu-a100"), machine_type("gpu-a100"), surge=surge)
-    assert children.decode_surge("gpu-h100", grows["metadata"]["annotations"][SURGE_ANNOTATION]) == surge
+    grows = build(app(), option(), machine_type("gpu-h100"), marks=[surge])
+    other = build(app(machineTypes=["GPU-A100"]), option("gpu-a100"), machine_type("gpu-a100"), marks=[surge])
+    assert children.decode_marks("gpu-h100", grows["metadata"]["annotations"][SURGE_ANNOTATION]) == [surge]
     assert other["metadata"]["annotations"][SURGE_ANNOTATION] == ""
     assert build(app(), option(), machine_type("gpu-h100"))["metadata"]["annotations"][SURGE_ANNOTATION] == ""
+
+
+def test_a_move_and_its_cover_are_marked_each_on_its_deployment_and_read_back_apart() -> None:
+    since = datetime(2025, 1, 1, tzinfo=UTC)
+    surge, cover = Surge("gpu-h100", "gpu-a100", since), Surge("gpu-l40", "gpu-a100", since, cover=True)
+    made = [build(app(machineTypes=["GPU-H100"]), option("gpu-h100"), machine_type("gpu-h100"), marks=[surge, cover]),
+            build(app(machineTypes=["GPU-L40"]), option("gpu-l40"), machine_type("gpu-l40"), marks=[surge, cover]),
+            build(app(machineTypes=["GPU-A100"]), option("gpu-a100"), machine_type("gpu-a100"), marks=[surge, cover])]
+    assert [d["metadata"]["annotations"][SURGE_ANNOTATION] != "" for d in made] == [True, True, False]
+    state = children_state(made)
+    assert (state.surge, state.cover) == (surge, cover)
+    # on one type, both in one mark
+    together = replace(cover, to_type="gpu-h100")
+    both = build(app(machineTypes=["GPU-H100"]), option("gpu-h100"), machine_type("gpu-h100"), marks=[surge, together])
+    state = children_state([both])
+    assert (state.surge, state.cover) == (surge, together)
 
 
 def test_a_resize_of_an_unlisted_type_clears_the_marks_and_keeps_the_template() -> None:
@@ -230,4 +248,4 @@ def test_a_template_is_kept_while_the_apps_spec_stays_and_built_again_when_it_ch
     ('{"from": "gpu-h100", "readyAt": "1969-12-31T23:59:59Z"}', Surge("gpu-a100", "gpu-h100")),
 ])
 def test_the_surge_mark_is_read_as_far_as_it_makes_sense(value: str, want: Surge | None) -> None:
-    assert children.decode_surge("gpu-a100", value) == want
+    assert children.decode_marks("gpu-a100", value) == ([want] if want else [])

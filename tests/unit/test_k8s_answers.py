@@ -16,7 +16,7 @@ from falapp_operator.api.names import HASH_ANNOTATION
 from falapp_operator.k8s.client import ApiError, KubeApi, ServerClock, _answer
 from falapp_operator.k8s.workqueue import WorkQueue
 from falapp_operator.placement import Surge
-from falapp_operator.reconcile.children import decode_surge, encode_surge
+from falapp_operator.reconcile.children import decode_marks, encode_marks
 from falapp_operator.reconcile.writes import needs_apply
 
 
@@ -277,14 +277,17 @@ def test_changed_desired_object_is_applied():
 
 
 SURGE = Surge("t", "u", datetime(2026, 1, 1, tzinfo=UTC))
+COVER = Surge("t", "u", datetime(2026, 1, 1, tzinfo=UTC), ready_at=datetime(2026, 1, 1, 0, 1, tzinfo=UTC), cover=True)
 
 
 @pytest.mark.parametrize(("value", "want"), [
-    ("", None), ("0", None), ("1", Surge("t")), ("garbage", None), ("[1]", None), (encode_surge(SURGE), SURGE),
-    ('{"from": "u", "since": "not a time"}', Surge("t", "u", None)),
+    ("", []), ("0", []), ("1", [Surge("t")]), ("true", []), ("garbage", []), ("[1]", []),
+    (encode_marks([SURGE]), [SURGE]), ('{"from": "u", "since": "not a time"}', [Surge("t", "u", None)]),
+    (encode_marks([COVER]), [COVER]), ('{"from": "u", "cover": "yes"}', [Surge("t", "u")]),
+    (encode_marks([SURGE, COVER]), [SURGE, COVER]), (encode_marks([SURGE, SURGE, COVER, COVER]), [SURGE, COVER]),
 ])
-def test_surge_mark_round_trip_and_old_forms(value: str, want: Surge | None):
-    assert decode_surge("t", value) == want
+def test_surge_mark_round_trip_and_old_forms(value: str, want: list[Surge]):
+    assert decode_marks("t", value) == want
 
 
 def test_what_another_manager_added_after_our_apply_is_not_reapplied_forever():

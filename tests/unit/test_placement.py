@@ -49,6 +49,10 @@ def stuck_pod(name: str, machine_type: str, since: datetime = STUCK_SINCE, **kw)
 
 
 TWO = (option(H100), option(A100))
+# a move held mid-rollout: A100 -> H100 Ready, but shrinking A100 would take an old Ready pod
+HELD = [pod("a-old1", A100, ready=True, current=False), pod("a-old2", A100, ready=True, current=False),
+        stuck_pod("a-new1", A100), stuck_pod("a-new2", A100), pod("h1", H100, ready=True, created=NOW - s(20))]
+COVER = Surge(L4, A100, NOW - s(10), cover=True)
 THREE = (option(H100), option(A100), option(L4))
 
 
@@ -58,6 +62,7 @@ class Case:
     replicas: int
     counts: dict[str, int] = field(default_factory=dict)
     surge: Surge | None = None
+    cover: Surge | None = None
     pods: list[PodView] = field(default_factory=list)
     free: dict[str, list[NodeFree]] = field(default_factory=dict)
     options: tuple[TypeOption, ...] = TWO
@@ -69,6 +74,7 @@ class Case:
     grown_at: dict[str, datetime] = field(default_factory=dict)  # when the operator last raised each type
     want_counts: dict[str, int]
     want_surge: str | None = None  # the type of the make-before-break replica in flight
+    want_cover: str | None = None  # the type of its cover
     want_moves: list[Move] = field(default_factory=list)
     want_delete_first: list[str] | None = field(default_factory=list)  # None: not checked
     want_insufficient: dict[str, str] = field(default_factory=dict)
@@ -78,7 +84,7 @@ class Case:
 
     def observed(self) -> Observed:
         return Observed(self.counts, self.surge, tuple(self.pods), self.probes, self.attempts, self.uncreatable,
-                        self.nodeless_since, self.grown_at)
+                        self.nodeless_since, self.grown_at, self.cover)
 
     def decide(self) -> Decision:
         return decide(self.options, self.replicas, self.policy, self.observed(), self.free, NOW)
@@ -325,6 +331,66 @@ CASES = [
          pods=[pod("a-old1", A100, ready=True, current=False), pod("a-new1", A100, ready=True),
                stuck_pod("a-new2", A100), pod("h1", H100, ready=True, created=NOW - s(20))],
          want_counts={A100: 2, H100: 1}, want_moves=[Move.RETURNED], want_delete_first=["a-new2"]),
+    # a held move whose origin's rollout has no room: a cover on a third type lets it finish
+    Case(id="cover/held-move-starts-one-where-there-is-room", replicas=3, options=THREE,
+         counts={A100: 3, H100: 1}, surge=Surge(H100, A100, NOW - s(30)), pods=HELD, free={L4: [node()]},
+         want_counts={A100: 3, H100: 1, L4: 1}, want_surge=H100, want_cover=L4, want_moves=[Move.COVER_STARTED]),
+    Case(id="cover/not-on-a-type-backing-off", replicas=3, options=THREE,
+         counts={A100: 3, H100: 1}, surge=Surge(H100, A100, NOW - s(30)), pods=HELD, free={L4: [node()]},
+         probes={L4: ProbeRetry(1, NOW + s(30))},
+         want_counts={A100: 3, H100: 1}, want_surge=H100, want_requeue_at=NOW + s(30),
+         want_insufficient={"GPU-A100": f"rollout needs room for one more replica: {MSG}"}),
+    Case(id="cover/on-its-way-keeps-the-move-held-and-says-nothing", replicas=3, options=THREE,
+         counts={A100: 3, H100: 1, L4: 1}, surge=Surge(H100, A100, NOW - s(30)), cover=COVER,
+         pods=[*HELD, pod("l1", L4, created=NOW - s(5))],
+         want_counts={A100: 3, H100: 1, L4: 1}, want_surge=H100, want_cover=L4),
+    Case(id="cover/ready-lets-the-held-move-finish", replicas=3, options=THREE,
+         counts={A100: 3, H100: 1, L4: 1}, surge=Surge(H100, A100, NOW - s(30)), cover=COVER,
+         pods=[*HELD, pod("l1", L4, ready=True, created=NOW - s(5))],
+         want_counts={A100: 2, H100: 1, L4: 1}, want_cover=L4, want_moves=[Move.RETURNED]),
+    Case(id="cover/turns-into-a-move-while-the-rollout-still-has-no-room", replicas=3, options=THREE,
+         counts={A100: 2, H100: 1, L4: 1}, cover=COVER,
+         pods=[pod("a-old1", A100, ready=True, current=False), pod("a-new1", A100, bound=True),
+               stuck_pod("a-new2", A100), pod("h1", H100, ready=True), pod("l1", L4, ready=True, created=NOW - s(5))],
+         want_counts={A100: 1, H100: 1, L4: 1}, want_moves=[Move.MOVED], want_delete_first=["a-new2"]),
+    Case(id="cover/stays-while-the-rollout-runs-short-of-ready-replicas", replicas=3, options=THREE,
+         counts={A100: 2, H100: 1, L4: 1}, cover=COVER,
+         pods=[pod("a-old1", A100, ready=True, current=False), pod("a-new1", A100, bound=True),
+               stuck_pod("a-new2", A100, since=NOW - s(10)), pod("h1", H100, ready=True),
+               pod("l1", L4, ready=True, created=NOW - s(5))],
+         want_counts={A100: 2, H100: 1, L4: 1}, want_cover=L4, want_requeue_at=NOW + s(50)),
+    Case(id="cover/goes-once-the-app-has-its-ready-replicas-without-it", replicas=3, options=THREE,
+         counts={A100: 2, H100: 1, L4: 1}, cover=COVER,
+         pods=[pod("a-old1", A100, ready=True, current=False), pod("a-new1", A100, ready=True),
+               pod("a-new2", A100, bound=True), pod("h1", H100, ready=True),
+               pod("l1", L4, ready=True, created=NOW - s(5))],
+         want_counts={A100: 2, H100: 1}, want_moves=[Move.COVER_REMOVED]),
+    Case(id="cover/failed-goes-and-backs-off-then-the-move-says-it-has-no-room", replicas=3, options=THREE,
+         counts={A100: 3, H100: 1, L4: 1}, surge=Surge(H100, A100, NOW - s(300)), cover=COVER,
+         pods=[*HELD, stuck_pod("l1", L4, created=NOW - s(100))], free={L4: [node()]},
+         want_counts={A100: 3, H100: 1}, want_surge=H100, want_moves=[Move.PROBE_FAILED],
+         want_delete_first=["l1"], want_requeue_at=NOW + s(60), want_probes={L4: ProbeRetry(1, NOW + s(60))},
+         want_insufficient={"GPU-A100": f"rollout needs room for one more replica: {MSG}"}),
+    Case(id="cover/a-stop-between-the-moves-shrink-and-its-mark-clearing-reads-the-move-as-done", replicas=3,
+         options=THREE, counts={A100: 2, H100: 1, L4: 1}, surge=Surge(H100, A100, NOW - s(30)), cover=COVER,
+         pods=[pod("a-old1", A100, ready=True, current=False), pod("a-new1", A100, bound=True),
+               stuck_pod("a-new2", A100), pod("h1", H100, ready=True), pod("l1", L4, ready=True, created=NOW - s(5))],
+         want_counts={A100: 1, H100: 1, L4: 1}, want_moves=[Move.MOVED], want_delete_first=["a-new2"]),
+    Case(id="cover/stale-mark-without-a-move-beside-it-is-an-ordinary-replica", replicas=3, options=THREE,
+         counts={A100: 2, L4: 1}, cover=COVER,
+         pods=[pod("a1", A100, ready=True), pod("a2", A100, ready=True), pod("l1", L4, ready=True)],
+         want_counts={A100: 2, L4: 1}),
+    Case(id="rollout/move-waits-while-the-shrink-would-end-the-rollout-on-an-old-ready-pod", replicas=3,
+         options=THREE, counts={H100: 2, A100: 1, L4: 1}, surge=Surge(A100, H100, NOW - s(60)),
+         pods=[pod("h-old", H100, ready=True, current=False), pod("h-new1", H100, ready=True),
+               stuck_pod("h-new2", H100), pod("a1", A100, ready=True, created=NOW - s(50)), pod("l1", L4, bound=True)],
+         want_counts={H100: 2, A100: 1, L4: 1}, want_surge=A100, want_requeue_at=NOW + s(60),
+         want_insufficient={"GPU-H100": f"rollout needs room for one more replica: {MSG}"}),
+    Case(id="surge/ready-move-whose-type-then-rolls-out-without-room-is-no-failure", replicas=1,
+         counts={A100: 1, H100: 1}, surge=Surge(H100, A100, NOW - s(600), NOW - s(500)),
+         pods=[pod("a1", A100, ready=True), pod("h-old", H100, ready=True, current=False, created=NOW - s(590)),
+               stuck_pod("h-new", H100)],
+         want_counts={H100: 1}, want_moves=[Move.RETURNED]),
     Case(id="rollout/no-room-anywhere-says-so-and-waits", replicas=1, counts={H100: 1},
          pods=[pod("h-old", H100, ready=True, current=False), stuck_pod("h-new", H100)],
          want_counts={H100: 1}, want_requeue_at=NOW + s(60),
@@ -490,6 +556,7 @@ def test_decide(case: Case) -> None:
     got = case.decide()
     assert got.counts == case.want_counts
     assert surge_to(got) == case.want_surge
+    assert (got.cover.to_type if got.cover else None) == case.want_cover
     assert [t.move for t in got.transitions] == case.want_moves
     if case.want_delete_first is not None:
         assert got.delete_first == case.want_delete_first

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -76,12 +77,36 @@ def test_a_fallback_records_its_history_on_the_deployment_it_grows_then_the_whol
         "attempts": [FELL_BACK], "probes": RECORDED["probes"]}
     assert MOVES_ANNOTATION not in writes[2].body["metadata"]["annotations"]
 
-    # a template change of H100 listed before the grow (say the image changed too): the history first
+    # a change of H100 at its size listed before the grow (say the image changed too): it goes after the
+    # growth, which still carries the history (was: written first, and the history a status patch of its own)
     changed = {**h100, "spec": {"replicas": 1}}
     writes = child_writes(result, REF, [changed], [], "falapp-operator", status=RECORDED)
-    assert [(w.kind, w.urgent) for w in writes] == [("history", True), ("apply", False), ("apply", True),
-                                                    ("mark", False)]
-    assert writes[0].body == {"attempts": attempts, "probes": RECORDED["probes"]}
+    assert [(w.kind, w.name, w.urgent) for w in writes] == [
+        ("apply", deployment_name(REF.name, A100), True), ("mark", "sdxl-h-2", False),
+        ("apply", deployment_name(REF.name, H100), False)]
+    assert json.loads(writes[0].body["metadata"]["annotations"][MOVES_ANNOTATION]) == {
+        "attempts": [FELL_BACK], "probes": RECORDED["probes"]}
+
+
+def test_a_held_move_finished_by_its_cover_shrinks_the_origin_before_its_mark_is_cleared() -> None:
+    """A return to GPU-H100 held mid-rollout on GPU-A100 (two old Ready pods, two new stuck ones) finishes
+    once a cover on GPU-L40 is Ready. A100's shrink is written before H100's mark is cleared: a stop in
+    between leaves both marks and one replica beyond the wanted number, read as the move done and its
+    cover in flight (the other order left one replica unexplained, removed as a surplus at once)."""
+    l40 = "gpu-l40"
+    started = NOW - timedelta(minutes=5)
+    surge, cover = Surge(H100, A100, started, ready_at=started), Surge(l40, A100, started, cover=True)
+    pods = [pod("a-new-1", A100, unschedulable_for=300), pod("a-new-2", A100, unschedulable_for=300),
+            pod("h-1", H100, ready=True), pod("l-1", l40, ready=True)]
+    result = plan(snapshot(spec(["GPU-H100", "GPU-A100", "GPU-L40"], replicas=3), counts={A100: 3, H100: 1, l40: 1},
+                           pods=pods, old_pods=[pod("a-old-1", A100, ready=True), pod("a-old-2", A100, ready=True)],
+                           surge=surge, cover=cover, free={}))
+    assert [t.move for t in result.decision.transitions] == [Move.RETURNED]
+    assert result.decision.cover == replace(cover, ready_at=NOW) and result.decision.surge is None
+    live = [{"metadata": {"name": deployment_name(REF.name, t), "annotations": {HASH_ANNOTATION: "as it was"}},
+             "spec": {"replicas": n}} for t, n in ((H100, 1), (A100, 3), (l40, 1))]
+    applied = [w.name for w in child_writes(result, REF, live, [], "falapp-operator") if w.kind == "apply"]
+    assert applied.index(deployment_name(REF.name, A100)) < applied.index(deployment_name(REF.name, H100))
 
 
 def test_a_move_that_grows_nothing_writes_its_history_into_the_status_first() -> None:

@@ -891,6 +891,7 @@ class Controller:
                 catalogue=self.placement_catalogue(),
                 counts=state.counts,
                 surge=state.surge,
+                cover=state.cover,
                 pods=[pod_view(p, self.cache.scale_up_coming(p["metadata"]["uid"]), now,
                                self.cache.scale_up_refused(p["metadata"]["uid"]),
                                self.cache.deleted((p.get("spec") or {}).get("nodeName"))) for p in pods

@@ -39,6 +39,8 @@ class Move(StrEnum):
     PROBE_FAILED = "ProbeFailed"  # the extra replica could not be scheduled or never turned Ready
     DRAIN_STARTED = "DrainStarted"  # make-before-break off a type no longer listed
     DRAINED = "Drained"
+    COVER_STARTED = "CoverStarted"  # a second extra replica, so that a held move can finish (see Surge)
+    COVER_REMOVED = "CoverRemoved"  # that replica went: the app has its Ready replicas without it
     SCALED_UP = "ScaledUp"
     SCALED_DOWN = "ScaledDown"
 
@@ -60,6 +62,7 @@ class Decision:
     counts: dict[str, int]
     surge: Surge | None
     probes: dict[str, ProbeRetry]
+    cover: Surge | None = None
     transitions: list[Transition] = field(default_factory=list)
     # types with replicas stuck and nowhere to go, each with the scheduler's last message
     insufficient: dict[str, str] = field(default_factory=dict)
@@ -67,15 +70,19 @@ class Decision:
     delete_first: list[str] = field(default_factory=list)
     requeue_at: datetime | None = None
 
+    def extras(self) -> list[Surge]:
+        """The replicas in flight beyond the wanted number: the make-before-break one and its cover."""
+        return [e for e in (self.surge, self.cover) if e is not None]
+
     def wake_at(self, when: datetime | None) -> None:
         if when is not None and (self.requeue_at is None or when < self.requeue_at):
             self.requeue_at = when
 
     def settled_counts(self) -> dict[str, int]:
-        """Replicas per type without the make-before-break replica in flight."""
+        """Replicas per type without the make-before-break replicas in flight."""
         counts = dict(self.counts)
-        if self.surge is not None:
-            counts[self.surge.to_type] -= 1
+        for extra in self.extras():
+            counts[extra.to_type] -= 1
         return {t: n for t, n in counts.items() if n > 0}
 
 
@@ -109,10 +116,15 @@ class _Planner:
         self.room = Room(free)
         self.room_seen: set[str] = set()  # pending pods the view has room on a node for (reserve_pending)
         counts = dict(self.observed_counts)
-        surge = observed.surge
-        if surge is not None and (counts.get(surge.to_type, 0) <= 0 or sum(counts.values()) <= replicas):
-            surge = None  # no replica beyond the wanted number: the mark is stale, the replica is ordinary
-        self.decision = Decision(counts=counts, surge=surge, probes=dict(observed.probes))
+        surge, cover, total = observed.surge, observed.cover, sum(counts.values())
+        if cover is not None and (counts.get(cover.to_type, 0) <= (surge is not None and surge.to_type == cover.to_type)
+                                  or total <= replicas):
+            cover = None  # no replica beyond the wanted number: the mark is stale, the replica is ordinary
+        if surge is not None and (counts.get(surge.to_type, 0) <= 0 or total <= replicas + (cover is not None)):
+            # likewise: the replica is ordinary. With a cover and one replica beyond, the move was done (its
+            # origin's shrink is written before the mark is cleared) and the operator stopped in between
+            surge = None
+        self.decision = Decision(counts=counts, surge=surge, probes=dict(observed.probes), cover=cover)
         self.attempts = observed.attempts
         self.uncreatable = dict(observed.uncreatable)
         self.cooling = self._cooling(observed)
@@ -196,7 +208,8 @@ class _Planner:
         return count <= pods <= count + int(self.rolling(type_name))
 
     def is_surge_target(self, type_name: str) -> bool:
-        return self.decision.surge is not None and self.decision.surge.to_type == type_name
+        """A replica in flight (the make-before-break one or its cover) runs on this type."""
+        return any(e.to_type == type_name for e in self.decision.extras())
 
     def stuck(self, pod: PodView) -> bool:
         deadline = pod.deadline(self.policy)
@@ -230,6 +243,13 @@ class _Planner:
         for p in pods:  # per ReplicaSet (pod-template-hash); without one, by whether it runs the current spec
             groups.setdefault(p.revision or f"current={p.current}", []).append(p)
         return max(groups.values(), key=lambda g: (len(g), -min(p.created for p in g).timestamp()))
+
+    def shrink_takes_ready(self, type_name: str) -> bool:
+        """A shrink of the type by one takes a Ready pod: its ReplicaSet has no other, or (mid-rollout) the
+        type keeps more Ready pods than its new size, so the rollout then ends and takes old Ready ones."""
+        group = self.shrink_group(type_name)
+        return bool(group) and (all(p.ready for p in group) or sum(
+            p.ready for p in self.pods_on(type_name)) > self.decision.counts.get(type_name, 0) - 1)
 
     def spend_one(self, type_name: str) -> None:
         """The type shrinks by one: its ReplicaSet removes an unscheduled, then a not-Ready pod first, so
@@ -279,8 +299,8 @@ class _Planner:
         return False
 
     def movable(self, type_name: str) -> int:
-        """Replicas on the type that may move or go: all but the make-before-break one in flight."""
-        return self.decision.counts.get(type_name, 0) - int(self.is_surge_target(type_name))
+        """Replicas on the type that may move or go: all but those in flight."""
+        return self.decision.counts.get(type_name, 0) - sum(e.to_type == type_name for e in self.decision.extras())
 
     def least_preferred_with_replicas(self, below_rank: int = -1) -> str | None:
         candidates = [t for t in self.decision.counts if self.movable(t) > 0 and self.rank(t) > below_rank]
@@ -331,6 +351,7 @@ class _Planner:
 
     # --- steps ---------------------------------------------------------------------------------
     def run(self) -> Decision:
+        self.settle_cover()  # first: a failed cover may be replaced, and a cover turned move judged, in this pass
         self.settle_surge()
         self.reserve_pending()
         self.scale_down()
@@ -356,47 +377,12 @@ class _Planner:
             d.surge = None  # the replica it was to replace is gone already: it stays as an ordinary one
             return
         on_type = self.pods_on(surge.to_type)
-        # pods that may be the extra one: created since it was started (timestamps have whole seconds
-        # and the operator's estimate of the server's clock is not exact: allow some slack)
-        started = surge.since - SINCE_SLACK if surge.since is not None else None
-        recent = [p for p in on_type if started is None or p.created >= started]
-        # once it was Ready its start-up is over: losing readiness later is not a failed start
-        failed = next((p for p in on_type if self.stuck(p)), None) or (None if surge.ready_at else next(
-            (p for p in recent if self.never_ready(p)), None))
-        uncreatable = surge.to_type in self.uncreatable and len(on_type) < d.counts[surge.to_type]
-        if failed is not None or uncreatable:
-            if failed is not None:
-                d.delete_first.append(failed.name)
-            self.shift(surge.to_type, None)
-            d.surge = None
-            previous = d.probes.get(surge.to_type)
-            failures = previous.failures if previous else 0
-            lost_race = failed is not None and failed.pending and not self.room.has_room(option)
-            if failed is None:
-                message = f"its pod cannot be created: {self.uncreatable[surge.to_type]}"
-            elif lost_race:  # the room it was started for is gone (another app took it): no penalty
-                message = f"lost the room to another pod: {failed.scheduler_message}"
-            elif not failed.pending:
-                timeout = format_duration(self.policy.startup_timeout)
-                message = failed.failing or f"not Ready {timeout} after it was scheduled"
-            else:
-                message = failed.scheduler_message
-            # decided before, and the operator stopped before the children were written: status has
-            # its back-off already
-            counted = previous is not None and surge.since is not None and any(
-                a.outcome == Move.PROBE_FAILED and a.machine_type == surge.to_type and a.start == surge.since
-                for a in self.attempts)
-            if lost_race:
-                d.probes[surge.to_type] = ProbeRetry(failures, self.now + self.policy.unschedulable_timeout)
-            elif not counted:
-                d.probes[surge.to_type] = ProbeRetry(failures + 1, self.now + probe_backoff(failures + 1))
-            self.record(Move.PROBE_FAILED, surge.from_type, surge.to_type, message, surge.since)
+        if self.failed_extra(surge, option):
             return
         # done when the type has all its replicas, the extra one included, and they are Ready, and
         # removing one from the origin keeps the app at its Ready count (a replica may be down elsewhere)
         ready = sum(p.ready for p in self.pods)
-        origin = self.shrink_group(surge.from_type) if surge.from_type is not None else []
-        loses_ready = bool(origin) and all(p.ready for p in origin)
+        loses_ready = surge.from_type is not None and self.shrink_takes_ready(surge.from_type)
         type_ready = len(on_type) >= d.counts[surge.to_type] and sum(p.ready for p in on_type) >= d.counts[
             surge.to_type]
         if type_ready and ready - loses_ready >= min(self.replicas, ready):
@@ -419,13 +405,126 @@ class _Planner:
             d.surge = replace(surge, ready_at=self.now)  # held: from now on it is a serving replica
         if surge.from_type is not None and self.rolling(surge.from_type):
             # the origin's rollout is blocked and its shrink would take a Ready pod of the old revision
-            # (room was lost since the move started): keep serving, and say the rollout has no room
-            blocked = next((p for p in self.pods_on(surge.from_type) if self.new_revision(p) and self.stuck(p)), None)
-            if blocked is not None:
-                listed = self.by_name.get(surge.from_type)
-                d.insufficient[listed.display if listed else surge.from_type] = (
-                    f"rollout needs room for one more replica: {blocked.scheduler_message}")
-                d.wake_at(self.now + self.policy.unschedulable_timeout)
+            # (room was lost since the move started): keep serving, start a cover where there is room,
+            # else say the rollout has no room
+            blocked = self.blocked_rollout(surge.from_type)
+            if blocked is not None and type_ready and loses_ready and d.cover is None:
+                target = self.cover_target(surge)
+                if target is not None:
+                    self.shift(None, target.name)
+                    d.cover = Surge(target.name, surge.from_type, self.now, cover=True)
+                    self.record(Move.COVER_STARTED, surge.from_type, target.name, blocked.scheduler_message)
+                    return
+            if blocked is not None and d.cover is None:  # a cover on its way is the answer
+                self.no_room_for_rollout(surge.from_type, blocked)
+        if (own := self.blocked_rollout(surge.to_type)) is not None:
+            # a rollout on its own type since it was Ready, with no room there: the move is finished first
+            self.no_room_for_rollout(surge.to_type, own)
+
+    def no_room_for_rollout(self, type_name: str, blocked: PodView) -> None:
+        listed = self.by_name.get(type_name)
+        self.decision.insufficient[listed.display if listed else type_name] = (
+            f"rollout needs room for one more replica: {blocked.scheduler_message}")
+        self.decision.wake_at(self.now + self.policy.unschedulable_timeout)
+
+    def blocked_rollout(self, type_name: str) -> PodView | None:
+        """The new revision's pod a rollout on the type waits for, stuck: the rollout has no room."""
+        return next((p for p in self.pods_on(type_name) if self.new_revision(p) and self.stuck(p)), None)
+
+    def failed_extra(self, extra: Surge, option: TypeOption) -> bool:
+        """Whether a replica in flight failed (stuck, never Ready, or its pod cannot be created): then it
+        goes, and its type backs off as a failed probe's does."""
+        d = self.decision
+        on_type = [p for p in self.pods_on(extra.to_type) if p.name not in d.delete_first]  # not judged already
+        # pods that may be the extra one: created since it was started (timestamps have whole seconds
+        # and the operator's estimate of the server's clock is not exact: allow some slack)
+        started = extra.since - SINCE_SLACK if extra.since is not None else None
+        recent = [p for p in on_type if started is None or p.created >= started]
+        # once it was Ready its start-up is over: losing readiness later is not a failed start; and a pod
+        # stuck beside a Ready one in a rollout there is the rollout's (a shrink could take the Ready one)
+        serving = self.rolling(extra.to_type) and any(p.ready for p in on_type)
+        failed = None if serving else next((p for p in on_type if self.stuck(p)), None) or (
+            None if extra.ready_at else next((p for p in recent if self.never_ready(p)), None))
+        uncreatable = extra.to_type in self.uncreatable and len(on_type) < d.counts[extra.to_type]
+        if failed is None and not uncreatable:
+            return False
+        if failed is not None:
+            d.delete_first.append(failed.name)
+        self.shift(extra.to_type, None)
+        if extra.cover:
+            d.cover = None
+        else:
+            d.surge = None
+        previous = d.probes.get(extra.to_type)
+        failures = previous.failures if previous else 0
+        lost_race = failed is not None and failed.pending and not self.room.has_room(option)
+        if failed is None:
+            message = f"its pod cannot be created: {self.uncreatable[extra.to_type]}"
+        elif lost_race:  # the room it was started for is gone (another app took it): no penalty
+            message = f"lost the room to another pod: {failed.scheduler_message}"
+        elif not failed.pending:
+            timeout = format_duration(self.policy.startup_timeout)
+            message = failed.failing or f"not Ready {timeout} after it was scheduled"
+        else:
+            message = failed.scheduler_message
+        # decided before, and the operator stopped before the children were written: status has
+        # its back-off already
+        counted = previous is not None and extra.since is not None and any(
+            a.outcome == Move.PROBE_FAILED and a.machine_type == extra.to_type and a.start == extra.since
+            for a in self.attempts)
+        if lost_race:
+            d.probes[extra.to_type] = ProbeRetry(failures, self.now + self.policy.unschedulable_timeout)
+        elif not counted:
+            d.probes[extra.to_type] = ProbeRetry(failures + 1, self.now + probe_backoff(failures + 1))
+        self.record(Move.PROBE_FAILED, extra.from_type, extra.to_type, message, extra.since)
+        return True
+
+    def cover_target(self, surge: Surge) -> TypeOption | None:
+        """Where a cover may run: the most preferred listed type with room on a node, other than the move's
+        origin, not cooling down or backing off."""
+        for option in self.options:
+            if option.name == surge.from_type or option.name in self.cooling or self.backing_off(option.name):
+                continue
+            if self.room.take(option, on_demand=False):
+                return option
+        return None
+
+    def settle_cover(self) -> None:
+        """Judge the cover: failed; needed while its move is in flight; once the move is done, a move of
+        its own if the origin's rollout still has no room (one more replica must leave it), else kept while
+        that rollout runs with fewer Ready replicas than wanted without it; then it goes."""
+        d = self.decision
+        cover = d.cover
+        if cover is None:
+            return
+        option = self.by_name.get(cover.to_type)
+        if option is None:
+            d.cover = None  # its type was unlisted: an ordinary replica, the drain's to remove
+            return
+        if self.failed_extra(cover, option):
+            return
+        # Ready when its type is (any revision: a rollout there may have begun since)
+        cover_ready = sum(p.ready for p in self.pods_on(cover.to_type)) >= d.counts[cover.to_type]
+        if cover_ready and cover.ready_at is None:
+            d.cover = cover = replace(cover, ready_at=self.now)
+        if (d.surge is not None and d.surge.from_type == cover.from_type) or (
+                cover.from_type in d.counts and not self.converged(cover.from_type)):
+            return  # its move is in flight, or was done by the last pass: the view has not seen it yet
+        ready = sum(p.ready for p in self.pods)
+        rolling = cover.from_type is not None and self.rolling(cover.from_type)
+        if rolling and cover_ready and cover.from_type is not None and self.blocked_rollout(cover.from_type):
+            d.surge, d.cover = replace(cover, cover=False), None  # a move now: settle_surge judges it next
+            return
+        if cover_ready and ready - 1 < self.replicas:
+            if not rolling:
+                # it serves in place of a wanted replica that is down: an ordinary one now, and the
+                # scale-down trims the surplus, a replica that is not Ready
+                d.cover = None
+            return
+        d.cover = None
+        self.shift(cover.to_type, None)
+        self.spend_one(cover.to_type)
+        self.record(Move.COVER_REMOVED, cover.to_type, None, start=cover.since)
 
     def reserve_pending(self) -> None:
         """Our pending pods will land where there is room; take it before placing anything else. Those
@@ -441,8 +540,8 @@ class _Planner:
         """Fewer replicas: a replica in flight becomes an ordinary one, then replicas that are not Ready
         go first (least preferred type first), Ready ones last: Ready replicas never drop needlessly."""
         d = self.decision
-        if self.settled_total() > self.replicas and d.surge is not None:
-            d.surge = None
+        if self.settled_total() > self.replicas:
+            d.surge = d.cover = None
         ready = {t: sum(p.ready for p in self.pods_on(t)) for t in d.counts}
         while self.settled_total() > self.replicas:
             spare = [t for t, n in d.counts.items() if n > min(n, ready.get(t, 0))] or list(d.counts)
@@ -506,11 +605,11 @@ class _Planner:
         """The new revision's extra pod finds no room on its type: start one replica on another type;
         when it is Ready one replica leaves this type, which gives the rollout its room."""
         d = self.decision
-        if d.surge is not None or d.transitions:
-            return
+        if d.surge is not None or d.transitions or (d.cover is not None and d.cover.from_type == option.name):
+            return  # one at a time; while a cover from this type runs, its rollout is being given room
         target = self.first_with_room(exclude=option.name, allow_backoff=False)
         if target is None:
-            d.insufficient[option.display] = f"rollout needs room for one more replica: {pod.scheduler_message}"
+            self.no_room_for_rollout(option.name, pod)
             return
         self._start(target.name, Move.FELL_BACK, option.name, pod.scheduler_message)
 
@@ -545,7 +644,7 @@ class _Planner:
         """Make-before-break: one extra replica on a better type; a worse one goes once it is Ready."""
         d = self.decision
         listed = [t for t in d.counts if t in self.by_name]
-        if d.surge or d.transitions or any(map(self.rolling, listed)) or any(
+        if d.surge or d.cover or d.transitions or any(map(self.rolling, listed)) or any(
                 p.pending for p in self.pods if p.machine_type in self.by_name):
             return
         if any(not self.converged(t) for t in d.counts):

@@ -99,14 +99,20 @@ class NodeFree:
 
 @dataclass(frozen=True)
 class Surge:
-    """The one make-before-break replica in flight: an extra replica on `to_type`; when it is Ready,
-    one replica leaves `from_type` (None: recorded by an older operator, the least preferred type)."""
+    """The make-before-break replica in flight: an extra replica on `to_type`; when it is Ready, one
+    replica leaves `from_type` (None: recorded by an older operator, the least preferred type).
+
+    A cover is a second extra replica, on a type the app has no other replica on: started only while a
+    move off a type mid-rollout is Ready but held (shrinking the type would take a Ready pod of the old
+    revision), it lets that move finish with no Ready replica lost, and goes once the app has its Ready
+    replicas without it."""
 
     to_type: str
     from_type: str | None = None
     since: datetime | None = None  # when it was started; pods created before then are not the probe
     ready_at: datetime | None = None  # when it was first seen Ready: its start-up is over (a later
     # readiness loss is the app's, not a failed start)
+    cover: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,7 @@ class Observed:
     nodeless_since: Mapping[str, datetime] = field(default_factory=dict)
     # when this operator last raised each type's Deployment (unknown: made by an older version)
     grown_at: Mapping[str, datetime] = field(default_factory=dict)
+    cover: Surge | None = None  # the second extra replica of a held move (see Surge), counted in `counts`
 
 
 class FreeOnRead(Mapping[str, Sequence[NodeFree]]):

@@ -62,6 +62,8 @@ EVENT_REASONS = {
     Move.PLACED_PREFERRED: ("Normal", "MovedToPreferred"),
     Move.DRAIN_STARTED: ("Normal", "DrainStarted"),
     Move.DRAINED: ("Normal", "Drained"),
+    Move.COVER_STARTED: ("Normal", "CoverStarted"),
+    Move.COVER_REMOVED: ("Normal", "CoverRemoved"),
 }
 
 
@@ -98,6 +100,7 @@ class AppSnapshot:
     # a Deployment without that time was raised before this (by an older version: before the operator
     # started); counted so, not written (an upgrade writes nothing for it)
     raised_before: datetime | None = None
+    cover: Surge | None = None  # the second replica in flight of a held move (see Surge)
     # the controller's pod templates, kept across reconciles; None: built afresh
     templates: children.TemplateCache | None = None
 
@@ -192,6 +195,7 @@ def plan(snap: AppSnapshot) -> AppPlan:
     observed = Observed(
         counts=snap.counts,
         surge=snap.surge,
+        cover=snap.cover,
         pods=pods,
         probes=_probes_from_status(snap.status, by_display),
         attempts=_attempts_from_status(snap.status, by_display),
@@ -225,7 +229,7 @@ def plan(snap: AppSnapshot) -> AppPlan:
             grown = snap.now if grows else grown_at.get(option.name)
             carried = moves if grows and moves else snap.recorded_moves.get(option.name)
             result.deployments.append(children.deployment(snap.ref, option, template(option.name), count,
-                                                          decision.surge, grown, carried))
+                                                          decision.extras(), grown, carried))
             if grows and moves:
                 result.history_on |= {result.deployments[-1]["metadata"]["name"]}
     for type_name in snap.counts:
@@ -359,6 +363,9 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
             Move.PLACED_PREFERRED: f"pending replica moved from {src} to {dst}, which has room",
             Move.DRAIN_STARTED: f"{src} is no longer a candidate: started a replica on {dst} first",
             Move.DRAINED: f"removed a replica from {src}, no longer a candidate",
+            Move.COVER_STARTED: f"the rollout on {src} has no room and a replica leaving it would take a Ready "
+                                f"one along: started one more on {dst} first",
+            Move.COVER_REMOVED: f"removed the extra replica on {src}: the app has its Ready replicas without it",
         }.get(tr.move, tr.move.value)
         if count > 1:
             text = f"{count} replicas: {text}"
@@ -374,10 +381,11 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
     # replicas on a type no longer listed run a spec the user has left behind too
     rolling = any(not p.current or p.machine_type not in display for p in live)
     settled = sum(decision.settled_counts().values())
-    # the replica in flight, once Ready, must not stand in for a wanted one that is down
-    surge = decision.surge
-    on_surge_type = [p for p in live if surge is not None and p.machine_type == surge.to_type]
-    surge_ready = int(bool(on_surge_type) and all(p.ready for p in on_surge_type))
+    # the replicas in flight, once Ready, must not stand in for wanted ones that are down
+    surge_ready = 0
+    for extra in decision.extras():
+        on_type = [p for p in live if p.machine_type == extra.to_type]
+        surge_ready += int(bool(on_type) and all(p.ready for p in on_type))
     failures = {display.get(t, t): m for t, m in snap.replica_failures.items() if t in decision.counts}
     # (status, reason, message) of the Ready and Stalled conditions
     ready_state: tuple[ConditionStatus, str, str]

@@ -205,9 +205,10 @@ def resize_patch(replicas: int) -> JsonObject:
     return {"metadata": {"annotations": {SURGE_ANNOTATION: "", HASH_ANNOTATION: ""}}, "spec": {"replicas": replicas}}
 
 
-def deployment(app: AppRef, option: TypeOption, template: JsonObject, replicas: int, surge: Surge | None,
+def deployment(app: AppRef, option: TypeOption, template: JsonObject, replicas: int, marks: Sequence[Surge] = (),
                grown_at: datetime | None = None, recorded_moves: str | None = None) -> JsonObject:
-    annotations = {SURGE_ANNOTATION: encode_surge(surge) if surge and surge.to_type == option.name else ""}
+    """`marks`: the replicas in flight (the move's and its cover's); those on this type are marked on it."""
+    annotations = {SURGE_ANNOTATION: encode_marks([m for m in marks if m.to_type == option.name])}
     if grown_at is not None:
         annotations[GROWN_ANNOTATION] = format_micro_time(grown_at)
     if recorded_moves:
@@ -232,28 +233,44 @@ def deployment(app: AppRef, option: TypeOption, template: JsonObject, replicas: 
     return with_hash(body)
 
 
-def encode_surge(surge: Surge) -> str:
-    data = {"from": surge.from_type, "since": format_time(surge.since) if surge.since else None}
-    if surge.ready_at is not None:
-        data["readyAt"] = format_time(surge.ready_at)
-    return json.dumps(data, sort_keys=True)
+def encode_marks(marks: Sequence[Surge]) -> str:
+    """The make-before-break marks of one Deployment: an object for one (as older versions wrote it), a
+    list for a move and its cover on the same type; "" for none."""
+    data = [_mark_data(m) for m in marks]
+    return json.dumps(data[0] if len(data) == 1 else data, sort_keys=True) if data else ""
 
 
-def decode_surge(type_name: str, value: str | None) -> Surge | None:
-    """The annotation's value: JSON from this operator, "1" from an older one, "" or "0" for none."""
+def _mark_data(mark: Surge) -> JsonObject:
+    data: JsonObject = {"from": mark.from_type, "since": format_time(mark.since) if mark.since else None}
+    if mark.ready_at is not None:
+        data["readyAt"] = format_time(mark.ready_at)
+    if mark.cover:
+        data["cover"] = True
+    return data
+
+
+def decode_marks(type_name: str, value: str | None) -> list[Surge]:
+    """The annotation's value as encode_marks writes it ("1" from an older version; "" or "0": none), read
+    as far as it makes sense (anyone who may edit the Deployment may write it): at most a move and a cover."""
     if not value or value == "0":
-        return None
+        return []
     try:
         data = json.loads(value)
     except ValueError:
-        return None
-    if isinstance(data, int):
-        return Surge(type_name) if data > 0 else None
-    if not isinstance(data, dict):
-        return None
-    origin = data.get("from")  # anyone may edit it: a type's name or nothing
-    return Surge(type_name, origin if isinstance(origin, str) and origin else None,
-                 parse_time_or_none(data.get("since")), parse_time_or_none(data.get("readyAt")))
+        return []
+    if isinstance(data, int) and not isinstance(data, bool):
+        return [Surge(type_name)] if data > 0 else []
+    marks: list[Surge] = []
+    for item in data if isinstance(data, list) else [data]:
+        if not isinstance(item, dict):
+            continue
+        origin = item.get("from")  # a type's name or nothing
+        mark = Surge(type_name, origin if isinstance(origin, str) and origin else None,
+                     parse_time_or_none(item.get("since")), parse_time_or_none(item.get("readyAt")),
+                     cover=item.get("cover") is True)
+        if not any(m.cover == mark.cover for m in marks):
+            marks.append(mark)
+    return marks
 
 
 def service(app: AppRef, spec: FalAppSpec) -> JsonObject | None:

@@ -27,7 +27,7 @@ from falapp_operator.api.names import (
 )
 from falapp_operator.api.status import MAX_RECORDED_MOVES
 from falapp_operator.placement import PodView, Surge
-from falapp_operator.reconcile.children import decode_surge
+from falapp_operator.reconcile.children import decode_marks
 
 # managers whose fields on our children are the cluster's own bookkeeping
 OWN_STATUS_MANAGERS = frozenset({"kube-controller-manager"})
@@ -58,6 +58,7 @@ class ChildrenState:
 
     counts: dict[str, int] = field(default_factory=dict)
     surge: Surge | None = None
+    cover: Surge | None = None  # the second replica in flight of a held move (see Surge)
     # the controller manager's own reason for not creating pods (quota, admission): type -> message
     replica_failures: dict[str, str] = field(default_factory=dict)
     create_failing: set[str] = field(default_factory=set)  # of those, where creating pods failed (FailedCreate)
@@ -107,10 +108,14 @@ def children_state(deployments: Iterable[JsonMapping], owner_uid: str | None = N
         if type_name is None or (owner_uid is not None and controller_uid(body) != owner_uid):
             continue
         state.counts[type_name] = (body.get("spec") or {}).get("replicas", 0) or 0
-        surge = decode_surge(type_name, ((body["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION)))
-        # one is in flight; a mark left on a Deployment whose type was unlisted meanwhile is older
-        if surge is not None and (state.surge is None or _since(surge) > _since(state.surge)):
-            state.surge = surge
+        # one of each is in flight; a mark left on a Deployment whose type was unlisted meanwhile is older
+        for mark in decode_marks(type_name, ((body["metadata"].get("annotations") or {}).get(SURGE_ANNOTATION))):
+            kept = state.cover if mark.cover else state.surge
+            if kept is None or _since(mark) > _since(kept):
+                if mark.cover:
+                    state.cover = mark
+                else:
+                    state.surge = mark
         grown_at = parse_time_or_none((body["metadata"].get("annotations") or {}).get(GROWN_ANNOTATION))
         if grown_at is not None:
             state.grown_at[type_name] = grown_at

@@ -44,24 +44,27 @@ def child_writes(plan: AppPlan, ref: children.AppRef, deployments: Sequence[Json
                  pods: Sequence[JsonMapping], field_manager: str, applied: Mapping[str, str] | None = None,
                  status: JsonMapping | None = None) -> list[Write]:
     """The history of the plan's moves (into the app's status, unless the first Deployment it grows
-    carries it), then Deployment and pod writes; the Service and the full status are the caller's last
-    steps. `applied`: object name -> its version right after this operator's last apply (see
-    needs_apply); `status`: the app's status now."""
+    carries it), then Deployment and pod writes: growths, marks, shrinks, then the rest (a move's mark
+    is cleared after its origin shrank: a stop in between leaves no replica unexplained); the Service
+    and the full status are the caller's last steps. `applied`: object name -> its version right after
+    this operator's last apply (see needs_apply); `status`: the app's status now."""
     applied = applied or {}
     live = {d["metadata"]["name"]: d for d in deployments}
     marked = {p["metadata"]["name"] for p in pods
               if (p["metadata"].get("annotations") or {}).get(DELETION_COST) == DELETE_FIRST}
     changed = [d for d in plan.deployments if (current := live.get(d["metadata"]["name"])) is None
                or needs_apply(current, d, field_manager, applied.get(d["metadata"]["name"]))]
-    growing = [d for d in changed if d["spec"]["replicas"] >= _replicas(live.get(d["metadata"]["name"]))]
+    growing = [d for d in changed if d["spec"]["replicas"] > _replicas(live.get(d["metadata"]["name"]))]
+    shrinking = [d for d in changed if d["spec"]["replicas"] < _replicas(live.get(d["metadata"]["name"]))]
     history = plan.history.to_patch() if plan.history is not None else None
     rides = bool(growing) and growing[0]["metadata"]["name"] in plan.history_on
     writes = [Write("history", ref.name, history)] if (history and not rides
                                                        and status_changed(status or {}, history)) else []
-    writes += [Write("apply", d["metadata"]["name"], d, create=d["metadata"]["name"] not in live,
-                     grows=d["spec"]["replicas"] > _replicas(live.get(d["metadata"]["name"]))) for d in growing]
+    writes += [Write("apply", d["metadata"]["name"], d, create=d["metadata"]["name"] not in live, grows=True)
+               for d in growing]
     writes += [Write("mark", name) for name in plan.mark_for_deletion if name not in marked]
-    writes += [Write("apply", d["metadata"]["name"], d) for d in changed if d not in growing]
+    writes += [Write("apply", d["metadata"]["name"], d) for d in shrinking]
+    writes += [Write("apply", d["metadata"]["name"], d) for d in changed if d not in growing and d not in shrinking]
     writes += [Write("resize_unlisted", deployment_name(ref.name, t), children.resize_patch(n))
                for t, n in plan.rescale_unlisted.items()]
     writes += [Write("delete_deployment", deployment_name(ref.name, t)) for t in plan.delete_deployments]
