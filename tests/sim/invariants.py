@@ -21,13 +21,14 @@ d. No stuck replica left behind: a pod Unschedulable past its deadline (unschedu
    scaleUpTimeout once a node was announced for it) is gone after the first reconcile at or after the
    deadline, unless
    - the plan says InsufficientCapacity;
-   - it is on a type no longer listed while a make-before-break replica is in flight or a listed
-     type is mid-rollout (the drain goes one replica at a time, after the rollouts);
+   - it is on a type no longer listed while a make-before-break replica (or a cover) is in flight or a
+     listed type is mid-rollout (the drain goes one replica at a time, after the rollouts);
    - its type is mid-rollout and the pod is of the old revision (the rollout replaces it), or of the
-     new one while a make-before-break replica is in flight (one at a time) or in the reconcile that
-     completed a move off its type (the rollout's room is being made; the scheduler binds it next);
-   - that reconcile made other moves: once, it may be left to the next reconcile (which comes right
-     away, as the moves changed objects).
+     new one while a make-before-break replica is in flight (one at a time) or a cover from its type
+     runs, or in the reconcile that completed a move off its type (the rollout's room is being made;
+     the scheduler binds it next);
+   - that reconcile made other moves: it may be left to the next reconcile (which comes right away, as
+     the moves changed objects), not in two steps in a row.
    Reconciles happen each step when anything changed, else at the plan's requeue time: a deadline
    passing with no reconcile means the plan did not ask to be woken for it, which breaks d too.
 e. No ping-pong: while the cluster is stable for an app (no capacity change, no user edit and no
@@ -83,7 +84,7 @@ class Invariants:
         self.sim = sim
         self.moves: dict[str, Counter] = {}  # per app, (from, to) -> completed moves while stable
         self.replicas_seen: dict[str, int] = {}  # per app, most replicas while stable
-        self.deferred: set[str] = set()  # stuck pods left for the next reconcile (d)
+        self.deferred: dict[str, int] = {}  # stuck pods left for the next reconcile, and the step (d)
         self.crashed: set[str] = set()  # apps whose reconcile crashed while stable (for known_bugs)
         self._listed: dict[tuple[str, int], set[str]] = {}
 
@@ -163,7 +164,8 @@ class Invariants:
         replicas = self.sim.apps[name].validated().replicas
         rolling = self.rolling_types(name)
         live = len(self.sim.world.pods_of(name))
-        in_flight = max(1, len(self.surges_of(name)))
+        # one move in flight, and its cover (a mark on an unlisted type's Deployment is not rewritten: stale)
+        in_flight = 1 + any(m.cover and m.to_type in self.listed(name) for m in self.surges_of(name))
         if live > replicas + in_flight + len(rolling):
             self.fail("b", name, f"{live} live pods > {replicas} replicas + {in_flight} + {len(rolling)} rolling types")
 
@@ -203,11 +205,12 @@ class Invariants:
             current = pod.deployment in deployments and deployments[pod.deployment].revision == pod.revision
             if pod.machine_type in rolling and not current:
                 continue  # a pod of the revision being replaced: the rollout removes it
-            if pod.machine_type not in listed and (decision.surge is not None or rolling & listed):
+            if pod.machine_type not in listed and (decision.extras() or rolling & listed):
                 continue  # an unlisted type drains one replica at a time, after the listed types' rollouts
-            surge = decision.surge
+            surge, cover = decision.surge, decision.cover
             if pod.machine_type in rolling and (
                     (current and surge is not None) or (surge is not None and surge.from_type == pod.machine_type)
+                    or (cover is not None and cover.from_type == pod.machine_type)
                     or any(t.move in (Move.MOVED, Move.RETURNED, Move.DRAINED) and t.from_type == pod.machine_type
                            for t in decision.transitions)):
                 continue  # the rollout waits for (or just got) the room of a replica moving away
@@ -215,8 +218,9 @@ class Invariants:
             if name not in self.sim.reconciled:
                 self.fail("d", name, f"pod {pod.name} {since}: no reconcile since (requeue_at "
                                      f"{decision.requeue_at and format(decision.requeue_at, '%H:%M:%S')})")
-            if decision.transitions and pod.name not in self.deferred:
-                self.deferred.add(pod.name)  # one move at a time: the next reconcile (right away) is due
+            last = self.deferred.get(pod.name)
+            if decision.transitions and (last is None or last < self.sim.step_no - 1):
+                self.deferred[pod.name] = self.sim.step_no  # one move at a time: the next reconcile is due
                 continue
             self.fail("d", name, f"pod {pod.name} {since} was not moved")
 

@@ -155,6 +155,10 @@ class Deployment:
     machine_type: str
     body: dict  # metadata + spec as applied
     revision: str = ""  # pod-template-hash of its current ReplicaSet (a hash of spec.template)
+    # its ReplicaSets, oldest first: revision -> spec.replicas, and each one's pod template
+    sets: dict[str, int] = field(default_factory=dict)
+    templates: dict[str, dict] = field(default_factory=dict)
+    sized_for: int | None = None  # the size the sets were last scaled for (the desired-replicas annotation)
 
     @property
     def name(self) -> str:

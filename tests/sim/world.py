@@ -12,11 +12,14 @@ Simplifications:
 - The ReplicaSet ranking for scale-down is Kubernetes' `ActivePodsWithRanks` minus the co-location
   rank and restart counts: unbound, then Pending phase, then not Ready, then lower
   pod-deletion-cost, then Ready more recently, then newer.
-- Rolling update (maxSurge 1, maxUnavailable 0): the new ReplicaSet grows while the total stays
-  within replicas + 1; old pods go unhealthy ones first, then while the Ready count stays >= replicas.
-  All older revisions form one group. Resizing a Deployment mid-rollout is a scaling event: down to
-  replicas + 1 pods, taken from the bigger group (the older on ties), as Kubernetes' proportional
-  scaling does for two ReplicaSets.
+- The Deployment controller keeps a ReplicaSet per revision with its own size, as Kubernetes does, and
+  each ReplicaSet keeps that many pods (a lost pod is replaced, by its own revision). Rolling update
+  (maxSurge 1, maxUnavailable 0), from Kubernetes' rolloutRolling: the new ReplicaSet grows while the
+  sizes add up to at most replicas + 1; the old ones shrink by their unavailable pods, oldest first,
+  within what leaves replicas available, then by their available pods beyond replicas. A new size is a
+  scaling event: a single active ReplicaSet takes it; a saturated new one sends the old ones to 0;
+  otherwise the sizes move to replicas + 1 one at a time, the biggest ReplicaSet first (the older on
+  ties when shrinking, the newer when growing), Kubernetes' proportional scaling rounded per pod.
 """
 
 from __future__ import annotations
@@ -245,54 +248,77 @@ class World:
             if app is None or dep.app == app:
                 self._sync(dep)
 
-    def _create_pod(self, dep: Deployment) -> None:
+    def _create_pod(self, dep: Deployment, revision: str) -> None:
         seq = self.next_seq()
-        template = dep.body["spec"]["template"]
+        template = dep.templates[revision]
         pod = Pod(f"{dep.name}-{seq}", f"uid-{seq}", seq, dep.app, dep.machine_type, dep.name, template, self.now,
                   self.ready_delay.get(dep.app, timedelta()), annotations=dict(template["metadata"]["annotations"]),
-                  requests=Pod.requests_of(template), revision=dep.revision,
-                  labels={**template["metadata"]["labels"], REVISION_LABEL: dep.revision})
+                  requests=Pod.requests_of(template), revision=revision,
+                  labels={**template["metadata"]["labels"], REVISION_LABEL: revision})
         self.pods[pod.name] = pod
         self.touch()
 
     def _sync(self, dep: Deployment) -> None:
-        """RollingUpdate with maxSurge 1, maxUnavailable 0 (what the operator's Deployments ask for)."""
-        desired, current = dep.replicas, dep.revision
-        pods = [p for p in self.pods.values() if p.deployment == dep.name]
-        new = [p for p in pods if p.revision == current]
-        old = [p for p in pods if p.revision != current]
-        if not old:
-            if len(new) < desired:
-                for _ in range(desired - len(new)):
-                    self._create_pod(dep)
-            for pod in sorted(new, key=_rank)[:max(len(new) - desired, 0)]:
+        """RollingUpdate with maxSurge 1, maxUnavailable 0 (what the operator's Deployments ask for), then
+        each ReplicaSet's pods."""
+        desired, current, sets = dep.replicas, dep.revision, dep.sets
+        sets.setdefault(current, 0)
+        dep.templates.setdefault(current, dep.body["spec"]["template"])
+        pods = {r: [p for p in self.pods.values() if p.deployment == dep.name and p.revision == r] for r in sets}
+
+        def available(revision: str) -> int:
+            return sum(p.ready for p in pods[revision])
+
+        old = [r for r in sets if r != current]
+        if dep.sized_for != desired:
+            self._scale(dep, available(current))
+        # the new ReplicaSet grows while the sizes add up to at most desired + maxSurge
+        if sets[current] > desired:
+            sets[current] = desired
+        elif sets[current] < desired:
+            sets[current] += max(0, min(desired + 1 - sum(sets.values()), desired - sets[current]))
+        # the old ones shrink: unavailable pods first (oldest ReplicaSet first), within what keeps desired
+        # available, then available pods beyond desired
+        if any(sets[r] for r in old):
+            budget = sum(sets.values()) - desired - (sets[current] - available(current))
+            for r in old:
+                if budget <= 0:
+                    break
+                cut = min(budget, max(sets[r] - available(r), 0))
+                sets[r] -= cut
+                budget -= cut
+            surplus = sum(min(available(r), sets[r]) for r in sets) - desired
+            for r in old:
+                cut = min(sets[r], max(surplus, 0))
+                sets[r] -= cut
+                surplus -= cut
+        # each ReplicaSet keeps its size: replacements by its own revision, removals by Kubernetes' rank
+        for r, size in sets.items():
+            for _ in range(size - len(pods[r])):
+                self._create_pod(dep, r)
+            for pod in sorted(pods[r], key=_rank)[:max(len(pods[r]) - size, 0)]:
                 self._delete_pod(pod)
+
+    def _scale(self, dep: Deployment, new_available: int) -> None:
+        """A scaling event (the Deployment's size changed since its sets were sized)."""
+        desired, sets, current = dep.replicas, dep.sets, dep.revision
+        dep.sized_for = desired
+        active = [r for r, n in sets.items() if n > 0]
+        if len(active) <= 1:
+            sets[active[0] if active else current] = desired
             return
-        # a scaling event mid-rollout: shrink to the allowed size, one pod at a time from the biggest
-        # ReplicaSet (the older one on a tie)
+        if sets[current] == desired and new_available >= desired:  # saturated: the rollout is done
+            for r in sets:
+                sets[r] = desired if r == current else 0
+            return
         allowed = desired + 1 if desired > 0 else 0
-        while len(new) + len(old) > allowed:
-            groups: dict[str, list[Pod]] = {}
-            for pod in new + old:
-                groups.setdefault(pod.revision, []).append(pod)
-            group = max(groups.values(), key=lambda g: (len(g), -min(p.seq for p in g)))
-            victim = min(group, key=_rank)
-            (new if victim in new else old).remove(victim)
-            self._delete_pod(victim)
-        # the new ReplicaSet grows while the total stays within desired + maxSurge
-        grow = min(desired + 1 - len(new) - len(old), desired - len(new))
-        for _ in range(max(grow, 0)):
-            self._create_pod(dep)
-        new = [p for p in self.pods.values() if p.deployment == dep.name and p.revision == current]
-        total = len(new) + len(old)
-        # old pods go: unhealthy ones first, then Ready ones while availability stays >= desired
-        budget = total - desired - sum(not p.ready for p in new)
-        for pod in [p for p in sorted(old, key=_rank) if not p.ready][:max(budget, 0)]:
-            old.remove(pod)
-            self._delete_pod(pod)
-        available = sum(p.ready for p in new) + sum(p.ready for p in old)
-        for pod in sorted(old, key=_rank)[:max(available - desired, 0)]:
-            self._delete_pod(pod)
+        order = list(sets)  # oldest first
+        while sum(sets.values()) > allowed:  # the biggest set shrinks, the older on ties
+            r = max((r for r in order if sets[r] > 0), key=lambda r: (sets[r], -order.index(r)))
+            sets[r] -= 1
+        while sum(sets.values()) < allowed:  # the biggest active set grows, the newer on ties
+            r = max((r for r in order if sets[r] > 0), key=lambda r: (sets[r], order.index(r)))
+            sets[r] += 1
 
     # --- writes the operator makes ---------------------------------------------------------------
     def apply_deployment(self, body: dict) -> None:
@@ -305,7 +331,9 @@ class World:
         type_name = meta["labels"][TYPE_LABEL]
         revision = previous.revision if previous and previous.body["spec"]["template"] == body["spec"]["template"] \
             else hashlib.sha256(json.dumps(body["spec"]["template"], sort_keys=True).encode()).hexdigest()[:10]
-        self.deployments[name] = Deployment(meta["labels"][APP_LABEL], type_name, stored, revision)
+        carried = (previous.sets, previous.templates, previous.sized_for) if previous else ({}, {}, None)
+        self.deployments[name] = Deployment(meta["labels"][APP_LABEL], type_name, stored, revision, *carried)
+        self.deployments[name].templates.setdefault(revision, body["spec"]["template"])
         if previous is None or previous.body != stored:
             self.touch()
 

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import itertools
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
@@ -18,6 +19,8 @@ from falapp_operator.api import DEFAULT_CATALOG, MachineTypeStatus
 from falapp_operator.api.names import deployment_name
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store
+from falapp_operator.placement import Surge
+from falapp_operator.reconcile.children import encode_marks
 from falapp_operator.reconcile.observe import (
     children_state,
     made_by,
@@ -148,6 +151,18 @@ def full_pod() -> dict:
                    "containerStatuses": [{"name": "app", "restartCount": 4, "image": "x", "imageID": "sha",
                                           "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "boom"}}}]},
     }
+
+
+def test_a_move_and_its_cover_on_one_type_are_kept_with_the_longest_type_names():
+    """Both marks on one Deployment, each naming a type of 63 characters: read from the slim copy too."""
+    origin = "t" * 63
+    since = NOW - timedelta(minutes=5)
+    marks = [Surge("gpu-h100", origin, since, since), Surge("gpu-h100", origin, since, since, cover=True)]
+    dep = deployment(2, rv=5)
+    dep["metadata"]["annotations"] = {"fal.ai/surge": encode_marks(marks)}
+    dep["metadata"]["ownerReferences"][0]["uid"] = "app-1"
+    state = children_state([slim_child(dep, "falapp-operator")], "app-1")
+    assert (state.surge, state.cover) == tuple(marks)
 
 
 def test_slim_copies_read_as_the_whole_objects():

@@ -1,7 +1,7 @@
 """The placement engine: how many replicas each machine type should run, decided from a snapshot.
 
 Pure and deterministic. The state that must survive restarts lives in the cluster: Deployment sizes per
-type (`Observed.counts`), make-before-break replicas in flight (`Observed.surges`) and status
+type (`Observed.counts`), make-before-break replicas in flight (`Observed.surge`, `Observed.cover`) and status
 (`probes`, `attempts`). One call moves the app one consistent step towards its placement; calling it
 again on the resulting state changes nothing until the cluster does.
 """
@@ -41,6 +41,7 @@ class Move(StrEnum):
     DRAINED = "Drained"
     COVER_STARTED = "CoverStarted"  # a second extra replica, so that a held move can finish (see Surge)
     COVER_REMOVED = "CoverRemoved"  # that replica went: the app has its Ready replicas without it
+    COVER_FAILED = "CoverFailed"  # it could not be scheduled or never turned Ready (its type backs off)
     SCALED_UP = "ScaledUp"
     SCALED_DOWN = "ScaledDown"
 
@@ -118,8 +119,10 @@ class _Planner:
         counts = dict(self.observed_counts)
         surge, cover, total = observed.surge, observed.cover, sum(counts.values())
         if cover is not None and (counts.get(cover.to_type, 0) <= (surge is not None and surge.to_type == cover.to_type)
-                                  or total <= replicas):
-            cover = None  # no replica beyond the wanted number: the mark is stale, the replica is ordinary
+                                  or total <= replicas or cover.to_type not in self.by_name):
+            # no replica beyond the wanted number: the mark is stale, the replica is ordinary (on an
+            # unlisted type, whose Deployment is no longer written, the mark stays: it is ordinary too)
+            cover = None
         if surge is not None and (counts.get(surge.to_type, 0) <= 0 or total <= replicas + (cover is not None)):
             # likewise: the replica is ordinary. With a cover and one replica beyond, the move was done (its
             # origin's shrink is written before the mark is cleared) and the operator stopped in between
@@ -351,6 +354,8 @@ class _Planner:
 
     # --- steps ---------------------------------------------------------------------------------
     def run(self) -> Decision:
+        if self.settled_total() > self.replicas:  # fewer replicas wanted: the moves in flight are cancelled
+            self.decision.surge = self.decision.cover = None
         self.settle_cover()  # first: a failed cover may be replaced, and a cover turned move judged, in this pass
         self.settle_surge()
         self.reserve_pending()
@@ -408,7 +413,8 @@ class _Planner:
             # (room was lost since the move started): keep serving, start a cover where there is room,
             # else say the rollout has no room
             blocked = self.blocked_rollout(surge.from_type)
-            if blocked is not None and type_ready and loses_ready and d.cover is None:
+            if blocked is not None and type_ready and loses_ready and d.cover is None and ready >= self.replicas:
+                # (with fewer Ready, one more would not let the move finish: a replica is down elsewhere)
                 target = self.cover_target(surge)
                 if target is not None:
                     self.shift(None, target.name)
@@ -441,8 +447,8 @@ class _Planner:
         started = extra.since - SINCE_SLACK if extra.since is not None else None
         recent = [p for p in on_type if started is None or p.created >= started]
         # once it was Ready its start-up is over: losing readiness later is not a failed start; and a pod
-        # stuck beside a Ready one in a rollout there is the rollout's (a shrink could take the Ready one)
-        serving = self.rolling(extra.to_type) and any(p.ready for p in on_type)
+        # stuck beside a Ready one in a rollout there since is the rollout's (a shrink could take the Ready one)
+        serving = extra.ready_at is not None and self.rolling(extra.to_type) and any(p.ready for p in on_type)
         failed = None if serving else next((p for p in on_type if self.stuck(p)), None) or (
             None if extra.ready_at else next((p for p in recent if self.never_ready(p)), None))
         uncreatable = extra.to_type in self.uncreatable and len(on_type) < d.counts[extra.to_type]
@@ -450,11 +456,15 @@ class _Planner:
             return False
         if failed is not None:
             d.delete_first.append(failed.name)
-        self.shift(extra.to_type, None)
         if extra.cover:
             d.cover = None
         else:
             d.surge = None
+        if not self.shrink_takes_ready(extra.to_type):
+            self.shift(extra.to_type, None)
+        # else (its type mid-rollout, whose shrink goes by ReplicaSet size): an ordinary replica now, the
+        # scale-down trims the surplus where that takes no Ready pod
+        failure = Move.COVER_FAILED if extra.cover else Move.PROBE_FAILED
         previous = d.probes.get(extra.to_type)
         failures = previous.failures if previous else 0
         lost_race = failed is not None and failed.pending and not self.room.has_room(option)
@@ -470,13 +480,13 @@ class _Planner:
         # decided before, and the operator stopped before the children were written: status has
         # its back-off already
         counted = previous is not None and extra.since is not None and any(
-            a.outcome == Move.PROBE_FAILED and a.machine_type == extra.to_type and a.start == extra.since
+            a.outcome == failure and a.machine_type == extra.to_type and a.start == extra.since
             for a in self.attempts)
         if lost_race:
             d.probes[extra.to_type] = ProbeRetry(failures, self.now + self.policy.unschedulable_timeout)
         elif not counted:
             d.probes[extra.to_type] = ProbeRetry(failures + 1, self.now + probe_backoff(failures + 1))
-        self.record(Move.PROBE_FAILED, extra.from_type, extra.to_type, message, extra.since)
+        self.record(failure, extra.from_type, extra.to_type, message, extra.since)
         return True
 
     def cover_target(self, surge: Surge) -> TypeOption | None:
@@ -497,22 +507,21 @@ class _Planner:
         cover = d.cover
         if cover is None:
             return
-        option = self.by_name.get(cover.to_type)
-        if option is None:
-            d.cover = None  # its type was unlisted: an ordinary replica, the drain's to remove
-            return
+        option = self.by_name[cover.to_type]  # listed (see __init__)
         if self.failed_extra(cover, option):
             return
         # Ready when its type is (any revision: a rollout there may have begun since)
         cover_ready = sum(p.ready for p in self.pods_on(cover.to_type)) >= d.counts[cover.to_type]
         if cover_ready and cover.ready_at is None:
             d.cover = cover = replace(cover, ready_at=self.now)
-        if (d.surge is not None and d.surge.from_type == cover.from_type) or (
-                cover.from_type in d.counts and not self.converged(cover.from_type)):
-            return  # its move is in flight, or was done by the last pass: the view has not seen it yet
+        if d.surge is not None or (cover.from_type in d.counts and not self.converged(cover.from_type)):
+            # its move is in flight (or another: it is not overwritten), or was done by the last pass and
+            # the view has not seen it yet
+            return
         ready = sum(p.ready for p in self.pods)
         rolling = cover.from_type is not None and self.rolling(cover.from_type)
-        if rolling and cover_ready and cover.from_type is not None and self.blocked_rollout(cover.from_type):
+        if rolling and cover.from_type is not None and self.blocked_rollout(cover.from_type):
+            # (not Ready yet: its start-up is judged as the move's)
             d.surge, d.cover = replace(cover, cover=False), None  # a move now: settle_surge judges it next
             return
         if cover_ready and ready - 1 < self.replicas:
@@ -537,14 +546,12 @@ class _Planner:
                     self.room_seen.add(pod.name)
 
     def scale_down(self) -> None:
-        """Fewer replicas: a replica in flight becomes an ordinary one, then replicas that are not Ready
-        go first (least preferred type first), Ready ones last: Ready replicas never drop needlessly."""
+        """Fewer replicas (the replicas in flight are ordinary ones now, see run): first from types whose
+        shrink takes no Ready pod (least preferred type first; mid-rollout that depends on the ReplicaSets'
+        sizes), Ready ones last: Ready replicas never drop needlessly."""
         d = self.decision
-        if self.settled_total() > self.replicas:
-            d.surge = d.cover = None
-        ready = {t: sum(p.ready for p in self.pods_on(t)) for t in d.counts}
         while self.settled_total() > self.replicas:
-            spare = [t for t, n in d.counts.items() if n > min(n, ready.get(t, 0))] or list(d.counts)
+            spare = [t for t in d.counts if not self.shrink_takes_ready(t)] or list(d.counts)
             victim = max(spare, key=self.rank)
             self.shift(victim, None)
             self.record(Move.SCALED_DOWN, victim, None)
@@ -605,8 +612,15 @@ class _Planner:
         """The new revision's extra pod finds no room on its type: start one replica on another type;
         when it is Ready one replica leaves this type, which gives the rollout its room."""
         d = self.decision
-        if d.surge is not None or d.transitions or (d.cover is not None and d.cover.from_type == option.name):
-            return  # one at a time; while a cover from this type runs, its rollout is being given room
+        moves = [t for t in d.transitions if t.move is not Move.COVER_REMOVED]  # (a cover's removal moves nothing)
+        if d.surge is not None or moves or (d.cover is not None and d.cover.from_type == option.name):
+            # one at a time; while a cover from this type runs, its rollout is being given room. Beside a
+            # resize only (nothing moving), no room anywhere else is said now all the same
+            resized_only = all(t.move in (Move.SCALED_UP, Move.SCALED_DOWN) for t in moves)
+            if d.surge is None and d.cover is None and resized_only and not any(
+                    self.room.has_room(o) for o in self.options if o.name != option.name):
+                self.no_room_for_rollout(option.name, pod)
+            return
         target = self.first_with_room(exclude=option.name, allow_backoff=False)
         if target is None:
             self.no_room_for_rollout(option.name, pod)

@@ -64,6 +64,7 @@ EVENT_REASONS = {
     Move.DRAINED: ("Normal", "Drained"),
     Move.COVER_STARTED: ("Normal", "CoverStarted"),
     Move.COVER_REMOVED: ("Normal", "CoverRemoved"),
+    Move.COVER_FAILED: ("Normal", "CoverFailed"),
 }
 
 
@@ -345,7 +346,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
         src_named, dst_named = named.get(tr.from_type or "", src), named.get(tr.to_type or "", dst)
         starts = [t.start or (stuck_since.get(t.from_type or "") if t.move == Move.FELL_BACK else None) for t in same]
         start = min((s for s in starts if s is not None), default=None)
-        tried = dst if tr.move == Move.PROBE_FAILED else src or dst
+        tried = dst if tr.move in (Move.PROBE_FAILED, Move.COVER_FAILED) else src or dst
         entry = Attempt(machine_type=tried or "", start=start or snap.now, end=snap.now, outcome=tr.move.value,
                         message=truncate(tr.message or ""), replicas=count if count > 1 else None,
                         room_seen=True if any(t.room_seen for t in same) else None)
@@ -366,6 +367,8 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
             Move.COVER_STARTED: f"the rollout on {src} has no room and a replica leaving it would take a Ready "
                                 f"one along: started one more on {dst} first",
             Move.COVER_REMOVED: f"removed the extra replica on {src}: the app has its Ready replicas without it",
+            Move.COVER_FAILED: f"extra replica on {dst}, started to let a move finish, failed; backing off: "
+                               f"{tr.message}",
         }.get(tr.move, tr.move.value)
         if count > 1:
             text = f"{count} replicas: {text}"

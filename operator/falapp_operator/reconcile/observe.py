@@ -272,7 +272,8 @@ def _pick(values: JsonMapping | None, keys: Iterable[str]) -> JsonObject:
 # how long a value of each annotation the operator writes may be and still be read: anyone who may edit
 # an object may make its annotations 256 KiB, which the stores would hold for as long as the object lives
 SHORT_ANNOTATION = 256
-_CHILD_ANNOTATIONS = {HASH_ANNOTATION: SHORT_ANNOTATION, SURGE_ANNOTATION: SHORT_ANNOTATION,
+MARKS_ANNOTATION = 1024  # a move and its cover on one type, each naming a type of up to 63 characters
+_CHILD_ANNOTATIONS = {HASH_ANNOTATION: SHORT_ANNOTATION, SURGE_ANNOTATION: MARKS_ANNOTATION,
                       GROWN_ANNOTATION: SHORT_ANNOTATION, MOVES_ANNOTATION: MAX_RECORDED_MOVES}
 _POD_ANNOTATIONS = {TEMPLATE_ANNOTATION: SHORT_ANNOTATION, DELETION_COST: SHORT_ANNOTATION}
 
