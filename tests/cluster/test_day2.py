@@ -44,6 +44,37 @@ def test_rollout_on_a_full_type_moves_one_replica_and_comes_back(kctl, running_o
     assert events_for(kctl, "roll", "ReturnedToPreferred")
 
 
+def test_a_lost_old_pod_mid_rollout_is_replaced_by_its_own_replicaset(kctl, running_operator, pools):
+    """What the simulator's Deployment controller assumes (tests/sim/world.py), on the real one: 2
+    replicas on two 1-GPU nodes of the only listed type, a new image with no room, one node lost: the old
+    ReplicaSet replaces its pod (pending) and stays at 2, the new one stays at 1; nothing else to do but
+    say so (InsufficientCapacity)."""
+    only = pools.machine_type("only")
+    pools.add_node("only", gpus=1)
+    doomed = pools.add_node("only", gpus=1)
+    kctl.apply(falapp("lost", [only], gpus=1, replicas=2))
+    wait_placement(kctl, "lost", {only.lower(): 2}, timeout=60)
+    kctl.run("patch", "falapp", "lost", "--type=merge", "-p", '{"spec":{"image":"registry.example.com/app:2"}}')
+    wait_condition(kctl, "falapp", "lost", "Ready", "False", "InsufficientCapacity", timeout=30)
+    gone = [p["metadata"]["name"] for p in app_pods(kctl, "lost") if p["spec"].get("nodeName") == doomed]
+    pools.remove_node(doomed)
+    kctl.run("delete", "pod", *gone, "--force", "--grace-period=0")
+
+    def by_revision() -> list[tuple[bool, bool, bool]] | None:
+        pods = app_pods(kctl, "lost")
+        if len(pods) != 3:
+            return None
+        return sorted((p["spec"]["containers"][0]["image"] == "registry.example.com/app:2",
+                       bool((c := condition(p, "Ready")) and c["status"] == "True"), bool(p["spec"].get("nodeName")))
+                      for p in pods)
+    # (new revision?, Ready?, bound?): the old one left, its replacement pending, the new one pending
+    want = [(False, False, False), (False, True, True), (True, False, False)]
+    wait_until(lambda: by_revision() == want, timeout=60, message=f"pods as {want}")
+    sets = {rs["spec"]["template"]["spec"]["containers"][0]["image"]: rs["spec"]["replicas"]
+            for rs in kctl.get("replicasets", None, "-l", "fal.ai/app=lost")["items"]}
+    assert sets == {"registry.example.com/app:1": 2, "registry.example.com/app:2": 1}, sets
+
+
 def test_scale_down_keeps_the_ready_replica(kctl, running_operator, pools):
     """1 Ready replica on the fallback type + 1 pending on the preferred one, waiting for a node an
     autoscaler announced: scaling to 1 removes the pending one."""

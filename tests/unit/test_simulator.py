@@ -212,6 +212,20 @@ def test_regression_a_held_move_mid_rollout_is_finished_by_a_cover() -> None:
     assert made[:3] == [(Move.FELL_BACK, H100, L40), (Move.COVER_STARTED, H100, L40), (Move.RETURNED, H100, L40)]
 
 
+def test_the_model_replaces_a_lost_old_pod_by_its_own_replicaset_mid_rollout() -> None:
+    """The world's Deployment controller, as tests/cluster/test_day2.py checks the real one does: 2
+    replicas on two 1-GPU nodes, a new image with no room, one node lost: the old ReplicaSet stays at 2
+    (its lost pod replaced, pending), the new one at 1 (pending); the new one does not grow in the lost
+    pod's place."""
+    sim = run(Scenario((AppConfig("a", (H100,), replicas=2, ready_after=0),), ((H100, 1), (H100, 1)),
+                       (Step(10), Step(10), Step(10, SetImage("a", V2)), Step(10), Step(10, LoseNode(1)), Step(10))))
+    (dep,) = sim.world.deployments_of("a")
+    old = next(r for r in dep.sets if r != dep.revision)
+    assert dep.sets == {old: 2, dep.revision: 1}
+    pods = sorted((p.revision == dep.revision, p.ready, p.node is not None) for p in sim.world.pods_of("a"))
+    assert pods == [(False, False, False), (False, True, True), (True, False, False)]
+
+
 @pytest.mark.parametrize("edit", [Scale("b", 2), Scale("b", 4), SetTypes("b", (A100,)), SetTypes("b", (H100,)),
                                   SetImage("b", "registry.example.com/app:1")], ids=str)
 @pytest.mark.parametrize("after", [0, 1, 3, 6])
