@@ -123,8 +123,11 @@ HELD_STEPS = (Step(10), Step(40), Step(10, SetImage("b", IMAGES[0])), Step(20), 
 @st.composite
 def held_moves(draw, max_steps: int = 12) -> Scenario:
     """The held move above, then up to `max_steps` generated steps, at any point of the move's and the
-    cover's life."""
+    cover's life; no type-list edits (unlisting every type in use while a cover runs meets a known limit
+    of the drain, see README "Known limits"; the general strategy makes such edits)."""
     at = draw(st.integers(0, 12))  # quiet steps of 5 s first: the suffix lands before, during or after the cover
     steps = draw(st.lists(st.integers(0, BIG), min_size=(n := draw(st.integers(0, BIG)) % (max_steps + 1)),
                           max_size=n))
-    return Scenario(HELD_APPS, HELD_NODES, HELD_STEPS + (Step(5),) * at + tuple(step(v) for v in steps))
+    drawn = (step(v) for v in steps)
+    suffix = tuple(s if not isinstance(s.event, SetTypes) else Step(s.dt, None, s.crash) for s in drawn)
+    return Scenario(HELD_APPS, HELD_NODES, HELD_STEPS + (Step(5),) * at + suffix)

@@ -17,15 +17,15 @@ Simplifications:
   (maxSurge 1, maxUnavailable 0), from Kubernetes' rolloutRolling: the new ReplicaSet grows while the
   sizes add up to at most replicas + 1; the old ones shrink by their unavailable pods, oldest first,
   within what leaves replicas available, then by their available pods beyond replicas. A new size is a
-  scaling event: a single active ReplicaSet takes it; a saturated new one sends the old ones to 0;
-  otherwise the sizes move to replicas + 1 one at a time, the biggest ReplicaSet first (the older on
-  ties when shrinking, the newer when growing), Kubernetes' proportional scaling rounded per pod.
+  scaling event, Kubernetes' scale(): a single active ReplicaSet takes it; otherwise proportional
+  scaling (see World._scale). Unlike Kubernetes, the rolling step follows the scaling in the same sync.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -271,7 +271,7 @@ class World:
 
         old = [r for r in sets if r != current]
         if dep.sized_for != desired:
-            self._scale(dep, available(current))
+            self._scale(dep)
         # the new ReplicaSet grows while the sizes add up to at most desired + maxSurge
         if sets[current] > desired:
             sets[current] = desired
@@ -299,26 +299,36 @@ class World:
             for pod in sorted(pods[r], key=_rank)[:max(len(pods[r]) - size, 0)]:
                 self._delete_pod(pod)
 
-    def _scale(self, dep: Deployment, new_available: int) -> None:
-        """A scaling event (the Deployment's size changed since its sets were sized)."""
-        desired, sets, current = dep.replicas, dep.sets, dep.revision
-        dep.sized_for = desired
+    def _scale(self, dep: Deployment) -> None:
+        """A scaling event (the Deployment's size changed since its sets were sized), as Kubernetes'
+        scale(): a single active set (or, with none, the newest) takes the size; otherwise proportional
+        scaling of the active sets to replicas + maxSurge, each by its share of its last size (rounded half
+        away from zero), within what is left to add, the leftover to the first in order (the biggest: the
+        newer on ties when growing, the older when shrinking)."""
+        desired, sets = dep.replicas, dep.sets
+        before, dep.sized_for = dep.sized_for, desired
         active = [r for r, n in sets.items() if n > 0]
         if len(active) <= 1:
-            sets[active[0] if active else current] = desired
-            return
-        if sets[current] == desired and new_available >= desired:  # saturated: the rollout is done
-            for r in sets:
-                sets[r] = desired if r == current else 0
+            sets[active[0] if active else dep.revision] = desired
             return
         allowed = desired + 1 if desired > 0 else 0
+        to_add = allowed - sum(sets.values())
+        if to_add == 0:
+            return
         order = list(sets)  # oldest first
-        while sum(sets.values()) > allowed:  # the biggest set shrinks, the older on ties
-            r = max((r for r in order if sets[r] > 0), key=lambda r: (sets[r], -order.index(r)))
-            sets[r] -= 1
-        while sum(sets.values()) < allowed:  # the biggest active set grows, the newer on ties
-            r = max((r for r in order if sets[r] > 0), key=lambda r: (sets[r], order.index(r)))
-            sets[r] += 1
+        ranked = sorted(active, key=lambda r: (-sets[r], -order.index(r) if to_add > 0 else order.index(r)))
+        annotated = before + 1 if before else sum(sets.values())  # the sets' max-replicas annotation
+        sizes, added = {}, 0
+        for r in ranked:
+            share = 0
+            if to_add != added:
+                fraction = (-sets[r] if desired == 0 else
+                            math.floor(sets[r] * allowed / annotated + 0.5) - sets[r])
+                share = min(fraction, to_add - added) if to_add > 0 else max(fraction, to_add - added)
+            sizes[r] = sets[r] + share
+            added += share
+        sizes[ranked[0]] = max(sizes[ranked[0]] + to_add - added, 0)
+        sets.update(sizes)
 
     # --- writes the operator makes ---------------------------------------------------------------
     def apply_deployment(self, body: dict) -> None:

@@ -23,6 +23,7 @@ from falapp_operator.api.names import deployment_name
 from falapp_operator.placement import Move
 from tests.sim.invariants import Violation, ready_condition
 from tests.sim.known_bugs import KNOWN_BUGS, known
+from tests.sim.objects import Deployment
 from tests.sim.scenario import (
     A100,
     H100,
@@ -43,6 +44,7 @@ from tests.sim.scenario import (
     run,
 )
 from tests.sim.strategies import HELD_APPS, HELD_NODES, HELD_STEPS, held_moves, scenarios
+from tests.sim.world import World
 
 EXAMPLES = 2000
 HELD_EXAMPLES = 300
@@ -224,6 +226,20 @@ def test_the_model_replaces_a_lost_old_pod_by_its_own_replicaset_mid_rollout() -
     assert dep.sets == {old: 2, dep.revision: 1}
     pods = sorted((p.revision == dep.revision, p.ready, p.node is not None) for p in sim.world.pods_of("a"))
     assert pods == [(False, False, False), (False, True, True), (True, False, False)]
+
+
+@pytest.mark.parametrize(("before", "after", "sizes", "want"), [
+    (2, 4, (2, 1), (3, 2)), (4, 1, (4, 1), (2, 0)), (4, 2, (3, 2), (2, 1)), (3, 2, (2, 2), (1, 2)),
+    (2, 0, (2, 1), (0, 0))])
+def test_the_model_scales_replicasets_in_proportion_as_kubernetes_does(before: int, after: int, sizes: tuple[int, int],
+                                                                       want: tuple[int, int]) -> None:
+    """A Deployment resized from `before` to `after` mid-rollout, its (old, new) ReplicaSets at `sizes`:
+    Kubernetes' proportional scaling (worked by hand from its algorithm) gives `want`; one replica less
+    takes the older ReplicaSet's on a tie."""
+    dep = Deployment("a", H100, {"metadata": {"name": "a"}, "spec": {"replicas": after}}, "new",
+                     sets={"old": sizes[0], "new": sizes[1]}, sized_for=before)
+    World()._scale(dep)
+    assert (dep.sets["old"], dep.sets["new"]) == want
 
 
 @pytest.mark.parametrize("edit", [Scale("b", 2), Scale("b", 4), SetTypes("b", (A100,)), SetTypes("b", (H100,)),

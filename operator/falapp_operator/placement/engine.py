@@ -83,7 +83,7 @@ class Decision:
         """Replicas per type without the make-before-break replicas in flight."""
         counts = dict(self.counts)
         for extra in self.extras():
-            counts[extra.to_type] -= 1
+            counts[extra.to_type] = counts.get(extra.to_type, 0) - 1
         return {t: n for t, n in counts.items() if n > 0}
 
 
@@ -116,12 +116,14 @@ class _Planner:
         self.pods = self._on_lost_pools(observed)
         self.room = Room(free)
         self.room_seen: set[str] = set()  # pending pods the view has room on a node for (reserve_pending)
+        self.scaling_down = False  # fewer replicas wanted than run (see run)
         counts = dict(self.observed_counts)
         surge, cover, total = observed.surge, observed.cover, sum(counts.values())
         if cover is not None and (counts.get(cover.to_type, 0) <= (surge is not None and surge.to_type == cover.to_type)
-                                  or total <= replicas or cover.to_type not in self.by_name):
-            # no replica beyond the wanted number: the mark is stale, the replica is ordinary (on an
-            # unlisted type, whose Deployment is no longer written, the mark stays: it is ordinary too)
+                                  or total <= replicas or (cover.to_type not in self.by_name and (
+                                      surge is None or surge.to_type not in self.by_name))):
+            # no replica beyond the wanted number: the mark is stale, the replica is ordinary (so is a
+            # cover on a type unlisted since, once its move is done; its mark is cleared then)
             cover = None
         if surge is not None and (counts.get(surge.to_type, 0) <= 0 or total <= replicas + (cover is not None)):
             # likewise: the replica is ordinary. With a cover and one replica beyond, the move was done (its
@@ -248,11 +250,14 @@ class _Planner:
         return max(groups.values(), key=lambda g: (len(g), -min(p.created for p in g).timestamp()))
 
     def shrink_takes_ready(self, type_name: str) -> bool:
-        """A shrink of the type by one takes a Ready pod: its ReplicaSet has no other, or (mid-rollout) the
-        type keeps more Ready pods than its new size, so the rollout then ends and takes old Ready ones."""
+        """A shrink of the type by one takes a Ready pod: it has more Ready pods than its new size (a pod
+        not made yet, or not Ready, goes first), or (mid-rollout, where the bigger ReplicaSet shrinks) that
+        ReplicaSet has no other."""
+        more_ready = sum(p.ready for p in self.pods_on(type_name)) > self.decision.counts.get(type_name, 0) - 1
+        if more_ready or not self.rolling(type_name):
+            return more_ready
         group = self.shrink_group(type_name)
-        return bool(group) and (all(p.ready for p in group) or sum(
-            p.ready for p in self.pods_on(type_name)) > self.decision.counts.get(type_name, 0) - 1)
+        return bool(group) and all(p.ready for p in group)
 
     def spend_one(self, type_name: str) -> None:
         """The type shrinks by one: its ReplicaSet removes an unscheduled, then a not-Ready pod first, so
@@ -354,7 +359,8 @@ class _Planner:
 
     # --- steps ---------------------------------------------------------------------------------
     def run(self) -> Decision:
-        if self.settled_total() > self.replicas:  # fewer replicas wanted: the moves in flight are cancelled
+        self.scaling_down = self.settled_total() > self.replicas
+        if self.scaling_down:  # fewer replicas wanted: the moves in flight are cancelled
             self.decision.surge = self.decision.cover = None
         self.settle_cover()  # first: a failed cover may be replaced, and a cover turned move judged, in this pass
         self.settle_surge()
@@ -449,7 +455,11 @@ class _Planner:
         # once it was Ready its start-up is over: losing readiness later is not a failed start; and a pod
         # stuck beside a Ready one in a rollout there since is the rollout's (a shrink could take the Ready one)
         serving = extra.ready_at is not None and self.rolling(extra.to_type) and any(p.ready for p in on_type)
-        failed = None if serving else next((p for p in on_type if self.stuck(p)), None) or (
+        # and a rollout there begun since it started: its new revision's pods are the rollout's
+        judged = on_type
+        if self.rolling(extra.to_type) and any(not self.new_revision(p) for p in recent):
+            judged = [p for p in on_type if not self.new_revision(p)]
+        failed = None if serving else next((p for p in judged if self.stuck(p)), None) or (
             None if extra.ready_at else next((p for p in recent if self.never_ready(p)), None))
         uncreatable = extra.to_type in self.uncreatable and len(on_type) < d.counts[extra.to_type]
         if failed is None and not uncreatable:
@@ -507,7 +517,9 @@ class _Planner:
         cover = d.cover
         if cover is None:
             return
-        option = self.by_name[cover.to_type]  # listed (see __init__)
+        option = self.by_name.get(cover.to_type)
+        if option is None:
+            return  # its type was unlisted: it serves until its move is done (then it is ordinary, drained)
         if self.failed_extra(cover, option):
             return
         # Ready when its type is (any revision: a rollout there may have begun since)
@@ -550,8 +562,13 @@ class _Planner:
         shrink takes no Ready pod (least preferred type first; mid-rollout that depends on the ReplicaSets'
         sizes), Ready ones last: Ready replicas never drop needlessly."""
         d = self.decision
+        if d.extras():
+            return  # a surplus beside replicas in flight (a failed one left in place) waits for them
         while self.settled_total() > self.replicas:
-            spare = [t for t in d.counts if not self.shrink_takes_ready(t)] or list(d.counts)
+            spare = [t for t in d.counts if not self.shrink_takes_ready(t)]
+            if not spare and not self.scaling_down:
+                break  # a failed move's replica left in place: it waits for a type with one to give
+            spare = spare or list(d.counts)
             victim = max(spare, key=self.rank)
             self.shift(victim, None)
             self.record(Move.SCALED_DOWN, victim, None)
@@ -668,10 +685,12 @@ class _Planner:
             target = self.probe_target(len(self.options))
             if target is not None:
                 self._start(target.name, Move.DRAIN_STARTED, unlisted)
-            elif any(p.pending for p in self.pods_on(unlisted)):
-                # a replica there cannot even run: say so, and look again after a timeout
-                d.insufficient[unlisted] = f"no listed type has room to drain {unlisted}"
-                d.wake_at(self.now + self.policy.unschedulable_timeout)
+            else:
+                # a replica on an unlisted type that cannot even run: say so, and look again after a timeout
+                for type_name in sorted({p.machine_type for p in self.pods if p.pending and p.machine_type not in
+                                         self.by_name}):
+                    d.insufficient[type_name] = f"no listed type has room to drain {type_name}"
+                    d.wake_at(self.now + self.policy.unschedulable_timeout)
             return
         if not self.policy.return_to_preferred:
             return

@@ -239,6 +239,11 @@ def plan(snap: AppSnapshot) -> AppPlan:
     for type_name, count in decision.counts.items():
         if type_name not in resolution.types and count != snap.counts.get(type_name):
             result.rescale_unlisted[type_name] = count
+    # a mark the decision dropped, on a type no longer listed (its Deployment is not applied): cleared
+    for mark in (snap.surge, snap.cover):
+        if (mark is not None and mark.to_type not in resolution.types and decision.counts.get(mark.to_type)
+                and not any(e.to_type == mark.to_type and e.cover == mark.cover for e in decision.extras())):
+            result.rescale_unlisted.setdefault(mark.to_type, decision.counts[mark.to_type])
     result.service = children.service(snap.ref, snap.spec)
     ranks = {o.name: i for i, o in enumerate(resolution.options)}
     worst = max((ranks.get(t, len(ranks)) for t in decision.counts), default=0)
