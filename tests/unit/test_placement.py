@@ -112,7 +112,7 @@ def apply(decision: Decision, observed: Observed) -> Observed:
         kept = on_t[len(on_t) - n:] if len(on_t) > n else on_t
         pods += kept + [pod(f"{t}-new{i}", t, created=NOW) for i in range(n - len(kept))]
     return Observed(dict(decision.counts), decision.surge, tuple(pods), dict(decision.probes),
-                    observed.attempts)
+                    observed.attempts, cover=decision.cover)
 
 
 def surge_to(decision: Decision) -> str | None:
@@ -410,6 +410,12 @@ CASES = [
          counts={A100: 3, H100: 1, L4: 1}, surge=Surge(H100, A100, NOW - s(30)), cover=COVER,
          pods=[*HELD, pod("l1", L4, ready=True, created=NOW - s(5))],
          want_counts={A100: 2, H100: 1, L4: 1}, want_cover=L4, want_moves=[Move.RETURNED]),
+    Case(id="cover/stuck-on-a-type-unlisted-since-fails-and-the-move-says-why-it-waits", replicas=3,
+         counts={A100: 3, H100: 1, L4: 1}, surge=Surge(H100, A100, NOW - s(3000)),
+         cover=Surge(L4, A100, NOW - s(2000), cover=True), pods=[*HELD, stuck_pod("l1", L4, since=NOW - s(1900))],
+         want_counts={A100: 3, H100: 1}, want_surge=H100, want_moves=[Move.COVER_FAILED], want_delete_first=["l1"],
+         want_requeue_at=NOW + s(60),
+         want_insufficient={"GPU-A100": f"rollout needs room for one more replica: {MSG}"}),
     Case(id="cover/failed-and-left-in-place-its-surplus-waits-for-the-move", replicas=4, options=THREE,
          counts={A100: 3, H100: 1, L4: 2}, surge=Surge(H100, A100, NOW - s(400), NOW - s(300)),
          cover=Surge(L4, A100, NOW - s(200), cover=True),
@@ -594,6 +600,19 @@ def test_decide(case: Case) -> None:
         assert got.probes == case.want_probes
     ready_before = sum(ready_by_type(observed).values())
     assert ready_kept(got, observed) >= min(ready_before, case.replicas), "a Ready replica was dropped"
+
+
+@pytest.mark.parametrize("case", params([c for c in CASES if c.id.startswith("cover/")]))
+def test_a_cover_case_decided_again_and_again_keeps_the_wanted_ready_replicas(case: Case) -> None:
+    """Each pass's writes applied (new pods not scheduled yet) and decided again, three times: no pass
+    takes a Ready replica the app wants (was: a failed cover's replica left in place was removed, Ready
+    with it, on the next pass)."""
+    observed = case.observed()
+    for _ in range(3):
+        decision = decide(case.options, case.replicas, case.policy, observed, case.free, NOW)
+        before = sum(ready_by_type(observed).values())
+        assert ready_kept(decision, observed) >= min(case.replicas, before)
+        observed = apply(decision, observed)
 
 
 # 12. idempotence: once the cluster holds the decision, deciding again changes nothing

@@ -116,12 +116,12 @@ class _Planner:
         self.pods = self._on_lost_pools(observed)
         self.room = Room(free)
         self.room_seen: set[str] = set()  # pending pods the view has room on a node for (reserve_pending)
-        self.scaling_down = False  # fewer replicas wanted than run (see run)
         counts = dict(self.observed_counts)
         surge, cover, total = observed.surge, observed.cover, sum(counts.values())
         if cover is not None and (counts.get(cover.to_type, 0) <= (surge is not None and surge.to_type == cover.to_type)
                                   or total <= replicas or (cover.to_type not in self.by_name and (
-                                      surge is None or surge.to_type not in self.by_name))):
+                                      surge is None or surge.to_type not in self.by_name
+                                      or surge.from_type != cover.from_type))):
             # no replica beyond the wanted number: the mark is stale, the replica is ordinary (so is a
             # cover on a type unlisted since, once its move is done; its mark is cleared then)
             cover = None
@@ -359,8 +359,7 @@ class _Planner:
 
     # --- steps ---------------------------------------------------------------------------------
     def run(self) -> Decision:
-        self.scaling_down = self.settled_total() > self.replicas
-        if self.scaling_down:  # fewer replicas wanted: the moves in flight are cancelled
+        if self.settled_total() > self.replicas:  # fewer replicas wanted: the moves in flight are cancelled
             self.decision.surge = self.decision.cover = None
         self.settle_cover()  # first: a failed cover may be replaced, and a cover turned move judged, in this pass
         self.settle_surge()
@@ -443,7 +442,7 @@ class _Planner:
         """The new revision's pod a rollout on the type waits for, stuck: the rollout has no room."""
         return next((p for p in self.pods_on(type_name) if self.new_revision(p) and self.stuck(p)), None)
 
-    def failed_extra(self, extra: Surge, option: TypeOption) -> bool:
+    def failed_extra(self, extra: Surge, option: TypeOption | None) -> bool:
         """Whether a replica in flight failed (stuck, never Ready, or its pod cannot be created): then it
         goes, and its type backs off as a failed probe's does."""
         d = self.decision
@@ -477,7 +476,7 @@ class _Planner:
         failure = Move.COVER_FAILED if extra.cover else Move.PROBE_FAILED
         previous = d.probes.get(extra.to_type)
         failures = previous.failures if previous else 0
-        lost_race = failed is not None and failed.pending and not self.room.has_room(option)
+        lost_race = failed is not None and failed.pending and (option is None or not self.room.has_room(option))
         if failed is None:
             message = f"its pod cannot be created: {self.uncreatable[extra.to_type]}"
         elif lost_race:  # the room it was started for is gone (another app took it): no penalty
@@ -518,9 +517,8 @@ class _Planner:
         if cover is None:
             return
         option = self.by_name.get(cover.to_type)
-        if option is None:
-            return  # its type was unlisted: it serves until its move is done (then it is ordinary, drained)
-        if self.failed_extra(cover, option):
+        if self.failed_extra(cover, option) or option is None:
+            return  # (its type unlisted: it serves until its move is done, then it is ordinary and drained)
             return
         # Ready when its type is (any revision: a rollout there may have begun since)
         cover_ready = sum(p.ready for p in self.pods_on(cover.to_type)) >= d.counts[cover.to_type]
@@ -560,14 +558,18 @@ class _Planner:
     def scale_down(self) -> None:
         """Fewer replicas (the replicas in flight are ordinary ones now, see run): first from types whose
         shrink takes no Ready pod (least preferred type first; mid-rollout that depends on the ReplicaSets'
-        sizes), Ready ones last: Ready replicas never drop needlessly."""
+        sizes), Ready ones only beyond the wanted number: Ready replicas never drop needlessly (a surplus
+        waits for a type to give one)."""
         d = self.decision
         if d.extras():
             return  # a surplus beside replicas in flight (a failed one left in place) waits for them
+        ready = sum(p.ready for p in self.pods)
         while self.settled_total() > self.replicas:
             spare = [t for t in d.counts if not self.shrink_takes_ready(t)]
-            if not spare and not self.scaling_down:
-                break  # a failed move's replica left in place: it waits for a type with one to give
+            if not spare:
+                if ready <= self.replicas:
+                    break  # every shrink would take one of the wanted Ready replicas: wait for a type to give one
+                ready -= 1  # a Ready one beyond the wanted number goes
             spare = spare or list(d.counts)
             victim = max(spare, key=self.rank)
             self.shift(victim, None)
