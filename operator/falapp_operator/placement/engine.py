@@ -519,7 +519,6 @@ class _Planner:
         option = self.by_name.get(cover.to_type)
         if self.failed_extra(cover, option) or option is None:
             return  # (its type unlisted: it serves until its move is done, then it is ordinary and drained)
-            return
         # Ready when its type is (any revision: a rollout there may have begun since)
         cover_ready = sum(p.ready for p in self.pods_on(cover.to_type)) >= d.counts[cover.to_type]
         if cover_ready and cover.ready_at is None:
