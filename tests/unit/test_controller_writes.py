@@ -1404,8 +1404,8 @@ async def test_replicas_coming_up_one_by_one_cost_one_status_write_a_second(rig:
     assert rig.status()["replicas"] == 0
     rig.pod_of(H100, "p2", "h1")
     assert await rig.reconcile() == []
-    rig.controller._status_written[APP] -= 1.0  # the second is over
-    rig.controller._last_counts_turn -= 1.0  # and the turn the first status took
+    rig.controller.status_turns.written[APP] -= 1.0  # the second is over
+    rig.controller.status_turns.last_turn -= 1.0  # and the turn the first status took
     assert await rig.reconcile() == [STATUS]
     assert rig.status()["replicas"] == 2, "both in one write"
     rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, {**falapp(replicas=3), "status": rig.status()}))
@@ -1420,38 +1420,38 @@ async def test_counts_only_status_writes_of_all_apps_take_turns_at_the_budgets_r
     controller.settings.status_counts_rate = 2.0
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
-    controller._status_written[APP] -= 1.0
+    controller.status_turns.written[APP] -= 1.0
     others = [(NS, f"other-{i}") for i in range(3)]
     for other in others:  # three apps wait before it
-        controller._counts_waiting.add(other)
-    controller._last_counts_turn = time.monotonic()
+        controller.status_turns.waiting.add(other)
+    controller.status_turns.last_turn = time.monotonic()
     p1 = rig.pod_of(H100, "p1", "h1")
     assert await rig.reconcile() == [], "written ahead of three apps waiting"
-    assert list(controller._counts_waiting) == [*others, APP]
+    assert list(controller.status_turns.waiting) == [*others, APP]
     for app in others:  # their turns, one each half second
-        controller._give_counts_turn()
-        assert app not in controller._counts_turn_given, "a turn sooner than half a second after the last"
-        controller._last_counts_turn -= 0.5
-        controller._give_counts_turn()
-        assert app in controller._counts_turn_given
-        controller._forget_counts_turn(app)
+        controller.status_turns.give_turn()
+        assert app not in controller.status_turns.given, "a turn sooner than half a second after the last"
+        controller.status_turns.last_turn -= 0.5
+        controller.status_turns.give_turn()
+        assert app in controller.status_turns.given
+        controller.status_turns.forget_turn(app)
     assert await rig.reconcile() == [], "written before its turn"
-    controller._last_counts_turn -= 0.5
-    controller._give_counts_turn()
+    controller.status_turns.last_turn -= 0.5
+    controller.status_turns.give_turn()
     assert await controller.queue.get() == KEY, "its turn did not wake it"
     controller.queue.done(KEY)
     assert await rig.reconcile() == [STATUS]
-    assert rig.status()["replicas"] == 1 and not controller._counts_waiting and not controller._counts_turn_given
+    assert rig.status()["replicas"] == 1 and not controller.status_turns.waiting and not controller.status_turns.given
     # a flap: Ready and back, while another app holds the line
-    controller._status_written[APP] -= 1.0
-    controller._counts_waiting.add((NS, "other"))
+    controller.status_turns.written[APP] -= 1.0
+    controller.status_turns.waiting.add((NS, "other"))
     unready = [dict(c) for c in p1["status"]["conditions"]]
     p1["status"]["conditions"].append({"type": "Ready", "status": "True"})
     controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", p1), deleted=False)
-    assert await rig.reconcile() == [] and APP in controller._counts_waiting
+    assert await rig.reconcile() == [] and APP in controller.status_turns.waiting
     controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", {**p1, "status": {
         **p1["status"], "conditions": unready}}), deleted=False)
-    assert await rig.reconcile() == [] and APP not in controller._counts_waiting, "in line for nothing"
+    assert await rig.reconcile() == [] and APP not in controller.status_turns.waiting, "in line for nothing"
     # both Ready: the Ready condition turns True, written at once whoever waits
     controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", p1), deleted=False)
     p2 = rig.pod_of(H100, "p2", "h1")
@@ -1469,79 +1469,79 @@ async def test_turns_slow_down_while_the_api_answers_status_writes_slowly(rig: R
     controller.settings.status_counts_rate, controller.settings.status_counts_latency = 10.0, 0.05
     rig.create_app(falapp())
     await rig.reconcile()  # answered at once by the fake
-    assert controller._counts_rate() == 10.0
+    assert controller.status_turns.rate() == 10.0
     assert REGISTRY.get_sample_value("falapp_status_counts_rate") == 10.0
-    controller._status_latency = 0.0
+    controller.status_turns.latency = 0.0
     rig.fake.slow("PATCH", "/falapps/llm/status", 0.1)
     await controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
-    assert 0.2 * 0.1 <= controller._latency_now() <= 0.2 * 0.15, "one answer moves the average by a fifth"
+    assert 0.2 * 0.1 <= controller.status_turns.latency_now() <= 0.2 * 0.15, "one answer moves the average by a fifth"
     rig.fake.slow("PATCH", "/falapps/llm/status", 0.1, times=14)
     for _ in range(14):  # 0.1 s answers: twice the latency allowed, half the rate
         await controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
-    assert 4.0 <= controller._counts_rate() <= 5.5
-    assert REGISTRY.get_sample_value("falapp_status_counts_rate") == pytest.approx(controller._counts_rate(), 0.05)
+    assert 4.0 <= controller.status_turns.rate() <= 5.5
+    assert REGISTRY.get_sample_value("falapp_status_counts_rate") == pytest.approx(controller.status_turns.rate(), 0.05)
     # the turns follow: none sooner than 1/rate after the last (5 a second here)
-    controller._status_latency, controller._status_latency_at = 0.1, time.monotonic()
-    controller._counts_waiting.add((NS, "other"))
-    controller._last_counts_turn = time.monotonic() - 0.1
-    controller._give_counts_turn()
-    assert not controller._counts_turn_given, "a turn 0.1 s after the last at 5 a second"
-    controller._last_counts_turn -= 0.2
-    controller._give_counts_turn()
-    assert set(controller._counts_turn_given) == {(NS, "other")}
-    controller._forget_counts_turn((NS, "other"))  # a lone app too: at once only 1/rate after the last turn
-    controller._last_counts_turn = time.monotonic() - 0.1
-    assert not controller._counts_turn((NS, "lone")), "written 0.1 s after the last turn at 5 a second"
-    controller._forget_counts_turn((NS, "lone"))
-    controller._last_counts_turn -= 0.2
-    assert controller._counts_turn((NS, "lone"))
+    controller.status_turns.latency, controller.status_turns.latency_at = 0.1, time.monotonic()
+    controller.status_turns.waiting.add((NS, "other"))
+    controller.status_turns.last_turn = time.monotonic() - 0.1
+    controller.status_turns.give_turn()
+    assert not controller.status_turns.given, "a turn 0.1 s after the last at 5 a second"
+    controller.status_turns.last_turn -= 0.2
+    controller.status_turns.give_turn()
+    assert set(controller.status_turns.given) == {(NS, "other")}
+    controller.status_turns.forget_turn((NS, "other"))  # a lone app too: at once only 1/rate after the last turn
+    controller.status_turns.last_turn = time.monotonic() - 0.1
+    assert not controller.status_turns.take((NS, "lone")), "written 0.1 s after the last turn at 5 a second"
+    controller.status_turns.forget_turn((NS, "lone"))
+    controller.status_turns.last_turn -= 0.2
+    assert controller.status_turns.take((NS, "lone"))
     # at the slowest, a turn held by an app whose write failed (kept for its retry) stops no one
-    controller._status_latency, controller._status_latency_at = 1.0, time.monotonic()
-    assert controller._counts_rate() == 1.0, "never below one a second"
-    controller._counts_waiting.add((NS, "next"))
-    controller._last_counts_turn -= 2.0
-    controller._give_counts_turn()
-    assert (NS, "next") in controller._counts_turn_given
+    controller.status_turns.latency, controller.status_turns.latency_at = 1.0, time.monotonic()
+    assert controller.status_turns.rate() == 1.0, "never below one a second"
+    controller.status_turns.waiting.add((NS, "next"))
+    controller.status_turns.last_turn -= 2.0
+    controller.status_turns.give_turn()
+    assert (NS, "next") in controller.status_turns.given
     # a lone answer, however slow, counts for at most ten times the latency allowed
-    controller._status_latency = 0.0
-    controller._status_answered_in(30.0)
-    assert controller._counts_rate() == pytest.approx(5.0, 0.01)
+    controller.status_turns.latency = 0.0
+    controller.status_turns.answered_in(30.0)
+    assert controller.status_turns.rate() == pytest.approx(5.0, 0.01)
     # a refusal of an overloaded API server is an answer too
     rig.fake.fail("PATCH", "/falapps/llm/status", 503, after=0.1)
-    controller._status_latency = 0.0
+    controller.status_turns.latency = 0.0
     with pytest.raises(ApiError):
         await controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
-    assert controller._latency_now() >= 0.2 * 0.1
+    assert controller.status_turns.latency_now() >= 0.2 * 0.1
     # fast answers bring the full rate back; so does time without any answer
     rig.fake.slow("PATCH", "/falapps/llm/status", 0.0, times=1)
-    controller._status_latency = 0.5
+    controller.status_turns.latency = 0.5
     for _ in range(12):
         await controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
-    assert controller._counts_rate() == 10.0, "fast answers"
-    controller._status_latency, controller._status_latency_at = 0.5, time.monotonic() - 30.0
-    assert controller._counts_rate() == 10.0, "30 s without answers"
+    assert controller.status_turns.rate() == 10.0, "fast answers"
+    controller.status_turns.latency, controller.status_turns.latency_at = 0.5, time.monotonic() - 30.0
+    assert controller.status_turns.rate() == 10.0, "30 s without answers"
     # a write waiting 0.1 s for a slot (others' writes in flight) is no slow answer: the API was quick
     controller._gate = RequestGate(1)
-    controller._status_latency = 0.0
+    controller.status_turns.latency = 0.0
     async with controller._gate.slot(Priority.HISTORY):
         waiting = asyncio.create_task(controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.LOW))
         await asyncio.sleep(0.1)
     await waiting
-    assert controller._latency_now() < 0.2 * 0.05
+    assert controller.status_turns.latency_now() < 0.2 * 0.05
 
 
 async def test_a_turn_whose_write_failed_is_kept_for_the_retry(rig: Rig) -> None:
     controller = rig.controller
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
-    controller._status_written[APP] -= 1.0
-    controller._last_counts_turn -= 1.0
+    controller.status_turns.written[APP] -= 1.0
+    controller.status_turns.last_turn -= 1.0
     rig.pod_of(H100, "p1", "h1")
     rig.fake.fail("PATCH", "/falapps/llm/status", 429)
     with pytest.raises(ApiError):
         await rig.reconcile()
-    assert APP in controller._counts_turn_given
-    controller._last_counts_turn = time.monotonic()  # someone else's turn just now
+    assert APP in controller.status_turns.given
+    controller.status_turns.last_turn = time.monotonic()  # someone else's turn just now
     assert await rig.reconcile() == [STATUS], "the retry waited for a new turn"
 
 
@@ -1552,17 +1552,17 @@ async def test_turns_are_not_given_while_a_seconds_worth_is_unused(rig: Rig) -> 
     controller.settings.status_counts_rate = 2.0
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
-    controller._counts_turn_given.update([(NS, "a"), (NS, "b")])
-    controller._counts_waiting.add((NS, "c"))
-    controller._last_counts_turn -= 10
-    controller._give_counts_turn()
-    assert (NS, "c") in controller._counts_waiting and controller._counts_ticker is not None
-    controller._forget_counts_turn((NS, "a"))
-    controller._counts_ticker.cancel()
-    controller._give_counts_turn()
-    assert (NS, "c") in controller._counts_turn_given
-    assert controller._counts_turn_given and not controller._counts_waiting
-    controller._status_written[APP] -= 1.0
+    controller.status_turns.given.update([(NS, "a"), (NS, "b")])
+    controller.status_turns.waiting.add((NS, "c"))
+    controller.status_turns.last_turn -= 10
+    controller.status_turns.give_turn()
+    assert (NS, "c") in controller.status_turns.waiting and controller.status_turns.ticker is not None
+    controller.status_turns.forget_turn((NS, "a"))
+    controller.status_turns.ticker.cancel()
+    controller.status_turns.give_turn()
+    assert (NS, "c") in controller.status_turns.given
+    assert controller.status_turns.given and not controller.status_turns.waiting
+    controller.status_turns.written[APP] -= 1.0
     rig.pod_of(H100, "p1", "h1")
     assert await rig.reconcile() == [], "a turn at once while others' turns were unused"
 
@@ -1581,10 +1581,10 @@ async def test_a_warning_is_posted_once_while_the_status_that_records_it_waits_i
     rig.pod_of(H100, "ok", "h1")
     stuck = rig.pod_of(H100, "stuck", None)
     assert EVENTS in await rig.reconcile()
-    controller._counts_waiting.add((NS, "other"))  # a line: the new message's write waits
+    controller.status_turns.waiting.add((NS, "other"))  # a line: the new message's write waits
     posted = 0
     for i in range(3):
-        controller._status_written[APP] -= 5
+        controller.status_turns.written[APP] -= 5
         message = f"0/{10 + i} nodes are available: {i} Insufficient nvidia.com/gpu"
         condition = {**stuck["status"]["conditions"][0], "message": message}
         controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/stuck", {
@@ -1654,32 +1654,32 @@ async def test_a_new_apps_first_status_takes_its_turn_namespaces_in_turn(rig: Ri
     controller.settings.status_counts_rate = 2.0
     burst = [("team-b", f"app-{i}") for i in range(3)]
     for app in burst:
-        controller._counts_waiting.add(app)
-    controller._last_counts_turn = time.monotonic()
+        controller.status_turns.waiting.add(app)
+    controller.status_turns.last_turn = time.monotonic()
     rig.create_app(unobserved(falapp(replicas=2)))
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}"], "the Deployment at once, the status waits"
     assert rig.status() == UNOBSERVED
-    assert list(controller._counts_waiting) == [burst[0], APP, *burst[1:]]
+    assert list(controller.status_turns.waiting) == [burst[0], APP, *burst[1:]]
     assert REGISTRY.get_sample_value("falapp_status_writes_waiting") == 4
     for expected in (burst[0], APP):
-        controller._last_counts_turn -= 0.5
-        controller._give_counts_turn()
-        assert expected in controller._counts_turn_given
+        controller.status_turns.last_turn -= 0.5
+        controller.status_turns.give_turn()
+        assert expected in controller.status_turns.given
     rig.pod_of(H100, "p1", "h1")  # one replica of two running, not Ready
     assert await rig.reconcile() == [STATUS], "its turn came"
     status = rig.status()
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (status["observedGeneration"], status["replicas"], ready["status"], ready["reason"]) == (
         1, 1, "False", "ReplicasNotReady")
-    assert APP not in controller._counts_turn_given and APP not in controller._counts_waiting
+    assert APP not in controller.status_turns.given and APP not in controller.status_turns.waiting
 
 
 async def test_a_new_app_ready_before_its_turn_costs_one_status_write(rig: Rig) -> None:
     controller = rig.controller
     controller.settings.status_counts_rate = 2.0
     for i in range(3):
-        controller._counts_waiting.add((NS, f"other-{i}"))
-    controller._last_counts_turn = time.monotonic()
+        controller.status_turns.waiting.add((NS, f"other-{i}"))
+    controller.status_turns.last_turn = time.monotonic()
     rig.create_app(unobserved(falapp(replicas=1)))
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}"]
     pod = rig.pod_of(H100, "p1", "h1")
@@ -1688,7 +1688,7 @@ async def test_a_new_app_ready_before_its_turn_costs_one_status_write(rig: Rig) 
     assert await rig.reconcile() == [STATUS], "Ready is written at once, whoever waits"
     ready = next(c for c in rig.status()["conditions"] if c["type"] == "Ready")
     assert (ready["status"], rig.status()["observedGeneration"]) == ("True", 1)
-    assert APP not in controller._counts_waiting, "in line for a write already made"
+    assert APP not in controller.status_turns.waiting, "in line for a write already made"
     assert REGISTRY.get_sample_value("falapp_status_writes_waiting") == 3
 
 
@@ -1701,36 +1701,36 @@ async def test_a_new_apps_first_status_waits_for_a_turn_at_most_status_first_wai
     controller = rig.controller
     controller.settings.status_counts_rate, controller.settings.status_first_wait = 2.0, 5.0
     for i in range(3):
-        controller._counts_waiting.add((NS, f"other-{i}"))
-    controller._last_counts_turn = time.monotonic()
+        controller.status_turns.waiting.add((NS, f"other-{i}"))
+    controller.status_turns.last_turn = time.monotonic()
     loop = asyncio.get_running_loop()
     rig.create_app(unobserved(falapp(replicas=2)))
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}"]
     assert 4.9 < controller.queue._routine_timers[KEY].when() - loop.time() < 5.1, "not woken when its wait is over"
-    controller._first_waiting_since[APP] -= 2.0  # two seconds on, a failed reconcile backs off
+    controller.status_turns.first_waiting_since[APP] -= 2.0  # two seconds on, a failed reconcile backs off
     controller.queue.retry_after(KEY, 0.01)
     assert await asyncio.wait_for(controller.queue.get(), 1) == KEY
     controller.queue.done(KEY)
-    assert await rig.reconcile() == [] and APP in controller._counts_waiting
+    assert await rig.reconcile() == [] and APP in controller.status_turns.waiting
     assert 2.9 < controller.queue._routine_timers[KEY].when() - loop.time() < 3.1, "the wake went with the back-off"
-    controller._first_waiting_since[APP] -= 3.0  # its wait is over; the write is refused for now
+    controller.status_turns.first_waiting_since[APP] -= 3.0  # its wait is over; the write is refused for now
     rig.fake.fail("PATCH", "/falapps/llm/status", 503)
     with pytest.raises(ApiError):
         await rig.reconcile()
-    assert APP not in controller._counts_waiting
+    assert APP not in controller.status_turns.waiting
     low = REGISTRY.get_sample_value("falapp_api_request_wait_seconds_count", {"priority": "low"}) or 0
     writes = await rig.reconcile()  # the app read afresh first: a 503 may have been written
     assert writes[-1] == STATUS and writes.count(STATUS) == 1, "the retry waited again"
     assert REGISTRY.get_sample_value("falapp_api_request_wait_seconds_count", {"priority": "low"}) == low + 1, \
         "past its turns, not past other apps' placement requests"
-    assert rig.status()["observedGeneration"] == 1 and APP not in controller._first_waiting_since
+    assert rig.status()["observedGeneration"] == 1 and APP not in controller.status_turns.first_waiting_since
 
 
 async def test_status_first_wait_0_writes_every_first_status_at_once(rig: Rig) -> None:
     controller = rig.controller
     controller.settings.status_first_wait = 0.0
-    controller._counts_waiting.add((NS, "other"))
-    controller._last_counts_turn = time.monotonic()
+    controller.status_turns.waiting.add((NS, "other"))
+    controller.status_turns.last_turn = time.monotonic()
     low = REGISTRY.get_sample_value("falapp_api_request_wait_seconds_count", {"priority": "low"}) or 0
     rig.create_app(unobserved(falapp(replicas=2)))
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
@@ -1744,7 +1744,7 @@ async def test_a_first_status_written_at_its_turn_leaves_no_wake_behind(rig: Rig
     rig.create_app(unobserved(falapp(replicas=2)))
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS], "the line is empty: its turn at once"
     assert KEY not in controller.queue._routine_timers and KEY not in controller.queue._timers
-    assert APP not in controller._first_waiting_since
+    assert APP not in controller.status_turns.first_waiting_since
 
 
 async def test_turns_held_by_apps_in_back_off_do_not_stop_the_others(rig: Rig) -> None:
@@ -1754,18 +1754,18 @@ async def test_turns_held_by_apps_in_back_off_do_not_stop_the_others(rig: Rig) -
     controller = rig.controller
     controller.settings.status_counts_rate = 10.0
     held = [("team-b", f"app-{i}") for i in range(10)]
-    controller._counts_turn_given.update(held)
-    controller._counts_waiting.add(APP)
-    controller._last_counts_turn -= 10
-    controller._give_counts_turn()
-    assert APP not in controller._counts_turn_given, "a second's worth of turns unused, the workers behind"
-    controller._counts_ticker.cancel()
-    controller._counts_ticker = None
+    controller.status_turns.given.update(held)
+    controller.status_turns.waiting.add(APP)
+    controller.status_turns.last_turn -= 10
+    controller.status_turns.give_turn()
+    assert APP not in controller.status_turns.given, "a second's worth of turns unused, the workers behind"
+    controller.status_turns.ticker.cancel()
+    controller.status_turns.ticker = None
     for app in held:
         controller.queue.retry_after(("app", *app), 60.0)
-    controller._give_counts_turn()
-    assert APP in controller._counts_turn_given and not controller._counts_waiting
-    assert all(app in controller._counts_turn_given for app in held), "their retries still write at once"
+    controller.status_turns.give_turn()
+    assert APP in controller.status_turns.given and not controller.status_turns.waiting
+    assert all(app in controller.status_turns.given for app in held), "their retries still write at once"
 
 @pytest.mark.parametrize("default_status", [True, False])
 async def test_a_new_apps_first_status_that_is_news_is_written_at_once(rig: Rig, default_status: bool) -> None:
@@ -1773,15 +1773,15 @@ async def test_a_new_apps_first_status_that_is_news_is_written_at_once(rig: Rig,
     CRD installed without the default) reads as Current to kstatus until written: both at once."""
     controller = rig.controller
     for i in range(3):
-        controller._counts_waiting.add((NS, f"other-{i}"))
-    controller._last_counts_turn = time.monotonic()
+        controller.status_turns.waiting.add((NS, f"other-{i}"))
+    controller.status_turns.last_turn = time.monotonic()
     if default_status:
         controller.node_event(node("h1"), deleted=True)
     rig.create_app(unobserved(falapp()) if default_status else falapp())
     writes = await rig.reconcile()
     assert writes == [f"PATCH {DEPLOYMENTS}/{A100 if default_status else H100}", STATUS]
     fallback = next(c for c in rig.status()["conditions"] if c["type"] == "FallbackActive")
-    assert fallback["status"] == ("True" if default_status else "False") and APP not in controller._counts_waiting
+    assert fallback["status"] == ("True" if default_status else "False") and APP not in controller.status_turns.waiting
 
 
 async def test_a_machine_types_new_selector_is_seen_at_once_and_its_labels_change_nothing(rig: Rig) -> None:
@@ -2258,8 +2258,8 @@ async def test_counts_only_status_waits_last_and_a_turned_condition_does_not(rig
     controller._gate = RecordingGate(4)
     current = rig.status()
     counts = FalAppStatus.model_validate({**current, "readyReplicas": 1})
-    controller._status_written.clear()  # its own second is over
-    controller._last_counts_turn -= 1.0  # and the turn its first status took
+    controller.status_turns.written.clear()  # its own second is over
+    controller.status_turns.last_turn -= 1.0  # and the turn its first status took
     assert await controller._write_status(NS, "llm", "app-1", current, counts, at_once=False)
     assert passed == [Priority.LOW]
     passed.clear()

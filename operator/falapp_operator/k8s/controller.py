@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -50,8 +49,9 @@ from falapp_operator.k8s.claims import RefusedCreates
 from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.gate import Priority, RequestGate
 from falapp_operator.k8s.informer import Informer
+from falapp_operator.k8s.status_turns import StatusTurns
 from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store, version
-from falapp_operator.k8s.workqueue import TurnLine, WorkQueue, backoff
+from falapp_operator.k8s.workqueue import WorkQueue, backoff
 from falapp_operator.placement import Move, NodeFree, after_shapes, shape_of
 from falapp_operator.placement.eligibility import candidate_types, resolve
 from falapp_operator.placement.snapshot import FreeOnRead
@@ -102,13 +102,6 @@ REFUSAL_LASTING = 12.0  # past the ReplicaSet's retry at about 10 s
 # seconds a refusal of an app's pods for good is remembered from the last look that saw it (see
 # claims.RefusedCreates): longer than any toggle of a tenant's replicas could hope to wait out cheaply
 CREATE_FAILURE_MEMORY = 300.0
-# an app's status write that only updates counts (no condition turns, nothing else written, the same
-# generation) waits until at least this long after its last one: replicas coming up one by one cost one
-# write a second, not one each (longer when many apps wait: settings.status_counts_rate)
-STATUS_COALESCE = 1.0
-STATUS_LATENCY_WEIGHT = 0.2  # of the latest answer in the moving average of status writes' answer times
-STATUS_LATENCY_CAP = 10.0  # one answer counts for at most this many times settings.status_counts_latency
-STATUS_LATENCY_FADE = 10.0  # seconds for the average to fall to 1/e without answers
 UNKNOWN_OUTCOME = frozenset({0, 408, 500, 502, 503, 504})  # no answer, or none saying whether it was written
 QueueKey: TypeAlias = tuple[str, ...]  # ("app", namespace, name) or ("machinetypes",)
 
@@ -174,17 +167,7 @@ class Controller:
         self._machinetype_status: dict[str, MachineTypeStatus] = {}
         # since when (as first seen) a type has had no Ready, schedulable node at all, per (type, NVENC)
         self._nodeless_since: dict[tuple[str, bool], datetime] = {}
-        self._status_written: dict[tuple[str, str], float] = {}  # app -> when its status was last written
-        # counts-only status writes take turns (status_counts_rate a second): the apps waiting (namespaces in
-        # turn, each one's oldest first), those whose turn came, and when the last turn was given
-        self._counts_waiting = TurnLine()
-        self._counts_turn_given: set[tuple[str, str]] = set()
-        self._first_waiting_since: dict[tuple[str, str], float] = {}  # app -> when its first status began to wait
-        self._last_counts_turn = -1.0e9
-        self._status_latency = 0.0  # moving average of the API's answer time to status writes, seconds
-        self._status_latency_at = time.monotonic()  # when it was last updated (it fades from there)
-        metrics.STATUS_COUNTS_RATE.set(settings.status_counts_rate)
-        self._counts_ticker: asyncio.TimerHandle | None = None
+        self.status_turns = StatusTurns(settings, self.queue)  # when status writes that are not news go
         # app -> (reason, message) of the last Warning posted while its status had not caught up with it
         self._warned: dict[tuple[str, str], tuple[str, str]] = {}
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
@@ -300,9 +283,7 @@ class Controller:
 
     async def stop(self) -> None:
         self.queue.close()
-        if self._counts_ticker is not None:
-            self._counts_ticker.cancel()
-            self._counts_ticker = None
+        self.status_turns.stop()
         # events still waiting for a slot go unposted: nothing may write once the controller stops
         tasks = [*self._workers, *self._pending_posts, *self._informer_tasks,
                  *(t for t in (self._resync, self._pod_watch) if t)]
@@ -994,9 +975,7 @@ class Controller:
         self._unsure.discard(app)
         self._refusal_posted.pop(app, None)
         self._failure_told.pop(("app", *app), None)
-        self._status_written.pop(app, None)
-        self._forget_counts_turn(app)
-        self._first_waiting_since.pop(app, None)
+        self.status_turns.forget(app)
         self._warned.pop(app, None)
         self._templates.forget(namespace, name)
         if gone:
@@ -1203,8 +1182,7 @@ class Controller:
                     assert write.body is not None, "a history write carries its status patch"
                     self.falapps.wrote(await self._patch_status(namespace, ref.name, ref.uid, write.body,
                                                                 Priority.HISTORY), app)
-                    self._status_written[app] = time.monotonic()
-                    self._forget_counts_turn(app)
+                    self.status_turns.wrote(app, full=False)
                     status.update(write.body)  # a refusal further on builds on what is recorded now
                 elif write.kind == "apply":
                     assert write.body is not None, "an apply carries the desired object"
@@ -1325,9 +1303,9 @@ class Controller:
             answer = await self.api.patch_falapp_status(namespace, name, patch)
         except ApiError as e:
             if e.transient:  # overloaded, or no answer in time: the strongest sign of a busy API server
-                self._status_answered_in(time.monotonic() - sent)
+                self.status_turns.answered_in(time.monotonic() - sent)
             raise
-        self._status_answered_in(time.monotonic() - sent)
+        self.status_turns.answered_in(time.monotonic() - sent)
         return answer
 
     async def _patch_status(self, namespace: str, name: str, uid: str, patch: JsonMapping,
@@ -1355,29 +1333,27 @@ class Controller:
         app reads InProgress meanwhile, and one write is saved when its replicas are Ready first."""
         patch = desired.to_patch()
         app = (namespace, name)
+        turns = self.status_turns
         if not status_changed(current, patch):
-            self._forget_counts_turn(app)  # it went back: the app waits for nothing (and holds no turn)
-            self._first_waiting_since.pop(app, None)
+            turns.settled(app)  # it went back: the app waits for nothing (and holds no turn)
             self._warned.pop(app, None)  # the status says all the plan says: a warning from now on is news
             return False
         counts = not at_once and counts_only(current, patch)
-        if counts:
-            own = self._status_written.get(app, -STATUS_COALESCE) + STATUS_COALESCE - time.monotonic()
-            if own > 0:  # its own second first
-                self.queue.add_after(("app", namespace, name), own, due=False)
-                return False
+        if counts and (own := turns.own_wait(app)) > 0:  # its own second first
+            self.queue.add_after(("app", namespace, name), own, due=False)
+            return False
         # a new app's first status, when it may wait (status_first_wait > 0), waits at low priority, its
         # turn or not: it is not news
         first = not counts and self.settings.status_first_wait > 0 and first_sight(current, patch)
-        wait_left = self._first_wait_left(app) if first else 0.0
+        wait_left = turns.first_wait_left(app) if first else 0.0
         takes_turn = counts or wait_left > 0
         if takes_turn:
-            if not self._counts_turn(app):
+            if not turns.take(app):
                 if first:  # woken when its wait is over (set again at every wait: a back-off takes it)
                     self.queue.add_after(("app", namespace, name), wait_left + 0.01, due=False)
                 return False  # woken when its turn comes; written then, as it is then
         else:
-            self._forget_counts_turn(app)
+            turns.forget_turn(app)
         try:
             # counts are news for people: placement's requests and the full status go first (so does a
             # first status that waited its longest: past its turns, not past other apps' requests)
@@ -1385,93 +1361,11 @@ class Controller:
                                                         Priority.LOW if counts or first else Priority.NORMAL), app)
         except ApiError:
             if takes_turn:  # the retry writes at once: the turn was this app's
-                self._counts_turn_given.add(app)
+                turns.give_back(app)
             raise
-        self._status_written[app] = time.monotonic()
-        self._first_waiting_since.pop(app, None)
+        turns.wrote(app)
         self._warned.pop(app, None)  # the status says it now: the plan sees what was said
         return True
-
-    def _first_wait_left(self, app: tuple[str, str]) -> float:
-        """Seconds a new app's first status may still wait for a turn: status_first_wait from when it first
-        waited until it is written (a refused write does not start it again); after that it goes without."""
-        now = time.monotonic()
-        return self._first_waiting_since.setdefault(app, now) + self.settings.status_first_wait - now
-
-    # --- turns of counts-only status writes ----------------------------------------------------------
-    # Counts are news for people, and the API server's time is placement's when many apps change at once
-    # (a mass fallback, hundreds of apps rolling out): a custom resource's status write is one of its
-    # dearest requests. The apps waiting take turns at _counts_rate() a second, namespaces in turn and each
-    # namespace's apps oldest first (one tenant's burst does not hold up the others); an app whose counts
-    # go back leaves the line without using a turn, so the line is the apps waiting. A new app's first
-    # status takes turns too while it only says the replicas are starting (see writes.first_sight).
-    def _counts_turn(self, app: tuple[str, str]) -> bool:
-        """Whether the app's status write that takes turns may go now; if not, it waits in line."""
-        if app in self._counts_turn_given:
-            self._counts_turn_given.discard(app)
-            return True
-        now = time.monotonic()
-        if (not self._counts_waiting and not self._turns_unused()
-                and now - self._last_counts_turn >= 1 / self._counts_rate()):
-            self._last_counts_turn = now
-            return True
-        self._counts_waiting.add(app)
-        metrics.STATUS_WRITES_WAITING.set(len(self._counts_waiting))
-        self._next_counts_turn()
-        return False
-
-    def _turns_unused(self) -> int:
-        """Turns given and not used yet, but for apps waiting out a back-off (their apply failing, say):
-        those hold theirs until their retry, which must not stop the turns of everyone else."""
-        return sum(1 for app in self._counts_turn_given if not self.queue.backing_off(("app", *app)))
-
-    def _next_counts_turn(self) -> None:
-        if self._counts_ticker is None and self._counts_waiting:
-            delay = self._last_counts_turn + 1 / self._counts_rate() - time.monotonic()
-            self._counts_ticker = asyncio.get_running_loop().call_later(max(delay, 0.0), self._give_counts_turn)
-
-    def _give_counts_turn(self) -> None:
-        self._counts_ticker = None
-        rate = self._counts_rate()
-        # not sooner than 1/rate after the last turn (an app may have had one at once meanwhile), and not
-        # while a second's worth of turns is still unused (workers held up: they would all write at once)
-        early = self._last_counts_turn + 1 / rate - time.monotonic()
-        if early > 0.001 or self._turns_unused() >= max(1, math.ceil(self.settings.status_counts_rate)):
-            self._counts_ticker = asyncio.get_running_loop().call_later(early if early > 0.001 else 1 / rate,
-                                                                        self._give_counts_turn)
-            return
-        if self._counts_waiting:
-            app = self._counts_waiting.pop()
-            metrics.STATUS_WRITES_WAITING.set(len(self._counts_waiting))
-            self._counts_turn_given.add(app)
-            self._last_counts_turn = time.monotonic()
-            self.queue.add(("app", *app), due=False)
-        self._next_counts_turn()
-
-    def _status_answered_in(self, seconds: float) -> None:
-        """One status write's answer time into the moving average; one answer counts for at most
-        STATUS_LATENCY_CAP times the latency allowed (a lone slow answer, e.g. a tenant's huge object,
-        slows the turns a little, not to the floor)."""
-        seconds = min(seconds, STATUS_LATENCY_CAP * self.settings.status_counts_latency)
-        self._status_latency = self._latency_now() + STATUS_LATENCY_WEIGHT * (seconds - self._latency_now())
-        self._status_latency_at = time.monotonic()
-        metrics.STATUS_COUNTS_RATE.set(self._counts_rate())
-
-    def _latency_now(self) -> float:
-        """The moving average, fading as time passes without answers (no write since: nothing is slow)."""
-        idle = time.monotonic() - self._status_latency_at
-        return self._status_latency * math.exp(-idle / STATUS_LATENCY_FADE) if idle > 0 else self._status_latency
-
-    def _counts_rate(self) -> float:
-        """Counts-only writes a second: status_counts_rate while status writes are answered within
-        status_counts_latency, less in proportion when slower (the API server is busy: placement first)."""
-        rate, slower = self.settings.status_counts_rate, self._latency_now() / self.settings.status_counts_latency
-        return rate if slower <= 1 else max(1.0, rate / slower)
-
-    def _forget_counts_turn(self, app: tuple[str, str]) -> None:
-        self._counts_waiting.discard(app)
-        metrics.STATUS_WRITES_WAITING.set(len(self._counts_waiting))
-        self._counts_turn_given.discard(app)
 
     def _background(self, coroutine: Coroutine[object, object, None]) -> None:
         """Fire-and-forget writes (events) that must not delay the next placement step."""
