@@ -129,7 +129,7 @@ class Rig:
         finally:
             for key in taken:
                 queue.done(key)
-            await asyncio.gather(*self.controller._pending_posts, return_exceptions=True)
+            await asyncio.gather(*self.controller.events.pending, return_exceptions=True)
         return [str(r) for r in self.fake.requests]
 
     def status(self) -> dict:
@@ -146,8 +146,9 @@ async def rig() -> AsyncIterator[Rig]:
         rig = Rig(fake, api)
         yield rig
         await rig.controller.stop()
-        for app in list(rig.controller._replica_gauge):  # the gauges are the process's: none left to the next test
-            rig.controller._forget_metrics(*app)
+        # the gauges are the process's: none left to the next test
+        for app in list(rig.controller.app_metrics.replicas):
+            rig.controller.app_metrics.forget(app)
 
 
 async def test_a_new_app_gets_its_deployment_and_service_then_its_status(rig: Rig) -> None:
@@ -274,7 +275,7 @@ async def test_the_same_refusal_clearing_what_deleted_deployments_left_is_told_o
     rig.fake.requests.clear()
     for _ in range(2):  # the pod held in the store: each pass tries its ReplicaSet again
         await rig.controller._delete_waiting(app, H100)
-    await asyncio.gather(*rig.controller._pending_posts, return_exceptions=True)
+    await asyncio.gather(*rig.controller.events.pending, return_exceptions=True)
     warnings = [r.body for r in rig.fake.requests if str(r) == EVENTS]
     assert [w["reason"] for w in warnings] == ["CleanupRefused"] and message in warnings[0]["message"]
 
@@ -2278,10 +2279,10 @@ async def test_stopping_cancels_events_still_waiting_for_a_slot(rig: Rig) -> Non
     involved = {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp", "name": "llm", "namespace": NS, "uid": "app-1"}
     async with controller._gate.slot(Priority.HISTORY):
         rig.fake.requests.clear()
-        controller._background(controller._post_event(involved, "Normal", "FellBack", "moved"))
+        controller.events.post(involved, "Normal", "FellBack", "moved")
         await asyncio.sleep(0.01)
         await controller.stop()
-    assert not controller._pending_posts
+    assert not controller.events.pending
     assert [str(r) for r in rig.fake.requests if r.method == "POST"] == []
 
 
@@ -2356,7 +2357,7 @@ async def test_a_reconcile_that_raises_is_told_on_the_app_once_and_retried(rig: 
     rig.create_app(falapp())
     rig.controller.lead()
     await wait_for(lambda: rig.controller.failures.get(KEY, 0) >= 3)
-    await asyncio.gather(*rig.controller._pending_posts, return_exceptions=True)
+    await asyncio.gather(*rig.controller.events.pending, return_exceptions=True)
     told = [r.body for r in rig.fake.requests if str(r) == EVENTS]
     assert [(e["type"], e["reason"]) for e in told] == [("Warning", "ReconcileFailed")]
     assert "RuntimeError: a case the planner never met" in told[0]["message"]

@@ -22,7 +22,6 @@ from pydantic import ValidationError
 
 from falapp_operator import metrics
 from falapp_operator.api import (
-    API_VERSION,
     ConditionType,
     FalAppSpec,
     FalAppStatus,
@@ -34,6 +33,8 @@ from falapp_operator.api import (
     truncate,
 )
 from falapp_operator.api.names import APP_LABEL, REVISION_LABEL, SURGE_ANNOTATION, TYPE_LABEL, service_name
+from falapp_operator.k8s.app_events import AppEvents
+from falapp_operator.k8s.app_metrics import AppMetrics
 from falapp_operator.k8s.cache import (
     FAILED_SCHEDULING,
     KARPENTER,
@@ -52,7 +53,7 @@ from falapp_operator.k8s.informer import Informer
 from falapp_operator.k8s.status_turns import StatusTurns
 from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store, version
 from falapp_operator.k8s.workqueue import WorkQueue, backoff
-from falapp_operator.placement import Move, NodeFree, after_shapes, shape_of
+from falapp_operator.placement import NodeFree, after_shapes, shape_of
 from falapp_operator.placement.eligibility import candidate_types, resolve
 from falapp_operator.placement.snapshot import FreeOnRead
 from falapp_operator.reconcile import children
@@ -163,19 +164,15 @@ class Controller:
         self._watched_during_resync: set[str] | None = None
         # per app: child name -> its version right after our last apply (others' additions since are theirs)
         self._applied: dict[tuple[str, str], dict[str, str]] = {}
-        self._pending_posts: set[asyncio.Task[None]] = set()
         self._machinetype_status: dict[str, MachineTypeStatus] = {}
         # since when (as first seen) a type has had no Ready, schedulable node at all, per (type, NVENC)
         self._nodeless_since: dict[tuple[str, bool], datetime] = {}
         self.status_turns = StatusTurns(settings, self.queue)  # when status writes that are not news go
-        # app -> (reason, message) of the last Warning posted while its status had not caught up with it
-        self._warned: dict[tuple[str, str], tuple[str, str]] = {}
+        self.events = AppEvents(api, self._sent)
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
         self._started_at: datetime | None = None  # set by start
-        self._insufficient: dict[tuple[str, str], str] = {}
         self.refused_creates = RefusedCreates(CREATE_FAILURE_MEMORY)
-        self._replica_gauge: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
-        self._replica_totals: Counter[tuple[str, str, str]] = Counter()  # (namespace, type, state) -> replicas
+        self.app_metrics = AppMetrics()
         # what placement reads of each MachineType, as last seen
         self._machinetype_seen: dict[str, tuple[object, ...]] = {}
         self._machinetype_written: dict[str, int] = {}  # resourceVersion of our last status write per type
@@ -285,7 +282,7 @@ class Controller:
         self.queue.close()
         self.status_turns.stop()
         # events still waiting for a slot go unposted: nothing may write once the controller stops
-        tasks = [*self._workers, *self._pending_posts, *self._informer_tasks,
+        tasks = [*self._workers, *self.events.pending, *self._informer_tasks,
                  *(t for t in (self._resync, self._pod_watch) if t)]
         for task in tasks:
             task.cancel()
@@ -767,10 +764,9 @@ class Controller:
         if self._failure_told.get(key) == message:
             return
         self._failure_told[key] = message
-        involved = self._involved(children.AppRef(key[2], key[1], body["metadata"].get("uid", "")))
-        self._background(self._post_event(
-            involved, "Warning", "ReconcileFailed",
-            f"the operator could not reconcile this app and retries with back-off; report it: {message}"))
+        self.events.post(self.events.involved(children.AppRef(key[2], key[1], body["metadata"].get("uid", ""))),
+                         "Warning", "ReconcileFailed",
+                         f"the operator could not reconcile this app and retries with back-off; report it: {message}")
 
     # --- one app -------------------------------------------------------------------------------------
     async def reconcile_app(self, namespace: str, name: str) -> None:
@@ -934,7 +930,7 @@ class Controller:
             self.queue.add(("app", namespace, name))
         elif result.better_types and self._claims_given_up != claims_seen:
             self.queue.add_batched(("app", namespace, name), CLAIMS_WAKE_WINDOW)
-        self._record_metrics(namespace, name, snap, result)
+        self.app_metrics.record((namespace, name), snap, result, self.catalogue.values())
 
     def _orphaned(self, namespace: str, name: str, uid: str, error: ApiError) -> None:
         """The app is stored but its namespace is gone (the namespace's deletion left it behind: e.g. the
@@ -976,7 +972,7 @@ class Controller:
         self._refusal_posted.pop(app, None)
         self._failure_told.pop(("app", *app), None)
         self.status_turns.forget(app)
-        self._warned.pop(app, None)
+        self.events.caught_up(app)
         self._templates.forget(namespace, name)
         if gone:
             self._forget_orphan(app)
@@ -986,7 +982,7 @@ class Controller:
             self.generations.pop(app, None)
             if namespace in self.gone_namespaces and not any(n == namespace for n, _ in self.apps):
                 self.gone_namespaces.discard(namespace)  # its last app: nothing left to read it for
-        self._forget_metrics(namespace, name)
+        self.app_metrics.forget(app)
         self._claims_changed()
 
     # --- capacity, as this app may use it ------------------------------------------------------------
@@ -1126,9 +1122,9 @@ class Controller:
         except ApiError:  # the status itself refused: the event is all that shows it, once per problem
             if self._refusal_posted.get((ref.namespace, ref.name)) != (reason, problem):
                 self._refusal_posted[(ref.namespace, ref.name)] = (reason, problem)
-                self._post_events(ref, refused)
+                self.events.post_all(ref, refused.events)
             raise
-        self._post_events(ref, refused)
+        self.events.post_all(ref, refused.events)
         logger.warning("%s/%s: %s: %s", ref.namespace, ref.name, reason, problem)
         self.queue.retry_after(("app", ref.namespace, ref.name), self.settings.error_backoff_max)
 
@@ -1222,34 +1218,12 @@ class Controller:
         if wrote:
             asyncio.get_running_loop().call_later(CONFIRM_DEADLINE + 0.1, self._confirm, app)
         self._refusal_posted.pop(app, None)  # reconciled: a refusal from now on is news again
-        self._post_events(ref, result)
+        self.events.post_all(ref, result.events)
 
     def _confirm(self, app: tuple[str, str]) -> None:
         """A write whose watch event never came: the app is reconciled (reading it fresh) all the same."""
         if any(s.overdue(app) for s in (self.falapps, self.deployments, self.services, self.app_pods)):
             self.queue.add(("app", *app))
-
-    @staticmethod
-    def _involved(ref: children.AppRef) -> JsonMapping:
-        """The FalApp as an event's involvedObject."""
-        return {"apiVersion": API_VERSION, "kind": "FalApp", "name": ref.name, "namespace": ref.namespace,
-                "uid": ref.uid}
-
-    def _post_events(self, ref: children.AppRef, result: AppPlan) -> None:
-        involved = self._involved(ref)
-        app = (ref.namespace, ref.name)
-        for event in result.events:
-            if event.type == "Warning":
-                # the plan tells news from the recorded status; while a counts-only write waits its turn,
-                # the same warning would be news again at every reconcile
-                if self._warned.get(app) == (event.reason, event.message):
-                    continue
-                self._warned[app] = (event.reason, event.message)
-            self._background(self._post_event(involved, event.type, event.reason, event.message))
-
-    async def _post_event(self, involved: JsonMapping, event_type: str, reason: str, message: str) -> None:
-        # the request is made here, not by the caller: a task cancelled before it starts leaves none unawaited
-        await self._sent(Priority.LOW, self.api.post_event(involved, event_type, reason, message))
 
     async def _delete_waiting(self, ref: children.AppRef, deployment: str) -> None:
         """The pods of a deleted Deployment that no node runs, and their ReplicaSets first (see
@@ -1272,10 +1246,7 @@ class Controller:
                         logger.info("%s/%s: %s", ref.namespace, ref.name, message)
                         return
                     logger.warning("%s/%s: %s", ref.namespace, ref.name, message)
-                    if self._warned.get((ref.namespace, ref.name)) != ("CleanupRefused", message):
-                        self._warned[(ref.namespace, ref.name)] = ("CleanupRefused", message)
-                        self._background(self._post_event(self._involved(ref), "Warning", "CleanupRefused",
-                                                          message))
+                    self.events.warn(ref, "CleanupRefused", message)
                     return
                 if isinstance(answer, BaseException):
                     raise answer
@@ -1336,7 +1307,7 @@ class Controller:
         turns = self.status_turns
         if not status_changed(current, patch):
             turns.settled(app)  # it went back: the app waits for nothing (and holds no turn)
-            self._warned.pop(app, None)  # the status says all the plan says: a warning from now on is news
+            self.events.caught_up(app)
             return False
         counts = not at_once and counts_only(current, patch)
         if counts and (own := turns.own_wait(app)) > 0:  # its own second first
@@ -1364,22 +1335,8 @@ class Controller:
                 turns.give_back(app)
             raise
         turns.wrote(app)
-        self._warned.pop(app, None)  # the status says it now: the plan sees what was said
+        self.events.caught_up(app)  # the status says it now: the plan sees what was said
         return True
-
-    def _background(self, coroutine: Coroutine[object, object, None]) -> None:
-        """Fire-and-forget writes (events) that must not delay the next placement step."""
-        task = asyncio.create_task(coroutine)
-        self._pending_posts.add(task)
-        task.add_done_callback(self._posted)
-
-    def _posted(self, task: asyncio.Task[None]) -> None:
-        self._pending_posts.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            if isinstance(error, ApiError) and error.namespace_gone:  # the app went with it, or was left behind
-                logger.debug("event not posted: %s", error)
-            else:
-                logger.warning("could not post an event: %s", error)
 
     # --- machine type capacity view ---------------------------------------------------------------
     async def reconcile_machinetypes(self) -> None:
@@ -1406,49 +1363,3 @@ class Controller:
                 answer = await self.api.patch_machinetype_status(name, status.to_patch())
                 self._machinetype_status[name] = status
                 self._machinetype_written[name] = version(answer) or 0  # its echo changes nothing
-
-    # --- metrics -------------------------------------------------------------------------------------
-    def _record_metrics(self, namespace: str, name: str, snap: AppSnapshot, result: AppPlan) -> None:
-        decision = result.decision
-        if decision is None:
-            return
-        display = {m.metadata.name: m.display_name for m in self.catalogue.values()}
-        for tr in decision.transitions:
-            src, dst = display.get(tr.from_type or "", tr.from_type or ""), display.get(tr.to_type or "", "")
-            if tr.move == Move.FELL_BACK:
-                metrics.FALLBACKS.labels(namespace, src, dst).inc()
-                since = next((p.unschedulable_since for p in snap.pods
-                              if p.machine_type == tr.from_type and p.unschedulable_since), None)
-                if since is not None:
-                    metrics.PENDING_SECONDS.labels(src).observe((snap.now - since).total_seconds())
-            elif tr.move in (Move.RETURNED, Move.PLACED_PREFERRED):
-                metrics.RETURNS.labels(namespace, src, dst).inc()
-            elif tr.move == Move.PROBE_FAILED:
-                metrics.PROBE_FAILURES.labels(namespace, dst).inc()
-        counts: dict[tuple[str, str], int] = {}
-        for pod in snap.pods:
-            if not pod.terminating:
-                key = (display.get(pod.machine_type, pod.machine_type), "ready" if pod.ready else "not_ready")
-                counts[key] = counts.get(key, 0) + 1
-        self._set_replica_gauge(namespace, name, counts)
-        if decision.insufficient:
-            self._insufficient[(namespace, name)] = namespace
-        else:
-            self._insufficient.pop((namespace, name), None)
-        metrics.INSUFFICIENT.labels(namespace).set(sum(1 for ns in self._insufficient.values() if ns == namespace))
-
-    def _set_replica_gauge(self, namespace: str, name: str, counts: dict[tuple[str, str], int]) -> None:
-        """falapp_replicas per namespace, type and state: the app's counts replace its old ones in the
-        totals (summing every app's at each reconcile cost O(apps))."""
-        old = self._replica_gauge.pop((namespace, name), {})
-        if counts:
-            self._replica_gauge[(namespace, name)] = counts
-        for key in set(old) | set(counts):
-            total = self._replica_totals[(namespace, *key)] + counts.get(key, 0) - old.get(key, 0)
-            self._replica_totals[(namespace, *key)] = total
-            metrics.REPLICAS.labels(namespace, key[0], key[1]).set(total)
-
-    def _forget_metrics(self, namespace: str, name: str) -> None:
-        self._set_replica_gauge(namespace, name, {})
-        self._insufficient.pop((namespace, name), None)
-        metrics.INSUFFICIENT.labels(namespace).set(sum(1 for ns in self._insufficient.values() if ns == namespace))
