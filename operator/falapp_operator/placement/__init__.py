@@ -1,6 +1,7 @@
 """Pure placement: which machine type each replica should run on. No kopf, no I/O."""
 
-from falapp_operator.placement.engine import PROBE_BACKOFF_MAX, Decision, Move, Transition, decide, probe_backoff
+from falapp_operator.placement.decision import PROBE_BACKOFF_MAX, Decision, Move, Transition, probe_backoff
+from falapp_operator.placement.engine import decide
 from falapp_operator.placement.snapshot import (
     NodeFree,
     Observed,
