@@ -19,6 +19,8 @@ Send = Callable[[Priority, Coroutine[object, object, None]], Awaitable[None]]
 
 
 class AppEvents:
+    """The operator's events on FalApps, and the Warnings posted while each app's status lags behind."""
+
     def __init__(self, api: KubeApi, send: Send):
         """`send`: how an app request goes out (through the controller's gate)."""
         self.api, self._send = api, send

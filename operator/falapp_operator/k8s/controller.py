@@ -1178,7 +1178,7 @@ class Controller:
                     assert write.body is not None, "a history write carries its status patch"
                     self.falapps.wrote(await self._patch_status(namespace, ref.name, ref.uid, write.body,
                                                                 Priority.HISTORY), app)
-                    self.status_turns.wrote(app, full=False)
+                    self.status_turns.wrote_history(app)
                     status.update(write.body)  # a refusal further on builds on what is recorded now
                 elif write.kind == "apply":
                     assert write.body is not None, "an apply carries the desired object"

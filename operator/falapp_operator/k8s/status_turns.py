@@ -76,13 +76,16 @@ class StatusTurns:
         """The app's write that used its turn failed: its retry writes at once."""
         self.given.add(app)
 
-    def wrote(self, app: App, full: bool = True) -> None:
-        """The app's status was written; `full`: all of it, a first status included (not a move's history
-        alone)."""
+    def wrote(self, app: App) -> None:
+        """The app's full status was written (a first status included)."""
+        self.wrote_history(app)
+        self.first_waiting_since.pop(app, None)
+
+    def wrote_history(self, app: App) -> None:
+        """A move's history was written into the app's status: its own second starts again, and a turn it
+        waited for or held is used (a first status still waits, if it may)."""
         self.written[app] = time.monotonic()
         self.forget_turn(app)
-        if full:
-            self.first_waiting_since.pop(app, None)
 
     def settled(self, app: App) -> None:
         """The app's status says what its plan says: it waits for nothing and holds no turn."""
@@ -95,6 +98,8 @@ class StatusTurns:
         self.settled(app)
 
     def forget_turn(self, app: App) -> None:
+        """Out of the line, and a turn given and not used dropped; its last write's time and its first
+        status's wait stay."""
         self.waiting.discard(app)
         metrics.STATUS_WRITES_WAITING.set(len(self.waiting))
         self.given.discard(app)

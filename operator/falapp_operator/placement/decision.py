@@ -37,7 +37,7 @@ class Transition:
     # when the stay it ends began (a stuck pod's unschedulable time, a make-before-break start): the
     # same move decided again after a crash carries the same start, so history records it once
     start: datetime | None = None
-    room_seen: bool = False  # a fallback off a type the view showed room on (see _cooling)
+    room_seen: bool = False  # a fallback off a type the view showed room on (see PlannerState._cooling)
 
 
 @dataclass

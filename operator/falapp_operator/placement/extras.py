@@ -10,12 +10,14 @@ from datetime import timedelta
 from falapp_operator.api.units import format_duration
 from falapp_operator.placement.decision import Move, probe_backoff
 from falapp_operator.placement.planner_state import PlannerState
-from falapp_operator.placement.snapshot import PodView, ProbeRetry, Surge, TypeOption
+from falapp_operator.placement.snapshot import ProbeRetry, Surge, TypeOption
 
 SINCE_SLACK = timedelta(seconds=2)
 
 
 class ExtrasInFlight(PlannerState):
+    """The steps that judge the replicas in flight (a layer of the planner, not a kind of state)."""
+
     def settle_surge(self) -> None:
         """Judge the make-before-break replica in flight: failed, done, or still on its way."""
         d = self.decision
@@ -76,16 +78,6 @@ class ExtrasInFlight(PlannerState):
         if (own := self.blocked_rollout(surge.to_type)) is not None:
             # a rollout on its own type since it was Ready, with no room there: the move is finished first
             self.no_room_for_rollout(surge.to_type, own)
-
-    def no_room_for_rollout(self, type_name: str, blocked: PodView) -> None:
-        listed = self.by_name.get(type_name)
-        self.decision.insufficient[listed.display if listed else type_name] = (
-            f"rollout needs room for one more replica: {blocked.scheduler_message}")
-        self.decision.wake_at(self.now + self.policy.unschedulable_timeout)
-
-    def blocked_rollout(self, type_name: str) -> PodView | None:
-        """The new revision's pod a rollout on the type waits for, stuck: the rollout has no room."""
-        return next((p for p in self.pods_on(type_name) if self.new_revision(p) and self.stuck(p)), None)
 
     def failed_extra(self, extra: Surge, option: TypeOption | None) -> bool:
         """Whether a replica in flight failed (stuck, never Ready, or its pod cannot be created): then it

@@ -12,6 +12,9 @@ from falapp_operator.placement.snapshot import NodeFree, Observed, PodView, Poli
 
 
 class PlannerState:
+    """One pass's view of the app (the replicas as they are, the room left, the decision so far) and the
+    questions the steps ask of it; the steps themselves are in extras.py and engine.py."""
+
     def __init__(self, options: Sequence[TypeOption], replicas: int, policy: Policy, observed: Observed,
                  free: Mapping[str, Sequence[NodeFree]], now: datetime):
         if not options:
@@ -212,6 +215,16 @@ class PlannerState:
                     option.name) and self.room.take(option):
                 return option
         return None
+
+    def no_room_for_rollout(self, type_name: str, blocked: PodView) -> None:
+        listed = self.by_name.get(type_name)
+        self.decision.insufficient[listed.display if listed else type_name] = (
+            f"rollout needs room for one more replica: {blocked.scheduler_message}")
+        self.decision.wake_at(self.now + self.policy.unschedulable_timeout)
+
+    def blocked_rollout(self, type_name: str) -> PodView | None:
+        """The new revision's pod a rollout on the type waits for, stuck: the rollout has no room."""
+        return next((p for p in self.pods_on(type_name) if self.new_revision(p) and self.stuck(p)), None)
 
     def backing_off(self, type_name: str) -> bool:
         backoff = self.decision.probes.get(type_name)
