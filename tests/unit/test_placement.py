@@ -425,6 +425,13 @@ CASES = [
          want_counts={A100: 3, H100: 1, L4: 2}, want_surge=H100, want_moves=[Move.COVER_FAILED],
          want_delete_first=["l-new"], want_requeue_at=NOW + s(60),
          want_insufficient={"GPU-A100": f"rollout needs room for one more replica: {MSG}"}),
+    # (its last replica fell back elsewhere: both extras are ordinary replicas, and the surplus goes now)
+    Case(id="cover/goes-with-its-move-when-the-moves-origin-is-empty", replicas=2, options=THREE,
+         counts={L4: 3, H100: 1}, surge=Surge(L4, A100, NOW - s(30)), cover=COVER,
+         pods=[pod("l1", L4, ready=True), pod("l-move", L4, bound=True, created=NOW - s(25)),
+               pod("l-cover", L4, bound=True, created=NOW - s(5)), pod("h1", H100, ready=True)],
+         want_counts={L4: 1, H100: 1}, want_moves=[Move.SCALED_DOWN, Move.SCALED_DOWN],
+         want_delete_first=["l-move", "l-cover"], want_requeue_at=NOW + s(1795)),  # (the cover was judged first)
     Case(id="rollout/no-room-anywhere-says-so-and-waits", replicas=1, counts={H100: 1},
          pods=[pod("h-old", H100, ready=True, current=False), stuck_pod("h-new", H100)],
          want_counts={H100: 1}, want_requeue_at=NOW + s(60),

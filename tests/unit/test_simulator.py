@@ -253,6 +253,16 @@ def test_regression_user_edits_around_a_cover_keep_ready_replicas(edit, after: i
     run(Scenario(HELD_APPS, HELD_NODES, (*HELD_STEPS, *(Step(5),) * after, Step(10, edit))))
 
 
+def test_regression_a_move_whose_origin_is_lost_under_a_cover_leaves_no_surplus() -> None:
+    """The held move above with its cover on L40; then the H100 node (the move's origin) is lost, its
+    last replica falls back to L40, and an H100 node comes back. (Was: the move became an ordinary replica
+    once its origin was empty, but the cover kept its mark, so the surplus was not trimmed and a new move
+    off A100's stuck rollout started beside it: 7 live pods for 3 replicas, invariant b. Now the cover goes
+    with its move, and the scale-down trims both.)"""
+    run(Scenario(HELD_APPS, HELD_NODES, (*HELD_STEPS, Step(5), Step(5), *(Step(10),) * 4, Step(10, LoseNode(3)),
+                                         Step(5), Step(10, AddNode(H100, 2)))))
+
+
 # --- regression cases: found by the simulator, fixed in the planner since (d68014c, 9ef3b91, 66f67ab) ---
 def test_regression_no_room_anywhere_never_comes_to_rest() -> None:
     """No node at all, one replica, two types. It tries GPU-H100, falls back to GPU-A100, comes back

@@ -32,6 +32,8 @@ class ExtrasInFlight(PlannerState):
             return
         if surge.from_type is not None and self.movable(surge.from_type) <= 0:
             d.surge = None  # the replica it was to replace is gone already: it stays as an ordinary one
+            if d.cover is not None and d.cover.from_type == surge.from_type:
+                d.cover = None  # and so does the cover that was to let it finish (the scale-down trims both)
             return
         on_type = self.pods_on(surge.to_type)
         if self.failed_extra(surge, option):
