@@ -432,6 +432,12 @@ CASES = [
                pod("l-cover", L4, bound=True, created=NOW - s(5)), pod("h1", H100, ready=True)],
          want_counts={L4: 1, H100: 1}, want_moves=[Move.SCALED_DOWN, Move.SCALED_DOWN],
          want_delete_first=["l-move", "l-cover"], want_requeue_at=NOW + s(1795)),  # (the cover was judged first)
+    Case(id="rollout/no-room-anywhere-is-said-beside-a-drain-off-an-unlisted-type", replicas=2, options=THREE,
+         counts={A100: 1, V100: 1, L4: 1}, surge=Surge(L4, V100, NOW - s(30)),
+         pods=[pod("a-old", A100, ready=True, current=False), stuck_pod("a-new", A100), pod("v1", V100, ready=True),
+               pod("l1", L4, ready=True, created=NOW - s(20))],
+         want_counts={A100: 1, L4: 1}, want_moves=[Move.DRAINED], want_requeue_at=NOW + s(60),
+         want_insufficient={"GPU-A100": f"rollout needs room for one more replica: {MSG}"}),
     Case(id="rollout/no-room-anywhere-says-so-and-waits", replicas=1, counts={H100: 1},
          pods=[pod("h-old", H100, ready=True, current=False), stuck_pod("h-new", H100)],
          want_counts={H100: 1}, want_requeue_at=NOW + s(60),

@@ -263,6 +263,15 @@ def test_regression_a_move_whose_origin_is_lost_under_a_cover_leaves_no_surplus(
                                          Step(5), Step(10, AddNode(H100, 2)))))
 
 
+def test_regression_a_rollout_with_no_room_is_reported_while_an_unlisted_type_drains() -> None:
+    """The held move above; the user lists only [L40, A100] while the move off H100 and its cover run, and
+    the H100 node is lost: the two H100 replicas drain to L40 one per pass, and A100's rollout (its old
+    pod down, its new one pending) has no room anywhere. (Was: nothing said while the drain moved a
+    replica in each pass, so the stuck pod waited past its timeout unreported, invariant d.)"""
+    run(Scenario(HELD_APPS, HELD_NODES, (*HELD_STEPS, Step(10), Step(20, SetTypes("b", (L40, A100))), Step(20),
+                                         Step(20), Step(20, LoseNode(0)))))
+
+
 # --- regression cases: found by the simulator, fixed in the planner since (d68014c, 9ef3b91, 66f67ab) ---
 def test_regression_no_room_anywhere_never_comes_to_rest() -> None:
     """No node at all, one replica, two types. It tries GPU-H100, falls back to GPU-A100, comes back

@@ -21,6 +21,10 @@ def decide(options: Sequence[TypeOption], replicas: int, policy: Policy, observe
     return _Planner(options, replicas, policy, observed, free, now).run()
 
 
+# moves that take a replica off a type: its room is free once the pod is gone
+FREES_ROOM = frozenset({Move.MOVED, Move.RETURNED, Move.DRAINED, Move.SCALED_DOWN, Move.COVER_REMOVED})
+
+
 class _Planner(ExtrasInFlight):
     """The steps of one pass, in order (run); the replicas in flight are judged first (extras.py)."""
 
@@ -125,10 +129,12 @@ class _Planner(ExtrasInFlight):
         d = self.decision
         moves = [t for t in d.transitions if t.move is not Move.COVER_REMOVED]  # (a cover's removal moves nothing)
         if d.surge is not None or moves or (d.cover is not None and d.cover.from_type == option.name):
-            # one at a time; while a cover from this type runs, its rollout is being given room. Beside a
-            # resize only (nothing moving), no room anywhere else is said now all the same
-            resized_only = all(t.move in (Move.SCALED_UP, Move.SCALED_DOWN) for t in moves)
-            if d.surge is None and d.cover is None and resized_only and not any(
+            # one at a time; while a replica in flight from this type runs, its rollout is being given room,
+            # and a replica leaving a listed type in this pass frees room the next pass sees. Otherwise no
+            # room on any other type is said now all the same (beside a resize, a drain off an unlisted
+            # type, another type's move starting: the rollout waits either way)
+            freed = {t.from_type for t in moves if t.move in FREES_ROOM}
+            if not any(e.from_type == option.name for e in d.extras()) and not freed & self.by_name.keys() and not any(
                     self.room.has_room(o) for o in self.options if o.name != option.name):
                 self.no_room_for_rollout(option.name, pod)
             return
