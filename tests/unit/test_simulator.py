@@ -272,6 +272,19 @@ def test_regression_a_rollout_with_no_room_is_reported_while_an_unlisted_type_dr
                                          Step(20), Step(20, LoseNode(0)))))
 
 
+def test_regression_pending_replicas_of_an_unlisted_type_move_up_beside_a_held_move() -> None:
+    """b (3 replicas, [A100, H100]) rolls out with no room; the user lists [H100, L40]: H100's rollout moves
+    a replica to L40, held (its shrink would take H100's only Ready pod), while A100, unlisted, holds two
+    replicas whose pods are all pending and L40 has room for them. (Was: the drain of A100 waited for the
+    held move, for good: settled with pending replicas beside free room, invariant c, the README's known
+    limit. Now a pending replica of an unlisted type whose shrink takes no Ready pod moves up at once.)"""
+    run(Scenario((AppConfig("a", (A100,), replicas=1, ready_after=10),
+                  AppConfig("b", (A100, H100), replicas=3, unschedulable=60, scale_up=180, ready_after=10)),
+                 ((H100, 1), (A100, 1), (H100, 1), (L40, 1), (L40, 2)),
+                 (Step(10, LoseNode(2)), Step(10, SetImage("b", V2), Crash("a", after=0)), Step(10),
+                  Step(10, SetTypes("b", (H100, L40))))))
+
+
 # --- regression cases: found by the simulator, fixed in the planner since (d68014c, 9ef3b91, 66f67ab) ---
 def test_regression_no_room_anywhere_never_comes_to_rest() -> None:
     """No node at all, one replica, two types. It tries GPU-H100, falls back to GPU-A100, comes back

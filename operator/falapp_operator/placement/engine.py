@@ -125,24 +125,26 @@ class _Planner(ExtrasInFlight):
 
     def unblock_rollout(self, option: TypeOption, pod: PodView) -> None:
         """The new revision's extra pod finds no room on its type: start one replica on another type;
-        when it is Ready one replica leaves this type, which gives the rollout its room."""
+        when it is Ready one replica leaves this type, which gives the rollout its room. One at a time,
+        and none beside a surplus the scale-down could not trim. Else, with no room on any other type,
+        the rollout has none: said, unless a replica in flight from this type is giving it room, or a
+        replica leaving a listed type in this pass frees room the next pass sees (on this type; on
+        another, unless a pending replica there takes it)."""
         d = self.decision
         moves = [t for t in d.transitions if t.move is not Move.COVER_REMOVED]  # (a cover's removal moves nothing)
-        if d.surge is not None or moves or (d.cover is not None and d.cover.from_type == option.name):
-            # one at a time; while a replica in flight from this type runs, its rollout is being given room,
-            # and a replica leaving a listed type in this pass frees room the next pass sees. Otherwise no
-            # room on any other type is said now all the same (beside a resize, a drain off an unlisted
-            # type, another type's move starting: the rollout waits either way)
-            freed = {t.from_type for t in moves if t.move in FREES_ROOM}
-            if not any(e.from_type == option.name for e in d.extras()) and not freed & self.by_name.keys() and not any(
-                    self.room.has_room(o) for o in self.options if o.name != option.name):
-                self.no_room_for_rollout(option.name, pod)
+        busy = d.surge is not None or moves or (d.cover is not None and d.cover.from_type == option.name) or (
+            self.settled_total() > self.replicas)
+        target = None if busy else self.first_with_room(exclude=option.name, allow_backoff=False)
+        if target is not None:
+            self._start(target.name, Move.FELL_BACK, option.name, pod.scheduler_message)
             return
-        target = self.first_with_room(exclude=option.name, allow_backoff=False)
-        if target is None:
+        freed = {t.from_type for t in d.transitions if t.move in FREES_ROOM}
+        room_coming = option.name in freed or any(
+            t in self.by_name and not any(p.pending and p.name not in d.delete_first for p in self.pods_on(t))
+            for t in freed)
+        if not room_coming and not any(e.from_type == option.name for e in d.extras()) and self.first_with_room(
+                exclude=option.name, allow_backoff=False, take=False) is None:
             self.no_room_for_rollout(option.name, pod)
-            return
-        self._start(target.name, Move.FELL_BACK, option.name, pod.scheduler_message)
 
     def move_pending_up(self) -> None:
         """Pending replicas on a less preferred (or unlisted) type go up as soon as a better type has room."""
@@ -150,9 +152,12 @@ class _Planner(ExtrasInFlight):
         pending = sorted((p for p in self.pods if p.pending and p.name not in d.delete_first
                           and self.converged(p.machine_type)), key=lambda p: -self.rank(p.machine_type))
         for pod in pending:
-            if self.is_surge_target(pod.machine_type) or self.rolling(pod.machine_type):
-                # the replica in flight, or a rollout's new pod (judged by overflow, or drained with
-                # its type): moving it would shrink a type whose Ready pods run the old template
+            if self.is_surge_target(pod.machine_type) or self.rolling(pod.machine_type) and (
+                    pod.machine_type in self.by_name or self.shrink_takes_ready(pod.machine_type)):
+                # the replica in flight, or a rollout's new pod (judged by overflow, or drained with its
+                # type): moving it would shrink a type whose Ready pods run the old template. On an
+                # unlisted type whose shrink takes no Ready pod (none runs there), it moves up as any
+                # pending replica: the drain, one at a time, may wait behind a listed type's rollout
                 continue
             if self.movable(pod.machine_type) <= 0:
                 continue
@@ -176,8 +181,8 @@ class _Planner(ExtrasInFlight):
         d = self.decision
         listed = [t for t in d.counts if t in self.by_name]
         if d.surge or d.cover or d.transitions or any(map(self.rolling, listed)) or any(
-                p.pending for p in self.pods if p.machine_type in self.by_name):
-            return
+                p.pending for p in self.pods if p.machine_type in self.by_name) or self.settled_total() > self.replicas:
+            return  # (a surplus the scale-down could not trim: no extra replica beside it)
         if any(not self.converged(t) for t in d.counts):
             return
         unlisted = self.least_preferred_with_replicas(below_rank=len(self.options) - 1)

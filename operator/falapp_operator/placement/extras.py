@@ -25,15 +25,13 @@ class ExtrasInFlight(PlannerState):
         if surge is None:
             return
         option = self.by_name.get(surge.to_type)
-        if option is None:
-            # its type was unlisted meanwhile: the extra replica is an ordinary one now (it may be the
-            # only Ready one); scale-down and the drain of that type remove it in the right order
+        # its type was unlisted meanwhile, or the replica it was to replace is gone already: the extra
+        # replica is an ordinary one now (it may be the only Ready one), and so is the cover that was to
+        # let the move finish; scale-down and the drain of an unlisted type remove them in the right order
+        if option is None or (surge.from_type is not None and self.movable(surge.from_type) <= 0):
             d.surge = None
-            return
-        if surge.from_type is not None and self.movable(surge.from_type) <= 0:
-            d.surge = None  # the replica it was to replace is gone already: it stays as an ordinary one
             if d.cover is not None and d.cover.from_type == surge.from_type:
-                d.cover = None  # and so does the cover that was to let it finish (the scale-down trims both)
+                d.cover = None
             return
         on_type = self.pods_on(surge.to_type)
         if self.failed_extra(surge, option):

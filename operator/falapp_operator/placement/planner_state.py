@@ -199,9 +199,11 @@ class PlannerState:
 
     def first_with_room(self, exclude: str | None = None, before_rank: int | None = None,
                         allow_cooling: bool = True, allow_backoff: bool = True,
-                        on_demand: bool = True) -> TypeOption | None:
+                        on_demand: bool = True, take: bool = True) -> TypeOption | None:
         """The most preferred type with room on a node, or (`on_demand`) an autoscaled type to ask, unless
-        it refused lately (cooling down) or a probe there failed (backing off)."""
+        it refused lately (cooling down) or a probe there failed (backing off); `take`: the room is taken
+        (else only looked at)."""
+        room = self.room.take if take else self.room.fits
         for rank, option in enumerate(self.options):
             if before_rank is not None and rank >= before_rank:
                 break
@@ -209,10 +211,10 @@ class PlannerState:
                 continue
             if not allow_backoff and self.backing_off(option.name):
                 continue
-            if self.room.take(option, on_demand=False):
+            if room(option, on_demand=False):
                 return option
             if on_demand and option.autoscaled and option.name not in self.cooling and not self.backing_off(
-                    option.name) and self.room.take(option):
+                    option.name) and room(option):
                 return option
         return None
 

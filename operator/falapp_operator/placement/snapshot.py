@@ -199,6 +199,10 @@ class Room:
     def has_room(self, option: TypeOption) -> bool:
         return option.autoscaled or any(n.fits(option) for n in self._nodes(option.name))
 
+    def fits(self, option: TypeOption, on_demand: bool = True) -> bool:
+        """Whether `take` would find room, without taking it."""
+        return any(n.fits(option) for n in self._nodes(option.name)) or (on_demand and option.autoscaled)
+
     def take(self, option: TypeOption, on_demand: bool = True) -> bool:
         """Room for one replica: on a node (taken), or, with `on_demand`, on an autoscaled type (its
         autoscaler is asked)."""
