@@ -54,6 +54,8 @@ HELD = [pod("a-old1", A100, ready=True, current=False), pod("a-old2", A100, read
         stuck_pod("a-new1", A100), stuck_pod("a-new2", A100), pod("h1", H100, ready=True, created=NOW - s(20))]
 COVER = Surge(L4, A100, NOW - s(10), cover=True)
 THREE = (option(H100), option(A100), option(L4))
+SURPLUS_WAITS = (f"rollout needs room for one more replica: {MSG}; no move starts while the app runs a replica more "
+                 "than wanted that no type can give up without a Ready one")
 
 
 @dataclass(kw_only=True)
@@ -451,7 +453,26 @@ CASES = [
          pods=[pod("h-old1", H100, ready=True, current=False), pod("h-old2", H100, ready=True, current=False),
                pod("h-new1", H100, bound=True, created=NOW - s(200)), stuck_pod("h-new2", H100, created=NOW - s(150)),
                pod("l1", L4, ready=True, created=NOW - s(100))], free={V100: [node()]},
-         want_counts={H100: 3, L4: 1}),
+         want_counts={H100: 3, L4: 1}, want_requeue_at=NOW + s(60), want_insufficient={"GPU-H100": SURPLUS_WAITS}),
+    Case(id="rollout/a-surplus-of-a-scale-down-mid-rollout-says-why-the-rollout-waits", replicas=3, options=THREE,
+         counts={H100: 3, A100: 1},
+         pods=[pod("h-old1", H100, ready=True, current=False), pod("h-old2", H100, ready=True, current=False),
+               stuck_pod("h-new1", H100), stuck_pod("h-new2", H100), pod("a1", A100, ready=True)],
+         free={L4: [node()]}, want_counts={H100: 3, A100: 1}, want_requeue_at=NOW + s(60),
+         want_insufficient={"GPU-H100": SURPLUS_WAITS}),
+    Case(id="rollout/a-scale-down-of-a-pending-replica-frees-no-room", replicas=2, options=THREE,
+         counts={H100: 1, A100: 2},
+         pods=[pod("h-old", H100, ready=True, current=False), stuck_pod("h-new", H100), pod("a1", A100, ready=True),
+               pod("a2", A100)],
+         want_counts={H100: 1, A100: 1}, want_moves=[Move.SCALED_DOWN], want_delete_first=["a2"],
+         want_requeue_at=NOW + s(60),
+         want_insufficient={"GPU-H100": f"rollout needs room for one more replica: {MSG}"}),
+    Case(id="drain/a-pending-replica-of-an-unlisted-rolling-type-moves-only-if-the-shrink-takes-it", replicas=3,
+         options=THREE, counts={V100: 2, L4: 1},
+         pods=[pod("v-old1", V100, ready=True, current=False), pod("v-old2", V100, bound=True, current=False),
+               stuck_pod("v-new", V100), pod("l1", L4, ready=True)], free={L4: [node()]},
+         want_counts={V100: 2, L4: 2}, want_surge=L4, want_moves=[Move.DRAIN_STARTED], want_delete_first=[]),
+
     Case(id="rollout/an-autoscaled-type-backing-off-is-no-room-beside-a-drain", replicas=2,
          options=(option(H100), replace(option(A100), autoscaled=True), option(L4)),
          counts={H100: 1, L4: 1, V100: 1}, surge=Surge(L4, V100, NOW - s(20)),

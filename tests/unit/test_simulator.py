@@ -31,6 +31,7 @@ from tests.sim.scenario import (
     AddNode,
     Announce,
     AppConfig,
+    Cordon,
     Crash,
     Flap,
     LoseNode,
@@ -118,6 +119,19 @@ def expect(letter: str, scenario: Scenario) -> Sim:
 
 def bug(reason: str):
     return pytest.mark.xfail(strict=True, raises=Violation, reason=reason)
+
+
+@bug("a surplus mid-rollout that no type can give up without a Ready replica waits, said, for good")
+def test_regression_a_surplus_mid_rollout_beside_a_blocked_rollout_never_goes() -> None:
+    """4 replicas on H100 roll out with no room (the node they run on cordoned; a new node takes one new
+    pod, then is lost); the app is scaled to 3. The scale-down cannot trim H100 (its bigger ReplicaSet,
+    the old one, is all Ready: Ready would drop to 2), and a move to L40's free GPU started beside the
+    surplus would be cancelled as a surplus at the next pass (it was, and started again, pass after
+    pass: invariant b). Now it waits, saying so (InsufficientCapacity), with 5 pods for 3 replicas
+    (invariant c). The way out keeps Ready: start the move, then take H100 down by two at once."""
+    expect("c", Scenario((AppConfig("a", (H100, L40), replicas=4, unschedulable=30),), ((H100, 4), (L40, 1)),
+                         (Step(10), Step(10), Step(10, Cordon(0)), Step(10, SetImage("a", V2)),
+                          Step(5, AddNode(H100, 1)), Step(12), Step(3, LoseNode(2)), Step(3, Scale("a", 3)))))
 
 
 @pytest.mark.parametrize("writes_done", [0, 1, 2])

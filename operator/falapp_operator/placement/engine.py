@@ -132,16 +132,20 @@ class _Planner(ExtrasInFlight):
         another, unless a pending replica there takes it)."""
         d = self.decision
         moves = [t for t in d.transitions if t.move is not Move.COVER_REMOVED]  # (a cover's removal moves nothing)
-        busy = d.surge is not None or moves or (d.cover is not None and d.cover.from_type == option.name) or (
-            self.settled_total() > self.replicas)
+        busy = d.surge is not None or moves or (d.cover is not None and d.cover.from_type == option.name)
+        if not busy and self.settled_total() > self.replicas:
+            # (started, the next pass would cancel it as a surplus, and the scale-down start it again)
+            self.no_room_for_rollout(option.name, pod, "; no move starts while the app runs a replica more than "
+                                     "wanted that no type can give up without a Ready one")
+            return
         target = None if busy else self.first_with_room(exclude=option.name, allow_backoff=False)
         if target is not None:
             self._start(target.name, Move.FELL_BACK, option.name, pod.scheduler_message)
             return
+        # (a pending replica on a type that shrinks goes first, or takes the room freed there)
         freed = {t.from_type for t in d.transitions if t.move in FREES_ROOM}
         room_coming = option.name in freed or any(
-            t in self.by_name and not any(p.pending and p.name not in d.delete_first for p in self.pods_on(t))
-            for t in freed)
+            t in self.by_name and not any(p.pending for p in self.pods_on(t)) for t in freed)
         if not room_coming and not any(e.from_type == option.name for e in d.extras()) and self.first_with_room(
                 exclude=option.name, allow_backoff=False, take=False) is None:
             self.no_room_for_rollout(option.name, pod)
@@ -153,11 +157,11 @@ class _Planner(ExtrasInFlight):
                           and self.converged(p.machine_type)), key=lambda p: -self.rank(p.machine_type))
         for pod in pending:
             if self.is_surge_target(pod.machine_type) or self.rolling(pod.machine_type) and (
-                    pod.machine_type in self.by_name or self.shrink_takes_ready(pod.machine_type)):
+                    pod.machine_type in self.by_name or not self.shrink_takes_this(pod)):
                 # the replica in flight, or a rollout's new pod (judged by overflow, or drained with its
                 # type): moving it would shrink a type whose Ready pods run the old template. On an
-                # unlisted type whose shrink takes no Ready pod (none runs there), it moves up as any
-                # pending replica: the drain, one at a time, may wait behind a listed type's rollout
+                # unlisted type whose shrink takes this very pod, it moves up as any pending replica:
+                # the drain, one at a time, may wait behind a listed type's rollout
                 continue
             if self.movable(pod.machine_type) <= 0:
                 continue

@@ -176,6 +176,12 @@ class PlannerState:
         group = self.shrink_group(type_name)
         return bool(group) and all(p.ready for p in group)
 
+    def shrink_takes_this(self, pod: PodView) -> bool:
+        """A shrink of the pod's type by one takes this pod (pending): its ReplicaSet's first to go."""
+        doomed = sorted((p for p in self.shrink_group(pod.machine_type) if p.name not in self.decision.delete_first),
+                        key=lambda p: (p.bound, p.ready))
+        return bool(doomed) and doomed[0].name == pod.name and not pod.bound
+
     def spend_one(self, type_name: str) -> None:
         """The type shrinks by one: its ReplicaSet removes an unscheduled, then a not-Ready pod first, so
         that pod is spoken for (nothing else may move it: the type would shrink twice for it)."""
@@ -218,10 +224,10 @@ class PlannerState:
                 return option
         return None
 
-    def no_room_for_rollout(self, type_name: str, blocked: PodView) -> None:
+    def no_room_for_rollout(self, type_name: str, blocked: PodView, why: str = "") -> None:
         listed = self.by_name.get(type_name)
         self.decision.insufficient[listed.display if listed else type_name] = (
-            f"rollout needs room for one more replica: {blocked.scheduler_message}")
+            f"rollout needs room for one more replica: {blocked.scheduler_message}{why}")
         self.decision.wake_at(self.now + self.policy.unschedulable_timeout)
 
     def blocked_rollout(self, type_name: str) -> PodView | None:
