@@ -467,11 +467,6 @@ CASES = [
          want_counts={H100: 1, A100: 1}, want_moves=[Move.SCALED_DOWN], want_delete_first=["a2"],
          want_requeue_at=NOW + s(60),
          want_insufficient={"GPU-H100": f"rollout needs room for one more replica: {MSG}"}),
-    Case(id="drain/a-pending-replica-of-an-unlisted-rolling-type-moves-only-if-the-shrink-takes-it", replicas=3,
-         options=THREE, counts={V100: 2, L4: 1},
-         pods=[pod("v-old1", V100, ready=True, current=False), pod("v-old2", V100, bound=True, current=False),
-               stuck_pod("v-new", V100), pod("l1", L4, ready=True)], free={L4: [node()]},
-         want_counts={V100: 2, L4: 2}, want_surge=L4, want_moves=[Move.DRAIN_STARTED], want_delete_first=[]),
 
     Case(id="rollout/an-autoscaled-type-backing-off-is-no-room-beside-a-drain", replicas=2,
          options=(option(H100), replace(option(A100), autoscaled=True), option(L4)),

@@ -134,6 +134,21 @@ def test_regression_a_surplus_mid_rollout_beside_a_blocked_rollout_never_goes() 
                           Step(5, AddNode(H100, 1)), Step(12), Step(3, LoseNode(2)), Step(3, Scale("a", 3)))))
 
 
+@bug("the drain of an unlisted type waits behind a listed type's held move (README, known limits)")
+def test_regression_pending_replicas_of_an_unlisted_type_wait_beside_a_held_move() -> None:
+    """b (3 replicas, [A100, H100]) rolls out with no room; the user lists [H100, L40]: H100's rollout moves
+    a replica to L40, held (its shrink would take H100's only Ready pod), while A100, unlisted, holds two
+    replicas whose pods are all pending and L40 has room for them. The drain of A100 waits for the held
+    move, for good: settled with pending replicas beside free room, invariant c. (Moving such pending
+    replicas up at once, tried, let a stuck pod of the unlisted type wait past its timeout unreported in
+    other sequences: the drain needs a rule of its own for a type mid-rollout.)"""
+    expect("c", Scenario((AppConfig("a", (A100,), replicas=1, ready_after=10),
+                          AppConfig("b", (A100, H100), replicas=3, unschedulable=60, scale_up=180, ready_after=10)),
+                         ((H100, 1), (A100, 1), (H100, 1), (L40, 1), (L40, 2)),
+                         (Step(10, LoseNode(2)), Step(10, SetImage("b", V2), Crash("a", after=0)), Step(10),
+                          Step(10, SetTypes("b", (H100, L40))))))
+
+
 @pytest.mark.parametrize("writes_done", [0, 1, 2])
 def test_regression_crash_before_status_write_forgets_the_fallback(writes_done: int) -> None:
     """No nodes; unschedulableTimeout 10 s. The replica falls back H100 -> A100 (recorded), then
@@ -284,19 +299,6 @@ def test_regression_a_rollout_with_no_room_is_reported_while_an_unlisted_type_dr
     replica in each pass, so the stuck pod waited past its timeout unreported, invariant d.)"""
     run(Scenario(HELD_APPS, HELD_NODES, (*HELD_STEPS, Step(10), Step(20, SetTypes("b", (L40, A100))), Step(20),
                                          Step(20), Step(20, LoseNode(0)))))
-
-
-def test_regression_pending_replicas_of_an_unlisted_type_move_up_beside_a_held_move() -> None:
-    """b (3 replicas, [A100, H100]) rolls out with no room; the user lists [H100, L40]: H100's rollout moves
-    a replica to L40, held (its shrink would take H100's only Ready pod), while A100, unlisted, holds two
-    replicas whose pods are all pending and L40 has room for them. (Was: the drain of A100 waited for the
-    held move, for good: settled with pending replicas beside free room, invariant c, the README's known
-    limit. Now a pending replica of an unlisted type whose shrink takes no Ready pod moves up at once.)"""
-    run(Scenario((AppConfig("a", (A100,), replicas=1, ready_after=10),
-                  AppConfig("b", (A100, H100), replicas=3, unschedulable=60, scale_up=180, ready_after=10)),
-                 ((H100, 1), (A100, 1), (H100, 1), (L40, 1), (L40, 2)),
-                 (Step(10, LoseNode(2)), Step(10, SetImage("b", V2), Crash("a", after=0)), Step(10),
-                  Step(10, SetTypes("b", (H100, L40))))))
 
 
 # --- regression cases: found by the simulator, fixed in the planner since (d68014c, 9ef3b91, 66f67ab) ---

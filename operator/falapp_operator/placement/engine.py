@@ -156,12 +156,9 @@ class _Planner(ExtrasInFlight):
         pending = sorted((p for p in self.pods if p.pending and p.name not in d.delete_first
                           and self.converged(p.machine_type)), key=lambda p: -self.rank(p.machine_type))
         for pod in pending:
-            if self.is_surge_target(pod.machine_type) or self.rolling(pod.machine_type) and (
-                    pod.machine_type in self.by_name or not self.shrink_takes_this(pod)):
-                # the replica in flight, or a rollout's new pod (judged by overflow, or drained with its
-                # type): moving it would shrink a type whose Ready pods run the old template. On an
-                # unlisted type whose shrink takes this very pod, it moves up as any pending replica:
-                # the drain, one at a time, may wait behind a listed type's rollout
+            if self.is_surge_target(pod.machine_type) or self.rolling(pod.machine_type):
+                # the replica in flight, or a rollout's new pod (judged by overflow, or drained with
+                # its type): moving it would shrink a type whose Ready pods run the old template
                 continue
             if self.movable(pod.machine_type) <= 0:
                 continue

@@ -176,12 +176,6 @@ class PlannerState:
         group = self.shrink_group(type_name)
         return bool(group) and all(p.ready for p in group)
 
-    def shrink_takes_this(self, pod: PodView) -> bool:
-        """A shrink of the pod's type by one takes this pod (pending): its ReplicaSet's first to go."""
-        doomed = sorted((p for p in self.shrink_group(pod.machine_type) if p.name not in self.decision.delete_first),
-                        key=lambda p: (p.bound, p.ready))
-        return bool(doomed) and doomed[0].name == pod.name and not pod.bound
-
     def spend_one(self, type_name: str) -> None:
         """The type shrinks by one: its ReplicaSet removes an unscheduled, then a not-Ready pod first, so
         that pod is spoken for (nothing else may move it: the type would shrink twice for it)."""
