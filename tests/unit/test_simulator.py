@@ -149,6 +149,18 @@ def test_regression_pending_replicas_of_an_unlisted_type_wait_beside_a_held_move
                           Step(10, SetTypes("b", (H100, L40))))))
 
 
+@bug("on a type with no node, a rollout's new pod waits for the node announced for the old one")
+def test_regression_a_rollout_on_a_nodeless_type_waits_for_the_node_announced_for_its_old_pod() -> None:
+    """One type (A100), no node; the replica's pod is Unschedulable, the image changes, and an autoscaler
+    announces a node for the old pod. The lost-pool rule counts the type's replicas as their oldest pending
+    pods (the old one, whose wait is unschedulableTimeout + scaleUpTimeout), so the new pod's own timeout
+    passes with no reconcile due (invariant d) until the old one's. Nothing could move it (no other type),
+    but InsufficientCapacity comes that much later."""
+    expect("d", Scenario((AppConfig("a", (A100,), replicas=1, unschedulable=30, scale_up=60, ready_after=10),), (),
+                         (Step(10), Step(10, SetImage("a", V2)), Step(10, Announce(A100, 120)), Step(10), Step(10),
+                          Step(10))))
+
+
 @pytest.mark.parametrize("writes_done", [0, 1, 2])
 def test_regression_crash_before_status_write_forgets_the_fallback(writes_done: int) -> None:
     """No nodes; unschedulableTimeout 10 s. The replica falls back H100 -> A100 (recorded), then
