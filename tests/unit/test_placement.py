@@ -54,8 +54,8 @@ HELD = [pod("a-old1", A100, ready=True, current=False), pod("a-old2", A100, read
         stuck_pod("a-new1", A100), stuck_pod("a-new2", A100), pod("h1", H100, ready=True, created=NOW - s(20))]
 COVER = Surge(L4, A100, NOW - s(10), cover=True)
 THREE = (option(H100), option(A100), option(L4))
-SURPLUS_WAITS = (f"rollout needs room for one more replica: {MSG}; no move starts while the app runs a replica more "
-                 "than wanted that no type can give up without a Ready one")
+SURPLUS_WAITS = (f"rollout needs room for one more replica: {MSG}; the app runs 4 replicas for 3 wanted and none can "
+                 "go without taking a Ready one, so none is started on another type to make room")
 
 
 @dataclass(kw_only=True)
@@ -460,6 +460,11 @@ CASES = [
                stuck_pod("h-new1", H100), stuck_pod("h-new2", H100), pod("a1", A100, ready=True)],
          free={L4: [node()]}, want_counts={H100: 3, A100: 1}, want_requeue_at=NOW + s(60),
          want_insufficient={"GPU-H100": SURPLUS_WAITS}),
+    Case(id="rollout/waits-its-turn-behind-a-drain-and-is-looked-at-again", replicas=2, options=THREE,
+         counts={H100: 1, L4: 1, V100: 1}, surge=Surge(L4, V100, NOW - s(20)),
+         pods=[pod("h-old", H100, ready=True, current=False), stuck_pod("h-new", H100), pod("v1", V100, ready=True),
+               pod("l-drain", L4, bound=True, created=NOW - s(15))], free={A100: [node()]},
+         want_counts={H100: 1, L4: 1, V100: 1}, want_surge=L4, want_requeue_at=NOW + s(60)),
     Case(id="rollout/a-scale-down-of-a-pending-replica-frees-no-room", replicas=2, options=THREE,
          counts={H100: 1, A100: 2},
          pods=[pod("h-old", H100, ready=True, current=False), stuck_pod("h-new", H100), pod("a1", A100, ready=True),

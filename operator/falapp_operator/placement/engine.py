@@ -125,30 +125,39 @@ class _Planner(ExtrasInFlight):
 
     def unblock_rollout(self, option: TypeOption, pod: PodView) -> None:
         """The new revision's extra pod finds no room on its type: start one replica on another type;
-        when it is Ready one replica leaves this type, which gives the rollout its room. One at a time,
-        and none beside a surplus the scale-down could not trim. Else, with no room on any other type,
-        the rollout has none: said, unless a replica in flight from this type is giving it room, or a
-        replica leaving a listed type in this pass frees room the next pass sees (on this type; on
-        another, unless a pending replica there takes it)."""
+        when it is Ready one replica leaves this type, which gives the rollout its room. One at a time
+        (while another replica is in flight or moving, the rollout waits its turn and is looked at again
+        a timeout later), and none beside a surplus the scale-down could not trim (said). With no room
+        on any other type the rollout has none: said, unless a replica in flight from this type is
+        giving it room, or a replica leaving a listed type in this pass frees room the next pass sees
+        (on this type; on another, unless a pending replica there takes it)."""
         d = self.decision
         moves = [t for t in d.transitions if t.move is not Move.COVER_REMOVED]  # (a cover's removal moves nothing)
         busy = d.surge is not None or moves or (d.cover is not None and d.cover.from_type == option.name)
-        if not busy and self.settled_total() > self.replicas:
-            # (started, the next pass would cancel it as a surplus, and the scale-down start it again)
-            self.no_room_for_rollout(option.name, pod, "; no move starts while the app runs a replica more than "
-                                     "wanted that no type can give up without a Ready one")
+        elsewhere = self.first_with_room(exclude=option.name, allow_backoff=False, take=False)
+        if not busy and elsewhere is not None and self.settled_total() > self.replicas:
+            # (a replica started on another type would be cancelled as a surplus by the next pass, trimmed
+            # by its scale-down, and started again here: churn)
+            total = sum(d.counts.values())
+            self.no_room_for_rollout(option.name, pod, (
+                f"; the app runs {total} replicas for {self.replicas} wanted and none can go without taking a "
+                "Ready one, so none is started on another type to make room"))
             return
-        target = None if busy else self.first_with_room(exclude=option.name, allow_backoff=False)
-        if target is not None:
+        if not busy and elsewhere is not None:
+            target = self.first_with_room(exclude=option.name, allow_backoff=False)
+            assert target is not None, "the room just seen is there"
             self._start(target.name, Move.FELL_BACK, option.name, pod.scheduler_message)
             return
         # (a pending replica on a type that shrinks goes first, or takes the room freed there)
         freed = {t.from_type for t in d.transitions if t.move in FREES_ROOM}
         room_coming = option.name in freed or any(
             t in self.by_name and not any(p.pending for p in self.pods_on(t)) for t in freed)
-        if not room_coming and not any(e.from_type == option.name for e in d.extras()) and self.first_with_room(
-                exclude=option.name, allow_backoff=False, take=False) is None:
+        if room_coming or any(e.from_type == option.name for e in d.extras()):
+            return
+        if elsewhere is None:
             self.no_room_for_rollout(option.name, pod)
+        else:
+            d.wake_at(self.now + self.policy.unschedulable_timeout)  # its turn, after what is in flight
 
     def move_pending_up(self) -> None:
         """Pending replicas on a less preferred (or unlisted) type go up as soon as a better type has room."""
