@@ -144,9 +144,8 @@ class _Planner(ExtrasInFlight):
                 "Ready one, so none is started on another type to make room"))
             return
         if not busy and elsewhere is not None:
-            target = self.first_with_room(exclude=option.name, allow_backoff=False)
-            assert target is not None, "the room just seen is there"
-            self._start(target.name, Move.FELL_BACK, option.name, pod.scheduler_message)
+            self.room.take(elsewhere)
+            self._start(elsewhere.name, Move.FELL_BACK, option.name, pod.scheduler_message)
             return
         # (a pending replica on a type that shrinks goes first, or takes the room freed there)
         freed = {t.from_type for t in d.transitions if t.move in FREES_ROOM}

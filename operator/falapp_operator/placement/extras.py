@@ -113,7 +113,7 @@ class ExtrasInFlight(PlannerState):
         failure = Move.COVER_FAILED if extra.cover else Move.PROBE_FAILED
         previous = d.probes.get(extra.to_type)
         failures = previous.failures if previous else 0
-        lost_race = failed is not None and failed.pending and (option is None or not self.room.has_room(option))
+        lost_race = failed is not None and failed.pending and (option is None or not self.room.fits(option))
         if failed is None:
             message = f"its pod cannot be created: {self.uncreatable[extra.to_type]}"
         elif lost_race:  # the room it was started for is gone (another app took it): no penalty

@@ -196,9 +196,6 @@ class Room:
             nodes = self._free[type_name] = list(self._source[type_name]) if type_name in self._source else []
         return nodes
 
-    def has_room(self, option: TypeOption) -> bool:
-        return option.autoscaled or any(n.fits(option) for n in self._nodes(option.name))
-
     def fits(self, option: TypeOption, on_demand: bool = True) -> bool:
         """Whether `take` would find room, without taking it."""
         return any(n.fits(option) for n in self._nodes(option.name)) or (on_demand and option.autoscaled)
