@@ -94,6 +94,31 @@ def test_no_capacity_with_a_scheduler_message_longer_than_a_condition_holds():
     assert [e.reason for e in again.events if e.type == "Warning"] == []
 
 
+def test_no_capacity_warns_again_on_news_not_on_a_node_count():
+    """The scheduler's message counts the cluster's nodes: a node joining where the replica still has no room
+    changes the message's numbers, and the Ready condition says so, but a second Warning would be noise
+    (one per stuck app each time an autoscaler adds or removes a node). A new reason, or another type named,
+    is news."""
+    def planned(message: str, status=None):
+        pending = [replace(pod("sdxl-a-1", A100, unschedulable_for=300), scheduler_message=message)]
+        return plan(snapshot(spec(replicas=1), status=status, counts={A100: 1}, pods=pending,
+                             free={H100: [], A100: []}))
+
+    first = planned("0/7 nodes are available: 7 Insufficient nvidia.com/gpu.")
+    assert [e.reason for e in first.events if e.type == "Warning"] == ["InsufficientCapacity"]
+    node_joined = planned("0/8 nodes are available: 8 Insufficient nvidia.com/gpu.", first.status)
+    ready = next(c for c in node_joined.status.conditions if c.type == "Ready")
+    assert ready.message is not None and "0/8 nodes" in ready.message
+    assert [e for e in node_joined.events if e.type == "Warning"] == []
+    tainted = planned("0/8 nodes are available: 7 Insufficient nvidia.com/gpu, 1 node(s) had untolerated taint "
+                      "{dedicated: team-001}.", node_joined.status)
+    assert [e.message for e in tainted.events if e.type == "Warning"] == [
+        next(c for c in tainted.status.conditions if c.type == "Ready").message]
+    other_team = planned("0/8 nodes are available: 7 Insufficient nvidia.com/gpu, 1 node(s) had untolerated taint "
+                         "{dedicated: team-002}.", tainted.status)
+    assert [e.reason for e in other_team.events if e.type == "Warning"] == ["InsufficientCapacity"]
+
+
 def test_stalled_is_terminal_and_names_the_problem():
     obj = status_samples.invalid_spec()
     c = conditions(obj)

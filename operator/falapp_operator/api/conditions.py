@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
@@ -98,6 +99,16 @@ def set_condition(
 def condition_message(message: str) -> str:
     """The message as a condition holds it (cut to its limit): what a later one is compared with."""
     return truncate(message, CONDITION_MESSAGE_MAX)
+
+
+_COUNTS = re.compile(r"(?<![\w.-])\d+(?![\w.-])")  # numbers standing alone: not in GPU-H100, team-001, 1.5, 80Gi
+
+
+def same_news(message: str, earlier: str | None) -> bool:
+    """Whether a condition's new message tells what `earlier` told: equal once cut to the condition's limit,
+    counts aside. The scheduler counts nodes ("0/7 nodes are available: 7 Insufficient nvidia.com/gpu"):
+    a node joining or leaving a cluster where the replica still has no room is no news worth a Warning."""
+    return earlier is not None and _COUNTS.sub("#", condition_message(message)) == _COUNTS.sub("#", earlier)
 
 
 def _condition(type_: str, status: ConditionStatus, reason: str, message: str, since: datetime,
