@@ -164,7 +164,8 @@ class _Planner(ExtrasInFlight):
         pending = sorted((p for p in self.pods if p.pending and p.name not in d.delete_first
                           and self.converged(p.machine_type)), key=lambda p: -self.rank(p.machine_type))
         for pod in pending:
-            if self.is_surge_target(pod.machine_type) or self.rolling(pod.machine_type):
+            if self.is_surge_target(pod.machine_type) or (self.rolling(pod.machine_type)
+                                                          and not self.nothing_runs_on_unlisted(pod.machine_type)):
                 # the replica in flight, or a rollout's new pod (judged by overflow, or drained with
                 # its type): moving it would shrink a type whose Ready pods run the old template
                 continue
@@ -184,6 +185,12 @@ class _Planner(ExtrasInFlight):
                 self.shift(pod.machine_type, target.name)
                 d.delete_first.append(pod.name)
                 self.record(Move.PLACED_PREFERRED, pod.machine_type, target.name)
+
+    def nothing_runs_on_unlisted(self, type_name: str) -> bool:
+        """An unlisted type none of whose pods is on a node: however its ReplicaSets shrink, no pod that
+        serves or is about to goes, so its replicas move up as any pending replica does, mid-rollout too
+        (a drain, make-before-break, would wait behind any other replica in flight)."""
+        return type_name not in self.by_name and not any(p.bound for p in self.pods_on(type_name))
 
     def start_surge(self) -> None:
         """Make-before-break: one extra replica on a better type; a worse one goes once it is Ready."""
