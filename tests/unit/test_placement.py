@@ -554,6 +554,14 @@ CASES = [
                    PastMove(L4, "FellBack", end=NOW - s(74)), PastMove(L4, "FellBack", end=NOW - s(73))),
          want_counts={H100: 2}, want_requeue_at=NOW + s(60), want_delete_first=[],
          want_insufficient={"GPU-H100": MSG}),
+    Case(id="no-capacity/a-round-that-waited-for-an-announced-node-rests-on-the-preferred-type", replicas=1,
+         options=THREE, counts={H100: 1},
+         # the replica tried A100 and L4 (60 s each), then waited on H100 for a node announced and never made
+         # (scaleUpTimeout 900 s), then came back to H100 as the preferred type: its round is over
+         pods=[stuck_pod("h1", H100, created=NOW - s(75))],
+         attempts=(PastMove(H100, "FellBack", end=NOW - s(1200)), PastMove(A100, "FellBack", end=NOW - s(1135)),
+                   PastMove(L4, "FellBack", end=NOW - s(76))),
+         want_counts={H100: 1}, want_requeue_at=NOW + s(60), want_insufficient={"GPU-H100": MSG}),
     Case(id="overflow/not-back-to-a-type-just-left-whatever-the-view", replicas=1, counts={H100: 1},
          # A100 said no (its pod limit), though the view shows room: cooling keeps the replica on H100
          pods=[stuck_pod("h1", H100, created=NOW - s(12))], free={A100: [node()]},

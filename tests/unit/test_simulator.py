@@ -344,6 +344,20 @@ def test_regression_no_room_anywhere_with_several_replicas_and_three_types() -> 
     run(Scenario(apps=(AppConfig("a", (H100, A100, L40), replicas=2),), nodes=(), steps=()))
 
 
+def test_regression_a_round_that_waited_for_an_announced_node_does_not_lap_again() -> None:
+    """Two replicas of 2 GPUs, types [A100, L40, H100], no node. Both try A100, then L40, then H100, where an
+    autoscaler announces a node for one of them that never comes. The other ends its round on A100; the
+    announced one waits its scaleUpTimeout (180 s) on H100 and then goes to A100 too, and both rest there.
+    (Was: the round was read from the fallbacks of the 210 s before that pod was made, which the wait for
+    the node outlasted: it took its round for over and set off on a second lap, A100 -> L40 a third time,
+    invariant e.)"""
+    sim = run(Scenario((AppConfig("a", (A100, L40, H100), replicas=2, gpus=2, unschedulable=30, scale_up=180),), (),
+                       (*(Step(10),) * 5, Step(20), Step(10), Step(10, Announce(H100, None)))))
+    made = Counter((f, t) for m, f, t in moves(sim) if m is Move.FELL_BACK)
+    assert made == {(A100, L40): 2, (L40, H100): 2, (H100, A100): 2}
+    assert placement(sim) == [(A100, False), (A100, False)]
+
+
 def test_regression_round_ending_off_the_preferred_type_does_not_lap_again() -> None:
     """Types [A100, L40, H100]; the only node (H100) hosts the replica, then is lost. The stuck replica
     tries each type once and rests. (Was: H100 -> A100 -> L40 -> H100, then H100 -> A100 a second time

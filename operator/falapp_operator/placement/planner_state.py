@@ -272,8 +272,12 @@ class PlannerState:
         tried yet in this round), then waits on the preferred one, where autoscalers are asked first,
         until capacity changes: no endless churn, no second lap. The round is read from the fallbacks
         that ended in the time a round takes before this pod was created (replicas' attempts
-        interleave, so by time, not by position; and anchored on the pod, so waiting does not age it)."""
-        window = 2 * len(self.options) * (self.policy.unschedulable_timeout + timedelta(seconds=5))
+        interleave, so by time, not by position; and anchored on the pod, so waiting does not age it). A
+        type where an autoscaler announced a node is waited on for scaleUpTimeout more: the round allows
+        that on each type (else a replica sent to the preferred type after a long wait there took the
+        round for over and began a second lap)."""
+        per_type = 2 * (self.policy.unschedulable_timeout + timedelta(seconds=5)) + self.policy.scale_up_timeout
+        window = len(self.options) * per_type
         tried = {a.machine_type for a in self.attempts if a.outcome == Move.FELL_BACK and a.end is not None
                  and pod.created - window <= a.end <= pod.created + timedelta(seconds=5)}
         untried = [o for o in self.options if o.name != type_name and o.name not in tried]
