@@ -330,6 +330,29 @@ def test_regression_an_unlisted_types_stuck_rollout_pod_is_not_left_behind_its_p
                  (Step(10), Step(10, SetImage("c", V2)), Step(10, SetTypes("c", (L40, A100))))))
 
 
+def test_regression_a_stuck_replica_on_an_unlisted_type_with_no_listed_room_is_said_beside_other_moves() -> None:
+    """b (3 replicas, [L40, H100, A100], 2 on H100 and 1 on A100) rolls out with no room; an L40 node arrives;
+    the user lists only [L40]. H100's drain starts on L40; the A100 node is lost and the operator stops after
+    the first of that reconcile's writes; the L40 node is lost. The next passes tidy up (a surplus scaled
+    down, the drain cancelled with it) while H100's new pod stays stuck beside its two Ready old ones, and
+    no listed type has room. (Was: nothing said while other replicas moved, so the stuck pod waited past its
+    timeout with InsufficientCapacity unsaid, invariant d; now it is said in every pass that finds no listed
+    room, "no listed type has room to drain gpu-h100".)"""
+    run(Scenario(HELD_APPS, HELD_NODES, (Step(40), Step(10, SetImage("b", V2)), Step(10, AddNode(L40, 2)),
+                                         Step(20, SetTypes("b", (L40,))), Step(5, LoseNode(7), Crash("b", after=1)),
+                                         Step(5, LoseNode(7)))))
+
+
+def test_regression_a_stuck_replica_on_an_unlisted_type_is_said_while_its_drain_waits_its_turn() -> None:
+    """The same app rolls out with no room, an L40 node arrives, the user lists only [L40] and later scales
+    to 4. (Was: A100's new pod, stuck, waited past its timeout unsaid while H100 drained to L40 one replica
+    at a time and the scale-up took L40's last room, invariant d: README's known limit of the drain.)"""
+    run(Scenario(HELD_APPS, HELD_NODES, (Step(40), Step(10, SetImage("b", V2)), Step(20), Step(10),
+                                         Step(10, AddNode(L40, 2)), Step(10), Step(10, SetTypes("b", (L40,))),
+                                         Step(10), Step(20), Step(5), Step(20), Step(10), Step(20),
+                                         Step(10, Scale("b", 4)))))
+
+
 # --- regression cases: found by the simulator, fixed in the planner since (d68014c, 9ef3b91, 66f67ab) ---
 def test_regression_no_room_anywhere_never_comes_to_rest() -> None:
     """No node at all, one replica, two types. It tries GPU-H100, falls back to GPU-A100, comes back

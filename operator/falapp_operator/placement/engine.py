@@ -39,6 +39,7 @@ class _Planner(ExtrasInFlight):
         self.overflow()
         self.move_pending_up()
         self.start_surge()
+        self.say_stuck_unlisted()
         return self.decision
 
     def reserve_pending(self) -> None:
@@ -221,6 +222,23 @@ class _Planner(ExtrasInFlight):
         target = self.probe_target(self.rank(worst))
         if target is not None:
             self._start(target.name, Move.PROBE_STARTED, worst)
+
+    def say_stuck_unlisted(self) -> None:
+        """A stuck replica on an unlisted type waits for its drain (one replica at a time, after what is
+        in flight). When no listed type has room for it either, that is said now, not when its turn
+        comes: the drain would say the same. (Not while a drain from that type is in flight, nor for a
+        type this pass empties: their stuck pods go with them.)"""
+        d = self.decision
+        draining = {e.from_type for e in d.extras()}
+        stuck = {p.machine_type for p in self.pods if p.machine_type not in self.by_name and p.pending
+                 and p.name not in d.delete_first and p.machine_type not in draining
+                 and d.counts.get(p.machine_type, 0) > 0 and self.stuck(p)}
+        if not stuck or self.first_with_room(allow_backoff=False, take=False) is not None:
+            return
+        for type_name in sorted(stuck):
+            if type_name not in d.insufficient:
+                d.insufficient[type_name] = f"no listed type has room to drain {type_name}"
+                d.wake_at(self.now + self.policy.unschedulable_timeout)
 
     def probe_target(self, before_rank: int) -> TypeOption | None:
         """The most preferred type above `before_rank` with room, not backing off, not cooling down."""
