@@ -110,13 +110,32 @@ def test_no_capacity_warns_again_on_news_not_on_a_node_count():
     ready = next(c for c in node_joined.status.conditions if c.type == "Ready")
     assert ready.message is not None and "0/8 nodes" in ready.message
     assert [e for e in node_joined.events if e.type == "Warning"] == []
-    tainted = planned("0/8 nodes are available: 7 Insufficient nvidia.com/gpu, 1 node(s) had untolerated taint "
-                      "{dedicated: team-001}.", node_joined.status)
+    tainted = planned("0/8 nodes are available: 1 node(s) had untolerated taint {dedicated: team-001}, "
+                      "7 Insufficient nvidia.com/gpu.", node_joined.status)
     assert [e.message for e in tainted.events if e.type == "Warning"] == [
         next(c for c in tainted.status.conditions if c.type == "Ready").message]
-    other_team = planned("0/8 nodes are available: 7 Insufficient nvidia.com/gpu, 1 node(s) had untolerated taint "
-                         "{dedicated: team-002}.", tainted.status)
+    # the scheduler sorts its reasons as text: "10 Insufficient" now comes first
+    reordered = planned("0/11 nodes are available: 10 Insufficient nvidia.com/gpu, 1 node(s) had untolerated "
+                        "taint {dedicated: team-001}.", tainted.status)
+    assert [e for e in reordered.events if e.type == "Warning"] == []
+    other_team = planned("0/11 nodes are available: 10 Insufficient nvidia.com/gpu, 1 node(s) had untolerated "
+                         "taint {dedicated: team-002}.", reordered.status)
     assert [e.reason for e in other_team.events if e.type == "Warning"] == ["InsufficientCapacity"]
+
+
+def test_a_replica_failure_warns_again_when_its_numbers_change():
+    """A quota's numbers are the news of a ReplicaFailure (a limit cut to 0 is not the limit of 8 it was)."""
+    def planned(message: str, status=None):
+        return plan(snapshot(spec(), status=status, counts={H100: 2}, pods=[pod("sdxl-h-1", ready=True)],
+                             replica_failures={H100: message}))
+
+    quota = ('pods "sdxl-h-x" is forbidden: exceeded quota: gpus, requested: nvidia.com/gpu=8, '
+             "limited: nvidia.com/gpu={}")
+    first = planned(quota.format(8))
+    assert [e.reason for e in first.events if e.type == "Warning"] == ["ReplicaFailure"]
+    assert [e for e in planned(quota.format(8), first.status).events if e.type == "Warning"] == []
+    cut = planned(quota.format(0), first.status)
+    assert [e.reason for e in cut.events if e.type == "Warning"] == ["ReplicaFailure"]
 
 
 def test_stalled_is_terminal_and_names_the_problem():

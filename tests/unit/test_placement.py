@@ -487,6 +487,12 @@ CASES = [
                stuck_pod("v-new", V100)],
          want_counts={V100: 2, H100: 1}, want_moves=[Move.SCALED_UP], want_requeue_at=NOW + s(60),
          want_insufficient={V100: f"no listed type has room to drain {V100}"}),
+    Case(id="drain/a-stuck-replica-on-an-unlisted-type-is-not-said-when-this-pass-frees-room", replicas=2,
+         counts={H100: 1, A100: 1, V100: 1}, surge=Surge(H100, A100, NOW - s(50)),
+         # the return probe is done: A100 gives up its replica, and the next pass drains V100 onto its node
+         pods=[pod("h1", H100, ready=True, created=NOW - s(40)), pod("a1", A100, ready=True),
+               pod("v-old", V100, ready=True, current=False), stuck_pod("v-new", V100)],
+         want_counts={H100: 1, V100: 1}, want_moves=[Move.RETURNED]),
     Case(id="rollout/a-scale-down-of-a-pending-replica-frees-no-room", replicas=2, options=THREE,
          counts={H100: 1, A100: 2},
          pods=[pod("h-old", H100, ready=True, current=False), stuck_pod("h-new", H100), pod("a1", A100, ready=True),
@@ -565,9 +571,19 @@ CASES = [
          # the replica tried A100 and L4 (60 s each), then waited on H100 for a node announced and never made
          # (scaleUpTimeout 900 s), then came back to H100 as the preferred type: its round is over
          pods=[stuck_pod("h1", H100, created=NOW - s(75))],
-         attempts=(PastMove(H100, "FellBack", end=NOW - s(1200)), PastMove(A100, "FellBack", end=NOW - s(1135)),
-                   PastMove(L4, "FellBack", end=NOW - s(76))),
+         attempts=(PastMove(H100, "FellBack", end=NOW - s(1200), start=NOW - s(1265)),
+                   PastMove(A100, "FellBack", end=NOW - s(1135), start=NOW - s(1200)),
+                   PastMove(L4, "FellBack", end=NOW - s(76), start=NOW - s(1135))),
          want_counts={H100: 1}, want_requeue_at=NOW + s(60), want_insufficient={"GPU-H100": MSG}),
+    Case(id="no-capacity/an-old-round-does-not-keep-an-autoscaled-type-from-being-asked-again", replicas=1,
+         options=(option(H100), replace(option(A100), autoscaled=True), option(L4)), counts={H100: 1},
+         # a round 40 minutes ago ended on H100, where the replica ran once a node came; that node was lost
+         pods=[stuck_pod("h1", H100, created=NOW - s(75))],
+         attempts=(PastMove(H100, "FellBack", end=NOW - s(2400), start=NOW - s(2460)),
+                   PastMove(A100, "FellBack", end=NOW - s(2280), start=NOW - s(2400)),
+                   PastMove(L4, "FellBack", end=NOW - s(2220), start=NOW - s(2280))),
+         want_counts={A100: 1}, want_moves=[Move.FELL_BACK], want_delete_first=["h1"],
+         want_insufficient={"GPU-H100": MSG}, want_requeue_at=NOW + s(60)),
     Case(id="overflow/not-back-to-a-type-just-left-whatever-the-view", replicas=1, counts={H100: 1},
          # A100 said no (its pod limit), though the view shows room: cooling keeps the replica on H100
          pods=[stuck_pod("h1", H100, created=NOW - s(12))], free={A100: [node()]},

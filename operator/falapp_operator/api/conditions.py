@@ -101,14 +101,24 @@ def condition_message(message: str) -> str:
     return truncate(message, CONDITION_MESSAGE_MAX)
 
 
-_COUNTS = re.compile(r"(?<![\w.-])\d+(?![\w.-])")  # numbers standing alone: not in GPU-H100, team-001, 1.5, 80Gi
+# the scheduler's counts: "0/7 nodes are available: 2 node(s) had untolerated taint {...}, 7 Insufficient ..."
+_SCHEDULER_COUNTS = re.compile(r"\b\d+/\d+(?= nodes? (?:are|is) available)|(?<=: |, )\d+(?= )")
+_PARTS = re.compile(r"[,;:.](?:\s+|$)")
 
 
 def same_news(message: str, earlier: str | None) -> bool:
-    """Whether a condition's new message tells what `earlier` told: equal once cut to the condition's limit,
-    counts aside. The scheduler counts nodes ("0/7 nodes are available: 7 Insufficient nvidia.com/gpu"):
-    a node joining or leaving a cluster where the replica still has no room is no news worth a Warning."""
-    return earlier is not None and _COUNTS.sub("#", condition_message(message)) == _COUNTS.sub("#", earlier)
+    """Whether a new InsufficientCapacity message tells what `earlier` told (both as a condition holds
+    them): the same once the scheduler's counts are put aside, in any order. The scheduler counts nodes
+    ("0/7 nodes are available: 7 Insufficient nvidia.com/gpu") and sorts its reasons as text, so a node
+    joining a cluster where the replica still has no room changes the numbers and may reorder the
+    reasons: no news worth another Warning. Other numbers (a quota, the operator's own) stay news."""
+    if earlier is None:
+        return False
+    return _news_parts(condition_message(message)) == _news_parts(earlier)
+
+
+def _news_parts(message: str) -> list[str]:
+    return sorted(part for part in _PARTS.split(_SCHEDULER_COUNTS.sub("#", message)) if part)
 
 
 def _condition(type_: str, status: ConditionStatus, reason: str, message: str, since: datetime,

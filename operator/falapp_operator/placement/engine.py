@@ -148,16 +148,26 @@ class _Planner(ExtrasInFlight):
             self.room.take(elsewhere)
             self._start(elsewhere.name, Move.FELL_BACK, option.name, pod.scheduler_message)
             return
-        # (a pending replica on a type that shrinks goes first, or takes the room freed there)
-        freed = {t.from_type for t in d.transitions if t.move in FREES_ROOM}
-        room_coming = option.name in freed or any(
-            t in self.by_name and not any(p.pending for p in self.pods_on(t)) for t in freed)
-        if room_coming or any(e.from_type == option.name for e in d.extras()):
+        if self.room_coming(option.name) or any(e.from_type == option.name for e in d.extras()):
             return
         if elsewhere is None:
             self.no_room_for_rollout(option.name, pod)
         else:
             d.wake_at(self.now + self.policy.unschedulable_timeout)  # its turn, after what is in flight
+
+    def room_coming(self, type_name: str) -> bool:
+        """A replica leaving a type in this pass frees room the next pass sees: on this type, or on a
+        listed one with no pending replica of its own to take it."""
+        d = self.decision
+        freed = {t.from_type for t in d.transitions if t.move in FREES_ROOM and t.from_type is not None}
+        if type_name in freed:
+            return True
+        # a ReplicaSet removes its pending pods first: room comes where more pods go than are pending
+        for t in freed & self.by_name.keys():
+            pods = self.pods_on(t)
+            if len(pods) - d.counts.get(t, 0) > sum(p.pending for p in pods):
+                return True
+        return False
 
     def move_pending_up(self) -> None:
         """Pending replicas on a less preferred (or unlisted) type go up as soon as a better type has room."""
@@ -227,16 +237,16 @@ class _Planner(ExtrasInFlight):
         """A stuck replica on an unlisted type waits for its drain (one replica at a time, after what is
         in flight). When no listed type has room for it either, that is said now, not when its turn
         comes: the drain would say the same. (Not while a drain from that type is in flight, nor for a
-        type this pass empties: their stuck pods go with them.)"""
+        type this pass empties: their stuck pods go with them; nor when this pass frees room for it.)"""
         d = self.decision
         draining = {e.from_type for e in d.extras()}
         stuck = {p.machine_type for p in self.pods if p.machine_type not in self.by_name and p.pending
                  and p.name not in d.delete_first and p.machine_type not in draining
                  and d.counts.get(p.machine_type, 0) > 0 and self.stuck(p)}
-        if not stuck or self.first_with_room(allow_backoff=False, take=False) is not None:
-            return
+        if not stuck or self.first_with_room(allow_cooling=False, allow_backoff=False, take=False) is not None:
+            return  # (the drain's target: not cooling down, not backing off)
         for type_name in sorted(stuck):
-            if type_name not in d.insufficient:
+            if type_name not in d.insufficient and not self.room_coming(type_name):
                 d.insufficient[type_name] = f"no listed type has room to drain {type_name}"
                 d.wake_at(self.now + self.policy.unschedulable_timeout)
 

@@ -272,14 +272,22 @@ class PlannerState:
         tried yet in this round), then waits on the preferred one, where autoscalers are asked first,
         until capacity changes: no endless churn, no second lap. The round is read from the fallbacks
         that ended in the time a round takes before this pod was created (replicas' attempts
-        interleave, so by time, not by position; and anchored on the pod, so waiting does not age it). A
-        type where an autoscaler announced a node is waited on for scaleUpTimeout more: the round allows
-        that on each type (else a replica sent to the preferred type after a long wait there took the
-        round for over and began a second lap)."""
-        per_type = 2 * (self.policy.unschedulable_timeout + timedelta(seconds=5)) + self.policy.scale_up_timeout
-        window = len(self.options) * per_type
-        tried = {a.machine_type for a in self.attempts if a.outcome == Move.FELL_BACK and a.end is not None
-                 and pod.created - window <= a.end <= pod.created + timedelta(seconds=5)}
+        interleave, so by time, not by position; and anchored on the pod, so waiting does not age it).
+        A fallback that waited longer than that on its type (a node an autoscaler announced, up to
+        scaleUpTimeout) stretches the round by its wait: only waits that happened (else a replica sent
+        to the preferred type after a long wait there took the round for over and began a second lap;
+        and an old round must not stop an autoscaled type from being asked again)."""
+        slot = 2 * (self.policy.unschedulable_timeout + timedelta(seconds=5))  # one type's turn, interleaved
+        since = pod.created - len(self.options) * slot
+        tried: set[str] = set()
+        ended = sorted(((a.end, a) for a in self.attempts if a.outcome == Move.FELL_BACK and a.end is not None
+                        and a.end <= pod.created + timedelta(seconds=5)), key=lambda pair: pair[0], reverse=True)
+        for end, attempt in ended:
+            if end < since:
+                break
+            tried.add(attempt.machine_type)
+            if attempt.start is not None and end - attempt.start > slot:
+                since -= min(end - attempt.start - slot, self.policy.scale_up_timeout)
         untried = [o for o in self.options if o.name != type_name and o.name not in tried]
         if untried:
             return untried[0]
