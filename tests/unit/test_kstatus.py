@@ -118,8 +118,16 @@ def test_no_capacity_warns_again_on_news_not_on_a_node_count():
     reordered = planned("0/11 nodes are available: 10 Insufficient nvidia.com/gpu, 1 node(s) had untolerated "
                         "taint {dedicated: team-001}.", tainted.status)
     assert [e for e in reordered.events if e.type == "Warning"] == []
+    # the cluster autoscaler removing a node taints it with a timestamp while it goes
+    removing = planned("0/11 nodes are available: 1 node(s) had untolerated taint {ToBeDeletedByClusterAutoscaler: "
+                       "1712345678}, 10 Insufficient nvidia.com/gpu.", reordered.status)
+    assert [e.reason for e in removing.events if e.type == "Warning"] == ["InsufficientCapacity"]
+    removing_another = planned("0/10 nodes are available: 1 node(s) had untolerated taint "
+                               "{ToBeDeletedByClusterAutoscaler: 1712349999}, 9 Insufficient nvidia.com/gpu.",
+                               removing.status)
+    assert [e for e in removing_another.events if e.type == "Warning"] == []
     other_team = planned("0/11 nodes are available: 10 Insufficient nvidia.com/gpu, 1 node(s) had untolerated "
-                         "taint {dedicated: team-002}.", reordered.status)
+                         "taint {dedicated: team-002}.", removing_another.status)
     assert [e.reason for e in other_team.events if e.type == "Warning"] == ["InsufficientCapacity"]
 
 
@@ -130,11 +138,12 @@ def test_a_replica_failure_warns_again_when_its_numbers_change():
                              replica_failures={H100: message}))
 
     quota = ('pods "sdxl-h-x" is forbidden: exceeded quota: gpus, requested: nvidia.com/gpu=8, '
-             "limited: nvidia.com/gpu={}")
-    first = planned(quota.format(8))
+             "used: nvidia.com/gpu={}, limited: nvidia.com/gpu={}")
+    first = planned(quota.format(4, 8))
     assert [e.reason for e in first.events if e.type == "Warning"] == ["ReplicaFailure"]
-    assert [e for e in planned(quota.format(8), first.status).events if e.type == "Warning"] == []
-    cut = planned(quota.format(0), first.status)
+    # what other workloads of the namespace use comes and goes: not news
+    assert [e for e in planned(quota.format(2, 8), first.status).events if e.type == "Warning"] == []
+    cut = planned(quota.format(4, 0), first.status)
     assert [e.reason for e in cut.events if e.type == "Warning"] == ["ReplicaFailure"]
 
 

@@ -101,24 +101,31 @@ def condition_message(message: str) -> str:
     return truncate(message, CONDITION_MESSAGE_MAX)
 
 
-# the scheduler's counts: "0/7 nodes are available: 2 node(s) had untolerated taint {...}, 7 Insufficient ..."
-_SCHEDULER_COUNTS = re.compile(r"\b\d+/\d+(?= nodes? (?:are|is) available)|(?<=: |, )\d+(?= )")
-_PARTS = re.compile(r"[,;:.](?:\s+|$)")
+# the scheduler's counts ("0/7 nodes are available: 2 node(s) had untolerated taint {...}, 7 Insufficient ...") and
+# the timestamps in taints such as {ToBeDeletedByClusterAutoscaler: 1712345678}
+_SCHEDULER_COUNTS = re.compile(r"\b\d+/\d+(?= nodes? (?:are|is) available)|(?<=: |, )\d+(?= )|(?<=: )\d+(?=})")
+_QUOTA_USED = re.compile(r"(?<=used: )[^,]*")  # what others use of a quota comes and goes; the limit is news
 
 
-def same_news(message: str, earlier: str | None) -> bool:
-    """Whether a new InsufficientCapacity message tells what `earlier` told (both as a condition holds
-    them): the same once the scheduler's counts are put aside, in any order. The scheduler counts nodes
-    ("0/7 nodes are available: 7 Insufficient nvidia.com/gpu") and sorts its reasons as text, so a node
-    joining a cluster where the replica still has no room changes the numbers and may reorder the
-    reasons: no news worth another Warning. Other numbers (a quota, the operator's own) stay news."""
+def same_news(reason: str, message: str, earlier: str | None) -> bool:
+    """Whether a new message of an InsufficientCapacity or ReplicaFailure condition tells what `earlier`
+    told (both as a condition holds them). The scheduler counts nodes ("0/7 nodes are available: 7
+    Insufficient nvidia.com/gpu") and sorts its reasons as text, so a node joining a cluster where the
+    replica still has no room changes the numbers and may reorder the reasons: no news worth another
+    Warning; nor is what others use of a quota. A new reason, another type, a quota's limit are news."""
     if earlier is None:
         return False
-    return _news_parts(condition_message(message)) == _news_parts(earlier)
+    if reason == "ReplicaFailure":
+        return _QUOTA_USED.sub("#", condition_message(message)) == _QUOTA_USED.sub("#", earlier)
+    return _scheduler_news(condition_message(message)) == _scheduler_news(earlier)
 
 
-def _news_parts(message: str) -> list[str]:
-    return sorted(part for part in _PARTS.split(_SCHEDULER_COUNTS.sub("#", message)) if part)
+def _scheduler_news(message: str) -> list[list[list[str]]]:
+    """Per type ("; "), per section (the scheduler's and its "preemption:"), the reasons as a sorted list
+    with the counts put aside."""
+    return [[sorted(part.rstrip(".") for part in re.split(r"(?<=available): |, ", section))
+             for section in segment.split(" preemption: ")]
+            for segment in _SCHEDULER_COUNTS.sub("#", message).split("; ")]
 
 
 def _condition(type_: str, status: ConditionStatus, reason: str, message: str, since: datetime,

@@ -162,10 +162,12 @@ class _Planner(ExtrasInFlight):
         freed = {t.from_type for t in d.transitions if t.move in FREES_ROOM and t.from_type is not None}
         if type_name in freed:
             return True
-        # a ReplicaSet removes its pending pods first: room comes where more pods go than are pending
+        # a ReplicaSet removes its pending pods first: room comes where more pods go than are pending (a
+        # rolling type keeps one pod more than its count)
         for t in freed & self.by_name.keys():
             pods = self.pods_on(t)
-            if len(pods) - d.counts.get(t, 0) > sum(p.pending for p in pods):
+            staying = d.counts.get(t, 0) + int(self.rolling(t) and d.counts.get(t, 0) > 0)
+            if len(pods) - staying > sum(p.pending for p in pods):
                 return True
         return False
 

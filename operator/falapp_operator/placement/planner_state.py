@@ -274,12 +274,13 @@ class PlannerState:
         that ended in the time a round takes before this pod was created (replicas' attempts
         interleave, so by time, not by position; and anchored on the pod, so waiting does not age it).
         A fallback that waited longer than that on its type (a node an autoscaler announced, up to
-        scaleUpTimeout) stretches the round by its wait: only waits that happened (else a replica sent
+        scaleUpTimeout) stretches the round by its wait, once per type: only waits that happened (else a replica sent
         to the preferred type after a long wait there took the round for over and began a second lap;
         and an old round must not stop an autoscaled type from being asked again)."""
         slot = 2 * (self.policy.unschedulable_timeout + timedelta(seconds=5))  # one type's turn, interleaved
         since = pod.created - len(self.options) * slot
         tried: set[str] = set()
+        stretched: dict[str, timedelta] = {}  # per type, the longest wait counted (replicas interleave)
         ended = sorted(((a.end, a) for a in self.attempts if a.outcome == Move.FELL_BACK and a.end is not None
                         and a.end <= pod.created + timedelta(seconds=5)), key=lambda pair: pair[0], reverse=True)
         for end, attempt in ended:
@@ -287,7 +288,11 @@ class PlannerState:
                 break
             tried.add(attempt.machine_type)
             if attempt.start is not None and end - attempt.start > slot:
-                since -= min(end - attempt.start - slot, self.policy.scale_up_timeout)
+                longer = min(end - attempt.start - slot, self.policy.scale_up_timeout)
+                counted = stretched.get(attempt.machine_type, timedelta(0))
+                if longer > counted:
+                    since -= longer - counted
+                    stretched[attempt.machine_type] = longer
         untried = [o for o in self.options if o.name != type_name and o.name not in tried]
         if untried:
             return untried[0]

@@ -421,8 +421,7 @@ def _status(snap: AppSnapshot, resolution: Resolution, decision: Decision) -> tu
                                message=ready_state[2], observed_generation=gen, now=now)
     if ready_state[0] == "False" and ready_state[1] in ("InsufficientCapacity", "ReplicaFailure") and (
             previous_ready is None or previous_ready.reason != ready_state[1]
-            or (previous_ready.message != condition_message(ready_state[2]) if ready_state[1] == "ReplicaFailure"
-                else not same_news(ready_state[2], previous_ready.message))):
+            or not same_news(ready_state[1], ready_state[2], previous_ready.message)):
         events.append(Event("Warning", ready_state[1], ready_state[2]))
     busy = ready_state[0] != "True" and stalled[0] != "True"  # kstatus: Stalled is Failed, not InProgress
     conditions = set_condition(conditions, ConditionType.RECONCILING, "True" if busy else "False",
