@@ -604,11 +604,6 @@ CASES = [
                      for end in (2000, 1200, 300))),
          want_counts={A100: 4}, want_moves=[Move.FELL_BACK], want_delete_first=["h1"],
          want_insufficient={"GPU-H100": MSG}, want_requeue_at=NOW + s(60)),
-    Case(id="lost-pool/mid-rollout-the-pod-no-node-was-announced-for-sets-the-clock", replicas=1, counts={H100: 1},
-         pods=[stuck_pod("h-old", H100, current=False, scale_up_coming=True, created=NOW - s(200)),
-               stuck_pod("h-new", H100, created=NOW - s(80))],
-         nodeless_since={H100: NOW - s(300)}, grown_at={H100: NOW - s(900)}, free={A100: [node()]},
-         want_counts={A100: 1}, want_moves=[Move.FELL_BACK], want_delete_first=["h-new"]),
     Case(id="overflow/not-back-to-a-type-just-left-whatever-the-view", replicas=1, counts={H100: 1},
          # A100 said no (its pod limit), though the view shows room: cooling keeps the replica on H100
          pods=[stuck_pod("h1", H100, created=NOW - s(12))], free={A100: [node()]},
