@@ -152,19 +152,21 @@ def test_regression_pending_replicas_of_an_unlisted_type_do_not_wait_beside_a_he
     assert sim.world.ready_count("b") == 3
 
 
-def test_regression_a_rollout_on_a_nodeless_type_is_timed_by_its_new_pod_not_the_old_ones_announcement() -> None:
+@bug("on a type with no node, a rollout's new pod waits for the node announced for the old one")
+def test_regression_a_rollout_on_a_nodeless_type_waits_for_the_node_announced_for_its_old_pod() -> None:
     """One type (A100), no node; the replica's pod is Unschedulable, the image changes, and an autoscaler
-    announces a node for the old pod. (Was: an xfail; the lost-pool rule counted the type's replicas as
-    their oldest pending pods, the old one, whose wait is unschedulableTimeout + scaleUpTimeout, so the new
-    pod's own timeout passed with no reconcile due, invariant d, and InsufficientCapacity came that much
-    later. Now, mid-rollout, a pod without an announced node goes first; the oldest still go first
-    otherwise, so a lost pool's hundreds of replacements are not each waited for.)"""
-    sim = run(Scenario((AppConfig("a", (A100,), replicas=1, unschedulable=30, scale_up=60, ready_after=10),), (),
-                       (Step(10), Step(10, SetImage("a", V2)), Step(10, Announce(A100, 120)), Step(10), Step(10),
-                        Step(10))))
-    # the announced node came and took the old pod; the new one has no room there: said, the old one serves
-    assert placement(sim) == [(A100, False), (A100, True)]
-    assert (ready_condition(sim.apps["a"].status) or {}).get("reason") == "InsufficientCapacity"
+    announces a node for the old pod. The lost-pool rule counts the type's replicas as their oldest pending
+    pods (the old one, whose wait is unschedulableTimeout + scaleUpTimeout), so the new pod's own timeout
+    passes with no reconcile due (invariant d) until the old one's. Nothing could move it (no other type),
+    but InsufficientCapacity comes that much later. Open: the rule's choice of pods (the oldest, so that a
+    lost pool's hundreds of replacements are not each waited for) would have to time a rollout's new pod
+    by its own deadline without undoing that. (Tried and reverted: timing the replica by a pod no node was
+    announced for. It gave up on a node really coming: a round move to a full type and back, or, with room
+    elsewhere, a fallback at the plain timeout while the Deployment's proportional shrink took the old pod
+    the node was announced for.)"""
+    expect("d", Scenario((AppConfig("a", (A100,), replicas=1, unschedulable=30, scale_up=60, ready_after=10),), (),
+                         (Step(10), Step(10, SetImage("a", V2)), Step(10, Announce(A100, 120)), Step(10), Step(10),
+                          Step(10))))
 
 
 @pytest.mark.parametrize("writes_done", [0, 1, 2])

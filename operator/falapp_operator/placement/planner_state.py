@@ -79,10 +79,7 @@ class PlannerState:
             grown_at = observed.grown_at.get(type_name)
             message = f"no Ready, schedulable node of machine type {option.display}"
             homeless = max(0, count - sum(p.bound and not p.node_gone for p in on_type))  # not running there
-            # (mid-rollout, a pod a node was announced for waits longer: the one without is the replica's
-            # clock, so the rollout's new pod is not timed by the old one's announcement)
-            pending = sorted((p for p in on_type if p.pending or p.node_gone),
-                             key=lambda p: (rolling and p.scale_up_coming, p.created))
+            pending = sorted((p for p in on_type if p.pending or p.node_gone), key=lambda p: p.created)
             lost = {p.name: p for p in pending[:homeless]}
             pods = [p for p in pods if p.machine_type != type_name or p.name in lost or not (p.pending or p.node_gone)]
             pods = [self._lost(p, max(since, grown_at or p.created), message, revision) if p.name in lost else p
