@@ -157,7 +157,7 @@ class _Planner(ExtrasInFlight):
 
     def room_coming(self, type_name: str) -> bool:
         """A replica leaving a type in this pass frees room the next pass sees: on this type, or on a
-        listed one with no pending replica of its own to take it."""
+        listed one where a pod on a node goes (not only pending ones, which would take the room)."""
         d = self.decision
         freed = {t.from_type for t in d.transitions if t.move in FREES_ROOM and t.from_type is not None}
         if type_name in freed:

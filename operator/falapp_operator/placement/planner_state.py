@@ -274,9 +274,9 @@ class PlannerState:
         that ended in the time a round takes before this pod was created (replicas' attempts
         interleave, so by time, not by position; and anchored on the pod, so waiting does not age it).
         A fallback that waited longer than that on its type (a node an autoscaler announced, up to
-        scaleUpTimeout) stretches the round by its wait, once per type: only waits that happened (else a replica sent
-        to the preferred type after a long wait there took the round for over and began a second lap;
-        and an old round must not stop an autoscaled type from being asked again)."""
+        scaleUpTimeout) stretches the round by its wait, once per type: only waits that happened (else a
+        replica sent to the preferred type after a long wait there took the round for over and began a
+        second lap; and an old round must not stop an autoscaled type from being asked again)."""
         slot = 2 * (self.policy.unschedulable_timeout + timedelta(seconds=5))  # one type's turn, interleaved
         since = pod.created - len(self.options) * slot
         tried: set[str] = set()
