@@ -131,6 +131,32 @@ def test_no_capacity_warns_again_on_news_not_on_a_node_count():
     assert [e.reason for e in other_team.events if e.type == "Warning"] == ["InsufficientCapacity"]
 
 
+def test_no_capacity_news_in_the_message_kube_scheduler_writes():
+    """Messages as kube-scheduler 1.35 wrote them on the local cluster, a node of the type joining: the main
+    section ends with ". no new claims to deallocate, preemption: ...", and "15 node(s)" sorts before "2
+    Insufficient". The count and order change is no news; a new reason (the joining node's not-ready taint,
+    for a moment) is."""
+    def message(nodes: int, reasons: str) -> str:
+        return (f"0/{nodes} nodes are available: {reasons}. no new claims to deallocate, preemption: 0/{nodes} "
+                f"nodes are available: {nodes} Preemption is not helpful for scheduling.")
+
+    def warned(message: str, status=None):
+        pending = [replace(pod("sdxl-a-1", A100, unschedulable_for=300), scheduler_message=message)]
+        result = plan(snapshot(spec(replicas=1), status=status, counts={A100: 1}, pods=pending,
+                               free={H100: [], A100: []}))
+        return result, [e.reason for e in result.events if e.type == "Warning"]
+
+    first, said = warned(message(16, "1 Insufficient nvidia.com/gpu, 15 node(s) didn't match Pod's node "
+                                     "affinity/selector"))
+    assert said == ["InsufficientCapacity"]
+    joined, said = warned(message(17, "15 node(s) didn't match Pod's node affinity/selector, 2 Insufficient "
+                                      "nvidia.com/gpu"), first.status)
+    assert said == []
+    _, said = warned(message(18, "1 node(s) had untolerated taint(s), 15 node(s) didn't match Pod's node "
+                                 "affinity/selector, 2 Insufficient nvidia.com/gpu"), joined.status)
+    assert said == ["InsufficientCapacity"]
+
+
 def test_a_replica_failure_warns_again_when_its_numbers_change():
     """A quota's numbers are the news of a ReplicaFailure (a limit cut to 0 is not the limit of 8 it was)."""
     def planned(message: str, status=None):

@@ -121,11 +121,14 @@ def same_news(reason: str, message: str, earlier: str | None) -> bool:
 
 
 def _scheduler_news(message: str) -> list[list[list[str]]]:
-    """Per type ("; "), per section (the scheduler's and its "preemption:"), the reasons as a sorted list
-    with the counts put aside."""
-    return [[sorted(part.rstrip(".") for part in re.split(r"(?<=available): |, ", section))
-             for section in segment.split(" preemption: ")]
+    """Per type ("; "), per section (the scheduler's and its "preemption: ..."), the reasons and remarks
+    ("no new claims to deallocate") as a sorted list, with the counts put aside."""
+    return [[sorted(part for part in _REASONS.split(section.rstrip(". ")) if part)
+             for section in segment.split("preemption: ")]
             for segment in _SCHEDULER_COUNTS.sub("#", message).split("; ")]
+
+
+_REASONS = re.compile(r"(?<=available): |, |\. ")
 
 
 def _condition(type_: str, status: ConditionStatus, reason: str, message: str, since: datetime,
