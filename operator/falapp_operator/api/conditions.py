@@ -104,6 +104,7 @@ def condition_message(message: str) -> str:
 # the scheduler's counts ("0/7 nodes are available: 2 node(s) had untolerated taint {...}, 7 Insufficient ...") and
 # the timestamps in taints such as {ToBeDeletedByClusterAutoscaler: 1712345678}
 _SCHEDULER_COUNTS = re.compile(r"\b\d+/\d+(?= nodes? (?:are|is) available)|(?<=: |, )\d+(?= )|(?<=: )\d+(?=})")
+_REASONS = re.compile(r"(?<=available): |, |\. ")  # between the scheduler's reasons and remarks
 _QUOTA_USED = re.compile(r"(?<=used: )[^,]*")  # what others use of a quota comes and goes; the limit is news
 
 
@@ -126,9 +127,6 @@ def _scheduler_news(message: str) -> list[list[list[str]]]:
     return [[sorted(part for part in _REASONS.split(section.rstrip(". ")) if part)
              for section in segment.split("preemption: ")]
             for segment in _SCHEDULER_COUNTS.sub("#", message).split("; ")]
-
-
-_REASONS = re.compile(r"(?<=available): |, |\. ")
 
 
 def _condition(type_: str, status: ConditionStatus, reason: str, message: str, since: datetime,

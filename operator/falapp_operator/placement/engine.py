@@ -148,7 +148,7 @@ class _Planner(ExtrasInFlight):
             self.room.take(elsewhere)
             self._start(elsewhere.name, Move.FELL_BACK, option.name, pod.scheduler_message)
             return
-        if self.room_coming(option.name) or any(e.from_type == option.name for e in d.extras()):
+        if self.room_coming(option.name):
             return
         if elsewhere is None:
             self.no_room_for_rollout(option.name, pod)
@@ -156,9 +156,12 @@ class _Planner(ExtrasInFlight):
             d.wake_at(self.now + self.policy.unschedulable_timeout)  # its turn, after what is in flight
 
     def room_coming(self, type_name: str) -> bool:
-        """A replica leaving a type in this pass frees room the next pass sees: on this type, or on a
-        listed one where a pod on a node goes (not only pending ones, which would take the room)."""
+        """Room is coming for the type's stuck replica: a replica in flight from it (its move gives it
+        room), or a replica leaving a type in this pass frees room the next pass sees, on this type or on
+        a listed one where a pod on a node goes (not only pending ones, which would take the room)."""
         d = self.decision
+        if any(e.from_type == type_name for e in d.extras()):
+            return True
         freed = {t.from_type for t in d.transitions if t.move in FREES_ROOM and t.from_type is not None}
         if type_name in freed:
             return True
@@ -223,8 +226,7 @@ class _Planner(ExtrasInFlight):
                 # a replica on an unlisted type that cannot even run: say so, and look again after a timeout
                 for type_name in sorted({p.machine_type for p in self.pods if p.pending and p.machine_type not in
                                          self.by_name}):
-                    d.insufficient[type_name] = f"no listed type has room to drain {type_name}"
-                    d.wake_at(self.now + self.policy.unschedulable_timeout)
+                    self.no_room_to_drain(type_name)
             return
         if not self.policy.return_to_preferred:
             return
@@ -238,19 +240,21 @@ class _Planner(ExtrasInFlight):
     def say_stuck_unlisted(self) -> None:
         """A stuck replica on an unlisted type waits for its drain (one replica at a time, after what is
         in flight). When no listed type has room for it either, that is said now, not when its turn
-        comes: the drain would say the same. (Not while a drain from that type is in flight, nor for a
-        type this pass empties: their stuck pods go with them; nor when this pass frees room for it.)"""
+        comes: the drain would say the same. (Not for a type this pass empties: its stuck pods go with it;
+        nor when room is coming for it: a drain from it in flight, or room this pass frees.)"""
         d = self.decision
-        draining = {e.from_type for e in d.extras()}
         stuck = {p.machine_type for p in self.pods if p.machine_type not in self.by_name and p.pending
-                 and p.name not in d.delete_first and p.machine_type not in draining
-                 and d.counts.get(p.machine_type, 0) > 0 and self.stuck(p)}
+                 and p.name not in d.delete_first and d.counts.get(p.machine_type, 0) > 0 and self.stuck(p)}
         if not stuck or self.first_with_room(allow_cooling=False, allow_backoff=False, take=False) is not None:
             return  # (the drain's target: not cooling down, not backing off)
         for type_name in sorted(stuck):
             if type_name not in d.insufficient and not self.room_coming(type_name):
-                d.insufficient[type_name] = f"no listed type has room to drain {type_name}"
-                d.wake_at(self.now + self.policy.unschedulable_timeout)
+                self.no_room_to_drain(type_name)
+
+    def no_room_to_drain(self, type_name: str) -> None:
+        """Said for an unlisted type whose replica cannot run there; looked at again after a timeout."""
+        self.decision.insufficient[type_name] = f"no listed type has room to drain {type_name}"
+        self.decision.wake_at(self.now + self.policy.unschedulable_timeout)
 
     def probe_target(self, before_rank: int) -> TypeOption | None:
         """The most preferred type above `before_rank` with room, not backing off, not cooling down."""
