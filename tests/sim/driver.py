@@ -20,6 +20,7 @@ from datetime import datetime
 from falapp_operator.api import DEFAULT_CATALOG, FalAppSpec, FalAppStatus, MachineType
 from falapp_operator.api.names import DELETE_FIRST, TYPE_LABEL
 from falapp_operator.k8s.cache import COMING, ClusterCache
+from falapp_operator.k8s.nodeless import NodelessTimes
 from falapp_operator.placement import NodeFree, after_shapes
 from falapp_operator.placement.eligibility import candidate_types
 from falapp_operator.reconcile import children
@@ -110,23 +111,19 @@ def _pending_claims(cache: ClusterCache, apps: set[tuple[str, str]], exclude: tu
 
 def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str], apps: set[tuple[str, str]],
              world: World) -> tuple[dict[str, list[NodeFree]], dict[str, datetime]]:
-    """Controller._free_for: free room per candidate type, less other apps' pending pods; and
-    Controller._nodeless_for: the types without a Ready, schedulable node, since a reconcile first saw
+    """Controller._free_for: free room per candidate type, less other apps' pending pods; and the
+    operator's NodelessTimes.of: the types without a Ready, schedulable node, since a reconcile first saw
     them so (the operator knows from the node event; here a reconcile follows each change in the same
     step). Kept in the world's memo, so unlike the operator's it outlives a crash."""
-    out, nodeless = {}, {}
+    out = {}
     claims = _pending_claims(cache, apps, app)
-    seen_nodeless = world.memo.setdefault("nodeless_since", {})
     for machine_type in candidate_types(spec, CATALOGUE):
         name = machine_type.metadata.name
         free = cache.free(cache.nodes_of_type(machine_type, spec.requires_nvenc), machine_type.spec.gpu_resource)
         out[name] = after_shapes(free, claims[name]) if name in claims else free
-        key = (name, spec.requires_nvenc)
-        if free:
-            seen_nodeless.pop(key, None)
-        else:
-            nodeless[name] = seen_nodeless.setdefault(key, world.now)
-    return out, nodeless
+    nodeless = NodelessTimes(cache, lambda: world.now)
+    nodeless.since = world.memo.setdefault("nodeless_since", {})
+    return out, nodeless.of(spec, CATALOGUE)
 
 
 def snapshot(world: World, app: App, apps: set[tuple[str, str]]) -> tuple[AppSnapshot, list[dict], list[dict]]:

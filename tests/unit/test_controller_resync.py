@@ -212,15 +212,15 @@ async def test_namespace_labels_are_known_from_the_start_and_a_change_places_its
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
     await controller.start()
     try:
-        assert controller.namespace_labels == {"team-a": {"team": "a"}, "team-b": {}}
+        assert controller.namespaces.labels == {"team-a": {"team": "a"}, "team-b": {}}
         controller.apps |= {("team-a", "llm"), ("team-b", "sdxl")}
         controller.namespace_event(namespace("team-a", team="a"), deleted=False)  # no change: nothing queued
         assert len(controller.queue) == 0
         controller.namespace_event(namespace("team-a", team="a", gpu="h100"), deleted=False)
-        assert len(controller.queue) == 1 and controller.namespace_labels["team-a"] == {"team": "a", "gpu": "h100"}
+        assert len(controller.queue) == 1 and controller.namespaces.labels["team-a"] == {"team": "a", "gpu": "h100"}
         controller.queue._queued.clear()
         controller.namespace_event(namespace("team-b"), deleted=True)  # its apps went with it, or were left behind
-        assert "team-b" not in controller.namespace_labels and controller.queue._queued == {("app", "team-b", "sdxl")}
+        assert "team-b" not in controller.namespaces.labels and controller.queue._queued == {("app", "team-b", "sdxl")}
     finally:
         await controller.stop()
 
@@ -234,11 +234,11 @@ async def test_a_namespace_gone_while_the_watch_was_away_is_dropped_and_its_apps
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
     await controller.start()
     try:
-        assert controller.terminating == {"team-b"}
+        assert controller.namespaces.terminating == {"team-b"}
         controller.apps |= {("team-a", "llm"), ("team-b", "sdxl")}
         api.namespaces = [namespace("team-a")]
         await controller.resync()
-        assert set(controller.namespace_labels) == {"team-a"} and controller.terminating == set()
+        assert set(controller.namespaces.labels) == {"team-a"} and controller.namespaces.terminating == set()
         assert controller.queue._queued == {("app", "team-b", "sdxl")}
     finally:
         await controller.stop()
@@ -412,6 +412,6 @@ async def test_resync_does_not_undo_what_the_namespace_watch_said_meanwhile():
             return answer
         api.list_namespaces = watched_meanwhile
         await controller.resync()
-        assert set(controller.namespace_labels) == {"team-a", "team-c"}
+        assert set(controller.namespaces.labels) == {"team-a", "team-c"}
     finally:
         await controller.stop()

@@ -274,7 +274,7 @@ async def test_the_same_refusal_clearing_what_deleted_deployments_left_is_told_o
     app = AppRef(name="llm", namespace=NS, uid="app-1")
     rig.fake.requests.clear()
     for _ in range(2):  # the pod held in the store: each pass tries its ReplicaSet again
-        await rig.controller._delete_waiting(app, H100)
+        await rig.controller.writer.delete_waiting(app, H100)
     await asyncio.gather(*rig.controller.events.pending, return_exceptions=True)
     warnings = [r.body for r in rig.fake.requests if str(r) == EVENTS]
     assert [w["reason"] for w in warnings] == ["CleanupRefused"] and message in warnings[0]["message"]
@@ -491,7 +491,7 @@ async def test_an_app_that_outlived_its_namespace_is_told_once_and_left_alone_un
     rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
     # no error: not retried
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", f"GET {FALAPP}", f"GET {NAMESPACE}"]
-    assert APP in rig.controller.orphans and rig.controller.falapps.get(APP) is not None
+    assert APP in rig.controller.namespaces.orphans and rig.controller.falapps.get(APP) is not None
     assert REGISTRY.get_sample_value("falapp_apps_left_behind") == 1
     told = warnings_logged(caplog)
     assert len(told) == 1 and "namespace no longer exists" in told[0] and NAMESPACE_GONE in told[0], told
@@ -501,7 +501,7 @@ async def test_an_app_that_outlived_its_namespace_is_told_once_and_left_alone_un
     assert warnings_logged(caplog) == told
     rig.fake.put(NAMESPACE, {"metadata": {"name": NS}})
     rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=False)  # created again, same labels
-    assert APP not in rig.controller.orphans and len(rig.controller.queue) == 1
+    assert APP not in rig.controller.namespaces.orphans and len(rig.controller.queue) == 1
     assert REGISTRY.get_sample_value("falapp_apps_left_behind") == 0
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", STATUS]
     assert rig.status()["machines"] == "GPU-H100x2"
@@ -521,7 +521,7 @@ async def test_an_event_of_its_namespace_being_deleted_releases_nothing(rig: Rig
     await rig.reconcile()
     rig.controller.namespace_event({"metadata": {"name": NS, "deletionTimestamp": "2026-01-01T00:00:00Z"}},
                                    deleted=False)  # a stale event of the old one
-    assert await rig.reconcile() == [] and APP in rig.controller.orphans
+    assert await rig.reconcile() == [] and APP in rig.controller.namespaces.orphans
 
 
 async def test_a_404_about_a_namespace_that_is_there_is_retried_not_left_alone(rig: Rig) -> None:
@@ -533,7 +533,7 @@ async def test_a_404_about_a_namespace_that_is_there_is_retried_not_left_alone(r
     rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
     with pytest.raises(ApiError) as raised:
         await rig.reconcile()
-    assert raised.value.namespace_gone and APP not in rig.controller.orphans
+    assert raised.value.namespace_gone and APP not in rig.controller.namespaces.orphans
     assert [str(r) for r in rig.fake.requests] == [f"PATCH {DEPLOYMENTS}/{H100}", f"GET {FALAPP}",
                                                     f"GET {NAMESPACE}"]
 
@@ -548,20 +548,20 @@ async def test_a_status_write_answering_that_the_namespace_is_gone_leaves_the_ap
     rig.controller.falapp_watched("MODIFIED", rig.fake.put(FALAPP, {**falapp(), "status": {}}))
     rig.fake.fail("PATCH", "/falapps/llm/status", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
     assert await rig.reconcile() == [STATUS, f"GET {FALAPP}", f"GET {NAMESPACE}"]
-    assert APP in rig.controller.orphans
+    assert APP in rig.controller.namespaces.orphans
     assert len(told := warnings_logged(caplog)) == 1 and told[0].count(NAMESPACE_GONE) == 1, told
     del rig.fake.objects[FALAPP]  # deleted (by hand): forgotten
     rig.controller.falapp_watched("DELETED", {**falapp(), "metadata": {**falapp()["metadata"],
                                                                         "resourceVersion": "999999"}})
     assert await rig.reconcile() == []
-    assert APP not in rig.controller.orphans and APP not in rig.controller.apps
+    assert APP not in rig.controller.namespaces.orphans and APP not in rig.controller.apps
     assert REGISTRY.get_sample_value("falapp_apps_left_behind") == 0
     again = falapp()
     again["metadata"]["uid"] = "app-2"
     rig.create_app(again)  # another one stored there the same way (the old one's Deployment there): news again
     rig.fake.fail("PATCH", "/falapps/llm/status", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
     assert await rig.reconcile() == [STATUS, f"GET {FALAPP}", f"GET {NAMESPACE}"]
-    assert APP in rig.controller.orphans and len(warnings_logged(caplog)) == 2
+    assert APP in rig.controller.namespaces.orphans and len(warnings_logged(caplog)) == 2
 
 
 async def test_another_app_of_that_name_is_not_taken_for_the_one_parked(
@@ -569,13 +569,13 @@ async def test_another_app_of_that_name_is_not_taken_for_the_one_parked(
     rig.create_app(falapp())
     rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
     await rig.reconcile()
-    assert APP in rig.controller.orphans
+    assert APP in rig.controller.namespaces.orphans
     again = falapp()
     again["metadata"]["uid"] = "app-2"
     rig.controller.falapp_watched("ADDED", rig.fake.put(FALAPP, again))  # the old one's DELETED never told
     rig.fake.fail("PATCH", f"/deployments/{H100}", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{H100}", f"GET {FALAPP}", f"GET {NAMESPACE}"]
-    assert rig.controller.orphans == {APP: "app-2"} and len(warnings_logged(caplog)) == 2  # told: it is news
+    assert rig.controller.namespaces.orphans == {APP: "app-2"} and len(warnings_logged(caplog)) == 2  # told: it is news
 
 
 async def test_an_invalid_app_left_behind_is_left_alone_too(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
@@ -585,7 +585,7 @@ async def test_an_invalid_app_left_behind_is_left_alone_too(rig: Rig, caplog: py
     rig.create_app(invalid)
     rig.fake.fail("PATCH", "/falapps/llm/status", 404, NAMESPACE_GONE, "NotFound", kind="namespaces")
     assert await rig.reconcile() == [STATUS, f"GET {FALAPP}", f"GET {NAMESPACE}"]
-    assert APP in rig.controller.orphans and len(warnings_logged(caplog)) == 1
+    assert APP in rig.controller.namespaces.orphans and len(warnings_logged(caplog)) == 1
 
 
 async def test_a_namespace_seen_while_it_is_checked_leaves_the_app_to_be_looked_at_again(
@@ -602,7 +602,7 @@ async def test_a_namespace_seen_while_it_is_checked_leaves_the_app_to_be_looked_
         return answer
     monkeypatch.setattr(rig.api, "get_namespace", made_again_meanwhile)
     await rig.reconcile()
-    assert APP not in rig.controller.orphans
+    assert APP not in rig.controller.namespaces.orphans
     key = await asyncio.wait_for(rig.controller.queue.get(), timeout=5)  # looked at again, shortly
     rig.controller.queue.done(key)
     assert key == ("app", *APP)
@@ -620,7 +620,7 @@ async def test_another_namespaces_event_during_the_check_changes_nothing(
         return answer
     monkeypatch.setattr(rig.api, "get_namespace", another_changed_meanwhile)
     await rig.reconcile()
-    assert APP in rig.controller.orphans and not rig.controller._checking
+    assert APP in rig.controller.namespaces.orphans and not rig.controller.namespaces.checking
 
 
 async def test_an_app_its_namespace_deletion_held_is_looked_at_when_the_namespace_goes_or_is_there_again(
@@ -642,10 +642,10 @@ async def test_an_app_its_namespace_deletion_held_is_looked_at_when_the_namespac
     assert len(rig.controller.queue) == 1
     # nothing to write (placed, its status as it is): the namespace is read to know
     assert await rig.reconcile() == [f"GET {NAMESPACE}", f"GET {FALAPP}", f"GET {NAMESPACE}"]
-    assert APP in rig.controller.orphans
+    assert APP in rig.controller.namespaces.orphans
     assert REGISTRY.get_sample_value("falapp_apps_left_behind") == 1
     rig.controller.namespace_event({"metadata": {"name": NS}}, deleted=False)  # one of that name, new to it
-    assert APP not in rig.controller.orphans and len(rig.controller.queue) == 1
+    assert APP not in rig.controller.namespaces.orphans and len(rig.controller.queue) == 1
     assert await rig.reconcile() == []  # placed already, its status as it is: nothing to write, nothing read
 
 
@@ -757,7 +757,7 @@ async def test_a_controller_reads_the_cluster_at_start_and_writes_only_once_it_l
             await controller.start()
             assert fake.writes() == [], "written before leading"
             assert controller.falapps.get(APP) is not None and "h1" in controller.cache.nodes
-            assert controller.namespace_labels[NS] == {"team": "a"} and len(controller.catalogue) == len(
+            assert controller.namespaces.labels[NS] == {"team": "a"} and len(controller.catalogue) == len(
                 DEFAULT_CATALOG)
             event_lists = sorted(r.query.get("fieldSelector", "") for r in fake.requests
                                  if r.path == "/api/v1/events" and r.query.get("watch") is None)
@@ -1294,18 +1294,18 @@ async def test_a_type_without_schedulable_nodes_is_known_from_when_its_last_node
     rig.create_app(falapp())
     await rig.reconcile()
     spec = FalAppSpec.model_validate(falapp()["spec"])
-    assert rig.controller._nodeless_for(spec) == {}
+    assert rig.controller.nodeless.of(spec, rig.controller.catalogue.values()) == {}
     before = rig.api.clock.now()
     rig.controller.node_event(node("h1"), deleted=True)
-    assert list(rig.controller._nodeless_since) == [("gpu-h100", False)], "known only once an app looks"
+    assert list(rig.controller.nodeless.since) == [("gpu-h100", False)], "known only once an app looks"
     await rig.reconcile()
-    since = rig.controller._nodeless_for(spec)
+    since = rig.controller.nodeless.of(spec, rig.controller.catalogue.values())
     assert list(since) == ["gpu-h100"] and since["gpu-h100"] >= before
     await rig.reconcile()
-    assert rig.controller._nodeless_for(spec) == since, "a later look moved the time"
+    assert rig.controller.nodeless.of(spec, rig.controller.catalogue.values()) == since, "a later look moved the time"
     rig.controller.node_event(node("h1"), deleted=False)
     await rig.reconcile()
-    assert rig.controller._nodeless_for(spec) == {}
+    assert rig.controller.nodeless.of(spec, rig.controller.catalogue.values()) == {}
 
 
 async def test_a_node_back_ends_the_types_time_without_nodes_even_if_no_app_looks(rig: Rig) -> None:
@@ -1315,16 +1315,16 @@ async def test_a_node_back_ends_the_types_time_without_nodes_even_if_no_app_look
     spec = FalAppSpec.model_validate(falapp()["spec"])
     rig.controller.node_event(node("h1"), deleted=True)
     await rig.reconcile()
-    assert list(rig.controller._nodeless_for(spec)) == ["gpu-h100"]
+    assert list(rig.controller.nodeless.of(spec, rig.controller.catalogue.values())) == ["gpu-h100"]
     rig.controller.node_event(node("h1"), deleted=False)  # back; no reconcile in between
-    assert rig.controller._nodeless_since == {}
+    assert rig.controller.nodeless.since == {}
     cordoned = node("a1")
     cordoned["spec"]["unschedulable"] = True
     rig.controller.node_event(cordoned, deleted=False)
     await rig.reconcile()
-    assert list(rig.controller._nodeless_for(spec)) == ["gpu-a100"]
+    assert list(rig.controller.nodeless.of(spec, rig.controller.catalogue.values())) == ["gpu-a100"]
     rig.controller.node_event(node("h2"), deleted=False)  # another type's node: A100 is still without any
-    assert list(rig.controller._nodeless_since) == [("gpu-a100", False)]
+    assert list(rig.controller.nodeless.since) == [("gpu-a100", False)]
 
 
 async def test_a_deleted_node_wakes_the_apps_with_pods_on_it(rig: Rig) -> None:
@@ -1364,13 +1364,13 @@ async def test_the_last_node_of_a_type_going_wakes_every_app_with_replicas_of_th
     controller.node_event(node("h1"), deleted=True)  # its pod's node: the app wakes, H100 has a node left
     assert await controller.queue.get() == KEY
     controller.queue.done(KEY)
-    assert controller._nodeless_for(spec) == {}
+    assert controller.nodeless.of(spec, controller.catalogue.values()) == {}
     before = rig.api.clock.now()
     controller.node_event(node("h2"), deleted=True)  # no pod of the app there, but the type's last node
     assert len(controller.queue) == 1, "woken at once, not batched"
     assert await controller.queue.get() == KEY
     controller.queue.done(KEY)
-    assert controller._nodeless_for(spec)["gpu-h100"] >= before
+    assert controller.nodeless.of(spec, controller.catalogue.values())["gpu-h100"] >= before
     controller.node_event(node("a1"), deleted=True)  # the other listed type: the app has no replica there
     assert len(controller.queue) == 0
 
@@ -1388,11 +1388,11 @@ async def test_a_type_lost_to_a_taint_wakes_its_apps_and_its_nodes_deletion_late
     controller.node_event(tainted, deleted=False)
     assert await controller.queue.get() == KEY
     controller.queue.done(KEY)
-    since = controller._nodeless_for(spec)["gpu-h100"]
+    since = controller.nodeless.of(spec, controller.catalogue.values())["gpu-h100"]
     assert since >= before
     controller.node_event(tainted, deleted=True)
     assert len(controller.queue) == 0, "a node no longer of the type woke its apps again"
-    assert controller._nodeless_for(spec)["gpu-h100"] == since
+    assert controller.nodeless.of(spec, controller.catalogue.values())["gpu-h100"] == since
 
 
 async def test_replicas_coming_up_one_by_one_cost_one_status_write_a_second(rig: Rig) -> None:
@@ -1474,11 +1474,11 @@ async def test_turns_slow_down_while_the_api_answers_status_writes_slowly(rig: R
     assert REGISTRY.get_sample_value("falapp_status_counts_rate") == 10.0
     controller.status_turns.latency = 0.0
     rig.fake.slow("PATCH", "/falapps/llm/status", 0.1)
-    await controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
+    await controller.writer.patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
     assert 0.2 * 0.1 <= controller.status_turns.latency_now() <= 0.2 * 0.15, "one answer moves the average by a fifth"
     rig.fake.slow("PATCH", "/falapps/llm/status", 0.1, times=14)
     for _ in range(14):  # 0.1 s answers: twice the latency allowed, half the rate
-        await controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
+        await controller.writer.patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
     assert 4.0 <= controller.status_turns.rate() <= 5.5
     assert REGISTRY.get_sample_value("falapp_status_counts_rate") == pytest.approx(controller.status_turns.rate(), 0.05)
     # the turns follow: none sooner than 1/rate after the last (5 a second here)
@@ -1511,21 +1511,21 @@ async def test_turns_slow_down_while_the_api_answers_status_writes_slowly(rig: R
     rig.fake.fail("PATCH", "/falapps/llm/status", 503, after=0.1)
     controller.status_turns.latency = 0.0
     with pytest.raises(ApiError):
-        await controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
+        await controller.writer.patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
     assert controller.status_turns.latency_now() >= 0.2 * 0.1
     # fast answers bring the full rate back; so does time without any answer
     rig.fake.slow("PATCH", "/falapps/llm/status", 0.0, times=1)
     controller.status_turns.latency = 0.5
     for _ in range(12):
-        await controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
+        await controller.writer.patch_status(NS, "llm", "app-1", {"status": {}}, Priority.NORMAL)
     assert controller.status_turns.rate() == 10.0, "fast answers"
     controller.status_turns.latency, controller.status_turns.latency_at = 0.5, time.monotonic() - 30.0
     assert controller.status_turns.rate() == 10.0, "30 s without answers"
     # a write waiting 0.1 s for a slot (others' writes in flight) is no slow answer: the API was quick
-    controller._gate = RequestGate(1)
+    controller.writer.gate = RequestGate(1)
     controller.status_turns.latency = 0.0
-    async with controller._gate.slot(Priority.HISTORY):
-        waiting = asyncio.create_task(controller._patch_status(NS, "llm", "app-1", {"status": {}}, Priority.LOW))
+    async with controller.writer.gate.slot(Priority.HISTORY):
+        waiting = asyncio.create_task(controller.writer.patch_status(NS, "llm", "app-1", {"status": {}}, Priority.LOW))
         await asyncio.sleep(0.1)
     await waiting
     assert controller.status_turns.latency_now() < 0.2 * 0.05
@@ -1796,10 +1796,10 @@ async def test_a_machine_types_new_selector_is_seen_at_once_and_its_labels_chang
              "metadata": {**h100["metadata"], "generation": 2}}
     controller.machinetype_event(moved, deleted=False)
     assert controller.cache.free_of_type(controller.catalogue["gpu-h100"], False) == (), "the old node list was kept"
-    since = controller._nodeless_for(spec)["gpu-h100"]
+    since = controller.nodeless.of(spec, controller.catalogue.values())["gpu-h100"]
     relabelled = {**moved, "metadata": {**moved["metadata"], "annotations": {"gitops.example/synced": "now"}}}
     controller.machinetype_event(relabelled, deleted=False)
-    assert controller._nodeless_for(spec)["gpu-h100"] == since
+    assert controller.nodeless.of(spec, controller.catalogue.values())["gpu-h100"] == since
 
 
 def test_only_a_node_seen_and_then_deleted_is_deleted() -> None:
@@ -2174,12 +2174,12 @@ async def test_a_type_whose_nodes_have_no_encoder_has_no_nodes_for_an_nvenc_app_
     controller.node_event(plain, deleted=False)
     video = FalAppSpec.model_validate({**falapp()["spec"], "machineTypes": ["GPU-L40"], "requiresNvenc": True})
     other = FalAppSpec.model_validate({**falapp()["spec"], "machineTypes": ["GPU-L40"]})
-    assert list(controller._nodeless_for(video)) == ["gpu-l40"]
-    assert controller._nodeless_for(other) == {}
+    assert list(controller.nodeless.of(video, controller.catalogue.values())) == ["gpu-l40"]
+    assert controller.nodeless.of(other, controller.catalogue.values()) == {}
     encoder = copy.deepcopy(plain)
     encoder["metadata"] = {"name": "l2", "labels": {GPU_PRODUCT_LABEL: "NVIDIA-L40S", "fal.ai/nvenc": "true"}}
     controller.node_event(encoder, deleted=False)
-    assert controller._nodeless_for(video) == {}
+    assert controller.nodeless.of(video, controller.catalogue.values()) == {}
 
 
 async def test_a_burst_of_an_apps_deployment_events_makes_one_reconcile(rig: Rig) -> None:
@@ -2209,7 +2209,7 @@ async def test_each_write_of_a_move_passes_the_gate_at_its_priority(rig: Rig) ->
             passed.append(priority)
             return super().slot(priority)
 
-    rig.controller._gate = RecordingGate(1)
+    rig.controller.writer.gate = RecordingGate(1)
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
     passed.clear()
@@ -2218,13 +2218,13 @@ async def test_each_write_of_a_move_passes_the_gate_at_its_priority(rig: Rig) ->
     assert await rig.reconcile() == [f"PATCH {DEPLOYMENTS}/{A100}", f"PATCH /api/v1/namespaces/{NS}/pods/stuck",
                                      f"PATCH {DEPLOYMENTS}/{H100}", STATUS, EVENTS]
     assert passed == [Priority.GROW, Priority.NORMAL, Priority.NORMAL, Priority.NORMAL, Priority.LOW]
-    assert rig.controller._gate.in_flight == 0, "a write kept its slot"
+    assert rig.controller.writer.gate.in_flight == 0, "a write kept its slot"
 
 
 async def test_a_request_cancelled_while_waiting_for_a_slot_is_never_sent(rig: Rig) -> None:
     """A worker cancelled (the operator stopping) while its write waits: the write never goes, and is
     closed rather than left unawaited."""
-    rig.controller._gate = RequestGate(1)
+    rig.controller.writer.gate = RequestGate(1)
     hold, started = asyncio.Event(), []
 
     async def request(name: str) -> str:
@@ -2232,17 +2232,17 @@ async def test_a_request_cancelled_while_waiting_for_a_slot_is_never_sent(rig: R
         await hold.wait()
         return name
 
-    first = asyncio.create_task(rig.controller._sent(Priority.NORMAL, request("first")))
+    first = asyncio.create_task(rig.controller.writer.sent(Priority.NORMAL, request("first")))
     await asyncio.sleep(0.01)
     queued = request("queued")
-    waiting = asyncio.create_task(rig.controller._sent(Priority.HISTORY, queued))
+    waiting = asyncio.create_task(rig.controller.writer.sent(Priority.HISTORY, queued))
     await asyncio.sleep(0.01)
     waiting.cancel()
     hold.set()
     assert await asyncio.wait_for(first, 2) == "first"
     assert started == ["first"] and waiting.cancelled()
     assert queued.cr_frame is None, "the request was left unawaited, not closed"
-    assert rig.controller._gate.in_flight == 0
+    assert rig.controller.writer.gate.in_flight == 0
 
 
 async def test_counts_only_status_waits_last_and_a_turned_condition_does_not(rig: Rig) -> None:
@@ -2256,28 +2256,28 @@ async def test_counts_only_status_waits_last_and_a_turned_condition_does_not(rig
     controller = rig.controller
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()
-    controller._gate = RecordingGate(4)
+    controller.writer.gate = RecordingGate(4)
     current = rig.status()
     counts = FalAppStatus.model_validate({**current, "readyReplicas": 1})
     controller.status_turns.written.clear()  # its own second is over
     controller.status_turns.last_turn -= 1.0  # and the turn its first status took
-    assert await controller._write_status(NS, "llm", "app-1", current, counts, at_once=False)
+    assert await controller.writer.write_status(NS, "llm", "app-1", current, counts, at_once=False)
     assert passed == [Priority.LOW]
     passed.clear()
     conditions = [{**c, "reason": "Elsewhere"} if c["type"] == "Ready" else c for c in current["conditions"]]
     turned = FalAppStatus.model_validate({**current, "conditions": conditions})
-    assert await controller._write_status(NS, "llm", "app-1", rig.status(), turned, at_once=False)
+    assert await controller.writer.write_status(NS, "llm", "app-1", rig.status(), turned, at_once=False)
     assert passed == [Priority.NORMAL]
     passed.clear()
-    assert not await controller._gone(NS, "llm", "app-1")  # a fresh read passes the gate too
+    assert not await controller.writer.gone(NS, "llm", "app-1")  # a fresh read passes the gate too
     assert passed == [Priority.NORMAL]
 
 
 async def test_stopping_cancels_events_still_waiting_for_a_slot(rig: Rig) -> None:
     controller = rig.controller
-    controller._gate = RequestGate(1)
+    controller.writer.gate = RequestGate(1)
     involved = {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp", "name": "llm", "namespace": NS, "uid": "app-1"}
-    async with controller._gate.slot(Priority.HISTORY):
+    async with controller.writer.gate.slot(Priority.HISTORY):
         rig.fake.requests.clear()
         controller.events.post(involved, "Normal", "FellBack", "moved")
         await asyncio.sleep(0.01)
@@ -2402,7 +2402,7 @@ def test_a_delete_of_the_operators_own_in_flight_is_no_sign_the_app_is_gone(rig:
                                "labels": {APP_LABEL: "llm", TYPE_LABEL: "gpu-h100"},
                                "ownerReferences": [AppRef("llm", NS, "app-1").owner_reference()]}}
     rig.controller.child_watched(rig.controller.deployments, "ADDED", deployment)
-    rig.controller._deleting.add((NS, H100))
+    rig.controller.writer.deleting.add((NS, H100))
     rig.controller.child_watched(rig.controller.deployments, "DELETED", {
         **deployment, "metadata": {**deployment["metadata"], "resourceVersion": "6"}})
-    assert APP not in rig.controller._unsure
+    assert APP not in rig.controller.writer.unsure

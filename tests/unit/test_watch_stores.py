@@ -364,7 +364,7 @@ async def test_an_app_listed_at_start_in_a_namespace_not_listed_is_left_alone_th
     nothing to write, so no write would tell; its namespace, absent from the LIST, is read."""
     async with started_where_no_namespace_was_listed() as (controller, api):
         await controller.reconcile_app("team-a", "llm")
-        assert controller.orphans == {("team-a", "llm"): "app-1"} and api.writes == []
+        assert controller.namespaces.orphans == {("team-a", "llm"): "app-1"} and api.writes == []
 
 
 async def test_a_namespace_missing_from_a_list_is_read_once_there_its_apps_go_on():
@@ -372,15 +372,15 @@ async def test_a_namespace_missing_from_a_list_is_read_once_there_its_apps_go_on
     async with started_where_no_namespace_was_listed() as (controller, api):
         api.namespaces = [{"metadata": {"name": "team-a"}}]
         await controller.reconcile_app("team-a", "llm")
-        assert api.writes == ["apply Deployment", "status"] and not controller.orphans
-        assert controller.gone_namespaces == set()  # read no more
+        assert api.writes == ["apply Deployment", "status"] and not controller.namespaces.orphans
+        assert controller.namespaces.gone == set()  # read no more
 
 
 async def test_a_namespace_a_read_finds_being_deleted_leaves_its_app_alone():
     async with started_where_no_namespace_was_listed() as (controller, api):
         api.namespaces = [{"metadata": {"name": "team-a", "deletionTimestamp": "2026-01-01T00:00:00Z"}}]
         await controller.reconcile_app("team-a", "llm")
-        assert api.writes == [] and not controller.orphans and controller.gone_namespaces == {"team-a"}
+        assert api.writes == [] and not controller.namespaces.orphans and controller.namespaces.gone == {"team-a"}
 
 
 async def test_a_resync_finds_an_app_whose_namespace_it_never_saw_and_that_has_nothing_to_write(
@@ -399,7 +399,7 @@ async def test_a_resync_finds_an_app_whose_namespace_it_never_saw_and_that_has_n
     await controller.resync()  # the LIST has no team-z
     assert ("app", "team-z", "other") in controller.queue._queued
     await controller.reconcile_app("team-z", "other")
-    assert controller.orphans == {("team-z", "other"): "app-z"} and api.writes == writes
+    assert controller.namespaces.orphans == {("team-z", "other"): "app-z"} and api.writes == writes
 
 
 async def test_a_name_held_by_another_object_is_known_without_a_read(controller: Controller):

@@ -2,11 +2,12 @@
 
 Handlers and the controller's own watches only feed events in here. Reconciles read the app, its
 Deployments, Service and pods from in-memory stores the watches keep (k8s/store.py): no API reads in
-steady state. The answer to each of the operator's writes goes into the stores at once, so no decision
-rests on a view older than the operator's own last write. Every API answer is
+steady state. The reconcile's writes go out through k8s/app_writer.py, whose answers go into the stores
+at once, so no decision rests on a view older than the operator's own last write. Every API answer is
 checked: transient errors retry with back-off; refusals (quota, RBAC, invalid objects) are shown on
 the FalApp as Stalled with the API's message, plus a Warning event, and retried at the longest back-off.
-"""
+Namespaces (entitlements, deletions, apps left behind) are kept in k8s/namespaces.py, the time each
+machine type has been without nodes in k8s/nodeless.py."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Literal, TypeAlias, TypeVar
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -32,9 +33,9 @@ from falapp_operator.api import (
     parse_time,
     truncate,
 )
-from falapp_operator.api.names import APP_LABEL, REVISION_LABEL, SURGE_ANNOTATION, TYPE_LABEL, service_name
-from falapp_operator.k8s.app_events import AppEvents
+from falapp_operator.api.names import APP_LABEL, REVISION_LABEL, SURGE_ANNOTATION, TYPE_LABEL
 from falapp_operator.k8s.app_metrics import AppMetrics
+from falapp_operator.k8s.app_writer import AppGone, AppStores, AppWriter, NamespaceGone, QueueKey
 from falapp_operator.k8s.cache import (
     FAILED_SCHEDULING,
     KARPENTER,
@@ -48,10 +49,12 @@ from falapp_operator.k8s.cache import (
 )
 from falapp_operator.k8s.claims import RefusedCreates
 from falapp_operator.k8s.client import ApiError, KubeApi
-from falapp_operator.k8s.gate import Priority, RequestGate
+from falapp_operator.k8s.gate import Priority
 from falapp_operator.k8s.informer import Informer
+from falapp_operator.k8s.namespaces import Namespaces
+from falapp_operator.k8s.nodeless import NodelessTimes
 from falapp_operator.k8s.status_turns import StatusTurns
-from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store, version
+from falapp_operator.k8s.store import Store, version
 from falapp_operator.k8s.workqueue import WorkQueue, backoff
 from falapp_operator.placement import NodeFree, after_shapes, shape_of
 from falapp_operator.placement.eligibility import candidate_types, resolve
@@ -73,16 +76,6 @@ from falapp_operator.reconcile.observe import (
     slim_falapp,
     slim_pod,
 )
-from falapp_operator.reconcile.writes import (
-    child_writes,
-    counts_only,
-    first_sight,
-    left_waiting,
-    name_conflict,
-    needs_apply,
-    object_version,
-    status_changed,
-)
 from falapp_operator.settings import OperatorSettings
 
 T = TypeVar("T")
@@ -103,30 +96,11 @@ REFUSAL_LASTING = 12.0  # past the ReplicaSet's retry at about 10 s
 # seconds a refusal of an app's pods for good is remembered from the last look that saw it (see
 # claims.RefusedCreates): longer than any toggle of a tenant's replicas could hope to wait out cheaply
 CREATE_FAILURE_MEMORY = 300.0
-UNKNOWN_OUTCOME = frozenset({0, 408, 500, 502, 503, 504})  # no answer, or none saying whether it was written
-QueueKey: TypeAlias = tuple[str, ...]  # ("app", namespace, name) or ("machinetypes",)
-
-
-class AppGone(Exception):
-    """The app (this uid) is no longer in the API: it was deleted before its watch said so."""
-
-    def __init__(self, uid: str):
-        super().__init__(uid)
-        self.uid = uid
-
-
-class NamespaceGone(Exception):
-    """A write for the app (this uid) answered that its namespace is not there (see reconcile_app)."""
-
-    def __init__(self, uid: str, error: ApiError):
-        super().__init__(uid, error)
-        self.uid, self.error = uid, error
 
 
 class Controller:
     def __init__(self, api: KubeApi, settings: OperatorSettings):
         self.api = api
-        self._gate = RequestGate(settings.requests_in_flight)
         self.settings = settings
         self.cache = ClusterCache(scheduler_names=settings.claiming_schedulers())
         self._other_schedulers: set[str] = set()  # unlisted scheduler names seen on replicas, warned about once
@@ -134,20 +108,9 @@ class Controller:
         self.nodepools: dict[str, PoolNodes] = {}  # Karpenter NodePool -> what the nodes it makes carry
         self._placement_catalogue: list[MachineType] | None = None  # with autoscaled types marked
         self._templates = children.TemplateCache()  # pod templates, valid while the catalogue stays
-        self.namespace_labels: dict[str, dict[str, str]] = {}  # only the labels: no whole bodies kept
-        self.terminating: set[str] = set()  # namespaces being deleted: their apps go with them
-        # apps whose namespace is gone, left alone (see _orphaned): the uid of the one parked
-        self.orphans: dict[tuple[str, str], str] = {}
-        self._orphans_told: set[tuple[str, str]] = set()  # told once, parked again or not, until deleted
-        # namespaces read to know whether an app was left behind, with the reads in flight; and those an
-        # event was about meanwhile (it may have come after the answer: the check is void)
-        self._checking: Counter[str] = Counter()
-        self._seen_while_checking: set[str] = set()
-        # namespaces of known apps seen to go (DELETED) or missing from a LIST, until seen again: their
-        # apps' reconciles read the namespace, as they may have nothing to write (no write would tell)
-        self.gone_namespaces: set[str] = set()
         self.queue: WorkQueue[QueueKey] = WorkQueue()
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
+        self.namespaces = Namespaces(self.queue, self.apps, self._get_namespace)
         self.generations: dict[tuple[str, str], tuple[str, int]] = {}  # last (uid, generation) per app
         self.waiting: set[tuple[str, str]] = set()  # apps that would use freed capacity
         # of those, apps with replicas off their preferred type, and the types they would move up to
@@ -162,13 +125,8 @@ class Controller:
         self._pods_version: str | None = None  # where the pod watch continues; None: list first
         self._resync_lock = asyncio.Lock()
         self._watched_during_resync: set[str] | None = None
-        # per app: child name -> its version right after our last apply (others' additions since are theirs)
-        self._applied: dict[tuple[str, str], dict[str, str]] = {}
         self._machinetype_status: dict[str, MachineTypeStatus] = {}
-        # since when (as first seen) a type has had no Ready, schedulable node at all, per (type, NVENC)
-        self._nodeless_since: dict[tuple[str, bool], datetime] = {}
-        self.status_turns = StatusTurns(settings, self.queue)  # when status writes that are not news go
-        self.events = AppEvents(api, self._sent)
+        self.nodeless = NodelessTimes(self.cache, lambda: self.api.clock.now())
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
         self._started_at: datetime | None = None  # set by start
         self.refused_creates = RefusedCreates(CREATE_FAILURE_MEMORY)
@@ -185,11 +143,11 @@ class Controller:
         self.app_pods = Store(slim_pod, index_label=APP_LABEL)
         self._informers: list[Informer] = []
         self._informer_tasks: list[asyncio.Task[None]] = []
-        # apps whose last write got no answer, or whose child someone deleted: read them fresh
-        self._unsure: set[tuple[str, str]] = set()
-        self._deleting: set[tuple[str, str]] = set()  # children the operator's deletes in flight are for
-        # (reason, problem) last posted per app whose status write is refused: one event, not one per retry
-        self._refusal_posted: dict[tuple[str, str], tuple[str, str]] = {}
+        self.status_turns = StatusTurns(settings, self.queue)  # when status writes that are not news go
+        self.writer = AppWriter(api, settings, self.queue,
+                                AppStores(self.falapps, self.deployments, self.services, self.app_pods),
+                                self.status_turns)
+        self.events = self.writer.events
         # the failure last told per work-queue key (see _tell_failure)
         self._failure_told: dict[tuple[str, ...], str] = {}
 
@@ -200,8 +158,8 @@ class Controller:
         keep them current. Reads only: reconciling (and every write) starts with `lead`."""
         self._started_at = self.api.clock.now()
         await self.resync()  # machine types, NodePools, namespaces, nodes, pods
-        namespaces: list[str | None] = [n for n in self.settings.watch_namespaces.split(",") if n] or [None]
-        for namespace in namespaces:  # FalApps and their children: only where FalApps are managed
+        watched: list[str | None] = [n for n in self.settings.watch_namespaces.split(",") if n] or [None]
+        for namespace in watched:  # FalApps and their children: only where FalApps are managed
             self._informers += [
                 Informer(self.api, "falapps", self.falapp_watched, namespace),
                 # every Deployment and Service there, not only the apps' (labelled): whether a child's name
@@ -221,57 +179,20 @@ class Controller:
                                                 field_selector=selector, track_deletions=False))
         for informer in self._informers:  # every store full before the first reconcile
             await informer.sync()
-        self._apps_without_namespace()
+        self.namespaces.listed()
         self._informer_tasks = [asyncio.create_task(i.run(), name=f"falapp-watch-{i.what}") for i in self._informers]
         self._pod_watch = asyncio.create_task(self._watch_pods(), name="falapp-pod-watch")
         if self.settings.resync_period:
             self._resync = asyncio.create_task(self._resync_loop(), name="falapp-resync")
 
     def namespace_event(self, body: JsonMapping, deleted: bool) -> None:
-        """Keep each namespace's labels (entitlements to MachineTypes); when they change, its apps are
-        placed again. Its apps are looked at again too when it goes (each one went with it or was left
-        behind, see _orphaned) and when one of that name is there again (what the old one left behind is
-        its now: parked apps, and those its deletion had put on hold)."""
+        """A namespace's labels, deletion or going (see Namespaces.observe)."""
         name = body["metadata"]["name"]
-        if name in self._checking:
-            self._seen_while_checking.add(name)
         if self._watched_during_resync is not None:
             self._watched_during_resync.add(NAMESPACE_MARK + name)
-        labels = None if deleted else dict(body["metadata"].get("labels") or {})
-        was_terminating = name in self.terminating
-        if not deleted and body["metadata"].get("deletionTimestamp"):
-            self.terminating.add(name)
-        else:
-            self.terminating.discard(name)
-        if labels is None:
-            self.namespace_labels.pop(name, None)
+        if deleted:
             self.refused_creates.forget_namespace(name)  # its quota and apps went with it
-            if self._queue_namespace(name):
-                self.gone_namespaces.add(name)
-            return
-        self.gone_namespaces.discard(name)
-        if name not in self.terminating:  # it is there (an event proves it)
-            self._release_orphans(name)
-            if was_terminating:  # its apps were held (see _reconcile_app): the deletion is over
-                self._queue_namespace(name)
-        if self.namespace_labels.get(name) != labels:  # (unknown before too: an app seen before its namespace
-            # was placed without its entitlements)
-            self.namespace_labels[name] = labels
-            self._queue_namespace(name)
-
-    def _apps_without_namespace(self) -> None:
-        """Apps whose namespace the last LIST of namespaces did not have: looked at (see gone_namespaces)."""
-        missing = {namespace for namespace, _ in self.apps if namespace not in self.namespace_labels}
-        for namespace in sorted(missing - self.gone_namespaces):
-            self._queue_namespace(namespace)
-        self.gone_namespaces = missing
-
-    def _queue_namespace(self, namespace: str) -> bool:
-        """Its apps queued; whether it has any."""
-        apps = sorted([app for app_namespace, app in self.apps if app_namespace == namespace])
-        for app in apps:
-            self.queue.add(("app", namespace, app))
-        return bool(apps)
+        self.namespaces.observe(body, deleted)
 
     def lead(self) -> None:
         """Start reconciling queued apps: only the leader (or a process without leader election) does."""
@@ -308,9 +229,9 @@ class Controller:
                         logger.warning("resync: %s not listed, kept as known: %s", mark.rstrip("/"), e)
                         continue
                     self._take_listing(mark, items, known, event)
-                self._take_listing(NAMESPACE_MARK, await self.api.list_namespaces(), self.namespace_labels,
+                self._take_listing(NAMESPACE_MARK, await self.api.list_namespaces(), self.namespaces.labels,
                                    self.namespace_event)
-                self._apps_without_namespace()
+                self.namespaces.listed()
                 self._take_listing("", await self.api.list_nodes(), self.cache.nodes, self.node_event)
                 newer = self._watched_during_resync
                 listed_pods: set[str] = set()
@@ -474,8 +395,7 @@ class Controller:
         self.cache.forget_node_matches()
         if deleted or previous is None or previous[1] != body.get("spec"):
             # its nodes may be other ones now (a label or annotation, e.g. a GitOps tool's, changes none)
-            for key in [k for k in self._nodeless_since if k[0] == name]:
-                del self._nodeless_since[key]
+            self.nodeless.forget_type(name)
         self._machinetype_status.pop(name, None)
         if deleted:
             self.catalogue.pop(name, None)
@@ -504,7 +424,7 @@ class Controller:
             if any(n is not None and self.cache.of_any_type(n.name, self.catalogue.values(), n) for n in (old, node)):
                 self._capacity_changed()
             if node is not None and node.schedulable:
-                self._not_nodeless(node)
+                self.nodeless.node_back(node, self.catalogue)
             if deleted or (old is not None and old.schedulable and node is not None and not node.schedulable):
                 # its replicas may have nowhere left to go (a lost pool): no pod event says so while the
                 # pods bound to a deleted node wait for the pod garbage collector. Batched: a pool's nodes
@@ -664,14 +584,14 @@ class Controller:
                 if app is None:
                     continue
                 held = ((old or {}).get("metadata", {}).get("labels") or {}).get(APP_LABEL) == app
-                if (kind == "DELETED" and held and meta["namespace"] not in self.terminating
-                        and (meta["namespace"], meta["name"]) not in self._deleting):
+                if (kind == "DELETED" and held and meta["namespace"] not in self.namespaces.terminating
+                        and (meta["namespace"], meta["name"]) not in self.writer.deleting):
                     # one the operator made for the app (the store keeps labels of those only), deleted by
                     # someone else (not by a delete of the operator's in flight, whose answer may come after
                     # the event): the app may be gone too (a FalApp deleted in the background takes its
                     # children after it, its own DELETED may come later on its watch): read it fresh
                     # before making it again, not a Deployment of a deleted app
-                    self._unsure.add((meta["namespace"], app))
+                    self.writer.unsure.add((meta["namespace"], app))
                 self.app_event(meta["namespace"], app, batch=True)
 
     def scale_signal_watched(self, kind: str, body: JsonMapping) -> None:
@@ -774,32 +694,23 @@ class Controller:
             await self._reconcile_app(namespace, name)
         except NamespaceGone as lost:
             # the app went with its namespace (as a namespace's deletion goes), or was left behind
-            if await self._gone(namespace, name, lost.uid):
+            if await self.writer.gone(namespace, name, lost.uid):
                 self._app_gone(namespace, name, lost.uid)
                 return
-            there, seen = await self._read_namespace(namespace)
+            there, seen = await self.namespaces.read(namespace)
             if there is not None:
                 raise lost.error from None  # there after all (made again meanwhile, or a webhook's answer): retried
             if seen:  # it may have come after the answer, its event handled already: nothing would release it
                 logger.debug("%s/%s: namespace seen while it was read; looking again", namespace, name)
                 self.queue.add_after(("app", namespace, name), 1.0, due=False)
                 return
-            self._orphaned(namespace, name, lost.uid, lost.error)
+            self.namespaces.park((namespace, name), lost.uid, lost.error)
+            self._forget_app(namespace, name, gone=False)
         except AppGone as gone:
             self._app_gone(namespace, name, gone.uid)
 
-    async def _read_namespace(self, namespace: str) -> tuple[JsonObject | None, bool]:
-        """The namespace read fresh; and whether an event about it came meanwhile (the answer may predate
-        it, and that event is handled already)."""
-        self._checking[namespace] += 1
-        try:
-            answer = await self._sent(Priority.NORMAL, self.api.get_namespace(namespace))
-            return answer, namespace in self._seen_while_checking
-        finally:
-            self._checking[namespace] -= 1
-            if not self._checking[namespace]:
-                del self._checking[namespace]
-                self._seen_while_checking.discard(namespace)
+    async def _get_namespace(self, namespace: str) -> JsonObject | None:
+        return await self.writer.sent(Priority.NORMAL, self.api.get_namespace(namespace))
 
     def _app_gone(self, namespace: str, name: str, uid: str) -> None:
         """Deleted before its watch said so (with its namespace, or while this operator started): nothing
@@ -815,23 +726,22 @@ class Controller:
     async def _reconcile_app(self, namespace: str, name: str) -> None:
         logger.debug("reconcile %s/%s", namespace, name)
         key = (namespace, name)
-        if key in self._unsure or any(s.overdue(key) for s in (self.falapps, self.deployments, self.services,
-                                                                  self.app_pods)):
-            await self._read_fresh(namespace, name)
+        if self.writer.needs_fresh_read(key):
+            await self.writer.read_fresh(namespace, name)
         cached = self.falapps.get(key)
         # the status is updated below as writes succeed: a copy (the stored one is as the API has it)
         body = None if cached is None else {**cached, "status": dict(cached.get("status") or {})}
         # an app being deleted, or in a namespace being deleted, is left alone: nothing can be created
         # there any more (not even an event), and its children go with it
-        if body is None or body["metadata"].get("deletionTimestamp") or namespace in self.terminating:
+        if body is None or body["metadata"].get("deletionTimestamp") or namespace in self.namespaces.terminating:
             self._forget_app(namespace, name, gone=body is None)
             return
-        if key in self.orphans:  # its namespace is gone: nothing can be written for it (see _orphaned)
-            if self.orphans[key] == body["metadata"].get("uid"):
+        if key in self.namespaces.orphans:  # its namespace is gone: nothing can be written for it (see Namespaces.park)
+            if self.namespaces.orphans[key] == body["metadata"].get("uid"):
                 return
-            self._forget_orphan(key)  # another one of that name (the old one's DELETED never told): news
-        if namespace in self.gone_namespaces:  # its apps may have nothing to write: no write would tell
-            there, seen = await self._read_namespace(namespace)
+            self.namespaces.forget_orphan(key)  # another one of that name (the old one's DELETED never told): news
+        if namespace in self.namespaces.gone:  # its apps may have nothing to write: no write would tell
+            there, seen = await self.namespaces.read(namespace)
             if there is None:
                 raise NamespaceGone(body["metadata"].get("uid", ""), ApiError(
                     404, "NotFound", f'namespaces "{namespace}" not found', f"Namespace {namespace}", "namespaces"))
@@ -841,7 +751,7 @@ class Controller:
                 self.queue.add_after(("app", namespace, name), self.settings.error_backoff_max, due=False)
                 return
             if not seen:  # there (its event is still to come): read no more
-                self.gone_namespaces.discard(namespace)
+                self.namespaces.gone.discard(namespace)
         meta = body["metadata"]
         ref = children.AppRef(name, namespace, meta["uid"])
         status = body["status"] = body.get("status") or {}  # one dict: the writes below update it
@@ -852,7 +762,7 @@ class Controller:
             self.off_preferred.pop(key, None)  # it goes nowhere until its spec is fixed
             first = e.errors()[0]
             problem = "spec." + ".".join(str(p) for p in first["loc"]) + ": " + first["msg"]
-            await self._execute(ref, body, [], [], invalid(ref, generation, FalAppStatus.model_validate(status),
+            await self.writer.execute(ref, body, [], [], invalid(ref, generation, FalAppStatus.model_validate(status),
                                                            problem, self.api.clock.now()))
             return
         snap: AppSnapshot | None = None
@@ -874,7 +784,7 @@ class Controller:
                                self.cache.deleted((p.get("spec") or {}).get("nodeName"))) for p in pods
                       if TYPE_LABEL in (p["metadata"].get("labels") or {})],
                 free=self._free_for(spec, (namespace, name)),
-                nodeless_since=self._nodeless_for(spec),
+                nodeless_since=self.nodeless.of(spec, self.catalogue.values()),
                 grown_at=state.grown_at,
                 recorded_moves=state.recorded_moves,
                 raised_before=self._started_at or now,
@@ -882,7 +792,7 @@ class Controller:
                 replica_failures=state.replica_failures,
                 create_failing=frozenset(state.create_failing),
                 refused_since=state.refused_since,
-                namespace_labels=self.namespace_labels.get(namespace),
+                namespace_labels=self.namespaces.labels.get(namespace),
                 templates=self._templates,
             )
             result = plan(snap)
@@ -895,24 +805,24 @@ class Controller:
             self._expect(namespace, name, snap, result)
             self._claims_changed(current=(namespace, name))  # it asked for fewer: others look again
             claims_seen = self._claims_given_up
-            conflict, service = await self._name_conflict(ref, labelled, result)
+            conflict, service = self.writer.name_conflict(ref, labelled, result)
             if conflict is not None:
                 # an object of that name is not this app's: write nothing, not even over a stale view
                 self.cache.claims.forget_expected((namespace, name))
                 self.off_preferred.pop((namespace, name), None)  # it goes nowhere: nothing to wake it for
                 self._claims_changed()
-                await self._refuse(ref, generation, status, conflict, snap, "NameConflict")
+                await self.writer.refuse(ref, generation, status, conflict, snap, "NameConflict")
                 return
-            await self._execute(ref, body, deployments, pods, result, service)
+            await self.writer.execute(ref, body, deployments, pods, result, service)
         except ApiError as e:
             if e.transient:
                 raise
             if e.namespace_gone:
                 raise NamespaceGone(ref.uid, e) from e  # nothing to refuse it with there
-            if e.status == 404 and await self._gone(namespace, name, ref.uid):
+            if e.status == 404 and await self.writer.gone(namespace, name, ref.uid):
                 raise AppGone(ref.uid) from e
             # the API refused a read or write for this app: say so on the app, retry at the slowest rate
-            await self._refuse(ref, generation, status, str(e), snap, "RequestRejected")
+            await self.writer.refuse(ref, generation, status, str(e), snap, "RequestRejected")
             return
         # one line per move, with the number of replicas making it
         moves = Counter((t.move.value, t.from_type, t.to_type) for t in result.decision.transitions) \
@@ -932,56 +842,22 @@ class Controller:
             self.queue.add_batched(("app", namespace, name), CLAIMS_WAKE_WINDOW)
         self.app_metrics.record((namespace, name), snap, result, self.catalogue.values())
 
-    def _orphaned(self, namespace: str, name: str, uid: str, error: ApiError) -> None:
-        """The app is stored but its namespace is gone (the namespace's deletion left it behind: e.g. the
-        API server restarted meanwhile): every write there answers 404, events included. Told once (by
-        this process), left alone (no retries) until it is deleted or a namespace of that name is seen."""
-        app = (namespace, name)
-        self.orphans[app] = uid
-        metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
-        if app not in self._orphans_told:
-            self._orphans_told.add(app)
-            logger.warning("%s/%s: its namespace no longer exists (%s): nothing can be written for it; left "
-                           "alone until a namespace %s is created again or the FalApp is deleted "
-                           "(kubectl delete falapp -n %s %s)", namespace, name, error, namespace, namespace, name)
-        self._forget_app(namespace, name, gone=False)
-
-    def _forget_orphan(self, app: tuple[str, str]) -> None:
-        """The parked app is no longer this one (deleted, or another of its name): told no more either."""
-        if self.orphans.pop(app, None) is not None:
-            metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
-        self._orphans_told.discard(app)
-
-    def _release_orphans(self, namespace: str) -> None:
-        if not self.orphans:
-            return
-        for app in sorted(a for a in self.orphans if a[0] == namespace):
-            del self.orphans[app]
-            self.queue.add(("app", *app))
-        metrics.APPS_LEFT_BEHIND.set(len(self.orphans))
-
     def _forget_app(self, namespace: str, name: str, gone: bool) -> None:
         """What the controller holds for an app it leaves alone: deleted (`gone`), being deleted, in a
-        namespace being deleted, or left behind by its namespace (see _orphaned)."""
+        namespace being deleted, or left behind by its namespace (see Namespaces.park)."""
         app = (namespace, name)
         self.waiting.discard(app)
         self.off_preferred.pop(app, None)
         self.cache.claims.forget_expected(app)
-        self._applied.pop(app, None)
-        self._unsure.discard(app)
-        self._refusal_posted.pop(app, None)
+        self.writer.forget(app)
         self._failure_told.pop(("app", *app), None)
-        self.status_turns.forget(app)
-        self.events.caught_up(app)
         self._templates.forget(namespace, name)
         if gone:
-            self._forget_orphan(app)
             if app in self.apps:
                 self.apps.discard(app)
                 self.cache.claims.retire(app)
             self.generations.pop(app, None)
-            if namespace in self.gone_namespaces and not any(n == namespace for n, _ in self.apps):
-                self.gone_namespaces.discard(namespace)  # its last app: nothing left to read it for
+            self.namespaces.app_gone(app)
         self.app_metrics.forget(app)
         self._claims_changed()
 
@@ -1064,24 +940,11 @@ class Controller:
         self.cache.claims.seen((namespace, app), type_name)
 
     def _lost_types(self, old: NodeInfo, node: NodeInfo | None) -> None:
-        """The node was a schedulable one of fixed-size types and is no more (deleted, cordoned, NotReady,
-        tainted or relabelled away; `node`: as it is now, None when deleted). Where it was the type's last
-        (for NVENC apps: its last NVENC node), the type's time without nodes starts now, and every app with
-        a Deployment of the type hears so now: the apps whose pods were on nodes that went earlier were
-        woken then, while nodes were left, and nothing else would wake them before their next pod event."""
-        lost = set()
-        for machine_type in self.placement_catalogue():
-            if machine_type.spec.autoscaled:  # no node is its normal state: the lost-pool rule skips it
-                continue
-            for nvenc in (False, True) if machine_type.spec.nvenc_node_selector else (False,):
-                if not machine_type.spec.matches_node(old.labels, old.taints, nvenc):
-                    break  # an NVENC node is one of the type's nodes first
-                if node is not None and node.schedulable and machine_type.spec.matches_node(node.labels, node.taints,
-                                                                                            nvenc):
-                    continue
-                if not self.cache.any_schedulable(machine_type, nvenc):
-                    self._nodeless_since.setdefault((machine_type.metadata.name, nvenc), self.api.clock.now())
-                    lost.add(machine_type.metadata.name)
+        """The node was a schedulable one of fixed-size types and is no more. Where it was the type's last,
+        every app with a Deployment of the type hears so now: the apps whose pods were on nodes that went
+        earlier were woken then, while nodes were left, and nothing else would wake them before their next
+        pod event."""
+        lost = self.nodeless.lost(old, node, self.placement_catalogue())
         if not lost:
             return
         for deployment in list(self.deployments.objects.values()):
@@ -1089,254 +952,6 @@ class Controller:
             labels = meta.get("labels") or {}
             if labels.get(TYPE_LABEL) in lost and labels.get(APP_LABEL):
                 self.app_event(meta.get("namespace") or "", labels[APP_LABEL])
-
-    def _not_nodeless(self, node: NodeInfo) -> None:
-        """A schedulable node of a type seen without any: that time is over, whether or not an app of
-        the type is reconciled before the type is lost again (a stale time would skip the timeout)."""
-        for key in list(self._nodeless_since):
-            machine_type = self.catalogue.get(key[0])
-            if machine_type is None or machine_type.spec.matches_node(node.labels, node.taints, key[1]):
-                del self._nodeless_since[key]
-
-    def _nodeless_for(self, spec: FalAppSpec) -> dict[str, datetime]:
-        """Candidate types without any Ready, schedulable node, and since when (as first seen so)."""
-        out = {}
-        for machine_type in candidate_types(spec, self.catalogue.values()):
-            key = (machine_type.metadata.name, spec.requires_nvenc)
-            if self.cache.any_schedulable(machine_type, spec.requires_nvenc, index=True):
-                self._nodeless_since.pop(key, None)
-            else:  # first seen now: later than the last node went, never earlier
-                out[key[0]] = self._nodeless_since.setdefault(key, self.api.clock.now())
-        return out
-
-    # --- writes of one reconcile -------------------------------------------------------------------
-    async def _refuse(self, ref: children.AppRef, generation: int, status: JsonMapping, problem: str,
-                      snap: AppSnapshot | None, reason: str) -> None:
-        """Stalled with `reason` and the problem, a Warning event; retried at the slowest rate. `status`:
-        the app's status as recorded now (with any history written since it was read, into the status or
-        on a Deployment that grew)."""
-        refused = invalid(ref, generation, FalAppStatus.model_validate(status), problem, self.api.clock.now(),
-                          snap.pods if snap else (), reason=reason)
-        try:
-            await self._write_status(ref.namespace, ref.name, ref.uid, status, refused.status, at_once=True)
-        except ApiError:  # the status itself refused: the event is all that shows it, once per problem
-            if self._refusal_posted.get((ref.namespace, ref.name)) != (reason, problem):
-                self._refusal_posted[(ref.namespace, ref.name)] = (reason, problem)
-                self.events.post_all(ref, refused.events)
-            raise
-        self.events.post_all(ref, refused.events)
-        logger.warning("%s/%s: %s: %s", ref.namespace, ref.name, reason, problem)
-        self.queue.retry_after(("app", ref.namespace, ref.name), self.settings.error_backoff_max)
-
-    async def _name_conflict(self, ref: children.AppRef, labelled: list[JsonObject],
-                             result: AppPlan) -> tuple[str | None, JsonObject | None]:
-        """(why a child of the plan may not be written, the live Service): a child is written only when
-        absent or controlled by this FalApp. The stores hold every Deployment and Service of the app's
-        namespace (others' by name and controller only). One made under the name after the store last
-        heard of it is caught by the create itself: an apply without force conflicts with its fields."""
-        by_name = {d["metadata"]["name"]: d for d in labelled}
-        for body in result.deployments:
-            name = body["metadata"]["name"]
-            live = by_name.get(name) or self.deployments.get((ref.namespace, name))
-            if (problem := name_conflict("Deployment", live, ref)) is not None:
-                return problem, None
-        service = None
-        if result.service is not None:
-            service = self.services.get((ref.namespace, service_name(ref.name)))
-            if (problem := name_conflict("Service", service, ref)) is not None:
-                return problem, None
-        return None, service
-
-    async def _read_fresh(self, namespace: str, name: str) -> None:
-        """Read the app and its children from the API into the stores: a write of its last reconcile got
-        no answer, or is not back from its watch in time (a watch event lost)."""
-        app = (namespace, name)
-        logger.info("%s/%s: reading the app fresh from the API", namespace, name)
-        self.falapps.refresh(app, app, await self._sent(Priority.NORMAL, self.api.get_falapp(namespace, name)))
-        self.services.refresh(app, app, await self._sent(Priority.NORMAL, self.api.get_service(
-            namespace, service_name(name))))
-        selector = f"{APP_LABEL}={name}"
-        for store, resource in ((self.deployments, "deployments"), (self.app_pods, "pods")):
-            items: list[JsonObject] = []
-            listed_at = await self._sent(Priority.NORMAL, self.api.list_objects(
-                resource, items.append, namespace, label_selector=selector, read=f"list_app_{resource}"))
-            store.refresh_app(app, namespace, items, listed_at)
-        self._unsure.discard(app)
-
-    async def _execute(self, ref: children.AppRef, body: JsonMapping, deployments: list[JsonObject],
-                       pods: list[JsonObject], result: AppPlan, service: JsonObject | None = None) -> None:
-        """The plan's writes in order; each answer goes into the stores at once (write-through)."""
-        namespace = ref.namespace
-        app = (namespace, ref.name)
-        applied = self._applied.setdefault(app, {})
-        status = body["status"]
-        writes = child_writes(result, ref, deployments, pods, self.settings.field_manager, applied, status)
-        wrote = bool(writes)
-        try:
-            for write in writes:
-                if write.kind == "history":
-                    assert write.body is not None, "a history write carries its status patch"
-                    self.falapps.wrote(await self._patch_status(namespace, ref.name, ref.uid, write.body,
-                                                                Priority.HISTORY), app)
-                    self.status_turns.wrote_history(app)
-                    status.update(write.body)  # a refusal further on builds on what is recorded now
-                elif write.kind == "apply":
-                    assert write.body is not None, "an apply carries the desired object"
-                    answer = await self._sent(Priority.GROW if write.urgent else Priority.NORMAL,
-                                              self.api.apply(write.body, write.create))
-                    self.deployments.wrote(answer, app)
-                    applied[write.name] = object_version(answer)
-                    if write.name in result.history_on and result.history is not None:
-                        status.update(result.history.to_patch())  # recorded now, as a history write is
-                elif write.kind == "mark":
-                    self.app_pods.wrote(await self._sent(Priority.NORMAL, self.api.mark_pod_for_deletion(
-                        namespace, write.name)), app)
-                elif write.kind == "resize_unlisted":
-                    assert write.body is not None, "a resize carries its merge patch"
-                    self.deployments.wrote(await self._sent(Priority.NORMAL, self.api.resize_unlisted(
-                        namespace, write.name, write.body)), app)
-                else:
-                    self._deleting.add((namespace, write.name))
-                    try:
-                        await self._sent(Priority.NORMAL, self.api.delete_deployment(namespace, write.name))
-                    finally:
-                        self._deleting.discard((namespace, write.name))
-                    self.deployments.deleted((namespace, write.name), app)
-                    await self._delete_waiting(ref, write.name)
-            if result.service is not None:
-                if service is None or needs_apply(service, result.service, self.settings.field_manager,
-                                                  applied.get(ref.name)):
-                    answer = await self._sent(Priority.NORMAL, self.api.apply(result.service, create=service is None))
-                    self.services.wrote(answer, app)
-                    applied[ref.name] = object_version(answer)
-                    wrote = True
-            wrote = await self._write_status(namespace, ref.name, ref.uid, status, result.status, wrote) or wrote
-        except ApiError as e:
-            if e.status in UNKNOWN_OUTCOME:  # the write may have happened: do not trust the stores on it
-                self._unsure.add(app)
-            raise
-        if wrote:
-            asyncio.get_running_loop().call_later(CONFIRM_DEADLINE + 0.1, self._confirm, app)
-        self._refusal_posted.pop(app, None)  # reconciled: a refusal from now on is news again
-        self.events.post_all(ref, result.events)
-
-    def _confirm(self, app: tuple[str, str]) -> None:
-        """A write whose watch event never came: the app is reconciled (reading it fresh) all the same."""
-        if any(s.overdue(app) for s in (self.falapps, self.deployments, self.services, self.app_pods)):
-            self.queue.add(("app", *app))
-
-    async def _delete_waiting(self, ref: children.AppRef, deployment: str) -> None:
-        """The pods of a deleted Deployment that no node runs, and their ReplicaSets first (see
-        writes.left_waiting). Best effort: what is not deleted (refused, say a pod bound meanwhile or
-        RBAC of an older chart, or no answer) is the garbage collector's, as before, and the app's
-        reconcile goes on. A refusal stops the rest (a ReplicaSet left would replace its pods) and is
-        told in a Warning event, not again for the same refusal until the app's status is next written
-        (as the plan's warnings); a transient error (an overloaded API server) is only logged."""
-        replicasets, pods = left_waiting(self.app_pods.of_app(ref.namespace, ref.name), deployment)
-        kinds: tuple[tuple[Literal["ReplicaSet", "Pod"], list[tuple[str, str]]], ...] = (
-            ("ReplicaSet", replicasets), ("Pod", pods))
-        for kind, refs in kinds:
-            answers = await asyncio.gather(*(self._sent(Priority.NORMAL, self.api.delete_waiting(
-                kind, ref.namespace, name, uid)) for name, uid in refs), return_exceptions=True)
-            for answer in answers:
-                if isinstance(answer, ApiError):
-                    message = (f"{answer}; what Deployment {deployment} left waiting for a node is left to "
-                               "the garbage collector")
-                    if answer.transient:
-                        logger.info("%s/%s: %s", ref.namespace, ref.name, message)
-                        return
-                    logger.warning("%s/%s: %s", ref.namespace, ref.name, message)
-                    self.events.warn(ref, "CleanupRefused", message)
-                    return
-                if isinstance(answer, BaseException):
-                    raise answer
-
-    async def _sent(self, priority: Priority, request: Coroutine[object, object, T]) -> T:
-        """An app request, sent when the gate lets it through (see k8s/gate.py)."""
-        asked = time.monotonic()
-        try:
-            async with self._gate.slot(priority):
-                metrics.API_WAIT.labels(priority.name.lower()).observe(time.monotonic() - asked)
-                return await request
-        finally:
-            request.close()  # not sent if cancelled while waiting (no-op once it ran)
-
-    async def _gone(self, namespace: str, name: str, uid: str) -> bool:
-        """Whether the app of this uid is no longer in the API (read fresh: its watch may lag)."""
-        live = await self._sent(Priority.NORMAL, self.api.get_falapp(namespace, name))
-        return live is None or live["metadata"].get("uid") != uid
-
-    async def _timed_status_patch(self, namespace: str, name: str, patch: JsonMapping) -> JsonObject | None:
-        """The status write itself; its time (not its wait for a slot: that says how busy the operator
-        is, and counts-only writes wait last anyway) sets the counts rate."""
-        sent = time.monotonic()
-        try:
-            answer = await self.api.patch_falapp_status(namespace, name, patch)
-        except ApiError as e:
-            if e.transient:  # overloaded, or no answer in time: the strongest sign of a busy API server
-                self.status_turns.answered_in(time.monotonic() - sent)
-            raise
-        self.status_turns.answered_in(time.monotonic() - sent)
-        return answer
-
-    async def _patch_status(self, namespace: str, name: str, uid: str, patch: JsonMapping,
-                            priority: Priority) -> JsonObject:
-        """The app's status written; AppGone if it is no longer there. A 404 for an app that is there (a
-        status subresource missing from its CRD) is an error to show; NamespaceGone if the answer is that
-        its namespace is not there."""
-        try:
-            answer = await self._sent(priority, self._timed_status_patch(namespace, name, patch))
-        except ApiError as e:
-            if e.namespace_gone:
-                raise NamespaceGone(uid, e) from e
-            raise
-        if answer is not None:
-            return answer
-        if await self._gone(namespace, name, uid):
-            raise AppGone(uid)
-        raise ApiError(404, "NotFound", "the FalApp is there but its status answers 404: is the CRD's status "
-                       "subresource missing?", f"FalApp {namespace}/{name} status")
-
-    async def _write_status(self, namespace: str, name: str, uid: str, current: JsonMapping,
-                            desired: FalAppStatus, at_once: bool) -> bool:
-        """`at_once`: this reconcile wrote something else first, or the status must go now (a refusal).
-        A new app's first status that only says its replicas are starting takes its turn all the same: the
-        app reads InProgress meanwhile, and one write is saved when its replicas are Ready first."""
-        patch = desired.to_patch()
-        app = (namespace, name)
-        turns = self.status_turns
-        if not status_changed(current, patch):
-            turns.settled(app)  # it went back: the app waits for nothing (and holds no turn)
-            self.events.caught_up(app)
-            return False
-        counts = not at_once and counts_only(current, patch)
-        if counts and (own := turns.own_wait(app)) > 0:  # its own second first
-            self.queue.add_after(("app", namespace, name), own, due=False)
-            return False
-        # a new app's first status, when it may wait (status_first_wait > 0), waits at low priority, its
-        # turn or not: it is not news
-        first = not counts and self.settings.status_first_wait > 0 and first_sight(current, patch)
-        wait_left = turns.first_wait_left(app) if first else 0.0
-        takes_turn = counts or wait_left > 0
-        if takes_turn:
-            if not turns.take(app):
-                if first:  # woken when its wait is over (set again at every wait: a back-off takes it)
-                    self.queue.add_after(("app", namespace, name), wait_left + 0.01, due=False)
-                return False  # woken when its turn comes; written then, as it is then
-        else:
-            turns.forget_turn(app)
-        try:
-            # counts are news for people: placement's requests and the full status go first (so does a
-            # first status that waited its longest: past its turns, not past other apps' requests)
-            self.falapps.wrote(await self._patch_status(namespace, name, uid, patch,
-                                                        Priority.LOW if counts or first else Priority.NORMAL), app)
-        except ApiError:
-            if takes_turn:  # the retry writes at once: the turn was this app's
-                turns.give_back(app)
-            raise
-        turns.wrote(app)
-        self.events.caught_up(app)  # the status says it now: the plan sees what was said
-        return True
 
     # --- machine type capacity view ---------------------------------------------------------------
     async def reconcile_machinetypes(self) -> None:

@@ -9,7 +9,7 @@ back leaves the line without using a turn, so the line is the apps waiting. A ne
 takes turns too while it only says its replicas are starting (see writes.first_sight), for at most
 settings.status_first_wait. The rate falls when the API server answers status writes slowly.
 
-The controller decides which writes take turns (k8s/controller.py, _write_status); this module keeps the
+The app writer decides which writes take turns (k8s/app_writer.py, write_status); this module keeps the
 line, the clock of each app's last write and the moving average of answer times.
 """
 
