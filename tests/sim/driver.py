@@ -112,7 +112,7 @@ def _pending_claims(cache: ClusterCache, apps: set[tuple[str, str]], exclude: tu
 def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str], apps: set[tuple[str, str]],
              world: World) -> tuple[dict[str, list[NodeFree]], dict[str, datetime]]:
     """Controller._free_for: free room per candidate type, less other apps' pending pods; and the
-    operator's NodelessTimes.of: the types without a Ready, schedulable node, since a reconcile first saw
+    operator's NodelessTimes.observe_for: the types without a Ready, schedulable node, since a reconcile first saw
     them so (the operator knows from the node event; here a reconcile follows each change in the same
     step). Kept in the world's memo, so unlike the operator's it outlives a crash."""
     out = {}
@@ -121,9 +121,8 @@ def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str], apps: 
         name = machine_type.metadata.name
         free = cache.free(cache.nodes_of_type(machine_type, spec.requires_nvenc), machine_type.spec.gpu_resource)
         out[name] = after_shapes(free, claims[name]) if name in claims else free
-    nodeless = NodelessTimes(cache, lambda: world.now)
-    nodeless.since = world.memo.setdefault("nodeless_since", {})
-    return out, nodeless.of(spec, CATALOGUE)
+    nodeless = NodelessTimes(cache, lambda: world.now, since=world.memo.setdefault("nodeless_since", {}))
+    return out, nodeless.observe_for(spec, CATALOGUE)
 
 
 def snapshot(world: World, app: App, apps: set[tuple[str, str]]) -> tuple[AppSnapshot, list[dict], list[dict]]:

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import pytest_asyncio
@@ -1288,24 +1288,29 @@ async def test_an_app_gone_before_its_replicas_came_frees_their_room_for_the_app
     assert only_other_woken(controller), woken(controller)
 
 
+def nodeless_for(controller: Controller, spec: FalAppSpec) -> dict[str, datetime]:
+    """What a reconcile of an app of `spec` reads: its types without nodes, and since when."""
+    return controller.nodeless.observe_for(spec, controller.catalogue.values())
+
+
 async def test_a_type_without_schedulable_nodes_is_known_from_when_its_last_node_went(rig: Rig) -> None:
     """What the engine's lost-pool rule rests on: a type's 'no node at all' time is when the operator saw
     its last node go (never earlier), and it is forgotten as soon as a node is back."""
     rig.create_app(falapp())
     await rig.reconcile()
     spec = FalAppSpec.model_validate(falapp()["spec"])
-    assert rig.controller.nodeless.of(spec, rig.controller.catalogue.values()) == {}
+    assert nodeless_for(rig.controller, spec) == {}
     before = rig.api.clock.now()
     rig.controller.node_event(node("h1"), deleted=True)
     assert list(rig.controller.nodeless.since) == [("gpu-h100", False)], "known only once an app looks"
     await rig.reconcile()
-    since = rig.controller.nodeless.of(spec, rig.controller.catalogue.values())
+    since = nodeless_for(rig.controller, spec)
     assert list(since) == ["gpu-h100"] and since["gpu-h100"] >= before
     await rig.reconcile()
-    assert rig.controller.nodeless.of(spec, rig.controller.catalogue.values()) == since, "a later look moved the time"
+    assert nodeless_for(rig.controller, spec) == since, "a later look moved the time"
     rig.controller.node_event(node("h1"), deleted=False)
     await rig.reconcile()
-    assert rig.controller.nodeless.of(spec, rig.controller.catalogue.values()) == {}
+    assert nodeless_for(rig.controller, spec) == {}
 
 
 async def test_a_node_back_ends_the_types_time_without_nodes_even_if_no_app_looks(rig: Rig) -> None:
@@ -1315,14 +1320,14 @@ async def test_a_node_back_ends_the_types_time_without_nodes_even_if_no_app_look
     spec = FalAppSpec.model_validate(falapp()["spec"])
     rig.controller.node_event(node("h1"), deleted=True)
     await rig.reconcile()
-    assert list(rig.controller.nodeless.of(spec, rig.controller.catalogue.values())) == ["gpu-h100"]
+    assert list(nodeless_for(rig.controller, spec)) == ["gpu-h100"]
     rig.controller.node_event(node("h1"), deleted=False)  # back; no reconcile in between
     assert rig.controller.nodeless.since == {}
     cordoned = node("a1")
     cordoned["spec"]["unschedulable"] = True
     rig.controller.node_event(cordoned, deleted=False)
     await rig.reconcile()
-    assert list(rig.controller.nodeless.of(spec, rig.controller.catalogue.values())) == ["gpu-a100"]
+    assert list(nodeless_for(rig.controller, spec)) == ["gpu-a100"]
     rig.controller.node_event(node("h2"), deleted=False)  # another type's node: A100 is still without any
     assert list(rig.controller.nodeless.since) == [("gpu-a100", False)]
 
@@ -1364,13 +1369,13 @@ async def test_the_last_node_of_a_type_going_wakes_every_app_with_replicas_of_th
     controller.node_event(node("h1"), deleted=True)  # its pod's node: the app wakes, H100 has a node left
     assert await controller.queue.get() == KEY
     controller.queue.done(KEY)
-    assert controller.nodeless.of(spec, controller.catalogue.values()) == {}
+    assert nodeless_for(controller, spec) == {}
     before = rig.api.clock.now()
     controller.node_event(node("h2"), deleted=True)  # no pod of the app there, but the type's last node
     assert len(controller.queue) == 1, "woken at once, not batched"
     assert await controller.queue.get() == KEY
     controller.queue.done(KEY)
-    assert controller.nodeless.of(spec, controller.catalogue.values())["gpu-h100"] >= before
+    assert nodeless_for(controller, spec)["gpu-h100"] >= before
     controller.node_event(node("a1"), deleted=True)  # the other listed type: the app has no replica there
     assert len(controller.queue) == 0
 
@@ -1388,11 +1393,11 @@ async def test_a_type_lost_to_a_taint_wakes_its_apps_and_its_nodes_deletion_late
     controller.node_event(tainted, deleted=False)
     assert await controller.queue.get() == KEY
     controller.queue.done(KEY)
-    since = controller.nodeless.of(spec, controller.catalogue.values())["gpu-h100"]
+    since = nodeless_for(controller, spec)["gpu-h100"]
     assert since >= before
     controller.node_event(tainted, deleted=True)
     assert len(controller.queue) == 0, "a node no longer of the type woke its apps again"
-    assert controller.nodeless.of(spec, controller.catalogue.values())["gpu-h100"] == since
+    assert nodeless_for(controller, spec)["gpu-h100"] == since
 
 
 async def test_replicas_coming_up_one_by_one_cost_one_status_write_a_second(rig: Rig) -> None:
@@ -1796,10 +1801,10 @@ async def test_a_machine_types_new_selector_is_seen_at_once_and_its_labels_chang
              "metadata": {**h100["metadata"], "generation": 2}}
     controller.machinetype_event(moved, deleted=False)
     assert controller.cache.free_of_type(controller.catalogue["gpu-h100"], False) == (), "the old node list was kept"
-    since = controller.nodeless.of(spec, controller.catalogue.values())["gpu-h100"]
+    since = nodeless_for(controller, spec)["gpu-h100"]
     relabelled = {**moved, "metadata": {**moved["metadata"], "annotations": {"gitops.example/synced": "now"}}}
     controller.machinetype_event(relabelled, deleted=False)
-    assert controller.nodeless.of(spec, controller.catalogue.values())["gpu-h100"] == since
+    assert nodeless_for(controller, spec)["gpu-h100"] == since
 
 
 def test_only_a_node_seen_and_then_deleted_is_deleted() -> None:
@@ -2174,12 +2179,12 @@ async def test_a_type_whose_nodes_have_no_encoder_has_no_nodes_for_an_nvenc_app_
     controller.node_event(plain, deleted=False)
     video = FalAppSpec.model_validate({**falapp()["spec"], "machineTypes": ["GPU-L40"], "requiresNvenc": True})
     other = FalAppSpec.model_validate({**falapp()["spec"], "machineTypes": ["GPU-L40"]})
-    assert list(controller.nodeless.of(video, controller.catalogue.values())) == ["gpu-l40"]
-    assert controller.nodeless.of(other, controller.catalogue.values()) == {}
+    assert list(nodeless_for(controller, video)) == ["gpu-l40"]
+    assert nodeless_for(controller, other) == {}
     encoder = copy.deepcopy(plain)
     encoder["metadata"] = {"name": "l2", "labels": {GPU_PRODUCT_LABEL: "NVIDIA-L40S", "fal.ai/nvenc": "true"}}
     controller.node_event(encoder, deleted=False)
-    assert controller.nodeless.of(video, controller.catalogue.values()) == {}
+    assert nodeless_for(controller, video) == {}
 
 
 async def test_a_burst_of_an_apps_deployment_events_makes_one_reconcile(rig: Rig) -> None:

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Literal, TypeAlias, TypeVar
+from typing import Literal, TypeVar
 
 from falapp_operator import metrics
 from falapp_operator.api import FalAppStatus, JsonMapping, JsonObject
@@ -22,7 +22,7 @@ from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.gate import Priority, RequestGate
 from falapp_operator.k8s.status_turns import StatusTurns
 from falapp_operator.k8s.store import CONFIRM_DEADLINE, Store
-from falapp_operator.k8s.workqueue import WorkQueue
+from falapp_operator.k8s.workqueue import QueueKey, WorkQueue
 from falapp_operator.reconcile import children
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot, invalid
 from falapp_operator.reconcile.writes import (
@@ -38,7 +38,6 @@ from falapp_operator.reconcile.writes import (
 from falapp_operator.settings import OperatorSettings
 
 T = TypeVar("T")
-QueueKey: TypeAlias = tuple[str, ...]  # ("app", namespace, name) or ("machinetypes",)
 logger = logging.getLogger("falapp_operator")
 UNKNOWN_OUTCOME = frozenset({0, 408, 500, 502, 503, 504})  # no answer, or none saying whether it was written
 
@@ -66,11 +65,11 @@ class AppStores:
     falapps: Store
     deployments: Store
     services: Store
-    pods: Store
+    app_pods: Store
 
     def overdue(self, app: App) -> bool:
         """Whether a write for the app is not back from its watch in time (see Store.overdue)."""
-        return any(s.overdue(app) for s in (self.falapps, self.deployments, self.services, self.pods))
+        return any(s.overdue(app) for s in (self.falapps, self.deployments, self.services, self.app_pods))
 
 
 class AppWriter:
@@ -84,7 +83,7 @@ class AppWriter:
         self.applied: dict[App, dict[str, str]] = {}
         # apps whose last write got no answer, or whose child someone deleted: read them fresh
         self.unsure: set[App] = set()
-        self.deleting: set[App] = set()  # children the operator's deletes in flight are for
+        self.deleting: set[tuple[str, str]] = set()  # (namespace, name) of children being deleted by the operator
         # (reason, problem) last posted per app whose status write is refused: one event, not one per retry
         self.refusal_posted: dict[App, tuple[str, str]] = {}
 
@@ -124,7 +123,7 @@ class AppWriter:
         stores.services.refresh(app, app, await self.sent(Priority.NORMAL, self.api.get_service(
             namespace, service_name(name))))
         selector = f"{APP_LABEL}={name}"
-        for store, resource in ((stores.deployments, "deployments"), (stores.pods, "pods")):
+        for store, resource in ((stores.deployments, "deployments"), (stores.app_pods, "pods")):
             items: list[JsonObject] = []
             listed_at = await self.sent(Priority.NORMAL, self.api.list_objects(
                 resource, items.append, namespace, label_selector=selector, read=f"list_app_{resource}"))
@@ -196,7 +195,7 @@ class AppWriter:
                     if write.name in result.history_on and result.history is not None:
                         status.update(result.history.to_patch())  # recorded now, as a history write is
                 elif write.kind == "mark":
-                    stores.pods.wrote(await self.sent(Priority.NORMAL, self.api.mark_pod_for_deletion(
+                    stores.app_pods.wrote(await self.sent(Priority.NORMAL, self.api.mark_pod_for_deletion(
                         namespace, write.name)), app)
                 elif write.kind == "resize_unlisted":
                     assert write.body is not None, "a resize carries its merge patch"
@@ -239,7 +238,7 @@ class AppWriter:
         reconcile goes on. A refusal stops the rest (a ReplicaSet left would replace its pods) and is
         told in a Warning event, not again for the same refusal until the app's status is next written
         (as the plan's warnings); a transient error (an overloaded API server) is only logged."""
-        replicasets, pods = left_waiting(self.stores.pods.of_app(ref.namespace, ref.name), deployment)
+        replicasets, pods = left_waiting(self.stores.app_pods.of_app(ref.namespace, ref.name), deployment)
         kinds: tuple[tuple[Literal["ReplicaSet", "Pod"], list[tuple[str, str]]], ...] = (
             ("ReplicaSet", replicasets), ("Pod", pods))
         for kind, refs in kinds:

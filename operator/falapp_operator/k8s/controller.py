@@ -35,7 +35,7 @@ from falapp_operator.api import (
 )
 from falapp_operator.api.names import APP_LABEL, REVISION_LABEL, SURGE_ANNOTATION, TYPE_LABEL
 from falapp_operator.k8s.app_metrics import AppMetrics
-from falapp_operator.k8s.app_writer import AppGone, AppStores, AppWriter, NamespaceGone, QueueKey
+from falapp_operator.k8s.app_writer import AppGone, AppStores, AppWriter, NamespaceGone
 from falapp_operator.k8s.cache import (
     FAILED_SCHEDULING,
     KARPENTER,
@@ -55,7 +55,7 @@ from falapp_operator.k8s.namespaces import Namespaces
 from falapp_operator.k8s.nodeless import NodelessTimes
 from falapp_operator.k8s.status_turns import StatusTurns
 from falapp_operator.k8s.store import Store, version
-from falapp_operator.k8s.workqueue import WorkQueue, backoff
+from falapp_operator.k8s.workqueue import QueueKey, WorkQueue, backoff
 from falapp_operator.placement import NodeFree, after_shapes, shape_of
 from falapp_operator.placement.eligibility import candidate_types, resolve
 from falapp_operator.placement.snapshot import FreeOnRead
@@ -78,7 +78,6 @@ from falapp_operator.reconcile.observe import (
 )
 from falapp_operator.settings import OperatorSettings
 
-T = TypeVar("T")
 Obj = TypeVar("Obj", bound=JsonMapping)
 logger = logging.getLogger("falapp_operator")
 NAMESPACE_MARK = "namespace/"  # a namespace's name among the node names and pod uids a resync's watches saw
@@ -784,7 +783,7 @@ class Controller:
                                self.cache.deleted((p.get("spec") or {}).get("nodeName"))) for p in pods
                       if TYPE_LABEL in (p["metadata"].get("labels") or {})],
                 free=self._free_for(spec, (namespace, name)),
-                nodeless_since=self.nodeless.of(spec, self.catalogue.values()),
+                nodeless_since=self.nodeless.observe_for(spec, self.catalogue.values()),
                 grown_at=state.grown_at,
                 recorded_moves=state.recorded_moves,
                 raised_before=self._started_at or now,

@@ -14,9 +14,8 @@ from collections.abc import Awaitable, Callable
 from falapp_operator import metrics
 from falapp_operator.api import JsonMapping, JsonObject
 from falapp_operator.k8s.app_events import App
-from falapp_operator.k8s.app_writer import QueueKey
 from falapp_operator.k8s.client import ApiError
-from falapp_operator.k8s.workqueue import WorkQueue
+from falapp_operator.k8s.workqueue import QueueKey, WorkQueue
 
 logger = logging.getLogger("falapp_operator")
 

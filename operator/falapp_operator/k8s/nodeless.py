@@ -1,7 +1,8 @@
-"""Since when each fixed-size machine type has had no Ready, schedulable node: the lost-pool rule's clock.
+"""Since when each machine type has had no Ready, schedulable node: the lost-pool rule's clock.
 
-A type's time starts when its last node goes (for NVENC apps: its last NVENC node), or when a reconcile
-first sees it without one, whichever is first; it ends with the first schedulable node of the type.
+A type's time starts when its last node goes (for NVENC apps: its last NVENC node; watched for fixed-size
+types only: an autoscaled type without nodes is as it should be), or when a reconcile first sees it
+without one, whichever is first; it ends with the first schedulable node of the type.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from falapp_operator.placement.eligibility import candidate_types
 
 
 class NodelessTimes:
-    def __init__(self, cache: ClusterCache, now: Callable[[], datetime]):
-        """`now`: the API server's time (ServerClock.now)."""
+    def __init__(self, cache: ClusterCache, now: Callable[[], datetime],
+                 since: dict[tuple[str, bool], datetime] | None = None):
+        """`now`: the API server's time (ServerClock.now); `since`: the times kept so far."""
         self.cache, self.now = cache, now
-        self.since: dict[tuple[str, bool], datetime] = {}  # (type, NVENC) -> since when (as first seen)
+        self.since = {} if since is None else since  # (type, NVENC) -> since when (as first seen)
 
     def lost(self, old: NodeInfo, node: NodeInfo | None, catalogue: Iterable[MachineType]) -> set[str]:
         """The node was a schedulable one and is no more (deleted, cordoned, NotReady, tainted or
@@ -52,8 +54,9 @@ class NodelessTimes:
         for key in [k for k in self.since if k[0] == name]:
             del self.since[key]
 
-    def of(self, spec: FalAppSpec, catalogue: Iterable[MachineType]) -> dict[str, datetime]:
-        """The app's candidate types without any Ready, schedulable node, and since when (as first seen so)."""
+    def observe_for(self, spec: FalAppSpec, catalogue: Iterable[MachineType]) -> dict[str, datetime]:
+        """The app's candidate types without any Ready, schedulable node, and since when (as first seen so:
+        a type first seen so now starts its time, one with a node again ends it)."""
         out = {}
         for machine_type in candidate_types(spec, catalogue):
             key = (machine_type.metadata.name, spec.requires_nvenc)

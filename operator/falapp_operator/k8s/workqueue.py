@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Hashable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeAlias, TypeVar
 
 K = TypeVar("K", bound=Hashable)  # a key: what one worker processes at a time
+QueueKey: TypeAlias = tuple[str, ...]  # the operator's keys: ("app", namespace, name) or ("machinetypes",)
 
 
 def backoff(failures: int, ceiling: float) -> float:
