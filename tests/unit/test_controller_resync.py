@@ -271,7 +271,7 @@ async def test_a_type_whose_nodes_a_nodepool_makes_counts_as_autoscaled():
     await controller.start()
     try:
         def autoscaled() -> set[str]:
-            return {m.metadata.name for m in controller.placement_catalogue() if m.spec.autoscaled}
+            return {m.metadata.name for m in controller.types.placement() if m.spec.autoscaled}
         assert autoscaled() == set()
         controller.apps.add(("team-a", "llm"))
         pool = {"metadata": {"name": "h100"}, "spec": {"template": {
@@ -281,14 +281,14 @@ async def test_a_type_whose_nodes_a_nodepool_makes_counts_as_autoscaled():
         controller.nodepool_event(pool, deleted=False)
         assert autoscaled() == {"gpu-h100"} and ("app", "team-a", "llm") in controller.queue._queued
         # Karpenter writing the pool's status (as its nodes come and go) changes nothing placement reads
-        catalogue = controller.placement_catalogue()
+        catalogue = controller.types.placement()
         controller.nodepool_event({**pool, "status": {"resources": {"nodes": "3"}}}, deleted=False)
-        assert controller.placement_catalogue() is catalogue
+        assert controller.types.placement() is catalogue
         # an untainted pool makes nodes CPU types could use too: only a declaration makes those autoscaled
         controller.nodepool_event({"metadata": {"name": "general"}, "spec": {"template": {}}}, deleted=False)
         assert autoscaled() == {"gpu-h100"}
         # a type declared not autoscaled stays so, whatever the pools
-        declared = controller.catalogue["gpu-h100"].model_dump(by_alias=True, exclude_none=True, mode="json")
+        declared = controller.types.declared["gpu-h100"].model_dump(by_alias=True, exclude_none=True, mode="json")
         declared["spec"]["autoscaled"] = False
         controller.machinetype_event(declared, deleted=False)
         assert autoscaled() == set()
@@ -312,7 +312,7 @@ async def test_nodepools_are_known_before_the_first_reconcile():
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
     await controller.start()
     try:
-        assert {m.metadata.name for m in controller.placement_catalogue() if m.spec.autoscaled} == {"gpu-h100"}
+        assert {m.metadata.name for m in controller.types.placement() if m.spec.autoscaled} == {"gpu-h100"}
     finally:
         await controller.stop()
 
@@ -326,12 +326,12 @@ async def test_a_machinetype_or_nodepool_deleted_while_the_watch_was_away_is_dro
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
     await controller.start()
     try:
-        assert "gpu-a100" in controller.catalogue
+        assert "gpu-a100" in controller.types.declared
         api.machinetypes = [m for m in api.machinetypes if m["metadata"]["name"] != "gpu-a100"]
         api.nodepools = []
         await controller.resync()
-        assert "gpu-a100" not in controller.catalogue and "gpu-h100" in controller.catalogue
-        assert not any(m.spec.autoscaled for m in controller.placement_catalogue())
+        assert "gpu-a100" not in controller.types.declared and "gpu-h100" in controller.types.declared
+        assert not any(m.spec.autoscaled for m in controller.types.placement())
     finally:
         await controller.stop()
 
@@ -365,7 +365,7 @@ async def test_a_resync_that_finds_the_catalogue_unchanged_queues_nothing():
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
     await controller.start()
     try:
-        assert "broken" not in controller.catalogue
+        assert "broken" not in controller.types.declared
         controller.apps.add(("team-a", "llm"))
         controller.queue._queued.clear()
         await controller.resync()

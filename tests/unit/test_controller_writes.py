@@ -757,7 +757,7 @@ async def test_a_controller_reads_the_cluster_at_start_and_writes_only_once_it_l
             await controller.start()
             assert fake.writes() == [], "written before leading"
             assert controller.falapps.get(APP) is not None and "h1" in controller.cache.nodes
-            assert controller.namespaces.labels[NS] == {"team": "a"} and len(controller.catalogue) == len(
+            assert controller.namespaces.labels[NS] == {"team": "a"} and len(controller.types.declared) == len(
                 DEFAULT_CATALOG)
             event_lists = sorted(r.query.get("fieldSelector", "") for r in fake.requests
                                  if r.path == "/api/v1/events" and r.query.get("watch") is None)
@@ -1290,7 +1290,7 @@ async def test_an_app_gone_before_its_replicas_came_frees_their_room_for_the_app
 
 def nodeless_for(controller: Controller, spec: FalAppSpec) -> dict[str, datetime]:
     """What a reconcile of an app of `spec` reads: its types without nodes, and since when."""
-    return controller.nodeless.observe_for(spec, controller.catalogue.values())
+    return controller.nodeless.observe_for(spec, controller.types.declared.values())
 
 
 async def test_a_type_without_schedulable_nodes_is_known_from_when_its_last_node_went(rig: Rig) -> None:
@@ -1795,12 +1795,13 @@ async def test_a_machine_types_new_selector_is_seen_at_once_and_its_labels_chang
     change); a label or annotation alone (a GitOps tool's) leaves its 'no node since' time as it was."""
     controller = rig.controller
     spec = FalAppSpec.model_validate(falapp()["spec"])
-    assert controller.cache.free_of_type(controller.catalogue["gpu-h100"], False) != ()
+    assert controller.cache.free_of_type(controller.types.declared["gpu-h100"], False) != ()
     h100 = rig.fake.objects[f"{MACHINETYPES}/gpu-h100"]
     moved = {**h100, "spec": {**h100["spec"], "nodeSelector": {"pool": "elsewhere"}},
              "metadata": {**h100["metadata"], "generation": 2}}
     controller.machinetype_event(moved, deleted=False)
-    assert controller.cache.free_of_type(controller.catalogue["gpu-h100"], False) == (), "the old node list was kept"
+    assert controller.cache.free_of_type(controller.types.declared["gpu-h100"], False) == (), \
+        "the old node list was kept"
     since = nodeless_for(controller, spec)["gpu-h100"]
     relabelled = {**moved, "metadata": {**moved["metadata"], "annotations": {"gitops.example/synced": "now"}}}
     controller.machinetype_event(relabelled, deleted=False)

@@ -198,7 +198,7 @@ async def test_the_controller_reads_free_gpus_of_a_type_under_its_resource_name(
     # from the pod watch: its init container holds 5 of the node's AMD GPUs, its NVIDIA GPUs are not the type's
     controller.pod_event(pod("p1", "n1", spec(c({AMD: "3", NVIDIA: "8"}, {AMD: "3", NVIDIA: "8"}),
                                               init=(c({AMD: "5"}, {AMD: "5"}),))), deleted=False)
-    free = controller.cache.free_of_type(controller.catalogue["gpu-mi300"], nvenc=False)
+    free = controller.cache.free_of_type(controller.types.declared["gpu-mi300"], nvenc=False)
     assert [f.gpus for f in free] == [3]
 
 

@@ -232,7 +232,7 @@ async def test_the_controller_sends_the_models_as_merge_patches() -> None:
         api.clock.now = lambda: datetime(2025, 1, 1, 12, 5, tzinfo=UTC)  # type: ignore[method-assign]
         await controller.reconcile_machinetypes()
         assert api.machinetype_patches == {}
-        assert controller._machinetype_status["gpu-h100"] == MachineTypeStatus.model_validate(
+        assert controller.types.status["gpu-h100"] == MachineTypeStatus.model_validate(
             {"nodes": 1, "allocatableGpus": 8, "freeGpus": 8, "placedReplicas": 0, "pendingReplicas": 0,
              "autoscaled": False, "observedAt": "2025-01-01T12:00:00Z"})
     finally:

@@ -452,15 +452,16 @@ async def test_a_write_without_an_answer_makes_the_next_reconcile_read_fresh(con
 
 async def test_a_machinetype_whose_status_alone_changed_queues_nothing(controller: Controller):
     controller.apps |= {("team-a", "llm"), ("team-b", "sdxl")}
-    h100 = controller.catalogue["gpu-h100"].model_dump(by_alias=True, exclude_none=True, mode="json")
+    h100 = controller.types.declared["gpu-h100"].model_dump(by_alias=True, exclude_none=True, mode="json")
     h100["metadata"].update(generation=1, resourceVersion="50")
     controller.machinetype_event(h100, deleted=False)
     await drain(controller)
-    controller.cache.nodes_of_type(controller.catalogue["gpu-h100"])
+    controller.cache.nodes_of_type(controller.types.declared["gpu-h100"])
     matched = dict(controller.cache._matches)
-    catalogue = controller.placement_catalogue()
+    catalogue = controller.types.placement()
     # our own status write coming back
-    controller._machinetype_written["gpu-h100"] = 51
+    written = {"metadata": {"resourceVersion": "51"}}
+    controller.types.status_written("gpu-h100", MachineTypeStatus(nodes=1), written)
     echoed = {**h100, "metadata": {**h100["metadata"], "resourceVersion": "51"}, "status": {"nodes": 1}}
     controller.machinetype_event(echoed, deleted=False)
     # someone else's status write
@@ -468,8 +469,8 @@ async def test_a_machinetype_whose_status_alone_changed_queues_nothing(controlle
     controller.machinetype_event(other, deleted=False)
     assert len(controller.queue) == 0, "a status change queued apps"
     assert controller.cache._matches == matched, "the capacity view's node matches were cleared"
-    assert controller.placement_catalogue() is catalogue, "the placement catalogue was built again"
-    assert controller._machinetype_status["gpu-h100"] == MachineTypeStatus(nodes=7), \
+    assert controller.types.placement() is catalogue, "the placement catalogue was built again"
+    assert controller.types.status["gpu-h100"] == MachineTypeStatus(nodes=7), \
         "another writer's status is not corrected"
     # a spec change does queue every app
     changed = copy.deepcopy(other)

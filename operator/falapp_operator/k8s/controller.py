@@ -6,8 +6,9 @@ steady state. The reconcile's writes go out through k8s/app_writer.py, whose ans
 at once, so no decision rests on a view older than the operator's own last write. Every API answer is
 checked: transient errors retry with back-off; refusals (quota, RBAC, invalid objects) are shown on
 the FalApp as Stalled with the API's message, plus a Warning event, and retried at the longest back-off.
-Namespaces (entitlements, deletions, apps left behind) are kept in k8s/namespaces.py, the time each
-machine type has been without nodes in k8s/nodeless.py."""
+Namespaces (entitlements, deletions, apps left behind) are kept in k8s/namespaces.py, the machine-type
+catalogue and NodePools in k8s/machine_types.py, the time each type has been without nodes in
+k8s/nodeless.py."""
 
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from falapp_operator.api import (
     FalAppStatus,
     JsonMapping,
     JsonObject,
-    MachineType,
     MachineTypeStatus,
     parse_time,
     truncate,
@@ -43,18 +43,17 @@ from falapp_operator.k8s.cache import (
     ClusterCache,
     NodeInfo,
     PodInfo,
-    PoolNodes,
     autoscaler_answer,
-    nodepool_nodes,
 )
 from falapp_operator.k8s.claims import RefusedCreates
 from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.gate import Priority
 from falapp_operator.k8s.informer import Informer
+from falapp_operator.k8s.machine_types import MachineTypes
 from falapp_operator.k8s.namespaces import Namespaces
 from falapp_operator.k8s.nodeless import NodelessTimes
 from falapp_operator.k8s.status_turns import StatusTurns
-from falapp_operator.k8s.store import Store, version
+from falapp_operator.k8s.store import Store
 from falapp_operator.k8s.workqueue import QueueKey, WorkQueue, backoff
 from falapp_operator.placement import NodeFree, after_shapes, shape_of
 from falapp_operator.placement.eligibility import candidate_types, resolve
@@ -103,10 +102,7 @@ class Controller:
         self.settings = settings
         self.cache = ClusterCache(scheduler_names=settings.claiming_schedulers())
         self._other_schedulers: set[str] = set()  # unlisted scheduler names seen on replicas, warned about once
-        self.catalogue: dict[str, MachineType] = {}  # as declared
-        self.nodepools: dict[str, PoolNodes] = {}  # Karpenter NodePool -> what the nodes it makes carry
-        self._placement_catalogue: list[MachineType] | None = None  # with autoscaled types marked
-        self._templates = children.TemplateCache()  # pod templates, valid while the catalogue stays
+        self.types = MachineTypes()
         self.queue: WorkQueue[QueueKey] = WorkQueue()
         self.apps: set[tuple[str, str]] = set()  # every FalApp seen, by namespace and name
         self.namespaces = Namespaces(self.queue, self.apps, self._get_namespace)
@@ -124,19 +120,15 @@ class Controller:
         self._pods_version: str | None = None  # where the pod watch continues; None: list first
         self._resync_lock = asyncio.Lock()
         self._watched_during_resync: set[str] | None = None
-        self._machinetype_status: dict[str, MachineTypeStatus] = {}
         self.nodeless = NodelessTimes(self.cache, lambda: self.api.clock.now())
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
         self._started_at: datetime | None = None  # set by start
         self.refused_creates = RefusedCreates(CREATE_FAILURE_MEMORY)
         self.app_metrics = AppMetrics()
-        # what placement reads of each MachineType, as last seen
-        self._machinetype_seen: dict[str, tuple[object, ...]] = {}
-        self._machinetype_written: dict[str, int] = {}  # resourceVersion of our last status write per type
         # what reconciles read, fed by watches (and the answers to our writes): slim copies only
         field_manager = settings.field_manager
         self.falapps = Store(slim_falapp)
-        self.deployments = Store(lambda body: slim_child(body, field_manager, "Deployment", self._known_type),
+        self.deployments = Store(lambda body: slim_child(body, field_manager, "Deployment", self.types.known),
                                  index_label=APP_LABEL)
         self.services = Store(lambda body: slim_child(body, field_manager, "Service"), index_label=APP_LABEL)
         self.app_pods = Store(slim_pod, index_label=APP_LABEL)
@@ -216,12 +208,12 @@ class Controller:
             self._watched_during_resync = set()  # the watches' word on these is newer than the LIST's
             try:
                 for mark, listing, known, event in (
-                        (MACHINETYPE_MARK, self.api.list_machinetypes, self._machinetype_seen, self.machinetype_event),
-                        (NODEPOOL_MARK, self.api.list_nodepools, self.nodepools, self.nodepool_event)):
+                        (MACHINETYPE_MARK, self.api.list_machinetypes, self.types.seen, self.machinetype_event),
+                        (NODEPOOL_MARK, self.api.list_nodepools, self.types.nodepools, self.nodepool_event)):
                     try:
                         items = await listing()
                     except ApiError as e:
-                        if mark == MACHINETYPE_MARK and not self._machinetype_seen:  # no catalogue at all yet
+                        if mark == MACHINETYPE_MARK and not self.types.seen:  # no catalogue at all yet
                             raise
                         # kept as the watches say: the pods' correction below matters more (a NodePool API
                         # refused, say Karpenter's conversion webhook down, must not stop it)
@@ -334,82 +326,30 @@ class Controller:
             else:
                 self.queue.add(("app", namespace, name), urgent=urgent)
 
-    def _catalogue_changed(self) -> None:
-        """The placement catalogue is built again when next asked for, and the templates made from it."""
-        self._placement_catalogue = None
-        self._templates.clear()
-
-    def placement_catalogue(self) -> list[MachineType]:
-        """The catalogue placement uses: a type whose nodes a Karpenter NodePool makes counts as
-        autoscaled (as if its spec said so)."""
-        if self._placement_catalogue is None:
-            self._placement_catalogue = [
-                m if not self._detected_autoscaled(m) else m.model_copy(
-                    update={"spec": m.spec.model_copy(update={"autoscaled": True})})
-                for m in self.catalogue.values()]
-        return self._placement_catalogue
-
-    def _detected_autoscaled(self, machine_type: MachineType) -> bool:
-        """Unless declared either way, a GPU type whose nodes a NodePool makes (a CPU type would match
-        every untainted pool: only a declaration makes it autoscaled)."""
-        return (machine_type.spec.autoscaled is None and machine_type.spec.is_gpu
-                and any(pool.of_type(machine_type) for pool in self.nodepools.values()))
-
     def nodepool_event(self, body: JsonMapping, deleted: bool) -> None:
         """A Karpenter NodePool appeared, changed or went: which types are autoscaled may have changed."""
-        name = body["metadata"]["name"]
         if self._watched_during_resync is not None:
-            self._watched_during_resync.add(NODEPOOL_MARK + name)
-        nodes = None if deleted else nodepool_nodes(body)
-        if nodes == self.nodepools.get(name):
-            return  # its status only (Karpenter writes it as nodes come and go): nothing read here
-        before = {m.metadata.name for m in self.placement_catalogue() if m.spec.autoscaled}
-        if nodes is None:
-            self.nodepools.pop(name, None)
-        else:
-            self.nodepools[name] = nodes
-        self._catalogue_changed()
-        if {m.metadata.name for m in self.placement_catalogue() if m.spec.autoscaled} != before:
+            self._watched_during_resync.add(NODEPOOL_MARK + body["metadata"]["name"])
+        if self.types.observe_nodepool(body, deleted):
             for namespace, app in sorted(self.apps):
                 self.queue.add(("app", namespace, app))
             self._touch_machinetypes()
 
     def machinetype_event(self, body: JsonMapping, deleted: bool) -> None:
-        meta = body["metadata"]
-        name = meta["name"]
+        name = body["metadata"]["name"]
         if self._watched_during_resync is not None:
             self._watched_during_resync.add(MACHINETYPE_MARK + name)
-        seen = (meta.get("generation"), body.get("spec"), meta.get("labels"), meta.get("annotations"))
-        if not deleted and self._machinetype_seen.get(name) == seen:
-            # only its status changed: nothing placement reads (nor, for a type refused as invalid, a
-            # reason to say so again). Our own status write coming back (or an older one) changes
-            # nothing; anyone else's is corrected by the next status pass
-            if name in self.catalogue and (version(body) or 0) > self._machinetype_written.get(name, 0):
-                self._machinetype_status[name] = MachineTypeStatus.model_validate(body.get("status") or {})
-                self._touch_machinetypes()
+        change = self.types.observe(body, deleted)
+        if change == "none":
             return
-        previous = self._machinetype_seen.get(name)
-        self._machinetype_seen[name] = seen
-        self._catalogue_changed()
-        self.cache.forget_node_matches()
-        if deleted or previous is None or previous[1] != body.get("spec"):
-            # its nodes may be other ones now (a label or annotation, e.g. a GitOps tool's, changes none)
-            self.nodeless.forget_type(name)
-        self._machinetype_status.pop(name, None)
-        if deleted:
-            self.catalogue.pop(name, None)
-            self._machinetype_seen.pop(name, None)
-            self._machinetype_written.pop(name, None)
-        else:
-            try:
-                self.catalogue[name] = MachineType.model_validate(body)
-            except ValidationError as e:
-                logger.warning("MachineType %s is invalid and ignored: %s", name, e)
-                self.catalogue.pop(name, None)
-        # pending pods are counted as their types name their GPUs
-        self.cache.claims.count_gpus_as({n: m.spec.gpu_resource for n, m in self.catalogue.items()})
-        for namespace, app in list(self.apps):  # the catalogue changed: every app may place differently
-            self.queue.add(("app", namespace, app))
+        if change != "status":
+            self.cache.forget_node_matches()
+            if change == "spec":
+                self.nodeless.forget_type(name)
+            # pending pods are counted as their types name their GPUs
+            self.cache.claims.count_gpus_as({n: m.spec.gpu_resource for n, m in self.types.declared.items()})
+            for namespace, app in list(self.apps):  # the catalogue changed: every app may place differently
+                self.queue.add(("app", namespace, app))
         self._touch_machinetypes()
 
     def node_event(self, body: JsonMapping, deleted: bool) -> None:
@@ -420,10 +360,11 @@ class Controller:
         changed = self.cache.remove_node(name) if deleted else self.cache.upsert_node(body)
         if changed:
             node = None if deleted else self.cache.nodes[name]
-            if any(n is not None and self.cache.of_any_type(n.name, self.catalogue.values(), n) for n in (old, node)):
+            declared = self.types.declared.values()
+            if any(n is not None and self.cache.of_any_type(n.name, declared, n) for n in (old, node)):
                 self._capacity_changed()
             if node is not None and node.schedulable:
-                self.nodeless.node_back(node, self.catalogue)
+                self.nodeless.node_back(node, self.types.declared)
             if deleted or (old is not None and old.schedulable and node is not None and not node.schedulable):
                 # its replicas may have nowhere left to go (a lost pool): no pod event says so while the
                 # pods bound to a deleted node wait for the pod garbage collector. Batched: a pool's nodes
@@ -464,13 +405,9 @@ class Controller:
             self._touch_machinetypes()
         if not self._room_freed(old, freed) and not app and not deleted and (
                 now := self.cache.pods.get(meta["uid"])) is not None and now.node and (
-                old is None or old.node != now.node) and self.cache.of_any_type(now.node, self.catalogue.values()):
+                old is None or old.node != now.node) and self.cache.of_any_type(now.node, self.types.declared.values()):
             self._touch_machinetypes()  # another team's pod took room on a type's node: its status shows it
         self._claims_changed()
-
-    def _known_type(self, name: str) -> bool:
-        """A machine type seen (valid or not; listed before any child is)."""
-        return name in self._machinetype_seen
 
     def _held_pod(self, meta: JsonMapping) -> bool:
         """Whether the app's store holds this pod already (a finished one is there, not in the cache): not a
@@ -486,7 +423,7 @@ class Controller:
     def _room_freed(self, old: PodInfo | None, freed: bool) -> bool:
         """A pod left its node (`freed`, as the cache said; `old`: as it was): where the node is one of a
         machine type's, apps waiting for room look again (CPU churn elsewhere wakes nobody)."""
-        if freed and old is not None and old.node and self.cache.of_any_type(old.node, self.catalogue.values()):
+        if freed and old is not None and old.node and self.cache.of_any_type(old.node, self.types.declared.values()):
             self._capacity_changed()
             return True
         return False
@@ -630,7 +567,7 @@ class Controller:
         # a claim on a type without a schedulable node held no room (a lost pool's doomed replacements
         # going): the view has none there to free, so nobody looks again
         freed = {t for t in given_up
-                 if (m := self.catalogue.get(t)) is None or self.cache.any_schedulable(m, index=True)}
+                 if (m := self.types.declared.get(t)) is None or self.cache.any_schedulable(m, index=True)}
         given_up.clear()
         if not freed:
             return
@@ -774,7 +711,7 @@ class Controller:
             state = children_state(deployments, ref.uid)
             snap = AppSnapshot(
                 ref=ref, generation=generation, spec=spec, status=FalAppStatus.model_validate(status),
-                catalogue=self.placement_catalogue(),
+                catalogue=self.types.placement(),
                 counts=state.counts,
                 surge=state.surge,
                 cover=state.cover,
@@ -783,7 +720,7 @@ class Controller:
                                self.cache.deleted((p.get("spec") or {}).get("nodeName"))) for p in pods
                       if TYPE_LABEL in (p["metadata"].get("labels") or {})],
                 free=self._free_for(spec, (namespace, name)),
-                nodeless_since=self.nodeless.observe_for(spec, self.catalogue.values()),
+                nodeless_since=self.nodeless.observe_for(spec, self.types.declared.values()),
                 grown_at=state.grown_at,
                 recorded_moves=state.recorded_moves,
                 raised_before=self._started_at or now,
@@ -792,7 +729,7 @@ class Controller:
                 create_failing=frozenset(state.create_failing),
                 refused_since=state.refused_since,
                 namespace_labels=self.namespaces.labels.get(namespace),
-                templates=self._templates,
+                templates=self.types.templates,
             )
             result = plan(snap)
             # before the first await: an app planned after this one sees the room as taken, and its pods'
@@ -839,7 +776,7 @@ class Controller:
             self.queue.add(("app", namespace, name))
         elif result.better_types and self._claims_given_up != claims_seen:
             self.queue.add_batched(("app", namespace, name), CLAIMS_WAKE_WINDOW)
-        self.app_metrics.record((namespace, name), snap, result, self.catalogue.values())
+        self.app_metrics.record((namespace, name), snap, result, self.types.declared.values())
 
     def _forget_app(self, namespace: str, name: str, gone: bool) -> None:
         """What the controller holds for an app it leaves alone: deleted (`gone`), being deleted, in a
@@ -850,7 +787,7 @@ class Controller:
         self.cache.claims.forget_expected(app)
         self.writer.forget(app)
         self._failure_told.pop(("app", *app), None)
-        self._templates.forget(namespace, name)
+        self.types.templates.forget(namespace, name)
         if gone:
             if app in self.apps:
                 self.apps.discard(app)
@@ -866,7 +803,7 @@ class Controller:
         pods and the replicas they just asked for (so freed room is promised to one app at a time).
         Each type is computed when the planner first reads it (within the same plan: nothing changes)."""
         self.cache.claims.expire(time.monotonic() - EXPECTATION_TTL)
-        types = {m.metadata.name: m for m in candidate_types(spec, self.catalogue.values())}
+        types = {m.metadata.name: m for m in candidate_types(spec, self.types.declared.values())}
 
         def free(name: str) -> Sequence[NodeFree]:
             nodes = self.cache.free_of_type(types[name], spec.requires_nvenc)
@@ -943,7 +880,7 @@ class Controller:
         every app with a Deployment of the type hears so now: the apps whose pods were on nodes that went
         earlier were woken then, while nodes were left, and nothing else would wake them before their next
         pod event."""
-        lost = self.nodeless.lost(old, node, self.placement_catalogue())
+        lost = self.nodeless.lost(old, node, self.types.placement())
         if not lost:
             return
         for deployment in list(self.deployments.objects.values()):
@@ -959,7 +896,7 @@ class Controller:
         for pod in self.cache.pods.values():
             if pod.machine_type:
                 (placed if pod.node else pending)[pod.machine_type] += 1
-        for name, machine_type in list(self.catalogue.items()):
+        for name, machine_type in list(self.types.declared.items()):
             nodes = [n for n in self.cache.nodes_of_type(machine_type) if n.schedulable]
             gpu_resource = machine_type.spec.gpu_resource
             status = MachineTypeStatus(
@@ -968,12 +905,9 @@ class Controller:
                 free_gpus=sum(max(f.gpus, 0) for f in self.cache.free_of_type(machine_type)),
                 placed_replicas=placed[name],
                 pending_replicas=pending[name],
-                autoscaled=bool(machine_type.spec.autoscaled) or self._detected_autoscaled(machine_type),
+                autoscaled=bool(machine_type.spec.autoscaled) or self.types.detected_autoscaled(machine_type),
                 observed_at=self.api.clock.now(),
             )
-            current = self._machinetype_status.get(name, machine_type.status)
-            # the numbers, not when they were taken: an unchanged view is not written again
-            if current.model_dump(exclude={"observed_at"}) != status.model_dump(exclude={"observed_at"}):
+            if self.types.status_differs(machine_type, status):
                 answer = await self.api.patch_machinetype_status(name, status.to_patch())
-                self._machinetype_status[name] = status
-                self._machinetype_written[name] = version(answer) or 0  # its echo changes nothing
+                self.types.status_written(name, status, answer)
