@@ -3,7 +3,7 @@
 Everything the operator decides comes from its own code: `ClusterCache` for free room per node,
 `ClaimTally` and `after_shapes` for other apps' pending pods, `children_state` and `pod_view` for the snapshot, `plan`
 for the decision, `child_writes` for the ordered writes, `status_changed` for the status write (last).
-The only mirrored piece is `free_for` (Controller._free_for over `ClusterCache.nodes_of_type`), minus
+The only mirrored piece is `free_for` (AppAsks.free_for over `ClusterCache.nodes_of_type`), minus
 the controller's short-lived "expected replicas" claims: in the model the Deployment controller
 creates an app's pods right after the app's writes, before the next app is reconciled, so the pods
 themselves are the claims.
@@ -100,7 +100,8 @@ def build_cache(world: World) -> ClusterCache:
 
 
 def _pending_claims(cache: ClusterCache, apps: set[tuple[str, str]], exclude: tuple[str, str]) -> dict:
-    """Controller._claims without the short-lived expectations (see the module doc)."""
+    """Other apps' claims as the controller's ClaimTally keeps them (apps admitted as they are seen), without
+    the short-lived expectations (see the module doc)."""
     cache.claims.count_gpus_as({m.metadata.name: m.spec.gpu_resource for m in CATALOGUE})
     for gone in cache.claims.admitted() - apps:
         cache.claims.retire(gone)
@@ -111,7 +112,7 @@ def _pending_claims(cache: ClusterCache, apps: set[tuple[str, str]], exclude: tu
 
 def free_for(cache: ClusterCache, spec: FalAppSpec, app: tuple[str, str], apps: set[tuple[str, str]],
              world: World) -> tuple[dict[str, list[NodeFree]], dict[str, datetime]]:
-    """Controller._free_for: free room per candidate type, less other apps' pending pods; and the
+    """AppAsks.free_for: free room per candidate type, less other apps' pending pods; and the
     operator's NodelessTimes.observe_for: the types without a Ready, schedulable node, since a reconcile first saw
     them so (the operator knows from the node event; here a reconcile follows each change in the same
     step). Kept in the world's memo, so unlike the operator's it outlives a crash."""

@@ -25,11 +25,13 @@ from prometheus_client import REGISTRY
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL, FalAppSpec, FalAppStatus, format_time
 from falapp_operator.api.names import APP_LABEL, MOVES_ANNOTATION, SURGE_ANNOTATION, TYPE_LABEL
+from falapp_operator.k8s import asks as asks_module
 from falapp_operator.k8s import controller as controller_module
 from falapp_operator.k8s.claims import RefusedCreates
 from falapp_operator.k8s.client import APPLY, MERGE, ApiError, KubeApi
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.gate import Priority, RequestGate
+from falapp_operator.placement.snapshot import FreeOnRead
 from falapp_operator.reconcile.app import AppPlan, AppSnapshot
 from falapp_operator.reconcile.children import AppRef, deployment_name
 from falapp_operator.reconcile.observe import refused_for_good
@@ -64,6 +66,11 @@ def falapp(replicas: int = 1, ports: bool = False) -> dict:
         spec["ports"] = [{"containerPort": 8080}]
     return {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp",
             "metadata": {"name": "llm", "namespace": NS, "uid": "app-1", "generation": 1}, "spec": spec}
+
+def free_for(controller: Controller, spec: FalAppSpec, app: tuple[str, str]) -> FreeOnRead:
+    """What a reconcile of `app` reads: free room per candidate type, less other apps' claims."""
+    return controller.asks.free_for(spec, app, controller.types.declared.values())
+
 
 
 class Rig:
@@ -117,7 +124,7 @@ class Rig:
     def other_app_sees(self) -> list[int]:
         """Free GPUs of each H100 node as another one-GPU app of the namespace (OTHER) sees them."""
         spec = FalAppSpec.model_validate(falapp()["spec"])
-        return [n.gpus for n in self.controller._free_for(spec, OTHER)["gpu-h100"]]
+        return [n.gpus for n in free_for(self.controller, spec, OTHER)["gpu-h100"]]
 
     async def reconcile(self) -> list[str]:
         """One reconcile of the app; the requests it made (events posted in the background included)."""
@@ -797,10 +804,10 @@ async def test_other_apps_pending_replicas_take_room_and_an_apps_own_do_not(rig:
     pending("o1", "other", 3)
     pending("o2", "other", 3)
     pending("l1", "llm", 1)
-    assert [n.gpus for n in controller._free_for(spec, APP)["gpu-h100"]] == [2], "other's two pending replicas"
-    assert [n.gpus for n in controller._free_for(spec, (NS, "other"))["gpu-h100"]] == [7], "llm's one"
+    assert [n.gpus for n in free_for(controller, spec, APP)["gpu-h100"]] == [2], "other's two pending replicas"
+    assert [n.gpus for n in free_for(controller, spec, (NS, "other"))["gpu-h100"]] == [7], "llm's one"
     await controller.reconcile_app(NS, "other")  # no such FalApp: forgotten, its pods claim nothing
-    assert [n.gpus for n in controller._free_for(spec, APP)["gpu-h100"]] == [8]
+    assert [n.gpus for n in free_for(controller, spec, APP)["gpu-h100"]] == [8]
 
 
 async def test_room_freed_on_a_node_of_a_type_wakes_the_apps_waiting_for_room(rig: Rig) -> None:
@@ -932,7 +939,7 @@ async def test_replicas_no_longer_wanted_free_their_room_for_the_apps_that_would
     is free again and the apps that would move up there look. Replicas whose pods are merely late free
     their room after EXPECTATION_TTL without waking anyone (in a burst of thousands, that is every
     second): the next event or reconcile sees it."""
-    monkeypatch.setattr(controller_module, "EXPECTATION_TTL", 0.3)
+    monkeypatch.setattr(asks_module, "EXPECTATION_TTL", 0.3)
     controller = rig.controller
     rig.create_app(falapp(replicas=2))
     await rig.reconcile()  # asks for two replicas on H100; their pods have not come
@@ -1137,7 +1144,7 @@ async def test_replicas_refused_for_good_give_their_room_back(rig: Rig, refusal:
     then the room goes back, not when the ask expires (30 s), and the apps that would move to that type
     look again."""
     controller, loop = rig.controller, asyncio.get_running_loop()
-    lasting = controller_module.REFUSAL_LASTING
+    lasting = asks_module.REFUSAL_LASTING
     rig.create_app(falapp(replicas=1))
     await rig.reconcile()
     assert rig.other_app_sees() == [7]
@@ -1169,8 +1176,8 @@ async def test_an_app_whose_pods_are_refused_claims_no_room_by_scaling_to_zero_a
     CREATE_FAILURE_MEMORY (told once in the log), so those asks claim nothing (else a tenant toggling its
     replicas would hide the room from everyone); asks after that claim again."""
     controller, now = rig.controller, [0.0]
-    memory = controller_module.CREATE_FAILURE_MEMORY
-    controller.refused_creates = RefusedCreates(memory, clock=lambda: now[0])
+    memory = asks_module.CREATE_FAILURE_MEMORY
+    controller.asks.refused_creates = RefusedCreates(memory, clock=lambda: now[0])
     rig.create_app(falapp(replicas=1))
     await rig.reconcile()
     deployment_failing(rig, "FailedCreate", failure, lasted=1)
@@ -2080,7 +2087,7 @@ async def test_replicas_just_asked_for_claim_room_until_their_pods_come_or_they_
     assert rig.other_app_sees() == [6], "the pod claims what its replica claimed, not both"
     controller.pod_event(pending, deleted=True)
     assert rig.other_app_sees() == [7], "a pending pod gone claims nothing (its replica was seen)"
-    monkeypatch.setattr("falapp_operator.k8s.controller.EXPECTATION_TTL", -1.0)
+    monkeypatch.setattr("falapp_operator.k8s.asks.EXPECTATION_TTL", -1.0)
     assert rig.other_app_sees() == [8], "the other replica's pod never came"
 
 

@@ -6,7 +6,8 @@ steady state. The reconcile's writes go out through k8s/app_writer.py, whose ans
 at once, so no decision rests on a view older than the operator's own last write. Every API answer is
 checked: transient errors retry with back-off; refusals (quota, RBAC, invalid objects) are shown on
 the FalApp as Stalled with the API's message, plus a Warning event, and retried at the longest back-off.
-Namespaces (entitlements, deletions, apps left behind) are kept in k8s/namespaces.py, the machine-type
+Namespaces (entitlements, deletions, apps left behind) are kept in k8s/namespaces.py, the room an app's
+asks claim in k8s/asks.py, the machine-type
 catalogue and NodePools in k8s/machine_types.py, the time each type has been without nodes in
 k8s/nodeless.py."""
 
@@ -16,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TypeVar
 
@@ -36,6 +37,7 @@ from falapp_operator.api import (
 from falapp_operator.api.names import APP_LABEL, REVISION_LABEL, SURGE_ANNOTATION, TYPE_LABEL
 from falapp_operator.k8s.app_metrics import AppMetrics
 from falapp_operator.k8s.app_writer import AppGone, AppStores, AppWriter, NamespaceGone
+from falapp_operator.k8s.asks import AppAsks
 from falapp_operator.k8s.cache import (
     FAILED_SCHEDULING,
     KARPENTER,
@@ -45,7 +47,6 @@ from falapp_operator.k8s.cache import (
     PodInfo,
     autoscaler_answer,
 )
-from falapp_operator.k8s.claims import RefusedCreates
 from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.gate import Priority
 from falapp_operator.k8s.informer import Informer
@@ -55,13 +56,9 @@ from falapp_operator.k8s.nodeless import NodelessTimes
 from falapp_operator.k8s.status_turns import StatusTurns
 from falapp_operator.k8s.store import Store
 from falapp_operator.k8s.workqueue import QueueKey, WorkQueue, backoff
-from falapp_operator.placement import NodeFree, after_shapes, shape_of
-from falapp_operator.placement.eligibility import candidate_types, resolve
-from falapp_operator.placement.snapshot import FreeOnRead
 from falapp_operator.reconcile import children
-from falapp_operator.reconcile.app import STEADY_READY_REASONS, AppPlan, AppSnapshot, invalid, plan
+from falapp_operator.reconcile.app import STEADY_READY_REASONS, AppSnapshot, invalid, plan
 from falapp_operator.reconcile.observe import (
-    QUOTA_EXCEEDED,
     children_state,
     controller_uid,
     made_by,
@@ -70,7 +67,6 @@ from falapp_operator.reconcile.observe import (
     pod_unschedulable,
     pod_view,
     progress_only,
-    refused_for_good,
     slim_child,
     slim_falapp,
     slim_pod,
@@ -81,19 +77,9 @@ Obj = TypeVar("Obj", bound=JsonMapping)
 logger = logging.getLogger("falapp_operator")
 NAMESPACE_MARK = "namespace/"  # a namespace's name among the node names and pod uids a resync's watches saw
 MACHINETYPE_MARK, NODEPOOL_MARK = "machinetype/", "nodepool/"  # likewise
-EXPECTATION_TTL = 30.0  # seconds a replica we asked for claims room before its pod is seen
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
 # went (a lost pool's hundreds of doomed replacements are deleted one by one): no decision falls due then
 CLAIMS_WAKE_WINDOW = 1.0
-# seconds a type's pods must have been refused for good (the namespace's quota, a ServiceAccount not there,
-# a webhook's denial), and the replicas asked for there must have waited, before those stop claiming room:
-# an app's own fallback grows the next type before its stuck pod is gone and the quota counted again,
-# which a tight quota refuses for a second or two (the ReplicaSet retries); room given back then would be
-# promised twice
-REFUSAL_LASTING = 12.0  # past the ReplicaSet's retry at about 10 s
-# seconds a refusal of an app's pods for good is remembered from the last look that saw it (see
-# claims.RefusedCreates): longer than any toggle of a tenant's replicas could hope to wait out cheaply
-CREATE_FAILURE_MEMORY = 300.0
 
 
 class Controller:
@@ -123,7 +109,7 @@ class Controller:
         self.nodeless = NodelessTimes(self.cache, lambda: self.api.clock.now())
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
         self._started_at: datetime | None = None  # set by start
-        self.refused_creates = RefusedCreates(CREATE_FAILURE_MEMORY)
+        self.asks = AppAsks(self.cache, self.queue)
         self.app_metrics = AppMetrics()
         # what reconciles read, fed by watches (and the answers to our writes): slim copies only
         field_manager = settings.field_manager
@@ -182,7 +168,7 @@ class Controller:
         if self._watched_during_resync is not None:
             self._watched_during_resync.add(NAMESPACE_MARK + name)
         if deleted:
-            self.refused_creates.forget_namespace(name)  # its quota and apps went with it
+            self.asks.refused_creates.forget_namespace(name)  # its quota and apps went with it
         self.namespaces.observe(body, deleted)
 
     def lead(self) -> None:
@@ -719,7 +705,7 @@ class Controller:
                                self.cache.scale_up_refused(p["metadata"]["uid"]),
                                self.cache.deleted((p.get("spec") or {}).get("nodeName"))) for p in pods
                       if TYPE_LABEL in (p["metadata"].get("labels") or {})],
-                free=self._free_for(spec, (namespace, name)),
+                free=self.asks.free_for(spec, (namespace, name), self.types.declared.values()),
                 nodeless_since=self.nodeless.observe_for(spec, self.types.declared.values()),
                 grown_at=state.grown_at,
                 recorded_moves=state.recorded_moves,
@@ -738,7 +724,7 @@ class Controller:
                 self.off_preferred[(namespace, name)] = result.better_types
             else:
                 self.off_preferred.pop((namespace, name), None)
-            self._expect(namespace, name, snap, result)
+            self.asks.expect(snap, result)
             self._claims_changed(current=(namespace, name))  # it asked for fewer: others look again
             claims_seen = self._claims_given_up
             conflict, service = self.writer.name_conflict(ref, labelled, result)
@@ -796,81 +782,6 @@ class Controller:
             self.namespaces.app_gone(app)
         self.app_metrics.forget(app)
         self._claims_changed()
-
-    # --- capacity, as this app may use it ------------------------------------------------------------
-    def _free_for(self, spec: FalAppSpec, app: tuple[str, str]) -> FreeOnRead:
-        """Free room per candidate type, less what other apps' replicas already claim there: their pending
-        pods and the replicas they just asked for (so freed room is promised to one app at a time).
-        Each type is computed when the planner first reads it (within the same plan: nothing changes)."""
-        self.cache.claims.expire(time.monotonic() - EXPECTATION_TTL)
-        types = {m.metadata.name: m for m in candidate_types(spec, self.types.declared.values())}
-
-        def free(name: str) -> Sequence[NodeFree]:
-            nodes = self.cache.free_of_type(types[name], spec.requires_nvenc)
-            claims = self.cache.claims.others_on(app, name)
-            return after_shapes(nodes, claims) if claims else nodes
-        return FreeOnRead(types, free)
-
-    def _expect(self, namespace: str, name: str, snap: AppSnapshot, result: AppPlan) -> None:
-        """Remember the replicas this plan asked for until their pods show up in the cache."""
-        if result.decision is None:
-            return
-        app = (namespace, name)
-        counts = result.decision.counts
-        # asked for fewer than before the pods of an earlier ask came (a scale-down, a move back): at most
-        # the new count less the pods there are still to come
-        pods = Counter(p.machine_type for p in snap.pods if not p.terminating)  # the ones that stay
-        for type_name in self.cache.claims.expecting(app):
-            # the pods have been refused for good for a while (the namespace's quota, a ServiceAccount not
-            # there, a webhook's denial; not a webhook timing out, not the moment of the app's own move, see
-            # observe.refused_for_good: the condition's first message decides): those asked for that
-            # long ago will not come until someone acts (then their pods claim room themselves), so their
-            # room goes back now, not when the asks expire (a tenant beyond its quota hid it from everyone
-            # that long). Both the refusal and the ask must be that old: the condition may be reported
-            # late (the controller manager behind), kept from an earlier refusal, or stamped by a clock
-            # behind the API server's
-            if (refused := snap.refused_since.get(type_name)) is not None:
-                left = REFUSAL_LASTING - (snap.now - refused).total_seconds()
-                if left <= 0:  # the refusal has lasted: the asks as old go; look again when the next is
-                    now = time.monotonic()
-                    oldest = self.cache.claims.give_up_asked_before(app, type_name, now - REFUSAL_LASTING)
-                    left = 0.0 if oldest is None else oldest + REFUSAL_LASTING - now
-                if left > 0:
-                    self.queue.add_after(("app", namespace, name), left + 0.01, due=False)
-            self.cache.claims.expect_at_most(app, type_name, counts.get(type_name, 0) - pods[type_name])
-        expecting = self.cache.claims.expecting(app)
-        # newly asked for, and not expected yet (a reconcile retried after its write failed asks again);
-        # none where the ReplicaSet's last creates failed (the namespace's quota, a webhook), nor where the
-        # app's pods were refused lately (claims.RefusedCreates): a tenant's app scaled beyond its quota
-        # would hide the room from others again at each ask
-        refused_types = self._refused_lately(snap)
-        added = {t: min(n - snap.counts.get(t, 0), n - pods[t] - expecting.get(t, 0)) for t, n in counts.items()
-                 if t not in snap.create_failing and t not in refused_types}
-        added = {t: n for t, n in added.items() if n > 0}
-        if not added:
-            return
-        options = {o.name: o for o in resolve(snap.spec, snap.catalogue, namespace, snap.namespace_labels).options}
-        at = time.monotonic()
-        for type_name, count in added.items():
-            if (option := options.get(type_name)) is not None:
-                self.cache.claims.expect((namespace, name), type_name, shape_of(option), count, at)
-
-    def _refused_lately(self, snap: AppSnapshot) -> set[str]:
-        """The types where the app's asks claim no room: its Deployments' refusals for good are noted first
-        (a log line when one starts), and its own end where its Deployment made a pod and reports no
-        failure (a pod merely carrying its labels, which a tenant may make by hand, ends nothing)."""
-        app = (snap.ref.namespace, snap.ref.name)
-        for type_name in {p.machine_type for p in snap.pods if not p.terminating} - snap.create_failing:
-            self.refused_creates.created(app, type_name)
-        for type_name in snap.create_failing:
-            message = snap.replica_failures.get(type_name, "")
-            quota = QUOTA_EXCEEDED in message
-            if refused_for_good(message) and self.refused_creates.note(app, type_name, quota):
-                logger.info("%s/%s: pods refused on %s (%s): replicas %s asks for there claim no room until "
-                            "%.0f s after a reconcile last sees the refusal%s", *app, type_name, message,
-                            f"any app of namespace {app[0]}" if quota else "it", CREATE_FAILURE_MEMORY,
-                            "" if quota else ", or one of its pods is created there")
-        return self.refused_creates.refused(app)
 
     def _seen(self, namespace: str, app: str, type_name: str) -> None:
         self.cache.claims.seen((namespace, app), type_name)
