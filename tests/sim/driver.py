@@ -3,7 +3,7 @@
 Everything the operator decides comes from its own code: `ClusterCache` for free room per node,
 `ClaimTally` and `after_shapes` for other apps' pending pods, `children_state` and `pod_view` for the snapshot, `plan`
 for the decision, `child_writes` for the ordered writes, `status_changed` for the status write (last).
-The only mirrored piece is `free_for` (AppAsks.free_for over `ClusterCache.nodes_of_type`), minus
+The only mirrored piece is `free_for` (AppAsks.free_for over `ClusterCache.free_of_type`), minus
 the controller's short-lived "expected replicas" claims: in the model the Deployment controller
 creates an app's pods right after the app's writes, before the next app is reconciled, so the pods
 themselves are the claims.

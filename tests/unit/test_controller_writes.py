@@ -67,10 +67,10 @@ def falapp(replicas: int = 1, ports: bool = False) -> dict:
     return {"apiVersion": "fal.ai/v1alpha1", "kind": "FalApp",
             "metadata": {"name": "llm", "namespace": NS, "uid": "app-1", "generation": 1}, "spec": spec}
 
+
 def free_for(controller: Controller, spec: FalAppSpec, app: tuple[str, str]) -> FreeOnRead:
     """What a reconcile of `app` reads: free room per candidate type, less other apps' claims."""
     return controller.asks.free_for(spec, app, controller.types.declared.values())
-
 
 
 class Rig:

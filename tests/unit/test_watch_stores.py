@@ -464,6 +464,9 @@ async def test_a_machinetype_whose_status_alone_changed_queues_nothing(controlle
     controller.types.status_written("gpu-h100", MachineTypeStatus(nodes=1), written)
     echoed = {**h100, "metadata": {**h100["metadata"], "resourceVersion": "51"}, "status": {"nodes": 1}}
     controller.machinetype_event(echoed, deleted=False)
+    older = {**h100, "metadata": {**h100["metadata"], "resourceVersion": "50"}, "status": {"nodes": 4}}
+    controller.machinetype_event(older, deleted=False)  # an event from before our write, late
+    assert controller.types.status["gpu-h100"] == MachineTypeStatus(nodes=1), "an event older than our write was taken"
     # someone else's status write
     other = {**echoed, "metadata": {**h100["metadata"], "resourceVersion": "52"}, "status": {"nodes": 7}}
     controller.machinetype_event(other, deleted=False)

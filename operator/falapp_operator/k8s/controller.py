@@ -6,10 +6,9 @@ steady state. The reconcile's writes go out through k8s/app_writer.py, whose ans
 at once, so no decision rests on a view older than the operator's own last write. Every API answer is
 checked: transient errors retry with back-off; refusals (quota, RBAC, invalid objects) are shown on
 the FalApp as Stalled with the API's message, plus a Warning event, and retried at the longest back-off.
-Namespaces (entitlements, deletions, apps left behind) are kept in k8s/namespaces.py, the room an app's
-asks claim in k8s/asks.py, the machine-type
-catalogue and NodePools in k8s/machine_types.py, the time each type has been without nodes in
-k8s/nodeless.py."""
+Kept apart: namespaces (entitlements, deletions, apps left behind) in k8s/namespaces.py, the room an
+app's asks claim in k8s/asks.py, the machine-type catalogue and NodePools in k8s/machine_types.py, the
+time each type has been without nodes in k8s/nodeless.py."""
 
 from __future__ import annotations
 

@@ -16,11 +16,14 @@ from falapp_operator.reconcile import children
 
 logger = logging.getLogger("falapp_operator")
 # what a MachineType's event changed: nothing read here; its status only (written by someone else); its
-# labels or annotations (what placement reads of it may differ); its spec (its nodes may be other ones)
+# labels, annotations or generation (what placement reads of it may differ, its nodes are the same); its
+# spec, or the type came or went (its nodes may be other ones)
 TypeChange: TypeAlias = Literal["none", "status", "metadata", "spec"]
 
 
 class MachineTypes:
+    """What the operator knows of the catalogue, fed by the MachineType and NodePool watches."""
+
     def __init__(self) -> None:
         self.declared: dict[str, MachineType] = {}  # valid ones, as declared
         self.nodepools: dict[str, PoolNodes] = {}  # Karpenter NodePool -> what the nodes it makes carry
@@ -71,6 +74,8 @@ class MachineTypes:
         return {m.metadata.name for m in self.placement() if m.spec.autoscaled} != before
 
     def observe(self, body: JsonMapping, deleted: bool) -> TypeChange:
+        """A MachineType appeared, changed or went: kept as declared (an invalid one is logged and left
+        out); what changed, for the controller to wake what that needs."""
         meta = body["metadata"]
         name = meta["name"]
         seen = (meta.get("generation"), body.get("spec"), meta.get("labels"), meta.get("annotations"))
