@@ -63,6 +63,22 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+class WallClock:
+    """Whether the wall clock stepped (the machine paused, or its clock set) since this was made: the
+    benchmarks time events by the wall clock (the API server's timestamps too), so a step inflates or
+    shrinks the times measured across it."""
+
+    def __init__(self) -> None:
+        self._offset = time.time() - time.monotonic()
+
+    def stepped(self) -> float:
+        """Seconds the wall clock moved beyond the monotonic one (0 when it did not step)."""
+        return round(time.time() - time.monotonic() - self._offset, 2)
+
+
+CLOCK_STEP_LIMIT = 0.5  # seconds of step beyond which a round's times are not to be trusted
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

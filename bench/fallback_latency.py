@@ -31,11 +31,13 @@ from pathlib import Path
 
 from common import (
     APP_LABEL,
+    CLOCK_STEP_LIMIT,
     DOCS,
     TYPE_LABEL,
     Cluster,
     ControlPlaneCPU,
     Operator,
+    WallClock,
     fake_node,
     load,
     one_gpu_app,
@@ -108,6 +110,7 @@ class Bench:
         print(f"  {await quiet_machine()}", flush=True)
         cpu = ControlPlaneCPU()
         before = cpu.read()
+        clock = WallClock()
         started = time.monotonic()
         await c.create([one_gpu_app(f"app-{i}", self.namespace, [self.fast, self.slow], 1, self.timeout_s)
                         for i in range(self.apps)])
@@ -120,6 +123,7 @@ class Bench:
                 w.cancel()
         result = self.report(time.monotonic() - started)
         result["control_plane_cpu_s"] = ControlPlaneCPU.spent(before, cpu.read())
+        result["clock_step_s"] = clock.stepped()
         return result
 
     def samples(self) -> dict[str, list[float]]:
@@ -215,6 +219,9 @@ def main() -> int:
     print(json.dumps(result, indent=2))
     print(f"\nfallback of {result['fell_back']}/{result['apps']} replicas at once, timeout {result['timeout_s']:g}s; "
           f"load {result['load_before']} before, {result['load_after']} after")
+    if abs(result["clock_step_s"]) > CLOCK_STEP_LIMIT:
+        print(f"  the wall clock stepped by {result['clock_step_s']:.1f}s during the run: the times below are off; "
+              "run it again")
     for key, label in COMPONENTS:
         if key in result:
             r = result[key]

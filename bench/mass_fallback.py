@@ -42,6 +42,7 @@ import uuid
 from pathlib import Path
 
 from common import (
+    CLOCK_STEP_LIMIT,
     DOCS,
     POOL_LABEL,
     TYPE_LABEL,
@@ -49,6 +50,7 @@ from common import (
     ControlPlaneCPU,
     Operator,
     ReadyPods,
+    WallClock,
     fake_node,
     load,
     metric_samples,
@@ -352,6 +354,7 @@ async def measure(args: argparse.Namespace) -> dict:
     """One round: a fresh namespace and pools, the operator run, the move by hand, then the scheduler alone."""
     cluster = Cluster()
     operator = None if args.external_operator else Operator(cluster.kubeconfig, "mass-fallback", args.operator_rev)
+    clock = WallClock()
     async with cluster:
         bench = MassFallback(cluster, operator, args.apps, args.replicas, args.nodes, float(args.timeout.rstrip("s")),
                              force_delete_pods=args.pods == "force")
@@ -372,6 +375,7 @@ async def measure(args: argparse.Namespace) -> dict:
                 operator.stop()
             await bench.cleanup()
     result["load_after"] = load()
+    result["clock_step_s"] = clock.stepped()
     compared = result["operator"]["all_ready_s"] - bench.timeout_s
     by_hand = result["by_hand"]["all_ready_s"] - bench.timeout_s
     alone = result["scheduler_alone"]["all_ready_s"]
@@ -387,14 +391,24 @@ async def measure_rounds(args: argparse.Namespace) -> dict:
     """`--rounds` rounds one after the other (on 2 shared cores one round's ratio varies by a fifth);
     the round with the median ratio (the target's) is reported in full, with every round's ratios and
     the median of each."""
-    rounds = []
-    for i in range(args.rounds):
-        rounds.append(await measure(args))
+    rounds: list[dict] = []
+    discarded = 0
+    while len(rounds) < args.rounds:
+        result = await measure(args)
+        if abs(result["clock_step_s"]) > CLOCK_STEP_LIMIT:
+            discarded += 1
+            print(f"  the wall clock stepped by {result['clock_step_s']:.1f}s during this round (ratio "
+                  f"{result['ratio']:.2f}x): its times are off; it is not counted", flush=True)
+            if discarded > args.rounds:
+                raise RuntimeError("the wall clock keeps stepping: no round can be measured")
+            continue
+        rounds.append(result)
         if args.rounds > 1:
-            print(f"  round {i + 1}/{args.rounds}: ratio {rounds[-1]['ratio']:.2f}x", flush=True)
+            print(f"  round {len(rounds)}/{args.rounds}: ratio {rounds[-1]['ratio']:.2f}x", flush=True)
     median = sorted(rounds, key=lambda r: r["ratio"])[(len(rounds) - 1) // 2]
     ratios = ("ratio", "ratio_to_by_hand", "by_hand_ratio")
-    return {**median, "medians": {k: sorted(r[k] for r in rounds)[(len(rounds) - 1) // 2] for k in ratios},
+    return {**median, "discarded_rounds": discarded,
+            "medians": {k: sorted(r[k] for r in rounds)[(len(rounds) - 1) // 2] for k in ratios},
             "rounds": [{k: r[k] for k in (*ratios, "operator_minus_timeout_s", "by_hand_minus_timeout_s")}
                        | {"scheduler_alone_s": r["scheduler_alone"]["all_ready_s"]} for r in rounds]}
 

@@ -45,11 +45,13 @@ from pathlib import Path
 from common import (
     APP_LABEL,
     BASELINE_APP_LABEL,
+    CLOCK_STEP_LIMIT,
     POOL_LABEL,
     Cluster,
     ControlPlaneCPU,
     Operator,
     ReadyPods,
+    WallClock,
     app_ready,
     fake_node,
     load,
@@ -318,6 +320,7 @@ async def measure(args: argparse.Namespace) -> dict:
     result = {"apps": args.apps, "replicas": args.apps * args.replicas, "nodes": args.nodes,
               "operator_revision": operator.revision if operator else "external", "load_before": load()}
     rounds: list[dict] = []
+    clock = WallClock()
     async with cluster:
         bench = Scale(cluster, operator, args.apps, args.replicas, args.nodes)
         try:
@@ -354,7 +357,7 @@ async def measure(args: argparse.Namespace) -> dict:
          "operator_cpu_s": r["operator"].get("operator_cpu_s"), "reconciles": r["operator"].get("reconciles"),
          "status_writes": (r["operator"].get("writes") or {}).get('write="status"'),
          "stages_all": {k: r["operator"]["stages_half_all"].get(k) for k in Progress.STAGES}} for r in rounds],
-        "pooled_ratio": round(operator_mean / plain_mean, 2)}
+        "pooled_ratio": round(operator_mean / plain_mean, 2), "clock_step_s": clock.stepped()}
 
 
 def machine_use(machine_before: float, started: float) -> dict:
@@ -400,6 +403,9 @@ def main() -> int:
           f"{again['all_ready_s']:.0f}s (creates took {again['create_requests_s']:.0f}s)")
     print(f"  operator:        all replicas Ready {op['all_ready_s']:.0f}s, all FalApps Ready "
           f"{op['apps_ready_s']:.0f}s after the first create (creates took {op['create_requests_s']:.0f}s)")
+    if abs(result["clock_step_s"]) > CLOCK_STEP_LIMIT:
+        print(f"  the wall clock stepped by {result['clock_step_s']:.1f}s during the runs: a run's times are off; "
+              "run it again")
     print(f"  ratio (replicas Ready): {result['ratio']:.2f}x the mean of the plain runs; "
           f"{result['ratio_to_before']:.2f}x the run before, {result['ratio_to_after']:.2f}x the run after")
     if len(result["rounds"]) > 1:

@@ -105,3 +105,14 @@ falapp_leader 1.0
 ])
 def test_metric_value_sums_matching_samples(name, labels, value):
     assert load_common().metric_value(METRICS, name, **labels) == value
+
+
+def test_a_step_of_the_wall_clock_is_seen(monkeypatch):
+    """The benchmarks time events by the wall clock: a round across which it stepped (seen once here: the
+    machine paused for 13.8 s mid-round, etcd's log showing it) is told apart from a slow one."""
+    common = load_common()
+    clock = common.WallClock()
+    assert abs(clock.stepped()) < common.CLOCK_STEP_LIMIT
+    real = common.time.time
+    monkeypatch.setattr(common.time, "time", lambda: real() + 13.8)
+    assert clock.stepped() == pytest.approx(13.8, abs=0.1)
