@@ -64,9 +64,11 @@ def load() -> str:
 
 
 class WallClock:
-    """Whether the wall clock stepped (the machine paused, or its clock set) since this was made: the
-    benchmarks time events by the wall clock (the API server's timestamps too), so a step inflates or
-    shrinks the times measured across it."""
+    """Whether the wall clock stepped against the monotonic one since this was made (the clock set, or a
+    pause the monotonic clock did not run through): the benchmarks time events by the wall clock (the API
+    server's timestamps too), so a step inflates or shrinks the times measured across it. Slewing moves
+    both clocks alike and is not seen; nor is a pause the monotonic clock runs through, nor a step undone
+    before `stepped` is asked."""
 
     def __init__(self) -> None:
         self._offset = time.time() - time.monotonic()

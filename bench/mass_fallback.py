@@ -392,19 +392,19 @@ async def measure_rounds(args: argparse.Namespace) -> dict:
     the round with the median ratio (the target's) is reported in full, with every round's ratios and
     the median of each."""
     rounds: list[dict] = []
-    discarded = 0
-    while len(rounds) < args.rounds:
+    discarded: list[dict] = []  # rounds across which the wall clock stepped: their times are off
+    while len(rounds) < args.rounds and len(discarded) <= args.rounds:
         result = await measure(args)
         if abs(result["clock_step_s"]) > CLOCK_STEP_LIMIT:
-            discarded += 1
+            discarded.append({"ratio": result["ratio"], "clock_step_s": result["clock_step_s"]})
             print(f"  the wall clock stepped by {result['clock_step_s']:.1f}s during this round (ratio "
                   f"{result['ratio']:.2f}x): its times are off; it is not counted", flush=True)
-            if discarded > args.rounds:
-                raise RuntimeError("the wall clock keeps stepping: no round can be measured")
             continue
         rounds.append(result)
         if args.rounds > 1:
             print(f"  round {len(rounds)}/{args.rounds}: ratio {rounds[-1]['ratio']:.2f}x", flush=True)
+    if not rounds:
+        raise RuntimeError(f"the wall clock stepped in every round ({discarded}): nothing can be measured")
     median = sorted(rounds, key=lambda r: r["ratio"])[(len(rounds) - 1) // 2]
     ratios = ("ratio", "ratio_to_by_hand", "by_hand_ratio")
     return {**median, "discarded_rounds": discarded,
@@ -452,6 +452,9 @@ def main() -> int:
         print(f"  {what}: {result[key]:.2f}x"
               + (f" (this round; median of {len(result['rounds'])} rounds {result['medians'][key]:.2f}x: {each})"
                  if len(result["rounds"]) > 1 else ""))
+    if result["discarded_rounds"]:
+        print("  not counted, the wall clock having stepped across them: " + ", ".join(
+            f"a round of {d['ratio']:.2f}x (a step of {d['clock_step_s']:.1f}s)" for d in result["discarded_rounds"]))
     print("  stage by stage (replicas reaching it; seconds since the nodes went in the operator run and by "
           "hand, since the first create alone):")
 

@@ -1,4 +1,5 @@
-"""kopf registrations only: every handler hands its event to the controller and returns nothing.
+"""kopf registrations: start-up (the API client, the metrics server, leader election), and watch handlers
+that hand each event to the controller and return nothing (no handler result leaks into a status).
 
 Pods are not watched through kopf: the controller watches every pod of the cluster itself (read-only,
 whatever namespaces FalApps are watched in), so free room counts other namespaces' pods too. FalApps,

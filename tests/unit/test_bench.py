@@ -116,3 +116,26 @@ def test_a_step_of_the_wall_clock_is_seen(monkeypatch):
     real = common.time.time
     monkeypatch.setattr(common.time, "time", lambda: real() + 13.8)
     assert clock.stepped() == pytest.approx(13.8, abs=0.1)
+
+
+def test_a_mass_fallback_round_across_a_clock_step_is_not_counted(monkeypatch):
+    """The round is run again; the median comes from the counted rounds, the discarded one is reported."""
+    import argparse
+    import asyncio
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_mass_fallback", BENCH / "mass_fallback.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    made = iter([(4.41, 13.8), (2.0, 0.0), (1.5, 0.01), (1.8, 0.0)])
+
+    async def measure(args):
+        ratio, step = next(made)
+        return {"ratio": ratio, "ratio_to_by_hand": 1.0, "by_hand_ratio": 1.0, "operator_minus_timeout_s": 1.0,
+                "by_hand_minus_timeout_s": 1.0, "scheduler_alone": {"all_ready_s": 1.0}, "clock_step_s": step}
+
+    monkeypatch.setattr(module, "measure", measure)
+    result = asyncio.run(module.measure_rounds(argparse.Namespace(rounds=3)))
+    assert [r["ratio"] for r in result["rounds"]] == [2.0, 1.5, 1.8]
+    assert result["ratio"] == 1.8 and result["medians"]["ratio"] == 1.8
+    assert result["discarded_rounds"] == [{"ratio": 4.41, "clock_step_s": 13.8}]
