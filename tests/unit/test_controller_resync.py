@@ -9,7 +9,7 @@ import copy
 import time
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL
-from falapp_operator.k8s.client import ApiError, ServerClock
+from falapp_operator.k8s.client import WATCH_SILENCE, ApiError, ServerClock
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.settings import OperatorSettings
 from tests import builders
@@ -54,7 +54,7 @@ class ListingApi:
             each(body)
         return "1"
 
-    async def watch_pods(self, resource_version: str):
+    async def watch_pods(self, resource_version: str, server_timeout: int = 300):
         await asyncio.Event().wait()  # the watch reports nothing here
         yield
 
@@ -199,6 +199,10 @@ async def test_autoscaler_announcements_are_read_back_at_start():
     await controller.start()
     try:
         assert controller.cache.scale_up_coming("uid-waiting")
+        # Events get no bookmarks (no watch cache): their watches are not restarted for silence
+        silences = {i.field_selector: i.silence for i in controller._informers if i.resource == "events"}
+        assert len(silences) == 5 and set(silences.values()) == {None}
+        assert {i.silence for i in controller._informers if i.resource != "events"} == {WATCH_SILENCE}
     finally:
         await controller.stop()
 

@@ -5,6 +5,7 @@ streams, Status bodies), and which errors are transient, absent or shown."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -243,12 +244,45 @@ async def test_a_watch_silent_longer_than_a_bookmark_takes_ends_and_is_watched_a
     it, and its caller watches again from where it was. (Was: nothing noticed for 330 s: no fallback, no
     scale, no freed room seen meanwhile.)"""
     fake, api = served
-    monkeypatch.setattr(client_module, "WATCH_SILENCE", 0.3)
     fake.watches[PODS] = [[{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "102"}}}]]
     started = asyncio.get_running_loop().time()
-    got = [kind async for kind, _ in api.watch_objects("pods", "100", NS)]  # the second watch stays silent
-    got += [kind async for kind, _ in api.watch_objects("pods", "102", NS)]
+    got = [kind async for kind, _ in api.watch_objects("pods", "100", NS, silence=0.3)]  # the second stays silent
+    got += [kind async for kind, _ in api.watch_objects("pods", "102", NS, silence=0.3)]
     assert got == ["BOOKMARK"] and asyncio.get_running_loop().time() - started < 5
+
+
+async def test_a_watch_that_gets_no_bookmarks_stays_open_through_silence_on_a_connection_kept_alive(
+        served: tuple[FakeApiServer, KubeApi], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events are watched straight from etcd (the API server keeps no watch cache for them by default) and
+    get no bookmarks: silence there is no sign of a dead connection, and restarting such a watch each time
+    only made requests (5 a minute when idle). TCP keepalive on its connection finds a dead peer instead."""
+    fake, api = served
+    kept_alive: list[tuple[int, int, int, int]] = []
+    real_keep_alive = client_module._keep_alive
+
+    def keep_alive(response) -> None:
+        real_keep_alive(response)
+        sock = response.connection.transport.get_extra_info("socket")
+        kept_alive.append((sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                           *(sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, o))
+                             for o in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"))))
+    monkeypatch.setattr(client_module, "_keep_alive", keep_alive)
+    fake.watches[PODS] = []  # the watch stays silent
+
+    async def watch() -> list[str]:
+        return [kind async for kind, _ in api.watch_objects("pods", "100", NS, silence=None)]
+    with pytest.raises(TimeoutError):  # (a silence limit of 0.3 s ends it at once: the test above)
+        await asyncio.wait_for(watch(), 1.0)
+    assert kept_alive == [(1, client_module.KEEPALIVE_IDLE, client_module.KEEPALIVE_INTERVAL,
+                           client_module.KEEPALIVE_PROBES)]
+
+
+def test_watches_are_kept_open_5_to_10_minutes_or_30_to_60_without_bookmarks() -> None:
+    timeouts = [client_module.watch_timeout(300) for _ in range(200)]
+    assert 300 <= min(timeouts) and max(timeouts) < 600 and len(set(timeouts)) > 20  # not all at once
+    with_bookmarks, without = Informer(None, "pods", print), Informer(None, "events", print, bookmarks=False)
+    assert (with_bookmarks.silence, with_bookmarks.server_timeout) == (client_module.WATCH_SILENCE, 300)
+    assert (without.silence, without.server_timeout) == (None, 1800)
 
 
 async def test_a_watch_the_api_refuses_raises_before_any_event(served: tuple[FakeApiServer, KubeApi]) -> None:

@@ -510,7 +510,7 @@ async def test_an_expired_watch_lists_again_and_reports_what_went_meanwhile():
                 each(copy.deepcopy(item))
             return "10"
 
-        async def watch_objects(self, resource, version, *args):
+        async def watch_objects(self, resource, version, *args, **kwargs):
             self.watches += 1
             if self.watches == 1:
                 yield "MODIFIED", deployment(3, rv=11)
@@ -583,7 +583,7 @@ async def test_a_watch_whose_handler_fails_keeps_watching(caplog):
             each(deployment(2, rv=5))
             return "10"
 
-        async def watch_objects(self, resource, version, *args):
+        async def watch_objects(self, resource, version, *args, **kwargs):
             yield "MODIFIED", deployment(3, rv=11 + self.lists)
             await asyncio.Event().wait()
 

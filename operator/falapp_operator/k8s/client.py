@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import socket
 import time
 from collections import OrderedDict
@@ -223,9 +224,34 @@ def _from_exception(e: ApiException, what: str) -> ApiError:
 
 
 CONNECT_TIMEOUT = 30  # seconds to open a connection to the API server
-# seconds a watch may say nothing: the API server sends a bookmark a minute to watches that ask for them,
-# so longer silence is a connection that died without a word (a host lost, a load balancer's state lost)
+# seconds a watch may say nothing: the API server sends a bookmark a minute to watches it serves from its
+# watch cache, so longer silence is a connection that died without a word (a host lost, a load balancer's
+# state lost). Watches it serves straight from etcd (Events: no watch cache by default) get no bookmarks;
+# their silence says nothing, and TCP keepalive finds their dead connections instead.
 WATCH_SILENCE = 90.0
+# TCP keepalive on a watch's connection: a peer gone without a word is noticed after KEEPALIVE_IDLE seconds
+# of quiet and KEEPALIVE_PROBES unanswered probes KEEPALIVE_INTERVAL apart (the kernel's; no request)
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 30, 10, 3
+
+
+def watch_timeout(minimum: int) -> int:
+    """Seconds to ask the API server to keep a watch open: `minimum` to twice it, at random, as client-go's
+    reflectors do, so that a process's watches do not all end and start again in the same second."""
+    return int(minimum * (1 + random.random()))
+
+
+def _keep_alive(response: aiohttp.ClientResponse) -> None:
+    """TCP keepalive on the connection a watch holds (see KEEPALIVE_IDLE); a no-op where the connection has
+    no socket to set it on."""
+    transport = response.connection.transport if response.connection else None
+    sock = transport.get_extra_info("socket") if transport else None
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                          ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
+        if hasattr(socket, option):  # Linux has all three
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 class KubeApi:
@@ -372,10 +398,12 @@ class KubeApi:
 
     async def watch_objects(self, resource: str, resource_version: str, namespace: str | None = None,
                             label_selector: str | None = None, field_selector: str | None = None,
-                            server_timeout: int = 300) -> AsyncIterator[tuple[str, JsonObject]]:
+                            server_timeout: int = 300, silence: float | None = WATCH_SILENCE,
+                            ) -> AsyncIterator[tuple[str, JsonObject]]:
         """(event type, object) from a watch of `resource` (as list_objects), from `resource_version` on,
-        until the server ends it (`server_timeout` seconds). An expired version raises ApiError 410:
-        list again."""
+        until the server ends it (`server_timeout` seconds) or it stays silent `silence` seconds (None: a
+        watch that gets no bookmarks may stay silent until the server ends it). An expired version raises
+        ApiError 410: list again."""
         call, args = self._list_call(resource, namespace)
         what = f"{resource.capitalize()}{' in ' + namespace if namespace else ''} (watch)"
         metrics.API_READS.labels(f"watch_{resource}").inc()
@@ -384,7 +412,7 @@ class KubeApi:
                 *args, watch=True, resource_version=resource_version, allow_watch_bookmarks=True,
                 timeout_seconds=server_timeout, _preload_content=False,
                 _request_timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT,
-                                                       sock_read=min(server_timeout + 30, WATCH_SILENCE)),
+                                                       sock_read=min(server_timeout + 30, silence or math.inf)),
                 **self._selectors(label_selector, field_selector)))
         except ApiException as e:
             raise _from_exception(e, what) from e
@@ -393,6 +421,7 @@ class KubeApi:
         try:
             if response.status >= 400:
                 raise _from_body(response.status, response.reason or "", await response.read(), what)
+            _keep_alive(response)
             async for line in response.content:
                 if not line.strip():
                     continue
@@ -403,7 +432,8 @@ class KubeApi:
                                    what)
                 yield event["type"], event["object"]
         except TimeoutError:  # silent too long: ends as if the server ended it; the caller watches again
-            logger.info("%s: nothing for %gs, not even a bookmark: watching again", what, WATCH_SILENCE)
+            logger.info("%s: nothing for %gs%s: watching again", what, min(server_timeout + 30, silence or math.inf),
+                        ", not even a bookmark" if silence else "")
         except (aiohttp.ClientError, ValueError) as e:  # ValueError: a cut line (bad JSON)
             raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
         finally:

@@ -46,7 +46,7 @@ from falapp_operator.k8s.cache import (
     PodInfo,
     autoscaler_answer,
 )
-from falapp_operator.k8s.client import ApiError, KubeApi
+from falapp_operator.k8s.client import ApiError, KubeApi, watch_timeout
 from falapp_operator.k8s.gate import Priority
 from falapp_operator.k8s.informer import Informer
 from falapp_operator.k8s.machine_types import MachineTypes
@@ -152,7 +152,7 @@ class Controller:
                 f"reason={FAILED_SCHEDULING},{field}={KARPENTER}" for field in ("source", "reportingComponent")]
             for selector in selectors:
                 self._informers.append(Informer(self.api, "events", self.scale_signal_watched, namespace,
-                                                field_selector=selector, track_deletions=False))
+                                                field_selector=selector, track_deletions=False, bookmarks=False))
         for informer in self._informers:  # every store full before the first reconcile
             await informer.sync()
         self.namespaces.listed()
@@ -258,7 +258,7 @@ class Controller:
             try:
                 if self._pods_version is None:
                     await self.resync()
-                async for kind, body in self.api.watch_pods(self._pods_version or ""):
+                async for kind, body in self.api.watch_pods(self._pods_version or "", watch_timeout(300)):
                     failures = 0
                     self._pods_version = body["metadata"].get("resourceVersion") or self._pods_version
                     if kind in ("ADDED", "MODIFIED", "DELETED"):

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 
 from falapp_operator.api import JsonObject
-from falapp_operator.k8s.client import ApiError, KubeApi
+from falapp_operator.k8s.client import WATCH_SILENCE, ApiError, KubeApi, watch_timeout
 from falapp_operator.k8s.workqueue import backoff
 
 logger = logging.getLogger("falapp_operator")
@@ -23,10 +23,16 @@ EVENTS = ("ADDED", "MODIFIED", "DELETED")
 class Informer:
     def __init__(self, api: KubeApi, resource: str, on_event: Callable[[str, JsonObject], object],
                  namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None,
-                 track_deletions: bool = True):
+                 track_deletions: bool = True, bookmarks: bool = True):
         self.api, self.resource, self.on_event = api, resource, on_event
         self.namespace, self.label_selector, self.field_selector = namespace, label_selector, field_selector
         self.track_deletions = track_deletions  # events are not: nobody minds an Event going
+        # without bookmarks (what the API server watches straight from etcd: Events) silence says nothing,
+        # and a watch restarted from a LIST's version long past expires (410) and lists again: such watches
+        # stay open for 30-60 minutes (the API server's own default), their dead connections found by TCP
+        # keepalive; others are restarted every 5-10 minutes (as client-go's) and after 90 s of silence
+        self.silence: float | None = WATCH_SILENCE if bookmarks else None
+        self.server_timeout = 300 if bookmarks else 1800
         self.version: str | None = None  # where the watch continues; None: list first
         self._known: dict[str, tuple[str, str]] = {}  # uid -> (namespace, name) of what was reported
 
@@ -58,8 +64,9 @@ class Informer:
             try:
                 if self.version is None:
                     await self.sync()
-                async for kind, body in self.api.watch_objects(self.resource, self.version or "", self.namespace,
-                                                               self.label_selector, self.field_selector):
+                async for kind, body in self.api.watch_objects(
+                        self.resource, self.version or "", self.namespace, self.label_selector, self.field_selector,
+                        server_timeout=watch_timeout(self.server_timeout), silence=self.silence):
                     failures = 0
                     meta = body.get("metadata") or {}
                     self.version = meta.get("resourceVersion") or self.version
