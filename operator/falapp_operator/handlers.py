@@ -66,13 +66,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object)
     controller = Controller(api, config)
     try:
         await controller.start()  # reads only; its watches start once every LIST has answered
+        if config.metrics_port:  # once started: a scrape that answers means the caches are full
+            start_http_server(config.metrics_port)  # (a port in use fails the start)
     except BaseException:
         with contextlib.suppress(Exception):  # the start's own error is the one to show
-            await api.close()  # kopf runs a failed startup again, with a new client: none left open
+            # kopf runs a failed startup again, with a new controller and client: neither this one's
+            # watches nor its connections left running beside them
+            await controller.stop()
+            await api.close()
         raise
     memo.controller = controller
-    if config.metrics_port:  # once started: a scrape that answers means the caches are full
-        start_http_server(config.metrics_port)
     if not config.leader_elect:
         metrics.LEADER.set(1)
         controller.lead()
