@@ -69,11 +69,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object)
         if config.metrics_port:  # once started: a scrape that answers means the caches are full
             start_http_server(config.metrics_port)  # (a port in use fails the start)
     except BaseException:
-        with contextlib.suppress(Exception):  # the start's own error is the one to show
-            # kopf runs a failed startup again, with a new controller and client: neither this one's
-            # watches nor its connections left running beside them
-            await controller.stop()
-            await api.close()
+        # kopf runs a failed startup again, with a new controller and client: neither this one's watches
+        # nor its connections left running beside them (the start's own error is the one to show)
+        try:
+            with contextlib.suppress(Exception):
+                await controller.stop()
+        finally:
+            with contextlib.suppress(Exception):
+                await api.close()
         raise
     memo.controller = controller
     if not config.leader_elect:

@@ -265,8 +265,9 @@ async def test_a_watch_that_gets_no_bookmarks_stays_open_through_silence_on_a_co
         sock = response.connection.transport.get_extra_info("socket")
         kept_alive.append((sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
                            *(sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, o))
-                             for o in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"))))
+                             for o in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT"))))
     monkeypatch.setattr(client_module, "_keep_alive", keep_alive)
+    monkeypatch.setattr(client_module, "WATCH_SILENCE", 0.3)  # (no silence limit but the server's)
     fake.watches[PODS] = []  # the watch stays silent
 
     async def watch() -> list[str]:
@@ -274,7 +275,20 @@ async def test_a_watch_that_gets_no_bookmarks_stays_open_through_silence_on_a_co
     with pytest.raises(TimeoutError):  # (a silence limit of 0.3 s ends it at once: the test above)
         await asyncio.wait_for(watch(), 1.0)
     assert kept_alive == [(1, client_module.KEEPALIVE_IDLE, client_module.KEEPALIVE_INTERVAL,
-                           client_module.KEEPALIVE_PROBES)]
+                           client_module.KEEPALIVE_PROBES, 60_000)]
+
+
+async def test_a_watch_whose_answer_never_starts_ends_as_a_transient_error(
+        served: tuple[FakeApiServer, KubeApi]) -> None:
+    """A watch without a silence limit still gets the head of its answer within the request timeout (its
+    connection may have died before keepalive was set on it)."""
+    fake, api = served
+    api.request_timeout = 0.3
+    fake.slow("GET", PODS, 30)
+    with pytest.raises(ApiError) as raised:
+        async for _ in api.watch_objects("pods", "100", NS, silence=None):
+            pass
+    assert raised.value.transient and "no answer within 0.3s" in str(raised.value), raised.value
 
 
 def test_watches_are_kept_open_5_to_10_minutes_or_30_to_60_without_bookmarks() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -230,7 +231,9 @@ CONNECT_TIMEOUT = 30  # seconds to open a connection to the API server
 # their silence says nothing, and TCP keepalive finds their dead connections instead.
 WATCH_SILENCE = 90.0
 # TCP keepalive on a watch's connection: a peer gone without a word is noticed after KEEPALIVE_IDLE seconds
-# of quiet and KEEPALIVE_PROBES unanswered probes KEEPALIVE_INTERVAL apart (the kernel's; no request)
+# of quiet and KEEPALIVE_PROBES unanswered probes KEEPALIVE_INTERVAL apart (the kernel's; no request), and
+# data left unacknowledged as long (TCP_USER_TIMEOUT) ends it too. (Only the first hop's peer: behind a
+# proxy that keeps its side open when the API server goes, a watch without bookmarks waits for its timeout.)
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 30, 10, 3
 
 
@@ -249,8 +252,9 @@ def _keep_alive(response: aiohttp.ClientResponse) -> None:
         return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
-                          ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
-        if hasattr(socket, option):  # Linux has all three
+                          ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+                          ("TCP_USER_TIMEOUT", 1000 * (KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES))):
+        if hasattr(socket, option):  # Linux has all four
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
@@ -407,17 +411,20 @@ class KubeApi:
         call, args = self._list_call(resource, namespace)
         what = f"{resource.capitalize()}{' in ' + namespace if namespace else ''} (watch)"
         metrics.API_READS.labels(f"watch_{resource}").inc()
+        quiet = server_timeout + 30 if silence is None else min(server_timeout + 30, silence)
         try:
-            response = await _response(call(
-                *args, watch=True, resource_version=resource_version, allow_watch_bookmarks=True,
-                timeout_seconds=server_timeout, _preload_content=False,
-                _request_timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT,
-                                                       sock_read=min(server_timeout + 30, silence or math.inf)),
-                **self._selectors(label_selector, field_selector)))
+            # the answer's head comes at once (keepalive is set only then): a connection that died before it
+            # is not left to the watch's long quiet
+            async with asyncio.timeout(self.request_timeout):
+                response = await _response(call(
+                    *args, watch=True, resource_version=resource_version, allow_watch_bookmarks=True,
+                    timeout_seconds=server_timeout, _preload_content=False,
+                    _request_timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=quiet),
+                    **self._selectors(label_selector, field_selector)))
         except ApiException as e:
             raise _from_exception(e, what) from e
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
+            raise ApiError(0, type(e).__name__, str(e) or f"no answer within {self.request_timeout:g}s", what) from e
         try:
             if response.status >= 400:
                 raise _from_body(response.status, response.reason or "", await response.read(), what)
@@ -432,8 +439,8 @@ class KubeApi:
                                    what)
                 yield event["type"], event["object"]
         except TimeoutError:  # silent too long: ends as if the server ended it; the caller watches again
-            logger.info("%s: nothing for %gs%s: watching again", what, min(server_timeout + 30, silence or math.inf),
-                        ", not even a bookmark" if silence else "")
+            logger.info("%s: nothing for %gs%s: watching again", what, quiet,
+                        "" if silence is None else ", not even a bookmark")
         except (aiohttp.ClientError, ValueError) as e:  # ValueError: a cut line (bad JSON)
             raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
         finally:
