@@ -23,7 +23,7 @@ from prometheus_client import start_http_server
 from falapp_operator import metrics
 from falapp_operator.api import GROUP, VERSION
 from falapp_operator.api.names import FINALIZER, PROGRESS_PREFIX
-from falapp_operator.k8s.client import PAGE, KubeApi, load_config
+from falapp_operator.k8s.client import PAGE, KubeApi, load_config, watch_timeout
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.leader import LeaderElector, default_identity, default_namespace
 from falapp_operator.settings import OperatorSettings
@@ -56,8 +56,8 @@ def login(settings: kopf.OperatorSettings, **kwargs: object) -> kopf.ConnectionI
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
     config = OperatorSettings()
     settings.posting.level = 30  # kopf's own events only for warnings and errors
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    settings.watching.server_timeout = watch_timeout(300)  # kopf's watches: renewed every 5-10 minutes
+    settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = FINALIZER
