@@ -52,7 +52,8 @@ def login(settings: kopf.OperatorSettings, **kwargs: object) -> kopf.ConnectionI
             or kopf.login_with_kubeconfig(settings=settings, **kwargs))
 
 
-@kopf.on.startup()
+# a start the API refuses (or that failed to answer) is run again in 10 s, not kopf's default minute
+@kopf.on.startup(backoff=10)
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
     config = OperatorSettings()
     settings.posting.level = 30  # kopf's own events only for warnings and errors
@@ -116,13 +117,14 @@ async def _lead(elector: LeaderElector, controller: Controller, settings: kopf.O
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: object) -> None:
+    controller: Controller | None = getattr(memo, "controller", None)
+    if controller is not None:  # first, while still leading: no reconcile finds the fence shut mid-way
+        await controller.stop()
     election: asyncio.Task[None] | None = getattr(memo, "election", None)
     if election is not None and not election.done():
         election.cancel()
         await asyncio.gather(election, return_exceptions=True)
-    controller: Controller | None = getattr(memo, "controller", None)
     if controller is not None:
-        await controller.stop()
         elector: LeaderElector | None = getattr(memo, "elector", None)
         if elector is not None:  # after the last write: a candidate takes over without waiting for expiry
             await elector.release()

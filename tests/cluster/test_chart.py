@@ -431,6 +431,11 @@ def test_operator_deployment_is_restricted_and_wired(tools: Path):
     assert container["args"] == ["--log-format=json", "--liveness=http://0.0.0.0:8081/healthz",
                                  "--namespace=team-a", "--namespace=team-b"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    # kopf answers /healthz only once the start is done: ten minutes for it before liveness counts
+    # (was: killed after 70 s, a start on a large cluster or one retried after a refusal never finished)
+    startup = container["startupProbe"]
+    assert startup["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 600
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "healthz": 8081}
     assert {"name": "FALAPP_METRICS_PORT", "value": "8080"} in container["env"]

@@ -69,7 +69,8 @@ def run_flags(deployment: dict, kubeconfig_dir: Path) -> list[str]:
     [container] = pod["containers"]
     assert not pod.get("initContainers"), "init containers not carried over"
     # command, envFrom, workingDir, probes other than liveness... would be run differently here
-    carried = {"name", "image", "imagePullPolicy", "args", "env", "ports", "livenessProbe", "securityContext",
+    carried = {"name", "image", "imagePullPolicy", "args", "env", "ports", "livenessProbe", "startupProbe",
+               "securityContext",
                "resources", "volumeMounts", "terminationMessagePath", "terminationMessagePolicy"}
     assert set(container) <= carried, f"container fields not carried over: {set(container) - carried}"
     security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
@@ -177,6 +178,7 @@ def test_image_runs_as_the_chart_runs_the_pod(image: str, kubectl: Kubectl, kctl
 
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         probe = container["livenessProbe"]["httpGet"]
+        assert container["startupProbe"]["httpGet"] == probe  # the one endpoint, answered once started
         healthz = f"http://127.0.0.1:{ports[probe['port']]}{probe['path']}"
         wait_until(lambda: _get(healthz)[0] == 200, timeout=60, message=f"liveness {healthz}")
         wait_until(lambda: "falapp_" in _get(f"http://127.0.0.1:{ports['metrics']}/metrics")[1], timeout=30,

@@ -419,3 +419,13 @@ async def test_resync_does_not_undo_what_the_namespace_watch_said_meanwhile():
         assert set(controller.namespaces.labels) == {"team-a", "team-c"}
     finally:
         await controller.stop()
+
+
+async def test_a_controller_stopped_starts_no_workers_when_elected_after():
+    """The process stops the controller first, while still leading, then leaves the election: should it be
+    elected in between, no reconcile starts on the stopped controller."""
+    controller = Controller(ListingApi([node("n1")], []), OperatorSettings(workers=2, resync_period=0, metrics_port=0))
+    await controller.start()
+    await controller.stop()
+    controller.lead()
+    assert controller._workers == []

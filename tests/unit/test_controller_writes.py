@@ -2377,6 +2377,46 @@ async def test_a_reconcile_that_raises_is_told_on_the_app_once_and_retried(rig: 
     assert told[0]["involvedObject"]["uid"] == "app-1"
 
 
+async def test_requests_failing_for_minutes_are_told_on_the_app_once_and_retried(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A webhook on Deployments down (failurePolicy Fail): every apply answers 500, an error worth retrying.
+    Once the app's reconciles have failed that way for FAILING_TOLD_AFTER, a Warning event RequestsFailing
+    with the API's message says so, once while it stays the same; retries go on, and a success ends it.
+    (Was: only log lines; the app kept its last conditions, nothing on it said its replicas were stuck.)"""
+    monkeypatch.setattr(controller_module, "FAILING_TOLD_AFTER", 0.3)
+    rig.controller.settings.error_backoff_max = 0.05
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", f"/deployments/{H100}", 500, 'Internal error occurred: failed calling webhook '
+                  '"policy.example.com": context deadline exceeded', times=10_000)
+    rig.controller.lead()
+    await wait_for(lambda: rig.controller.failures.get(KEY, 0) >= 3)
+
+    def told() -> list[dict]:
+        return [r.body for r in rig.fake.requests if str(r) == EVENTS]
+    assert told() == [], "told before the failures had lasted"
+    await wait_for(lambda: len(told()) == 1)
+    failures = rig.controller.failures[KEY]
+    await wait_for(lambda: rig.controller.failures[KEY] >= failures + 3)
+    await asyncio.gather(*rig.controller.events.pending, return_exceptions=True)
+    assert [(e["type"], e["reason"]) for e in told()] == [("Warning", "RequestsFailing")]
+    assert 'failed calling webhook "policy.example.com"' in told()[0]["message"], told()[0]["message"]
+    assert f"Deployment {NS}/{H100}" in told()[0]["message"]
+    rig.fake._scripted.clear()  # the webhook back
+    await wait_for(lambda: KEY not in rig.controller.failures)
+    assert KEY not in rig.controller._failing_since
+
+
+async def test_a_reconcile_stopped_by_the_fence_is_no_failure(rig: Rig) -> None:
+    """Leadership handed over as the process stops: a reconcile whose write the fence stops is put back,
+    not logged as the operator's fault nor told on the app (its event could not be posted either)."""
+    rig.create_app(falapp())
+    rig.controller.api.may_write = lambda: False
+    rig.controller.lead()
+    await wait_for(lambda: rig.controller.queue.backing_off(KEY))
+    await asyncio.gather(*rig.controller.events.pending, return_exceptions=True)
+    assert KEY not in rig.controller.failures and rig.fake.writes() == []
+
+
 async def test_a_labelled_deployment_the_operator_did_not_make_costs_no_read_when_deleted(rig: Rig) -> None:
     """Anyone may create and delete a Deployment labelled as an app's: its deletion is no sign the app is
     gone, so no fresh read of the app follows (four reads each)."""

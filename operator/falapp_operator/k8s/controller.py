@@ -46,7 +46,7 @@ from falapp_operator.k8s.cache import (
     PodInfo,
     autoscaler_answer,
 )
-from falapp_operator.k8s.client import ApiError, KubeApi, watch_timeout
+from falapp_operator.k8s.client import ApiError, KubeApi, NotLeading, watch_timeout
 from falapp_operator.k8s.gate import Priority
 from falapp_operator.k8s.informer import Informer
 from falapp_operator.k8s.machine_types import MachineTypes
@@ -79,6 +79,9 @@ MACHINETYPE_MARK, NODEPOOL_MARK = "machinetype/", "nodepool/"  # likewise
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
 # went (a lost pool's hundreds of doomed replacements are deleted one by one): no decision falls due then
 CLAIMS_WAKE_WINDOW = 1.0
+# seconds an app's reconciles may keep failing on errors worth retrying (a webhook down answers 500 to every
+# apply, the API server overloaded answers 429) before a Warning event on the app says so
+FAILING_TOLD_AFTER = 120.0
 
 
 class Controller:
@@ -99,7 +102,9 @@ class Controller:
         self._capacity_changes = 0
         self._claims_given_up = 0
         self.failures: dict[QueueKey, int] = {}
+        self._failing_since: dict[QueueKey, float] = {}  # (monotonic) the first of the failures in a row
         self._workers: list[asyncio.Task[None]] = []
+        self._stopped = False
         self._resync: asyncio.Task[None] | None = None
         self._pod_watch: asyncio.Task[None] | None = None
         self._pods_version: str | None = None  # where the pod watch continues; None: list first
@@ -171,11 +176,15 @@ class Controller:
         self.namespaces.observe(body, deleted)
 
     def lead(self) -> None:
-        """Start reconciling queued apps: only the leader (or a process without leader election) does."""
+        """Start reconciling queued apps: only the leader (or a process without leader election) does; not
+        once stopped (elected while the process stops)."""
+        if self._stopped:
+            return
         self._workers = [asyncio.create_task(self._worker(), name=f"falapp-worker-{i}")
                          for i in range(self.settings.workers)]
 
     async def stop(self) -> None:
+        self._stopped = True
         self.queue.close()
         self.status_turns.stop()
         # events still waiting for a slot go unposted: nothing may write once the controller stops
@@ -576,17 +585,23 @@ class Controller:
                 else:
                     await self.reconcile_machinetypes()
                 self.failures.pop(key, None)
+                self._failing_since.pop(key, None)
                 self._failure_told.pop(key, None)
                 metrics.RECONCILES.labels("ok").inc()
             except asyncio.CancelledError:
                 raise
+            except NotLeading:  # leadership lost or handed over as the process stops: no fault of the app's
+                logger.info("reconcile of %s stopped: this process no longer leads", key)
+                self.queue.retry_after(key, 1.0)
             except Exception as e:
                 failures = self.failures.get(key, 0) + 1
                 self.failures[key] = failures
+                self._failing_since.setdefault(key, time.monotonic())
                 delay = backoff(failures, self.settings.error_backoff_max)
                 if isinstance(e, ApiError):
                     logger.warning("reconcile of %s failed (attempt %d), retrying in %.1fs: %s",
                                    key, failures, delay, e)
+                    self._tell_lasting(key, e)
                 else:
                     logger.exception("reconcile of %s failed (attempt %d); retrying in %.1fs", key, failures, delay)
                     self._tell_failure(key, e)
@@ -608,6 +623,23 @@ class Controller:
         self.events.post(self.events.involved(children.AppRef(key[2], key[1], body["metadata"].get("uid", ""))),
                          "Warning", "ReconcileFailed",
                          f"the operator could not reconcile this app and retries with back-off; report it: {message}")
+
+    def _tell_lasting(self, key: QueueKey, error: ApiError) -> None:
+        """An app whose reconciles have failed on errors worth retrying for FAILING_TOLD_AFTER seconds in a
+        row: a Warning event on the app says so with the API's message, once per message, besides the log
+        (its status keeps what it last said: the writes are what fail); retrying goes on."""
+        failing_for = time.monotonic() - self._failing_since.get(key, time.monotonic())
+        if key[0] != "app" or failing_for < FAILING_TOLD_AFTER or (
+                body := self.falapps.get((key[1], key[2]))) is None:
+            return
+        message = truncate(str(error))
+        if self._failure_told.get(key) == message:
+            return
+        self._failure_told[key] = message
+        self.events.post(self.events.involved(children.AppRef(key[2], key[1], body["metadata"].get("uid", ""))),
+                         "Warning", "RequestsFailing",
+                         f"this app's requests have failed for {failing_for:.0f}s ({self.failures.get(key, 0)} "
+                         f"attempts); retrying with back-off: {message}")
 
     # --- one app -------------------------------------------------------------------------------------
     async def reconcile_app(self, namespace: str, name: str) -> None:
@@ -772,6 +804,7 @@ class Controller:
         self.cache.claims.forget_expected(app)
         self.writer.forget(app)
         self._failure_told.pop(("app", *app), None)
+        self._failing_since.pop(("app", *app), None)
         self.types.templates.forget(namespace, name)
         if gone:
             if app in self.apps:
