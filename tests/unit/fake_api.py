@@ -109,6 +109,7 @@ class FakeApiServer:
     watches: dict[str, list[list[dict]]] = field(default_factory=dict)
     _scripted: list[Scripted] = field(default_factory=list)
     _rv: itertools.count = field(default_factory=lambda: itertools.count(100))
+    _generated: itertools.count = field(default_factory=itertools.count)  # generateName's suffixes: never twice
 
     # --- what tests set up and read ---------------------------------------------------------------
     def fail(self, method: str, path: str, status: int, message: str = "", reason: str = "",
@@ -165,7 +166,7 @@ class FakeApiServer:
                 return self._not_found(request.path)
             return web.json_response(status_body(200, "", "deleted") | {"status": "Success"})
         if request.method == "POST" and isinstance(body, dict):
-            name = body["metadata"].get("name") or f"{body['metadata'].get('generateName', 'x')}{len(self.requests)}"
+            name = body["metadata"].get("name") or f"{body['metadata'].get('generateName', 'x')}{next(self._generated)}"
             if f"{request.path}/{name}" in self.objects:
                 return self._error(409, "AlreadyExists", f'{request.path.rpartition("/")[2]} "{name}" already exists')
             stored = self.put(f"{request.path}/{name}", merge(body, {"metadata": {"name": name}}))

@@ -1610,6 +1610,32 @@ async def test_a_warning_is_posted_once_while_the_status_that_records_it_waits_i
     assert posted == 3, "one warning per new message, not one per reconcile"
 
 
+async def test_a_warning_whose_post_failed_is_posted_again() -> None:
+    """Posted once while the status lags behind: unless the post itself failed (the API refusing the app's
+    requests may refuse the event too); then the next reconcile's warning is posted."""
+    from falapp_operator.k8s.app_events import AppEvents
+    from falapp_operator.reconcile.children import AppRef
+
+    class Api:
+        def __init__(self) -> None:
+            self.posts: list[str] = []
+
+        async def post_event(self, involved, event_type, reason, message) -> None:
+            self.posts.append(reason)
+            if len(self.posts) == 1:
+                raise ApiError(429, "TooManyRequests", "slow down", "Event")
+
+    async def send(priority, request):
+        return await request
+    api = Api()
+    events = AppEvents(api, send)
+    ref = AppRef("llm", NS, "app-1")
+    for _ in range(3):
+        events.warn(ref, "InsufficientCapacity", "no room")
+        await asyncio.gather(*events.pending, return_exceptions=True)
+    assert api.posts == ["InsufficientCapacity"] * 2, "the failed post was never made again, or posted each time"
+
+
 def test_a_status_patch_of_counts_only_is_told_from_one_that_turns_a_condition() -> None:
     ready = {"observedGeneration": 1, "readyReplicas": 1,
              "conditions": [{"type": "Ready", "status": "False", "reason": "ReplicasNotReady", "message": "1/2"}]}
@@ -2388,17 +2414,18 @@ async def test_requests_failing_for_minutes_are_told_on_the_app_once_and_retried
     rig.create_app(falapp())
     rig.fake.fail("PATCH", f"/deployments/{H100}", 500, 'Internal error occurred: failed calling webhook '
                   '"policy.example.com": context deadline exceeded', times=10_000)
+    rig.fake.fail("POST", "/events", 429)  # the first post of it fails too: the next failure posts it
     rig.controller.lead()
     await wait_for(lambda: rig.controller.failures.get(KEY, 0) >= 3)
 
     def told() -> list[dict]:
         return [r.body for r in rig.fake.requests if str(r) == EVENTS]
     assert told() == [], "told before the failures had lasted"
-    await wait_for(lambda: len(told()) == 1)
+    await wait_for(lambda: len(told()) == 2)
     failures = rig.controller.failures[KEY]
     await wait_for(lambda: rig.controller.failures[KEY] >= failures + 3)
     await asyncio.gather(*rig.controller.events.pending, return_exceptions=True)
-    assert [(e["type"], e["reason"]) for e in told()] == [("Warning", "RequestsFailing")]
+    assert [(e["type"], e["reason"]) for e in told()] == [("Warning", "RequestsFailing")] * 2
     assert 'failed calling webhook "policy.example.com"' in told()[0]["message"], told()[0]["message"]
     assert f"Deployment {NS}/{H100}" in told()[0]["message"]
     rig.fake._scripted.clear()  # the webhook back

@@ -162,7 +162,11 @@ class AppWriter:
         except ApiError:  # the status itself refused: the event is all that shows it, once per problem
             if self.refusal_posted.get(app) != (reason, problem):
                 self.refusal_posted[app] = (reason, problem)
-                self.events.post_all(ref, refused.events)
+
+                def unposted() -> None:  # the post failed too: the next retry posts it
+                    if self.refusal_posted.get(app) == (reason, problem):
+                        del self.refusal_posted[app]
+                self.events.post_all(ref, refused.events, unposted)
             raise
         self.events.post_all(ref, refused.events)
         logger.warning("%s/%s: %s: %s", ref.namespace, ref.name, reason, problem)

@@ -622,7 +622,8 @@ class Controller:
         self._failure_told[key] = message
         self.events.post(self.events.involved(children.AppRef(key[2], key[1], body["metadata"].get("uid", ""))),
                          "Warning", "ReconcileFailed",
-                         f"the operator could not reconcile this app and retries with back-off; report it: {message}")
+                         f"the operator could not reconcile this app and retries with back-off; report it: {message}",
+                         lambda: self._untold(key, message))
 
     def _tell_lasting(self, key: QueueKey, error: ApiError) -> None:
         """An app whose reconciles have failed on errors worth retrying for FAILING_TOLD_AFTER seconds in a
@@ -639,7 +640,13 @@ class Controller:
         self.events.post(self.events.involved(children.AppRef(key[2], key[1], body["metadata"].get("uid", ""))),
                          "Warning", "RequestsFailing",
                          f"this app's requests have failed for {failing_for:.0f}s ({self.failures.get(key, 0)} "
-                         f"attempts); retrying with back-off: {message}")
+                         f"attempts); retrying with back-off: {message}", lambda: self._untold(key, message))
+
+    def _untold(self, key: QueueKey, message: str) -> None:
+        """The post of a failure's event failed (the API failing the app's requests may fail it too): the
+        next failure posts it."""
+        if self._failure_told.get(key) == message:
+            del self._failure_told[key]
 
     # --- one app -------------------------------------------------------------------------------------
     async def reconcile_app(self, namespace: str, name: str) -> None:
