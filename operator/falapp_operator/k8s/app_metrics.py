@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterable
 
@@ -65,8 +66,18 @@ class AppMetrics:
             self.replicas[app] = counts
         for key in set(old) | set(counts):
             total = self._totals[(app[0], *key)] + counts.get(key, 0) - old.get(key, 0)
-            self._totals[(app[0], *key)] = total
-            metrics.REPLICAS.labels(app[0], key[0], key[1]).set(total)
+            if total:
+                self._totals[(app[0], *key)] = total
+                metrics.REPLICAS.labels(app[0], key[0], key[1]).set(total)
+            else:  # no series left behind by namespaces and types that come and go
+                self._totals.pop((app[0], *key), None)
+                with contextlib.suppress(KeyError):
+                    metrics.REPLICAS.remove(app[0], key[0], key[1])
 
     def _set_insufficient(self, namespace: str) -> None:
-        metrics.INSUFFICIENT.labels(namespace).set(sum(1 for ns in self._insufficient.values() if ns == namespace))
+        apps = sum(1 for ns in self._insufficient.values() if ns == namespace)
+        if apps:
+            metrics.INSUFFICIENT.labels(namespace).set(apps)
+        else:
+            with contextlib.suppress(KeyError):
+                metrics.INSUFFICIENT.remove(namespace)
