@@ -57,7 +57,8 @@ def login(settings: kopf.OperatorSettings, **kwargs: object) -> kopf.ConnectionI
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
     config = OperatorSettings()
     settings.posting.level = 30  # kopf's own events only for warnings and errors
-    settings.watching.server_timeout = watch_timeout(300)  # kopf's watches: renewed every 5-10 minutes
+    # kopf's watches: renewed every 5-10 minutes (one draw per process: two replicas' are not in step)
+    settings.watching.server_timeout = watch_timeout(300)
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
     settings.persistence.diffbase_storage = NoDiffBase()

@@ -433,6 +433,28 @@ async def test_an_app_deleted_before_its_move_is_written_is_forgotten_and_its_me
     assert rig.controller.app_metrics._totals == Counter()
 
 
+async def test_a_replica_gauge_at_zero_stays_while_its_namespace_has_replicas(rig: Rig) -> None:
+    """`falapp_replicas{state="ready"} == 0` is what an alert looks for: the series stays at zero while the
+    namespace has replicas, and goes only with its last one."""
+    rig.create_app(falapp())
+    await rig.reconcile()
+    running = rig.pod_of(H100, "p1", "h1")
+    ready = {"type": "Ready", "status": "True", "lastTransitionTime": "2025-01-01T00:00:01Z"}
+    rig.controller.pod_event(rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", {
+        **running, "status": {**running["status"], "conditions": [*running["status"]["conditions"], ready]}}),
+        deleted=False)
+    await rig.reconcile()
+    assert replica_samples() == {("GPU-H100", "ready"): 1.0}
+    not_ready = rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", running)
+    rig.controller.pod_event(not_ready, deleted=False)
+    await rig.reconcile()
+    assert replica_samples() == {("GPU-H100", "ready"): 0.0, ("GPU-H100", "not_ready"): 1.0}
+    gone = rig.fake.put(f"/api/v1/namespaces/{NS}/pods/p1", not_ready)  # (a deletion's newer version)
+    rig.controller.pod_event(gone, deleted=True)
+    await rig.reconcile()
+    assert replica_samples() == {}
+
+
 async def test_a_status_answering_404_for_an_app_that_is_there_is_shown_and_the_app_kept(rig: Rig) -> None:
     """A CRD without its status subresource: every status write answers 404 while the app is there."""
     rig.create_app(falapp())
@@ -2416,8 +2438,9 @@ async def test_requests_failing_for_minutes_are_told_on_the_app_once_and_retried
     monkeypatch.setattr(controller_module, "FAILING_TOLD_AFTER", 0.3)
     rig.controller.settings.error_backoff_max = 0.05
     rig.create_app(falapp())
-    rig.fake.fail("PATCH", f"/deployments/{H100}", 500, 'Internal error occurred: failed calling webhook '
-                  '"policy.example.com": context deadline exceeded', times=10_000)
+    for second in range(10_000):  # its words change at every attempt: told once all the same
+        rig.fake.fail("PATCH", f"/deployments/{H100}", 500, 'Internal error occurred: failed calling webhook '
+                      f'"policy.example.com": x509: certificate has expired: current time {second}s')
     rig.fake.fail("POST", "/events", 429)  # the first post of it fails too: the next failure posts it
     rig.controller.lead()
     await wait_for(lambda: rig.controller.failures.get(KEY, 0) >= 3)
@@ -2435,6 +2458,19 @@ async def test_requests_failing_for_minutes_are_told_on_the_app_once_and_retried
     rig.fake._scripted.clear()  # the webhook back
     await wait_for(lambda: KEY not in rig.controller.failures)
     assert KEY not in rig.controller._failing_since
+
+
+async def test_a_refusal_that_lasts_is_told_as_a_refusal_only(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refusal (403) is no error worth retrying: RequestRejected says it, not RequestsFailing as well."""
+    monkeypatch.setattr(controller_module, "FAILING_TOLD_AFTER", 0.0)
+    rig.controller.settings.error_backoff_max = 0.05
+    rig.create_app(falapp())
+    rig.fake.fail("PATCH", "/falapps/llm/status", 403, "falapps.fal.ai is forbidden", times=10_000)
+    rig.controller.lead()
+    await wait_for(lambda: rig.controller.failures.get(KEY, 0) >= 3)
+    await asyncio.gather(*rig.controller.events.pending, return_exceptions=True)
+    reasons = {r.body["reason"] for r in rig.fake.requests if str(r) == EVENTS}
+    assert reasons == {"RequestRejected"}, reasons
 
 
 async def test_a_reconcile_stopped_by_the_fence_is_no_failure(rig: Rig) -> None:

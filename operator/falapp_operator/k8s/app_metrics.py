@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Iterable
 
@@ -22,6 +21,7 @@ class AppMetrics:
         self.replicas: dict[App, dict[tuple[str, str], int]] = {}  # app -> (type, state) -> replicas
         self._totals: Counter[tuple[str, str, str]] = Counter()  # (namespace, type, state) -> replicas
         self._insufficient: dict[App, str] = {}  # apps with replicas no listed type takes -> namespace
+        self._counted: Counter[str] = Counter()  # namespace -> apps with replicas counted
 
     def record(self, app: App, snap: AppSnapshot, result: AppPlan, catalogue: Iterable[MachineType]) -> None:
         """One reconcile's moves and replicas, under the types' display names."""
@@ -61,23 +61,24 @@ class AppMetrics:
 
     def _set_replicas(self, app: App, counts: dict[tuple[str, str], int]) -> None:
         """falapp_replicas per namespace, type and state."""
+        namespace = app[0]
         old = self.replicas.pop(app, {})
         if counts:
             self.replicas[app] = counts
+        self._counted[namespace] += bool(counts) - bool(old)
         for key in set(old) | set(counts):
-            total = self._totals[(app[0], *key)] + counts.get(key, 0) - old.get(key, 0)
-            if total:
-                self._totals[(app[0], *key)] = total
-                metrics.REPLICAS.labels(app[0], key[0], key[1]).set(total)
-            else:  # no series left behind by namespaces and types that come and go
-                self._totals.pop((app[0], *key), None)
-                with contextlib.suppress(KeyError):
-                    metrics.REPLICAS.remove(app[0], key[0], key[1])
+            total = self._totals[(namespace, *key)] + counts.get(key, 0) - old.get(key, 0)
+            self._totals[(namespace, *key)] = total
+            metrics.REPLICAS.labels(namespace, key[0], key[1]).set(total)
+        if not self._counted[namespace]:  # its last replica gone: its series go too (a series at 0 stays
+            del self._counted[namespace]  # while the namespace has replicas: `== 0` alerts see it)
+            for series in [k for k in self._totals if k[0] == namespace]:
+                del self._totals[series]
+                metrics.REPLICAS.remove(*series)
 
     def _set_insufficient(self, namespace: str) -> None:
         apps = sum(1 for ns in self._insufficient.values() if ns == namespace)
-        if apps:
+        if apps or self._counted.get(namespace):
             metrics.INSUFFICIENT.labels(namespace).set(apps)
         else:
-            with contextlib.suppress(KeyError):
-                metrics.INSUFFICIENT.remove(namespace)
+            metrics.INSUFFICIENT.remove(namespace)  # (no error where there is none)

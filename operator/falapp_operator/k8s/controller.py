@@ -627,25 +627,28 @@ class Controller:
 
     def _tell_lasting(self, key: QueueKey, error: ApiError) -> None:
         """An app whose reconciles have failed on errors worth retrying for FAILING_TOLD_AFTER seconds in a
-        row: a Warning event on the app says so with the API's message, once per message, besides the log
-        (its status keeps what it last said: the writes are what fail); retrying goes on."""
+        row: a Warning event on the app says so with the API's message, once per kind of answer (status and
+        reason), besides the log (its status keeps what it last said: the writes are what fail); retrying
+        goes on. (A refusal is told by AppWriter.refuse.)"""
         failing_for = time.monotonic() - self._failing_since.get(key, time.monotonic())
-        if key[0] != "app" or failing_for < FAILING_TOLD_AFTER or (
+        if key[0] != "app" or not error.transient or failing_for < FAILING_TOLD_AFTER or (
                 body := self.falapps.get((key[1], key[2]))) is None:
             return
-        message = truncate(str(error))
-        if self._failure_told.get(key) == message:
+        # told once per kind of answer: the words of one may change at every attempt (a webhook's expired
+        # certificate names the current time, a write's time limit the lease's seconds left)
+        told = f"RequestsFailing: {error.status} {error.reason}"
+        if self._failure_told.get(key) == told:
             return
-        self._failure_told[key] = message
+        self._failure_told[key] = told
         self.events.post(self.events.involved(children.AppRef(key[2], key[1], body["metadata"].get("uid", ""))),
                          "Warning", "RequestsFailing",
                          f"this app's requests have failed for {failing_for:.0f}s ({self.failures.get(key, 0)} "
-                         f"attempts); retrying with back-off: {message}", lambda: self._untold(key, message))
+                         f"attempts); retrying with back-off: {truncate(str(error))}", lambda: self._untold(key, told))
 
-    def _untold(self, key: QueueKey, message: str) -> None:
+    def _untold(self, key: QueueKey, told: str) -> None:
         """The post of a failure's event failed (the API failing the app's requests may fail it too): the
         next failure posts it."""
-        if self._failure_told.get(key) == message:
+        if self._failure_told.get(key) == told:
             del self._failure_told[key]
 
     # --- one app -------------------------------------------------------------------------------------
