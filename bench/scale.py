@@ -69,6 +69,7 @@ from common import (
 )
 
 POOLS = ("a", "b", "c", "d")
+RSS_SAMPLE_S = 30  # seconds between the operator's RSS samples while idle
 SETTLE_S = 10  # after everything is Ready, before the idle window: the last status writes land
 
 
@@ -250,11 +251,15 @@ class Scale:
     async def idle(self, seconds: float) -> dict:
         """API writes and reads per minute (and which), CPU and RSS of the operator while nothing changes."""
         op = self.operator
-        before, cpu = op.metrics(), op.cpu_seconds()
-        await asyncio.sleep(seconds)
+        before, cpu, started = op.metrics(), op.cpu_seconds(), time.monotonic()
+        rss = [round(op.rss_mib(), 1)]  # every RSS_SAMPLE_S: when it grows (a resync's LISTs, or steadily)
+        while (left := seconds - (time.monotonic() - started)) > 0:
+            await asyncio.sleep(min(RSS_SAMPLE_S, left))
+            rss.append(round(op.rss_mib(), 1))
         after, per_min = op.metrics(), 60 / seconds
         out: dict = {"idle_s": seconds, "idle_cpu_percent": round((op.cpu_seconds() - cpu) * 100 / seconds, 1),
-                     "rss_mib": round(op.rss_mib(), 1)}
+                     "rss_mib": rss[-1], "rss_mib_idle_start": rss[0], "rss_mib_idle_max": max(rss),
+                     "rss_mib_idle_samples": rss}
         for what, name in (("writes", "falapp_api_writes_total"), ("reads", "falapp_api_reads_total")):
             if metric_value(after, name) is None:
                 out[f"idle_{what}_per_min"] = f"n/a (no {name} metric)"
@@ -421,7 +426,8 @@ def main() -> int:
               f"{op['stages_half_all'].get(stage, '-'):>22} with the operator, "
               f"{again['stages_half_all'].get(stage, '-'):>22} alone again")
     if "rss_mib" in op:
-        print(f"  operator: RSS {op['rss_mib']:.0f} MiB; idle {op['idle_writes_per_min']} writes/min, "
+        print(f"  operator: RSS {op['rss_mib']:.0f} MiB ({op['rss_mib_idle_start']:.0f} as the idle window began, "
+              f"{op['rss_mib_idle_max']:.0f} at most); idle {op['idle_writes_per_min']} writes/min, "
               f"{op['idle_reads_per_min']} reads/min {op.get('idle_reads_by_label', '')}; "
               f"{op['cpu_s_per_1000_reconciles']} CPU-s per 1,000 reconciles "
               f"({op['reconciles']} reconciles, {op['operator_cpu_s']} CPU-s)")
