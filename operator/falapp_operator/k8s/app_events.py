@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
+from typing import TypeVar
 
 from falapp_operator.api import API_VERSION, JsonMapping
 from falapp_operator.k8s.client import ApiError, KubeApi
@@ -17,6 +18,17 @@ logger = logging.getLogger("falapp_operator")
 App = tuple[str, str]  # namespace, name
 Send = Callable[[Priority, Coroutine[object, object, None]], Awaitable[None]]
 Unposted = Callable[[], None] | None
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def unmark(marks: MutableMapping[K, V], key: K, value: V) -> Callable[[], None]:
+    """An `unposted` callback for an event posted once: it forgets `marks[key] == value` (the mark that
+    it was posted), so that the event is posted again while it still holds."""
+    def forget() -> None:
+        if marks.get(key) == value:
+            del marks[key]
+    return forget
 
 
 class AppEvents:
@@ -50,13 +62,13 @@ class AppEvents:
         app = (ref.namespace, ref.name)
         if self.warned.get(app) != (reason, message):
             self.warned[app] = (reason, message)
+            forget = unmark(self.warned, app, (reason, message))
 
-            def forget() -> None:
-                if self.warned.get(app) == (reason, message):
-                    del self.warned[app]
+            def forgotten() -> None:
+                forget()
                 if unposted is not None:
                     unposted()
-            self.post(self.involved(ref), "Warning", reason, message, forget)
+            self.post(self.involved(ref), "Warning", reason, message, forgotten)
 
     def caught_up(self, app: App) -> None:
         """The app's status says what its plan says: a warning from now on is news."""

@@ -17,7 +17,7 @@ from typing import Literal, TypeVar
 from falapp_operator import metrics
 from falapp_operator.api import FalAppStatus, JsonMapping, JsonObject
 from falapp_operator.api.names import APP_LABEL, service_name
-from falapp_operator.k8s.app_events import App, AppEvents
+from falapp_operator.k8s.app_events import App, AppEvents, unmark
 from falapp_operator.k8s.client import ApiError, KubeApi
 from falapp_operator.k8s.gate import Priority, RequestGate
 from falapp_operator.k8s.status_turns import StatusTurns
@@ -161,12 +161,8 @@ class AppWriter:
             await self.write_status(ref.namespace, ref.name, ref.uid, status, refused.status, at_once=True)
         except ApiError:  # the status itself refused: the event is all that shows it, once per problem
             if self.refusal_posted.get(app) != (reason, problem):
-                self.refusal_posted[app] = (reason, problem)
-
-                def unposted() -> None:  # the post failed too: the next retry posts it
-                    if self.refusal_posted.get(app) == (reason, problem):
-                        del self.refusal_posted[app]
-                self.events.post_all(ref, refused.events, unposted)
+                self.refusal_posted[app] = (reason, problem)  # (a post that fails too: the next retry posts it)
+                self.events.post_all(ref, refused.events, unmark(self.refusal_posted, app, (reason, problem)))
             raise
         self.events.post_all(ref, refused.events)
         logger.warning("%s/%s: %s: %s", ref.namespace, ref.name, reason, problem)

@@ -34,6 +34,7 @@ from falapp_operator.api import (
     truncate,
 )
 from falapp_operator.api.names import APP_LABEL, REVISION_LABEL, SURGE_ANNOTATION, TYPE_LABEL
+from falapp_operator.k8s.app_events import unmark
 from falapp_operator.k8s.app_metrics import AppMetrics
 from falapp_operator.k8s.app_writer import AppGone, AppStores, AppWriter, NamespaceGone
 from falapp_operator.k8s.asks import AppAsks
@@ -610,20 +611,13 @@ class Controller:
             finally:
                 self.queue.done(key)
 
-    def _tell_failure(self, key: tuple[str, ...], error: Exception) -> None:
+    def _tell_failure(self, key: QueueKey, error: Exception) -> None:
         """A reconcile of an app that raised what no API answer explains (the operator's own fault, met on
         some input): a Warning event on the app says so, once per error, besides the log; it is retried
         at its back-off."""
-        if key[0] != "app" or (body := self.falapps.get((key[1], key[2]))) is None:
-            return
         message = truncate(f"{type(error).__name__}: {error}")
-        if self._failure_told.get(key) == message:
-            return
-        self._failure_told[key] = message
-        self.events.post(self.events.involved(children.AppRef(key[2], key[1], body["metadata"].get("uid", ""))),
-                         "Warning", "ReconcileFailed",
-                         f"the operator could not reconcile this app and retries with back-off; report it: {message}",
-                         lambda: self._untold(key, message))
+        self._tell_once(key, message, "ReconcileFailed",
+                        f"the operator could not reconcile this app and retries with back-off; report it: {message}")
 
     def _tell_lasting(self, key: QueueKey, error: ApiError) -> None:
         """An app whose reconciles have failed on errors worth retrying for FAILING_TOLD_AFTER seconds in a
@@ -631,25 +625,24 @@ class Controller:
         reason), besides the log (its status keeps what it last said: the writes are what fail); retrying
         goes on. (A refusal is told by AppWriter.refuse.)"""
         failing_for = time.monotonic() - self._failing_since.get(key, time.monotonic())
-        if key[0] != "app" or not error.transient or failing_for < FAILING_TOLD_AFTER or (
-                body := self.falapps.get((key[1], key[2]))) is None:
+        if not error.transient or failing_for < FAILING_TOLD_AFTER:
             return
         # told once per kind of answer: the words of one may change at every attempt (a webhook's expired
         # certificate names the current time, a write's time limit the lease's seconds left)
-        told = f"RequestsFailing: {error.status} {error.reason}"
+        self._tell_once(key, f"RequestsFailing: {error.status} {error.reason}", "RequestsFailing",
+                        f"this app's requests have failed for {failing_for:.0f}s ({self.failures.get(key, 0)} "
+                        f"attempts); retrying with back-off: {truncate(str(error))}")
+
+    def _tell_once(self, key: QueueKey, told: str, reason: str, message: str) -> None:
+        """A Warning event on the app of `key` about its failures, unless `told` was the last said (a post
+        that failed is forgotten: the API failing the app's requests may fail it too)."""
+        if key[0] != "app" or (body := self.falapps.get((key[1], key[2]))) is None:
+            return
         if self._failure_told.get(key) == told:
             return
         self._failure_told[key] = told
         self.events.post(self.events.involved(children.AppRef(key[2], key[1], body["metadata"].get("uid", ""))),
-                         "Warning", "RequestsFailing",
-                         f"this app's requests have failed for {failing_for:.0f}s ({self.failures.get(key, 0)} "
-                         f"attempts); retrying with back-off: {truncate(str(error))}", lambda: self._untold(key, told))
-
-    def _untold(self, key: QueueKey, told: str) -> None:
-        """The post of a failure's event failed (the API failing the app's requests may fail it too): the
-        next failure posts it."""
-        if self._failure_told.get(key) == told:
-            del self._failure_told[key]
+                         "Warning", reason, message, unmark(self._failure_told, key, told))
 
     # --- one app -------------------------------------------------------------------------------------
     async def reconcile_app(self, namespace: str, name: str) -> None:
