@@ -311,3 +311,44 @@ async def test_a_request_to_an_api_server_gone_silent_fails_after_the_limit_and_
         assert await api.get_falapp(namespace, "absent") is None, "answered once the server goes on"
     finally:
         await api.close()
+
+
+async def test_an_events_watch_holds_a_kept_alive_tls_connection_and_delivers_its_reason(
+        kubectl: Kubectl, kctl: Kubectl, namespace: str, monkeypatch: pytest.MonkeyPatch):
+    """Events get no bookmarks, so their watches have no silence limit and rely on TCP keepalive to find a
+    dead peer: against the real API server (TLS), the keepalive lands on the watch's socket, and an Event
+    of the watched reason comes through the watch."""
+    import socket
+
+    from kubernetes_asyncio import config
+
+    from falapp_operator.k8s import client as client_module
+    from falapp_operator.k8s.client import KubeApi
+
+    kept_alive: list[tuple[int, int]] = []
+    real_keep_alive = client_module._keep_alive
+
+    def keep_alive(response) -> None:
+        real_keep_alive(response)
+        sock = response.connection.transport.get_extra_info("socket")
+        kept_alive.append((sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                           sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)))
+    monkeypatch.setattr(client_module, "_keep_alive", keep_alive)
+    api = KubeApi(await config.new_client_from_config(config_file=str(kubectl.kubeconfig), persist_config=False),
+                  "falapp-test")
+    try:
+        selector = "reason=FalappWatchProbe"
+        version = await api.list_objects("events", lambda _: None, namespace, field_selector=selector)
+        async with asyncio.timeout(30):
+            watch = api.watch_objects("events", version, namespace, field_selector=selector, silence=None)
+            posted = asyncio.create_task(api.post_event(
+                {"kind": "Pod", "name": "probe", "namespace": namespace, "uid": "probe-uid"}, "Normal",
+                "FalappWatchProbe", "a scale-up signal's stand-in"))
+            async for kind, body in watch:
+                if kind == "ADDED":
+                    assert body["reason"] == "FalappWatchProbe"
+                    break
+            await posted
+        assert kept_alive == [(1, client_module.KEEPALIVE_IDLE)]
+    finally:
+        await api.close()
