@@ -1,9 +1,11 @@
 """kopf registrations: start-up (the API client, the metrics server, leader election), and watch handlers
 that hand each event to the controller and return nothing (no handler result leaks into a status).
 
-Pods are not watched through kopf: the controller watches every pod of the cluster itself (read-only,
-whatever namespaces FalApps are watched in), so free room counts other namespaces' pods too. FalApps,
-their Deployments and Services, and the autoscalers' Events are watched by the controller too
+kopf watches the machine-type catalogue and Karpenter's NodePools (where Karpenter runs) only. The
+controller watches every namespace, node and pod of the cluster itself (read-only, whatever namespaces
+FalApps are watched in: free room counts other namespaces' pods too), continuing from its resync's
+LISTs, with no task per object as kopf keeps (2000 nodes' heartbeats come at once). FalApps, their
+Deployments and Services, and the autoscalers' Events are watched by the controller too
 (k8s/informer.py): it keeps slim copies for the reconciles, knows when its first LISTs are complete,
 compares versions with its own writes, and lets the API server filter Events by reason.
 """
@@ -151,14 +153,3 @@ async def machinetype_event(body: kopf.Body, type: str | None, memo: kopf.Memo, 
 @kopf.on.event("karpenter.sh", "v1", "nodepools")  # where Karpenter runs; else never served
 async def nodepool_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: object) -> None:
     _controller(memo).nodepool_event(body, deleted=type == "DELETED")
-
-
-@kopf.on.event("", "v1", "namespaces")
-async def namespace_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: object) -> None:
-    _controller(memo).namespace_event(body, deleted=type == "DELETED")
-
-
-@kopf.on.event("", "v1", "nodes")
-async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: object) -> None:
-    _controller(memo).node_event(body, deleted=type == "DELETED")
-

@@ -262,7 +262,7 @@ async def test_pod_list_is_paged_and_the_watch_continues_from_it(kubectl: Kubect
             return await original(what, call, *args, **kwargs)
         api._call = counting
         seen: list[dict] = []
-        version = await api.list_pods(seen.append, page_size=2)
+        version = await api.list_objects("pods", seen.append, page_size=2)
         every = {p["metadata"]["uid"] for p in kubectl.get("pods", None, "--all-namespaces")["items"]}
         assert {p["metadata"]["uid"] for p in seen} >= {p["metadata"]["uid"] for p in kctl.get("pods")["items"]}
         assert len(seen) == len({p["metadata"]["uid"] for p in seen}) and len(seen) >= len(every) - 2
@@ -271,7 +271,7 @@ async def test_pod_list_is_paged_and_the_watch_continues_from_it(kubectl: Kubect
 
         kctl.run("run", "later", "--image=registry.example.com/x:1", "--restart=Never")
         async with asyncio.timeout(30):
-            async for kind, body in api.watch_pods(version, server_timeout=30):
+            async for kind, body in api.watch_objects("pods", version, server_timeout=30):
                 if kind == "ADDED" and body["metadata"]["name"] == "later":
                     assert body["metadata"]["namespace"] == namespace
                     break

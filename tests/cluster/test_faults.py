@@ -36,7 +36,7 @@ async def test_a_watch_from_a_version_the_server_no_longer_has_is_410_so_the_con
         while True:
             try:
                 async with asyncio.timeout(30):
-                    async for _ in api.watch_pods("1"):
+                    async for _ in api.watch_objects("pods", "1"):
                         pass
             except ApiError as e:
                 # a cache still filling after the restart answers 429 (or the connection drops): again

@@ -1,6 +1,6 @@
-"""The controller's view of the cluster recovers from what its watches missed: a pod deleted while a
-watch was re-listing (kopf re-lists after 410 Gone without reporting deletions) is dropped by the
-periodic resync, and its room counts as free again. Autoscaler announcements are read back at start."""
+"""The controller's view of the cluster recovers from what its watches missed: a pod deleted while the
+watch was away (a LIST after 410 Gone reports no deletions by itself) is dropped by the
+resync, and its room counts as free again. Autoscaler announcements are read back at start."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from falapp_operator.k8s.client import WATCH_SILENCE, ApiError, ServerClock
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.settings import OperatorSettings
 from tests import builders
+from tests.unit.test_controller_writes import wait_for
 
 
 def node(name: str, gpus: int = 8) -> dict:
@@ -34,9 +35,6 @@ class ListingApi:
         self.nodepools: list[dict] = []
         self.clock = ServerClock()
 
-    async def list_namespaces(self) -> list[dict]:
-        return self.namespaces
-
     async def get_namespace(self, name: str) -> dict | None:
         return next((n for n in self.namespaces if n["metadata"]["name"] == name), None)
 
@@ -46,21 +44,14 @@ class ListingApi:
     async def list_nodepools(self) -> list[dict]:
         return self.nodepools
 
-    async def list_nodes(self) -> list[dict]:
-        return self.nodes
-
-    async def list_pods(self, each) -> str:
-        for body in self.pods:
-            each(body)
-        return "1"
-
-    async def watch_pods(self, resource_version: str, server_timeout: int = 300):
-        await asyncio.Event().wait()  # the watch reports nothing here
-        yield
-
     async def list_objects(self, resource: str, each, namespace: str | None = None, label_selector: str | None = None,
                            field_selector: str | None = None, read: str | None = None) -> str:
-        """FalApps, Deployments and Services: none; Events as the API server filters them by field."""
+        """Namespaces, nodes and pods as held; FalApps, Deployments and Services: none; Events as the API
+        server filters them by field."""
+        if resource in ("namespaces", "nodes", "pods"):
+            for body in getattr(self, resource):
+                each(body)
+            return "1"
         wanted = dict(term.split("=") for term in (field_selector or "").split(",") if term)
         for e in self.events if resource == "events" else ():
             fields = {"reason": e["reason"], "source": (e.get("source") or {}).get("component", "")}
@@ -178,13 +169,14 @@ async def test_resync_does_not_undo_what_the_watch_said_meanwhile():
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
     await controller.start()
     try:
-        listing = api.list_pods
+        listing = api.list_objects
 
-        async def slow_list(each):  # the watch reports a deletion and a creation while the LIST pages
-            controller.pod_event(pod("old", "n1"), deleted=True)
-            controller.pod_event(pod("new", "n1"), deleted=False)
-            return await listing(each)
-        api.list_pods = slow_list
+        async def slow_list(resource, each, *args, **kwargs):  # the watch reports a deletion and a creation
+            if resource == "pods":  # while the LIST pages
+                controller.pod_event(pod("old", "n1"), deleted=True)
+                controller.pod_event(pod("new", "n1"), deleted=False)
+            return await listing(resource, each, *args, **kwargs)
+        api.list_objects = slow_list
         await controller.resync()
         assert "uid-old" not in controller.cache.pods and "uid-new" in controller.cache.pods
     finally:
@@ -407,14 +399,18 @@ async def test_resync_does_not_undo_what_the_namespace_watch_said_meanwhile():
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
     await controller.start()
     try:
-        listed = api.list_namespaces
+        listing = api.list_objects
 
-        async def watched_meanwhile() -> list[dict]:
-            answer = await listed()  # the LIST's answer predates both events
+        async def watched_meanwhile(resource, each, *args, **kwargs) -> str:
+            if resource != "namespaces":
+                return await listing(resource, each, *args, **kwargs)
+            held = list(api.namespaces)  # the LIST's snapshot predates both events
             controller.namespace_event(namespace("team-c"), deleted=False)
             controller.namespace_event(namespace("team-b"), deleted=True)
-            return answer
-        api.list_namespaces = watched_meanwhile
+            for body in held:
+                each(body)
+            return "1"
+        api.list_objects = watched_meanwhile
         await controller.resync()
         assert set(controller.namespaces.labels) == {"team-a", "team-c"}
     finally:
@@ -429,3 +425,57 @@ async def test_a_controller_stopped_starts_no_workers_when_elected_after():
     await controller.stop()
     controller.lead()
     assert controller._workers == []
+
+
+class WatchingApi(ListingApi):
+    """ListingApi whose LISTs each answer a new version, and whose node watch tells what the test puts in
+    `node_events` (an exception: the watch fails with it); the other watches stay silent."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lists = 0
+        self.node_events: asyncio.Queue = asyncio.Queue()
+        self.watched_from: list[tuple[str, str]] = []
+
+    async def list_objects(self, resource: str, each, *args, **kwargs) -> str:
+        await super().list_objects(resource, each, *args, **kwargs)
+        self.lists += 1
+        return str(self.lists)
+
+    async def watch_objects(self, resource: str, resource_version: str, *args, **kwargs):
+        self.watched_from.append((resource, resource_version))
+        if resource != "nodes":
+            await asyncio.Event().wait()
+        while True:
+            item = await self.node_events.get()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+
+async def test_nodes_are_watched_from_the_resyncs_list_and_listed_again_when_the_watch_expires():
+    """The controller watches nodes itself (kopf kept a task per node: 2000 nodes' heartbeats at once),
+    from the version of the resync's LIST; after 410 Gone it lists again, and a node deleted while the
+    watch was away is dropped (a LIST tells no deletion by itself)."""
+    api = WatchingApi([node("n1"), node("n2")], [pod("job", "n1")])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        await wait_for(lambda: any(r == "nodes" for r, _ in api.watched_from))
+        first = dict(api.watched_from)["nodes"]
+        assert first == controller._versions["nodes"] and first != "", "the node watch did not continue from the LIST"
+        controller.waiting.add(("team-a", "other"))
+        api.node_events.put_nowait(("ADDED", {**node("n3"), "metadata": {**node("n3")["metadata"],
+                                                                         "resourceVersion": "50"}}))
+        api.node_events.put_nowait(("DELETED", node("n2")))
+        await wait_for(lambda: "n3" in controller.cache.nodes and "n2" not in controller.cache.nodes)
+        assert ("app", "team-a", "other") in controller.queue._queued, "room came: an app waiting was not woken"
+        assert controller._versions["nodes"] == "50"
+        api.nodes = [node("n1")]  # n3 goes while the watch is away: no DELETED ever comes
+        api.node_events.put_nowait(ApiError(410, "Expired", "too old resource version"))
+        await wait_for(lambda: "n3" not in controller.cache.nodes)
+        await wait_for(lambda: [r for r, _ in api.watched_from].count("nodes") == 2)
+        assert api.watched_from[-1] == ("nodes", controller._versions["nodes"]) != ("nodes", first)
+        assert set(controller.cache.nodes) == {"n1"}
+    finally:
+        await controller.stop()

@@ -66,7 +66,7 @@ async def test_a_list_answered_without_a_body_is_a_transient_error():
             return Response(200, b"")
         api.core.list_node = list_node
         with pytest.raises(ApiError, match="Nodes: 0 EmptyAnswer") as raised:
-            await api.list_nodes()
+            await api.list_objects("nodes", print)
         assert raised.value.transient
     finally:
         await api.close()

@@ -213,7 +213,7 @@ async def test_lists_are_read_page_by_page_with_the_selectors(served: tuple[Fake
     assert [r.query.get("continue") for r in lists] == [None, "2", "4"]
     assert all(r.query["limit"] == "2" and r.query["labelSelector"] == "fal.ai/app=llm" for r in lists)
     every: list[dict] = []
-    await api.list_pods(every.append)  # all namespaces
+    await api.list_objects("pods", every.append)  # all namespaces
     assert len(every) == 7 and fake.requests[-1].path == "/api/v1/pods"
     assert fake.requests[-1].query["limit"] == str(PAGE)
 
@@ -303,7 +303,7 @@ async def test_a_watch_the_api_refuses_raises_before_any_event(served: tuple[Fak
     fake, api = served
     fake.fail("GET", "/api/v1/pods", 403, "pods is forbidden")
     with pytest.raises(ApiError, match="Pods \\(watch\\): 403 Forbidden: pods is forbidden"):
-        async for _ in api.watch_pods("1"):
+        async for _ in api.watch_objects("pods", "1"):
             pass
 
 

@@ -276,6 +276,8 @@ class ClusterApi(ListingApi):
     async def list_objects(self, resource, each, namespace=None, label_selector=None, field_selector=None, read=None):
         if read:
             self.reads.append(read)
+        if resource in ("nodes", "namespaces"):
+            return await super().list_objects(resource, each)
         kind = {"deployments": "Deployment", "pods": "Pod", "falapps": "FalApp", "services": "Service"}.get(resource)
         for (k, _), body in list(self.objects.items()):
             if k == kind:

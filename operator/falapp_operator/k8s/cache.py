@@ -1,6 +1,6 @@
 """In-memory projections of nodes and pods: free capacity per node, and the app behind each pod.
 
-Fed by watch events (kopf) and a startup LIST; holds a few numbers per object, never whole bodies.
+Fed by the controller's watches and its resync's LISTs; holds a few numbers per object, never whole bodies.
 """
 
 from __future__ import annotations

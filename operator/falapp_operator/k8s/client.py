@@ -357,15 +357,11 @@ class KubeApi:
     async def get_namespace(self, name: str) -> JsonObject | None:
         return await self._get("get_namespace", f"Namespace {name}", self.core.read_namespace, name)
 
-    async def list_namespaces(self) -> list[JsonObject]:
-        return [n async for n in self._pages("namespaces", "Namespaces", self.core.list_namespace)]
-
-    async def list_nodes(self) -> list[JsonObject]:
-        return [n async for n in self._pages("nodes", "Nodes", self.core.list_node)]
-
     def _list_call(self, resource: str, namespace: str | None) -> tuple[ApiCall, tuple[str, ...]]:
         """The call that lists (and watches) a resource the controller keeps in memory, with its leading
-        arguments: in one namespace, or in all (None)."""
+        arguments: in one namespace, or in all (None); nodes and namespaces are the cluster's."""
+        if resource in ("nodes", "namespaces"):
+            return getattr(self.core, f"list_{resource[:-1]}"), ()
         if resource == "falapps":
             if namespace:
                 return self.custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, "falapps")
@@ -383,9 +379,9 @@ class KubeApi:
     async def list_objects(self, resource: str, each: Callable[[JsonObject], object], namespace: str | None = None,
                            label_selector: str | None = None, field_selector: str | None = None,
                            page_size: int = PAGE, read: str | None = None) -> str:
-        """Every object of `resource` (pods, events, services, deployments, falapps) in `namespace` (None:
-        all) matching the selectors, a page at a time into `each` (a cluster's objects never sit in memory
-        as one list); returns the list's resourceVersion, from which a watch continues."""
+        """Every object of `resource` (pods, events, services, deployments, falapps; nodes, namespaces) in
+        `namespace` (None: all) matching the selectors, a page at a time into `each` (a cluster's objects
+        never sit in memory as one list); returns the list's resourceVersion, from which a watch continues."""
         call, args = self._list_call(resource, namespace)
         what = f"{resource.capitalize()}{' in ' + namespace if namespace else ''}"
         selectors = self._selectors(label_selector, field_selector)
@@ -445,14 +441,6 @@ class KubeApi:
             raise ApiError(0, type(e).__name__, str(e) or type(e).__name__, what) from e
         finally:
             response.release()
-
-    async def list_pods(self, each: Callable[[JsonObject], object], page_size: int = PAGE) -> str:
-        """Every pod of the cluster (see list_objects)."""
-        return await self.list_objects("pods", each, page_size=page_size)
-
-    def watch_pods(self, resource_version: str, server_timeout: int = 300) -> AsyncIterator[tuple[str, JsonObject]]:
-        """A watch of every pod of the cluster (see watch_objects)."""
-        return self.watch_objects("pods", resource_version, server_timeout=server_timeout)
 
     async def get_service(self, namespace: str, name: str) -> JsonObject | None:
         return await self._get("get_service", f"Service {namespace}/{name}", self.core.read_namespaced_service,

@@ -49,7 +49,7 @@ from falapp_operator.k8s.cache import (
 )
 from falapp_operator.k8s.client import ApiError, KubeApi, NotLeading, watch_timeout
 from falapp_operator.k8s.gate import Priority
-from falapp_operator.k8s.informer import Informer
+from falapp_operator.k8s.informer import EVENTS, Informer
 from falapp_operator.k8s.machine_types import MachineTypes
 from falapp_operator.k8s.namespaces import Namespaces
 from falapp_operator.k8s.nodeless import NodelessTimes
@@ -75,6 +75,8 @@ from falapp_operator.settings import OperatorSettings
 
 Obj = TypeVar("Obj", bound=JsonMapping)
 logger = logging.getLogger("falapp_operator")
+# what the resync LISTs and the controller's own watches continue from (the catalogue is watched by kopf)
+CLUSTER_WATCHED = ("namespaces", "nodes", "pods")
 NAMESPACE_MARK = "namespace/"  # a namespace's name among the node names and pod uids a resync's watches saw
 MACHINETYPE_MARK, NODEPOOL_MARK = "machinetype/", "nodepool/"  # likewise
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
@@ -107,8 +109,9 @@ class Controller:
         self._workers: list[asyncio.Task[None]] = []
         self._stopped = False
         self._resync: asyncio.Task[None] | None = None
-        self._pod_watch: asyncio.Task[None] | None = None
-        self._pods_version: str | None = None  # where the pod watch continues; None: list first
+        self._cluster_watches: list[asyncio.Task[None]] = []
+        # where the watches of what the resync lists continue; None: list first
+        self._versions: dict[str, str | None] = dict.fromkeys(CLUSTER_WATCHED)
         self._resync_lock = asyncio.Lock()
         self._watched_during_resync: set[str] | None = None
         self.nodeless = NodelessTimes(self.cache, lambda: self.api.clock.now())
@@ -163,7 +166,9 @@ class Controller:
             await informer.sync()
         self.namespaces.listed()
         self._informer_tasks = [asyncio.create_task(i.run(), name=f"falapp-watch-{i.what}") for i in self._informers]
-        self._pod_watch = asyncio.create_task(self._watch_pods(), name="falapp-pod-watch")
+        self._cluster_watches = [asyncio.create_task(self._watch(resource, event), name=f"falapp-watch-{resource}")
+                                 for resource, event in (("namespaces", self.namespace_event),
+                                                         ("nodes", self.node_event), ("pods", self.pod_event))]
         if self.settings.resync_period:
             self._resync = asyncio.create_task(self._resync_loop(), name="falapp-resync")
 
@@ -189,8 +194,8 @@ class Controller:
         self.queue.close()
         self.status_turns.stop()
         # events still waiting for a slot go unposted: nothing may write once the controller stops
-        tasks = [*self._workers, *self.events.pending, *self._informer_tasks,
-                 *(t for t in (self._resync, self._pod_watch) if t)]
+        tasks = [*self._workers, *self.events.pending, *self._informer_tasks, *self._cluster_watches,
+                 *(t for t in (self._resync,) if t)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -215,10 +220,10 @@ class Controller:
                         logger.warning("resync: %s not listed, kept as known: %s", mark.rstrip("/"), e)
                         continue
                     self._take_listing(mark, items, known, event)
-                self._take_listing(NAMESPACE_MARK, await self.api.list_namespaces(), self.namespaces.labels,
-                                   self.namespace_event)
+                self._versions["namespaces"] = await self._list_named(
+                    "namespaces", NAMESPACE_MARK, self.namespaces.labels, self.namespace_event)
                 self.namespaces.listed()
-                self._take_listing("", await self.api.list_nodes(), self.cache.nodes, self.node_event)
+                self._versions["nodes"] = await self._list_named("nodes", "", self.cache.nodes, self.node_event)
                 newer = self._watched_during_resync
                 listed_pods: set[str] = set()
 
@@ -237,7 +242,7 @@ class Controller:
                             self._seen(meta["namespace"], labels[APP_LABEL], labels.get(TYPE_LABEL, ""))
                         if changed and labels.get(APP_LABEL):  # changed while the watch was away: news
                             self.app_event(meta["namespace"], labels[APP_LABEL], batch=True)
-                self._pods_version = await self.api.list_pods(listed)
+                self._versions["pods"] = await self.api.list_objects("pods", listed)
             finally:
                 self._watched_during_resync = None
             for uid in [u for u in self.cache.pods if u not in listed_pods and u not in newer]:
@@ -252,41 +257,58 @@ class Controller:
                       event: Callable[[JsonMapping, bool], None]) -> None:
         """A LIST of objects known by name: each told as its watch would (`event`), and those `known` but
         not listed as deleted; not those the watch told of meanwhile (`mark` + name: newer than the LIST)."""
-        newer = self._watched_during_resync or set()
-        names = {b["metadata"]["name"] for b in items}
-        for name in [n for n in known if n not in names and mark + n not in newer]:
-            event({"metadata": {"name": name}}, True)
-        for body in items:
-            if mark + body["metadata"]["name"] not in newer:
-                event(body, False)
+        self._unlisted(mark, {self._listed(mark, body, event) for body in items}, known, event)
 
-    async def _watch_pods(self) -> None:
-        """Every pod of the cluster, read-only, whichever namespaces FalApps are watched in: free room
-        counts other namespaces' pods too. Continues from the last LIST; lists again when told (410)."""
+    async def _list_named(self, resource: str, mark: str, known: Iterable[str],
+                          event: Callable[[JsonMapping, bool], None]) -> str:
+        """As _take_listing, from a paged LIST of the cluster's `resource` taken a page at a time (a
+        cluster's nodes never sit in memory as one list); returns the LIST's version."""
+        names: set[str] = set()
+        version = await self.api.list_objects(resource, lambda body: names.add(self._listed(mark, body, event)))
+        self._unlisted(mark, names, known, event)
+        return version
+
+    def _listed(self, mark: str, body: JsonMapping, event: Callable[[JsonMapping, bool], None]) -> str:
+        name: str = body["metadata"]["name"]
+        if mark + name not in (self._watched_during_resync or ()):
+            event(body, False)
+        return name
+
+    def _unlisted(self, mark: str, listed: set[str], known: Iterable[str],
+                  event: Callable[[JsonMapping, bool], None]) -> None:
+        newer = self._watched_during_resync or set()
+        for name in [n for n in known if n not in listed and mark + n not in newer]:
+            event({"metadata": {"name": name}}, True)
+
+    async def _watch(self, resource: str, event: Callable[[JsonMapping, bool], None]) -> None:
+        """Every namespace, node or pod of the cluster, read-only, whichever namespaces FalApps are watched
+        in (free room counts other namespaces' pods too): continues from the resync's LIST, and has it
+        list again when told (410): a LIST reports no deletions, the resync finds them."""
         failures = 0
         while True:
             try:
-                if self._pods_version is None:
+                if self._versions[resource] is None:
                     await self.resync()
-                async for kind, body in self.api.watch_pods(self._pods_version or "", watch_timeout(300)):
+                async for kind, body in self.api.watch_objects(resource, self._versions[resource] or "",
+                                                               server_timeout=watch_timeout(300)):
                     failures = 0
-                    self._pods_version = body["metadata"].get("resourceVersion") or self._pods_version
-                    if kind in ("ADDED", "MODIFIED", "DELETED"):
-                        self.pod_event(body, deleted=kind == "DELETED")
+                    self._versions[resource] = body["metadata"].get("resourceVersion") or self._versions[resource]
+                    if kind in EVENTS:  # (a BOOKMARK moves the version on only)
+                        event(body, kind == "DELETED")
             except ApiError as e:
                 if e.status == 410:  # the version is too old to continue from
-                    logger.info("pod watch expired; listing pods again")
-                    self._pods_version = None
+                    logger.info("watch of %s expired; listing again", resource)
+                    self._versions[resource] = None
                     continue
                 failures += 1
                 delay = backoff(failures, 10.0)  # short: the capacity view goes stale meanwhile
-                logger.warning("pod watch failed (attempt %d), retrying in %.1fs: %s", failures, delay, e)
+                logger.warning("watch of %s failed (attempt %d), retrying in %.1fs: %s", resource, failures, delay, e)
                 await asyncio.sleep(delay)
             except Exception:  # a body the handlers did not expect: the watch must not end for good
                 failures += 1
                 delay = backoff(failures, 10.0)
-                logger.exception("pod watch failed (attempt %d), listing pods again in %.1fs", failures, delay)
-                self._pods_version = None
+                logger.exception("watch of %s failed (attempt %d), listing again in %.1fs", resource, failures, delay)
+                self._versions[resource] = None
                 await asyncio.sleep(delay)
 
     async def _resync_loop(self) -> None:
