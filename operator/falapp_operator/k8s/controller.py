@@ -200,11 +200,14 @@ class Controller:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def resync(self) -> None:
+    async def resync(self, for_watch: str | None = None) -> None:
         """Machine types, Karpenter NodePools, namespaces, nodes and pods from a fresh LIST; drops what the
         watches missed (e.g. deletions during a re-list after the watch expired: no DELETED is told then),
-        keeps what they added meanwhile."""
+        keeps what they added meanwhile. `for_watch`: for that watch, whose version expired: not again if
+        another's resync listed it meanwhile (the API server restarted: all three expire at once)."""
         async with self._resync_lock:
+            if for_watch is not None and self._versions[for_watch] is not None:
+                return
             self._watched_during_resync = set()  # the watches' word on these is newer than the LIST's
             try:
                 for mark, listing, known, event in (
@@ -286,19 +289,22 @@ class Controller:
         list again when told (410): a LIST reports no deletions, the resync finds them."""
         failures = 0
         while True:
+            version = self._versions[resource]
             try:
-                if self._versions[resource] is None:
-                    await self.resync()
-                async for kind, body in self.api.watch_objects(resource, self._versions[resource] or "",
+                if version is None:
+                    await self.resync(for_watch=resource)
+                    version = self._versions[resource]
+                async for kind, body in self.api.watch_objects(resource, version or "",
                                                                server_timeout=watch_timeout(300)):
                     failures = 0
-                    self._versions[resource] = body["metadata"].get("resourceVersion") or self._versions[resource]
+                    version = self._versions[resource] = body["metadata"].get("resourceVersion") or version
                     if kind in EVENTS:  # (a BOOKMARK moves the version on only)
                         event(body, kind == "DELETED")
             except ApiError as e:
                 if e.status == 410:  # the version is too old to continue from
                     logger.info("watch of %s expired; listing again", resource)
-                    self._versions[resource] = None
+                    if self._versions[resource] == version:  # (else a resync listed since: on from there)
+                        self._versions[resource] = None
                     continue
                 failures += 1
                 delay = backoff(failures, 10.0)  # short: the capacity view goes stale meanwhile
