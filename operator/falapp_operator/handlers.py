@@ -1,10 +1,11 @@
 """kopf registrations: start-up (the API client, the metrics server, leader election), and watch handlers
 that hand each event to the controller and return nothing (no handler result leaks into a status).
 
-kopf watches the machine-type catalogue and Karpenter's NodePools (where Karpenter runs) only. The
-controller watches every namespace, node and pod of the cluster itself (read-only, whatever namespaces
-FalApps are watched in: free room counts other namespaces' pods too), continuing from its resync's
-LISTs, with no task per object as kopf keeps (2000 nodes' heartbeats come at once). FalApps, their
+kopf watches Karpenter's NodePools only (where Karpenter runs: kopf notices its CRD appear). The
+controller watches the machine-type catalogue and every namespace, node and pod of the cluster itself
+(read-only, whatever namespaces FalApps are watched in: free room counts other namespaces' pods too),
+continuing from its start's LISTs and listing again when a version expires, with no task per object as
+kopf keeps (2000 nodes' heartbeats come at once). FalApps, their
 Deployments and Services, and the autoscalers' Events are watched by the controller too
 (k8s/informer.py): it keeps slim copies for the reconciles, knows when its first LISTs are complete,
 compares versions with its own writes, and lets the API server filter Events by reason.
@@ -23,7 +24,6 @@ import kopf
 from prometheus_client import start_http_server
 
 from falapp_operator import metrics
-from falapp_operator.api import GROUP, VERSION
 from falapp_operator.api.names import FINALIZER, PROGRESS_PREFIX
 from falapp_operator.k8s.client import PAGE, KubeApi, load_config, watch_timeout
 from falapp_operator.k8s.controller import Controller
@@ -143,11 +143,6 @@ def _controller(memo: kopf.Memo) -> Controller:
 @kopf.on.probe(id="queue")
 def queue_depth(memo: kopf.Memo, **_: object) -> int:
     return len(_controller(memo).queue)
-
-
-@kopf.on.event(GROUP, VERSION, "machinetypes")
-async def machinetype_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: object) -> None:
-    _controller(memo).machinetype_event(body, deleted=type == "DELETED")
 
 
 @kopf.on.event("karpenter.sh", "v1", "nodepools")  # where Karpenter runs; else never served

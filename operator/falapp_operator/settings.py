@@ -60,6 +60,10 @@ class OperatorSettings(BaseSettings):
     error_backoff_max: float = Field(
         60.0, gt=0, description="Longest retry delay after a failed reconcile; also the retry period of a "
         "FalApp whose writes the API refuses (quota, RBAC, invalid object).")
+    requests_failing_after: float = Field(
+        120.0, ge=0, description="Seconds an app's reconciles may keep failing on errors worth retrying (a "
+        "webhook down answers 500 to every write, the API server overloaded 429) before a Warning event "
+        "RequestsFailing on the app says so with the API's message; retrying goes on either way.")
     resync_period: float = Field(
         3600.0, ge=0, description="Seconds between full LISTs of machine types, Karpenter NodePools, namespaces, "
         "nodes and pods that correct the catalogue and the capacity view (and the namespaces known) for anything "

@@ -8,12 +8,14 @@ object, a Warning event, and recovery once the cause is gone.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import uuid
 from datetime import UTC, datetime
 
 from falapp_operator.api.names import deployment_name
 from tests.cluster.builders import falapp
+from tests.cluster.conftest import OperatorProcess
 from tests.cluster.helpers import events_for, wait_condition, wait_placement
 from tests.cluster.test_chart import TokenOperator, token_kubeconfig
 from tests.conftest import CLUSTER
@@ -158,3 +160,42 @@ def test_an_app_its_namespace_left_behind_is_told_once_and_placed_when_the_names
     finally:
         left.run("delete", "falapp", "left", "--ignore-not-found", "--wait=false", check=False)
         kubectl.run("delete", "namespace", gone, "--ignore-not-found", "--wait=false", check=False)
+
+
+def test_a_webhook_down_is_told_on_the_app_once_its_requests_have_failed_a_while(
+        kubectl: Kubectl, kctl: Kubectl, namespace: str, no_session_operator, pools, tmp_path):
+    """A validating webhook on Deployments whose server is down (failurePolicy Fail): the real API server
+    answers every write of the app's Deployment with 500, an error worth retrying. Once the app's
+    reconciles have failed that way FALAPP_REQUESTS_FAILING_AFTER seconds, a Warning RequestsFailing on
+    the app says so with the API's message; the webhook back, the app comes up."""
+    gpu = pools.machine_type("hook")
+    pools.add_node("hook", gpus=8)
+    with socket.socket() as s:  # a port nothing listens on: every call of the webhook is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = f"falapp-test-down-{namespace}"
+    kubectl.apply({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [{
+            "name": "down.policy.falapp.test", "failurePolicy": "Fail", "sideEffects": "None",
+            "admissionReviewVersions": ["v1"], "timeoutSeconds": 2,
+            "clientConfig": {"url": f"https://127.0.0.1:{port}/validate"},
+            "rules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                       "resources": ["deployments"]}],
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}]})
+    operator = OperatorProcess(kubectl.kubeconfig, tmp_path, args=["--namespace", namespace],
+                               env={"FALAPP_REQUESTS_FAILING_AFTER": "3"})
+    try:
+        operator.start()
+        kctl.apply(falapp("hooked", [gpu], gpus=1))
+        told = warning(kctl, "hooked", "RequestsFailing", 'failed calling webhook "down.policy.falapp.test"')
+        assert f"Deployment {namespace}/{deployment_name('hooked', gpu.lower())}" in told["message"], told
+        assert kctl.get("deployments")["items"] == [], "a Deployment got past the webhook"
+        kubectl.run("delete", "validatingwebhookconfiguration", name)
+        wait_placement(kctl, "hooked", {gpu.lower(): 1}, timeout=60)
+        wait_condition(kctl, "falapp", "hooked", "Ready", "True", timeout=30)
+        assert len([e for e in events_for(kctl, "hooked", "RequestsFailing")]) == 1, "told more than once"
+    finally:
+        operator.stop()
+        kubectl.run("delete", "validatingwebhookconfiguration", name, "--ignore-not-found", check=False)

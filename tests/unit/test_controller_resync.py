@@ -5,6 +5,7 @@ resync, and its room counts as free again. Autoscaler announcements are read bac
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import time
 
@@ -38,17 +39,14 @@ class ListingApi:
     async def get_namespace(self, name: str) -> dict | None:
         return next((n for n in self.namespaces if n["metadata"]["name"] == name), None)
 
-    async def list_machinetypes(self) -> list[dict]:
-        return self.machinetypes
-
     async def list_nodepools(self) -> list[dict]:
         return self.nodepools
 
     async def list_objects(self, resource: str, each, namespace: str | None = None, label_selector: str | None = None,
                            field_selector: str | None = None, read: str | None = None) -> str:
-        """Namespaces, nodes and pods as held; FalApps, Deployments and Services: none; Events as the API
-        server filters them by field."""
-        if resource in ("namespaces", "nodes", "pods"):
+        """Machine types, namespaces, nodes and pods as held; FalApps, Deployments and Services: none; Events
+        as the API server filters them by field."""
+        if resource in ("machinetypes", "namespaces", "nodes", "pods"):
             for body in getattr(self, resource):
                 each(body)
             return "1"
@@ -428,98 +426,110 @@ async def test_a_controller_stopped_starts_no_workers_when_elected_after():
 
 
 class WatchingApi(ListingApi):
-    """ListingApi whose LISTs each answer a new version, and whose node watch tells what the test puts in
-    `node_events` (an exception: the watch fails with it); the other watches stay silent."""
+    """ListingApi whose LISTs each answer a new version (and record what they listed), and whose watches
+    tell what the test puts in `streams[resource]`: an event, an exception (the watch fails with it) or
+    None (the server ends the watch)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.lists = 0
-        self.node_events: asyncio.Queue = asyncio.Queue()
+        self.listed: list[str] = []
+        self.streams: collections.defaultdict[str, asyncio.Queue] = collections.defaultdict(asyncio.Queue)
         self.watched_from: list[tuple[str, str]] = []
 
     async def list_objects(self, resource: str, each, *args, **kwargs) -> str:
+        await asyncio.sleep(0)  # a LIST takes its time: others' watches go on meanwhile
         await super().list_objects(resource, each, *args, **kwargs)
+        self.listed.append(resource)
         self.lists += 1
         return str(self.lists)
 
     async def watch_objects(self, resource: str, resource_version: str, *args, **kwargs):
         self.watched_from.append((resource, resource_version))
-        if resource != "nodes":
-            await asyncio.Event().wait()
-        while True:
-            item = await self.node_events.get()
+        while (item := await self.streams[resource].get()) is not None:
             if isinstance(item, Exception):
                 raise item
             yield item
 
+    def watches_of(self, resource: str) -> list[str]:
+        return [v for r, v in self.watched_from if r == resource]
 
-async def test_nodes_are_watched_from_the_resyncs_list_and_listed_again_when_the_watch_expires():
+
+def versioned(body: dict, version: str) -> dict:
+    return {**body, "metadata": {**body["metadata"], "resourceVersion": version}}
+
+
+async def test_nodes_are_watched_from_the_start_and_only_nodes_listed_again_when_the_watch_expires():
     """The controller watches nodes itself (kopf kept a task per node: 2000 nodes' heartbeats at once),
-    from the version of the resync's LIST; after 410 Gone it lists again, and a node deleted while the
-    watch was away is dropped (a LIST tells no deletion by itself)."""
+    from the version of the start's LIST; after 410 Gone it lists nodes again (not the cluster's pods), and
+    a node deleted while the watch was away is dropped (a LIST tells no deletion by itself)."""
     api = WatchingApi([node("n1"), node("n2")], [pod("job", "n1")])
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
     await controller.start()
     try:
-        await wait_for(lambda: any(r == "nodes" for r, _ in api.watched_from))
-        first = dict(api.watched_from)["nodes"]
-        assert first == controller._versions["nodes"] and first != "", "the node watch did not continue from the LIST"
+        await wait_for(lambda: api.watches_of("nodes"))
+        assert api.watches_of("nodes") == [controller._versions["nodes"]], "not continued from the LIST"
         controller.waiting.add(("team-a", "other"))
-        api.node_events.put_nowait(("ADDED", {**node("n3"), "metadata": {**node("n3")["metadata"],
-                                                                         "resourceVersion": "50"}}))
-        api.node_events.put_nowait(("DELETED", node("n2")))
+        api.streams["nodes"].put_nowait(("ADDED", versioned(node("n3"), "50")))
+        api.streams["nodes"].put_nowait(("DELETED", node("n2")))
         await wait_for(lambda: "n3" in controller.cache.nodes and "n2" not in controller.cache.nodes)
         assert ("app", "team-a", "other") in controller.queue._queued, "room came: an app waiting was not woken"
-        assert controller._versions["nodes"] == "50"
         api.nodes = [node("n1")]  # n3 goes while the watch is away: no DELETED ever comes
-        api.node_events.put_nowait(ApiError(410, "Expired", "too old resource version"))
-        await wait_for(lambda: "n3" not in controller.cache.nodes)
-        await wait_for(lambda: [r for r, _ in api.watched_from].count("nodes") == 2)
-        assert api.watched_from[-1] == ("nodes", controller._versions["nodes"]) != ("nodes", first)
+        api.listed.clear()
+        api.streams["nodes"].put_nowait(ApiError(410, "Expired", "too old resource version"))
+        await wait_for(lambda: len(api.watches_of("nodes")) == 2)
         assert set(controller.cache.nodes) == {"n1"}
+        assert api.listed == ["nodes"], "a node watch expiring listed more than nodes"
+        assert api.watches_of("nodes")[-1] == controller._versions["nodes"]
     finally:
         await controller.stop()
 
 
-async def test_watches_expiring_together_list_the_cluster_once():
-    """The API server restarted: the namespace, node and pod watches all answer 410 at once; one resync
-    lists for all three (was: one each, 3 x 18 LIST pages at 2000 nodes and 5000 pods)."""
-
-    class ExpiringApi(WatchingApi):
-        async def watch_objects(self, resource: str, resource_version: str, *args, **kwargs):
-            self.watched_from.append((resource, resource_version))
-            if resource_version == "old":  # answered once all three have asked
-                if [v for _, v in self.watched_from].count("old") == 3:
-                    self.all_asked.set()
-                await self.all_asked.wait()
-                raise ApiError(410, "Expired", "too old resource version")
-            await asyncio.Event().wait()
-            yield
-
-    api = ExpiringApi([node("n1")], [pod("job", "n1")])
-    api.all_asked = asyncio.Event()
-    listed: list[str] = []
-    listing = api.list_objects
-
-    async def counting(resource, each, *args, **kwargs):
-        listed.append(resource)
-        return await listing(resource, each, *args, **kwargs)
-    api.list_objects = counting
+async def test_a_watch_ended_by_the_server_goes_on_from_where_it_stopped_not_from_a_resyncs_list():
+    """A namespace changed during a resync's LIST is the watch's word (the LIST's copy is not taken); its
+    deletion, committed before the LIST's snapshot but not yet told when the server ends the watch, comes
+    on the watch started again only if that watch goes on from where the last one stopped."""
+    api = WatchingApi([node("n1")], [], namespaces=[namespace("team-a"), namespace("team-b")])
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
     await controller.start()
     try:
-        for resource in ("namespaces", "nodes", "pods"):
-            controller._versions[resource] = "old"  # each watched up to a version etcd has since compacted
-        for task in controller._cluster_watches:
-            task.cancel()
-        await asyncio.gather(*controller._cluster_watches, return_exceptions=True)
-        listed.clear()
-        controller._cluster_watches = [asyncio.create_task(controller._watch(r, e)) for r, e in (
-            ("namespaces", controller.namespace_event), ("nodes", controller.node_event),
-            ("pods", controller.pod_event))]
-        cluster = ("namespaces", "nodes", "pods")
-        await wait_for(lambda: [v for r, v in api.watched_from if r in cluster].count("old") == 3
-                       and len([v for r, v in api.watched_from if r in cluster and v != "old"]) == 3)
-        assert listed == ["namespaces", "nodes", "pods"], listed
+        await wait_for(lambda: api.watches_of("namespaces"))
+        listing = api.list_objects
+
+        async def changed_during_the_list(resource, each, *args, **kwargs) -> str:
+            if resource == "namespaces":  # told by the watch while the LIST pages; deleted before its snapshot
+                api.streams["namespaces"].put_nowait(("MODIFIED", versioned(namespace("team-b", team="b"), "60")))
+                await wait_for(lambda: controller.namespaces.labels.get("team-b") == {"team": "b"})
+                api.namespaces = [namespace("team-a")]
+            return await listing(resource, each, *args, **kwargs)
+        api.list_objects = changed_during_the_list
+        await controller.resync()
+        api.list_objects = listing
+        assert "team-b" in controller.namespaces.labels, "the watch's word was undone by an older LIST"
+        api.streams["namespaces"].put_nowait(None)  # the server ends the watch (its 5-10 minutes are up)
+        await wait_for(lambda: len(api.watches_of("namespaces")) == 2)
+        assert api.watches_of("namespaces")[-1] == "60", "went on from the resync's LIST, not from its own stream"
+        api.streams["namespaces"].put_nowait(("DELETED", versioned(namespace("team-b"), "61")))
+        await wait_for(lambda: "team-b" not in controller.namespaces.labels)
+    finally:
+        await controller.stop()
+
+
+async def test_watches_expiring_together_each_list_their_own_resource_once():
+    """The API server restarted: the catalogue, namespace, node and pod watches all answer 410 at once;
+    each lists its own resource once (a whole resync each was 4 x 18 LIST pages at 2000 nodes)."""
+    api = WatchingApi([node("n1")], [pod("job", "n1")])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        cluster = ("machinetypes", "namespaces", "nodes", "pods")
+        await wait_for(lambda: all(api.watches_of(r) for r in cluster))
+        api.listed.clear()
+        for resource in cluster:
+            api.streams[resource].put_nowait(ApiError(410, "Expired", "too old resource version"))
+        await wait_for(lambda: all(len(api.watches_of(r)) == 2 for r in cluster))
+        assert sorted(api.listed) == list(cluster), api.listed
+        assert set(controller.types.declared) and set(controller.cache.nodes) == {"n1"}
+        assert set(controller.cache.pods) == {"uid-job"}
     finally:
         await controller.stop()

@@ -2429,13 +2429,12 @@ async def test_a_reconcile_that_raises_is_told_on_the_app_once_and_retried(rig: 
     assert told[0]["involvedObject"]["uid"] == "app-1"
 
 
-async def test_requests_failing_for_minutes_are_told_on_the_app_once_and_retried(
-        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_requests_failing_for_minutes_are_told_on_the_app_once_and_retried(rig: Rig) -> None:
     """A webhook on Deployments down (failurePolicy Fail): every apply answers 500, an error worth retrying.
-    Once the app's reconciles have failed that way for FAILING_TOLD_AFTER, a Warning event RequestsFailing
+    Once the app's reconciles have failed that way for requests_failing_after, a Warning event RequestsFailing
     with the API's message says so, once while it stays the same; retries go on, and a success ends it.
     (Was: only log lines; the app kept its last conditions, nothing on it said its replicas were stuck.)"""
-    monkeypatch.setattr(controller_module, "FAILING_TOLD_AFTER", 0.3)
+    rig.controller.settings.requests_failing_after = 0.3
     rig.controller.settings.error_backoff_max = 0.05
     rig.create_app(falapp())
     for second in range(10_000):  # its words change at every attempt: told once all the same
@@ -2460,9 +2459,9 @@ async def test_requests_failing_for_minutes_are_told_on_the_app_once_and_retried
     assert KEY not in rig.controller._failing_since
 
 
-async def test_a_refusal_that_lasts_is_told_as_a_refusal_only(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_refusal_that_lasts_is_told_as_a_refusal_only(rig: Rig) -> None:
     """A refusal (403) is no error worth retrying: RequestRejected says it, not RequestsFailing as well."""
-    monkeypatch.setattr(controller_module, "FAILING_TOLD_AFTER", 0.0)
+    rig.controller.settings.requests_failing_after = 0.0
     rig.controller.settings.error_backoff_max = 0.05
     rig.create_app(falapp())
     rig.fake.fail("PATCH", "/falapps/llm/status", 403, "falapps.fal.ai is forbidden", times=10_000)

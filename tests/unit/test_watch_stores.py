@@ -276,7 +276,7 @@ class ClusterApi(ListingApi):
     async def list_objects(self, resource, each, namespace=None, label_selector=None, field_selector=None, read=None):
         if read:
             self.reads.append(read)
-        if resource in ("nodes", "namespaces"):
+        if resource in ("machinetypes", "nodes", "namespaces"):
             return await super().list_objects(resource, each)
         kind = {"deployments": "Deployment", "pods": "Pod", "falapps": "FalApp", "services": "Service"}.get(resource)
         for (k, _), body in list(self.objects.items()):

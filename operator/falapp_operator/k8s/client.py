@@ -328,10 +328,6 @@ class KubeApi:
                 return None
             raise
 
-    async def list_machinetypes(self) -> list[JsonObject]:
-        return [m async for m in self._pages("machinetypes", "MachineTypes", self.custom.list_cluster_custom_object,
-                                             GROUP, VERSION, "machinetypes")]
-
     async def list_nodepools(self) -> list[JsonObject]:
         """Karpenter's NodePools; none where Karpenter is not installed (its API is not served: 404)."""
         try:
@@ -359,9 +355,11 @@ class KubeApi:
 
     def _list_call(self, resource: str, namespace: str | None) -> tuple[ApiCall, tuple[str, ...]]:
         """The call that lists (and watches) a resource the controller keeps in memory, with its leading
-        arguments: in one namespace, or in all (None); nodes and namespaces are the cluster's."""
+        arguments: in one namespace, or in all (None); machine types, nodes and namespaces are the cluster's."""
         if resource in ("nodes", "namespaces"):
             return getattr(self.core, f"list_{resource[:-1]}"), ()
+        if resource == "machinetypes":
+            return self.custom.list_cluster_custom_object, (GROUP, VERSION, "machinetypes")
         if resource == "falapps":
             if namespace:
                 return self.custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, "falapps")
@@ -379,7 +377,8 @@ class KubeApi:
     async def list_objects(self, resource: str, each: Callable[[JsonObject], object], namespace: str | None = None,
                            label_selector: str | None = None, field_selector: str | None = None,
                            page_size: int = PAGE, read: str | None = None) -> str:
-        """Every object of `resource` (pods, events, services, deployments, falapps; nodes, namespaces) in
+        """Every object of `resource` (pods, events, services, deployments, falapps; machinetypes, nodes,
+        namespaces) in
         `namespace` (None: all) matching the selectors, a page at a time into `each` (a cluster's objects
         never sit in memory as one list); returns the list's resourceVersion, from which a watch continues."""
         call, args = self._list_call(resource, namespace)

@@ -75,16 +75,13 @@ from falapp_operator.settings import OperatorSettings
 
 Obj = TypeVar("Obj", bound=JsonMapping)
 logger = logging.getLogger("falapp_operator")
-# what the resync LISTs and the controller's own watches continue from (the catalogue is watched by kopf)
-CLUSTER_WATCHED = ("namespaces", "nodes", "pods")
+# what the resync LISTs and the controller's own watches continue from (Karpenter's NodePools: kopf's)
+CLUSTER_WATCHED = ("machinetypes", "namespaces", "nodes", "pods")
 NAMESPACE_MARK = "namespace/"  # a namespace's name among the node names and pod uids a resync's watches saw
 MACHINETYPE_MARK, NODEPOOL_MARK = "machinetype/", "nodepool/"  # likewise
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
 # went (a lost pool's hundreds of doomed replacements are deleted one by one): no decision falls due then
 CLAIMS_WAKE_WINDOW = 1.0
-# seconds an app's reconciles may keep failing on errors worth retrying (a webhook down answers 500 to every
-# apply, the API server overloaded answers 429) before a Warning event on the app says so
-FAILING_TOLD_AFTER = 120.0
 
 
 class Controller:
@@ -167,7 +164,8 @@ class Controller:
         self.namespaces.listed()
         self._informer_tasks = [asyncio.create_task(i.run(), name=f"falapp-watch-{i.what}") for i in self._informers]
         self._cluster_watches = [asyncio.create_task(self._watch(resource, event), name=f"falapp-watch-{resource}")
-                                 for resource, event in (("namespaces", self.namespace_event),
+                                 for resource, event in (("machinetypes", self.machinetype_event),
+                                                         ("namespaces", self.namespace_event),
                                                          ("nodes", self.node_event), ("pods", self.pod_event))]
         if self.settings.resync_period:
             self._resync = asyncio.create_task(self._resync_loop(), name="falapp-resync")
@@ -200,61 +198,76 @@ class Controller:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def resync(self, for_watch: str | None = None) -> None:
-        """Machine types, Karpenter NodePools, namespaces, nodes and pods from a fresh LIST; drops what the
-        watches missed (e.g. deletions during a re-list after the watch expired: no DELETED is told then),
-        keeps what they added meanwhile. `for_watch`: for that watch, whose version expired: not again if
-        another's resync listed it meanwhile (the API server restarted: all three expire at once)."""
+    async def resync(self, only: str | None = None) -> None:
+        """Machine types, Karpenter NodePools, namespaces, nodes and pods from a fresh LIST (`only`: that one
+        of CLUSTER_WATCHED, for its watch whose version expired); drops what the watches missed (deletions
+        while a watch was away: a LIST tells none by itself), keeps what they told meanwhile."""
         async with self._resync_lock:
-            if for_watch is not None and self._versions[for_watch] is not None:
-                return
-            self._watched_during_resync = set()  # the watches' word on these is newer than the LIST's
+            newer: set[str] = set()  # the watches' word on these is newer than the LIST's
+            self._watched_during_resync = newer
+            listed_pods: set[str] | None = None
             try:
-                for mark, listing, known, event in (
-                        (MACHINETYPE_MARK, self.api.list_machinetypes, self.types.seen, self.machinetype_event),
-                        (NODEPOOL_MARK, self.api.list_nodepools, self.types.nodepools, self.nodepool_event)):
+                if only in (None, "machinetypes"):
                     try:
-                        items = await listing()
+                        self._versions["machinetypes"] = await self._list_named(
+                            "machinetypes", MACHINETYPE_MARK, self.types.seen, self.machinetype_event)
                     except ApiError as e:
-                        if mark == MACHINETYPE_MARK and not self.types.seen:  # no catalogue at all yet
+                        if only is not None or not self.types.seen:  # its watch's, or no catalogue at all yet
                             raise
-                        # kept as the watches say: the pods' correction below matters more (a NodePool API
-                        # refused, say Karpenter's conversion webhook down, must not stop it)
-                        logger.warning("resync: %s not listed, kept as known: %s", mark.rstrip("/"), e)
-                        continue
-                    self._take_listing(mark, items, known, event)
-                self._versions["namespaces"] = await self._list_named(
-                    "namespaces", NAMESPACE_MARK, self.namespaces.labels, self.namespace_event)
-                self.namespaces.listed()
-                self._versions["nodes"] = await self._list_named("nodes", "", self.cache.nodes, self.node_event)
-                newer = self._watched_during_resync
-                listed_pods: set[str] = set()
-
-                def listed(body: JsonMapping) -> None:  # pods go into the cache page by page
-                    meta = body["metadata"]
-                    listed_pods.add(meta["uid"])
-                    if meta["uid"] not in newer:
-                        old = self.cache.pods.get(meta["uid"])
-                        new = old is None and not self._held_pod(meta)
-                        self._left_app(old, (meta.get("labels") or {}).get(APP_LABEL))
-                        # finished or gone from its node while the watch was away: as its event would
-                        self._room_freed(old, self.cache.upsert_pod(body))
-                        changed = self._app_pod(body, "ADDED")
-                        labels = meta.get("labels") or {}
-                        if new and labels.get(APP_LABEL):  # a replica asked for has come (its watch event lost)
-                            self._seen(meta["namespace"], labels[APP_LABEL], labels.get(TYPE_LABEL, ""))
-                        if changed and labels.get(APP_LABEL):  # changed while the watch was away: news
-                            self.app_event(meta["namespace"], labels[APP_LABEL], batch=True)
-                self._versions["pods"] = await self.api.list_objects("pods", listed)
+                        # kept as the watches say: the pods' correction below matters more
+                        logger.warning("resync: machine types not listed, kept as known: %s", e)
+                if only is None:
+                    try:
+                        pools = await self.api.list_nodepools()
+                    except ApiError as e:  # (say Karpenter's conversion webhook down: must not stop the rest)
+                        logger.warning("resync: NodePools not listed, kept as known: %s", e)
+                    else:
+                        self._take_listing(NODEPOOL_MARK, pools, self.types.nodepools, self.nodepool_event)
+                if only in (None, "namespaces"):
+                    self._versions["namespaces"] = await self._list_named(
+                        "namespaces", NAMESPACE_MARK, self.namespaces.labels, self.namespace_event)
+                    self.namespaces.listed()
+                if only in (None, "nodes"):
+                    self._versions["nodes"] = await self._list_named("nodes", "", self.cache.nodes, self.node_event)
+                if only in (None, "pods"):
+                    listed_pods = await self._list_pods(newer)
             finally:
                 self._watched_during_resync = None
-            for uid in [u for u in self.cache.pods if u not in listed_pods and u not in newer]:
-                self.pod_event({"metadata": {"uid": uid, "namespace": self.cache.pods[uid].namespace}}, deleted=True)
-            # an app's finished pod is in the app's store only (it takes no room): gone too if not listed
-            for uid, namespace in [(u, b["metadata"].get("namespace")) for b in self.app_pods.objects.values()
-                                   if (u := b["metadata"].get("uid")) and u not in listed_pods and u not in newer]:
-                self.pod_event({"metadata": {"uid": uid, "namespace": namespace}}, deleted=True)
-            self._claims_changed()  # a pending pod the LIST found finished claims no more
+            if listed_pods is not None:
+                self._unlisted_pods(listed_pods, newer)
+
+    async def _list_pods(self, newer: set[str]) -> set[str]:
+        """Every pod of the cluster into the cache, a page at a time, as its watch would tell it (not those
+        the watch told of meanwhile: `newer`); returns the uids listed."""
+        listed_pods: set[str] = set()
+
+        def listed(body: JsonMapping) -> None:
+            meta = body["metadata"]
+            listed_pods.add(meta["uid"])
+            if meta["uid"] not in newer:
+                old = self.cache.pods.get(meta["uid"])
+                new = old is None and not self._held_pod(meta)
+                self._left_app(old, (meta.get("labels") or {}).get(APP_LABEL))
+                # finished or gone from its node while the watch was away: as its event would
+                self._room_freed(old, self.cache.upsert_pod(body))
+                changed = self._app_pod(body, "ADDED")
+                labels = meta.get("labels") or {}
+                if new and labels.get(APP_LABEL):  # a replica asked for has come (its watch event lost)
+                    self._seen(meta["namespace"], labels[APP_LABEL], labels.get(TYPE_LABEL, ""))
+                if changed and labels.get(APP_LABEL):  # changed while the watch was away: news
+                    self.app_event(meta["namespace"], labels[APP_LABEL], batch=True)
+        self._versions["pods"] = await self.api.list_objects("pods", listed)
+        return listed_pods
+
+    def _unlisted_pods(self, listed_pods: set[str], newer: set[str]) -> None:
+        """Pods known but not listed (nor told of by the watch meanwhile) are gone."""
+        for uid in [u for u in self.cache.pods if u not in listed_pods and u not in newer]:
+            self.pod_event({"metadata": {"uid": uid, "namespace": self.cache.pods[uid].namespace}}, deleted=True)
+        # an app's finished pod is in the app's store only (it takes no room): gone too if not listed
+        for uid, namespace in [(u, b["metadata"].get("namespace")) for b in self.app_pods.objects.values()
+                               if (u := b["metadata"].get("uid")) and u not in listed_pods and u not in newer]:
+            self.pod_event({"metadata": {"uid": uid, "namespace": namespace}}, deleted=True)
+        self._claims_changed()  # a pending pod the LIST found finished claims no more
 
     def _take_listing(self, mark: str, items: list[JsonObject], known: Iterable[str],
                       event: Callable[[JsonMapping, bool], None]) -> None:
@@ -284,27 +297,26 @@ class Controller:
             event({"metadata": {"name": name}}, True)
 
     async def _watch(self, resource: str, event: Callable[[JsonMapping, bool], None]) -> None:
-        """Every namespace, node or pod of the cluster, read-only, whichever namespaces FalApps are watched
-        in (free room counts other namespaces' pods too): continues from the resync's LIST, and has it
-        list again when told (410): a LIST reports no deletions, the resync finds them."""
-        failures = 0
+        """Every machine type, namespace, node or pod of the cluster, read-only, whichever namespaces FalApps
+        are watched in (free room counts other namespaces' pods too): continues from the start's LIST, then
+        from where its own stream stopped (not from a periodic resync's LIST: what it told during that
+        LIST was not taken from it); lists its resource again when told (410) or when a handler failed."""
+        failures, position = 0, self._versions[resource]
         while True:
-            version = self._versions[resource]
             try:
-                if version is None:
-                    await self.resync(for_watch=resource)
-                    version = self._versions[resource]
-                async for kind, body in self.api.watch_objects(resource, version or "",
+                if position is None:
+                    await self.resync(only=resource)
+                    position = self._versions[resource]
+                async for kind, body in self.api.watch_objects(resource, position or "",
                                                                server_timeout=watch_timeout(300)):
                     failures = 0
-                    version = self._versions[resource] = body["metadata"].get("resourceVersion") or version
-                    if kind in EVENTS:  # (a BOOKMARK moves the version on only)
+                    position = body["metadata"].get("resourceVersion") or position
+                    if kind in EVENTS:  # (a BOOKMARK moves the position on only)
                         event(body, kind == "DELETED")
             except ApiError as e:
                 if e.status == 410:  # the version is too old to continue from
                     logger.info("watch of %s expired; listing again", resource)
-                    if self._versions[resource] == version:  # (else a resync listed since: on from there)
-                        self._versions[resource] = None
+                    position = None
                     continue
                 failures += 1
                 delay = backoff(failures, 10.0)  # short: the capacity view goes stale meanwhile
@@ -314,7 +326,7 @@ class Controller:
                 failures += 1
                 delay = backoff(failures, 10.0)
                 logger.exception("watch of %s failed (attempt %d), listing again in %.1fs", resource, failures, delay)
-                self._versions[resource] = None
+                position = None
                 await asyncio.sleep(delay)
 
     async def _resync_loop(self) -> None:
@@ -648,12 +660,12 @@ class Controller:
                         f"the operator could not reconcile this app and retries with back-off; report it: {message}")
 
     def _tell_lasting(self, key: QueueKey, error: ApiError) -> None:
-        """An app whose reconciles have failed on errors worth retrying for FAILING_TOLD_AFTER seconds in a
-        row: a Warning event on the app says so with the API's message, once per kind of answer (status and
+        """An app whose reconciles have failed on errors worth retrying for settings.requests_failing_after
+        seconds in a row: a Warning event on the app says so with the API's message, once per kind of answer (status and
         reason), besides the log (its status keeps what it last said: the writes are what fail); retrying
         goes on. (A refusal is told by AppWriter.refuse.)"""
         failing_for = time.monotonic() - self._failing_since.get(key, time.monotonic())
-        if not error.transient or failing_for < FAILING_TOLD_AFTER:
+        if not error.transient or failing_for < self.settings.requests_failing_after:
             return
         # told once per kind of answer: the words of one may change at every attempt (a webhook's expired
         # certificate names the current time, a write's time limit the lease's seconds left)
