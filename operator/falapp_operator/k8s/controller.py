@@ -47,9 +47,9 @@ from falapp_operator.k8s.cache import (
     PodInfo,
     autoscaler_answer,
 )
-from falapp_operator.k8s.client import ApiError, KubeApi, NotLeading, watch_timeout
+from falapp_operator.k8s.client import ApiError, KubeApi, NotLeading
 from falapp_operator.k8s.gate import Priority
-from falapp_operator.k8s.informer import EVENTS, Informer
+from falapp_operator.k8s.informer import Informer
 from falapp_operator.k8s.machine_types import MachineTypes
 from falapp_operator.k8s.namespaces import Namespaces
 from falapp_operator.k8s.nodeless import NodelessTimes
@@ -163,10 +163,10 @@ class Controller:
             await informer.sync()
         self.namespaces.listed()
         self._informer_tasks = [asyncio.create_task(i.run(), name=f"falapp-watch-{i.what}") for i in self._informers]
-        self._cluster_watches = [asyncio.create_task(self._watch(resource, event), name=f"falapp-watch-{resource}")
-                                 for resource, event in (("machinetypes", self.machinetype_event),
-                                                         ("namespaces", self.namespace_event),
-                                                         ("nodes", self.node_event), ("pods", self.pod_event))]
+        self._cluster_watches = [
+            asyncio.create_task(self._cluster_informer(resource, event).run(), name=f"falapp-watch-{resource}")
+            for resource, event in (("machinetypes", self.machinetype_event), ("namespaces", self.namespace_event),
+                                    ("nodes", self.node_event), ("pods", self.pod_event))]
         if self.settings.resync_period:
             self._resync = asyncio.create_task(self._resync_loop(), name="falapp-resync")
 
@@ -296,38 +296,20 @@ class Controller:
         for name in [n for n in known if n not in listed and mark + n not in newer]:
             event({"metadata": {"name": name}}, True)
 
-    async def _watch(self, resource: str, event: Callable[[JsonMapping, bool], None]) -> None:
+    def _cluster_informer(self, resource: str, event: Callable[[JsonMapping, bool], None]) -> Informer:
         """Every machine type, namespace, node or pod of the cluster, read-only, whichever namespaces FalApps
-        are watched in (free room counts other namespaces' pods too): continues from the start's LIST, then
-        from where its own stream stopped (not from a periodic resync's LIST: what it told during that
-        LIST was not taken from it); lists its resource again when told (410) or when a handler failed."""
-        failures, position = 0, self._versions[resource]
-        while True:
-            try:
-                if position is None:
-                    await self.resync(only=resource)
-                    position = self._versions[resource]
-                async for kind, body in self.api.watch_objects(resource, position or "",
-                                                               server_timeout=watch_timeout(300)):
-                    failures = 0
-                    position = body["metadata"].get("resourceVersion") or position
-                    if kind in EVENTS:  # (a BOOKMARK moves the position on only)
-                        event(body, kind == "DELETED")
-            except ApiError as e:
-                if e.status == 410:  # the version is too old to continue from
-                    logger.info("watch of %s expired; listing again", resource)
-                    position = None
-                    continue
-                failures += 1
-                delay = backoff(failures, 10.0)  # short: the capacity view goes stale meanwhile
-                logger.warning("watch of %s failed (attempt %d), retrying in %.1fs: %s", resource, failures, delay, e)
-                await asyncio.sleep(delay)
-            except Exception:  # a body the handlers did not expect: the watch must not end for good
-                failures += 1
-                delay = backoff(failures, 10.0)
-                logger.exception("watch of %s failed (attempt %d), listing again in %.1fs", resource, failures, delay)
-                position = None
-                await asyncio.sleep(delay)
+        are watched in (free room counts other namespaces' pods too): from the start's LIST, then from where
+        its stream stopped (not from a periodic resync's LIST: what it told during that LIST was not taken
+        from it); its resource listed again by the resync when its version expired."""
+        async def relist() -> str:
+            await self.resync(only=resource)
+            version = self._versions[resource]
+            assert version is not None  # (set by that resync, or it raised)
+            return version
+        informer = Informer(self.api, resource, lambda kind, body: event(body, kind == "DELETED"),
+                            track_deletions=False, relist=relist)
+        informer.version = self._versions[resource]
+        return informer
 
     async def _resync_loop(self) -> None:
         while True:
@@ -339,7 +321,7 @@ class Controller:
             except Exception:  # a body the handlers did not expect: the resyncs must not end for good
                 logger.exception("resync of namespaces, nodes and pods failed")
 
-    # --- event intake (called by handlers) -------------------------------------------------------
+    # --- event intake (called by the watches and by kopf's NodePool handler) --------------------
     def app_event(self, namespace: str, name: str, generation: int | None = None, uid: str = "",
                   batch: bool = False, progress: bool = False) -> None:
         """Something about the app changed; `batch`: an event of its pods or children, reconciled together

@@ -1,4 +1,5 @@
-"""One kind of object kept current by a paged LIST, then a WATCH from the LIST's version.
+"""One kind of object kept current by a paged LIST, then a WATCH from the LIST's version, and on from
+where each watch stopped.
 
 The API server filters (namespace, label and field selectors), so only matching objects cross the
 wire. An expired version (410 Gone) lists again and reports what the new LIST lacks as deleted (with
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from falapp_operator.api import JsonObject
 from falapp_operator.k8s.client import WATCH_SILENCE, ApiError, KubeApi, watch_timeout
@@ -23,8 +24,12 @@ EVENTS = ("ADDED", "MODIFIED", "DELETED")
 class Informer:
     def __init__(self, api: KubeApi, resource: str, on_event: Callable[[str, JsonObject], object],
                  namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None,
-                 track_deletions: bool = True, bookmarks: bool = True):
+                 track_deletions: bool = True, bookmarks: bool = True,
+                 relist: Callable[[], Awaitable[str]] | None = None):
         self.api, self.resource, self.on_event = api, resource, on_event
+        # who lists again when the version expired, instead of `sync` (the controller's resync of the
+        # cluster's objects, which finds deletions itself); returns the LIST's version
+        self.relist = relist
         self.namespace, self.label_selector, self.field_selector = namespace, label_selector, field_selector
         self.track_deletions = track_deletions  # events are not: nobody minds an Event going
         # without bookmarks (what the API server watches straight from etcd: Events) silence says nothing,
@@ -63,7 +68,10 @@ class Informer:
         while True:
             try:
                 if self.version is None:
-                    await self.sync()
+                    if self.relist is None:
+                        await self.sync()
+                    else:
+                        self.version = await self.relist()
                 async for kind, body in self.api.watch_objects(
                         self.resource, self.version or "", self.namespace, self.label_selector, self.field_selector,
                         server_timeout=watch_timeout(self.server_timeout), silence=self.silence):
