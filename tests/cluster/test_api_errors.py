@@ -174,28 +174,32 @@ def test_a_webhook_down_is_told_on_the_app_once_its_requests_have_failed_a_while
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     name = f"falapp-test-down-{namespace}"
-    kubectl.apply({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [{
-            "name": "down.policy.falapp.test", "failurePolicy": "Fail", "sideEffects": "None",
-            "admissionReviewVersions": ["v1"], "timeoutSeconds": 2,
-            "clientConfig": {"url": f"https://127.0.0.1:{port}/validate"},
-            "rules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                       "resources": ["deployments"]}],
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}]})
     operator = OperatorProcess(kubectl.kubeconfig, tmp_path, args=["--namespace", namespace],
                                env={"FALAPP_REQUESTS_FAILING_AFTER": "3"})
     try:
+        kubectl.apply({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [{
+                "name": "down.policy.falapp.test", "failurePolicy": "Fail", "sideEffects": "None",
+                "admissionReviewVersions": ["v1"], "timeoutSeconds": 2,
+                "clientConfig": {"url": f"https://127.0.0.1:{port}/validate"},
+                "rules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                           "resources": ["deployments"]}],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}]})
         operator.start()
         kctl.apply(falapp("hooked", [gpu], gpus=1))
         told = warning(kctl, "hooked", "RequestsFailing", 'failed calling webhook "down.policy.falapp.test"')
         assert f"Deployment {namespace}/{deployment_name('hooked', gpu.lower())}" in told["message"], told
         assert kctl.get("deployments")["items"] == [], "a Deployment got past the webhook"
+        # retried on, and not told again while the answer stays the same
+        failed = operator.sample("falapp_reconciles_total", result="error")
+        wait_until(lambda: operator.sample("falapp_reconciles_total", result="error") >= failed + 2, timeout=60,
+                   message="two more failed reconciles")
+        assert len(events_for(kctl, "hooked", "RequestsFailing")) == 1, "told more than once"
         kubectl.run("delete", "validatingwebhookconfiguration", name)
         wait_placement(kctl, "hooked", {gpu.lower(): 1}, timeout=60)
         wait_condition(kctl, "falapp", "hooked", "Ready", "True", timeout=30)
-        assert len([e for e in events_for(kctl, "hooked", "RequestsFailing")]) == 1, "told more than once"
     finally:
         operator.stop()
         kubectl.run("delete", "validatingwebhookconfiguration", name, "--ignore-not-found", check=False)

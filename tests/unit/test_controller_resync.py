@@ -533,3 +533,49 @@ async def test_watches_expiring_together_each_list_their_own_resource_once():
         assert set(controller.cache.pods) == {"uid-job"}
     finally:
         await controller.stop()
+
+
+async def test_a_catalogue_list_refused_keeps_the_catalogue_and_its_watch_goes_on_once_it_answers():
+    api = WatchingApi([node("n1")], [])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        await wait_for(lambda: api.watches_of("machinetypes"))
+        catalogue = set(controller.types.declared)
+        listing, refused = api.list_objects, []
+
+        async def refusing(resource, each, *args, **kwargs) -> str:
+            if resource == "machinetypes" and len(refused) < 2:
+                refused.append(resource)
+                raise ApiError(503, "ServiceUnavailable", "the API server is shutting down")
+            return await listing(resource, each, *args, **kwargs)
+        api.list_objects = refusing
+        api.streams["machinetypes"].put_nowait(ApiError(410, "Expired", "too old resource version"))
+        await wait_for(lambda: len(api.watches_of("machinetypes")) == 2)
+        assert len(refused) == 2 and set(controller.types.declared) == catalogue, "the catalogue was dropped"
+    finally:
+        await controller.stop()
+
+
+async def test_a_listed_object_the_handlers_did_not_expect_is_left_out_and_the_rest_taken(caplog):
+    """A node whose body breaks the handler: the LIST takes every other node and its watch goes on (was: the
+    LIST failed on it at every try, every 10 s, and the watch never started again)."""
+    api = WatchingApi([node("n1")], [])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        await wait_for(lambda: api.watches_of("nodes"))
+        upsert = controller.cache.upsert_node
+
+        def breaks_on_odd(body):
+            if body["metadata"]["name"] == "odd":
+                raise KeyError("a field the operator did not expect")
+            return upsert(body)
+        controller.cache.upsert_node = breaks_on_odd
+        api.nodes = [node("n1"), node("odd"), node("n2")]
+        api.streams["nodes"].put_nowait(ApiError(410, "Expired", "too old resource version"))
+        await wait_for(lambda: len(api.watches_of("nodes")) == 2)
+        assert set(controller.cache.nodes) == {"n1", "n2"}
+        assert "listed node odd not taken" in caplog.text
+    finally:
+        await controller.stop()

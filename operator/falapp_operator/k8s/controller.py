@@ -84,6 +84,16 @@ MACHINETYPE_MARK, NODEPOOL_MARK = "machinetype/", "nodepool/"  # likewise
 CLAIMS_WAKE_WINDOW = 1.0
 
 
+def _take_listed(take: Callable[[], None], kind: str, name: str) -> None:
+    """One object of a LIST taken as its watch event would be. A body the handlers did not expect is left
+    out, said in the log, as kopf's handlers did: the rest of the LIST is taken (was: the LIST failed on it
+    at every try, its watch parked)."""
+    try:
+        take()
+    except Exception:
+        logger.exception("listed %s %s not taken: a body the operator did not expect", kind, name)
+
+
 class Controller:
     def __init__(self, api: KubeApi, settings: OperatorSettings):
         self.api = api
@@ -200,8 +210,9 @@ class Controller:
 
     async def resync(self, only: str | None = None) -> None:
         """Machine types, Karpenter NodePools, namespaces, nodes and pods from a fresh LIST (`only`: that one
-        of CLUSTER_WATCHED, for its watch whose version expired); drops what the watches missed (deletions
-        while a watch was away: a LIST tells none by itself), keeps what they told meanwhile."""
+        of CLUSTER_WATCHED, for its watch whose version expired or whose handler failed); drops what the
+        watches missed (deletions while a watch was away: a LIST tells none by itself), keeps what they told
+        meanwhile."""
         async with self._resync_lock:
             newer: set[str] = set()  # the watches' word on these is newer than the LIST's
             self._watched_during_resync = newer
@@ -245,19 +256,24 @@ class Controller:
             meta = body["metadata"]
             listed_pods.add(meta["uid"])
             if meta["uid"] not in newer:
-                old = self.cache.pods.get(meta["uid"])
-                new = old is None and not self._held_pod(meta)
-                self._left_app(old, (meta.get("labels") or {}).get(APP_LABEL))
-                # finished or gone from its node while the watch was away: as its event would
-                self._room_freed(old, self.cache.upsert_pod(body))
-                changed = self._app_pod(body, "ADDED")
-                labels = meta.get("labels") or {}
-                if new and labels.get(APP_LABEL):  # a replica asked for has come (its watch event lost)
-                    self._seen(meta["namespace"], labels[APP_LABEL], labels.get(TYPE_LABEL, ""))
-                if changed and labels.get(APP_LABEL):  # changed while the watch was away: news
-                    self.app_event(meta["namespace"], labels[APP_LABEL], batch=True)
+                _take_listed(lambda: self._pod_listed(body), "pod", f"{meta.get('namespace')}/{meta.get('name')}")
         self._versions["pods"] = await self.api.list_objects("pods", listed)
         return listed_pods
+
+    def _pod_listed(self, body: JsonMapping) -> None:
+        """A pod a LIST found, taken as its watch event would be."""
+        meta = body["metadata"]
+        old = self.cache.pods.get(meta["uid"])
+        new = old is None and not self._held_pod(meta)
+        self._left_app(old, (meta.get("labels") or {}).get(APP_LABEL))
+        # finished or gone from its node while the watch was away: as its event would
+        self._room_freed(old, self.cache.upsert_pod(body))
+        changed = self._app_pod(body, "ADDED")
+        labels = meta.get("labels") or {}
+        if new and labels.get(APP_LABEL):  # a replica asked for has come (its watch event lost)
+            self._seen(meta["namespace"], labels[APP_LABEL], labels.get(TYPE_LABEL, ""))
+        if changed and labels.get(APP_LABEL):  # changed while the watch was away: news
+            self.app_event(meta["namespace"], labels[APP_LABEL], batch=True)
 
     def _unlisted_pods(self, listed_pods: set[str], newer: set[str]) -> None:
         """Pods known but not listed (nor told of by the watch meanwhile) are gone."""
@@ -287,7 +303,7 @@ class Controller:
     def _listed(self, mark: str, body: JsonMapping, event: Callable[[JsonMapping, bool], None]) -> str:
         name: str = body["metadata"]["name"]
         if mark + name not in (self._watched_during_resync or ()):
-            event(body, False)
+            _take_listed(lambda: event(body, False), mark.rstrip("/") or "node", name)
         return name
 
     def _unlisted(self, mark: str, listed: set[str], known: Iterable[str],
@@ -317,9 +333,9 @@ class Controller:
             try:
                 await self.resync()
             except ApiError as e:
-                logger.warning("resync of namespaces, nodes and pods failed: %s", e)
+                logger.warning("resync failed: %s", e)
             except Exception:  # a body the handlers did not expect: the resyncs must not end for good
-                logger.exception("resync of namespaces, nodes and pods failed")
+                logger.exception("resync failed")
 
     # --- event intake (called by the watches and by kopf's NodePool handler) --------------------
     def app_event(self, namespace: str, name: str, generation: int | None = None, uid: str = "",

@@ -93,8 +93,8 @@ class Informer:
                     continue
                 failures += 1
                 delay = backoff(failures, 10.0)
-                logger.warning("watch of %s failed (attempt %d), retrying in %.1fs: %s", self.what, failures,
-                               delay, e)
+                logger.warning("%s %s failed (attempt %d), retrying in %.1fs: %s",
+                               "listing" if self.version is None else "watch of", self.what, failures, delay, e)
                 await asyncio.sleep(delay)
             except Exception:  # a body the handler did not expect: the watch must not end for good
                 failures += 1
