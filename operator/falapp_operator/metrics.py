@@ -28,6 +28,9 @@ API_WRITES = Counter("falapp_api_writes_total", "Write requests the operator sen
 API_READS = Counter("falapp_api_reads_total", "Read requests the operator sent to the API server, by what they "
                     "read: get_<kind> (one object by name), list_<resource> (a page of a LIST), list_app_<resource> "
                     "(one app's children, read fresh), watch_<resource> (a watch started).", ["read"])
+LISTED_SKIPPED = Counter("falapp_listed_objects_skipped_total", "Objects of a LIST (a watch's relist or the "
+                         "periodic resync) left out because handling them failed, by resource; each is in the log "
+                         "with its error. Anything above zero is a fault of the operator's to report.", ["resource"])
 API_WAIT = Histogram("falapp_api_request_wait_seconds", "Seconds an app request waited for one of "
                      "FALAPP_REQUESTS_IN_FLIGHT slots, by priority: grow (the Deployment a replacement waits on), "
                      "history (a move's history), normal (shrinks, marks, deletions, full status, fresh reads), "

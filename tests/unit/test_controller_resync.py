@@ -9,6 +9,8 @@ import collections
 import copy
 import time
 
+import pytest
+
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL
 from falapp_operator.k8s.client import WATCH_SILENCE, ApiError, ServerClock
 from falapp_operator.k8s.controller import Controller
@@ -576,6 +578,32 @@ async def test_a_listed_object_the_handlers_did_not_expect_is_left_out_and_the_r
         api.streams["nodes"].put_nowait(ApiError(410, "Expired", "too old resource version"))
         await wait_for(lambda: len(api.watches_of("nodes")) == 2)
         assert set(controller.cache.nodes) == {"n1", "n2"}
-        assert "listed node odd not taken" in caplog.text
+        assert "listed nodes odd not taken" in caplog.text
+        # a fault on every node is no odd object: the LIST fails (and is tried again), nothing is dropped
+        api.nodes = [node("odd"), node("n3")]
+        controller.cache.upsert_node = lambda body: breaks_on_odd({"metadata": {"name": "odd"}})
+        api.listed.clear()
+        api.streams["nodes"].put_nowait(ApiError(410, "Expired", "too old resource version"))
+        await wait_for(lambda: api.listed.count("nodes") >= 2)
+        assert len(api.watches_of("nodes")) == 2 and set(controller.cache.nodes) == {"n1", "n2"}
+        controller.cache.upsert_node = upsert
+        await wait_for(lambda: len(api.watches_of("nodes")) == 3)
+        assert set(controller.cache.nodes) == {"odd", "n3"}
     finally:
         await controller.stop()
+
+
+async def test_a_listed_object_the_handlers_did_not_expect_fails_the_start():
+    """No decision on a half-known cluster: the start fails (kopf runs it again), as it always did."""
+    api = WatchingApi([node("n1"), node("odd")], [])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    upsert = controller.cache.upsert_node
+
+    def breaks_on_odd(body):
+        if body["metadata"]["name"] == "odd":
+            raise KeyError("a field the operator did not expect")
+        return upsert(body)
+    controller.cache.upsert_node = breaks_on_odd
+    with pytest.raises(KeyError):
+        await controller.start()
+    await controller.stop()

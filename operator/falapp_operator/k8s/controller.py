@@ -50,6 +50,7 @@ from falapp_operator.k8s.cache import (
 from falapp_operator.k8s.client import ApiError, KubeApi, NotLeading
 from falapp_operator.k8s.gate import Priority
 from falapp_operator.k8s.informer import Informer
+from falapp_operator.k8s.listing import ListedTakes
 from falapp_operator.k8s.machine_types import MachineTypes
 from falapp_operator.k8s.namespaces import Namespaces
 from falapp_operator.k8s.nodeless import NodelessTimes
@@ -82,16 +83,6 @@ MACHINETYPE_MARK, NODEPOOL_MARK = "machinetype/", "nodepool/"  # likewise
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
 # went (a lost pool's hundreds of doomed replacements are deleted one by one): no decision falls due then
 CLAIMS_WAKE_WINDOW = 1.0
-
-
-def _take_listed(take: Callable[[], None], kind: str, name: str) -> None:
-    """One object of a LIST taken as its watch event would be. A body the handlers did not expect is left
-    out, said in the log, as kopf's handlers did: the rest of the LIST is taken (was: the LIST failed on it
-    at every try, its watch parked)."""
-    try:
-        take()
-    except Exception:
-        logger.exception("listed %s %s not taken: a body the operator did not expect", kind, name)
 
 
 class Controller:
@@ -252,12 +243,14 @@ class Controller:
         the watch told of meanwhile: `newer`); returns the uids listed."""
         listed_pods: set[str] = set()
 
+        takes = self._takes("pods")
+
         def listed(body: JsonMapping) -> None:
-            meta = body["metadata"]
-            listed_pods.add(meta["uid"])
-            if meta["uid"] not in newer:
-                _take_listed(lambda: self._pod_listed(body), "pod", f"{meta.get('namespace')}/{meta.get('name')}")
+            listed_pods.add(body["metadata"]["uid"])  # (a pod not taken is kept as known: not gone)
+            if body["metadata"]["uid"] not in newer:
+                takes.take(body, lambda: self._pod_listed(body))
         self._versions["pods"] = await self.api.list_objects("pods", listed)
+        takes.done()
         return listed_pods
 
     def _pod_listed(self, body: JsonMapping) -> None:
@@ -289,22 +282,35 @@ class Controller:
                       event: Callable[[JsonMapping, bool], None]) -> None:
         """A LIST of objects known by name: each told as its watch would (`event`), and those `known` but
         not listed as deleted; not those the watch told of meanwhile (`mark` + name: newer than the LIST)."""
-        self._unlisted(mark, {self._listed(mark, body, event) for body in items}, known, event)
+        takes = self._takes(mark.rstrip("/") + "s")
+        names = {self._listed(mark, body, event, takes) for body in items}
+        takes.done()
+        self._unlisted(mark, names, known, event)
 
     async def _list_named(self, resource: str, mark: str, known: Iterable[str],
                           event: Callable[[JsonMapping, bool], None]) -> str:
         """As _take_listing, from a paged LIST of the cluster's `resource` taken a page at a time (a
         cluster's nodes never sit in memory as one list); returns the LIST's version."""
         names: set[str] = set()
-        version = await self.api.list_objects(resource, lambda body: names.add(self._listed(mark, body, event)))
+        takes = self._takes(resource)
+        version = await self.api.list_objects(resource,
+                                              lambda body: names.add(self._listed(mark, body, event, takes)))
+        takes.done()
         self._unlisted(mark, names, known, event)
         return version
 
-    def _listed(self, mark: str, body: JsonMapping, event: Callable[[JsonMapping, bool], None]) -> str:
+    def _listed(self, mark: str, body: JsonMapping, event: Callable[[JsonMapping, bool], None],
+                takes: ListedTakes) -> str:
+        """The object's name; the object taken unless its watch told of it meanwhile (one not taken is kept
+        as known: not gone)."""
         name: str = body["metadata"]["name"]
         if mark + name not in (self._watched_during_resync or ()):
-            _take_listed(lambda: event(body, False), mark.rstrip("/") or "node", name)
+            takes.take(body, lambda: event(body, False))
         return name
+
+    def _takes(self, resource: str) -> ListedTakes:
+        """One LIST's takes: each must succeed until the start is done (see k8s/listing.py)."""
+        return ListedTakes(resource, strict=not self._cluster_watches)
 
     def _unlisted(self, mark: str, listed: set[str], known: Iterable[str],
                   event: Callable[[JsonMapping, bool], None]) -> None:

@@ -75,7 +75,6 @@ class Informer:
                 async for kind, body in self.api.watch_objects(
                         self.resource, self.version or "", self.namespace, self.label_selector, self.field_selector,
                         server_timeout=watch_timeout(self.server_timeout), silence=self.silence):
-                    failures = 0
                     meta = body.get("metadata") or {}
                     self.version = meta.get("resourceVersion") or self.version
                     if kind not in EVENTS:  # BOOKMARK: only the version moves on
@@ -86,6 +85,7 @@ class Informer:
                         else:
                             self._known[meta["uid"]] = (meta.get("namespace") or "", meta["name"])
                     self.on_event(kind, body)
+                    failures = 0  # (after the handler: one failing on every event backs off)
             except ApiError as e:
                 if e.status == 410:  # the version is too old to continue from
                     logger.info("watch of %s expired; listing again", self.what)
