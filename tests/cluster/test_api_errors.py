@@ -187,19 +187,25 @@ def test_a_webhook_down_is_told_on_the_app_once_its_requests_have_failed_a_while
                 "rules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
                            "resources": ["deployments"]}],
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}]})
+        # the API server calls the webhook before the operator writes anything there
+        wait_until(lambda: "down.policy.falapp.test" in kctl.run(
+            "create", "deployment", "probe", "--image=registry.example.com/x:1", "--dry-run=server",
+            check=False).stderr, timeout=30, message="the webhook in force")
         operator.start()
         kctl.apply(falapp("hooked", [gpu], gpus=1))
         told = warning(kctl, "hooked", "RequestsFailing", 'failed calling webhook "down.policy.falapp.test"')
         assert f"Deployment {namespace}/{deployment_name('hooked', gpu.lower())}" in told["message"], told
         assert kctl.get("deployments")["items"] == [], "a Deployment got past the webhook"
         # retried on, and not told again while the answer stays the same
-        failed = operator.sample("falapp_reconciles_total", result="error")
-        wait_until(lambda: operator.sample("falapp_reconciles_total", result="error") >= failed + 2, timeout=60,
-                   message="two more failed reconciles")
+        failure = f"reconcile of ('app', '{namespace}', 'hooked') failed"
+        failed = operator.log().count(failure)
+        wait_until(lambda: operator.log().count(failure) >= failed + 2, timeout=60,
+                   message="two more failed reconciles of the app")
         assert len(events_for(kctl, "hooked", "RequestsFailing")) == 1, "told more than once"
         kubectl.run("delete", "validatingwebhookconfiguration", name)
         wait_placement(kctl, "hooked", {gpu.lower(): 1}, timeout=60)
         wait_condition(kctl, "falapp", "hooked", "Ready", "True", timeout=30)
+        assert len(events_for(kctl, "hooked", "RequestsFailing")) == 1, "told again after the webhook was back"
     finally:
         operator.stop()
         kubectl.run("delete", "validatingwebhookconfiguration", name, "--ignore-not-found", check=False)
