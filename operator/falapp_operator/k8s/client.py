@@ -378,9 +378,9 @@ class KubeApi:
                            label_selector: str | None = None, field_selector: str | None = None,
                            page_size: int = PAGE, read: str | None = None) -> str:
         """Every object of `resource` (pods, events, services, deployments, falapps; machinetypes, nodes,
-        namespaces) in
-        `namespace` (None: all) matching the selectors, a page at a time into `each` (a cluster's objects
-        never sit in memory as one list); returns the list's resourceVersion, from which a watch continues."""
+        namespaces) in `namespace` (None: all) matching the selectors, a page at a time into `each` (a
+        cluster's objects never sit in memory as one list); returns the list's resourceVersion, from which a
+        watch continues."""
         call, args = self._list_call(resource, namespace)
         what = f"{resource.capitalize()}{' in ' + namespace if namespace else ''}"
         selectors = self._selectors(label_selector, field_selector)

@@ -242,7 +242,6 @@ class Controller:
         """Every pod of the cluster into the cache, a page at a time, as its watch would tell it (not those
         the watch told of meanwhile: `newer`); returns the uids listed."""
         listed_pods: set[str] = set()
-
         takes = self._takes("pods")
 
         def listed(body: JsonMapping) -> None:
@@ -665,9 +664,9 @@ class Controller:
 
     def _tell_lasting(self, key: QueueKey, error: ApiError) -> None:
         """An app whose reconciles have failed on errors worth retrying for settings.requests_failing_after
-        seconds in a row: a Warning event on the app says so with the API's message, once per kind of answer (status and
-        reason), besides the log (its status keeps what it last said: the writes are what fail); retrying
-        goes on. (A refusal is told by AppWriter.refuse.)"""
+        seconds in a row: a Warning event on the app says so with the API's message, once per kind of answer
+        (status and reason), besides the log (its status keeps what it last said: the writes are what fail);
+        retrying goes on. (A refusal is told by AppWriter.refuse.)"""
         failing_for = time.monotonic() - self._failing_since.get(key, time.monotonic())
         if not error.transient or failing_for < self.settings.requests_failing_after:
             return
