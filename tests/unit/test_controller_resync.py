@@ -10,6 +10,7 @@ import copy
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from falapp_operator.api import DEFAULT_CATALOG, GPU_PRODUCT_LABEL
 from falapp_operator.k8s.client import WATCH_SILENCE, ApiError, ServerClock
@@ -568,6 +569,7 @@ async def test_a_listed_object_the_handlers_did_not_expect_is_left_out_and_the_r
     try:
         await wait_for(lambda: api.watches_of("nodes"))
         upsert = controller.cache.upsert_node
+        skipped = REGISTRY.get_sample_value("falapp_listed_objects_skipped_total", {"resource": "nodes"}) or 0
 
         def breaks_on_odd(body):
             if body["metadata"]["name"] == "odd":
@@ -579,6 +581,7 @@ async def test_a_listed_object_the_handlers_did_not_expect_is_left_out_and_the_r
         await wait_for(lambda: len(api.watches_of("nodes")) == 2)
         assert set(controller.cache.nodes) == {"n1", "n2"}
         assert "listed nodes odd not taken" in caplog.text
+        assert REGISTRY.get_sample_value("falapp_listed_objects_skipped_total", {"resource": "nodes"}) == skipped + 1
         # a fault on every node is no odd object: the LIST fails (and is tried again), nothing is dropped
         api.nodes = [node("odd"), node("n3")]
         controller.cache.upsert_node = lambda body: breaks_on_odd({"metadata": {"name": "odd"}})
@@ -604,6 +607,25 @@ async def test_a_listed_object_the_handlers_did_not_expect_fails_the_start():
             raise KeyError("a field the operator did not expect")
         return upsert(body)
     controller.cache.upsert_node = breaks_on_odd
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="did not expect"):
         await controller.start()
     await controller.stop()
+
+
+async def test_a_periodic_resync_goes_on_past_a_resource_it_could_not_take(caplog):
+    """Every NodePool (one: common) failing the handler fails that LIST, not the resync: the pods'
+    correction still comes (a pod deleted while the watch was away is dropped)."""
+    api = WatchingApi([node("n1")], [pod("gone", "n1")])
+    api.nodepools = [{"metadata": {"name": "gpu-pool"}, "spec": {}}]
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        def breaks(body, deleted):
+            raise KeyError("a field the operator did not expect")
+        controller.nodepool_event = breaks
+        api.pods = []
+        await controller.resync()
+        assert "uid-gone" not in controller.cache.pods, "the pods' correction did not come"
+        assert "resync: nodepools not listed, kept as known" in caplog.text
+    finally:
+        await controller.stop()

@@ -50,7 +50,7 @@ from falapp_operator.k8s.cache import (
 from falapp_operator.k8s.client import ApiError, KubeApi, NotLeading
 from falapp_operator.k8s.gate import Priority
 from falapp_operator.k8s.informer import Informer
-from falapp_operator.k8s.listing import ListedTakes
+from falapp_operator.k8s.listing import ListedTakes, ListNotTaken
 from falapp_operator.k8s.machine_types import MachineTypes
 from falapp_operator.k8s.namespaces import Namespaces
 from falapp_operator.k8s.nodeless import NodelessTimes
@@ -108,6 +108,7 @@ class Controller:
         self._stopped = False
         self._resync: asyncio.Task[None] | None = None
         self._cluster_watches: list[asyncio.Task[None]] = []
+        self._start_done = False
         # where the watches of what the resync lists continue; None: list first
         self._versions: dict[str, str | None] = dict.fromkeys(CLUSTER_WATCHED)
         self._resync_lock = asyncio.Lock()
@@ -163,6 +164,7 @@ class Controller:
         for informer in self._informers:  # every store full before the first reconcile
             await informer.sync()
         self.namespaces.listed()
+        self._start_done = True  # (a LIST's odd object is left out from now on: see k8s/listing.py)
         self._informer_tasks = [asyncio.create_task(i.run(), name=f"falapp-watch-{i.what}") for i in self._informers]
         self._cluster_watches = [
             asyncio.create_task(self._cluster_informer(resource, event).run(), name=f"falapp-watch-{resource}")
@@ -209,30 +211,22 @@ class Controller:
             self._watched_during_resync = newer
             listed_pods: set[str] | None = None
             try:
-                if only in (None, "machinetypes"):
+                for resource in (*CLUSTER_WATCHED[:1], "nodepools", *CLUSTER_WATCHED[1:]):
+                    if only not in (None, resource):
+                        continue
                     try:
-                        self._versions["machinetypes"] = await self._list_named(
-                            "machinetypes", MACHINETYPE_MARK, self.types.seen, self.machinetype_event)
-                    except ApiError as e:
-                        if only is not None or not self.types.seen:  # its watch's, or no catalogue at all yet
+                        if resource == "pods":
+                            listed_pods = await self._list_pods(newer)
+                        else:
+                            await self._list_named(resource)
+                    except (ApiError, ListNotTaken) as e:
+                        # a watch's relist fails (and is tried again), and so does the start (no decision on a
+                        # half-known cluster), but for the NodePools (say Karpenter's conversion webhook
+                        # down); a periodic resync goes on: the other resources' corrections matter more
+                        if (only is not None or (resource == "machinetypes" and not self.types.seen)
+                                or (not self._start_done and resource != "nodepools")):
                             raise
-                        # kept as the watches say: the pods' correction below matters more
-                        logger.warning("resync: machine types not listed, kept as known: %s", e)
-                if only is None:
-                    try:
-                        pools = await self.api.list_nodepools()
-                    except ApiError as e:  # (say Karpenter's conversion webhook down: must not stop the rest)
-                        logger.warning("resync: NodePools not listed, kept as known: %s", e)
-                    else:
-                        self._take_listing(NODEPOOL_MARK, pools, self.types.nodepools, self.nodepool_event)
-                if only in (None, "namespaces"):
-                    self._versions["namespaces"] = await self._list_named(
-                        "namespaces", NAMESPACE_MARK, self.namespaces.labels, self.namespace_event)
-                    self.namespaces.listed()
-                if only in (None, "nodes"):
-                    self._versions["nodes"] = await self._list_named("nodes", "", self.cache.nodes, self.node_event)
-                if only in (None, "pods"):
-                    listed_pods = await self._list_pods(newer)
+                        logger.warning("resync: %s not listed, kept as known: %s", resource, e)
             finally:
                 self._watched_during_resync = None
             if listed_pods is not None:
@@ -242,12 +236,14 @@ class Controller:
         """Every pod of the cluster into the cache, a page at a time, as its watch would tell it (not those
         the watch told of meanwhile: `newer`); returns the uids listed."""
         listed_pods: set[str] = set()
-        takes = self._takes("pods")
+        takes = ListedTakes("pods", strict=not self._start_done)
 
         def listed(body: JsonMapping) -> None:
             listed_pods.add(body["metadata"]["uid"])  # (a pod not taken is kept as known: not gone)
             if body["metadata"]["uid"] not in newer:
                 takes.take(body, lambda: self._pod_listed(body))
+            else:
+                takes.taken_as_told()
         self._versions["pods"] = await self.api.list_objects("pods", listed)
         takes.done()
         return listed_pods
@@ -277,26 +273,35 @@ class Controller:
             self.pod_event({"metadata": {"uid": uid, "namespace": namespace}}, deleted=True)
         self._claims_changed()  # a pending pod the LIST found finished claims no more
 
-    def _take_listing(self, mark: str, items: list[JsonObject], known: Iterable[str],
-                      event: Callable[[JsonMapping, bool], None]) -> None:
-        """A LIST of objects known by name: each told as its watch would (`event`), and those `known` but
-        not listed as deleted; not those the watch told of meanwhile (`mark` + name: newer than the LIST)."""
-        takes = self._takes(mark.rstrip("/") + "s")
-        names = {self._listed(mark, body, event, takes) for body in items}
-        takes.done()
-        self._unlisted(mark, names, known, event)
-
-    async def _list_named(self, resource: str, mark: str, known: Iterable[str],
-                          event: Callable[[JsonMapping, bool], None]) -> str:
-        """As _take_listing, from a paged LIST of the cluster's `resource` taken a page at a time (a
-        cluster's nodes never sit in memory as one list); returns the LIST's version."""
+    async def _list_named(self, resource: str) -> None:
+        """The cluster's machine types, NodePools, namespaces or nodes from a LIST (paged, taken a page at a
+        time: a cluster's nodes never sit in memory as one list), each told as its watch would, and those
+        known but not listed as deleted; not those the watch told of meanwhile (newer than the LIST)."""
+        named: dict[str, tuple[str, Iterable[str], Callable[[JsonMapping, bool], None]]] = {
+            "machinetypes": (MACHINETYPE_MARK, self.types.seen, self.machinetype_event),
+            "nodepools": (NODEPOOL_MARK, self.types.nodepools, self.nodepool_event),
+            "namespaces": (NAMESPACE_MARK, self.namespaces.labels, self.namespace_event),
+            "nodes": ("", self.cache.nodes, self.node_event)}
+        mark, known, event = named[resource]
         names: set[str] = set()
-        takes = self._takes(resource)
-        version = await self.api.list_objects(resource,
-                                              lambda body: names.add(self._listed(mark, body, event, takes)))
+        takes = ListedTakes(resource, strict=not self._start_done)
+
+        def listed(body: JsonMapping) -> None:
+            names.add(self._listed(mark, body, event, takes))
+        version: str | None = None
+        if resource == "nodepools":  # Karpenter's (none where it is not installed): a few, in one list
+            for body in await self.api.list_nodepools():
+                listed(body)
+        else:
+            version = await self.api.list_objects(resource, listed)
         takes.done()
-        self._unlisted(mark, names, known, event)
-        return version
+        newer = self._watched_during_resync or set()
+        for name in [n for n in known if n not in names and mark + n not in newer]:
+            event({"metadata": {"name": name}}, True)
+        if resource in CLUSTER_WATCHED:
+            self._versions[resource] = version
+        if resource == "namespaces":
+            self.namespaces.listed()
 
     def _listed(self, mark: str, body: JsonMapping, event: Callable[[JsonMapping, bool], None],
                 takes: ListedTakes) -> str:
@@ -305,17 +310,9 @@ class Controller:
         name: str = body["metadata"]["name"]
         if mark + name not in (self._watched_during_resync or ()):
             takes.take(body, lambda: event(body, False))
+        else:
+            takes.taken_as_told()
         return name
-
-    def _takes(self, resource: str) -> ListedTakes:
-        """One LIST's takes: each must succeed until the start is done (see k8s/listing.py)."""
-        return ListedTakes(resource, strict=not self._cluster_watches)
-
-    def _unlisted(self, mark: str, listed: set[str], known: Iterable[str],
-                  event: Callable[[JsonMapping, bool], None]) -> None:
-        newer = self._watched_during_resync or set()
-        for name in [n for n in known if n not in listed and mark + n not in newer]:
-            event({"metadata": {"name": name}}, True)
 
     def _cluster_informer(self, resource: str, event: Callable[[JsonMapping, bool], None]) -> Informer:
         """Every machine type, namespace, node or pod of the cluster, read-only, whichever namespaces FalApps

@@ -64,7 +64,8 @@ class Informer:
         self._known, self.version = listed, version
 
     async def run(self) -> None:
-        failures = 0
+        # in a row: requests failing (reset once the stream answers), and the handler failing on events
+        failures = handler_failures = 0
         while True:
             try:
                 if self.version is None:
@@ -75,6 +76,7 @@ class Informer:
                 async for kind, body in self.api.watch_objects(
                         self.resource, self.version or "", self.namespace, self.label_selector, self.field_selector,
                         server_timeout=watch_timeout(self.server_timeout), silence=self.silence):
+                    failures = 0
                     meta = body.get("metadata") or {}
                     self.version = meta.get("resourceVersion") or self.version
                     if kind not in EVENTS:  # BOOKMARK: only the version moves on
@@ -85,7 +87,7 @@ class Informer:
                         else:
                             self._known[meta["uid"]] = (meta.get("namespace") or "", meta["name"])
                     self.on_event(kind, body)
-                    failures = 0  # (after the handler: one failing on every event backs off)
+                    handler_failures = 0
             except ApiError as e:
                 if e.status == 410:  # the version is too old to continue from
                     logger.info("watch of %s expired; listing again", self.what)
@@ -97,9 +99,10 @@ class Informer:
                                "listing" if self.version is None else "watch of", self.what, failures, delay, e)
                 await asyncio.sleep(delay)
             except Exception:  # a body the handler did not expect: the watch must not end for good
-                failures += 1
-                delay = backoff(failures, 10.0)
-                logger.exception("watch of %s failed (attempt %d), listing again in %.1fs", self.what, failures,
+                handler_failures += 1
+                delay = backoff(handler_failures, 10.0)
+                logger.exception("%s %s failed (attempt %d), listing again in %.1fs",
+                                 "listing" if self.version is None else "watch of", self.what, handler_failures,
                                  delay)
                 self.version = None  # the failed event (and what followed) comes back with the LIST
                 await asyncio.sleep(delay)

@@ -3,7 +3,8 @@
 A body the handlers did not expect is left out, said in the log and counted, and the rest of the LIST is
 taken: one odd node must not park the watch of all of them (its LIST failing at every try). Not at the
 start (`strict`: no decision on a half-known cluster; the start fails and is retried, as it always did),
-and not when nothing of a LIST could be taken (a fault on every object, not an odd one: the LIST fails).
+and not when nothing of a LIST could be taken (a fault on every object, not an odd one: the LIST fails
+with ListNotTaken, everything kept as known).
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from falapp_operator import metrics
 from falapp_operator.api import JsonMapping
 
 logger = logging.getLogger("falapp_operator")
+NAMED = 10  # objects left out that a LIST names in the log, one line each; the rest are counted
+
+
+class ListNotTaken(Exception):
+    """None of a LIST's objects could be taken."""
 
 
 class ListedTakes:
@@ -30,18 +36,28 @@ class ListedTakes:
             if self.strict:
                 raise
             self.skipped += 1
-            metrics.LISTED_SKIPPED.labels(self.resource).inc()
+            if self.skipped > NAMED:
+                return
             meta = body.get("metadata") or {}
             name = "/".join(p for p in (meta.get("namespace"), meta.get("name")) if p)
             if type(e).__name__ in self._traced:  # one traceback per kind of fault and LIST
                 logger.error("listed %s %s not taken: %s: %s", self.resource, name, type(e).__name__, e)
             else:
                 self._traced.add(type(e).__name__)
-                logger.exception("listed %s %s not taken (the rest of the LIST is)", self.resource, name)
+                logger.exception("listed %s %s not taken", self.resource, name)
         else:
             self.taken += 1
 
+    def taken_as_told(self) -> None:
+        """An object the LIST passed over, its watch's word being newer: taken all the same."""
+        self.taken += 1
+
     def done(self) -> None:
-        """Raises when every object of the LIST failed."""
-        if self.skipped and not self.taken:
-            raise RuntimeError(f"none of the {self.skipped} listed {self.resource} could be taken (see the log)")
+        """The objects left out counted; ListNotTaken when there were some and none was taken."""
+        if not self.skipped:
+            return
+        if not self.taken:
+            raise ListNotTaken(f"none of the {self.skipped} listed {self.resource} could be taken (see the log)")
+        metrics.LISTED_SKIPPED.labels(self.resource).inc(self.skipped)
+        logger.warning("%d listed %s not taken (the first %d named above), the other %d taken", self.skipped,
+                       self.resource, min(self.skipped, NAMED), self.taken)
