@@ -611,3 +611,55 @@ async def test_a_watch_whose_handler_fails_keeps_watching(caplog):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_informers_back_off_grows_with_its_handlers_failures_and_resets_when_its_stream_answers(
+        monkeypatch: pytest.MonkeyPatch):
+    """A handler failing on every event backs off further each time, though the stream answers each time
+    (was: reset by every event, 0.5 s each time); a stream failing now and then, answering with bookmarks
+    only in between (a quiet watch), waits the first back-off each time, not one grown over days."""
+    from falapp_operator.k8s import informer as informer_module
+    from falapp_operator.k8s.client import ApiError
+    from falapp_operator.k8s.informer import Informer
+    from tests.unit.test_controller_writes import wait_for
+
+    attempts: list[int] = []
+    monkeypatch.setattr(informer_module, "backoff", lambda n, cap: attempts.append(n) or 0.0)
+    bookmark = {"metadata": {"resourceVersion": "11"}}
+
+    class Api:
+        def __init__(self, script: list[str]) -> None:
+            self.script = script  # per watch: "event" (one event, then the stream goes on), "bookmark-fail"
+
+        async def list_objects(self, resource, each, *args):
+            return "10"
+
+        async def watch_objects(self, resource, version, *args, **kwargs):
+            if not self.script:
+                await asyncio.Event().wait()
+            step = self.script.pop(0)
+            if step == "event":
+                yield "MODIFIED", deployment(3, rv=12)
+                await asyncio.Event().wait()
+            yield "BOOKMARK", bookmark
+            raise ApiError(0, "ClientConnectorError", "connection reset")
+
+    def failing(kind: str, body: dict) -> None:
+        raise KeyError("a body the handler did not expect")
+
+    informer = Informer(Api(["event"] * 3), "deployments", failing, track_deletions=False)
+    task = asyncio.create_task(informer.run())
+    try:
+        await wait_for(lambda: len(attempts) == 3)
+        assert attempts == [1, 2, 3], attempts
+    finally:
+        task.cancel()
+    attempts.clear()
+    informer = Informer(Api(["bookmark-fail"] * 3), "deployments", lambda kind, body: None)
+    informer.version = "10"
+    task = asyncio.create_task(informer.run())
+    try:
+        await wait_for(lambda: len(attempts) == 3)
+        assert attempts == [1, 1, 1], attempts
+    finally:
+        task.cancel()
