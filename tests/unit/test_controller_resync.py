@@ -36,20 +36,19 @@ class ListingApi:
     def __init__(self, nodes: list[dict], pods: list[dict], events: list[dict] = (), namespaces: list[dict] = ()):
         self.nodes, self.pods, self.events, self.namespaces = nodes, pods, list(events), list(namespaces)
         self.machinetypes = [m.model_dump(by_alias=True, exclude_none=True, mode="json") for m in DEFAULT_CATALOG]
-        self.nodepools: list[dict] = []
+        self.nodepools: list[dict] | None = []
         self.clock = ServerClock()
 
     async def get_namespace(self, name: str) -> dict | None:
         return next((n for n in self.namespaces if n["metadata"]["name"] == name), None)
 
-    async def list_nodepools(self) -> list[dict]:
-        return self.nodepools
-
     async def list_objects(self, resource: str, each, namespace: str | None = None, label_selector: str | None = None,
                            field_selector: str | None = None, read: str | None = None) -> str:
-        """Machine types, namespaces, nodes and pods as held; FalApps, Deployments and Services: none; Events
-        as the API server filters them by field."""
-        if resource in ("machinetypes", "namespaces", "nodes", "pods"):
+        """Machine types, NodePools, namespaces, nodes and pods as held (NodePools None: not served);
+        FalApps, Deployments and Services: none; Events as the API server filters them by field."""
+        if resource == "nodepools" and self.nodepools is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if resource in ("machinetypes", "nodepools", "namespaces", "nodes", "pods"):
             for body in getattr(self, resource):
                 each(body)
             return "1"
@@ -337,10 +336,13 @@ async def test_a_nodepool_list_refused_stops_neither_the_start_nor_the_pods_corr
     """Karpenter's API answering 500 (its conversion webhook down) or 403: the pools are kept as known and
     the rest of the resync goes on. (Was: start raised, and after a pod watch's 410 no pod was listed.)"""
     api = ListingApi([node("n1")], [pod("gone", "n1")])
+    listing = api.list_objects
 
-    async def refused() -> list[dict]:
-        raise ApiError(500, "InternalError", "conversion webhook for karpenter.sh/v1, Kind=NodePool failed")
-    api.list_nodepools = refused
+    async def refused(resource, each, *args, **kwargs) -> str:
+        if resource == "nodepools":
+            raise ApiError(500, "InternalError", "conversion webhook for karpenter.sh/v1, Kind=NodePool failed")
+        return await listing(resource, each, *args, **kwargs)
+    api.list_objects = refused
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
     await controller.start()
     try:
@@ -627,5 +629,22 @@ async def test_a_periodic_resync_goes_on_past_a_resource_it_could_not_take(caplo
         await controller.resync()
         assert "uid-gone" not in controller.cache.pods, "the pods' correction did not come"
         assert "resync: nodepools not listed, kept as known" in caplog.text
+    finally:
+        await controller.stop()
+
+
+async def test_nodepools_not_served_are_none_and_those_known_go(caplog):
+    """Karpenter not installed (its API answers 404): no NodePool, nothing to warn about; one known before
+    (Karpenter uninstalled) goes, and its types count as fixed-size again."""
+    api = ListingApi([node("n1")], [])
+    api.nodepools = [{"metadata": {"name": "gpu-pool"}, "spec": {}}]
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        assert set(controller.types.nodepools) == {"gpu-pool"}
+        api.nodepools = None
+        await controller.resync()
+        assert set(controller.types.nodepools) == set()
+        assert "not listed" not in caplog.text
     finally:
         await controller.stop()

@@ -647,19 +647,16 @@ async def test_an_informers_back_off_grows_with_its_handlers_failures_and_resets
     def failing(kind: str, body: dict) -> None:
         raise KeyError("a body the handler did not expect")
 
-    informer = Informer(Api(["event"] * 3), "deployments", failing, track_deletions=False)
-    task = asyncio.create_task(informer.run())
-    try:
-        await wait_for(lambda: len(attempts) == 3)
-        assert attempts == [1, 2, 3], attempts
-    finally:
-        task.cancel()
-    attempts.clear()
-    informer = Informer(Api(["bookmark-fail"] * 3), "deployments", lambda kind, body: None)
-    informer.version = "10"
-    task = asyncio.create_task(informer.run())
-    try:
-        await wait_for(lambda: len(attempts) == 3)
-        assert attempts == [1, 1, 1], attempts
-    finally:
-        task.cancel()
+    async def attempts_of(informer: Informer) -> list[int]:
+        attempts.clear()
+        task = asyncio.create_task(informer.run())
+        try:
+            await wait_for(lambda: len(attempts) == 3)
+        finally:
+            task.cancel()
+        return list(attempts)
+
+    assert await attempts_of(Informer(Api(["event"] * 3), "deployments", failing, track_deletions=False)) == [1, 2, 3]
+    quiet = Informer(Api(["bookmark-fail"] * 3), "deployments", lambda kind, body: None)
+    quiet.version = "10"
+    assert await attempts_of(quiet) == [1, 1, 1]

@@ -328,38 +328,19 @@ class KubeApi:
                 return None
             raise
 
-    async def list_nodepools(self) -> list[JsonObject]:
-        """Karpenter's NodePools; none where Karpenter is not installed (its API is not served: 404)."""
-        try:
-            return [p async for p in self._pages("nodepools", "NodePools", self.custom.list_cluster_custom_object,
-                                                 "karpenter.sh", "v1", "nodepools")]
-        except ApiError as e:
-            if e.status == 404:
-                return []
-            raise
-
-    async def _pages(self, resource: str, what: str, call: ApiCall, *args: object,
-                     **kwargs: object) -> AsyncIterator[JsonObject]:
-        token = None
-        while True:
-            metrics.API_READS.labels(f"list_{resource}").inc()
-            page = await self._object(what, call, *args, limit=PAGE, _continue=token, **kwargs)
-            for item in page["items"]:
-                yield item
-            token = page["metadata"].get("continue")
-            if not token:
-                return
-
     async def get_namespace(self, name: str) -> JsonObject | None:
         return await self._get("get_namespace", f"Namespace {name}", self.core.read_namespace, name)
 
     def _list_call(self, resource: str, namespace: str | None) -> tuple[ApiCall, tuple[str, ...]]:
         """The call that lists (and watches) a resource the controller keeps in memory, with its leading
-        arguments: in one namespace, or in all (None); machine types, nodes and namespaces are the cluster's."""
+        arguments: in one namespace, or in all (None); machine types, Karpenter's NodePools, nodes and
+        namespaces are the cluster's."""
         if resource in ("nodes", "namespaces"):
             return getattr(self.core, f"list_{resource[:-1]}"), ()
         if resource == "machinetypes":
             return self.custom.list_cluster_custom_object, (GROUP, VERSION, "machinetypes")
+        if resource == "nodepools":
+            return self.custom.list_cluster_custom_object, ("karpenter.sh", "v1", "nodepools")
         if resource == "falapps":
             if namespace:
                 return self.custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, "falapps")
@@ -377,8 +358,8 @@ class KubeApi:
     async def list_objects(self, resource: str, each: Callable[[JsonObject], object], namespace: str | None = None,
                            label_selector: str | None = None, field_selector: str | None = None,
                            page_size: int = PAGE, read: str | None = None) -> str:
-        """Every object of `resource` (pods, events, services, deployments, falapps; machinetypes, nodes,
-        namespaces) in `namespace` (None: all) matching the selectors, a page at a time into `each` (a
+        """Every object of `resource` (pods, events, services, deployments, falapps; machinetypes, nodepools,
+        nodes, namespaces) in `namespace` (None: all) matching the selectors, a page at a time into `each` (a
         cluster's objects never sit in memory as one list); returns the list's resourceVersion, from which a
         watch continues."""
         call, args = self._list_call(resource, namespace)
