@@ -72,6 +72,12 @@ class OperatorSettings(BaseSettings):
         "Karpenter's NodePools are watched by kopf, which tells no deletion made while its watch was away "
         "(the operator cut off from the API server): the resync finds it. At 2000 nodes and 5000 pods one "
         "resync is 18 LIST pages.")
+    scale_signal_linger: float = Field(
+        300.0, ge=0, description="Seconds the autoscalers' Events (TriggeredScaleUp, NotTriggerScaleUp, Karpenter's "
+        "Nominated and FailedScheduling) are still watched after the last of the apps' replicas waiting "
+        "unschedulable was placed or went. They are watched only while one waits: the API server reads Events "
+        "from etcd (every Event, filtered after), so an idle cluster's are never listed. A replica found "
+        "unschedulable starts the watches again, each with a LIST: what an autoscaler said meanwhile is taken.")
     scheduler_names: str = Field(
         "default-scheduler", description="Comma-separated spec.schedulerName values whose pending pods claim room "
         "in the operator's view (so freed room is promised to one app at a time): the default scheduler's, which "

@@ -24,8 +24,13 @@ def node(name: str, gpus: int = 8) -> dict:
     return builders.node(name, gpus=gpus, labels={GPU_PRODUCT_LABEL: "NVIDIA-H100-80GB-HBM3"}, taints=(), ready=True)
 
 
-def pod(name: str, node_name: str | None, gpus: int = 8) -> dict:
-    return builders.pod(name, namespace="team-a", uid=f"uid-{name}", node_name=node_name, phase="Running",
+UNSCHEDULABLE = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+
+
+def pod(name: str, node_name: str | None, gpus: int = 8, unschedulable: bool = False) -> dict:
+    return builders.pod(name, namespace="team-a", uid=f"uid-{name}", node_name=node_name,
+                        phase="Pending" if node_name is None else "Running",
+                        conditions=[UNSCHEDULABLE] if unschedulable else [],
                         labels={builders.APP_LABEL: "llm", builders.TYPE_LABEL: "gpu-h100"},
                         requests={builders.GPU: str(gpus), "cpu": "1", "memory": "1Gi"})
 
@@ -38,6 +43,7 @@ class ListingApi:
         self.machinetypes = [m.model_dump(by_alias=True, exclude_none=True, mode="json") for m in DEFAULT_CATALOG]
         self.nodepools: list[dict] | None = []
         self.clock = ServerClock()
+        self.lists_of: collections.Counter[str] = collections.Counter()  # LIST requests per resource
 
     async def get_namespace(self, name: str) -> dict | None:
         return next((n for n in self.namespaces if n["metadata"]["name"] == name), None)
@@ -46,6 +52,7 @@ class ListingApi:
                            field_selector: str | None = None, read: str | None = None) -> str:
         """Machine types, NodePools, namespaces, nodes and pods as held (NodePools None: not served);
         FalApps, Deployments and Services: none; Events as the API server filters them by field."""
+        self.lists_of[resource] += 1
         if resource == "nodepools" and self.nodepools is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if resource in ("machinetypes", "nodepools", "namespaces", "nodes", "pods"):
@@ -186,17 +193,49 @@ async def test_resync_does_not_undo_what_the_watch_said_meanwhile():
 async def test_autoscaler_announcements_are_read_back_at_start():
     event = {"reason": "TriggeredScaleUp", "involvedObject": {"kind": "Pod", "uid": "uid-waiting"},
              "lastTimestamp": "2026-01-01T00:00:00Z", "metadata": {}}
-    api = ListingApi([node("n1")], [pod("waiting", None)], [event])
+    api = ListingApi([node("n1")], [pod("waiting", None, unschedulable=True)], [event])
     controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
     await controller.start()
     try:
         assert controller.cache.scale_up_coming("uid-waiting")
         # Events get no bookmarks (no watch cache): their watches are not restarted for silence
-        silences = {i.field_selector: i.silence for i in controller._informers if i.resource == "events"}
+        silences = {i.field_selector: i.silence for i in controller.scale_signals.informers}
         assert len(silences) == 5 and set(silences.values()) == {None}
-        assert {i.silence for i in controller._informers if i.resource != "events"} == {WATCH_SILENCE}
+        assert {i.silence for i in controller._informers} == {WATCH_SILENCE}
     finally:
         await controller.stop()
+
+
+async def test_autoscaler_events_are_watched_only_while_a_replica_waits_unschedulable():
+    """An idle cluster's Events are never listed (the API server reads them from etcd, all of them); a
+    replica the scheduler found no node for starts their watches, each with a LIST that takes what the
+    autoscaler said before; they stop `scale_signal_linger` after the last such replica was placed."""
+    event = {"reason": "TriggeredScaleUp", "involvedObject": {"kind": "Pod", "uid": "uid-late"},
+             "lastTimestamp": "2026-01-01T00:00:00Z", "metadata": {}}
+    api = ListingApi([node("n1")], [pod("placed", "n1")], [event])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0,
+                                                  scale_signal_linger=0.2))
+    await controller.start()
+    try:
+        assert api.lists_of["events"] == 0 and not controller.scale_signals.running
+        controller.pod_event(pod("pending", None), deleted=False)  # not yet seen by the scheduler
+        assert not controller.scale_signals.running
+        controller.pod_event(pod("late", None, unschedulable=True), deleted=False)
+        assert controller.scale_signals.running
+        await wait_for(lambda: api.lists_of["events"] == 5)  # one LIST per reason watched
+        assert controller.cache.scale_up_coming("uid-late")  # said before the watch started
+        controller.pod_event(pod("late", "n1"), deleted=False)  # placed: the Events linger, then stop
+        await asyncio.sleep(0.05)
+        assert controller.scale_signals.running
+        controller.pod_event(pod("again", None, unschedulable=True), deleted=False)  # another waits: still on
+        controller.pod_event(pod("again", None, unschedulable=True), deleted=True)
+        await wait_for(lambda: not controller.scale_signals.running)
+        assert api.lists_of["events"] == 5  # (none while they ran: the watch went on)
+        controller.pod_event(pod("third", None, unschedulable=True), deleted=False)
+        await wait_for(lambda: api.lists_of["events"] == 10)  # started again: listed again
+    finally:
+        await controller.stop()
+    assert all(t.done() for t in asyncio.all_tasks() if t.get_name().startswith("falapp-watch-events"))
 
 
 def namespace(name: str, **labels: str) -> dict:

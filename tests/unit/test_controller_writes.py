@@ -785,6 +785,12 @@ async def test_a_controller_reads_the_cluster_at_start_and_writes_only_once_it_l
         fake.put(f"/api/v1/namespaces/{NS}", {"metadata": {"name": NS, "labels": {"team": "a"}}})
         fake.put("/api/v1/nodes/h1", node("h1"))
         fake.put(FALAPP, falapp())
+        fake.put(f"{PODS}/waiting", {
+            "metadata": {"name": "waiting", "namespace": NS, "uid": "uid-waiting", "labels": {
+                APP_LABEL: "llm", TYPE_LABEL: "gpu-h100"}},
+            "spec": {"containers": [{"name": "app", "resources": {"requests": {"nvidia.com/gpu": "1"}}}]},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}})
         controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
         try:
             await controller.start()
@@ -794,6 +800,7 @@ async def test_a_controller_reads_the_cluster_at_start_and_writes_only_once_it_l
                 DEFAULT_CATALOG)
             event_lists = sorted(r.query.get("fieldSelector", "") for r in fake.requests
                                  if r.path == "/api/v1/events" and r.query.get("watch") is None)
+            # the autoscalers' Events read before the first reconcile, as a replica waits unschedulable
             assert event_lists == ["reason=FailedScheduling,reportingComponent=karpenter",
                                    "reason=FailedScheduling,source=karpenter", "reason=Nominated",
                                    "reason=NotTriggerScaleUp", "reason=TriggeredScaleUp"]

@@ -116,6 +116,9 @@ class ClusterCache:
     requested: dict[str, Resources] = field(default_factory=dict)  # per node, by live pods bound to it
     # pod uid -> (answer, time) of the newest autoscaler event about it
     scale_signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    # uids of our replicas the scheduler found no node for (or that wait otherwise, see PodInfo): the
+    # autoscalers' word about them is watched only while there are any
+    unschedulable_replicas: set[str] = field(default_factory=set)
     version: int = 0  # bumps whenever free capacity may have changed anywhere
     claims: ClaimTally = field(default_factory=ClaimTally)  # the claiming pods' shapes, per type and app
     # spec.schedulerName values whose pending pods claim room (FALAPP_SCHEDULER_NAMES)
@@ -167,6 +170,10 @@ class ClusterCache:
             return self.remove_pod(body["metadata"]["uid"])
         old = self.pods.get(info.uid)
         self.pods[info.uid] = info
+        if info.app and not info.node and info.unschedulable:
+            self.unschedulable_replicas.add(info.uid)
+        else:
+            self.unschedulable_replicas.discard(info.uid)
         if old is not None:
             self._unbind(old)
         if info.node and info.app:
@@ -188,6 +195,7 @@ class ClusterCache:
         old = self.pods.pop(uid, None)
         self.claims.release(uid, gone=True)
         self.scale_signals.pop(uid, None)
+        self.unschedulable_replicas.discard(uid)
         if old is not None:
             self._unbind(old)
         if old is None or not old.node:

@@ -49,7 +49,7 @@ from falapp_operator.k8s.cache import (
 )
 from falapp_operator.k8s.client import ApiError, KubeApi, NotLeading
 from falapp_operator.k8s.gate import Priority
-from falapp_operator.k8s.informer import Informer
+from falapp_operator.k8s.informer import Informer, WhileWanted
 from falapp_operator.k8s.listing import ListedTakes, ListNotTaken
 from falapp_operator.k8s.machine_types import MachineTypes
 from falapp_operator.k8s.namespaces import Namespaces
@@ -126,6 +126,8 @@ class Controller:
         self.services = Store(lambda body: slim_child(body, field_manager, "Service"), index_label=APP_LABEL)
         self.app_pods = Store(slim_pod, index_label=APP_LABEL)
         self._informers: list[Informer] = []
+        # the autoscalers' Events about our pods (filled at the start: one watch per reason and namespace)
+        self.scale_signals = WhileWanted("autoscaler Events", [], settings.scale_signal_linger)
         self._informer_tasks: list[asyncio.Task[None]] = []
         self.status_turns = StatusTurns(settings, self.queue)  # when status writes that are not news go
         self.writer = AppWriter(api, settings, self.queue,
@@ -138,11 +140,13 @@ class Controller:
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         """Fill the caches from a LIST before any reconcile, so no decision sees a half-known cluster:
-        catalogue, namespaces, nodes, pods, and the autoscalers' announcements about pods (events); then
-        keep them current. Reads only: reconciling (and every write) starts with `lead`."""
+        catalogue, namespaces, nodes, pods, and (while a replica waits unschedulable) the autoscalers'
+        announcements about pods (Events); then keep them current. Reads only: reconciling (and every
+        write) starts with `lead`."""
         self._started_at = self.api.clock.now()
         await self.resync()  # machine types, NodePools, namespaces, nodes, pods
         watched: list[str | None] = [n for n in self.settings.watch_namespaces.split(",") if n] or [None]
+        scale_signals: list[Informer] = []
         for namespace in watched:  # FalApps and their children: only where FalApps are managed
             self._informers += [
                 Informer(self.api, "falapps", self.falapp_watched, namespace),
@@ -158,11 +162,16 @@ class Controller:
             # (as the events.k8s.io API posts them, Karpenter's carry reportingComponent instead of source)
             selectors = [f"reason={r}" for r in sorted(SCALE_UP_REASONS - {FAILED_SCHEDULING})] + [
                 f"reason={FAILED_SCHEDULING},{field}={KARPENTER}" for field in ("source", "reportingComponent")]
-            for selector in selectors:
-                self._informers.append(Informer(self.api, "events", self.scale_signal_watched, namespace,
-                                                field_selector=selector, track_deletions=False, bookmarks=False))
+            scale_signals += [Informer(self.api, "events", self.scale_signal_watched, namespace, field_selector=s,
+                                       track_deletions=False, bookmarks=False) for s in selectors]
         for informer in self._informers:  # every store full before the first reconcile
             await informer.sync()
+        # the autoscalers' word matters only while a replica waits unschedulable: watched only then (and
+        # a while after), so an idle cluster's Events (read from etcd, every Event, then filtered) are
+        # never listed
+        self.scale_signals.informers = scale_signals
+        if self.cache.unschedulable_replicas:
+            await self.scale_signals.start_listed()
         self.namespaces.listed()
         self._start_done = True  # (a LIST's odd object is left out from now on: see k8s/listing.py)
         self._informer_tasks = [asyncio.create_task(i.run(), name=f"falapp-watch-{i.what}") for i in self._informers]
@@ -199,7 +208,7 @@ class Controller:
                  *(t for t in (self._resync,) if t)]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, self.scale_signals.stop(), return_exceptions=True)
 
     async def resync(self, only: str | None = None) -> None:
         """Machine types, Karpenter NodePools, namespaces, nodes and pods from a fresh LIST (`only`: that one
@@ -262,6 +271,7 @@ class Controller:
             self._seen(meta["namespace"], labels[APP_LABEL], labels.get(TYPE_LABEL, ""))
         if changed and labels.get(APP_LABEL):  # changed while the watch was away: news
             self.app_event(meta["namespace"], labels[APP_LABEL], batch=True)
+        self._watch_scale_signals()
 
     def _unlisted_pods(self, listed_pods: set[str], newer: set[str]) -> None:
         """Pods known but not listed (nor told of by the watch meanwhile) are gone."""
@@ -443,6 +453,12 @@ class Controller:
                 old is None or old.node != now.node) and self.cache.of_any_type(now.node, self.types.declared.values()):
             self._touch_machinetypes()  # another team's pod took room on a type's node: its status shows it
         self._claims_changed()
+        self._watch_scale_signals()
+
+    def _watch_scale_signals(self) -> None:
+        """The autoscalers' Events watched while a replica waits unschedulable (see WhileWanted)."""
+        if self._start_done:
+            self.scale_signals.want(bool(self.cache.unschedulable_replicas))
 
     def _held_pod(self, meta: JsonMapping) -> bool:
         """Whether the app's store holds this pod already (a finished one is there, not in the cache): not a

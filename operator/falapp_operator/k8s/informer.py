@@ -106,3 +106,61 @@ class Informer:
                                  delay)
                 self.version = None  # the failed event (and what followed) comes back with the LIST
                 await asyncio.sleep(delay)
+
+
+class WhileWanted:
+    """Informers that run only while something wants them, and `linger` seconds after the last want
+    ends (a want that comes and goes in a rollout lists once, not at every pod). Stopped, they cost
+    nothing: no watch, no renewal, no LIST when a long-idle watch comes back expired. Started again,
+    each lists first: what was posted while they were stopped is taken then."""
+
+    def __init__(self, what: str, informers: list[Informer], linger: float):
+        self.what, self.informers, self.linger = what, informers, linger
+        self._tasks: list[asyncio.Task[None]] = []
+        self._halted: set[asyncio.Task[None]] = set()  # cancelled, not yet done
+        self._halt_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks)
+
+    async def start_listed(self) -> None:
+        """Start with every informer's LIST taken (the controller's start: before the first reconcile)."""
+        for informer in self.informers:
+            await informer.sync()
+        self._start()
+
+    def want(self, wanted: bool) -> None:
+        if wanted:
+            if self._halt_timer is not None:
+                self._halt_timer.cancel()
+                self._halt_timer = None
+            if not self._tasks:
+                logger.info("%s wanted: %d watches start", self.what, len(self.informers))
+                self._start()
+        elif self._tasks and self._halt_timer is None:
+            self._halt_timer = asyncio.get_running_loop().call_later(self.linger, self._halt)
+
+    def _start(self) -> None:
+        self._tasks = [asyncio.create_task(i.run(), name=f"falapp-watch-{i.what}") for i in self.informers]
+
+    def _halt(self) -> None:
+        self._halt_timer = None
+        logger.info("%s: unwanted for %.0fs, %d watches stop", self.what, self.linger, len(self._tasks))
+        for task in self._tasks:
+            task.cancel()
+            self._halted.add(task)
+            task.add_done_callback(self._halted.discard)
+        self._tasks = []
+        for informer in self.informers:
+            informer.version = None  # (their next run lists first)
+
+    async def stop(self) -> None:
+        if self._halt_timer is not None:
+            self._halt_timer.cancel()
+            self._halt_timer = None
+        tasks = [*self._tasks, *self._halted]
+        self._tasks = []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
