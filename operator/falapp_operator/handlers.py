@@ -1,14 +1,13 @@
-"""kopf registrations: start-up (the API client, the metrics server, leader election), and watch handlers
-that hand each event to the controller and return nothing (no handler result leaks into a status).
+"""kopf registrations: start-up (the API client, the metrics server, leader election), the probe and the
+clean-up; kopf watches nothing itself.
 
-kopf watches Karpenter's NodePools only (where Karpenter runs: kopf notices its CRD appear). The
-controller watches the machine-type catalogue and every namespace, node and pod of the cluster itself
+The controller watches the machine-type catalogue and every namespace, node and pod of the cluster
 (read-only, whatever namespaces FalApps are watched in: free room counts other namespaces' pods too),
-continuing from its start's LISTs and listing again when a version expires, with no task per object as
-kopf keeps (2000 nodes' heartbeats come at once). FalApps, their
-Deployments and Services, and the autoscalers' Events are watched by the controller too
-(k8s/informer.py): it keeps slim copies for the reconciles, knows when its first LISTs are complete,
-compares versions with its own writes, and lets the API server filter Events by reason.
+Karpenter's NodePools while their CRD is there, and FalApps, their Deployments and Services, and the
+autoscalers' Events where FalApps are managed (k8s/informer.py): from its start's LISTs on, listing
+again when a version expires, with no task per object as kopf keeps (2000 nodes' heartbeats come at
+once). It keeps slim copies for the reconciles, knows when its first LISTs are complete, compares
+versions with its own writes, and lets the API server filter Events by reason.
 """
 
 from __future__ import annotations
@@ -143,8 +142,3 @@ def _controller(memo: kopf.Memo) -> Controller:
 @kopf.on.probe(id="queue")
 def queue_depth(memo: kopf.Memo, **_: object) -> int:
     return len(_controller(memo).queue)
-
-
-@kopf.on.event("karpenter.sh", "v1", "nodepools")  # where Karpenter runs; else never served
-async def nodepool_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: object) -> None:
-    _controller(memo).nodepool_event(body, deleted=type == "DELETED")

@@ -65,13 +65,11 @@ class OperatorSettings(BaseSettings):
         "webhook down answers 500 to every write, the API server overloaded 429) before a Warning event "
         "RequestsFailing on the app says so with the API's message; retrying goes on either way.")
     resync_period: float = Field(
-        3600.0, ge=0, description="Seconds between full LISTs of machine types, Karpenter NodePools, namespaces, "
+        36000.0, ge=0, description="Seconds between full LISTs of machine types, Karpenter NodePools, namespaces, "
         "nodes and pods that correct the catalogue and the capacity view (and the namespaces known) for anything "
-        "the watches missed; 0 turns it off. A safety net: the watches of machine types, namespaces, nodes and pods "
-        "list their resource again (and find what was deleted meanwhile) whenever their version expires; "
-        "Karpenter's NodePools are watched by kopf, which tells no deletion made while its watch was away "
-        "(the operator cut off from the API server): the resync finds it. At 2000 nodes and 5000 pods one "
-        "resync is 18 LIST pages.")
+        "the watches missed; 0 turns it off. A safety net for what no known path loses (10 hours, as "
+        "controller-runtime's SyncPeriod): each of those watches lists its resource again (and finds what was "
+        "deleted meanwhile) whenever its version expires. At 2000 nodes and 5000 pods one resync is 18 LIST pages.")
     scale_signal_linger: float = Field(
         300.0, ge=0, description="Seconds the autoscalers' Events (TriggeredScaleUp, NotTriggerScaleUp, Karpenter's "
         "Nominated and FailedScheduling) are still watched after the last of the apps' replicas waiting "

@@ -12,9 +12,11 @@ from tests.cluster.helpers import app_pods, wait_condition, wait_placement
 from tests.kube import Kubectl, condition, wait_until
 
 PORTS = [{"name": "http", "containerPort": 8000}]
-# a watch started again (the server ends each after 5-10 minutes), a LIST after one expired and the
-# periodic resync are no reads of a reconcile
-BACKGROUND = re.compile(r"^(watch_.*|list_(machinetypes|nodepools|namespaces|nodes|pods))$")
+# a watch started again (the server ends each after 5-10 minutes), a LIST after one expired, the
+# periodic resync and the autoscalers' Events listed as a replica starts waiting unschedulable are no
+# reads of a reconcile
+BACKGROUND = re.compile(
+    r"^(watch_.*|list_(machinetypes|nodepools|customresourcedefinitions|namespaces|nodes|pods|events))$")
 
 
 def reads(operator) -> Counter:

@@ -42,6 +42,7 @@ class ListingApi:
         self.nodes, self.pods, self.events, self.namespaces = nodes, pods, list(events), list(namespaces)
         self.machinetypes = [m.model_dump(by_alias=True, exclude_none=True, mode="json") for m in DEFAULT_CATALOG]
         self.nodepools: list[dict] | None = []
+        self.customresourcedefinitions: list[dict] = []  # Karpenter's NodePool CRD, when installed
         self.clock = ServerClock()
         self.lists_of: collections.Counter[str] = collections.Counter()  # LIST requests per resource
 
@@ -55,7 +56,7 @@ class ListingApi:
         self.lists_of[resource] += 1
         if resource == "nodepools" and self.nodepools is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        if resource in ("machinetypes", "nodepools", "namespaces", "nodes", "pods"):
+        if resource in ("machinetypes", "nodepools", "namespaces", "nodes", "pods", "customresourcedefinitions"):
             for body in getattr(self, resource):
                 each(body)
             return "1"
@@ -501,6 +502,51 @@ class WatchingApi(ListingApi):
 
 def versioned(body: dict, version: str) -> dict:
     return {**body, "metadata": {**body["metadata"], "resourceVersion": version}}
+
+
+NODEPOOL_CRD = {"metadata": {"name": "nodepools.karpenter.sh", "uid": "crd-1"},
+                "spec": {"versions": [{"name": "v1beta1", "served": False}, {"name": "v1", "served": True}]},
+                "status": {"conditions": [{"type": "Established", "status": "True"}]}}
+
+
+async def test_nodepools_are_watched_while_karpenters_crd_serves_them():
+    """Where Karpenter is not installed, nothing about NodePools is asked after the start (no LIST refused
+    every few seconds); its CRD coming starts the NodePool watch, listed first; the CRD going drops every
+    NodePool (the autoscaled types with them) and stops the watch."""
+    api = WatchingApi([node("n1")], [])
+    api.nodepools = None  # not served
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        await wait_for(lambda: api.watches_of("customresourcedefinitions"))
+        assert not controller.nodepool_watch.running and not api.watches_of("nodepools")
+        api.nodepools, api.customresourcedefinitions = [versioned(H100_POOL, "5")], [NODEPOOL_CRD]
+        api.listed.clear()
+        api.streams["customresourcedefinitions"].put_nowait(("ADDED", versioned(NODEPOOL_CRD, "7")))
+        await wait_for(lambda: api.watches_of("nodepools"))
+        assert api.listed == ["nodepools"] and set(controller.types.nodepools) == {"h100"}
+        assert {m.metadata.name for m in controller.types.placement() if m.spec.autoscaled} == {"gpu-h100"}
+        api.streams["customresourcedefinitions"].put_nowait(("DELETED", versioned(NODEPOOL_CRD, "9")))
+        await wait_for(lambda: not controller.nodepool_watch.running)
+        assert controller.types.nodepools == {}
+        assert not any(m.spec.autoscaled for m in controller.types.placement())
+    finally:
+        await controller.stop()
+
+
+async def test_nodepools_served_at_the_start_are_watched_from_the_starts_list():
+    api = WatchingApi([node("n1")], [])
+    api.nodepools, api.customresourcedefinitions = [versioned(H100_POOL, "5")], [NODEPOOL_CRD]
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        await wait_for(lambda: api.watches_of("nodepools"))
+        assert api.watches_of("nodepools") == [controller._versions["nodepools"]], "not continued from the LIST"
+        assert api.listed.count("nodepools") == 1
+        api.streams["nodepools"].put_nowait(("DELETED", versioned(H100_POOL, "60")))
+        await wait_for(lambda: controller.types.nodepools == {})
+    finally:
+        await controller.stop()
 
 
 async def test_nodes_are_watched_from_the_start_and_only_nodes_listed_again_when_the_watch_expires():

@@ -77,7 +77,7 @@ RBAC rules. Each verb is one the operator (falapp_operator/k8s/client.py) or kop
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [get, list, watch]
-# kopf watches CRDs to notice resources appearing and changing
+# Karpenter's NodePool CRD coming or going: NodePools are watched while it serves them
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [get, list, watch]

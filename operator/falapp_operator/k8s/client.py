@@ -269,6 +269,7 @@ class KubeApi:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.extensions = client.ApiextensionsV1Api(api_client)
         self.clock = ServerClock()
         self.writes = 0  # API write requests made, for the idle-writes benchmark
         self.may_write: Callable[[], bool] = lambda: True  # leader election's fence
@@ -333,10 +334,12 @@ class KubeApi:
 
     def _list_call(self, resource: str, namespace: str | None) -> tuple[ApiCall, tuple[str, ...]]:
         """The call that lists (and watches) a resource the controller keeps in memory, with its leading
-        arguments: in one namespace, or in all (None); machine types, Karpenter's NodePools, nodes and
-        namespaces are the cluster's."""
+        arguments: in one namespace, or in all (None); machine types, Karpenter's NodePools, nodes,
+        namespaces and CRDs are the cluster's."""
         if resource in ("nodes", "namespaces"):
             return getattr(self.core, f"list_{resource[:-1]}"), ()
+        if resource == "customresourcedefinitions":
+            return self.extensions.list_custom_resource_definition, ()
         if resource == "machinetypes":
             return self.custom.list_cluster_custom_object, (GROUP, VERSION, "machinetypes")
         if resource == "nodepools":

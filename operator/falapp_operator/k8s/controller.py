@@ -76,8 +76,10 @@ from falapp_operator.settings import OperatorSettings
 
 Obj = TypeVar("Obj", bound=JsonMapping)
 logger = logging.getLogger("falapp_operator")
-# what the resync LISTs and the controller's own watches continue from (Karpenter's NodePools: kopf's)
-CLUSTER_WATCHED = ("machinetypes", "namespaces", "nodes", "pods")
+# what the resync LISTs and the controller's own watches continue from
+CLUSTER_WATCHED = ("machinetypes", "nodepools", "namespaces", "nodes", "pods")
+# Karpenter's NodePools are watched while its CRD is there (and serves v1)
+NODEPOOL_CRD, NODEPOOL_VERSION = "nodepools.karpenter.sh", "v1"
 NAMESPACE_MARK = "namespace/"  # a namespace's name among the node names and pod uids a resync's watches saw
 MACHINETYPE_MARK, NODEPOOL_MARK = "machinetype/", "nodepool/"  # likewise
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
@@ -128,6 +130,7 @@ class Controller:
         self._informers: list[Informer] = []
         # the autoscalers' Events about our pods (filled at the start: one watch per reason and namespace)
         self.scale_signals = WhileWanted("autoscaler Events", [], settings.scale_signal_linger)
+        self.nodepool_watch = WhileWanted("Karpenter NodePools", [], 0.0)  # while their CRD serves them
         self._informer_tasks: list[asyncio.Task[None]] = []
         self.status_turns = StatusTurns(settings, self.queue)  # when status writes that are not news go
         self.writer = AppWriter(api, settings, self.queue,
@@ -179,6 +182,13 @@ class Controller:
             asyncio.create_task(self._cluster_informer(resource, event).run(), name=f"falapp-watch-{resource}")
             for resource, event in (("machinetypes", self.machinetype_event), ("namespaces", self.namespace_event),
                                     ("nodes", self.node_event), ("pods", self.pod_event))]
+        # Karpenter's NodePools only while its CRD serves them (installed after the operator, or removed):
+        # no LIST refused every few seconds where there is no Karpenter
+        self.nodepool_watch.informers = [self._cluster_informer("nodepools", self.nodepool_event)]
+        crd = Informer(self.api, "customresourcedefinitions", self.nodepool_crd_watched,
+                       field_selector=f"metadata.name={NODEPOOL_CRD}")
+        await crd.sync()
+        self._cluster_watches.append(asyncio.create_task(crd.run(), name="falapp-watch-nodepool-crd"))
         if self.settings.resync_period:
             self._resync = asyncio.create_task(self._resync_loop(), name="falapp-resync")
 
@@ -208,7 +218,7 @@ class Controller:
                  *(t for t in (self._resync,) if t)]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, self.scale_signals.stop(), return_exceptions=True)
+        await asyncio.gather(*tasks, self.scale_signals.stop(), self.nodepool_watch.stop(), return_exceptions=True)
 
     async def resync(self, only: str | None = None) -> None:
         """Machine types, Karpenter NodePools, namespaces, nodes and pods from a fresh LIST (`only`: that one
@@ -220,7 +230,7 @@ class Controller:
             self._watched_during_resync = newer
             listed_pods: set[str] | None = None
             try:
-                for resource in (*CLUSTER_WATCHED[:1], "nodepools", *CLUSTER_WATCHED[1:]):
+                for resource in CLUSTER_WATCHED:
                     if only not in (None, resource):
                         continue
                     try:
@@ -332,7 +342,8 @@ class Controller:
         async def relist() -> str:
             await self.resync(only=resource)
             version = self._versions[resource]
-            assert version is not None  # (set by that resync, or it raised)
+            if version is None:  # (set by that resync, or it raised) but for NodePools not served
+                raise ApiError(404, "NotFound", "not served", resource)
             return version
         informer = Informer(self.api, resource, lambda kind, body: event(body, kind == "DELETED"),
                             track_deletions=False, relist=relist)
@@ -349,7 +360,7 @@ class Controller:
             except Exception:  # a body the handlers did not expect: the resyncs must not end for good
                 logger.exception("resync failed")
 
-    # --- event intake (called by the watches and by kopf's NodePool handler) --------------------
+    # --- event intake (called by the watches) ------------------------------------------------------
     def app_event(self, namespace: str, name: str, generation: int | None = None, uid: str = "",
                   batch: bool = False, progress: bool = False) -> None:
         """Something about the app changed; `batch`: an event of its pods or children, reconciled together
@@ -370,6 +381,17 @@ class Controller:
                                        max(window, self.settings.progress_batch_window) if progress else window)
             else:
                 self.queue.add(("app", namespace, name), urgent=urgent)
+
+    def nodepool_crd_watched(self, kind: str, body: JsonMapping) -> None:
+        """Karpenter's NodePool CRD came, changed or went: NodePools are watched while it serves them."""
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        served = kind != "DELETED" and any(
+            c.get("type") == "Established" and c.get("status") == "True" for c in status.get("conditions") or ()
+        ) and any(v.get("name") == NODEPOOL_VERSION and v.get("served") for v in spec.get("versions") or ())
+        if not served:  # (none is left where the CRD went; its watch may not tell)
+            for name in list(self.types.nodepools):
+                self.nodepool_event({"metadata": {"name": name}}, deleted=True)
+        self.nodepool_watch.want(served)
 
     def nodepool_event(self, body: JsonMapping, deleted: bool) -> None:
         """A Karpenter NodePool appeared, changed or went: which types are autoscaled may have changed."""
