@@ -17,33 +17,17 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterable
 
 import kopf
 from prometheus_client import start_http_server
 
 from falapp_operator import metrics
-from falapp_operator.api.names import FINALIZER, PROGRESS_PREFIX
 from falapp_operator.k8s.client import PAGE, KubeApi, load_config, watch_timeout
 from falapp_operator.k8s.controller import Controller
 from falapp_operator.k8s.leader import LeaderElector, default_identity, default_namespace
 from falapp_operator.settings import OperatorSettings
 
 logger = logging.getLogger("falapp_operator")
-
-class NoDiffBase(kopf.DiffBaseStorage):
-    """Only event handlers are registered, so kopf never needs a diff base: skip its deep copy of
-    every watched body (a tenth of the CPU during bursts of pod events)."""
-
-    def build(self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None) -> kopf.BodyEssence:
-        return {}
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        return None
-
 
 # kopf passes every handler its keyword arguments (which differ by handler kind); each takes the ones it
 # uses by name and leaves the rest in **_.
@@ -58,12 +42,10 @@ def login(settings: kopf.OperatorSettings, **kwargs: object) -> kopf.ConnectionI
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
     config = OperatorSettings()
     settings.posting.level = 30  # kopf's own events only for warnings and errors
-    # kopf's watches: renewed every 5-10 minutes (one draw per process: two replicas' are not in step)
+    # kopf handles no resource (it has no finalizer, annotation or diff base to keep); its own scan of
+    # the API's resources watches CRDs: renewed every 5-10 minutes (one draw per process)
     settings.watching.server_timeout = watch_timeout(300)
     settings.watching.client_timeout = settings.watching.server_timeout + 30
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PROGRESS_PREFIX)
-    settings.persistence.diffbase_storage = NoDiffBase()
-    settings.persistence.finalizer = FINALIZER
     settings.watching.chunk_size = PAGE  # kopf's initial LISTs are paged too
     api = KubeApi(await load_config(), config.field_manager, config.api_request_timeout)
     controller = Controller(api, config)

@@ -346,7 +346,7 @@ def test_rbac_is_least_privilege(tools: Path, values: str):
     assert _verbs(docs, "ClusterRole", "", "namespaces") == {"get", "list", "watch"}
     if values == "defaults":
         assert {r["metadata"]["name"] for r in of_kind(docs, "Role")} == {"falapp-operator-leader-election"}
-        assert _verbs(docs, "ClusterRole", "fal.ai", "falapps") == {"get", "list", "watch", "patch"}
+        assert _verbs(docs, "ClusterRole", "fal.ai", "falapps") == {"get", "list", "watch"}
     else:
         assert {r["metadata"]["namespace"] for r in of_kind(docs, "Role")} == {"team-a", "team-b", "falapp-system"}
         assert {r["metadata"]["namespace"] for r in of_kind(docs, "RoleBinding")} == {
@@ -601,6 +601,9 @@ def test_operator_runs_with_only_the_chart_rbac(scope: str, kubectl: Kubectl, kc
         refused = Kubectl(kubectl.binary, sa_kubeconfig, namespace).run("get", "secrets", check=False)
         assert refused.returncode != 0 and "Forbidden" in refused.stderr, refused.stderr
         assert kubectl.run("auth", "can-i", "delete", "nodes", f"--as={sa}", check=False).stdout.strip() == "no"
+        # a tenant's app is the tenant's: the operator writes its status, never the app itself
+        assert kubectl.run("auth", "can-i", "patch", "falapps", f"--as={sa}", "--namespace", namespace,
+                           check=False).stdout.strip() == "no"
         # API Priority and Fairness: the API server files its requests under the chart's FlowSchemas, in
         # the chart's priority level; its Lease's in the control plane's leader-election level
         as_operator = Kubectl(kubectl.binary, sa_kubeconfig, namespace)

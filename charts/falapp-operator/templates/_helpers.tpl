@@ -85,10 +85,10 @@ RBAC rules. Each verb is one the operator (falapp_operator/k8s/client.py) or kop
 
 {{/* Where FalApps live: cluster-wide, or in each watched namespace. */}}
 {{- define "falapp-operator.namespacedRules" -}}
-# patch: kopf removes a stale finalizer of its own, should one be left by an older version
+# read only: the operator writes an app's status, never the app
 - apiGroups: [fal.ai]
   resources: [falapps]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch]
 - apiGroups: [fal.ai]
   resources: [falapps/status]
   verbs: [get, patch]

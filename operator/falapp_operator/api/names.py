@@ -1,4 +1,4 @@
-"""Names the operator gives and reads on cluster objects: labels, annotations, the finalizer, and the
+"""Names the operator gives and reads on cluster objects: labels, annotations, and the
 names of a FalApp's children. Their one home: the children are built, read and watched by them."""
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ GROWN_ANNOTATION = f"{GROUP}/grown-at"
 MOVES_ANNOTATION = f"{GROUP}/recorded-moves"
 HASH_ANNOTATION = f"{GROUP}/applied-hash"  # a digest of the desired object: unchanged, no write
 TEMPLATE_ANNOTATION = f"{GROUP}/template-hash"  # on pods: which template (revision) they run
-
-# --- on the FalApp ---------------------------------------------------------------------------------
-FINALIZER = f"{GROUP}/operator"
-PROGRESS_PREFIX = GROUP  # kopf's progress annotations
 
 # --- Kubernetes' own -------------------------------------------------------------------------------
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
