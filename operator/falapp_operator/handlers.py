@@ -1,5 +1,5 @@
 """kopf registrations: start-up (the API client, the metrics server, leader election), the probe and the
-clean-up; kopf watches nothing itself.
+clean-up; kopf watches nothing itself (its scan of the cluster's resources is off).
 
 The controller watches the machine-type catalogue and every namespace, node and pod of the cluster
 (read-only, whatever namespaces FalApps are watched in: free room counts other namespaces' pods too),
@@ -42,8 +42,10 @@ def login(settings: kopf.OperatorSettings, **kwargs: object) -> kopf.ConnectionI
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: object) -> None:
     config = OperatorSettings()
     settings.posting.level = 30  # kopf's own events only for warnings and errors
-    # kopf handles no resource (it has no finalizer, annotation or diff base to keep); its own scan of
-    # the API's resources watches CRDs: renewed every 5-10 minutes (one draw per process)
+    # kopf handles no resource (it has no finalizer, annotation or diff base to keep): no watch of every
+    # CRD (and, for given namespaces, every namespace) to notice resources come and go, only its one
+    # discovery at the start. Were it to watch: renewed every 5-10 minutes (one draw per process)
+    settings.scanning.disabled = True
     settings.watching.server_timeout = watch_timeout(300)
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.watching.chunk_size = PAGE  # kopf's initial LISTs are paged too

@@ -73,8 +73,9 @@ class OperatorSettings(BaseSettings):
     scale_signal_linger: float = Field(
         300.0, ge=0, description="Seconds the autoscalers' Events (TriggeredScaleUp, NotTriggerScaleUp, Karpenter's "
         "Nominated and FailedScheduling) are still watched after the last of the apps' replicas waiting "
-        "unschedulable was placed or went. They are watched only while one waits: the API server reads Events "
-        "from etcd (every Event, filtered after), so an idle cluster's are never listed. A replica found "
+        "unschedulable was placed or went. They are watched only while one waits (in its namespace, where FalApps "
+        "are watched in given namespaces): the API server reads Events from etcd (every Event, filtered after), "
+        "so an idle cluster's are never listed. A replica found "
         "unschedulable starts the watches again, each with a LIST: what an autoscaler said meanwhile is taken.")
     scheduler_names: str = Field(
         "default-scheduler", description="Comma-separated spec.schedulerName values whose pending pods claim room "

@@ -45,6 +45,7 @@ class ListingApi:
         self.customresourcedefinitions: list[dict] = []  # Karpenter's NodePool CRD, when installed
         self.clock = ServerClock()
         self.lists_of: collections.Counter[str] = collections.Counter()  # LIST requests per resource
+        self.lists_in: collections.Counter[tuple[str, str | None]] = collections.Counter()  # and namespace
 
     async def get_namespace(self, name: str) -> dict | None:
         return next((n for n in self.namespaces if n["metadata"]["name"] == name), None)
@@ -54,6 +55,7 @@ class ListingApi:
         """Machine types, NodePools, namespaces, nodes and pods as held (NodePools None: not served);
         FalApps, Deployments and Services: none; Events as the API server filters them by field."""
         self.lists_of[resource] += 1
+        self.lists_in[(resource, namespace)] += 1
         if resource == "nodepools" and self.nodepools is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if resource in ("machinetypes", "nodepools", "namespaces", "nodes", "pods", "customresourcedefinitions"):
@@ -200,7 +202,7 @@ async def test_autoscaler_announcements_are_read_back_at_start():
     try:
         assert controller.cache.scale_up_coming("uid-waiting")
         # Events get no bookmarks (no watch cache): their watches are not restarted for silence
-        silences = {i.field_selector: i.silence for i in controller.scale_signals.informers}
+        silences = {i.field_selector: i.silence for i in controller.scale_signals[None].informers}
         assert len(silences) == 5 and set(silences.values()) == {None}
         assert {i.silence for i in controller._informers} == {WATCH_SILENCE}
     finally:
@@ -218,25 +220,45 @@ async def test_autoscaler_events_are_watched_only_while_a_replica_waits_unschedu
                                                   scale_signal_linger=0.2))
     await controller.start()
     try:
-        assert api.lists_of["events"] == 0 and not controller.scale_signals.running
+        assert api.lists_of["events"] == 0 and not controller.scale_signals[None].running
         controller.pod_event(pod("pending", None), deleted=False)  # not yet seen by the scheduler
-        assert not controller.scale_signals.running
+        gated = pod("gated", None, unschedulable=True)  # no autoscaler answers a gated pod
+        gated["spec"]["schedulingGates"] = [{"name": "example.com/quota"}]
+        controller.pod_event(gated, deleted=False)
+        assert not controller.scale_signals[None].running
         controller.pod_event(pod("late", None, unschedulable=True), deleted=False)
-        assert controller.scale_signals.running
+        assert controller.scale_signals[None].running
         await wait_for(lambda: api.lists_of["events"] == 5)  # one LIST per reason watched
         assert controller.cache.scale_up_coming("uid-late")  # said before the watch started
         controller.pod_event(pod("late", "n1"), deleted=False)  # placed: the Events linger, then stop
+        assert not controller.cache.scale_up_coming("uid-late"), "a bound pod kept the word about its wait"
         await asyncio.sleep(0.05)
-        assert controller.scale_signals.running
+        assert controller.scale_signals[None].running
         controller.pod_event(pod("again", None, unschedulable=True), deleted=False)  # another waits: still on
         controller.pod_event(pod("again", None, unschedulable=True), deleted=True)
-        await wait_for(lambda: not controller.scale_signals.running)
+        await wait_for(lambda: not controller.scale_signals[None].running)
         assert api.lists_of["events"] == 5  # (none while they ran: the watch went on)
         controller.pod_event(pod("third", None, unschedulable=True), deleted=False)
         await wait_for(lambda: api.lists_of["events"] == 10)  # started again: listed again
     finally:
         await controller.stop()
     assert all(t.done() for t in asyncio.all_tasks() if t.get_name().startswith("falapp-watch-events"))
+
+
+async def test_autoscaler_events_are_watched_only_in_the_namespace_where_a_replica_waits():
+    """With FalApps watched in some namespaces, a replica waiting in one lists and watches that one's
+    Events (not every watched namespace's: fifty namespaces would be 250 LISTs at once)."""
+    api = ListingApi([node("n1")], [pod("placed", "n1")])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0,
+                                                  watch_namespaces="team-a,team-b"))
+    await controller.start()
+    try:
+        controller.pod_event(pod("late", None, unschedulable=True), deleted=False)  # in team-a
+        await wait_for(lambda: api.lists_in[("events", "team-a")] == 5)
+        assert controller.scale_signals["team-a"].running and not controller.scale_signals["team-b"].running
+        assert api.lists_in[("events", "team-b")] == 0
+    finally:
+        await controller.stop()
 
 
 def namespace(name: str, **labels: str) -> dict:
@@ -530,6 +552,28 @@ async def test_nodepools_are_watched_while_karpenters_crd_serves_them():
         await wait_for(lambda: not controller.nodepool_watch.running)
         assert controller.types.nodepools == {}
         assert not any(m.spec.autoscaled for m in controller.types.placement())
+    finally:
+        await controller.stop()
+
+
+async def test_a_refused_crd_list_fails_no_start():
+    """RBAC without the CRD (a hand-made role): the operator starts, with its NodePools as the start listed
+    them, and the CRD's watch goes on trying (its back-off grows to minutes)."""
+    api = WatchingApi([node("n1")], [])
+    api.nodepools = [versioned(H100_POOL, "5")]
+    listing = api.list_objects
+
+    async def refused(resource, each, *args, **kwargs) -> str:
+        if resource == "customresourcedefinitions":
+            raise ApiError(403, "Forbidden", "customresourcedefinitions is forbidden", resource)
+        return await listing(resource, each, *args, **kwargs)
+    api.list_objects = refused
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        assert set(controller.types.nodepools) == {"h100"}
+        [crd] = [t for t in asyncio.all_tasks() if t.get_name() == "falapp-watch-nodepool-crd"]
+        assert not crd.done()
     finally:
         await controller.stop()
 

@@ -77,10 +77,12 @@ RBAC rules. Each verb is one the operator (falapp_operator/k8s/client.py) or kop
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [get, list, watch]
-# Karpenter's NodePool CRD coming or going: NodePools are watched while it serves them
+# Karpenter's NodePool CRD coming or going: NodePools are watched while it serves them (that CRD
+# alone: its LIST and watch name it by a metadata.name field selector)
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
-  verbs: [get, list, watch]
+  resourceNames: [nodepools.karpenter.sh]
+  verbs: [list, watch]
 {{- end }}
 
 {{/* Where FalApps live: cluster-wide, or in each watched namespace. */}}

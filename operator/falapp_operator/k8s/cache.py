@@ -92,6 +92,9 @@ class PodInfo:
     # for a scheduler not in FALAPP_SCHEDULER_NAMES: it claims no room (a gated pod can wait for ever; so
     # can one whose scheduler never comes)
     unschedulable: bool = False
+    # the scheduler tried it and found no node (PodScheduled False, Unschedulable), not gated: what
+    # autoscalers answer
+    scheduler_refused: bool = False
 
     @property
     def claims_room(self) -> bool:
@@ -116,9 +119,9 @@ class ClusterCache:
     requested: dict[str, Resources] = field(default_factory=dict)  # per node, by live pods bound to it
     # pod uid -> (answer, time) of the newest autoscaler event about it
     scale_signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
-    # uids of our replicas the scheduler found no node for (or that wait otherwise, see PodInfo): the
-    # autoscalers' word about them is watched only while there are any
-    unschedulable_replicas: set[str] = field(default_factory=set)
+    # namespace -> uids of our replicas there the scheduler found no node for (not gated): the autoscalers'
+    # word about them is watched only while there are any
+    unschedulable_replicas: dict[str, set[str]] = field(default_factory=dict)
     version: int = 0  # bumps whenever free capacity may have changed anywhere
     claims: ClaimTally = field(default_factory=ClaimTally)  # the claiming pods' shapes, per type and app
     # spec.schedulerName values whose pending pods claim room (FALAPP_SCHEDULER_NAMES)
@@ -170,10 +173,9 @@ class ClusterCache:
             return self.remove_pod(body["metadata"]["uid"])
         old = self.pods.get(info.uid)
         self.pods[info.uid] = info
-        if info.app and not info.node and info.unschedulable:
-            self.unschedulable_replicas.add(info.uid)
-        else:
-            self.unschedulable_replicas.discard(info.uid)
+        self._unschedulable(info.namespace, info.uid, bool(info.app and info.scheduler_refused))
+        if info.node:  # an autoscaler's word is about a pod waiting for a node: bound, it says nothing more
+            self.scale_signals.pop(info.uid, None)
         if old is not None:
             self._unbind(old)
         if info.node and info.app:
@@ -195,14 +197,26 @@ class ClusterCache:
         old = self.pods.pop(uid, None)
         self.claims.release(uid, gone=True)
         self.scale_signals.pop(uid, None)
-        self.unschedulable_replicas.discard(uid)
         if old is not None:
+            self._unschedulable(old.namespace, uid, False)
             self._unbind(old)
         if old is None or not old.node:
             return False
         self._release(old.node, old.requests)
         self._pods_changed(old.node)
         return True
+
+    def _unschedulable(self, namespace: str, uid: str, waits: bool) -> None:
+        if waits:
+            self.unschedulable_replicas.setdefault(namespace, set()).add(uid)
+        elif (uids := self.unschedulable_replicas.get(namespace)) is not None:
+            uids.discard(uid)
+            if not uids:
+                del self.unschedulable_replicas[namespace]
+
+    def replicas_unschedulable(self, namespace: str | None) -> bool:
+        """Whether any of our replicas waits unschedulable in the namespace (None: anywhere)."""
+        return bool(self.unschedulable_replicas) if namespace is None else namespace in self.unschedulable_replicas
 
     def _release(self, node: str, requests: Resources) -> None:
         """A pod no longer holds room on the node. A node gone keeps no entry once its last pod goes
@@ -364,12 +378,14 @@ def pod_info(body: JsonMapping, scheduler_names: frozenset[str] = frozenset({DEF
     if status.get("phase") in ("Succeeded", "Failed"):
         return None
     labels = meta.get("labels") or {}
-    unschedulable = bool(spec.get("schedulingGates")) or spec.get("schedulerName", DEFAULT_SCHEDULER) not in \
-        scheduler_names or any(c.get("type") == "PodScheduled" and c.get("status") == "False"
-                                 and c.get("reason") == "Unschedulable" for c in status.get("conditions") or [])
+    gated = bool(spec.get("schedulingGates"))
+    refused = not gated and not spec.get("nodeName") and any(
+        c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+        for c in status.get("conditions") or [])
+    unschedulable = gated or refused or spec.get("schedulerName", DEFAULT_SCHEDULER) not in scheduler_names
     return PodInfo(uid=meta["uid"], namespace=meta.get("namespace", ""), node=spec.get("nodeName"),
                    requests=_or_nothing(lambda: pod_requests(spec)), app=labels.get(APP_LABEL),
-                   machine_type=labels.get(TYPE_LABEL), unschedulable=unschedulable)
+                   machine_type=labels.get(TYPE_LABEL), unschedulable=unschedulable, scheduler_refused=refused)
 
 
 def _or_nothing(amounts: Callable[[], Resources]) -> Resources:

@@ -128,8 +128,8 @@ class Controller:
         self.services = Store(lambda body: slim_child(body, field_manager, "Service"), index_label=APP_LABEL)
         self.app_pods = Store(slim_pod, index_label=APP_LABEL)
         self._informers: list[Informer] = []
-        # the autoscalers' Events about our pods (filled at the start: one watch per reason and namespace)
-        self.scale_signals = WhileWanted("autoscaler Events", [], settings.scale_signal_linger)
+        # the autoscalers' Events about our pods, per namespace watched (None: all), one watch per reason
+        self.scale_signals: dict[str | None, WhileWanted] = {}
         self.nodepool_watch = WhileWanted("Karpenter NodePools", [], 0.0)  # while their CRD serves them
         self._informer_tasks: list[asyncio.Task[None]] = []
         self.status_turns = StatusTurns(settings, self.queue)  # when status writes that are not news go
@@ -149,7 +149,6 @@ class Controller:
         self._started_at = self.api.clock.now()
         await self.resync()  # machine types, NodePools, namespaces, nodes, pods
         watched: list[str | None] = [n for n in self.settings.watch_namespaces.split(",") if n] or [None]
-        scale_signals: list[Informer] = []
         for namespace in watched:  # FalApps and their children: only where FalApps are managed
             self._informers += [
                 Informer(self.api, "falapps", self.falapp_watched, namespace),
@@ -165,16 +164,19 @@ class Controller:
             # (as the events.k8s.io API posts them, Karpenter's carry reportingComponent instead of source)
             selectors = [f"reason={r}" for r in sorted(SCALE_UP_REASONS - {FAILED_SCHEDULING})] + [
                 f"reason={FAILED_SCHEDULING},{field}={KARPENTER}" for field in ("source", "reportingComponent")]
-            scale_signals += [Informer(self.api, "events", self.scale_signal_watched, namespace, field_selector=s,
-                                       track_deletions=False, bookmarks=False) for s in selectors]
+            self.scale_signals[namespace] = WhileWanted(
+                f"autoscaler Events{' in ' + namespace if namespace else ''}",
+                [Informer(self.api, "events", self.scale_signal_watched, namespace, field_selector=s,
+                          track_deletions=False, bookmarks=False) for s in selectors],
+                self.settings.scale_signal_linger)
         for informer in self._informers:  # every store full before the first reconcile
             await informer.sync()
         # the autoscalers' word matters only while a replica waits unschedulable: watched only then (and
-        # a while after), so an idle cluster's Events (read from etcd, every Event, then filtered) are
-        # never listed
-        self.scale_signals.informers = scale_signals
-        if self.cache.unschedulable_replicas:
-            await self.scale_signals.start_listed()
+        # a while after), and only in its namespace, so an idle cluster's Events (read from etcd, every
+        # Event, then filtered) are never listed
+        for namespace, signals in self.scale_signals.items():
+            if self.cache.replicas_unschedulable(namespace):
+                await signals.start_listed()
         self.namespaces.listed()
         self._start_done = True  # (a LIST's odd object is left out from now on: see k8s/listing.py)
         self._informer_tasks = [asyncio.create_task(i.run(), name=f"falapp-watch-{i.what}") for i in self._informers]
@@ -183,11 +185,12 @@ class Controller:
             for resource, event in (("machinetypes", self.machinetype_event), ("namespaces", self.namespace_event),
                                     ("nodes", self.node_event), ("pods", self.pod_event))]
         # Karpenter's NodePools only while its CRD serves them (installed after the operator, or removed):
-        # no LIST refused every few seconds where there is no Karpenter
+        # no LIST refused every few seconds where there is no Karpenter. Not needed to start (the start's
+        # LIST took the NodePools): the CRD's watch lists it first itself, and a refusal (RBAC without
+        # it) is retried every few minutes at most, the periodic resync still listing NodePools
         self.nodepool_watch.informers = [self._cluster_informer("nodepools", self.nodepool_event)]
         crd = Informer(self.api, "customresourcedefinitions", self.nodepool_crd_watched,
-                       field_selector=f"metadata.name={NODEPOOL_CRD}")
-        await crd.sync()
+                       field_selector=f"metadata.name={NODEPOOL_CRD}", max_backoff=300.0)
         self._cluster_watches.append(asyncio.create_task(crd.run(), name="falapp-watch-nodepool-crd"))
         if self.settings.resync_period:
             self._resync = asyncio.create_task(self._resync_loop(), name="falapp-resync")
@@ -218,7 +221,8 @@ class Controller:
                  *(t for t in (self._resync,) if t)]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, self.scale_signals.stop(), self.nodepool_watch.stop(), return_exceptions=True)
+        await asyncio.gather(*tasks, *(s.stop() for s in self.scale_signals.values()), self.nodepool_watch.stop(),
+                             return_exceptions=True)
 
     async def resync(self, only: str | None = None) -> None:
         """Machine types, Karpenter NodePools, namespaces, nodes and pods from a fresh LIST (`only`: that one
@@ -281,7 +285,7 @@ class Controller:
             self._seen(meta["namespace"], labels[APP_LABEL], labels.get(TYPE_LABEL, ""))
         if changed and labels.get(APP_LABEL):  # changed while the watch was away: news
             self.app_event(meta["namespace"], labels[APP_LABEL], batch=True)
-        self._watch_scale_signals()
+        self._watch_scale_signals(meta.get("namespace") or "")
 
     def _unlisted_pods(self, listed_pods: set[str], newer: set[str]) -> None:
         """Pods known but not listed (nor told of by the watch meanwhile) are gone."""
@@ -475,12 +479,16 @@ class Controller:
                 old is None or old.node != now.node) and self.cache.of_any_type(now.node, self.types.declared.values()):
             self._touch_machinetypes()  # another team's pod took room on a type's node: its status shows it
         self._claims_changed()
-        self._watch_scale_signals()
+        self._watch_scale_signals(meta.get("namespace") or (old.namespace if old else ""))
 
-    def _watch_scale_signals(self) -> None:
-        """The autoscalers' Events watched while a replica waits unschedulable (see WhileWanted)."""
-        if self._start_done:
-            self.scale_signals.want(bool(self.cache.unschedulable_replicas))
+    def _watch_scale_signals(self, namespace: str) -> None:
+        """The autoscalers' Events in the pod's namespace watched while a replica waits unschedulable
+        there (see WhileWanted)."""
+        if not self._start_done:
+            return
+        key = namespace if namespace in self.scale_signals else None
+        if (signals := self.scale_signals.get(key)) is not None:
+            signals.want(self.cache.replicas_unschedulable(key))
 
     def _held_pod(self, meta: JsonMapping) -> bool:
         """Whether the app's store holds this pod already (a finished one is there, not in the cache): not a

@@ -25,7 +25,7 @@ class Informer:
     def __init__(self, api: KubeApi, resource: str, on_event: Callable[[str, JsonObject], object],
                  namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None,
                  track_deletions: bool = True, bookmarks: bool = True,
-                 relist: Callable[[], Awaitable[str]] | None = None):
+                 relist: Callable[[], Awaitable[str]] | None = None, max_backoff: float = 10.0):
         self.api, self.resource, self.on_event = api, resource, on_event
         # who lists again when the version expired, instead of `sync` (the controller's resync of the
         # cluster's objects, which finds deletions itself); returns the LIST's version
@@ -39,6 +39,7 @@ class Informer:
         self.silence: float | None = WATCH_SILENCE if bookmarks else None
         self.server_timeout = 300 if bookmarks else 1800
         self.version: str | None = None  # where the watch continues; None: list first
+        self.max_backoff = max_backoff  # the longest wait between failed requests
         self._known: dict[str, tuple[str, str]] = {}  # uid -> (namespace, name) of what was reported
 
     @property
@@ -94,7 +95,7 @@ class Informer:
                     self.version = None
                     continue
                 failures += 1
-                delay = backoff(failures, 10.0)
+                delay = backoff(failures, self.max_backoff)
                 logger.warning("%s %s failed (attempt %d), retrying in %.1fs: %s",
                                "listing" if self.version is None else "watch of", self.what, failures, delay, e)
                 await asyncio.sleep(delay)
@@ -142,6 +143,8 @@ class WhileWanted:
             self._halt_timer = asyncio.get_running_loop().call_later(self.linger, self._halt)
 
     def _start(self) -> None:
+        for task in self._halted:  # (cancelled already: should one have kept running, it must not share
+            task.cancel()          # an informer's version with its successor)
         self._tasks = [asyncio.create_task(i.run(), name=f"falapp-watch-{i.what}") for i in self.informers]
 
     def _halt(self) -> None:
