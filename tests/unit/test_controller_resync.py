@@ -619,6 +619,31 @@ async def test_nodes_are_watched_from_the_start_and_only_nodes_listed_again_when
         await controller.stop()
 
 
+async def test_a_node_relist_does_not_wait_behind_the_pods_pages():
+    """After an API server restart every watch lists again at once: a node's deletion is taken while the
+    pods' LIST still pages (each resource's relist on its own)."""
+    api = WatchingApi([node("n1"), node("n2")], [pod("job", "n1")])
+    controller = Controller(api, OperatorSettings(workers=1, resync_period=0, metrics_port=0))
+    await controller.start()
+    try:
+        listing, pods_paging = api.list_objects, asyncio.Event()
+
+        async def slow_pods(resource, each, *args, **kwargs) -> str:
+            if resource == "pods":
+                await pods_paging.wait()
+            return await listing(resource, each, *args, **kwargs)
+        api.list_objects = slow_pods
+        pods = asyncio.create_task(controller.resync(only="pods"))
+        await asyncio.sleep(0.01)
+        api.nodes = [node("n1")]  # n2 went while the node watch was away
+        await asyncio.wait_for(controller.resync(only="nodes"), 1.0)
+        assert set(controller.cache.nodes) == {"n1"} and not pods.done()
+        pods_paging.set()
+        await pods
+    finally:
+        await controller.stop()
+
+
 async def test_a_watch_ended_by_the_server_goes_on_from_where_it_stopped_not_from_a_resyncs_list():
     """A namespace changed during a resync's LIST is the watch's word (the LIST's copy is not taken); its
     deletion, committed before the LIST's snapshot but not yet told when the server ends the watch, comes

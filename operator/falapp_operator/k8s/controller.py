@@ -80,8 +80,6 @@ logger = logging.getLogger("falapp_operator")
 CLUSTER_WATCHED = ("machinetypes", "nodepools", "namespaces", "nodes", "pods")
 # Karpenter's NodePools are watched while its CRD is there (and serves v1)
 NODEPOOL_CRD, NODEPOOL_VERSION = "nodepools.karpenter.sh", "v1"
-NAMESPACE_MARK = "namespace/"  # a namespace's name among the node names and pod uids a resync's watches saw
-MACHINETYPE_MARK, NODEPOOL_MARK = "machinetype/", "nodepool/"  # likewise
 # room claimed and given up wakes the apps that would move there once in this long, however many claims
 # went (a lost pool's hundreds of doomed replacements are deleted one by one): no decision falls due then
 CLAIMS_WAKE_WINDOW = 1.0
@@ -113,8 +111,11 @@ class Controller:
         self._start_done = False
         # where the watches of what the resync lists continue; None: list first
         self._versions: dict[str, str | None] = dict.fromkeys(CLUSTER_WATCHED)
-        self._resync_lock = asyncio.Lock()
-        self._watched_during_resync: set[str] | None = None
+        # one relist of a resource at a time (the resync's and its watch's), each resource's on its own: a
+        # node relist does not wait behind the pods' pages
+        self._relist_locks = {resource: asyncio.Lock() for resource in CLUSTER_WATCHED}
+        # per resource whose LIST is in flight: the names (pods: uids) its watch told of meanwhile
+        self._told_while_listing: dict[str, set[str]] = {}
         self.nodeless = NodelessTimes(self.cache, lambda: self.api.clock.now())
         # a Deployment without fal.ai/grown-at was last raised by an older version: before this start
         self._started_at: datetime | None = None  # set by start
@@ -198,8 +199,7 @@ class Controller:
     def namespace_event(self, body: JsonMapping, deleted: bool) -> None:
         """A namespace's labels, deletion or going (see Namespaces.observe)."""
         name = body["metadata"]["name"]
-        if self._watched_during_resync is not None:
-            self._watched_during_resync.add(NAMESPACE_MARK + name)
+        self._told("namespaces", name)
         if deleted:
             self.asks.refused_creates.forget_namespace(name)  # its quota and apps went with it
         self.namespaces.observe(body, deleted)
@@ -229,31 +229,36 @@ class Controller:
         of CLUSTER_WATCHED, for its watch whose version expired or whose handler failed); drops what the
         watches missed (deletions while a watch was away: a LIST tells none by itself), keeps what they told
         meanwhile."""
-        async with self._resync_lock:
-            newer: set[str] = set()  # the watches' word on these is newer than the LIST's
-            self._watched_during_resync = newer
-            listed_pods: set[str] | None = None
-            try:
-                for resource in CLUSTER_WATCHED:
-                    if only not in (None, resource):
-                        continue
-                    try:
-                        if resource == "pods":
-                            listed_pods = await self._list_pods(newer)
-                        else:
-                            await self._list_named(resource)
-                    except (ApiError, ListNotTaken) as e:
-                        # a watch's relist fails (and is tried again), and so does the start (no decision on a
-                        # half-known cluster), but for the NodePools (say Karpenter's conversion webhook
-                        # down); a periodic resync goes on: the other resources' corrections matter more
-                        if (only is not None or (resource == "machinetypes" and not self.types.seen)
-                                or (not self._start_done and resource != "nodepools")):
-                            raise
-                        logger.warning("resync: %s not listed, kept as known: %s", resource, e)
-            finally:
-                self._watched_during_resync = None
-            if listed_pods is not None:
-                self._unlisted_pods(listed_pods, newer)
+        for resource in CLUSTER_WATCHED:
+            if only not in (None, resource):
+                continue
+            async with self._relist_locks[resource]:
+                newer: set[str] = set()  # the watch's word on these is newer than the LIST's
+                self._told_while_listing[resource] = newer
+                try:
+                    if resource == "pods":
+                        listed_pods = await self._list_pods(newer)
+                    else:
+                        await self._list_named(resource, newer)
+                except (ApiError, ListNotTaken) as e:
+                    # a watch's relist fails (and is tried again), and so does the start (no decision on a
+                    # half-known cluster), but for the NodePools (say Karpenter's conversion webhook down);
+                    # a periodic resync goes on: the other resources' corrections matter more
+                    if (only is not None or (resource == "machinetypes" and not self.types.seen)
+                            or (not self._start_done and resource != "nodepools")):
+                        raise
+                    logger.warning("resync: %s not listed, kept as known: %s", resource, e)
+                    continue
+                finally:
+                    del self._told_while_listing[resource]
+                if resource == "pods":
+                    self._unlisted_pods(listed_pods, newer)
+
+    def _told(self, resource: str, key: str) -> None:
+        """The watch told of this object (by name; pods by uid): should a LIST of its resource be in
+        flight, the LIST's copy is older."""
+        if (told := self._told_while_listing.get(resource)) is not None:
+            told.add(key)
 
     async def _list_pods(self, newer: set[str]) -> set[str]:
         """Every pod of the cluster into the cache, a page at a time, as its watch would tell it (not those
@@ -297,21 +302,21 @@ class Controller:
             self.pod_event({"metadata": {"uid": uid, "namespace": namespace}}, deleted=True)
         self._claims_changed()  # a pending pod the LIST found finished claims no more
 
-    async def _list_named(self, resource: str) -> None:
+    async def _list_named(self, resource: str, newer: set[str]) -> None:
         """The cluster's machine types, NodePools, namespaces or nodes from a LIST (paged, taken a page at a
         time: a cluster's nodes never sit in memory as one list), each told as its watch would, and those
         known but not listed as deleted; not those the watch told of meanwhile (newer than the LIST)."""
-        named: dict[str, tuple[str, Iterable[str], Callable[[JsonMapping, bool], None]]] = {
-            "machinetypes": (MACHINETYPE_MARK, self.types.seen, self.machinetype_event),
-            "nodepools": (NODEPOOL_MARK, self.types.nodepools, self.nodepool_event),
-            "namespaces": (NAMESPACE_MARK, self.namespaces.labels, self.namespace_event),
-            "nodes": ("", self.cache.nodes, self.node_event)}
-        mark, known, event = named[resource]
+        named: dict[str, tuple[Iterable[str], Callable[[JsonMapping, bool], None]]] = {
+            "machinetypes": (self.types.seen, self.machinetype_event),
+            "nodepools": (self.types.nodepools, self.nodepool_event),
+            "namespaces": (self.namespaces.labels, self.namespace_event),
+            "nodes": (self.cache.nodes, self.node_event)}
+        known, event = named[resource]
         names: set[str] = set()
         takes = ListedTakes(resource, strict=not self._start_done)
 
         def listed(body: JsonMapping) -> None:
-            names.add(self._listed(mark, body, event, takes))
+            names.add(self._listed(body, event, takes, newer))
         version: str | None = None
         try:
             version = await self.api.list_objects(resource, listed)
@@ -319,20 +324,19 @@ class Controller:
             if resource != "nodepools" or e.status != 404:
                 raise  # (Karpenter's NodePools are not served where it is not installed: none)
         takes.done()
-        newer = self._watched_during_resync or set()
-        for name in [n for n in known if n not in names and mark + n not in newer]:
+        for name in [n for n in known if n not in names and n not in newer]:
             event({"metadata": {"name": name}}, True)
         if resource in CLUSTER_WATCHED:
             self._versions[resource] = version
         if resource == "namespaces":
             self.namespaces.listed()
 
-    def _listed(self, mark: str, body: JsonMapping, event: Callable[[JsonMapping, bool], None],
-                takes: ListedTakes) -> str:
+    def _listed(self, body: JsonMapping, event: Callable[[JsonMapping, bool], None], takes: ListedTakes,
+                newer: set[str]) -> str:
         """The object's name; the object taken unless its watch told of it meanwhile (one not taken is kept
         as known: not gone)."""
         name: str = body["metadata"]["name"]
-        if mark + name not in (self._watched_during_resync or ()):
+        if name not in newer:
             takes.take(body, lambda: event(body, False))
         else:
             takes.taken_as_told()
@@ -399,8 +403,7 @@ class Controller:
 
     def nodepool_event(self, body: JsonMapping, deleted: bool) -> None:
         """A Karpenter NodePool appeared, changed or went: which types are autoscaled may have changed."""
-        if self._watched_during_resync is not None:
-            self._watched_during_resync.add(NODEPOOL_MARK + body["metadata"]["name"])
+        self._told("nodepools", body["metadata"]["name"])
         if self.types.observe_nodepool(body, deleted):
             for namespace, app in sorted(self.apps):
                 self.queue.add(("app", namespace, app))
@@ -408,8 +411,7 @@ class Controller:
 
     def machinetype_event(self, body: JsonMapping, deleted: bool) -> None:
         name = body["metadata"]["name"]
-        if self._watched_during_resync is not None:
-            self._watched_during_resync.add(MACHINETYPE_MARK + name)
+        self._told("machinetypes", name)
         change = self.types.observe(body, deleted)
         if change == "none":
             return
@@ -424,8 +426,7 @@ class Controller:
         self._touch_machinetypes()
 
     def node_event(self, body: JsonMapping, deleted: bool) -> None:
-        if self._watched_during_resync is not None:
-            self._watched_during_resync.add(body["metadata"]["name"])
+        self._told("nodes", body["metadata"]["name"])
         name = body["metadata"]["name"]
         old = self.cache.nodes.get(name)  # (a heartbeat changes nothing read here: nothing more is done)
         changed = self.cache.remove_node(name) if deleted else self.cache.upsert_node(body)
@@ -448,8 +449,7 @@ class Controller:
 
     def pod_event(self, body: JsonMapping, deleted: bool) -> None:
         meta = body["metadata"]
-        if self._watched_during_resync is not None:
-            self._watched_during_resync.add(meta["uid"])
+        self._told("pods", meta["uid"])
         old = self.cache.pods.get(meta["uid"])
         new = old is None and not self._held_pod(meta)
         freed = self.cache.remove_pod(meta["uid"]) if deleted else self.cache.upsert_pod(body)
