@@ -232,6 +232,8 @@ async def test_autoscaler_events_are_watched_only_while_a_replica_waits_unschedu
         assert controller.cache.scale_up_coming("uid-late")  # said before the watch started
         controller.pod_event(pod("late", "n1"), deleted=False)  # placed: the Events linger, then stop
         assert not controller.cache.scale_up_coming("uid-late"), "a bound pod kept the word about its wait"
+        controller.scale_signal_event(event)  # the same Event listed again (a watch restarted): still over
+        assert not controller.cache.scale_up_coming("uid-late")
         await asyncio.sleep(0.05)
         assert controller.scale_signals[None].running
         controller.pod_event(pod("again", None, unschedulable=True), deleted=False)  # another waits: still on

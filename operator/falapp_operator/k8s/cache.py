@@ -270,6 +270,9 @@ class ClusterCache:
     def record_scale_signal(self, pod_uid: str, answer: str, when: datetime) -> None:
         """The autoscaler's latest answer (COMING or REFUSED) about the pod: answers can flip (Nominated,
         then refused when another pod took the claim)."""
+        pod = self.pods.get(pod_uid)
+        if pod is not None and pod.node:  # bound: the word is about its wait, over (an Event listed again)
+            return
         previous = self.scale_signals.get(pod_uid)
         if previous is None or previous[1] <= when:
             self.scale_signals[pod_uid] = (answer, when)
